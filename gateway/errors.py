@@ -1,0 +1,100 @@
+"""One error root for zapgate, mapped once to a gRPC status with `google.rpc` details."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from zapgate.v1 import errors_pb2
+
+ERROR_DOMAIN = "zapgate.v1"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class ZapgateError(Exception):
+    """Base of every error a client may see. Subclasses fix the code and the stable reason."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: int = errors_pb2.ERROR_REASON_INTERNAL
+
+    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata or {}
+
+    def details(self) -> list[any_pb2.Any]:
+        info = error_details_pb2.ErrorInfo(
+            reason=errors_pb2.ErrorReason.Name(self.reason).removeprefix("ERROR_REASON_"),
+            domain=ERROR_DOMAIN,
+            metadata=self.metadata,
+        )
+        return [_pack(info)]
+
+    def to_status(self) -> status_pb2.Status:
+        code = getattr(code_pb2, self.code.name)
+        return status_pb2.Status(code=code, message=self.message, details=self.details())
+
+
+class InvalidArgument(ZapgateError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = errors_pb2.ERROR_REASON_INVALID_ARGUMENT
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(f"invalid request: {summary}")
+        self.violations = tuple(violations)
+
+    def details(self) -> list[any_pb2.Any]:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in self.violations
+            ]
+        )
+        return [*super().details(), _pack(bad_request)]
+
+
+class Unauthenticated(ZapgateError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = errors_pb2.ERROR_REASON_UNAUTHENTICATED
+
+
+class InstanceNotFound(ZapgateError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = errors_pb2.ERROR_REASON_INSTANCE_NOT_FOUND
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"instance {instance_id!r} not found", metadata={"instance_id": instance_id})
+
+
+class InstanceAlreadyExists(ZapgateError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = errors_pb2.ERROR_REASON_INSTANCE_ALREADY_EXISTS
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(
+            f"instance {instance_id!r} already exists with different fields",
+            metadata={"instance_id": instance_id},
+        )
+
+
+class Unavailable(ZapgateError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = errors_pb2.ERROR_REASON_UNAVAILABLE
+
+
+def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed

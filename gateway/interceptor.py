@@ -1,0 +1,96 @@
+"""The one place where every public call is authenticated, scoped to its tenant, and where
+zapgate's errors become gRPC statuses with `google.rpc` details."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from zapgate.gateway.errors import ZapgateError, Unauthenticated
+from zapgate.gateway.handlers import wrap_handler
+
+log = logging.getLogger(__name__)
+
+# Standard services any gRPC tool expects to call without credentials.
+PUBLIC_SERVICE_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+_tenant: ContextVar[str] = ContextVar("zapgate_tenant")
+
+Authenticate = Callable[[str], Awaitable[str | None]]
+
+
+def current_tenant() -> str:
+    """The tenant of the API key of the call being served."""
+    return _tenant.get()
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+class GatewayInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authenticate: Authenticate) -> None:
+        self._authenticate = authenticate
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(PUBLIC_SERVICE_PREFIXES):
+            return handler
+        return wrap_handler(handler, lambda context: self._call_scope(method, context))
+
+    @asynccontextmanager
+    async def _call_scope(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        try:
+            tenant = await self._tenant_of(context)
+            token = _tenant.set(tenant)
+            try:
+                yield
+            finally:
+                _tenant.reset(token)
+        except ZapgateError as error:
+            await _abort(context, error)
+        except Exception as error:
+            if isinstance(error, grpc.aio.AbortError):
+                raise
+            log.exception("unhandled error in %s", method)
+            await _abort(context, ZapgateError("internal error; see the server log"))
+
+    async def _tenant_of(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        token = bearer_token(context.invocation_metadata())
+        if not token:
+            raise Unauthenticated("missing `authorization: Bearer <api key>` metadata")
+        tenant = await self._authenticate(token)
+        if tenant is None:
+            raise Unauthenticated("unknown or revoked API key")
+        return tenant
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: ZapgateError) -> None:
+    status = error.to_status()
+    await context.abort(
+        error.code,
+        error.message,
+        trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
+    )

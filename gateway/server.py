@@ -1,0 +1,121 @@
+"""The gRPC server: builds it, serves until told to stop, and stops in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from zapgate.gateway.config import ServeConfig, TlsConfig
+from zapgate.gateway.interceptor import GatewayInterceptor
+from zapgate.gateway.services.instances import InstanceService
+from zapgate.gateway.store.apikeys import ApiKeyRepository
+from zapgate.gateway.store.db import open_database
+from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.v1 import instance_pb2, instance_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+INITIAL_KEY_FILE = "initial-api-key"
+INITIAL_TENANT = "default"
+SERVICE_NAMES = (instance_pb2.DESCRIPTOR.services_by_name["InstanceService"].full_name,)
+
+
+class Gateway:
+    """One running zapgate: state store, gRPC server, health."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._engine: AsyncEngine | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._engine = await open_database(self.config.resolved_database_url)
+        api_keys = ApiKeyRepository(self._engine)
+        await self._create_initial_key(api_keys)
+
+        server = grpc.aio.server(interceptors=[GatewayInterceptor(api_keys.authenticate)])
+        instance_pb2_grpc.add_InstanceServiceServicer_to_server(
+            InstanceService(InstanceRepository(self._engine)), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = _add_port(server, self.config.listen, self.config.tls)
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        host = self.config.listen.rpartition(":")[0]
+        log.info("zapgate listening on %s:%d", host, self.port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stops accepting calls, lets in-flight calls finish within `grace` seconds, then
+        closes the store. Safe to call more than once."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.grace_seconds if grace is None else grace)
+        if self._engine is not None:
+            await self._engine.dispose()
+        log.info("zapgate stopped")
+
+    async def _create_initial_key(self, api_keys: ApiKeyRepository) -> None:
+        """On a brand-new store, create a first key so a newcomer can call the API at once.
+        It goes to a 0600 file, never to the log."""
+        if await api_keys.count():
+            return
+        key, info = await api_keys.create(INITIAL_TENANT, "created on first start")
+        path = self.config.data_dir / INITIAL_KEY_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+        log.warning(
+            "no API keys existed: created key %s for tenant %r in %s (read it, then delete "
+            "the file)", info.key_id, INITIAL_TENANT, path
+        )
+
+
+def _add_port(server: grpc.aio.Server, listen: str, tls: TlsConfig | None) -> int:
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+            root_certificates=tls.client_ca_file.read_bytes() if tls.client_ca_file else None,
+            require_client_auth=tls.client_ca_file is not None,
+        )
+        port = server.add_secure_port(listen, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    return port
+
+
+async def serve(config: ServeConfig) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    gateway = Gateway(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await gateway.start()
+        await stop.wait()
+        log.info("signal received: finishing in-flight calls (grace %.1fs)", config.grace_seconds)
+    finally:
+        await gateway.stop()
+

@@ -1,0 +1,142 @@
+"""InstanceService: create, read, list, update and delete instances of the caller's tenant."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import grpc.aio
+from google.protobuf import timestamp_pb2
+
+from zapgate.gateway.errors import FieldViolation, InstanceNotFound, InvalidArgument
+from zapgate.gateway.interceptor import current_tenant
+from zapgate.gateway.paging import PageToken, decode_page_token, page_size
+from zapgate.gateway.store.instances import MUTABLE_FIELDS, InstanceRecord, InstanceRepository
+from zapgate.gateway.validation import (
+    check_display_name,
+    check_instance_id,
+    check_labels,
+    check_phone,
+    raise_if_any,
+)
+from zapgate.v1 import instance_pb2, instance_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
+    def __init__(self, instances: InstanceRepository) -> None:
+        self._instances = instances
+
+    async def CreateInstance(
+        self, request: instance_pb2.CreateInstanceRequest, context: Context
+    ) -> instance_pb2.CreateInstanceResponse:
+        instance_id = request.instance_id or generate_instance_id()
+        raise_if_any(
+            check_instance_id("instance_id", instance_id)
+            + check_display_name("display_name", request.display_name)
+            + check_phone("phone", request.phone)
+            + check_labels("labels", request.labels)
+        )
+        record, created = await self._instances.create(
+            InstanceRecord(
+                tenant=current_tenant(),
+                id=instance_id,
+                display_name=request.display_name or instance_id,
+                phone=request.phone,
+                state=instance_pb2.INSTANCE_STATE_DISCONNECTED,
+                labels=dict(request.labels),
+            )
+        )
+        return instance_pb2.CreateInstanceResponse(instance=to_proto(record), created=created)
+
+    async def GetInstance(
+        self, request: instance_pb2.GetInstanceRequest, context: Context
+    ) -> instance_pb2.GetInstanceResponse:
+        raise_if_any(check_instance_id("instance_id", request.instance_id))
+        record = await self._instances.require(current_tenant(), request.instance_id)
+        return instance_pb2.GetInstanceResponse(instance=to_proto(record))
+
+    async def ListInstances(
+        self, request: instance_pb2.ListInstancesRequest, context: Context
+    ) -> instance_pb2.ListInstancesResponse:
+        if request.state not in instance_pb2.InstanceState.values():
+            raise InvalidArgument([FieldViolation("state", "unknown state")])
+        filter_key = f"state={request.state}"
+        limit = page_size(request.page_size)
+        after_id = decode_page_token(request.page_token, filter_key)
+        records = await self._instances.list_page(
+            current_tenant(),
+            state=request.state or None,
+            after_id=after_id,
+            limit=limit + 1,  # one more tells whether another page exists
+        )
+        page, more = records[:limit], len(records) > limit
+        next_token = PageToken(page[-1].id, filter_key).encode() if more else ""
+        return instance_pb2.ListInstancesResponse(
+            instances=[to_proto(r) for r in page], next_page_token=next_token
+        )
+
+    async def UpdateInstance(
+        self, request: instance_pb2.UpdateInstanceRequest, context: Context
+    ) -> instance_pb2.UpdateInstanceResponse:
+        instance_id = request.instance.id
+        paths = list(request.update_mask.paths)
+        if paths == ["*"]:
+            paths = list(MUTABLE_FIELDS)
+        violations = check_instance_id("instance.id", instance_id)
+        if not paths:
+            violations.append(FieldViolation("update_mask", "name at least one field"))
+        for path in paths:
+            if path not in MUTABLE_FIELDS:
+                violations.append(
+                    FieldViolation("update_mask", f"{path!r} is not updatable; use "
+                                   + ", ".join(MUTABLE_FIELDS))
+                )
+        new = request.instance
+        if "display_name" in paths:
+            violations += check_display_name("instance.display_name", new.display_name)
+        if "phone" in paths:
+            violations += check_phone("instance.phone", new.phone)
+        if "labels" in paths:
+            violations += check_labels("instance.labels", new.labels)
+        raise_if_any(violations)
+        changes: dict[str, Any] = {}
+        if "display_name" in paths:
+            changes["display_name"] = new.display_name or instance_id
+        if "phone" in paths:
+            changes["phone"] = new.phone
+        if "labels" in paths:
+            changes["labels"] = dict(new.labels)
+        record = await self._instances.update(current_tenant(), instance_id, changes)
+        return instance_pb2.UpdateInstanceResponse(instance=to_proto(record))
+
+    async def DeleteInstance(
+        self, request: instance_pb2.DeleteInstanceRequest, context: Context
+    ) -> instance_pb2.DeleteInstanceResponse:
+        raise_if_any(check_instance_id("instance_id", request.instance_id))
+        deleted = await self._instances.delete(current_tenant(), request.instance_id)
+        if not deleted and not request.allow_missing:
+            raise InstanceNotFound(request.instance_id)
+        return instance_pb2.DeleteInstanceResponse(deleted=deleted)
+
+
+def generate_instance_id() -> str:
+    return f"inst-{secrets.token_hex(6)}"
+
+
+def to_proto(record: InstanceRecord) -> instance_pb2.Instance:
+    return instance_pb2.Instance(
+        id=record.id,
+        display_name=record.display_name,
+        phone=record.phone,
+        state=record.state,  # type: ignore[arg-type]
+        labels=record.labels,
+        create_time=_timestamp(record.create_time_us),
+        update_time=_timestamp(record.update_time_us),
+    )
+
+
+def _timestamp(micros: int) -> timestamp_pb2.Timestamp:
+    seconds, remainder = divmod(micros, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=remainder * 1000)

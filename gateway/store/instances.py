@@ -1,0 +1,136 @@
+"""Persistence of instances, always scoped by tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.errors import InstanceAlreadyExists, InstanceNotFound
+from zapgate.gateway.store.schema import instances
+
+# Fields a client may set, on create and through UpdateInstance's field mask.
+MUTABLE_FIELDS = ("display_name", "phone", "labels")
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    tenant: str
+    id: str
+    display_name: str
+    phone: str
+    state: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    create_time_us: int = 0
+    update_time_us: int = 0
+
+    def same_client_fields(self, other: InstanceRecord) -> bool:
+        return all(getattr(self, name) == getattr(other, name) for name in MUTABLE_FIELDS)
+
+
+class InstanceRepository:
+    def __init__(self, engine: AsyncEngine, clock: MicrosClock = system_micros) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def create(self, record: InstanceRecord) -> tuple[InstanceRecord, bool]:
+        """Inserts `record`; returns (stored record, created). An existing instance with the
+        same client fields is returned as is; with different fields it is a conflict."""
+        now = self._clock()
+        record = replace(record, create_time_us=now, update_time_us=now)
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(sa.insert(instances).values(**_row(record)))
+        except IntegrityError:
+            existing = await self.get(record.tenant, record.id)
+            if existing is not None and existing.same_client_fields(record):
+                return existing, False
+            raise InstanceAlreadyExists(record.id) from None
+        return record, True
+
+    async def get(self, tenant: str, instance_id: str) -> InstanceRecord | None:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                sa.select(instances).where(_key(tenant, instance_id))
+            )
+            row = result.mappings().first()
+        return _record(row) if row is not None else None
+
+    async def require(self, tenant: str, instance_id: str) -> InstanceRecord:
+        record = await self.get(tenant, instance_id)
+        if record is None:
+            raise InstanceNotFound(instance_id)
+        return record
+
+    async def list_page(
+        self, tenant: str, *, state: int | None, after_id: str, limit: int
+    ) -> list[InstanceRecord]:
+        """Instances ordered by id, strictly after `after_id` (keyset paging)."""
+        query = sa.select(instances).where(instances.c.tenant == tenant)
+        if state is not None:
+            query = query.where(instances.c.state == state)
+        if after_id:
+            query = query.where(instances.c.id > after_id)
+        query = query.order_by(instances.c.id).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_record(row) for row in rows]
+
+    async def update(
+        self, tenant: str, instance_id: str, changes: Mapping[str, Any]
+    ) -> InstanceRecord:
+        unknown = set(changes) - {*MUTABLE_FIELDS, "state"}
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        values = {**changes, "update_time_us": self._clock()}
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                sa.update(instances)
+                .where(_key(tenant, instance_id))
+                .values(**values)
+                .returning(*instances.c)
+            )
+            row = result.mappings().first()
+        if row is None:
+            raise InstanceNotFound(instance_id)
+        return _record(row)
+
+    async def delete(self, tenant: str, instance_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(sa.delete(instances).where(_key(tenant, instance_id)))
+        return bool(result.rowcount)
+
+
+def _key(tenant: str, instance_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(instances.c.tenant == tenant, instances.c.id == instance_id)
+
+
+def _row(record: InstanceRecord) -> dict[str, Any]:
+    return {
+        "tenant": record.tenant,
+        "id": record.id,
+        "display_name": record.display_name,
+        "phone": record.phone,
+        "state": record.state,
+        "labels": dict(record.labels),
+        "create_time_us": record.create_time_us,
+        "update_time_us": record.update_time_us,
+    }
+
+
+def _record(row: Mapping[str, Any]) -> InstanceRecord:
+    return InstanceRecord(
+        tenant=row["tenant"],
+        id=row["id"],
+        display_name=row["display_name"],
+        phone=row["phone"],
+        state=row["state"],
+        labels=dict(row["labels"]),
+        create_time_us=row["create_time_us"],
+        update_time_us=row["update_time_us"],
+    )

@@ -1,0 +1,69 @@
+"""Checks on client-supplied fields. Each returns violations instead of raising, so one
+response can name every bad field at once."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+
+from zapgate.gateway.errors import FieldViolation, InvalidArgument
+
+INSTANCE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+E164_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+LABEL_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
+MAX_DISPLAY_NAME = 128
+MAX_LABELS = 64
+MAX_LABEL_VALUE = 256
+
+
+def check_instance_id(field: str, value: str) -> list[FieldViolation]:
+    if not value:
+        return [FieldViolation(field, "required")]
+    if not INSTANCE_ID.fullmatch(value):
+        return [FieldViolation(field, "must match [a-z0-9][a-z0-9_-]{0,63}")]
+    return []
+
+
+def check_phone(field: str, value: str) -> list[FieldViolation]:
+    """Empty means "not set"; anything else must be E.164 (`+` and 7 to 15 digits)."""
+    if value and not E164_PHONE.fullmatch(value):
+        return [FieldViolation(field, "must be an E.164 number such as +5511999998888")]
+    return []
+
+
+def check_display_name(field: str, value: str) -> list[FieldViolation]:
+    if len(value) > MAX_DISPLAY_NAME:
+        return [FieldViolation(field, f"at most {MAX_DISPLAY_NAME} characters")]
+    if value and not value.strip():
+        return [FieldViolation(field, "must not be only white space")]
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        return [FieldViolation(field, "must not contain control characters")]
+    return []
+
+
+def check_labels(field: str, labels: Mapping[str, str]) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if len(labels) > MAX_LABELS:
+        violations.append(FieldViolation(field, f"at most {MAX_LABELS} labels"))
+    for key, value in sorted(labels.items()):
+        if not LABEL_KEY.fullmatch(key):
+            violations.append(
+                FieldViolation(f"{field}[{key}]", "key must match [a-z][a-z0-9_.-]{0,62}")
+            )
+        if len(value) > MAX_LABEL_VALUE:
+            violations.append(
+                FieldViolation(f"{field}[{key}]", f"value at most {MAX_LABEL_VALUE} characters")
+            )
+    return violations
+
+
+def check_tenant(value: str) -> None:
+    if not TENANT_NAME.fullmatch(value):
+        raise InvalidArgument([FieldViolation("tenant", "must match [a-z0-9][a-z0-9_-]{0,63}")])
+
+
+def raise_if_any(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise InvalidArgument(violations)
