@@ -65,6 +65,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         try:
             tenant = await self._tenant_of(context)
             token = _tenant.set(tenant)
+            log.debug("call started: %s (tenant %s)", method, tenant)
             try:
                 yield
             finally:
