@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", type=Path, help="require client certs signed by this CA")
     serve.add_argument(
-        "--grace", type=float, default=DEFAULT_GRACE_SECONDS,
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE_SECONDS,
         help="seconds in-flight calls get to finish on SIGTERM (default %(default)s)",
     )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")

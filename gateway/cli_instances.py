@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
@@ -16,7 +16,15 @@ from google.protobuf.message import Message
 
 from zapgate.v1 import instance_pb2, instance_pb2_grpc
 
-Stub = instance_pb2_grpc.InstanceServiceStub
+# The async stub class exists only in the generated type stubs.
+Stub: TypeAlias = "instance_pb2_grpc.InstanceServiceAsyncStub"
+Metadata = tuple[tuple[str, str], ...]
+STATE_NAMES = [
+    name.removeprefix("INSTANCE_STATE_").lower()
+    for name in instance_pb2.InstanceState.keys()  # noqa: SIM118 (not a dict)
+    if name != "INSTANCE_STATE_UNSPECIFIED"
+]
+Action = Callable[[Stub, Metadata, argparse.Namespace], Awaitable[None]]
 
 
 def add_commands(commands: Any) -> None:
@@ -28,7 +36,9 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--phone", default="", help="E.164 phone number")
     create.add_argument("--label", action="append", default=[], help="key=value (repeatable)")
     listing = actions.add_parser("list", help="list instances (all pages)")
-    listing.add_argument("--state", help="only this state, e.g. CONNECTED")
+    listing.add_argument(
+        "--state", type=str.lower, choices=STATE_NAMES, help="only instances in this state"
+    )
     get = actions.add_parser("get", help="show one instance")
     get.add_argument("instance_id")
     delete = actions.add_parser("delete", help="delete an instance")
@@ -40,17 +50,19 @@ def add_commands(commands: Any) -> None:
 
 def _add_client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--server", default=os.environ.get("ZAPGATE_SERVER", "127.0.0.1:50051"),
+        "--server",
+        default=os.environ.get("ZAPGATE_SERVER", "127.0.0.1:50051"),
         help="host:port of the server (default $ZAPGATE_SERVER or %(default)s)",
     )
     parser.add_argument(
-        "--api-key", default=os.environ.get("ZAPGATE_API_KEY"),
+        "--api-key",
+        default=os.environ.get("ZAPGATE_API_KEY"),
         help="API key (default $ZAPGATE_API_KEY)",
     )
     parser.add_argument("--tls-ca", type=Path, help="PEM CA to verify a TLS server with")
 
 
-def _call(args: argparse.Namespace, action: Callable[[Stub, Any], Awaitable[None]]) -> int:
+def _call(args: argparse.Namespace, action: Action) -> int:
     from zapgate.gateway.cli import run_async
 
     if not args.api_key:
@@ -66,7 +78,7 @@ def _call(args: argparse.Namespace, action: Callable[[Stub, Any], Awaitable[None
             channel = grpc.aio.insecure_channel(args.server)
         async with channel:
             try:
-                await action(_AuthedStub(Stub(channel), metadata), args)
+                await action(instance_pb2_grpc.InstanceServiceStub(channel), metadata, args)
             except grpc.aio.AioRpcError as error:
                 print(f"zapgate: {error.code().name}: {error.details()}", file=sys.stderr)
                 return 1
@@ -75,39 +87,26 @@ def _call(args: argparse.Namespace, action: Callable[[Stub, Any], Awaitable[None
     return run_async(go())
 
 
-class _AuthedStub:
-    """Adds the API key metadata to every call of the wrapped stub."""
-
-    def __init__(self, stub: Stub, metadata: tuple[tuple[str, str], ...]) -> None:
-        self._stub = stub
-        self._metadata = metadata
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._stub, name)
-        return lambda request: method(request, metadata=self._metadata)
-
-
 def _print(message: Message) -> None:
     print(json_format.MessageToJson(message, indent=2))
 
 
-async def _create(stub: Any, args: argparse.Namespace) -> None:
+async def _create(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> None:
     labels = dict(item.partition("=")[::2] for item in args.label)
     request = instance_pb2.CreateInstanceRequest(
         instance_id=args.instance_id, display_name=args.name, phone=args.phone, labels=labels
     )
-    _print((await stub.CreateInstance(request)).instance)
+    _print((await stub.CreateInstance(request, metadata=metadata)).instance)
 
 
-async def _list(stub: Any, args: argparse.Namespace) -> None:
-    state = instance_pb2.InstanceState.Value(f"INSTANCE_STATE_{args.state.upper()}") if (
-        args.state
-    ) else 0
+async def _list(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> None:
+    state = instance_pb2.INSTANCE_STATE_UNSPECIFIED
+    if args.state:
+        state = instance_pb2.InstanceState.Value(f"INSTANCE_STATE_{args.state.upper()}")
     token = ""
     while True:
-        page = await stub.ListInstances(
-            instance_pb2.ListInstancesRequest(page_token=token, state=state)
-        )
+        request = instance_pb2.ListInstancesRequest(page_token=token, state=state)
+        page = await stub.ListInstances(request, metadata=metadata)
         for instance in page.instances:
             print(json_format.MessageToJson(instance, indent=None))
         token = page.next_page_token
@@ -115,10 +114,12 @@ async def _list(stub: Any, args: argparse.Namespace) -> None:
             return
 
 
-async def _get(stub: Any, args: argparse.Namespace) -> None:
-    _print((await stub.GetInstance(instance_pb2.GetInstanceRequest(instance_id=args.instance_id))).instance)
+async def _get(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> None:
+    request = instance_pb2.GetInstanceRequest(instance_id=args.instance_id)
+    _print((await stub.GetInstance(request, metadata=metadata)).instance)
 
 
-async def _delete(stub: Any, args: argparse.Namespace) -> None:
-    await stub.DeleteInstance(instance_pb2.DeleteInstanceRequest(instance_id=args.instance_id))
+async def _delete(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> None:
+    request = instance_pb2.DeleteInstanceRequest(instance_id=args.instance_id)
+    await stub.DeleteInstance(request, metadata=metadata)
     print(f"deleted {args.instance_id}")

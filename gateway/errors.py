@@ -24,7 +24,7 @@ class ZapgateError(Exception):
     """Base of every error a client may see. Subclasses fix the code and the stable reason."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    reason: int = errors_pb2.ERROR_REASON_INTERNAL
+    reason: errors_pb2.ErrorReason.ValueType = errors_pb2.ERROR_REASON_INTERNAL
 
     def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -75,7 +75,9 @@ class InstanceNotFound(ZapgateError):
     reason = errors_pb2.ERROR_REASON_INSTANCE_NOT_FOUND
 
     def __init__(self, instance_id: str) -> None:
-        super().__init__(f"instance {instance_id!r} not found", metadata={"instance_id": instance_id})
+        super().__init__(
+            f"instance {instance_id!r} not found", metadata={"instance_id": instance_id}
+        )
 
 
 class InstanceAlreadyExists(ZapgateError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
@@ -12,14 +12,20 @@ import grpc.aio
 CallScope = Callable[[grpc.aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMethodHandler:
+# Generic only in the type stubs, not at run time.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+def wrap_handler(handler: Handler, scope: CallScope) -> Handler:
     """Returns a handler that runs the original behaviour inside `scope(context)`."""
     codecs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
+    # The stubs type behaviours as synchronous; on a grpc.aio server they are coroutines or
+    # async generators, so they are typed Any here.
     if handler.unary_unary is not None:
-        unary_unary = handler.unary_unary
+        unary_unary: Any = handler.unary_unary
 
         async def call_unary_unary(request: Any, context: Any) -> Any:
             async with scope(context):
@@ -27,7 +33,7 @@ def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMe
 
         return grpc.unary_unary_rpc_method_handler(call_unary_unary, **codecs)
     if handler.unary_stream is not None:
-        unary_stream = handler.unary_stream
+        unary_stream: Any = handler.unary_stream
 
         async def call_unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
             async with scope(context):
@@ -36,14 +42,14 @@ def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMe
 
         return grpc.unary_stream_rpc_method_handler(call_unary_stream, **codecs)
     if handler.stream_unary is not None:
-        stream_unary = handler.stream_unary
+        stream_unary: Any = handler.stream_unary
 
         async def call_stream_unary(requests: Any, context: Any) -> Any:
             async with scope(context):
                 return await stream_unary(requests, context)
 
         return grpc.stream_unary_rpc_method_handler(call_stream_unary, **codecs)
-    stream_stream = handler.stream_stream
+    stream_stream: Any = handler.stream_stream
 
     async def call_stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
         async with scope(context):

@@ -4,7 +4,7 @@ zapgate's errors become gRPC statuses with `google.rpc` details."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -12,8 +12,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from zapgate.gateway.errors import ZapgateError, Unauthenticated
-from zapgate.gateway.handlers import wrap_handler
+from zapgate.gateway.errors import Unauthenticated, ZapgateError
+from zapgate.gateway.handlers import Handler, wrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def current_tenant() -> str:
     return _tenant.get()
 
 
-def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")
@@ -43,15 +43,15 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | 
     return None
 
 
-class GatewayInterceptor(grpc.aio.ServerInterceptor):
+class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticate: Authenticate) -> None:
         self._authenticate = authenticate
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_SERVICE_PREFIXES):

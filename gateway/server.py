@@ -36,7 +36,8 @@ class Gateway:
         self.port = 0
         self._engine: AsyncEngine | None = None
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        # grpc-stubs does not know the asyncio health servicer.
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -86,7 +87,10 @@ class Gateway:
             out.write(key + "\n")
         log.warning(
             "no API keys existed: created key %s for tenant %r in %s (read it, then delete "
-            "the file)", info.key_id, INITIAL_TENANT, path
+            "the file)",
+            info.key_id,
+            INITIAL_TENANT,
+            path,
         )
 
 
@@ -118,4 +122,3 @@ async def serve(config: ServeConfig) -> None:
         log.info("signal received: finishing in-flight calls (grace %.1fs)", config.grace_seconds)
     finally:
         await gateway.stop()
-

@@ -28,7 +28,9 @@ def postgres_admin_url() -> Iterator[str]:
         return
     bindir = find_bindir()
     if bindir is None:
-        message = "PostgreSQL not found: apt-get install postgresql, or set ZAPGATE_TEST_DATABASE_URL"
+        message = (
+            "PostgreSQL not found: apt-get install postgresql, or set ZAPGATE_TEST_DATABASE_URL"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

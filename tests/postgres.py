@@ -44,21 +44,26 @@ def running_server(bindir: Path) -> Iterator[str]:
     data, log = root / "data", root / "server.log"
     port = _free_port()
     subprocess.run(
-        [bindir / "initdb", "-D", data, "-U", "zapgate", "--auth=trust", "-E", "UTF8",
-         "--no-sync"],
-        check=True, capture_output=True, user=user,
+        [bindir / "initdb", "-D", data, "-U", "zapgate", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        check=True,
+        capture_output=True,
+        user=user,
     )
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
         [bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "start"],
-        check=True, capture_output=True, user=user,
+        check=True,
+        capture_output=True,
+        user=user,
     )
     try:
         yield f"postgresql://zapgate@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             [bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"],
-            check=False, capture_output=True, user=user,
+            check=False,
+            capture_output=True,
+            user=user,
         )
         shutil.rmtree(root, ignore_errors=True)
 

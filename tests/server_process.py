@@ -19,9 +19,23 @@ class ServerProcess:
     def __init__(self, data_dir: Path, *extra: str) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "zapgate.gateway.cli", "serve", "--listen", "127.0.0.1:0",
-             "--data-dir", str(data_dir), "--log-level", "DEBUG", *extra],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "zapgate.gateway.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(data_dir),
+                "--log-level",
+                "DEBUG",
+                *extra,
+            ],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=env,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []

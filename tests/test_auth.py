@@ -77,7 +77,9 @@ async def test_tenant_b_cannot_see_or_touch_tenant_a(running: RunningGateway) ->
     )
 
     cross_calls = {
-        "GetInstance": stub.GetInstance(pb.GetInstanceRequest(instance_id="secret"), metadata=key_b),
+        "GetInstance": stub.GetInstance(
+            pb.GetInstanceRequest(instance_id="secret"), metadata=key_b
+        ),
         "UpdateInstance": stub.UpdateInstance(
             pb.UpdateInstanceRequest(
                 instance=pb.Instance(id="secret", display_name="stolen"),

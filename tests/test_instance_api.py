@@ -23,7 +23,8 @@ class Client:
 
     async def create(self, **fields: object) -> pb.CreateInstanceResponse:
         return await self.stub.CreateInstance(
-            pb.CreateInstanceRequest(**fields), metadata=self.metadata  # type: ignore[arg-type]
+            pb.CreateInstanceRequest(**fields),
+            metadata=self.metadata,  # type: ignore[arg-type]
         )
 
     async def get(self, instance_id: str) -> pb.Instance:
@@ -34,7 +35,8 @@ class Client:
 
     async def list(self, **fields: object) -> pb.ListInstancesResponse:
         return await self.stub.ListInstances(
-            pb.ListInstancesRequest(**fields), metadata=self.metadata  # type: ignore[arg-type]
+            pb.ListInstancesRequest(**fields),
+            metadata=self.metadata,  # type: ignore[arg-type]
         )
 
     async def update(self, instance: pb.Instance, *paths: str) -> pb.Instance:
@@ -66,7 +68,10 @@ async def test_create_get_delete_round_trip(client: Client) -> None:
     assert response.created
     made = response.instance
     assert (made.id, made.display_name, made.phone, dict(made.labels)) == (
-        "shop-1", "Shop", "+5511999998888", {"team": "x"},
+        "shop-1",
+        "Shop",
+        "+5511999998888",
+        {"team": "x"},
     )
     assert made.state == pb.INSTANCE_STATE_DISCONNECTED
     assert made.create_time.seconds > 0
@@ -89,7 +94,8 @@ async def test_generated_id_and_default_display_name(client: Client) -> None:
 async def test_create_is_idempotent_with_identical_fields(client: Client) -> None:
     first = await client.create(instance_id="retry", phone="+15550001111", labels={"a": "1"})
     second = await client.create(instance_id="retry", phone="+15550001111", labels={"a": "1"})
-    assert first.created and not second.created
+    assert first.created
+    assert not second.created
     assert second.instance == first.instance
 
 
@@ -166,11 +172,15 @@ async def test_field_mask_update_changes_only_named_fields(client: Client) -> No
     change = pb.Instance(id="upd", display_name="New", phone="+15559999999", labels={"z": "1"})
     renamed = await client.update(change, "display_name")
     assert (renamed.display_name, renamed.phone, dict(renamed.labels)) == (
-        "New", "+15550001111", {"k": "v"},
+        "New",
+        "+15550001111",
+        {"k": "v"},
     )
     relabeled = await client.update(change, "labels", "phone")
     assert (relabeled.display_name, relabeled.phone, dict(relabeled.labels)) == (
-        "New", "+15559999999", {"z": "1"},
+        "New",
+        "+15559999999",
+        {"z": "1"},
     )
     assert relabeled.create_time == made.create_time
     assert relabeled.update_time.ToMicroseconds() > made.update_time.ToMicroseconds()

@@ -29,6 +29,11 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     process.close()
 
 
+def stored_ids(tmp_path: Path) -> list[tuple[str]]:
+    with sqlite3.connect(tmp_path / "data" / "zapgate.db") as db:
+        return db.execute("SELECT id FROM instances ORDER BY id").fetchall()
+
+
 def initial_key(data_dir: Path) -> str:
     return (data_dir / "initial-api-key").read_text().strip()
 
@@ -84,10 +89,7 @@ async def test_sigterm_lets_in_flight_calls_finish(server: ServerProcess, tmp_pa
         assert response.instance.id == "late"
     assert await asyncio.to_thread(server.wait) == 0
     server.wait_for("zapgate stopped")
-    rows = sqlite3.connect(tmp_path / "data" / "zapgate.db").execute(
-        "SELECT id FROM instances"
-    ).fetchall()
-    assert rows == [("late",)]
+    assert stored_ids(tmp_path) == [("late",)]
 
 
 async def test_new_calls_are_refused_while_draining(server: ServerProcess, tmp_path: Path) -> None:
@@ -104,11 +106,14 @@ async def test_new_calls_are_refused_while_draining(server: ServerProcess, tmp_p
         await asyncio.to_thread(server.wait_for, "signal received")
         async with grpc.aio.insecure_channel(server.address) as fresh:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await instance_pb2_grpc.InstanceServiceStub(fresh).ListInstances(
-                    pb.ListInstancesRequest(), metadata=key, timeout=5
+                await instance_pb2_grpc.InstanceServiceStub(fresh).CreateInstance(
+                    pb.CreateInstanceRequest(instance_id="refused"), metadata=key, timeout=5
                 )
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        # gRPC core refuses the connection (UNAVAILABLE) or cancels the call on an accepted
+        # one (CANCELLED), depending on timing; either way it is never processed (below).
+        assert refused.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
         blocker.execute("COMMIT")
         blocker.close()
         assert (await in_flight).created
     assert await asyncio.to_thread(server.wait) == 0
+    assert stored_ids(tmp_path) == [("first",)]

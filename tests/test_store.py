@@ -68,7 +68,9 @@ async def test_create_get_update_delete(engine: AsyncEngine) -> None:
 
     updated = await repo.update("acme", "shop", {"display_name": "Shop", "phone": "+15550001111"})
     assert (updated.display_name, updated.phone, dict(updated.labels)) == (
-        "Shop", "+15550001111", {"team": "sales"},
+        "Shop",
+        "+15550001111",
+        {"team": "sales"},
     )
     assert updated.update_time_us > created.update_time_us
     assert updated.create_time_us == created.create_time_us

@@ -90,8 +90,10 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
         for path in paths:
             if path not in MUTABLE_FIELDS:
                 violations.append(
-                    FieldViolation("update_mask", f"{path!r} is not updatable; use "
-                                   + ", ".join(MUTABLE_FIELDS))
+                    FieldViolation(
+                        "update_mask",
+                        f"{path!r} is not updatable; use " + ", ".join(MUTABLE_FIELDS),
+                    )
                 )
         new = request.instance
         if "display_name" in paths:

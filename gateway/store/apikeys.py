@@ -7,9 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -108,7 +106,7 @@ class ApiKeyRepository:
         return int(total or 0)
 
 
-def _info(row: Mapping[str, Any]) -> ApiKeyInfo:
+def _info(row: sa.RowMapping) -> ApiKeyInfo:
     return ApiKeyInfo(
         key_id=row["key_id"],
         tenant=row["tenant"],

@@ -55,9 +55,7 @@ class InstanceRepository:
 
     async def get(self, tenant: str, instance_id: str) -> InstanceRecord | None:
         async with self._engine.connect() as conn:
-            result = await conn.execute(
-                sa.select(instances).where(_key(tenant, instance_id))
-            )
+            result = await conn.execute(sa.select(instances).where(_key(tenant, instance_id)))
             row = result.mappings().first()
         return _record(row) if row is not None else None
 
@@ -123,7 +121,7 @@ def _row(record: InstanceRecord) -> dict[str, Any]:
     }
 
 
-def _record(row: Mapping[str, Any]) -> InstanceRecord:
+def _record(row: sa.RowMapping) -> InstanceRecord:
     return InstanceRecord(
         tenant=row["tenant"],
         id=row["id"],

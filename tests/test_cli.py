@@ -1,0 +1,109 @@
+"""The `zapgate` command line, run as real processes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.server_process import ServerProcess
+
+KEY = re.compile(r"zg_[0-9a-f]{16}_[A-Za-z0-9-]{43}")
+
+
+def zapgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zapgate.gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_keys_create_prints_only_the_key_then_list_and_revoke(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    created = zapgate("keys", "create", "--tenant", "acme", "--data-dir", data)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert KEY.fullmatch(key), created.stdout
+    assert created.stdout == key + "\n"
+    key_id = key.split("_")[1]
+
+    listed = zapgate("keys", "list", "--data-dir", data)
+    assert listed.returncode == 0
+    assert key_id in listed.stdout
+    assert "acme" in listed.stdout
+    assert key.split("_")[2] not in listed.stdout
+
+    revoked = zapgate("keys", "revoke", key_id, "--data-dir", data)
+    assert revoked.returncode == 0
+    again = zapgate("keys", "revoke", key_id, "--data-dir", data)
+    assert again.returncode == 1
+    assert "no active key" in again.stderr
+
+
+def test_keys_create_rejects_a_bad_tenant(tmp_path: Path) -> None:
+    result = zapgate("keys", "create", "--tenant", "Bad Tenant", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "tenant" in result.stderr
+
+
+def test_keys_use_the_data_dir_from_the_environment(tmp_path: Path) -> None:
+    env = {"ZAPGATE_DATA_DIR": str(tmp_path / "env-data"), "PATH": "/usr/bin:/bin"}
+    result = zapgate("keys", "create", "--tenant", "acme", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "env-data" / "zapgate.db").exists()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "data")
+    yield process
+    process.close()
+
+
+def test_instances_commands_against_a_running_server(server: ServerProcess, tmp_path: Path) -> None:
+    key = zapgate("keys", "create", "--tenant", "ops", "--data-dir", str(tmp_path / "data"))
+    client = ["--server", server.address, "--api-key", key.stdout.strip()]
+
+    made = zapgate(
+        "instances",
+        "create",
+        "sales",
+        "--name",
+        "Sales",
+        "--phone",
+        "+5511999998888",
+        "--label",
+        "team=br",
+        *client,
+    )
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["labels"] == {"team": "br"}
+    got = zapgate("instances", "get", "sales", *client)
+    assert json.loads(got.stdout)["displayName"] == "Sales"
+    listed = zapgate("instances", "list", "--state", "disconnected", *client)
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == ["sales"]
+    bad = zapgate("instances", "create", "x", "--phone", "123", *client)
+    assert bad.returncode == 1
+    assert "INVALID_ARGUMENT" in bad.stderr
+    assert "phone" in bad.stderr
+    deleted = zapgate("instances", "delete", "sales", *client)
+    assert deleted.returncode == 0
+    missing = zapgate("instances", "get", "sales", *client)
+    assert missing.returncode == 1
+    assert "NOT_FOUND" in missing.stderr
+
+
+def test_instances_commands_need_a_key(server: ServerProcess) -> None:
+    result = zapgate("instances", "list", "--server", server.address, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "ZAPGATE_API_KEY" in result.stderr
