@@ -10,7 +10,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from zapgate.gateway import cli_instances, cli_keys
+from zapgate.gateway import cli_health, cli_instances, cli_keys
 from zapgate.gateway.config import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_LISTEN,
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=run_serve)
     cli_keys.add_commands(commands)
     cli_instances.add_commands(commands)
+    cli_health.add_commands(commands)
     return parser
 
 

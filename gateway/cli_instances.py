@@ -14,6 +14,7 @@ import grpc.aio
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from zapgate.gateway.channels import open_channel
 from zapgate.v1 import instance_pb2, instance_pb2_grpc
 
 # The async stub class exists only in the generated type stubs.
@@ -71,11 +72,7 @@ def _call(args: argparse.Namespace, action: Action) -> int:
 
     async def go() -> int:
         metadata = (("authorization", f"Bearer {args.api_key}"),)
-        if args.tls_ca:
-            credentials = grpc.ssl_channel_credentials(args.tls_ca.read_bytes())
-            channel = grpc.aio.secure_channel(args.server, credentials)
-        else:
-            channel = grpc.aio.insecure_channel(args.server)
+        channel = open_channel(args.server, args.tls_ca)
         async with channel:
             try:
                 await action(instance_pb2_grpc.InstanceServiceStub(channel), metadata, args)

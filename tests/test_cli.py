@@ -107,3 +107,16 @@ def test_instances_commands_need_a_key(server: ServerProcess) -> None:
     result = zapgate("instances", "list", "--server", server.address, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert "ZAPGATE_API_KEY" in result.stderr
+
+
+def test_health_command_reports_serving_and_fails_without_a_server(
+    server: ServerProcess,
+) -> None:
+    serving = zapgate("health", "--server", server.address)
+    assert serving.returncode == 0, serving.stderr
+    assert serving.stdout.strip() == "SERVING"
+    server.terminate()
+    server.wait()
+    down = zapgate("health", "--server", server.address, "--timeout", "2")
+    assert down.returncode == 1
+    assert "UNAVAILABLE" in down.stderr or "DEADLINE_EXCEEDED" in down.stderr

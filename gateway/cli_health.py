@@ -1,0 +1,44 @@
+"""`zapgate health`: asks a server's standard gRPC health service; exit 0 when SERVING.
+Used by the container's HEALTHCHECK, so it needs no API key."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from zapgate.gateway.channels import open_channel
+
+
+def add_commands(commands: Any) -> None:
+    health = commands.add_parser("health", help="exit 0 if the server reports SERVING")
+    health.add_argument("--server", default="127.0.0.1:50051", help="host:port")
+    health.add_argument("--tls-ca", type=Path, help="PEM CA to verify a TLS server with")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds")
+    health.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from zapgate.gateway.cli import run_async
+
+    return run_async(_check(args))
+
+
+async def _check(args: argparse.Namespace) -> int:
+    channel = open_channel(args.server, args.tls_ca)
+    async with channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=args.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            print(f"zapgate: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
