@@ -1,0 +1,69 @@
+"""The engine boundary: what a worker process asks of WhatsApp, whichever engine runs it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from zapgate.sessions.events import EngineEvent, InstanceKey
+
+# Called on the worker's event loop thread. Engines whose library calls back on other
+# threads (neonize calls back from Go) must hop to the loop first.
+EventSink = Callable[[EngineEvent], None]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    key: InstanceKey
+    # Private directory (0700, on tmpfs) holding the instance's plaintext session store.
+    runtime_dir: Path
+    # e.g. socks5://user:pass@host:1080 or http://host:3128; empty for a direct connection.
+    proxy_url: str = ""
+
+    @property
+    def store_path(self) -> Path:
+        return self.runtime_dir / STORE_FILE_NAME
+
+
+STORE_FILE_NAME = "session.db"
+
+
+class EngineError(Exception):
+    """An engine call failed; the message says why in words an operator can act on."""
+
+
+class Engine(ABC):
+    """One engine inside a worker, hosting many instances. All methods are called on the
+    worker's event loop; none may block it. Outcomes are reported through `sink`."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+
+    @abstractmethod
+    async def start(self, spec: InstanceSpec) -> None:
+        """Begins connecting. A paired store reconnects; an empty one starts QR pairing
+        (QrShown events). Returns once started; outcomes arrive as events. Starting a started
+        instance does nothing."""
+
+    @abstractmethod
+    async def stop(self, key: InstanceKey) -> None:
+        """Disconnects and forgets the instance; its store stays. Idempotent."""
+
+    @abstractmethod
+    async def logout(self, key: InstanceKey) -> None:
+        """Unlinks the device from the account (when connected) and wipes the store."""
+
+    @abstractmethod
+    async def pair_phone(self, key: InstanceKey, phone: str) -> str:
+        """Requests a pair code for `phone` (E.164). Only valid after the first QrShown."""
+
+    @abstractmethod
+    def hosted(self) -> int:
+        """How many instances this engine hosts now."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stops every instance (stores stay); the worker exits after this."""
+

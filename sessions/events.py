@@ -1,0 +1,143 @@
+"""What engines report, as zapgate's own types. Engines (neonize or simulator) translate
+their library's events into these; nothing past the engine boundary sees neonize objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+InstanceKey = str  # "<tenant>/<instance id>": unique across tenants
+
+
+@dataclass(frozen=True)
+class QrShown:
+    """A QR code to display. `index` counts from 0; whatsmeow shows six codes, the first for
+    60 s and each next one for 20 s."""
+
+    key: InstanceKey
+    code: str
+    index: int
+    lifetime_seconds: float
+
+
+@dataclass(frozen=True)
+class PairCodeShown:
+    """An 8-character code the user types on the phone (Linked devices > Link with phone)."""
+
+    key: InstanceKey
+    code: str
+    lifetime_seconds: float
+
+
+@dataclass(frozen=True)
+class QrTimedOut:
+    """Every QR code expired unscanned. The engine has stopped the instance."""
+
+    key: InstanceKey
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The phone accepted the link. `jid` is the new device's JID, `phone` its E.164 number."""
+
+    key: InstanceKey
+    jid: str
+    phone: str
+
+
+@dataclass(frozen=True)
+class Connected:
+    key: InstanceKey
+    jid: str
+    phone: str
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """The connection dropped (network, server restart request 515, 503...). The session is
+    intact; zapgate reconnects with backoff. The engine has stopped the instance."""
+
+    key: InstanceKey
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectFailed:
+    """Connecting failed before a connection existed (DNS, refused, TLS...). whatsmeow does
+    not retry these; zapgate does. The engine has stopped the instance."""
+
+    key: InstanceKey
+    detail: str
+
+
+@dataclass(frozen=True)
+class ConnectRefused:
+    """WhatsApp answered the connect with a failure code (whatsmeow's ConnectFailure):
+    401/403/406 logged out or banned for good, 402 temporary ban, 405 client outdated,
+    5xx server trouble."""
+
+    key: InstanceKey
+    code: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LoggedOut:
+    """The device was removed (on the phone, or by WhatsApp). The store has been wiped."""
+
+    key: InstanceKey
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StreamReplaced:
+    """Another client connected with this session. Never reconnect automatically: two clients
+    would take the stream from each other forever."""
+
+    key: InstanceKey
+
+
+@dataclass(frozen=True)
+class TemporarilyBanned:
+    """WhatsApp's temporary ban: `code` (101 too many people without you saved, 102 blocked
+    by too many, 103 too many groups, 104 same message to too many, 106 broadcast lists) and
+    the seconds until it expires."""
+
+    key: InstanceKey
+    code: int
+    expires_in_seconds: float
+
+
+@dataclass(frozen=True)
+class ClientOutdated:
+    key: InstanceKey
+
+
+@dataclass(frozen=True)
+class KeepAliveFailing:
+    """Keepalive pings are failing (`failures` in a row); the connection may be dead."""
+
+    key: InstanceKey
+    failures: int
+
+
+@dataclass(frozen=True)
+class KeepAliveRestored:
+    key: InstanceKey
+
+
+EngineEvent = (
+    QrShown
+    | PairCodeShown
+    | QrTimedOut
+    | Paired
+    | Connected
+    | Disconnected
+    | ConnectFailed
+    | ConnectRefused
+    | LoggedOut
+    | StreamReplaced
+    | TemporarilyBanned
+    | ClientOutdated
+    | KeepAliveFailing
+    | KeepAliveRestored
+)
