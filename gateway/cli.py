@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import dataclasses
 import logging
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 from zapgate.gateway import cli_health, cli_instances, cli_keys
+from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.config import (
+    DEFAULT_ENGINE_WORKERS,
     DEFAULT_GRACE_SECONDS,
     DEFAULT_LISTEN,
+    ENGINES,
     ServeConfig,
     TlsConfig,
     data_dir_from_env,
     database_url_from_env,
 )
+from zapgate.sessions.runloop import run_async
+from zapgate.sessions.sim_engine import SimTimings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,11 +50,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight calls get to finish on SIGTERM (default %(default)s)",
     )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    add_engine_flags(serve)
     serve.set_defaults(run=run_serve)
     cli_keys.add_commands(commands)
     cli_instances.add_commands(commands)
     cli_health.add_commands(commands)
     return parser
+
+
+def add_engine_flags(serve: argparse.ArgumentParser) -> None:
+    engine = serve.add_argument_group("engine")
+    engine.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="neonize",
+        help="neonize (real WhatsApp) or sim (built-in simulator)",
+    )
+    engine.add_argument(
+        "--engine-workers",
+        type=int,
+        default=DEFAULT_ENGINE_WORKERS,
+        help="engine worker processes (default %(default)s)",
+    )
+    engine.add_argument(
+        "--runtime-dir",
+        type=Path,
+        help="where plaintext session stores live (default: private tmpfs dir)",
+    )
+    backoff = Backoff()
+    engine.add_argument("--reconnect-base-seconds", type=float, default=backoff.base_seconds)
+    engine.add_argument("--reconnect-cap-seconds", type=float, default=backoff.cap_seconds)
+    engine.add_argument(
+        "--reconnect-stable-seconds",
+        type=float,
+        default=backoff.stable_after_seconds,
+        help="a connection this old resets the backoff",
+    )
+    sim = serve.add_argument_group("simulator timings (with --engine sim)")
+    for timing in dataclasses.fields(SimTimings):
+        default = getattr(SimTimings(), timing.name)
+        sim.add_argument(
+            f"--sim-{timing.name.replace('_', '-')}",
+            dest=f"sim_{timing.name}",
+            type=type(default),
+            default=default,
+            help="default %(default)s",
+        )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -72,21 +117,18 @@ def run_serve(args: argparse.Namespace) -> int:
         database_url=database_url_from_env(args.database_url),
         tls=tls,
         grace_seconds=args.grace,
+        engine=args.engine,
+        engine_workers=max(1, args.engine_workers),
+        runtime_dir=args.runtime_dir,
+        sim_timings=SimTimings(
+            **{t.name: getattr(args, f"sim_{t.name}") for t in dataclasses.fields(SimTimings)}
+        ),
+        backoff=Backoff(
+            args.reconnect_base_seconds, args.reconnect_cap_seconds, args.reconnect_stable_seconds
+        ),
     )
     run_async(serve(config))
     return 0
-
-
-T = TypeVar("T")
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Runs on uvloop where it is installed (Linux, macOS), else on asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 if __name__ == "__main__":

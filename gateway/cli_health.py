@@ -13,6 +13,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from zapgate.gateway.channels import open_channel
+from zapgate.sessions.runloop import run_async
 
 
 def add_commands(commands: Any) -> None:
@@ -24,8 +25,6 @@ def add_commands(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from zapgate.gateway.cli import run_async
-
     return run_async(_check(args))
 
 

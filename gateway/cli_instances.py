@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from zapgate.gateway.channels import open_channel
+from zapgate.sessions.runloop import run_async
 from zapgate.v1 import instance_pb2, instance_pb2_grpc
 
 # The async stub class exists only in the generated type stubs.
@@ -64,8 +65,6 @@ def _add_client_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _call(args: argparse.Namespace, action: Action) -> int:
-    from zapgate.gateway.cli import run_async
-
     if not args.api_key:
         print("zapgate: give --api-key or set ZAPGATE_API_KEY", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from zapgate.gateway.errors import InvalidArgument
 from zapgate.gateway.store.apikeys import ApiKeyInfo, ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.validation import check_tenant
+from zapgate.sessions.runloop import run_async
 
 
 def add_store_flags(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +41,6 @@ def add_commands(commands: Any) -> None:
 
 
 def _with_store(args: argparse.Namespace, action: Any) -> int:
-    from zapgate.gateway.cli import run_async
-
     async def go() -> int:
         config = ServeConfig(
             data_dir=data_dir_from_env(args.data_dir),

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.store.db import default_sqlite_url
+from zapgate.sessions.sim_engine import SimTimings
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = "./zapgate-data"
 DEFAULT_GRACE_SECONDS = 10.0
+DEFAULT_ENGINE_WORKERS = 2
+ENGINES = ("neonize", "sim")
+MEMORY_FS = Path("/dev/shm")  # noqa: S108 (a private 0700 directory per user inside)
 
 
 @dataclass(frozen=True)
@@ -27,10 +33,30 @@ class ServeConfig:
     database_url: str | None = None
     tls: TlsConfig | None = None
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+    engine: str = "neonize"
+    engine_workers: int = DEFAULT_ENGINE_WORKERS
+    # Plaintext session stores live here only; None picks a private tmpfs directory.
+    runtime_dir: Path | None = None
+    sim_timings: SimTimings = field(default_factory=SimTimings)
+    backoff: Backoff = field(default_factory=Backoff)
+    worker_ping_seconds: float = 5.0
 
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or default_sqlite_url(self.data_dir)
+
+    @property
+    def resolved_runtime_dir(self) -> Path:
+        return self.runtime_dir or default_runtime_dir(self.data_dir)
+
+
+def default_runtime_dir(data_dir: Path) -> Path:
+    """A directory on memory-backed storage, private to this user and this data dir, so
+    plaintext sessions never reach persistent disk (and two gateways never share one)."""
+    tag = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    if MEMORY_FS.is_dir() and os.access(MEMORY_FS, os.W_OK):
+        return MEMORY_FS / f"zapgate-{os.getuid()}" / tag
+    return data_dir / "runtime"
 
 
 def data_dir_from_env(flag: str | None) -> Path:

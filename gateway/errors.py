@@ -91,6 +91,29 @@ class InstanceAlreadyExists(ZapgateError):
         )
 
 
+class InstanceNotRunning(ZapgateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = errors_pb2.ERROR_REASON_INSTANCE_NOT_RUNNING
+
+
+class SimulationRejected(ZapgateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = errors_pb2.ERROR_REASON_SIMULATION_REJECTED
+
+
+class SimulatorDisabled(ZapgateError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = errors_pb2.ERROR_REASON_SIMULATOR_DISABLED
+
+    def __init__(self) -> None:
+        super().__init__("SimulatorService is served only when zapgate runs with `--engine sim`")
+
+
+class EngineUnavailable(ZapgateError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = errors_pb2.ERROR_REASON_ENGINE_UNAVAILABLE
+
+
 class Unavailable(ZapgateError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = errors_pb2.ERROR_REASON_UNAVAILABLE

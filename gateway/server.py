@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -16,16 +18,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.interceptor import GatewayInterceptor
 from zapgate.gateway.services.instances import InstanceService
+from zapgate.gateway.services.simulator import SimulatorService
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRepository
-from zapgate.v1 import instance_pb2, instance_pb2_grpc
+from zapgate.gateway.supervisor import Supervisor
+from zapgate.sessions.events import EngineEvent
+from zapgate.sessions.pool import PoolConfig, WorkerPool
+from zapgate.v1 import instance_pb2, instance_pb2_grpc, simulator_pb2, simulator_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 INITIAL_KEY_FILE = "initial-api-key"
 INITIAL_TENANT = "default"
-SERVICE_NAMES = (instance_pb2.DESCRIPTOR.services_by_name["InstanceService"].full_name,)
+SERVICE_NAMES = (
+    instance_pb2.DESCRIPTOR.services_by_name["InstanceService"].full_name,
+    simulator_pb2.DESCRIPTOR.services_by_name["SimulatorService"].full_name,
+)
 
 
 class Gateway:
@@ -36,6 +45,8 @@ class Gateway:
         self.port = 0
         self._engine: AsyncEngine | None = None
         self._server: grpc.aio.Server | None = None
+        self.pool: WorkerPool | None = None
+        self.supervisor: Supervisor | None = None
         # grpc-stubs does not know the asyncio health servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()
@@ -45,10 +56,15 @@ class Gateway:
         self._engine = await open_database(self.config.resolved_database_url)
         api_keys = ApiKeyRepository(self._engine)
         await self._create_initial_key(api_keys)
+        instances = InstanceRepository(self._engine)
+        supervisor = await self._start_engines(instances)
 
         server = grpc.aio.server(interceptors=[GatewayInterceptor(api_keys.authenticate)])
         instance_pb2_grpc.add_InstanceServiceServicer_to_server(
-            InstanceService(InstanceRepository(self._engine)), server
+            InstanceService(instances, supervisor), server
+        )
+        simulator_pb2_grpc.add_SimulatorServiceServicer_to_server(
+            SimulatorService(supervisor, enabled=self.config.engine == "sim"), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -62,15 +78,58 @@ class Gateway:
         host = self.config.listen.rpartition(":")[0]
         log.info("zapgate listening on %s:%d", host, self.port)
 
+    async def _start_engines(self, instances: InstanceRepository) -> Supervisor:
+        config = self.config
+        runtime_dir = config.resolved_runtime_dir
+        runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        runtime_dir.chmod(0o700)
+        pool_config = PoolConfig(
+            size=config.engine_workers,
+            engine=config.engine,
+            socket_dir=runtime_dir / "workers",
+            sim_timings_json=json.dumps(dataclasses.asdict(config.sim_timings)),
+            log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            ping_interval=config.worker_ping_seconds,
+        )
+        self.pool = WorkerPool(pool_config, self._on_engine_event, self._on_worker_lost)
+        self.supervisor = Supervisor(
+            instances, self.pool, runtime_dir / "instances", config.backoff
+        )
+        await self.pool.start()
+        await self.supervisor.recover()
+        log.info(
+            "engine %s: %d workers, runtime dir %s",
+            config.engine,
+            config.engine_workers,
+            runtime_dir,
+        )
+        return self.supervisor
+
+    async def _on_engine_event(self, run_id: int, event: EngineEvent) -> None:
+        assert self.supervisor is not None
+        await self.supervisor.on_event(run_id, event)
+
+    async def _on_worker_lost(self, keys: list[str]) -> None:
+        assert self.supervisor is not None
+        await self.supervisor.on_worker_lost(keys)
+
     async def stop(self, grace: float | None = None) -> None:
-        """Stops accepting calls, lets in-flight calls finish within `grace` seconds, then
-        closes the store. Safe to call more than once."""
+        """Stops accepting calls, lets in-flight calls finish within `grace` seconds, stops
+        every connection (sessions stay), then closes the store. Safe to call twice."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         await self._health.enter_graceful_shutdown()
+        draining = None
         if self._server is not None:
-            await self._server.stop(self.config.grace_seconds if grace is None else grace)
+            grace = self.config.grace_seconds if grace is None else grace
+            draining = asyncio.create_task(self._server.stop(grace))
+        if self.supervisor is not None:
+            await self.supervisor.shutdown()  # ends Connect streams with a final update
+        if draining is not None:
+            await draining
+        if self.pool is not None:
+            await self.pool.close()
         if self._engine is not None:
             await self._engine.dispose()
         log.info("zapgate stopped")

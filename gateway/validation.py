@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from zapgate.gateway.errors import FieldViolation, InvalidArgument
 
@@ -16,6 +17,7 @@ LABEL_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
 MAX_DISPLAY_NAME = 128
 MAX_LABELS = 64
 MAX_LABEL_VALUE = 256
+PROXY_SCHEMES = ("socks5", "http", "https")
 
 
 def check_instance_id(field: str, value: str) -> list[FieldViolation]:
@@ -57,6 +59,23 @@ def check_labels(field: str, labels: Mapping[str, str]) -> list[FieldViolation]:
                 FieldViolation(f"{field}[{key}]", f"value at most {MAX_LABEL_VALUE} characters")
             )
     return violations
+
+
+def check_proxy_url(field: str, value: str) -> list[FieldViolation]:
+    """Empty means a direct connection."""
+    if not value:
+        return []
+    parsed = urlsplit(value)
+    if parsed.scheme not in PROXY_SCHEMES or not parsed.hostname:
+        schemes = ", ".join(f"{s}://" for s in PROXY_SCHEMES)
+        return [FieldViolation(field, f"must be a proxy URL ({schemes}host:port)")]
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if port is None:
+        return [FieldViolation(field, "must name a port (host:port)")]
+    return []
 
 
 def check_tenant(value: str) -> None:

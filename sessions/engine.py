@@ -66,4 +66,3 @@ class Engine(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Stops every instance (stores stay); the worker exits after this."""
-

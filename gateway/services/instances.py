@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc.aio
-from google.protobuf import timestamp_pb2
 
 from zapgate.gateway.errors import FieldViolation, InstanceNotFound, InvalidArgument
 from zapgate.gateway.interceptor import current_tenant
 from zapgate.gateway.paging import PageToken, decode_page_token, page_size
+from zapgate.gateway.services.convert import instance_to_proto, update_to_proto
 from zapgate.gateway.store.instances import MUTABLE_FIELDS, InstanceRecord, InstanceRepository
+from zapgate.gateway.supervisor import Supervisor
 from zapgate.gateway.validation import (
     check_display_name,
     check_instance_id,
     check_labels,
     check_phone,
+    check_proxy_url,
     raise_if_any,
 )
 from zapgate.v1 import instance_pb2, instance_pb2_grpc
@@ -25,8 +28,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
-    def __init__(self, instances: InstanceRepository) -> None:
+    def __init__(self, instances: InstanceRepository, supervisor: Supervisor) -> None:
         self._instances = instances
+        self._supervisor = supervisor
 
     async def CreateInstance(
         self, request: instance_pb2.CreateInstanceRequest, context: Context
@@ -37,6 +41,7 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             + check_display_name("display_name", request.display_name)
             + check_phone("phone", request.phone)
             + check_labels("labels", request.labels)
+            + check_proxy_url("proxy_url", request.proxy_url)
         )
         record, created = await self._instances.create(
             InstanceRecord(
@@ -46,16 +51,19 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
                 phone=request.phone,
                 state=instance_pb2.INSTANCE_STATE_DISCONNECTED,
                 labels=dict(request.labels),
+                proxy_url=request.proxy_url,
             )
         )
-        return instance_pb2.CreateInstanceResponse(instance=to_proto(record), created=created)
+        return instance_pb2.CreateInstanceResponse(
+            instance=instance_to_proto(record), created=created
+        )
 
     async def GetInstance(
         self, request: instance_pb2.GetInstanceRequest, context: Context
     ) -> instance_pb2.GetInstanceResponse:
         raise_if_any(check_instance_id("instance_id", request.instance_id))
         record = await self._instances.require(current_tenant(), request.instance_id)
-        return instance_pb2.GetInstanceResponse(instance=to_proto(record))
+        return instance_pb2.GetInstanceResponse(instance=instance_to_proto(record))
 
     async def ListInstances(
         self, request: instance_pb2.ListInstancesRequest, context: Context
@@ -74,7 +82,7 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
         page, more = records[:limit], len(records) > limit
         next_token = PageToken(page[-1].id, filter_key).encode() if more else ""
         return instance_pb2.ListInstancesResponse(
-            instances=[to_proto(r) for r in page], next_page_token=next_token
+            instances=[instance_to_proto(r) for r in page], next_page_token=next_token
         )
 
     async def UpdateInstance(
@@ -102,6 +110,8 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             violations += check_phone("instance.phone", new.phone)
         if "labels" in paths:
             violations += check_labels("instance.labels", new.labels)
+        if "proxy_url" in paths:
+            violations += check_proxy_url("instance.proxy_url", new.proxy_url)
         raise_if_any(violations)
         changes: dict[str, Any] = {}
         if "display_name" in paths:
@@ -110,35 +120,41 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             changes["phone"] = new.phone
         if "labels" in paths:
             changes["labels"] = dict(new.labels)
+        if "proxy_url" in paths:
+            changes["proxy_url"] = new.proxy_url
         record = await self._instances.update(current_tenant(), instance_id, changes)
-        return instance_pb2.UpdateInstanceResponse(instance=to_proto(record))
+        return instance_pb2.UpdateInstanceResponse(instance=instance_to_proto(record))
 
     async def DeleteInstance(
         self, request: instance_pb2.DeleteInstanceRequest, context: Context
     ) -> instance_pb2.DeleteInstanceResponse:
         raise_if_any(check_instance_id("instance_id", request.instance_id))
+        record = await self._instances.get(current_tenant(), request.instance_id)
+        if record is not None:
+            await self._supervisor.forget(record)
         deleted = await self._instances.delete(current_tenant(), request.instance_id)
         if not deleted and not request.allow_missing:
             raise InstanceNotFound(request.instance_id)
         return instance_pb2.DeleteInstanceResponse(deleted=deleted)
 
+    async def Connect(
+        self, request: instance_pb2.ConnectRequest, context: Context
+    ) -> AsyncIterator[instance_pb2.ConnectResponse]:
+        raise_if_any(
+            check_instance_id("instance_id", request.instance_id)
+            + check_phone("phone", request.phone)
+        )
+        updates = self._supervisor.connect(current_tenant(), request.instance_id, request.phone)
+        async for update in updates:
+            yield await update_to_proto(update)
+
+    async def Logout(
+        self, request: instance_pb2.LogoutRequest, context: Context
+    ) -> instance_pb2.LogoutResponse:
+        raise_if_any(check_instance_id("instance_id", request.instance_id))
+        record = await self._supervisor.logout(current_tenant(), request.instance_id)
+        return instance_pb2.LogoutResponse(instance=instance_to_proto(record))
+
 
 def generate_instance_id() -> str:
     return f"inst-{secrets.token_hex(6)}"
-
-
-def to_proto(record: InstanceRecord) -> instance_pb2.Instance:
-    return instance_pb2.Instance(
-        id=record.id,
-        display_name=record.display_name,
-        phone=record.phone,
-        state=record.state,  # type: ignore[arg-type]
-        labels=record.labels,
-        create_time=_timestamp(record.create_time_us),
-        update_time=_timestamp(record.update_time_us),
-    )
-
-
-def _timestamp(micros: int) -> timestamp_pb2.Timestamp:
-    seconds, remainder = divmod(micros, 1_000_000)
-    return timestamp_pb2.Timestamp(seconds=seconds, nanos=remainder * 1000)

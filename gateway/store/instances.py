@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +15,19 @@ from zapgate.gateway.errors import InstanceAlreadyExists, InstanceNotFound
 from zapgate.gateway.store.schema import instances
 
 # Fields a client may set, on create and through UpdateInstance's field mask.
-MUTABLE_FIELDS = ("display_name", "phone", "labels")
+MUTABLE_FIELDS = ("display_name", "phone", "labels", "proxy_url")
+# Fields the supervisor sets as the connection changes.
+CONNECTION_FIELDS = (
+    "state",
+    "state_reason",
+    "state_detail",
+    "state_change_time_us",
+    "jid",
+    "ban_code",
+    "ban_expire_us",
+    "keepalive_failing",
+    "want_connected",
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,20 @@ class InstanceRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
     create_time_us: int = 0
     update_time_us: int = 0
+    proxy_url: str = ""
+    state_reason: int = 1
+    state_detail: str = ""
+    state_change_time_us: int = 0
+    jid: str = ""
+    ban_code: int = 0
+    ban_expire_us: int = 0
+    keepalive_failing: bool = False
+    want_connected: bool = False
+
+    @property
+    def key(self) -> str:
+        """Unique across tenants; names the instance to the engines."""
+        return f"{self.tenant}/{self.id}"
 
     def same_client_fields(self, other: InstanceRecord) -> bool:
         return all(getattr(self, name) == getattr(other, name) for name in MUTABLE_FIELDS)
@@ -42,7 +68,7 @@ class InstanceRepository:
         """Inserts `record`; returns (stored record, created). An existing instance with the
         same client fields is returned as is; with different fields it is a conflict."""
         now = self._clock()
-        record = replace(record, create_time_us=now, update_time_us=now)
+        record = replace(record, create_time_us=now, update_time_us=now, state_change_time_us=now)
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(sa.insert(instances).values(**_row(record)))
@@ -79,13 +105,23 @@ class InstanceRepository:
             rows = (await conn.execute(query)).mappings().all()
         return [_record(row) for row in rows]
 
+    async def list_wanting_connection(self) -> list[InstanceRecord]:
+        """Every tenant's instances that should be connected (for recovery after a start)."""
+        query = sa.select(instances).where(instances.c.want_connected.is_(True))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_record(row) for row in rows]
+
     async def update(
         self, tenant: str, instance_id: str, changes: Mapping[str, Any]
     ) -> InstanceRecord:
-        unknown = set(changes) - {*MUTABLE_FIELDS, "state"}
+        unknown = set(changes) - {*MUTABLE_FIELDS, *CONNECTION_FIELDS}
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
-        values = {**changes, "update_time_us": self._clock()}
+        now = self._clock()
+        values = {**changes, "update_time_us": now}
+        if "state" in changes:
+            values.setdefault("state_change_time_us", now)
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 sa.update(instances)
@@ -109,26 +145,14 @@ def _key(tenant: str, instance_id: str) -> sa.ColumnElement[bool]:
 
 
 def _row(record: InstanceRecord) -> dict[str, Any]:
-    return {
-        "tenant": record.tenant,
-        "id": record.id,
-        "display_name": record.display_name,
-        "phone": record.phone,
-        "state": record.state,
-        "labels": dict(record.labels),
-        "create_time_us": record.create_time_us,
-        "update_time_us": record.update_time_us,
-    }
+    row = {f.name: getattr(record, f.name) for f in fields(InstanceRecord)}
+    row["labels"] = dict(record.labels)
+    return row
 
 
 def _record(row: sa.RowMapping) -> InstanceRecord:
-    return InstanceRecord(
-        tenant=row["tenant"],
-        id=row["id"],
-        display_name=row["display_name"],
-        phone=row["phone"],
-        state=row["state"],
-        labels=dict(row["labels"]),
-        create_time_us=row["create_time_us"],
-        update_time_us=row["update_time_us"],
-    )
+    values = {f.name: row[f.name] for f in fields(InstanceRecord)}
+    values["labels"] = dict(values["labels"])
+    values["keepalive_failing"] = bool(values["keepalive_failing"])
+    values["want_connected"] = bool(values["want_connected"])
+    return InstanceRecord(**values)

@@ -18,6 +18,17 @@ instances = sa.Table(
     sa.Column("labels", sa.JSON, nullable=False),
     sa.Column("create_time_us", sa.BigInteger, nullable=False),
     sa.Column("update_time_us", sa.BigInteger, nullable=False),
+    # Connection state, owned by the supervisor.
+    sa.Column("state_reason", sa.SmallInteger, nullable=False, server_default="1"),
+    sa.Column("state_detail", sa.String(500), nullable=False, server_default=""),
+    sa.Column("state_change_time_us", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("jid", sa.String(100), nullable=False, server_default=""),
+    sa.Column("ban_code", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("ban_expire_us", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("keepalive_failing", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Whether the instance should be kept connected (reconnected after drops and restarts).
+    sa.Column("want_connected", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("proxy_url", sa.String(500), nullable=False, server_default=""),
     sa.Index("ix_instances_tenant_state_id", "tenant", "state", "id"),
 )
 

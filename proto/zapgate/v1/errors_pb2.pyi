@@ -35,6 +35,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The server is shutting down or a dependency is unavailable; retry with backoff."""
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 6
     """A bug or an unexpected failure; the server log has the details."""
+    ERROR_REASON_SIMULATOR_DISABLED: _ErrorReason.ValueType  # 7
+    """A SimulatorService call on a server not running `--engine sim` (UNIMPLEMENTED)."""
+    ERROR_REASON_SIMULATION_REJECTED: _ErrorReason.ValueType  # 8
+    """The simulated phone refused the action, e.g. an expired or wrong QR code
+    (FAILED_PRECONDITION).
+    """
+    ERROR_REASON_INSTANCE_NOT_RUNNING: _ErrorReason.ValueType  # 9
+    """The call needs a running connection (connecting, pairing or connected) and the
+    instance has none (FAILED_PRECONDITION). Call Connect first.
+    """
+    ERROR_REASON_ENGINE_UNAVAILABLE: _ErrorReason.ValueType  # 10
+    """The engine worker failed the call; it is being restarted (UNAVAILABLE; retry)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -55,4 +67,16 @@ ERROR_REASON_UNAVAILABLE: ErrorReason.ValueType  # 5
 """The server is shutting down or a dependency is unavailable; retry with backoff."""
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 6
 """A bug or an unexpected failure; the server log has the details."""
+ERROR_REASON_SIMULATOR_DISABLED: ErrorReason.ValueType  # 7
+"""A SimulatorService call on a server not running `--engine sim` (UNIMPLEMENTED)."""
+ERROR_REASON_SIMULATION_REJECTED: ErrorReason.ValueType  # 8
+"""The simulated phone refused the action, e.g. an expired or wrong QR code
+(FAILED_PRECONDITION).
+"""
+ERROR_REASON_INSTANCE_NOT_RUNNING: ErrorReason.ValueType  # 9
+"""The call needs a running connection (connecting, pairing or connected) and the
+instance has none (FAILED_PRECONDITION). Call Connect first.
+"""
+ERROR_REASON_ENGINE_UNAVAILABLE: ErrorReason.ValueType  # 10
+"""The engine worker failed the call; it is being restarted (UNAVAILABLE; retry)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19zapgate/v1/instance.proto\x12\nzapgate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n\x08Instance\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.zapgate.v1.InstanceState\x12\x30\n\x06labels\x18\x05 \x03(\x0b\x32 .zapgate.v1.Instance.LabelsEntry\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbf\x01\n\x15\x43reateInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12=\n\x06labels\x18\x04 \x03(\x0b\x32-.zapgate.v1.CreateInstanceRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x16\x43reateInstanceResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.zapgate.v1.Instance\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\")\n\x12GetInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"=\n\x13GetInstanceResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.zapgate.v1.Instance\"g\n\x14ListInstancesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.zapgate.v1.InstanceState\"Y\n\x15ListInstancesResponse\x12\'\n\tinstances\x18\x01 \x03(\x0b\x32\x14.zapgate.v1.Instance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x15UpdateInstanceRequest\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.zapgate.v1.Instance\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x16UpdateInstanceResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.zapgate.v1.Instance\"C\n\x15\x44\x65leteInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\")\n\x16\x44\x65leteInstanceResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08*\xfd\x01\n\rInstanceState\x12\x1e\n\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINSTANCE_STATE_DISCONNECTED\x10\x01\x12\x1d\n\x19INSTANCE_STATE_CONNECTING\x10\x02\x12\x1a\n\x16INSTANCE_STATE_PAIRING\x10\x03\x12\x1c\n\x18INSTANCE_STATE_CONNECTED\x10\x04\x12\x1d\n\x19INSTANCE_STATE_LOGGED_OUT\x10\x05\x12\x19\n\x15INSTANCE_STATE_BANNED\x10\x06\x12\x18\n\x14INSTANCE_STATE_ERROR\x10\x07\x32\xc2\x03\n\x0fInstanceService\x12W\n\x0e\x43reateInstance\x12!.zapgate.v1.CreateInstanceRequest\x1a\".zapgate.v1.CreateInstanceResponse\x12N\n\x0bGetInstance\x12\x1e.zapgate.v1.GetInstanceRequest\x1a\x1f.zapgate.v1.GetInstanceResponse\x12T\n\rListInstances\x12 .zapgate.v1.ListInstancesRequest\x1a!.zapgate.v1.ListInstancesResponse\x12W\n\x0eUpdateInstance\x12!.zapgate.v1.UpdateInstanceRequest\x1a\".zapgate.v1.UpdateInstanceResponse\x12W\n\x0e\x44\x65leteInstance\x12!.zapgate.v1.DeleteInstanceRequest\x1a\".zapgate.v1.DeleteInstanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19zapgate/v1/instance.proto\x12\nzapgate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x04\n\x08Instance\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.zapgate.v1.InstanceState\x12\x30\n\x06labels\x18\x05 \x03(\x0b\x32 .zapgate.v1.Instance.LabelsEntry\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x0cstate_reason\x18\x08 \x01(\x0e\x32\x17.zapgate.v1.StateReason\x12\x14\n\x0cstate_detail\x18\t \x01(\t\x12\x35\n\x11state_change_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03jid\x18\x0b \x01(\t\x12\x10\n\x08\x62\x61n_code\x18\x0c \x01(\x05\x12\x33\n\x0f\x62\x61n_expire_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11keepalive_failing\x18\x0e \x01(\x08\x12\x11\n\tproxy_url\x18\x0f \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd2\x01\n\x15\x43reateInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12=\n\x06labels\x18\x04 \x03(\x0b\x32-.zapgate.v1.CreateInstanceRequest.LabelsEntry\x12\x11\n\tproxy_url\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x16\x43reateInstanceResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.zapgate.v1.Instance\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\")\n\x12GetInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"=\n\x13GetInstanceResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.zapgate.v1.Instance\"g\n\x14ListInstancesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.zapgate.v1.InstanceState\"Y\n\x15ListInstancesResponse\x12\'\n\tinstances\x18\x01 \x03(\x0b\x32\x14.zapgate.v1.Instance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x15UpdateInstanceRequest\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.zapgate.v1.Instance\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x16UpdateInstanceResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.zapgate.v1.Instance\"C\n\x15\x44\x65leteInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\")\n\x16\x44\x65leteInstanceResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"4\n\x0e\x43onnectRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\"\xcb\x01\n\x0f\x43onnectResponse\x12%\n\x07qr_code\x18\x01 \x01(\x0b\x32\x12.zapgate.v1.QrCodeH\x00\x12)\n\tpair_code\x18\x02 \x01(\x0b\x32\x14.zapgate.v1.PairCodeH\x00\x12/\n\x0cstate_change\x18\x03 \x01(\x0b\x32\x17.zapgate.v1.StateChangeH\x00\x12+\n\x06result\x18\x04 \x01(\x0b\x32\x19.zapgate.v1.ConnectResultH\x00\x42\x08\n\x06update\"c\n\x06QrCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0b\n\x03png\x18\x02 \x01(\x0c\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05index\x18\x04 \x01(\x05\"I\n\x08PairCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x0bStateChange\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.zapgate.v1.InstanceState\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.zapgate.v1.StateReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"d\n\rConnectResult\x12+\n\x07outcome\x18\x01 \x01(\x0e\x32\x1a.zapgate.v1.ConnectOutcome\x12&\n\x08instance\x18\x02 \x01(\x0b\x32\x14.zapgate.v1.Instance\"$\n\rLogoutRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"8\n\x0eLogoutResponse\x12&\n\x08instance\x18\x01 \x01(\x0b\x32\x14.zapgate.v1.Instance*\xed\x04\n\x0bStateReason\x12\x1c\n\x18STATE_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14STATE_REASON_CREATED\x10\x01\x12\"\n\x1eSTATE_REASON_CONNECT_REQUESTED\x10\x02\x12 \n\x1cSTATE_REASON_PAIRING_STARTED\x10\x03\x12\x17\n\x13STATE_REASON_PAIRED\x10\x04\x12\x1a\n\x16STATE_REASON_CONNECTED\x10\x05\x12 \n\x1cSTATE_REASON_CONNECTION_LOST\x10\x06\x12\x1f\n\x1bSTATE_REASON_CONNECT_FAILED\x10\x07\x12\x1b\n\x17STATE_REASON_QR_TIMEOUT\x10\x08\x12\"\n\x1eSTATE_REASON_PAIRING_ABANDONED\x10\t\x12&\n\"STATE_REASON_LOGGED_OUT_FROM_PHONE\x10\n\x12!\n\x1dSTATE_REASON_LOGOUT_REQUESTED\x10\x0b\x12\x1e\n\x1aSTATE_REASON_TEMPORARY_BAN\x10\x0c\x12 \n\x1cSTATE_REASON_STREAM_REPLACED\x10\r\x12 \n\x1cSTATE_REASON_CLIENT_OUTDATED\x10\x0e\x12\x1f\n\x1bSTATE_REASON_WORKER_CRASHED\x10\x0f\x12\x19\n\x15STATE_REASON_SHUTDOWN\x10\x10\x12\x1d\n\x19STATE_REASON_ENGINE_ERROR\x10\x11\x12\x1d\n\x19STATE_REASON_RECONNECTING\x10\x12*\xfd\x01\n\rInstanceState\x12\x1e\n\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINSTANCE_STATE_DISCONNECTED\x10\x01\x12\x1d\n\x19INSTANCE_STATE_CONNECTING\x10\x02\x12\x1a\n\x16INSTANCE_STATE_PAIRING\x10\x03\x12\x1c\n\x18INSTANCE_STATE_CONNECTED\x10\x04\x12\x1d\n\x19INSTANCE_STATE_LOGGED_OUT\x10\x05\x12\x19\n\x15INSTANCE_STATE_BANNED\x10\x06\x12\x18\n\x14INSTANCE_STATE_ERROR\x10\x07*\xc7\x01\n\x0e\x43onnectOutcome\x12\x1f\n\x1b\x43ONNECT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONNECT_OUTCOME_CONNECTED\x10\x01\x12\x1e\n\x1a\x43ONNECT_OUTCOME_QR_TIMEOUT\x10\x02\x12\x1e\n\x1a\x43ONNECT_OUTCOME_LOGGED_OUT\x10\x03\x12\x1a\n\x16\x43ONNECT_OUTCOME_BANNED\x10\x04\x12\x19\n\x15\x43ONNECT_OUTCOME_ERROR\x10\x05\x32\xc9\x04\n\x0fInstanceService\x12W\n\x0e\x43reateInstance\x12!.zapgate.v1.CreateInstanceRequest\x1a\".zapgate.v1.CreateInstanceResponse\x12N\n\x0bGetInstance\x12\x1e.zapgate.v1.GetInstanceRequest\x1a\x1f.zapgate.v1.GetInstanceResponse\x12T\n\rListInstances\x12 .zapgate.v1.ListInstancesRequest\x1a!.zapgate.v1.ListInstancesResponse\x12W\n\x0eUpdateInstance\x12!.zapgate.v1.UpdateInstanceRequest\x1a\".zapgate.v1.UpdateInstanceResponse\x12W\n\x0e\x44\x65leteInstance\x12!.zapgate.v1.DeleteInstanceRequest\x1a\".zapgate.v1.DeleteInstanceResponse\x12\x44\n\x07\x43onnect\x12\x1a.zapgate.v1.ConnectRequest\x1a\x1b.zapgate.v1.ConnectResponse0\x01\x12?\n\x06Logout\x12\x19.zapgate.v1.LogoutRequest\x1a\x1a.zapgate.v1.LogoutResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +37,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSTANCE_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CREATEINSTANCEREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_CREATEINSTANCEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_INSTANCESTATE']._serialized_start=1279
-  _globals['_INSTANCESTATE']._serialized_end=1532
+  _globals['_STATEREASON']._serialized_start=2300
+  _globals['_STATEREASON']._serialized_end=2921
+  _globals['_INSTANCESTATE']._serialized_start=2924
+  _globals['_INSTANCESTATE']._serialized_end=3177
+  _globals['_CONNECTOUTCOME']._serialized_start=3180
+  _globals['_CONNECTOUTCOME']._serialized_end=3379
   _globals['_INSTANCE']._serialized_start=109
-  _globals['_INSTANCE']._serialized_end=405
-  _globals['_INSTANCE_LABELSENTRY']._serialized_start=360
-  _globals['_INSTANCE_LABELSENTRY']._serialized_end=405
-  _globals['_CREATEINSTANCEREQUEST']._serialized_start=408
-  _globals['_CREATEINSTANCEREQUEST']._serialized_end=599
-  _globals['_CREATEINSTANCEREQUEST_LABELSENTRY']._serialized_start=360
-  _globals['_CREATEINSTANCEREQUEST_LABELSENTRY']._serialized_end=405
-  _globals['_CREATEINSTANCERESPONSE']._serialized_start=601
-  _globals['_CREATEINSTANCERESPONSE']._serialized_end=682
-  _globals['_GETINSTANCEREQUEST']._serialized_start=684
-  _globals['_GETINSTANCEREQUEST']._serialized_end=725
-  _globals['_GETINSTANCERESPONSE']._serialized_start=727
-  _globals['_GETINSTANCERESPONSE']._serialized_end=788
-  _globals['_LISTINSTANCESREQUEST']._serialized_start=790
-  _globals['_LISTINSTANCESREQUEST']._serialized_end=893
-  _globals['_LISTINSTANCESRESPONSE']._serialized_start=895
-  _globals['_LISTINSTANCESRESPONSE']._serialized_end=984
-  _globals['_UPDATEINSTANCEREQUEST']._serialized_start=986
-  _globals['_UPDATEINSTANCEREQUEST']._serialized_end=1098
-  _globals['_UPDATEINSTANCERESPONSE']._serialized_start=1100
-  _globals['_UPDATEINSTANCERESPONSE']._serialized_end=1164
-  _globals['_DELETEINSTANCEREQUEST']._serialized_start=1166
-  _globals['_DELETEINSTANCEREQUEST']._serialized_end=1233
-  _globals['_DELETEINSTANCERESPONSE']._serialized_start=1235
-  _globals['_DELETEINSTANCERESPONSE']._serialized_end=1276
-  _globals['_INSTANCESERVICE']._serialized_start=1535
-  _globals['_INSTANCESERVICE']._serialized_end=1985
+  _globals['_INSTANCE']._serialized_end=659
+  _globals['_INSTANCE_LABELSENTRY']._serialized_start=614
+  _globals['_INSTANCE_LABELSENTRY']._serialized_end=659
+  _globals['_CREATEINSTANCEREQUEST']._serialized_start=662
+  _globals['_CREATEINSTANCEREQUEST']._serialized_end=872
+  _globals['_CREATEINSTANCEREQUEST_LABELSENTRY']._serialized_start=614
+  _globals['_CREATEINSTANCEREQUEST_LABELSENTRY']._serialized_end=659
+  _globals['_CREATEINSTANCERESPONSE']._serialized_start=874
+  _globals['_CREATEINSTANCERESPONSE']._serialized_end=955
+  _globals['_GETINSTANCEREQUEST']._serialized_start=957
+  _globals['_GETINSTANCEREQUEST']._serialized_end=998
+  _globals['_GETINSTANCERESPONSE']._serialized_start=1000
+  _globals['_GETINSTANCERESPONSE']._serialized_end=1061
+  _globals['_LISTINSTANCESREQUEST']._serialized_start=1063
+  _globals['_LISTINSTANCESREQUEST']._serialized_end=1166
+  _globals['_LISTINSTANCESRESPONSE']._serialized_start=1168
+  _globals['_LISTINSTANCESRESPONSE']._serialized_end=1257
+  _globals['_UPDATEINSTANCEREQUEST']._serialized_start=1259
+  _globals['_UPDATEINSTANCEREQUEST']._serialized_end=1371
+  _globals['_UPDATEINSTANCERESPONSE']._serialized_start=1373
+  _globals['_UPDATEINSTANCERESPONSE']._serialized_end=1437
+  _globals['_DELETEINSTANCEREQUEST']._serialized_start=1439
+  _globals['_DELETEINSTANCEREQUEST']._serialized_end=1506
+  _globals['_DELETEINSTANCERESPONSE']._serialized_start=1508
+  _globals['_DELETEINSTANCERESPONSE']._serialized_end=1549
+  _globals['_CONNECTREQUEST']._serialized_start=1551
+  _globals['_CONNECTREQUEST']._serialized_end=1603
+  _globals['_CONNECTRESPONSE']._serialized_start=1606
+  _globals['_CONNECTRESPONSE']._serialized_end=1809
+  _globals['_QRCODE']._serialized_start=1811
+  _globals['_QRCODE']._serialized_end=1910
+  _globals['_PAIRCODE']._serialized_start=1912
+  _globals['_PAIRCODE']._serialized_end=1985
+  _globals['_STATECHANGE']._serialized_start=1987
+  _globals['_STATECHANGE']._serialized_end=2099
+  _globals['_CONNECTRESULT']._serialized_start=2101
+  _globals['_CONNECTRESULT']._serialized_end=2201
+  _globals['_LOGOUTREQUEST']._serialized_start=2203
+  _globals['_LOGOUTREQUEST']._serialized_end=2239
+  _globals['_LOGOUTRESPONSE']._serialized_start=2241
+  _globals['_LOGOUTRESPONSE']._serialized_end=2297
+  _globals['_INSTANCESERVICE']._serialized_start=3382
+  _globals['_INSTANCESERVICE']._serialized_end=3967
 # @@protoc_insertion_point(module_scope)

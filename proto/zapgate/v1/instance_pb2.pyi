@@ -21,6 +21,96 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _StateReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StateReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StateReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATE_REASON_UNSPECIFIED: _StateReason.ValueType  # 0
+    STATE_REASON_CREATED: _StateReason.ValueType  # 1
+    """Created, never connected."""
+    STATE_REASON_CONNECT_REQUESTED: _StateReason.ValueType  # 2
+    """A client called Connect."""
+    STATE_REASON_PAIRING_STARTED: _StateReason.ValueType  # 3
+    """The store is empty: a QR code or pair code is shown."""
+    STATE_REASON_PAIRED: _StateReason.ValueType  # 4
+    """The phone linked the device."""
+    STATE_REASON_CONNECTED: _StateReason.ValueType  # 5
+    """Connected with a stored session."""
+    STATE_REASON_CONNECTION_LOST: _StateReason.ValueType  # 6
+    """The connection dropped; reconnecting with backoff."""
+    STATE_REASON_CONNECT_FAILED: _StateReason.ValueType  # 7
+    """Connecting failed (network, DNS, WhatsApp 5xx); retrying with backoff. See state_detail."""
+    STATE_REASON_QR_TIMEOUT: _StateReason.ValueType  # 8
+    """Every QR code expired unscanned."""
+    STATE_REASON_PAIRING_ABANDONED: _StateReason.ValueType  # 9
+    """The last client watching an unpaired instance went away."""
+    STATE_REASON_LOGGED_OUT_FROM_PHONE: _StateReason.ValueType  # 10
+    """The device was removed on the phone, or WhatsApp refused the session (401/403/406)."""
+    STATE_REASON_LOGOUT_REQUESTED: _StateReason.ValueType  # 11
+    """A client called Logout."""
+    STATE_REASON_TEMPORARY_BAN: _StateReason.ValueType  # 12
+    """WhatsApp's temporary ban; see ban_code and ban_expire_time."""
+    STATE_REASON_STREAM_REPLACED: _StateReason.ValueType  # 13
+    """Another client took over the session; not reconnected (that would ping-pong)."""
+    STATE_REASON_CLIENT_OUTDATED: _StateReason.ValueType  # 14
+    """WhatsApp says this client version is too old: upgrade zapgate."""
+    STATE_REASON_WORKER_CRASHED: _StateReason.ValueType  # 15
+    """The engine worker process died; reconnecting in a new one."""
+    STATE_REASON_SHUTDOWN: _StateReason.ValueType  # 16
+    """The gateway is shutting down."""
+    STATE_REASON_ENGINE_ERROR: _StateReason.ValueType  # 17
+    """An engine call failed unexpectedly. See state_detail."""
+    STATE_REASON_RECONNECTING: _StateReason.ValueType  # 18
+    """Connecting again with the stored session: after a drop, a failure, the end of a ban,
+    a worker restart or a gateway restart.
+    """
+
+class StateReason(_StateReason, metaclass=_StateReasonEnumTypeWrapper):
+    """Why an instance entered its current state."""
+
+STATE_REASON_UNSPECIFIED: StateReason.ValueType  # 0
+STATE_REASON_CREATED: StateReason.ValueType  # 1
+"""Created, never connected."""
+STATE_REASON_CONNECT_REQUESTED: StateReason.ValueType  # 2
+"""A client called Connect."""
+STATE_REASON_PAIRING_STARTED: StateReason.ValueType  # 3
+"""The store is empty: a QR code or pair code is shown."""
+STATE_REASON_PAIRED: StateReason.ValueType  # 4
+"""The phone linked the device."""
+STATE_REASON_CONNECTED: StateReason.ValueType  # 5
+"""Connected with a stored session."""
+STATE_REASON_CONNECTION_LOST: StateReason.ValueType  # 6
+"""The connection dropped; reconnecting with backoff."""
+STATE_REASON_CONNECT_FAILED: StateReason.ValueType  # 7
+"""Connecting failed (network, DNS, WhatsApp 5xx); retrying with backoff. See state_detail."""
+STATE_REASON_QR_TIMEOUT: StateReason.ValueType  # 8
+"""Every QR code expired unscanned."""
+STATE_REASON_PAIRING_ABANDONED: StateReason.ValueType  # 9
+"""The last client watching an unpaired instance went away."""
+STATE_REASON_LOGGED_OUT_FROM_PHONE: StateReason.ValueType  # 10
+"""The device was removed on the phone, or WhatsApp refused the session (401/403/406)."""
+STATE_REASON_LOGOUT_REQUESTED: StateReason.ValueType  # 11
+"""A client called Logout."""
+STATE_REASON_TEMPORARY_BAN: StateReason.ValueType  # 12
+"""WhatsApp's temporary ban; see ban_code and ban_expire_time."""
+STATE_REASON_STREAM_REPLACED: StateReason.ValueType  # 13
+"""Another client took over the session; not reconnected (that would ping-pong)."""
+STATE_REASON_CLIENT_OUTDATED: StateReason.ValueType  # 14
+"""WhatsApp says this client version is too old: upgrade zapgate."""
+STATE_REASON_WORKER_CRASHED: StateReason.ValueType  # 15
+"""The engine worker process died; reconnecting in a new one."""
+STATE_REASON_SHUTDOWN: StateReason.ValueType  # 16
+"""The gateway is shutting down."""
+STATE_REASON_ENGINE_ERROR: StateReason.ValueType  # 17
+"""An engine call failed unexpectedly. See state_detail."""
+STATE_REASON_RECONNECTING: StateReason.ValueType  # 18
+"""Connecting again with the stored session: after a drop, a failure, the end of a ban,
+a worker restart or a gateway restart.
+"""
+Global___StateReason: _TypeAlias = StateReason  # noqa: Y015
+
 class _InstanceState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -63,6 +153,29 @@ INSTANCE_STATE_ERROR: InstanceState.ValueType  # 7
 """Stopped by a failure that needs an operator; the reason says which."""
 Global___InstanceState: _TypeAlias = InstanceState  # noqa: Y015
 
+class _ConnectOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConnectOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConnectOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONNECT_OUTCOME_UNSPECIFIED: _ConnectOutcome.ValueType  # 0
+    CONNECT_OUTCOME_CONNECTED: _ConnectOutcome.ValueType  # 1
+    CONNECT_OUTCOME_QR_TIMEOUT: _ConnectOutcome.ValueType  # 2
+    CONNECT_OUTCOME_LOGGED_OUT: _ConnectOutcome.ValueType  # 3
+    CONNECT_OUTCOME_BANNED: _ConnectOutcome.ValueType  # 4
+    CONNECT_OUTCOME_ERROR: _ConnectOutcome.ValueType  # 5
+
+class ConnectOutcome(_ConnectOutcome, metaclass=_ConnectOutcomeEnumTypeWrapper): ...
+
+CONNECT_OUTCOME_UNSPECIFIED: ConnectOutcome.ValueType  # 0
+CONNECT_OUTCOME_CONNECTED: ConnectOutcome.ValueType  # 1
+CONNECT_OUTCOME_QR_TIMEOUT: ConnectOutcome.ValueType  # 2
+CONNECT_OUTCOME_LOGGED_OUT: ConnectOutcome.ValueType  # 3
+CONNECT_OUTCOME_BANNED: ConnectOutcome.ValueType  # 4
+CONNECT_OUTCOME_ERROR: ConnectOutcome.ValueType  # 5
+Global___ConnectOutcome: _TypeAlias = ConnectOutcome  # noqa: Y015
+
 @_typing.final
 class Instance(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -94,6 +207,14 @@ class Instance(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    STATE_REASON_FIELD_NUMBER: _builtins.int
+    STATE_DETAIL_FIELD_NUMBER: _builtins.int
+    STATE_CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    JID_FIELD_NUMBER: _builtins.int
+    BAN_CODE_FIELD_NUMBER: _builtins.int
+    BAN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    KEEPALIVE_FAILING_FIELD_NUMBER: _builtins.int
+    PROXY_URL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique within the tenant: `[a-z0-9][a-z0-9_-]{0,63}`. Chosen by the client or generated."""
     display_name: _builtins.str
@@ -102,6 +223,18 @@ class Instance(_message.Message):
     """Phone number of the linked account in E.164 form (`+5511999998888`); empty when unknown."""
     state: Global___InstanceState.ValueType
     """Output only."""
+    state_reason: Global___StateReason.ValueType
+    """Output only. Why the instance is in `state`."""
+    state_detail: _builtins.str
+    """Output only. Details for operators (e.g. the network error text); may be empty."""
+    jid: _builtins.str
+    """Output only. JID of the linked device, once paired."""
+    ban_code: _builtins.int
+    """Output only. With BANNED: WhatsApp's ban code and when the ban ends."""
+    keepalive_failing: _builtins.bool
+    """Output only. True while keepalive pings fail on a connected instance."""
+    proxy_url: _builtins.str
+    """Proxy for this instance's WhatsApp connection (`socks5://` or `http://`); empty = direct."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels. Keys: `[a-z][a-z0-9_.-]{0,62}`; values: at most 256 characters."""
@@ -114,6 +247,12 @@ class Instance(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def state_change_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When `state` last changed."""
+
+    @_builtins.property
+    def ban_expire_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -124,10 +263,18 @@ class Instance(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        state_reason: Global___StateReason.ValueType = ...,
+        state_detail: _builtins.str = ...,
+        state_change_time: _timestamp_pb2.Timestamp | None = ...,
+        jid: _builtins.str = ...,
+        ban_code: _builtins.int = ...,
+        ban_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        keepalive_failing: _builtins.bool = ...,
+        proxy_url: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ban_expire_time", b"ban_expire_time", "create_time", b"create_time", "state_change_time", b"state_change_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "id", b"id", "labels", b"labels", "phone", b"phone", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ban_code", b"ban_code", "ban_expire_time", b"ban_expire_time", "create_time", b"create_time", "display_name", b"display_name", "id", b"id", "jid", b"jid", "keepalive_failing", b"keepalive_failing", "labels", b"labels", "phone", b"phone", "proxy_url", b"proxy_url", "state", b"state", "state_change_time", b"state_change_time", "state_detail", b"state_detail", "state_reason", b"state_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,10 +308,12 @@ class CreateInstanceRequest(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     PHONE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    PROXY_URL_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Optional. When empty, the server generates an id."""
     display_name: _builtins.str
     phone: _builtins.str
+    proxy_url: _builtins.str
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -174,10 +323,11 @@ class CreateInstanceRequest(_message.Message):
         display_name: _builtins.str = ...,
         phone: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        proxy_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "instance_id", b"instance_id", "labels", b"labels", "phone", b"phone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "instance_id", b"instance_id", "labels", b"labels", "phone", b"phone", "proxy_url", b"proxy_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -310,7 +460,7 @@ class UpdateInstanceRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to change: `display_name`, `phone`, `labels`. Required."""
+        """Fields to change: `display_name`, `phone`, `labels`, `proxy_url`. Required."""
 
     def __init__(
         self,
@@ -388,3 +538,207 @@ class DeleteInstanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteInstanceResponse: _TypeAlias = DeleteInstanceResponse  # noqa: Y015
+
+@_typing.final
+class ConnectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    phone: _builtins.str
+    """Optional E.164 number: also request a pair code for it (after the first QR code)."""
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        phone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+
+@_typing.final
+class ConnectResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QR_CODE_FIELD_NUMBER: _builtins.int
+    PAIR_CODE_FIELD_NUMBER: _builtins.int
+    STATE_CHANGE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def qr_code(self) -> Global___QrCode: ...
+    @_builtins.property
+    def pair_code(self) -> Global___PairCode: ...
+    @_builtins.property
+    def state_change(self) -> Global___StateChange: ...
+    @_builtins.property
+    def result(self) -> Global___ConnectResult:
+        """Always the last message of the stream, exactly once."""
+
+    def __init__(
+        self,
+        *,
+        qr_code: Global___QrCode | None = ...,
+        pair_code: Global___PairCode | None = ...,
+        state_change: Global___StateChange | None = ...,
+        result: Global___ConnectResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pair_code", b"pair_code", "qr_code", b"qr_code", "result", b"result", "state_change", b"state_change", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pair_code", b"pair_code", "qr_code", b"qr_code", "result", b"result", "state_change", b"state_change", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_update: _TypeAlias = _typing.Literal["qr_code", "pair_code", "state_change", "result"]  # noqa: Y015
+    _WhichOneofArgType_update: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_update) -> _WhichOneofReturnType_update | None: ...
+
+Global___ConnectResponse: _TypeAlias = ConnectResponse  # noqa: Y015
+
+@_typing.final
+class QrCode(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    PNG_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The raw code to render (whatsmeow's `ref,noiseKey,identityKey,advSecret`)."""
+    png: _builtins.bytes
+    """The code rendered as a PNG image."""
+    index: _builtins.int
+    """0 for the first code; WhatsApp shows six."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        png: _builtins.bytes = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "expire_time", b"expire_time", "index", b"index", "png", b"png"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QrCode: _TypeAlias = QrCode  # noqa: Y015
+
+@_typing.final
+class PairCode(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """Type it on the phone: Linked devices > Link with phone number."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "expire_time", b"expire_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PairCode: _TypeAlias = PairCode  # noqa: Y015
+
+@_typing.final
+class StateChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    state: Global___InstanceState.ValueType
+    reason: Global___StateReason.ValueType
+    detail: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: Global___InstanceState.ValueType = ...,
+        reason: Global___StateReason.ValueType = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StateChange: _TypeAlias = StateChange  # noqa: Y015
+
+@_typing.final
+class ConnectResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    outcome: Global___ConnectOutcome.ValueType
+    @_builtins.property
+    def instance(self) -> Global___Instance:
+        """The instance as it is at the end of the stream (state, reason, detail)."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___ConnectOutcome.ValueType = ...,
+        instance: Global___Instance | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectResult: _TypeAlias = ConnectResult  # noqa: Y015
+
+@_typing.final
+class LogoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutRequest: _TypeAlias = LogoutRequest  # noqa: Y015
+
+@_typing.final
+class LogoutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instance(self) -> Global___Instance: ...
+    def __init__(
+        self,
+        *,
+        instance: Global___Instance | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015

@@ -63,6 +63,16 @@ class InstanceServiceStub:
                 request_serializer=zapgate_dot_v1_dot_instance__pb2.DeleteInstanceRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_instance__pb2.DeleteInstanceResponse.FromString,
                 _registered_method=True)
+        self.Connect = channel.unary_stream(
+                '/zapgate.v1.InstanceService/Connect',
+                request_serializer=zapgate_dot_v1_dot_instance__pb2.ConnectRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_instance__pb2.ConnectResponse.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/zapgate.v1.InstanceService/Logout',
+                request_serializer=zapgate_dot_v1_dot_instance__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_instance__pb2.LogoutResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
@@ -95,14 +105,31 @@ class InstanceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateInstance(self, request, context):
-        """Changes the fields named in `update_mask` (display_name, phone, labels).
+        """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteInstance(self, request, context):
-        """Deletes an instance.
+        """Deletes an instance: stops its connection and wipes its session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Connect(self, request, context):
+        """Connects an instance and follows it: QR codes (and a pair code when `phone` is given),
+        state changes, then exactly one final `result`. On a connected instance the result
+        comes at once. Several clients may watch the same pairing; they see the same codes.
+        A never-paired instance stops pairing when its last watcher goes away.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Unlinks the device from the WhatsApp account and wipes the session (LOGGED_OUT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +162,16 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.DeleteInstance,
                     request_deserializer=zapgate_dot_v1_dot_instance__pb2.DeleteInstanceRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_instance__pb2.DeleteInstanceResponse.SerializeToString,
+            ),
+            'Connect': grpc.unary_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=zapgate_dot_v1_dot_instance__pb2.ConnectRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_instance__pb2.ConnectResponse.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=zapgate_dot_v1_dot_instance__pb2.LogoutRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_instance__pb2.LogoutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -276,6 +313,60 @@ class InstanceService:
             '/zapgate.v1.InstanceService/DeleteInstance',
             zapgate_dot_v1_dot_instance__pb2.DeleteInstanceRequest.SerializeToString,
             zapgate_dot_v1_dot_instance__pb2.DeleteInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/zapgate.v1.InstanceService/Connect',
+            zapgate_dot_v1_dot_instance__pb2.ConnectRequest.SerializeToString,
+            zapgate_dot_v1_dot_instance__pb2.ConnectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.InstanceService/Logout',
+            zapgate_dot_v1_dot_instance__pb2.LogoutRequest.SerializeToString,
+            zapgate_dot_v1_dot_instance__pb2.LogoutResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,9 +46,17 @@ class InstanceServiceStub:
     ListInstances: _grpc.UnaryUnaryMultiCallable[_instance_pb2.ListInstancesRequest, _instance_pb2.ListInstancesResponse]
     """Lists the tenant's instances ordered by id, page by page, optionally filtered by state."""
     UpdateInstance: _grpc.UnaryUnaryMultiCallable[_instance_pb2.UpdateInstanceRequest, _instance_pb2.UpdateInstanceResponse]
-    """Changes the fields named in `update_mask` (display_name, phone, labels)."""
+    """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url)."""
     DeleteInstance: _grpc.UnaryUnaryMultiCallable[_instance_pb2.DeleteInstanceRequest, _instance_pb2.DeleteInstanceResponse]
-    """Deletes an instance."""
+    """Deletes an instance: stops its connection and wipes its session."""
+    Connect: _grpc.UnaryStreamMultiCallable[_instance_pb2.ConnectRequest, _instance_pb2.ConnectResponse]
+    """Connects an instance and follows it: QR codes (and a pair code when `phone` is given),
+    state changes, then exactly one final `result`. On a connected instance the result
+    comes at once. Several clients may watch the same pairing; they see the same codes.
+    A never-paired instance stops pairing when its last watcher goes away.
+    """
+    Logout: _grpc.UnaryUnaryMultiCallable[_instance_pb2.LogoutRequest, _instance_pb2.LogoutResponse]
+    """Unlinks the device from the WhatsApp account and wipes the session (LOGGED_OUT)."""
 
 @_typing.type_check_only
 class InstanceServiceAsyncStub(InstanceServiceStub):
@@ -68,9 +76,17 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     ListInstances: _aio.UnaryUnaryMultiCallable[_instance_pb2.ListInstancesRequest, _instance_pb2.ListInstancesResponse]  # type: ignore[assignment]
     """Lists the tenant's instances ordered by id, page by page, optionally filtered by state."""
     UpdateInstance: _aio.UnaryUnaryMultiCallable[_instance_pb2.UpdateInstanceRequest, _instance_pb2.UpdateInstanceResponse]  # type: ignore[assignment]
-    """Changes the fields named in `update_mask` (display_name, phone, labels)."""
+    """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url)."""
     DeleteInstance: _aio.UnaryUnaryMultiCallable[_instance_pb2.DeleteInstanceRequest, _instance_pb2.DeleteInstanceResponse]  # type: ignore[assignment]
-    """Deletes an instance."""
+    """Deletes an instance: stops its connection and wipes its session."""
+    Connect: _aio.UnaryStreamMultiCallable[_instance_pb2.ConnectRequest, _instance_pb2.ConnectResponse]  # type: ignore[assignment]
+    """Connects an instance and follows it: QR codes (and a pair code when `phone` is given),
+    state changes, then exactly one final `result`. On a connected instance the result
+    comes at once. Several clients may watch the same pairing; they see the same codes.
+    A never-paired instance stops pairing when its last watcher goes away.
+    """
+    Logout: _aio.UnaryUnaryMultiCallable[_instance_pb2.LogoutRequest, _instance_pb2.LogoutResponse]  # type: ignore[assignment]
+    """Unlinks the device from the WhatsApp account and wipes the session (LOGGED_OUT)."""
 
 class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages instances: one linked WhatsApp account each, owned by the caller's tenant.
@@ -111,7 +127,7 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _instance_pb2.UpdateInstanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_instance_pb2.UpdateInstanceResponse, _abc.Awaitable[_instance_pb2.UpdateInstanceResponse]]:
-        """Changes the fields named in `update_mask` (display_name, phone, labels)."""
+        """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url)."""
 
     @_abc_1.abstractmethod
     def DeleteInstance(
@@ -119,6 +135,26 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _instance_pb2.DeleteInstanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_instance_pb2.DeleteInstanceResponse, _abc.Awaitable[_instance_pb2.DeleteInstanceResponse]]:
-        """Deletes an instance."""
+        """Deletes an instance: stops its connection and wipes its session."""
+
+    @_abc_1.abstractmethod
+    def Connect(
+        self,
+        request: _instance_pb2.ConnectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_instance_pb2.ConnectResponse], _abc.AsyncIterator[_instance_pb2.ConnectResponse]]:
+        """Connects an instance and follows it: QR codes (and a pair code when `phone` is given),
+        state changes, then exactly one final `result`. On a connected instance the result
+        comes at once. Several clients may watch the same pairing; they see the same codes.
+        A never-paired instance stops pairing when its last watcher goes away.
+        """
+
+    @_abc_1.abstractmethod
+    def Logout(
+        self,
+        request: _instance_pb2.LogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_pb2.LogoutResponse, _abc.Awaitable[_instance_pb2.LogoutResponse]]:
+        """Unlinks the device from the WhatsApp account and wipes the session (LOGGED_OUT)."""
 
 def add_InstanceServiceServicer_to_server(servicer: InstanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

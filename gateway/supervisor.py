@@ -1,0 +1,494 @@
+"""The instance supervisor: owns every instance's connection state machine, persists each
+transition with a typed reason, reconnects with backoff, and feeds Connect streams.
+
+    DISCONNECTED -> CONNECTING -> PAIRING -> CONNECTED
+    LOGGED_OUT (store wiped, never retried) · BANNED (until expiry) · ERROR (needs a person)
+
+Engines run in worker processes (sessions.pool); their events arrive in `on_event`, tagged
+with the run they belong to, so a late event of an earlier run is ignored."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zapgate.gateway.backoff import Backoff
+from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.errors import (
+    EngineUnavailable,
+    InstanceNotRunning,
+    SimulationRejected,
+)
+from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
+from zapgate.gateway.updates import (
+    FinalUpdate,
+    PairCodeUpdate,
+    QrUpdate,
+    StateUpdate,
+    Update,
+    Watchers,
+)
+from zapgate.sessions import events as ev
+from zapgate.sessions.engine import STORE_FILE_NAME
+from zapgate.sessions.pool import EngineCallFailed, WorkerPool, WorkerUnavailable
+from zapgate.v1 import instance_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+S = pb.InstanceState
+R = pb.StateReason
+PAIR_CODE_LIFETIME_US = 160_000_000
+# whatsmeow's ConnectFailure codes that mean the session is gone for good.
+LOGGED_OUT_CODES = {401, 403, 406}
+CLIENT_OUTDATED_CODE = 405
+
+
+@dataclass
+class Live:
+    """What the supervisor knows of one instance beyond its stored record."""
+
+    tenant: str
+    instance_id: str
+    run_id: int = 0  # the engine run in progress; 0 when none
+    attempt: int = 0  # consecutive failed connects, for the backoff
+    connected_at: float | None = None
+    retry: asyncio.TimerHandle | None = None
+    pair_phone: str = ""
+    watchers: Watchers = field(default_factory=Watchers)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant}/{self.instance_id}"
+
+
+class Supervisor:
+    def __init__(
+        self,
+        instances: InstanceRepository,
+        pool: WorkerPool,
+        runtime_dir: Path,
+        backoff: Backoff,
+        *,
+        rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        micros: MicrosClock = system_micros,
+    ) -> None:
+        self._instances = instances
+        self._pool = pool
+        self._runtime_dir = runtime_dir
+        self._backoff = backoff
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not crypto)
+        self._monotonic = monotonic
+        self._micros = micros
+        self._lives: dict[str, Live] = {}
+        self._run_ids = itertools.count(int(micros()))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # ---- public operations -------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """After a start: reconnect every instance that should be connected and whose session
+        store is at hand; re-arm ban timers."""
+        for record in await self._instances.list_wanting_connection():
+            live = self._live(record.tenant, record.id)
+            if record.state == S.INSTANCE_STATE_BANNED and record.ban_expire_us > self._micros():
+                self._schedule(live, (record.ban_expire_us - self._micros()) / 1e6)
+            elif record.jid and self.store_path(record).exists():
+                self._spawn(self._start(live, R.STATE_REASON_RECONNECTING))
+            else:
+                detail = "" if not record.jid else "session store not found; pair again"
+                await self._set_state(
+                    live,
+                    S.INSTANCE_STATE_DISCONNECTED,
+                    R.STATE_REASON_PAIRING_ABANDONED,
+                    detail,
+                    want_connected=False,
+                )
+
+    async def connect(self, tenant: str, instance_id: str, phone: str) -> AsyncIterator[Update]:
+        record = await self._instances.require(tenant, instance_id)
+        live = self._live(tenant, instance_id)
+        if record.state == S.INSTANCE_STATE_CONNECTED and live.run_id:
+            yield FinalUpdate(pb.CONNECT_OUTCOME_CONNECTED, record)
+            return
+        if record.state == S.INSTANCE_STATE_BANNED and record.ban_expire_us > self._micros():
+            yield FinalUpdate(pb.CONNECT_OUTCOME_BANNED, record)
+            return
+        queue = live.watchers.join()
+        try:
+            if phone:
+                live.pair_phone = phone
+                if live.watchers.qr is not None and live.watchers.pair_code is None:
+                    self._spawn(self._request_pair_code(live, live.run_id))
+            if not live.run_id and live.retry is None:
+                await self._start(live, R.STATE_REASON_CONNECT_REQUESTED)
+            while True:
+                update = await queue.get()
+                yield update
+                if isinstance(update, FinalUpdate):
+                    return
+        finally:
+            live.watchers.leave(queue)
+            if not live.watchers:
+                self._spawn(self._abandon_pairing(live))
+
+    async def logout(self, tenant: str, instance_id: str) -> InstanceRecord:
+        record = await self._instances.require(tenant, instance_id)
+        live = self._live(tenant, instance_id)
+        async with live.lock:
+            await self._halt(live, logout=True)
+            await self._wipe(record)
+            record = await self._set_state(
+                live,
+                S.INSTANCE_STATE_LOGGED_OUT,
+                R.STATE_REASON_LOGOUT_REQUESTED,
+                "",
+                jid="",
+                want_connected=False,
+                keepalive_failing=False,
+            )
+        live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_LOGGED_OUT, record))
+        return record
+
+    async def forget(self, record: InstanceRecord) -> None:
+        """Before a delete: unlink the device, stop the connection, wipe the session."""
+        live = self._lives.pop(record.key, None)
+        if live is not None:
+            async with live.lock:
+                await self._halt(live, logout=True)
+            final = FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record)
+            live.watchers.publish(final)
+        await self._wipe(record)
+
+    async def simulate(self, tenant: str, instance_id: str, request: Any) -> None:
+        record = await self._instances.require(tenant, instance_id)
+        request.key = record.key
+        try:
+            await self._pool.simulate(request)
+        except EngineCallFailed as error:
+            if error.kind == "rejected":
+                raise SimulationRejected(str(error)) from None
+            raise InstanceNotRunning(str(error)) from None
+        except WorkerUnavailable as error:
+            raise EngineUnavailable(str(error)) from None
+
+    async def shutdown(self) -> None:
+        """Stops every connection; stores stay, and `want_connected` brings them back on the
+        next start."""
+        self._closing = True
+        for live in list(self._lives.values()):
+            if live.retry is not None:
+                live.retry.cancel()
+                live.retry = None
+            if live.run_id:
+                async with live.lock:
+                    await self._halt(live)
+                    record = await self._set_state(
+                        live, S.INSTANCE_STATE_DISCONNECTED, R.STATE_REASON_SHUTDOWN, ""
+                    )
+                live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def store_path(self, record: InstanceRecord) -> Path:
+        return self.runtime_dir_of(record.tenant, record.id) / STORE_FILE_NAME
+
+    def runtime_dir_of(self, tenant: str, instance_id: str) -> Path:
+        return self._runtime_dir / tenant / instance_id
+
+    # ---- engine events -----------------------------------------------------------------
+
+    async def on_event(self, run_id: int, event: ev.EngineEvent) -> None:
+        live = self._lives.get(event.key)
+        if live is None or live.run_id != run_id:
+            log.debug("ignoring %s of an earlier run of %s", type(event).__name__, event.key)
+            return
+        async with live.lock:
+            await self._handle(live, event)
+
+    async def on_worker_lost(self, keys: list[str]) -> None:
+        for key in keys:
+            live = self._lives.get(key)
+            if live is None or not live.run_id:
+                continue
+            async with live.lock:
+                live.run_id = 0
+                await self._set_state(
+                    live,
+                    S.INSTANCE_STATE_CONNECTING,
+                    R.STATE_REASON_WORKER_CRASHED,
+                    "engine worker died",
+                )
+                self._schedule(live, self._backoff.delay(0, self._rng))
+
+    async def _handle(self, live: Live, event: ev.EngineEvent) -> None:
+        match event:
+            case ev.QrShown(code=code, index=index, lifetime_seconds=lifetime):
+                if index == 0:
+                    await self._set_state(
+                        live, S.INSTANCE_STATE_PAIRING, R.STATE_REASON_PAIRING_STARTED, ""
+                    )
+                expire = self._micros() + int(lifetime * 1e6)
+                live.watchers.publish(QrUpdate(code, index, expire))
+                if live.pair_phone and live.watchers.pair_code is None:
+                    self._spawn(self._request_pair_code(live, live.run_id))
+            case ev.PairCodeShown(code=code, lifetime_seconds=lifetime):
+                expire = self._micros() + int(lifetime * 1e6)
+                live.watchers.publish(PairCodeUpdate(code, expire))
+            case ev.Paired(jid=jid, phone=phone):
+                await self._save(live, jid=jid, phone=phone, want_connected=True)
+            case ev.Connected(jid=jid, phone=phone):
+                was_pairing = live.watchers.qr is not None or live.watchers.pair_code is not None
+                live.connected_at = self._monotonic()
+                reason = R.STATE_REASON_PAIRED if was_pairing else R.STATE_REASON_CONNECTED
+                changes: dict[str, Any] = {"jid": jid, "want_connected": True}
+                if phone:
+                    changes["phone"] = phone
+                record = await self._set_state(
+                    live, S.INSTANCE_STATE_CONNECTED, reason, "", keepalive_failing=False, **changes
+                )
+                live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_CONNECTED, record))
+            case ev.Disconnected(detail=detail):
+                await self._retry_later(live, R.STATE_REASON_CONNECTION_LOST, detail)
+            case ev.ConnectFailed(detail=detail):
+                await self._retry_later(live, R.STATE_REASON_CONNECT_FAILED, detail)
+            case ev.ConnectRefused(code=code, detail=detail):
+                await self._connect_refused(live, code, detail)
+            case ev.LoggedOut(detail=detail):
+                await self._logged_out(live, detail)
+            case ev.StreamReplaced():
+                await self._fail(
+                    live, R.STATE_REASON_STREAM_REPLACED, "another client took over this session"
+                )
+            case ev.ClientOutdated():
+                await self._fail(
+                    live,
+                    R.STATE_REASON_CLIENT_OUTDATED,
+                    "WhatsApp rejected this client version; upgrade zapgate",
+                )
+            case ev.TemporarilyBanned(code=code, expires_in_seconds=seconds):
+                await self._banned(live, code, seconds)
+            case ev.QrTimedOut():
+                await self._halt(live)
+                record = await self._set_state(
+                    live,
+                    S.INSTANCE_STATE_DISCONNECTED,
+                    R.STATE_REASON_QR_TIMEOUT,
+                    "",
+                    want_connected=False,
+                )
+                live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_QR_TIMEOUT, record))
+            case ev.KeepAliveFailing(failures=failures):
+                log.warning("keepalive failing on %s (%d in a row)", live.key, failures)
+                await self._save(live, keepalive_failing=True)
+            case ev.KeepAliveRestored():
+                log.info("keepalive restored on %s", live.key)
+                await self._save(live, keepalive_failing=False)
+
+    async def _connect_refused(self, live: Live, code: int, detail: str) -> None:
+        if code in LOGGED_OUT_CODES:
+            await self._logged_out(live, f"WhatsApp refused the session ({code}) {detail}")
+        elif code == CLIENT_OUTDATED_CODE:
+            await self._fail(live, R.STATE_REASON_CLIENT_OUTDATED, f"client outdated ({code})")
+        else:
+            await self._retry_later(
+                live,
+                R.STATE_REASON_CONNECT_FAILED,
+                f"WhatsApp refused the connection ({code}) {detail}".strip(),
+            )
+
+    async def _logged_out(self, live: Live, detail: str) -> None:
+        await self._halt(live)
+        record = await self._instances.require(live.tenant, live.instance_id)
+        await self._wipe(record)
+        record = await self._set_state(
+            live,
+            S.INSTANCE_STATE_LOGGED_OUT,
+            R.STATE_REASON_LOGGED_OUT_FROM_PHONE,
+            detail,
+            jid="",
+            want_connected=False,
+            keepalive_failing=False,
+        )
+        live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_LOGGED_OUT, record))
+
+    async def _fail(self, live: Live, reason: int, detail: str) -> None:
+        """A state that needs a person: no automatic reconnect, now or after a restart."""
+        await self._halt(live)
+        record = await self._set_state(
+            live, S.INSTANCE_STATE_ERROR, reason, detail, want_connected=False
+        )
+        live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
+
+    async def _banned(self, live: Live, code: int, seconds: float) -> None:
+        await self._halt(live)
+        record = await self._set_state(
+            live,
+            S.INSTANCE_STATE_BANNED,
+            R.STATE_REASON_TEMPORARY_BAN,
+            f"temporary ban {code}",
+            ban_code=code,
+            ban_expire_us=self._micros() + int(seconds * 1e6),
+            want_connected=True,
+        )
+        live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_BANNED, record))
+        self._schedule(live, seconds)
+
+    async def _retry_later(self, live: Live, reason: int, detail: str) -> None:
+        """The connection is gone but the session is fine: reconnect after a backoff."""
+        live.run_id = 0
+        if live.connected_at is not None:
+            if self._monotonic() - live.connected_at >= self._backoff.stable_after_seconds:
+                live.attempt = 0
+            live.connected_at = None
+        delay = self._backoff.delay(live.attempt, self._rng)
+        live.attempt += 1
+        detail = f"{detail} (retry {live.attempt} in {delay:.1f}s)".strip()
+        await self._set_state(live, S.INSTANCE_STATE_CONNECTING, reason, detail)
+        self._schedule(live, delay)
+
+    # ---- running and stopping ----------------------------------------------------------
+
+    async def _start(self, live: Live, reason: int) -> None:
+        async with live.lock:
+            if live.run_id or self._closing:
+                return
+            record = await self._instances.require(live.tenant, live.instance_id)
+            live.run_id = next(self._run_ids)
+            await self._set_state(
+                live,
+                S.INSTANCE_STATE_CONNECTING,
+                reason,
+                "",
+                want_connected=True,
+                ban_code=0,
+                ban_expire_us=0,
+            )
+            runtime_dir = self.runtime_dir_of(live.tenant, live.instance_id)
+            await asyncio.to_thread(_make_private_dir, runtime_dir)
+            try:
+                await self._pool.start_instance(
+                    live.key, runtime_dir, record.proxy_url, live.run_id
+                )
+            except (WorkerUnavailable, EngineCallFailed) as error:
+                await self._retry_later(live, R.STATE_REASON_ENGINE_ERROR, str(error))
+
+    async def _halt(self, live: Live, *, logout: bool = False) -> None:
+        """Ends the engine run (if any) and any pending retry."""
+        if live.retry is not None:
+            live.retry.cancel()
+            live.retry = None
+        live.connected_at = None
+        live.attempt = 0
+        try:
+            if logout:
+                await self._pool.logout_instance(live.key)
+            else:
+                await self._pool.stop_instance(live.key)
+        except (WorkerUnavailable, EngineCallFailed) as error:
+            log.warning("could not stop %s cleanly: %s", live.key, error)
+        live.run_id = 0
+
+    async def _abandon_pairing(self, live: Live) -> None:
+        """Nobody is left to show the QR code to: stop an instance that was never paired."""
+        async with live.lock:
+            if live.watchers or not live.run_id:
+                return
+            record = await self._instances.get(live.tenant, live.instance_id)
+            if record is None or record.jid:
+                return
+            await self._halt(live)
+            live.watchers.qr = live.watchers.pair_code = None
+            live.pair_phone = ""
+            await self._set_state(
+                live,
+                S.INSTANCE_STATE_DISCONNECTED,
+                R.STATE_REASON_PAIRING_ABANDONED,
+                "",
+                want_connected=False,
+            )
+
+    async def _request_pair_code(self, live: Live, run_id: int) -> None:
+        phone = live.pair_phone
+        try:
+            code = await self._pool.pair_phone(live.key, phone)
+        except (WorkerUnavailable, EngineCallFailed) as error:
+            log.warning("pair code for %s failed: %s", live.key, error)
+            live.watchers.publish(
+                StateUpdate(
+                    S.INSTANCE_STATE_PAIRING,
+                    R.STATE_REASON_ENGINE_ERROR,
+                    f"pair code request failed: {error}",
+                )
+            )
+            return
+        if live.run_id == run_id:
+            live.watchers.publish(PairCodeUpdate(code, self._micros() + PAIR_CODE_LIFETIME_US))
+
+    def _schedule(self, live: Live, delay: float) -> None:
+        if live.retry is not None:
+            live.retry.cancel()
+
+        def fire() -> None:
+            live.retry = None
+            self._spawn(self._start(live, R.STATE_REASON_RECONNECTING))
+
+        live.retry = asyncio.get_running_loop().call_later(max(delay, 0.0), fire)
+
+    # ---- persistence -------------------------------------------------------------------
+
+    async def _set_state(
+        self, live: Live, state: int, reason: int, detail: str, **changes: Any
+    ) -> InstanceRecord:
+        record = await self._instances.update(
+            live.tenant,
+            live.instance_id,
+            {"state": state, "state_reason": reason, "state_detail": detail[:500], **changes},
+        )
+        log.info("%s -> %s (%s) %s", live.key, S.Name(state), R.Name(reason), detail)  # type: ignore[arg-type]
+        live.watchers.publish(StateUpdate(state, reason, detail))
+        return record
+
+    async def _save(self, live: Live, **changes: Any) -> None:
+        await self._instances.update(live.tenant, live.instance_id, changes)
+
+    async def _wipe(self, record: InstanceRecord) -> None:
+        path = self.runtime_dir_of(record.tenant, record.id)
+        await asyncio.to_thread(shutil.rmtree, path, True)
+
+    def _live(self, tenant: str, instance_id: str) -> Live:
+        key = f"{tenant}/{instance_id}"
+        live = self._lives.get(key)
+        if live is None:
+            live = self._lives[key] = Live(tenant, instance_id)
+        return live
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(_logged(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _make_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
+async def _logged(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background task failed")

@@ -1,0 +1,278 @@
+"""The core's side of the engine workers: spawns them, talks to them over unix sockets,
+places instances on them, and restarts a worker that dies (kill -9, Go fatal error)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import grpc.aio
+
+from zapgate.engine.v1 import worker_pb2 as pb
+from zapgate.engine.v1 import worker_pb2_grpc
+from zapgate.sessions import wire
+from zapgate.sessions.events import EngineEvent, InstanceKey
+from zapgate.sessions.worker import ERROR_KIND_KEY
+
+log = logging.getLogger(__name__)
+
+OnEvent = Callable[[int, EngineEvent], Awaitable[None]]
+OnWorkerLost = Callable[[list[InstanceKey]], Awaitable[None]]
+R = TypeVar("R")
+
+
+class WorkerUnavailable(Exception):
+    """The worker hosting the instance is down or restarting; retry later."""
+
+
+class EngineCallFailed(Exception):
+    """The engine refused a call. `kind`: not_running, rejected or failed."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    size: int
+    engine: str  # "sim" or "neonize"
+    socket_dir: Path
+    sim_timings_json: str = "{}"
+    log_level: str = "INFO"
+    ready_timeout: float = 60.0
+    ping_interval: float = 5.0
+    ping_failures_to_kill: int = 3
+    restart_base_seconds: float = 0.2
+    restart_cap_seconds: float = 30.0
+
+
+class WorkerSlot:
+    """One worker process, restarted in place whenever it dies."""
+
+    def __init__(self, index: int, config: PoolConfig, pool: WorkerPool) -> None:
+        self.index = index
+        self.config = config
+        self.pool = pool
+        self.keys: set[InstanceKey] = set()
+        self.process: asyncio.subprocess.Process | None = None
+        self.stub: worker_pb2_grpc.EngineWorkerServiceAsyncStub | None = None
+        self.ready = asyncio.Event()
+        self._channel: grpc.aio.Channel | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.restarts = 0
+
+    @property
+    def socket_path(self) -> Path:
+        return self.config.socket_dir / f"worker-{self.index}.sock"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    async def run(self) -> None:
+        """Keeps a worker alive until close(): spawn, serve, and on death restart with
+        exponential backoff and jitter."""
+        failures = 0
+        while not self._closing:
+            started = asyncio.get_running_loop().time()
+            await self._spawn_and_serve()
+            if self._closing:
+                return
+            self.restarts += 1
+            lost, self.keys = sorted(self.keys), set()
+            log.error(
+                "engine worker %d died; restarting (%d instances to place again)",
+                self.index,
+                len(lost),
+            )
+            await self.pool.on_worker_lost(lost)
+            stable = asyncio.get_running_loop().time() - started > 60
+            failures = 0 if stable else failures + 1
+            cap = min(
+                self.config.restart_cap_seconds, self.config.restart_base_seconds * 2**failures
+            )
+            await asyncio.sleep(random.uniform(cap / 2, cap))  # noqa: S311 (not crypto)
+
+    async def _spawn_and_serve(self) -> None:
+        self.socket_path.unlink(missing_ok=True)
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "zapgate.sessions.worker",
+            "--socket",
+            str(self.socket_path),
+            "--engine",
+            self.config.engine,
+            "--sim-timings",
+            self.config.sim_timings_json,
+            "--log-level",
+            self.config.log_level,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,  # Go prints there (hazard 6); nobody reads it
+        )
+        try:
+            await self._connect()
+            self.ready.set()
+            log.info("engine worker %d ready (pid %d)", self.index, self.process.pid)
+            watchers = [
+                asyncio.create_task(self._pump_events()),
+                asyncio.create_task(self._ping_loop()),
+            ]
+            await self.process.wait()
+            for task in watchers:
+                task.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+        finally:
+            self.ready.clear()
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
+            if self._channel is not None:
+                await self._channel.close()
+                self._channel = None
+
+    async def _connect(self) -> None:
+        assert self.process is not None
+        deadline = asyncio.get_running_loop().time() + self.config.ready_timeout
+        while not self.socket_path.exists():
+            if self.process.returncode is not None:
+                raise RuntimeError(f"worker {self.index} exited at start")
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"worker {self.index} did not start")
+            await asyncio.sleep(0.02)
+        self._channel = grpc.aio.insecure_channel(f"unix:{self.socket_path}")
+        await asyncio.wait_for(self._channel.channel_ready(), self.config.ready_timeout)
+        self.stub = worker_pb2_grpc.EngineWorkerServiceStub(self._channel)  # type: ignore[assignment]
+
+    async def _pump_events(self) -> None:
+        assert self.stub is not None
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            async for message in self.stub.StreamEvents(pb.StreamEventsRequest()):
+                await self.pool.on_event(message.run_id, wire.decode(message.event_json))
+
+    async def _ping_loop(self) -> None:
+        """A worker that stops answering (a wedged Go runtime) is killed; run() restarts it."""
+        assert self.stub is not None
+        assert self.process is not None
+        misses = 0
+        while misses < self.config.ping_failures_to_kill:
+            await asyncio.sleep(self.config.ping_interval)
+            try:
+                await self.stub.Ping(pb.PingRequest(), timeout=self.config.ping_interval)
+                misses = 0
+            except grpc.aio.AioRpcError:
+                misses += 1
+        log.error("engine worker %d stopped answering; killing it", self.index)
+        self.process.kill()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+
+
+class WorkerPool:
+    def __init__(self, config: PoolConfig, on_event: OnEvent, on_worker_lost: OnWorkerLost) -> None:
+        self.config = config
+        self.on_event = on_event
+        self.on_worker_lost = on_worker_lost
+        self.slots = [WorkerSlot(i, config, self) for i in range(config.size)]
+        self._placement: dict[InstanceKey, WorkerSlot] = {}
+        self._runners: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.config.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._runners = [
+            asyncio.create_task(slot.run(), name=f"worker {slot.index}") for slot in self.slots
+        ]
+        await asyncio.wait_for(
+            asyncio.gather(*(slot.ready.wait() for slot in self.slots)), self.config.ready_timeout
+        )
+
+    async def close(self) -> None:
+        await asyncio.gather(*(slot.close() for slot in self.slots))
+        await asyncio.gather(*self._runners, return_exceptions=True)
+
+    def _place(self, key: InstanceKey) -> WorkerSlot:
+        slot = self._placement.get(key)
+        if slot is None:
+            slot = min(self.slots, key=lambda s: (len(s.keys), s.index))
+            self._placement[key] = slot
+        slot.keys.add(key)
+        return slot
+
+    def _release(self, key: InstanceKey) -> WorkerSlot | None:
+        slot = self._placement.pop(key, None)
+        if slot is not None:
+            slot.keys.discard(key)
+        return slot
+
+    async def _stub(self, slot: WorkerSlot) -> worker_pb2_grpc.EngineWorkerServiceAsyncStub:
+        try:
+            await asyncio.wait_for(slot.ready.wait(), self.config.ready_timeout)
+        except TimeoutError:
+            raise WorkerUnavailable(f"engine worker {slot.index} is not ready") from None
+        assert slot.stub is not None
+        return slot.stub
+
+    async def start_instance(
+        self, key: InstanceKey, runtime_dir: Path, proxy_url: str, run_id: int
+    ) -> None:
+        slot = self._place(key)
+        request = pb.StartInstanceRequest(
+            key=key, runtime_dir=str(runtime_dir), proxy_url=proxy_url, run_id=run_id
+        )
+        await _call((await self._stub(slot)).StartInstance(request))
+
+    async def stop_instance(self, key: InstanceKey) -> None:
+        slot = self._release(key)
+        if slot is not None and slot.ready.is_set():
+            await _call((await self._stub(slot)).StopInstance(pb.StopInstanceRequest(key=key)))
+
+    async def logout_instance(self, key: InstanceKey) -> None:
+        slot = self._release(key)
+        if slot is not None and slot.ready.is_set():
+            request = pb.LogoutInstanceRequest(key=key)
+            await _call((await self._stub(slot)).LogoutInstance(request))
+
+    async def pair_phone(self, key: InstanceKey, phone: str) -> str:
+        slot = self._placement.get(key)
+        if slot is None:
+            raise EngineCallFailed("not_running", "the instance is not running")
+        reply = await _call(
+            (await self._stub(slot)).PairPhone(pb.PairPhoneRequest(key=key, phone=phone))
+        )
+        return reply.code
+
+    async def simulate(self, request: pb.SimulateRequest) -> None:
+        slot = self._placement.get(request.key)
+        if slot is None:
+            raise EngineCallFailed("not_running", "the instance is not running; call Connect first")
+        await _call((await self._stub(slot)).Simulate(request))
+
+    def worker_pids(self) -> list[int | None]:
+        return [slot.pid for slot in self.slots]
+
+
+async def _call(call: Awaitable[R]) -> R:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            kind = dict(error.trailing_metadata() or ()).get(ERROR_KIND_KEY, "failed")
+            raise EngineCallFailed(str(kind), error.details() or "") from None
+        raise WorkerUnavailable(f"engine worker call failed: {error.code().name}") from None

@@ -1,0 +1,240 @@
+"""The built-in WhatsApp simulator: a phone-in-a-box behind the same Engine interface as
+neonize. It pairs by QR or pair code, connects from its stored session, and drops, bans,
+replaces or logs out on command (SimulatorService)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+
+from zapgate.sessions import events as ev
+from zapgate.sessions.engine import Engine, EngineError, EventSink, InstanceSpec
+from zapgate.sessions.events import InstanceKey
+from zapgate.sessions.sim_store import SimDevice, SimStore
+
+PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # whatsmeow's: no 0, O, I, U
+
+
+@dataclass(frozen=True)
+class SimTimings:
+    """Defaults mirror WhatsApp: first QR 60 s, then 20 s each, six codes, then timeout."""
+
+    qr_first_seconds: float = 60.0
+    qr_next_seconds: float = 20.0
+    qr_count: int = 6
+    pair_code_seconds: float = 160.0
+    # Time from start to the server's answer (connected, QR, or a ban refusal).
+    connect_seconds: float = 0.2
+    # How often a failing keepalive reports another failure.
+    keepalive_seconds: float = 25.0
+
+
+class NotRunning(EngineError):
+    """The instance is not running in this engine (or not in the needed phase)."""
+
+
+class Rejected(EngineError):
+    """The simulated phone refused the action (wrong or expired code, ...)."""
+
+
+class SimSession:
+    """One simulated connection, driven by its own task."""
+
+    def __init__(self, spec: InstanceSpec, timings: SimTimings, sink: EventSink) -> None:
+        self.spec = spec
+        self.key = spec.key
+        self.store = SimStore(spec.store_path)
+        self.timings = timings
+        self.sink = sink
+        self.device: SimDevice | None = None
+        self.connected = False
+        self.qr_codes: list[tuple[str, float]] = []  # (code, expires at, monotonic)
+        self.pair_code: tuple[str, str, float] | None = None  # (code, phone, expires at)
+        self.linked = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.keepalive_task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        await asyncio.sleep(self.timings.connect_seconds)
+        self.device = await asyncio.to_thread(self.store.load_or_create)
+        ban_left = self.device.banned_until - time.time()
+        if ban_left > 0:
+            self.sink(ev.TemporarilyBanned(self.key, code=101, expires_in_seconds=ban_left))
+            return
+        if not self.device.paired:
+            await self._pair()
+        if self.device.paired:
+            self.connected = True
+            self.sink(
+                ev.Connected(self.key, jid=self.device.jid or "", phone=self.device.phone or "")
+            )
+            await asyncio.Event().wait()  # connected until stopped, dropped or replaced
+
+    async def _pair(self) -> None:
+        assert self.device is not None
+        for index in range(self.timings.qr_count):
+            lifetime = self.timings.qr_first_seconds if index == 0 else self.timings.qr_next_seconds
+            code = self.device.qr_code(ref=f"2@{secrets.token_urlsafe(48)}")
+            self.qr_codes.append((code, time.monotonic() + lifetime))
+            self.sink(ev.QrShown(self.key, code=code, index=index, lifetime_seconds=lifetime))
+            try:
+                await asyncio.wait_for(self.linked.wait(), lifetime)
+            except TimeoutError:
+                continue
+            return
+        self.sink(ev.QrTimedOut(self.key))
+
+    async def link(self, phone: str) -> None:
+        """The phone accepted: store the pairing, as whatsmeow does on PairSuccess."""
+        jid = f"{phone.lstrip('+')}:{secrets.randbelow(90) + 10}@s.whatsapp.net"
+        await asyncio.to_thread(self.store.save_pairing, jid, phone)
+        self.device = await asyncio.to_thread(self.store.load_or_create)
+        self.sink(ev.Paired(self.key, jid=jid, phone=phone))
+        self.linked.set()
+
+    def scan_qr(self, code: str) -> None:
+        if self.linked.is_set() or not self.qr_codes:
+            raise NotRunning("no QR code is being shown for this instance")
+        current, expires = self.qr_codes[-1]
+        if code == current and time.monotonic() < expires:
+            return
+        if any(code == old for old, _ in self.qr_codes):
+            raise Rejected("that QR code has expired; scan the current one")
+        raise Rejected("that is not the QR code this instance shows")
+
+    def new_pair_code(self, phone: str) -> str:
+        if not self.qr_codes or self.linked.is_set():
+            raise EngineError("a pair code can be requested only after the first QR code")
+        raw = "".join(secrets.choice(PAIR_CODE_ALPHABET) for _ in range(8))
+        code = f"{raw[:4]}-{raw[4:]}"
+        self.pair_code = (code, phone, time.monotonic() + self.timings.pair_code_seconds)
+        return code
+
+    def check_pair_code(self, code: str) -> str:
+        """The phone the code was requested for, if the code is right and fresh."""
+        if self.pair_code is None or self.linked.is_set():
+            raise NotRunning("no pair code was requested for this instance")
+        expected, phone, expires = self.pair_code
+        if normalize_pair_code(code) != normalize_pair_code(expected):
+            raise Rejected("that is not the pair code this instance shows")
+        if time.monotonic() >= expires:
+            raise Rejected("that pair code has expired; request a new one")
+        return phone
+
+    def set_keepalive(self, failing: bool) -> None:
+        if self.keepalive_task is not None:
+            self.keepalive_task.cancel()
+            self.keepalive_task = None
+        if failing:
+            self.keepalive_task = asyncio.create_task(self._fail_keepalives())
+        else:
+            self.sink(ev.KeepAliveRestored(self.key))
+
+    async def _fail_keepalives(self) -> None:
+        failures = 0
+        while True:
+            failures += 1
+            self.sink(ev.KeepAliveFailing(self.key, failures=failures))
+            await asyncio.sleep(self.timings.keepalive_seconds)
+
+    async def cancel(self) -> None:
+        for task in (self.task, self.keepalive_task):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+def normalize_pair_code(code: str) -> str:
+    return code.replace("-", "").replace(" ", "").upper()
+
+
+class SimEngine(Engine):
+    def __init__(self, sink: EventSink, timings: SimTimings | None = None) -> None:
+        super().__init__(sink)
+        self.timings = timings or SimTimings()
+        self._sessions: dict[InstanceKey, SimSession] = {}
+
+    async def start(self, spec: InstanceSpec) -> None:
+        if spec.key in self._sessions:
+            return
+        session = SimSession(spec, self.timings, self.sink)
+        session.task = asyncio.create_task(self._run(session), name=f"sim {spec.key}")
+        self._sessions[spec.key] = session
+
+    async def _run(self, session: SimSession) -> None:
+        try:
+            await session.run()
+        finally:
+            # The run ended by itself (QR timeout, ban): the instance is no longer hosted.
+            if self._sessions.get(session.key) is session:
+                del self._sessions[session.key]
+
+    async def stop(self, key: InstanceKey) -> None:
+        session = self._sessions.pop(key, None)
+        if session is not None:
+            await session.cancel()
+
+    async def logout(self, key: InstanceKey) -> None:
+        session = self._sessions.pop(key, None)
+        if session is not None:
+            await session.cancel()
+            await asyncio.to_thread(session.store.wipe)
+
+    async def pair_phone(self, key: InstanceKey, phone: str) -> str:
+        return self._session(key).new_pair_code(phone)
+
+    def hosted(self) -> int:
+        return len(self._sessions)
+
+    async def close(self) -> None:
+        for key in list(self._sessions):
+            await self.stop(key)
+
+    # The phone side, driven by SimulatorService.
+
+    def _session(self, key: InstanceKey) -> SimSession:
+        session = self._sessions.get(key)
+        if session is None:
+            raise NotRunning("the instance is not running; call Connect first")
+        return session
+
+    def _connected(self, key: InstanceKey) -> SimSession:
+        session = self._session(key)
+        if not session.connected:
+            raise NotRunning("the instance is not connected")
+        return session
+
+    async def scan_qr(self, key: InstanceKey, code: str, phone: str) -> None:
+        session = self._session(key)
+        session.scan_qr(code)
+        await session.link(phone)
+
+    async def enter_pair_code(self, key: InstanceKey, code: str) -> None:
+        session = self._session(key)
+        await session.link(session.check_pair_code(code))
+
+    async def drop_connection(self, key: InstanceKey) -> None:
+        await self._end(self._connected(key), ev.Disconnected(key, "simulated network drop"))
+
+    async def logout_from_phone(self, key: InstanceKey) -> None:
+        session = self._connected(key)
+        await asyncio.to_thread(session.store.wipe)
+        await self._end(session, ev.LoggedOut(key, "device removed on the phone"))
+
+    async def temporary_ban(self, key: InstanceKey, code: int, expires_in: float) -> None:
+        session = self._connected(key)
+        await asyncio.to_thread(session.store.save_ban, time.time() + expires_in)
+        await self._end(session, ev.TemporarilyBanned(key, code, expires_in))
+
+    async def stream_replaced(self, key: InstanceKey) -> None:
+        await self._end(self._connected(key), ev.StreamReplaced(key))
+
+    async def set_keepalive(self, key: InstanceKey, failing: bool) -> None:
+        self._connected(key).set_keepalive(failing)
+
+    async def _end(self, session: SimSession, event: ev.EngineEvent) -> None:
+        """The server ended the connection: report why, and stop hosting the instance."""
+        await self.stop(session.key)
+        self.sink(event)

@@ -1,0 +1,190 @@
+"""An engine worker process: hosts many instances of one engine and serves the internal
+EngineWorkerService on a unix socket to the core. Started by the core as a fresh
+interpreter (never forked: gRPC and Go runtimes do not survive a fork):
+
+    python -m zapgate.sessions.worker --socket PATH --engine sim|neonize [--sim-timings JSON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from zapgate.engine.v1 import worker_pb2 as pb
+from zapgate.engine.v1 import worker_pb2_grpc
+from zapgate.sessions import wire
+from zapgate.sessions.engine import Engine, EngineError, InstanceSpec
+from zapgate.sessions.events import EngineEvent
+from zapgate.sessions.runloop import run_async
+from zapgate.sessions.sim_engine import NotRunning, Rejected, SimEngine, SimTimings
+
+log = logging.getLogger("zapgate.worker")
+
+ERROR_KIND_KEY = "zapgate-engine-error"  # trailing metadata: not_running | rejected | failed
+Context = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+
+
+class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
+    def __init__(self, engine_kind: str, sim_timings: SimTimings) -> None:
+        self.engine: Engine = _build_engine(engine_kind, self._on_event, sim_timings)
+        self._runs: dict[str, int] = {}
+        self._events: asyncio.Queue[pb.StreamEventsResponse] = asyncio.Queue()
+
+    def _on_event(self, event: EngineEvent) -> None:
+        run_id = self._runs.get(event.key)
+        if run_id is None:
+            return  # a late event of a stopped instance
+        self._events.put_nowait(
+            pb.StreamEventsResponse(run_id=run_id, event_json=wire.encode(event))
+        )
+
+    async def StartInstance(
+        self, request: pb.StartInstanceRequest, context: Context
+    ) -> pb.StartInstanceResponse:
+        self._runs[request.key] = request.run_id
+        spec = InstanceSpec(request.key, Path(request.runtime_dir), request.proxy_url)
+        await _engine_call(context, self.engine.start(spec))
+        return pb.StartInstanceResponse()
+
+    async def StopInstance(
+        self, request: pb.StopInstanceRequest, context: Context
+    ) -> pb.StopInstanceResponse:
+        self._runs.pop(request.key, None)
+        await _engine_call(context, self.engine.stop(request.key))
+        return pb.StopInstanceResponse()
+
+    async def LogoutInstance(
+        self, request: pb.LogoutInstanceRequest, context: Context
+    ) -> pb.LogoutInstanceResponse:
+        self._runs.pop(request.key, None)
+        await _engine_call(context, self.engine.logout(request.key))
+        return pb.LogoutInstanceResponse()
+
+    async def PairPhone(
+        self, request: pb.PairPhoneRequest, context: Context
+    ) -> pb.PairPhoneResponse:
+        code = await _engine_call(context, self.engine.pair_phone(request.key, request.phone))
+        return pb.PairPhoneResponse(code=code)
+
+    async def StreamEvents(
+        self, request: pb.StreamEventsRequest, context: Context
+    ) -> AsyncIterator[pb.StreamEventsResponse]:
+        while True:
+            yield await self._events.get()
+
+    async def Ping(self, request: pb.PingRequest, context: Context) -> pb.PingResponse:
+        return pb.PingResponse(hosted=self.engine.hosted(), pid=os.getpid())
+
+    async def Simulate(self, request: pb.SimulateRequest, context: Context) -> pb.SimulateResponse:
+        if not isinstance(self.engine, SimEngine):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this worker runs no simulator")
+        assert isinstance(self.engine, SimEngine)
+        await _engine_call(context, _simulate(self.engine, request))
+        return pb.SimulateResponse()
+
+
+async def _simulate(sim: SimEngine, request: pb.SimulateRequest) -> None:
+    key, action = request.key, request.WhichOneof("action")
+    if action == "scan_qr":
+        await sim.scan_qr(key, request.scan_qr.code, request.scan_qr.phone)
+    elif action == "enter_pair_code":
+        await sim.enter_pair_code(key, request.enter_pair_code.code)
+    elif action == "drop_connection":
+        await sim.drop_connection(key)
+    elif action == "logout_from_phone":
+        await sim.logout_from_phone(key)
+    elif action == "temporary_ban":
+        ban = request.temporary_ban
+        await sim.temporary_ban(key, ban.code, ban.expires_in_seconds)
+    elif action == "stream_replaced":
+        await sim.stream_replaced(key)
+    elif action == "keep_alive":
+        await sim.set_keepalive(key, request.keep_alive.failing)
+    else:
+        raise EngineError(f"unknown simulator action {action!r}")
+
+
+async def _engine_call(context: Context, call: Awaitable[T]) -> T:
+    """Awaits an engine call; an EngineError becomes FAILED_PRECONDITION with its kind."""
+    try:
+        return await call
+    except EngineError as error:
+        kind = (
+            "not_running"
+            if isinstance(error, NotRunning)
+            else ("rejected" if isinstance(error, Rejected) else "failed")
+        )
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            str(error),
+            trailing_metadata=((ERROR_KIND_KEY, kind),),
+        )
+
+
+def _build_engine(kind: str, sink: Any, sim_timings: SimTimings) -> Engine:
+    if kind == "sim":
+        return SimEngine(sink, sim_timings)
+    if kind == "neonize":
+        from zapgate.sessions.neonize_engine import NeonizeEngine
+
+        return NeonizeEngine(sink)
+    raise SystemExit(f"unknown engine {kind!r}")
+
+
+async def serve(socket_path: Path, engine_kind: str, sim_timings: SimTimings) -> None:
+    service = WorkerService(engine_kind, sim_timings)
+    server = grpc.aio.server()
+    worker_pb2_grpc.add_EngineWorkerServiceServicer_to_server(service, server)
+    server.add_insecure_port(f"unix:{socket_path}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    parent = os.getppid()
+    watcher = asyncio.create_task(_exit_with_parent(parent, stop))
+    await stop.wait()
+    watcher.cancel()
+    await service.engine.close()
+    await server.stop(1)
+
+
+async def _exit_with_parent(parent: int, stop: asyncio.Event) -> None:
+    """A worker must not outlive its core (e.g. after the core was killed with -9)."""
+    while os.getppid() == parent:  # noqa: ASYNC110 (no event tells of a parent's death)
+        await asyncio.sleep(0.5)
+    log.warning("core process %d is gone; exiting", parent)
+    stop.set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="zapgate engine worker (started by the core)")
+    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--engine", choices=["sim", "neonize"], required=True)
+    parser.add_argument("--sim-timings", default="{}", help="JSON of SimTimings fields")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s worker[{os.getpid()}] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    timings = SimTimings(**json.loads(args.sim_timings))
+    args.socket.unlink(missing_ok=True)  # left by a worker that was killed
+    run_async(serve(args.socket, args.engine, timings))
+
+
+if __name__ == "__main__":
+    main()
