@@ -85,7 +85,10 @@ class WorkerSlot:
         failures = 0
         while not self._closing:
             started = asyncio.get_running_loop().time()
-            await self._spawn_and_serve()
+            try:
+                await self._spawn_and_serve()
+            except (OSError, RuntimeError, TimeoutError, grpc.aio.AioRpcError) as error:
+                log.error("engine worker %d failed to start: %s", self.index, error)  # noqa: TRY400
             if self._closing:
                 return
             self.restarts += 1

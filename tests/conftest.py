@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,12 @@ import grpc.aio
 import pytest
 
 from tests.postgres import create_database, find_bindir, running_server
+from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.config import ServeConfig
 from zapgate.gateway.server import Gateway
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
+from zapgate.sessions.sim_engine import SimTimings
 
 _database_numbers = itertools.count()
 
@@ -71,12 +74,40 @@ class RunningGateway:
         return key
 
 
-@pytest.fixture
-async def running(tmp_path: Path, sqlite_url: str) -> AsyncIterator[RunningGateway]:
-    """A real gateway on 127.0.0.1:<free port> with a gRPC channel to it."""
-    gateway = Gateway(
-        ServeConfig(listen="127.0.0.1:0", data_dir=tmp_path / "data", database_url=sqlite_url)
-    )
+# Fast simulator and reconnect timings, so flows finish in a fraction of a second.
+FAST_SIM = SimTimings(
+    qr_first_seconds=2.0,
+    qr_next_seconds=1.0,
+    connect_seconds=0.02,
+    pair_code_seconds=5.0,
+    keepalive_seconds=0.1,
+)
+FAST_BACKOFF = Backoff(base_seconds=0.05, cap_seconds=0.2, stable_after_seconds=60)
+
+
+def gateway_config(tmp_path: Path, database_url: str, **overrides: object) -> ServeConfig:
+    values: dict[str, object] = {
+        "listen": "127.0.0.1:0",
+        "data_dir": tmp_path / "data",
+        "database_url": database_url,
+        "engine": "sim",
+        "engine_workers": 1,
+        "runtime_dir": tmp_path / "runtime",
+        "sim_timings": FAST_SIM,
+        "backoff": FAST_BACKOFF,
+    }
+    values.update(overrides)
+    return ServeConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningGateway]:
+    """A real gateway on 127.0.0.1:<free port>, with a simulator worker process, and a gRPC
+    channel to it; shared by a test module (
+    pyproject sets a module-wide event loop). Tests stay independent by using a tenant of their own."""
+    tmp_path = tmp_path_factory.mktemp("gateway")
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    gateway = Gateway(gateway_config(tmp_path, sqlite_url))
     await gateway.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
     try:
@@ -84,6 +115,12 @@ async def running(tmp_path: Path, sqlite_url: str) -> AsyncIterator[RunningGatew
     finally:
         await channel.close()
         await gateway.stop(grace=1)
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant no other test uses."""
+    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 def auth(key: str) -> tuple[tuple[str, str], ...]:

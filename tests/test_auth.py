@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable
+
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2, message_factory
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
 from tests.conftest import RunningGateway, auth
@@ -12,25 +15,43 @@ from tests.rpc import expect_error
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.v1 import instance_pb2 as pb
-from zapgate.v1 import instance_pb2_grpc
+from zapgate.v1 import simulator_pb2 as spb
 
-PUBLIC_SERVICES = [pb.DESCRIPTOR.services_by_name["InstanceService"]]
+PUBLIC_SERVICES = [
+    pb.DESCRIPTOR.services_by_name["InstanceService"],
+    spb.DESCRIPTOR.services_by_name["SimulatorService"],
+]
 ALL_METHODS = [method for service in PUBLIC_SERVICES for method in service.methods]
+Metadata = tuple[tuple[str, str], ...]
 
 
-def call(running: RunningGateway, method: object, request: Message, metadata: object) -> object:
-    rpc = running.channel.unary_unary(
-        f"/{method.containing_service.full_name}/{method.name}",  # type: ignore[attr-defined]
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=message_factory.GetMessageClass(
-            method.output_type  # type: ignore[attr-defined]
-        ).FromString,
-    )
-    return rpc(request, metadata=metadata)
+async def _drain(stream: AsyncIterator[Message]) -> list[Message]:
+    return [item async for item in stream]
 
 
-def empty_request(method: object) -> Message:
-    return message_factory.GetMessageClass(method.input_type)()  # type: ignore[attr-defined]
+def call(
+    running: RunningGateway, method: MethodDescriptor, request: Message, metadata: Metadata
+) -> Awaitable[object]:
+    """Calls any unary or server-streaming RPC by its descriptor."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    codecs = {
+        "request_serializer": lambda m: m.SerializeToString(),
+        "response_deserializer": message_factory.GetMessageClass(method.output_type).FromString,
+    }
+    if method.server_streaming:
+        return _drain(running.channel.unary_stream(path, **codecs)(request, metadata=metadata))
+    return running.channel.unary_unary(path, **codecs)(request, metadata=metadata)
+
+
+def request_for(method: MethodDescriptor, instance_id: str = "") -> Message:
+    request = message_factory.GetMessageClass(method.input_type)()
+    if instance_id:
+        if "instance_id" in method.input_type.fields_by_name:
+            request.instance_id = instance_id  # type: ignore[attr-defined]
+        else:  # UpdateInstance
+            request.instance.id = instance_id  # type: ignore[attr-defined]
+            request.update_mask.paths.append("display_name")  # type: ignore[attr-defined]
+    return request
 
 
 @pytest.mark.parametrize("method", ALL_METHODS, ids=lambda m: m.name)
@@ -46,62 +67,87 @@ def empty_request(method: object) -> Message:
     ids=["no-key", "garbage", "unknown-key", "wrong-scheme", "empty"],
 )
 async def test_every_rpc_rejects_missing_or_bad_keys(
-    running: RunningGateway, method: object, metadata: object
+    running: RunningGateway, method: MethodDescriptor, metadata: Metadata
 ) -> None:
     info, _ = await expect_error(
-        call(running, method, empty_request(method), metadata),  # type: ignore[arg-type]
-        grpc.StatusCode.UNAUTHENTICATED,
+        call(running, method, request_for(method), metadata), grpc.StatusCode.UNAUTHENTICATED
     )
     assert info.reason == "UNAUTHENTICATED"
 
 
 @pytest.mark.parametrize("method", ALL_METHODS, ids=lambda m: m.name)
-async def test_every_rpc_rejects_a_revoked_key(running: RunningGateway, method: object) -> None:
-    key = await running.new_key("acme")
+async def test_every_rpc_rejects_a_revoked_key(
+    running: RunningGateway, method: MethodDescriptor, tenant: str
+) -> None:
+    key = await running.new_key(tenant)
     engine = await open_database(running.database_url)
     try:
         assert await ApiKeyRepository(engine).revoke(key.split("_")[1])
     finally:
         await engine.dispose()
     await expect_error(
-        call(running, method, empty_request(method), auth(key)),  # type: ignore[arg-type]
-        grpc.StatusCode.UNAUTHENTICATED,
+        call(running, method, request_for(method), auth(key)), grpc.StatusCode.UNAUTHENTICATED
     )
 
 
-async def test_tenant_b_cannot_see_or_touch_tenant_a(running: RunningGateway) -> None:
-    stub = instance_pb2_grpc.InstanceServiceStub(running.channel)
-    key_a, key_b = auth(await running.new_key("tenant-a")), auth(await running.new_key("tenant-b"))
-    made = await stub.CreateInstance(
+@pytest.fixture
+async def owned_by_a(running: RunningGateway, tenant: str) -> str:
+    """An instance of tenant A (this test's tenant); returns its id."""
+    stub_call = running.channel.unary_unary(
+        "/zapgate.v1.InstanceService/CreateInstance",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=pb.CreateInstanceResponse.FromString,
+    )
+    key_a = auth(await running.new_key(tenant))
+    await stub_call(
         pb.CreateInstanceRequest(instance_id="secret", display_name="A's"), metadata=key_a
     )
+    return "secret"
 
-    cross_calls = {
-        "GetInstance": stub.GetInstance(
-            pb.GetInstanceRequest(instance_id="secret"), metadata=key_b
-        ),
-        "UpdateInstance": stub.UpdateInstance(
-            pb.UpdateInstanceRequest(
-                instance=pb.Instance(id="secret", display_name="stolen"),
-                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
-            ),
-            metadata=key_b,
-        ),
-        "DeleteInstance": stub.DeleteInstance(
-            pb.DeleteInstanceRequest(instance_id="secret"), metadata=key_b
-        ),
-    }
-    for name, pending in cross_calls.items():
-        info, _ = await expect_error(pending, grpc.StatusCode.NOT_FOUND)
-        assert info.reason == "INSTANCE_NOT_FOUND", name
-    listed = await stub.ListInstances(pb.ListInstancesRequest(), metadata=key_b)
-    assert list(listed.instances) == []
 
+@pytest.mark.parametrize(
+    "method",
+    [m for m in ALL_METHODS if m.name not in {"CreateInstance", "ListInstances"}],
+    ids=lambda m: m.name,
+)
+async def test_another_tenants_instance_is_not_found(
+    running: RunningGateway, method: MethodDescriptor, owned_by_a: str
+) -> None:
+    key_b = auth(await running.new_key("tenant-b"))
+    request = request_for(method, owned_by_a)
+    if method.name == "ScanQr":
+        request.code, request.phone = "x", "+15550001111"  # type: ignore[attr-defined]
+    if method.name == "EnterPairCode":
+        request.code = "ABCD-EFGH"  # type: ignore[attr-defined]
+    if method.name == "TemporaryBan":
+        request.expires_in_seconds = 60  # type: ignore[attr-defined]
+    info, _ = await expect_error(call(running, method, request, key_b), grpc.StatusCode.NOT_FOUND)
+    assert info.reason == "INSTANCE_NOT_FOUND"
+
+
+async def test_list_and_create_stay_within_the_tenant(
+    running: RunningGateway, owned_by_a: str, tenant: str
+) -> None:
+    key_b = auth(await running.new_key(f"{tenant}-b"))
+    list_method = pb.DESCRIPTOR.services_by_name["InstanceService"].methods_by_name
+    listed = await call(running, list_method["ListInstances"], pb.ListInstancesRequest(), key_b)
+    assert list(listed.instances) == []  # type: ignore[attr-defined]
     # Ids are unique per tenant: B may use the same id, and gets its own instance.
-    own = await stub.CreateInstance(
-        pb.CreateInstanceRequest(instance_id="secret", display_name="B's"), metadata=key_b
+    own = await call(
+        running,
+        list_method["CreateInstance"],
+        pb.CreateInstanceRequest(instance_id=owned_by_a, display_name="B's"),
+        key_b,
     )
-    assert own.created
-    seen_by_a = await stub.GetInstance(pb.GetInstanceRequest(instance_id="secret"), metadata=key_a)
-    assert seen_by_a.instance == made.instance
-    assert len(ALL_METHODS) == 5, "a new RPC needs a cross-tenant case here"
+    assert own.created  # type: ignore[attr-defined]
+    key_a = auth(await running.new_key(tenant))
+    seen_by_a = await call(
+        running, list_method["GetInstance"], pb.GetInstanceRequest(instance_id=owned_by_a), key_a
+    )
+    assert seen_by_a.instance.display_name == "A's"  # type: ignore[attr-defined]
+
+
+def test_the_matrix_covers_every_public_rpc() -> None:
+    names = {m.name for m in ALL_METHODS}
+    assert {"Connect", "Logout", "ScanQr", "DeleteInstance", "UpdateInstance"} <= names
+    assert len(names) == 14

@@ -57,8 +57,8 @@ class Client:
 
 
 @pytest.fixture
-async def client(running: RunningGateway) -> Client:
-    return Client(running, await running.new_key("acme"))
+async def client(running: RunningGateway, tenant: str) -> Client:
+    return Client(running, await running.new_key(tenant))
 
 
 async def test_create_get_delete_round_trip(client: Client) -> None:
@@ -138,14 +138,14 @@ async def test_default_page_size_and_cap(client: Client) -> None:
     assert page.next_page_token == ""
 
 
-async def test_state_filter(client: Client, running: RunningGateway) -> None:
+async def test_state_filter(client: Client, running: RunningGateway, tenant: str) -> None:
     for instance_id in ("a", "b", "c", "d"):
         await client.create(instance_id=instance_id)
     engine = await open_database(running.database_url)
     try:
         repo = InstanceRepository(engine)
-        await repo.update("acme", "b", {"state": pb.INSTANCE_STATE_CONNECTED})
-        await repo.update("acme", "d", {"state": pb.INSTANCE_STATE_CONNECTED})
+        await repo.update(tenant, "b", {"state": pb.INSTANCE_STATE_CONNECTED})
+        await repo.update(tenant, "d", {"state": pb.INSTANCE_STATE_CONNECTED})
     finally:
         await engine.dispose()
     connected = await client.list(state=pb.INSTANCE_STATE_CONNECTED, page_size=1)

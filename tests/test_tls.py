@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from zapgate.gateway.config import ServeConfig, TlsConfig
+from tests.conftest import gateway_config
+from zapgate.gateway.config import TlsConfig
 from zapgate.gateway.server import Gateway
 
 
@@ -81,14 +82,7 @@ def write(tmp_path: Path, pem: Pem, name: str) -> tuple[Path, Path]:
 
 
 async def start(tmp_path: Path, tls: TlsConfig) -> Gateway:
-    gateway = Gateway(
-        ServeConfig(
-            listen="127.0.0.1:0",
-            data_dir=tmp_path / "data",
-            database_url=f"sqlite:///{tmp_path / 'state.db'}",
-            tls=tls,
-        )
-    )
+    gateway = Gateway(gateway_config(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", tls=tls))
     await gateway.start()
     return gateway
 
