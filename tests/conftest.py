@@ -103,8 +103,8 @@ def gateway_config(tmp_path: Path, database_url: str, **overrides: object) -> Se
 @pytest.fixture(scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningGateway]:
     """A real gateway on 127.0.0.1:<free port>, with a simulator worker process, and a gRPC
-    channel to it; shared by a test module (
-    pyproject sets a module-wide event loop). Tests stay independent by using a tenant of their own."""
+    channel to it; shared by a test module (pyproject sets a module-wide event loop). Tests
+    stay independent by each using a tenant of their own."""
     tmp_path = tmp_path_factory.mktemp("gateway")
     sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
     gateway = Gateway(gateway_config(tmp_path, sqlite_url))
