@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -68,7 +68,7 @@ class WorkerSlot:
         self.ready = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
+        self._closing = asyncio.Event()
         self.restarts = 0
 
     @property
@@ -83,13 +83,13 @@ class WorkerSlot:
         """Keeps a worker alive until close(): spawn, serve, and on death restart with
         exponential backoff and jitter."""
         failures = 0
-        while not self._closing:
+        while not self._closing.is_set():
             started = asyncio.get_running_loop().time()
             try:
                 await self._spawn_and_serve()
             except (OSError, RuntimeError, TimeoutError, grpc.aio.AioRpcError) as error:
                 log.error("engine worker %d failed to start: %s", self.index, error)  # noqa: TRY400
-            if self._closing:
+            if self._closing.is_set():
                 return
             self.restarts += 1
             lost, self.keys = sorted(self.keys), set()
@@ -141,7 +141,7 @@ class WorkerSlot:
                 self.process.kill()
                 await self.process.wait()
             if self._channel is not None:
-                await self._channel.close()
+                await self._channel.close(None)
                 self._channel = None
 
     async def _connect(self) -> None:
@@ -155,7 +155,7 @@ class WorkerSlot:
             await asyncio.sleep(0.02)
         self._channel = grpc.aio.insecure_channel(f"unix:{self.socket_path}")
         await asyncio.wait_for(self._channel.channel_ready(), self.config.ready_timeout)
-        self.stub = worker_pb2_grpc.EngineWorkerServiceStub(self._channel)  # type: ignore[assignment]
+        self.stub = worker_pb2_grpc.EngineWorkerServiceStub(self._channel)
 
     async def _pump_events(self) -> None:
         assert self.stub is not None
@@ -179,7 +179,7 @@ class WorkerSlot:
         self.process.kill()
 
     async def close(self) -> None:
-        self._closing = True
+        self._closing.set()
         if self.process is not None and self.process.returncode is None:
             self.process.terminate()
             try:
@@ -276,6 +276,8 @@ async def _call(call: Awaitable[R]) -> R:
         return await call
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
-            kind = dict(error.trailing_metadata() or ()).get(ERROR_KIND_KEY, "failed")
+            # grpc-stubs types metadata items as objects; they are (key, value) pairs.
+            trailers: Any = error.trailing_metadata() or ()
+            kind = next((v for k, v in trailers if k == ERROR_KIND_KEY), "failed")
             raise EngineCallFailed(str(kind), error.details() or "") from None
         raise WorkerUnavailable(f"engine worker call failed: {error.code().name}") from None

@@ -7,6 +7,8 @@ Create Date: 2026-11-22
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -15,7 +17,7 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-COLUMNS = [
+COLUMNS: list[sa.Column[Any]] = [
     sa.Column("state_reason", sa.SmallInteger, nullable=False, server_default="1"),
     sa.Column("state_detail", sa.String(500), nullable=False, server_default=""),
     sa.Column("state_change_time_us", sa.BigInteger, nullable=False, server_default="0"),
