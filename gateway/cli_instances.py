@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
+import qrcode
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -45,7 +46,19 @@ def add_commands(commands: Any) -> None:
     get.add_argument("instance_id")
     delete = actions.add_parser("delete", help="delete an instance")
     delete.add_argument("instance_id")
-    for parser, action in ((create, _create), (listing, _list), (get, _get), (delete, _delete)):
+    connect = actions.add_parser(
+        "connect", help="connect: show the QR code (or pair code) here, wait until connected"
+    )
+    connect.add_argument("instance_id")
+    connect.add_argument("--phone", default="", help="E.164 number: also show a pair code")
+    commands_and_actions = (
+        (create, _create),
+        (listing, _list),
+        (get, _get),
+        (delete, _delete),
+        (connect, _connect),
+    )
+    for parser, action in commands_and_actions:
         _add_client_flags(parser)
         parser.set_defaults(run=lambda args, action=action: _call(args, action))
 
@@ -119,3 +132,26 @@ async def _delete(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> N
     request = instance_pb2.DeleteInstanceRequest(instance_id=args.instance_id)
     await stub.DeleteInstance(request, metadata=metadata)
     print(f"deleted {args.instance_id}")
+
+
+async def _connect(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> None:
+    request = instance_pb2.ConnectRequest(instance_id=args.instance_id, phone=args.phone)
+    async for update in stub.Connect(request, metadata=metadata):
+        kind = update.WhichOneof("update")
+        if kind == "qr_code":
+            print(f"Scan with WhatsApp > Linked devices (code {update.qr_code.index + 1} of 6):")
+            qr = qrcode.QRCode(border=1)
+            qr.add_data(update.qr_code.code)
+            qr.print_ascii(out=sys.stdout, invert=True)
+        elif kind == "pair_code":
+            print(f"Or enter this code on the phone: {update.pair_code.code}")
+        elif kind == "state_change":
+            change = update.state_change
+            state = instance_pb2.InstanceState.Name(change.state).removeprefix("INSTANCE_STATE_")
+            print(f"state: {state.lower()} {change.detail}".rstrip())
+        elif kind == "result":
+            outcome = instance_pb2.ConnectOutcome.Name(update.result.outcome)
+            print(outcome.removeprefix("CONNECT_OUTCOME_").lower())
+            _print(update.result.instance)
+            if update.result.outcome != instance_pb2.CONNECT_OUTCOME_CONNECTED:
+                raise SystemExit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -9,9 +10,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc.aio
 import pytest
 
 from tests.server_process import ServerProcess
+from zapgate.v1 import instance_pb2 as pb
+from zapgate.v1 import instance_pb2_grpc, simulator_pb2_grpc
+from zapgate.v1 import simulator_pb2 as spb
 
 KEY = re.compile(r"zg_[0-9a-f]{16}_[A-Za-z0-9-]{43}")
 
@@ -120,3 +125,48 @@ def test_health_command_reports_serving_and_fails_without_a_server(
     down = zapgate("health", "--server", server.address, "--timeout", "2")
     assert down.returncode == 1
     assert "UNAVAILABLE" in down.stderr or "DEADLINE_EXCEEDED" in down.stderr
+
+
+async def test_instances_connect_shows_the_qr_and_waits_until_connected(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    key = zapgate("keys", "create", "--tenant", "ops", "--data-dir", str(tmp_path / "data"))
+    api_key = key.stdout.strip()
+    client = ["--server", server.address, "--api-key", api_key]
+    assert zapgate("instances", "create", "phone1", *client).returncode == 0
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "zapgate.gateway.cli",
+        "instances",
+        "connect",
+        "phone1",
+        *client,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert cli.stdout is not None
+    shown = []
+    while not shown or "Scan with WhatsApp" not in shown[-1]:
+        shown.append((await asyncio.wait_for(cli.stdout.readline(), 60)).decode())
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        metadata = (("authorization", f"Bearer {api_key}"),)
+        watcher = instance_pb2_grpc.InstanceServiceStub(channel).Connect(
+            pb.ConnectRequest(instance_id="phone1"), metadata=metadata
+        )
+        async for update in watcher:  # a second watcher sees the code the CLI shows
+            if update.HasField("qr_code"):
+                await simulator_pb2_grpc.SimulatorServiceStub(channel).ScanQr(
+                    spb.ScanQrRequest(
+                        instance_id="phone1", code=update.qr_code.code, phone="+5511977776666"
+                    ),
+                    metadata=metadata,
+                )
+    rest, stderr = await asyncio.wait_for(cli.communicate(), 60)
+    stdout = "".join(shown).encode() + rest
+    assert cli.returncode == 0, stderr.decode()
+    text = stdout.decode()
+    assert "Scan with WhatsApp" in text
+    assert "\u2588" in text or "\u2580" in text or "\u2584" in text  # the QR's block characters
+    assert "\nconnected\n" in text
+    assert '"phone": "+5511977776666"' in text

@@ -1,0 +1,170 @@
+"""neonize's protobuf events (and its QR / login-status callbacks) as zapgate engine events.
+
+Pure functions: no Go calls, no I/O. neonize re-encodes whatsmeow's numeric codes as its own
+protobuf enums (goneonize/utils/encoder.go); the tables below turn them back into the codes
+WhatsApp and whatsmeow use, which is what zapgate's events and operators speak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# neonize ships no type information (no py.typed); every neonize name below is Any.
+from neonize.proto import Neonize_pb2 as pb  # type: ignore[import-untyped]
+
+from zapgate.sessions.events import (
+    ClientOutdated,
+    ConnectFailed,
+    Connected,
+    ConnectRefused,
+    Disconnected,
+    EngineEvent,
+    InstanceKey,
+    KeepAliveFailing,
+    KeepAliveRestored,
+    LoggedOut,
+    Paired,
+    QrShown,
+    QrTimedOut,
+    StreamReplaced,
+    TemporarilyBanned,
+)
+
+# whatsmeow's QR schedule (qrchan.go): the first code lives 60 s, each next one 20 s.
+FIRST_QR_LIFETIME_SECONDS = 60.0
+NEXT_QR_LIFETIME_SECONDS = 20.0
+
+USER_SERVER = "s.whatsapp.net"  # phone-number JIDs; "lid" JIDs carry no phone number
+
+# neonize's ConnectFailureReason enum -> whatsmeow's ConnectFailureReason (the server's code).
+_CONNECT_FAILURE_CODES: Mapping[int, int] = {
+    pb.GENERIC: 400,
+    pb.LOGGED_OUT: 401,
+    pb.TEMP_BANNED: 402,
+    pb.MAIN_DEVICE_GONE: 403,
+    pb.CLIENT_OUTDATED: 405,
+    pb.UNKNOWN_LOGOUT: 406,
+    pb.BAD_USER_AGENT: 409,
+    pb.INTERNAL_SERVER_ERROR: 500,
+    pb.EXPERIMENTAL: 501,
+    pb.SERVICE_UNAVAILABLE: 503,
+}
+
+# neonize's TemporaryBan.TempBanReason enum -> whatsmeow's TempBanReason (101..106).
+_TEMP_BAN_CODES: Mapping[int, int] = {
+    pb.TemporaryBan.SEND_TO_TOO_MANY_PEOPLE: 101,
+    pb.TemporaryBan.BLOCKED_BY_USERS: 102,
+    pb.TemporaryBan.CREATED_TOO_MANY_GROUPS: 103,
+    pb.TemporaryBan.SENT_TOO_MANY_SAME_MESSAGE: 104,
+    pb.TemporaryBan.BROADCAST_LIST: 106,
+}
+
+# The neonize event types `to_engine_event` understands: the engine subscribes to exactly
+# these, so neonize does not queue events nobody reads (its queue holds only 100).
+MAPPED_EVENT_TYPES: tuple[Any, ...] = (
+    pb.Connected,
+    pb.Disconnected,
+    pb.LoggedOut,
+    pb.StreamReplaced,
+    pb.TemporaryBan,
+    pb.ConnectFailure,
+    pb.ClientOutdated,
+    pb.KeepAliveTimeout,
+    pb.KeepAliveRestored,
+    pb.PairStatus,
+)
+
+# Final items of whatsmeow's QR channel, reported by neonize's login-status callback.
+QR_SUCCESS = "success"
+QR_TIMEOUT = "timeout"
+QR_CLIENT_OUTDATED = "err-client-outdated"
+
+
+def to_engine_event(key: InstanceKey, event: Any, me: Any = None) -> EngineEvent | None:
+    """Maps one neonize event. `me` is neonize's Device of this client (what neonize sends
+    before any other event): its Connected event carries no JID of its own. Returns None
+    for events zapgate does not report (e.g. a failed PairStatus: the QR channel reports the
+    failure through the login status, see `login_status_event`)."""
+    match event:
+        case pb.Connected():
+            jid = me.JID if me is not None else pb.JID()
+            return Connected(key, jid=jid_string(jid), phone=phone_number(jid))
+        case pb.PairStatus(Status=pb.PairStatus.SUCCESS):
+            return Paired(key, jid=jid_string(event.ID), phone=phone_number(event.ID))
+        case pb.Disconnected():
+            return Disconnected(key)
+        case pb.LoggedOut():
+            return LoggedOut(key, detail=_failure_detail(event.Reason, ""))
+        case pb.StreamReplaced():
+            return StreamReplaced(key)
+        case pb.TemporaryBan():
+            return _temporarily_banned(key, event)
+        case pb.ConnectFailure():
+            return _connect_refused(key, event)
+        case pb.ClientOutdated():
+            return ClientOutdated(key)
+        case pb.KeepAliveTimeout():
+            return KeepAliveFailing(key, failures=int(event.ErrorCount))
+        case pb.KeepAliveRestored():
+            return KeepAliveRestored(key)
+    return None
+
+
+def qr_shown(key: InstanceKey, code: bytes, index: int) -> QrShown:
+    """The `index`-th QR code (from 0) of one pairing attempt, as neonize's QR callback
+    hands it over."""
+    lifetime = FIRST_QR_LIFETIME_SECONDS if index == 0 else NEXT_QR_LIFETIME_SECONDS
+    return QrShown(key, code=code.decode(), index=index, lifetime_seconds=lifetime)
+
+
+def login_status_event(key: InstanceKey, status: str) -> EngineEvent | None:
+    """The final item of whatsmeow's QR channel. Success is reported by the PairStatus
+    event instead; every other ending stops the pairing attempt."""
+    if status == QR_SUCCESS:
+        return None
+    if status == QR_TIMEOUT:
+        return QrTimedOut(key)
+    if status == QR_CLIENT_OUTDATED:
+        return ClientOutdated(key)
+    return ConnectFailed(key, detail=f"QR pairing ended: {status}")
+
+
+def jid_string(jid: Any) -> str:
+    """whatsmeow's JID.String(): user[.agent][:device]@server."""
+    user, server = str(jid.User), str(jid.Server)
+    if not user:
+        return server
+    if jid.RawAgent > 0:
+        return f"{user}.{int(jid.RawAgent)}:{int(jid.Device)}@{server}"
+    if jid.Device > 0:
+        return f"{user}:{int(jid.Device)}@{server}"
+    return f"{user}@{server}"
+
+
+def phone_number(jid: Any) -> str:
+    """E.164 number of a phone-number JID; empty for any other JID (LID, group...)."""
+    if str(jid.Server) != USER_SERVER or not jid.User:
+        return ""
+    return f"+{jid.User}"
+
+
+def _temporarily_banned(key: InstanceKey, event: Any) -> TemporarilyBanned:
+    # neonize leaves Code unset for a reason it does not know; 0 says "unknown".
+    code = _TEMP_BAN_CODES.get(int(event.Code), 0) if event.HasField("Code") else 0
+    # Expire is whatsmeow's time.Duration in whole seconds: time left, not a timestamp.
+    return TemporarilyBanned(key, code=code, expires_in_seconds=float(event.Expire))
+
+
+def _connect_refused(key: InstanceKey, event: Any) -> ConnectRefused:
+    code = _CONNECT_FAILURE_CODES.get(int(event.Reason), 0) if event.HasField("Reason") else 0
+    return ConnectRefused(key, code=code, detail=_failure_detail(event.Reason, event.Message))
+
+
+def _failure_detail(reason: Any, message: Any) -> str:
+    """The server's message when it sent one, else the reason's name."""
+    if message:
+        return str(message)
+    if int(reason) not in _CONNECT_FAILURE_CODES:
+        return ""
+    return str(pb.ConnectFailureReason.Name(reason))
