@@ -1,0 +1,479 @@
+"""The engine on real WhatsApp: neonize 0.5.2, the Python binding of Go's whatsmeow.
+
+What neonize does underneath (goneonize/main.go, and checked offline against 0.5.2):
+
+- One blocking Go call, `Neonize()`, runs a client's whole life. It opens the whatsmeow
+  SQLite store named by `NewClient(name=...)` (DSN `file:<name>?_foreign_keys=on`, created
+  and migrated on the spot), writes the client into three unlocked global maps, applies the
+  proxy, dials, runs the QR loop, then delivers events until `Stop()` cancels it. The QR,
+  login-status and event callbacks all arrive on the thread of that call.
+  `NewClient.connect()` runs it on a helper thread and polls that thread from the caller, so
+  every instance holds two threads: its own connect thread (never the default executor,
+  hazard 2) and neonize's helper.
+- A failed dial makes `Neonize()` return the Go error at once (hazard 7); the engine reports
+  it as ConnectFailed and forgets the instance.
+- whatsmeow's own auto-reconnect cannot be switched off through neonize (EnableAutoReconnect
+  is not exported). After a drop it emits Disconnected and redials at once. The engine stops
+  the client as soon as the event arrives: whatsmeow's Disconnect marks the disconnect as
+  expected, which ends its reconnect loop (and closes a redial that already succeeded).
+  The same goes for every other event that ends a session (`_ENDINGS`).
+- `Stop()` disconnects, removes the client from the maps and cancels its context; `Neonize()`
+  then returns. But whatsmeow's Disconnect waits for a dial in progress, and a dial through a
+  proxy that accepts and never answers never ends. So a client is stopped only once its
+  connect has settled (a QR code, an event, or the end of the call).
+- Some calls never return: once whatsmeow's QR channel ends without a pairing, neonize waits
+  forever for a JID that will not come (FetchMe), and a client stopped while it shows QR codes
+  waits forever for a QR channel whatsmeow never closes. Their threads are lost (daemon
+  threads: they do not keep the worker from exiting); `lingering()` counts them. A worker
+  whose count keeps growing should be recycled: a worker restart is recoverable by design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import re
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from itertools import count
+from pathlib import Path
+from typing import Any, TypeVar
+
+# neonize ships no type information (no py.typed); every neonize name below is Any.
+import neonize.client as neonize_client  # type: ignore[import-untyped]
+
+from zapgate.sessions import neonize_events
+from zapgate.sessions.engine import Engine, EngineError, EventSink, InstanceSpec
+from zapgate.sessions.events import (
+    ClientOutdated,
+    ConnectFailed,
+    Connected,
+    ConnectRefused,
+    Disconnected,
+    EngineEvent,
+    InstanceKey,
+    LoggedOut,
+    PairCodeShown,
+    QrTimedOut,
+    StreamReplaced,
+    TemporarilyBanned,
+)
+from zapgate.sessions.gate import Gate, WriteLease
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Longest a connect holds the gate as a writer when neither a QR code, an event nor its end
+# arrives. Its map writes come before any network I/O (only opening the store precedes
+# them), so by then they are done; the cap keeps a hanging dial from freezing every call.
+START_SETTLE_SECONDS = 5.0
+# How long stop()/close() wait for a client's Go side to be stopped. A client still dialing is
+# stopped when its dial ends; waiting for that would let one dead proxy hang the worker.
+STOP_WAIT_SECONDS = 10.0
+# How long a restart waits for the previous client of the same instance to be stopped, so two
+# connections with one session never overlap (WhatsApp would replace one stream).
+PREVIOUS_STOP_WAIT_SECONDS = 30.0
+# whatsmeow pair-code.go: the phone has about 160 s to enter the code.
+PAIR_CODE_LIFETIME_SECONDS = 160.0
+CALL_THREADS = 8
+
+# Events after which whatsmeow's session is over or must not go on by itself: the engine
+# forgets the instance and stops its client; zapgate's supervisor decides what comes next.
+_ENDINGS = (
+    QrTimedOut,
+    Disconnected,
+    ConnectFailed,
+    ConnectRefused,
+    LoggedOut,
+    StreamReplaced,
+    TemporarilyBanned,
+    ClientOutdated,
+)
+
+# go-sqlite3 opens the store as an SQLite URI: these characters would change its meaning.
+_NOT_IN_STORE_PATH = re.compile(r"[?#%]")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_STORE_SUFFIXES = ("", "-journal", "-wal", "-shm")
+# Parks a neonize thread for good (see `_Session.on_login_status`).
+_NEVER = threading.Event()
+
+
+class NeonizeEngine(Engine):
+    def __init__(
+        self,
+        sink: EventSink,
+        *,
+        settle_seconds: float = START_SETTLE_SECONDS,
+        call_threads: int = CALL_THREADS,
+    ) -> None:
+        super().__init__(sink)
+        _make_neonize_threads_daemonic()
+        self._gate = Gate()
+        self._settle_seconds = settle_seconds
+        # Short neonize calls and store wipes; connects never run here.
+        self._calls = ThreadPoolExecutor(call_threads, thread_name_prefix="neonize-call")
+        self._sessions: dict[InstanceKey, _Session] = {}  # hosted now
+        self._unstopped: dict[InstanceKey, _Session] = {}  # forgotten, Go side not stopped
+        self._running: set[_Session] = set()  # Neonize() has not returned
+        self._specs: dict[InstanceKey, InstanceSpec] = {}
+        self._starts = count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def start(self, spec: InstanceSpec) -> None:
+        if self._closed:
+            raise EngineError("the neonize engine is closed")
+        if spec.key in self._sessions:
+            return
+        loop = asyncio.get_running_loop()
+        session = _Session(
+            spec,
+            _store_name(spec),
+            uuid=f"{spec.key}#{next(self._starts)}",
+            previous=self._unstopped.get(spec.key),
+            engine=self,
+            loop=loop,
+        )
+        self._sessions[spec.key] = session
+        self._specs[spec.key] = spec
+        self._running.add(session)
+        session.launch()
+
+    async def stop(self, key: InstanceKey) -> None:
+        if (session := self._sessions.get(key)) is not None:
+            self._forget(session)
+        if (unstopped := self._unstopped.get(key)) is not None:
+            await self._await_stopped([unstopped])
+
+    async def logout(self, key: InstanceKey) -> None:
+        spec = self._specs.get(key)
+        if spec is None:
+            raise EngineError(f"{key} was never started by this engine: its store is unknown")
+        refusal = ""
+        if (session := self._sessions.get(key)) is not None:
+            try:
+                await self._read(session, _unlink)
+            except EngineError as error:
+                refusal = str(error)
+        await self.stop(key)
+        await self._in_thread(_wipe_store, spec.store_path)
+        if refusal:
+            raise EngineError(
+                f"the session of {key} is wiped here, but WhatsApp did not confirm the unlink "
+                f"({refusal}); remove the device on the phone (Linked devices)"
+            )
+
+    async def pair_phone(self, key: InstanceKey, phone: str) -> str:
+        session = self._hosted(key)
+        if not _E164.fullmatch(phone):
+            raise EngineError(f"{phone!r} is not an E.164 phone number (e.g. +5511999998888)")
+        if session.qr_count == 0:
+            # Hazard 5: whatsmeow rejects PairPhone until its connection is up.
+            raise EngineError(
+                f"{key} has not shown its first QR code yet; request the pair code after it"
+            )
+        code = await self._read(session, lambda client: str(client.PairPhone(phone[1:], True)))
+        self.sink(PairCodeShown(key, code=code, lifetime_seconds=PAIR_CODE_LIFETIME_SECONDS))
+        return code
+
+    async def is_connected(self, key: InstanceKey) -> bool:
+        """Whether the instance's websocket is up: a cheap reader call."""
+        session = self._sessions.get(key)
+        if session is None:
+            return False
+        try:
+            return await self._read(session, lambda client: bool(client.is_connected))
+        except EngineError:
+            return False
+
+    def hosted(self) -> int:
+        return len(self._sessions)
+
+    def lingering(self) -> int:
+        """neonize calls still running for clients this engine no longer hosts. Most end
+        within moments; neonize never ends some (see the module doc)."""
+        return sum(1 for session in self._running if self._sessions.get(session.key) is not session)
+
+    async def close(self) -> None:
+        self._closed = True
+        for session in list(self._sessions.values()):
+            self._forget(session)
+        await self._await_stopped(list(self._unstopped.values()))
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_WAIT_SECONDS)
+        self._calls.shutdown(wait=False)
+
+    # -- on the event loop: what sessions report (they call these through the loop) ---------
+
+    def _on_event(self, session: _Session, event: EngineEvent) -> None:
+        if self._sessions.get(session.key) is not session:
+            return  # stopped or restarted since: whoever asked already knows
+        if isinstance(event, Connected):
+            session.connected = True
+        if not isinstance(event, _ENDINGS):
+            self.sink(event)
+            return
+        self._forget(session)
+        if isinstance(event, LoggedOut):
+            self._spawn(self._wipe_then_report(session.spec, event))
+        else:
+            self.sink(event)
+
+    def _on_settled(self, session: _Session) -> None:
+        session.settled = True
+        self._stop_when_settled(session)
+
+    def _on_finished(self, session: _Session, error: str | None) -> None:
+        """`error` is None when the session was stopped before neonize was even called."""
+        session.settled = session.finished = True
+        self._running.discard(session)
+        if error is not None:
+            self._on_event(session, session.ending(error))
+        self._stop_when_settled(session)
+
+    def _forget(self, session: _Session) -> None:
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+        self._unstopped[session.key] = session
+        session.stop_requested = True
+        self._stop_when_settled(session)
+
+    def _stop_when_settled(self, session: _Session) -> None:
+        if not session.stop_requested or session.stop_scheduled or not session.settled:
+            return
+        session.stop_scheduled = True
+        if not session.ran:
+            self._mark_stopped(session)
+            return
+        try:
+            stopping = session.loop.run_in_executor(self._calls, self._stop_client, session)
+        except RuntimeError:  # executor shut down: the worker is exiting anyway
+            log.warning("%s: engine closed before its client could be stopped", session.uuid)
+            return
+        stopping.add_done_callback(lambda _: self._mark_stopped(session))
+
+    def _stop_client(self, session: _Session) -> None:
+        with self._gate.writing():
+            session.torn_down = True
+            session.client.stop()
+
+    def _mark_stopped(self, session: _Session) -> None:
+        session.gone.set()
+        if not session.stopped.done():
+            session.stopped.set_result(None)
+        if self._unstopped.get(session.key) is session:
+            del self._unstopped[session.key]
+
+    async def _await_stopped(self, sessions: list[_Session]) -> None:
+        pending = [session.stopped for session in sessions if not session.stopped.done()]
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=STOP_WAIT_SECONDS)
+        if late:
+            log.warning("%d neonize clients still dialing; each stops when its dial ends", len(late))
+
+    async def _wipe_then_report(self, spec: InstanceSpec, event: EngineEvent) -> None:
+        await self._in_thread(_wipe_store, spec.store_path)
+        self.sink(event)
+
+    # -- calls into neonize -----------------------------------------------------------------
+
+    def _hosted(self, key: InstanceKey) -> _Session:
+        session = self._sessions.get(key)
+        if session is None:
+            raise EngineError(f"{key} is not running on this engine; start it first")
+        return session
+
+    async def _read(self, session: _Session, call: Callable[[Any], T]) -> T:
+        """Runs a neonize call as a reader of the gate, on a call thread."""
+        return await self._in_thread(self._read_now, session, call)
+
+    def _read_now(self, session: _Session, call: Callable[[Any], T]) -> T:
+        with self._gate.reading():
+            if session.torn_down:  # its Go client is gone: calls on it would crash Go
+                raise EngineError(f"{session.key} is not running")
+            try:
+                return call(session.client)
+            except neonize_client.NeonizeError as error:
+                raise EngineError(f"WhatsApp refused ({session.key}): {error}") from error
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._calls, function, *args)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _expire_lease_later(self, lease: WriteLease) -> None:
+        asyncio.get_running_loop().call_later(self._settle_seconds, lease.release)
+
+
+class _Session:
+    """One start of one instance: its neonize client and the thread that connects it.
+
+    The connect thread and neonize's callback thread only post to the event loop (hazard 4),
+    release the write lease and count QR codes (`qr_count`, written by the QR callback only).
+    `torn_down` changes under the gate's write lease. Everything else belongs to the loop."""
+
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        store_name: str,
+        *,
+        uuid: str,
+        previous: _Session | None,
+        engine: NeonizeEngine,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.spec = spec
+        self.key = spec.key
+        # neonize's client id, a key of its Go maps: unique per start, so a call of an old
+        # client that returns late can never touch the maps of the next one.
+        self.uuid = uuid
+        self.previous = previous
+        self.engine = engine
+        self.loop = loop
+        self.qr_count = 0
+        self.connected = False
+        self.settled = False  # Neonize() is past its dial, or over
+        self.finished = False
+        self.ran = False  # Neonize() was called
+        self.stop_requested = False
+        self.stop_scheduled = False
+        self.torn_down = False
+        self.gone = threading.Event()  # for the next start's thread
+        self.stopped: asyncio.Future[None] = loop.create_future()
+        self._lease: WriteLease | None = None
+        self._settle_signalled = False
+        # Only a Python object: the Go client is created inside Neonize(), under the gate.
+        self.client = self._new_client(store_name)
+
+    def launch(self) -> None:
+        thread = threading.Thread(target=self._run, name=f"neonize {self.uuid}", daemon=True)
+        thread.start()
+
+    def ending(self, error: str) -> EngineEvent:
+        """What the end of the Neonize() call means when nobody stopped it."""
+        detail = error or "neonize ended the connection without an error"
+        return Disconnected(self.key, detail) if self.connected else ConnectFailed(self.key, detail)
+
+    # -- the connect thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        if self.previous is not None:
+            self.previous.gone.wait(PREVIOUS_STOP_WAIT_SECONDS)
+        self._lease = lease = self.engine._gate.acquire_write()
+        if self.stop_requested:  # stopped while queued: no Go client was ever made
+            lease.release()
+            self._post(self.engine._on_finished, self, None)
+            return
+        self.ran = True
+        self._post(self.engine._expire_lease_later, lease)
+        try:
+            error = self._connect()
+        finally:
+            lease.release()
+        self._post(self.engine._on_finished, self, error)
+
+    def _connect(self) -> str:
+        """Blocks for the life of the connection; returns neonize's error text, if any."""
+        proxy = self.spec.proxy_url
+        settings = neonize_client.ProxySettings(proxy_address=proxy) if proxy else None
+        try:
+            self.spec.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.client.connect(settings)
+        except Exception as error:  # neonize raises NeonizeError with Go's error text
+            return str(error) or repr(error)
+        return ""
+
+    # -- neonize's callbacks, on its thread ----------------------------------------------------
+
+    def _new_client(self, store_name: str) -> Any:
+        client = neonize_client.NewClient(store_name, uuid=self.uuid)
+        # Its finalizer would call Go's Stop() whenever Python collects it, outside the gate.
+        client._stop_finalizer.detach()
+        client.event.qr(self._on_qr)
+        # neonize only prints the login status; this name-mangled hook is the only way in.
+        client._NewClient__onLoginStatus = self._on_login_status
+        for event_type in neonize_events.MAPPED_EVENT_TYPES:
+            # A plain function: neonize would hold a bound method only weakly.
+            client.event(event_type)(lambda _client, event: self._on_event(event))
+        deliver = client.event.execute
+
+        def execute(uuid: bytes, data: int, size: int, code: int) -> None:
+            self._settle()  # any event, even the Device one no handler sees, ends the dial
+            deliver(uuid, data, size, code)
+
+        client.event.execute = execute
+        return client
+
+    def _on_qr(self, _client: Any, code: bytes) -> None:
+        index = self.qr_count
+        self.qr_count += 1
+        self._settle()
+        self._post(self.engine._on_event, self, neonize_events.qr_shown(self.key, code, index))
+
+    def _on_login_status(self, _uuid: int, status_address: int) -> None:
+        status = ctypes.string_at(status_address).decode()
+        self._settle()
+        event = neonize_events.login_status_event(self.key, status)
+        if event is not None:
+            self._post(self.engine._on_event, self, event)
+        if status != neonize_events.QR_SUCCESS:
+            # On return neonize would read the Go maps, waiting for a JID that never comes,
+            # while the engine stops the client and deletes it from those maps: a crash
+            # (nil client, or a concurrent map access). Parked, it touches nothing.
+            _NEVER.wait()
+
+    def _on_event(self, message: Any) -> None:
+        event = neonize_events.to_engine_event(self.key, message, self.client.me)
+        if event is not None:
+            self._post(self.engine._on_event, self, event)
+
+    def _settle(self) -> None:
+        if self._settle_signalled:
+            return
+        self._settle_signalled = True
+        if self._lease is not None:
+            self._lease.release()
+        self._post(self.engine._on_settled, self)
+
+    def _post(self, callback: Callable[..., object], *args: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            pass  # the loop is closed: the worker is exiting and nobody is listening
+
+
+class _DaemonThread(threading.Thread):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["daemon"] = True
+        super().__init__(*args, **kwargs)
+
+
+def _make_neonize_threads_daemonic() -> None:
+    """NewClient.connect() runs Neonize() on a non-daemon thread, and some of those calls
+    never return: one would keep the worker process from ever exiting."""
+    neonize_client.Thread = _DaemonThread
+
+
+def _store_name(spec: InstanceSpec) -> str:
+    name = str(spec.store_path.absolute())
+    if _NOT_IN_STORE_PATH.search(name):
+        raise EngineError(f"the store path {name!r} may not contain '?', '#' or '%'")
+    return name
+
+
+def _unlink(client: Any) -> None:
+    # Nothing to unlink while only QR codes are shown (connected, not logged in).
+    if client.is_connected and client.is_logged_in:
+        client.logout()
+
+
+def _wipe_store(store_path: Path) -> None:
+    for suffix in _STORE_SUFFIXES:
+        Path(f"{store_path}{suffix}").unlink(missing_ok=True)
