@@ -31,6 +31,7 @@ What neonize does underneath (goneonize/main.go, and checked offline against 0.5
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import re
@@ -48,8 +49,8 @@ from zapgate.sessions import neonize_events
 from zapgate.sessions.engine import Engine, EngineError, EventSink, InstanceSpec
 from zapgate.sessions.events import (
     ClientOutdated,
-    ConnectFailed,
     Connected,
+    ConnectFailed,
     ConnectRefused,
     Disconnected,
     EngineEvent,
@@ -273,7 +274,9 @@ class NeonizeEngine(Engine):
             return
         _, late = await asyncio.wait(pending, timeout=STOP_WAIT_SECONDS)
         if late:
-            log.warning("%d neonize clients still dialing; each stops when its dial ends", len(late))
+            log.warning(
+                "%d neonize clients still dialing; each stops when its dial ends", len(late)
+            )
 
     async def _wipe_then_report(self, spec: InstanceSpec, event: EngineEvent) -> None:
         await self._in_thread(_wipe_store, spec.store_path)
@@ -443,10 +446,9 @@ class _Session:
         self._post(self.engine._on_settled, self)
 
     def _post(self, callback: Callable[..., object], *args: object) -> None:
-        try:
+        # A closed loop means the worker is exiting: nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:
-            pass  # the loop is closed: the worker is exiting and nobody is listening
 
 
 class _DaemonThread(threading.Thread):

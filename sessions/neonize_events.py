@@ -15,8 +15,8 @@ from neonize.proto import Neonize_pb2 as pb  # type: ignore[import-untyped]
 
 from zapgate.sessions.events import (
     ClientOutdated,
-    ConnectFailed,
     Connected,
+    ConnectFailed,
     ConnectRefused,
     Disconnected,
     EngineEvent,
