@@ -86,6 +86,20 @@ def add_engine_flags(serve: argparse.ArgumentParser) -> None:
         default=backoff.stable_after_seconds,
         help="a connection this old resets the backoff",
     )
+    vault = serve.add_argument_group("session encryption")
+    vault.add_argument(
+        "--master-key-file",
+        type=Path,
+        help="file with the base64 master key (default: $ZAPGATE_MASTER_KEY, "
+        "else <data dir>/master.key, generated on first start)",
+    )
+    vault.add_argument(
+        "--previous-master-key-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="an older master key still needed to open some snapshots",
+    )
     sim = serve.add_argument_group("simulator timings (with --engine sim)")
     for timing in dataclasses.fields(SimTimings):
         default = getattr(SimTimings(), timing.name)
@@ -123,6 +137,8 @@ def run_serve(args: argparse.Namespace) -> int:
         sim_timings=SimTimings(
             **{t.name: getattr(args, f"sim_{t.name}") for t in dataclasses.fields(SimTimings)}
         ),
+        master_key_file=args.master_key_file,
+        previous_master_key_files=tuple(args.previous_master_key_file),
         backoff=Backoff(
             args.reconnect_base_seconds, args.reconnect_cap_seconds, args.reconnect_stable_seconds
         ),

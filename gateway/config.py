@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zapgate.gateway.backoff import Backoff
+from zapgate.gateway.session_keeper import KeeperTimings
 from zapgate.gateway.store.db import default_sqlite_url
 from zapgate.sessions.sim_engine import SimTimings
 
@@ -40,6 +41,10 @@ class ServeConfig:
     sim_timings: SimTimings = field(default_factory=SimTimings)
     backoff: Backoff = field(default_factory=Backoff)
     worker_ping_seconds: float = 5.0
+    # None: $ZAPGATE_MASTER_KEY, else <data dir>/master.key (generated on first start).
+    master_key_file: Path | None = None
+    previous_master_key_files: tuple[Path, ...] = ()
+    keeper_timings: KeeperTimings = field(default_factory=KeeperTimings)
 
     @property
     def resolved_database_url(self) -> str:

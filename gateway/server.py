@@ -17,12 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.interceptor import GatewayInterceptor
+from zapgate.gateway.master_key import load_keyring
 from zapgate.gateway.services.instances import InstanceService
 from zapgate.gateway.services.simulator import SimulatorService
+from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.gateway.supervisor import Supervisor
+from zapgate.sessions.engine import STORE_FILE_NAME
 from zapgate.sessions.events import EngineEvent
 from zapgate.sessions.pool import PoolConfig, WorkerPool
 from zapgate.v1 import instance_pb2, instance_pb2_grpc, simulator_pb2, simulator_pb2_grpc
@@ -47,6 +51,8 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
         self.pool: WorkerPool | None = None
         self.supervisor: Supervisor | None = None
+        self.keeper: SessionKeeper | None = None
+        self._keeper_task: asyncio.Task[None] | None = None
         # grpc-stubs does not know the asyncio health servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()
@@ -92,10 +98,24 @@ class Gateway:
             ping_interval=config.worker_ping_seconds,
         )
         self.pool = WorkerPool(pool_config, self._on_engine_event, self._on_worker_lost)
+        keyring = load_keyring(
+            config.data_dir,
+            config.master_key_file,
+            config.previous_master_key_files,
+            create=True,
+        )
+        instances_dir = runtime_dir / "instances"
+        self.keeper = SessionKeeper(
+            SnapshotRepository(self._engine_or_fail()),
+            keyring,
+            lambda tenant, instance_id: instances_dir / tenant / instance_id / STORE_FILE_NAME,
+            config.keeper_timings,
+        )
         self.supervisor = Supervisor(
-            instances, self.pool, runtime_dir / "instances", config.backoff
+            instances, self.pool, self.keeper, instances_dir, config.backoff
         )
         await self.pool.start()
+        self._keeper_task = asyncio.create_task(self.keeper.run(), name="session keeper")
         await self.supervisor.recover()
         log.info(
             "engine %s: %d workers, runtime dir %s",
@@ -104,6 +124,10 @@ class Gateway:
             runtime_dir,
         )
         return self.supervisor
+
+    def _engine_or_fail(self) -> AsyncEngine:
+        assert self._engine is not None, "the state store opens first"
+        return self._engine
 
     async def _on_engine_event(self, run_id: int, event: EngineEvent) -> None:
         assert self.supervisor is not None
@@ -124,8 +148,10 @@ class Gateway:
         if self._server is not None:
             grace = self.config.grace_seconds if grace is None else grace
             draining = asyncio.create_task(self._server.stop(grace))
+        if self._keeper_task is not None:
+            self._keeper_task.cancel()
         if self.supervisor is not None:
-            await self.supervisor.shutdown()  # ends Connect streams with a final update
+            await self.supervisor.shutdown()  # ends Connect streams; final snapshots
         if draining is not None:
             await draining
         if self.pool is not None:

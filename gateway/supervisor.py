@@ -27,6 +27,7 @@ from zapgate.gateway.errors import (
     InstanceNotRunning,
     SimulationRejected,
 )
+from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.updates import (
     FinalUpdate,
@@ -39,6 +40,7 @@ from zapgate.gateway.updates import (
 from zapgate.sessions import events as ev
 from zapgate.sessions.engine import STORE_FILE_NAME
 from zapgate.sessions.pool import EngineCallFailed, WorkerPool, WorkerUnavailable
+from zapgate.sessions.vault import Undecryptable
 from zapgate.v1 import instance_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class Supervisor:
         self,
         instances: InstanceRepository,
         pool: WorkerPool,
+        keeper: SessionKeeper,
         runtime_dir: Path,
         backoff: Backoff,
         *,
@@ -84,6 +87,7 @@ class Supervisor:
     ) -> None:
         self._instances = instances
         self._pool = pool
+        self._keeper = keeper
         self._runtime_dir = runtime_dir
         self._backoff = backoff
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not crypto)
@@ -148,6 +152,7 @@ class Supervisor:
         async with live.lock:
             await self._halt(live, logout=True)
             await self._wipe(record)
+            await self._keeper.forget(tenant, instance_id)
             record = await self._set_state(
                 live,
                 S.INSTANCE_STATE_LOGGED_OUT,
@@ -169,6 +174,7 @@ class Supervisor:
             final = FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record)
             live.watchers.publish(final)
         await self._wipe(record)
+        await self._keeper.forget(record.tenant, record.id)
 
     async def simulate(self, tenant: str, instance_id: str, request: Any) -> None:
         record = await self._instances.require(tenant, instance_id)
@@ -200,6 +206,7 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._keeper.snapshot_all()  # engines are stopped: the stores are final
 
     def store_path(self, record: InstanceRecord) -> Path:
         return self.runtime_dir_of(record.tenant, record.id) / STORE_FILE_NAME
@@ -222,6 +229,8 @@ class Supervisor:
             live = self._lives.get(key)
             if live is None or not live.run_id:
                 continue
+            # The store outlives the worker (tmpfs): secure its newest state first.
+            await self._keeper.snapshot(live.tenant, live.instance_id)
             async with live.lock:
                 live.run_id = 0
                 await self._set_state(
@@ -248,6 +257,8 @@ class Supervisor:
                 live.watchers.publish(PairCodeUpdate(code, expire))
             case ev.Paired(jid=jid, phone=phone):
                 await self._save(live, jid=jid, phone=phone, want_connected=True)
+                self._keeper.watch(live.tenant, live.instance_id)
+                self._spawn(self._keeper.snapshot(live.tenant, live.instance_id))
             case ev.Connected(jid=jid, phone=phone):
                 was_pairing = live.watchers.qr is not None or live.watchers.pair_code is not None
                 live.connected_at = self._monotonic()
@@ -312,6 +323,7 @@ class Supervisor:
         await self._halt(live)
         record = await self._instances.require(live.tenant, live.instance_id)
         await self._wipe(record)
+        await self._keeper.forget(live.tenant, live.instance_id)
         record = await self._set_state(
             live,
             S.INSTANCE_STATE_LOGGED_OUT,
@@ -365,6 +377,8 @@ class Supervisor:
             if live.run_id or self._closing:
                 return
             record = await self._instances.require(live.tenant, live.instance_id)
+            if not await self._restore(live, record):
+                return
             live.run_id = next(self._run_ids)
             await self._set_state(
                 live,
@@ -383,6 +397,41 @@ class Supervisor:
                 )
             except (WorkerUnavailable, EngineCallFailed) as error:
                 await self._retry_later(live, R.STATE_REASON_ENGINE_ERROR, str(error))
+
+    async def _restore(self, live: Live, record: InstanceRecord) -> bool:
+        """Puts the session store in place from its snapshot. False when the instance must
+        not start: its snapshot is undecryptable, or its session is lost and nobody is
+        there to pair again."""
+        try:
+            restored = await self._keeper.restore(
+                live.tenant, live.instance_id, record.session_generation
+            )
+        except Undecryptable as error:
+            failure = str(error)
+        else:
+            failure = ""
+        if failure:
+            log.error("session of %s is undecryptable: %s", live.key, failure)
+            record = await self._set_state(
+                live, S.INSTANCE_STATE_ERROR, R.STATE_REASON_SESSION_UNDECRYPTABLE, failure
+            )
+            live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
+            return False
+        if record.jid and not restored:
+            log.warning("session of %s is lost (no store, no snapshot)", live.key)
+            await self._save(live, jid="")
+            if not live.watchers:
+                await self._set_state(
+                    live,
+                    S.INSTANCE_STATE_DISCONNECTED,
+                    R.STATE_REASON_SESSION_LOST,
+                    "pair again",
+                    want_connected=False,
+                )
+                return False
+        if restored:
+            self._keeper.watch(live.tenant, live.instance_id)
+        return True
 
     async def _halt(self, live: Live, *, logout: bool = False) -> None:
         """Ends the engine run (if any) and any pending retry."""

@@ -56,7 +56,6 @@ from zapgate.sessions.events import (
     EngineEvent,
     InstanceKey,
     LoggedOut,
-    PairCodeShown,
     QrTimedOut,
     StreamReplaced,
     TemporarilyBanned,
@@ -68,17 +67,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Longest a connect holds the gate as a writer when neither a QR code, an event nor its end
-# arrives. Its map writes come before any network I/O (only opening the store precedes
-# them), so by then they are done; the cap keeps a hanging dial from freezing every call.
-START_SETTLE_SECONDS = 5.0
+# arrives first. Neonize() writes the Go maps before any network I/O: only opening (and, the
+# first time, migrating) the store comes earlier, a few milliseconds on tmpfs. The dial
+# after them can take long (a stalled DNS query takes 5 s, a dead proxy forever), and every
+# other neonize call would wait that long.
+START_SETTLE_SECONDS = 1.0
 # How long stop()/close() wait for a client's Go side to be stopped. A client still dialing is
 # stopped when its dial ends; waiting for that would let one dead proxy hang the worker.
 STOP_WAIT_SECONDS = 10.0
 # How long a restart waits for the previous client of the same instance to be stopped, so two
 # connections with one session never overlap (WhatsApp would replace one stream).
 PREVIOUS_STOP_WAIT_SECONDS = 30.0
-# whatsmeow pair-code.go: the phone has about 160 s to enter the code.
-PAIR_CODE_LIFETIME_SECONDS = 160.0
 CALL_THREADS = 8
 
 # Events after which whatsmeow's session is over or must not go on by itself: the engine
@@ -176,9 +175,8 @@ class NeonizeEngine(Engine):
             raise EngineError(
                 f"{key} has not shown its first QR code yet; request the pair code after it"
             )
-        code = await self._read(session, lambda client: str(client.PairPhone(phone[1:], True)))
-        self.sink(PairCodeShown(key, code=code, lifetime_seconds=PAIR_CODE_LIFETIME_SECONDS))
-        return code
+        # The caller shows the code (the supervisor, like with the simulator): no event.
+        return await self._read(session, lambda client: str(client.PairPhone(phone[1:], True)))
 
     async def is_connected(self, key: InstanceKey) -> bool:
         """Whether the instance's websocket is up: a cheap reader call."""

@@ -149,22 +149,22 @@ def phone_number(jid: Any) -> str:
     return f"+{jid.User}"
 
 
+# Codes neonize's enums do not know never reach Python: neonize leaves the (required) field
+# unset, Go's proto.Marshal refuses the event and neonize's event loop ends with that error,
+# which the engine reports as the end of the connection.
+
+
 def _temporarily_banned(key: InstanceKey, event: Any) -> TemporarilyBanned:
-    # neonize leaves Code unset for a reason it does not know; 0 says "unknown".
-    code = _TEMP_BAN_CODES.get(int(event.Code), 0) if event.HasField("Code") else 0
+    code = _TEMP_BAN_CODES[int(event.Code)]
     # Expire is whatsmeow's time.Duration in whole seconds: time left, not a timestamp.
     return TemporarilyBanned(key, code=code, expires_in_seconds=float(event.Expire))
 
 
 def _connect_refused(key: InstanceKey, event: Any) -> ConnectRefused:
-    code = _CONNECT_FAILURE_CODES.get(int(event.Reason), 0) if event.HasField("Reason") else 0
+    code = _CONNECT_FAILURE_CODES[int(event.Reason)]
     return ConnectRefused(key, code=code, detail=_failure_detail(event.Reason, event.Message))
 
 
 def _failure_detail(reason: Any, message: Any) -> str:
     """The server's message when it sent one, else the reason's name."""
-    if message:
-        return str(message)
-    if int(reason) not in _CONNECT_FAILURE_CODES:
-        return ""
-    return str(pb.ConnectFailureReason.Name(reason))
+    return str(message) if message else str(pb.ConnectFailureReason.Name(reason))

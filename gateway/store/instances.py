@@ -49,6 +49,7 @@ class InstanceRecord:
     ban_expire_us: int = 0
     keepalive_failing: bool = False
     want_connected: bool = False
+    session_generation: int = 0
 
     @property
     def key(self) -> str:

@@ -29,6 +29,8 @@ instances = sa.Table(
     # Whether the instance should be kept connected (reconnected after drops and restarts).
     sa.Column("want_connected", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("proxy_url", sa.String(500), nullable=False, server_default=""),
+    # Generation of the newest encrypted session snapshot (0: none yet).
+    sa.Column("session_generation", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_instances_tenant_state_id", "tenant", "state", "id"),
 )
 
@@ -42,4 +44,17 @@ api_keys = sa.Table(
     sa.Column("description", sa.String(200), nullable=False, server_default=""),
     sa.Column("create_time_us", sa.BigInteger, nullable=False),
     sa.Column("revoke_time_us", sa.BigInteger, nullable=True),
+)
+
+# The newest encrypted snapshot of each instance's session store (see sessions/vault.py).
+session_snapshots = sa.Table(
+    "session_snapshots",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("create_time_us", sa.BigInteger, nullable=False),
 )

@@ -66,6 +66,12 @@ class _StateReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StateReas
     """Connecting again with the stored session: after a drop, a failure, the end of a ban,
     a worker restart or a gateway restart.
     """
+    STATE_REASON_SESSION_UNDECRYPTABLE: _StateReason.ValueType  # 19
+    """The session's encrypted snapshot cannot be opened: wrong master key, a tampered,
+    truncated or swapped blob, or an older generation. The blob is kept untouched.
+    """
+    STATE_REASON_SESSION_LOST: _StateReason.ValueType  # 20
+    """The instance was paired but neither its session store nor a snapshot exists: pair again."""
 
 class StateReason(_StateReason, metaclass=_StateReasonEnumTypeWrapper):
     """Why an instance entered its current state."""
@@ -109,6 +115,12 @@ STATE_REASON_RECONNECTING: StateReason.ValueType  # 18
 """Connecting again with the stored session: after a drop, a failure, the end of a ban,
 a worker restart or a gateway restart.
 """
+STATE_REASON_SESSION_UNDECRYPTABLE: StateReason.ValueType  # 19
+"""The session's encrypted snapshot cannot be opened: wrong master key, a tampered,
+truncated or swapped blob, or an older generation. The blob is kept untouched.
+"""
+STATE_REASON_SESSION_LOST: StateReason.ValueType  # 20
+"""The instance was paired but neither its session store nor a snapshot exists: pair again."""
 Global___StateReason: _TypeAlias = StateReason  # noqa: Y015
 
 class _InstanceState:

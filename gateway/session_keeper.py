@@ -1,0 +1,176 @@
+"""Keeps every session's encrypted snapshot fresh, and restores sessions from it.
+
+The plaintext store lives only in the runtime directory (tmpfs). The keeper, in the core,
+copies it (sessions/store_file.py), encrypts it (sessions/vault.py) and stores it as the next
+generation: soon after the store changes (polled, debounced), periodically, and whenever the
+supervisor asks (after pairing, after a worker died, on shutdown). A whole-machine crash
+loses the changes since the last snapshot: at most about `max_delay` seconds of a busy
+session's updates (usually key rotations of Signal sessions, which recover by themselves)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zapgate.gateway.store.snapshots import SnapshotRepository, StaleGeneration
+from zapgate.sessions.store_file import read_store, write_store
+from zapgate.sessions.vault import Keyring, Undecryptable, seal
+
+log = logging.getLogger(__name__)
+
+StorePathOf = Callable[[str, str], Path]
+
+
+@dataclass(frozen=True)
+class KeeperTimings:
+    poll_seconds: float = 0.5
+    debounce_seconds: float = 0.5  # snapshot once the store was quiet this long...
+    max_delay_seconds: float = 2.0  # ...or has been changing for this long
+    periodic_seconds: float = 600.0
+
+
+@dataclass
+class Watched:
+    fingerprint: tuple[int, int] = (0, 0)  # (mtime_ns, size) last seen
+    dirty_since: float | None = None
+    changed_at: float = 0.0
+    last_snapshot_at: float = 0.0
+    digest: bytes = b""  # SHA-256 of the last snapshotted image
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class SessionKeeper:
+    def __init__(
+        self,
+        snapshots: SnapshotRepository,
+        keyring: Keyring,
+        store_path_of: StorePathOf,
+        timings: KeeperTimings | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._snapshots = snapshots
+        self.keyring = keyring
+        self._store_path_of = store_path_of
+        self.timings = timings or KeeperTimings()
+        self._monotonic = monotonic
+        self._watched: dict[tuple[str, str], Watched] = {}
+
+    def watch(self, tenant: str, instance_id: str) -> None:
+        self._watched.setdefault((tenant, instance_id), Watched())
+
+    def unwatch(self, tenant: str, instance_id: str) -> None:
+        self._watched.pop((tenant, instance_id), None)
+
+    async def snapshot(self, tenant: str, instance_id: str) -> bool:
+        """Snapshots the store now if it differs from the last snapshot. True if written."""
+        watched = self._watched.setdefault((tenant, instance_id), Watched())
+        async with watched.lock:
+            path = self._store_path_of(tenant, instance_id)
+            try:
+                image = await asyncio.to_thread(read_store, path)
+            except FileNotFoundError:
+                return False
+            digest = hashlib.sha256(image).digest()
+            watched.dirty_since = None
+            watched.last_snapshot_at = self._monotonic()
+            if digest == watched.digest:
+                return False
+            await self._store(tenant, instance_id, image)
+            watched.digest = digest
+            return True
+
+    async def _store(self, tenant: str, instance_id: str, image: bytes) -> None:
+        owner = f"{tenant}/{instance_id}"
+        for _ in range(3):
+            latest = await self._snapshots.latest(tenant, instance_id)
+            generation = (latest.generation if latest else 0) + 1
+            sealed = await asyncio.to_thread(seal, self.keyring.current, owner, generation, image)
+            try:
+                await self._snapshots.save(tenant, instance_id, sealed)
+            except StaleGeneration:
+                continue
+            log.debug("snapshot %s generation %d (%d bytes)", owner, generation, len(image))
+            return
+        raise RuntimeError(f"could not store a snapshot of {owner}: generations keep moving")
+
+    async def restore(self, tenant: str, instance_id: str, expected_generation: int) -> bool:
+        """Writes the newest snapshot to the runtime dir unless a store is already there
+        (then it is newer: it is snapshotted instead). False when there is no snapshot.
+        Raises Undecryptable; the blob is never touched."""
+        path = self._store_path_of(tenant, instance_id)
+        if path.exists():
+            await self.snapshot(tenant, instance_id)
+            return True
+        sealed = await self._snapshots.latest(tenant, instance_id)
+        if sealed is None:
+            return False
+        if sealed.generation != expected_generation:
+            raise Undecryptable(
+                f"snapshot generation {sealed.generation} is not the newest one "
+                f"({expected_generation}): refusing to roll the session back"
+            )
+        image = await asyncio.to_thread(self.keyring.open, f"{tenant}/{instance_id}", sealed)
+        await asyncio.to_thread(write_store, path, image)
+        watched = self._watched.setdefault((tenant, instance_id), Watched())
+        watched.digest = hashlib.sha256(image).digest()
+        return True
+
+    async def forget(self, tenant: str, instance_id: str) -> None:
+        """The session is gone for good (logout, delete): drop its snapshot."""
+        self.unwatch(tenant, instance_id)
+        await self._snapshots.delete(tenant, instance_id)
+
+    async def snapshot_all(self) -> None:
+        for tenant, instance_id in list(self._watched):
+            await self._snapshot_logged(tenant, instance_id)
+
+    async def run(self) -> None:
+        """Polls watched stores; snapshots changed ones once settled, and all periodically."""
+        while True:
+            await asyncio.sleep(self.timings.poll_seconds)
+            keys = list(self._watched)
+            paths = [self._store_path_of(*key) for key in keys]
+            fingerprints = await asyncio.to_thread(_fingerprints, paths)
+            for key, fingerprint in zip(keys, fingerprints, strict=True):
+                watched = self._watched.get(key)
+                if watched is not None and self._due(watched, fingerprint):
+                    await self._snapshot_logged(*key)
+
+    def _due(self, watched: Watched, fingerprint: tuple[int, int]) -> bool:
+        now = self._monotonic()
+        if fingerprint != watched.fingerprint:
+            watched.fingerprint = fingerprint
+            watched.changed_at = now
+            watched.dirty_since = watched.dirty_since or now
+        if watched.dirty_since is not None:
+            settled = now - watched.changed_at >= self.timings.debounce_seconds
+            overdue = now - watched.dirty_since >= self.timings.max_delay_seconds
+            return settled or overdue
+        return now - watched.last_snapshot_at >= self.timings.periodic_seconds
+
+    async def _snapshot_logged(self, tenant: str, instance_id: str) -> None:
+        try:
+            await self.snapshot(tenant, instance_id)
+        except Exception:
+            log.exception("snapshot of %s/%s failed", tenant, instance_id)
+
+
+def _fingerprints(paths: list[Path]) -> list[tuple[int, int]]:
+    return [_fingerprint(path) for path in paths]
+
+
+def _fingerprint(path: Path) -> tuple[int, int]:
+    """Changes whenever the store or its journal changes."""
+    mtime, size = 0, 0
+    for candidate in (path, Path(f"{path}-wal")):
+        try:
+            stat = candidate.stat()
+        except FileNotFoundError:
+            continue
+        mtime, size = max(mtime, stat.st_mtime_ns), size + stat.st_size
+    return mtime, size

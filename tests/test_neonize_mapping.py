@@ -1,0 +1,227 @@
+"""neonize's real protobuf events mapped to zapgate's engine events (sessions/neonize_events.py).
+
+Every event is built with neonize's own classes, with every field Go fills in (the messages
+are proto2 and Go's Marshal refuses one with a required field unset), and passes through the
+bytes-and-back trip neonize makes (Go marshals, `Event.execute` parses by event code), so
+the mapper sees what neonize really hands over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from neonize.events import EVENT_TO_INT, INT_TO_EVENT
+from neonize.proto import Neonize_pb2 as pb
+
+from zapgate.sessions import neonize_events
+from zapgate.sessions.events import (
+    ClientOutdated,
+    Connected,
+    ConnectFailed,
+    ConnectRefused,
+    Disconnected,
+    KeepAliveFailing,
+    KeepAliveRestored,
+    LoggedOut,
+    Paired,
+    QrShown,
+    QrTimedOut,
+    StreamReplaced,
+    TemporarilyBanned,
+)
+
+KEY = "acme/sales-1"
+
+
+def jid(user: str, server: str, *, device: int = 0, agent: int = 0) -> Any:
+    """A JID as neonize's Go side encodes one (EncodeJidProto sets every field)."""
+    return pb.JID(
+        User=user, RawAgent=agent, Device=device, Integrator=0, Server=server, IsEmpty=not user
+    )
+
+
+PHONE_JID = jid("5511999998888", "s.whatsapp.net", device=12)
+LID_JID = jid("123456789012345", "lid", device=3)
+
+
+def device(of: Any) -> Any:
+    return delivered(
+        pb.Device(
+            JID=of, LID=LID_JID, Platform="", BussinessName="", PushName="Sales", Initialized=True
+        )
+    )
+
+
+def delivered(message: Any) -> Any:
+    """The message as neonize's callback parses it from Go's bytes."""
+    data = message.SerializeToString()  # raises, like Go's Marshal, if a required field is unset
+    return INT_TO_EVENT[EVENT_TO_INT[type(message)]].FromString(data)
+
+
+def mapped(message: Any, me: Any = None) -> Any:
+    return neonize_events.to_engine_event(KEY, delivered(message), me)
+
+
+def test_connected_takes_the_jid_and_phone_of_the_device_neonize_reported() -> None:
+    assert mapped(pb.Connected(status=True), device(PHONE_JID)) == Connected(
+        KEY, jid="5511999998888:12@s.whatsapp.net", phone="+5511999998888"
+    )
+
+
+def test_connected_on_a_lid_has_no_phone_number() -> None:
+    assert mapped(pb.Connected(status=True), device(LID_JID)) == Connected(
+        KEY, jid="123456789012345:3@lid", phone=""
+    )
+
+
+def test_connected_before_neonize_reported_the_device() -> None:
+    assert mapped(pb.Connected(status=True)) == Connected(KEY, jid="", phone="")
+
+
+def test_pair_success_is_paired() -> None:
+    success = pb.PairStatus(
+        ID=PHONE_JID, BusinessName="", Platform="android", Status=pb.PairStatus.SUCCESS
+    )
+    assert mapped(success) == Paired(
+        KEY, jid="5511999998888:12@s.whatsapp.net", phone="+5511999998888"
+    )
+
+
+def test_pair_error_is_left_to_the_qr_channel() -> None:
+    error = pb.PairStatus(
+        ID=PHONE_JID,
+        BusinessName="",
+        Platform="android",
+        Status=pb.PairStatus.ERROR,
+        Error="bad signature",
+    )
+    assert mapped(error) is None
+
+
+def test_disconnected() -> None:
+    assert mapped(pb.Disconnected(status=True)) == Disconnected(KEY)
+
+
+def test_logged_out_names_the_reason() -> None:
+    event = pb.LoggedOut(OnConnect=False, Reason=pb.LOGGED_OUT)
+    assert mapped(event) == LoggedOut(KEY, detail="LOGGED_OUT")
+    on_connect = pb.LoggedOut(OnConnect=True, Reason=pb.MAIN_DEVICE_GONE)
+    assert mapped(on_connect) == LoggedOut(KEY, detail="MAIN_DEVICE_GONE")
+
+
+def test_stream_replaced() -> None:
+    assert mapped(pb.StreamReplaced()) == StreamReplaced(KEY)
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        (pb.TemporaryBan.SEND_TO_TOO_MANY_PEOPLE, 101),
+        (pb.TemporaryBan.BLOCKED_BY_USERS, 102),
+        (pb.TemporaryBan.CREATED_TOO_MANY_GROUPS, 103),
+        (pb.TemporaryBan.SENT_TOO_MANY_SAME_MESSAGE, 104),
+        (pb.TemporaryBan.BROADCAST_LIST, 106),
+    ],
+)
+def test_temporary_ban_carries_whatsapps_code_and_time_left(reason: int, code: int) -> None:
+    ban = pb.TemporaryBan(Code=reason, Expire=86_400)
+    assert mapped(ban) == TemporarilyBanned(KEY, code=code, expires_in_seconds=86_400.0)
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        (pb.GENERIC, 400),
+        (pb.LOGGED_OUT, 401),
+        (pb.TEMP_BANNED, 402),
+        (pb.MAIN_DEVICE_GONE, 403),
+        (pb.CLIENT_OUTDATED, 405),
+        (pb.UNKNOWN_LOGOUT, 406),
+        (pb.BAD_USER_AGENT, 409),
+        (pb.INTERNAL_SERVER_ERROR, 500),
+        (pb.EXPERIMENTAL, 501),
+        (pb.SERVICE_UNAVAILABLE, 503),
+    ],
+)
+def test_connect_failure_is_refused_with_whatsapps_code(reason: int, code: int) -> None:
+    failure = pb.ConnectFailure(Reason=reason, Message="", Raw=pb.Node(Tag="failure"))
+    assert mapped(failure) == ConnectRefused(
+        KEY, code=code, detail=pb.ConnectFailureReason.Name(reason)
+    )
+
+
+def test_connect_failure_prefers_the_servers_message() -> None:
+    failure = pb.ConnectFailure(
+        Reason=pb.SERVICE_UNAVAILABLE, Message="try again later", Raw=pb.Node(Tag="failure")
+    )
+    assert mapped(failure) == ConnectRefused(KEY, code=503, detail="try again later")
+
+
+def test_client_outdated() -> None:
+    assert mapped(pb.ClientOutdated()) == ClientOutdated(KEY)
+
+
+def test_keepalive_timeout_counts_the_failures() -> None:
+    timeout = pb.KeepAliveTimeout(ErrorCount=3, LastSuccess=1_790_000_000)
+    assert mapped(timeout) == KeepAliveFailing(KEY, failures=3)
+
+
+def test_keepalive_restored() -> None:
+    assert mapped(pb.KeepAliveRestored()) == KeepAliveRestored(KEY)
+
+
+def test_events_zapgate_does_not_report_map_to_nothing() -> None:
+    assert mapped(pb.OfflineSyncCompleted(Count=4)) is None
+    assert mapped(pb.StreamError(Code="503", Raw=pb.Node(Tag="stream:error"))) is None
+
+
+def test_every_mapped_type_is_one_neonize_can_subscribe_to() -> None:
+    assert all(event_type in EVENT_TO_INT for event_type in neonize_events.MAPPED_EVENT_TYPES)
+    assert len(set(neonize_events.MAPPED_EVENT_TYPES)) == 10
+
+
+def test_qr_codes_follow_whatsmeows_schedule() -> None:
+    code = b"2@ref123,noiseKeyB64=,identityKeyB64=,advSecretB64="
+    shown = [neonize_events.qr_shown(KEY, code, index) for index in range(6)]
+    assert shown[0] == QrShown(KEY, code=code.decode(), index=0, lifetime_seconds=60.0)
+    assert shown[1:] == [
+        QrShown(KEY, code=code.decode(), index=index, lifetime_seconds=20.0)
+        for index in range(1, 6)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "event"),
+    [
+        ("success", None),
+        ("timeout", QrTimedOut(KEY)),
+        ("err-client-outdated", ClientOutdated(KEY)),
+        (
+            "err-scanned-without-multidevice",
+            ConnectFailed(KEY, detail="QR pairing ended: err-scanned-without-multidevice"),
+        ),
+        (
+            "err-unexpected-state",
+            ConnectFailed(KEY, detail="QR pairing ended: err-unexpected-state"),
+        ),
+    ],
+)
+def test_the_end_of_the_qr_channel(status: str, event: object) -> None:
+    assert neonize_events.login_status_event(KEY, status) == event
+
+
+@pytest.mark.parametrize(
+    ("of", "text", "phone"),
+    [
+        (jid("5511999998888", "s.whatsapp.net"), "5511999998888@s.whatsapp.net", "+5511999998888"),
+        (jid("4915112345678", "s.whatsapp.net", device=2), "4915112345678:2@s.whatsapp.net", "+4915112345678"),
+        (jid("4915112345678", "s.whatsapp.net", agent=1, device=2), "4915112345678.1:2@s.whatsapp.net", "+4915112345678"),
+        (jid("120363025246125888", "g.us"), "120363025246125888@g.us", ""),
+        (jid("", "s.whatsapp.net"), "s.whatsapp.net", ""),
+    ],
+)  # fmt: skip
+def test_jids_print_like_whatsmeow_and_only_phone_jids_have_a_number(
+    of: Any, text: str, phone: str
+) -> None:
+    assert neonize_events.jid_string(of) == text
+    assert neonize_events.phone_number(of) == phone
