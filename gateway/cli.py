@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from zapgate.gateway import cli_health, cli_instances, cli_keys
+from zapgate.gateway import cli_health, cli_instances, cli_keys, cli_vault
 from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.config import (
     DEFAULT_ENGINE_WORKERS,
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_keys.add_commands(commands)
     cli_instances.add_commands(commands)
     cli_health.add_commands(commands)
+    cli_vault.add_commands(commands)
     return parser
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib
 import logging
 import re
 import threading
@@ -41,9 +42,6 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import count
 from pathlib import Path
 from typing import Any, TypeVar
-
-# neonize ships no type information (no py.typed); every neonize name below is Any.
-import neonize.client as neonize_client  # type: ignore[import-untyped]
 
 from zapgate.sessions import neonize_events
 from zapgate.sessions.engine import Engine, EngineError, EventSink, InstanceSpec
@@ -61,6 +59,10 @@ from zapgate.sessions.events import (
     TemporarilyBanned,
 )
 from zapgate.sessions.gate import Gate, WriteLease
+
+# After neonize_events, whose import of neonize silences neonize's leaked-pipe warnings.
+# neonize has no type information: a module typed Any is all it offers.
+neonize_client: Any = importlib.import_module("neonize.client")
 
 log = logging.getLogger(__name__)
 

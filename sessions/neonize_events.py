@@ -7,11 +7,9 @@ WhatsApp and whatsmeow use, which is what zapgate's events and operators speak.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
-
-# neonize ships no type information (no py.typed); every neonize name below is Any.
-from neonize.proto import Neonize_pb2 as pb  # type: ignore[import-untyped]
 
 from zapgate.sessions.events import (
     ClientOutdated,
@@ -30,6 +28,12 @@ from zapgate.sessions.events import (
     StreamReplaced,
     TemporarilyBanned,
 )
+
+with warnings.catch_warnings():
+    # Importing neonize runs `uname -a` through os.popen twice and never closes the pipes.
+    warnings.simplefilter("ignore", ResourceWarning)
+    # neonize ships no type information (no py.typed): every neonize name is Any.
+    from neonize.proto import Neonize_pb2 as pb  # type: ignore[import-untyped]
 
 # whatsmeow's QR schedule (qrchan.go): the first code lives 60 s, each next one 20 s.
 FIRST_QR_LIFETIME_SECONDS = 60.0
