@@ -101,21 +101,24 @@ class Supervisor:
     # ---- public operations -------------------------------------------------------------
 
     async def recover(self) -> None:
-        """After a start: reconnect every instance that should be connected and whose session
-        store is at hand; re-arm ban timers."""
+        """After a start: reconnect every paired instance that should be connected (its
+        session is restored from its snapshot when the runtime dir lost it); re-arm bans."""
         for record in await self._instances.list_wanting_connection():
             live = self._live(record.tenant, record.id)
             if record.state == S.INSTANCE_STATE_BANNED and record.ban_expire_us > self._micros():
                 self._schedule(live, (record.ban_expire_us - self._micros()) / 1e6)
-            elif record.jid and self.store_path(record).exists():
+            elif record.jid:
+                # Said before serving, so no client reads the state a crashed run left.
+                await self._set_state(
+                    live, S.INSTANCE_STATE_CONNECTING, R.STATE_REASON_RECONNECTING, ""
+                )
                 self._spawn(self._start(live, R.STATE_REASON_RECONNECTING))
-            else:
-                detail = "" if not record.jid else "session store not found; pair again"
+            else:  # it was pairing when the gateway stopped; nobody watches it any more
                 await self._set_state(
                     live,
                     S.INSTANCE_STATE_DISCONNECTED,
                     R.STATE_REASON_PAIRING_ABANDONED,
-                    detail,
+                    "",
                     want_connected=False,
                 )
 

@@ -15,6 +15,7 @@ from tests.postgres import create_database, find_bindir, running_server
 from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.config import ServeConfig
 from zapgate.gateway.server import Gateway
+from zapgate.gateway.session_keeper import KeeperTimings
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.sessions.sim_engine import SimTimings
@@ -83,6 +84,7 @@ FAST_SIM = SimTimings(
     keepalive_seconds=0.1,
 )
 FAST_BACKOFF = Backoff(base_seconds=0.05, cap_seconds=0.2, stable_after_seconds=60)
+FAST_KEEPER = KeeperTimings(poll_seconds=0.05, debounce_seconds=0.05, max_delay_seconds=0.2)
 
 
 def gateway_config(tmp_path: Path, database_url: str, **overrides: object) -> ServeConfig:
@@ -95,6 +97,7 @@ def gateway_config(tmp_path: Path, database_url: str, **overrides: object) -> Se
         "runtime_dir": tmp_path / "runtime",
         "sim_timings": FAST_SIM,
         "backoff": FAST_BACKOFF,
+        "keeper_timings": FAST_KEEPER,
     }
     values.update(overrides)
     return ServeConfig(**values)  # type: ignore[arg-type]

@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
+import grpc.aio
+
 from tests.conftest import RunningGateway, auth
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import instance_pb2_grpc, simulator_pb2_grpc
@@ -15,15 +17,14 @@ State = pb.InstanceState
 
 
 class SimClient:
-    def __init__(self, running: RunningGateway, key: str) -> None:
-        self.running = running
+    def __init__(self, channel: grpc.aio.Channel, key: str) -> None:
         self.metadata = auth(key)
-        self.instances = instance_pb2_grpc.InstanceServiceStub(running.channel)
-        self.sim = simulator_pb2_grpc.SimulatorServiceStub(running.channel)
+        self.instances = instance_pb2_grpc.InstanceServiceStub(channel)
+        self.sim = simulator_pb2_grpc.SimulatorServiceStub(channel)
 
     @classmethod
     async def for_tenant(cls, running: RunningGateway, tenant: str) -> SimClient:
-        return cls(running, await running.new_key(tenant))
+        return cls(running.channel, await running.new_key(tenant))
 
     async def create(self, instance_id: str, **fields: object) -> pb.Instance:
         request = pb.CreateInstanceRequest(instance_id=instance_id, **fields)  # type: ignore[arg-type]
