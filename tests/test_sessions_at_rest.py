@@ -171,10 +171,9 @@ async def paired_then_stopped(tmp_path: Path, ids: list[str]) -> None:
 
 
 def snapshot_row(tmp_path: Path, instance_id: str) -> tuple[object, ...]:
-    return db_rows(
-        tmp_path / "data",
-        f"SELECT generation, key_id, wrapped_key, ciphertext FROM session_snapshots WHERE id = '{instance_id}'",
-    )[0]
+    columns = "generation, key_id, wrapped_key, ciphertext"
+    query = f"SELECT {columns} FROM session_snapshots WHERE id = '{instance_id}'"
+    return db_rows(tmp_path / "data", query)[0]
 
 
 def set_snapshot(tmp_path: Path, instance_id: str, **values: object) -> None:
