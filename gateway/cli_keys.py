@@ -7,6 +7,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from zapgate.gateway.config import ServeConfig, data_dir_from_env, database_url_from_env
 from zapgate.gateway.errors import InvalidArgument
 from zapgate.gateway.store.apikeys import ApiKeyInfo, ApiKeyRepository
@@ -40,15 +42,20 @@ def add_commands(commands: Any) -> None:
         parser.set_defaults(run=lambda args, action=action: _with_store(args, action))
 
 
+async def open_cli_store(args: argparse.Namespace) -> AsyncEngine:
+    """The state store named by --data-dir / --database-url (as `serve` would open it)."""
+    config = ServeConfig(
+        data_dir=data_dir_from_env(args.data_dir),
+        database_url=database_url_from_env(args.database_url),
+    )
+    if config.database_url is None:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return await open_database(config.resolved_database_url)
+
+
 def _with_store(args: argparse.Namespace, action: Any) -> int:
     async def go() -> int:
-        config = ServeConfig(
-            data_dir=data_dir_from_env(args.data_dir),
-            database_url=database_url_from_env(args.database_url),
-        )
-        if config.database_url is None:
-            config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = await open_database(config.resolved_database_url)
+        engine = await open_cli_store(args)
         try:
             return int(await action(ApiKeyRepository(engine), args))
         finally:

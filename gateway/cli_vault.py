@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zapgate.gateway.cli_keys import add_store_flags
-from zapgate.gateway.config import data_dir_from_env, database_url_from_env, default_sqlite_url
+from zapgate.gateway.cli_keys import add_store_flags, open_cli_store
+from zapgate.gateway.config import data_dir_from_env
 from zapgate.gateway.master_key import (
     NEXT_SUFFIX,
     PREVIOUS_SUFFIX,
@@ -26,7 +26,6 @@ from zapgate.gateway.master_key import (
     resolve_key_file,
     write_key_file,
 )
-from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.sessions.export_file import ExportFileError, open_export, seal_export
@@ -74,8 +73,7 @@ def add_commands(commands: Any) -> None:
 
 def _with_store(args: argparse.Namespace, action: Action) -> int:
     async def go() -> int:
-        url = database_url_from_env(args.database_url) or default_sqlite_url(_data_dir(args))
-        engine = await open_database(url)
+        engine = await open_cli_store(args)
         try:
             return await action(engine, args)
         except (MasterKeyError, ExportFileError, Undecryptable) as error:
