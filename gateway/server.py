@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.interceptor import GatewayInterceptor
 from zapgate.gateway.master_key import load_keyring
+from zapgate.gateway.runtime_dir import prepare_runtime_dir
 from zapgate.gateway.services.instances import InstanceService
 from zapgate.gateway.services.simulator import SimulatorService
 from zapgate.gateway.session_keeper import SessionKeeper
@@ -87,8 +88,7 @@ class Gateway:
     async def _start_engines(self, instances: InstanceRepository) -> Supervisor:
         config = self.config
         runtime_dir = config.resolved_runtime_dir
-        runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        runtime_dir.chmod(0o700)
+        prepare_runtime_dir(runtime_dir)
         pool_config = PoolConfig(
             size=config.engine_workers,
             engine=config.engine,
