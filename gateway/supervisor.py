@@ -103,24 +103,21 @@ class Supervisor:
     async def recover(self) -> None:
         """After a start: reconnect every paired instance that should be connected (its
         session is restored from its snapshot when the runtime dir lost it); re-arm bans."""
+        # Said in one statement before serving, so no client reads a state a crashed run
+        # left behind (CONNECTED with no connection).
+        await self._instances.mark_reconnecting(
+            S.INSTANCE_STATE_CONNECTING,
+            R.STATE_REASON_RECONNECTING,
+            unpaired_state=S.INSTANCE_STATE_DISCONNECTED,
+            unpaired_reason=R.STATE_REASON_PAIRING_ABANDONED,
+        )
         for record in await self._instances.list_wanting_connection():
             live = self._live(record.tenant, record.id)
-            if record.state == S.INSTANCE_STATE_BANNED and record.ban_expire_us > self._micros():
-                self._schedule(live, (record.ban_expire_us - self._micros()) / 1e6)
-            elif record.jid:
-                # Said before serving, so no client reads the state a crashed run left.
-                await self._set_state(
-                    live, S.INSTANCE_STATE_CONNECTING, R.STATE_REASON_RECONNECTING, ""
-                )
+            if record.state == S.INSTANCE_STATE_BANNED:
+                delay = max(0.0, (record.ban_expire_us - self._micros()) / 1e6)
+                self._schedule(live, delay)
+            else:
                 self._spawn(self._start(live, R.STATE_REASON_RECONNECTING))
-            else:  # it was pairing when the gateway stopped; nobody watches it any more
-                await self._set_state(
-                    live,
-                    S.INSTANCE_STATE_DISCONNECTED,
-                    R.STATE_REASON_PAIRING_ABANDONED,
-                    "",
-                    want_connected=False,
-                )
 
     async def connect(self, tenant: str, instance_id: str, phone: str) -> AsyncIterator[Update]:
         record = await self._instances.require(tenant, instance_id)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
+TAG_BYTES = 16
 FORMAT = b"zapgate-session-v1"
 
 
@@ -50,7 +51,7 @@ class SealedSession:
     generation: int
     key_id: str  # which master key wrapped `wrapped_key`
     wrapped_key: bytes  # nonce + AES-GCM(master, data key)
-    ciphertext: bytes  # nonce + AES-GCM(data key, session bytes)
+    ciphertext: bytes | bytearray  # nonce + AES-GCM(data key, session bytes) + tag
 
 
 def _aad(purpose: bytes, owner: str, generation: int) -> bytes:
@@ -61,9 +62,14 @@ def seal(master: MasterKey, owner: str, generation: int, plaintext: bytes) -> Se
     """Encrypts one snapshot of `owner`'s session store (`owner`: "<tenant>/<instance>")."""
     data_key = AESGCM.generate_key(bit_length=256)
     body_nonce, wrap_nonce = os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES)
-    ciphertext = AESGCM(data_key).encrypt(body_nonce, plaintext, _aad(b"body", owner, generation))
+    # nonce + ciphertext + tag written in place: one buffer, no copy of a large body
+    body = bytearray(NONCE_BYTES + len(plaintext) + TAG_BYTES)
+    body[:NONCE_BYTES] = body_nonce
+    AESGCM(data_key).encrypt_into(
+        body_nonce, plaintext, _aad(b"body", owner, generation), memoryview(body)[NONCE_BYTES:]
+    )
     wrapped = AESGCM(master.secret).encrypt(wrap_nonce, data_key, _aad(b"key", owner, generation))
-    return SealedSession(generation, master.key_id, wrap_nonce + wrapped, body_nonce + ciphertext)
+    return SealedSession(generation, master.key_id, wrap_nonce + wrapped, body)
 
 
 class Keyring:
@@ -100,11 +106,12 @@ class Keyring:
         )
 
 
-def _decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
-    if len(blob) < NONCE_BYTES + 16:
+def _decrypt(key: bytes, blob: bytes | bytearray, aad: bytes) -> bytes:
+    if len(blob) < NONCE_BYTES + TAG_BYTES:
         raise Undecryptable("the blob is truncated")
     try:
-        return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+        view = memoryview(blob)  # no copy of a large body
+        return AESGCM(key).decrypt(view[:NONCE_BYTES], view[NONCE_BYTES:], aad)
     except InvalidTag:
         raise Undecryptable(
             "authentication failed: the blob was altered, truncated, or belongs to another "

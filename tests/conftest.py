@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import gc
+import importlib
 import itertools
 import os
+import subprocess
+import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +26,25 @@ from zapgate.gateway.store.db import open_database
 from zapgate.sessions.sim_engine import SimTimings
 
 _database_numbers = itertools.count()
+
+
+def _import_neonize_quietly() -> None:
+    """neonize's import runs `os.popen("uname -a")` and never closes the pipe
+    (neonize/utils/platform.py); the pipe is freed when `subprocess` next reaps finished
+    children, i.e. whenever some later test starts a process. Import it once here and reap
+    that child at once, so the ResourceWarning does not land on an unrelated test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        importlib.import_module("neonize")
+        for _ in range(200):
+            subprocess.run(["true"], check=True)  # each start reaps finished children
+            gc.collect()
+            if not subprocess._active:  # type: ignore[attr-defined]
+                break
+            time.sleep(0.01)
+
+
+_import_neonize_quietly()
 
 
 @pytest.fixture(scope="session")

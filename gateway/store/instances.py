@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.errors import InstanceAlreadyExists, InstanceNotFound
 from zapgate.gateway.store.schema import instances
+from zapgate.v1 import instance_pb2
+
+BANNED = instance_pb2.INSTANCE_STATE_BANNED
 
 # Fields a client may set, on create and through UpdateInstance's field mask.
 MUTABLE_FIELDS = ("display_name", "phone", "labels", "proxy_url")
@@ -112,6 +115,39 @@ class InstanceRepository:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_record(row) for row in rows]
+
+    async def mark_reconnecting(
+        self, state: int, reason: int, *, unpaired_state: int, unpaired_reason: int
+    ) -> None:
+        """At start, for every instance that should be connected: paired ones are about to
+        reconnect (`state`, `reason`); unpaired ones were pairing with nobody left to watch,
+        so they stop wanting a connection. Banned ones keep their ban."""
+        now = self._clock()
+        wanted = sa.and_(instances.c.want_connected.is_(True), instances.c.state != BANNED)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(instances)
+                .where(wanted, instances.c.jid != "")
+                .values(
+                    state=state,
+                    state_reason=reason,
+                    state_detail="",
+                    state_change_time_us=now,
+                    update_time_us=now,
+                )
+            )
+            await conn.execute(
+                sa.update(instances)
+                .where(wanted, instances.c.jid == "")
+                .values(
+                    state=unpaired_state,
+                    state_reason=unpaired_reason,
+                    state_detail="",
+                    want_connected=False,
+                    state_change_time_us=now,
+                    update_time_us=now,
+                )
+            )
 
     async def update(
         self, tenant: str, instance_id: str, changes: Mapping[str, Any]
