@@ -523,7 +523,7 @@ class Supervisor:
             live = self._lives[key] = Live(tenant, instance_id)
         return live
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(_logged(coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -534,7 +534,7 @@ def _make_private_dir(path: Path) -> None:
     path.chmod(0o700)
 
 
-async def _logged(coro: Coroutine[Any, Any, None]) -> None:
+async def _logged(coro: Coroutine[Any, Any, object]) -> None:
     try:
         await coro
     except asyncio.CancelledError:

@@ -18,9 +18,14 @@ What neonize does underneath (goneonize/main.go, and checked offline against 0.5
   expected, which ends its reconnect loop (and closes a redial that already succeeded).
   The same goes for every other event that ends a session (`_ENDINGS`).
 - `Stop()` disconnects, removes the client from the maps and cancels its context; `Neonize()`
-  then returns. But whatsmeow's Disconnect waits for a dial in progress, and a dial through a
-  proxy that accepts and never answers never ends. So a client is stopped only once its
-  connect has settled (a QR code, an event, or the end of the call).
+  then returns. But whatsmeow holds a client's socket lock for its whole dial, and every call
+  that looks at the socket (Disconnect, even IsConnected) waits for it; a dial through a proxy
+  that accepts and never answers never ends. So nothing touches a client until its connect
+  has settled (a QR code, an event, or the end of the call): calls find it "still
+  connecting", and a stop waits for the settling. whatsmeow's own redials (right after a
+  pairing, and after a drop until the engine's stop lands) take the same lock: a call or a
+  stop that meets one waits for it, holding the gate, up to the OS's TCP connect timeout
+  when the network silently drops packets.
 - Some calls never return: once whatsmeow's QR channel ends without a pairing, neonize waits
   forever for a JID that will not come (FetchMe), and a client stopped while it shows QR codes
   waits forever for a QR channel whatsmeow never closes. Their threads are lost (daemon
@@ -99,7 +104,7 @@ _ENDINGS = (
 _NOT_IN_STORE_PATH = re.compile(r"[?#%]")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _STORE_SUFFIXES = ("", "-journal", "-wal", "-shm")
-# Parks a neonize thread for good (see `_Session.on_login_status`).
+# Parks a neonize thread for good (see `_Session._on_login_status`).
 _NEVER = threading.Event()
 
 
@@ -155,7 +160,8 @@ class NeonizeEngine(Engine):
         if spec is None:
             raise EngineError(f"{key} was never started by this engine: its store is unknown")
         refusal = ""
-        if (session := self._sessions.get(key)) is not None:
+        session = self._sessions.get(key)
+        if session is not None and await self.is_connected(key):
             try:
                 await self._read(session, _unlink)
             except EngineError as error:
@@ -181,7 +187,8 @@ class NeonizeEngine(Engine):
         return await self._read(session, lambda client: str(client.PairPhone(phone[1:], True)))
 
     async def is_connected(self, key: InstanceKey) -> bool:
-        """Whether the instance's websocket is up: a cheap reader call."""
+        """Whether the instance's websocket is up (False while it is still dialing): a
+        cheap reader call."""
         session = self._sessions.get(key)
         if session is None:
             return False
@@ -224,12 +231,10 @@ class NeonizeEngine(Engine):
             self.sink(event)
 
     def _on_settled(self, session: _Session) -> None:
-        session.settled = True
         self._stop_when_settled(session)
 
     def _on_finished(self, session: _Session, error: str | None) -> None:
         """`error` is None when the session was stopped before neonize was even called."""
-        session.settled = session.finished = True
         self._running.discard(session)
         if error is not None:
             self._on_event(session, session.ending(error))
@@ -243,7 +248,7 @@ class NeonizeEngine(Engine):
         self._stop_when_settled(session)
 
     def _stop_when_settled(self, session: _Session) -> None:
-        if not session.stop_requested or session.stop_scheduled or not session.settled:
+        if not session.stop_requested or session.stop_scheduled or not session.past_dial:
             return
         session.stop_scheduled = True
         if not session.ran:
@@ -298,6 +303,8 @@ class NeonizeEngine(Engine):
         with self._gate.reading():
             if session.torn_down:  # its Go client is gone: calls on it would crash Go
                 raise EngineError(f"{session.key} is not running")
+            if not session.past_dial:  # the call would wait for the dial, holding the gate
+                raise EngineError(f"{session.key} is still connecting")
             try:
                 return call(session.client)
             except neonize_client.NeonizeError as error:
@@ -319,8 +326,8 @@ class _Session:
     """One start of one instance: its neonize client and the thread that connects it.
 
     The connect thread and neonize's callback thread only post to the event loop (hazard 4),
-    release the write lease and count QR codes (`qr_count`, written by the QR callback only).
-    `torn_down` changes under the gate's write lease. Everything else belongs to the loop."""
+    release the write lease, count QR codes (`qr_count`, written by the QR callback only) and
+    set `past_dial`. `torn_down` changes under the gate's write lease. The loop owns the rest."""
 
     def __init__(
         self,
@@ -342,8 +349,6 @@ class _Session:
         self.loop = loop
         self.qr_count = 0
         self.connected = False
-        self.settled = False  # Neonize() is past its dial, or over
-        self.finished = False
         self.ran = False  # Neonize() was called
         self.stop_requested = False
         self.stop_scheduled = False
@@ -351,7 +356,9 @@ class _Session:
         self.gone = threading.Event()  # for the next start's thread
         self.stopped: asyncio.Future[None] = loop.create_future()
         self._lease: WriteLease | None = None
-        self._settle_signalled = False
+        # Neonize() is past its dial (or over): its client's socket lock is free. Set on the
+        # thread that sees it first, before the loop hears of it.
+        self.past_dial = False
         # Only a Python object: the Go client is created inside Neonize(), under the gate.
         self.client = self._new_client(store_name)
 
@@ -363,37 +370,6 @@ class _Session:
         """What the end of the Neonize() call means when nobody stopped it."""
         detail = error or "neonize ended the connection without an error"
         return Disconnected(self.key, detail) if self.connected else ConnectFailed(self.key, detail)
-
-    # -- the connect thread ------------------------------------------------------------------
-
-    def _run(self) -> None:
-        if self.previous is not None:
-            self.previous.gone.wait(PREVIOUS_STOP_WAIT_SECONDS)
-        self._lease = lease = self.engine._gate.acquire_write()
-        if self.stop_requested:  # stopped while queued: no Go client was ever made
-            lease.release()
-            self._post(self.engine._on_finished, self, None)
-            return
-        self.ran = True
-        self._post(self.engine._expire_lease_later, lease)
-        try:
-            error = self._connect()
-        finally:
-            lease.release()
-        self._post(self.engine._on_finished, self, error)
-
-    def _connect(self) -> str:
-        """Blocks for the life of the connection; returns neonize's error text, if any."""
-        proxy = self.spec.proxy_url
-        settings = neonize_client.ProxySettings(proxy_address=proxy) if proxy else None
-        try:
-            self.spec.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.client.connect(settings)
-        except Exception as error:  # neonize raises NeonizeError with Go's error text
-            return str(error) or repr(error)
-        return ""
-
-    # -- neonize's callbacks, on its thread ----------------------------------------------------
 
     def _new_client(self, store_name: str) -> Any:
         client = neonize_client.NewClient(store_name, uuid=self.uuid)
@@ -413,6 +389,39 @@ class _Session:
 
         client.event.execute = execute
         return client
+
+    # -- the connect thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        if self.previous is not None:
+            self.previous.gone.wait(PREVIOUS_STOP_WAIT_SECONDS)
+        self._lease = lease = self.engine._gate.acquire_write()
+        if self.stop_requested:  # stopped while queued: no Go client was ever made
+            self.past_dial = True
+            lease.release()
+            self._post(self.engine._on_finished, self, None)
+            return
+        self.ran = True
+        self._post(self.engine._expire_lease_later, lease)
+        try:
+            error = self._connect()
+        finally:
+            self.past_dial = True
+            lease.release()
+        self._post(self.engine._on_finished, self, error)
+
+    def _connect(self) -> str:
+        """Blocks for the life of the connection; returns neonize's error text, if any."""
+        proxy = self.spec.proxy_url
+        settings = neonize_client.ProxySettings(proxy_address=proxy) if proxy else None
+        try:
+            self.spec.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.client.connect(settings)
+        except Exception as error:  # neonize raises NeonizeError with Go's error text
+            return str(error) or repr(error)
+        return ""
+
+    # -- neonize's callbacks, on its thread ----------------------------------------------------
 
     def _on_qr(self, _client: Any, code: bytes) -> None:
         index = self.qr_count
@@ -438,9 +447,9 @@ class _Session:
             self._post(self.engine._on_event, self, event)
 
     def _settle(self) -> None:
-        if self._settle_signalled:
+        if self.past_dial:
             return
-        self._settle_signalled = True
+        self.past_dial = True
         if self._lease is not None:
             self._lease.release()
         self._post(self.engine._on_settled, self)
@@ -472,7 +481,7 @@ def _store_name(spec: InstanceSpec) -> str:
 
 def _unlink(client: Any) -> None:
     # Nothing to unlink while only QR codes are shown (connected, not logged in).
-    if client.is_connected and client.is_logged_in:
+    if client.is_logged_in:
         client.logout()
 
 
