@@ -84,3 +84,15 @@ class ServerProcess:
         self._pump_thread.join()
         assert self.process.stderr is not None
         self.process.stderr.close()
+
+
+def zapgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs the `zapgate` command line in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "zapgate.gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,23 +12,12 @@ from pathlib import Path
 import grpc.aio
 import pytest
 
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, zapgate
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import instance_pb2_grpc, simulator_pb2_grpc
 from zapgate.v1 import simulator_pb2 as spb
 
 KEY = re.compile(r"zg_[0-9a-f]{16}_[A-Za-z0-9-]{43}")
-
-
-def zapgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "zapgate.gateway.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
 
 
 def test_keys_create_prints_only_the_key_then_list_and_revoke(tmp_path: Path) -> None:

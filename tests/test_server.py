@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
@@ -67,23 +68,34 @@ def test_reflection_lists_and_describes_the_api(server: ServerProcess) -> None:
         assert found.name == "zapgate/v1/instance.proto"
 
 
-async def test_sigterm_lets_in_flight_calls_finish(server: ServerProcess, tmp_path: Path) -> None:
+@asynccontextmanager
+async def draining_with_a_call_in_flight(
+    server: ServerProcess, tmp_path: Path, instance_id: str
+) -> AsyncIterator[tuple[asyncio.Future[pb.CreateInstanceResponse], sqlite3.Connection]]:
+    """A CreateInstance blocked in the store (SQLite's write lock held from outside) when
+    SIGTERM arrives. The caller releases the lock with `blocker.execute("COMMIT")`."""
     key = auth(initial_key(tmp_path / "data"))
-    # Hold SQLite's write lock from outside, so a CreateInstance blocks in the store.
     blocker = sqlite3.connect(tmp_path / "data" / "zapgate.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        stub = instance_pb2_grpc.InstanceServiceStub(channel)
-        in_flight = asyncio.ensure_future(
-            stub.CreateInstance(pb.CreateInstanceRequest(instance_id="late"), metadata=key)
-        )
-        await asyncio.to_thread(server.wait_for, "call started: .*CreateInstance")
-        server.terminate()
-        await asyncio.to_thread(server.wait_for, "signal received")
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = instance_pb2_grpc.InstanceServiceStub(channel)
+            in_flight = asyncio.ensure_future(
+                stub.CreateInstance(pb.CreateInstanceRequest(instance_id=instance_id), metadata=key)
+            )
+            await asyncio.to_thread(server.wait_for, "call started: .*CreateInstance")
+            server.terminate()
+            await asyncio.to_thread(server.wait_for, "signal received")
+            yield in_flight, blocker
+    finally:
+        blocker.close()
+
+
+async def test_sigterm_lets_in_flight_calls_finish(server: ServerProcess, tmp_path: Path) -> None:
+    async with draining_with_a_call_in_flight(server, tmp_path, "late") as (in_flight, blocker):
         assert not in_flight.done()
         assert server.process.poll() is None, "the server must wait for the call"
         blocker.execute("COMMIT")
-        blocker.close()
         response = await in_flight
         assert response.created
         assert response.instance.id == "late"
@@ -94,16 +106,7 @@ async def test_sigterm_lets_in_flight_calls_finish(server: ServerProcess, tmp_pa
 
 async def test_new_calls_are_refused_while_draining(server: ServerProcess, tmp_path: Path) -> None:
     key = auth(initial_key(tmp_path / "data"))
-    blocker = sqlite3.connect(tmp_path / "data" / "zapgate.db", isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        stub = instance_pb2_grpc.InstanceServiceStub(channel)
-        in_flight = asyncio.ensure_future(
-            stub.CreateInstance(pb.CreateInstanceRequest(instance_id="first"), metadata=key)
-        )
-        await asyncio.to_thread(server.wait_for, "call started: .*CreateInstance")
-        server.terminate()
-        await asyncio.to_thread(server.wait_for, "signal received")
+    async with draining_with_a_call_in_flight(server, tmp_path, "first") as (in_flight, blocker):
         async with grpc.aio.insecure_channel(server.address) as fresh:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await instance_pb2_grpc.InstanceServiceStub(fresh).CreateInstance(
@@ -113,7 +116,6 @@ async def test_new_calls_are_refused_while_draining(server: ServerProcess, tmp_p
         # one (CANCELLED), depending on timing; either way it is never processed (below).
         assert refused.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
         blocker.execute("COMMIT")
-        blocker.close()
         assert (await in_flight).created
     assert await asyncio.to_thread(server.wait) == 0
     assert stored_ids(tmp_path) == [("first",)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
+from tests.server_process import zapgate
 from tests.sim_client import SimClient
 from tests.test_sessions_at_rest import gateway
 from zapgate.gateway.master_key import read_key_file
@@ -17,16 +17,6 @@ from zapgate.v1 import instance_pb2 as pb
 
 S = pb.InstanceState
 R = pb.StateReason
-
-
-def zapgate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "zapgate.gateway.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def pair(tmp_path: Path, ids: list[str]) -> dict[str, str]:
