@@ -452,7 +452,7 @@ class Supervisor:
     async def _abandon_pairing(self, live: Live) -> None:
         """Nobody is left to show the QR code to: stop an instance that was never paired."""
         async with live.lock:
-            if live.watchers or not live.run_id:
+            if live.watchers or (not live.run_id and live.retry is None):
                 return
             record = await self._instances.get(live.tenant, live.instance_id)
             if record is None or record.jid:
