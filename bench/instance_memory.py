@@ -35,9 +35,18 @@ async def measure(engine: str, count: int) -> tuple[int, int]:
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         socket = Path(tmp) / "worker.sock"
         worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "zapgate.sessions.worker", "--socket", str(socket),
-            "--engine", engine, "--sim-timings", '{"connect_seconds": 0.0}',
-            "--log-level", "WARNING", stdout=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-m",
+            "zapgate.sessions.worker",
+            "--socket",
+            str(socket),
+            "--engine",
+            engine,
+            "--sim-timings",
+            '{"connect_seconds": 0.0}',
+            "--log-level",
+            "WARNING",
+            stdout=asyncio.subprocess.DEVNULL,
         )
         try:
             while not socket.exists():
@@ -54,8 +63,11 @@ async def measure(engine: str, count: int) -> tuple[int, int]:
                         store = SimStore(runtime / "session.db")
                         store.load_or_create()
                         store.save_pairing(f"5511{n:09d}:1@s.whatsapp.net", f"+5511{n:09d}")
-                    await stub.StartInstance(pb.StartInstanceRequest(
-                        key=f"bench/i{n}", runtime_dir=str(runtime), run_id=n + 1))
+                    await stub.StartInstance(
+                        pb.StartInstanceRequest(
+                            key=f"bench/i{n}", runtime_dir=str(runtime), run_id=n + 1
+                        )
+                    )
                 settled: set[str] = set()
                 async for message in stream:
                     event = wire.decode(message.event_json)
@@ -80,8 +92,10 @@ async def main() -> None:
     for engine in args.engines.split(","):
         for count in (int(c) for c in args.counts.split(",")):
             delta, hosted = await measure(engine, count)
-            print(f"{engine:8} {count:4} instances: RSS +{delta / 1024:7.1f} MiB "
-                  f"= {delta / count:8.1f} KiB per instance (hosted at the end: {hosted})")
+            print(
+                f"{engine:8} {count:4} instances: RSS +{delta / 1024:7.1f} MiB "
+                f"= {delta / count:8.1f} KiB per instance (hosted at the end: {hosted})"
+            )
 
 
 if __name__ == "__main__":

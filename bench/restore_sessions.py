@@ -42,22 +42,27 @@ async def seed(data_dir: Path, url: str, count: int) -> None:
             store.load_or_create()
             phone = f"+55119{n:08d}"
             store.save_pairing(f"{phone[1:]}:1@s.whatsapp.net", phone)
-            record = InstanceRecord("bench", f"i{n:05d}", f"i{n}", phone,
-                                    pb.INSTANCE_STATE_DISCONNECTED)
+            record = InstanceRecord(
+                "bench", f"i{n:05d}", f"i{n}", phone, pb.INSTANCE_STATE_DISCONNECTED
+            )
             await repo.create(record)
-            await snapshots.save("bench", record.id,
-                                 seal(keyring.current, record.key, 1, store.path.read_bytes()))
-            await repo.update("bench", record.id, {"jid": f"{phone[1:]}:1@s.whatsapp.net",
-                                                    "want_connected": True})
+            await snapshots.save(
+                "bench", record.id, seal(keyring.current, record.key, 1, store.path.read_bytes())
+            )
+            await repo.update(
+                "bench", record.id, {"jid": f"{phone[1:]}:1@s.whatsapp.net", "want_connected": True}
+            )
     await engine.dispose()
 
 
 async def count_states(url: str) -> dict[int, int]:
     engine = await open_database(url)
     async with engine.connect() as conn:
-        rows = (await conn.execute(
-            sa.select(instances.c.state, sa.func.count()).group_by(instances.c.state)
-        )).all()
+        rows = (
+            await conn.execute(
+                sa.select(instances.c.state, sa.func.count()).group_by(instances.c.state)
+            )
+        ).all()
     await engine.dispose()
     return {int(state): int(n) for state, n in rows}
 
@@ -78,9 +83,14 @@ async def measure(count: int, workers: int) -> None:
         await seed(data_dir, url, count)
         base = await baseline(url)
         config = ServeConfig(
-            listen="127.0.0.1:0", data_dir=data_dir, database_url=url, engine="sim",
-            engine_workers=workers, runtime_dir=Path(tmp) / "runtime",
-            sim_timings=SimTimings(connect_seconds=0.05), backoff=Backoff(0.2, 2.0),
+            listen="127.0.0.1:0",
+            data_dir=data_dir,
+            database_url=url,
+            engine="sim",
+            engine_workers=workers,
+            runtime_dir=Path(tmp) / "runtime",
+            sim_timings=SimTimings(connect_seconds=0.05),
+            backoff=Backoff(0.2, 2.0),
         )
         gateway = Gateway(config)
         start = time.perf_counter()
@@ -90,9 +100,11 @@ async def measure(count: int, workers: int) -> None:
             await asyncio.sleep(0.05)
         connected = time.perf_counter() - start
         await gateway.stop(grace=1)
-    print(f"{count} sessions, {workers} workers: all CONNECTING after {connecting:.2f} s, "
-          f"all CONNECTED after {connected:.2f} s ({connected / count * 1e3:.2f} ms each); "
-          f"baseline (open store, read rows) {base:.3f} s; ratio {connected / base:.0f}x")
+    print(
+        f"{count} sessions, {workers} workers: all CONNECTING after {connecting:.2f} s, "
+        f"all CONNECTED after {connected:.2f} s ({connected / count * 1e3:.2f} ms each); "
+        f"baseline (open store, read rows) {base:.3f} s; ratio {connected / base:.0f}x"
+    )
 
 
 def main() -> None:

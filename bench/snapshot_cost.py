@@ -26,8 +26,9 @@ def make_store(path: Path, size: int) -> None:
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE keys (id INTEGER PRIMARY KEY, material BLOB)")
         rows = max(1, size // 1100)
-        db.executemany("INSERT INTO keys (material) VALUES (?)",
-                       [(os.urandom(1000),) for _ in range(rows)])
+        db.executemany(
+            "INSERT INTO keys (material) VALUES (?)", [(os.urandom(1000),) for _ in range(rows)]
+        )
 
 
 def best_of(rounds: int, operation: Callable[[], object]) -> float:
@@ -56,10 +57,12 @@ def measure(size: int, rounds: int) -> None:
         raw_decrypt = best_of(rounds, lambda: AESGCM(raw_key).decrypt(nonce, raw_ct, None))
         snapshot = best_of(rounds, lambda: seal(master, "acme/shop", 2, read_store(store)))
         restore = best_of(rounds, lambda: write_store(restored, ring.open("acme/shop", sealed)))
-    print(f"store {len(image) / 1024:8.0f} KiB | raw AES-GCM encrypt {raw_encrypt * 1e6:8.1f} us"
-          f" | snapshot+encrypt {snapshot * 1e6:8.1f} us ({snapshot / raw_encrypt:5.1f}x)"
-          f" | raw decrypt {raw_decrypt * 1e6:8.1f} us"
-          f" | decrypt+restore {restore * 1e6:8.1f} us ({restore / raw_decrypt:5.1f}x)")
+    print(
+        f"store {len(image) / 1024:8.0f} KiB | raw AES-GCM encrypt {raw_encrypt * 1e6:8.1f} us"
+        f" | snapshot+encrypt {snapshot * 1e6:8.1f} us ({snapshot / raw_encrypt:5.1f}x)"
+        f" | raw decrypt {raw_decrypt * 1e6:8.1f} us"
+        f" | decrypt+restore {restore * 1e6:8.1f} us ({restore / raw_decrypt:5.1f}x)"
+    )
 
 
 def main() -> None:
