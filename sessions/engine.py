@@ -34,6 +34,58 @@ class EngineError(Exception):
     """An engine call failed; the message says why in words an operator can act on."""
 
 
+class SendRefused(EngineError):
+    """WhatsApp (or the engine) refused one message. `code`: "not_on_whatsapp", "463"
+    (WhatsApp's anti-spam refusal), "media_upload_failed", "invalid_recipient", ... ."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Media:
+    data: bytes
+    mime_type: str
+    file_name: str = ""
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class OutgoingContent:
+    """Exactly one of the fields is set; text already has templates and spins applied."""
+
+    text: str = ""
+    image: Media | None = None
+    video: Media | None = None
+    audio: Media | None = None
+    voice_note: bool = False  # with audio: a push-to-talk voice note (ogg/opus)
+    document: Media | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    location_name: str = ""
+    location_address: str = ""
+    contact_name: str = ""
+    contact_vcard: str = ""
+
+    @property
+    def kind(self) -> str:
+        for kind in ("image", "video", "audio", "document"):
+            if getattr(self, kind) is not None:
+                return kind
+        if self.latitude is not None:
+            return "location"
+        if self.contact_vcard:
+            return "contact"
+        return "text"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: str  # WhatsApp's id of the sent message (receipts name it)
+    timestamp: float  # epoch seconds, as the server acknowledged it
+
+
 class Engine(ABC):
     """One engine inside a worker, hosting many instances. All methods are called on the
     worker's event loop; none may block it. Outcomes are reported through `sink`."""
@@ -58,6 +110,17 @@ class Engine(ABC):
     @abstractmethod
     async def pair_phone(self, key: InstanceKey, phone: str) -> str:
         """Requests a pair code for `phone` (E.164). Only valid after the first QrShown."""
+
+    @abstractmethod
+    async def send(
+        self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
+    ) -> SendResult:
+        """Sends one message now. Raises SendRefused for a refusal that concerns this message
+        (the instance is fine), EngineError when the instance cannot send at all."""
+
+    @abstractmethod
+    async def set_typing(self, key: InstanceKey, recipient_jid: str, typing: bool) -> None:
+        """Shows (or stops showing) "typing..." in the chat with `recipient_jid`."""
 
     @abstractmethod
     def hosted(self) -> int:

@@ -125,6 +125,17 @@ class KeepAliveRestored:
     key: InstanceKey
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """The recipient's phone acknowledged sent messages: `kind` is "delivered", "read" or
+    "played" (voice notes); `message_ids` are WhatsApp message ids returned by `send`."""
+
+    key: InstanceKey
+    message_ids: tuple[str, ...]
+    kind: str
+    chat: str = ""
+
+
 EngineEvent = (
     QrShown
     | PairCodeShown
@@ -140,4 +151,5 @@ EngineEvent = (
     | ClientOutdated
     | KeepAliveFailing
     | KeepAliveRestored
+    | Receipt
 )

@@ -19,6 +19,7 @@ import grpc.aio
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
 from zapgate.sessions import wire
+from zapgate.sessions.engine import OutgoingContent, SendResult
 from zapgate.sessions.events import EngineEvent, InstanceKey
 from zapgate.sessions.worker import ERROR_KIND_KEY
 
@@ -260,6 +261,27 @@ class WorkerPool:
             (await self._stub(slot)).PairPhone(pb.PairPhoneRequest(key=key, phone=phone))
         )
         return reply.code
+
+    async def send(
+        self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
+    ) -> SendResult:
+        slot = self._hosting(key)
+        request = pb.SendRequest(
+            key=key, recipient_jid=recipient_jid, content=wire.content_to_proto(content)
+        )
+        reply = await _call((await self._stub(slot)).Send(request))
+        return SendResult(reply.message_id, reply.timestamp)
+
+    async def set_typing(self, key: InstanceKey, recipient_jid: str, typing: bool) -> None:
+        slot = self._hosting(key)
+        request = pb.SetTypingRequest(key=key, recipient_jid=recipient_jid, typing=typing)
+        await _call((await self._stub(slot)).SetTyping(request))
+
+    def _hosting(self, key: InstanceKey) -> WorkerSlot:
+        slot = self._placement.get(key)
+        if slot is None:
+            raise EngineCallFailed("not_running", "the instance is not running")
+        return slot
 
     async def simulate(self, request: pb.SimulateRequest) -> None:
         slot = self._placement.get(request.key)

@@ -5,13 +5,23 @@ replaces or logs out on command (SimulatorService)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from dataclasses import dataclass
 
 from zapgate.sessions import events as ev
-from zapgate.sessions.engine import Engine, EngineError, EventSink, InstanceSpec
+from zapgate.sessions.engine import (
+    Engine,
+    EngineError,
+    EventSink,
+    InstanceSpec,
+    OutgoingContent,
+    SendRefused,
+    SendResult,
+)
 from zapgate.sessions.events import InstanceKey
+from zapgate.sessions.sim_phone import PhoneLog, describe
 from zapgate.sessions.sim_store import SimDevice, SimStore
 
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # whatsmeow's: no 0, O, I, U
@@ -29,6 +39,9 @@ class SimTimings:
     connect_seconds: float = 0.2
     # How often a failing keepalive reports another failure.
     keepalive_seconds: float = 25.0
+    # After a send: the recipient's phone reports delivered, then read (negative: never).
+    delivered_seconds: float = 1.0
+    read_seconds: float = 3.0
 
 
 class NotRunning(EngineError):
@@ -55,6 +68,8 @@ class SimSession:
         self.linked = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.keepalive_task: asyncio.Task[None] | None = None
+        self.receipt_tasks: set[asyncio.Task[None]] = set()
+        self.phone = PhoneLog(spec.runtime_dir)
 
     async def run(self) -> None:
         await asyncio.sleep(self.timings.connect_seconds)
@@ -139,8 +154,25 @@ class SimSession:
             self.sink(ev.KeepAliveFailing(self.key, failures=failures))
             await asyncio.sleep(self.timings.keepalive_seconds)
 
+    def schedule_receipts(self, message_id: str, recipient_jid: str) -> None:
+        task = asyncio.create_task(self._receipts(message_id, recipient_jid))
+        self.receipt_tasks.add(task)
+        task.add_done_callback(self.receipt_tasks.discard)
+
+    async def _receipts(self, message_id: str, recipient_jid: str) -> None:
+        elapsed = 0.0
+        for kind, at in (
+            ("delivered", self.timings.delivered_seconds),
+            ("read", self.timings.read_seconds),
+        ):
+            if at < 0:
+                return
+            await asyncio.sleep(max(0.0, at - elapsed))
+            elapsed = max(elapsed, at)
+            self.sink(ev.Receipt(self.key, (message_id,), kind, recipient_jid))
+
     async def cancel(self) -> None:
-        for task in (self.task, self.keepalive_task):
+        for task in (self.task, self.keepalive_task, *self.receipt_tasks):
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -155,6 +187,36 @@ class SimEngine(Engine):
         super().__init__(sink)
         self.timings = timings or SimTimings()
         self._sessions: dict[InstanceKey, SimSession] = {}
+        self._failing: dict[str, str] = {}  # phone digits -> refusal code
+
+    async def send(
+        self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
+    ) -> SendResult:
+        session = self._connected(key)
+        user = recipient_jid.split("@")[0].split(":")[0]
+        code = self._failing.get(user)
+        if code == "not_on_whatsapp":
+            raise SendRefused(code, f"+{user} is not on WhatsApp")
+        if code:
+            raise SendRefused(code, f"WhatsApp refused the message to +{user} (error {code})")
+        message_id = f"3EB0{secrets.token_hex(8).upper()}"
+        await asyncio.to_thread(session.phone.append, describe(recipient_jid, content, message_id))
+        session.schedule_receipts(message_id, recipient_jid)
+        return SendResult(message_id, time.time())
+
+    async def set_typing(self, key: InstanceKey, recipient_jid: str, typing: bool) -> None:
+        session = self._connected(key)
+        shown = OutgoingContent(text="")
+        received = describe(recipient_jid, shown, "")
+        kind = "composing" if typing else "paused"
+        await asyncio.to_thread(session.phone.append, dataclasses.replace(received, kind=kind))
+
+    def fail_sends(self, phones: list[str], code: str) -> None:
+        for phone in phones:
+            if code:
+                self._failing[phone.lstrip("+")] = code
+            else:
+                self._failing.pop(phone.lstrip("+"), None)
 
     async def start(self, spec: InstanceSpec) -> None:
         if spec.key in self._sessions:

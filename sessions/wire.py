@@ -7,7 +7,9 @@ import dataclasses
 import json
 import typing
 
+from zapgate.engine.v1 import worker_pb2
 from zapgate.sessions import events
+from zapgate.sessions.engine import Media, OutgoingContent
 from zapgate.sessions.events import EngineEvent
 
 _KINDS: dict[str, type[EngineEvent]] = {
@@ -16,12 +18,56 @@ _KINDS: dict[str, type[EngineEvent]] = {
 
 
 def encode(event: EngineEvent) -> str:
-    return json.dumps({"kind": type(event).__name__, **dataclasses.asdict(event)})
+    return json.dumps({"event": type(event).__name__, **dataclasses.asdict(event)})
 
 
 def decode(text: str) -> EngineEvent:
     fields = json.loads(text)
-    kind = _KINDS.get(fields.pop("kind", None))
+    kind = _KINDS.get(fields.pop("event", None))
     if kind is None:
         raise ValueError(f"unknown engine event: {text[:80]}")
-    return kind(**fields)
+    # JSON has no tuples; the event dataclasses use them for sequences.
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+_MEDIA_KINDS = ("image", "video", "audio", "document")
+
+
+def content_to_proto(content: OutgoingContent) -> worker_pb2.Content:
+    message = worker_pb2.Content(
+        text=content.text,
+        voice_note=content.voice_note,
+        has_location=content.latitude is not None,
+        latitude=content.latitude or 0.0,
+        longitude=content.longitude or 0.0,
+        location_name=content.location_name,
+        location_address=content.location_address,
+        contact_name=content.contact_name,
+        contact_vcard=content.contact_vcard,
+    )
+    for kind in _MEDIA_KINDS:
+        media = getattr(content, kind)
+        if media is not None:
+            getattr(message, kind).CopyFrom(worker_pb2.Media(**dataclasses.asdict(media)))
+    return message
+
+
+def content_from_proto(message: worker_pb2.Content) -> OutgoingContent:
+    media = {
+        kind: Media(
+            **{f.name: getattr(getattr(message, kind), f.name) for f in dataclasses.fields(Media)}
+        )
+        for kind in _MEDIA_KINDS
+        if message.HasField(kind)
+    }
+    return OutgoingContent(
+        text=message.text,
+        voice_note=message.voice_note,
+        latitude=message.latitude if message.has_location else None,
+        longitude=message.longitude if message.has_location else None,
+        location_name=message.location_name,
+        location_address=message.location_address,
+        contact_name=message.contact_name,
+        contact_vcard=message.contact_vcard,
+        **media,  # type: ignore[arg-type]
+    )

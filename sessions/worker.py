@@ -24,14 +24,15 @@ import grpc.aio
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
 from zapgate.sessions import wire
-from zapgate.sessions.engine import Engine, EngineError, InstanceSpec
+from zapgate.sessions.engine import Engine, EngineError, InstanceSpec, SendRefused
 from zapgate.sessions.events import EngineEvent
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import NotRunning, Rejected, SimEngine, SimTimings
 
 log = logging.getLogger("zapgate.worker")
 
-ERROR_KIND_KEY = "zapgate-engine-error"  # trailing metadata: not_running | rejected | failed
+# Trailing metadata: not_running | rejected | refused:<code> | failed (see error_kind).
+ERROR_KIND_KEY = "zapgate-engine-error"
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 
@@ -78,6 +79,21 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
         code = await _engine_call(context, self.engine.pair_phone(request.key, request.phone))
         return pb.PairPhoneResponse(code=code)
 
+    async def Send(self, request: pb.SendRequest, context: Context) -> pb.SendResponse:
+        content = wire.content_from_proto(request.content)
+        result = await _engine_call(
+            context, self.engine.send(request.key, request.recipient_jid, content)
+        )
+        return pb.SendResponse(message_id=result.message_id, timestamp=result.timestamp)
+
+    async def SetTyping(
+        self, request: pb.SetTypingRequest, context: Context
+    ) -> pb.SetTypingResponse:
+        await _engine_call(
+            context, self.engine.set_typing(request.key, request.recipient_jid, request.typing)
+        )
+        return pb.SetTypingResponse()
+
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: Context
     ) -> AsyncIterator[pb.StreamEventsResponse]:
@@ -112,6 +128,8 @@ async def _simulate(sim: SimEngine, request: pb.SimulateRequest) -> None:
         await sim.stream_replaced(key)
     elif action == "keep_alive":
         await sim.set_keepalive(key, request.keep_alive.failing)
+    elif action == "fail_sends":
+        sim.fail_sends(list(request.fail_sends.phones), request.fail_sends.code)
     else:
         raise EngineError(f"unknown simulator action {action!r}")
 
@@ -121,16 +139,23 @@ async def _engine_call(context: Context, call: Awaitable[T]) -> T:
     try:
         return await call
     except EngineError as error:
-        kind = (
-            "not_running"
-            if isinstance(error, NotRunning)
-            else ("rejected" if isinstance(error, Rejected) else "failed")
-        )
+        kind = error_kind(error)
         await context.abort(
             grpc.StatusCode.FAILED_PRECONDITION,
             str(error),
             trailing_metadata=((ERROR_KIND_KEY, kind),),
         )
+
+
+def error_kind(error: EngineError) -> str:
+    """How the core tells engine failures apart (trailing metadata of the status)."""
+    if isinstance(error, SendRefused):
+        return f"refused:{error.code}"
+    if isinstance(error, NotRunning):
+        return "not_running"
+    if isinstance(error, Rejected):
+        return "rejected"
+    return "failed"
 
 
 def _build_engine(kind: str, sink: Any, sim_timings: SimTimings) -> Engine:

@@ -189,6 +189,84 @@ CONNECT_OUTCOME_ERROR: ConnectOutcome.ValueType  # 5
 Global___ConnectOutcome: _TypeAlias = ConnectOutcome  # noqa: Y015
 
 @_typing.final
+class SendPolicy(_message.Message):
+    """How fast an instance may send. Defaults (docs/messages.md) follow common anti-ban practice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_GAP_SECONDS_FIELD_NUMBER: _builtins.int
+    JITTER_MIN_SECONDS_FIELD_NUMBER: _builtins.int
+    JITTER_MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    PER_MINUTE_FIELD_NUMBER: _builtins.int
+    PER_HOUR_FIELD_NUMBER: _builtins.int
+    PER_DAY_FIELD_NUMBER: _builtins.int
+    NEW_CONTACTS_PER_DAY_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    WARMUP_DAYS_FIELD_NUMBER: _builtins.int
+    WARMUP_FIRST_DAY_CAP_FIELD_NUMBER: _builtins.int
+    QUIET_START_HOUR_FIELD_NUMBER: _builtins.int
+    QUIET_END_HOUR_FIELD_NUMBER: _builtins.int
+    TYPING_FIELD_NUMBER: _builtins.int
+    TYPING_CHARS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    TYPING_MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    min_gap_seconds: _builtins.float
+    """Minimum seconds between two sends, plus a random extra in [jitter_min, jitter_max]."""
+    jitter_min_seconds: _builtins.float
+    jitter_max_seconds: _builtins.float
+    per_minute: _builtins.int
+    per_hour: _builtins.int
+    per_day: _builtins.int
+    new_contacts_per_day: _builtins.int
+    """Sends to people this instance never messaged before, per day."""
+    timezone: _builtins.str
+    """IANA zone for "day" and quiet hours, e.g. America/Sao_Paulo."""
+    warmup_days: _builtins.int
+    """A new number's daily cap ramps from warmup_first_day_cap to per_day over warmup_days."""
+    warmup_first_day_cap: _builtins.int
+    quiet_start_hour: _builtins.int
+    """Local hours [start, end) without sends (may wrap midnight); unset = none."""
+    quiet_end_hour: _builtins.int
+    typing: _builtins.bool
+    """Show "typing..." before each text for a time that grows with its length (counted
+    inside the gap).
+    """
+    typing_chars_per_second: _builtins.float
+    typing_max_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        min_gap_seconds: _builtins.float = ...,
+        jitter_min_seconds: _builtins.float = ...,
+        jitter_max_seconds: _builtins.float = ...,
+        per_minute: _builtins.int = ...,
+        per_hour: _builtins.int = ...,
+        per_day: _builtins.int = ...,
+        new_contacts_per_day: _builtins.int = ...,
+        timezone: _builtins.str = ...,
+        warmup_days: _builtins.int = ...,
+        warmup_first_day_cap: _builtins.int = ...,
+        quiet_start_hour: _builtins.int | None = ...,
+        quiet_end_hour: _builtins.int | None = ...,
+        typing: _builtins.bool = ...,
+        typing_chars_per_second: _builtins.float = ...,
+        typing_max_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_quiet_end_hour", b"_quiet_end_hour", "_quiet_start_hour", b"_quiet_start_hour", "quiet_end_hour", b"quiet_end_hour", "quiet_start_hour", b"quiet_start_hour"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quiet_end_hour", b"_quiet_end_hour", "_quiet_start_hour", b"_quiet_start_hour", "jitter_max_seconds", b"jitter_max_seconds", "jitter_min_seconds", b"jitter_min_seconds", "min_gap_seconds", b"min_gap_seconds", "new_contacts_per_day", b"new_contacts_per_day", "per_day", b"per_day", "per_hour", b"per_hour", "per_minute", b"per_minute", "quiet_end_hour", b"quiet_end_hour", "quiet_start_hour", b"quiet_start_hour", "timezone", b"timezone", "typing", b"typing", "typing_chars_per_second", b"typing_chars_per_second", "typing_max_seconds", b"typing_max_seconds", "warmup_days", b"warmup_days", "warmup_first_day_cap", b"warmup_first_day_cap"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__quiet_end_hour: _TypeAlias = _typing.Literal["quiet_end_hour"]  # noqa: Y015
+    _WhichOneofArgType__quiet_end_hour: _TypeAlias = _typing.Literal["_quiet_end_hour", b"_quiet_end_hour"]  # noqa: Y015
+    _WhichOneofReturnType__quiet_start_hour: _TypeAlias = _typing.Literal["quiet_start_hour"]  # noqa: Y015
+    _WhichOneofArgType__quiet_start_hour: _TypeAlias = _typing.Literal["_quiet_start_hour", b"_quiet_start_hour"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__quiet_end_hour) -> _WhichOneofReturnType__quiet_end_hour | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__quiet_start_hour) -> _WhichOneofReturnType__quiet_start_hour | None: ...
+
+Global___SendPolicy: _TypeAlias = SendPolicy  # noqa: Y015
+
+@_typing.final
 class Instance(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -227,6 +305,8 @@ class Instance(_message.Message):
     BAN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     KEEPALIVE_FAILING_FIELD_NUMBER: _builtins.int
     PROXY_URL_FIELD_NUMBER: _builtins.int
+    SEND_POLICY_FIELD_NUMBER: _builtins.int
+    SENDING_PAUSED_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique within the tenant: `[a-z0-9][a-z0-9_-]{0,63}`. Chosen by the client or generated."""
     display_name: _builtins.str
@@ -247,6 +327,8 @@ class Instance(_message.Message):
     """Output only. True while keepalive pings fail on a connected instance."""
     proxy_url: _builtins.str
     """Proxy for this instance's WhatsApp connection (`socks5://` or `http://`); empty = direct."""
+    sending_paused_reason: _builtins.str
+    """Output only. Set while sending is paused (manually or on a ban signal)."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels. Keys: `[a-z][a-z0-9_.-]{0,62}`; values: at most 256 characters."""
@@ -265,6 +347,12 @@ class Instance(_message.Message):
 
     @_builtins.property
     def ban_expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def send_policy(self) -> Global___SendPolicy:
+        """The send policy in force (defaults filled in). Set it with UpdateInstance and
+        `send_policy` in the mask: the whole policy is replaced.
+        """
+
     def __init__(
         self,
         *,
@@ -283,10 +371,12 @@ class Instance(_message.Message):
         ban_expire_time: _timestamp_pb2.Timestamp | None = ...,
         keepalive_failing: _builtins.bool = ...,
         proxy_url: _builtins.str = ...,
+        send_policy: Global___SendPolicy | None = ...,
+        sending_paused_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ban_expire_time", b"ban_expire_time", "create_time", b"create_time", "state_change_time", b"state_change_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ban_expire_time", b"ban_expire_time", "create_time", b"create_time", "send_policy", b"send_policy", "state_change_time", b"state_change_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ban_code", b"ban_code", "ban_expire_time", b"ban_expire_time", "create_time", b"create_time", "display_name", b"display_name", "id", b"id", "jid", b"jid", "keepalive_failing", b"keepalive_failing", "labels", b"labels", "phone", b"phone", "proxy_url", b"proxy_url", "state", b"state", "state_change_time", b"state_change_time", "state_detail", b"state_detail", "state_reason", b"state_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ban_code", b"ban_code", "ban_expire_time", b"ban_expire_time", "create_time", b"create_time", "display_name", b"display_name", "id", b"id", "jid", b"jid", "keepalive_failing", b"keepalive_failing", "labels", b"labels", "phone", b"phone", "proxy_url", b"proxy_url", "send_policy", b"send_policy", "sending_paused_reason", b"sending_paused_reason", "state", b"state", "state_change_time", b"state_change_time", "state_detail", b"state_detail", "state_reason", b"state_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -754,3 +844,173 @@ class LogoutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015
+
+@_typing.final
+class GetInstanceStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInstanceStatsRequest: _TypeAlias = GetInstanceStatsRequest  # noqa: Y015
+
+@_typing.final
+class InstanceStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENT_TODAY_FIELD_NUMBER: _builtins.int
+    REMAINING_MINUTE_FIELD_NUMBER: _builtins.int
+    REMAINING_HOUR_FIELD_NUMBER: _builtins.int
+    REMAINING_DAY_FIELD_NUMBER: _builtins.int
+    REMAINING_NEW_CONTACTS_FIELD_NUMBER: _builtins.int
+    QUEUE_DEPTH_FIELD_NUMBER: _builtins.int
+    NEXT_SEND_TIME_FIELD_NUMBER: _builtins.int
+    PAUSED_REASON_FIELD_NUMBER: _builtins.int
+    DELIVERY_RATE_FIELD_NUMBER: _builtins.int
+    READ_RATE_FIELD_NUMBER: _builtins.int
+    sent_today: _builtins.int
+    remaining_minute: _builtins.int
+    remaining_hour: _builtins.int
+    remaining_day: _builtins.int
+    remaining_new_contacts: _builtins.int
+    queue_depth: _builtins.int
+    paused_reason: _builtins.str
+    delivery_rate: _builtins.float
+    """Of recent sent messages: share delivered, share read (0..1)."""
+    read_rate: _builtins.float
+    @_builtins.property
+    def next_send_time(self) -> _timestamp_pb2.Timestamp:
+        """Earliest time the next queued message may go (unset when nothing is queued)."""
+
+    def __init__(
+        self,
+        *,
+        sent_today: _builtins.int = ...,
+        remaining_minute: _builtins.int = ...,
+        remaining_hour: _builtins.int = ...,
+        remaining_day: _builtins.int = ...,
+        remaining_new_contacts: _builtins.int = ...,
+        queue_depth: _builtins.int = ...,
+        next_send_time: _timestamp_pb2.Timestamp | None = ...,
+        paused_reason: _builtins.str = ...,
+        delivery_rate: _builtins.float = ...,
+        read_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_send_time", b"next_send_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_rate", b"delivery_rate", "next_send_time", b"next_send_time", "paused_reason", b"paused_reason", "queue_depth", b"queue_depth", "read_rate", b"read_rate", "remaining_day", b"remaining_day", "remaining_hour", b"remaining_hour", "remaining_minute", b"remaining_minute", "remaining_new_contacts", b"remaining_new_contacts", "sent_today", b"sent_today"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstanceStats: _TypeAlias = InstanceStats  # noqa: Y015
+
+@_typing.final
+class GetInstanceStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> Global___InstanceStats: ...
+    def __init__(
+        self,
+        *,
+        stats: Global___InstanceStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInstanceStatsResponse: _TypeAlias = GetInstanceStatsResponse  # noqa: Y015
+
+@_typing.final
+class PauseSendingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseSendingRequest: _TypeAlias = PauseSendingRequest  # noqa: Y015
+
+@_typing.final
+class PauseSendingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instance(self) -> Global___Instance: ...
+    def __init__(
+        self,
+        *,
+        instance: Global___Instance | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseSendingResponse: _TypeAlias = PauseSendingResponse  # noqa: Y015
+
+@_typing.final
+class ResumeSendingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeSendingRequest: _TypeAlias = ResumeSendingRequest  # noqa: Y015
+
+@_typing.final
+class ResumeSendingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instance(self) -> Global___Instance: ...
+    def __init__(
+        self,
+        *,
+        instance: Global___Instance | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeSendingResponse: _TypeAlias = ResumeSendingResponse  # noqa: Y015

@@ -73,6 +73,21 @@ class InstanceServiceStub:
                 request_serializer=zapgate_dot_v1_dot_instance__pb2.LogoutRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_instance__pb2.LogoutResponse.FromString,
                 _registered_method=True)
+        self.GetInstanceStats = channel.unary_unary(
+                '/zapgate.v1.InstanceService/GetInstanceStats',
+                request_serializer=zapgate_dot_v1_dot_instance__pb2.GetInstanceStatsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_instance__pb2.GetInstanceStatsResponse.FromString,
+                _registered_method=True)
+        self.PauseSending = channel.unary_unary(
+                '/zapgate.v1.InstanceService/PauseSending',
+                request_serializer=zapgate_dot_v1_dot_instance__pb2.PauseSendingRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_instance__pb2.PauseSendingResponse.FromString,
+                _registered_method=True)
+        self.ResumeSending = channel.unary_unary(
+                '/zapgate.v1.InstanceService/ResumeSending',
+                request_serializer=zapgate_dot_v1_dot_instance__pb2.ResumeSendingRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_instance__pb2.ResumeSendingResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
@@ -135,6 +150,27 @@ class InstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInstanceStats(self, request, context):
+        """Sending figures: today's count, what each cap still allows, queue, next send, rates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSending(self, request, context):
+        """Stops releasing messages (they stay queued) until ResumeSending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSending(self, request, context):
+        """Releases messages again after a manual or automatic pause.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +208,21 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.Logout,
                     request_deserializer=zapgate_dot_v1_dot_instance__pb2.LogoutRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_instance__pb2.LogoutResponse.SerializeToString,
+            ),
+            'GetInstanceStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInstanceStats,
+                    request_deserializer=zapgate_dot_v1_dot_instance__pb2.GetInstanceStatsRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_instance__pb2.GetInstanceStatsResponse.SerializeToString,
+            ),
+            'PauseSending': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSending,
+                    request_deserializer=zapgate_dot_v1_dot_instance__pb2.PauseSendingRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_instance__pb2.PauseSendingResponse.SerializeToString,
+            ),
+            'ResumeSending': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSending,
+                    request_deserializer=zapgate_dot_v1_dot_instance__pb2.ResumeSendingRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_instance__pb2.ResumeSendingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -367,6 +418,87 @@ class InstanceService:
             '/zapgate.v1.InstanceService/Logout',
             zapgate_dot_v1_dot_instance__pb2.LogoutRequest.SerializeToString,
             zapgate_dot_v1_dot_instance__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInstanceStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.InstanceService/GetInstanceStats',
+            zapgate_dot_v1_dot_instance__pb2.GetInstanceStatsRequest.SerializeToString,
+            zapgate_dot_v1_dot_instance__pb2.GetInstanceStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSending(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.InstanceService/PauseSending',
+            zapgate_dot_v1_dot_instance__pb2.PauseSendingRequest.SerializeToString,
+            zapgate_dot_v1_dot_instance__pb2.PauseSendingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSending(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.InstanceService/ResumeSending',
+            zapgate_dot_v1_dot_instance__pb2.ResumeSendingRequest.SerializeToString,
+            zapgate_dot_v1_dot_instance__pb2.ResumeSendingResponse.FromString,
             options,
             channel_credentials,
             insecure,

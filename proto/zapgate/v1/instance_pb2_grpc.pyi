@@ -57,6 +57,12 @@ class InstanceServiceStub:
     """
     Logout: _grpc.UnaryUnaryMultiCallable[_instance_pb2.LogoutRequest, _instance_pb2.LogoutResponse]
     """Unlinks the device from the WhatsApp account and wipes the session (LOGGED_OUT)."""
+    GetInstanceStats: _grpc.UnaryUnaryMultiCallable[_instance_pb2.GetInstanceStatsRequest, _instance_pb2.GetInstanceStatsResponse]
+    """Sending figures: today's count, what each cap still allows, queue, next send, rates."""
+    PauseSending: _grpc.UnaryUnaryMultiCallable[_instance_pb2.PauseSendingRequest, _instance_pb2.PauseSendingResponse]
+    """Stops releasing messages (they stay queued) until ResumeSending."""
+    ResumeSending: _grpc.UnaryUnaryMultiCallable[_instance_pb2.ResumeSendingRequest, _instance_pb2.ResumeSendingResponse]
+    """Releases messages again after a manual or automatic pause."""
 
 @_typing.type_check_only
 class InstanceServiceAsyncStub(InstanceServiceStub):
@@ -87,6 +93,12 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     """
     Logout: _aio.UnaryUnaryMultiCallable[_instance_pb2.LogoutRequest, _instance_pb2.LogoutResponse]  # type: ignore[assignment]
     """Unlinks the device from the WhatsApp account and wipes the session (LOGGED_OUT)."""
+    GetInstanceStats: _aio.UnaryUnaryMultiCallable[_instance_pb2.GetInstanceStatsRequest, _instance_pb2.GetInstanceStatsResponse]  # type: ignore[assignment]
+    """Sending figures: today's count, what each cap still allows, queue, next send, rates."""
+    PauseSending: _aio.UnaryUnaryMultiCallable[_instance_pb2.PauseSendingRequest, _instance_pb2.PauseSendingResponse]  # type: ignore[assignment]
+    """Stops releasing messages (they stay queued) until ResumeSending."""
+    ResumeSending: _aio.UnaryUnaryMultiCallable[_instance_pb2.ResumeSendingRequest, _instance_pb2.ResumeSendingResponse]  # type: ignore[assignment]
+    """Releases messages again after a manual or automatic pause."""
 
 class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages instances: one linked WhatsApp account each, owned by the caller's tenant.
@@ -156,5 +168,29 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_instance_pb2.LogoutResponse, _abc.Awaitable[_instance_pb2.LogoutResponse]]:
         """Unlinks the device from the WhatsApp account and wipes the session (LOGGED_OUT)."""
+
+    @_abc_1.abstractmethod
+    def GetInstanceStats(
+        self,
+        request: _instance_pb2.GetInstanceStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_pb2.GetInstanceStatsResponse, _abc.Awaitable[_instance_pb2.GetInstanceStatsResponse]]:
+        """Sending figures: today's count, what each cap still allows, queue, next send, rates."""
+
+    @_abc_1.abstractmethod
+    def PauseSending(
+        self,
+        request: _instance_pb2.PauseSendingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_pb2.PauseSendingResponse, _abc.Awaitable[_instance_pb2.PauseSendingResponse]]:
+        """Stops releasing messages (they stay queued) until ResumeSending."""
+
+    @_abc_1.abstractmethod
+    def ResumeSending(
+        self,
+        request: _instance_pb2.ResumeSendingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_pb2.ResumeSendingResponse, _abc.Awaitable[_instance_pb2.ResumeSendingResponse]]:
+        """Releases messages again after a manual or automatic pause."""
 
 def add_InstanceServiceServicer_to_server(servicer: InstanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,43 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1azapgate/v1/simulator.proto\x12\nzapgate.v1\"A\n\rScanQrRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\"\x10\n\x0eScanQrResponse\"9\n\x14\x45nterPairCodeRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"\x17\n\x15\x45nterPairCodeResponse\",\n\x15\x44ropConnectionRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x18\n\x16\x44ropConnectionResponse\"-\n\x16LogoutFromPhoneRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x19\n\x17LogoutFromPhoneResponse\"T\n\x13TemporaryBanRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x1a\n\x12\x65xpires_in_seconds\x18\x03 \x01(\x01\"\x16\n\x14TemporaryBanResponse\",\n\x15StreamReplacedRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x18\n\x16StreamReplacedResponse\";\n\x13SetKeepAliveRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x61iling\x18\x02 \x01(\x08\"\x16\n\x14SetKeepAliveResponse2\xdd\x04\n\x10SimulatorService\x12?\n\x06ScanQr\x12\x19.zapgate.v1.ScanQrRequest\x1a\x1a.zapgate.v1.ScanQrResponse\x12T\n\rEnterPairCode\x12 .zapgate.v1.EnterPairCodeRequest\x1a!.zapgate.v1.EnterPairCodeResponse\x12W\n\x0e\x44ropConnection\x12!.zapgate.v1.DropConnectionRequest\x1a\".zapgate.v1.DropConnectionResponse\x12Z\n\x0fLogoutFromPhone\x12\".zapgate.v1.LogoutFromPhoneRequest\x1a#.zapgate.v1.LogoutFromPhoneResponse\x12Q\n\x0cTemporaryBan\x12\x1f.zapgate.v1.TemporaryBanRequest\x1a .zapgate.v1.TemporaryBanResponse\x12W\n\x0eStreamReplaced\x12!.zapgate.v1.StreamReplacedRequest\x1a\".zapgate.v1.StreamReplacedResponse\x12Q\n\x0cSetKeepAlive\x12\x1f.zapgate.v1.SetKeepAliveRequest\x1a .zapgate.v1.SetKeepAliveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1azapgate/v1/simulator.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\rScanQrRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\"\x10\n\x0eScanQrResponse\"9\n\x14\x45nterPairCodeRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"\x17\n\x15\x45nterPairCodeResponse\",\n\x15\x44ropConnectionRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x18\n\x16\x44ropConnectionResponse\"-\n\x16LogoutFromPhoneRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x19\n\x17LogoutFromPhoneResponse\"T\n\x13TemporaryBanRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x1a\n\x12\x65xpires_in_seconds\x18\x03 \x01(\x01\"\x16\n\x14TemporaryBanResponse\",\n\x15StreamReplacedRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x18\n\x16StreamReplacedResponse\";\n\x13SetKeepAliveRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x61iling\x18\x02 \x01(\x08\"\x16\n\x14SetKeepAliveResponse\"E\n\x10\x46\x61ilSendsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0e\n\x06phones\x18\x02 \x03(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"\x13\n\x11\x46\x61ilSendsResponse\"*\n\x13ListReceivedRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\xbd\x01\n\x0fReceivedMessage\x12\x15\n\rrecipient_jid\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x1b\n\x13whatsapp_message_id\x18\x04 \x01(\t\x12\x30\n\x0creceive_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmedia_size\x18\x06 \x01(\x03\x12\x14\n\x0cmedia_sha256\x18\x07 \x01(\t\"E\n\x14ListReceivedResponse\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.zapgate.v1.ReceivedMessage2\xfa\x05\n\x10SimulatorService\x12?\n\x06ScanQr\x12\x19.zapgate.v1.ScanQrRequest\x1a\x1a.zapgate.v1.ScanQrResponse\x12T\n\rEnterPairCode\x12 .zapgate.v1.EnterPairCodeRequest\x1a!.zapgate.v1.EnterPairCodeResponse\x12W\n\x0e\x44ropConnection\x12!.zapgate.v1.DropConnectionRequest\x1a\".zapgate.v1.DropConnectionResponse\x12Z\n\x0fLogoutFromPhone\x12\".zapgate.v1.LogoutFromPhoneRequest\x1a#.zapgate.v1.LogoutFromPhoneResponse\x12Q\n\x0cTemporaryBan\x12\x1f.zapgate.v1.TemporaryBanRequest\x1a .zapgate.v1.TemporaryBanResponse\x12W\n\x0eStreamReplaced\x12!.zapgate.v1.StreamReplacedRequest\x1a\".zapgate.v1.StreamReplacedResponse\x12Q\n\x0cSetKeepAlive\x12\x1f.zapgate.v1.SetKeepAliveRequest\x1a .zapgate.v1.SetKeepAliveResponse\x12H\n\tFailSends\x12\x1c.zapgate.v1.FailSendsRequest\x1a\x1d.zapgate.v1.FailSendsResponse\x12Q\n\x0cListReceived\x12\x1f.zapgate.v1.ListReceivedRequest\x1a .zapgate.v1.ListReceivedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zapgate.v1.simulator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCANQRREQUEST']._serialized_start=42
-  _globals['_SCANQRREQUEST']._serialized_end=107
-  _globals['_SCANQRRESPONSE']._serialized_start=109
-  _globals['_SCANQRRESPONSE']._serialized_end=125
-  _globals['_ENTERPAIRCODEREQUEST']._serialized_start=127
-  _globals['_ENTERPAIRCODEREQUEST']._serialized_end=184
-  _globals['_ENTERPAIRCODERESPONSE']._serialized_start=186
-  _globals['_ENTERPAIRCODERESPONSE']._serialized_end=209
-  _globals['_DROPCONNECTIONREQUEST']._serialized_start=211
-  _globals['_DROPCONNECTIONREQUEST']._serialized_end=255
-  _globals['_DROPCONNECTIONRESPONSE']._serialized_start=257
-  _globals['_DROPCONNECTIONRESPONSE']._serialized_end=281
-  _globals['_LOGOUTFROMPHONEREQUEST']._serialized_start=283
-  _globals['_LOGOUTFROMPHONEREQUEST']._serialized_end=328
-  _globals['_LOGOUTFROMPHONERESPONSE']._serialized_start=330
-  _globals['_LOGOUTFROMPHONERESPONSE']._serialized_end=355
-  _globals['_TEMPORARYBANREQUEST']._serialized_start=357
-  _globals['_TEMPORARYBANREQUEST']._serialized_end=441
-  _globals['_TEMPORARYBANRESPONSE']._serialized_start=443
-  _globals['_TEMPORARYBANRESPONSE']._serialized_end=465
-  _globals['_STREAMREPLACEDREQUEST']._serialized_start=467
-  _globals['_STREAMREPLACEDREQUEST']._serialized_end=511
-  _globals['_STREAMREPLACEDRESPONSE']._serialized_start=513
-  _globals['_STREAMREPLACEDRESPONSE']._serialized_end=537
-  _globals['_SETKEEPALIVEREQUEST']._serialized_start=539
-  _globals['_SETKEEPALIVEREQUEST']._serialized_end=598
-  _globals['_SETKEEPALIVERESPONSE']._serialized_start=600
-  _globals['_SETKEEPALIVERESPONSE']._serialized_end=622
-  _globals['_SIMULATORSERVICE']._serialized_start=625
-  _globals['_SIMULATORSERVICE']._serialized_end=1230
+  _globals['_SCANQRREQUEST']._serialized_start=75
+  _globals['_SCANQRREQUEST']._serialized_end=140
+  _globals['_SCANQRRESPONSE']._serialized_start=142
+  _globals['_SCANQRRESPONSE']._serialized_end=158
+  _globals['_ENTERPAIRCODEREQUEST']._serialized_start=160
+  _globals['_ENTERPAIRCODEREQUEST']._serialized_end=217
+  _globals['_ENTERPAIRCODERESPONSE']._serialized_start=219
+  _globals['_ENTERPAIRCODERESPONSE']._serialized_end=242
+  _globals['_DROPCONNECTIONREQUEST']._serialized_start=244
+  _globals['_DROPCONNECTIONREQUEST']._serialized_end=288
+  _globals['_DROPCONNECTIONRESPONSE']._serialized_start=290
+  _globals['_DROPCONNECTIONRESPONSE']._serialized_end=314
+  _globals['_LOGOUTFROMPHONEREQUEST']._serialized_start=316
+  _globals['_LOGOUTFROMPHONEREQUEST']._serialized_end=361
+  _globals['_LOGOUTFROMPHONERESPONSE']._serialized_start=363
+  _globals['_LOGOUTFROMPHONERESPONSE']._serialized_end=388
+  _globals['_TEMPORARYBANREQUEST']._serialized_start=390
+  _globals['_TEMPORARYBANREQUEST']._serialized_end=474
+  _globals['_TEMPORARYBANRESPONSE']._serialized_start=476
+  _globals['_TEMPORARYBANRESPONSE']._serialized_end=498
+  _globals['_STREAMREPLACEDREQUEST']._serialized_start=500
+  _globals['_STREAMREPLACEDREQUEST']._serialized_end=544
+  _globals['_STREAMREPLACEDRESPONSE']._serialized_start=546
+  _globals['_STREAMREPLACEDRESPONSE']._serialized_end=570
+  _globals['_SETKEEPALIVEREQUEST']._serialized_start=572
+  _globals['_SETKEEPALIVEREQUEST']._serialized_end=631
+  _globals['_SETKEEPALIVERESPONSE']._serialized_start=633
+  _globals['_SETKEEPALIVERESPONSE']._serialized_end=655
+  _globals['_FAILSENDSREQUEST']._serialized_start=657
+  _globals['_FAILSENDSREQUEST']._serialized_end=726
+  _globals['_FAILSENDSRESPONSE']._serialized_start=728
+  _globals['_FAILSENDSRESPONSE']._serialized_end=747
+  _globals['_LISTRECEIVEDREQUEST']._serialized_start=749
+  _globals['_LISTRECEIVEDREQUEST']._serialized_end=791
+  _globals['_RECEIVEDMESSAGE']._serialized_start=794
+  _globals['_RECEIVEDMESSAGE']._serialized_end=983
+  _globals['_LISTRECEIVEDRESPONSE']._serialized_start=985
+  _globals['_LISTRECEIVEDRESPONSE']._serialized_end=1054
+  _globals['_SIMULATORSERVICE']._serialized_start=1057
+  _globals['_SIMULATORSERVICE']._serialized_end=1819
 # @@protoc_insertion_point(module_scope)

@@ -71,6 +71,16 @@ class SimulatorServiceStub:
                 request_serializer=zapgate_dot_v1_dot_simulator__pb2.SetKeepAliveRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetKeepAliveResponse.FromString,
                 _registered_method=True)
+        self.FailSends = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/FailSends',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.FailSendsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.FailSendsResponse.FromString,
+                _registered_method=True)
+        self.ListReceived = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/ListReceived',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.ListReceivedRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.ListReceivedResponse.FromString,
+                _registered_method=True)
 
 
 class SimulatorServiceServicer:
@@ -128,6 +138,22 @@ class SimulatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FailSends(self, request, context):
+        """Makes sends to these numbers fail with `code`: "not_on_whatsapp" or "463" (WhatsApp's
+        anti-spam refusal). An empty code makes them succeed again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReceived(self, request, context):
+        """What the recipients' phones received from this instance, in order, with times; typing
+        indicators appear as kind "composing" / "paused".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +191,16 @@ def add_SimulatorServiceServicer_to_server(servicer, server):
                     servicer.SetKeepAlive,
                     request_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetKeepAliveRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_simulator__pb2.SetKeepAliveResponse.SerializeToString,
+            ),
+            'FailSends': grpc.unary_unary_rpc_method_handler(
+                    servicer.FailSends,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.FailSendsRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.FailSendsResponse.SerializeToString,
+            ),
+            'ListReceived': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReceived,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.ListReceivedRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.ListReceivedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +394,60 @@ class SimulatorService:
             '/zapgate.v1.SimulatorService/SetKeepAlive',
             zapgate_dot_v1_dot_simulator__pb2.SetKeepAliveRequest.SerializeToString,
             zapgate_dot_v1_dot_simulator__pb2.SetKeepAliveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FailSends(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/FailSends',
+            zapgate_dot_v1_dot_simulator__pb2.FailSendsRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.FailSendsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReceived(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/ListReceived',
+            zapgate_dot_v1_dot_simulator__pb2.ListReceivedRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.ListReceivedResponse.FromString,
             options,
             channel_credentials,
             insecure,

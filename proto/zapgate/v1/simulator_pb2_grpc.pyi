@@ -51,6 +51,14 @@ class SimulatorServiceStub:
     """Another client takes over the session (ERROR, stream_replaced)."""
     SetKeepAlive: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.SetKeepAliveRequest, _simulator_pb2.SetKeepAliveResponse]
     """Makes keepalive pings fail or succeed again."""
+    FailSends: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.FailSendsRequest, _simulator_pb2.FailSendsResponse]
+    """Makes sends to these numbers fail with `code`: "not_on_whatsapp" or "463" (WhatsApp's
+    anti-spam refusal). An empty code makes them succeed again.
+    """
+    ListReceived: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.ListReceivedRequest, _simulator_pb2.ListReceivedResponse]
+    """What the recipients' phones received from this instance, in order, with times; typing
+    indicators appear as kind "composing" / "paused".
+    """
 
 @_typing.type_check_only
 class SimulatorServiceAsyncStub(SimulatorServiceStub):
@@ -75,6 +83,14 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     """Another client takes over the session (ERROR, stream_replaced)."""
     SetKeepAlive: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SetKeepAliveRequest, _simulator_pb2.SetKeepAliveResponse]  # type: ignore[assignment]
     """Makes keepalive pings fail or succeed again."""
+    FailSends: _aio.UnaryUnaryMultiCallable[_simulator_pb2.FailSendsRequest, _simulator_pb2.FailSendsResponse]  # type: ignore[assignment]
+    """Makes sends to these numbers fail with `code`: "not_on_whatsapp" or "463" (WhatsApp's
+    anti-spam refusal). An empty code makes them succeed again.
+    """
+    ListReceived: _aio.UnaryUnaryMultiCallable[_simulator_pb2.ListReceivedRequest, _simulator_pb2.ListReceivedResponse]  # type: ignore[assignment]
+    """What the recipients' phones received from this instance, in order, with times; typing
+    indicators appear as kind "composing" / "paused".
+    """
 
 class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Drives the phone side of the built-in WhatsApp simulator. Served only when zapgate runs
@@ -138,5 +154,25 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_simulator_pb2.SetKeepAliveResponse, _abc.Awaitable[_simulator_pb2.SetKeepAliveResponse]]:
         """Makes keepalive pings fail or succeed again."""
+
+    @_abc_1.abstractmethod
+    def FailSends(
+        self,
+        request: _simulator_pb2.FailSendsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.FailSendsResponse, _abc.Awaitable[_simulator_pb2.FailSendsResponse]]:
+        """Makes sends to these numbers fail with `code`: "not_on_whatsapp" or "463" (WhatsApp's
+        anti-spam refusal). An empty code makes them succeed again.
+        """
+
+    @_abc_1.abstractmethod
+    def ListReceived(
+        self,
+        request: _simulator_pb2.ListReceivedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.ListReceivedResponse, _abc.Awaitable[_simulator_pb2.ListReceivedResponse]]:
+        """What the recipients' phones received from this instance, in order, with times; typing
+        indicators appear as kind "composing" / "paused".
+        """
 
 def add_SimulatorServiceServicer_to_server(servicer: SimulatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

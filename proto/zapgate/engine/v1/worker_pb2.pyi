@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -15,6 +17,183 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class Media(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    CAPTION_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    mime_type: _builtins.str
+    file_name: _builtins.str
+    caption: _builtins.str
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        mime_type: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        caption: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "data", b"data", "file_name", b"file_name", "mime_type", b"mime_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Media: _TypeAlias = Media  # noqa: Y015
+
+@_typing.final
+class Content(_message.Message):
+    """zapgate.sessions.engine.OutgoingContent: exactly one kind is set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    VIDEO_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
+    VOICE_NOTE_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    HAS_LOCATION_FIELD_NUMBER: _builtins.int
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    LOCATION_NAME_FIELD_NUMBER: _builtins.int
+    LOCATION_ADDRESS_FIELD_NUMBER: _builtins.int
+    CONTACT_NAME_FIELD_NUMBER: _builtins.int
+    CONTACT_VCARD_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    voice_note: _builtins.bool
+    has_location: _builtins.bool
+    latitude: _builtins.float
+    longitude: _builtins.float
+    location_name: _builtins.str
+    location_address: _builtins.str
+    contact_name: _builtins.str
+    contact_vcard: _builtins.str
+    @_builtins.property
+    def image(self) -> Global___Media: ...
+    @_builtins.property
+    def video(self) -> Global___Media: ...
+    @_builtins.property
+    def audio(self) -> Global___Media: ...
+    @_builtins.property
+    def document(self) -> Global___Media: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        image: Global___Media | None = ...,
+        video: Global___Media | None = ...,
+        audio: Global___Media | None = ...,
+        voice_note: _builtins.bool = ...,
+        document: Global___Media | None = ...,
+        has_location: _builtins.bool = ...,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+        location_name: _builtins.str = ...,
+        location_address: _builtins.str = ...,
+        contact_name: _builtins.str = ...,
+        contact_vcard: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "document", b"document", "image", b"image", "video", b"video"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact_name", b"contact_name", "contact_vcard", b"contact_vcard", "document", b"document", "has_location", b"has_location", "image", b"image", "latitude", b"latitude", "location_address", b"location_address", "location_name", b"location_name", "longitude", b"longitude", "text", b"text", "video", b"video", "voice_note", b"voice_note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Content: _TypeAlias = Content  # noqa: Y015
+
+@_typing.final
+class SendRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    RECIPIENT_JID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    recipient_jid: _builtins.str
+    @_builtins.property
+    def content(self) -> Global___Content: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        recipient_jid: _builtins.str = ...,
+        content: Global___Content | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "key", b"key", "recipient_jid", b"recipient_jid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendRequest: _TypeAlias = SendRequest  # noqa: Y015
+
+@_typing.final
+class SendResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    timestamp: _builtins.float
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        timestamp: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendResponse: _TypeAlias = SendResponse  # noqa: Y015
+
+@_typing.final
+class SetTypingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    RECIPIENT_JID_FIELD_NUMBER: _builtins.int
+    TYPING_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    recipient_jid: _builtins.str
+    typing: _builtins.bool
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        recipient_jid: _builtins.str = ...,
+        typing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "recipient_jid", b"recipient_jid", "typing", b"typing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTypingRequest: _TypeAlias = SetTypingRequest  # noqa: Y015
+
+@_typing.final
+class SetTypingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTypingResponse: _TypeAlias = SetTypingResponse  # noqa: Y015
 
 @_typing.final
 class StartInstanceRequest(_message.Message):
@@ -194,7 +373,7 @@ class StreamEventsResponse(_message.Message):
     EVENT_JSON_FIELD_NUMBER: _builtins.int
     run_id: _builtins.int
     event_json: _builtins.str
-    """The engine event, encoded by zapgate.sessions.wire (a JSON object: kind and fields)."""
+    """The engine event, encoded by zapgate.sessions.wire (a JSON object: event name and fields)."""
     def __init__(
         self,
         *,
@@ -363,6 +542,31 @@ class SimulateRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class FailSends(_message.Message):
+        """Sends to these numbers (E.164) fail with `code` ("not_on_whatsapp", "463"); an empty
+        code clears them.
+        """
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        PHONES_FIELD_NUMBER: _builtins.int
+        CODE_FIELD_NUMBER: _builtins.int
+        code: _builtins.str
+        @_builtins.property
+        def phones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+        def __init__(
+            self,
+            *,
+            phones: _abc.Iterable[_builtins.str] | None = ...,
+            code: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "phones", b"phones"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     KEY_FIELD_NUMBER: _builtins.int
     SCAN_QR_FIELD_NUMBER: _builtins.int
     ENTER_PAIR_CODE_FIELD_NUMBER: _builtins.int
@@ -371,6 +575,7 @@ class SimulateRequest(_message.Message):
     TEMPORARY_BAN_FIELD_NUMBER: _builtins.int
     STREAM_REPLACED_FIELD_NUMBER: _builtins.int
     KEEP_ALIVE_FIELD_NUMBER: _builtins.int
+    FAIL_SENDS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     @_builtins.property
     def scan_qr(self) -> Global___SimulateRequest.ScanQr: ...
@@ -386,6 +591,8 @@ class SimulateRequest(_message.Message):
     def stream_replaced(self) -> Global___SimulateRequest.StreamReplaced: ...
     @_builtins.property
     def keep_alive(self) -> Global___SimulateRequest.KeepAlive: ...
+    @_builtins.property
+    def fail_sends(self) -> Global___SimulateRequest.FailSends: ...
     def __init__(
         self,
         *,
@@ -397,12 +604,13 @@ class SimulateRequest(_message.Message):
         temporary_ban: Global___SimulateRequest.TemporaryBan | None = ...,
         stream_replaced: Global___SimulateRequest.StreamReplaced | None = ...,
         keep_alive: Global___SimulateRequest.KeepAlive | None = ...,
+        fail_sends: Global___SimulateRequest.FailSends | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "scan_qr", b"scan_qr", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "scan_qr", b"scan_qr", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "scan_qr", b"scan_qr", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "scan_qr", b"scan_qr", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 

@@ -71,6 +71,16 @@ class EngineWorkerServiceStub:
                 request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SimulateRequest.SerializeToString,
                 response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SimulateResponse.FromString,
                 _registered_method=True)
+        self.Send = channel.unary_unary(
+                '/zapgate.engine.v1.EngineWorkerService/Send',
+                request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendRequest.SerializeToString,
+                response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendResponse.FromString,
+                _registered_method=True)
+        self.SetTyping = channel.unary_unary(
+                '/zapgate.engine.v1.EngineWorkerService/SetTyping',
+                request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingRequest.SerializeToString,
+                response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingResponse.FromString,
+                _registered_method=True)
 
 
 class EngineWorkerServiceServicer:
@@ -127,6 +137,20 @@ class EngineWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Send(self, request, context):
+        """Sends one message now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTyping(self, request, context):
+        """Shows or stops "typing..." in a chat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineWorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +188,16 @@ def add_EngineWorkerServiceServicer_to_server(servicer, server):
                     servicer.Simulate,
                     request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SimulateRequest.FromString,
                     response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SimulateResponse.SerializeToString,
+            ),
+            'Send': grpc.unary_unary_rpc_method_handler(
+                    servicer.Send,
+                    request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendRequest.FromString,
+                    response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendResponse.SerializeToString,
+            ),
+            'SetTyping': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTyping,
+                    request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingRequest.FromString,
+                    response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +391,60 @@ class EngineWorkerService:
             '/zapgate.engine.v1.EngineWorkerService/Simulate',
             zapgate_dot_engine_dot_v1_dot_worker__pb2.SimulateRequest.SerializeToString,
             zapgate_dot_engine_dot_v1_dot_worker__pb2.SimulateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Send(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.engine.v1.EngineWorkerService/Send',
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.SendRequest.SerializeToString,
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.SendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTyping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.engine.v1.EngineWorkerService/SetTyping',
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingRequest.SerializeToString,
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingResponse.FromString,
             options,
             channel_credentials,
             insecure,

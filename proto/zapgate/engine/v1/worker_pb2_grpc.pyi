@@ -49,6 +49,10 @@ class EngineWorkerServiceStub:
     """Liveness and load."""
     Simulate: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SimulateRequest, _worker_pb2.SimulateResponse]
     """Drives the simulated phone (simulator engine only)."""
+    Send: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SendRequest, _worker_pb2.SendResponse]
+    """Sends one message now."""
+    SetTyping: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SetTypingRequest, _worker_pb2.SetTypingResponse]
+    """Shows or stops "typing..." in a chat."""
 
 @_typing.type_check_only
 class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
@@ -71,6 +75,10 @@ class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
     """Liveness and load."""
     Simulate: _aio.UnaryUnaryMultiCallable[_worker_pb2.SimulateRequest, _worker_pb2.SimulateResponse]  # type: ignore[assignment]
     """Drives the simulated phone (simulator engine only)."""
+    Send: _aio.UnaryUnaryMultiCallable[_worker_pb2.SendRequest, _worker_pb2.SendResponse]  # type: ignore[assignment]
+    """Sends one message now."""
+    SetTyping: _aio.UnaryUnaryMultiCallable[_worker_pb2.SetTypingRequest, _worker_pb2.SetTypingResponse]  # type: ignore[assignment]
+    """Shows or stops "typing..." in a chat."""
 
 class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Internal protocol between the core process and its engine worker processes, spoken over a
@@ -132,5 +140,21 @@ class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.SimulateResponse, _abc.Awaitable[_worker_pb2.SimulateResponse]]:
         """Drives the simulated phone (simulator engine only)."""
+
+    @_abc_1.abstractmethod
+    def Send(
+        self,
+        request: _worker_pb2.SendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.SendResponse, _abc.Awaitable[_worker_pb2.SendResponse]]:
+        """Sends one message now."""
+
+    @_abc_1.abstractmethod
+    def SetTyping(
+        self,
+        request: _worker_pb2.SetTypingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.SetTypingResponse, _abc.Awaitable[_worker_pb2.SetTypingResponse]]:
+        """Shows or stops "typing..." in a chat."""
 
 def add_EngineWorkerServiceServicer_to_server(servicer: EngineWorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

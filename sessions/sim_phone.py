@@ -1,0 +1,98 @@
+"""The simulator's phone side: what recipients received from an instance, in order, with
+times. Kept in an SQLite file in the instance's runtime directory, so it survives a worker
+or gateway crash (tests check that nothing was delivered twice)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from zapgate.sessions.engine import OutgoingContent
+
+PHONE_FILE_NAME = "sim-phone.db"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS received (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient_jid TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    media_size INTEGER NOT NULL,
+    media_sha256 TEXT NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class Received:
+    recipient_jid: str
+    kind: str  # text, image, ..., or "composing" / "paused" for typing indicators
+    text: str  # the text, caption, location name or contact name
+    message_id: str
+    received_at: float
+    media_size: int = 0
+    media_sha256: str = ""
+
+
+def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> Received:
+    media = next(
+        (
+            m
+            for m in (content.image, content.video, content.audio, content.document)
+            if m is not None
+        ),
+        None,
+    )
+    text = content.text or content.location_name or content.contact_name
+    if media is not None:
+        text = media.caption
+    return Received(
+        recipient_jid,
+        content.kind,
+        text,
+        message_id,
+        time.time(),
+        len(media.data) if media else 0,
+        hashlib.sha256(media.data).hexdigest() if media else "",
+    )
+
+
+class PhoneLog:
+    def __init__(self, runtime_dir: Path) -> None:
+        self.path = runtime_dir / PHONE_FILE_NAME
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db.execute(SCHEMA)
+        return db
+
+    def append(self, received: Received) -> None:
+        with closing(self._connect()) as db:
+            db.execute(
+                "INSERT INTO received (recipient_jid, kind, text, message_id, received_at,"
+                " media_size, media_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    received.recipient_jid,
+                    received.kind,
+                    received.text,
+                    received.message_id,
+                    received.received_at,
+                    received.media_size,
+                    received.media_sha256,
+                ),
+            )
+
+    def read(self) -> list[Received]:
+        if not self.path.exists():
+            return []
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT recipient_jid, kind, text, message_id, received_at, media_size,"
+                " media_sha256 FROM received ORDER BY seq"
+            ).fetchall()
+        return [Received(*row) for row in rows]
