@@ -18,7 +18,7 @@ from zapgate.v1 import instance_pb2
 BANNED = instance_pb2.INSTANCE_STATE_BANNED
 
 # Fields a client may set, on create and through UpdateInstance's field mask.
-MUTABLE_FIELDS = ("display_name", "phone", "labels", "proxy_url")
+MUTABLE_FIELDS = ("display_name", "phone", "labels", "proxy_url", "send_policy")
 # Fields the supervisor sets as the connection changes.
 CONNECTION_FIELDS = (
     "state",
@@ -30,6 +30,8 @@ CONNECTION_FIELDS = (
     "ban_expire_us",
     "keepalive_failing",
     "want_connected",
+    "sending_paused_reason",
+    "scheduler_state",
 )
 
 
@@ -53,6 +55,9 @@ class InstanceRecord:
     keepalive_failing: bool = False
     want_connected: bool = False
     session_generation: int = 0
+    send_policy: Mapping[str, Any] | None = None
+    sending_paused_reason: str = ""
+    scheduler_state: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:

@@ -31,6 +31,11 @@ instances = sa.Table(
     sa.Column("proxy_url", sa.String(500), nullable=False, server_default=""),
     # Generation of the newest encrypted session snapshot (0: none yet).
     sa.Column("session_generation", sa.BigInteger, nullable=False, server_default="0"),
+    # The send policy (JSON of ratelimit.SendPolicy fields; NULL = defaults), a manual or
+    # automatic pause, and the scheduler's counters (so caps survive restarts).
+    sa.Column("send_policy", sa.JSON, nullable=True),
+    sa.Column("sending_paused_reason", sa.String(200), nullable=False, server_default=""),
+    sa.Column("scheduler_state", sa.JSON, nullable=True),
     sa.Index("ix_instances_tenant_state_id", "tenant", "state", "id"),
 )
 
@@ -57,4 +62,37 @@ session_snapshots = sa.Table(
     sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
     sa.Column("ciphertext", sa.LargeBinary, nullable=False),
     sa.Column("create_time_us", sa.BigInteger, nullable=False),
+)
+
+# The durable outbox: a message is committed here before SendMessage returns.
+messages = sa.Table(
+    "messages",
+    metadata,
+    # Enqueue order; the scheduler keeps it within a priority and always within a chat.
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("instance_id", sa.String(64), nullable=False),
+    sa.Column("recipient_jid", sa.String(100), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("content", sa.JSON, nullable=False),  # text (templates applied) and metadata
+    sa.Column("media", sa.LargeBinary, nullable=True),
+    sa.Column("state", sa.SmallInteger, nullable=False),
+    sa.Column("failure_reason", sa.String(200), nullable=False, server_default=""),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("whatsapp_message_id", sa.String(100), nullable=False, server_default=""),
+    sa.Column("send_at_us", sa.BigInteger, nullable=False),
+    sa.Column("expire_us", sa.BigInteger, nullable=True),
+    sa.Column("create_time_us", sa.BigInteger, nullable=False),
+    sa.Column("update_time_us", sa.BigInteger, nullable=False),
+    sa.Column("sent_time_us", sa.BigInteger, nullable=True),
+    sa.UniqueConstraint("tenant", "instance_id", "idempotency_key", name="uq_messages_idempotency"),
+    sa.Index("ix_messages_instance_state", "tenant", "instance_id", "state", "seq"),
+    sa.Index("ix_messages_whatsapp_id", "whatsapp_message_id"),
 )

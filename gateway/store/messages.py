@@ -1,0 +1,192 @@
+"""The durable outbox: messages, scoped by tenant and instance."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.schema import messages
+from zapgate.v1 import message_pb2
+
+M = message_pb2.MessageState
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    tenant: str
+    instance_id: str
+    recipient_jid: str
+    kind: str
+    content: Mapping[str, Any]  # template body, variables and metadata (no media bytes)
+    state: int = M.MESSAGE_STATE_QUEUED
+    id: str = field(default_factory=lambda: f"msg-{secrets.token_hex(10)}")
+    media: bytes | None = None
+    failure_reason: str = ""
+    priority: int = 0
+    idempotency_key: str | None = None
+    whatsapp_message_id: str = ""
+    send_at_us: int = 0
+    expire_us: int | None = None
+    create_time_us: int = 0
+    update_time_us: int = 0
+    sent_time_us: int | None = None
+    seq: int = 0
+
+    @property
+    def instance_key(self) -> str:
+        return f"{self.tenant}/{self.instance_id}"
+
+
+class MessageRepository:
+    def __init__(self, engine: AsyncEngine, clock: MicrosClock = system_micros) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def create(self, record: MessageRecord) -> tuple[MessageRecord, bool]:
+        """Commits a new message; with an idempotency key already used on this instance,
+        returns the first message instead (created False)."""
+        now = self._clock()
+        record = replace(
+            record, create_time_us=now, update_time_us=now, send_at_us=record.send_at_us or now
+        )
+        row = {f.name: getattr(record, f.name) for f in fields(MessageRecord) if f.name != "seq"}
+        row["content"] = dict(record.content)
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(sa.insert(messages).values(**row))
+                seq = int(result.inserted_primary_key[0])  # type: ignore[index]
+        except IntegrityError:
+            if record.idempotency_key is None:
+                raise
+            existing = await self._by_idempotency_key(record)
+            if existing is None:
+                raise
+            return existing, False
+        return replace(record, seq=seq), True
+
+    async def _by_idempotency_key(self, record: MessageRecord) -> MessageRecord | None:
+        return await self._one(
+            messages.c.tenant == record.tenant,
+            messages.c.instance_id == record.instance_id,
+            messages.c.idempotency_key == record.idempotency_key,
+        )
+
+    async def get(self, tenant: str, instance_id: str, message_id: str) -> MessageRecord | None:
+        return await self._one(
+            messages.c.tenant == tenant,
+            messages.c.instance_id == instance_id,
+            messages.c.id == message_id,
+        )
+
+    async def by_id(self, message_id: str) -> MessageRecord | None:
+        return await self._one(messages.c.id == message_id)
+
+    async def _one(self, *conditions: sa.ColumnElement[bool]) -> MessageRecord | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(sa.select(messages).where(*conditions))).mappings().first()
+        return None if row is None else _record(row)
+
+    async def list_page(
+        self, tenant: str, instance_id: str, *, state: int | None, before_seq: int, limit: int
+    ) -> list[MessageRecord]:
+        """Newest first (by enqueue order), strictly before `before_seq` (0: from the top)."""
+        query = sa.select(*[c for c in messages.c if c.name != "media"]).where(
+            messages.c.tenant == tenant, messages.c.instance_id == instance_id
+        )
+        if state is not None:
+            query = query.where(messages.c.state == state)
+        if before_seq:
+            query = query.where(messages.c.seq < before_seq)
+        query = query.order_by(messages.c.seq.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_record(row) for row in rows]
+
+    async def transition(
+        self, message_id: str, to_state: int, *, from_states: Sequence[int], **changes: Any
+    ) -> bool:
+        """Moves a message to `to_state` only if it is in one of `from_states` (so a late
+        receipt never moves READ back to DELIVERED, and a cancel never hits a sent one)."""
+        values = {"state": to_state, "update_time_us": self._clock(), **changes}
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                sa.update(messages)
+                .where(messages.c.id == message_id, messages.c.state.in_(list(from_states)))
+                .values(**values)
+            )
+        return bool(result.rowcount)
+
+    async def advance_by_whatsapp_ids(
+        self, whatsapp_ids: Sequence[str], to_state: int, from_states: Sequence[int]
+    ) -> list[MessageRecord]:
+        """Receipts: moves the named sent messages forward; returns the ones that moved."""
+        condition = sa.and_(
+            messages.c.whatsapp_message_id.in_(list(whatsapp_ids)),
+            messages.c.state.in_(list(from_states)),
+        )
+        async with self._engine.begin() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        sa.select(*[c for c in messages.c if c.name != "media"]).where(condition)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            await conn.execute(
+                sa.update(messages)
+                .where(condition)
+                .values(state=to_state, update_time_us=self._clock())
+            )
+        return [_record(row) for row in rows]
+
+    async def recover(self) -> list[MessageRecord]:
+        """At start: a message that was SENDING when the process died may or may not have
+        reached WhatsApp; it becomes DELIVERY_UNKNOWN and is never sent again. Returns the
+        QUEUED ones, in enqueue order, for the scheduler."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(messages)
+                .where(messages.c.state == M.MESSAGE_STATE_SENDING)
+                .values(
+                    state=M.MESSAGE_STATE_DELIVERY_UNKNOWN,
+                    update_time_us=self._clock(),
+                    failure_reason="the gateway stopped while handing it to WhatsApp",
+                )
+            )
+            rows = (
+                (
+                    await conn.execute(
+                        sa.select(*[c for c in messages.c if c.name != "media"])
+                        .where(messages.c.state == M.MESSAGE_STATE_QUEUED)
+                        .order_by(messages.c.seq)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [_record(row) for row in rows]
+
+    async def delete_instance(self, tenant: str, instance_id: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.delete(messages).where(
+                    messages.c.tenant == tenant, messages.c.instance_id == instance_id
+                )
+            )
+
+
+def _record(row: sa.RowMapping) -> MessageRecord:
+    values = {f.name: row[f.name] for f in fields(MessageRecord) if f.name in row}
+    values["content"] = dict(values["content"])
+    if values.get("media") is not None:
+        values["media"] = bytes(values["media"])
+    return MessageRecord(**values)

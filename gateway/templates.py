@@ -1,0 +1,95 @@
+"""Message templates: `{name}` variables filled from a map, `{Hi|Hello|Hey}` spin variants
+picked at send time (so bulk sends do not carry identical bodies, a known ban trigger), and
+`{{` / `}}` for literal braces. Checked when a message is accepted; rendered when it goes."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class _Literal:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Variable:
+    name: str
+
+
+@dataclass(frozen=True)
+class _Spin:
+    options: tuple[str, ...]
+
+
+Part = _Literal | _Variable | _Spin
+
+
+def parse(template: str) -> list[Part]:
+    """Raises TemplateError (with the position) on malformed syntax."""
+    parts: list[Part] = []
+    literal: list[str] = []
+    i = 0
+    while i < len(template):
+        char = template[i]
+        if template.startswith("{{", i) or template.startswith("}}", i):
+            literal.append(char)
+            i += 2
+        elif char == "}":
+            raise TemplateError(f"unmatched '}}' at position {i}")
+        elif char == "{":
+            end = template.find("}", i)
+            if end < 0 or "{" in template[i + 1 : end]:
+                raise TemplateError(f"unclosed '{{' at position {i}")
+            parts += [_Literal("".join(literal))] if literal else []
+            literal = []
+            parts.append(_placeholder(template[i + 1 : end], i))
+            i = end + 1
+        else:
+            literal.append(char)
+            i += 1
+    if literal:
+        parts.append(_Literal("".join(literal)))
+    return parts
+
+
+def _placeholder(inner: str, position: int) -> Part:
+    if "|" in inner:
+        options = tuple(inner.split("|"))
+        if any(not option for option in options):
+            raise TemplateError(f"empty spin option in '{{{inner}}}' at position {position}")
+        return _Spin(options)
+    if not VARIABLE.fullmatch(inner):
+        raise TemplateError(
+            f"'{{{inner}}}' at position {position} is neither a variable nor "
+            "a spin like {Hi|Hello}"
+        )
+    return _Variable(inner)
+
+
+def check(template: str, variables: Mapping[str, str]) -> None:
+    """Raises TemplateError for malformed syntax or a variable missing from `variables`."""
+    missing = sorted({p.name for p in parse(template) if isinstance(p, _Variable)} - set(variables))
+    if missing:
+        raise TemplateError(f"unknown template variable(s): {', '.join(missing)}")
+
+
+def render(template: str, variables: Mapping[str, str], rng: random.Random) -> str:
+    out = []
+    for part in parse(template):
+        if isinstance(part, _Literal):
+            out.append(part.text)
+        elif isinstance(part, _Variable):
+            out.append(variables[part.name])
+        else:
+            out.append(rng.choice(part.options))
+    return "".join(out)
