@@ -114,6 +114,25 @@ class EngineUnavailable(ZapgateError):
     reason = errors_pb2.ERROR_REASON_ENGINE_UNAVAILABLE
 
 
+class MessageNotFound(ZapgateError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = errors_pb2.ERROR_REASON_MESSAGE_NOT_FOUND
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"message {message_id!r} not found", metadata={"message_id": message_id})
+
+
+class MessageNotCancellable(ZapgateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = errors_pb2.ERROR_REASON_MESSAGE_NOT_CANCELLABLE
+
+    def __init__(self, message_id: str, state: str) -> None:
+        super().__init__(
+            f"message {message_id!r} is {state}: only QUEUED messages can be cancelled",
+            metadata={"message_id": message_id, "state": state},
+        )
+
+
 class Unavailable(ZapgateError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = errors_pb2.ERROR_REASON_UNAVAILABLE

@@ -16,21 +16,31 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.config import ServeConfig, TlsConfig
+from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.interceptor import GatewayInterceptor
 from zapgate.gateway.master_key import load_keyring
 from zapgate.gateway.runtime_dir import prepare_runtime_dir
 from zapgate.gateway.services.instances import InstanceService
+from zapgate.gateway.services.messages import MessageService
 from zapgate.gateway.services.simulator import SimulatorService
 from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.gateway.store.messages import MessageRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.gateway.supervisor import Supervisor
 from zapgate.sessions.engine import STORE_FILE_NAME
 from zapgate.sessions.events import EngineEvent
 from zapgate.sessions.pool import PoolConfig, WorkerPool
-from zapgate.v1 import instance_pb2, instance_pb2_grpc, simulator_pb2, simulator_pb2_grpc
+from zapgate.v1 import (
+    instance_pb2,
+    instance_pb2_grpc,
+    message_pb2,
+    message_pb2_grpc,
+    simulator_pb2,
+    simulator_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,7 @@ INITIAL_TENANT = "default"
 SERVICE_NAMES = (
     instance_pb2.DESCRIPTOR.services_by_name["InstanceService"].full_name,
     simulator_pb2.DESCRIPTOR.services_by_name["SimulatorService"].full_name,
+    message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name,
 )
 
 
@@ -53,6 +64,7 @@ class Gateway:
         self.pool: WorkerPool | None = None
         self.supervisor: Supervisor | None = None
         self.keeper: SessionKeeper | None = None
+        self.dispatcher: Dispatcher | None = None
         self._keeper_task: asyncio.Task[None] | None = None
         # grpc-stubs does not know the asyncio health servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -64,11 +76,16 @@ class Gateway:
         api_keys = ApiKeyRepository(self._engine)
         await self._create_initial_key(api_keys)
         instances = InstanceRepository(self._engine)
+        self.messages = MessageRepository(self._engine)
         supervisor = await self._start_engines(instances)
+        assert self.dispatcher is not None
 
         server = grpc.aio.server(interceptors=[GatewayInterceptor(api_keys.authenticate)])
         instance_pb2_grpc.add_InstanceServiceServicer_to_server(
-            InstanceService(instances, supervisor), server
+            InstanceService(instances, supervisor, self.dispatcher), server
+        )
+        message_pb2_grpc.add_MessageServiceServicer_to_server(
+            MessageService(self.messages, instances, self.dispatcher), server
         )
         simulator_pb2_grpc.add_SimulatorServiceServicer_to_server(
             SimulatorService(supervisor, enabled=self.config.engine == "sim"), server
@@ -111,12 +128,19 @@ class Gateway:
             lambda tenant, instance_id: instances_dir / tenant / instance_id / STORE_FILE_NAME,
             config.keeper_timings,
         )
+        self.dispatcher = Dispatcher(self.messages, instances, self.pool)
         self.supervisor = Supervisor(
-            instances, self.pool, self.keeper, instances_dir, config.backoff
+            instances,
+            self.pool,
+            self.keeper,
+            instances_dir,
+            config.backoff,
+            listener=self.dispatcher,
         )
         await self.pool.start()
         self._keeper_task = asyncio.create_task(self.keeper.run(), name="session keeper")
         await self.supervisor.recover()
+        await self.dispatcher.start()
         log.info(
             "engine %s: %d workers, runtime dir %s",
             config.engine,
@@ -150,6 +174,8 @@ class Gateway:
             draining = asyncio.create_task(self._server.stop(grace))
         if self._keeper_task is not None:
             self._keeper_task.cancel()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()  # no new sends; in-flight ones finish
         if self.supervisor is not None:
             await self.supervisor.shutdown()  # ends Connect streams; final snapshots
         if draining is not None:

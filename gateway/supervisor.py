@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.clock import MicrosClock, system_micros
@@ -40,6 +40,7 @@ from zapgate.gateway.updates import (
 from zapgate.sessions import events as ev
 from zapgate.sessions.engine import STORE_FILE_NAME
 from zapgate.sessions.pool import EngineCallFailed, WorkerPool, WorkerUnavailable
+from zapgate.sessions.sim_phone import PhoneLog, Received
 from zapgate.sessions.vault import Undecryptable
 from zapgate.v1 import instance_pb2 as pb
 
@@ -51,6 +52,16 @@ PAIR_CODE_LIFETIME_US = 160_000_000
 # whatsmeow's ConnectFailure codes that mean the session is gone for good.
 LOGGED_OUT_CODES = {401, 403, 406}
 CLIENT_OUTDATED_CODE = 405
+
+
+class Listener(Protocol):
+    """Told of every persisted transition and every receipt (the send dispatcher)."""
+
+    async def state_changed(self, record: InstanceRecord) -> None: ...
+
+    async def on_receipt(
+        self, instance_key: str, message_ids: tuple[str, ...], kind: str
+    ) -> None: ...
 
 
 @dataclass
@@ -84,7 +95,9 @@ class Supervisor:
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         micros: MicrosClock = system_micros,
+        listener: Listener | None = None,
     ) -> None:
+        self._listener = listener
         self._instances = instances
         self._pool = pool
         self._keeper = keeper
@@ -208,6 +221,12 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._keeper.snapshot_all()  # engines are stopped: the stores are final
 
+    async def phone_log(self, tenant: str, instance_id: str) -> list[Received]:
+        """What the simulator's phones received from this instance (simulator only)."""
+        await self._instances.require(tenant, instance_id)
+        log_file = PhoneLog(self.runtime_dir_of(tenant, instance_id))
+        return await asyncio.to_thread(log_file.read)
+
     def store_path(self, record: InstanceRecord) -> Path:
         return self.runtime_dir_of(record.tenant, record.id) / STORE_FILE_NAME
 
@@ -303,6 +322,9 @@ class Supervisor:
             case ev.KeepAliveFailing(failures=failures):
                 log.warning("keepalive failing on %s (%d in a row)", live.key, failures)
                 await self._save(live, keepalive_failing=True)
+            case ev.Receipt(message_ids=message_ids, kind=kind):
+                if self._listener is not None:
+                    self._spawn(self._listener.on_receipt(live.key, message_ids, kind))
             case ev.KeepAliveRestored():
                 log.info("keepalive restored on %s", live.key)
                 await self._save(live, keepalive_failing=False)
@@ -507,6 +529,8 @@ class Supervisor:
         )
         log.info("%s -> %s (%s) %s", live.key, S.Name(state), R.Name(reason), detail)  # type: ignore[arg-type]
         live.watchers.publish(StateUpdate(state, reason, detail))
+        if self._listener is not None:
+            await self._listener.state_changed(record)
         return record
 
     async def _save(self, live: Live, **changes: Any) -> None:

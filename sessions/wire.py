@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from typing import Any, Literal
 
 from zapgate.engine.v1 import worker_pb2
 from zapgate.sessions import events
@@ -27,10 +28,16 @@ def decode(text: str) -> EngineEvent:
     if kind is None:
         raise ValueError(f"unknown engine event: {text[:80]}")
     # JSON has no tuples; the event dataclasses use them for sequences.
-    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return kind(**values)
 
 
-_MEDIA_KINDS = ("image", "video", "audio", "document")
+_MEDIA_KINDS: tuple[Literal["image", "video", "audio", "document"], ...] = (
+    "image",
+    "video",
+    "audio",
+    "document",
+)
 
 
 def content_to_proto(content: OutgoingContent) -> worker_pb2.Content:
@@ -69,5 +76,5 @@ def content_from_proto(message: worker_pb2.Content) -> OutgoingContent:
         location_address=message.location_address,
         contact_name=message.contact_name,
         contact_vcard=message.contact_vcard,
-        **media,  # type: ignore[arg-type]
+        **media,
     )

@@ -19,6 +19,7 @@ State = pb.InstanceState
 class SimClient:
     def __init__(self, channel: grpc.aio.Channel, key: str) -> None:
         self.metadata = auth(key)
+        self.channel = channel
         self.instances = instance_pb2_grpc.InstanceServiceStub(channel)
         self.sim = simulator_pb2_grpc.SimulatorServiceStub(channel)
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import io
 
 import qrcode
 from google.protobuf import timestamp_pb2
 
+from zapgate.gateway.dispatcher import policy_of
 from zapgate.gateway.store.instances import InstanceRecord
+from zapgate.gateway.store.messages import MessageRecord
 from zapgate.gateway.updates import FinalUpdate, PairCodeUpdate, QrUpdate, StateUpdate, Update
+from zapgate.ratelimit.decisions import InstanceStats
+from zapgate.ratelimit.policy import SendPolicy
 from zapgate.v1 import instance_pb2 as pb
+from zapgate.v1 import message_pb2
 
 
 def instance_to_proto(record: InstanceRecord) -> pb.Instance:
@@ -30,6 +36,8 @@ def instance_to_proto(record: InstanceRecord) -> pb.Instance:
         ban_code=record.ban_code,
         keepalive_failing=record.keepalive_failing,
         proxy_url=record.proxy_url,
+        send_policy=policy_to_proto(policy_of(record)),
+        sending_paused_reason=record.sending_paused_reason,
     )
     if record.state == pb.INSTANCE_STATE_BANNED:
         instance.ban_expire_time.CopyFrom(timestamp(record.ban_expire_us))
@@ -60,6 +68,56 @@ def qr_png(code: str) -> bytes:
     out = io.BytesIO()
     qrcode.make(code, border=2).save(out)
     return out.getvalue()
+
+
+def message_to_proto(record: MessageRecord) -> message_pb2.Message:
+    message = message_pb2.Message(
+        id=record.id,
+        instance_id=record.instance_id,
+        recipient_jid=record.recipient_jid,
+        state=record.state,  # type: ignore[arg-type]
+        failure_reason=record.failure_reason,
+        kind=record.kind,
+        priority=record.priority,
+        idempotency_key=record.idempotency_key or "",
+        whatsapp_message_id=record.whatsapp_message_id,
+        create_time=timestamp(record.create_time_us),
+        update_time=timestamp(record.update_time_us),
+        send_at=timestamp(record.send_at_us),
+    )
+    if record.expire_us is not None:
+        message.expire_time.CopyFrom(timestamp(record.expire_us))
+    if record.sent_time_us is not None:
+        message.sent_time.CopyFrom(timestamp(record.sent_time_us))
+    return message
+
+
+def policy_to_proto(policy: SendPolicy) -> pb.SendPolicy:
+    return pb.SendPolicy(**dataclasses.asdict(policy))
+
+
+def policy_from_proto(message: pb.SendPolicy) -> SendPolicy:
+    values = {f.name: getattr(message, f.name) for f in dataclasses.fields(SendPolicy)}
+    for optional in ("quiet_start_hour", "quiet_end_hour"):
+        if not message.HasField(optional):
+            values[optional] = None
+    return SendPolicy(**values)
+
+
+def stats_to_proto(stats: InstanceStats) -> pb.InstanceStats:
+    message = pb.InstanceStats(
+        sent_today=stats.sent_today,
+        remaining_minute=stats.remaining_minute,
+        remaining_hour=stats.remaining_hour,
+        remaining_day=stats.remaining_today,
+        remaining_new_contacts=stats.remaining_new_contacts_today,
+        queue_depth=stats.queued + (1 if stats.in_flight else 0),
+        paused_reason=stats.paused_reason or "",
+        delivery_rate=stats.delivery_rate if stats.delivery_rate is not None else 0.0,
+    )
+    if stats.next_send_at is not None:
+        message.next_send_time.CopyFrom(timestamp(int(stats.next_send_at * 1e6)))
+    return message
 
 
 def timestamp(micros: int) -> timestamp_pb2.Timestamp:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc.aio
 
+from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.errors import FieldViolation, InstanceNotFound, InvalidArgument
 from zapgate.gateway.interceptor import current_tenant
 from zapgate.gateway.paging import PageToken, decode_page_token, page_size
-from zapgate.gateway.services.convert import instance_to_proto, update_to_proto
+from zapgate.gateway.services.convert import (
+    instance_to_proto,
+    policy_from_proto,
+    stats_to_proto,
+    update_to_proto,
+)
 from zapgate.gateway.store.instances import MUTABLE_FIELDS, InstanceRecord, InstanceRepository
 from zapgate.gateway.supervisor import Supervisor
 from zapgate.gateway.validation import (
@@ -28,9 +35,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
-    def __init__(self, instances: InstanceRepository, supervisor: Supervisor) -> None:
+    def __init__(
+        self, instances: InstanceRepository, supervisor: Supervisor, dispatcher: Dispatcher
+    ) -> None:
         self._instances = instances
         self._supervisor = supervisor
+        self._dispatcher = dispatcher
 
     async def CreateInstance(
         self, request: instance_pb2.CreateInstanceRequest, context: Context
@@ -112,6 +122,12 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             violations += check_labels("instance.labels", new.labels)
         if "proxy_url" in paths:
             violations += check_proxy_url("instance.proxy_url", new.proxy_url)
+        if "send_policy" in paths:
+            policy = policy_from_proto(new.send_policy)
+            violations += [
+                FieldViolation(f"instance.send_policy.{name}", description)
+                for name, description in policy.violations()
+            ]
         raise_if_any(violations)
         changes: dict[str, Any] = {}
         if "display_name" in paths:
@@ -122,7 +138,11 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             changes["labels"] = dict(new.labels)
         if "proxy_url" in paths:
             changes["proxy_url"] = new.proxy_url
+        if "send_policy" in paths:
+            changes["send_policy"] = dataclasses.asdict(policy)
         record = await self._instances.update(current_tenant(), instance_id, changes)
+        if "send_policy" in paths:
+            await self._dispatcher.policy_changed(record.tenant, record.id)
         return instance_pb2.UpdateInstanceResponse(instance=instance_to_proto(record))
 
     async def DeleteInstance(
@@ -132,6 +152,7 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
         record = await self._instances.get(current_tenant(), request.instance_id)
         if record is not None:
             await self._supervisor.forget(record)
+            await self._dispatcher.forget(record.tenant, record.id)
         deleted = await self._instances.delete(current_tenant(), request.instance_id)
         if not deleted and not request.allow_missing:
             raise InstanceNotFound(request.instance_id)
@@ -154,6 +175,33 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
         raise_if_any(check_instance_id("instance_id", request.instance_id))
         record = await self._supervisor.logout(current_tenant(), request.instance_id)
         return instance_pb2.LogoutResponse(instance=instance_to_proto(record))
+
+    async def GetInstanceStats(
+        self, request: instance_pb2.GetInstanceStatsRequest, context: Context
+    ) -> instance_pb2.GetInstanceStatsResponse:
+        instance_id = await self._require_id(request.instance_id)
+        stats = await self._dispatcher.stats(current_tenant(), instance_id)
+        return instance_pb2.GetInstanceStatsResponse(stats=stats_to_proto(stats))
+
+    async def PauseSending(
+        self, request: instance_pb2.PauseSendingRequest, context: Context
+    ) -> instance_pb2.PauseSendingResponse:
+        instance_id = await self._require_id(request.instance_id)
+        reason = request.reason.strip()[:200] or "paused_by_client"
+        record = await self._dispatcher.pause(current_tenant(), instance_id, reason)
+        return instance_pb2.PauseSendingResponse(instance=instance_to_proto(record))
+
+    async def ResumeSending(
+        self, request: instance_pb2.ResumeSendingRequest, context: Context
+    ) -> instance_pb2.ResumeSendingResponse:
+        instance_id = await self._require_id(request.instance_id)
+        record = await self._dispatcher.resume(current_tenant(), instance_id)
+        return instance_pb2.ResumeSendingResponse(instance=instance_to_proto(record))
+
+    async def _require_id(self, instance_id: str) -> str:
+        raise_if_any(check_instance_id("instance_id", instance_id))
+        await self._instances.require(current_tenant(), instance_id)
+        return instance_id
 
 
 def generate_instance_id() -> str:

@@ -10,6 +10,7 @@ import grpc.aio
 from zapgate.engine.v1 import worker_pb2 as wpb
 from zapgate.gateway.errors import FieldViolation, SimulatorDisabled
 from zapgate.gateway.interceptor import current_tenant
+from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.supervisor import Supervisor
 from zapgate.gateway.validation import check_instance_id, check_phone, raise_if_any
 from zapgate.v1 import simulator_pb2 as pb
@@ -88,6 +89,37 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         replaced = wpb.SimulateRequest.StreamReplaced()
         await self._run(request.instance_id, wpb.SimulateRequest(stream_replaced=replaced))
         return pb.StreamReplacedResponse()
+
+    async def FailSends(
+        self, request: pb.FailSendsRequest, context: Context
+    ) -> pb.FailSendsResponse:
+        violations = [v for phone in request.phones for v in check_phone("phones", phone)]
+        if request.code not in ("", "not_on_whatsapp", "463"):
+            violations.append(FieldViolation("code", 'one of "not_on_whatsapp", "463", ""'))
+        self._check(request.instance_id, violations)
+        failing = wpb.SimulateRequest.FailSends(phones=list(request.phones), code=request.code)
+        await self._run(request.instance_id, wpb.SimulateRequest(fail_sends=failing))
+        return pb.FailSendsResponse()
+
+    async def ListReceived(
+        self, request: pb.ListReceivedRequest, context: Context
+    ) -> pb.ListReceivedResponse:
+        self._check(request.instance_id)
+        received = await self._supervisor.phone_log(current_tenant(), request.instance_id)
+        return pb.ListReceivedResponse(
+            messages=[
+                pb.ReceivedMessage(
+                    recipient_jid=r.recipient_jid,
+                    kind=r.kind,
+                    text=r.text,
+                    whatsapp_message_id=r.message_id,
+                    receive_time=timestamp(int(r.received_at * 1e6)),
+                    media_size=r.media_size,
+                    media_sha256=r.media_sha256,
+                )
+                for r in received
+            ]
+        )
 
     async def SetKeepAlive(
         self, request: pb.SetKeepAliveRequest, context: Context

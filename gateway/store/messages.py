@@ -175,6 +175,22 @@ class MessageRepository:
             )
         return [_record(row) for row in rows]
 
+    async def has_sent_to(self, tenant: str, instance_id: str, recipient_jid: str) -> bool:
+        """Whether this instance ever sent to the recipient (not a new contact any more)."""
+        sent = (M.MESSAGE_STATE_SENT, M.MESSAGE_STATE_DELIVERED, M.MESSAGE_STATE_READ)
+        query = (
+            sa.select(messages.c.seq)
+            .where(
+                messages.c.tenant == tenant,
+                messages.c.instance_id == instance_id,
+                messages.c.recipient_jid == recipient_jid,
+                messages.c.state.in_(sent),
+            )
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            return (await conn.execute(query)).first() is not None
+
     async def delete_instance(self, tenant: str, instance_id: str) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(

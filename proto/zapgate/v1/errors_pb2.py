@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zapgate/v1/errors.proto\x12\nzapgate.v1*\x8f\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x01\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x02\x12#\n\x1f\x45RROR_REASON_INSTANCE_NOT_FOUND\x10\x03\x12(\n$ERROR_REASON_INSTANCE_ALREADY_EXISTS\x10\x04\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\x05\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x06\x12#\n\x1f\x45RROR_REASON_SIMULATOR_DISABLED\x10\x07\x12$\n ERROR_REASON_SIMULATION_REJECTED\x10\x08\x12%\n!ERROR_REASON_INSTANCE_NOT_RUNNING\x10\t\x12#\n\x1f\x45RROR_REASON_ENGINE_UNAVAILABLE\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17zapgate/v1/errors.proto\x12\nzapgate.v1*\xdd\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x01\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x02\x12#\n\x1f\x45RROR_REASON_INSTANCE_NOT_FOUND\x10\x03\x12(\n$ERROR_REASON_INSTANCE_ALREADY_EXISTS\x10\x04\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\x05\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x06\x12#\n\x1f\x45RROR_REASON_SIMULATOR_DISABLED\x10\x07\x12$\n ERROR_REASON_SIMULATION_REJECTED\x10\x08\x12%\n!ERROR_REASON_INSTANCE_NOT_RUNNING\x10\t\x12#\n\x1f\x45RROR_REASON_ENGINE_UNAVAILABLE\x10\n\x12\"\n\x1e\x45RROR_REASON_MESSAGE_NOT_FOUND\x10\x0b\x12(\n$ERROR_REASON_MESSAGE_NOT_CANCELLABLE\x10\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zapgate.v1.errors_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=40
-  _globals['_ERRORREASON']._serialized_end=439
+  _globals['_ERRORREASON']._serialized_end=517
 # @@protoc_insertion_point(module_scope)

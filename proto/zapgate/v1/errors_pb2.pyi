@@ -47,6 +47,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_ENGINE_UNAVAILABLE: _ErrorReason.ValueType  # 10
     """The engine worker failed the call; it is being restarted (UNAVAILABLE; retry)."""
+    ERROR_REASON_MESSAGE_NOT_FOUND: _ErrorReason.ValueType  # 11
+    """No message with that id on that instance (NOT_FOUND)."""
+    ERROR_REASON_MESSAGE_NOT_CANCELLABLE: _ErrorReason.ValueType  # 12
+    """The message was already handed to WhatsApp, or is final (FAILED_PRECONDITION)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -79,4 +83,8 @@ instance has none (FAILED_PRECONDITION). Call Connect first.
 """
 ERROR_REASON_ENGINE_UNAVAILABLE: ErrorReason.ValueType  # 10
 """The engine worker failed the call; it is being restarted (UNAVAILABLE; retry)."""
+ERROR_REASON_MESSAGE_NOT_FOUND: ErrorReason.ValueType  # 11
+"""No message with that id on that instance (NOT_FOUND)."""
+ERROR_REASON_MESSAGE_NOT_CANCELLABLE: ErrorReason.ValueType  # 12
+"""The message was already handed to WhatsApp, or is final (FAILED_PRECONDITION)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

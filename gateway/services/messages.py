@@ -1,0 +1,234 @@
+"""MessageService: accept messages into the durable outbox; read, list and cancel them."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import grpc.aio
+
+from zapgate.gateway.dispatcher import Dispatcher
+from zapgate.gateway.errors import (
+    FieldViolation,
+    MessageNotCancellable,
+    MessageNotFound,
+)
+from zapgate.gateway.interceptor import current_tenant
+from zapgate.gateway.paging import PageToken, decode_page_token, page_size
+from zapgate.gateway.services.convert import message_to_proto
+from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.gateway.store.messages import MessageRecord, MessageRepository
+from zapgate.gateway.templates import TemplateError, check
+from zapgate.gateway.validation import check_instance_id, check_phone, raise_if_any
+from zapgate.v1 import message_pb2 as pb
+from zapgate.v1 import message_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+MAX_MEDIA_BYTES = 16 * 1024 * 1024  # WhatsApp's own limit for images/video/audio is 16 MB
+MAX_TEXT_CHARS = 65_536
+JID = re.compile(r"[0-9]{5,20}(:[0-9]+)?@(s\.whatsapp\.net|lid)|[0-9-]{5,40}@g\.us")
+MEDIA_KINDS = ("image", "video", "audio", "document")
+
+
+class MessageService(message_pb2_grpc.MessageServiceServicer):
+    def __init__(
+        self, messages: MessageRepository, instances: InstanceRepository, dispatcher: Dispatcher
+    ) -> None:
+        self._messages = messages
+        self._instances = instances
+        self._dispatcher = dispatcher
+
+    async def SendMessage(
+        self, request: pb.SendMessageRequest, context: Context
+    ) -> pb.SendMessageResponse:
+        record = to_record(current_tenant(), request)
+        await self._instances.require(record.tenant, record.instance_id)
+        stored, created = await self._dispatcher.accept(record)
+        return pb.SendMessageResponse(message=message_to_proto(stored), created=created)
+
+    async def GetMessage(
+        self, request: pb.GetMessageRequest, context: Context
+    ) -> pb.GetMessageResponse:
+        message = await self._require(request.instance_id, request.message_id)
+        return pb.GetMessageResponse(message=message_to_proto(message))
+
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: Context
+    ) -> pb.ListMessagesResponse:
+        violations = check_instance_id("instance_id", request.instance_id)
+        if request.state not in pb.MessageState.values():
+            violations.append(FieldViolation("state", "unknown state"))
+        raise_if_any(violations)
+        await self._instances.require(current_tenant(), request.instance_id)
+        filter_key = f"{request.instance_id}|state={request.state}"
+        limit = page_size(request.page_size)
+        before = decode_page_token(request.page_token, filter_key)
+        page = await self._messages.list_page(
+            current_tenant(),
+            request.instance_id,
+            state=request.state or None,
+            before_seq=int(before) if before else 0,
+            limit=limit + 1,
+        )
+        more = len(page) > limit
+        page = page[:limit]
+        token = PageToken(str(page[-1].seq), filter_key).encode() if more else ""
+        return pb.ListMessagesResponse(
+            messages=[message_to_proto(m) for m in page], next_page_token=token
+        )
+
+    async def CancelMessage(
+        self, request: pb.CancelMessageRequest, context: Context
+    ) -> pb.CancelMessageResponse:
+        message = await self._require(request.instance_id, request.message_id)
+        if not await self._dispatcher.cancel(message):
+            raise MessageNotCancellable(message.id, pb.MessageState.Name(message.state))  # type: ignore[arg-type]
+        cancelled = await self._require(request.instance_id, request.message_id)
+        return pb.CancelMessageResponse(message=message_to_proto(cancelled))
+
+    async def _require(self, instance_id: str, message_id: str) -> MessageRecord:
+        violations = check_instance_id("instance_id", instance_id)
+        if not message_id:
+            violations.append(FieldViolation("message_id", "required"))
+        raise_if_any(violations)
+        message = await self._messages.get(current_tenant(), instance_id, message_id)
+        if message is None:
+            raise MessageNotFound(message_id)
+        return message
+
+
+def to_record(tenant: str, request: pb.SendMessageRequest) -> MessageRecord:
+    """Validates every field at once; raises InvalidArgument naming each bad one."""
+    violations = check_instance_id("instance_id", request.instance_id)
+    recipient = _recipient(request, violations)
+    kind, content, media = _content(request, violations)
+    send_at = request.send_at.ToMicroseconds() if request.HasField("send_at") else 0
+    expire = request.expire_time.ToMicroseconds() if request.HasField("expire_time") else None
+    if expire is not None and send_at and expire <= send_at:
+        violations.append(FieldViolation("expire_time", "must be after send_at"))
+    if len(request.idempotency_key) > 200:
+        violations.append(FieldViolation("idempotency_key", "at most 200 characters"))
+    if not -1000 <= request.priority <= 1000:
+        violations.append(FieldViolation("priority", "must be between -1000 and 1000"))
+    raise_if_any(violations)
+    return MessageRecord(
+        tenant=tenant,
+        instance_id=request.instance_id,
+        recipient_jid=recipient,
+        kind=kind,
+        content=content,
+        media=media,
+        priority=request.priority,
+        idempotency_key=request.idempotency_key or None,
+        send_at_us=send_at,
+        expire_us=expire,
+    )
+
+
+def _recipient(request: pb.SendMessageRequest, violations: list[FieldViolation]) -> str:
+    which = request.WhichOneof("recipient")
+    if which == "phone":
+        found = (
+            check_phone("phone", request.phone)
+            if request.phone
+            else [FieldViolation("phone", "required")]
+        )
+        violations += found
+        return f"{request.phone.lstrip('+')}@s.whatsapp.net"
+    if which == "jid":
+        if not JID.fullmatch(request.jid):
+            violations.append(
+                FieldViolation("jid", "must be a WhatsApp JID such as 5511999998888@s.whatsapp.net")
+            )
+        return request.jid
+    violations.append(FieldViolation("recipient", "give phone or jid"))
+    return ""
+
+
+def _content(
+    request: pb.SendMessageRequest, violations: list[FieldViolation]
+) -> tuple[str, dict[str, Any], bytes | None]:
+    which = request.WhichOneof("content")
+    variables = dict(request.variables)
+    if which == "text":
+        _check_template("text.body", request.text.body, variables, violations, required=True)
+        return "text", {"text": request.text.body, "variables": variables}, None
+    if which in MEDIA_KINDS:
+        media = getattr(request, which)
+        field = f"{which}.data"
+        if not media.data:
+            violations.append(FieldViolation(field, "required"))
+        elif len(media.data) > MAX_MEDIA_BYTES:
+            violations.append(FieldViolation(field, f"at most {MAX_MEDIA_BYTES} bytes"))
+        if not media.mime_type or "/" not in media.mime_type:
+            violations.append(FieldViolation(f"{which}.mime_type", "required, e.g. image/jpeg"))
+        caption = getattr(media, "caption", "")
+        _check_template(f"{which}.caption", caption, variables, violations, required=False)
+        kind = "voice_note" if which == "audio" and request.audio.voice_note else which
+        content = {
+            "caption": caption,
+            "variables": variables,
+            "mime_type": media.mime_type,
+            "file_name": getattr(media, "file_name", ""),
+            "voice_note": kind == "voice_note",
+        }
+        return kind, content, bytes(media.data)
+    if which == "location":
+        location = request.location
+        if not (math.isfinite(location.latitude) and -90 <= location.latitude <= 90):
+            violations.append(FieldViolation("location.latitude", "must be within -90..90"))
+        if not (math.isfinite(location.longitude) and -180 <= location.longitude <= 180):
+            violations.append(FieldViolation("location.longitude", "must be within -180..180"))
+        return (
+            "location",
+            {
+                "latitude": location.latitude,
+                "longitude": location.longitude,
+                "location_name": location.name,
+                "location_address": location.address,
+            },
+            None,
+        )
+    if which == "contact":
+        card = request.contact
+        if not card.display_name:
+            violations.append(FieldViolation("contact.display_name", "required"))
+        if not card.vcard:
+            violations += (
+                check_phone("contact.phone", card.phone)
+                if card.phone
+                else [FieldViolation("contact.phone", "give phone or vcard")]
+            )
+        vcard = card.vcard or vcard_for(card.display_name, card.phone)
+        return "contact", {"contact_name": card.display_name, "contact_vcard": vcard}, None
+    violations.append(
+        FieldViolation(
+            "content", "give one of text, image, video, audio, document, location, contact"
+        )
+    )
+    return "text", {}, None
+
+
+def _check_template(
+    field: str,
+    template: str,
+    variables: dict[str, str],
+    violations: list[FieldViolation],
+    *,
+    required: bool,
+) -> None:
+    if required and not template.strip():
+        violations.append(FieldViolation(field, "required"))
+    elif len(template) > MAX_TEXT_CHARS:
+        violations.append(FieldViolation(field, f"at most {MAX_TEXT_CHARS} characters"))
+    else:
+        try:
+            check(template, variables)
+        except TemplateError as error:
+            violations.append(FieldViolation(field, str(error)))
+
+
+def vcard_for(name: str, phone: str) -> str:
+    digits = phone.lstrip("+")
+    return f"BEGIN:VCARD\nVERSION:3.0\nFN:{name}\nTEL;type=CELL;waid={digits}:{phone}\nEND:VCARD"
