@@ -30,7 +30,7 @@ from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.gateway.supervisor import Supervisor
-from zapgate.sessions.engine import STORE_FILE_NAME
+from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, STORE_FILE_NAME
 from zapgate.sessions.events import EngineEvent
 from zapgate.sessions.pool import PoolConfig, WorkerPool
 from zapgate.v1 import (
@@ -80,7 +80,10 @@ class Gateway:
         supervisor = await self._start_engines(instances)
         assert self.dispatcher is not None
 
-        server = grpc.aio.server(interceptors=[GatewayInterceptor(api_keys.authenticate)])
+        server = grpc.aio.server(
+            interceptors=[GatewayInterceptor(api_keys.authenticate)],
+            options=GRPC_MESSAGE_OPTIONS,
+        )
         instance_pb2_grpc.add_InstanceServiceServicer_to_server(
             InstanceService(instances, supervisor, self.dispatcher), server
         )

@@ -28,6 +28,12 @@ class InstanceSpec:
 
 
 STORE_FILE_NAME = "session.db"
+# Messages carry media up to 16 MiB (MessageService's cap); gRPC's default limit is 4 MiB.
+MAX_GRPC_MESSAGE_BYTES = 20 * 1024 * 1024
+GRPC_MESSAGE_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
+)
 
 
 class EngineError(Exception):

@@ -19,7 +19,7 @@ import grpc.aio
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
 from zapgate.sessions import wire
-from zapgate.sessions.engine import OutgoingContent, SendResult
+from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, OutgoingContent, SendResult
 from zapgate.sessions.events import EngineEvent, InstanceKey
 from zapgate.sessions.worker import ERROR_KIND_KEY
 
@@ -154,7 +154,9 @@ class WorkerSlot:
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(f"worker {self.index} did not start")
             await asyncio.sleep(0.02)
-        self._channel = grpc.aio.insecure_channel(f"unix:{self.socket_path}")
+        self._channel = grpc.aio.insecure_channel(
+            f"unix:{self.socket_path}", options=GRPC_MESSAGE_OPTIONS
+        )
         await asyncio.wait_for(self._channel.channel_ready(), self.config.ready_timeout)
         self.stub = worker_pb2_grpc.EngineWorkerServiceStub(self._channel)
 

@@ -24,7 +24,13 @@ import grpc.aio
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
 from zapgate.sessions import wire
-from zapgate.sessions.engine import Engine, EngineError, InstanceSpec, SendRefused
+from zapgate.sessions.engine import (
+    GRPC_MESSAGE_OPTIONS,
+    Engine,
+    EngineError,
+    InstanceSpec,
+    SendRefused,
+)
 from zapgate.sessions.events import EngineEvent
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import NotRunning, Rejected, SimEngine, SimTimings
@@ -170,7 +176,7 @@ def _build_engine(kind: str, sink: Any, sim_timings: SimTimings) -> Engine:
 
 async def serve(socket_path: Path, engine_kind: str, sim_timings: SimTimings) -> None:
     service = WorkerService(engine_kind, sim_timings)
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
     worker_pb2_grpc.add_EngineWorkerServiceServicer_to_server(service, server)
     server.add_insecure_port(f"unix:{socket_path}")
     await server.start()
