@@ -194,6 +194,12 @@ class Dispatcher:
                 last_save = self._clock()
 
     async def _carry_out(self, decision: Release | Expiry | AutoPause) -> None:
+        try:
+            await self._decide(decision)
+        finally:
+            self._wake.set()  # a finished send or failure may make the next message due
+
+    async def _decide(self, decision: Release | Expiry | AutoPause) -> None:
         if isinstance(decision, AutoPause):
             tenant, _, instance_id = decision.instance.partition("/")
             await self.pause(tenant, instance_id, decision.reason)
@@ -242,6 +248,9 @@ class Dispatcher:
             sent_time_us=int(result.timestamp * 1e6),
         )
         self.scheduler.on_sent(outgoing.instance, message.id)
+        self._wake.set()  # the instance's next message may be due now
+        # Counters are saved with every send, so caps hold across a crash too.
+        await self._save_counters({outgoing.instance})
 
     async def _send_failed(self, message: MessageRecord, error: EngineCallFailed) -> None:
         if error.kind == "not_running":  # never reached the engine: safe to queue again
@@ -283,8 +292,8 @@ class Dispatcher:
             body[kind] = Media(message.media or b"", caption=caption, **media_fields)
         return OutgoingContent(**body)
 
-    async def _save_counters(self) -> None:
-        for key in self.scheduler.dirty():
+    async def _save_counters(self, keys: set[str] | None = None) -> None:
+        for key in self.scheduler.dirty() if keys is None else keys:
             tenant, _, instance_id = key.partition("/")
             state = self.scheduler.export_state(key)
             try:
