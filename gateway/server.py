@@ -175,6 +175,8 @@ class Gateway:
         if self._server is not None:
             grace = self.config.grace_seconds if grace is None else grace
             draining = asyncio.create_task(self._server.stop(grace))
+            await asyncio.sleep(0)  # let stop() begin: from here no new call is accepted
+            log.info("not accepting new calls; draining in-flight ones (grace %.1fs)", grace)
         if self._keeper_task is not None:
             self._keeper_task.cancel()
         if self.dispatcher is not None:

@@ -31,6 +31,11 @@ What neonize does underneath (goneonize/main.go, and checked offline against 0.5
   waits forever for a QR channel whatsmeow never closes. Their threads are lost (daemon
   threads: they do not keep the worker from exiting); `lingering()` counts them. A worker
   whose count keeps growing should be recycled: a worker restart is recoverable by design.
+- Sending (neonize_send.py builds the messages): whatsmeow's SendMessage blocks until the
+  server acknowledges the message (or its own timeout), holding its call thread and a read
+  hold on the gate; a start or stop waits for the sends already under way. Every whatsmeow
+  call used to send checks for a client missing from neonize's maps and answers "client is
+  nil" (an error, not a crash): the offline tests use that to reach the real calls.
 """
 
 from __future__ import annotations
@@ -42,14 +47,22 @@ import importlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from itertools import count
 from pathlib import Path
 from typing import Any, TypeVar
 
-from zapgate.sessions import neonize_events
-from zapgate.sessions.engine import Engine, EngineError, EventSink, InstanceSpec
+from zapgate.sessions import neonize_events, neonize_send
+from zapgate.sessions.engine import (
+    Engine,
+    EngineError,
+    EventSink,
+    InstanceSpec,
+    OutgoingContent,
+    SendResult,
+)
 from zapgate.sessions.events import (
     ClientOutdated,
     Connected,
@@ -86,6 +99,8 @@ STOP_WAIT_SECONDS = 10.0
 # connections with one session never overlap (WhatsApp would replace one stream).
 PREVIOUS_STOP_WAIT_SECONDS = 30.0
 CALL_THREADS = 8
+# Phone numbers each session remembers as on WhatsApp (with the number WhatsApp answered).
+KNOWN_USERS = 4096
 
 # Events after which whatsmeow's session is over or must not go on by itself: the engine
 # forgets the instance and stops its client; zapgate's supervisor decides what comes next.
@@ -185,6 +200,40 @@ class NeonizeEngine(Engine):
             )
         # The caller shows the code (the supervisor, like with the simulator): no event.
         return await self._read(session, lambda client: str(client.PairPhone(phone[1:], True)))
+
+    async def send(
+        self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
+    ) -> SendResult:
+        """Looks a phone-number recipient up (WhatsApp's number lookup: whatsmeow itself
+        sends to a number that has no WhatsApp without any error, and the message is never
+        delivered), uploads the media, builds the message and sends it. Each step is its own
+        reader call: an upload does not hold the gate while the message is sent."""
+        to = neonize_send.parse_recipient(recipient_jid)
+        neonize_send.check_content(content)
+        session = self._sending(key)
+        to = await self._on_whatsapp(session, to)
+        uploaded = None
+        if (upload := neonize_send.upload_of(content)) is not None:
+            media, media_type = upload
+            kind = content.kind
+            uploaded = await self._read(
+                session, lambda client: _upload(client, key, kind, media.data, media_type)
+            )
+        now = time.time()
+        # Off the loop: building an image's preview decodes the whole image.
+        message = await self._in_thread(
+            lambda: neonize_send.build_message(content, uploaded, now=now)
+        )
+        response = await self._read(session, lambda client: _deliver(client, key, to, message))
+        return SendResult(message_id=str(response.ID), timestamp=float(response.Timestamp))
+
+    async def set_typing(self, key: InstanceKey, recipient_jid: str, typing: bool) -> None:
+        """Also looks a phone-number recipient up, like `send` (and remembers it for the send
+        that follows): "typing..." shows only in the chat of the number WhatsApp knows."""
+        to = neonize_send.parse_recipient(recipient_jid)
+        session = self._sending(key)
+        to = await self._on_whatsapp(session, to)
+        await self._read(session, lambda client: _show_typing(client, key, to, typing))
 
     async def is_connected(self, key: InstanceKey) -> bool:
         """Whether the instance's websocket is up (False while it is still dialing): a
@@ -295,6 +344,26 @@ class NeonizeEngine(Engine):
             raise EngineError(f"{key} is not running on this engine; start it first")
         return session
 
+    def _sending(self, key: InstanceKey) -> _Session:
+        session = self._hosted(key)
+        if not session.connected:
+            raise EngineError(f"{key} is not connected to WhatsApp yet; send once it is")
+        return session
+
+    async def _on_whatsapp(self, session: _Session, to: Any) -> Any:
+        """The recipient as WhatsApp knows it. WhatsApp may answer with another number than
+        the one asked: Brazilian mobile numbers registered before the ninth digit was added
+        live on without it, and a message to the other form is never delivered."""
+        user = neonize_send.phone_user(to)
+        if not user:
+            return to  # a group or a LID: no number to look up
+        known = session.known_users.get(user)
+        if known is None:
+            key = session.key
+            known = await self._read(session, lambda client: _look_up(client, key, user))
+            session.remember_user(user, known)
+        return neonize_send.jid(known, neonize_events.USER_SERVER)
+
     async def _read(self, session: _Session, call: Callable[[Any], T]) -> T:
         """Runs a neonize call as a reader of the gate, on a call thread."""
         return await self._in_thread(self._read_now, session, call)
@@ -349,6 +418,8 @@ class _Session:
         self.loop = loop
         self.qr_count = 0
         self.connected = False
+        # Phone number -> the number WhatsApp answered for it (loop only).
+        self.known_users: dict[str, str] = {}
         self.ran = False  # Neonize() was called
         self.stop_requested = False
         self.stop_scheduled = False
@@ -361,6 +432,11 @@ class _Session:
         self.past_dial = False
         # Only a Python object: the Go client is created inside Neonize(), under the gate.
         self.client = self._new_client(store_name)
+
+    def remember_user(self, user: str, known: str) -> None:
+        if len(self.known_users) >= KNOWN_USERS:
+            del self.known_users[next(iter(self.known_users))]  # the oldest
+        self.known_users[user] = known
 
     def launch(self) -> None:
         thread = threading.Thread(target=self._run, name=f"neonize {self.uuid}", daemon=True)
@@ -483,6 +559,44 @@ def _unlink(client: Any) -> None:
     # Nothing to unlink while only QR codes are shown (connected, not logged in).
     if client.is_logged_in:
         client.logout()
+
+
+# -- reader calls of send and set_typing (run under the gate, on a call thread) -------------
+
+
+def _look_up(client: Any, key: InstanceKey, user: str) -> str:
+    """The number WhatsApp knows for `user` (digits); SendRefused when it has no WhatsApp."""
+    try:
+        answers = client.is_on_whatsapp(f"+{user}")
+    except neonize_client.IsOnWhatsAppError as error:
+        raise neonize_send.lookup_error(key, str(error)) from error
+    return neonize_send.known_user(user, answers)
+
+
+def _upload(client: Any, key: InstanceKey, kind: str, data: bytes, media_type: Any) -> Any:
+    """Encrypts and uploads a media file to WhatsApp's media servers (neonize's
+    UploadResponse)."""
+    try:
+        return client.upload(data, media_type)
+    except neonize_client.UploadError as error:
+        raise neonize_send.upload_error(key, kind, str(error)) from error
+
+
+def _deliver(client: Any, key: InstanceKey, to: Any, message: Any) -> Any:
+    """Sends a built message and waits for the server's acknowledgement (neonize's
+    SendResponse)."""
+    try:
+        return client.send_message(to, message)
+    except neonize_client.SendMessageError as error:
+        raise neonize_send.send_error(key, str(error)) from error
+
+
+def _show_typing(client: Any, key: InstanceKey, to: Any, typing: bool) -> None:
+    state, media = neonize_send.typing_state(typing)
+    try:
+        client.send_chat_presence(to, state, media)
+    except neonize_client.SendPresenceError as error:
+        raise neonize_send.typing_error(key, str(error)) from error
 
 
 def _wipe_store(store_path: Path) -> None:

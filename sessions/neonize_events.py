@@ -25,6 +25,7 @@ from zapgate.sessions.events import (
     Paired,
     QrShown,
     QrTimedOut,
+    Receipt,
     StreamReplaced,
     TemporarilyBanned,
 )
@@ -40,6 +41,7 @@ FIRST_QR_LIFETIME_SECONDS = 60.0
 NEXT_QR_LIFETIME_SECONDS = 20.0
 
 USER_SERVER = "s.whatsapp.net"  # phone-number JIDs; "lid" JIDs carry no phone number
+LID_SERVER = "lid"
 
 # neonize's ConnectFailureReason enum -> whatsmeow's ConnectFailureReason (the server's code).
 _CONNECT_FAILURE_CODES: Mapping[int, int] = {
@@ -77,7 +79,25 @@ MAPPED_EVENT_TYPES: tuple[Any, ...] = (
     pb.KeepAliveTimeout,
     pb.KeepAliveRestored,
     pb.PairStatus,
+    pb.Receipt,
 )
+
+# neonize's Receipt.ReceiptType -> zapgate's receipt kind, for receipts the recipient sends
+# about messages this account sent. whatsmeow's own types: DELIVERED is its "" (the device
+# got it); INACTIVE is the delivery receipt of a client not marked online (WhatsApp Web in
+# the background, whatsmeow itself by default): WhatsApp's apps draw no ticks for it, but
+# the message did reach one of the recipient's devices; PLAYED is a voice note (or view-once
+# media) opened. The rest is not about the recipient: SENDER
+# and READ_SELF come from this account's own devices, RETRY asks whatsmeow to re-encrypt
+# (which it does by itself), PEER_MSG and HISTORY_SYNC are device-to-device traffic, and
+# neonize 0.5.2 reports whatsmeow's "played-self" (opened on this account's other device) as
+# SERVER_ERROR (goneonize/utils/encoder.go, EncodeReceipts).
+_RECEIPT_KINDS: Mapping[int, str] = {
+    pb.Receipt.DELIVERED: "delivered",
+    pb.Receipt.INACTIVE: "delivered",
+    pb.Receipt.READ: "read",
+    pb.Receipt.PLAYED: "played",
+}
 
 # Final items of whatsmeow's QR channel, reported by neonize's login-status callback.
 QR_SUCCESS = "success"
@@ -112,6 +132,8 @@ def to_engine_event(key: InstanceKey, event: Any, me: Any = None) -> EngineEvent
             return KeepAliveFailing(key, failures=int(event.ErrorCount))
         case pb.KeepAliveRestored():
             return KeepAliveRestored(key)
+        case pb.Receipt():
+            return _receipt(key, event)
     return None
 
 
@@ -153,9 +175,38 @@ def phone_number(jid: Any) -> str:
     return f"+{jid.User}"
 
 
+def _receipt(key: InstanceKey, event: Any) -> Receipt | None:
+    kind = _RECEIPT_KINDS.get(int(event.Type))
+    source = event.MessageSource
+    if kind is None or source.IsFromMe or not event.MessageIDs:
+        return None
+    return Receipt(key, message_ids=tuple(event.MessageIDs), kind=kind, chat=_chat(source))
+
+
+def _chat(source: Any) -> str:
+    """The chat a receipt is about, as a phone-number JID when whatsmeow knows it: messages
+    are sent to phone numbers, but WhatsApp may address the receipt of a one-to-one chat
+    with the recipient's LID, and then names the phone number as the sender's alternate."""
+    chat, alternate = source.Chat, source.SenderAlt
+    if not source.IsGroup and str(chat.Server) == LID_SERVER and phone_number(alternate):
+        chat = alternate
+    return jid_string(_without_device(chat))
+
+
+def _without_device(jid: Any) -> Any:
+    plain = type(jid)()
+    plain.CopyFrom(jid)
+    plain.RawAgent = 0
+    plain.Device = 0
+    return plain
+
+
 # Codes neonize's enums do not know never reach Python: neonize leaves the (required) field
 # unset, Go's proto.Marshal refuses the event and neonize's event loop ends with that error,
-# which the engine reports as the end of the connection.
+# which the engine reports as the end of the connection. For receipts this is a live case:
+# neonize 0.5.2 has no enum value for whatsmeow's "server-error" receipt (nor for any type
+# WhatsApp adds later), so one of those ends the connection (checked in the switch that the
+# 0.5.2 library compiled from EncodeReceipts, which compares no 12-byte type name).
 
 
 def _temporarily_banned(key: InstanceKey, event: Any) -> TemporarilyBanned:

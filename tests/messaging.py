@@ -16,10 +16,19 @@ from zapgate.v1 import simulator_pb2 as spb
 
 # Gaps of 50-150 ms, generous caps, no warm-up, no quiet hours, no typing.
 FAST_POLICY = ipb.SendPolicy(
-    min_gap_seconds=0.05, jitter_min_seconds=0.0, jitter_max_seconds=0.1,
-    per_minute=10_000, per_hour=100_000, per_day=1_000_000, new_contacts_per_day=1_000_000,
-    timezone="UTC", warmup_days=1, warmup_first_day_cap=1_000_000, typing=False,
-    typing_chars_per_second=20, typing_max_seconds=1,
+    min_gap_seconds=0.05,
+    jitter_min_seconds=0.0,
+    jitter_max_seconds=0.1,
+    per_minute=10_000,
+    per_hour=100_000,
+    per_day=1_000_000,
+    new_contacts_per_day=1_000_000,
+    timezone="UTC",
+    warmup_days=1,
+    warmup_first_day_cap=1_000_000,
+    typing=False,
+    typing_chars_per_second=20,
+    typing_max_seconds=1,
 )
 
 
@@ -29,7 +38,9 @@ class Messenger:
         self.metadata = client.metadata
         self.stub = message_pb2_grpc.MessageServiceStub(client.channel)
 
-    async def ready(self, instance_id: str, phone: str, policy: ipb.SendPolicy = FAST_POLICY) -> None:
+    async def ready(
+        self, instance_id: str, phone: str, policy: ipb.SendPolicy = FAST_POLICY
+    ) -> None:
         """A connected instance with `policy`."""
         await self.client.create(instance_id)
         await self.set_policy(instance_id, policy)
@@ -43,17 +54,25 @@ class Messenger:
         reply = await self.client.instances.UpdateInstance(request, metadata=self.metadata)
         return reply.instance
 
-    async def send_text(self, instance_id: str, phone: str, body: str, **fields: object) -> pb.Message:
-        request = pb.SendMessageRequest(instance_id=instance_id, phone=phone,
-                                        text=pb.Text(body=body), **fields)  # type: ignore[arg-type]
+    async def send_text(
+        self, instance_id: str, phone: str, body: str, **fields: object
+    ) -> pb.Message:
+        request = pb.SendMessageRequest(
+            instance_id=instance_id, phone=phone, text=pb.Text(body=body), **fields
+        )  # type: ignore[arg-type]
         return (await self.stub.SendMessage(request, metadata=self.metadata)).message
 
     async def get(self, instance_id: str, message_id: str) -> pb.Message:
         request = pb.GetMessageRequest(instance_id=instance_id, message_id=message_id)
         return (await self.stub.GetMessage(request, metadata=self.metadata)).message
 
-    async def wait_message(self, instance_id: str, message_id: str,
-                           predicate: Callable[[pb.Message], bool], timeout: float = 30) -> pb.Message:
+    async def wait_message(
+        self,
+        instance_id: str,
+        message_id: str,
+        predicate: Callable[[pb.Message], bool],
+        timeout: float = 30,
+    ) -> pb.Message:
         deadline = time.monotonic() + timeout
         while True:
             message = await self.get(instance_id, message_id)
@@ -65,5 +84,6 @@ class Messenger:
 
     async def received(self, instance_id: str) -> list[spb.ReceivedMessage]:
         reply = await self.client.sim.ListReceived(
-            spb.ListReceivedRequest(instance_id=instance_id), metadata=self.metadata)
+            spb.ListReceivedRequest(instance_id=instance_id), metadata=self.metadata
+        )
         return list(reply.messages)

@@ -15,14 +15,17 @@ from tests.rpc import expect_error
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.v1 import instance_pb2 as pb
+from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as spb
 
 PUBLIC_SERVICES = [
     pb.DESCRIPTOR.services_by_name["InstanceService"],
     spb.DESCRIPTOR.services_by_name["SimulatorService"],
+    mpb.DESCRIPTOR.services_by_name["MessageService"],
 ]
 ALL_METHODS = [method for service in PUBLIC_SERVICES for method in service.methods]
 Metadata = tuple[tuple[str, str], ...]
+A_MESSAGE_IDS: list[str] = []  # the message tenant A sent in `owned_by_a`
 
 
 async def _drain(stream: AsyncIterator[Message]) -> list[Message]:
@@ -102,6 +105,18 @@ async def owned_by_a(running: RunningGateway, tenant: str) -> str:
     await stub_call(
         pb.CreateInstanceRequest(instance_id="secret", display_name="A's"), metadata=key_a
     )
+    send = running.channel.unary_unary(
+        "/zapgate.v1.MessageService/SendMessage",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=mpb.SendMessageResponse.FromString,
+    )
+    sent = await send(
+        mpb.SendMessageRequest(
+            instance_id="secret", phone="+15550002222", text=mpb.Text(body="A's message")
+        ),
+        metadata=key_a,
+    )
+    A_MESSAGE_IDS.append(sent.message.id)
     return "secret"
 
 
@@ -121,8 +136,12 @@ async def test_another_tenants_instance_is_not_found(
         request.code = "ABCD-EFGH"  # type: ignore[attr-defined]
     if method.name == "TemporaryBan":
         request.expires_in_seconds = 60  # type: ignore[attr-defined]
+    if method.name in ("GetMessage", "CancelMessage"):
+        request.message_id = A_MESSAGE_IDS[-1]  # type: ignore[attr-defined]
+    if method.name == "SendMessage":
+        request.phone, request.text.body = "+15550001111", "hi"  # type: ignore[attr-defined]
     info, _ = await expect_error(call(running, method, request, key_b), grpc.StatusCode.NOT_FOUND)
-    assert info.reason == "INSTANCE_NOT_FOUND"
+    assert info.reason in ("INSTANCE_NOT_FOUND", "MESSAGE_NOT_FOUND")
 
 
 async def test_list_and_create_stay_within_the_tenant(
@@ -150,4 +169,5 @@ async def test_list_and_create_stay_within_the_tenant(
 def test_the_matrix_covers_every_public_rpc() -> None:
     names = {m.name for m in ALL_METHODS}
     assert {"Connect", "Logout", "ScanQr", "DeleteInstance", "UpdateInstance"} <= names
-    assert len(names) == 14
+    assert {"SendMessage", "GetInstanceStats", "PauseSending", "ListReceived"} <= names
+    assert len(names) == 23

@@ -25,6 +25,7 @@ from zapgate.sessions.events import (
     Paired,
     QrShown,
     QrTimedOut,
+    Receipt,
     StreamReplaced,
     TemporarilyBanned,
 )
@@ -183,7 +184,8 @@ def test_events_zapgate_does_not_report_map_to_nothing() -> None:
 
 def test_every_mapped_type_is_one_neonize_can_subscribe_to() -> None:
     assert all(event_type in EVENT_TO_INT for event_type in neonize_events.MAPPED_EVENT_TYPES)
-    assert len(set(neonize_events.MAPPED_EVENT_TYPES)) == 10
+    assert len(set(neonize_events.MAPPED_EVENT_TYPES)) == 11
+    assert pb.Receipt in neonize_events.MAPPED_EVENT_TYPES
 
 
 def test_qr_codes_follow_whatsmeows_schedule() -> None:
@@ -231,3 +233,101 @@ def test_jids_print_like_whatsmeow_and_only_phone_jids_have_a_number(
 ) -> None:
     assert neonize_events.jid_string(of) == text
     assert neonize_events.phone_number(of) == phone
+
+
+# -- receipts --------------------------------------------------------------------------------
+
+NO_JID = jid("", "")
+RECIPIENT = jid("5511988887777", WA)
+RECIPIENT_LID = jid("98765432109876", "lid")
+GROUP = jid("120363025246125888", "g.us")
+IDS = ["3EB0C431C26A1916E07E", "3EB0D8D5A5E3C1C01B9A"]
+
+
+def receipt(
+    kind: int,
+    *,
+    chat: Any = RECIPIENT,
+    sender: Any = RECIPIENT,
+    sender_alt: Any = NO_JID,
+    from_me: bool = False,
+    ids: list[str] = IDS,
+) -> Any:
+    """A receipt as neonize encodes whatsmeow's events.Receipt (EncodeReceipts)."""
+    source = pb.MessageSource(
+        Chat=chat,
+        Sender=sender,
+        IsFromMe=from_me,
+        IsGroup=chat.Server == "g.us",
+        AddressingMode=pb.PN if chat.Server != "lid" else pb.LID,
+        SenderAlt=sender_alt,
+        RecipientAlt=NO_JID,
+        BroadcastListOwner=NO_JID,
+    )
+    return pb.Receipt(MessageSource=source, MessageIDs=ids, Timestamp=1_790_000_100, Type=kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reported"),
+    [
+        (pb.Receipt.DELIVERED, "delivered"),
+        (pb.Receipt.INACTIVE, "delivered"),
+        (pb.Receipt.READ, "read"),
+        (pb.Receipt.PLAYED, "played"),
+    ],
+)
+def test_the_recipients_receipts_name_the_sent_messages(kind: int, reported: str) -> None:
+    assert mapped(receipt(kind, sender=jid("5511988887777", WA, device=2))) == Receipt(
+        KEY, message_ids=tuple(IDS), kind=reported, chat="5511988887777@s.whatsapp.net"
+    )
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pb.Receipt.SENDER,  # this account's other device got the copy of a sent message
+        pb.Receipt.RETRY,  # whatsmeow re-encrypts and resends by itself
+        pb.Receipt.READ_SELF,
+        pb.Receipt.SERVER_ERROR,  # neonize 0.5.2's label for whatsmeow's "played-self"
+        pb.Receipt.PEER_MSG,
+        pb.Receipt.HISTORY_SYNC,
+    ],
+)
+def test_receipts_that_are_not_the_recipients_are_not_reported(kind: int) -> None:
+    assert mapped(receipt(kind)) is None
+
+
+def test_receipts_from_this_accounts_own_devices_are_not_reported() -> None:
+    # The phone read a message it received: whatsmeow reports a read from "me".
+    me = jid("5511999998888", WA, device=0)
+    assert mapped(receipt(pb.Receipt.READ, chat=RECIPIENT, sender=me, from_me=True)) is None
+
+
+def test_a_receipt_addressed_by_lid_names_the_chat_by_phone_when_known() -> None:
+    by_lid = receipt(
+        pb.Receipt.READ, chat=RECIPIENT_LID, sender=RECIPIENT_LID, sender_alt=RECIPIENT
+    )
+    assert mapped(by_lid) == Receipt(
+        KEY, message_ids=tuple(IDS), kind="read", chat="5511988887777@s.whatsapp.net"
+    )
+    unknown_phone = receipt(pb.Receipt.READ, chat=RECIPIENT_LID, sender=RECIPIENT_LID)
+    assert mapped(unknown_phone) == Receipt(
+        KEY, message_ids=tuple(IDS), kind="read", chat="98765432109876@lid"
+    )
+
+
+def test_a_group_receipt_names_the_group() -> None:
+    member = jid("5511988887777", WA, device=3)
+    in_group = receipt(pb.Receipt.DELIVERED, chat=GROUP, sender=member, ids=IDS[:1])
+    assert mapped(in_group) == Receipt(
+        KEY, message_ids=(IDS[0],), kind="delivered", chat="120363025246125888@g.us"
+    )
+
+
+def test_the_chat_of_a_receipt_never_names_a_device() -> None:
+    on_device = receipt(pb.Receipt.PLAYED, chat=jid("5511988887777", WA, device=7))
+    assert mapped(on_device).chat == "5511988887777@s.whatsapp.net"
+
+
+def test_a_receipt_naming_no_message_is_not_reported() -> None:
+    assert mapped(receipt(pb.Receipt.READ, ids=[])) is None

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from zapgate.sessions.engine import EngineError, InstanceSpec
+from zapgate.sessions.engine import EngineError, InstanceSpec, Media, OutgoingContent, SendRefused
 from zapgate.sessions.events import ConnectFailed, EngineEvent
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,6 +148,71 @@ def test_the_engine_lifecycle(tmp_path: Path) -> None:
     assert report["logout"] == {"store_before": True, "store_after": False, "hosted": 0}
     assert "never started" in report["logout_unknown"]
     assert "closed" in report["start_after_close"]
+
+
+@pytest.fixture(scope="module")
+def sent(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    return play("send", tmp_path_factory.mktemp("send"))
+
+
+def test_sending_needs_a_connected_instance(sent: Report) -> None:
+    engine = sent["engine"]
+    for call in ("send", "typing"):
+        assert engine[f"{call}_not_hosted"] == {
+            "type": "EngineError",
+            "message": "acme/nobody is not running on this engine; start it first",
+        }
+        assert engine[f"{call}_dialing"] == {
+            "type": "EngineError",
+            "message": "acme/dialing is not connected to WhatsApp yet; send once it is",
+        }
+    # What concerns the message is refused before the instance is even looked at.
+    assert engine["bad_recipient"]["type"] == "SendRefused"
+    assert engine["bad_recipient"]["code"] == "invalid_recipient"
+    assert engine["empty_text"]["code"] == "invalid_content"
+    assert engine["hosted_after"] == 0
+
+
+def test_whatsmeow_parses_every_message_kind_and_its_errors_map_to_engine_errors(
+    sent: Report,
+) -> None:
+    # Go unmarshals the recipient, then the message (a failure there is a protobuf error),
+    # and only then calls whatsmeow, which finds no client: every kind got that far.
+    whatsmeow = sent["whatsmeow"]
+    assert sorted(whatsmeow["deliver"]) == sorted(SEND_KINDS)
+    down = "it is not connected to WhatsApp"
+    for result in whatsmeow["deliver"].values():
+        assert result == {
+            "type": "EngineError",
+            "message": f"acme/bare could not send: {down} (client is nil)",
+        }
+    # An upload that fails because the instance is down does not blame the file.
+    assert whatsmeow["upload"] == {
+        "type": "EngineError",
+        "message": f"acme/bare could not upload the image: {down} "
+        "(failed to refresh media connections: client is nil)",
+    }
+    assert whatsmeow["look_up"] == {
+        "type": "EngineError",
+        "message": f"acme/bare could not look the recipient up on WhatsApp: {down} (client is nil)",
+    }
+    assert whatsmeow["typing"] == {
+        "type": "EngineError",
+        "message": f"acme/bare could not show typing: {down} (client is nil)",
+    }
+
+
+def test_receipts_reach_the_sink(sent: Report) -> None:
+    # neonize's event callback, called as Go calls it, with a Receipt of a hosted instance.
+    assert sent["receipts"] == [
+        {
+            "type": "Receipt",
+            "key": "acme/dialing",
+            "message_ids": ["3EB0C431C26A1916E07E", "3EB0D8D5A5E3C1C01B9A"],
+            "kind": "read",
+            "chat": "5511988887777@s.whatsapp.net",
+        }
+    ]
 
 
 # -- the scenarios (each in its own interpreter) ------------------------------------------------
@@ -370,7 +435,118 @@ async def lifecycle_scenario(workdir: Path) -> Report:
     return report
 
 
+SEND_KINDS = ("text", "image", "video", "audio", "voice_note", "document", "location", "contact")
+
+
+def send_contents() -> dict[str, OutgoingContent]:
+    from tests.test_neonize_send import VCARD, ogg_opus, png
+
+    return {
+        "text": OutgoingContent(text="Olá, Ana!"),
+        "image": OutgoingContent(image=Media(png(320, 200), "image/png", caption="Catálogo")),
+        "video": OutgoingContent(video=Media(b"\x00\x00\x00\x18ftypmp42", "video/mp4")),
+        "audio": OutgoingContent(audio=Media(b"ID3\x04\x00" + bytes(64), "audio/mpeg")),
+        "voice_note": OutgoingContent(audio=Media(ogg_opus(4.0), "audio/ogg"), voice_note=True),
+        "document": OutgoingContent(
+            document=Media(b"%PDF-1.7\n", "application/pdf", file_name="Proposta.pdf")
+        ),
+        "location": OutgoingContent(
+            latitude=-23.561414, longitude=-46.655881, location_name="MASP"
+        ),
+        "contact": OutgoingContent(contact_name="Ana Souza", contact_vcard=VCARD),
+    }
+
+
+def outcome(call: Callable[[], object]) -> Report:
+    try:
+        call()
+    except SendRefused as refused:
+        return {"type": "SendRefused", "code": refused.code, "message": str(refused)}
+    except EngineError as error:
+        return {"type": "EngineError", "message": str(error)}
+    return {"type": "accepted"}
+
+
+async def async_outcome(call: Awaitable[object]) -> Report:
+    try:
+        await call
+    except SendRefused as refused:
+        return {"type": "SendRefused", "code": refused.code, "message": str(refused)}
+    except EngineError as error:
+        return {"type": "EngineError", "message": str(error)}
+    return {"type": "accepted"}
+
+
+def whatsmeow_calls(workdir: Path) -> Report:
+    """The engine's reader calls on a client neonize does not have (whatsmeow answers "client
+    is nil"). Run before any engine client exists: nothing else touches neonize's maps."""
+    from tests.test_neonize_send import UPLOADED
+    from zapgate.sessions import neonize_engine, neonize_send
+
+    bare = neonize_engine.neonize_client.NewClient(str(workdir / "bare.db"), uuid="acme/bare#1")
+    bare._stop_finalizer.detach()
+    key, to = "acme/bare", neonize_send.parse_recipient("5511988887777@s.whatsapp.net")
+    deliver: Report = {}
+    for kind, content in send_contents().items():
+        uploaded = UPLOADED if neonize_send.upload_of(content) is not None else None
+        message = neonize_send.build_message(content, uploaded, now=1_790_000_000)
+        deliver[kind] = outcome(lambda m=message: neonize_engine._deliver(bare, key, to, m))
+    upload = neonize_send.upload_of(send_contents()["image"])
+    assert upload is not None
+    image, media_type = upload
+    return {
+        "deliver": deliver,
+        "upload": outcome(
+            lambda: neonize_engine._upload(bare, key, "image", image.data, media_type)
+        ),
+        "look_up": outcome(lambda: neonize_engine._look_up(bare, key, "5511988887777")),
+        "typing": outcome(lambda: neonize_engine._show_typing(bare, key, to, True)),
+    }
+
+
+async def send_scenario(workdir: Path) -> Report:
+    import ctypes
+
+    from tests.test_neonize_mapping import EVENT_TO_INT, RECIPIENT, pb, receipt
+    from zapgate.sessions.neonize_engine import NeonizeEngine
+
+    report: Report = {"whatsmeow": whatsmeow_calls(workdir)}
+    events = Events()
+    engine = NeonizeEngine(events)
+    text, recipient = OutgoingContent(text="Olá"), "5511988887777@s.whatsapp.net"
+    calls: Report = {
+        "send_not_hosted": await async_outcome(engine.send("acme/nobody", recipient, text)),
+        "typing_not_hosted": await async_outcome(engine.set_typing("acme/nobody", recipient, True)),
+        "bad_recipient": await async_outcome(engine.send("acme/nobody", "+5511988887777", text)),
+        "empty_text": await async_outcome(
+            engine.send("acme/nobody", recipient, OutgoingContent(text=" "))
+        ),
+    }
+    async with FakeProxy(hold=3.0) as slow:
+        dialing = spec(workdir, "acme/dialing", slow.url("socks5"))
+        await engine.start(dialing)
+        await slow.reached.wait()
+        calls["send_dialing"] = await async_outcome(engine.send(dialing.key, recipient, text))
+        calls["typing_dialing"] = await async_outcome(
+            engine.set_typing(dialing.key, recipient, False)
+        )
+        # neonize's event callback, called the way Go calls it, with a Receipt.
+        data = receipt(pb.Receipt.READ, sender=RECIPIENT).SerializeToString()
+        buffer = ctypes.create_string_buffer(data, len(data))
+        client = engine._sessions[dialing.key].client
+        code = EVENT_TO_INT[pb.Receipt]
+        client.event.execute(client.uuid, ctypes.addressof(buffer), len(data), code)
+        await events.until(lambda: bool(events.items))
+        report["receipts"] = events.dump()
+        await engine.stop(dialing.key)
+    calls["hosted_after"] = engine.hosted()
+    report["engine"] = calls
+    await engine.close()
+    return report
+
+
 SCENARIOS: dict[str, Callable[[Path], Awaitable[Report]]] = {
+    "send": send_scenario,
     "store": store_scenario,
     "dns": dns_scenario,
     "many": many_scenario,

@@ -85,7 +85,7 @@ async def draining_with_a_call_in_flight(
             )
             await asyncio.to_thread(server.wait_for, "call started: .*CreateInstance")
             server.terminate()
-            await asyncio.to_thread(server.wait_for, "signal received")
+            await asyncio.to_thread(server.wait_for, "not accepting new calls")
             yield in_flight, blocker
     finally:
         blocker.close()

@@ -122,7 +122,8 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             violations += check_labels("instance.labels", new.labels)
         if "proxy_url" in paths:
             violations += check_proxy_url("instance.proxy_url", new.proxy_url)
-        if "send_policy" in paths:
+        reset_policy = "send_policy" in paths and not new.HasField("send_policy")
+        if "send_policy" in paths and not reset_policy:
             policy = policy_from_proto(new.send_policy)
             violations += [
                 FieldViolation(f"instance.send_policy.{name}", description)
@@ -138,8 +139,8 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             changes["labels"] = dict(new.labels)
         if "proxy_url" in paths:
             changes["proxy_url"] = new.proxy_url
-        if "send_policy" in paths:
-            changes["send_policy"] = dataclasses.asdict(policy)
+        if "send_policy" in paths:  # an unset policy means the defaults
+            changes["send_policy"] = None if reset_policy else dataclasses.asdict(policy)
         record = await self._instances.update(current_tenant(), instance_id, changes)
         if "send_policy" in paths:
             await self._dispatcher.policy_changed(record.tenant, record.id)
