@@ -265,6 +265,15 @@ class Dispatcher:
             if error.kind.startswith("refused:")
             else ("engine_error")
         )
+        if code == "delivery_unknown":  # a timeout after the hand-off: it may have gone out
+            await self._messages.transition(
+                message.id,
+                M.MESSAGE_STATE_DELIVERY_UNKNOWN,
+                from_states=[M.MESSAGE_STATE_SENDING],
+                failure_reason=str(error)[:200],
+            )
+            self.scheduler.on_failed(message.instance_key, message.id, code)
+            return
         await self._messages.transition(
             message.id,
             M.MESSAGE_STATE_FAILED,
