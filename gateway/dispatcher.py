@@ -62,6 +62,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._configured: set[str] = set()
+        self._known: dict[str, set[str]] = {}
         self._loop_task: asyncio.Task[None] | None = None
 
     # ---- life ---------------------------------------------------------------------------
@@ -96,9 +97,7 @@ class Dispatcher:
 
     async def _schedule(self, message: MessageRecord) -> None:
         await self._configure(message.tenant, message.instance_id)
-        known = await self._messages.has_sent_to(
-            message.tenant, message.instance_id, message.recipient_jid
-        )
+        known = message.recipient_jid in await self._known_contacts(message.instance_key)
         self.scheduler.enqueue(
             Outgoing(
                 message_id=message.id,
@@ -113,6 +112,20 @@ class Dispatcher:
             )
         )
         self._wake.set()
+
+    async def _known_contacts(self, instance_key: str) -> set[str]:
+        """Recipients this instance ever sent to (not new contacts), loaded once."""
+        known = self._known.get(instance_key)
+        if known is None:
+            tenant, _, instance_id = instance_key.partition("/")
+            known = self._known[instance_key] = await self._messages.sent_recipients(
+                tenant, instance_id
+            )
+        return known
+
+    async def require_instance(self, tenant: str, instance_id: str) -> None:
+        """Raises InstanceNotFound; instances the dispatcher already knows cost no query."""
+        await self._configure(tenant, instance_id)
 
     async def _configure(self, tenant: str, instance_id: str, force: bool = False) -> None:
         key = f"{tenant}/{instance_id}"
@@ -164,6 +177,7 @@ class Dispatcher:
     async def forget(self, tenant: str, instance_id: str) -> None:
         self.scheduler.forget(f"{tenant}/{instance_id}")
         self._configured.discard(f"{tenant}/{instance_id}")
+        self._known.pop(f"{tenant}/{instance_id}", None)
         await self._messages.delete_instance(tenant, instance_id)
 
     async def on_receipt(self, instance_key: str, message_ids: tuple[str, ...], kind: str) -> None:
@@ -248,6 +262,7 @@ class Dispatcher:
             sent_time_us=int(result.timestamp * 1e6),
         )
         self.scheduler.on_sent(outgoing.instance, message.id)
+        (await self._known_contacts(outgoing.instance)).add(message.recipient_jid)
         self._wake.set()  # the instance's next message may be due now
         # Counters are saved with every send, so caps hold across a crash too.
         await self._save_counters({outgoing.instance})

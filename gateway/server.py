@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from zapgate.gateway.auth_cache import CachedAuthenticator
 from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.interceptor import GatewayInterceptor
@@ -81,7 +82,7 @@ class Gateway:
         assert self.dispatcher is not None
 
         server = grpc.aio.server(
-            interceptors=[GatewayInterceptor(api_keys.authenticate)],
+            interceptors=[GatewayInterceptor(CachedAuthenticator(api_keys.authenticate))],
             options=GRPC_MESSAGE_OPTIONS,
         )
         instance_pb2_grpc.add_InstanceServiceServicer_to_server(

@@ -43,7 +43,7 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         self, request: pb.SendMessageRequest, context: Context
     ) -> pb.SendMessageResponse:
         record = to_record(current_tenant(), request)
-        await self._instances.require(record.tenant, record.instance_id)
+        await self._dispatcher.require_instance(record.tenant, record.instance_id)
         stored, created = await self._dispatcher.accept(record)
         return pb.SendMessageResponse(message=message_to_proto(stored), created=created)
 

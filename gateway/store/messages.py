@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -9,13 +10,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.schema import messages
 from zapgate.v1 import message_pb2
 
 M = message_pb2.MessageState
+GROUP_COMMIT_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -44,32 +46,72 @@ class MessageRecord:
         return f"{self.tenant}/{self.instance_id}"
 
 
+Pending = tuple["MessageRecord", "asyncio.Future[int | None]"]
+
+
 class MessageRepository:
     def __init__(self, engine: AsyncEngine, clock: MicrosClock = system_micros) -> None:
         self._engine = engine
         self._clock = clock
+        self._pending: list[Pending] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def create(self, record: MessageRecord) -> tuple[MessageRecord, bool]:
         """Commits a new message; with an idempotency key already used on this instance,
-        returns the first message instead (created False)."""
+        returns the first message instead (created False).
+
+        Concurrent calls share one transaction (group commit): a commit costs the same for
+        one row or a hundred, and SQLite takes one writer at a time anyway."""
         now = self._clock()
         record = replace(
             record, create_time_us=now, update_time_us=now, send_at_us=record.send_at_us or now
         )
-        row = {f.name: getattr(record, f.name) for f in fields(MessageRecord) if f.name != "seq"}
-        row["content"] = dict(record.content)
-        try:
-            async with self._engine.begin() as conn:
-                result = await conn.execute(sa.insert(messages).values(**row))
-                seq = int(result.inserted_primary_key[0])  # type: ignore[index]
-        except IntegrityError:
-            if record.idempotency_key is None:
-                raise
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        seq = await future
+        if seq is None:  # the idempotency key was taken
             existing = await self._by_idempotency_key(record)
             if existing is None:
-                raise
+                raise RuntimeError(f"message {record.id} conflicts with nothing it can find")
             return existing, False
         return replace(record, seq=seq), True
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = (
+                self._pending[:GROUP_COMMIT_MAX],
+                self._pending[GROUP_COMMIT_MAX:],
+            )
+            try:
+                seqs = await self._insert(batch, together=True)
+            except IntegrityError:
+                seqs = await self._insert(batch, together=False)  # find the conflicting ones
+            except Exception as error:
+                for _, future in batch:
+                    future.set_exception(error)
+                continue
+            for (_, future), seq in zip(batch, seqs, strict=True):
+                future.set_result(seq)
+
+    async def _insert(self, batch: list[Pending], *, together: bool) -> list[int | None]:
+        """Seq of each inserted row; None where the idempotency key was already used."""
+        seqs: list[int | None] = []
+        if together:
+            async with self._engine.begin() as conn:
+                for record, _ in batch:
+                    seqs.append(await _insert_one(conn, record))
+            return seqs
+        for record, _ in batch:
+            try:
+                async with self._engine.begin() as conn:
+                    seqs.append(await _insert_one(conn, record))
+            except IntegrityError:
+                if record.idempotency_key is None:
+                    raise
+                seqs.append(None)
+        return seqs
 
     async def _by_idempotency_key(self, record: MessageRecord) -> MessageRecord | None:
         return await self._one(
@@ -175,21 +217,20 @@ class MessageRepository:
             )
         return [_record(row) for row in rows]
 
-    async def has_sent_to(self, tenant: str, instance_id: str, recipient_jid: str) -> bool:
-        """Whether this instance ever sent to the recipient (not a new contact any more)."""
+    async def sent_recipients(self, tenant: str, instance_id: str) -> set[str]:
+        """Everyone this instance ever sent to (so they are not new contacts)."""
         sent = (M.MESSAGE_STATE_SENT, M.MESSAGE_STATE_DELIVERED, M.MESSAGE_STATE_READ)
         query = (
-            sa.select(messages.c.seq)
+            sa.select(messages.c.recipient_jid)
+            .distinct()
             .where(
                 messages.c.tenant == tenant,
                 messages.c.instance_id == instance_id,
-                messages.c.recipient_jid == recipient_jid,
                 messages.c.state.in_(sent),
             )
-            .limit(1)
         )
         async with self._engine.connect() as conn:
-            return (await conn.execute(query)).first() is not None
+            return {row[0] for row in await conn.execute(query)}
 
     async def delete_instance(self, tenant: str, instance_id: str) -> None:
         async with self._engine.begin() as conn:
@@ -198,6 +239,13 @@ class MessageRepository:
                     messages.c.tenant == tenant, messages.c.instance_id == instance_id
                 )
             )
+
+
+async def _insert_one(conn: AsyncConnection, record: MessageRecord) -> int:
+    row = {f.name: getattr(record, f.name) for f in fields(MessageRecord) if f.name != "seq"}
+    row["content"] = dict(record.content)
+    result = await conn.execute(sa.insert(messages).values(**row))
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
 def _record(row: sa.RowMapping) -> MessageRecord:

@@ -1,0 +1,128 @@
+"""Durable enqueue throughput of MessageService.SendMessage (committed to the outbox before it
+returns) against a bare grpc.aio unary echo server receiving the same payload, with the same
+client concurrency, in the same run. Servers run in their own processes; SQLite state store.
+
+    python bench/enqueue_throughput.py [--requests 4000] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+from zapgate.v1 import instance_pb2, instance_pb2_grpc, message_pb2, message_pb2_grpc
+
+ECHO_SERVER = """
+import asyncio, grpc, sys
+async def main():
+    server = grpc.aio.server()
+    echo = grpc.unary_unary_rpc_method_handler(_echo)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {"Echo": echo}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await server.wait_for_termination()
+async def _echo(request, context):
+    return request
+import uvloop; uvloop.run(main())
+"""
+
+
+async def drive(call: Callable[[int], Awaitable[object]], requests: int, concurrency: int) -> float:
+    """Requests per second with `concurrency` callers."""
+    counter = iter(range(requests))
+
+    async def caller() -> None:
+        for n in counter:
+            await call(n)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return requests / (time.perf_counter() - start)
+
+
+def start_gateway(tmp: Path) -> tuple[subprocess.Popen[str], int, str]:
+    data = tmp / "data"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zapgate.gateway.cli", "serve", "--listen", "127.0.0.1:0",
+         "--engine", "sim", "--engine-workers", "1", "--data-dir", str(data),
+         "--runtime-dir", str(tmp / "runtime"), "--log-level", "INFO"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if match := re.search(r"listening on [\d.]+:(\d+)", line):
+            break
+    else:
+        raise RuntimeError("gateway did not start")
+    # Keep reading its log, or a full pipe would stall the gateway.
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    key = (data / "initial-api-key").read_text().strip()
+    return process, int(match.group(1)), key
+
+
+async def measure(requests: int, concurrency: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE,
+                                text=True)
+        assert echo.stdout is not None
+        echo_port = int(echo.stdout.readline())
+        gateway, port, key = start_gateway(Path(tmp))
+        try:
+            metadata = (("authorization", f"Bearer {key}"),)
+            payload = message_pb2.SendMessageRequest(
+                instance_id="bench", phone="+5511999990000",
+                text=message_pb2.Text(body="Olá {name}, seu pedido {order} saiu para entrega."),
+                variables={"name": "Ana", "order": "12345"},
+            )
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
+                echo_call = channel.unary_unary("/bench.Echo/Echo")
+                body = payload.SerializeToString()
+                await echo_call(body)
+                echo_rate = await drive(lambda n: echo_call(body), requests, concurrency)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                instances = instance_pb2_grpc.InstanceServiceStub(channel)
+                await instances.CreateInstance(
+                    instance_pb2.CreateInstanceRequest(instance_id="bench"), metadata=metadata)
+                stub = message_pb2_grpc.MessageServiceStub(channel)
+
+                async def send(n: int) -> object:
+                    return await stub.SendMessage(payload, metadata=metadata)
+
+                send_rate = await drive(send, requests, concurrency)
+            with sqlite3.connect(Path(tmp) / "data" / "zapgate.db") as db:
+                stored = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        finally:
+            gateway.terminate()
+            echo.terminate()
+            gateway.wait()
+            echo.wait()
+    print(f"{requests} requests, {concurrency} callers, {os.cpu_count()} cores: "
+          f"bare echo {echo_rate:,.0f} req/s; SendMessage (durable) {send_rate:,.0f} req/s; "
+          f"ratio {send_rate / echo_rate:.2f}; rows committed {stored}")
+    assert stored == requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    asyncio.run(measure(args.requests, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()
