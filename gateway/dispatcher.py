@@ -174,6 +174,9 @@ class Dispatcher:
         await self._configure(tenant, instance_id)
         return self.scheduler.stats(f"{tenant}/{instance_id}")
 
+    async def receipt_rates(self, tenant: str, instance_id: str) -> tuple[float, float]:
+        return await self._messages.receipt_rates(tenant, instance_id)
+
     async def forget(self, tenant: str, instance_id: str) -> None:
         self.scheduler.forget(f"{tenant}/{instance_id}")
         self._configured.discard(f"{tenant}/{instance_id}")

@@ -134,6 +134,8 @@ async def test_the_same_idempotency_key_never_makes_a_second_message(messenger: 
         "idem", first.message.id, lambda m: m.state == S.MESSAGE_STATE_READ
     )
     assert [r.text for r in await messenger.received("idem") if r.kind == "text"] == ["once"]
+    stats = await instance_stats(messenger, "idem")
+    assert (stats.sent_today, stats.delivery_rate, stats.read_rate) == (1, 1.0, 1.0)
 
 
 async def test_cancel_only_before_hand_off(messenger: Messenger) -> None:

@@ -104,7 +104,10 @@ def policy_from_proto(message: pb.SendPolicy) -> SendPolicy:
     return SendPolicy(**values)
 
 
-def stats_to_proto(stats: InstanceStats) -> pb.InstanceStats:
+def stats_to_proto(
+    stats: InstanceStats, delivery_rate: float, read_rate: float
+) -> pb.InstanceStats:
+    """Scheduler figures, with receipt rates over the outbox's recent sent messages."""
     message = pb.InstanceStats(
         sent_today=stats.sent_today,
         remaining_minute=stats.remaining_minute,
@@ -113,7 +116,8 @@ def stats_to_proto(stats: InstanceStats) -> pb.InstanceStats:
         remaining_new_contacts=stats.remaining_new_contacts_today,
         queue_depth=stats.queued + (1 if stats.in_flight else 0),
         paused_reason=stats.paused_reason or "",
-        delivery_rate=stats.delivery_rate if stats.delivery_rate is not None else 0.0,
+        delivery_rate=delivery_rate,
+        read_rate=read_rate,
     )
     if stats.next_send_at is not None:
         message.next_send_time.CopyFrom(timestamp(int(stats.next_send_at * 1e6)))

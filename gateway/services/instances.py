@@ -182,7 +182,8 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
     ) -> instance_pb2.GetInstanceStatsResponse:
         instance_id = await self._require_id(request.instance_id)
         stats = await self._dispatcher.stats(current_tenant(), instance_id)
-        return instance_pb2.GetInstanceStatsResponse(stats=stats_to_proto(stats))
+        rates = await self._dispatcher.receipt_rates(current_tenant(), instance_id)
+        return instance_pb2.GetInstanceStatsResponse(stats=stats_to_proto(stats, *rates))
 
     async def PauseSending(
         self, request: instance_pb2.PauseSendingRequest, context: Context

@@ -217,6 +217,29 @@ class MessageRepository:
             )
         return [_record(row) for row in rows]
 
+    async def receipt_rates(
+        self, tenant: str, instance_id: str, last: int = 100
+    ) -> tuple[float, float]:
+        """Of the instance's last `last` sent messages: the share delivered, the share read."""
+        sent = (M.MESSAGE_STATE_SENT, M.MESSAGE_STATE_DELIVERED, M.MESSAGE_STATE_READ)
+        query = (
+            sa.select(messages.c.state)
+            .where(
+                messages.c.tenant == tenant,
+                messages.c.instance_id == instance_id,
+                messages.c.state.in_(sent),
+            )
+            .order_by(messages.c.seq.desc())
+            .limit(last)
+        )
+        async with self._engine.connect() as conn:
+            states = [row[0] for row in await conn.execute(query)]
+        if not states:
+            return 0.0, 0.0
+        read = states.count(M.MESSAGE_STATE_READ)
+        delivered = read + states.count(M.MESSAGE_STATE_DELIVERED)
+        return delivered / len(states), read / len(states)
+
     async def sent_recipients(self, tenant: str, instance_id: str) -> set[str]:
         """Everyone this instance ever sent to (so they are not new contacts)."""
         sent = (M.MESSAGE_STATE_SENT, M.MESSAGE_STATE_DELIVERED, M.MESSAGE_STATE_READ)
