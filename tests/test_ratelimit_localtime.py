@@ -23,8 +23,8 @@ ZONES = [
 ]
 
 
-def utc(*fields: int) -> float:
-    return datetime(*fields, tzinfo=ZoneInfo("UTC")).timestamp()  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo("UTC")).timestamp()
 
 
 def local_hour(t: float, zone: str) -> int:

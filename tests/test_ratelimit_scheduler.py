@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,7 +21,7 @@ from tests.test_ratelimit_sim import (
     local_date,
     message,
 )
-from zapgate.ratelimit.decisions import AutoPause, Expiry, Release
+from zapgate.ratelimit.decisions import Expiry, Release
 from zapgate.ratelimit.errors import StateError
 from zapgate.ratelimit.health import ERROR_463, ERROR_RUN, LOW_DELIVERY, PauseRules
 from zapgate.ratelimit.policy import DEFAULT_POLICY, SendPolicy
@@ -39,7 +39,8 @@ def setup(
     for name in instances:
         scheduler.configure(name, policy, START - 30 * DAY)
         scheduler.set_ready(name, ready)
-    return scheduler, clock, Driver(scheduler, clock)
+    driver = Driver(scheduler, clock, policies=dict.fromkeys(instances, policy))
+    return scheduler, clock, driver
 
 
 def release_now(scheduler: Scheduler) -> Release:
@@ -75,7 +76,7 @@ def test_misuse_is_refused_with_a_clear_error() -> None:
 
 
 def test_higher_priority_goes_first_and_fifo_within_a_priority() -> None:
-    scheduler, clock, driver = setup()
+    scheduler, _clock, driver = setup()
     scheduler.set_ready("a", False)
     for seq, priority in enumerate([0, 0, 2, 1, 2, 0]):
         driver.enqueue(message(seq, priority=priority))
@@ -100,7 +101,7 @@ def test_an_urgent_message_lifts_the_older_ones_to_its_recipient() -> None:
 
 
 def test_a_message_scheduled_for_later_does_not_hold_up_its_recipient() -> None:
-    scheduler, _, driver = setup()
+    _scheduler, _, driver = setup()
     driver.enqueue(message(0, recipient="r", not_before=START + DAY))
     driver.enqueue(message(1, recipient="r"))
     driver.run(START + 2 * DAY)
@@ -162,7 +163,7 @@ def test_a_message_expires_at_its_expiry_while_paused() -> None:
 
 
 def test_a_message_that_cannot_be_sent_before_its_expiry_is_never_released() -> None:
-    scheduler, _, driver = setup(replace(OPEN_POLICY, min_gap_seconds=60, jitter_max_seconds=0))
+    _scheduler, _, driver = setup(replace(OPEN_POLICY, min_gap_seconds=60, jitter_max_seconds=0))
     driver.enqueue(message(0))
     driver.enqueue(message(1, expires_at=START + 30))  # the gap ends at START + 60
     driver.enqueue(message(2, expires_at=START + 61))
@@ -179,17 +180,17 @@ def test_expiries_come_in_batches_without_starving_other_instances() -> None:
     driver.enqueue(message(5000, "small", not_before=START + 10))
     clock.t = START + 10
     first = scheduler.due(limit=300)
-    assert len(first) == 300
+    assert 256 <= len(first) <= 300  # one visit handles at most 256 expiries
+    assert [d.message.seq for d in first if isinstance(d, Release)] == [5000]  # not starved
     rest: list[object] = []
-    while scheduler.next_wakeup() is not None and scheduler.next_wakeup() <= clock.t:  # type: ignore[operator]
+    while (wake := scheduler.next_wakeup()) is not None and wake <= clock.t:
         rest.extend(scheduler.due())
     everything = first + rest
     assert sum(isinstance(d, Expiry) for d in everything) == 1000
-    assert [d.message.seq for d in everything if isinstance(d, Release)] == [5000]
 
 
 def test_pause_and_resume() -> None:
-    scheduler, clock, driver = setup()
+    scheduler, _clock, driver = setup()
     scheduler.pause("a", "operator: campaign review")
     for seq in range(3):
         driver.enqueue(message(seq))
@@ -205,7 +206,7 @@ def test_pause_and_resume() -> None:
 
 
 def test_an_instance_that_is_not_connected_waits_without_failing() -> None:
-    scheduler, clock, driver = setup(ready=False)
+    scheduler, _clock, driver = setup(ready=False)
     driver.enqueue(message(0))
     driver.enqueue(message(1, expires_at=START + 2 * DAY))
     assert scheduler.next_wakeup() == START + 2 * DAY  # only the expiry
@@ -283,27 +284,33 @@ def test_undelivered_sends_pause_the_instance_when_the_next_release_is_due() -> 
     scheduler.configure("a", OPEN_POLICY, START)
     scheduler.set_ready("a", True)
     driver = Driver(scheduler, clock)
-    # 11 of the first 20 are never delivered: 9/20 < 50%.
-    driver.receipt_delay = lambda m: None if m.seq % 2 == 0 or m.seq == 19 else 5.0
-    for seq in range(40):
+    # Only one send in three is delivered, and nothing after the 30th: no receipt can
+    # trigger the check, the next due release does.
+    driver.receipt_delay = lambda m: 5.0 if m.seq % 3 == 0 and m.seq < 30 else None
+    for seq in range(200):
         driver.enqueue(message(seq))
     driver.run(START + 2 * HOUR)
-    assert len(driver.auto_pauses) + len(driver.receipt_pauses) == 1
-    pause_at, reason = (
-        driver.auto_pauses and (driver.auto_pauses[0][0], driver.auto_pauses[0][1].reason)
-    ) or driver.receipt_pauses[0]
-    assert reason.startswith(f"{LOW_DELIVERY}: 9 of the last 20")
+    assert driver.receipt_pauses == []
+    assert len(driver.auto_pauses) == 1
+    pause_at, pause = driver.auto_pauses[0]
+    assert pause.instance == "a"
+    assert pause.reason.startswith(f"{LOW_DELIVERY}: 7 of the last 20 judged sends")
     sent = driver.sent("a")
-    first_sent = sent[0].at
-    assert pause_at >= first_sent + 600  # not before the first grace time ran out
+    # Judged once the 20th send's grace ran out, at the next release after that.
+    assert sent[19].at + 600 <= pause_at <= sent[19].at + 600 + 15
     assert all(a.at <= pause_at for a in sent)
-    assert scheduler.stats("a").delivery_rate == pytest.approx(9 / 20)
+    assert scheduler.paused_reason("a") == pause.reason
+    rate = scheduler.stats("a").delivery_rate
+    assert rate is not None
+    assert rate < 0.5
     scheduler.resume("a")
     assert scheduler.stats("a").delivery_rate is None  # a fresh start
+    driver.run(START + 3 * HOUR)
+    assert len(driver.sent("a")) > len(sent)
 
 
 def test_a_healthy_delivery_rate_never_pauses() -> None:
-    scheduler, _, driver = setup()
+    _scheduler, _, driver = setup()
     driver.receipt_delay = lambda m: None if m.seq % 3 == 0 else 30.0  # 2/3 delivered
     for seq in range(100):
         driver.enqueue(message(seq))
@@ -347,7 +354,7 @@ def test_not_sent_counts_nothing() -> None:
 
 def test_new_contacts_wait_for_the_next_day_while_known_ones_go_on() -> None:
     policy = replace(OPEN_POLICY, new_contacts_per_day=2, timezone="America/Sao_Paulo")
-    scheduler, _, driver = setup(policy)
+    _scheduler, _, driver = setup(policy)
     for seq in range(5):
         driver.enqueue(message(seq, recipient=f"new{seq}"))
     driver.enqueue(message(5, recipient="friend", known=True))
@@ -358,8 +365,6 @@ def test_new_contacts_wait_for_the_next_day_while_known_ones_go_on() -> None:
     today = [a.message.seq for a in sent if local_date(a.at, "America/Sao_Paulo") == day0]
     assert today == [0, 1, 5, 6]
     assert len(sent) == 7
-    stats = scheduler.stats("a")
-    assert stats.remaining_new_contacts_today == 1
     check_driver_log(driver, {"a": (policy, START - 30 * DAY)}, {"a": {"friend"}})
 
 
@@ -395,14 +400,16 @@ def test_a_new_number_warms_up_day_by_day() -> None:
     for a in driver.sent("a"):
         number = (local_date(a.at, zone) - day0).days + 1
         per_day[number] = per_day.get(number, 0) + 1
-    assert per_day == {d: expected_day_cap(policy, d) for d in range(1, 8)} | {8: per_day[8]}
+    assert [per_day[d] for d in range(1, 8)] == [expected_day_cap(policy, d) for d in range(1, 8)]
     assert [per_day[d] for d in range(1, 6)] == [10, 18, 32, 56, 100]
     assert scheduler.stats("a").warmup_day == 9
 
 
 def test_quiet_hours_hold_sends_until_morning() -> None:
     zone = "America/Sao_Paulo"
-    policy = replace(OPEN_POLICY, timezone=zone, quiet_start_hour=22, quiet_end_hour=8)
+    policy = replace(
+        OPEN_POLICY, timezone=zone, quiet_start_hour=22, quiet_end_hour=8, jitter_max_seconds=0
+    )
     scheduler, clock, driver = setup(policy)
     evening = datetime(2024, 5, 6, 21, 59, 30, tzinfo=ZoneInfo(zone)).timestamp()
     clock.t = evening
@@ -432,14 +439,14 @@ def test_typing_is_counted_inside_the_gap() -> None:
     scheduler._instances["a"].counters.slot = replace(  # typing factor exactly 1
         scheduler._instances["a"].counters.slot, typing_fraction=0.5
     )
-    scheduler._rng = _Fixed(0.5)  # type: ignore[assignment]
+    scheduler._rng = _Fixed(0.5)
     for seq in range(3):
         driver.enqueue(message(seq, text_length=100))
     driver.enqueue(message(3, text_length=500))  # 50 s of typing: longer than the gap
     driver.run(START + HOUR)
     sent = driver.sent("a")
-    assert [a.released_at for a in sent] == [START, START + 30, START + 60, START + 90]
-    assert [a.at for a in sent] == [START + 10, START + 40, START + 70, START + 140]
+    assert [a.released_at for a in sent] == [START, START + 30, START + 60, START + 70]
+    assert [a.at for a in sent] == [START + 10, START + 40, START + 70, START + 120]
     # The long text stretches its gap: composing starts when the previous send went out.
 
 
@@ -549,8 +556,8 @@ def test_a_message_in_flight_at_a_crash_counts_as_sent_and_is_not_released_again
         {"last_attempt_at": "now"},
         {"gap_fraction": 1.5},
         {"failures_in_a_row": "3"},
-        {"awaiting_receipts": [["a-1"]]},
-        {"outcomes": [1, 0]},
+        {"receipts": [["a-1", 1.0]]},
+        {"receipts": [["a-1", 1.0, 1]]},
         {"paused": 42},
         {"in_flight": {"message_id": "a-1"}},
         {"in_flight": "a-1"},
@@ -597,7 +604,7 @@ def test_forget_drops_the_instance_and_its_timers() -> None:
 
 
 def test_the_timer_heap_stays_proportional_to_the_instances() -> None:
-    scheduler, clock, driver = setup(instances=tuple(f"i{n}" for n in range(50)))
+    scheduler, _clock, driver = setup(instances=tuple(f"i{n}" for n in range(50)))
     for seq in range(20_000):
         driver.enqueue(message(seq, f"i{seq % 50}", not_before=START + 10 * (seq % 997)))
     assert len(scheduler._heap) <= 2 * 50 + 1024
@@ -607,7 +614,7 @@ def test_the_timer_heap_stays_proportional_to_the_instances() -> None:
 def test_many_instances_share_the_clock_fairly() -> None:
     """100 instances with the same policy and backlog each send their share."""
     names = tuple(f"i{n}" for n in range(100))
-    scheduler, clock, driver = setup(
+    _scheduler, _clock, driver = setup(
         replace(OPEN_POLICY, min_gap_seconds=10, jitter_max_seconds=0), instances=names
     )
     for seq in range(3000):
@@ -615,9 +622,6 @@ def test_many_instances_share_the_clock_fairly() -> None:
     driver.run(START + 95)
     counts = {name: len(driver.sent(name)) for name in names}
     assert set(counts.values()) == {10}
-    check_driver_log(
-        driver,
-        {n: (replace(OPEN_POLICY, min_gap_seconds=10, jitter_max_seconds=0), START) for n in names},
-    )
+    policy = replace(OPEN_POLICY, min_gap_seconds=10, jitter_max_seconds=0)
+    check_driver_log(driver, dict.fromkeys(names, (policy, START)))
     assert all(abs(a.scheduled_at - a.released_at) <= EPS for a in driver.attempts)
-    _ = timedelta

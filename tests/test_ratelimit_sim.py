@@ -137,8 +137,13 @@ class Driver:
             del self.queued[message_id]
         return cancelled
 
-    def run(self, until: float, max_steps: int = 200_000) -> None:
+    def run(
+        self, until: float, max_steps: int = 200_000, stop: Callable[[], bool] | None = None
+    ) -> None:
+        """Drive until `until` (or until `stop()` holds after a step)."""
         for _ in range(max_steps):
+            if stop is not None and stop():
+                return
             wake = self.scheduler.next_wakeup()
             times = [
                 t for t in (wake, self._events[0][0] if self._events else None) if t is not None

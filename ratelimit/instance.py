@@ -1,0 +1,273 @@
+"""One instance inside the scheduler: its policy, queue, counters and health, and the rule
+that says when its next message may be released.
+
+The release rule (typing counted inside the gap)
+------------------------------------------------
+Every constraint applies to the *send* time S of the next message, never to its release:
+
+    S >= previous attempt + gap          gap = min_gap + uniform(jitter_min, jitter_max),
+                                         drawn once, when the previous attempt ended
+    S >= when the minute and hour windows have room (exact sliding windows)
+    S outside quiet hours, and on a local day whose sent count is below that day's cap
+      (warm-up included); pushed to the next local day otherwise
+    S >= now + typing                    the typing must fit before the send
+
+The message is released at R = S - typing: the driver shows "composing" for the typing time
+and sends at S. So typing eats into the gap instead of adding to it, and a long text takes
+longer than the gap only when its typing time is longer than the gap (then S = previous
+attempt + typing: "composing" never starts before the previous message went out). Only one
+message per instance is in flight, and the driver reports the send when it happened (at S or
+a little later), so the caps checked at S still hold at the real send time: windows only
+empty out as time passes. (Quiet hours hold for S; a driver late by d seconds may send up to
+d seconds into them.)
+
+Which message: the best lane head (see queue.py). If the new-contact cap of the earliest send
+day is used up, only known recipients are considered; if only new contacts wait, S moves to
+the next local day.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from zapgate.ratelimit.counters import SendCounters, Slot
+from zapgate.ratelimit.errors import StateError
+from zapgate.ratelimit.health import PauseRules, SendHealth
+from zapgate.ratelimit.localtime import LocalCalendar
+from zapgate.ratelimit.messages import Outgoing
+from zapgate.ratelimit.policy import SendPolicy, daily_cap, typing_seconds
+from zapgate.ratelimit.queue import MessageQueue
+
+STATE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    message: Outgoing
+    known: bool
+    release_at: float
+    send_at: float
+
+
+@dataclass(frozen=True)
+class _Day:
+    """A local day as an interval of epoch seconds, with its cap: most questions about a
+    time fall on the day already looked up, and need no time zone arithmetic."""
+
+    start: float
+    end: float
+    day: date
+    cap: int
+
+
+@dataclass(frozen=True)
+class InFlight:
+    message: Outgoing
+    known: bool
+    send_at: float
+
+
+class Instance:
+    __slots__ = (
+        "_days",
+        "armed",
+        "cached_plan",
+        "calendar",
+        "counters",
+        "health",
+        "in_flight",
+        "name",
+        "paused",
+        "planned_release",
+        "policy",
+        "queue",
+        "ready",
+        "soonest_release",
+        "token",
+        "warmup_day0",
+        "warmup_started_at",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        policy: SendPolicy,
+        warmup_started_at: float,
+        rules: PauseRules,
+        rng: random.Random,
+    ) -> None:
+        self.name = name
+        self.queue = MessageQueue()
+        self.counters = SendCounters(Slot.draw(rng))
+        self.health = SendHealth(rules)
+        self.ready = False
+        self.paused: str | None = None
+        self.in_flight: InFlight | None = None
+        self.armed: float | None = None  # the time this instance's live heap entry is keyed at
+        self.token = 0  # identifies the live heap entry
+        self.planned_release: float | None = None  # the release time behind `armed`
+        # The plan made when the instance was last armed; it stays right until the state
+        # changes (which re-arms) or time brings a message due or expired.
+        self.cached_plan: Plan | None = None
+        # No message can be released before this (from the last plan): a message that comes
+        # due earlier need not wake the instance before it.
+        self.soonest_release: float | None = None
+        self._days: list[_Day] = []
+        self.configure(policy, warmup_started_at)
+
+    def configure(self, policy: SendPolicy, warmup_started_at: float) -> None:
+        self.policy = policy
+        self.calendar = LocalCalendar(
+            policy.timezone, policy.quiet_start_hour, policy.quiet_end_hour
+        )
+        self.warmup_started_at = warmup_started_at
+        self.warmup_day0 = self.calendar.day(warmup_started_at)
+        self._days = []
+
+    def can_release(self) -> bool:
+        return self.ready and self.paused is None and self.in_flight is None
+
+    def warmup_day(self, day: date) -> int:
+        return (day - self.warmup_day0).days + 1
+
+    def day_cap(self, day: date) -> int:
+        return daily_cap(self.policy, self.warmup_day(day))
+
+    def local_day(self, t: float) -> _Day:
+        for known in self._days:
+            if known.start <= t < known.end:
+                return known
+        day = self.calendar.day(t)
+        start = self.calendar.day_start(day)
+        end = self.calendar.day_start(day + timedelta(days=1))
+        found = _Day(start, end, day, self.day_cap(day))
+        if start <= t < end:  # (not so within a microsecond of midnight: don't keep it)
+            self._days = [found, *self._days[:1]]  # today and tomorrow, typically
+        return found
+
+    def earliest_send(self, start: float) -> float:
+        """The first time at or after `start` outside quiet hours on a day with room left."""
+        calendar, t = self.calendar, start
+        for _ in range(16):  # two or three rounds settle it; the bound is for odd zones
+            moved = calendar.quiet_until(t)
+            day = self.local_day(moved)
+            if self.counters.sent_on(day.day) >= day.cap:
+                moved = day.end
+            if moved == t:
+                break
+            t = moved
+        return t
+
+    def plan(self, now: float) -> Plan | None:
+        """The next release, if a message is due (ignores pause, readiness and in-flight)."""
+        policy, counters, queue = self.policy, self.counters, self.queue
+        queue.promote(now)
+        base = max(now, counters.gap_end(policy), counters.window_free_at(policy))
+        first = self.earliest_send(base)
+        self.soonest_release = first - policy.typing_max_seconds if policy.typing else first
+        day = self.local_day(first)
+        allow_new = counters.new_on(day.day) < policy.new_contacts_per_day
+        pick = queue.best(allow_new)
+        if pick is None:
+            if allow_new or policy.new_contacts_per_day == 0:
+                return None
+            if not queue.has_due_new_contacts():
+                return None
+            first = self.earliest_send(day.end)
+            pick = queue.best(True)
+            if pick is None:
+                return None
+        message, known = pick
+        typing = typing_seconds(policy, message.text_length, counters.slot.typing_factor())
+        start = max(first, now + typing)
+        send_at = start if start == first else self.earliest_send(start)
+        return Plan(message, known, send_at - typing, send_at)
+
+    def wake(self, now: float) -> tuple[float | None, float | None]:
+        """(When this instance next needs attention, the planned release behind it)."""
+        times = [self.queue.next_expiry()]
+        planned = None
+        self.cached_plan = None
+        if self.can_release():
+            plan = self.cached_plan = self.plan(now)  # first: it brings due messages in
+            promotion = self.queue.next_promotion()
+            if promotion is not None and self.soonest_release is not None:
+                promotion = max(promotion, self.soonest_release)
+            times.append(promotion)
+            if plan is not None:
+                expires = plan.message.expires_at
+                if expires is None or plan.send_at < expires:
+                    planned = plan.release_at
+                    times.append(planned)
+                # else: it cannot be sent in time; its expiry (already in `times`) comes first
+        present = [t for t in times if t is not None]
+        return (min(present) if present else None), planned
+
+    def record_send(self, flight: InFlight, t: float) -> None:
+        recipient = flight.message.recipient
+        day = self.local_day(t).day
+        self.counters.roll(day)
+        new = not flight.known and not self.counters.is_new_today(recipient)
+        self.counters.record_send(t, day, recipient, new)
+        self.queue.mark_known(recipient)
+
+    def export(self) -> dict[str, Any]:
+        flight = self.in_flight
+        return {
+            "format": STATE_FORMAT,
+            **self.counters.export(),
+            **self.health.export(),
+            "paused": self.paused,
+            "in_flight": None
+            if flight is None
+            else {
+                "message_id": flight.message.message_id,
+                "recipient": flight.message.recipient,
+                "known": flight.known,
+                "send_at": flight.send_at,
+            },
+        }
+
+    def restore(self, state: dict[str, Any], rng: random.Random) -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise StateError(f"unknown scheduler state format {state.get('format')!r}")
+        paused = state.get("paused")
+        if paused is not None and not isinstance(paused, str):
+            raise StateError("paused must be a reason or null")
+        flight = _parse_flight(state.get("in_flight"))
+        self.counters.restore(state)
+        self.health.restore(state)
+        self.paused = paused
+        self.in_flight = None
+        if flight is not None:
+            # Released and never reported: the process stopped around the send. Nothing is
+            # sent twice (the outbox marks it DELIVERY_UNKNOWN), and it is counted as sent at
+            # its planned time, because it may well have gone out.
+            message_id, recipient, known, send_at = flight
+            placeholder = Outgoing(message_id, self.name, recipient, 0, 0, -1, send_at, None)
+            self.record_send(InFlight(placeholder, known, send_at), send_at)
+            self.counters.attempt_ended(send_at, rng)
+        for recipient in self.counters.new_today:  # messaged today: no longer new
+            self.queue.mark_known(recipient)
+
+
+def _parse_flight(value: object) -> tuple[str, str, bool, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise StateError("in_flight must be an object or null")
+    message_id, recipient = value.get("message_id"), value.get("recipient")
+    known, send_at = value.get("known"), value.get("send_at")
+    if not (isinstance(message_id, str) and isinstance(recipient, str)):
+        raise StateError("in_flight needs message_id and recipient")
+    if not isinstance(known, bool):
+        raise StateError("in_flight.known must be a boolean")
+    if not isinstance(send_at, int | float) or isinstance(send_at, bool):
+        raise StateError("in_flight.send_at must be epoch seconds")
+    if not math.isfinite(send_at):
+        raise StateError("in_flight.send_at must be finite")
+    return message_id, recipient, known, float(send_at)
