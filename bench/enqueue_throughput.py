@@ -57,10 +57,26 @@ async def drive(call: Callable[[int], Awaitable[object]], requests: int, concurr
 def start_gateway(tmp: Path) -> tuple[subprocess.Popen[str], int, str]:
     data = tmp / "data"
     process = subprocess.Popen(
-        [sys.executable, "-m", "zapgate.gateway.cli", "serve", "--listen", "127.0.0.1:0",
-         "--engine", "sim", "--engine-workers", "1", "--data-dir", str(data),
-         "--runtime-dir", str(tmp / "runtime"), "--log-level", "INFO"],
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "zapgate.gateway.cli",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--engine",
+            "sim",
+            "--engine-workers",
+            "1",
+            "--data-dir",
+            str(data),
+            "--runtime-dir",
+            str(tmp / "runtime"),
+            "--log-level",
+            "INFO",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert process.stderr is not None
     for line in process.stderr:
@@ -76,15 +92,17 @@ def start_gateway(tmp: Path) -> tuple[subprocess.Popen[str], int, str]:
 
 async def measure(requests: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE,
-                                text=True)
+        echo = subprocess.Popen(
+            [sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True
+        )
         assert echo.stdout is not None
         echo_port = int(echo.stdout.readline())
         gateway, port, key = start_gateway(Path(tmp))
         try:
             metadata = (("authorization", f"Bearer {key}"),)
             payload = message_pb2.SendMessageRequest(
-                instance_id="bench", phone="+5511999990000",
+                instance_id="bench",
+                phone="+5511999990000",
                 text=message_pb2.Text(body="Olá {name}, seu pedido {order} saiu para entrega."),
                 variables={"name": "Ana", "order": "12345"},
             )
@@ -96,7 +114,8 @@ async def measure(requests: int, concurrency: int) -> None:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 instances = instance_pb2_grpc.InstanceServiceStub(channel)
                 await instances.CreateInstance(
-                    instance_pb2.CreateInstanceRequest(instance_id="bench"), metadata=metadata)
+                    instance_pb2.CreateInstanceRequest(instance_id="bench"), metadata=metadata
+                )
                 stub = message_pb2_grpc.MessageServiceStub(channel)
 
                 async def send(n: int) -> object:
@@ -110,9 +129,11 @@ async def measure(requests: int, concurrency: int) -> None:
             echo.terminate()
             gateway.wait()
             echo.wait()
-    print(f"{requests} requests, {concurrency} callers, {os.cpu_count()} cores: "
-          f"bare echo {echo_rate:,.0f} req/s; SendMessage (durable) {send_rate:,.0f} req/s; "
-          f"ratio {send_rate / echo_rate:.2f}; rows committed {stored}")
+    print(
+        f"{requests} requests, {concurrency} callers, {os.cpu_count()} cores: "
+        f"bare echo {echo_rate:,.0f} req/s; SendMessage (durable) {send_rate:,.0f} req/s; "
+        f"ratio {send_rate / echo_rate:.2f}; rows committed {stored}"
+    )
     assert stored == requests
 
 
