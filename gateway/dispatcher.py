@@ -15,11 +15,11 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
+from zapgate.gateway.tasks import TaskSet
 from zapgate.gateway.templates import render
 from zapgate.ratelimit.decisions import AutoPause, Expiry, InstanceStats, Release
 from zapgate.ratelimit.messages import Outgoing
@@ -60,7 +60,7 @@ class Dispatcher:
         self._rng = rng or random.Random()  # noqa: S311 (jitter and spins, not crypto)
         self.scheduler = Scheduler(clock, self._rng)
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("dispatcher")
         self._configured: set[str] = set()
         self._known: dict[str, set[str]] = {}
         self._loop_task: asyncio.Task[None] | None = None
@@ -76,7 +76,7 @@ class Dispatcher:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
         await self._save_counters()
 
     # ---- accepting ----------------------------------------------------------------------
@@ -205,7 +205,7 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(delay, COUNTERS_SAVE_SECONDS))
             for decision in self.scheduler.due():
-                self._spawn(self._carry_out(decision))
+                self._tasks.spawn(self._carry_out(decision))
             if self._clock() - last_save >= COUNTERS_SAVE_SECONDS:
                 await self._save_counters()
                 last_save = self._clock()
@@ -327,17 +327,3 @@ class Dispatcher:
                 await self._instances.update(tenant, instance_id, {"scheduler_state": state})
             except Exception:  # the instance was deleted meanwhile
                 log.debug("counters of %s not saved", key, exc_info=True)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._logged(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _logged(coro: Coroutine[Any, Any, None]) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("dispatching failed")

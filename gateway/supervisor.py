@@ -15,7 +15,7 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from zapgate.gateway.errors import (
 )
 from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
+from zapgate.gateway.tasks import TaskSet
 from zapgate.gateway.updates import (
     FinalUpdate,
     PairCodeUpdate,
@@ -108,7 +109,7 @@ class Supervisor:
         self._micros = micros
         self._lives: dict[str, Live] = {}
         self._run_ids = itertools.count(int(micros()))
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("supervisor")
         self._closing = False
 
     # ---- public operations -------------------------------------------------------------
@@ -130,7 +131,7 @@ class Supervisor:
                 delay = max(0.0, (record.ban_expire_us - self._micros()) / 1e6)
                 self._schedule(live, delay)
             else:
-                self._spawn(self._start(live, R.STATE_REASON_RECONNECTING))
+                self._tasks.spawn(self._start(live, R.STATE_REASON_RECONNECTING))
 
     async def connect(self, tenant: str, instance_id: str, phone: str) -> AsyncIterator[Update]:
         record = await self._instances.require(tenant, instance_id)
@@ -146,7 +147,7 @@ class Supervisor:
             if phone:
                 live.pair_phone = phone
                 if live.watchers.qr is not None and live.watchers.pair_code is None:
-                    self._spawn(self._request_pair_code(live, live.run_id))
+                    self._tasks.spawn(self._request_pair_code(live, live.run_id))
             if not live.run_id and live.retry is None:
                 await self._start(live, R.STATE_REASON_CONNECT_REQUESTED)
             while True:
@@ -157,7 +158,7 @@ class Supervisor:
         finally:
             live.watchers.leave(queue)
             if not live.watchers:
-                self._spawn(self._abandon_pairing(live))
+                self._tasks.spawn(self._abandon_pairing(live))
 
     async def logout(self, tenant: str, instance_id: str) -> InstanceRecord:
         record = await self._instances.require(tenant, instance_id)
@@ -216,9 +217,7 @@ class Supervisor:
                         live, S.INSTANCE_STATE_DISCONNECTED, R.STATE_REASON_SHUTDOWN, ""
                     )
                 live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
         await self._keeper.snapshot_all()  # engines are stopped: the stores are final
 
     async def phone_log(self, tenant: str, instance_id: str) -> list[Received]:
@@ -270,14 +269,14 @@ class Supervisor:
                 expire = self._micros() + int(lifetime * 1e6)
                 live.watchers.publish(QrUpdate(code, index, expire))
                 if live.pair_phone and live.watchers.pair_code is None:
-                    self._spawn(self._request_pair_code(live, live.run_id))
+                    self._tasks.spawn(self._request_pair_code(live, live.run_id))
             case ev.PairCodeShown(code=code, lifetime_seconds=lifetime):
                 expire = self._micros() + int(lifetime * 1e6)
                 live.watchers.publish(PairCodeUpdate(code, expire))
             case ev.Paired(jid=jid, phone=phone):
                 await self._save(live, jid=jid, phone=phone, want_connected=True)
                 self._keeper.watch(live.tenant, live.instance_id)
-                self._spawn(self._keeper.snapshot(live.tenant, live.instance_id))
+                self._tasks.spawn(self._keeper.snapshot(live.tenant, live.instance_id))
             case ev.Connected(jid=jid, phone=phone):
                 was_pairing = live.watchers.qr is not None or live.watchers.pair_code is not None
                 live.connected_at = self._monotonic()
@@ -324,7 +323,7 @@ class Supervisor:
                 await self._save(live, keepalive_failing=True)
             case ev.Receipt(message_ids=message_ids, kind=kind):
                 if self._listener is not None:
-                    self._spawn(self._listener.on_receipt(live.key, message_ids, kind))
+                    self._tasks.spawn(self._listener.on_receipt(live.key, message_ids, kind))
             case ev.KeepAliveRestored():
                 log.info("keepalive restored on %s", live.key)
                 await self._save(live, keepalive_failing=False)
@@ -513,7 +512,7 @@ class Supervisor:
 
         def fire() -> None:
             live.retry = None
-            self._spawn(self._start(live, R.STATE_REASON_RECONNECTING))
+            self._tasks.spawn(self._start(live, R.STATE_REASON_RECONNECTING))
 
         live.retry = asyncio.get_running_loop().call_later(max(delay, 0.0), fire)
 
@@ -547,21 +546,7 @@ class Supervisor:
             live = self._lives[key] = Live(tenant, instance_id)
         return live
 
-    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
-        task = asyncio.create_task(_logged(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
 
 def _make_private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.chmod(0o700)
-
-
-async def _logged(coro: Coroutine[Any, Any, object]) -> None:
-    try:
-        await coro
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background task failed")

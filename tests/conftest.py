@@ -9,6 +9,7 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,21 +128,27 @@ def gateway_config(tmp_path: Path, database_url: str, **overrides: object) -> Se
     return ServeConfig(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningGateway]:
-    """A real gateway on 127.0.0.1:<free port>, with a simulator worker process, and a gRPC
-    channel to it; shared by a test module (pyproject sets a module-wide event loop). Tests
-    stay independent by each using a tenant of their own."""
-    tmp_path = tmp_path_factory.mktemp("gateway")
-    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    gateway = Gateway(gateway_config(tmp_path, sqlite_url))
+@asynccontextmanager
+async def started_gateway(tmp_path: Path, **overrides: object) -> AsyncIterator[RunningGateway]:
+    """A real gateway on 127.0.0.1:<free port> (simulator workers, fast timings, SQLite in
+    `tmp_path`) and a gRPC channel to it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    gateway = Gateway(gateway_config(tmp_path, url, **overrides))
     await gateway.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
     try:
-        yield RunningGateway(gateway, channel, sqlite_url)
+        yield RunningGateway(gateway, channel, url)
     finally:
         await channel.close()
         await gateway.stop(grace=1)
+
+
+@pytest.fixture(scope="module")
+async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningGateway]:
+    """A gateway shared by a test module (pyproject sets a module-wide event loop). Tests
+    stay independent by each using a tenant of their own."""
+    async with started_gateway(tmp_path_factory.mktemp("gateway")) as gateway:
+        yield gateway
 
 
 @pytest.fixture

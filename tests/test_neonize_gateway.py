@@ -13,11 +13,10 @@ import grpc
 import grpc.aio
 import pytest
 
-from tests.conftest import FAST_BACKOFF, RunningGateway, gateway_config
+from tests.conftest import FAST_BACKOFF, RunningGateway, started_gateway
 from tests.rpc import expect_error
 from tests.sim_client import SimClient
 from tests.test_neonize_offline import play
-from zapgate.gateway.server import Gateway
 from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
@@ -54,13 +53,8 @@ async def test_a_real_whatsmeow_store_round_trips_byte_exact(tmp_path: Path) -> 
 
 @pytest.fixture
 async def neonize_gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    gateway = Gateway(gateway_config(tmp_path, url, engine="neonize"))
-    await gateway.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
-    yield RunningGateway(gateway, channel, url)
-    await channel.close()
-    await gateway.stop(grace=1)
+    async with started_gateway(tmp_path, engine="neonize") as gateway:
+        yield gateway
 
 
 async def test_connect_fails_with_the_real_dns_error_and_retries_with_backoff(

@@ -332,7 +332,7 @@ def test_gaps_stay_inside_the_jitter_range_and_vary(
         assert after.released_at >= before.at - EPS
 
 
-@PROPERTY
+@settings(PROPERTY, max_examples=25)
 @given(
     sizes=st.lists(st.integers(1, 6), min_size=2, max_size=12),
     big=st.integers(500, 3000),

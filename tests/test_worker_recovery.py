@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc.aio
 import pytest
 
-from tests.conftest import RunningGateway, gateway_config
+from tests.conftest import RunningGateway, gateway_config, started_gateway
 from tests.sim_client import SimClient
 from zapgate.gateway.server import Gateway
 from zapgate.v1 import instance_pb2 as pb
@@ -22,13 +22,8 @@ R = pb.StateReason
 
 @pytest.fixture
 async def two_workers(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    gateway = Gateway(gateway_config(tmp_path, url, engine_workers=2, worker_ping_seconds=0.5))
-    await gateway.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
-    yield RunningGateway(gateway, channel, url)
-    await channel.close()
-    await gateway.stop(grace=1)
+    async with started_gateway(tmp_path, engine_workers=2, worker_ping_seconds=0.5) as gateway:
+        yield gateway
 
 
 async def test_kill_9_of_a_worker_reconnects_all_its_instances_without_a_qr(
