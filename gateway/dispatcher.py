@@ -135,8 +135,12 @@ class Dispatcher:
         self.scheduler.configure(key, policy_of(record), record.create_time_us / 1e6)
         if key not in self._configured and record.scheduler_state:
             self.scheduler.import_state(key, dict(record.scheduler_state))
+        # The stored pause reason is the truth (PauseSending/ResumeSending and auto-pauses
+        # all persist it), whatever the imported counters say.
         if record.sending_paused_reason:
             self.scheduler.pause(key, record.sending_paused_reason)
+        else:
+            self.scheduler.resume(key)
         self.scheduler.set_ready(key, record.state == instance_pb2.INSTANCE_STATE_CONNECTED)
         self._configured.add(key)
         self._wake.set()
@@ -236,8 +240,11 @@ class Dispatcher:
             outgoing.message_id, M.MESSAGE_STATE_SENDING, from_states=[M.MESSAGE_STATE_QUEUED]
         )
         if not handed or message is None:  # cancelled or gone in the meantime
-            self.scheduler.on_failed(outgoing.instance, outgoing.message_id, "cancelled")
+            self.scheduler.on_not_sent(outgoing.instance, outgoing.message_id)
             return
+        # Saved now, with the message in flight: a crash from here on counts it as sent, so
+        # no cap can be exceeded after a restart.
+        await self._save_counters({outgoing.instance})
         content = self._content(message)
         try:
             if release.typing_seconds > 0:
@@ -255,7 +262,7 @@ class Dispatcher:
                 from_states=[M.MESSAGE_STATE_SENDING],
                 failure_reason="the engine worker died while sending it",
             )
-            self.scheduler.on_failed(outgoing.instance, message.id, "worker_died")
+            await self._maybe_sent(message)
             return
         await self._messages.transition(
             message.id,
@@ -270,12 +277,19 @@ class Dispatcher:
         # Counters are saved with every send, so caps hold across a crash too.
         await self._save_counters({outgoing.instance})
 
+    async def _maybe_sent(self, message: MessageRecord) -> None:
+        """A DELIVERY_UNKNOWN message may have gone out: count it as sent, so caps and the
+        new-contact count stay on the safe side."""
+        self.scheduler.on_sent(message.instance_key, message.id)
+        (await self._known_contacts(message.instance_key)).add(message.recipient_jid)
+        await self._save_counters({message.instance_key})
+
     async def _send_failed(self, message: MessageRecord, error: EngineCallFailed) -> None:
         if error.kind == "not_running":  # never reached the engine: safe to queue again
             await self._messages.transition(
                 message.id, M.MESSAGE_STATE_QUEUED, from_states=[M.MESSAGE_STATE_SENDING]
             )
-            self.scheduler.on_failed(message.instance_key, message.id, "not_running")
+            self.scheduler.on_not_sent(message.instance_key, message.id)
             await self._schedule(message)
             return
         code = (
@@ -290,7 +304,7 @@ class Dispatcher:
                 from_states=[M.MESSAGE_STATE_SENDING],
                 failure_reason=str(error)[:200],
             )
-            self.scheduler.on_failed(message.instance_key, message.id, code)
+            await self._maybe_sent(message)
             return
         await self._messages.transition(
             message.id,

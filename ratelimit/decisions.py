@@ -9,9 +9,10 @@ from zapgate.ratelimit.messages import Outgoing
 
 @dataclass(frozen=True)
 class Release:
-    """Send this now: show "composing" for `typing_seconds`, then send, then report the result
-    with `on_sent` or `on_failed`. `typing_seconds` ends exactly at the planned send time, so it
-    is the policy's typing time, or a little more when the driver came late."""
+    """Send this now: show "composing" for `typing_seconds` (0: none), then send, then report
+    the result with `on_sent`, `on_failed` or `on_not_sent`. `typing_seconds` is the typing
+    time for this text and ends at the planned send time; a late driver's release is
+    re-planned from the moment it came, so the gap before the send is never shortened."""
 
     message: Outgoing
     typing_seconds: float

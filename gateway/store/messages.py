@@ -241,8 +241,13 @@ class MessageRepository:
         return delivered / len(states), read / len(states)
 
     async def sent_recipients(self, tenant: str, instance_id: str) -> set[str]:
-        """Everyone this instance ever sent to (so they are not new contacts)."""
-        sent = (M.MESSAGE_STATE_SENT, M.MESSAGE_STATE_DELIVERED, M.MESSAGE_STATE_READ)
+        """Everyone this instance ever sent to, or may have (so they are not new contacts)."""
+        sent = (
+            M.MESSAGE_STATE_SENT,
+            M.MESSAGE_STATE_DELIVERED,
+            M.MESSAGE_STATE_READ,
+            M.MESSAGE_STATE_DELIVERY_UNKNOWN,
+        )
         query = (
             sa.select(messages.c.recipient_jid)
             .distinct()
