@@ -98,11 +98,13 @@ class MessageRepository:
     async def _insert(self, batch: list[Pending], *, together: bool) -> list[int | None]:
         """Seq of each inserted row; None where the idempotency key was already used."""
         seqs: list[int | None] = []
-        if together:
+        if together:  # one multi-row INSERT ... RETURNING for the whole batch
             async with self._engine.begin() as conn:
-                for record, _ in batch:
-                    seqs.append(await _insert_one(conn, record))
-            return seqs
+                result = await conn.execute(
+                    sa.insert(messages).returning(messages.c.seq, sort_by_parameter_order=True),
+                    [_row(record) for record, _ in batch],
+                )
+                return [int(row.seq) for row in result]
         for record, _ in batch:
             try:
                 async with self._engine.begin() as conn:
@@ -269,10 +271,14 @@ class MessageRepository:
             )
 
 
-async def _insert_one(conn: AsyncConnection, record: MessageRecord) -> int:
+def _row(record: MessageRecord) -> dict[str, Any]:
     row = {f.name: getattr(record, f.name) for f in fields(MessageRecord) if f.name != "seq"}
     row["content"] = dict(record.content)
-    result = await conn.execute(sa.insert(messages).values(**row))
+    return row
+
+
+async def _insert_one(conn: AsyncConnection, record: MessageRecord) -> int:
+    result = await conn.execute(sa.insert(messages).values(**_row(record)))
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
