@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -235,6 +236,9 @@ async def serve(config: ServeConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await gateway.start()
+        # Everything loaded so far lives as long as the process: keep the garbage collector
+        # from scanning it again and again (it made the scheduler's p99 lateness 3x worse).
+        gc.freeze()
         await stop.wait()
         log.info("signal received: finishing in-flight calls (grace %.1fs)", config.grace_seconds)
     finally:
