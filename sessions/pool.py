@@ -256,9 +256,7 @@ class WorkerPool:
             await _call((await self._stub(slot)).LogoutInstance(request))
 
     async def pair_phone(self, key: InstanceKey, phone: str) -> str:
-        slot = self._placement.get(key)
-        if slot is None:
-            raise EngineCallFailed("not_running", "the instance is not running")
+        slot = self._hosting(key)
         reply = await _call(
             (await self._stub(slot)).PairPhone(pb.PairPhoneRequest(key=key, phone=phone))
         )
@@ -282,13 +280,11 @@ class WorkerPool:
     def _hosting(self, key: InstanceKey) -> WorkerSlot:
         slot = self._placement.get(key)
         if slot is None:
-            raise EngineCallFailed("not_running", "the instance is not running")
+            raise EngineCallFailed("not_running", "the instance is not running; call Connect first")
         return slot
 
     async def simulate(self, request: pb.SimulateRequest) -> None:
-        slot = self._placement.get(request.key)
-        if slot is None:
-            raise EngineCallFailed("not_running", "the instance is not running; call Connect first")
+        slot = self._hosting(request.key)
         await _call((await self._stub(slot)).Simulate(request))
 
     def worker_pids(self) -> list[int | None]:
