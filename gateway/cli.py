@@ -21,6 +21,7 @@ from zapgate.gateway.config import (
     data_dir_from_env,
     database_url_from_env,
 )
+from zapgate.gateway.eventlog import Retention
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimTimings
 
@@ -101,6 +102,20 @@ def add_engine_flags(serve: argparse.ArgumentParser) -> None:
         default=[],
         help="an older master key still needed to open some snapshots",
     )
+    retention = Retention()
+    events = serve.add_argument_group("event log")
+    events.add_argument(
+        "--event-retention-days",
+        type=float,
+        default=retention.max_age_seconds / 86400,
+        help="drop events older than this (default %(default)s)",
+    )
+    events.add_argument(
+        "--event-retention-count",
+        type=int,
+        default=retention.max_events,
+        help="keep at most this many events (default %(default)s)",
+    )
     sim = serve.add_argument_group("simulator timings (with --engine sim)")
     for timing in dataclasses.fields(SimTimings):
         default = getattr(SimTimings(), timing.name)
@@ -137,6 +152,10 @@ def run_serve(args: argparse.Namespace) -> int:
         runtime_dir=args.runtime_dir,
         sim_timings=SimTimings(
             **{t.name: getattr(args, f"sim_{t.name}") for t in dataclasses.fields(SimTimings)}
+        ),
+        event_retention=Retention(
+            max_age_seconds=args.event_retention_days * 86400,
+            max_events=max(1, args.event_retention_count),
         ),
         master_key_file=args.master_key_file,
         previous_master_key_files=tuple(args.previous_master_key_file),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zapgate.gateway.backoff import Backoff
+from zapgate.gateway.eventlog import Retention
 from zapgate.gateway.session_keeper import KeeperTimings
 from zapgate.gateway.store.db import default_sqlite_url
 from zapgate.sessions.sim_engine import SimTimings
@@ -45,6 +46,7 @@ class ServeConfig:
     master_key_file: Path | None = None
     previous_master_key_files: tuple[Path, ...] = ()
     keeper_timings: KeeperTimings = field(default_factory=KeeperTimings)
+    event_retention: Retention = field(default_factory=Retention)
 
     @property
     def resolved_database_url(self) -> str:

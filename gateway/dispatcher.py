@@ -16,7 +16,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
+from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
 from zapgate.gateway.tasks import TaskSet
@@ -27,7 +29,7 @@ from zapgate.ratelimit.policy import DEFAULT_POLICY, SendPolicy
 from zapgate.ratelimit.scheduler import Scheduler
 from zapgate.sessions.engine import Media, OutgoingContent
 from zapgate.sessions.pool import EngineCallFailed, WorkerPool, WorkerUnavailable
-from zapgate.v1 import instance_pb2, message_pb2
+from zapgate.v1 import event_pb2, instance_pb2, message_pb2
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,9 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        events: EventLog | None = None,
     ) -> None:
+        self._events = events
         self._messages = messages
         self._instances = instances
         self._pool = pool
@@ -86,12 +90,13 @@ class Dispatcher:
         stored, created = await self._messages.create(message)
         if created:
             await self._schedule(stored)
+            await self._message_event(stored)
         return stored, created
 
     async def cancel(self, message: MessageRecord) -> bool:
         if not self.scheduler.cancel(message.instance_key, message.id):
             return False
-        return await self._messages.transition(
+        return await self._transition(
             message.id, M.MESSAGE_STATE_CANCELLED, from_states=[M.MESSAGE_STATE_QUEUED]
         )
 
@@ -165,14 +170,22 @@ class Dispatcher:
         await self._configure(tenant, instance_id)
         self.scheduler.pause(f"{tenant}/{instance_id}", reason)
         log.warning("sending paused on %s/%s: %s", tenant, instance_id, reason)
-        return await self._instances.update(tenant, instance_id, {"sending_paused_reason": reason})
+        record = await self._instances.update(
+            tenant, instance_id, {"sending_paused_reason": reason}
+        )
+        if self._events is not None:
+            await self._events.append(tenant, instance_id, event_pb2.SendingPaused(reason=reason))
+        return record
 
     async def resume(self, tenant: str, instance_id: str) -> InstanceRecord:
         await self._configure(tenant, instance_id)
         self.scheduler.resume(f"{tenant}/{instance_id}")
         log.info("sending resumed on %s/%s", tenant, instance_id)
         self._wake.set()
-        return await self._instances.update(tenant, instance_id, {"sending_paused_reason": ""})
+        record = await self._instances.update(tenant, instance_id, {"sending_paused_reason": ""})
+        if self._events is not None:
+            await self._events.append(tenant, instance_id, event_pb2.SendingResumed())
+        return record
 
     async def stats(self, tenant: str, instance_id: str) -> InstanceStats:
         await self._configure(tenant, instance_id)
@@ -195,6 +208,7 @@ class Dispatcher:
         )
         moved = await self._messages.advance_by_whatsapp_ids(message_ids, to_state, from_states)
         for message in moved:
+            await self._message_event(dataclasses.replace(message, state=to_state))
             if message.state == M.MESSAGE_STATE_SENT:  # its first receipt: it arrived
                 self.scheduler.on_receipt(message.instance_key, message.id)
 
@@ -225,7 +239,7 @@ class Dispatcher:
             tenant, _, instance_id = decision.instance.partition("/")
             await self.pause(tenant, instance_id, decision.reason)
         elif isinstance(decision, Expiry):
-            await self._messages.transition(
+            await self._transition(
                 decision.message.message_id,
                 M.MESSAGE_STATE_EXPIRED,
                 from_states=[M.MESSAGE_STATE_QUEUED],
@@ -236,7 +250,7 @@ class Dispatcher:
     async def _send(self, release: Release) -> None:
         outgoing = release.message
         message = await self._messages.by_id(outgoing.message_id)
-        handed = message is not None and await self._messages.transition(
+        handed = message is not None and await self._transition(
             outgoing.message_id, M.MESSAGE_STATE_SENDING, from_states=[M.MESSAGE_STATE_QUEUED]
         )
         if not handed or message is None:  # cancelled or gone in the meantime
@@ -256,7 +270,7 @@ class Dispatcher:
             return
         except WorkerUnavailable:
             # The worker died while the message was with it: it may have gone out.
-            await self._messages.transition(
+            await self._transition(
                 message.id,
                 M.MESSAGE_STATE_DELIVERY_UNKNOWN,
                 from_states=[M.MESSAGE_STATE_SENDING],
@@ -264,7 +278,7 @@ class Dispatcher:
             )
             await self._maybe_sent(message)
             return
-        await self._messages.transition(
+        await self._transition(
             message.id,
             M.MESSAGE_STATE_SENT,
             from_states=[M.MESSAGE_STATE_SENDING],
@@ -277,6 +291,29 @@ class Dispatcher:
         # Counters are saved with every send, so caps hold across a crash too.
         await self._save_counters({outgoing.instance})
 
+    async def _transition(
+        self, message_id: str, to_state: int, *, from_states: list[int], **changes: Any
+    ) -> bool:
+        """Moves a message's state in the outbox and, if it moved, appends the event."""
+        moved = await self._messages.transition(
+            message_id, to_state, from_states=from_states, **changes
+        )
+        if moved is not None:
+            await self._message_event(moved)
+        return moved is not None
+
+    async def _message_event(self, message: MessageRecord) -> None:
+        if self._events is None:
+            return
+        changed = event_pb2.MessageStateChanged(
+            message_id=message.id,
+            state=message.state,  # type: ignore[arg-type]
+            failure_reason=message.failure_reason,
+            recipient_jid=message.recipient_jid,
+            whatsapp_message_id=message.whatsapp_message_id,
+        )
+        await self._events.append(message.tenant, message.instance_id, changed)
+
     async def _maybe_sent(self, message: MessageRecord) -> None:
         """A DELIVERY_UNKNOWN message may have gone out: count it as sent, so caps and the
         new-contact count stay on the safe side."""
@@ -286,7 +323,7 @@ class Dispatcher:
 
     async def _send_failed(self, message: MessageRecord, error: EngineCallFailed) -> None:
         if error.kind == "not_running":  # never reached the engine: safe to queue again
-            await self._messages.transition(
+            await self._transition(
                 message.id, M.MESSAGE_STATE_QUEUED, from_states=[M.MESSAGE_STATE_SENDING]
             )
             self.scheduler.on_not_sent(message.instance_key, message.id)
@@ -298,7 +335,7 @@ class Dispatcher:
             else ("engine_error")
         )
         if code == "delivery_unknown":  # a timeout after the hand-off: it may have gone out
-            await self._messages.transition(
+            await self._transition(
                 message.id,
                 M.MESSAGE_STATE_DELIVERY_UNKNOWN,
                 from_states=[M.MESSAGE_STATE_SENDING],
@@ -306,7 +343,7 @@ class Dispatcher:
             )
             await self._maybe_sent(message)
             return
-        await self._messages.transition(
+        await self._transition(
             message.id,
             M.MESSAGE_STATE_FAILED,
             from_states=[M.MESSAGE_STATE_SENDING],

@@ -133,6 +133,17 @@ class MessageNotCancellable(ZapgateError):
         )
 
 
+class CursorExpired(ZapgateError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+    reason = errors_pb2.ERROR_REASON_CURSOR_EXPIRED
+
+    def __init__(self, cursor: int, oldest: int) -> None:
+        super().__init__(
+            f"cursor {cursor} is older than the retained events; the oldest is {oldest}",
+            metadata={"cursor": str(cursor), "oldest_cursor": str(oldest)},
+        )
+
+
 class Unavailable(ZapgateError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = errors_pb2.ERROR_REASON_UNAVAILABLE

@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zapgate.gateway.auth_cache import CachedAuthenticator
 from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.dispatcher import Dispatcher
+from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.interceptor import GatewayInterceptor
 from zapgate.gateway.master_key import load_keyring
 from zapgate.gateway.runtime_dir import prepare_runtime_dir
+from zapgate.gateway.services.events import EventService
 from zapgate.gateway.services.instances import InstanceService
 from zapgate.gateway.services.messages import MessageService
 from zapgate.gateway.services.simulator import SimulatorService
@@ -36,6 +38,8 @@ from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, STORE_FILE_NAME
 from zapgate.sessions.events import EngineEvent
 from zapgate.sessions.pool import PoolConfig, WorkerPool
 from zapgate.v1 import (
+    event_pb2,
+    event_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
     message_pb2,
@@ -52,6 +56,7 @@ SERVICE_NAMES = (
     instance_pb2.DESCRIPTOR.services_by_name["InstanceService"].full_name,
     simulator_pb2.DESCRIPTOR.services_by_name["SimulatorService"].full_name,
     message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name,
+    event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
 )
 
 
@@ -67,6 +72,8 @@ class Gateway:
         self.supervisor: Supervisor | None = None
         self.keeper: SessionKeeper | None = None
         self.dispatcher: Dispatcher | None = None
+        self.events: EventLog | None = None
+        self._retention_task: asyncio.Task[None] | None = None
         self._keeper_task: asyncio.Task[None] | None = None
         # grpc-stubs does not know the asyncio health servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -92,6 +99,8 @@ class Gateway:
         message_pb2_grpc.add_MessageServiceServicer_to_server(
             MessageService(self.messages, instances, self.dispatcher), server
         )
+        assert self.events is not None
+        event_pb2_grpc.add_EventServiceServicer_to_server(EventService(self.events), server)
         simulator_pb2_grpc.add_SimulatorServiceServicer_to_server(
             SimulatorService(supervisor, enabled=self.config.engine == "sim"), server
         )
@@ -133,7 +142,10 @@ class Gateway:
             lambda tenant, instance_id: instances_dir / tenant / instance_id / STORE_FILE_NAME,
             config.keeper_timings,
         )
-        self.dispatcher = Dispatcher(self.messages, instances, self.pool)
+        self.events = EventLog(self._engine_or_fail(), config.event_retention)
+        await self.events.trim()
+        self._retention_task = asyncio.create_task(self.events.run_retention())
+        self.dispatcher = Dispatcher(self.messages, instances, self.pool, events=self.events)
         self.supervisor = Supervisor(
             instances,
             self.pool,
@@ -141,6 +153,7 @@ class Gateway:
             instances_dir,
             config.backoff,
             listener=self.dispatcher,
+            events=self.events,
         )
         await self.pool.start()
         self._keeper_task = asyncio.create_task(self.keeper.run(), name="session keeper")
@@ -179,8 +192,11 @@ class Gateway:
             draining = asyncio.create_task(self._server.stop(grace))
             await asyncio.sleep(0)  # let stop() begin: from here no new call is accepted
             log.info("not accepting new calls; draining in-flight ones (grace %.1fs)", grace)
-        if self._keeper_task is not None:
-            self._keeper_task.cancel()
+        if self.events is not None:
+            self.events.close()  # event streams end; clients resume from their cursors
+        for task in (self._keeper_task, self._retention_task):
+            if task is not None:
+                task.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.stop()  # no new sends; in-flight ones finish
         if self.supervisor is not None:

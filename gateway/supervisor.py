@@ -27,6 +27,7 @@ from zapgate.gateway.errors import (
     InstanceNotRunning,
     SimulationRejected,
 )
+from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.tasks import TaskSet
@@ -43,6 +44,7 @@ from zapgate.sessions.engine import STORE_FILE_NAME
 from zapgate.sessions.pool import EngineCallFailed, WorkerPool, WorkerUnavailable
 from zapgate.sessions.sim_phone import PhoneLog, Received
 from zapgate.sessions.vault import Undecryptable
+from zapgate.v1 import event_pb2
 from zapgate.v1 import instance_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -97,8 +99,10 @@ class Supervisor:
         monotonic: Callable[[], float] = time.monotonic,
         micros: MicrosClock = system_micros,
         listener: Listener | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self._listener = listener
+        self._events = events
         self._instances = instances
         self._pool = pool
         self._keeper = keeper
@@ -268,6 +272,10 @@ class Supervisor:
                     )
                 expire = self._micros() + int(lifetime * 1e6)
                 live.watchers.publish(QrUpdate(code, index, expire))
+                if self._events is not None:
+                    qr = event_pb2.QrUpdated(code=code, index=index)
+                    qr.expire_time.FromMicroseconds(expire)
+                    await self._events.append(live.tenant, live.instance_id, qr)
                 if live.pair_phone and live.watchers.pair_code is None:
                     self._tasks.spawn(self._request_pair_code(live, live.run_id))
             case ev.PairCodeShown(code=code, lifetime_seconds=lifetime):
@@ -528,6 +536,9 @@ class Supervisor:
         )
         log.info("%s -> %s (%s) %s", live.key, S.Name(state), R.Name(reason), detail)  # type: ignore[arg-type]
         live.watchers.publish(StateUpdate(state, reason, detail))
+        if self._events is not None:
+            changed = event_pb2.StateChanged(state=state, reason=reason, detail=detail)  # type: ignore[arg-type]
+            await self._events.append(live.tenant, live.instance_id, changed)
         if self._listener is not None:
             await self._listener.state_changed(record)
         return record

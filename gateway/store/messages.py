@@ -47,6 +47,7 @@ class MessageRecord:
 
 
 Pending = tuple["MessageRecord", "asyncio.Future[int | None]"]
+_WITHOUT_MEDIA = [c for c in messages.c if c.name != "media"]
 
 
 class MessageRepository:
@@ -155,17 +156,25 @@ class MessageRepository:
 
     async def transition(
         self, message_id: str, to_state: int, *, from_states: Sequence[int], **changes: Any
-    ) -> bool:
+    ) -> MessageRecord | None:
         """Moves a message to `to_state` only if it is in one of `from_states` (so a late
-        receipt never moves READ back to DELIVERED, and a cancel never hits a sent one)."""
+        receipt never moves READ back to DELIVERED, and a cancel never hits a sent one).
+        Returns the moved message, or None."""
         values = {"state": to_state, "update_time_us": self._clock(), **changes}
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                sa.update(messages)
-                .where(messages.c.id == message_id, messages.c.state.in_(list(from_states)))
-                .values(**values)
+            row = (
+                (
+                    await conn.execute(
+                        sa.update(messages)
+                        .where(messages.c.id == message_id, messages.c.state.in_(list(from_states)))
+                        .values(**values)
+                        .returning(*_WITHOUT_MEDIA)
+                    )
+                )
+                .mappings()
+                .first()
             )
-        return bool(result.rowcount)
+        return None if row is None else _record(row)
 
     async def advance_by_whatsapp_ids(
         self, whatsapp_ids: Sequence[str], to_state: int, from_states: Sequence[int]

@@ -96,3 +96,22 @@ messages = sa.Table(
     sa.Index("ix_messages_instance_state", "tenant", "instance_id", "state", "seq"),
     sa.Index("ix_messages_whatsapp_id", "whatsapp_message_id"),
 )
+
+# The durable event log: every event is committed here before any subscriber sees it.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column(
+        "cursor",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("instance_id", sa.String(64), nullable=False),
+    sa.Column("type", sa.SmallInteger, nullable=False),  # EventType
+    sa.Column("payload", sa.LargeBinary, nullable=False),  # the Event message, serialized
+    sa.Column("time_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_events_tenant_cursor", "tenant", "cursor"),
+    sa.Index("ix_events_time", "time_us"),
+)

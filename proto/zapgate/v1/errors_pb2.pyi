@@ -51,6 +51,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """No message with that id on that instance (NOT_FOUND)."""
     ERROR_REASON_MESSAGE_NOT_CANCELLABLE: _ErrorReason.ValueType  # 12
     """The message was already handed to WhatsApp, or is final (FAILED_PRECONDITION)."""
+    ERROR_REASON_CURSOR_EXPIRED: _ErrorReason.ValueType  # 13
+    """The cursor is older than the retained event log (OUT_OF_RANGE); the metadata's
+    `oldest_cursor` says where the log starts now. Resume from there (events in between are
+    gone).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -87,4 +92,9 @@ ERROR_REASON_MESSAGE_NOT_FOUND: ErrorReason.ValueType  # 11
 """No message with that id on that instance (NOT_FOUND)."""
 ERROR_REASON_MESSAGE_NOT_CANCELLABLE: ErrorReason.ValueType  # 12
 """The message was already handed to WhatsApp, or is final (FAILED_PRECONDITION)."""
+ERROR_REASON_CURSOR_EXPIRED: ErrorReason.ValueType  # 13
+"""The cursor is older than the retained event log (OUT_OF_RANGE); the metadata's
+`oldest_cursor` says where the log starts now. Resume from there (events in between are
+gone).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,0 +1,49 @@
+"""EventService: replay the tenant's event log from a cursor, then stream it live."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc.aio
+
+from zapgate.gateway.errors import CursorExpired, FieldViolation
+from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.interceptor import current_tenant
+from zapgate.gateway.validation import check_instance_id, raise_if_any
+from zapgate.v1 import event_pb2 as pb
+from zapgate.v1 import event_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+READ_BATCH = 500
+
+
+class EventService(event_pb2_grpc.EventServiceServicer):
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+
+    async def Subscribe(
+        self, request: pb.SubscribeRequest, context: Context
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        violations = [v for i in request.instance_ids for v in check_instance_id("instance_ids", i)]
+        if request.from_cursor < 0:
+            violations.append(FieldViolation("from_cursor", "must not be negative"))
+        if any(t not in pb.EventType.values() or t == 0 for t in request.types):
+            violations.append(FieldViolation("types", "unknown event type"))
+        raise_if_any(violations)
+        tenant = current_tenant()
+        cursor = await self._log.last_cursor() if request.only_new else request.from_cursor
+        while True:
+            if cursor and cursor < self._log.oldest - 1:  # retention passed this cursor
+                raise CursorExpired(cursor, self._log.oldest)
+            new_appends = self._log.signal()  # taken before reading: no append slips by
+            batch = await self._log.read(
+                tenant, cursor, request.instance_ids, request.types, READ_BATCH
+            )
+            for event in batch:
+                yield pb.SubscribeResponse(event=event)
+                cursor = event.cursor
+            if len(batch) < READ_BATCH:
+                if self._log.closed:
+                    return  # shutting down; the client resumes from its last cursor
+                await new_appends.wait()
