@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
+import grpc.aio
 import pytest
 
 from tests.conftest import RunningGateway
 from tests.messaging import Messenger
 from tests.rpc import expect_error
+from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
+from tests.test_sessions_at_rest import make_key
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import event_pb2_grpc
 from zapgate.v1 import instance_pb2 as ipb
@@ -157,3 +161,32 @@ async def test_a_cursor_older_than_retention_is_out_of_range(
     )
     assert info.reason == "CURSOR_EXPIRED"
     assert int(info.metadata["oldest_cursor"]) == log.oldest > first
+
+
+async def test_resuming_across_a_server_restart_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = ServerProcess(data_dir)
+    try:
+        key = await make_key(data_dir, "acme")
+        async with grpc.aio.insecure_channel(first.address) as channel:
+            messenger = Messenger(SimClient(channel, key))
+            await messenger.client.create("durable")
+            for n in range(6):
+                await messenger.client.instances.PauseSending(
+                    ipb.PauseSendingRequest(instance_id="durable", reason=f"r{n}"),
+                    metadata=messenger.metadata,
+                )
+            seen = await take(subscribe(messenger), 3)
+        first.process.kill()
+        await asyncio.to_thread(first.wait)
+    finally:
+        first.close()
+    second = ServerProcess(data_dir)
+    try:
+        async with grpc.aio.insecure_channel(second.address) as channel:
+            messenger = Messenger(SimClient(channel, key))
+            rest = await take(subscribe(messenger, from_cursor=seen[-1].cursor), 3)
+    finally:
+        second.close()
+    reasons = [e.sending_paused.reason for e in seen + rest]
+    assert reasons == [f"r{n}" for n in range(6)]
