@@ -125,7 +125,8 @@ async def measure(events: int, subscribers: int, idle: int) -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert bare.stdin is not None and bare.stdout is not None
+        assert bare.stdin is not None
+        assert bare.stdout is not None
         bare.stdin.write("\n".join(s.hex() for s in sample))
         bare.stdin.close()
         bare_port = int(bare.stdout.readline())
