@@ -14,8 +14,8 @@ from tests.conftest import RunningGateway, auth
 from tests.rpc import expect_error
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
-from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import event_pb2 as epb
+from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as spb
 
