@@ -273,7 +273,9 @@ class Supervisor:
                 expire = self._micros() + int(lifetime * 1e6)
                 live.watchers.publish(QrUpdate(code, index, expire))
                 if self._events is not None:
-                    qr = event_pb2.QrUpdated(code=code, index=index)
+                    # Not the code itself: it carries the device's ADV secret, and the log
+                    # is durable. Connect streams the code live.
+                    qr = event_pb2.QrUpdated(index=index)
                     qr.expire_time.FromMicroseconds(expire)
                     await self._events.append(live.tenant, live.instance_id, qr)
                 if live.pair_phone and live.watchers.pair_code is None:
