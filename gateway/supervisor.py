@@ -542,7 +542,10 @@ class Supervisor:
             changed = event_pb2.StateChanged(state=state, reason=reason, detail=detail)  # type: ignore[arg-type]
             await self._events.append(live.tenant, live.instance_id, changed)
         if self._listener is not None:
-            await self._listener.state_changed(record)
+            try:
+                await self._listener.state_changed(record)
+            except Exception:  # the connection's state machine must not stall on it
+                log.exception("the send dispatcher failed to take %s's new state", live.key)
         return record
 
     async def _save(self, live: Live, **changes: Any) -> None:
