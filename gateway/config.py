@@ -11,6 +11,7 @@ from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.eventlog import Retention
 from zapgate.gateway.session_keeper import KeeperTimings
 from zapgate.gateway.store.db import default_sqlite_url
+from zapgate.ratelimit.health import PauseRules
 from zapgate.sessions.sim_engine import SimTimings
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -47,6 +48,8 @@ class ServeConfig:
     previous_master_key_files: tuple[Path, ...] = ()
     keeper_timings: KeeperTimings = field(default_factory=KeeperTimings)
     event_retention: Retention = field(default_factory=Retention)
+    # When sending pauses by itself: errors in a row, delivery rate (see ratelimit/health.py).
+    pause_rules: PauseRules = field(default_factory=PauseRules)
 
     @property
     def resolved_database_url(self) -> str:

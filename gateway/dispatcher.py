@@ -24,6 +24,7 @@ from zapgate.gateway.store.messages import MessageRecord, MessageRepository
 from zapgate.gateway.tasks import TaskSet
 from zapgate.gateway.templates import render
 from zapgate.ratelimit.decisions import AutoPause, Expiry, InstanceStats, Release
+from zapgate.ratelimit.health import PauseRules
 from zapgate.ratelimit.messages import Outgoing
 from zapgate.ratelimit.policy import DEFAULT_POLICY, SendPolicy
 from zapgate.ratelimit.scheduler import Scheduler
@@ -55,6 +56,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         events: EventLog | None = None,
+        pause_rules: PauseRules | None = None,
     ) -> None:
         self._events = events
         self._messages = messages
@@ -62,7 +64,7 @@ class Dispatcher:
         self._pool = pool
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 (jitter and spins, not crypto)
-        self.scheduler = Scheduler(clock, self._rng)
+        self.scheduler = Scheduler(clock, self._rng, pause_rules)
         self._wake = asyncio.Event()
         self._tasks = TaskSet("dispatcher")
         self._configured: set[str] = set()

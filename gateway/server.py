@@ -145,7 +145,13 @@ class Gateway:
         self.events = EventLog(self._engine_or_fail(), config.event_retention)
         await self.events.trim()
         self._retention_task = asyncio.create_task(self.events.run_retention())
-        self.dispatcher = Dispatcher(self.messages, instances, self.pool, events=self.events)
+        self.dispatcher = Dispatcher(
+            self.messages,
+            instances,
+            self.pool,
+            events=self.events,
+            pause_rules=config.pause_rules,
+        )
         self.supervisor = Supervisor(
             instances,
             self.pool,

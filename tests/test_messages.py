@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tests.conftest import RunningGateway
+from tests.conftest import FAST_SIM, RunningGateway, started_gateway
 from tests.messaging import FAST_POLICY, Messenger
 from tests.rpc import expect_error
 from tests.sim_client import SimClient
+from zapgate.ratelimit.health import PauseRules
 from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import message_pb2 as pb
 from zapgate.v1 import simulator_pb2 as spb
@@ -333,3 +336,20 @@ async def test_a_bad_policy_is_rejected(messenger: Messenger) -> None:
         "instance.send_policy.per_minute",
         "instance.send_policy.timezone",
     }
+
+
+async def test_a_falling_delivery_rate_pauses_sending(tmp_path: Path) -> None:
+    """Nothing gets delivered (the simulator's phones never answer): after the grace time the
+    delivery rate of the last sends is judged, and the instance pauses itself."""
+    never = dataclasses.replace(FAST_SIM, delivered_seconds=-1.0, read_seconds=-1.0)
+    rules = PauseRules(receipt_grace_seconds=0.2, delivery_window=5, min_delivery_ratio=0.5)
+    async with started_gateway(tmp_path, sim_timings=never, pause_rules=rules) as gateway:
+        messenger = Messenger(await SimClient.for_tenant(gateway, "acme"))
+        await messenger.ready("silent", PHONE)
+        for n in range(12):
+            await messenger.send_text("silent", f"+55119600003{n:02d}", f"n{n}")
+        paused = await messenger.client.wait_for("silent", lambda i: bool(i.sending_paused_reason))
+        assert paused.sending_paused_reason.startswith("low_delivery_rate")
+        stats = await instance_stats(messenger, "silent")
+        assert stats.queue_depth > 0  # the rest waits for a person to look
+        assert stats.delivery_rate == 0.0
