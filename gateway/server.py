@@ -33,7 +33,7 @@ from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository
-from zapgate.gateway.supervisor import Supervisor
+from zapgate.gateway.supervisor import Supervisor, instance_dir
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, STORE_FILE_NAME
 from zapgate.sessions.events import EngineEvent
 from zapgate.sessions.pool import PoolConfig, WorkerPool
@@ -139,7 +139,9 @@ class Gateway:
         self.keeper = SessionKeeper(
             SnapshotRepository(self._engine_or_fail()),
             keyring,
-            lambda tenant, instance_id: instances_dir / tenant / instance_id / STORE_FILE_NAME,
+            lambda tenant, instance_id: (
+                instance_dir(instances_dir, tenant, instance_id) / STORE_FILE_NAME
+            ),
             config.keeper_timings,
         )
         self.events = EventLog(self._engine_or_fail(), config.event_retention)

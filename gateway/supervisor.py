@@ -40,7 +40,6 @@ from zapgate.gateway.updates import (
     Watchers,
 )
 from zapgate.sessions import events as ev
-from zapgate.sessions.engine import STORE_FILE_NAME
 from zapgate.sessions.pool import EngineCallFailed, WorkerPool, WorkerUnavailable
 from zapgate.sessions.sim_phone import PhoneLog, Received
 from zapgate.sessions.vault import Undecryptable
@@ -55,6 +54,11 @@ PAIR_CODE_LIFETIME_US = 160_000_000
 # whatsmeow's ConnectFailure codes that mean the session is gone for good.
 LOGGED_OUT_CODES = {401, 403, 406}
 CLIENT_OUTDATED_CODE = 405
+
+
+def instance_dir(root: Path, tenant: str, instance_id: str) -> Path:
+    """An instance's private runtime directory (its plaintext session store lives here)."""
+    return root / tenant / instance_id
 
 
 class Listener(Protocol):
@@ -230,11 +234,8 @@ class Supervisor:
         log_file = PhoneLog(self.runtime_dir_of(tenant, instance_id))
         return await asyncio.to_thread(log_file.read)
 
-    def store_path(self, record: InstanceRecord) -> Path:
-        return self.runtime_dir_of(record.tenant, record.id) / STORE_FILE_NAME
-
     def runtime_dir_of(self, tenant: str, instance_id: str) -> Path:
-        return self._runtime_dir / tenant / instance_id
+        return instance_dir(self._runtime_dir, tenant, instance_id)
 
     # ---- engine events -----------------------------------------------------------------
 

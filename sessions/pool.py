@@ -287,9 +287,6 @@ class WorkerPool:
         slot = self._hosting(request.key)
         await _call((await self._stub(slot)).Simulate(request))
 
-    def worker_pids(self) -> list[int | None]:
-        return [slot.pid for slot in self.slots]
-
 
 async def _call(call: Awaitable[R]) -> R:
     try:

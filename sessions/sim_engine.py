@@ -187,14 +187,16 @@ class SimEngine(Engine):
         super().__init__(sink)
         self.timings = timings or SimTimings()
         self._sessions: dict[InstanceKey, SimSession] = {}
-        self._failing: dict[str, str] = {}  # phone digits -> refusal code
+        # (instance, phone digits) -> refusal code; kept here, not in the session, so it
+        # outlives reconnects of the instance.
+        self._failing: dict[tuple[InstanceKey, str], str] = {}
 
     async def send(
         self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
     ) -> SendResult:
         session = self._connected(key)
         user = recipient_jid.split("@")[0].split(":")[0]
-        code = self._failing.get(user)
+        code = self._failing.get((key, user))
         if code == "not_on_whatsapp":
             raise SendRefused(code, f"+{user} is not on WhatsApp")
         if code:
@@ -211,12 +213,12 @@ class SimEngine(Engine):
         kind = "composing" if typing else "paused"
         await asyncio.to_thread(session.phone.append, dataclasses.replace(received, kind=kind))
 
-    def fail_sends(self, phones: list[str], code: str) -> None:
+    def fail_sends(self, key: InstanceKey, phones: list[str], code: str) -> None:
         for phone in phones:
             if code:
-                self._failing[phone.lstrip("+")] = code
+                self._failing[(key, phone.lstrip("+"))] = code
             else:
-                self._failing.pop(phone.lstrip("+"), None)
+                self._failing.pop((key, phone.lstrip("+")), None)
 
     async def start(self, spec: InstanceSpec) -> None:
         if spec.key in self._sessions:

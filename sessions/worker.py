@@ -135,7 +135,7 @@ async def _simulate(sim: SimEngine, request: pb.SimulateRequest) -> None:
     elif action == "keep_alive":
         await sim.set_keepalive(key, request.keep_alive.failing)
     elif action == "fail_sends":
-        sim.fail_sends(list(request.fail_sends.phones), request.fail_sends.code)
+        sim.fail_sends(key, list(request.fail_sends.phones), request.fail_sends.code)
     else:
         raise EngineError(f"unknown simulator action {action!r}")
 

@@ -353,3 +353,18 @@ async def test_a_falling_delivery_rate_pauses_sending(tmp_path: Path) -> None:
         stats = await instance_stats(messenger, "silent")
         assert stats.queue_depth > 0  # the rest waits for a person to look
         assert stats.delivery_rate == 0.0
+
+
+async def test_simulated_failures_belong_to_one_instance(messenger: Messenger) -> None:
+    await messenger.ready("failing", PHONE)
+    await messenger.ready("healthy", "+5511970000002")  # same worker process
+    await messenger.client.sim.FailSends(
+        spb.FailSendsRequest(
+            instance_id="failing", phones=["+5511960000111"], code="not_on_whatsapp"
+        ),
+        metadata=messenger.metadata,
+    )
+    refused = await messenger.send_text("failing", "+5511960000111", "x")
+    fine = await messenger.send_text("healthy", "+5511960000111", "y")
+    await messenger.wait_message("failing", refused.id, lambda m: m.state == S.MESSAGE_STATE_FAILED)
+    await messenger.wait_message("healthy", fine.id, lambda m: m.state == S.MESSAGE_STATE_READ)
