@@ -26,7 +26,7 @@ def find_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -36,35 +36,34 @@ def _free_port() -> int:
 def running_server(bindir: Path) -> Iterator[str]:
     """Starts a private cluster; yields an admin URL. PostgreSQL refuses to run as root, so
     as root the cluster runs as the `postgres` user the Debian package creates."""
-    user = "postgres" if os.geteuid() == 0 else None
+    as_root = os.geteuid() == 0
     root = Path(tempfile.mkdtemp(prefix="zapgate-pg-"))
-    if user:
-        entry = pwd.getpwnam(user)
+    if as_root:
+        entry = pwd.getpwnam("postgres")
         os.chown(root, entry.pw_uid, entry.pw_gid)
     data, log = root / "data", root / "server.log"
-    port = _free_port()
-    subprocess.run(
-        [bindir / "initdb", "-D", data, "-U", "zapgate", "--auth=trust", "-E", "UTF8", "--no-sync"],
-        check=True,
-        capture_output=True,
-        user=user,
-    )
+    port = free_port()
+
+    def run(*argv: str | Path, check: bool = True) -> None:
+        # `runuser` changes user in a fresh process: the test process (with neonize's Go
+        # runtime loaded) only vforks and execs, never setuids in a forked copy of itself.
+        prefix: list[str | Path] = ["runuser", "-u", "postgres", "--"] if as_root else []
+        command = [*prefix, *argv]
+        done = subprocess.run(command, check=False, capture_output=True)
+        if check and done.returncode != 0:
+            server_log = log.read_text(errors="replace") if log.exists() else ""
+            raise RuntimeError(
+                f"{argv[0]} exited {done.returncode}: {done.stderr.decode(errors='replace')}"
+                f"\n--- server.log ---\n{server_log}"
+            )
+
+    run(bindir / "initdb", "-D", data, "-U", "zapgate", "--auth=trust", "-E", "UTF8", "--no-sync")
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "start"],
-        check=True,
-        capture_output=True,
-        user=user,
-    )
+    run(bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "start")
     try:
         yield f"postgresql://zapgate@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(
-            [bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-            user=user,
-        )
+        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 
