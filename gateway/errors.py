@@ -122,6 +122,21 @@ class MessageNotFound(ZapgateError):
         super().__init__(f"message {message_id!r} not found", metadata={"message_id": message_id})
 
 
+class MediaNotFound(ZapgateError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = errors_pb2.ERROR_REASON_MEDIA_NOT_FOUND
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(
+            f"message {message_id!r} has no received media", metadata={"message_id": message_id}
+        )
+
+
+class EngineFailed(ZapgateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = errors_pb2.ERROR_REASON_ENGINE_FAILED
+
+
 class MessageNotCancellable(ZapgateError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = errors_pb2.ERROR_REASON_MESSAGE_NOT_CANCELLABLE

@@ -28,6 +28,8 @@ PAYLOADS: dict[type[Message], tuple[str, int]] = {
     pb.MessageStateChanged: ("message_state_changed", pb.EVENT_TYPE_MESSAGE_STATE_CHANGED),
     pb.SendingPaused: ("sending_paused", pb.EVENT_TYPE_SENDING_PAUSED),
     pb.SendingResumed: ("sending_resumed", pb.EVENT_TYPE_SENDING_RESUMED),
+    pb.MessageReceived: ("message_received", pb.EVENT_TYPE_MESSAGE_RECEIVED),
+    pb.ContactsSynced: ("contacts_synced", pb.EVENT_TYPE_CONTACTS_SYNCED),
 }
 
 

@@ -20,6 +20,7 @@ from zapgate.gateway.auth_cache import CachedAuthenticator
 from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.inbox import Inbox
 from zapgate.gateway.interceptor import GatewayInterceptor
 from zapgate.gateway.master_key import load_keyring
 from zapgate.gateway.runtime_dir import prepare_runtime_dir
@@ -32,6 +33,7 @@ from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRepository
+from zapgate.gateway.store.received_media import ReceivedMediaRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.gateway.supervisor import Supervisor, instance_dir
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, STORE_FILE_NAME
@@ -97,7 +99,10 @@ class Gateway:
             InstanceService(instances, supervisor, self.dispatcher), server
         )
         message_pb2_grpc.add_MessageServiceServicer_to_server(
-            MessageService(self.messages, instances, self.dispatcher), server
+            MessageService(
+                self.messages, instances, self.dispatcher, supervisor, self.received_media
+            ),
+            server,
         )
         assert self.events is not None
         event_pb2_grpc.add_EventServiceServicer_to_server(EventService(self.events), server)
@@ -145,6 +150,7 @@ class Gateway:
             config.keeper_timings,
         )
         self.events = EventLog(self._engine_or_fail(), config.event_retention)
+        self.received_media = ReceivedMediaRepository(self._engine_or_fail())
         await self.events.trim()
         self._retention_task = asyncio.create_task(self.events.run_retention())
         self.dispatcher = Dispatcher(
@@ -162,6 +168,7 @@ class Gateway:
             config.backoff,
             listener=self.dispatcher,
             events=self.events,
+            inbox=Inbox(self.events, self.received_media),
         )
         await self.pool.start()
         self._keeper_task = asyncio.create_task(self.keeper.run(), name="session keeper")

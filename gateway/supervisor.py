@@ -15,19 +15,21 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.errors import (
+    EngineFailed,
     EngineUnavailable,
     InstanceNotRunning,
     SimulationRejected,
 )
 from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.inbox import Inbox
 from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.tasks import TaskSet
@@ -40,6 +42,7 @@ from zapgate.gateway.updates import (
     Watchers,
 )
 from zapgate.sessions import events as ev
+from zapgate.sessions.engine import Contact, NumberCheck
 from zapgate.sessions.pool import EngineCallFailed, WorkerPool, WorkerUnavailable
 from zapgate.sessions.sim_phone import PhoneLog, Received
 from zapgate.sessions.vault import Undecryptable
@@ -47,6 +50,7 @@ from zapgate.v1 import event_pb2
 from zapgate.v1 import instance_pb2 as pb
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 S = pb.InstanceState
 R = pb.StateReason
@@ -54,6 +58,20 @@ PAIR_CODE_LIFETIME_US = 160_000_000
 # whatsmeow's ConnectFailure codes that mean the session is gone for good.
 LOGGED_OUT_CODES = {401, 403, 406}
 CLIENT_OUTDATED_CODE = 405
+
+
+async def _engine_call(call: Awaitable[T]) -> T:
+    """Awaits a call into the instance's engine, its failures as the errors clients see."""
+    try:
+        return await call
+    except EngineCallFailed as error:
+        if error.kind == "rejected":
+            raise SimulationRejected(str(error)) from None
+        if error.kind == "not_running":
+            raise InstanceNotRunning(str(error)) from None
+        raise EngineFailed(str(error)) from None
+    except WorkerUnavailable as error:
+        raise EngineUnavailable(str(error)) from None
 
 
 def instance_dir(root: Path, tenant: str, instance_id: str) -> Path:
@@ -104,8 +122,10 @@ class Supervisor:
         micros: MicrosClock = system_micros,
         listener: Listener | None = None,
         events: EventLog | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self._listener = listener
+        self._inbox = inbox
         self._events = events
         self._instances = instances
         self._pool = pool
@@ -201,14 +221,21 @@ class Supervisor:
     async def simulate(self, tenant: str, instance_id: str, request: Any) -> None:
         record = await self._instances.require(tenant, instance_id)
         request.key = record.key
-        try:
-            await self._pool.simulate(request)
-        except EngineCallFailed as error:
-            if error.kind == "rejected":
-                raise SimulationRejected(str(error)) from None
-            raise InstanceNotRunning(str(error)) from None
-        except WorkerUnavailable as error:
-            raise EngineUnavailable(str(error)) from None
+        await _engine_call(self._pool.simulate(request))
+
+    async def download_media(self, tenant: str, instance_id: str, media_ref: str) -> bytes:
+        record = await self._instances.require(tenant, instance_id)
+        return await _engine_call(self._pool.download_media(record.key, media_ref))
+
+    async def contacts(self, tenant: str, instance_id: str) -> list[Contact]:
+        record = await self._instances.require(tenant, instance_id)
+        return await _engine_call(self._pool.contacts(record.key))
+
+    async def check_numbers(
+        self, tenant: str, instance_id: str, phones: list[str]
+    ) -> list[NumberCheck]:
+        record = await self._instances.require(tenant, instance_id)
+        return await _engine_call(self._pool.check_numbers(record.key, phones))
 
     async def shutdown(self) -> None:
         """Stops every connection; stores stay, and `want_connected` brings them back on the
@@ -335,6 +362,9 @@ class Supervisor:
             case ev.Receipt(message_ids=message_ids, kind=kind):
                 if self._listener is not None:
                     self._tasks.spawn(self._listener.on_receipt(live.key, message_ids, kind))
+            case ev.MessageReceived():
+                if self._inbox is not None:
+                    await self._inbox.received(live.tenant, live.instance_id, event)
             case ev.KeepAliveRestored():
                 log.info("keepalive restored on %s", live.key)
                 await self._save(live, keepalive_failing=False)

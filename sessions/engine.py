@@ -92,6 +92,29 @@ class SendResult:
     timestamp: float  # epoch seconds, as the server acknowledged it
 
 
+@dataclass(frozen=True)
+class Contact:
+    """One entry of the linked phone's contacts (whatsmeow's contact store, push names from
+    history sync and messages)."""
+
+    jid: str  # phone-number JID
+    phone: str = ""  # E.164
+    lid: str = ""
+    full_name: str = ""
+    first_name: str = ""
+    push_name: str = ""
+    business_name: str = ""
+
+
+@dataclass(frozen=True)
+class NumberCheck:
+    """Whether `phone` (E.164, as asked) has a WhatsApp account, and its JID if so."""
+
+    phone: str
+    on_whatsapp: bool
+    jid: str = ""
+
+
 class Engine(ABC):
     """One engine inside a worker, hosting many instances. All methods are called on the
     worker's event loop; none may block it. Outcomes are reported through `sink`."""
@@ -127,6 +150,19 @@ class Engine(ABC):
     @abstractmethod
     async def set_typing(self, key: InstanceKey, recipient_jid: str, typing: bool) -> None:
         """Shows (or stops showing) "typing..." in the chat with `recipient_jid`."""
+
+    @abstractmethod
+    async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
+        """The decrypted bytes of received media (`MessageReceived.media_ref`). Raises
+        EngineError when they are gone from WhatsApp's servers or cannot be decrypted."""
+
+    @abstractmethod
+    async def contacts(self, key: InstanceKey) -> list[Contact]:
+        """Every contact the connected instance knows, deduplicated by JID."""
+
+    @abstractmethod
+    async def check_numbers(self, key: InstanceKey, phones: list[str]) -> list[NumberCheck]:
+        """For each E.164 number, whether it is on WhatsApp (one query to WhatsApp)."""
 
     @abstractmethod
     def hosted(self) -> int:

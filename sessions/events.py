@@ -136,6 +136,45 @@ class Receipt:
     chat: str = ""
 
 
+@dataclass(frozen=True)
+class MessageReceived:
+    """A message arrived in one of the instance's chats (or was sent from the linked phone
+    itself: `from_me`). Flat on purpose: it crosses the worker socket as JSON.
+
+    `kind` is one of text, image, video, audio, voice_note, document, sticker, location,
+    contact, reaction, unknown. `text` is the body, or the caption of media. Media bytes stay
+    on WhatsApp's servers until downloaded: `media_ref` is the engine's opaque handle for
+    `Engine.download_media` and never leaves the core."""
+
+    key: InstanceKey
+    message_id: str
+    chat_jid: str
+    sender_jid: str  # phone-number JID (...@s.whatsapp.net) where known
+    sender_lid: str = ""  # LID (...@lid) where known
+    push_name: str = ""
+    from_me: bool = False
+    group_jid: str = ""  # the group's JID when the chat is a group
+    timestamp: float = 0.0  # epoch seconds, as WhatsApp stamped it
+    kind: str = "text"
+    text: str = ""
+    media_mime_type: str = ""
+    media_file_name: str = ""
+    media_size: int = 0
+    media_sha256: str = ""  # hex, of the plaintext file
+    media_seconds: int = 0  # audio and video length
+    media_ref: str = ""
+    latitude: float = 0.0
+    longitude: float = 0.0
+    location_name: str = ""
+    location_address: str = ""
+    contact_name: str = ""
+    contact_vcard: str = ""
+    reaction_emoji: str = ""  # empty: the reaction was removed
+    reacted_message_id: str = ""
+    quoted_message_id: str = ""  # the message this one replies to
+    quoted_sender_jid: str = ""
+
+
 EngineEvent = (
     QrShown
     | PairCodeShown
@@ -152,4 +191,5 @@ EngineEvent = (
     | KeepAliveFailing
     | KeepAliveRestored
     | Receipt
+    | MessageReceived
 )

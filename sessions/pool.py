@@ -19,7 +19,13 @@ import grpc.aio
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
 from zapgate.sessions import wire
-from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, OutgoingContent, SendResult
+from zapgate.sessions.engine import (
+    GRPC_MESSAGE_OPTIONS,
+    Contact,
+    NumberCheck,
+    OutgoingContent,
+    SendResult,
+)
 from zapgate.sessions.events import EngineEvent, InstanceKey
 from zapgate.sessions.worker import ERROR_KIND_KEY
 
@@ -276,6 +282,28 @@ class WorkerPool:
         slot = self._hosting(key)
         request = pb.SetTypingRequest(key=key, recipient_jid=recipient_jid, typing=typing)
         await _call((await self._stub(slot)).SetTyping(request))
+
+    async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
+        slot = self._hosting(key)
+        stream = (await self._stub(slot)).DownloadMedia(
+            pb.DownloadMediaRequest(key=key, media_ref=media_ref)
+        )
+
+        async def read_all() -> bytes:
+            return b"".join([chunk.data async for chunk in stream])
+
+        return await _call(read_all())
+
+    async def contacts(self, key: InstanceKey) -> list[Contact]:
+        slot = self._hosting(key)
+        reply = await _call((await self._stub(slot)).ListContacts(pb.ListContactsRequest(key=key)))
+        return [wire.contact_from_proto(c) for c in reply.contacts]
+
+    async def check_numbers(self, key: InstanceKey, phones: list[str]) -> list[NumberCheck]:
+        slot = self._hosting(key)
+        request = pb.CheckNumbersRequest(key=key, phones=phones)
+        reply = await _call((await self._stub(slot)).CheckNumbers(request))
+        return [wire.check_from_proto(c) for c in reply.results]
 
     def _hosting(self, key: InstanceKey) -> WorkerSlot:
         slot = self._placement.get(key)

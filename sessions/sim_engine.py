@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
 
 from zapgate.sessions import events as ev
 from zapgate.sessions.engine import (
+    Contact,
     Engine,
     EngineError,
     EventSink,
     InstanceSpec,
+    NumberCheck,
     OutgoingContent,
     SendRefused,
     SendResult,
 )
 from zapgate.sessions.events import InstanceKey
+from zapgate.sessions.sim_contacts import AddressBook
 from zapgate.sessions.sim_phone import PhoneLog, describe
 from zapgate.sessions.sim_store import SimDevice, SimStore
 
@@ -70,6 +74,7 @@ class SimSession:
         self.keepalive_task: asyncio.Task[None] | None = None
         self.receipt_tasks: set[asyncio.Task[None]] = set()
         self.phone = PhoneLog(spec.runtime_dir)
+        self.address_book = AddressBook(self.store)
 
     async def run(self) -> None:
         await asyncio.sleep(self.timings.connect_seconds)
@@ -190,6 +195,10 @@ class SimEngine(Engine):
         # (instance, phone digits) -> refusal code; kept here, not in the session, so it
         # outlives reconnects of the instance.
         self._failing: dict[tuple[InstanceKey, str], str] = {}
+        # instance -> the phone digits on WhatsApp; absent: every number is.
+        self._registered: dict[InstanceKey, frozenset[str]] = {}
+        # WhatsApp's media servers: received media, by reference, while this worker lives.
+        self._media_server: dict[str, bytes] = {}
 
     async def send(
         self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
@@ -197,6 +206,8 @@ class SimEngine(Engine):
         session = self._connected(key)
         user = recipient_jid.split("@")[0].split(":")[0]
         code = self._failing.get((key, user))
+        if not self._is_registered(key, user):
+            code = "not_on_whatsapp"
         if code == "not_on_whatsapp":
             raise SendRefused(code, f"+{user} is not on WhatsApp")
         if code:
@@ -212,6 +223,31 @@ class SimEngine(Engine):
         received = describe(recipient_jid, shown, "")
         kind = "composing" if typing else "paused"
         await asyncio.to_thread(session.phone.append, dataclasses.replace(received, kind=kind))
+
+    async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
+        self._connected(key)
+        data = self._media_server.get(media_ref)
+        if data is None:
+            raise EngineError("the media is no longer on WhatsApp's servers")
+        return data
+
+    async def contacts(self, key: InstanceKey) -> list[Contact]:
+        session = self._connected(key)
+        return await asyncio.to_thread(session.address_book.all)
+
+    async def check_numbers(self, key: InstanceKey, phones: list[str]) -> list[NumberCheck]:
+        self._connected(key)
+        checks = []
+        for phone in phones:
+            user = phone.lstrip("+")
+            on_whatsapp = self._is_registered(key, user)
+            jid = f"{user}@s.whatsapp.net" if on_whatsapp else ""
+            checks.append(NumberCheck(phone, on_whatsapp, jid))
+        return checks
+
+    def _is_registered(self, key: InstanceKey, user: str) -> bool:
+        registered = self._registered.get(key)
+        return registered is None or user in registered
 
     def fail_sends(self, key: InstanceKey, phones: list[str], code: str) -> None:
         for phone in phones:
@@ -297,6 +333,45 @@ class SimEngine(Engine):
 
     async def set_keepalive(self, key: InstanceKey, failing: bool) -> None:
         self._connected(key).set_keepalive(failing)
+
+    async def inject_message(self, message: ev.MessageReceived, media: bytes) -> None:
+        """A message from someone else's phone reaches the instance; its media goes to the
+        media servers first, as WhatsApp's clients upload it before sending."""
+        session = self._connected(message.key)
+        if media:
+            ref = secrets.token_urlsafe(16)
+            self._media_server[ref] = media
+            message = dataclasses.replace(
+                message,
+                media_ref=ref,
+                media_size=len(media),
+                media_sha256=hashlib.sha256(media).hexdigest(),
+            )
+        if message.push_name and not message.from_me:
+            await asyncio.to_thread(
+                session.address_book.note_push_name,
+                message.sender_jid,
+                "+" + message.sender_jid.split("@")[0],
+                message.sender_lid,
+                message.push_name,
+            )
+        self.sink(message)
+
+    async def send_receipt(
+        self, key: InstanceKey, message_ids: list[str], kind: str, chat_jid: str
+    ) -> None:
+        self._connected(key)
+        self.sink(ev.Receipt(key, tuple(message_ids), kind, chat_jid))
+
+    async def set_contacts(self, key: InstanceKey, contacts: list[Contact]) -> None:
+        session = self._connected(key)
+        await asyncio.to_thread(session.address_book.replace, contacts)
+
+    def set_registered(self, key: InstanceKey, phones: list[str]) -> None:
+        if phones:
+            self._registered[key] = frozenset(phone.lstrip("+") for phone in phones)
+        else:
+            self._registered.pop(key, None)
 
     async def _end(self, session: SimSession, event: ev.EngineEvent) -> None:
         """The server ended the connection: report why, and stop hosting the instance."""

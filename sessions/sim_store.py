@@ -61,14 +61,14 @@ class SimStore:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _connect(self) -> sqlite3.Connection:
+    def connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         return sqlite3.connect(self.path, timeout=10, isolation_level=None)
 
     def load_or_create(self) -> SimDevice:
-        with closing(self._connect()) as db:
+        with closing(self.connect()) as db:
             db.execute(SCHEMA)
             row = db.execute(
                 "SELECT registration_id, noise_key, identity_key, adv_secret, jid, phone,"
@@ -94,7 +94,7 @@ class SimStore:
         self._update("banned_until = ?", banned_until)
 
     def _update(self, assignments: str, *values: object) -> None:
-        with closing(self._connect()) as db:
+        with closing(self.connect()) as db:
             db.execute(SCHEMA)
             db.execute(f"UPDATE sim_device SET {assignments} WHERE id = 1", values)  # noqa: S608
 

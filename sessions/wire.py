@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from zapgate.engine.v1 import worker_pb2
 from zapgate.sessions import events
-from zapgate.sessions.engine import Media, OutgoingContent
+from zapgate.sessions.engine import Contact, Media, NumberCheck, OutgoingContent
 from zapgate.sessions.events import EngineEvent
 
 _KINDS: dict[str, type[EngineEvent]] = {
@@ -78,3 +78,19 @@ def content_from_proto(message: worker_pb2.Content) -> OutgoingContent:
         contact_vcard=message.contact_vcard,
         **media,
     )
+
+
+def contact_to_proto(contact: Contact) -> worker_pb2.Contact:
+    return worker_pb2.Contact(**dataclasses.asdict(contact))
+
+
+def contact_from_proto(message: worker_pb2.Contact) -> Contact:
+    return Contact(**{f.name: getattr(message, f.name) for f in dataclasses.fields(Contact)})
+
+
+def check_to_proto(check: NumberCheck) -> worker_pb2.NumberCheck:
+    return worker_pb2.NumberCheck(**dataclasses.asdict(check))
+
+
+def check_from_proto(message: worker_pb2.NumberCheck) -> NumberCheck:
+    return NumberCheck(message.phone, message.on_whatsapp, message.jid)

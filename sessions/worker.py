@@ -31,7 +31,7 @@ from zapgate.sessions.engine import (
     InstanceSpec,
     SendRefused,
 )
-from zapgate.sessions.events import EngineEvent
+from zapgate.sessions.events import EngineEvent, MessageReceived
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import NotRunning, Rejected, SimEngine, SimTimings
 
@@ -39,6 +39,7 @@ log = logging.getLogger("zapgate.worker")
 
 # Trailing metadata: not_running | rejected | refused:<code> | failed (see error_kind).
 ERROR_KIND_KEY = "zapgate-engine-error"
+MEDIA_CHUNK_BYTES = 256 * 1024
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 
@@ -100,6 +101,30 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
         )
         return pb.SetTypingResponse()
 
+    async def DownloadMedia(
+        self, request: pb.DownloadMediaRequest, context: Context
+    ) -> AsyncIterator[pb.DownloadMediaResponse]:
+        data = await _engine_call(
+            context, self.engine.download_media(request.key, request.media_ref)
+        )
+        view = memoryview(data)
+        for start in range(0, max(len(data), 1), MEDIA_CHUNK_BYTES):
+            yield pb.DownloadMediaResponse(data=bytes(view[start : start + MEDIA_CHUNK_BYTES]))
+
+    async def ListContacts(
+        self, request: pb.ListContactsRequest, context: Context
+    ) -> pb.ListContactsResponse:
+        contacts = await _engine_call(context, self.engine.contacts(request.key))
+        return pb.ListContactsResponse(contacts=[wire.contact_to_proto(c) for c in contacts])
+
+    async def CheckNumbers(
+        self, request: pb.CheckNumbersRequest, context: Context
+    ) -> pb.CheckNumbersResponse:
+        checks = await _engine_call(
+            context, self.engine.check_numbers(request.key, list(request.phones))
+        )
+        return pb.CheckNumbersResponse(results=[wire.check_to_proto(c) for c in checks])
+
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: Context
     ) -> AsyncIterator[pb.StreamEventsResponse]:
@@ -136,6 +161,19 @@ async def _simulate(sim: SimEngine, request: pb.SimulateRequest) -> None:
         await sim.set_keepalive(key, request.keep_alive.failing)
     elif action == "fail_sends":
         sim.fail_sends(key, list(request.fail_sends.phones), request.fail_sends.code)
+    elif action == "inject_message":
+        message = wire.decode(request.inject_message.event_json)
+        if not isinstance(message, MessageReceived) or message.key != key:
+            raise EngineError("inject_message carries no message for this instance")
+        await sim.inject_message(message, request.inject_message.media_data)
+    elif action == "receipt":
+        receipt = request.receipt
+        await sim.send_receipt(key, list(receipt.message_ids), receipt.kind, receipt.chat_jid)
+    elif action == "set_contacts":
+        contacts = [wire.contact_from_proto(c) for c in request.set_contacts.contacts]
+        await sim.set_contacts(key, contacts)
+    elif action == "set_registered":
+        sim.set_registered(key, list(request.set_registered.phones))
     else:
         raise EngineError(f"unknown simulator action {action!r}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc.aio
@@ -11,6 +12,7 @@ import grpc.aio
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.errors import (
     FieldViolation,
+    MediaNotFound,
     MessageNotCancellable,
     MessageNotFound,
 )
@@ -19,6 +21,8 @@ from zapgate.gateway.paging import PageToken, decode_page_token, page_size
 from zapgate.gateway.services.convert import message_to_proto
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
+from zapgate.gateway.store.received_media import ReceivedMediaRepository
+from zapgate.gateway.supervisor import Supervisor
 from zapgate.gateway.templates import TemplateError, check
 from zapgate.gateway.validation import check_instance_id, check_phone, raise_if_any
 from zapgate.v1 import message_pb2 as pb
@@ -29,15 +33,23 @@ MAX_MEDIA_BYTES = 16 * 1024 * 1024  # WhatsApp's own limit for images/video/audi
 MAX_TEXT_CHARS = 65_536
 JID = re.compile(r"[0-9]{5,20}(:[0-9]+)?@(s\.whatsapp\.net|lid)|[0-9-]{5,40}@g\.us")
 MEDIA_KINDS = ("image", "video", "audio", "document")
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
 
 
 class MessageService(message_pb2_grpc.MessageServiceServicer):
     def __init__(
-        self, messages: MessageRepository, instances: InstanceRepository, dispatcher: Dispatcher
+        self,
+        messages: MessageRepository,
+        instances: InstanceRepository,
+        dispatcher: Dispatcher,
+        supervisor: Supervisor,
+        received_media: ReceivedMediaRepository,
     ) -> None:
         self._messages = messages
         self._instances = instances
         self._dispatcher = dispatcher
+        self._supervisor = supervisor
+        self._received_media = received_media
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: Context
@@ -46,6 +58,30 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         await self._dispatcher.require_instance(record.tenant, record.instance_id)
         stored, created = await self._dispatcher.accept(record)
         return pb.SendMessageResponse(message=message_to_proto(stored), created=created)
+
+    async def DownloadMedia(
+        self, request: pb.DownloadMediaRequest, context: Context
+    ) -> AsyncIterator[pb.DownloadMediaResponse]:
+        violations = check_instance_id("instance_id", request.instance_id)
+        if not request.message_id:
+            violations.append(FieldViolation("message_id", "required"))
+        raise_if_any(violations)
+        tenant, instance_id = current_tenant(), request.instance_id
+        await self._instances.require(tenant, instance_id)
+        media = await self._received_media.get(tenant, instance_id, request.message_id)
+        if media is None:
+            raise MediaNotFound(request.message_id)
+        data = await self._supervisor.download_media(tenant, instance_id, media.media_ref)
+        view = memoryview(data)
+        for start in range(0, max(len(data), 1), DOWNLOAD_CHUNK_BYTES):
+            chunk = pb.DownloadMediaResponse(data=bytes(view[start : start + DOWNLOAD_CHUNK_BYTES]))
+            if start == 0:
+                chunk.mime_type, chunk.file_name, chunk.size = (
+                    media.mime_type,
+                    media.file_name,
+                    len(data),
+                )
+            yield chunk
 
     async def GetMessage(
         self, request: pb.GetMessageRequest, context: Context

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Any
 
 import grpc.aio
@@ -11,13 +13,31 @@ from zapgate.engine.v1 import worker_pb2 as wpb
 from zapgate.gateway.errors import FieldViolation, SimulatorDisabled
 from zapgate.gateway.interceptor import current_tenant
 from zapgate.gateway.services.convert import timestamp
+from zapgate.gateway.services.messages import vcard_for
 from zapgate.gateway.supervisor import Supervisor
 from zapgate.gateway.validation import check_instance_id, check_phone, raise_if_any
+from zapgate.sessions import wire
+from zapgate.sessions.engine import Contact
+from zapgate.sessions.events import MessageReceived
+from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import simulator_pb2 as pb
 from zapgate.v1 import simulator_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_BAN_CODE = 101
+RECEIPT_KINDS = {
+    pb.RECEIPT_KIND_DELIVERED: "delivered",
+    pb.RECEIPT_KIND_READ: "read",
+    pb.RECEIPT_KIND_PLAYED: "played",
+}
+MEDIA_KINDS = {
+    epb.MEDIA_KIND_IMAGE: "image",
+    epb.MEDIA_KIND_VIDEO: "video",
+    epb.MEDIA_KIND_AUDIO: "audio",
+    epb.MEDIA_KIND_VOICE_NOTE: "voice_note",
+    epb.MEDIA_KIND_DOCUMENT: "document",
+    epb.MEDIA_KIND_STICKER: "sticker",
+}
 
 
 class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
@@ -128,3 +148,134 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         keep_alive = wpb.SimulateRequest.KeepAlive(failing=request.failing)
         await self._run(request.instance_id, wpb.SimulateRequest(keep_alive=keep_alive))
         return pb.SetKeepAliveResponse()
+
+    async def InjectIncomingMessage(
+        self, request: pb.InjectIncomingMessageRequest, context: Context
+    ) -> pb.InjectIncomingMessageResponse:
+        self._check(request.instance_id, _injection_violations(request))
+        key = f"{current_tenant()}/{request.instance_id}"
+        message = incoming_message(key, request)
+        injection = wpb.SimulateRequest.InjectMessage(
+            event_json=wire.encode(message), media_data=request.media.data
+        )
+        await self._run(request.instance_id, wpb.SimulateRequest(inject_message=injection))
+        return pb.InjectIncomingMessageResponse(message_id=message.message_id)
+
+    async def SendReceipt(
+        self, request: pb.SendReceiptRequest, context: Context
+    ) -> pb.SendReceiptResponse:
+        violations = check_phone("from_phone", request.from_phone)
+        if request.kind not in RECEIPT_KINDS:
+            violations.append(FieldViolation("kind", "one of DELIVERED, READ, PLAYED"))
+        if not request.whatsapp_message_ids:
+            violations.append(FieldViolation("whatsapp_message_ids", "at least one id"))
+        self._check(request.instance_id, violations)
+        receipt = wpb.SimulateRequest.Receipt(
+            message_ids=list(request.whatsapp_message_ids),
+            kind=RECEIPT_KINDS[request.kind],
+            chat_jid=_user_jid(request.from_phone) if request.from_phone else "",
+        )
+        await self._run(request.instance_id, wpb.SimulateRequest(receipt=receipt))
+        return pb.SendReceiptResponse()
+
+    async def SetContacts(
+        self, request: pb.SetContactsRequest, context: Context
+    ) -> pb.SetContactsResponse:
+        violations = [
+            violation
+            for index, contact in enumerate(request.contacts)
+            for violation in check_phone(f"contacts[{index}].phone", contact.phone)
+            + _required(f"contacts[{index}].phone", contact.phone)
+        ]
+        self._check(request.instance_id, violations)
+        contacts = [
+            wire.contact_to_proto(
+                Contact(
+                    jid=_user_jid(c.phone),
+                    phone=c.phone,
+                    lid=f"{c.lid}@lid" if c.lid else "",
+                    full_name=c.full_name,
+                    first_name=c.first_name,
+                    push_name=c.push_name,
+                    business_name=c.business_name,
+                )
+            )
+            for c in request.contacts
+        ]
+        action = wpb.SimulateRequest.SetContacts(contacts=contacts)
+        await self._run(request.instance_id, wpb.SimulateRequest(set_contacts=action))
+        return pb.SetContactsResponse()
+
+    async def SetRegisteredNumbers(
+        self, request: pb.SetRegisteredNumbersRequest, context: Context
+    ) -> pb.SetRegisteredNumbersResponse:
+        violations = [v for phone in request.phones for v in check_phone("phones", phone)]
+        self._check(request.instance_id, violations)
+        action = wpb.SimulateRequest.SetRegistered(phones=list(request.phones))
+        await self._run(request.instance_id, wpb.SimulateRequest(set_registered=action))
+        return pb.SetRegisteredNumbersResponse()
+
+
+def _required(field: str, value: str) -> list[FieldViolation]:
+    return [] if value else [FieldViolation(field, "required")]
+
+
+def _user_jid(phone: str) -> str:
+    return f"{phone.lstrip('+')}@s.whatsapp.net"
+
+
+def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[FieldViolation]:
+    violations = check_phone("from_phone", request.from_phone) + _required(
+        "from_phone", request.from_phone
+    )
+    if request.from_lid and not request.from_lid.isdigit():
+        violations.append(FieldViolation("from_lid", "the LID's user part: digits only"))
+    if request.group_jid and not request.group_jid.endswith("@g.us"):
+        violations.append(FieldViolation("group_jid", "a group JID ends in @g.us"))
+    content = request.WhichOneof("content")
+    if content is None:
+        violations.append(FieldViolation("content", "one of text, media, location, contact"))
+    elif content == "media":
+        if request.media.kind not in MEDIA_KINDS:
+            violations.append(FieldViolation("media.kind", "required"))
+        if not request.media.data:
+            violations.append(FieldViolation("media.data", "required"))
+        if not request.media.mime_type:
+            violations.append(FieldViolation("media.mime_type", "required"))
+    elif content == "reaction" and not request.reaction.message_id:
+        violations.append(FieldViolation("reaction.message_id", "required"))
+    return violations
+
+
+def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> MessageReceived:
+    """The MessageReceived a real engine would report for this injected message."""
+    sender = _user_jid(request.from_phone)
+    content = request.WhichOneof("content")
+    kind = MEDIA_KINDS[request.media.kind] if content == "media" else str(content)
+    media, location, contact = request.media, request.location, request.contact
+    return MessageReceived(
+        key=key,
+        message_id=request.message_id or f"3A{secrets.token_hex(9).upper()}",
+        chat_jid=request.group_jid or sender,
+        sender_jid=sender,
+        sender_lid=f"{request.from_lid}@lid" if request.from_lid else "",
+        push_name=request.push_name,
+        group_jid=request.group_jid,
+        timestamp=float(int(time.time())),  # WhatsApp stamps whole seconds
+        kind=kind,
+        text=request.text if content == "text" else media.caption,
+        media_mime_type=media.mime_type,
+        media_file_name=media.file_name,
+        media_seconds=media.seconds,
+        latitude=location.latitude,
+        longitude=location.longitude,
+        location_name=location.name,
+        location_address=location.address,
+        contact_name=contact.display_name,
+        contact_vcard=contact.vcard
+        or (contact.phone and vcard_for(contact.display_name, contact.phone)),
+        reaction_emoji=request.reaction.emoji,
+        reacted_message_id=request.reaction.message_id,
+        quoted_message_id=request.reply_to.message_id,
+        quoted_sender_jid=request.reply_to.sender_jid,
+    )

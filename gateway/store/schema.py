@@ -115,3 +115,36 @@ events = sa.Table(
     sa.Index("ix_events_tenant_cursor", "tenant", "cursor"),
     sa.Index("ix_events_time", "time_us"),
 )
+
+# Where to fetch media received in a message (the engine's opaque reference).
+received_media = sa.Table(
+    "received_media",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("message_id", sa.String(128), primary_key=True),
+    sa.Column("media_ref", sa.Text, nullable=False),
+    sa.Column("mime_type", sa.String(255), nullable=False),
+    sa.Column("file_name", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("received_us", sa.BigInteger, nullable=False),
+)
+
+# The linked phone's contacts, as of the last sync.
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("jid", sa.String(100), primary_key=True),
+    sa.Column("phone", sa.String(20), nullable=False),
+    sa.Column("lid", sa.String(100), nullable=False),
+    sa.Column("full_name", sa.String(255), nullable=False),
+    sa.Column("first_name", sa.String(255), nullable=False),
+    sa.Column("push_name", sa.String(255), nullable=False),
+    sa.Column("business_name", sa.String(255), nullable=False),
+    # Lower-case, accents stripped: what name searches match and the list is ordered by.
+    sa.Column("search_name", sa.String(800), nullable=False),
+    sa.Column("synced_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_contacts_order", "tenant", "instance_id", "search_name", "jid"),
+)

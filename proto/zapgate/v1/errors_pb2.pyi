@@ -56,6 +56,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     `oldest_cursor` says where the log starts now. Resume from there (events in between are
     gone).
     """
+    ERROR_REASON_MEDIA_NOT_FOUND: _ErrorReason.ValueType  # 14
+    """The message has no downloadable media (NOT_FOUND)."""
+    ERROR_REASON_ENGINE_FAILED: _ErrorReason.ValueType  # 15
+    """WhatsApp (or the engine) could not do it for this instance now, e.g. the media is gone
+    from WhatsApp's servers (FAILED_PRECONDITION); the message says why.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -96,5 +102,11 @@ ERROR_REASON_CURSOR_EXPIRED: ErrorReason.ValueType  # 13
 """The cursor is older than the retained event log (OUT_OF_RANGE); the metadata's
 `oldest_cursor` says where the log starts now. Resume from there (events in between are
 gone).
+"""
+ERROR_REASON_MEDIA_NOT_FOUND: ErrorReason.ValueType  # 14
+"""The message has no downloadable media (NOT_FOUND)."""
+ERROR_REASON_ENGINE_FAILED: ErrorReason.ValueType  # 15
+"""WhatsApp (or the engine) could not do it for this instance now, e.g. the media is gone
+from WhatsApp's servers (FAILED_PRECONDITION); the message says why.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -34,6 +34,8 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     EVENT_TYPE_MESSAGE_STATE_CHANGED: _EventType.ValueType  # 3
     EVENT_TYPE_SENDING_PAUSED: _EventType.ValueType  # 4
     EVENT_TYPE_SENDING_RESUMED: _EventType.ValueType  # 5
+    EVENT_TYPE_MESSAGE_RECEIVED: _EventType.ValueType  # 6
+    EVENT_TYPE_CONTACTS_SYNCED: _EventType.ValueType  # 7
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -43,7 +45,34 @@ EVENT_TYPE_QR_UPDATED: EventType.ValueType  # 2
 EVENT_TYPE_MESSAGE_STATE_CHANGED: EventType.ValueType  # 3
 EVENT_TYPE_SENDING_PAUSED: EventType.ValueType  # 4
 EVENT_TYPE_SENDING_RESUMED: EventType.ValueType  # 5
+EVENT_TYPE_MESSAGE_RECEIVED: EventType.ValueType  # 6
+EVENT_TYPE_CONTACTS_SYNCED: EventType.ValueType  # 7
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
+
+class _MediaKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MediaKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MediaKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEDIA_KIND_UNSPECIFIED: _MediaKind.ValueType  # 0
+    MEDIA_KIND_IMAGE: _MediaKind.ValueType  # 1
+    MEDIA_KIND_VIDEO: _MediaKind.ValueType  # 2
+    MEDIA_KIND_AUDIO: _MediaKind.ValueType  # 3
+    MEDIA_KIND_VOICE_NOTE: _MediaKind.ValueType  # 4
+    MEDIA_KIND_DOCUMENT: _MediaKind.ValueType  # 5
+    MEDIA_KIND_STICKER: _MediaKind.ValueType  # 6
+
+class MediaKind(_MediaKind, metaclass=_MediaKindEnumTypeWrapper): ...
+
+MEDIA_KIND_UNSPECIFIED: MediaKind.ValueType  # 0
+MEDIA_KIND_IMAGE: MediaKind.ValueType  # 1
+MEDIA_KIND_VIDEO: MediaKind.ValueType  # 2
+MEDIA_KIND_AUDIO: MediaKind.ValueType  # 3
+MEDIA_KIND_VOICE_NOTE: MediaKind.ValueType  # 4
+MEDIA_KIND_DOCUMENT: MediaKind.ValueType  # 5
+MEDIA_KIND_STICKER: MediaKind.ValueType  # 6
+Global___MediaKind: _TypeAlias = MediaKind  # noqa: Y015
 
 @_typing.final
 class SubscribeRequest(_message.Message):
@@ -113,6 +142,8 @@ class Event(_message.Message):
     MESSAGE_STATE_CHANGED_FIELD_NUMBER: _builtins.int
     SENDING_PAUSED_FIELD_NUMBER: _builtins.int
     SENDING_RESUMED_FIELD_NUMBER: _builtins.int
+    MESSAGE_RECEIVED_FIELD_NUMBER: _builtins.int
+    CONTACTS_SYNCED_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     instance_id: _builtins.str
     @_builtins.property
@@ -127,6 +158,10 @@ class Event(_message.Message):
     def sending_paused(self) -> Global___SendingPaused: ...
     @_builtins.property
     def sending_resumed(self) -> Global___SendingResumed: ...
+    @_builtins.property
+    def message_received(self) -> Global___MessageReceived: ...
+    @_builtins.property
+    def contacts_synced(self) -> Global___ContactsSynced: ...
     def __init__(
         self,
         *,
@@ -138,12 +173,14 @@ class Event(_message.Message):
         message_state_changed: Global___MessageStateChanged | None = ...,
         sending_paused: Global___SendingPaused | None = ...,
         sending_resumed: Global___SendingResumed | None = ...,
+        message_received: Global___MessageReceived | None = ...,
+        contacts_synced: Global___ContactsSynced | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "instance_id", b"instance_id", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "cursor", b"cursor", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -265,3 +302,243 @@ class SendingResumed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendingResumed: _TypeAlias = SendingResumed  # noqa: Y015
+
+@_typing.final
+class MessageReceived(_message.Message):
+    """A message arrived in one of the instance's chats, or was sent from the linked phone itself
+    (`from_me`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    SENDER_JID_FIELD_NUMBER: _builtins.int
+    SENDER_LID_FIELD_NUMBER: _builtins.int
+    PUSH_NAME_FIELD_NUMBER: _builtins.int
+    FROM_ME_FIELD_NUMBER: _builtins.int
+    GROUP_JID_FIELD_NUMBER: _builtins.int
+    SENT_TIME_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    MEDIA_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
+    REACTION_FIELD_NUMBER: _builtins.int
+    UNSUPPORTED_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """WhatsApp's id of the message (reactions and replies name it)."""
+    chat_jid: _builtins.str
+    """The chat: the sender's JID for a direct chat, the group's JID for a group."""
+    sender_jid: _builtins.str
+    """The sender as a phone-number JID (...@s.whatsapp.net), where known."""
+    sender_lid: _builtins.str
+    """The sender's LID (...@lid), where known."""
+    push_name: _builtins.str
+    """The name the sender set in WhatsApp."""
+    from_me: _builtins.bool
+    group_jid: _builtins.str
+    """Set for group messages: the group's JID (...@g.us)."""
+    text: _builtins.str
+    @_builtins.property
+    def sent_time(self) -> _timestamp_pb2.Timestamp:
+        """When WhatsApp stamped the message."""
+
+    @_builtins.property
+    def media(self) -> Global___ReceivedMedia: ...
+    @_builtins.property
+    def location(self) -> _message_pb2.Location: ...
+    @_builtins.property
+    def contact(self) -> Global___ReceivedContact: ...
+    @_builtins.property
+    def reaction(self) -> Global___Reaction: ...
+    @_builtins.property
+    def unsupported(self) -> Global___Unsupported:
+        """A kind zapgate does not map yet (polls, calls, protocol messages...)."""
+
+    @_builtins.property
+    def reply_to(self) -> Global___ReplyContext:
+        """Set when the message replies to another one."""
+
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        chat_jid: _builtins.str = ...,
+        sender_jid: _builtins.str = ...,
+        sender_lid: _builtins.str = ...,
+        push_name: _builtins.str = ...,
+        from_me: _builtins.bool = ...,
+        group_jid: _builtins.str = ...,
+        sent_time: _timestamp_pb2.Timestamp | None = ...,
+        text: _builtins.str = ...,
+        media: Global___ReceivedMedia | None = ...,
+        location: _message_pb2.Location | None = ...,
+        contact: Global___ReceivedContact | None = ...,
+        reaction: Global___Reaction | None = ...,
+        unsupported: Global___Unsupported | None = ...,
+        reply_to: Global___ReplyContext | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "location", b"location", "media", b"media", "reaction", b"reaction", "reply_to", b"reply_to", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported"]  # noqa: Y015
+    _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
+
+Global___MessageReceived: _TypeAlias = MessageReceived  # noqa: Y015
+
+@_typing.final
+class ReceivedMedia(_message.Message):
+    """Metadata of received media; the bytes come from MessageService.DownloadMedia."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    CAPTION_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    kind: Global___MediaKind.ValueType
+    mime_type: _builtins.str
+    file_name: _builtins.str
+    caption: _builtins.str
+    size: _builtins.int
+    sha256: _builtins.str
+    """Hex SHA-256 of the file's bytes."""
+    seconds: _builtins.int
+    """Length of audio and video."""
+    def __init__(
+        self,
+        *,
+        kind: Global___MediaKind.ValueType = ...,
+        mime_type: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        caption: _builtins.str = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "file_name", b"file_name", "kind", b"kind", "mime_type", b"mime_type", "seconds", b"seconds", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceivedMedia: _TypeAlias = ReceivedMedia  # noqa: Y015
+
+@_typing.final
+class ReceivedContact(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    VCARD_FIELD_NUMBER: _builtins.int
+    display_name: _builtins.str
+    vcard: _builtins.str
+    def __init__(
+        self,
+        *,
+        display_name: _builtins.str = ...,
+        vcard: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "vcard", b"vcard"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceivedContact: _TypeAlias = ReceivedContact  # noqa: Y015
+
+@_typing.final
+class Reaction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """The message reacted to."""
+    emoji: _builtins.str
+    """Empty when the sender removed their reaction."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        emoji: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emoji", b"emoji", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reaction: _TypeAlias = Reaction  # noqa: Y015
+
+@_typing.final
+class ReplyContext(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    SENDER_JID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    sender_jid: _builtins.str
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        sender_jid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "sender_jid", b"sender_jid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplyContext: _TypeAlias = ReplyContext  # noqa: Y015
+
+@_typing.final
+class Unsupported(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Unsupported: _TypeAlias = Unsupported  # noqa: Y015
+
+@_typing.final
+class ContactsSynced(_message.Message):
+    """The instance's contacts were synced from the linked phone."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    added: _builtins.int
+    updated: _builtins.int
+    unchanged: _builtins.int
+    removed: _builtins.int
+    def __init__(
+        self,
+        *,
+        added: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        removed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "removed", b"removed", "unchanged", b"unchanged", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactsSynced: _TypeAlias = ContactsSynced  # noqa: Y015

@@ -57,6 +57,11 @@ class MessageServiceStub:
                 request_serializer=zapgate_dot_v1_dot_message__pb2.CancelMessageRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_message__pb2.CancelMessageResponse.FromString,
                 _registered_method=True)
+        self.DownloadMedia = channel.unary_stream(
+                '/zapgate.v1.MessageService/DownloadMedia',
+                request_serializer=zapgate_dot_v1_dot_message__pb2.DownloadMediaRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_message__pb2.DownloadMediaResponse.FromString,
+                _registered_method=True)
 
 
 class MessageServiceServicer:
@@ -95,6 +100,15 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadMedia(self, request, context):
+        """Streams the bytes of media received in a message (EventService's MessageReceived with
+        `media`), fetched from WhatsApp's servers and decrypted. NOT_FOUND when the message had
+        no media or is unknown; FAILED_PRECONDITION when the instance is not connected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +131,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.CancelMessage,
                     request_deserializer=zapgate_dot_v1_dot_message__pb2.CancelMessageRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_message__pb2.CancelMessageResponse.SerializeToString,
+            ),
+            'DownloadMedia': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadMedia,
+                    request_deserializer=zapgate_dot_v1_dot_message__pb2.DownloadMediaRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_message__pb2.DownloadMediaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -230,6 +249,33 @@ class MessageService:
             '/zapgate.v1.MessageService/CancelMessage',
             zapgate_dot_v1_dot_message__pb2.CancelMessageRequest.SerializeToString,
             zapgate_dot_v1_dot_message__pb2.CancelMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/zapgate.v1.MessageService/DownloadMedia',
+            zapgate_dot_v1_dot_message__pb2.DownloadMediaRequest.SerializeToString,
+            zapgate_dot_v1_dot_message__pb2.DownloadMediaResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,11 @@ class MessageServiceStub:
     """Cancels a message that has not been handed to WhatsApp yet (QUEUED); otherwise
     FAILED_PRECONDITION.
     """
+    DownloadMedia: _grpc.UnaryStreamMultiCallable[_message_pb2.DownloadMediaRequest, _message_pb2.DownloadMediaResponse]
+    """Streams the bytes of media received in a message (EventService's MessageReceived with
+    `media`), fetched from WhatsApp's servers and decrypted. NOT_FOUND when the message had
+    no media or is unknown; FAILED_PRECONDITION when the instance is not connected.
+    """
 
 @_typing.type_check_only
 class MessageServiceAsyncStub(MessageServiceStub):
@@ -68,6 +73,11 @@ class MessageServiceAsyncStub(MessageServiceStub):
     CancelMessage: _aio.UnaryUnaryMultiCallable[_message_pb2.CancelMessageRequest, _message_pb2.CancelMessageResponse]  # type: ignore[assignment]
     """Cancels a message that has not been handed to WhatsApp yet (QUEUED); otherwise
     FAILED_PRECONDITION.
+    """
+    DownloadMedia: _aio.UnaryStreamMultiCallable[_message_pb2.DownloadMediaRequest, _message_pb2.DownloadMediaResponse]  # type: ignore[assignment]
+    """Streams the bytes of media received in a message (EventService's MessageReceived with
+    `media`), fetched from WhatsApp's servers and decrypted. NOT_FOUND when the message had
+    no media or is unknown; FAILED_PRECONDITION when the instance is not connected.
     """
 
 class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -110,6 +120,17 @@ class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_message_pb2.CancelMessageResponse, _abc.Awaitable[_message_pb2.CancelMessageResponse]]:
         """Cancels a message that has not been handed to WhatsApp yet (QUEUED); otherwise
         FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def DownloadMedia(
+        self,
+        request: _message_pb2.DownloadMediaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_message_pb2.DownloadMediaResponse], _abc.AsyncIterator[_message_pb2.DownloadMediaResponse]]:
+        """Streams the bytes of media received in a message (EventService's MessageReceived with
+        `media`), fetched from WhatsApp's servers and decrypted. NOT_FOUND when the message had
+        no media or is unknown; FAILED_PRECONDITION when the instance is not connected.
         """
 
 def add_MessageServiceServicer_to_server(servicer: MessageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

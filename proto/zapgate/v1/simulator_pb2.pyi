@@ -8,6 +8,9 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from zapgate.v1 import event_pb2 as _event_pb2
+from zapgate.v1 import message_pb2 as _message_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +21,25 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ReceiptKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReceiptKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReceiptKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECEIPT_KIND_UNSPECIFIED: _ReceiptKind.ValueType  # 0
+    RECEIPT_KIND_DELIVERED: _ReceiptKind.ValueType  # 1
+    RECEIPT_KIND_READ: _ReceiptKind.ValueType  # 2
+    RECEIPT_KIND_PLAYED: _ReceiptKind.ValueType  # 3
+
+class ReceiptKind(_ReceiptKind, metaclass=_ReceiptKindEnumTypeWrapper): ...
+
+RECEIPT_KIND_UNSPECIFIED: ReceiptKind.ValueType  # 0
+RECEIPT_KIND_DELIVERED: ReceiptKind.ValueType  # 1
+RECEIPT_KIND_READ: ReceiptKind.ValueType  # 2
+RECEIPT_KIND_PLAYED: ReceiptKind.ValueType  # 3
+Global___ReceiptKind: _TypeAlias = ReceiptKind  # noqa: Y015
 
 @_typing.final
 class ScanQrRequest(_message.Message):
@@ -398,3 +420,278 @@ class ListReceivedResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListReceivedResponse: _TypeAlias = ListReceivedResponse  # noqa: Y015
+
+@_typing.final
+class InjectIncomingMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    FROM_PHONE_FIELD_NUMBER: _builtins.int
+    FROM_LID_FIELD_NUMBER: _builtins.int
+    PUSH_NAME_FIELD_NUMBER: _builtins.int
+    GROUP_JID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    MEDIA_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
+    REACTION_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    from_phone: _builtins.str
+    """E.164 number of the sender. Required."""
+    from_lid: _builtins.str
+    """The sender's LID user part (digits); the event then carries both identities."""
+    push_name: _builtins.str
+    group_jid: _builtins.str
+    """A group chat (...@g.us) the message is posted in; empty for a direct chat."""
+    text: _builtins.str
+    message_id: _builtins.str
+    """WhatsApp's id for the message; generated when empty."""
+    @_builtins.property
+    def media(self) -> Global___InjectedMedia: ...
+    @_builtins.property
+    def location(self) -> _message_pb2.Location: ...
+    @_builtins.property
+    def contact(self) -> _message_pb2.ContactCard: ...
+    @_builtins.property
+    def reaction(self) -> _event_pb2.Reaction: ...
+    @_builtins.property
+    def reply_to(self) -> _event_pb2.ReplyContext: ...
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        from_phone: _builtins.str = ...,
+        from_lid: _builtins.str = ...,
+        push_name: _builtins.str = ...,
+        group_jid: _builtins.str = ...,
+        text: _builtins.str = ...,
+        media: Global___InjectedMedia | None = ...,
+        location: _message_pb2.Location | None = ...,
+        contact: _message_pb2.ContactCard | None = ...,
+        reaction: _event_pb2.Reaction | None = ...,
+        reply_to: _event_pb2.ReplyContext | None = ...,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "location", b"location", "media", b"media", "reaction", b"reaction", "reply_to", b"reply_to", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction"]  # noqa: Y015
+    _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
+
+Global___InjectIncomingMessageRequest: _TypeAlias = InjectIncomingMessageRequest  # noqa: Y015
+
+@_typing.final
+class InjectedMedia(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    CAPTION_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    kind: _event_pb2.MediaKind.ValueType
+    data: _builtins.bytes
+    mime_type: _builtins.str
+    file_name: _builtins.str
+    caption: _builtins.str
+    seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        kind: _event_pb2.MediaKind.ValueType = ...,
+        data: _builtins.bytes = ...,
+        mime_type: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        caption: _builtins.str = ...,
+        seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "data", b"data", "file_name", b"file_name", "kind", b"kind", "mime_type", b"mime_type", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectedMedia: _TypeAlias = InjectedMedia  # noqa: Y015
+
+@_typing.final
+class InjectIncomingMessageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectIncomingMessageResponse: _TypeAlias = InjectIncomingMessageResponse  # noqa: Y015
+
+@_typing.final
+class SendReceiptRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    WHATSAPP_MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FROM_PHONE_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    kind: Global___ReceiptKind.ValueType
+    from_phone: _builtins.str
+    """The phone acknowledging them (E.164)."""
+    @_builtins.property
+    def whatsapp_message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """WhatsApp ids of messages the instance sent (Message.whatsapp_message_id)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        whatsapp_message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        kind: Global___ReceiptKind.ValueType = ...,
+        from_phone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_phone", b"from_phone", "instance_id", b"instance_id", "kind", b"kind", "whatsapp_message_ids", b"whatsapp_message_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendReceiptRequest: _TypeAlias = SendReceiptRequest  # noqa: Y015
+
+@_typing.final
+class SendReceiptResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendReceiptResponse: _TypeAlias = SendReceiptResponse  # noqa: Y015
+
+@_typing.final
+class SimContact(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHONE_FIELD_NUMBER: _builtins.int
+    FULL_NAME_FIELD_NUMBER: _builtins.int
+    FIRST_NAME_FIELD_NUMBER: _builtins.int
+    PUSH_NAME_FIELD_NUMBER: _builtins.int
+    BUSINESS_NAME_FIELD_NUMBER: _builtins.int
+    LID_FIELD_NUMBER: _builtins.int
+    phone: _builtins.str
+    """E.164."""
+    full_name: _builtins.str
+    first_name: _builtins.str
+    push_name: _builtins.str
+    business_name: _builtins.str
+    lid: _builtins.str
+    """LID user part (digits), where the phone knows it."""
+    def __init__(
+        self,
+        *,
+        phone: _builtins.str = ...,
+        full_name: _builtins.str = ...,
+        first_name: _builtins.str = ...,
+        push_name: _builtins.str = ...,
+        business_name: _builtins.str = ...,
+        lid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_name", b"business_name", "first_name", b"first_name", "full_name", b"full_name", "lid", b"lid", "phone", b"phone", "push_name", b"push_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimContact: _TypeAlias = SimContact  # noqa: Y015
+
+@_typing.final
+class SetContactsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimContact]: ...
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        contacts: _abc.Iterable[Global___SimContact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetContactsRequest: _TypeAlias = SetContactsRequest  # noqa: Y015
+
+@_typing.final
+class SetContactsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetContactsResponse: _TypeAlias = SetContactsResponse  # noqa: Y015
+
+@_typing.final
+class SetRegisteredNumbersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    PHONES_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    @_builtins.property
+    def phones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        phones: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "phones", b"phones"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRegisteredNumbersRequest: _TypeAlias = SetRegisteredNumbersRequest  # noqa: Y015
+
+@_typing.final
+class SetRegisteredNumbersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRegisteredNumbersResponse: _TypeAlias = SetRegisteredNumbersResponse  # noqa: Y015

@@ -81,6 +81,26 @@ class SimulatorServiceStub:
                 request_serializer=zapgate_dot_v1_dot_simulator__pb2.ListReceivedRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_simulator__pb2.ListReceivedResponse.FromString,
                 _registered_method=True)
+        self.InjectIncomingMessage = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/InjectIncomingMessage',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.InjectIncomingMessageRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.InjectIncomingMessageResponse.FromString,
+                _registered_method=True)
+        self.SendReceipt = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/SendReceipt',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.SendReceiptRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.SendReceiptResponse.FromString,
+                _registered_method=True)
+        self.SetContacts = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/SetContacts',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.SetContactsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetContactsResponse.FromString,
+                _registered_method=True)
+        self.SetRegisteredNumbers = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/SetRegisteredNumbers',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersResponse.FromString,
+                _registered_method=True)
 
 
 class SimulatorServiceServicer:
@@ -154,6 +174,35 @@ class SimulatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InjectIncomingMessage(self, request, context):
+        """A message from someone else's phone arrives at the instance (MessageReceived event).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendReceipt(self, request, context):
+        """The recipient's phone acknowledges messages the instance sent: delivered, read or played.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetContacts(self, request, context):
+        """Replaces the linked phone's address book (what SyncContacts finds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRegisteredNumbers(self, request, context):
+        """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
+        makes every number registered again (the default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +250,26 @@ def add_SimulatorServiceServicer_to_server(servicer, server):
                     servicer.ListReceived,
                     request_deserializer=zapgate_dot_v1_dot_simulator__pb2.ListReceivedRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_simulator__pb2.ListReceivedResponse.SerializeToString,
+            ),
+            'InjectIncomingMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.InjectIncomingMessage,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.InjectIncomingMessageRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.InjectIncomingMessageResponse.SerializeToString,
+            ),
+            'SendReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendReceipt,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.SendReceiptRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.SendReceiptResponse.SerializeToString,
+            ),
+            'SetContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetContacts,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetContactsRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.SetContactsResponse.SerializeToString,
+            ),
+            'SetRegisteredNumbers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRegisteredNumbers,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -448,6 +517,114 @@ class SimulatorService:
             '/zapgate.v1.SimulatorService/ListReceived',
             zapgate_dot_v1_dot_simulator__pb2.ListReceivedRequest.SerializeToString,
             zapgate_dot_v1_dot_simulator__pb2.ListReceivedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InjectIncomingMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/InjectIncomingMessage',
+            zapgate_dot_v1_dot_simulator__pb2.InjectIncomingMessageRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.InjectIncomingMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/SendReceipt',
+            zapgate_dot_v1_dot_simulator__pb2.SendReceiptRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.SendReceiptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/SetContacts',
+            zapgate_dot_v1_dot_simulator__pb2.SetContactsRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.SetContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRegisteredNumbers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/SetRegisteredNumbers',
+            zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersResponse.FromString,
             options,
             channel_credentials,
             insecure,

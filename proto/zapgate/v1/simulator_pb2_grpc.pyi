@@ -59,6 +59,16 @@ class SimulatorServiceStub:
     """What the recipients' phones received from this instance, in order, with times; typing
     indicators appear as kind "composing" / "paused".
     """
+    InjectIncomingMessage: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.InjectIncomingMessageRequest, _simulator_pb2.InjectIncomingMessageResponse]
+    """A message from someone else's phone arrives at the instance (MessageReceived event)."""
+    SendReceipt: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.SendReceiptRequest, _simulator_pb2.SendReceiptResponse]
+    """The recipient's phone acknowledges messages the instance sent: delivered, read or played."""
+    SetContacts: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.SetContactsRequest, _simulator_pb2.SetContactsResponse]
+    """Replaces the linked phone's address book (what SyncContacts finds)."""
+    SetRegisteredNumbers: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.SetRegisteredNumbersRequest, _simulator_pb2.SetRegisteredNumbersResponse]
+    """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
+    makes every number registered again (the default).
+    """
 
 @_typing.type_check_only
 class SimulatorServiceAsyncStub(SimulatorServiceStub):
@@ -90,6 +100,16 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     ListReceived: _aio.UnaryUnaryMultiCallable[_simulator_pb2.ListReceivedRequest, _simulator_pb2.ListReceivedResponse]  # type: ignore[assignment]
     """What the recipients' phones received from this instance, in order, with times; typing
     indicators appear as kind "composing" / "paused".
+    """
+    InjectIncomingMessage: _aio.UnaryUnaryMultiCallable[_simulator_pb2.InjectIncomingMessageRequest, _simulator_pb2.InjectIncomingMessageResponse]  # type: ignore[assignment]
+    """A message from someone else's phone arrives at the instance (MessageReceived event)."""
+    SendReceipt: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SendReceiptRequest, _simulator_pb2.SendReceiptResponse]  # type: ignore[assignment]
+    """The recipient's phone acknowledges messages the instance sent: delivered, read or played."""
+    SetContacts: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SetContactsRequest, _simulator_pb2.SetContactsResponse]  # type: ignore[assignment]
+    """Replaces the linked phone's address book (what SyncContacts finds)."""
+    SetRegisteredNumbers: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SetRegisteredNumbersRequest, _simulator_pb2.SetRegisteredNumbersResponse]  # type: ignore[assignment]
+    """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
+    makes every number registered again (the default).
     """
 
 class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -173,6 +193,40 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_simulator_pb2.ListReceivedResponse, _abc.Awaitable[_simulator_pb2.ListReceivedResponse]]:
         """What the recipients' phones received from this instance, in order, with times; typing
         indicators appear as kind "composing" / "paused".
+        """
+
+    @_abc_1.abstractmethod
+    def InjectIncomingMessage(
+        self,
+        request: _simulator_pb2.InjectIncomingMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.InjectIncomingMessageResponse, _abc.Awaitable[_simulator_pb2.InjectIncomingMessageResponse]]:
+        """A message from someone else's phone arrives at the instance (MessageReceived event)."""
+
+    @_abc_1.abstractmethod
+    def SendReceipt(
+        self,
+        request: _simulator_pb2.SendReceiptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.SendReceiptResponse, _abc.Awaitable[_simulator_pb2.SendReceiptResponse]]:
+        """The recipient's phone acknowledges messages the instance sent: delivered, read or played."""
+
+    @_abc_1.abstractmethod
+    def SetContacts(
+        self,
+        request: _simulator_pb2.SetContactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.SetContactsResponse, _abc.Awaitable[_simulator_pb2.SetContactsResponse]]:
+        """Replaces the linked phone's address book (what SyncContacts finds)."""
+
+    @_abc_1.abstractmethod
+    def SetRegisteredNumbers(
+        self,
+        request: _simulator_pb2.SetRegisteredNumbersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.SetRegisteredNumbersResponse, _abc.Awaitable[_simulator_pb2.SetRegisteredNumbersResponse]]:
+        """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
+        makes every number registered again (the default).
         """
 
 def add_SimulatorServiceServicer_to_server(servicer: SimulatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

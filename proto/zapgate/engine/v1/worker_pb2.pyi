@@ -19,6 +19,191 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class DownloadMediaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    MEDIA_REF_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    media_ref: _builtins.str
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        media_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "media_ref", b"media_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadMediaRequest: _TypeAlias = DownloadMediaRequest  # noqa: Y015
+
+@_typing.final
+class DownloadMediaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadMediaResponse: _TypeAlias = DownloadMediaResponse  # noqa: Y015
+
+@_typing.final
+class Contact(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JID_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    LID_FIELD_NUMBER: _builtins.int
+    FULL_NAME_FIELD_NUMBER: _builtins.int
+    FIRST_NAME_FIELD_NUMBER: _builtins.int
+    PUSH_NAME_FIELD_NUMBER: _builtins.int
+    BUSINESS_NAME_FIELD_NUMBER: _builtins.int
+    jid: _builtins.str
+    phone: _builtins.str
+    lid: _builtins.str
+    full_name: _builtins.str
+    first_name: _builtins.str
+    push_name: _builtins.str
+    business_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        jid: _builtins.str = ...,
+        phone: _builtins.str = ...,
+        lid: _builtins.str = ...,
+        full_name: _builtins.str = ...,
+        first_name: _builtins.str = ...,
+        push_name: _builtins.str = ...,
+        business_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_name", b"business_name", "first_name", b"first_name", "full_name", b"full_name", "jid", b"jid", "lid", b"lid", "phone", b"phone", "push_name", b"push_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Contact: _TypeAlias = Contact  # noqa: Y015
+
+@_typing.final
+class ListContactsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListContactsRequest: _TypeAlias = ListContactsRequest  # noqa: Y015
+
+@_typing.final
+class ListContactsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contact]: ...
+    def __init__(
+        self,
+        *,
+        contacts: _abc.Iterable[Global___Contact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListContactsResponse: _TypeAlias = ListContactsResponse  # noqa: Y015
+
+@_typing.final
+class CheckNumbersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    PHONES_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    @_builtins.property
+    def phones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        phones: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "phones", b"phones"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckNumbersRequest: _TypeAlias = CheckNumbersRequest  # noqa: Y015
+
+@_typing.final
+class NumberCheck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHONE_FIELD_NUMBER: _builtins.int
+    ON_WHATSAPP_FIELD_NUMBER: _builtins.int
+    JID_FIELD_NUMBER: _builtins.int
+    phone: _builtins.str
+    on_whatsapp: _builtins.bool
+    jid: _builtins.str
+    def __init__(
+        self,
+        *,
+        phone: _builtins.str = ...,
+        on_whatsapp: _builtins.bool = ...,
+        jid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jid", b"jid", "on_whatsapp", b"on_whatsapp", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NumberCheck: _TypeAlias = NumberCheck  # noqa: Y015
+
+@_typing.final
+class CheckNumbersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___NumberCheck]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___NumberCheck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckNumbersResponse: _TypeAlias = CheckNumbersResponse  # noqa: Y015
+
+@_typing.final
 class Media(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -430,6 +615,90 @@ class SimulateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
+    class InjectMessage(_message.Message):
+        """A MessageReceived (zapgate.sessions.wire encoding) to deliver, with its media bytes."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        EVENT_JSON_FIELD_NUMBER: _builtins.int
+        MEDIA_DATA_FIELD_NUMBER: _builtins.int
+        event_json: _builtins.str
+        media_data: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            event_json: _builtins.str = ...,
+            media_data: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["event_json", b"event_json", "media_data", b"media_data"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Receipt(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+        KIND_FIELD_NUMBER: _builtins.int
+        CHAT_JID_FIELD_NUMBER: _builtins.int
+        kind: _builtins.str
+        chat_jid: _builtins.str
+        @_builtins.property
+        def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+        def __init__(
+            self,
+            *,
+            message_ids: _abc.Iterable[_builtins.str] | None = ...,
+            kind: _builtins.str = ...,
+            chat_jid: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "kind", b"kind", "message_ids", b"message_ids"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class SetContacts(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        CONTACTS_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contact]: ...
+        def __init__(
+            self,
+            *,
+            contacts: _abc.Iterable[Global___Contact] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class SetRegistered(_message.Message):
+        """Empty: every number is registered."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        PHONES_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def phones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+        def __init__(
+            self,
+            *,
+            phones: _abc.Iterable[_builtins.str] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["phones", b"phones"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
     class ScanQr(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
@@ -576,6 +845,10 @@ class SimulateRequest(_message.Message):
     STREAM_REPLACED_FIELD_NUMBER: _builtins.int
     KEEP_ALIVE_FIELD_NUMBER: _builtins.int
     FAIL_SENDS_FIELD_NUMBER: _builtins.int
+    INJECT_MESSAGE_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    SET_CONTACTS_FIELD_NUMBER: _builtins.int
+    SET_REGISTERED_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     @_builtins.property
     def scan_qr(self) -> Global___SimulateRequest.ScanQr: ...
@@ -593,6 +866,14 @@ class SimulateRequest(_message.Message):
     def keep_alive(self) -> Global___SimulateRequest.KeepAlive: ...
     @_builtins.property
     def fail_sends(self) -> Global___SimulateRequest.FailSends: ...
+    @_builtins.property
+    def inject_message(self) -> Global___SimulateRequest.InjectMessage: ...
+    @_builtins.property
+    def receipt(self) -> Global___SimulateRequest.Receipt: ...
+    @_builtins.property
+    def set_contacts(self) -> Global___SimulateRequest.SetContacts: ...
+    @_builtins.property
+    def set_registered(self) -> Global___SimulateRequest.SetRegistered: ...
     def __init__(
         self,
         *,
@@ -605,12 +886,16 @@ class SimulateRequest(_message.Message):
         stream_replaced: Global___SimulateRequest.StreamReplaced | None = ...,
         keep_alive: Global___SimulateRequest.KeepAlive | None = ...,
         fail_sends: Global___SimulateRequest.FailSends | None = ...,
+        inject_message: Global___SimulateRequest.InjectMessage | None = ...,
+        receipt: Global___SimulateRequest.Receipt | None = ...,
+        set_contacts: Global___SimulateRequest.SetContacts | None = ...,
+        set_registered: Global___SimulateRequest.SetRegistered | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "scan_qr", b"scan_qr", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "scan_qr", b"scan_qr", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends", "inject_message", "receipt", "set_contacts", "set_registered"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 

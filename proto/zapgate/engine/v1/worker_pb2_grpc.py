@@ -81,6 +81,21 @@ class EngineWorkerServiceStub:
                 request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingRequest.SerializeToString,
                 response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingResponse.FromString,
                 _registered_method=True)
+        self.DownloadMedia = channel.unary_stream(
+                '/zapgate.engine.v1.EngineWorkerService/DownloadMedia',
+                request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.DownloadMediaRequest.SerializeToString,
+                response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.DownloadMediaResponse.FromString,
+                _registered_method=True)
+        self.ListContacts = channel.unary_unary(
+                '/zapgate.engine.v1.EngineWorkerService/ListContacts',
+                request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.ListContactsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.ListContactsResponse.FromString,
+                _registered_method=True)
+        self.CheckNumbers = channel.unary_unary(
+                '/zapgate.engine.v1.EngineWorkerService/CheckNumbers',
+                request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersRequest.SerializeToString,
+                response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersResponse.FromString,
+                _registered_method=True)
 
 
 class EngineWorkerServiceServicer:
@@ -151,6 +166,27 @@ class EngineWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadMedia(self, request, context):
+        """The bytes of received media, in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContacts(self, request, context):
+        """Every contact the instance knows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckNumbers(self, request, context):
+        """Which numbers are on WhatsApp.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineWorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +234,21 @@ def add_EngineWorkerServiceServicer_to_server(servicer, server):
                     servicer.SetTyping,
                     request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingRequest.FromString,
                     response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingResponse.SerializeToString,
+            ),
+            'DownloadMedia': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadMedia,
+                    request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.DownloadMediaRequest.FromString,
+                    response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.DownloadMediaResponse.SerializeToString,
+            ),
+            'ListContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContacts,
+                    request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.ListContactsRequest.FromString,
+                    response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.ListContactsResponse.SerializeToString,
+            ),
+            'CheckNumbers': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckNumbers,
+                    request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersRequest.FromString,
+                    response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -445,6 +496,87 @@ class EngineWorkerService:
             '/zapgate.engine.v1.EngineWorkerService/SetTyping',
             zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingRequest.SerializeToString,
             zapgate_dot_engine_dot_v1_dot_worker__pb2.SetTypingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/zapgate.engine.v1.EngineWorkerService/DownloadMedia',
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.DownloadMediaRequest.SerializeToString,
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.DownloadMediaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.engine.v1.EngineWorkerService/ListContacts',
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.ListContactsRequest.SerializeToString,
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.ListContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckNumbers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.engine.v1.EngineWorkerService/CheckNumbers',
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersRequest.SerializeToString,
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersResponse.FromString,
             options,
             channel_credentials,
             insecure,

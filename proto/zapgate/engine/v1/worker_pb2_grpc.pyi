@@ -53,6 +53,12 @@ class EngineWorkerServiceStub:
     """Sends one message now."""
     SetTyping: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SetTypingRequest, _worker_pb2.SetTypingResponse]
     """Shows or stops "typing..." in a chat."""
+    DownloadMedia: _grpc.UnaryStreamMultiCallable[_worker_pb2.DownloadMediaRequest, _worker_pb2.DownloadMediaResponse]
+    """The bytes of received media, in chunks."""
+    ListContacts: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ListContactsRequest, _worker_pb2.ListContactsResponse]
+    """Every contact the instance knows."""
+    CheckNumbers: _grpc.UnaryUnaryMultiCallable[_worker_pb2.CheckNumbersRequest, _worker_pb2.CheckNumbersResponse]
+    """Which numbers are on WhatsApp."""
 
 @_typing.type_check_only
 class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
@@ -79,6 +85,12 @@ class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
     """Sends one message now."""
     SetTyping: _aio.UnaryUnaryMultiCallable[_worker_pb2.SetTypingRequest, _worker_pb2.SetTypingResponse]  # type: ignore[assignment]
     """Shows or stops "typing..." in a chat."""
+    DownloadMedia: _aio.UnaryStreamMultiCallable[_worker_pb2.DownloadMediaRequest, _worker_pb2.DownloadMediaResponse]  # type: ignore[assignment]
+    """The bytes of received media, in chunks."""
+    ListContacts: _aio.UnaryUnaryMultiCallable[_worker_pb2.ListContactsRequest, _worker_pb2.ListContactsResponse]  # type: ignore[assignment]
+    """Every contact the instance knows."""
+    CheckNumbers: _aio.UnaryUnaryMultiCallable[_worker_pb2.CheckNumbersRequest, _worker_pb2.CheckNumbersResponse]  # type: ignore[assignment]
+    """Which numbers are on WhatsApp."""
 
 class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Internal protocol between the core process and its engine worker processes, spoken over a
@@ -156,5 +168,29 @@ class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.SetTypingResponse, _abc.Awaitable[_worker_pb2.SetTypingResponse]]:
         """Shows or stops "typing..." in a chat."""
+
+    @_abc_1.abstractmethod
+    def DownloadMedia(
+        self,
+        request: _worker_pb2.DownloadMediaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_worker_pb2.DownloadMediaResponse], _abc.AsyncIterator[_worker_pb2.DownloadMediaResponse]]:
+        """The bytes of received media, in chunks."""
+
+    @_abc_1.abstractmethod
+    def ListContacts(
+        self,
+        request: _worker_pb2.ListContactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.ListContactsResponse, _abc.Awaitable[_worker_pb2.ListContactsResponse]]:
+        """Every contact the instance knows."""
+
+    @_abc_1.abstractmethod
+    def CheckNumbers(
+        self,
+        request: _worker_pb2.CheckNumbersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.CheckNumbersResponse, _abc.Awaitable[_worker_pb2.CheckNumbersResponse]]:
+        """Which numbers are on WhatsApp."""
 
 def add_EngineWorkerServiceServicer_to_server(servicer: EngineWorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

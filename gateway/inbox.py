@@ -1,0 +1,90 @@
+"""Messages the engines receive become durable events: each is appended to the event log
+(with the location of its media remembered for DownloadMedia) before anyone sees it."""
+
+from __future__ import annotations
+
+from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.store.received_media import MediaLocation, ReceivedMediaRepository
+from zapgate.sessions.events import MessageReceived
+from zapgate.v1 import event_pb2 as pb
+from zapgate.v1 import message_pb2
+
+MEDIA_KINDS = {
+    "image": pb.MEDIA_KIND_IMAGE,
+    "video": pb.MEDIA_KIND_VIDEO,
+    "audio": pb.MEDIA_KIND_AUDIO,
+    "voice_note": pb.MEDIA_KIND_VOICE_NOTE,
+    "document": pb.MEDIA_KIND_DOCUMENT,
+    "sticker": pb.MEDIA_KIND_STICKER,
+}
+
+
+class Inbox:
+    def __init__(self, events: EventLog, media: ReceivedMediaRepository) -> None:
+        self._events = events
+        self._media = media
+
+    async def received(self, tenant: str, instance_id: str, message: MessageReceived) -> None:
+        if message.media_ref:
+            location = MediaLocation(
+                message.media_ref,
+                message.media_mime_type,
+                message.media_file_name,
+                message.media_size,
+            )
+            await self._media.save(tenant, instance_id, message.message_id, location)
+        await self._events.append(tenant, instance_id, to_proto(message))
+
+
+def to_proto(message: MessageReceived) -> pb.MessageReceived:
+    event = pb.MessageReceived(
+        message_id=message.message_id,
+        chat_jid=message.chat_jid,
+        sender_jid=message.sender_jid,
+        sender_lid=message.sender_lid,
+        push_name=message.push_name,
+        from_me=message.from_me,
+        group_jid=message.group_jid,
+    )
+    event.sent_time.FromMicroseconds(int(message.timestamp * 1e6))
+    if message.quoted_message_id:
+        event.reply_to.CopyFrom(
+            pb.ReplyContext(
+                message_id=message.quoted_message_id, sender_jid=message.quoted_sender_jid
+            )
+        )
+    kind = message.kind
+    if kind == "text":
+        event.text = message.text
+    elif kind in MEDIA_KINDS:
+        event.media.CopyFrom(
+            pb.ReceivedMedia(
+                kind=MEDIA_KINDS[kind],
+                mime_type=message.media_mime_type,
+                file_name=message.media_file_name,
+                caption=message.text,
+                size=message.media_size,
+                sha256=message.media_sha256,
+                seconds=message.media_seconds,
+            )
+        )
+    elif kind == "location":
+        event.location.CopyFrom(
+            message_pb2.Location(
+                latitude=message.latitude,
+                longitude=message.longitude,
+                name=message.location_name,
+                address=message.location_address,
+            )
+        )
+    elif kind == "contact":
+        event.contact.CopyFrom(
+            pb.ReceivedContact(display_name=message.contact_name, vcard=message.contact_vcard)
+        )
+    elif kind == "reaction":
+        event.reaction.CopyFrom(
+            pb.Reaction(message_id=message.reacted_message_id, emoji=message.reaction_emoji)
+        )
+    else:
+        event.unsupported.SetInParent()
+    return event
