@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +22,8 @@ from zapgate.gateway.config import (
     database_url_from_env,
 )
 from zapgate.gateway.eventlog import Retention
+from zapgate.gateway.logs import LOG_FORMATS, configure_logging
+from zapgate.gateway.metrics_http import parse_listen
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimTimings
 
@@ -51,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight calls get to finish on SIGTERM (default %(default)s)",
     )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text, or json: one object per line (default $ZAPGATE_LOG_FORMAT, else text)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics; a bare port listens on "
+        "127.0.0.1 (default $ZAPGATE_METRICS_LISTEN, else off)",
+    )
     add_engine_flags(serve)
     serve.set_defaults(run=run_serve)
     cli_keys.add_commands(commands)
@@ -77,7 +89,8 @@ def add_engine_flags(serve: argparse.ArgumentParser) -> None:
     engine.add_argument(
         "--runtime-dir",
         type=Path,
-        help="where plaintext session stores live (default: private tmpfs dir)",
+        help="where plaintext session stores live (default: $ZAPGATE_RUNTIME_DIR, else a "
+        "private tmpfs dir)",
     )
     backoff = Backoff()
     engine.add_argument("--reconnect-base-seconds", type=float, default=backoff.base_seconds)
@@ -131,11 +144,17 @@ def add_engine_flags(serve: argparse.ArgumentParser) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from zapgate.gateway.server import serve
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_format = args.log_format or os.environ.get("ZAPGATE_LOG_FORMAT") or "text"
+    if log_format not in LOG_FORMATS:
+        raise SystemExit(f"log format must be one of: {', '.join(LOG_FORMATS)}")
+    configure_logging(args.log_level, log_format)
+    metrics_listen = args.metrics_listen or os.environ.get("ZAPGATE_METRICS_LISTEN") or None
+    if metrics_listen:
+        try:
+            parse_listen(metrics_listen)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+    runtime_dir = args.runtime_dir or os.environ.get("ZAPGATE_RUNTIME_DIR") or None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SystemExit("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
@@ -149,7 +168,8 @@ def run_serve(args: argparse.Namespace) -> int:
         grace_seconds=args.grace,
         engine=args.engine,
         engine_workers=max(1, args.engine_workers),
-        runtime_dir=args.runtime_dir,
+        runtime_dir=Path(runtime_dir) if runtime_dir else None,
+        metrics_listen=metrics_listen,
         sim_timings=SimTimings(
             **{t.name: getattr(args, f"sim_{t.name}") for t in dataclasses.fields(SimTimings)}
         ),

@@ -8,11 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import grpc
 import grpc.aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from zapgate.gateway.channels import open_channel
+from zapgate.gateway.cli_instances import client_for
 from zapgate.sessions.runloop import run_async
 
 
@@ -29,15 +27,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    channel = open_channel(args.server, args.tls_ca)
-    async with channel:
+    async with client_for(args) as client:
         try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=args.timeout
-            )
+            status = await client.health(timeout=args.timeout)
         except grpc.aio.AioRpcError as error:
             print(f"zapgate: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(status)
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+    return 0 if status == "SERVING" else 1

@@ -1,4 +1,5 @@
-"""`zapgate instances create|list|get|delete`: call a running server over gRPC."""
+"""`zapgate instances create|list|get|delete|connect`: call a running server through the
+Python client (clients/python)."""
 
 from __future__ import annotations
 
@@ -7,27 +8,23 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
-import grpc
 import grpc.aio
 import qrcode
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from zapgate.gateway.channels import open_channel
 from zapgate.sessions.runloop import run_async
-from zapgate.v1 import instance_pb2, instance_pb2_grpc
+from zapgate_client import Client, Tls
+from zapgate_client.v1 import instance_pb2
 
-# The async stub class exists only in the generated type stubs.
-Stub: TypeAlias = "instance_pb2_grpc.InstanceServiceAsyncStub"
-Metadata = tuple[tuple[str, str], ...]
 STATE_NAMES = [
     name.removeprefix("INSTANCE_STATE_").lower()
     for name in instance_pb2.InstanceState.keys()  # noqa: SIM118 (not a dict)
     if name != "INSTANCE_STATE_UNSPECIFIED"
 ]
-Action = Callable[[Stub, Metadata, argparse.Namespace], Awaitable[None]]
+Action = Callable[[Client, argparse.Namespace], Awaitable[None]]
 
 
 def add_commands(commands: Any) -> None:
@@ -77,17 +74,21 @@ def _add_client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", type=Path, help="PEM CA to verify a TLS server with")
 
 
+def client_for(args: argparse.Namespace, api_key: str | None = None) -> Client:
+    """A client of `--server`, over TLS when `--tls-ca` is given."""
+    tls = Tls.from_files(args.tls_ca) if args.tls_ca else False
+    return Client(args.server, api_key, tls=tls)
+
+
 def _call(args: argparse.Namespace, action: Action) -> int:
     if not args.api_key:
         print("zapgate: give --api-key or set ZAPGATE_API_KEY", file=sys.stderr)
         return 2
 
     async def go() -> int:
-        metadata = (("authorization", f"Bearer {args.api_key}"),)
-        channel = open_channel(args.server, args.tls_ca)
-        async with channel:
+        async with client_for(args, args.api_key) as client:
             try:
-                await action(instance_pb2_grpc.InstanceServiceStub(channel), metadata, args)
+                await action(client, args)
             except grpc.aio.AioRpcError as error:
                 print(f"zapgate: {error.code().name}: {error.details()}", file=sys.stderr)
                 return 1
@@ -100,43 +101,35 @@ def _print(message: Message) -> None:
     print(json_format.MessageToJson(message, indent=2))
 
 
-async def _create(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> None:
+async def _create(client: Client, args: argparse.Namespace) -> None:
     labels = dict(item.partition("=")[::2] for item in args.label)
     request = instance_pb2.CreateInstanceRequest(
         instance_id=args.instance_id, display_name=args.name, phone=args.phone, labels=labels
     )
-    _print((await stub.CreateInstance(request, metadata=metadata)).instance)
+    _print((await client.instances.CreateInstance(request)).instance)
 
 
-async def _list(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> None:
+async def _list(client: Client, args: argparse.Namespace) -> None:
     state = instance_pb2.INSTANCE_STATE_UNSPECIFIED
     if args.state:
         state = instance_pb2.InstanceState.Value(f"INSTANCE_STATE_{args.state.upper()}")
-    token = ""
-    while True:
-        request = instance_pb2.ListInstancesRequest(page_token=token, state=state)
-        page = await stub.ListInstances(request, metadata=metadata)
-        for instance in page.instances:
-            print(json_format.MessageToJson(instance, indent=None))
-        token = page.next_page_token
-        if not token:
-            return
+    async for instance in client.list_instances(state):
+        print(json_format.MessageToJson(instance, indent=None))
 
 
-async def _get(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> None:
+async def _get(client: Client, args: argparse.Namespace) -> None:
     request = instance_pb2.GetInstanceRequest(instance_id=args.instance_id)
-    _print((await stub.GetInstance(request, metadata=metadata)).instance)
+    _print((await client.instances.GetInstance(request)).instance)
 
 
-async def _delete(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> None:
+async def _delete(client: Client, args: argparse.Namespace) -> None:
     request = instance_pb2.DeleteInstanceRequest(instance_id=args.instance_id)
-    await stub.DeleteInstance(request, metadata=metadata)
+    await client.instances.DeleteInstance(request)
     print(f"deleted {args.instance_id}")
 
 
-async def _connect(stub: Stub, metadata: Metadata, args: argparse.Namespace) -> None:
-    request = instance_pb2.ConnectRequest(instance_id=args.instance_id, phone=args.phone)
-    async for update in stub.Connect(request, metadata=metadata):
+async def _connect(client: Client, args: argparse.Namespace) -> None:
+    async for update in client.connect(args.instance_id, args.phone):
         kind = update.WhichOneof("update")
         if kind == "qr_code":
             print(f"Scan with WhatsApp > Linked devices (code {update.qr_code.index + 1} of 6):")

@@ -50,6 +50,13 @@ class ServeConfig:
     event_retention: Retention = field(default_factory=Retention)
     # When sending pauses by itself: errors in a row, delivery rate (see ratelimit/health.py).
     pause_rules: PauseRules = field(default_factory=PauseRules)
+    # Contacts are synced this long after each connect (whatsmeow receives the phone's
+    # contacts through app-state sync shortly after connecting).
+    contacts_sync_delay_seconds: float = 10.0
+    # How long a number check's answer is reused instead of asking WhatsApp again.
+    number_check_ttl_seconds: float = 7 * 86_400.0
+    # host:port (or a port, on loopback) to serve Prometheus metrics on; None: off.
+    metrics_listen: str | None = None
 
     @property
     def resolved_database_url(self) -> str:

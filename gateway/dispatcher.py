@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.logs import about_instance_key
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
 from zapgate.gateway.tasks import TaskSet
@@ -70,6 +71,11 @@ class Dispatcher:
         self._configured: set[str] = set()
         self._known: dict[str, set[str]] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        # Hooks for metrics (gateway/metrics.py): a message entered a state; sending paused
+        # (the reason); a release came this many seconds after the scheduler planned it.
+        self.on_message_state: Callable[[int], None] = _ignore
+        self.on_pause: Callable[[str], None] = _ignore
+        self.on_release_lateness: Callable[[float], None] = _ignore
 
     # ---- life ---------------------------------------------------------------------------
 
@@ -172,6 +178,7 @@ class Dispatcher:
         await self._configure(tenant, instance_id)
         self.scheduler.pause(f"{tenant}/{instance_id}", reason)
         log.warning("sending paused on %s/%s: %s", tenant, instance_id, reason)
+        self.on_pause(reason)
         record = await self._instances.update(
             tenant, instance_id, {"sending_paused_reason": reason}
         )
@@ -231,8 +238,10 @@ class Dispatcher:
                 last_save = self._clock()
 
     async def _carry_out(self, decision: Release | Expiry | AutoPause) -> None:
+        key = decision.instance if isinstance(decision, AutoPause) else decision.message.instance
         try:
-            await self._decide(decision)
+            with about_instance_key(key):  # its log lines (and its tasks') name the instance
+                await self._decide(decision)
         finally:
             self._wake.set()  # a finished send or failure may make the next message due
 
@@ -250,6 +259,7 @@ class Dispatcher:
             await self._send(decision)
 
     async def _send(self, release: Release) -> None:
+        self.on_release_lateness(self._clock() - release.scheduled_at)
         outgoing = release.message
         message = await self._messages.by_id(outgoing.message_id)
         handed = message is not None and await self._transition(
@@ -305,6 +315,7 @@ class Dispatcher:
         return moved is not None
 
     async def _message_event(self, message: MessageRecord) -> None:
+        self.on_message_state(message.state)
         if self._events is None:
             return
         changed = event_pb2.MessageStateChanged(
@@ -380,3 +391,7 @@ class Dispatcher:
                 await self._instances.update(tenant, instance_id, {"scheduler_state": state})
             except Exception:  # the instance was deleted meanwhile
                 log.debug("counters of %s not saved", key, exc_info=True)
+
+
+def _ignore(*_: object) -> None:
+    """No metrics are wired."""

@@ -18,28 +18,40 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.auth_cache import CachedAuthenticator
 from zapgate.gateway.config import ServeConfig, TlsConfig
+from zapgate.gateway.contacts import ContactBook
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.inbox import Inbox
 from zapgate.gateway.interceptor import GatewayInterceptor
+from zapgate.gateway.listeners import Listeners
+from zapgate.gateway.logs import about_instance_key
 from zapgate.gateway.master_key import load_keyring
+from zapgate.gateway.metrics import GatewayMetrics
+from zapgate.gateway.metrics_http import MetricsServer
+from zapgate.gateway.rpc_observer import RpcObserver
 from zapgate.gateway.runtime_dir import prepare_runtime_dir
+from zapgate.gateway.services.contacts import ContactService
 from zapgate.gateway.services.events import EventService
 from zapgate.gateway.services.instances import InstanceService
 from zapgate.gateway.services.messages import MessageService
 from zapgate.gateway.services.simulator import SimulatorService
 from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.apikeys import ApiKeyRepository
+from zapgate.gateway.store.contacts import ContactRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRepository
+from zapgate.gateway.store.number_checks import NumberCheckCache
 from zapgate.gateway.store.received_media import ReceivedMediaRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.gateway.supervisor import Supervisor, instance_dir
+from zapgate.ratelimit.lookups import LookupBudget
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, STORE_FILE_NAME
 from zapgate.sessions.events import EngineEvent
 from zapgate.sessions.pool import PoolConfig, WorkerPool
 from zapgate.v1 import (
+    contact_pb2,
+    contact_pb2_grpc,
     event_pb2,
     event_pb2_grpc,
     instance_pb2,
@@ -59,6 +71,7 @@ SERVICE_NAMES = (
     simulator_pb2.DESCRIPTOR.services_by_name["SimulatorService"].full_name,
     message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name,
     event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    contact_pb2.DESCRIPTOR.services_by_name["ContactService"].full_name,
 )
 
 
@@ -74,9 +87,12 @@ class Gateway:
         self.supervisor: Supervisor | None = None
         self.keeper: SessionKeeper | None = None
         self.dispatcher: Dispatcher | None = None
+        self.contact_book: ContactBook | None = None
         self.events: EventLog | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self._keeper_task: asyncio.Task[None] | None = None
+        self.metrics: GatewayMetrics | None = None
+        self.metrics_server: MetricsServer | None = None  # with --metrics-listen
         # grpc-stubs does not know the asyncio health servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()
@@ -84,6 +100,7 @@ class Gateway:
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._engine = await open_database(self.config.resolved_database_url)
+        self.metrics = GatewayMetrics(self._engine)
         api_keys = ApiKeyRepository(self._engine)
         await self._create_initial_key(api_keys)
         instances = InstanceRepository(self._engine)
@@ -92,7 +109,10 @@ class Gateway:
         assert self.dispatcher is not None
 
         server = grpc.aio.server(
-            interceptors=[GatewayInterceptor(CachedAuthenticator(api_keys.authenticate))],
+            interceptors=[
+                RpcObserver(self.metrics.rpc),  # outermost: sees every call's final code
+                GatewayInterceptor(CachedAuthenticator(api_keys.authenticate)),
+            ],
             options=GRPC_MESSAGE_OPTIONS,
         )
         instance_pb2_grpc.add_InstanceServiceServicer_to_server(
@@ -106,6 +126,10 @@ class Gateway:
         )
         assert self.events is not None
         event_pb2_grpc.add_EventServiceServicer_to_server(EventService(self.events), server)
+        assert self.contact_book is not None
+        contact_pb2_grpc.add_ContactServiceServicer_to_server(
+            ContactService(self.contact_book, instances), server
+        )
         simulator_pb2_grpc.add_SimulatorServiceServicer_to_server(
             SimulatorService(supervisor, enabled=self.config.engine == "sim"), server
         )
@@ -120,6 +144,13 @@ class Gateway:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         host = self.config.listen.rpartition(":")[0]
         log.info("zapgate listening on %s:%d", host, self.port)
+        if self.config.metrics_listen:
+            metrics = self.metrics
+            self.metrics_server = MetricsServer(
+                self.config.metrics_listen, metrics.registry, metrics.refresh
+            )
+            await self.metrics_server.start()
+            log.info("metrics on http://%s/metrics", self.metrics_server.address)
 
     async def _start_engines(self, instances: InstanceRepository) -> Supervisor:
         config = self.config
@@ -160,16 +191,29 @@ class Gateway:
             events=self.events,
             pause_rules=config.pause_rules,
         )
+        listeners = Listeners(self.dispatcher)
         self.supervisor = Supervisor(
             instances,
             self.pool,
             self.keeper,
             instances_dir,
             config.backoff,
-            listener=self.dispatcher,
+            listener=listeners,
             events=self.events,
             inbox=Inbox(self.events, self.received_media),
         )
+        self.contact_book = ContactBook(
+            self.supervisor,
+            instances,
+            ContactRepository(self._engine_or_fail()),
+            NumberCheckCache(self._engine_or_fail(), config.number_check_ttl_seconds),
+            LookupBudget(),
+            self.events,
+            config.contacts_sync_delay_seconds,
+        )
+        listeners.watch(self.contact_book)
+        assert self.metrics is not None
+        self.metrics.attach(self.supervisor, self.dispatcher, self.pool, self.keeper)
         await self.pool.start()
         self._keeper_task = asyncio.create_task(self.keeper.run(), name="session keeper")
         await self.supervisor.recover()
@@ -188,11 +232,14 @@ class Gateway:
 
     async def _on_engine_event(self, run_id: int, event: EngineEvent) -> None:
         assert self.supervisor is not None
-        await self.supervisor.on_event(run_id, event)
+        with about_instance_key(event.key):  # for every log line the event leads to
+            await self.supervisor.on_event(run_id, event)
 
     async def _on_worker_lost(self, keys: list[str]) -> None:
         assert self.supervisor is not None
-        await self.supervisor.on_worker_lost(keys)
+        for key in keys:
+            with about_instance_key(key):
+                await self.supervisor.on_worker_lost([key])
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops accepting calls, lets in-flight calls finish within `grace` seconds, stops
@@ -201,6 +248,8 @@ class Gateway:
             return
         self._stopped.set()
         await self._health.enter_graceful_shutdown()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         draining = None
         if self._server is not None:
             grace = self.config.grace_seconds if grace is None else grace
@@ -212,6 +261,8 @@ class Gateway:
         for task in (self._keeper_task, self._retention_task):
             if task is not None:
                 task.cancel()
+        if self.contact_book is not None:
+            await self.contact_book.close()
         if self.dispatcher is not None:
             await self.dispatcher.stop()  # no new sends; in-flight ones finish
         if self.supervisor is not None:

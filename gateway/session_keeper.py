@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zapgate.gateway.logs import instance_fields
 from zapgate.gateway.store.snapshots import SnapshotRepository, StaleGeneration
 from zapgate.sessions.store_file import read_store, write_store
 from zapgate.sessions.vault import Keyring, Undecryptable, seal
@@ -65,6 +66,21 @@ class SessionKeeper:
 
     def unwatch(self, tenant: str, instance_id: str) -> None:
         self._watched.pop((tenant, instance_id), None)
+
+    # For metrics (gateway/metrics.py), read at scrape time.
+    def watched_count(self) -> int:
+        return len(self._watched)
+
+    def snapshot_ages(self) -> list[float]:
+        """Seconds since each watched store was last snapshotted or found unchanged (stores
+        not looked at yet are left out)."""
+        now = self._monotonic()
+        return [now - w.last_snapshot_at for w in self._watched.values() if w.last_snapshot_at]
+
+    def unsaved_ages(self) -> list[float]:
+        """Seconds each store with changes no snapshot holds yet has had them."""
+        now = self._monotonic()
+        return [now - w.dirty_since for w in self._watched.values() if w.dirty_since is not None]
 
     async def snapshot(self, tenant: str, instance_id: str) -> bool:
         """Snapshots the store now if it differs from the last snapshot. True if written."""
@@ -157,7 +173,8 @@ class SessionKeeper:
         try:
             await self.snapshot(tenant, instance_id)
         except Exception:
-            log.exception("snapshot of %s/%s failed", tenant, instance_id)
+            fields = instance_fields(tenant, instance_id)
+            log.exception("snapshot of %s/%s failed", tenant, instance_id, extra=fields)
 
 
 def _fingerprints(paths: list[Path]) -> list[tuple[int, int]]:

@@ -30,6 +30,7 @@ from zapgate.gateway.errors import (
 )
 from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.inbox import Inbox
+from zapgate.gateway.logs import about_instance, instance_fields
 from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.tasks import TaskSet
@@ -139,6 +140,8 @@ class Supervisor:
         self._run_ids = itertools.count(int(micros()))
         self._tasks = TaskSet("supervisor")
         self._closing = False
+        # Told of every persisted transition (state, reason): metrics (gateway/metrics.py).
+        self.on_transition: Callable[[int, int], None] = _ignore
 
     # ---- public operations -------------------------------------------------------------
 
@@ -155,11 +158,12 @@ class Supervisor:
         )
         for record in await self._instances.list_wanting_connection():
             live = self._live(record.tenant, record.id)
-            if record.state == S.INSTANCE_STATE_BANNED:
-                delay = max(0.0, (record.ban_expire_us - self._micros()) / 1e6)
-                self._schedule(live, delay)
-            else:
-                self._tasks.spawn(self._start(live, R.STATE_REASON_RECONNECTING))
+            with about_instance(record.tenant, record.id):  # for the task and timer's logs
+                if record.state == S.INSTANCE_STATE_BANNED:
+                    delay = max(0.0, (record.ban_expire_us - self._micros()) / 1e6)
+                    self._schedule(live, delay)
+                else:
+                    self._tasks.spawn(self._start(live, R.STATE_REASON_RECONNECTING))
 
     async def connect(self, tenant: str, instance_id: str, phone: str) -> AsyncIterator[Update]:
         record = await self._instances.require(tenant, instance_id)
@@ -567,7 +571,15 @@ class Supervisor:
             live.instance_id,
             {"state": state, "state_reason": reason, "state_detail": detail[:500], **changes},
         )
-        log.info("%s -> %s (%s) %s", live.key, S.Name(state), R.Name(reason), detail)  # type: ignore[arg-type]
+        log.info(
+            "%s -> %s (%s) %s",
+            live.key,
+            S.Name(state),  # type: ignore[arg-type]
+            R.Name(reason),  # type: ignore[arg-type]
+            detail,
+            extra=instance_fields(live.tenant, live.instance_id),
+        )
+        self.on_transition(state, reason)
         live.watchers.publish(StateUpdate(state, reason, detail))
         if self._events is not None:
             changed = event_pb2.StateChanged(state=state, reason=reason, detail=detail)  # type: ignore[arg-type]
@@ -592,6 +604,10 @@ class Supervisor:
         if live is None:
             live = self._lives[key] = Live(tenant, instance_id)
         return live
+
+
+def _ignore(*_: object) -> None:
+    """No metrics are wired."""
 
 
 def _make_private_dir(path: Path) -> None:

@@ -35,6 +35,9 @@ class SendPolicy:
     typing: bool
     typing_chars_per_second: float
     typing_max_seconds: float
+    # CheckNumbers lookups (numbers asked of WhatsApp), over a rolling minute and day.
+    number_checks_per_minute: int = 20
+    number_checks_per_day: int = 500
 
     def violations(self) -> list[tuple[str, str]]:
         """(field name, what is wrong) for every bad value; empty when the policy is usable."""
@@ -45,7 +48,13 @@ class SendPolicy:
                 bad.append((name, "must be a finite number of seconds >= 0"))
         if self.jitter_max_seconds < self.jitter_min_seconds:
             bad.append(("jitter_max_seconds", "must be >= jitter_min_seconds"))
-        for name in ("per_minute", "per_hour", "per_day"):
+        for name in (
+            "per_minute",
+            "per_hour",
+            "per_day",
+            "number_checks_per_minute",
+            "number_checks_per_day",
+        ):
             if getattr(self, name) < 1:
                 bad.append((name, "must be >= 1 (use a large number for no practical cap)"))
         if self.new_contacts_per_day < 0:
@@ -159,4 +168,9 @@ DEFAULT_POLICY = SendPolicy(
     typing=True,
     typing_chars_per_second=5.0,
     typing_max_seconds=15.0,
+    # Bulk number checks get accounts banned (Evolution API #2228): lookups are paced like
+    # sends, and answers are cached for 7 days (as Evolution now does), so a CRM checking a
+    # lead list spreads it over days instead of hammering WhatsApp's usync in one burst.
+    number_checks_per_minute=20,
+    number_checks_per_day=500,
 )

@@ -36,6 +36,12 @@ What neonize does underneath (goneonize/main.go, and checked offline against 0.5
   hold on the gate; a start or stop waits for the sends already under way. Every whatsmeow
   call used to send checks for a client missing from neonize's maps and answers "client is
   nil" (an error, not a crash): the offline tests use that to reach the real calls.
+- Inbound messages (neonize_inbound.py maps them) arrive on neonize's callback thread like
+  every other event; a message the mapping cannot read is logged and dropped there, so it
+  never ends the delivery of the rest. Downloads and number checks answer "client is nil"
+  like sends, but the contact store and LID-map calls dereference the client without a
+  check: the engine calls them only for a connected instance it hosts (an unknown client id
+  would crash Go).
 """
 
 from __future__ import annotations
@@ -50,16 +56,19 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import count
 from pathlib import Path
 from typing import Any, TypeVar
 
-from zapgate.sessions import neonize_events, neonize_send
+from zapgate.sessions import neonize_contacts, neonize_events, neonize_inbound, neonize_send
 from zapgate.sessions.engine import (
+    Contact,
     Engine,
     EngineError,
     EventSink,
     InstanceSpec,
+    NumberCheck,
     OutgoingContent,
     SendResult,
 )
@@ -101,6 +110,9 @@ PREVIOUS_STOP_WAIT_SECONDS = 30.0
 CALL_THREADS = 8
 # Phone numbers each session remembers as on WhatsApp (with the number WhatsApp answered).
 KNOWN_USERS = 4096
+# LID-map lookups per reader call when listing contacts: one call per contact row, so a long
+# address book is read in slices and a start or stop waits for one slice, not for all.
+ALTERNATES_PER_CALL = 200
 
 # Events after which whatsmeow's session is over or must not go on by itself: the engine
 # forgets the instance and stops its client; zapgate's supervisor decides what comes next.
@@ -117,7 +129,7 @@ _ENDINGS = (
 
 # go-sqlite3 opens the store as an SQLite URI: these characters would change its meaning.
 _NOT_IN_STORE_PATH = re.compile(r"[?#%]")
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_E164 = neonize_contacts.E164
 _STORE_SUFFIXES = ("", "-journal", "-wal", "-shm")
 # Parks a neonize thread for good (see `_Session._on_login_status`).
 _NEVER = threading.Event()
@@ -235,6 +247,41 @@ class NeonizeEngine(Engine):
         to = await self._on_whatsapp(session, to)
         await self._read(session, lambda client: _show_typing(client, key, to, typing))
 
+    async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
+        """Downloads and decrypts received media (whatsmeow's DownloadAny). The download holds
+        its call thread and a read hold on the gate until the whole file is in."""
+        message = neonize_inbound.download_message(media_ref)
+        session = self._connected(key, "download media")
+        return await self._read(session, lambda client: _download(client, key, message))
+
+    async def contacts(self, key: InstanceKey) -> list[Contact]:
+        """whatsmeow's contact store, with each row's other JID (phone number or LID) from
+        its LID map."""
+        session = self._connected(key, "list contacts")
+        stored = await self._read(session, lambda client: _stored_contacts(client, key))
+        wanted = neonize_contacts.alternates_wanted(stored)
+        alternates: dict[str, Any] = {}
+        for start in range(0, len(wanted), ALTERNATES_PER_CALL):
+            jids = wanted[start : start + ALTERNATES_PER_CALL]
+            alternates.update(await self._read(session, partial(_alternates, jids=jids)))
+        return neonize_contacts.to_contacts(stored, alternates)
+
+    async def check_numbers(self, key: InstanceKey, phones: list[str]) -> list[NumberCheck]:
+        """One IsOnWhatsApp query for all the numbers. The numbers found are remembered for
+        `send`, which then needs no lookup of its own."""
+        neonize_contacts.check_phones(phones)
+        session = self._connected(key, "check numbers")
+        if not phones:
+            return []
+        asked = list(dict.fromkeys(phones))
+        answers = await self._read(session, lambda client: _check_numbers(client, key, asked))
+        checks = neonize_contacts.to_number_checks(phones, answers)
+        for check in checks:
+            known, _, server = check.jid.partition("@")
+            if check.on_whatsapp and server == neonize_events.USER_SERVER:
+                session.remember_user(check.phone[1:], known)
+        return checks
+
     async def is_connected(self, key: InstanceKey) -> bool:
         """Whether the instance's websocket is up (False while it is still dialing): a
         cheap reader call."""
@@ -345,9 +392,12 @@ class NeonizeEngine(Engine):
         return session
 
     def _sending(self, key: InstanceKey) -> _Session:
+        return self._connected(key, "send")
+
+    def _connected(self, key: InstanceKey, doing: str) -> _Session:
         session = self._hosted(key)
         if not session.connected:
-            raise EngineError(f"{key} is not connected to WhatsApp yet; send once it is")
+            raise EngineError(f"{key} is not connected to WhatsApp yet; {doing} once it is")
         return session
 
     async def _on_whatsapp(self, session: _Session, to: Any) -> Any:
@@ -457,6 +507,7 @@ class _Session:
         for event_type in neonize_events.MAPPED_EVENT_TYPES:
             # A plain function: neonize would hold a bound method only weakly.
             client.event(event_type)(lambda _client, event: self._on_event(event))
+        client.event(neonize_inbound.MESSAGE_EVENT)(lambda _client, event: self._on_message(event))
         deliver = client.event.execute
 
         def execute(uuid: bytes, data: int, size: int, code: int) -> None:
@@ -519,6 +570,16 @@ class _Session:
 
     def _on_event(self, message: Any) -> None:
         event = neonize_events.to_engine_event(self.key, message, self.client.me)
+        if event is not None:
+            self._post(self.engine._on_event, self, event)
+
+    def _on_message(self, message: Any) -> None:
+        try:
+            event = neonize_inbound.to_message_received(self.key, message)
+        except Exception:
+            # One message zapgate cannot read must not end the delivery of the others.
+            log.exception("%s: dropped an inbound message that could not be mapped", self.uuid)
+            return
         if event is not None:
             self._post(self.engine._on_event, self, event)
 
@@ -597,6 +658,48 @@ def _show_typing(client: Any, key: InstanceKey, to: Any, typing: bool) -> None:
         client.send_chat_presence(to, state, media)
     except neonize_client.SendPresenceError as error:
         raise neonize_send.typing_error(key, str(error)) from error
+
+
+# -- reader calls of download_media, contacts and check_numbers --------------------------------
+
+
+def _download(client: Any, key: InstanceKey, message: Any) -> bytes:
+    try:
+        return bytes(client.download_any(message))
+    except neonize_client.DownloadError as error:
+        raise neonize_inbound.download_error(key, str(error)) from error
+
+
+def _stored_contacts(client: Any, key: InstanceKey) -> list[Any]:
+    try:
+        return list(client.contact.get_all_contacts())
+    except neonize_client.ContactStoreError as error:
+        raise neonize_contacts.contacts_error(key, str(error)) from error
+
+
+def _alternates(client: Any, jids: list[Any]) -> dict[str, Any]:
+    """The other JID of each user in whatsmeow's LID map (only those it knows)."""
+    found: dict[str, Any] = {}
+    for jid in jids:
+        look_up = (
+            client.get_pn_from_lid
+            if jid.Server == neonize_events.LID_SERVER
+            else client.get_lid_from_pn
+        )
+        try:
+            other = look_up(jid)
+        except neonize_client.GetJIDFromStoreError:
+            continue  # a broken mapping row costs that contact its other JID, nothing more
+        if other.User:
+            found[neonize_events.user_jid(jid)] = other
+    return found
+
+
+def _check_numbers(client: Any, key: InstanceKey, phones: list[str]) -> list[Any]:
+    try:
+        return list(client.is_on_whatsapp(*phones))
+    except neonize_client.IsOnWhatsAppError as error:
+        raise neonize_contacts.check_error(key, str(error)) from error
 
 
 def _wipe_store(store_path: Path) -> None:

@@ -175,6 +175,13 @@ def phone_number(jid: Any) -> str:
     return f"+{jid.User}"
 
 
+def user_jid(jid: Any) -> str:
+    """`user@server` without agent or device (the user or chat, not one of its devices);
+    empty for a JID with no user (whatsmeow's empty JID: nothing known)."""
+    user, server = str(jid.User), str(jid.Server)
+    return f"{user}@{server}" if user else ""
+
+
 def _receipt(key: InstanceKey, event: Any) -> Receipt | None:
     kind = _RECEIPT_KINDS.get(int(event.Type))
     source = event.MessageSource

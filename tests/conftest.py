@@ -123,6 +123,7 @@ def gateway_config(tmp_path: Path, database_url: str, **overrides: object) -> Se
         "sim_timings": FAST_SIM,
         "backoff": FAST_BACKOFF,
         "keeper_timings": FAST_KEEPER,
+        "contacts_sync_delay_seconds": 0.0,
     }
     values.update(overrides)
     return ServeConfig(**values)  # type: ignore[arg-type]

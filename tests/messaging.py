@@ -29,6 +29,8 @@ FAST_POLICY = ipb.SendPolicy(
     typing=False,
     typing_chars_per_second=20,
     typing_max_seconds=1,
+    number_checks_per_minute=1_000,
+    number_checks_per_day=100_000,
 )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.errors import InstanceAlreadyExists, InstanceNotFound
-from zapgate.gateway.store.schema import contacts, instances, received_media
+from zapgate.gateway.store.schema import contacts, instances, number_checks, received_media
 from zapgate.v1 import instance_pb2
 
 BANNED = instance_pb2.INSTANCE_STATE_BANNED
@@ -180,7 +180,7 @@ class InstanceRepository:
         """Deletes the instance with what belongs to it (its events stay until retention:
         they are the log subscribers resume from)."""
         async with self._engine.begin() as conn:
-            for table in (received_media, contacts):
+            for table in (received_media, contacts, number_checks):
                 await conn.execute(
                     sa.delete(table).where(
                         table.c.tenant == tenant, table.c.instance_id == instance_id

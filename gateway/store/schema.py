@@ -148,3 +148,15 @@ contacts = sa.Table(
     sa.Column("synced_us", sa.BigInteger, nullable=False),
     sa.Index("ix_contacts_order", "tenant", "instance_id", "search_name", "jid"),
 )
+
+# Cached answers of CheckNumbers (is this number on WhatsApp?), per instance.
+number_checks = sa.Table(
+    "number_checks",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("phone", sa.String(20), primary_key=True),
+    sa.Column("on_whatsapp", sa.Boolean, nullable=False),
+    sa.Column("jid", sa.String(100), nullable=False),
+    sa.Column("checked_us", sa.BigInteger, nullable=False),
+)

@@ -209,6 +209,8 @@ class SendPolicy(_message.Message):
     TYPING_FIELD_NUMBER: _builtins.int
     TYPING_CHARS_PER_SECOND_FIELD_NUMBER: _builtins.int
     TYPING_MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    NUMBER_CHECKS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    NUMBER_CHECKS_PER_DAY_FIELD_NUMBER: _builtins.int
     min_gap_seconds: _builtins.float
     """Minimum seconds between two sends, plus a random extra in [jitter_min, jitter_max]."""
     jitter_min_seconds: _builtins.float
@@ -232,6 +234,11 @@ class SendPolicy(_message.Message):
     """
     typing_chars_per_second: _builtins.float
     typing_max_seconds: _builtins.float
+    number_checks_per_minute: _builtins.int
+    """ContactService.CheckNumbers lookups (numbers asked of WhatsApp; cached answers are free),
+    over a rolling minute and a rolling day.
+    """
+    number_checks_per_day: _builtins.int
     def __init__(
         self,
         *,
@@ -250,10 +257,12 @@ class SendPolicy(_message.Message):
         typing: _builtins.bool = ...,
         typing_chars_per_second: _builtins.float = ...,
         typing_max_seconds: _builtins.float = ...,
+        number_checks_per_minute: _builtins.int = ...,
+        number_checks_per_day: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_quiet_end_hour", b"_quiet_end_hour", "_quiet_start_hour", b"_quiet_start_hour", "quiet_end_hour", b"quiet_end_hour", "quiet_start_hour", b"quiet_start_hour"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quiet_end_hour", b"_quiet_end_hour", "_quiet_start_hour", b"_quiet_start_hour", "jitter_max_seconds", b"jitter_max_seconds", "jitter_min_seconds", b"jitter_min_seconds", "min_gap_seconds", b"min_gap_seconds", "new_contacts_per_day", b"new_contacts_per_day", "per_day", b"per_day", "per_hour", b"per_hour", "per_minute", b"per_minute", "quiet_end_hour", b"quiet_end_hour", "quiet_start_hour", b"quiet_start_hour", "timezone", b"timezone", "typing", b"typing", "typing_chars_per_second", b"typing_chars_per_second", "typing_max_seconds", b"typing_max_seconds", "warmup_days", b"warmup_days", "warmup_first_day_cap", b"warmup_first_day_cap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quiet_end_hour", b"_quiet_end_hour", "_quiet_start_hour", b"_quiet_start_hour", "jitter_max_seconds", b"jitter_max_seconds", "jitter_min_seconds", b"jitter_min_seconds", "min_gap_seconds", b"min_gap_seconds", "new_contacts_per_day", b"new_contacts_per_day", "number_checks_per_day", b"number_checks_per_day", "number_checks_per_minute", b"number_checks_per_minute", "per_day", b"per_day", "per_hour", b"per_hour", "per_minute", b"per_minute", "quiet_end_hour", b"quiet_end_hour", "quiet_start_hour", b"quiet_start_hour", "timezone", b"timezone", "typing", b"typing", "typing_chars_per_second", b"typing_chars_per_second", "typing_max_seconds", b"typing_max_seconds", "warmup_days", b"warmup_days", "warmup_first_day_cap", b"warmup_first_day_cap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__quiet_end_hour: _TypeAlias = _typing.Literal["quiet_end_hour"]  # noqa: Y015
     _WhichOneofArgType__quiet_end_hour: _TypeAlias = _typing.Literal["_quiet_end_hour", b"_quiet_end_hour"]  # noqa: Y015

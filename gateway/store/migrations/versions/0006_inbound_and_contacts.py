@@ -1,4 +1,4 @@
-"""Received media references and synced contacts.
+"""Received media references, synced contacts and cached number checks.
 
 Revision ID: 0006
 Revises: 0005
@@ -45,8 +45,18 @@ def upgrade() -> None:
     op.create_index(
         "ix_contacts_order", "contacts", ["tenant", "instance_id", "search_name", "jid"]
     )
+    op.create_table(
+        "number_checks",
+        sa.Column("tenant", sa.String(64), primary_key=True),
+        sa.Column("instance_id", sa.String(64), primary_key=True),
+        sa.Column("phone", sa.String(20), primary_key=True),
+        sa.Column("on_whatsapp", sa.Boolean, nullable=False),
+        sa.Column("jid", sa.String(100), nullable=False),
+        sa.Column("checked_us", sa.BigInteger, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("number_checks")
     op.drop_table("contacts")
     op.drop_table("received_media")

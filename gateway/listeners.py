@@ -1,0 +1,31 @@
+"""The supervisor tells one listener of every transition and receipt; this one passes
+receipts to the send dispatcher and transitions to it and to every other watcher (contact
+sync after a connect)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from zapgate.gateway.store.instances import InstanceRecord
+from zapgate.gateway.supervisor import Listener
+
+
+class StateWatcher(Protocol):
+    async def state_changed(self, record: InstanceRecord) -> None: ...
+
+
+class Listeners:
+    def __init__(self, dispatcher: Listener) -> None:
+        self._dispatcher = dispatcher
+        self._watchers: list[StateWatcher] = []
+
+    def watch(self, watcher: StateWatcher) -> None:
+        self._watchers.append(watcher)
+
+    async def state_changed(self, record: InstanceRecord) -> None:
+        await self._dispatcher.state_changed(record)
+        for watcher in self._watchers:
+            await watcher.state_changed(record)
+
+    async def on_receipt(self, instance_key: str, message_ids: tuple[str, ...], kind: str) -> None:
+        await self._dispatcher.on_receipt(instance_key, message_ids, kind)

@@ -1,0 +1,181 @@
+"""The outermost server interceptor: counts and times every call by method and final status
+code, keeps the number of calls in progress (open streams included), and puts the instance a
+call names (`request.instance_id`) in the log context for everything the call does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import grpc.aio
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as PromCounter
+
+from zapgate.gateway.handlers import Handler
+from zapgate.gateway.logs import about_instance
+
+# Seconds; streams (Connect, Subscribe) last far longer and land in +Inf.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class RpcMetrics:
+    """The call metrics, named as go-grpc-prometheus names them (dashboards exist for them)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.started = PromCounter(
+            "grpc_server_started", "Calls started.", labels, registry=registry
+        )
+        self.handled = PromCounter(
+            "grpc_server_handled",
+            "Calls finished, by final status code.",
+            [*labels, "grpc_code"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from the start of a call to its end (for streams: how long they were open).",
+            [*labels, "grpc_code"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        # Calls in progress by full method name; read at scrape time (metrics.py).
+        self.in_progress: Counter[str] = Counter()
+
+
+class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        # None for an unknown method (gRPC answers UNIMPLEMENTED), whatever the stubs say.
+        known: bool = handler is not None
+        if not known:
+            return handler
+        return _wrap(handler, _Call(self._metrics, handler_call_details.method, handler))
+
+
+class _Call:
+    """What is known of a method before its calls come: labels and where to count them."""
+
+    def __init__(self, metrics: RpcMetrics, method: str, handler: Handler) -> None:
+        service, _, name = method.strip("/").rpartition("/")
+        self.kind = _kind(handler)
+        self.labels = (self.kind, service, name)
+        self.method = method
+        self.metrics = metrics
+
+    @contextmanager
+    def observe(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
+        metrics = self.metrics
+        metrics.started.labels(*self.labels).inc()
+        metrics.in_progress[self.method] += 1
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            with _log_scope(request):
+                yield
+            code = _code_of(context) or grpc.StatusCode.OK
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            # An abort set the code; anything else escaping the service is UNKNOWN to gRPC.
+            code = _code_of(context) or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            metrics.in_progress[self.method] -= 1
+            labels = (*self.labels, _code_name(code))
+            metrics.handled.labels(*labels).inc()
+            metrics.seconds.labels(*labels).observe(time.perf_counter() - started)
+
+
+@contextmanager
+def _log_scope(request: Any) -> Iterator[None]:
+    """The call's instance in the log context. Its tenant (the API key's) is only known
+    inside this scope, once the GatewayInterceptor authenticated the call, so it is read when
+    each line is logged (logs.InstanceFilter)."""
+    instance_id = getattr(request, "instance_id", "")
+    if not isinstance(instance_id, str) or not instance_id:
+        yield
+        return
+    with about_instance("", instance_id):
+        yield
+
+
+def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode | None:
+    """The code the service set or aborted with; None when it set none."""
+    code: grpc.StatusCode | None = context.code()
+    return code
+
+
+def _code_name(code: Any) -> str:
+    # grpc.aio reports the code as a StatusCode, or as its int value after some aborts.
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status.name
+    return str(code)
+
+
+def _kind(handler: Handler) -> str:
+    if handler.unary_unary is not None:
+        return "unary"
+    if handler.unary_stream is not None:
+        return "server_stream"
+    if handler.stream_unary is not None:
+        return "client_stream"
+    return "bidi_stream"
+
+
+def _wrap(handler: Handler, call: _Call) -> Handler:
+    codecs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    # On a grpc.aio server the behaviours are coroutines or async generators (the stubs type
+    # them as synchronous), hence Any.
+    if handler.unary_unary is not None:
+        unary_unary: Any = handler.unary_unary
+
+        async def call_unary_unary(request: Any, context: Any) -> Any:
+            with call.observe(request, context):
+                return await unary_unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(call_unary_unary, **codecs)
+    if handler.unary_stream is not None:
+        unary_stream: Any = handler.unary_stream
+
+        async def call_unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            with call.observe(request, context):
+                async for item in unary_stream(request, context):
+                    yield item
+
+        return grpc.unary_stream_rpc_method_handler(call_unary_stream, **codecs)
+    if handler.stream_unary is not None:
+        stream_unary: Any = handler.stream_unary
+
+        async def call_stream_unary(requests: Any, context: Any) -> Any:
+            with call.observe(None, context):
+                return await stream_unary(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(call_stream_unary, **codecs)
+    stream_stream: Any = handler.stream_stream
+
+    async def call_stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
+        with call.observe(None, context):
+            async for item in stream_stream(requests, context):
+                yield item
+
+    return grpc.stream_stream_rpc_method_handler(call_stream_stream, **codecs)
