@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.schema import events
 from zapgate.v1 import event_pb2 as pb
 
@@ -52,26 +53,34 @@ class EventLog:
         self._clock = clock
         self._appended = asyncio.Event()
         self.oldest = 0  # the oldest retained cursor (0: none trimmed yet)
+        self._appends = GroupCommit(self._insert)
         self.closed = False
 
     async def append(self, tenant: str, instance_id: str, payload: Message) -> int:
+        """Commits one event and returns its cursor. Concurrent appends share a transaction
+        (group commit); cursors follow the order of the calls."""
         field, event_type = PAYLOADS[type(payload)]
         now = self._clock()
         event = pb.Event(instance_id=instance_id)
         getattr(event, field).CopyFrom(payload)
         event.time.FromMicroseconds(now)
+        row = {
+            "tenant": tenant,
+            "instance_id": instance_id,
+            "type": event_type,
+            "payload": event.SerializeToString(),
+            "time_us": now,
+        }
+        return await self._appends.submit(row)
+
+    async def _insert(self, rows: list[dict[str, object]]) -> list[int]:
         async with self._engine.begin() as conn:
             result = await conn.execute(
-                sa.insert(events).values(
-                    tenant=tenant,
-                    instance_id=instance_id,
-                    type=event_type,
-                    payload=event.SerializeToString(),
-                    time_us=now,
-                )
+                sa.insert(events).returning(events.c.cursor, sort_by_parameter_order=True), rows
             )
+            cursors = [int(row.cursor) for row in result]
         self._wake_subscribers()
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        return cursors
 
     def _wake_subscribers(self) -> None:
         self._appended.set()

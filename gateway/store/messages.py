@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -13,11 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.schema import messages
 from zapgate.v1 import message_pb2
 
 M = message_pb2.MessageState
-GROUP_COMMIT_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,6 @@ class MessageRecord:
         return f"{self.tenant}/{self.instance_id}"
 
 
-Pending = tuple["MessageRecord", "asyncio.Future[int | None]"]
 _WITHOUT_MEDIA = [c for c in messages.c if c.name != "media"]
 
 
@@ -54,24 +52,17 @@ class MessageRepository:
     def __init__(self, engine: AsyncEngine, clock: MicrosClock = system_micros) -> None:
         self._engine = engine
         self._clock = clock
-        self._pending: list[Pending] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._inserts = GroupCommit(self._insert_batch)
 
     async def create(self, record: MessageRecord) -> tuple[MessageRecord, bool]:
         """Commits a new message; with an idempotency key already used on this instance,
-        returns the first message instead (created False).
-
-        Concurrent calls share one transaction (group commit): a commit costs the same for
-        one row or a hundred, and SQLite takes one writer at a time anyway."""
+        returns the first message instead (created False). Concurrent calls share one
+        transaction (group commit)."""
         now = self._clock()
         record = replace(
             record, create_time_us=now, update_time_us=now, send_at_us=record.send_at_us or now
         )
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((record, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending())
-        seq = await future
+        seq = await self._inserts.submit(record)
         if seq is None:  # the idempotency key was taken
             existing = await self._by_idempotency_key(record)
             if existing is None:
@@ -79,34 +70,23 @@ class MessageRepository:
             return existing, False
         return replace(record, seq=seq), True
 
-    async def _write_pending(self) -> None:
-        while self._pending:
-            batch, self._pending = (
-                self._pending[:GROUP_COMMIT_MAX],
-                self._pending[GROUP_COMMIT_MAX:],
-            )
-            try:
-                seqs = await self._insert(batch, together=True)
-            except IntegrityError:
-                seqs = await self._insert(batch, together=False)  # find the conflicting ones
-            except Exception as error:
-                for _, future in batch:
-                    future.set_exception(error)
-                continue
-            for (_, future), seq in zip(batch, seqs, strict=True):
-                future.set_result(seq)
+    async def _insert_batch(self, batch: list[MessageRecord]) -> list[int | None]:
+        try:
+            return await self._insert(batch, together=True)
+        except IntegrityError:
+            return await self._insert(batch, together=False)  # find the conflicting ones
 
-    async def _insert(self, batch: list[Pending], *, together: bool) -> list[int | None]:
+    async def _insert(self, batch: list[MessageRecord], *, together: bool) -> list[int | None]:
         """Seq of each inserted row; None where the idempotency key was already used."""
         seqs: list[int | None] = []
         if together:  # one multi-row INSERT ... RETURNING for the whole batch
             async with self._engine.begin() as conn:
                 result = await conn.execute(
                     sa.insert(messages).returning(messages.c.seq, sort_by_parameter_order=True),
-                    [_row(record) for record, _ in batch],
+                    [_row(record) for record in batch],
                 )
                 return [int(row.seq) for row in result]
-        for record, _ in batch:
+        for record in batch:
             try:
                 async with self._engine.begin() as conn:
                     seqs.append(await _insert_one(conn, record))
