@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.logs import about_instance_key
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
@@ -47,6 +49,32 @@ def policy_of(record: InstanceRecord) -> SendPolicy:
     return SendPolicy(**{**dataclasses.asdict(DEFAULT_POLICY), **record.send_policy})
 
 
+class QueuedEvents:
+    """Each new message's QUEUED event, committed with the message itself."""
+
+    def __init__(self, events: EventLog) -> None:
+        self._events = events
+
+    async def stage(self, conn: AsyncConnection, created: list[MessageRecord]) -> None:
+        await self._events.insert_in(conn, [self._row(message) for message in created])
+
+    def _row(self, message: MessageRecord) -> dict[str, object]:
+        return self._events.row(message.tenant, message.instance_id, state_event(message))
+
+    def committed(self) -> None:
+        self._events.committed()
+
+
+def state_event(message: MessageRecord) -> event_pb2.MessageStateChanged:
+    return event_pb2.MessageStateChanged(
+        message_id=message.id,
+        state=message.state,  # type: ignore[arg-type]
+        failure_reason=message.failure_reason,
+        recipient_jid=message.recipient_jid,
+        whatsapp_message_id=message.whatsapp_message_id,
+    )
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -61,6 +89,8 @@ class Dispatcher:
     ) -> None:
         self._events = events
         self._messages = messages
+        if events is not None:
+            messages.companion = QueuedEvents(events)
         self._instances = instances
         self._pool = pool
         self._clock = clock
@@ -95,10 +125,10 @@ class Dispatcher:
 
     async def accept(self, message: MessageRecord) -> tuple[MessageRecord, bool]:
         """Commits the message, then queues it: accepted means durable."""
-        stored, created = await self._messages.create(message)
+        stored, created = await self._messages.create(message)  # with its QUEUED event
         if created:
+            self.on_message_state(stored.state)
             await self._schedule(stored)
-            await self._message_event(stored)
         return stored, created
 
     async def cancel(self, message: MessageRecord) -> bool:
@@ -318,14 +348,7 @@ class Dispatcher:
         self.on_message_state(message.state)
         if self._events is None:
             return
-        changed = event_pb2.MessageStateChanged(
-            message_id=message.id,
-            state=message.state,  # type: ignore[arg-type]
-            failure_reason=message.failure_reason,
-            recipient_jid=message.recipient_jid,
-            whatsapp_message_id=message.whatsapp_message_id,
-        )
-        await self._events.append(message.tenant, message.instance_id, changed)
+        await self._events.append(message.tenant, message.instance_id, state_event(message))
 
     async def _maybe_sent(self, message: MessageRecord) -> None:
         """A DELIVERY_UNKNOWN message may have gone out: count it as sent, so caps and the

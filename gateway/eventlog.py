@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.group_commit import GroupCommit
@@ -59,26 +59,38 @@ class EventLog:
     async def append(self, tenant: str, instance_id: str, payload: Message) -> int:
         """Commits one event and returns its cursor. Concurrent appends share a transaction
         (group commit); cursors follow the order of the calls."""
+        return await self._appends.submit(self.row(tenant, instance_id, payload))
+
+    def row(self, tenant: str, instance_id: str, payload: Message) -> dict[str, object]:
+        """The `events` row of a payload, for `append` or for `insert_in` another
+        transaction."""
         field, event_type = PAYLOADS[type(payload)]
         now = self._clock()
         event = pb.Event(instance_id=instance_id)
         getattr(event, field).CopyFrom(payload)
         event.time.FromMicroseconds(now)
-        row = {
+        return {
             "tenant": tenant,
             "instance_id": instance_id,
             "type": event_type,
             "payload": event.SerializeToString(),
             "time_us": now,
         }
-        return await self._appends.submit(row)
+
+    async def insert_in(self, conn: AsyncConnection, rows: list[dict[str, object]]) -> list[int]:
+        """Inserts events inside the caller's transaction; call `committed` after it commits
+        so subscribers see them."""
+        result = await conn.execute(
+            sa.insert(events).returning(events.c.cursor, sort_by_parameter_order=True), rows
+        )
+        return [int(row.cursor) for row in result]
+
+    def committed(self) -> None:
+        self._wake_subscribers()
 
     async def _insert(self, rows: list[dict[str, object]]) -> list[int]:
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                sa.insert(events).returning(events.c.cursor, sort_by_parameter_order=True), rows
-            )
-            cursors = [int(row.cursor) for row in result]
+            cursors = await self.insert_in(conn, rows)
         self._wake_subscribers()
         return cursors
 

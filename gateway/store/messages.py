@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -48,10 +48,20 @@ class MessageRecord:
 _WITHOUT_MEDIA = [c for c in messages.c if c.name != "media"]
 
 
+class Companion(Protocol):
+    """Rows committed in the same transaction as new messages (their QUEUED events): one
+    commit instead of two, and never a message without its event."""
+
+    async def stage(self, conn: AsyncConnection, created: list[MessageRecord]) -> None: ...
+
+    def committed(self) -> None: ...
+
+
 class MessageRepository:
     def __init__(self, engine: AsyncEngine, clock: MicrosClock = system_micros) -> None:
         self._engine = engine
         self._clock = clock
+        self.companion: Companion | None = None
         self._inserts = GroupCommit(self._insert_batch)
 
     async def create(self, record: MessageRecord) -> tuple[MessageRecord, bool]:
@@ -78,23 +88,36 @@ class MessageRepository:
 
     async def _insert(self, batch: list[MessageRecord], *, together: bool) -> list[int | None]:
         """Seq of each inserted row; None where the idempotency key was already used."""
-        seqs: list[int | None] = []
         if together:  # one multi-row INSERT ... RETURNING for the whole batch
             async with self._engine.begin() as conn:
                 result = await conn.execute(
                     sa.insert(messages).returning(messages.c.seq, sort_by_parameter_order=True),
                     [_row(record) for record in batch],
                 )
-                return [int(row.seq) for row in result]
+                seqs: list[int | None] = [int(row.seq) for row in result]
+                await self._stage(conn, batch)
+            self._committed()
+            return seqs
+        seqs = []
         for record in batch:
             try:
                 async with self._engine.begin() as conn:
                     seqs.append(await _insert_one(conn, record))
+                    await self._stage(conn, [record])
+                self._committed()
             except IntegrityError:
                 if record.idempotency_key is None:
                     raise
                 seqs.append(None)
         return seqs
+
+    async def _stage(self, conn: AsyncConnection, created: list[MessageRecord]) -> None:
+        if self.companion is not None:
+            await self.companion.stage(conn, created)
+
+    def _committed(self) -> None:
+        if self.companion is not None:
+            self.companion.committed()
 
     async def _by_idempotency_key(self, record: MessageRecord) -> MessageRecord | None:
         return await self._one(
