@@ -161,6 +161,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
     tls = TlsConfig(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     config = ServeConfig(
+        log_format=log_format,
         listen=args.listen,
         data_dir=data_dir_from_env(args.data_dir),
         database_url=database_url_from_env(args.database_url),

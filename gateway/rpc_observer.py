@@ -51,6 +51,7 @@ class RpcMetrics:
 class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, metrics: RpcMetrics) -> None:
         self._metrics = metrics
+        self._calls: dict[str, _Call] = {}  # by method: labels are worked out once
 
     async def intercept_service(
         self,
@@ -62,7 +63,11 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         known: bool = handler is not None
         if not known:
             return handler
-        return _wrap(handler, _Call(self._metrics, handler_call_details.method, handler))
+        method = handler_call_details.method
+        call = self._calls.get(method)
+        if call is None:
+            call = self._calls[method] = _Call(self._metrics, method, handler)
+        return _wrap(handler, call)
 
 
 class _Call:
@@ -74,11 +79,12 @@ class _Call:
         self.labels = (self.kind, service, name)
         self.method = method
         self.metrics = metrics
+        self.started = metrics.started.labels(*self.labels)
 
     @contextmanager
     def observe(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
         metrics = self.metrics
-        metrics.started.labels(*self.labels).inc()
+        self.started.inc()
         metrics.in_progress[self.method] += 1
         started = time.perf_counter()
         code = grpc.StatusCode.OK

@@ -162,6 +162,7 @@ class Gateway:
             socket_dir=runtime_dir / "workers",
             sim_timings_json=json.dumps(dataclasses.asdict(config.sim_timings)),
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            log_format=config.log_format,
             ping_interval=config.worker_ping_seconds,
         )
         self.pool = WorkerPool(pool_config, self._on_engine_event, self._on_worker_lost)

@@ -110,7 +110,10 @@ class SessionKeeper:
                 await self._snapshots.save(tenant, instance_id, sealed)
             except StaleGeneration:
                 continue
-            log.debug("snapshot %s generation %d (%d bytes)", owner, generation, len(image))
+            fields = instance_fields(tenant, instance_id)
+            log.debug(
+                "snapshot %s generation %d (%d bytes)", owner, generation, len(image), extra=fields
+            )
             return
         raise RuntimeError(f"could not store a snapshot of {owner}: generations keep moving")
 

@@ -55,6 +55,7 @@ class PoolConfig:
     socket_dir: Path
     sim_timings_json: str = "{}"
     log_level: str = "INFO"
+    log_format: str = "text"
     ready_timeout: float = 60.0
     ping_interval: float = 5.0
     ping_failures_to_kill: int = 3
@@ -127,6 +128,8 @@ class WorkerSlot:
             self.config.sim_timings_json,
             "--log-level",
             self.config.log_level,
+            "--log-format",
+            self.config.log_format,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,  # Go prints there (hazard 6); nobody reads it
         )

@@ -244,12 +244,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", choices=["sim", "neonize"], required=True)
     parser.add_argument("--sim-timings", default="{}", help="JSON of SimTimings fields")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s worker[{os.getpid()}] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if args.log_format == "json":
+        from zapgate.gateway.logs import configure_logging  # the core's JSON lines
+
+        configure_logging(args.log_level, "json")
+    else:
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format=f"%(asctime)s %(levelname)s worker[{os.getpid()}] %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
     timings = SimTimings(**json.loads(args.sim_timings))
     args.socket.unlink(missing_ok=True)  # left by a worker that was killed
     run_async(serve(args.socket, args.engine, timings))

@@ -111,8 +111,8 @@ async def test_instances_rpcs_and_the_connection_lifecycle(gateway: RunningGatew
     assert unauthenticated == rpc(before, "GetInstance", "UNAUTHENTICATED") + 1
     created = total(after, "grpc_server_handling_seconds_count", grpc_method="CreateInstance")
     assert created >= 1
-    assert value(after, "grpc_server_started_total", grpc_type="unary",
-                 grpc_service="zapgate.v1.InstanceService", grpc_method="CreateInstance") >= 1  # fmt: skip
+    started = {"grpc_service": "zapgate.v1.InstanceService", "grpc_method": "CreateInstance"}
+    assert value(after, "grpc_server_started_total", grpc_type="unary", **started) >= 1
 
     result = await client.pair("life", "+5511900000001")
     assert result.outcome == ipb.CONNECT_OUTCOME_CONNECTED
@@ -132,13 +132,13 @@ async def test_instances_rpcs_and_the_connection_lifecycle(gateway: RunningGatew
     )
     reconnected = await until(
         gateway,
-        lambda s: value(s, "zapgate_instance_reconnects_total")
-        > value(paired, "zapgate_instance_reconnects_total"),
+        lambda s: (
+            value(s, "zapgate_instance_reconnects_total")
+            > value(paired, "zapgate_instance_reconnects_total")
+        ),
     )
-    lost = value(
-        reconnected, "zapgate_instance_transitions_total", state="CONNECTING", reason="CONNECTION_LOST"
-    )  # fmt: skip
-    assert lost >= 1
+    lost = {"state": "CONNECTING", "reason": "CONNECTION_LOST"}
+    assert value(reconnected, "zapgate_instance_transitions_total", **lost) >= 1
     await client.wait_state("life", State.INSTANCE_STATE_CONNECTED)
 
 
@@ -151,8 +151,10 @@ async def test_a_killed_worker_counts_as_a_restart(gateway: RunningGateway) -> N
     os.kill(slot.pid, signal.SIGKILL)
     await until(
         gateway,
-        lambda s: value(s, "zapgate_engine_worker_restarts_total", worker="0") == restarts + 1
-        and value(s, "zapgate_engine_worker_up", worker="0") == 1,
+        lambda s: (
+            value(s, "zapgate_engine_worker_restarts_total", worker="0") == restarts + 1
+            and value(s, "zapgate_engine_worker_up", worker="0") == 1
+        ),
     )
 
 
@@ -169,8 +171,10 @@ async def test_messages_queue_pauses_and_lateness(gateway: RunningGateway) -> No
         )
     after = await until(
         gateway,
-        lambda s: value(s, "zapgate_messages_total", state="DELIVERED")
-        >= value(before, "zapgate_messages_total", state="DELIVERED") + 2,
+        lambda s: (
+            value(s, "zapgate_messages_total", state="DELIVERED")
+            >= value(before, "zapgate_messages_total", state="DELIVERED") + 2
+        ),
     )
     for state in ("QUEUED", "SENDING", "SENT", "DELIVERED"):
         moved = value(after, "zapgate_messages_total", state=state)
@@ -212,8 +216,7 @@ async def test_event_subscribers_are_counted_while_their_streams_are_open(
     for stream in streams:
         stream.cancel()
     done = await until(gateway, lambda s: value(s, "zapgate_event_subscribers") == before)
-    cancelled = total(done, "grpc_server_handled_total", grpc_method="Subscribe", grpc_code="CANCELLED")
-    assert cancelled >= 2
+    assert rpc(done, "Subscribe", "CANCELLED") >= 2
 
 
 async def test_only_get_metrics_is_served(gateway: RunningGateway) -> None:
@@ -229,7 +232,7 @@ async def test_only_get_metrics_is_served(gateway: RunningGateway) -> None:
 def test_metrics_are_off_by_default_and_on_loopback_for_a_bare_port() -> None:
     assert ServeConfig().metrics_listen is None
     assert parse_listen("9464") == ("127.0.0.1", 9464)
-    assert parse_listen("0.0.0.0:9464") == ("0.0.0.0", 9464)  # noqa: S104
+    assert parse_listen("0.0.0.0:9464") == ("0.0.0.0", 9464)
     assert parse_listen("[::1]:9464") == ("::1", 9464)
     with pytest.raises(ValueError, match="host:port"):
         parse_listen("localhost:http")
@@ -242,9 +245,7 @@ def test_pause_reasons_are_a_fixed_set_of_labels() -> None:
     assert pause_kind("anything a client typed") == "manual"
 
 
-async def test_each_gateway_has_its_own_registry(
-    gateway: RunningGateway, tmp_path: Path
-) -> None:
+async def test_each_gateway_has_its_own_registry(gateway: RunningGateway, tmp_path: Path) -> None:
     """Two gateways in one process: neither sees the other's counts."""
     async with started_gateway(tmp_path, metrics_listen="127.0.0.1:0") as other:
         assert other.gateway.metrics is not None
