@@ -21,6 +21,7 @@ COPY proto ./proto
 COPY gateway ./gateway
 COPY sessions ./sessions
 COPY ratelimit ./ratelimit
+COPY clients/python/zapgate_client ./clients/python/zapgate_client
 RUN /opt/zapgate/bin/pip install --no-cache-dir .
 
 # ---- run -----------------------------------------------------------------------------------

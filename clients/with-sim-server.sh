@@ -9,8 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 work=$(mktemp -d)
-server=
+server= command=
 stop() {
+  if [ -n "$command" ]; then kill -TERM "$command" 2>/dev/null || true; fi
   if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
     kill -TERM "$server"
     for _ in $(seq 50); do kill -0 "$server" 2>/dev/null || break; sleep 0.2; done
@@ -37,8 +38,11 @@ done
 export ZAPGATE_SERVER="127.0.0.1:$port"
 ZAPGATE_API_KEY=$(cat "$work/data/initial-api-key")
 export ZAPGATE_API_KEY
+"$@" &  # in the background, so that a signal stops the server at once
+command=$!
 status=0
-"$@" || status=$?
+wait "$command" || status=$?
+command=
 if [ "$status" != 0 ]; then
   echo "--- zapgate log (last 80 lines)" >&2
   tail -n 80 "$work/server.log" >&2

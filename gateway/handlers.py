@@ -1,4 +1,7 @@
-"""Wraps gRPC method handlers of any arity in a per-call async scope (see interceptor.py)."""
+"""Wraps gRPC method handlers of any arity in a per-call async scope (interceptor.py,
+rpc_observer.py). A method's handler is the same object for every call, so interceptors
+wrap it once and reuse the wrapper (`WrapperCache`): wrapping per call costs a closure and a
+handler tuple each time."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from typing import Any, TypeAlias
 import grpc
 import grpc.aio
 
-CallScope = Callable[[grpc.aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
+# Called with the request (None for client streams) and the call's context.
+CallScope = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
 
 
 # Generic only in the type stubs, not at run time.
@@ -28,7 +32,7 @@ def wrap_handler(handler: Handler, scope: CallScope) -> Handler:
         unary_unary: Any = handler.unary_unary
 
         async def call_unary_unary(request: Any, context: Any) -> Any:
-            async with scope(context):
+            async with scope(request, context):
                 return await unary_unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(call_unary_unary, **codecs)
@@ -36,7 +40,7 @@ def wrap_handler(handler: Handler, scope: CallScope) -> Handler:
         unary_stream: Any = handler.unary_stream
 
         async def call_unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            async with scope(context):
+            async with scope(request, context):
                 async for item in unary_stream(request, context):
                     yield item
 
@@ -45,15 +49,29 @@ def wrap_handler(handler: Handler, scope: CallScope) -> Handler:
         stream_unary: Any = handler.stream_unary
 
         async def call_stream_unary(requests: Any, context: Any) -> Any:
-            async with scope(context):
+            async with scope(None, context):
                 return await stream_unary(requests, context)
 
         return grpc.stream_unary_rpc_method_handler(call_stream_unary, **codecs)
     stream_stream: Any = handler.stream_stream
 
     async def call_stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-        async with scope(context):
+        async with scope(None, context):
             async for item in stream_stream(requests, context):
                 yield item
 
     return grpc.stream_stream_rpc_method_handler(call_stream_stream, **codecs)
+
+
+class WrapperCache:
+    """Per method: the handler last wrapped and its wrapper."""
+
+    def __init__(self, wrap: Callable[[str, Handler], Handler]) -> None:
+        self._wrap = wrap
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    def get(self, method: str, handler: Handler) -> Handler:
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self._wrap(method, handler))
+        return cached[1]

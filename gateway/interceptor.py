@@ -13,7 +13,7 @@ import grpc
 import grpc.aio
 
 from zapgate.gateway.errors import Unauthenticated, ZapgateError
-from zapgate.gateway.handlers import Handler, wrap_handler
+from zapgate.gateway.handlers import Handler, WrapperCache, wrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticate: Authenticate) -> None:
         self._authenticate = authenticate
+        self._wrappers = WrapperCache(
+            lambda method, handler: wrap_handler(
+                handler, lambda _request, context: self._call_scope(method, context)
+            )
+        )
 
     async def intercept_service(
         self,
@@ -56,7 +61,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_SERVICE_PREFIXES):
             return handler
-        return wrap_handler(handler, lambda context: self._call_scope(method, context))
+        return self._wrappers.get(method, handler)
 
     @asynccontextmanager
     async def _call_scope(

@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import grpc
@@ -16,7 +16,7 @@ import grpc.aio
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 
-from zapgate.gateway.handlers import Handler
+from zapgate.gateway.handlers import Handler, WrapperCache, wrap_handler
 from zapgate.gateway.logs import about_instance
 
 # Seconds; streams (Connect, Subscribe) last far longer and land in +Inf.
@@ -51,7 +51,10 @@ class RpcMetrics:
 class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, metrics: RpcMetrics) -> None:
         self._metrics = metrics
-        self._calls: dict[str, _Call] = {}  # by method: labels are worked out once
+        self._wrappers = WrapperCache(self._wrap)
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        return wrap_handler(handler, _Call(self._metrics, method, handler).observe)
 
     async def intercept_service(
         self,
@@ -63,11 +66,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         known: bool = handler is not None
         if not known:
             return handler
-        method = handler_call_details.method
-        call = self._calls.get(method)
-        if call is None:
-            call = self._calls[method] = _Call(self._metrics, method, handler)
-        return _wrap(handler, call)
+        return self._wrappers.get(handler_call_details.method, handler)
 
 
 class _Call:
@@ -75,14 +74,17 @@ class _Call:
 
     def __init__(self, metrics: RpcMetrics, method: str, handler: Handler) -> None:
         service, _, name = method.strip("/").rpartition("/")
-        self.kind = _kind(handler)
-        self.labels = (self.kind, service, name)
+        self.labels = (_kind(handler), service, name)
         self.method = method
         self.metrics = metrics
         self.started = metrics.started.labels(*self.labels)
+        # By final code: (handled counter, latency histogram), resolved once.
+        self._ended: dict[str, tuple[Any, Any]] = {}
 
-    @contextmanager
-    def observe(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
+    @asynccontextmanager
+    async def observe(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
         metrics = self.metrics
         self.started.inc()
         metrics.in_progress[self.method] += 1
@@ -101,9 +103,19 @@ class _Call:
             raise
         finally:
             metrics.in_progress[self.method] -= 1
-            labels = (*self.labels, _code_name(code))
-            metrics.handled.labels(*labels).inc()
-            metrics.seconds.labels(*labels).observe(time.perf_counter() - started)
+            handled, seconds = self._series(_code_name(code))
+            handled.inc()
+            seconds.observe(time.perf_counter() - started)
+
+    def _series(self, code: str) -> tuple[Any, Any]:
+        series = self._ended.get(code)
+        if series is None:
+            labels = (*self.labels, code)
+            series = self._ended[code] = (
+                self.metrics.handled.labels(*labels),
+                self.metrics.seconds.labels(*labels),
+            )
+        return series
 
 
 @contextmanager
@@ -143,45 +155,3 @@ def _kind(handler: Handler) -> str:
     if handler.stream_unary is not None:
         return "client_stream"
     return "bidi_stream"
-
-
-def _wrap(handler: Handler, call: _Call) -> Handler:
-    codecs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    # On a grpc.aio server the behaviours are coroutines or async generators (the stubs type
-    # them as synchronous), hence Any.
-    if handler.unary_unary is not None:
-        unary_unary: Any = handler.unary_unary
-
-        async def call_unary_unary(request: Any, context: Any) -> Any:
-            with call.observe(request, context):
-                return await unary_unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(call_unary_unary, **codecs)
-    if handler.unary_stream is not None:
-        unary_stream: Any = handler.unary_stream
-
-        async def call_unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            with call.observe(request, context):
-                async for item in unary_stream(request, context):
-                    yield item
-
-        return grpc.unary_stream_rpc_method_handler(call_unary_stream, **codecs)
-    if handler.stream_unary is not None:
-        stream_unary: Any = handler.stream_unary
-
-        async def call_stream_unary(requests: Any, context: Any) -> Any:
-            with call.observe(None, context):
-                return await stream_unary(requests, context)
-
-        return grpc.stream_unary_rpc_method_handler(call_stream_unary, **codecs)
-    stream_stream: Any = handler.stream_stream
-
-    async def call_stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-        with call.observe(None, context):
-            async for item in stream_stream(requests, context):
-                yield item
-
-    return grpc.stream_stream_rpc_method_handler(call_stream_stream, **codecs)

@@ -10,15 +10,14 @@ Three outputs, all committed:
   ...`) resolve.
 - clients/python/zapgate_client/v1/: the same Python code for the public API with its imports
   pointing at `zapgate_client.v1`, so the client installs on its own (clients/python/README.md).
-- clients/typescript/src/gen/: TypeScript from protoc-gen-es, run by buf. Both come from
-  clients/typescript/package-lock.json; they are installed there (`npm ci`) when missing.
+- clients/typescript/src/gen/: TypeScript from protoc-gen-es (pinned by
+  clients/typescript/package-lock.json; installed there with `npm ci` when missing).
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
-import json
 import re
 import shutil
 import subprocess
@@ -64,24 +63,25 @@ def proto_files() -> list[Path]:
     return sorted(PROTO_ROOT.rglob("*.proto"))
 
 
-def generate_python(out_dir: Path) -> None:
+def protoc_run(protos: list[Path], *plugin_args: str) -> None:
     well_known = Path(grpc_tools.__file__).parent / "_proto"
+    args = ["protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", *plugin_args]
+    if protoc.main([*args, *(str(p.relative_to(PROTO_ROOT)) for p in protos)]) != 0:
+        raise SystemExit(f"protoc failed on {', '.join(p.name for p in protos)}")
+
+
+def generate_python(out_dir: Path) -> None:
     scripts = Path(sys.executable).parent  # mypy-protobuf's plugins live beside python
     for proto in proto_files():
-        args = [
-            "protoc",
-            f"-I{PROTO_ROOT}",
-            f"-I{well_known}",
+        protoc_run(
+            [proto],
             f"--plugin=protoc-gen-mypy={scripts / 'protoc-gen-mypy'}",
             f"--plugin=protoc-gen-mypy_grpc={scripts / 'protoc-gen-mypy_grpc'}",
             f"--python_out={out_dir}",
             f"--grpc_python_out={out_dir}",
             f"--mypy_out={out_dir}",
             f"--mypy_grpc_out={out_dir}",
-            str(proto.relative_to(PROTO_ROOT)),
-        ]
-        if protoc.main(args) != 0:
-            raise SystemExit(f"protoc failed on {proto}")
+        )
 
 
 def derive_python_client(server_dir: Path, out_dir: Path) -> None:
@@ -95,22 +95,20 @@ def derive_python_client(server_dir: Path, out_dir: Path) -> None:
 
 
 def generate_typescript(out_dir: Path) -> None:
-    tools = TYPESCRIPT_CLIENT / "node_modules" / ".bin"
-    if not (tools / "buf").exists() or not (tools / "protoc-gen-es").exists():
+    plugin = TYPESCRIPT_CLIENT / "node_modules" / ".bin" / "protoc-gen-es"
+    if not plugin.exists():
         npm = shutil.which("npm")
         if npm is None:
-            raise SystemExit("the TypeScript client is generated with tools from npm: install node")
-        print("installing the TypeScript client's tools: npm ci", file=sys.stderr)
+            raise SystemExit("the TypeScript client is generated with protoc-gen-es: install npm")
+        print("installing the TypeScript client's packages: npm ci", file=sys.stderr)
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=TYPESCRIPT_CLIENT, check=True)  # noqa: S603
-    plugin = {
-        "local": str(tools / "protoc-gen-es"),
-        "out": str(out_dir),
-        "opt": ["target=ts", "import_extension=js"],
-    }
-    template = json.dumps({"version": "v2", "plugins": [plugin]})
-    api = str(PUBLIC_API.relative_to(REPO))
-    command = [str(tools / "buf"), "generate", "--template", template, "--path", api]
-    subprocess.run(command, cwd=REPO, check=True)  # noqa: S603 (our own tools, fixed arguments)
+    out_dir.mkdir(parents=True)
+    protoc_run(
+        sorted(PUBLIC_API.glob("*.proto")),
+        f"--plugin=protoc-gen-es={plugin}",
+        f"--es_out={out_dir}",
+        "--es_opt=target=ts,import_extension=js",
+    )
 
 
 def generate(tmp: Path) -> None:

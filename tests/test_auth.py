@@ -14,6 +14,7 @@ from tests.conftest import RunningGateway, auth
 from tests.rpc import expect_error
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
+from zapgate.v1 import contact_pb2 as cpb
 from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import message_pb2 as mpb
@@ -24,6 +25,7 @@ PUBLIC_SERVICES = [
     spb.DESCRIPTOR.services_by_name["SimulatorService"],
     mpb.DESCRIPTOR.services_by_name["MessageService"],
     epb.DESCRIPTOR.services_by_name["EventService"],
+    cpb.DESCRIPTOR.services_by_name["ContactService"],
 ]
 ALL_METHODS = [method for service in PUBLIC_SERVICES for method in service.methods]
 Metadata = tuple[tuple[str, str], ...]
@@ -139,8 +141,15 @@ async def test_another_tenants_instance_is_not_found(
         request.code = "ABCD-EFGH"  # type: ignore[attr-defined]
     if method.name == "TemporaryBan":
         request.expires_in_seconds = 60  # type: ignore[attr-defined]
-    if method.name in ("GetMessage", "CancelMessage"):
+    if method.name in ("GetMessage", "CancelMessage", "DownloadMedia"):
         request.message_id = A_MESSAGE_IDS[-1]  # type: ignore[attr-defined]
+    if method.name == "InjectIncomingMessage":
+        request.from_phone, request.text = "+15550001111", "hi"  # type: ignore[attr-defined]
+    if method.name == "SendReceipt":
+        request.whatsapp_message_ids.append("3EB0X")  # type: ignore[attr-defined]
+        request.kind = spb.RECEIPT_KIND_READ  # type: ignore[attr-defined]
+    if method.name == "CheckNumbers":
+        request.phones.append("+15550001111")  # type: ignore[attr-defined]
     if method.name == "SendMessage":
         request.phone, request.text.body = "+15550001111", "hi"  # type: ignore[attr-defined]
     info, _ = await expect_error(call(running, method, request, key_b), grpc.StatusCode.NOT_FOUND)
@@ -173,4 +182,5 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     names = {m.name for m in ALL_METHODS}
     assert {"Connect", "Logout", "ScanQr", "DeleteInstance", "UpdateInstance"} <= names
     assert {"SendMessage", "GetInstanceStats", "PauseSending", "ListReceived"} <= names
-    assert len(names) == 24
+    assert {"InjectIncomingMessage", "DownloadMedia", "SyncContacts", "CheckNumbers"} <= names
+    assert len(names) == 32

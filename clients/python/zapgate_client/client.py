@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from zapgate_client.retry import Retry
 from zapgate_client.v1 import (
+    contact_pb2_grpc,
     event_pb2,
     event_pb2_grpc,
     instance_pb2,
@@ -61,9 +62,9 @@ class Client:
     """An async client of one zapgate server.
 
     The API key goes on every call; calls that fail with UNAVAILABLE are retried with backoff
-    (see `Retry`). The typed stubs `instances`, `messages`, `events` and `simulator` reach
-    every RPC; the helpers below cover the common flows. Use it as an async context manager,
-    or call `close()`.
+    (see `Retry`). The typed stubs `instances`, `messages`, `events`, `contacts` and
+    `simulator` reach every RPC; the helpers below cover the common flows. Use it as an async
+    context manager, or call `close()`.
     """
 
     def __init__(
@@ -75,10 +76,8 @@ class Client:
         retry: Retry | None = DEFAULT_RETRY,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        self.retry = retry or Retry(attempts=1)
-        channel_options = list(options)
-        if retry is not None and retry.attempts > 1:
-            channel_options.append(("grpc.service_config", retry.service_config()))
+        self.retry = retry or Retry(attempts=1)  # no retries; still the subscription's backoff
+        channel_options = [*self.retry.channel_options(), *options]
         interceptors: list[Any] = [_ApiKeyUnary(api_key), _ApiKeyStream(api_key)] if api_key else []
         if tls:
             credentials = (tls if isinstance(tls, Tls) else Tls()).credentials()
@@ -92,6 +91,7 @@ class Client:
         self.instances = instance_pb2_grpc.InstanceServiceStub(self.channel)
         self.messages = message_pb2_grpc.MessageServiceStub(self.channel)
         self.events = event_pb2_grpc.EventServiceStub(self.channel)
+        self.contacts = contact_pb2_grpc.ContactServiceStub(self.channel)
         self.simulator = simulator_pb2_grpc.SimulatorServiceStub(self.channel)
 
     async def __aenter__(self) -> Client:

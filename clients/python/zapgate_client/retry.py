@@ -35,6 +35,17 @@ class Retry:
     max_backoff_seconds: float = 10.0
     multiplier: float = 2.0
 
+    def channel_options(self) -> list[tuple[str, str | int]]:
+        """The retry policy, and reconnects after a lost connection on the same backoff (a
+        channel waiting to reconnect fails calls at once; gRPC's own default waits up to 120 s)."""
+        reconnect: list[tuple[str, str | int]] = [
+            ("grpc.initial_reconnect_backoff_ms", round(self.initial_backoff_seconds * 1000)),
+            ("grpc.max_reconnect_backoff_ms", round(self.max_backoff_seconds * 1000)),
+        ]
+        if self.attempts < 2:  # gRPC rejects a retry policy with fewer attempts
+            return reconnect
+        return [("grpc.service_config", self.service_config()), *reconnect]
+
     def service_config(self) -> str:
         """The channel's `grpc.service_config`: this policy on every zapgate service."""
         policy = {

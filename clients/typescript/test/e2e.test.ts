@@ -1,0 +1,121 @@
+// End-to-end test against a running `zapgate serve --engine sim`; run it through
+// `bash clients/with-sim-server.sh npm --prefix clients/typescript test`, which starts the
+// server and sets ZAPGATE_SERVER and ZAPGATE_API_KEY.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import { after, test } from "node:test";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { ConnectOutcome, MessageState, ZapgateClient } from "../src/index.js";
+
+const server = process.env.ZAPGATE_SERVER ?? "";
+const apiKey = process.env.ZAPGATE_API_KEY ?? "";
+if (!server || !apiKey) {
+  throw new Error("run through clients/with-sim-server.sh: ZAPGATE_SERVER, ZAPGATE_API_KEY unset");
+}
+const client = new ZapgateClient(server, { apiKey });
+after(() => client.close());
+
+const RECEIPTS = [MessageState.DELIVERED, MessageState.READ];
+
+test("pairs through the simulator, sends, sees the receipt, resumes the stream", { timeout: 60_000 }, async () => {
+  const instanceId = `ts-e2e-${randomBytes(4).toString("hex")}`;
+  await client.instances.createInstance({ instanceId });
+  await fastSends(instanceId);
+
+  let qrCodes = 0;
+  for await (const { update } of client.connect(instanceId)) {
+    if (update.case === "qrCode") {
+      qrCodes++;
+      assert.deepEqual([...update.value.png.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]); // PNG
+      await client.simulator.scanQr({ instanceId, code: update.value.code, phone: "+5511999990002" });
+    } else if (update.case === "result") {
+      assert.equal(update.value.outcome, ConnectOutcome.CONNECTED);
+    }
+  }
+  assert.ok(qrCodes >= 1);
+
+  const message = await client.sendText(instanceId, "+5511988887777", "{Hi|Hello} {name}!", {
+    variables: { name: "Ana" },
+  });
+  const delivered = await receipt(instanceId, message.id, 0n);
+  const read = await receipt(instanceId, message.id, delivered); // resumed from a cursor
+  assert.ok(read > delivered);
+});
+
+test("calls without the API key are refused", async () => {
+  const anonymous = new ZapgateClient(server);
+  try {
+    await assert.rejects(anonymous.instances.listInstances({}), (error) => {
+      return ConnectError.from(error).code === Code.Unauthenticated;
+    });
+  } finally {
+    anonymous.close();
+  }
+});
+
+test("UNAVAILABLE is retried with backoff, then reported", async () => {
+  let attempts = 0;
+  const counting: Interceptor = (next) => (request) => {
+    attempts++;
+    return next(request);
+  };
+  const retry = { attempts: 3, initialBackoffMs: 10, maxBackoffMs: 50, multiplier: 2 };
+  const down = new ZapgateClient(`127.0.0.1:${await closedPort()}`, {
+    apiKey,
+    retry,
+    interceptors: [counting],
+  });
+  try {
+    await assert.rejects(down.instances.listInstances({}), (error) => {
+      return ConnectError.from(error).code === Code.Unavailable;
+    });
+    assert.equal(attempts, 3);
+  } finally {
+    down.close();
+  }
+});
+
+/** No gaps, quiet hours or typing: the default policy would hold a message 30 s or more. */
+async function fastSends(instanceId: string): Promise<void> {
+  const { instance } = await client.instances.getInstance({ instanceId });
+  assert.ok(instance?.sendPolicy);
+  const sendPolicy = {
+    ...instance.sendPolicy,
+    minGapSeconds: 0,
+    jitterMinSeconds: 0,
+    jitterMaxSeconds: 0.1,
+    typing: false,
+    quietStartHour: undefined,
+    quietEndHour: undefined,
+  };
+  await client.instances.updateInstance({
+    instance: { id: instanceId, sendPolicy },
+    updateMask: { paths: ["send_policy"] },
+  });
+}
+
+/** The cursor of the first receipt of `messageId` after cursor `after`. */
+async function receipt(instanceId: string, messageId: string, after: bigint): Promise<bigint> {
+  for await (const event of client.subscribe({ fromCursor: after, instanceIds: [instanceId] })) {
+    assert.ok(event.cursor > after, "a resumed stream replays only what follows its cursor");
+    const { payload } = event;
+    if (
+      payload.case === "messageStateChanged" &&
+      payload.value.messageId === messageId &&
+      RECEIPTS.includes(payload.value.state)
+    ) {
+      return event.cursor;
+    }
+  }
+  throw new Error("the event stream ended");
+}
+
+async function closedPort(): Promise<number> {
+  const listener = createServer();
+  await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
+  const address = listener.address();
+  await new Promise((resolve) => listener.close(resolve));
+  assert.ok(address && typeof address === "object");
+  return address.port;
+}

@@ -1,0 +1,92 @@
+"""The Python client against a real `zapgate serve --engine sim` process: pair, send, follow
+the receipts, and keep one subscription going across a gateway restart.
+
+(The shorter scenario in clients/python/tests/e2e.py runs in CI with the client installed on
+its own.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
+
+from google.protobuf import field_mask_pb2
+
+from tests.messaging import FAST_POLICY
+from tests.server_process import ServerProcess
+from zapgate_client import Client, Retry
+from zapgate_client.v1 import event_pb2, instance_pb2, message_pb2
+
+FLAGS = ("--engine", "sim", "--engine-workers", "1", "--grace", "1")
+RECEIPT_FLAGS = ("--sim-delivered-seconds", "0.2", "--sim-read-seconds", "0.4")
+RECIPIENT = "+5511988887777"
+Events = AsyncGenerator[event_pb2.Event, None]
+
+
+async def until(events: Events, seen: list[int], match: Callable[[event_pb2.Event], bool]) -> None:
+    """Reads `events` (noting every cursor) up to the first one that matches."""
+    async for event in events:
+        seen.append(event.cursor)
+        if match(event):
+            return
+    raise AssertionError("the subscription ended")
+
+
+def read(message_id: str) -> Callable[[event_pb2.Event], bool]:
+    def match(event: event_pb2.Event) -> bool:
+        change = event.message_state_changed
+        return change.message_id == message_id and change.state == message_pb2.MESSAGE_STATE_READ
+
+    return match
+
+
+def connected(event: event_pb2.Event) -> bool:
+    return event.state_changed.state == instance_pb2.INSTANCE_STATE_CONNECTED
+
+
+async def test_one_subscription_follows_pairing_sends_and_a_gateway_restart(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    server = ServerProcess(data, *FLAGS, *RECEIPT_FLAGS)
+    port = server.port
+    key = (data / "initial-api-key").read_text().strip()
+    retry = Retry(initial_backoff_seconds=0.05, max_backoff_seconds=0.5)
+    try:
+        async with asyncio.timeout(90), Client(server.address, key, retry=retry) as client:
+            await client.instances.CreateInstance(
+                instance_pb2.CreateInstanceRequest(instance_id="sales")
+            )
+            await client.instances.UpdateInstance(
+                instance_pb2.UpdateInstanceRequest(
+                    instance=instance_pb2.Instance(id="sales", send_policy=FAST_POLICY),
+                    update_mask=field_mask_pb2.FieldMask(paths=["send_policy"]),
+                )
+            )
+            result = await client.pair_simulated("sales", "+5511999990001")
+            assert result.outcome == instance_pb2.CONNECT_OUTCOME_CONNECTED
+            assert result.instance.phone == "+5511999990001"
+
+            seen: list[int] = []
+            events = client.subscribe(instance_ids=["sales"])
+            first = await client.send_text("sales", RECIPIENT, "before the restart")
+            await until(events, seen, read(first.id))
+
+            server.terminate()  # the stream ends; the subscription waits and resumes
+            assert await asyncio.to_thread(server.wait) == 0
+            server.close()
+            server = await asyncio.to_thread(
+                ServerProcess, data, "--listen", f"127.0.0.1:{port}", *FLAGS, *RECEIPT_FLAGS
+            )
+            await until(events, seen, connected)  # the session restored, on the same stream
+            second = await client.send_text("sales", RECIPIENT, "after the restart")
+            await until(events, seen, read(second.id))
+            await events.aclose()
+
+            replayed: list[int] = []
+            replay = client.subscribe(instance_ids=["sales"])
+            await until(replay, replayed, lambda event: event.cursor == seen[-1])
+            await replay.aclose()
+            assert seen == replayed  # nothing lost or repeated across the restart
+    finally:
+        server.close()
