@@ -41,6 +41,12 @@ import uvloop; uvloop.run(main())
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (less noisy than wall time on a shared box)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def drive(call: Callable[[int], Awaitable[object]], requests: int, concurrency: int) -> float:
     """Requests per second with `concurrency` callers."""
     counter = iter(range(requests))
@@ -110,7 +116,9 @@ async def measure(requests: int, concurrency: int) -> None:
                 echo_call = channel.unary_unary("/bench.Echo/Echo")
                 body = payload.SerializeToString()
                 await echo_call(body)
+                echo_cpu = cpu_seconds(echo.pid)
                 echo_rate = await drive(lambda n: echo_call(body), requests, concurrency)
+                echo_cpu = cpu_seconds(echo.pid) - echo_cpu
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 instances = instance_pb2_grpc.InstanceServiceStub(channel)
                 await instances.CreateInstance(
@@ -121,7 +129,10 @@ async def measure(requests: int, concurrency: int) -> None:
                 async def send(n: int) -> object:
                     return await stub.SendMessage(payload, metadata=metadata)
 
+                await send(0)
+                send_cpu = cpu_seconds(gateway.pid)
                 send_rate = await drive(send, requests, concurrency)
+                send_cpu = cpu_seconds(gateway.pid) - send_cpu
             with sqlite3.connect(Path(tmp) / "data" / "zapgate.db") as db:
                 stored = db.execute("SELECT count(*) FROM messages").fetchone()[0]
         finally:
@@ -132,9 +143,12 @@ async def measure(requests: int, concurrency: int) -> None:
     print(
         f"{requests} requests, {concurrency} callers, {os.cpu_count()} cores: "
         f"bare echo {echo_rate:,.0f} req/s; SendMessage (durable) {send_rate:,.0f} req/s; "
-        f"ratio {send_rate / echo_rate:.2f}; rows committed {stored}"
+        f"ratio {send_rate / echo_rate:.2f}; rows committed {stored}\n"
+        f"server CPU per request: bare echo {echo_cpu / requests * 1e6:,.0f} us; "
+        f"SendMessage {send_cpu / requests * 1e6:,.0f} us (gateway process, threads included); "
+        f"ratio {echo_cpu / send_cpu:.2f}"
     )
-    assert stored == requests
+    assert stored == requests + 1
 
 
 def main() -> None:

@@ -56,10 +56,10 @@ class EventLog:
         self._appends = GroupCommit(self._insert)
         self.closed = False
 
-    async def append(self, tenant: str, instance_id: str, payload: Message) -> int:
-        """Commits one event and returns its cursor. Concurrent appends share a transaction
-        (group commit); cursors follow the order of the calls."""
-        return await self._appends.submit(self.row(tenant, instance_id, payload))
+    async def append(self, tenant: str, instance_id: str, payload: Message) -> None:
+        """Commits one event. Concurrent appends share a transaction (group commit); cursors
+        follow the order of the calls."""
+        await self._appends.submit(self.row(tenant, instance_id, payload))
 
     def row(self, tenant: str, instance_id: str, payload: Message) -> dict[str, object]:
         """The `events` row of a payload, for `append` or for `insert_in` another
@@ -77,22 +77,20 @@ class EventLog:
             "time_us": now,
         }
 
-    async def insert_in(self, conn: AsyncConnection, rows: list[dict[str, object]]) -> list[int]:
-        """Inserts events inside the caller's transaction; call `committed` after it commits
-        so subscribers see them."""
-        result = await conn.execute(
-            sa.insert(events).returning(events.c.cursor, sort_by_parameter_order=True), rows
-        )
-        return [int(row.cursor) for row in result]
+    async def insert_in(self, conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
+        """Inserts events, in order, inside the caller's transaction; call `committed` after
+        it commits so subscribers see them. (No RETURNING: asking SQLite for the cursors in
+        parameter order makes SQLAlchemy insert row by row.)"""
+        await conn.execute(sa.insert(events), rows)
 
     def committed(self) -> None:
         self._wake_subscribers()
 
-    async def _insert(self, rows: list[dict[str, object]]) -> list[int]:
+    async def _insert(self, rows: list[dict[str, object]]) -> list[None]:
         async with self._engine.begin() as conn:
-            cursors = await self.insert_in(conn, rows)
+            await self.insert_in(conn, rows)
         self._wake_subscribers()
-        return cursors
+        return [None] * len(rows)
 
     def _wake_subscribers(self) -> None:
         self._appended.set()

@@ -4,6 +4,7 @@ picked at send time (so bulk sends do not carry identical bodies, a known ban tr
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Mapping
@@ -34,32 +35,32 @@ class _Spin:
 Part = _Literal | _Variable | _Spin
 
 
-def parse(template: str) -> list[Part]:
+# One token at a time: escaped braces, a placeholder, a run of text, or a stray brace.
+TOKEN = re.compile(r"\{\{|\}\}|\{[^{}]*\}|[^{}]+|[{}]")
+
+
+@functools.lru_cache(maxsize=4096)  # campaigns send the same few templates again and again
+def parse(template: str) -> tuple[Part, ...]:
     """Raises TemplateError (with the position) on malformed syntax."""
     parts: list[Part] = []
     literal: list[str] = []
-    i = 0
-    while i < len(template):
-        char = template[i]
-        if template.startswith("{{", i) or template.startswith("}}", i):
-            literal.append(char)
-            i += 2
-        elif char == "}":
-            raise TemplateError(f"unmatched '}}' at position {i}")
-        elif char == "{":
-            end = template.find("}", i)
-            if end < 0 or "{" in template[i + 1 : end]:
-                raise TemplateError(f"unclosed '{{' at position {i}")
+    for match in TOKEN.finditer(template):
+        piece, position = match.group(), match.start()
+        if piece in ("{{", "}}"):
+            literal.append(piece[0])
+        elif piece == "}":
+            raise TemplateError(f"unmatched '}}' at position {position}")
+        elif piece == "{":
+            raise TemplateError(f"unclosed '{{' at position {position}")
+        elif piece[0] == "{":
             parts += [_Literal("".join(literal))] if literal else []
             literal = []
-            parts.append(_placeholder(template[i + 1 : end], i))
-            i = end + 1
+            parts.append(_placeholder(piece[1:-1], position))
         else:
-            literal.append(char)
-            i += 1
+            literal.append(piece)
     if literal:
         parts.append(_Literal("".join(literal)))
-    return parts
+    return tuple(parts)
 
 
 def _placeholder(inner: str, position: int) -> Part:

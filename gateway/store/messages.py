@@ -90,11 +90,14 @@ class MessageRepository:
         """Seq of each inserted row; None where the idempotency key was already used."""
         if together:  # one multi-row INSERT ... RETURNING for the whole batch
             async with self._engine.begin() as conn:
+                # Matched by id, not by order: asking for RETURNING rows in parameter order
+                # makes SQLAlchemy insert row by row on SQLite.
                 result = await conn.execute(
-                    sa.insert(messages).returning(messages.c.seq, sort_by_parameter_order=True),
+                    sa.insert(messages).returning(messages.c.id, messages.c.seq),
                     [_row(record) for record in batch],
                 )
-                seqs: list[int | None] = [int(row.seq) for row in result]
+                seq_of = {row.id: int(row.seq) for row in result}
+                seqs: list[int | None] = [seq_of[record.id] for record in batch]
                 await self._stage(conn, batch)
             self._committed()
             return seqs
