@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 import grpc
@@ -14,6 +13,9 @@ import grpc.aio
 
 from zapgate.gateway.errors import Unauthenticated, ZapgateError
 from zapgate.gateway.handlers import Handler, WrapperCache, wrap_handler
+from zapgate.gateway.logs import about_instance
+from zapgate.gateway.tenancy import current_tenant as current_tenant
+from zapgate.gateway.tenancy import enter_tenant, leave_tenant
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +27,7 @@ PUBLIC_SERVICE_PREFIXES = (
 )
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
-_tenant: ContextVar[str] = ContextVar("zapgate_tenant")
-
 Authenticate = Callable[[str], Awaitable[str | None]]
-
-
-def current_tenant() -> str:
-    """The tenant of the API key of the call being served."""
-    return _tenant.get()
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
@@ -48,7 +43,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._authenticate = authenticate
         self._wrappers = WrapperCache(
             lambda method, handler: wrap_handler(
-                handler, lambda _request, context: self._call_scope(method, context)
+                handler, lambda request, context: self._call_scope(method, request, context)
             )
         )
 
@@ -65,16 +60,20 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     @asynccontextmanager
     async def _call_scope(
-        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+        self, method: str, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
         try:
             tenant = await self._tenant_of(context)
-            token = _tenant.set(tenant)
+            token = enter_tenant(tenant)
             log.debug("call started: %s (tenant %s)", method, tenant)
+            # Lines logged for a call naming an instance concern that instance.
+            instance_id = getattr(request, "instance_id", "")
+            named = isinstance(instance_id, str) and instance_id
             try:
-                yield
+                with about_instance(tenant, instance_id) if named else nullcontext():
+                    yield
             finally:
-                _tenant.reset(token)
+                leave_tenant(token)
         except ZapgateError as error:
             await _abort(context, error)
         except Exception as error:

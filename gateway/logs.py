@@ -3,7 +3,7 @@ instance id on every line that concerns an instance, and no secret in any line.
 
 Which instance a line concerns is kept in a context variable (like the tenant of the call
 being served, see interceptor.py), set where work on one instance begins: a gRPC call naming
-an instance (rpc_observer.py), an engine event, a worker's death, a send. asyncio copies
+an instance (interceptor.py), an engine event, a worker's death, a send. asyncio copies
 context variables into every task and timer started from there, so background work started
 on behalf of an instance (retries, snapshots, receipts) carries it too. A log call may also
 pass `extra=instance_fields(tenant, instance_id)`.
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TextIO
 
-from zapgate.gateway.interceptor import current_tenant
+from zapgate.gateway.tenancy import current_tenant
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

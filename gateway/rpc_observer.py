@@ -1,14 +1,14 @@
-"""The outermost server interceptor: counts and times every call by method and final status
-code, keeps the number of calls in progress (open streams included), and puts the instance a
-call names (`request.instance_id`) in the log context for everything the call does."""
+"""The outermost server interceptor, installed when metrics are served: counts and times
+every call by method and final status code, and keeps the number of calls in progress (open
+streams included)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -17,7 +17,6 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 
 from zapgate.gateway.handlers import Handler, WrapperCache, wrap_handler
-from zapgate.gateway.logs import about_instance
 
 # Seconds; streams (Connect, Subscribe) last far longer and land in +Inf.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -91,8 +90,7 @@ class _Call:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            with _log_scope(request):
-                yield
+            yield
             code = _code_of(context) or grpc.StatusCode.OK
         except (asyncio.CancelledError, GeneratorExit):  # the client went away
             code = grpc.StatusCode.CANCELLED
@@ -116,19 +114,6 @@ class _Call:
                 self.metrics.seconds.labels(*labels),
             )
         return series
-
-
-@contextmanager
-def _log_scope(request: Any) -> Iterator[None]:
-    """The call's instance in the log context. Its tenant (the API key's) is only known
-    inside this scope, once the GatewayInterceptor authenticated the call, so it is read when
-    each line is logged (logs.InstanceFilter)."""
-    instance_id = getattr(request, "instance_id", "")
-    if not isinstance(instance_id, str) or not instance_id:
-        yield
-        return
-    with about_instance("", instance_id):
-        yield
 
 
 def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode | None:

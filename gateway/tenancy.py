@@ -1,0 +1,21 @@
+"""The tenant of the call being served: set by the interceptor once the call's API key is
+checked, read by services (and by log lines) anywhere inside the call."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+
+_tenant: ContextVar[str] = ContextVar("zapgate_tenant")
+
+
+def current_tenant() -> str:
+    """The tenant of the API key of the call being served (LookupError outside a call)."""
+    return _tenant.get()
+
+
+def enter_tenant(tenant: str) -> Token[str]:
+    return _tenant.set(tenant)
+
+
+def leave_tenant(token: Token[str]) -> None:
+    _tenant.reset(token)
