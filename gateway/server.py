@@ -107,6 +107,7 @@ class Gateway:
         self.messages = MessageRepository(self._engine)
         supervisor = await self._start_engines(instances)
         assert self.dispatcher is not None
+        assert self.contact_book is not None
 
         server = grpc.aio.server(
             interceptors=[
@@ -118,7 +119,7 @@ class Gateway:
             options=GRPC_MESSAGE_OPTIONS,
         )
         instance_pb2_grpc.add_InstanceServiceServicer_to_server(
-            InstanceService(instances, supervisor, self.dispatcher), server
+            InstanceService(instances, supervisor, self.dispatcher, self.contact_book), server
         )
         message_pb2_grpc.add_MessageServiceServicer_to_server(
             MessageService(
@@ -128,7 +129,6 @@ class Gateway:
         )
         assert self.events is not None
         event_pb2_grpc.add_EventServiceServicer_to_server(EventService(self.events), server)
-        assert self.contact_book is not None
         contact_pb2_grpc.add_ContactServiceServicer_to_server(
             ContactService(self.contact_book, instances), server
         )

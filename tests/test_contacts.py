@@ -240,3 +240,22 @@ async def test_another_tenant_sees_no_contacts(running: RunningGateway, contacts
     await other.client.create("private")
     assert list((await other.list("private")).contacts) == []
     assert list((await contacts.list("private")).contacts) != []
+
+
+async def test_deleting_an_instance_forgets_its_contacts_cache_and_lookup_budget(
+    contacts: Contacts,
+) -> None:
+    await contacts.ready("again", "+5511960000009", number_checks_per_minute=2)
+    await contacts.set_phone_book("again", person("+5511960000901", "Antiga"))
+    await contacts.sync("again")
+    first = await contacts.check("again", "+5511960000911", "+5511960000912")
+    assert [r.error_reason for r in first] == ["", ""]
+    assert (await contacts.check("again", "+5511960000913"))[0].error_reason == "rate_limited"
+
+    await contacts.client.instances.DeleteInstance(
+        ipb.DeleteInstanceRequest(instance_id="again"), metadata=contacts.metadata
+    )
+    await contacts.ready("again", "+5511960000009", number_checks_per_minute=2)
+    assert list((await contacts.list("again")).contacts) == []
+    again = await contacts.check("again", "+5511960000911", "+5511960000913")
+    assert [(r.error_reason, r.cached) for r in again] == [("", False), ("", False)]

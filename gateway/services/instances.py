@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc.aio
 
+from zapgate.gateway.contacts import ContactBook
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.errors import FieldViolation, InstanceNotFound, InvalidArgument
 from zapgate.gateway.interceptor import current_tenant
@@ -36,11 +37,16 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
     def __init__(
-        self, instances: InstanceRepository, supervisor: Supervisor, dispatcher: Dispatcher
+        self,
+        instances: InstanceRepository,
+        supervisor: Supervisor,
+        dispatcher: Dispatcher,
+        contact_book: ContactBook,
     ) -> None:
         self._instances = instances
         self._supervisor = supervisor
         self._dispatcher = dispatcher
+        self._contact_book = contact_book
 
     async def CreateInstance(
         self, request: instance_pb2.CreateInstanceRequest, context: Context
@@ -154,6 +160,7 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
         if record is not None:
             await self._supervisor.forget(record)
             await self._dispatcher.forget(record.tenant, record.id)
+            self._contact_book.forget(record.tenant, record.id)
         deleted = await self._instances.delete(current_tenant(), request.instance_id)
         if not deleted and not request.allow_missing:
             raise InstanceNotFound(request.instance_id)
