@@ -113,7 +113,10 @@ class ContactBook:
                 error="over the instance's number_checks caps; retry later",
                 retry_after=grant.retry_after,
             )
-        return [answers[phone] for phone in phones]
+        unanswered = NumberAnswer("", error_reason="no_answer", error="WhatsApp gave no answer")
+        return [
+            answers.get(phone, dataclasses.replace(unanswered, phone=phone)) for phone in phones
+        ]
 
     def forget(self, tenant: str, instance_id: str) -> None:
         self._budget.forget(f"{tenant}/{instance_id}")

@@ -215,7 +215,9 @@ class NumberResult(_message.Message):
     cached: _builtins.bool
     """Answered from the cache, without asking WhatsApp."""
     error_reason: _builtins.str
-    """Set when this number was not checked: "invalid_phone" or "rate_limited"."""
+    """Set when this number was not checked: "invalid_phone", "rate_limited", or
+    "no_answer" (WhatsApp's reply left it out).
+    """
     error: _builtins.str
     retry_after_seconds: _builtins.float
     """With rate_limited: when the instance's budget allows another lookup."""

@@ -247,7 +247,8 @@ export type NumberResult = Message<"zapgate.v1.NumberResult"> & {
   cached: boolean;
 
   /**
-   * Set when this number was not checked: "invalid_phone" or "rate_limited".
+   * Set when this number was not checked: "invalid_phone", "rate_limited", or
+   * "no_answer" (WhatsApp's reply left it out).
    *
    * @generated from field: string error_reason = 5;
    */
