@@ -410,6 +410,7 @@ class Dispatcher:
         for key in self.scheduler.dirty() if keys is None else keys:
             tenant, _, instance_id = key.partition("/")
             state = self.scheduler.export_state(key)
+            self.scheduler.mark_saved(key)
             try:
                 await self._instances.update(tenant, instance_id, {"scheduler_state": state})
             except Exception:  # the instance was deleted meanwhile

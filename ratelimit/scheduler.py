@@ -321,6 +321,10 @@ class Scheduler:
         dirty, self._dirty = self._dirty, set()
         return dirty
 
+    def mark_saved(self, instance: str) -> None:
+        """The instance's state was just exported and saved: not dirty until it changes."""
+        self._dirty.discard(instance)
+
     def instances(self) -> list[str]:
         return list(self._instances)
 

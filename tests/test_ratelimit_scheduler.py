@@ -586,6 +586,10 @@ def test_dirty_names_the_instances_whose_state_changed() -> None:
     assert scheduler.dirty() == set()
     scheduler.pause("b", "x")
     assert scheduler.dirty() == {"b"}
+    scheduler.pause("a", "y")
+    scheduler.resume("b")
+    scheduler.mark_saved("a")  # saved explicitly: only b is left to save
+    assert scheduler.dirty() == {"b"}
 
 
 def release_now_of(scheduler: Scheduler, instance: str) -> Release:
