@@ -1,0 +1,104 @@
+"""Where SendMessage's server CPU goes, outside zapgate's handler: the same request through
+(1) a bare grpc.aio unary echo of raw bytes, (2) zapgate's MessageService proto with a handler
+that returns a canned response, (3) the same behind zapgate's auth interceptor. CPU time per
+request of each server process, same client and concurrency, in the same run.
+
+    python bench/enqueue_breakdown.py [--requests 8000] [--concurrency 64] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+
+import grpc.aio
+from enqueue_throughput import ECHO_SERVER, cpu_seconds
+
+from zapgate.v1 import message_pb2 as pb
+
+CANNED_SERVER = """
+import asyncio, grpc, sys
+from zapgate.v1 import message_pb2 as pb, message_pb2_grpc
+from zapgate.gateway.interceptor import GatewayInterceptor
+from zapgate.gateway.auth_cache import CachedAuthenticator
+REPLY = pb.SendMessageResponse(message=pb.Message(id="msg-1", instance_id="bench", state=1))
+class Canned(message_pb2_grpc.MessageServiceServicer):
+    async def SendMessage(self, request, context):
+        return REPLY
+async def tenant_of(token):
+    return "bench"
+async def main():
+    auth = sys.argv[1] == "auth"
+    server = grpc.aio.server(interceptors=[GatewayInterceptor(CachedAuthenticator(tenant_of))] * auth)
+    message_pb2_grpc.add_MessageServiceServicer_to_server(Canned(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await server.wait_for_termination()
+import uvloop; uvloop.run(main())
+"""
+REQUEST = pb.SendMessageRequest(
+    instance_id="bench",
+    phone="+5511999990000",
+    text=pb.Text(body="Olá {name}, seu pedido {order} saiu para entrega."),
+    variables={"name": "Ana", "order": "12345"},
+)
+METADATA = (("authorization", "Bearer zg_bench_key"),)
+
+
+async def cpu_per_request(code: str, arg: str, requests: int, concurrency: int) -> float:
+    server = subprocess.Popen([sys.executable, "-c", code, arg], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    port = int(server.stdout.readline())
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            method = (
+                "/bench.Echo/Echo"
+                if code is ECHO_SERVER
+                else "/zapgate.v1.MessageService/SendMessage"
+            )
+            call = channel.unary_unary(method)
+            body = REQUEST.SerializeToString()
+            await call(body, metadata=METADATA)
+            counter = iter(range(requests))
+
+            async def caller() -> None:
+                for _ in counter:
+                    await call(body, metadata=METADATA)
+
+            before = cpu_seconds(server.pid)
+            await asyncio.gather(*(caller() for _ in range(concurrency)))
+            return (cpu_seconds(server.pid) - before) / requests
+    finally:
+        server.terminate()
+        server.wait()
+
+
+async def measure(requests: int, concurrency: int, rounds: int) -> None:
+    servers = {
+        "bare echo (raw bytes)": (ECHO_SERVER, ""),
+        "MessageService proto, canned handler": (CANNED_SERVER, "plain"),
+        "  + zapgate's auth interceptor": (CANNED_SERVER, "auth"),
+    }
+    costs: dict[str, list[float]] = {name: [] for name in servers}
+    for _ in range(rounds):  # alternated, so noise hits every server alike
+        for name, (code, arg) in servers.items():
+            costs[name].append(await cpu_per_request(code, arg, requests, concurrency))
+    for name, values in costs.items():
+        print(f"{name:40} {statistics.median(values) * 1e6:6.0f} us CPU per request (median)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=8000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(measure(args.requests, args.concurrency, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
