@@ -11,17 +11,14 @@ with no connected client Go would crash: the engine refuses them before Go is ca
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 import warnings
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.test_neonize_inbound import MEDIA_FILE, jid, play
+from tests.scenarios import Report, Scenario, play, run_main
+from tests.test_neonize_inbound import MEDIA_FILE, jid
 from zapgate.sessions import neonize_contacts
 from zapgate.sessions.engine import Contact, EngineError, NumberCheck
 
@@ -32,7 +29,6 @@ with warnings.catch_warnings():
 
 KEY = "acme/sales-1"
 WA = "s.whatsapp.net"
-Report = dict[str, Any]
 
 ANA = jid("5511988887777", WA)
 ANA_LID = jid("98765432109876", "lid")
@@ -332,14 +328,8 @@ async def calls_scenario(workdir: Path) -> Report:
     return report
 
 
-SCENARIOS: dict[str, Callable[[Path], Awaitable[Report]]] = {"calls": calls_scenario}
-
-
-def main() -> None:
-    scenario, workdir = sys.argv[1], Path(sys.argv[2])
-    report = asyncio.run(SCENARIOS[scenario](workdir))
-    (workdir / "report.json").write_text(json.dumps(report))
+SCENARIOS: dict[str, Scenario] = {"calls": calls_scenario}
 
 
 if __name__ == "__main__":
-    main()
+    run_main(SCENARIOS)

@@ -15,16 +15,13 @@ import ctypes
 import dataclasses
 import json
 import logging
-import os
-import subprocess
-import sys
 import warnings
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.scenarios import Report, Scenario, play, run_main
 from zapgate.sessions import neonize_inbound
 from zapgate.sessions.engine import EngineError
 from zapgate.sessions.events import MessageReceived
@@ -37,8 +34,6 @@ with warnings.catch_warnings():
     from neonize.proto.waCommon import WACommon_pb2 as wa_common
     from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
 
-REPO = Path(__file__).resolve().parents[1]
-SCENARIO_TIMEOUT = 240.0
 KEY = "acme/sales-1"
 WA = "s.whatsapp.net"
 MESSAGE_ID = "3EB0A9C2F1D4E5B6C7D8"
@@ -597,25 +592,6 @@ def test_download_errors_say_what_happened(text: str, says: str) -> None:
 
 # -- the engine: inbound messages reach the sink ---------------------------------------------
 
-Report = dict[str, Any]
-
-
-def play(module: str, scenario: str, workdir: Path) -> Report:
-    """Runs `module`'s scenario in its own interpreter; a Go crash fails that test only."""
-    done = subprocess.run(
-        [sys.executable, "-m", module, scenario, str(workdir)],
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=SCENARIO_TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 0, f"{scenario} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    report: Report = json.loads((workdir / "report.json").read_text())
-    return report
-
 
 def test_inbound_messages_reach_the_sink_and_one_unreadable_message_is_dropped(
     tmp_path: Path,
@@ -690,14 +666,8 @@ def with_id(message: Any, message_id: str) -> Any:
     return message
 
 
-SCENARIOS: dict[str, Callable[[Path], Awaitable[Report]]] = {"deliver": deliver_scenario}
-
-
-def main() -> None:
-    scenario, workdir = sys.argv[1], Path(sys.argv[2])
-    report = asyncio.run(SCENARIOS[scenario](workdir))
-    (workdir / "report.json").write_text(json.dumps(report))
+SCENARIOS: dict[str, Scenario] = {"deliver": deliver_scenario}
 
 
 if __name__ == "__main__":
-    main()
+    run_main(SCENARIOS)

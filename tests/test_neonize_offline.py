@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import os
 import socket
 import sqlite3
 import stat
-import subprocess
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,36 +21,22 @@ from typing import Any
 
 import pytest
 
+from tests import scenarios
+from tests.scenarios import Report, Scenario, run_main
 from zapgate.sessions.engine import EngineError, InstanceSpec, Media, OutgoingContent, SendRefused
 from zapgate.sessions.events import ConnectFailed, EngineEvent
 
-REPO = Path(__file__).resolve().parents[1]
 EVENT_TIMEOUT = 90.0  # generous: a stalled DNS query alone takes 5 s
-SCENARIO_TIMEOUT = 240.0
 MANY = 40
 PHONE = "+5511999998888"
-
-Report = dict[str, Any]
 
 
 # -- the tests (pytest process) -----------------------------------------------------------------
 
 
 def play(scenario: str, workdir: Path) -> Report:
-    """Runs a scenario in its own interpreter; a Go crash fails this test only."""
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.test_neonize_offline", scenario, str(workdir)],
-        cwd=workdir,  # any file neonize drops in its working directory would show up here
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=SCENARIO_TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 0, f"{scenario} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    report: Report = json.loads((workdir / "report.json").read_text())
-    return report
+    """Runs one of this module's scenarios in its own interpreter."""
+    return scenarios.play("tests.test_neonize_offline", scenario, workdir)
 
 
 def files_under(directory: Path) -> set[str]:
@@ -545,7 +527,7 @@ async def send_scenario(workdir: Path) -> Report:
     return report
 
 
-SCENARIOS: dict[str, Callable[[Path], Awaitable[Report]]] = {
+SCENARIOS: dict[str, Scenario] = {
     "send": send_scenario,
     "store": store_scenario,
     "dns": dns_scenario,
@@ -555,11 +537,5 @@ SCENARIOS: dict[str, Callable[[Path], Awaitable[Report]]] = {
 }
 
 
-def main() -> None:
-    scenario, workdir = sys.argv[1], Path(sys.argv[2])
-    report = asyncio.run(SCENARIOS[scenario](workdir))
-    (workdir / "report.json").write_text(json.dumps(report))
-
-
 if __name__ == "__main__":
-    main()
+    run_main(SCENARIOS)
