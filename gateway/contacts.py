@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -25,6 +26,10 @@ from zapgate.v1 import event_pb2
 from zapgate.v1 import instance_pb2 as ipb
 
 log = logging.getLogger(__name__)
+# Automatic syncs: at most this many at once (a restart connects every instance together),
+# and not again within this many seconds of the last (a brief drop is no reason to resync).
+AUTO_SYNC_SLOTS = 4
+AUTO_SYNC_INTERVAL_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class ContactBook:
         self._sync_delay = sync_delay_seconds
         self._sync_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks = TaskSet("contacts")
+        self._auto_slots = asyncio.Semaphore(AUTO_SYNC_SLOTS)
+        self._auto_synced_at: dict[str, float] = {}  # instance key -> monotonic time
 
     async def sync(self, tenant: str, instance_id: str) -> SyncCounts:
         async with self._sync_locks[f"{tenant}/{instance_id}"]:
@@ -67,14 +74,20 @@ class ContactBook:
         return counts
 
     async def state_changed(self, record: InstanceRecord) -> None:
-        """After each connect, once the engine had time to receive the phone's contacts."""
-        if record.state == ipb.INSTANCE_STATE_CONNECTED:
-            self._tasks.spawn(self._sync_soon(record.tenant, record.id))
+        """After a connect, once the engine had time to receive the phone's contacts."""
+        if record.state != ipb.INSTANCE_STATE_CONNECTED:
+            return
+        now, last = time.monotonic(), self._auto_synced_at.get(record.key)
+        if last is not None and now - last < AUTO_SYNC_INTERVAL_SECONDS:
+            return
+        self._auto_synced_at[record.key] = now
+        self._tasks.spawn(self._sync_soon(record.tenant, record.id))
 
     async def _sync_soon(self, tenant: str, instance_id: str) -> None:
         await asyncio.sleep(self._sync_delay)
         try:
-            counts = await self.sync(tenant, instance_id)
+            async with self._auto_slots:
+                counts = await self.sync(tenant, instance_id)
         except ZapgateError as error:  # disconnected again, deleted...: the next connect syncs
             log.info("contact sync of %s/%s skipped: %s", tenant, instance_id, error)
             return
@@ -120,6 +133,7 @@ class ContactBook:
 
     def forget(self, tenant: str, instance_id: str) -> None:
         self._budget.forget(f"{tenant}/{instance_id}")
+        self._auto_synced_at.pop(f"{tenant}/{instance_id}", None)
 
     async def close(self) -> None:
         await self._tasks.cancel()

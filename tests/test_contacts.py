@@ -259,3 +259,25 @@ async def test_deleting_an_instance_forgets_its_contacts_cache_and_lookup_budget
     assert list((await contacts.list("again")).contacts) == []
     again = await contacts.check("again", "+5511960000911", "+5511960000913")
     assert [(r.error_reason, r.cached) for r in again] == [("", False), ("", False)]
+
+
+async def test_a_reconnect_soon_after_a_sync_does_not_sync_again(contacts: Contacts) -> None:
+    await contacts.ready("steady", "+5511960000010")  # the first automatic sync is done
+    await contacts.client.sim.DropConnection(
+        spb.DropConnectionRequest(instance_id="steady"), metadata=contacts.metadata
+    )
+    await contacts.client.wait_for(
+        "steady",
+        lambda i: (
+            i.state == ipb.INSTANCE_STATE_CONNECTED and i.state_reason == ipb.STATE_REASON_CONNECTED
+        ),
+    )
+    await asyncio.sleep(0.5)  # room for a (wrong) automatic sync to start
+    await contacts.set_phone_book("steady", person("+5511960001001", "Nova"))
+    await contacts.sync("steady")
+    log = subscribe(
+        contacts.messenger, instance_ids=["steady"], types=[epb.EVENT_TYPE_CONTACTS_SYNCED]
+    )
+    first, second = await take(log, 2)
+    assert first.contacts_synced.added == 0  # after the first connect: an empty book
+    assert second.contacts_synced.added == 1  # the explicit sync came next, not another one
