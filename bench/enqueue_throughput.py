@@ -1,8 +1,9 @@
 """Durable enqueue throughput of MessageService.SendMessage (committed to the outbox before it
 returns) against a bare grpc.aio unary echo server receiving the same payload, with the same
-client concurrency, in the same run. Servers run in their own processes; SQLite state store.
+client concurrency, in the same run. Servers run in their own processes; SQLite state store,
+or the PostgreSQL database given (it must be empty; the gateway migrates it).
 
-    python bench/enqueue_throughput.py [--requests 4000] [--concurrency 64]
+    python bench/enqueue_throughput.py [--requests 4000] [--concurrency 64] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import grpc
 import grpc.aio
 
@@ -60,8 +62,9 @@ async def drive(call: Callable[[int], Awaitable[object]], requests: int, concurr
     return requests / (time.perf_counter() - start)
 
 
-def start_gateway(tmp: Path) -> tuple[subprocess.Popen[str], int, str]:
+def start_gateway(tmp: Path, database_url: str | None) -> tuple[subprocess.Popen[str], int, str]:
     data = tmp / "data"
+    database = ["--database-url", database_url] if database_url else []
     process = subprocess.Popen(
         [
             sys.executable,
@@ -80,6 +83,7 @@ def start_gateway(tmp: Path) -> tuple[subprocess.Popen[str], int, str]:
             str(tmp / "runtime"),
             "--log-level",
             "INFO",
+            *database,
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -96,14 +100,25 @@ def start_gateway(tmp: Path) -> tuple[subprocess.Popen[str], int, str]:
     return process, int(match.group(1)), key
 
 
-async def measure(requests: int, concurrency: int) -> None:
+async def count_messages(tmp: Path, database_url: str | None) -> int:
+    if database_url is None:
+        with sqlite3.connect(tmp / "data" / "zapgate.db") as db:
+            return int(db.execute("SELECT count(*) FROM messages").fetchone()[0])
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM messages"))
+    finally:
+        await conn.close()
+
+
+async def measure(requests: int, concurrency: int, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         echo = subprocess.Popen(
             [sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True
         )
         assert echo.stdout is not None
         echo_port = int(echo.stdout.readline())
-        gateway, port, key = start_gateway(Path(tmp))
+        gateway, port, key = start_gateway(Path(tmp), database_url)
         try:
             metadata = (("authorization", f"Bearer {key}"),)
             payload = message_pb2.SendMessageRequest(
@@ -133,15 +148,15 @@ async def measure(requests: int, concurrency: int) -> None:
                 send_cpu = cpu_seconds(gateway.pid)
                 send_rate = await drive(send, requests, concurrency)
                 send_cpu = cpu_seconds(gateway.pid) - send_cpu
-            with sqlite3.connect(Path(tmp) / "data" / "zapgate.db") as db:
-                stored = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+            stored = await count_messages(Path(tmp), database_url)
         finally:
             gateway.terminate()
             echo.terminate()
             gateway.wait()
             echo.wait()
     print(
-        f"{requests} requests, {concurrency} callers, {os.cpu_count()} cores: "
+        f"{'PostgreSQL' if database_url else 'SQLite'}, {requests} requests, {concurrency} "
+        f"callers, {os.cpu_count()} cores: "
         f"bare echo {echo_rate:,.0f} req/s; SendMessage (durable) {send_rate:,.0f} req/s; "
         f"ratio {send_rate / echo_rate:.2f}; rows committed {stored}\n"
         f"server CPU per request: bare echo {echo_cpu / requests * 1e6:,.0f} us; "
@@ -155,8 +170,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--database-url", help="an empty PostgreSQL database (default: SQLite)")
     args = parser.parse_args()
-    asyncio.run(measure(args.requests, args.concurrency))
+    asyncio.run(measure(args.requests, args.concurrency, args.database_url))
 
 
 if __name__ == "__main__":
