@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.logs import about_instance_key
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
+from zapgate.gateway.store.schema import events as events_table
 from zapgate.gateway.tasks import TaskSet
 from zapgate.gateway.templates import render
 from zapgate.ratelimit.decisions import AutoPause, Expiry, InstanceStats, Release
@@ -52,11 +51,13 @@ def policy_of(record: InstanceRecord) -> SendPolicy:
 class QueuedEvents:
     """Each new message's QUEUED event, committed with the message itself."""
 
+    table = events_table
+
     def __init__(self, events: EventLog) -> None:
         self._events = events
 
-    async def stage(self, conn: AsyncConnection, created: list[MessageRecord]) -> None:
-        await self._events.insert_in(conn, [self._row(message) for message in created])
+    def rows(self, created: list[MessageRecord]) -> list[dict[str, object]]:
+        return [self._row(message) for message in created]
 
     def _row(self, message: MessageRecord) -> dict[str, object]:
         return self._events.row(message.tenant, message.instance_id, state_event(message))

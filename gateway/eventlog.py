@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.group_commit import GroupCommit
@@ -62,8 +62,7 @@ class EventLog:
         await self._appends.submit(self.row(tenant, instance_id, payload))
 
     def row(self, tenant: str, instance_id: str, payload: Message) -> dict[str, object]:
-        """The `events` row of a payload, for `append` or for `insert_in` another
-        transaction."""
+        """The `events` row of a payload, for `append` or for another transaction."""
         field, event_type = PAYLOADS[type(payload)]
         now = self._clock()
         event = pb.Event(instance_id=instance_id)
@@ -77,18 +76,13 @@ class EventLog:
             "time_us": now,
         }
 
-    async def insert_in(self, conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
-        """Inserts events, in order, inside the caller's transaction; call `committed` after
-        it commits so subscribers see them. (No RETURNING: asking SQLite for the cursors in
-        parameter order makes SQLAlchemy insert row by row.)"""
-        await conn.execute(sa.insert(events), rows)
-
     def committed(self) -> None:
+        """Rows from `row` were committed in another transaction: subscribers see them."""
         self._wake_subscribers()
 
     async def _insert(self, rows: list[dict[str, object]]) -> list[None]:
         async with self._engine.begin() as conn:
-            await self.insert_in(conn, rows)
+            await conn.execute(sa.insert(events), rows)
         self._wake_subscribers()
         return [None] * len(rows)
 

@@ -20,7 +20,9 @@ M = message_pb2.MessageState
 async def repo(database_url: str) -> AsyncIterator[MessageRepository]:
     engine: AsyncEngine = await open_database(database_url)
     await InstanceRepository(engine).create(InstanceRecord("acme", "shop", "Shop", "", 1))
-    yield MessageRepository(engine)
+    repository = MessageRepository(engine)
+    yield repository
+    repository.close()
     await engine.dispose()
 
 

@@ -32,12 +32,12 @@ def create_engine(url: str) -> AsyncEngine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        sa.event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        sa.event.listen(engine.sync_engine, "connect", tune_sqlite)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+def tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the CLI (keys create) write while the server reads; NORMAL sync is durable
     # across process crashes in WAL mode.
     cursor = dbapi_connection.cursor()

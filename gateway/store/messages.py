@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.group_commit import GroupCommit
+from zapgate.gateway.store.outbox_writers import INTEGRITY_ERRORS, Companions, outbox_writer
 from zapgate.gateway.store.schema import messages
 from zapgate.v1 import message_pb2
 
@@ -52,7 +53,9 @@ class Companion(Protocol):
     """Rows committed in the same transaction as new messages (their QUEUED events): one
     commit instead of two, and never a message without its event."""
 
-    async def stage(self, conn: AsyncConnection, created: list[MessageRecord]) -> None: ...
+    table: sa.Table
+
+    def rows(self, created: list[MessageRecord]) -> list[dict[str, Any]]: ...
 
     def committed(self) -> None: ...
 
@@ -62,7 +65,11 @@ class MessageRepository:
         self._engine = engine
         self._clock = clock
         self.companion: Companion | None = None
+        self._writer = outbox_writer(engine)
         self._inserts = GroupCommit(self._insert_batch)
+
+    def close(self) -> None:
+        self._writer.close()
 
     async def create(self, record: MessageRecord) -> tuple[MessageRecord, bool]:
         """Commits a new message; with an idempotency key already used on this instance,
@@ -82,31 +89,22 @@ class MessageRepository:
 
     async def _insert_batch(self, batch: list[MessageRecord]) -> list[int | None]:
         try:
-            return await self._insert(batch, together=True)
-        except IntegrityError:
-            return await self._insert(batch, together=False)  # find the conflicting ones
+            rows = [_row(record) for record in batch]
+            seqs: list[int | None] = list(await self._writer.write(rows, self._companions(batch)))
+        except INTEGRITY_ERRORS:
+            return await self._insert_one_by_one(batch)  # find the conflicting ones
+        self._committed()
+        return seqs
 
-    async def _insert(self, batch: list[MessageRecord], *, together: bool) -> list[int | None]:
+    async def _insert_one_by_one(self, batch: list[MessageRecord]) -> list[int | None]:
         """Seq of each inserted row; None where the idempotency key was already used."""
-        if together:  # one multi-row INSERT ... RETURNING for the whole batch
-            async with self._engine.begin() as conn:
-                # Matched by id, not by order: asking for RETURNING rows in parameter order
-                # makes SQLAlchemy insert row by row on SQLite.
-                result = await conn.execute(
-                    sa.insert(messages).returning(messages.c.id, messages.c.seq),
-                    [_row(record) for record in batch],
-                )
-                seq_of = {row.id: int(row.seq) for row in result}
-                seqs: list[int | None] = [seq_of[record.id] for record in batch]
-                await self._stage(conn, batch)
-            self._committed()
-            return seqs
-        seqs = []
+        seqs: list[int | None] = []
         for record in batch:
             try:
                 async with self._engine.begin() as conn:
                     seqs.append(await _insert_one(conn, record))
-                    await self._stage(conn, [record])
+                    for table, rows in self._companions([record]):
+                        await conn.execute(sa.insert(table), rows)
                 self._committed()
             except IntegrityError:
                 if record.idempotency_key is None:
@@ -114,9 +112,10 @@ class MessageRepository:
                 seqs.append(None)
         return seqs
 
-    async def _stage(self, conn: AsyncConnection, created: list[MessageRecord]) -> None:
-        if self.companion is not None:
-            await self.companion.stage(conn, created)
+    def _companions(self, created: list[MessageRecord]) -> Companions:
+        if self.companion is None:
+            return []
+        return [(self.companion.table, self.companion.rows(created))]
 
     def _committed(self) -> None:
         if self.companion is not None:
