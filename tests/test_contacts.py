@@ -12,7 +12,7 @@ from tests.conftest import RunningGateway
 from tests.messaging import FAST_POLICY, Messenger
 from tests.rpc import expect_error
 from tests.sim_client import SimClient
-from tests.test_events import subscribe, take
+from tests.test_events import subscribe, subscribed, take
 from zapgate.v1 import contact_pb2 as pb
 from zapgate.v1 import contact_pb2_grpc
 from zapgate.v1 import event_pb2 as epb
@@ -96,7 +96,9 @@ async def test_sync_adds_updates_and_removes_what_changed_on_the_phone(contacts:
 
     renamed = person(ana.phone, "Ana Souza Prado", first_name="Ana")
     dora = person("+5511960000104", "Dora")
-    synced = subscribe(contacts.messenger, only_new=True, types=[epb.EVENT_TYPE_CONTACTS_SYNCED])
+    synced = await subscribed(
+        contacts.messenger, only_new=True, types=[epb.EVENT_TYPE_CONTACTS_SYNCED]
+    )
     await contacts.set_phone_book("book", carla, renamed, dora, renamed)  # a duplicate, too
     assert counts(await contacts.sync("book")) == (1, 1, 1, 1)
     [event] = await take(synced, 1)

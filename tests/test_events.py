@@ -32,6 +32,14 @@ def subscribe(messenger: Messenger, **fields: object) -> AsyncIterator[pb.Subscr
     return stub.Subscribe(pb.SubscribeRequest(**fields), metadata=messenger.metadata)  # type: ignore[arg-type,return-value]
 
 
+async def subscribed(messenger: Messenger, **fields: object) -> AsyncIterator[pb.SubscribeResponse]:
+    """A subscription already in place (its response headers came): nothing appended after
+    this returns is missed, even with `only_new`."""
+    stream = subscribe(messenger, **fields)
+    await stream.initial_metadata()  # type: ignore[attr-defined]
+    return stream
+
+
 async def take(stream: AsyncIterator[pb.SubscribeResponse], count: int) -> list[pb.Event]:
     events = []
     async for response in stream:
@@ -64,6 +72,8 @@ async def test_replay_then_live_then_resume_from_the_last_cursor(messenger: Mess
     assert [e.cursor for e in resumed] == cursors[2:4]  # exactly the rest, in order
 
     live = subscribe(messenger, only_new=True, types=[pb.EVENT_TYPE_MESSAGE_STATE_CHANGED])
+    headers = dict(await live.initial_metadata())  # type: ignore[attr-defined]
+    assert int(headers["zapgate-start-cursor"]) >= cursors[-1]  # only what comes after
     sent = await messenger.send_text("ev", "+5511940000099", "hello")
     states = [e.message_state_changed.state for e in await take(live, 5)]
     assert states == [
@@ -78,7 +88,7 @@ async def test_replay_then_live_then_resume_from_the_last_cursor(messenger: Mess
 
 async def test_pause_and_resume_are_events_with_their_reason(messenger: Messenger) -> None:
     await messenger.client.create("pauses")
-    stream = subscribe(messenger, only_new=True, instance_ids=["pauses"])
+    stream = await subscribed(messenger, only_new=True, instance_ids=["pauses"])
     await messenger.client.instances.PauseSending(
         ipb.PauseSendingRequest(instance_id="pauses", reason="campaign review"),
         metadata=messenger.metadata,
@@ -112,9 +122,8 @@ async def test_a_tenant_never_sees_another_tenants_events(
 
 async def test_many_subscribers_and_one_that_never_reads(messenger: Messenger) -> None:
     await messenger.client.create("fanout")
-    stuck = subscribe(messenger, only_new=True)  # never read from
-    readers = [subscribe(messenger, only_new=True) for _ in range(50)]
-    await asyncio.sleep(0.2)
+    stuck = await subscribed(messenger, only_new=True)  # never read from
+    readers = [await subscribed(messenger, only_new=True) for _ in range(50)]
     for n in range(20):
         await messenger.client.instances.PauseSending(
             ipb.PauseSendingRequest(instance_id="fanout", reason=f"r{n}"),

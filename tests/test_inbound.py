@@ -16,7 +16,7 @@ from tests.conftest import FAST_SIM, RunningGateway, started_gateway
 from tests.messaging import Messenger
 from tests.rpc import expect_error
 from tests.sim_client import SimClient
-from tests.test_events import messenger, subscribe, take
+from tests.test_events import messenger, subscribe, subscribed, take
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as spb
@@ -36,7 +36,7 @@ async def inject(messenger: Messenger, instance_id: str, **fields: object) -> st
 
 async def received(messenger: Messenger, instance_id: str, **fields: object) -> pb.Event:
     """Injects one message and returns the MessageReceived event it became."""
-    stream = subscribe(
+    stream = await subscribed(
         messenger,
         only_new=True,
         instance_ids=[instance_id],
@@ -235,7 +235,9 @@ async def test_phone_side_receipts_move_sent_messages(tmp_path: Path) -> None:
         client = await SimClient.for_tenant(gateway, "acme")
         messenger = Messenger(client)
         await messenger.ready("rcpt", "+5511970000800")
-        stream = subscribe(messenger, only_new=True, types=[pb.EVENT_TYPE_MESSAGE_STATE_CHANGED])
+        stream = await subscribed(
+            messenger, only_new=True, types=[pb.EVENT_TYPE_MESSAGE_STATE_CHANGED]
+        )
         voice = await messenger.stub.SendMessage(
             mpb.SendMessageRequest(
                 instance_id="rcpt",
@@ -248,7 +250,9 @@ async def test_phone_side_receipts_move_sent_messages(tmp_path: Path) -> None:
         assert sent[-1].message_state_changed.state == mpb.MESSAGE_STATE_SENT
         whatsapp_id = sent[-1].message_state_changed.whatsapp_message_id
 
-        stream = subscribe(messenger, only_new=True, types=[pb.EVENT_TYPE_MESSAGE_STATE_CHANGED])
+        stream = await subscribed(
+            messenger, only_new=True, types=[pb.EVENT_TYPE_MESSAGE_STATE_CHANGED]
+        )
         for kind in (spb.RECEIPT_KIND_DELIVERED, spb.RECEIPT_KIND_PLAYED):
             await client.sim.SendReceipt(
                 spb.SendReceiptRequest(

@@ -16,6 +16,7 @@ from zapgate.v1 import event_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 READ_BATCH = 500
+START_CURSOR_HEADER = "zapgate-start-cursor"
 
 
 class EventService(event_pb2_grpc.EventServiceServicer):
@@ -33,6 +34,8 @@ class EventService(event_pb2_grpc.EventServiceServicer):
         raise_if_any(violations)
         tenant = current_tenant()
         cursor = await self._log.last_cursor() if request.only_new else request.from_cursor
+        # Tells the client the stream is in place (it may act on that: see event.proto).
+        await context.send_initial_metadata(((START_CURSOR_HEADER, str(cursor)),))
         while True:
             if cursor and cursor < self._log.oldest - 1:  # retention passed this cursor
                 raise CursorExpired(cursor, self._log.oldest)

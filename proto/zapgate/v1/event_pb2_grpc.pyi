@@ -39,7 +39,9 @@ class EventServiceStub:
     Subscribe: _grpc.UnaryStreamMultiCallable[_event_pb2.SubscribeRequest, _event_pb2.SubscribeResponse]
     """Replays the events after `from_cursor`, then streams new ones as they happen. A cursor
     older than the retained log is OUT_OF_RANGE, with the oldest available cursor in the
-    ErrorInfo metadata (`oldest_cursor`).
+    ErrorInfo metadata (`oldest_cursor`). The response headers come as soon as the starting
+    point is fixed, carrying it as `zapgate-start-cursor`: with `only_new`, every event
+    appended after the headers arrive is streamed.
     """
 
 @_typing.type_check_only
@@ -53,7 +55,9 @@ class EventServiceAsyncStub(EventServiceStub):
     Subscribe: _aio.UnaryStreamMultiCallable[_event_pb2.SubscribeRequest, _event_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Replays the events after `from_cursor`, then streams new ones as they happen. A cursor
     older than the retained log is OUT_OF_RANGE, with the oldest available cursor in the
-    ErrorInfo metadata (`oldest_cursor`).
+    ErrorInfo metadata (`oldest_cursor`). The response headers come as soon as the starting
+    point is fixed, carrying it as `zapgate-start-cursor`: with `only_new`, every event
+    appended after the headers arrive is streamed.
     """
 
 class EventServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -70,7 +74,9 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_event_pb2.SubscribeResponse], _abc.AsyncIterator[_event_pb2.SubscribeResponse]]:
         """Replays the events after `from_cursor`, then streams new ones as they happen. A cursor
         older than the retained log is OUT_OF_RANGE, with the oldest available cursor in the
-        ErrorInfo metadata (`oldest_cursor`).
+        ErrorInfo metadata (`oldest_cursor`). The response headers come as soon as the starting
+        point is fixed, carrying it as `zapgate-start-cursor`: with `only_new`, every event
+        appended after the headers arrive is streamed.
         """
 
 def add_EventServiceServicer_to_server(servicer: EventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

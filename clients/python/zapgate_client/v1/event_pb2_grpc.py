@@ -53,7 +53,9 @@ class EventServiceServicer:
     def Subscribe(self, request, context):
         """Replays the events after `from_cursor`, then streams new ones as they happen. A cursor
         older than the retained log is OUT_OF_RANGE, with the oldest available cursor in the
-        ErrorInfo metadata (`oldest_cursor`).
+        ErrorInfo metadata (`oldest_cursor`). The response headers come as soon as the starting
+        point is fixed, carrying it as `zapgate-start-cursor`: with `only_new`, every event
+        appended after the headers arrive is streamed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -665,7 +665,9 @@ export const EventService: GenService<{
   /**
    * Replays the events after `from_cursor`, then streams new ones as they happen. A cursor
    * older than the retained log is OUT_OF_RANGE, with the oldest available cursor in the
-   * ErrorInfo metadata (`oldest_cursor`).
+   * ErrorInfo metadata (`oldest_cursor`). The response headers come as soon as the starting
+   * point is fixed, carrying it as `zapgate-start-cursor`: with `only_new`, every event
+   * appended after the headers arrive is streamed.
    *
    * @generated from rpc zapgate.v1.EventService.Subscribe
    */
