@@ -1,6 +1,6 @@
 """Where SendMessage's server CPU goes, outside zapgate's handler: the same request through
 (1) a bare grpc.aio unary echo of raw bytes, (2) zapgate's MessageService proto with a handler
-that returns a canned response, (3) the same behind zapgate's auth interceptor. CPU time per
+that returns a canned response, (3) the same behind zapgate's authentication (handlers.py, interceptor.py). CPU time per
 request of each server process, same client and concurrency, in the same run.
 
     python bench/enqueue_breakdown.py [--requests 8000] [--concurrency 64] [--rounds 3]
@@ -22,7 +22,8 @@ from zapgate.v1 import message_pb2 as pb
 CANNED_SERVER = """
 import asyncio, grpc, sys
 from zapgate.v1 import message_pb2 as pb, message_pb2_grpc
-from zapgate.gateway.interceptor import GatewayInterceptor
+from zapgate.gateway.handlers import registrar
+from zapgate.gateway.interceptor import CallGuard
 from zapgate.gateway.auth_cache import CachedAuthenticator
 REPLY = pb.SendMessageResponse(message=pb.Message(id="msg-1", instance_id="bench", state=1))
 class Canned(message_pb2_grpc.MessageServiceServicer):
@@ -32,8 +33,9 @@ async def tenant_of(token):
     return "bench"
 async def main():
     auth = sys.argv[1] == "auth"
-    server = grpc.aio.server(interceptors=[GatewayInterceptor(CachedAuthenticator(tenant_of))] * auth)
-    message_pb2_grpc.add_MessageServiceServicer_to_server(Canned(), server)
+    server = grpc.aio.server()
+    wraps = [CallGuard(CachedAuthenticator(tenant_of)).wrap] * auth
+    message_pb2_grpc.add_MessageServiceServicer_to_server(Canned(), registrar(server, wraps))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(port, flush=True)
@@ -81,7 +83,7 @@ async def measure(requests: int, concurrency: int, rounds: int) -> None:
     servers = {
         "bare echo (raw bytes)": (ECHO_SERVER, ""),
         "MessageService proto, canned handler": (CANNED_SERVER, "plain"),
-        "  + zapgate's auth interceptor": (CANNED_SERVER, "auth"),
+        "  + zapgate's authentication": (CANNED_SERVER, "auth"),
     }
     costs: dict[str, list[float]] = {name: [] for name in servers}
     for _ in range(rounds):  # alternated, so noise hits every server alike

@@ -12,7 +12,7 @@ import grpc
 import grpc.aio
 
 from zapgate.gateway.errors import Unauthenticated, ZapgateError
-from zapgate.gateway.handlers import Handler, WrapperCache, wrap_handler
+from zapgate.gateway.handlers import Handler, wrap_handler
 from zapgate.gateway.logs import about_instance
 from zapgate.gateway.tenancy import current_tenant as current_tenant
 from zapgate.gateway.tenancy import enter_tenant, leave_tenant
@@ -38,25 +38,18 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
     return None
 
 
-class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class CallGuard:
+    """Wraps each method's handler (see handlers.WrappingRegistrar) in the call's scope."""
+
     def __init__(self, authenticate: Authenticate) -> None:
         self._authenticate = authenticate
-        self._wrappers = WrapperCache(
-            lambda method, handler: wrap_handler(
-                handler, lambda request, context: self._call_scope(method, request, context)
-            )
-        )
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(PUBLIC_SERVICE_PREFIXES):
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if method.startswith(PUBLIC_SERVICE_PREFIXES):
             return handler
-        return self._wrappers.get(method, handler)
+        return wrap_handler(
+            handler, lambda request, context: self._call_scope(method, request, context)
+        )
 
     @asynccontextmanager
     async def _call_scope(

@@ -1,4 +1,4 @@
-"""The outermost server interceptor, installed when metrics are served: counts and times
+"""The outermost handler wrapper, installed when metrics are served: counts and times
 every call by method and final status code, and keeps the number of calls in progress (open
 streams included)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ import grpc.aio
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 
-from zapgate.gateway.handlers import Handler, WrapperCache, wrap_handler
+from zapgate.gateway.handlers import Handler, wrap_handler
 
 # Seconds; streams (Connect, Subscribe) last far longer and land in +Inf.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -47,25 +47,12 @@ class RpcMetrics:
         self.in_progress: Counter[str] = Counter()
 
 
-class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class RpcObserver:
     def __init__(self, metrics: RpcMetrics) -> None:
         self._metrics = metrics
-        self._wrappers = WrapperCache(self._wrap)
 
-    def _wrap(self, method: str, handler: Handler) -> Handler:
+    def wrap(self, method: str, handler: Handler) -> Handler:
         return wrap_handler(handler, _Call(self._metrics, method, handler).observe)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        # None for an unknown method (gRPC answers UNIMPLEMENTED), whatever the stubs say.
-        known: bool = handler is not None
-        if not known:
-            return handler
-        return self._wrappers.get(handler_call_details.method, handler)
 
 
 class _Call:

@@ -21,8 +21,9 @@ from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.contacts import ContactBook
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.handlers import registrar
 from zapgate.gateway.inbox import Inbox
-from zapgate.gateway.interceptor import GatewayInterceptor
+from zapgate.gateway.interceptor import CallGuard
 from zapgate.gateway.listeners import Listeners
 from zapgate.gateway.logs import about_instance_key
 from zapgate.gateway.master_key import load_keyring
@@ -89,6 +90,7 @@ class Gateway:
         self.dispatcher: Dispatcher | None = None
         self.contact_book: ContactBook | None = None
         self.events: EventLog | None = None
+        self.messages: MessageRepository | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self._keeper_task: asyncio.Task[None] | None = None
         self.metrics: GatewayMetrics | None = None
@@ -104,41 +106,17 @@ class Gateway:
         api_keys = ApiKeyRepository(self._engine)
         await self._create_initial_key(api_keys)
         instances = InstanceRepository(self._engine)
-        self.messages = MessageRepository(self._engine)
-        supervisor = await self._start_engines(instances)
-        assert self.dispatcher is not None
-        assert self.contact_book is not None
+        messages = self.messages = MessageRepository(self._engine)
+        supervisor = await self._start_engines(instances, messages)
 
-        server = grpc.aio.server(
-            interceptors=[
-                # Outermost: sees every call's final code. Only when metrics are served: it
-                # costs every call a wrapper layer.
-                *([RpcObserver(self.metrics.rpc)] if self.config.metrics_listen else []),
-                GatewayInterceptor(CachedAuthenticator(api_keys.authenticate)),
-            ],
-            options=GRPC_MESSAGE_OPTIONS,
-        )
-        instance_pb2_grpc.add_InstanceServiceServicer_to_server(
-            InstanceService(instances, supervisor, self.dispatcher, self.contact_book), server
-        )
-        message_pb2_grpc.add_MessageServiceServicer_to_server(
-            MessageService(
-                self.messages, instances, self.dispatcher, supervisor, self.received_media
-            ),
-            server,
-        )
-        assert self.events is not None
-        event_pb2_grpc.add_EventServiceServicer_to_server(EventService(self.events), server)
-        contact_pb2_grpc.add_ContactServiceServicer_to_server(
-            ContactService(self.contact_book, instances), server
-        )
-        simulator_pb2_grpc.add_SimulatorServiceServicer_to_server(
-            SimulatorService(supervisor, enabled=self.config.engine == "sim"), server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
+        wraps = [
+            # Outermost: sees every call's final code. Only when metrics are served: it
+            # costs every call a wrapper layer.
+            *([RpcObserver(self.metrics.rpc).wrap] if self.config.metrics_listen else []),
+            CallGuard(CachedAuthenticator(api_keys.authenticate)).wrap,
+        ]
+        self._register_services(registrar(server, wraps), instances, messages, supervisor)
         self.port = _add_port(server, self.config.listen, self.config.tls)
         await server.start()
         self._server = server
@@ -154,7 +132,38 @@ class Gateway:
             await self.metrics_server.start()
             log.info("metrics on http://%s/metrics", self.metrics_server.address)
 
-    async def _start_engines(self, instances: InstanceRepository) -> Supervisor:
+    def _register_services(
+        self,
+        server: grpc.aio.Server,
+        instances: InstanceRepository,
+        messages: MessageRepository,
+        supervisor: Supervisor,
+    ) -> None:
+        assert self.dispatcher is not None
+        assert self.contact_book is not None
+        assert self.events is not None
+        instance_pb2_grpc.add_InstanceServiceServicer_to_server(
+            InstanceService(instances, supervisor, self.dispatcher, self.contact_book), server
+        )
+        message_pb2_grpc.add_MessageServiceServicer_to_server(
+            MessageService(messages, instances, self.dispatcher, supervisor, self.received_media),
+            server,
+        )
+        event_pb2_grpc.add_EventServiceServicer_to_server(EventService(self.events), server)
+        contact_pb2_grpc.add_ContactServiceServicer_to_server(
+            ContactService(self.contact_book, instances), server
+        )
+        simulator_pb2_grpc.add_SimulatorServiceServicer_to_server(
+            SimulatorService(supervisor, enabled=self.config.engine == "sim"), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+
+    async def _start_engines(
+        self, instances: InstanceRepository, messages: MessageRepository
+    ) -> Supervisor:
         config = self.config
         runtime_dir = config.resolved_runtime_dir
         prepare_runtime_dir(runtime_dir)
@@ -188,7 +197,7 @@ class Gateway:
         await self.events.trim()
         self._retention_task = asyncio.create_task(self.events.run_retention())
         self.dispatcher = Dispatcher(
-            self.messages,
+            messages,
             instances,
             self.pool,
             events=self.events,
@@ -274,6 +283,8 @@ class Gateway:
             await draining
         if self.pool is not None:
             await self.pool.close()
+        if self.messages is not None:
+            self.messages.close()
         if self._engine is not None:
             await self._engine.dispose()
         log.info("zapgate stopped")
