@@ -8,11 +8,9 @@ PostgreSQL, and SQLite databases without a file, keep the SQLAlchemy path."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -21,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.store.db import tune_sqlite
 from zapgate.gateway.store.schema import messages
+from zapgate.gateway.store.worker_thread import WorkerThread
 
 Rows = list[dict[str, Any]]
 # Rows for other tables, inserted in the same transaction after the messages.
@@ -28,6 +27,7 @@ Companions = Sequence[tuple[sa.Table, Rows]]
 
 # Raised by both writers when a row breaks a constraint (an idempotency key already used).
 INTEGRITY_ERRORS = (sa.exc.IntegrityError, sqlite3.IntegrityError)
+MAX_VARIABLES = 32_766  # SQLite's limit on parameters per statement (since 3.32)
 
 
 class OutboxWriter(Protocol):
@@ -75,23 +75,38 @@ class _Insert:
         statement = sa.insert(table).compile(
             dialect=sqlite_dialect.dialect(), column_keys=[c.name for c in columns]
         )
-        self.sql = str(statement)
+        self._head, _, self._values = str(statement).partition(" VALUES ")
         order = statement.positiontup or []
         json_columns = {c.name for c in columns if isinstance(c.type, sa.JSON)}
         self._fields = [(name, name in json_columns) for name in order]
+        self._rows_per_statement = MAX_VARIABLES // len(order)
 
-    def parameters(self, rows: Rows) -> list[tuple[Any, ...]]:
-        return [
-            tuple(json.dumps(row[name]) if is_json else row[name] for name, is_json in self._fields)
+    def statements(self, rows: Rows) -> list[tuple[str, list[Any]]]:
+        """Multi-row INSERTs with their parameters: SQLite runs each in one step, so the
+        writer thread gives up the GIL once per statement rather than once per row."""
+        parameters = [
+            json.dumps(row[name]) if is_json else row[name]
             for row in rows
+            for name, is_json in self._fields
         ]
+        width, most = len(self._fields), self._rows_per_statement
+        return [
+            (
+                self._sql(len(rows[start : start + most])),
+                parameters[start * width : (start + most) * width],
+            )
+            for start in range(0, len(rows), most)
+        ]
+
+    def _sql(self, rows: int) -> str:
+        return f"{self._head} VALUES {', '.join([self._values] * rows)}"
 
 
 class SqliteThreadWriter:
     def __init__(self, path: str) -> None:
         self._path = path
         self._connection: sqlite3.Connection | None = None
-        self._thread = ThreadPoolExecutor(1, "outbox-writer", initializer=self._connect)
+        self._thread = WorkerThread("outbox-writer", self._connect, self._disconnect)
         self._inserts: dict[str, _Insert] = {}
 
     def _connect(self) -> None:
@@ -99,14 +114,17 @@ class SqliteThreadWriter:
         self._connection = sqlite3.connect(self._path, timeout=30, isolation_level=None)
         tune_sqlite(self._connection, None)
 
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
     async def write(self, rows: Rows, companions: Companions) -> list[int]:
         # Parameters are built on the loop (cheap, and no dict is shared with the thread).
-        statements = []
-        for table, table_rows in [(messages, rows), *companions]:
-            insert = self._insert(table)
-            statements.append((insert.sql, insert.parameters(table_rows)))
-        loop = asyncio.get_running_loop()
-        last = await loop.run_in_executor(self._thread, self._write, statements)
+        statements = [
+            self._insert(table).statements(table_rows)
+            for table, table_rows in [(messages, rows), *companions]
+        ]
+        last = await self._thread.run(lambda: self._write(statements))
         # The write lock was held from BEGIN IMMEDIATE to COMMIT, so the rowids SQLite gave
         # the batch are consecutive and end at the last one.
         return list(range(last - len(rows) + 1, last + 1))
@@ -117,16 +135,16 @@ class SqliteThreadWriter:
             insert = self._inserts[table.name] = _Insert(table)
         return insert
 
-    def _write(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
+    def _write(self, statements: list[list[tuple[str, list[Any]]]]) -> int:
         connection = self._connection
         assert connection is not None
         connection.execute("BEGIN IMMEDIATE")
         try:
-            (sql, parameters), *rest = statements
-            connection.executemany(sql, parameters)
-            last = int(connection.execute("SELECT last_insert_rowid()").fetchone()[0])
-            for sql, parameters in rest:
-                connection.executemany(sql, parameters)
+            last = 0
+            for sql, parameters in statements[0]:
+                last = int(connection.execute(sql, parameters).lastrowid or 0)
+            for sql, parameters in (s for table in statements[1:] for s in table):
+                connection.execute(sql, parameters)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -134,9 +152,4 @@ class SqliteThreadWriter:
         return last
 
     def close(self) -> None:
-        def disconnect() -> None:
-            if self._connection is not None:
-                self._connection.close()
-
-        self._thread.submit(disconnect)
-        self._thread.shutdown(wait=True)
+        self._thread.close()
