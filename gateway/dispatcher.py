@@ -10,7 +10,6 @@ DELIVERY_UNKNOWN and is never sent again."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
@@ -25,6 +24,7 @@ from zapgate.gateway.store.messages import MessageRecord, MessageRepository
 from zapgate.gateway.store.schema import events as events_table
 from zapgate.gateway.tasks import TaskSet
 from zapgate.gateway.templates import render
+from zapgate.gateway.wakeup import Wakeup
 from zapgate.ratelimit.decisions import AutoPause, Expiry, InstanceStats, Release
 from zapgate.ratelimit.health import PauseRules
 from zapgate.ratelimit.messages import Outgoing
@@ -97,7 +97,8 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 (jitter and spins, not crypto)
         self.scheduler = Scheduler(clock, self._rng, pause_rules)
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
+        self._sleeping_until: float | None = None  # when `_run` looks again by itself
         self._tasks = TaskSet("dispatcher")
         self._configured: set[str] = set()
         self._known: dict[str, set[str]] = {}
@@ -155,7 +156,14 @@ class Dispatcher:
                 known_contact=known,
             )
         )
-        self._wake.set()
+        self._wake_if_sooner()
+
+    def _wake_if_sooner(self) -> None:
+        """Wakes `_run` when the scheduler now has something to do before it would look
+        again by itself (not for every accepted message: most wait for a later gap)."""
+        wake_at = self.scheduler.next_wakeup()
+        if wake_at is not None and (self._sleeping_until is None or wake_at < self._sleeping_until):
+            self._wake.set()
 
     async def _known_contacts(self, instance_key: str) -> set[str]:
         """Recipients this instance ever sent to (not new contacts), loaded once."""
@@ -259,9 +267,10 @@ class Dispatcher:
         while True:
             wake_at = self.scheduler.next_wakeup()
             delay = 1.0 if wake_at is None else max(0.0, wake_at - self._clock())
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(delay, COUNTERS_SAVE_SECONDS))
+            sleep = min(delay, COUNTERS_SAVE_SECONDS)
+            self._sleeping_until = self._clock() + sleep
+            await self._wake.wait(sleep)
+            self._sleeping_until = None
             for decision in self.scheduler.due():
                 self._tasks.spawn(self._carry_out(decision))
             if self._clock() - last_save >= COUNTERS_SAVE_SECONDS:
