@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, TextIO
 
 from zapgate.gateway.tenancy import current_tenant
@@ -36,6 +36,7 @@ QUIET_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg")
 API_KEY = re.compile(r"\bzg_([A-Za-z0-9]+)_[A-Za-z0-9_\-]+")
 
 _instance: ContextVar[tuple[str, str] | None] = ContextVar("zapgate_log_instance", default=None)
+InstanceToken = Token[tuple[str, str] | None]
 
 
 def instance_fields(tenant: str, instance_id: str) -> dict[str, str]:
@@ -46,11 +47,20 @@ def instance_fields(tenant: str, instance_id: str) -> dict[str, str]:
 @contextmanager
 def about_instance(tenant: str, instance_id: str) -> Iterator[None]:
     """Lines logged inside (and in tasks started inside) concern this instance."""
-    token = _instance.set((tenant, instance_id))
+    token = enter_instance(tenant, instance_id)
     try:
         yield
     finally:
-        _instance.reset(token)
+        leave_instance(token)
+
+
+def enter_instance(tenant: str, instance_id: str) -> InstanceToken:
+    """`about_instance` in two halves, for scopes that are not a `with` block."""
+    return _instance.set((tenant, instance_id))
+
+
+def leave_instance(token: InstanceToken) -> None:
+    _instance.reset(token)
 
 
 @contextmanager
