@@ -100,9 +100,13 @@ class GatewayMetrics:
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
-        for state in M.values():
-            if state != M.MESSAGE_STATE_UNSPECIFIED:
-                self.messages.labels(message_state_name(state))
+        # Resolved once: every accepted message counts one (labels() costs a lookup and a
+        # lock each time).
+        self._message_series: dict[int, Any] = {
+            state: self.messages.labels(message_state_name(state))
+            for state in M.values()
+            if state != M.MESSAGE_STATE_UNSPECIFIED
+        }
         for kind in (*AUTOMATIC_PAUSES, "manual"):
             self.pauses.labels(kind)
         self.store = StoreCollector(engine)
@@ -134,7 +138,7 @@ class GatewayMetrics:
             self.reconnects.inc()
 
     def message_entered(self, state: int) -> None:
-        self.messages.labels(message_state_name(state)).inc()
+        self._message_series[state].inc()
 
     def paused(self, reason: str) -> None:
         self.pauses.labels(pause_kind(reason)).inc()

@@ -79,9 +79,14 @@ def _placeholder(inner: str, position: int) -> Part:
 
 def check(template: str, variables: Mapping[str, str]) -> None:
     """Raises TemplateError for malformed syntax or a variable missing from `variables`."""
-    missing = sorted({p.name for p in parse(template) if isinstance(p, _Variable)} - set(variables))
+    missing = sorted(_variable_names(template) - variables.keys())
     if missing:
         raise TemplateError(f"unknown template variable(s): {', '.join(missing)}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _variable_names(template: str) -> frozenset[str]:
+    return frozenset(p.name for p in parse(template) if isinstance(p, _Variable))
 
 
 def render(template: str, variables: Mapping[str, str], rng: random.Random) -> str:
