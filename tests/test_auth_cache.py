@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.test_store import FakeClock
 from zapgate.gateway.auth_cache import CachedAuthenticator
 
@@ -10,9 +12,14 @@ class Keys:
     def __init__(self) -> None:
         self.valid = {"good": "acme"}
         self.lookups = 0
+        self.answer = asyncio.Event()  # lookups wait for it
+        self.answer.set()
 
     async def __call__(self, key: str) -> str | None:
         self.lookups += 1
+        await self.answer.wait()
+        if key == "broken":
+            raise ConnectionError("state store unreachable")
         return self.valid.get(key)
 
 
@@ -34,3 +41,29 @@ async def test_unknown_keys_are_never_cached() -> None:
     for _ in range(3):
         assert await cached("guess") is None
     assert keys.lookups == 3
+
+
+async def test_concurrent_misses_share_one_lookup() -> None:
+    keys, clock = Keys(), FakeClock()
+    cached = CachedAuthenticator(keys, ttl_seconds=1.0, monotonic=lambda: clock.now / 1e6)
+    keys.answer.clear()
+    callers = [asyncio.ensure_future(cached("good")) for _ in range(64)]
+    await asyncio.sleep(0)
+    callers[0].cancel()  # one caller giving up does not cancel the others' check
+    keys.answer.set()
+    results = await asyncio.gather(*callers[1:])
+    assert results == ["acme"] * 63
+    assert keys.lookups == 1
+    clock.now += 2_000_000  # expired: the next burst checks once again
+    assert await asyncio.gather(cached("good"), cached("good")) == ["acme", "acme"]
+    assert keys.lookups == 2
+
+
+async def test_a_failed_lookup_reaches_every_waiter_and_is_not_kept() -> None:
+    keys = Keys()
+    cached = CachedAuthenticator(keys)
+    results = await asyncio.gather(cached("broken"), cached("broken"), return_exceptions=True)
+    assert all(isinstance(result, ConnectionError) for result in results)
+    assert keys.lookups == 1
+    await asyncio.gather(cached("broken"), return_exceptions=True)
+    assert keys.lookups == 2
