@@ -81,14 +81,15 @@ def message_to_proto(record: MessageRecord) -> message_pb2.Message:
         priority=record.priority,
         idempotency_key=record.idempotency_key or "",
         whatsapp_message_id=record.whatsapp_message_id,
-        create_time=timestamp(record.create_time_us),
-        update_time=timestamp(record.update_time_us),
-        send_at=timestamp(record.send_at_us),
     )
+    # Set in place: a Timestamp passed to the constructor is built, then copied in.
+    message.create_time.FromMicroseconds(record.create_time_us)
+    message.update_time.FromMicroseconds(record.update_time_us)
+    message.send_at.FromMicroseconds(record.send_at_us)
     if record.expire_us is not None:
-        message.expire_time.CopyFrom(timestamp(record.expire_us))
+        message.expire_time.FromMicroseconds(record.expire_us)
     if record.sent_time_us is not None:
-        message.sent_time.CopyFrom(timestamp(record.sent_time_us))
+        message.sent_time.FromMicroseconds(record.sent_time_us)
     return message
 
 
