@@ -1,6 +1,6 @@
 """Where SendMessage's server CPU goes, outside zapgate's handler: the same request through
 (1) a bare grpc.aio unary echo of raw bytes, (2) zapgate's MessageService proto with a handler
-that returns a canned response, (3) the same behind zapgate's authentication (handlers.py, interceptor.py). CPU time per
+that returns a canned response, (3) the same behind zapgate's authentication (handlers.py, call_guard.py). CPU time per
 request of each server process, same client and concurrency, in the same run.
 
     python bench/enqueue_breakdown.py [--requests 8000] [--concurrency 64] [--rounds 3]
@@ -23,7 +23,7 @@ CANNED_SERVER = """
 import asyncio, grpc, sys
 from zapgate.v1 import message_pb2 as pb, message_pb2_grpc
 from zapgate.gateway.handlers import registrar
-from zapgate.gateway.interceptor import CallGuard
+from zapgate.gateway.call_guard import CallGuard
 from zapgate.gateway.auth_cache import CachedAuthenticator
 REPLY = pb.SendMessageResponse(message=pb.Message(id="msg-1", instance_id="bench", state=1))
 class Canned(message_pb2_grpc.MessageServiceServicer):

@@ -1,5 +1,5 @@
 """Wraps gRPC method handlers of any arity in a per-call async scope (authentication in
-interceptor.py, call metrics in rpc_observer.py), once per method when services register
+call_guard.py, call metrics in rpc_observer.py), once per method when services register
 (`WrappingRegistrar`). A grpc.aio server interceptor would do the same per call: even one
 that only awaits its continuation costs about 30 µs of CPU per call (bench/enqueue_breakdown.py),
 more than a tenth of a whole bare unary call."""

@@ -2,8 +2,8 @@
 instance id on every line that concerns an instance, and no secret in any line.
 
 Which instance a line concerns is kept in a context variable (like the tenant of the call
-being served, see interceptor.py), set where work on one instance begins: a gRPC call naming
-an instance (interceptor.py), an engine event, a worker's death, a send. asyncio copies
+being served, see call_guard.py), set where work on one instance begins: a gRPC call naming
+an instance (call_guard.py), an engine event, a worker's death, a send. asyncio copies
 context variables into every task and timer started from there, so background work started
 on behalf of an instance (retries, snapshots, receipts) carries it too. A log call may also
 pass `extra=instance_fields(tenant, instance_id)`.

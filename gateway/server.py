@@ -17,13 +17,13 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.auth_cache import CachedAuthenticator
+from zapgate.gateway.call_guard import CallGuard
 from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.contacts import ContactBook
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.handlers import registrar
 from zapgate.gateway.inbox import Inbox
-from zapgate.gateway.interceptor import CallGuard
 from zapgate.gateway.listeners import Listeners
 from zapgate.gateway.logs import about_instance_key
 from zapgate.gateway.master_key import load_keyring

@@ -1,4 +1,4 @@
-"""The tenant of the call being served: set by the interceptor once the call's API key is
+"""The tenant of the call being served: set by the call guard once the call's API key is
 checked, read by services (and by log lines) anywhere inside the call."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The per-call scope every public method is wrapped in at registration (handlers.py,
-interceptor.py): authentication, the tenant and instance in context, errors as statuses."""
+call_guard.py): authentication, the tenant and instance in context, errors as statuses."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tests.rpc import expect_error
+from zapgate.gateway.call_guard import CallGuard
 from zapgate.gateway.errors import MessageNotFound
 from zapgate.gateway.handlers import registrar
-from zapgate.gateway.interceptor import CallGuard
 from zapgate.gateway.logs import current_instance
 from zapgate.gateway.tenancy import current_tenant
 from zapgate.v1 import message_pb2 as pb

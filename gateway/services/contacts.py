@@ -7,9 +7,9 @@ from typing import Any
 
 import grpc.aio
 
+from zapgate.gateway.call_guard import current_tenant
 from zapgate.gateway.contacts import ContactBook, NumberAnswer
 from zapgate.gateway.errors import FieldViolation
-from zapgate.gateway.interceptor import current_tenant
 from zapgate.gateway.paging import PageToken, decode_page_token, page_size
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.store.contacts import StoredContact

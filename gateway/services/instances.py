@@ -9,10 +9,10 @@ from typing import Any
 
 import grpc.aio
 
+from zapgate.gateway.call_guard import current_tenant
 from zapgate.gateway.contacts import ContactBook
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.errors import FieldViolation, InstanceNotFound, InvalidArgument
-from zapgate.gateway.interceptor import current_tenant
 from zapgate.gateway.paging import PageToken, decode_page_token, page_size
 from zapgate.gateway.services.convert import (
     instance_to_proto,

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc.aio
 
+from zapgate.gateway.call_guard import current_tenant
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.errors import (
     FieldViolation,
@@ -16,7 +17,6 @@ from zapgate.gateway.errors import (
     MessageNotCancellable,
     MessageNotFound,
 )
-from zapgate.gateway.interceptor import current_tenant
 from zapgate.gateway.paging import PageToken, decode_page_token, page_size
 from zapgate.gateway.services.convert import message_to_proto
 from zapgate.gateway.store.instances import InstanceRepository

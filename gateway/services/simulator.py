@@ -10,8 +10,8 @@ from typing import Any
 import grpc.aio
 
 from zapgate.engine.v1 import worker_pb2 as wpb
+from zapgate.gateway.call_guard import current_tenant
 from zapgate.gateway.errors import FieldViolation, SimulatorDisabled
-from zapgate.gateway.interceptor import current_tenant
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.services.messages import vcard_for
 from zapgate.gateway.supervisor import Supervisor
