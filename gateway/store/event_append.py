@@ -1,0 +1,32 @@
+"""The one way rows enter the `events` table inside a transaction, whoever writes them (the
+event log's own appends, a message and its QUEUED event, a state change and its event).
+
+Subscribers read the log by cursor, so events must become visible in cursor order. SQLite
+has one writer at a time, so its cursors are assigned and committed in order. PostgreSQL
+commits concurrent transactions in any order: a cursor taken from the sequence by one
+transaction can become visible after a higher one, and a subscriber that already read past
+it would never see it. So on PostgreSQL every appending transaction first takes one
+transaction-scoped advisory lock, held until it commits: cursors are then drawn and made
+visible in the same order, across every process that writes to the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zapgate.gateway.store.schema import events
+
+# Any fixed 64-bit number; it names the lock, not a row.
+EVENT_ORDER_LOCK = 0x7A61_7067_6174_6531  # "zapgate1"
+
+
+async def append_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Inserts event rows in the caller's transaction. Call it last in the transaction, so
+    the lock is held only for the commit."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENT_ORDER_LOCK)))
+    await conn.execute(sa.insert(events), rows)
