@@ -11,11 +11,12 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from zapgate.gateway.errors import Unauthenticated, ZapgateError
+from zapgate.gateway.errors import Unauthenticated, ZapgateError, from_engine
 from zapgate.gateway.handlers import Handler, wrap_handler
 from zapgate.gateway.logs import InstanceToken, enter_instance, leave_instance
 from zapgate.gateway.tenancy import current_tenant as current_tenant
 from zapgate.gateway.tenancy import enter_tenant, leave_tenant
+from zapgate.sessions.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class _CallScope:
         """Ends the call with the error's status (aborting raises grpc.aio.AbortError)."""
         if isinstance(error, ZapgateError):
             await _abort(self._context, error)
+        elif isinstance(error, EngineError):
+            await _abort(self._context, from_engine(error))
         elif not isinstance(error, grpc.aio.AbortError):
             log.error("unhandled error in %s", self._method, exc_info=error)
             await _abort(self._context, ZapgateError("internal error; see the server log"))

@@ -12,16 +12,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from zapgate.gateway.dispatcher import policy_of
+from zapgate.gateway.engines import Engines
 from zapgate.gateway.errors import ZapgateError
 from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.store.contacts import ContactRepository, SyncCounts
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.number_checks import NumberCheckCache
-from zapgate.gateway.supervisor import Supervisor
 from zapgate.gateway.tasks import TaskSet
 from zapgate.gateway.validation import check_phone
 from zapgate.ratelimit.lookups import LookupBudget
 from zapgate.sessions.engine import NumberCheck
+from zapgate.sessions.errors import EngineError
 from zapgate.v1 import event_pb2
 from zapgate.v1 import instance_pb2 as ipb
 
@@ -45,7 +46,7 @@ class NumberAnswer:
 class ContactBook:
     def __init__(
         self,
-        supervisor: Supervisor,
+        engines: Engines,
         instances: InstanceRepository,
         contacts: ContactRepository,
         cache: NumberCheckCache,
@@ -53,7 +54,7 @@ class ContactBook:
         events: EventLog,
         sync_delay_seconds: float,
     ) -> None:
-        self._supervisor = supervisor
+        self._engines = engines
         self._instances = instances
         self.contacts = contacts
         self._cache = cache
@@ -67,7 +68,7 @@ class ContactBook:
 
     async def sync(self, tenant: str, instance_id: str) -> SyncCounts:
         async with self._sync_locks[f"{tenant}/{instance_id}"]:
-            found = await self._supervisor.contacts(tenant, instance_id)
+            found = await self._engines.contacts(tenant, instance_id)
             counts = await self.contacts.replace_all(tenant, instance_id, found)
         synced = event_pb2.ContactsSynced(**dataclasses.asdict(counts))
         await self._events.append(tenant, instance_id, synced)
@@ -88,7 +89,7 @@ class ContactBook:
         try:
             async with self._auto_slots:
                 counts = await self.sync(tenant, instance_id)
-        except ZapgateError as error:  # disconnected again, deleted...: the next connect syncs
+        except (ZapgateError, EngineError) as error:  # disconnected, deleted: next connect syncs
             log.info("contact sync of %s/%s skipped: %s", tenant, instance_id, error)
             return
         log.info("contacts of %s/%s synced: %s", tenant, instance_id, counts)
@@ -113,8 +114,8 @@ class ContactBook:
         asked, refused = to_ask[: grant.granted], to_ask[grant.granted :]
         if asked:
             try:
-                checks = await self._supervisor.check_numbers(tenant, instance_id, asked)
-            except ZapgateError:
+                checks = await self._engines.check_numbers(tenant, instance_id, asked)
+            except (ZapgateError, EngineError):
                 self._budget.refund(record.key, grant)
                 raise
             await self._cache.save(tenant, instance_id, checks)

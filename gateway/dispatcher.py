@@ -1,11 +1,14 @@
 """Drives the central send scheduler (ratelimit/): accepts messages into the durable outbox,
 feeds the scheduler, hands released messages to the engines at most once, and moves message
-states on results and receipts.
+states on results and receipts. Every state change commits with its event (the outbox's
+journal), and every automatic pause goes through `pause`, persisted with its event.
 
-At-most-once: a message is committed SENDING before the engine sees it. neonize cannot send
-with a caller-chosen id, so if the process dies between that commit and WhatsApp's answer
-nobody can tell whether it went out; at the next start such a message becomes
-DELIVERY_UNKNOWN and is never sent again."""
+At-most-once: a message stays QUEUED through its typing pause and is committed SENDING just
+before the engine gets it. neonize cannot send with a caller-chosen id, so if the process
+dies between that commit and WhatsApp's answer nobody can tell whether it went out; at the
+next start such a message becomes DELIVERY_UNKNOWN and is never sent again. An engine that
+answers "not running" or "not connected" had nothing reach WhatsApp: the message goes back
+to the queue and counts as no failure."""
 
 from __future__ import annotations
 
@@ -15,13 +18,15 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from google.protobuf.message import Message
+
+from zapgate.gateway.errors import InstanceNotFound
 from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.logs import about_instance_key
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
-from zapgate.gateway.store.schema import events as events_table
 from zapgate.gateway.tasks import TaskSet
 from zapgate.gateway.templates import render
 from zapgate.gateway.wakeup import Wakeup
@@ -30,8 +35,16 @@ from zapgate.ratelimit.health import PauseRules
 from zapgate.ratelimit.messages import Outgoing
 from zapgate.ratelimit.policy import DEFAULT_POLICY, SendPolicy
 from zapgate.ratelimit.scheduler import Scheduler
-from zapgate.sessions.engine import Media, OutgoingContent
-from zapgate.sessions.pool import EngineCallFailed, WorkerPool, WorkerUnavailable
+from zapgate.sessions.engine import Media, OutgoingContent, SendResult
+from zapgate.sessions.errors import (
+    EngineError,
+    MaybeSent,
+    NotConnected,
+    NotRunning,
+    SendRefused,
+    WorkerUnavailable,
+)
+from zapgate.sessions.pool import WorkerPool
 from zapgate.v1 import event_pb2, instance_pb2, message_pb2
 
 log = logging.getLogger(__name__)
@@ -40,6 +53,8 @@ M = message_pb2.MessageState
 DELIVERED_FROM = (M.MESSAGE_STATE_SENT,)
 READ_FROM = (M.MESSAGE_STATE_SENT, M.MESSAGE_STATE_DELIVERED)
 COUNTERS_SAVE_SECONDS = 1.0
+# A message whose engine was not running or not connected waits this long before its next try.
+REQUEUE_DELAY_SECONDS = 2.0
 
 
 def policy_of(record: InstanceRecord) -> SendPolicy:
@@ -48,32 +63,25 @@ def policy_of(record: InstanceRecord) -> SendPolicy:
     return SendPolicy(**{**dataclasses.asdict(DEFAULT_POLICY), **record.send_policy})
 
 
-class QueuedEvents:
-    """Each new message's QUEUED event, committed with the message itself."""
+class DispatchObserver(Protocol):
+    """Told what the dispatcher does (gateway/metrics.py)."""
 
-    table = events_table
+    def message_entered(self, state: int) -> None: ...
 
-    def __init__(self, events: EventLog) -> None:
-        self._events = events
+    def paused(self, reason: str) -> None: ...
 
-    def rows(self, created: list[MessageRecord]) -> list[dict[str, object]]:
-        return [self._row(message) for message in created]
-
-    def _row(self, message: MessageRecord) -> dict[str, object]:
-        return self._events.row(message.tenant, message.instance_id, state_event(message))
-
-    def committed(self) -> None:
-        self._events.committed()
+    def release_lateness(self, seconds: float) -> None: ...
 
 
-def state_event(message: MessageRecord) -> event_pb2.MessageStateChanged:
-    return event_pb2.MessageStateChanged(
-        message_id=message.id,
-        state=message.state,  # type: ignore[arg-type]
-        failure_reason=message.failure_reason,
-        recipient_jid=message.recipient_jid,
-        whatsapp_message_id=message.whatsapp_message_id,
-    )
+class NoObserver:
+    def message_entered(self, state: int) -> None:
+        pass
+
+    def paused(self, reason: str) -> None:
+        pass
+
+    def release_lateness(self, seconds: float) -> None:
+        pass
 
 
 class Dispatcher:
@@ -82,44 +90,36 @@ class Dispatcher:
         messages: MessageRepository,
         instances: InstanceRepository,
         pool: WorkerPool,
+        events: EventLog,
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        events: EventLog | None = None,
         pause_rules: PauseRules | None = None,
+        observer: DispatchObserver | None = None,
     ) -> None:
         self._events = events
         self._messages = messages
-        if events is not None:
-            messages.companion = QueuedEvents(events)
         self._instances = instances
         self._pool = pool
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 (jitter and spins, not crypto)
+        self._observer = observer or NoObserver()
         self.scheduler = Scheduler(clock, self._rng, pause_rules)
         self._wake = Wakeup()
-        self._sleeping_until: float | None = None  # when `_run` looks again by itself
+        self._sleeping_until: float | None = None  # when `run` looks again by itself
         self._tasks = TaskSet("dispatcher")
         self._configured: set[str] = set()
         self._known: dict[str, set[str]] = {}
-        self._loop_task: asyncio.Task[None] | None = None
-        # Hooks for metrics (gateway/metrics.py): a message entered a state; sending paused
-        # (the reason); a release came this many seconds after the scheduler planned it.
-        self.on_message_state: Callable[[int], None] = _ignore
-        self.on_pause: Callable[[str], None] = _ignore
-        self.on_release_lateness: Callable[[float], None] = _ignore
 
     # ---- life ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def recover(self) -> None:
+        """After a start, before `run`: queues what the outbox holds."""
         for message in await self._messages.recover():
             await self._schedule(message)
-        self._loop_task = asyncio.create_task(self._run(), name="dispatcher")
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        """After `run` was cancelled: lets in-flight sends finish, saves the counters."""
         await self._tasks.wait()
         await self._save_counters()
 
@@ -129,18 +129,24 @@ class Dispatcher:
         """Commits the message, then queues it: accepted means durable."""
         stored, created = await self._messages.create(message)  # with its QUEUED event
         if created:
-            self.on_message_state(stored.state)
+            self._observer.message_entered(stored.state)
             await self._schedule(stored)
         return stored, created
 
     async def cancel(self, message: MessageRecord) -> bool:
-        if not self.scheduler.cancel(message.instance_key, message.id):
-            return False
-        return await self._transition(
-            message.id, M.MESSAGE_STATE_CANCELLED, from_states=[M.MESSAGE_STATE_QUEUED]
+        """True if the message was still QUEUED. One released but still in its typing pause
+        is QUEUED too: the send sees the cancel and stops before the engine."""
+        self.scheduler.cancel(message.instance_key, message.id)
+        cancelled = await self._transition(
+            message.tenant,
+            message.instance_id,
+            message.id,
+            M.MESSAGE_STATE_CANCELLED,
+            from_states=[M.MESSAGE_STATE_QUEUED],
         )
+        return cancelled is not None
 
-    async def _schedule(self, message: MessageRecord) -> None:
+    async def _schedule(self, message: MessageRecord, not_before: float = 0.0) -> None:
         await self._configure(message.tenant, message.instance_id)
         known = message.recipient_jid in await self._known_contacts(message.instance_key)
         self.scheduler.enqueue(
@@ -151,7 +157,7 @@ class Dispatcher:
                 text_length=len(str(message.content.get("text", ""))),
                 priority=message.priority,
                 seq=message.seq,
-                not_before=message.send_at_us / 1e6,
+                not_before=max(message.send_at_us / 1e6, not_before),
                 expires_at=message.expire_us / 1e6 if message.expire_us else None,
                 known_contact=known,
             )
@@ -159,7 +165,7 @@ class Dispatcher:
         self._wake_if_sooner()
 
     def _wake_if_sooner(self) -> None:
-        """Wakes `_run` when the scheduler now has something to do before it would look
+        """Wakes `run` when the scheduler now has something to do before it would look
         again by itself (not for every accepted message: most wait for a later gap)."""
         wake_at = self.scheduler.next_wakeup()
         if wake_at is not None and (self._sleeping_until is None or wake_at < self._sleeping_until):
@@ -214,25 +220,31 @@ class Dispatcher:
         self._wake.set()
 
     async def pause(self, tenant: str, instance_id: str, reason: str) -> InstanceRecord:
+        """Pauses sending, by hand or automatically (every automatic pause comes here): the
+        reason is persisted with its event, so it outlives a restart until resumed."""
         await self._configure(tenant, instance_id)
         self.scheduler.pause(f"{tenant}/{instance_id}", reason)
         log.warning("sending paused on %s/%s: %s", tenant, instance_id, reason)
-        self.on_pause(reason)
-        record = await self._instances.update(
-            tenant, instance_id, {"sending_paused_reason": reason}
+        self._observer.paused(reason)
+        return await self._save_pause(
+            tenant, instance_id, reason, event_pb2.SendingPaused(reason=reason)
         )
-        if self._events is not None:
-            await self._events.append(tenant, instance_id, event_pb2.SendingPaused(reason=reason))
-        return record
 
     async def resume(self, tenant: str, instance_id: str) -> InstanceRecord:
         await self._configure(tenant, instance_id)
         self.scheduler.resume(f"{tenant}/{instance_id}")
         log.info("sending resumed on %s/%s", tenant, instance_id)
         self._wake.set()
-        record = await self._instances.update(tenant, instance_id, {"sending_paused_reason": ""})
-        if self._events is not None:
-            await self._events.append(tenant, instance_id, event_pb2.SendingResumed())
+        return await self._save_pause(tenant, instance_id, "", event_pb2.SendingResumed())
+
+    async def _save_pause(
+        self, tenant: str, instance_id: str, reason: str, event: Message
+    ) -> InstanceRecord:
+        row = self._events.row(tenant, instance_id, event)
+        record = await self._instances.update(
+            tenant, instance_id, {"sending_paused_reason": reason}, events=[row]
+        )
+        self._events.committed()
         return record
 
     async def stats(self, tenant: str, instance_id: str) -> InstanceStats:
@@ -249,20 +261,29 @@ class Dispatcher:
         await self._messages.delete_instance(tenant, instance_id)
 
     async def on_receipt(self, instance_key: str, message_ids: tuple[str, ...], kind: str) -> None:
+        """Receipts of one instance move only that instance's messages (a WhatsApp id is
+        unique only within its account)."""
         to_state, from_states = (
             (M.MESSAGE_STATE_DELIVERED, DELIVERED_FROM)
             if kind == "delivered"
             else (M.MESSAGE_STATE_READ, READ_FROM)
         )
-        moved = await self._messages.advance_by_whatsapp_ids(message_ids, to_state, from_states)
-        for message in moved:
-            await self._message_event(dataclasses.replace(message, state=to_state))
-            if message.state == M.MESSAGE_STATE_SENT:  # its first receipt: it arrived
-                self.scheduler.on_receipt(message.instance_key, message.id)
+        tenant, _, instance_id = instance_key.partition("/")
+        moved = await self._messages.advance_by_whatsapp_ids(
+            tenant, instance_id, message_ids, to_state, from_states
+        )
+        for left, message in moved:
+            self._observer.message_entered(message.state)
+            if left == M.MESSAGE_STATE_SENT:  # its first receipt: it arrived
+                reason = self.scheduler.on_receipt(instance_key, message.id)
+                if reason:  # too few deliveries lately
+                    await self.pause(tenant, instance_id, reason)
 
     # ---- sending ------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """The dispatch loop (supervised by the gateway; safe to restart: its state is the
+        scheduler's)."""
         last_save = self._clock()
         while True:
             wake_at = self.scheduler.next_wakeup()
@@ -290,7 +311,10 @@ class Dispatcher:
             tenant, _, instance_id = decision.instance.partition("/")
             await self.pause(tenant, instance_id, decision.reason)
         elif isinstance(decision, Expiry):
+            tenant, _, instance_id = decision.message.instance.partition("/")
             await self._transition(
+                tenant,
+                instance_id,
                 decision.message.message_id,
                 M.MESSAGE_STATE_EXPIRED,
                 from_states=[M.MESSAGE_STATE_QUEUED],
@@ -299,105 +323,147 @@ class Dispatcher:
             await self._send(decision)
 
     async def _send(self, release: Release) -> None:
-        self.on_release_lateness(self._clock() - release.scheduled_at)
+        """Carries out one release. Whatever happens, the scheduler hears how it ended, so
+        the instance's in-flight slot is never left taken."""
+        self._observer.release_lateness(self._clock() - release.scheduled_at)
         outgoing = release.message
-        message = await self._messages.by_id(outgoing.message_id)
-        handed = message is not None and await self._transition(
-            outgoing.message_id, M.MESSAGE_STATE_SENDING, from_states=[M.MESSAGE_STATE_QUEUED]
-        )
-        if not handed or message is None:  # cancelled or gone in the meantime
-            self.scheduler.on_not_sent(outgoing.instance, outgoing.message_id)
-            return
-        # Saved now, with the message in flight: a crash from here on counts it as sent, so
-        # no cap can be exceeded after a restart.
-        await self._save_counters({outgoing.instance})
-        content = self._content(message)
+        tenant, _, instance_id = outgoing.instance.partition("/")
+        landed = False
         try:
-            if release.typing_seconds > 0:
-                await self._pool.set_typing(outgoing.instance, message.recipient_jid, True)
-                await asyncio.sleep(release.typing_seconds)
-            result = await self._pool.send(outgoing.instance, message.recipient_jid, content)
-        except EngineCallFailed as error:
-            await self._send_failed(message, error)
-            return
-        except WorkerUnavailable:
-            # The worker died while the message was with it: it may have gone out.
-            await self._transition(
+            message = await self._messages.get(tenant, instance_id, outgoing.message_id)
+            if message is None or message.state != M.MESSAGE_STATE_QUEUED:
+                return  # cancelled or gone in the meantime
+            content = self._content(message)
+            if release.typing_seconds > 0:  # still QUEUED: a crash now loses nothing
+                await self._show_typing(message, release.typing_seconds)
+            sending = await self._transition(
+                tenant,
+                instance_id,
                 message.id,
-                M.MESSAGE_STATE_DELIVERY_UNKNOWN,
-                from_states=[M.MESSAGE_STATE_SENDING],
-                failure_reason="the engine worker died while sending it",
+                M.MESSAGE_STATE_SENDING,
+                from_states=[M.MESSAGE_STATE_QUEUED],
             )
-            await self._maybe_sent(message)
-            return
+            if sending is None:  # cancelled during the typing pause
+                return
+            # Saved now, with the message in flight: a crash from here on counts it as
+            # sent, so no cap can be exceeded after a restart.
+            await self._save_counters({outgoing.instance})
+            landed = True
+            await self._hand_over(sending, content)
+        finally:
+            if not landed:
+                self.scheduler.on_not_sent(outgoing.instance, outgoing.message_id)
+
+    async def _show_typing(self, message: MessageRecord, seconds: float) -> None:
+        """Typing is decoration: when it fails, the message is sent all the same."""
+        try:
+            await self._pool.set_typing(message.instance_key, message.recipient_jid, True)
+        except EngineError as error:
+            log.info("typing not shown before %s: %s", message.id, error)
+        await asyncio.sleep(seconds)
+
+    async def _hand_over(self, message: MessageRecord, content: OutgoingContent) -> None:
+        """Sends a SENDING message through its engine and settles it by the outcome."""
+        try:
+            result = await self._pool.send(message.instance_key, message.recipient_jid, content)
+        except (NotRunning, NotConnected) as error:
+            await self._requeue(message, str(error))
+        except WorkerUnavailable as error:
+            if error.in_flight:  # the worker died with the message: it may have gone out
+                await self._unknown(message, "the engine worker died while sending it")
+            else:
+                await self._requeue(message, str(error))
+        except SendRefused as error:
+            await self._failed(message, error.code, str(error))
+        except MaybeSent as error:
+            await self._unknown(message, str(error))
+        except EngineError as error:
+            await self._failed(message, "engine_error", str(error))
+        except Exception:
+            # Nobody can tell how far it got: never send it again.
+            log.exception("sending %s failed unexpectedly", message.id)
+            await self._unknown(message, "the gateway failed while handing it to WhatsApp")
+        else:
+            await self._sent(message, result)
+
+    async def _sent(self, message: MessageRecord, result: SendResult) -> None:
+        key = message.instance_key
+        self.scheduler.on_sent(key, message.id)
+        (await self._known_contacts(key)).add(message.recipient_jid)
+        self._wake.set()  # the instance's next message may be due now
         await self._transition(
+            message.tenant,
+            message.instance_id,
             message.id,
             M.MESSAGE_STATE_SENT,
             from_states=[M.MESSAGE_STATE_SENDING],
             whatsapp_message_id=result.message_id,
             sent_time_us=int(result.timestamp * 1e6),
         )
-        self.scheduler.on_sent(outgoing.instance, message.id)
-        (await self._known_contacts(outgoing.instance)).add(message.recipient_jid)
-        self._wake.set()  # the instance's next message may be due now
         # Counters are saved with every send, so caps hold across a crash too.
-        await self._save_counters({outgoing.instance})
+        await self._save_counters({key})
 
-    async def _transition(
-        self, message_id: str, to_state: int, *, from_states: list[int], **changes: Any
-    ) -> bool:
-        """Moves a message's state in the outbox and, if it moved, appends the event."""
-        moved = await self._messages.transition(
-            message_id, to_state, from_states=from_states, **changes
+    async def _requeue(self, message: MessageRecord, why: str) -> None:
+        """Nothing reached WhatsApp: back to the queue, a little later (the supervisor
+        learns of the lost connection at about the same time)."""
+        log.info("%s goes back to the queue: %s", message.id, why)
+        self.scheduler.on_not_sent(message.instance_key, message.id)
+        moved = await self._transition(
+            message.tenant,
+            message.instance_id,
+            message.id,
+            M.MESSAGE_STATE_QUEUED,
+            from_states=[M.MESSAGE_STATE_SENDING],
         )
         if moved is not None:
-            await self._message_event(moved)
-        return moved is not None
+            await self._schedule(moved, not_before=self._clock() + REQUEUE_DELAY_SECONDS)
 
-    async def _message_event(self, message: MessageRecord) -> None:
-        self.on_message_state(message.state)
-        if self._events is None:
-            return
-        await self._events.append(message.tenant, message.instance_id, state_event(message))
-
-    async def _maybe_sent(self, message: MessageRecord) -> None:
-        """A DELIVERY_UNKNOWN message may have gone out: count it as sent, so caps and the
+    async def _unknown(self, message: MessageRecord, why: str) -> None:
+        """It may have gone out: DELIVERY_UNKNOWN, and counted as sent, so caps and the
         new-contact count stay on the safe side."""
         self.scheduler.on_sent(message.instance_key, message.id)
         (await self._known_contacts(message.instance_key)).add(message.recipient_jid)
+        await self._transition(
+            message.tenant,
+            message.instance_id,
+            message.id,
+            M.MESSAGE_STATE_DELIVERY_UNKNOWN,
+            from_states=[M.MESSAGE_STATE_SENDING],
+            failure_reason=why[:200],
+        )
         await self._save_counters({message.instance_key})
 
-    async def _send_failed(self, message: MessageRecord, error: EngineCallFailed) -> None:
-        if error.kind == "not_running":  # never reached the engine: safe to queue again
-            await self._transition(
-                message.id, M.MESSAGE_STATE_QUEUED, from_states=[M.MESSAGE_STATE_SENDING]
-            )
-            self.scheduler.on_not_sent(message.instance_key, message.id)
-            await self._schedule(message)
-            return
-        code = (
-            error.kind.removeprefix("refused:")
-            if error.kind.startswith("refused:")
-            else ("engine_error")
-        )
-        if code == "delivery_unknown":  # a timeout after the hand-off: it may have gone out
-            await self._transition(
-                message.id,
-                M.MESSAGE_STATE_DELIVERY_UNKNOWN,
-                from_states=[M.MESSAGE_STATE_SENDING],
-                failure_reason=str(error)[:200],
-            )
-            await self._maybe_sent(message)
-            return
+    async def _failed(self, message: MessageRecord, code: str, why: str) -> None:
+        reason = self.scheduler.on_failed(message.instance_key, message.id, code)
         await self._transition(
+            message.tenant,
+            message.instance_id,
             message.id,
             M.MESSAGE_STATE_FAILED,
             from_states=[M.MESSAGE_STATE_SENDING],
-            failure_reason=f"{code}: {error}"[:200],
+            failure_reason=f"{code}: {why}"[:200],
         )
-        reason = self.scheduler.on_failed(message.instance_key, message.id, code)
         if reason:
             await self.pause(message.tenant, message.instance_id, reason)
+
+    async def _transition(
+        self,
+        tenant: str,
+        instance_id: str,
+        message_id: str,
+        to_state: int,
+        *,
+        from_states: list[int],
+        **changes: Any,
+    ) -> MessageRecord | None:
+        """Moves a message's state, committed with its event; None if it was not in
+        `from_states`."""
+        moved = await self._messages.transition(
+            tenant, instance_id, message_id, to_state, from_states=from_states, **changes
+        )
+        if moved is not None:
+            self._observer.message_entered(moved.state)
+        return moved
 
     def _content(self, message: MessageRecord) -> OutgoingContent:
         """The stored message as the engine sends it; spins are picked now."""
@@ -417,15 +483,18 @@ class Dispatcher:
         return OutgoingContent(**body)
 
     async def _save_counters(self, keys: set[str] | None = None) -> None:
+        """Stores the scheduler's counters of `keys` (default: every changed instance). An
+        instance stays marked changed until its counters are stored as they are now."""
         for key in self.scheduler.dirty() if keys is None else keys:
             tenant, _, instance_id = key.partition("/")
             state = self.scheduler.export_state(key)
-            self.scheduler.mark_saved(key)
             try:
                 await self._instances.update(tenant, instance_id, {"scheduler_state": state})
-            except Exception:  # the instance was deleted meanwhile
-                log.debug("counters of %s not saved", key, exc_info=True)
-
-
-def _ignore(*_: object) -> None:
-    """No metrics are wired."""
+            except InstanceNotFound:  # deleted meanwhile: nothing left to save
+                self.scheduler.mark_saved(key)
+                continue
+            except Exception:
+                log.warning("counters of %s not saved; retrying later", key, exc_info=True)
+                continue
+            if self.scheduler.export_state(key) == state:  # nothing changed meanwhile
+                self.scheduler.mark_saved(key)

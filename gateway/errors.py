@@ -9,6 +9,13 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from zapgate.sessions.errors import (
+    EngineError,
+    NotConnected,
+    NotRunning,
+    Rejected,
+    WorkerUnavailable,
+)
 from zapgate.v1 import errors_pb2
 
 ERROR_DOMAIN = "zapgate.v1"
@@ -96,6 +103,11 @@ class InstanceNotRunning(ZapgateError):
     reason = errors_pb2.ERROR_REASON_INSTANCE_NOT_RUNNING
 
 
+class InstanceNotConnected(ZapgateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = errors_pb2.ERROR_REASON_INSTANCE_NOT_CONNECTED
+
+
 class SimulationRejected(ZapgateError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = errors_pb2.ERROR_REASON_SIMULATION_REJECTED
@@ -162,6 +174,22 @@ class CursorExpired(ZapgateError):
 class Unavailable(ZapgateError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = errors_pb2.ERROR_REASON_UNAVAILABLE
+
+
+def from_engine(error: EngineError) -> ZapgateError:
+    """An engine's failure (sessions/errors.py) as the error a client sees."""
+    message = str(error)
+    match error:
+        case NotRunning():
+            return InstanceNotRunning(message)
+        case NotConnected():
+            return InstanceNotConnected(message)
+        case Rejected():
+            return SimulationRejected(message)
+        case WorkerUnavailable():
+            return EngineUnavailable(message)
+        case _:
+            return EngineFailed(message)
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:

@@ -4,6 +4,7 @@ sync after a connect)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from zapgate.gateway.store.instances import InstanceRecord
@@ -15,12 +16,9 @@ class StateWatcher(Protocol):
 
 
 class Listeners:
-    def __init__(self, dispatcher: Listener) -> None:
+    def __init__(self, dispatcher: Listener, watchers: Sequence[StateWatcher]) -> None:
         self._dispatcher = dispatcher
-        self._watchers: list[StateWatcher] = []
-
-    def watch(self, watcher: StateWatcher) -> None:
-        self._watchers.append(watcher)
+        self._watchers = tuple(watchers)
 
     async def state_changed(self, record: InstanceRecord) -> None:
         await self._dispatcher.state_changed(record)

@@ -3,11 +3,11 @@ one: a process may run several gateways, as the tests do).
 
 Most values are read from the gateway's own state when Prometheus scrapes (collectors below):
 instances by state and the outbox from the state store, workers from the pool, snapshot ages
-from the session keeper, open streams from the RPC observer. Only what happens in between
-is counted as it happens, through one small hook per kind of event, which the components
-call and this module wires: `Supervisor.on_transition`, `Dispatcher.on_message_state`,
-`Dispatcher.on_pause`, `Dispatcher.on_release_lateness`, and the RPC observer. The names are
-listed in docs/runbook.md."""
+from the session keeper, failures of supervised tasks, open streams from the RPC observer.
+Only what happens in between is counted as it happens: GatewayMetrics is the observer the
+supervisor (`transitioned`) and the dispatcher (`message_entered`, `paused`,
+`release_lateness`) are built with, and the RPC observer. The names are listed in
+docs/runbook.md."""
 
 from __future__ import annotations
 
@@ -20,11 +20,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.rpc_observer import RpcMetrics
 from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.schema import instances, messages
-from zapgate.gateway.supervisor import Supervisor
+from zapgate.gateway.supervision import Supervision
 from zapgate.ratelimit.health import ERROR_463, ERROR_RUN, LOW_DELIVERY
 from zapgate.sessions.pool import WorkerPool
 from zapgate.v1 import event_pb2, instance_pb2, message_pb2
@@ -113,20 +112,11 @@ class GatewayMetrics:
         registry.register(self.store)
         registry.register(RpcCollector(self.rpc))
 
-    def attach(
-        self,
-        supervisor: Supervisor,
-        dispatcher: Dispatcher,
-        pool: WorkerPool,
-        keeper: SessionKeeper,
-    ) -> None:
-        """Wires the hooks of the gateway's parts and reads their state at scrape time."""
-        supervisor.on_transition = self.transitioned
-        dispatcher.on_message_state = self.message_entered
-        dispatcher.on_pause = self.paused
-        dispatcher.on_release_lateness = self.lateness.observe
+    def watch(self, pool: WorkerPool, keeper: SessionKeeper, supervision: Supervision) -> None:
+        """Reads the state of the gateway's parts at scrape time."""
         self.registry.register(PoolCollector(pool))
         self.registry.register(KeeperCollector(keeper))
+        self.registry.register(FailuresCollector(pool, supervision))
 
     async def refresh(self) -> None:
         """Reads what lives in the state store; called before each scrape."""
@@ -142,6 +132,9 @@ class GatewayMetrics:
 
     def paused(self, reason: str) -> None:
         self.pauses.labels(pause_kind(reason)).inc()
+
+    def release_lateness(self, seconds: float) -> None:
+        self.lateness.observe(seconds)
 
 
 class StoreCollector:
@@ -255,6 +248,32 @@ class PoolCollector:
             up.add_metric(worker, 1 if slot.ready.is_set() else 0)
             hosted.add_metric(worker, len(slot.keys))
         yield from (restarts, up, hosted)
+
+
+class FailuresCollector:
+    """Failures that did not stop anything: a supervised task that failed (and was started
+    again), an engine event or a worker-loss report that raised (the pump went on)."""
+
+    def __init__(self, pool: WorkerPool, supervision: Supervision) -> None:
+        self._pool = pool
+        self._supervision = supervision
+
+    def collect(self) -> Iterable[Metric]:
+        failures = CounterMetricFamily(
+            "zapgate_task_failures",
+            "Failures of the gateway's long-lived tasks (each was logged, and the task went "
+            "on or was restarted), by task.",
+            labels=["task"],
+        )
+        failures.add_metric(["engine events"], self._pool.failures)
+        for name, count in sorted(self._supervision.failures.items()):
+            failures.add_metric([name], count)
+        yield failures
+        yield GaugeMetricFamily(
+            "zapgate_tasks_healthy",
+            "1 while no supervised task keeps failing (health is NOT_SERVING otherwise).",
+            value=1 if self._supervision.healthy else 0,
+        )
 
 
 class KeeperCollector:

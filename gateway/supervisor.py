@@ -5,7 +5,9 @@ transition with a typed reason, reconnects with backoff, and feeds Connect strea
     LOGGED_OUT (store wiped, never retried) · BANNED (until expiry) · ERROR (needs a person)
 
 Engines run in worker processes (sessions.pool); their events arrive in `on_event`, tagged
-with the run they belong to, so a late event of an earlier run is ignored."""
+with the run they belong to. Whether an event (or a worker's death) concerns the current
+run is decided under the instance's lock, so an event of a run that was just halted can
+never act on the next one. Every transition commits with its event."""
 
 from __future__ import annotations
 
@@ -15,19 +17,14 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.clock import MicrosClock, system_micros
-from zapgate.gateway.errors import (
-    EngineFailed,
-    EngineUnavailable,
-    InstanceNotRunning,
-    SimulationRejected,
-)
+from zapgate.gateway.engines import instance_dir
 from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.inbox import Inbox
 from zapgate.gateway.logs import about_instance, instance_fields
@@ -43,51 +40,41 @@ from zapgate.gateway.updates import (
     Watchers,
 )
 from zapgate.sessions import events as ev
-from zapgate.sessions.engine import Contact, NumberCheck
-from zapgate.sessions.pool import EngineCallFailed, WorkerPool, WorkerUnavailable
-from zapgate.sessions.sim_phone import PhoneLog, Received
+from zapgate.sessions.errors import EngineError
+from zapgate.sessions.pool import LostRun, WorkerPool
 from zapgate.sessions.vault import Undecryptable
 from zapgate.v1 import event_pb2
 from zapgate.v1 import instance_pb2 as pb
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 S = pb.InstanceState
 R = pb.StateReason
-PAIR_CODE_LIFETIME_US = 160_000_000
 # whatsmeow's ConnectFailure codes that mean the session is gone for good.
 LOGGED_OUT_CODES = {401, 403, 406}
 CLIENT_OUTDATED_CODE = 405
 
 
-async def _engine_call(call: Awaitable[T]) -> T:
-    """Awaits a call into the instance's engine, its failures as the errors clients see."""
-    try:
-        return await call
-    except EngineCallFailed as error:
-        if error.kind == "rejected":
-            raise SimulationRejected(str(error)) from None
-        if error.kind == "not_running":
-            raise InstanceNotRunning(str(error)) from None
-        raise EngineFailed(str(error)) from None
-    except WorkerUnavailable as error:
-        raise EngineUnavailable(str(error)) from None
-
-
-def instance_dir(root: Path, tenant: str, instance_id: str) -> Path:
-    """An instance's private runtime directory (its plaintext session store lives here)."""
-    return root / tenant / instance_id
-
-
 class Listener(Protocol):
-    """Told of every persisted transition and every receipt (the send dispatcher)."""
+    """Told of every persisted transition, every receipt and every inbound message (the
+    send dispatcher, the contact book)."""
 
     async def state_changed(self, record: InstanceRecord) -> None: ...
 
     async def on_receipt(
         self, instance_key: str, message_ids: tuple[str, ...], kind: str
     ) -> None: ...
+
+
+class TransitionObserver(Protocol):
+    """Told of every persisted transition (gateway/metrics.py)."""
+
+    def transitioned(self, state: int, reason: int) -> None: ...
+
+
+class NoTransitionObserver:
+    def transitioned(self, state: int, reason: int) -> None:
+        pass
 
 
 @dataclass
@@ -118,16 +105,18 @@ class Supervisor:
         runtime_dir: Path,
         backoff: Backoff,
         *,
+        listener: Listener,
+        events: EventLog,
+        inbox: Inbox,
+        observer: TransitionObserver | None = None,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         micros: MicrosClock = system_micros,
-        listener: Listener | None = None,
-        events: EventLog | None = None,
-        inbox: Inbox | None = None,
     ) -> None:
         self._listener = listener
         self._inbox = inbox
         self._events = events
+        self._observer = observer or NoTransitionObserver()
         self._instances = instances
         self._pool = pool
         self._keeper = keeper
@@ -140,8 +129,6 @@ class Supervisor:
         self._run_ids = itertools.count(int(micros()))
         self._tasks = TaskSet("supervisor")
         self._closing = False
-        # Told of every persisted transition (state, reason): metrics (gateway/metrics.py).
-        self.on_transition: Callable[[int, int], None] = _ignore
 
     # ---- public operations -------------------------------------------------------------
 
@@ -155,7 +142,11 @@ class Supervisor:
             R.STATE_REASON_RECONNECTING,
             unpaired_state=S.INSTANCE_STATE_DISCONNECTED,
             unpaired_reason=R.STATE_REASON_PAIRING_ABANDONED,
+            event_of=lambda record: self._state_row(
+                record.tenant, record.id, record.state, record.state_reason, ""
+            ),
         )
+        self._events.committed()
         for record in await self._instances.list_wanting_connection():
             live = self._live(record.tenant, record.id)
             with about_instance(record.tenant, record.id):  # for the task and timer's logs
@@ -222,25 +213,6 @@ class Supervisor:
         await self._wipe(record)
         await self._keeper.forget(record.tenant, record.id)
 
-    async def simulate(self, tenant: str, instance_id: str, request: Any) -> None:
-        record = await self._instances.require(tenant, instance_id)
-        request.key = record.key
-        await _engine_call(self._pool.simulate(request))
-
-    async def download_media(self, tenant: str, instance_id: str, media_ref: str) -> bytes:
-        record = await self._instances.require(tenant, instance_id)
-        return await _engine_call(self._pool.download_media(record.key, media_ref))
-
-    async def contacts(self, tenant: str, instance_id: str) -> list[Contact]:
-        record = await self._instances.require(tenant, instance_id)
-        return await _engine_call(self._pool.contacts(record.key))
-
-    async def check_numbers(
-        self, tenant: str, instance_id: str, phones: list[str]
-    ) -> list[NumberCheck]:
-        record = await self._instances.require(tenant, instance_id)
-        return await _engine_call(self._pool.check_numbers(record.key, phones))
-
     async def shutdown(self) -> None:
         """Stops every connection; stores stay, and `want_connected` brings them back on the
         next start."""
@@ -259,12 +231,6 @@ class Supervisor:
         await self._tasks.cancel()
         await self._keeper.snapshot_all()  # engines are stopped: the stores are final
 
-    async def phone_log(self, tenant: str, instance_id: str) -> list[Received]:
-        """What the simulator's phones received from this instance (simulator only)."""
-        await self._instances.require(tenant, instance_id)
-        log_file = PhoneLog(self.runtime_dir_of(tenant, instance_id))
-        return await asyncio.to_thread(log_file.read)
-
     def runtime_dir_of(self, tenant: str, instance_id: str) -> Path:
         return instance_dir(self._runtime_dir, tenant, instance_id)
 
@@ -272,28 +238,33 @@ class Supervisor:
 
     async def on_event(self, run_id: int, event: ev.EngineEvent) -> None:
         live = self._lives.get(event.key)
-        if live is None or live.run_id != run_id:
-            log.debug("ignoring %s of an earlier run of %s", type(event).__name__, event.key)
+        if live is None:
             return
         async with live.lock:
+            if live.run_id != run_id:  # decided under the lock: the run may just have ended
+                log.debug("ignoring %s of an earlier run of %s", type(event).__name__, event.key)
+                return
             await self._handle(live, event)
 
-    async def on_worker_lost(self, keys: list[str]) -> None:
-        for key in keys:
-            live = self._lives.get(key)
-            if live is None or not live.run_id:
-                continue
-            # The store outlives the worker (tmpfs): secure its newest state first.
-            await self._keeper.snapshot(live.tenant, live.instance_id)
-            async with live.lock:
-                live.run_id = 0
-                await self._set_state(
-                    live,
-                    S.INSTANCE_STATE_CONNECTING,
-                    R.STATE_REASON_WORKER_CRASHED,
-                    "engine worker died",
-                )
-                self._schedule(live, self._backoff.delay(0, self._rng))
+    async def on_worker_lost(self, lost: LostRun) -> None:
+        """A worker died with this run on it: reconnect on the restarted worker, unless the
+        instance has moved on (stopped, or started again) meanwhile."""
+        live = self._lives.get(lost.key)
+        if live is None or live.run_id != lost.run_id:
+            return
+        # The store outlives the worker (tmpfs): secure its newest state first.
+        await self._keeper.snapshot(live.tenant, live.instance_id)
+        async with live.lock:
+            if live.run_id != lost.run_id:
+                return
+            live.run_id = 0
+            await self._set_state(
+                live,
+                S.INSTANCE_STATE_CONNECTING,
+                R.STATE_REASON_WORKER_CRASHED,
+                "engine worker died",
+            )
+            self._schedule(live, self._backoff.delay(0, self._rng))
 
     async def _handle(self, live: Live, event: ev.EngineEvent) -> None:
         match event:
@@ -364,11 +335,9 @@ class Supervisor:
                 log.warning("keepalive failing on %s (%d in a row)", live.key, failures)
                 await self._save(live, keepalive_failing=True)
             case ev.Receipt(message_ids=message_ids, kind=kind):
-                if self._listener is not None:
-                    self._tasks.spawn(self._listener.on_receipt(live.key, message_ids, kind))
+                self._tasks.spawn(self._listener.on_receipt(live.key, message_ids, kind))
             case ev.MessageReceived():
-                if self._inbox is not None:
-                    await self._inbox.received(live.tenant, live.instance_id, event)
+                await self._inbox.received(live.tenant, live.instance_id, event)
             case ev.KeepAliveRestored():
                 log.info("keepalive restored on %s", live.key)
                 await self._save(live, keepalive_failing=False)
@@ -443,6 +412,10 @@ class Supervisor:
             if live.run_id or self._closing:
                 return
             record = await self._instances.require(live.tenant, live.instance_id)
+            if not record.jid and not live.watchers and reason == R.STATE_REASON_RECONNECTING:
+                # A retry of a pairing nobody watches any more: nobody would scan its QR.
+                await self._stop_pairing(live)
+                return
             if not await self._restore(live, record):
                 return
             live.run_id = next(self._run_ids)
@@ -461,7 +434,7 @@ class Supervisor:
                 await self._pool.start_instance(
                     live.key, runtime_dir, record.proxy_url, live.run_id
                 )
-            except (WorkerUnavailable, EngineCallFailed) as error:
+            except EngineError as error:
                 await self._retry_later(live, R.STATE_REASON_ENGINE_ERROR, str(error))
 
     async def _restore(self, live: Live, record: InstanceRecord) -> bool:
@@ -511,7 +484,7 @@ class Supervisor:
                 await self._pool.logout_instance(live.key)
             else:
                 await self._pool.stop_instance(live.key)
-        except (WorkerUnavailable, EngineCallFailed) as error:
+        except EngineError as error:
             log.warning("could not stop %s cleanly: %s", live.key, error)
         live.run_id = 0
 
@@ -523,22 +496,26 @@ class Supervisor:
             record = await self._instances.get(live.tenant, live.instance_id)
             if record is None or record.jid:
                 return
-            await self._halt(live)
-            live.watchers.qr = live.watchers.pair_code = None
-            live.pair_phone = ""
-            await self._set_state(
-                live,
-                S.INSTANCE_STATE_DISCONNECTED,
-                R.STATE_REASON_PAIRING_ABANDONED,
-                "",
-                want_connected=False,
-            )
+            await self._stop_pairing(live)
+
+    async def _stop_pairing(self, live: Live) -> None:
+        """Ends the pairing of a never-paired instance (under its lock)."""
+        await self._halt(live)
+        live.watchers.qr = live.watchers.pair_code = None
+        live.pair_phone = ""
+        await self._set_state(
+            live,
+            S.INSTANCE_STATE_DISCONNECTED,
+            R.STATE_REASON_PAIRING_ABANDONED,
+            "",
+            want_connected=False,
+        )
 
     async def _request_pair_code(self, live: Live, run_id: int) -> None:
         phone = live.pair_phone
         try:
             code = await self._pool.pair_phone(live.key, phone)
-        except (WorkerUnavailable, EngineCallFailed) as error:
+        except EngineError as error:
             log.warning("pair code for %s failed: %s", live.key, error)
             live.watchers.publish(
                 StateUpdate(
@@ -549,7 +526,8 @@ class Supervisor:
             )
             return
         if live.run_id == run_id:
-            live.watchers.publish(PairCodeUpdate(code, self._micros() + PAIR_CODE_LIFETIME_US))
+            expire = self._micros() + int(code.lifetime_seconds * 1e6)
+            live.watchers.publish(PairCodeUpdate(code.code, expire))
 
     def _schedule(self, live: Live, delay: float) -> None:
         if live.retry is not None:
@@ -566,11 +544,15 @@ class Supervisor:
     async def _set_state(
         self, live: Live, state: int, reason: int, detail: str, **changes: Any
     ) -> InstanceRecord:
+        """Persists a transition with its event, in one transaction, then tells everyone."""
+        detail = detail[:500]
         record = await self._instances.update(
             live.tenant,
             live.instance_id,
-            {"state": state, "state_reason": reason, "state_detail": detail[:500], **changes},
+            {"state": state, "state_reason": reason, "state_detail": detail, **changes},
+            events=[self._state_row(live.tenant, live.instance_id, state, reason, detail)],
         )
+        self._events.committed()
         log.info(
             "%s -> %s (%s) %s",
             live.key,
@@ -579,17 +561,19 @@ class Supervisor:
             detail,
             extra=instance_fields(live.tenant, live.instance_id),
         )
-        self.on_transition(state, reason)
+        self._observer.transitioned(state, reason)
         live.watchers.publish(StateUpdate(state, reason, detail))
-        if self._events is not None:
-            changed = event_pb2.StateChanged(state=state, reason=reason, detail=detail)  # type: ignore[arg-type]
-            await self._events.append(live.tenant, live.instance_id, changed)
-        if self._listener is not None:
-            try:
-                await self._listener.state_changed(record)
-            except Exception:  # the connection's state machine must not stall on it
-                log.exception("the send dispatcher failed to take %s's new state", live.key)
+        try:
+            await self._listener.state_changed(record)
+        except Exception:  # the connection's state machine must not stall on it
+            log.exception("the send dispatcher failed to take %s's new state", live.key)
         return record
+
+    def _state_row(
+        self, tenant: str, instance_id: str, state: int, reason: int, detail: str
+    ) -> dict[str, Any]:
+        changed = event_pb2.StateChanged(state=state, reason=reason, detail=detail)  # type: ignore[arg-type]
+        return self._events.row(tenant, instance_id, changed)
 
     async def _save(self, live: Live, **changes: Any) -> None:
         await self._instances.update(live.tenant, live.instance_id, changes)
@@ -604,10 +588,6 @@ class Supervisor:
         if live is None:
             live = self._lives[key] = Live(tenant, instance_id)
         return live
-
-
-def _ignore(*_: object) -> None:
-    """No metrics are wired."""
 
 
 def _make_private_dir(path: Path) -> None:

@@ -36,19 +36,6 @@ GRPC_MESSAGE_OPTIONS = (
 )
 
 
-class EngineError(Exception):
-    """An engine call failed; the message says why in words an operator can act on."""
-
-
-class SendRefused(EngineError):
-    """WhatsApp (or the engine) refused one message. `code`: "not_on_whatsapp", "463"
-    (WhatsApp's anti-spam refusal), "media_upload_failed", "invalid_recipient", ... ."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass(frozen=True)
 class Media:
     data: bytes
@@ -84,6 +71,12 @@ class OutgoingContent:
         if self.contact_vcard:
             return "contact"
         return "text"
+
+
+@dataclass(frozen=True)
+class PairCode:
+    code: str  # what the user types on the phone
+    lifetime_seconds: float  # how long the phone has to enter it
 
 
 @dataclass(frozen=True)
@@ -137,7 +130,7 @@ class Engine(ABC):
         """Unlinks the device from the account (when connected) and wipes the store."""
 
     @abstractmethod
-    async def pair_phone(self, key: InstanceKey, phone: str) -> str:
+    async def pair_phone(self, key: InstanceKey, phone: str) -> PairCode:
         """Requests a pair code for `phone` (E.164). Only valid after the first QrShown."""
 
     @abstractmethod

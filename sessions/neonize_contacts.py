@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from zapgate.sessions.engine import Contact, EngineError, NumberCheck
+from zapgate.sessions.engine import Contact, NumberCheck
+from zapgate.sessions.errors import EngineError, NotConnected
 from zapgate.sessions.events import InstanceKey
 from zapgate.sessions.neonize_events import LID_SERVER, USER_SERVER, user_jid
 
@@ -114,7 +115,7 @@ def to_number_checks(phones: list[str], answers: Iterable[Any]) -> list[NumberCh
 def check_error(key: InstanceKey, text: str) -> EngineError:
     """What a failed IsOnWhatsApp (whatsmeow's error text) means."""
     if any(known in text for known in _INSTANCE_DOWN):
-        return EngineError(f"{key} could not check numbers: it is not connected ({text})")
+        return NotConnected(f"{key} could not check numbers: it is not connected ({text})")
     return EngineError(f"{key} could not check numbers on WhatsApp: {text}")
 
 

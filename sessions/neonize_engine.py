@@ -65,13 +65,14 @@ from zapgate.sessions import neonize_contacts, neonize_events, neonize_inbound, 
 from zapgate.sessions.engine import (
     Contact,
     Engine,
-    EngineError,
     EventSink,
     InstanceSpec,
     NumberCheck,
     OutgoingContent,
+    PairCode,
     SendResult,
 )
+from zapgate.sessions.errors import EngineError, NotConnected, NotRunning
 from zapgate.sessions.events import (
     ClientOutdated,
     Connected,
@@ -100,6 +101,8 @@ T = TypeVar("T")
 # first time, migrating) the store comes earlier, a few milliseconds on tmpfs. The dial
 # after them can take long (a stalled DNS query takes 5 s, a dead proxy forever), and every
 # other neonize call would wait that long.
+# How long the phone has to enter a pair code before WhatsApp drops the pairing attempt.
+PAIR_CODE_LIFETIME_SECONDS = 160.0
 START_SETTLE_SECONDS = 1.0
 # How long stop()/close() wait for a client's Go side to be stopped. A client still dialing is
 # stopped when its dial ends; waiting for that would let one dead proxy hang the worker.
@@ -201,7 +204,7 @@ class NeonizeEngine(Engine):
                 f"({refusal}); remove the device on the phone (Linked devices)"
             )
 
-    async def pair_phone(self, key: InstanceKey, phone: str) -> str:
+    async def pair_phone(self, key: InstanceKey, phone: str) -> PairCode:
         session = self._hosted(key)
         if not _E164.fullmatch(phone):
             raise EngineError(f"{phone!r} is not an E.164 phone number (e.g. +5511999998888)")
@@ -211,7 +214,8 @@ class NeonizeEngine(Engine):
                 f"{key} has not shown its first QR code yet; request the pair code after it"
             )
         # The caller shows the code (the supervisor, like with the simulator): no event.
-        return await self._read(session, lambda client: str(client.PairPhone(phone[1:], True)))
+        code = await self._read(session, lambda client: str(client.PairPhone(phone[1:], True)))
+        return PairCode(code, PAIR_CODE_LIFETIME_SECONDS)
 
     async def send(
         self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
@@ -388,7 +392,7 @@ class NeonizeEngine(Engine):
     def _hosted(self, key: InstanceKey) -> _Session:
         session = self._sessions.get(key)
         if session is None:
-            raise EngineError(f"{key} is not running on this engine; start it first")
+            raise NotRunning(f"{key} is not running on this engine; start it first")
         return session
 
     def _sending(self, key: InstanceKey) -> _Session:
@@ -397,7 +401,7 @@ class NeonizeEngine(Engine):
     def _connected(self, key: InstanceKey, doing: str) -> _Session:
         session = self._hosted(key)
         if not session.connected:
-            raise EngineError(f"{key} is not connected to WhatsApp yet; {doing} once it is")
+            raise NotConnected(f"{key} is not connected to WhatsApp yet; {doing} once it is")
         return session
 
     async def _on_whatsapp(self, session: _Session, to: Any) -> Any:
@@ -421,9 +425,9 @@ class NeonizeEngine(Engine):
     def _read_now(self, session: _Session, call: Callable[[Any], T]) -> T:
         with self._gate.reading():
             if session.torn_down:  # its Go client is gone: calls on it would crash Go
-                raise EngineError(f"{session.key} is not running")
+                raise NotRunning(f"{session.key} is not running")
             if not session.past_dial:  # the call would wait for the dial, holding the gate
-                raise EngineError(f"{session.key} is still connecting")
+                raise NotConnected(f"{session.key} is still connecting")
             try:
                 return call(session.client)
             except neonize_client.NeonizeError as error:

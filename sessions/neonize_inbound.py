@@ -17,7 +17,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from zapgate.sessions.engine import EngineError
+from zapgate.sessions.errors import EngineError, NotConnected
 from zapgate.sessions.events import InstanceKey, MessageReceived
 from zapgate.sessions.neonize_events import LID_SERVER, USER_SERVER, user_jid
 
@@ -163,7 +163,7 @@ def download_message(ref: str) -> Any:
 def download_error(key: InstanceKey, text: str) -> EngineError:
     """What a failed download (whatsmeow's Download error text) means."""
     if "client is nil" in text or "websocket not connected" in text:
-        return EngineError(f"{key} could not download the media: it is not connected ({text})")
+        return NotConnected(f"{key} could not download the media: it is not connected ({text})")
     if "status code 404" in text or "status code 410" in text:
         return EngineError(
             f"the media is no longer on WhatsApp's servers ({key}: {text}); WhatsApp keeps "

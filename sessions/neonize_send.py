@@ -22,7 +22,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from zapgate.sessions.engine import EngineError, Media, OutgoingContent, SendRefused
+from zapgate.sessions.engine import Media, OutgoingContent
+from zapgate.sessions.errors import EngineError, MaybeSent, NotConnected, SendRefused
 from zapgate.sessions.neonize_events import USER_SERVER
 
 with warnings.catch_warnings():
@@ -258,9 +259,9 @@ _SERVER_ERRORS = {"463": "WhatsApp's anti-spam check refused the message"}
 
 
 def send_error(key: str, text: str) -> EngineError:
-    """What a failed SendMessage means. SendRefused when the message itself was refused (or may
-    have been sent: "delivery_unknown"), EngineError when nothing was sent because the instance
-    could not send."""
+    """What a failed SendMessage means: SendRefused when the message itself was refused,
+    MaybeSent when it went out unconfirmed, NotConnected or EngineError when nothing was sent
+    because the instance could not send."""
     if server_error := _SERVER_ERROR.search(text):
         code = server_error[1]
         why = _SERVER_ERRORS.get(code, "WhatsApp refused the message")
@@ -268,8 +269,7 @@ def send_error(key: str, text: str) -> EngineError:
     if any(known in text for known in _BAD_RECIPIENT):
         return SendRefused("invalid_recipient", f"WhatsApp cannot send there ({key}): {text}")
     if any(known in text for known in _NO_ANSWER):
-        return SendRefused(
-            "delivery_unknown",
+        return MaybeSent(
             f"the message went out but WhatsApp did not confirm it ({key}): {text}; "
             "it may have been delivered",
         )
@@ -304,7 +304,7 @@ def known_user(user: str, answers: Any) -> str:
 
 def _not_sent(key: str, what: str, text: str) -> EngineError:
     if any(known in text for known in _INSTANCE_DOWN):
-        return EngineError(f"{key} {what}: it is not connected to WhatsApp ({text})")
+        return NotConnected(f"{key} {what}: it is not connected to WhatsApp ({text})")
     return EngineError(f"{key} {what}: {text}")
 
 

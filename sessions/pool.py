@@ -1,5 +1,8 @@
 """The core's side of the engine workers: spawns them, talks to them over unix sockets,
-places instances on them, and restarts a worker that dies (kill -9, Go fatal error)."""
+places instances on them, and restarts a worker that dies (kill -9, Go fatal error).
+
+Every failed call raises a type of sessions/errors.py, the same types the engines raise in
+the workers (carried over the wire as an EngineErrorDetail)."""
 
 from __future__ import annotations
 
@@ -24,28 +27,25 @@ from zapgate.sessions.engine import (
     Contact,
     NumberCheck,
     OutgoingContent,
+    PairCode,
     SendResult,
 )
+from zapgate.sessions.errors import EngineError, NotRunning, WorkerUnavailable, from_wire
 from zapgate.sessions.events import EngineEvent, InstanceKey
-from zapgate.sessions.worker import ERROR_KIND_KEY
+from zapgate.sessions.worker import ERROR_DETAIL_KEY
 
 log = logging.getLogger(__name__)
 
 OnEvent = Callable[[int, EngineEvent], Awaitable[None]]
-OnWorkerLost = Callable[[list[InstanceKey]], Awaitable[None]]
+# The instances a dead worker hosted, each with the run it was on.
+OnWorkerLost = Callable[[list["LostRun"]], Awaitable[None]]
 R = TypeVar("R")
 
 
-class WorkerUnavailable(Exception):
-    """The worker hosting the instance is down or restarting; retry later."""
-
-
-class EngineCallFailed(Exception):
-    """The engine refused a call. `kind`: not_running, rejected or failed."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+@dataclass(frozen=True)
+class LostRun:
+    key: InstanceKey
+    run_id: int
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class WorkerSlot:
         self.config = config
         self.pool = pool
         self.keys: set[InstanceKey] = set()
+        self.runs: dict[InstanceKey, int] = {}  # the run each started instance is on
         self.process: asyncio.subprocess.Process | None = None
         self.stub: worker_pb2_grpc.EngineWorkerServiceAsyncStub | None = None
         self.ready = asyncio.Event()
@@ -89,7 +90,8 @@ class WorkerSlot:
 
     async def run(self) -> None:
         """Keeps a worker alive until close(): spawn, serve, and on death restart with
-        exponential backoff and jitter."""
+        exponential backoff and jitter. The instances it hosted are reported lost without
+        waiting for the supervisor: their restarts need the new worker."""
         failures = 0
         while not self._closing.is_set():
             started = asyncio.get_running_loop().time()
@@ -97,16 +99,20 @@ class WorkerSlot:
                 await self._spawn_and_serve()
             except (OSError, RuntimeError, TimeoutError, grpc.aio.AioRpcError) as error:
                 log.error("engine worker %d failed to start: %s", self.index, error)  # noqa: TRY400
+            except Exception:
+                log.exception("engine worker %d: its runner failed", self.index)
+                self.pool.failures += 1
             if self._closing.is_set():
                 return
             self.restarts += 1
-            lost, self.keys = sorted(self.keys), set()
+            lost = [LostRun(key, run_id) for key, run_id in sorted(self.runs.items())]
+            self.keys, self.runs = set(), {}
             log.error(
                 "engine worker %d died; restarting (%d instances to place again)",
                 self.index,
                 len(lost),
             )
-            await self.pool.on_worker_lost(lost)
+            self.pool.report_lost(lost)
             stable = asyncio.get_running_loop().time() - started > 60
             failures = 0 if stable else failures + 1
             cap = min(
@@ -170,10 +176,20 @@ class WorkerSlot:
         self.stub = worker_pb2_grpc.EngineWorkerServiceStub(self._channel)
 
     async def _pump_events(self) -> None:
+        """Hands every event to the core in order. One event that fails is logged and
+        counted; it never stops the events of the other instances behind it."""
         assert self.stub is not None
         with contextlib.suppress(grpc.aio.AioRpcError):
             async for message in self.stub.StreamEvents(pb.StreamEventsRequest()):
-                await self.pool.on_event(message.run_id, wire.decode(message.event_json))
+                try:
+                    await self.pool.on_event(message.run_id, wire.decode(message.event_json))
+                except Exception:
+                    self.pool.failures += 1
+                    log.exception(
+                        "engine worker %d: an event could not be handled (%s)",
+                        self.index,
+                        message.event_json[:200],
+                    )
 
     async def _ping_loop(self) -> None:
         """A worker that stops answering (a wedged Go runtime) is killed; run() restarts it."""
@@ -208,6 +224,8 @@ class WorkerPool:
         self.slots = [WorkerSlot(i, config, self) for i in range(config.size)]
         self._placement: dict[InstanceKey, WorkerSlot] = {}
         self._runners: list[asyncio.Task[None]] = []
+        self._reports: set[asyncio.Task[None]] = set()
+        self.failures = 0  # events and reports that raised (a metric reads it)
 
     async def start(self) -> None:
         self.config.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -221,6 +239,24 @@ class WorkerPool:
     async def close(self) -> None:
         await asyncio.gather(*(slot.close() for slot in self.slots))
         await asyncio.gather(*self._runners, return_exceptions=True)
+        for report in list(self._reports):
+            report.cancel()
+        await asyncio.gather(*self._reports, return_exceptions=True)
+
+    def report_lost(self, lost: list[LostRun]) -> None:
+        """Tells the core of a dead worker's instances, in a task of its own."""
+        if not lost:
+            return
+        task = asyncio.create_task(self._report(lost), name="worker lost")
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _report(self, lost: list[LostRun]) -> None:
+        try:
+            await self.on_worker_lost(lost)
+        except Exception:
+            self.failures += 1
+            log.exception("the core failed to take %d lost instances", len(lost))
 
     def _place(self, key: InstanceKey) -> WorkerSlot:
         slot = self._placement.get(key)
@@ -234,6 +270,7 @@ class WorkerPool:
         slot = self._placement.pop(key, None)
         if slot is not None:
             slot.keys.discard(key)
+            slot.runs.pop(key, None)
         return slot
 
     async def _stub(self, slot: WorkerSlot) -> worker_pb2_grpc.EngineWorkerServiceAsyncStub:
@@ -248,10 +285,13 @@ class WorkerPool:
         self, key: InstanceKey, runtime_dir: Path, proxy_url: str, run_id: int
     ) -> None:
         slot = self._place(key)
+        stub = await self._stub(slot)
+        # From here the worker may host the run: if it dies, the run is reported lost.
+        slot.runs[key] = run_id
         request = pb.StartInstanceRequest(
             key=key, runtime_dir=str(runtime_dir), proxy_url=proxy_url, run_id=run_id
         )
-        await _call((await self._stub(slot)).StartInstance(request))
+        await _call(stub.StartInstance(request))
 
     async def stop_instance(self, key: InstanceKey) -> None:
         slot = self._release(key)
@@ -264,12 +304,12 @@ class WorkerPool:
             request = pb.LogoutInstanceRequest(key=key)
             await _call((await self._stub(slot)).LogoutInstance(request))
 
-    async def pair_phone(self, key: InstanceKey, phone: str) -> str:
+    async def pair_phone(self, key: InstanceKey, phone: str) -> PairCode:
         slot = self._hosting(key)
         reply = await _call(
             (await self._stub(slot)).PairPhone(pb.PairPhoneRequest(key=key, phone=phone))
         )
-        return reply.code
+        return PairCode(reply.code, reply.lifetime_seconds)
 
     async def send(
         self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
@@ -311,7 +351,7 @@ class WorkerPool:
     def _hosting(self, key: InstanceKey) -> WorkerSlot:
         slot = self._placement.get(key)
         if slot is None:
-            raise EngineCallFailed("not_running", "the instance is not running; call Connect first")
+            raise NotRunning("the instance is not running; call Connect first")
         return slot
 
     async def simulate(self, request: pb.SimulateRequest) -> None:
@@ -320,12 +360,20 @@ class WorkerPool:
 
 
 async def _call(call: Awaitable[R]) -> R:
+    """Awaits a call into a worker; its failure as the engine's own error type."""
     try:
         return await call
     except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
-            # grpc-stubs types metadata items as objects; they are (key, value) pairs.
-            trailers: Any = error.trailing_metadata() or ()
-            kind = next((v for k, v in trailers if k == ERROR_KIND_KEY), "failed")
-            raise EngineCallFailed(str(kind), error.details() or "") from None
-        raise WorkerUnavailable(f"engine worker call failed: {error.code().name}") from None
+        raise _engine_error(error) from None
+
+
+def _engine_error(error: grpc.aio.AioRpcError) -> EngineError:
+    if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+        # grpc-stubs types metadata items as objects; they are (key, value) pairs.
+        trailers: Any = error.trailing_metadata() or ()
+        detail = next((v for k, v in trailers if k == ERROR_DETAIL_KEY), None)
+        if isinstance(detail, bytes):
+            return from_wire(pb.EngineErrorDetail.FromString(detail))
+        return EngineError(error.details() or "the engine failed")
+    # The call had left for the worker: a send may have gone out.
+    return WorkerUnavailable(f"engine worker call failed: {error.code().name}", in_flight=True)

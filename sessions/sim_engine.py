@@ -15,14 +15,14 @@ from zapgate.sessions import events as ev
 from zapgate.sessions.engine import (
     Contact,
     Engine,
-    EngineError,
     EventSink,
     InstanceSpec,
     NumberCheck,
     OutgoingContent,
-    SendRefused,
+    PairCode,
     SendResult,
 )
+from zapgate.sessions.errors import EngineError, NotConnected, NotRunning, Rejected, SendRefused
 from zapgate.sessions.events import InstanceKey
 from zapgate.sessions.sim_contacts import AddressBook
 from zapgate.sessions.sim_phone import PhoneLog, describe
@@ -46,14 +46,6 @@ class SimTimings:
     # After a send: the recipient's phone reports delivered, then read (negative: never).
     delivered_seconds: float = 1.0
     read_seconds: float = 3.0
-
-
-class NotRunning(EngineError):
-    """The instance is not running in this engine (or not in the needed phase)."""
-
-
-class Rejected(EngineError):
-    """The simulated phone refused the action (wrong or expired code, ...)."""
 
 
 class SimSession:
@@ -282,8 +274,9 @@ class SimEngine(Engine):
             await session.cancel()
             await asyncio.to_thread(session.store.wipe)
 
-    async def pair_phone(self, key: InstanceKey, phone: str) -> str:
-        return self._session(key).new_pair_code(phone)
+    async def pair_phone(self, key: InstanceKey, phone: str) -> PairCode:
+        code = self._session(key).new_pair_code(phone)
+        return PairCode(code, self.timings.pair_code_seconds)
 
     def hosted(self) -> int:
         return len(self._sessions)
@@ -303,7 +296,7 @@ class SimEngine(Engine):
     def _connected(self, key: InstanceKey) -> SimSession:
         session = self._session(key)
         if not session.connected:
-            raise NotRunning("the instance is not connected")
+            raise NotConnected("the instance is not connected")
         return session
 
     async def scan_qr(self, key: InstanceKey, code: str, phone: str) -> None:

@@ -24,21 +24,16 @@ import grpc.aio
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
 from zapgate.sessions import wire
-from zapgate.sessions.engine import (
-    GRPC_MESSAGE_OPTIONS,
-    Engine,
-    EngineError,
-    InstanceSpec,
-    SendRefused,
-)
+from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, Engine, InstanceSpec
+from zapgate.sessions.errors import EngineError, to_wire
 from zapgate.sessions.events import EngineEvent, MessageReceived
 from zapgate.sessions.runloop import run_async
-from zapgate.sessions.sim_engine import NotRunning, Rejected, SimEngine, SimTimings
+from zapgate.sessions.sim_engine import SimEngine, SimTimings
 
 log = logging.getLogger("zapgate.worker")
 
-# Trailing metadata: not_running | rejected | refused:<code> | failed (see error_kind).
-ERROR_KIND_KEY = "zapgate-engine-error"
+# Trailing metadata of a failed call: an EngineErrorDetail (binary: the key ends in -bin).
+ERROR_DETAIL_KEY = "zapgate-engine-error-bin"
 MEDIA_CHUNK_BYTES = 256 * 1024
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -84,7 +79,7 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
         self, request: pb.PairPhoneRequest, context: Context
     ) -> pb.PairPhoneResponse:
         code = await _engine_call(context, self.engine.pair_phone(request.key, request.phone))
-        return pb.PairPhoneResponse(code=code)
+        return pb.PairPhoneResponse(code=code.code, lifetime_seconds=code.lifetime_seconds)
 
     async def Send(self, request: pb.SendRequest, context: Context) -> pb.SendResponse:
         content = wire.content_from_proto(request.content)
@@ -179,27 +174,16 @@ async def _simulate(sim: SimEngine, request: pb.SimulateRequest) -> None:
 
 
 async def _engine_call(context: Context, call: Awaitable[T]) -> T:
-    """Awaits an engine call; an EngineError becomes FAILED_PRECONDITION with its kind."""
+    """Awaits an engine call; an EngineError becomes FAILED_PRECONDITION carrying its typed
+    detail (zapgate.engine.v1.EngineErrorDetail) for the core's pool to raise again."""
     try:
         return await call
     except EngineError as error:
-        kind = error_kind(error)
         await context.abort(
             grpc.StatusCode.FAILED_PRECONDITION,
             str(error),
-            trailing_metadata=((ERROR_KIND_KEY, kind),),
+            trailing_metadata=((ERROR_DETAIL_KEY, to_wire(error).SerializeToString()),),
         )
-
-
-def error_kind(error: EngineError) -> str:
-    """How the core tells engine failures apart (trailing metadata of the status)."""
-    if isinstance(error, SendRefused):
-        return f"refused:{error.code}"
-    if isinstance(error, NotRunning):
-        return "not_running"
-    if isinstance(error, Rejected):
-        return "rejected"
-    return "failed"
 
 
 def _build_engine(kind: str, sink: Any, sim_timings: SimTimings) -> Engine:

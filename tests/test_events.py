@@ -152,7 +152,7 @@ async def test_a_cursor_older_than_retention_is_out_of_range(
 ) -> None:
     messenger = Messenger(await SimClient.for_tenant(running, tenant))
     await messenger.client.create("old")
-    log = running.gateway.events
+    log = running.gateway.runtime.events
     assert log is not None
     for n in range(5):
         await messenger.client.instances.PauseSending(

@@ -32,9 +32,8 @@ def kinds(updates: list[pb.ConnectResponse]) -> list[str]:
 
 
 async def hosted(running: RunningGateway) -> int:
-    assert running.gateway.pool is not None
     total = 0
-    for slot in running.gateway.pool.slots:
+    for slot in running.gateway.runtime.pool.slots:
         assert slot.stub is not None
         total += (await slot.stub.Ping(worker_pb2.PingRequest())).hosted
     return total
@@ -180,8 +179,7 @@ async def test_a_cancelled_watcher_leaks_nothing(
     instance = await client.wait_state("cancel", S.INSTANCE_STATE_DISCONNECTED)
     assert instance.state_reason == R.STATE_REASON_PAIRING_ABANDONED
     assert await hosted(running) == before
-    assert running.gateway.supervisor is not None
-    live = running.gateway.supervisor._lives["/".join(_key_of(running, "cancel"))]
+    live = running.gateway.runtime.supervisor._lives["/".join(_key_of(running, "cancel"))]
     assert not live.watchers
     assert live.run_id == 0
 
@@ -217,14 +215,12 @@ async def test_logout_from_phone_is_final(client: SimClient, running: RunningGat
     still = await client.get("phone-logout")
     assert still.state == S.INSTANCE_STATE_LOGGED_OUT
     assert still.state_change_time == instance.state_change_time
-    store_dir = running.gateway.supervisor.runtime_dir_of(  # type: ignore[union-attr]
-        *_key_of(running, "phone-logout")
-    )
+    store_dir = running.gateway.runtime.supervisor.runtime_dir_of(*_key_of(running, "phone-logout"))
     assert not store_dir.exists()
 
 
 def _key_of(running: RunningGateway, instance_id: str) -> tuple[str, str]:
-    supervisor = running.gateway.supervisor
+    supervisor = running.gateway.runtime.supervisor
     assert supervisor is not None
     key = next(k for k in supervisor._lives if k.endswith(f"/{instance_id}"))
     tenant, _, name = key.partition("/")
@@ -282,7 +278,7 @@ async def test_logout_wipes_the_session_and_the_next_connect_shows_a_qr(
     )
     assert reply.instance.state == S.INSTANCE_STATE_LOGGED_OUT
     assert reply.instance.state_reason == R.STATE_REASON_LOGOUT_REQUESTED
-    assert not running.gateway.supervisor.runtime_dir_of(  # type: ignore[union-attr]
+    assert not running.gateway.runtime.supervisor.runtime_dir_of(
         *_key_of(running, "logout")
     ).exists()
     stream = client.connect("logout")
@@ -300,7 +296,7 @@ async def test_delete_stops_the_connection_and_wipes_the_session(
     await client.create("doomed")
     await client.pair("doomed", PHONE)
     tenant, name = _key_of(running, "doomed")
-    runtime_dir = running.gateway.supervisor.runtime_dir_of(tenant, name)  # type: ignore[union-attr]
+    runtime_dir = running.gateway.runtime.supervisor.runtime_dir_of(tenant, name)
     assert (runtime_dir / "session.db").exists()
     before = await hosted(running)
     await client.instances.DeleteInstance(

@@ -143,8 +143,7 @@ async def test_instances_rpcs_and_the_connection_lifecycle(gateway: RunningGatew
 
 
 async def test_a_killed_worker_counts_as_a_restart(gateway: RunningGateway) -> None:
-    assert gateway.gateway.pool is not None
-    slot = gateway.gateway.pool.slots[0]
+    slot = gateway.gateway.runtime.pool.slots[0]
     before = await until(gateway, lambda s: value(s, "zapgate_engine_worker_up", worker="0") == 1)
     restarts = value(before, "zapgate_engine_worker_restarts_total", worker="0")
     assert slot.pid is not None
@@ -248,9 +247,8 @@ def test_pause_reasons_are_a_fixed_set_of_labels() -> None:
 async def test_each_gateway_has_its_own_registry(gateway: RunningGateway, tmp_path: Path) -> None:
     """Two gateways in one process: neither sees the other's counts."""
     async with started_gateway(tmp_path, metrics_listen="127.0.0.1:0") as other:
-        assert other.gateway.metrics is not None
-        assert gateway.gateway.metrics is not None
-        assert other.gateway.metrics.registry is not gateway.gateway.metrics.registry
+        ours, theirs = gateway.gateway.runtime.metrics, other.gateway.runtime.metrics
+        assert theirs.registry is not ours.registry
         fresh = await scrape(other)
         assert total(fresh, "grpc_server_handled_total", grpc_method="CreateInstance") == 0
         assert value(fresh, "zapgate_instances", state="CONNECTED") == 0

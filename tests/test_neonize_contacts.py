@@ -20,7 +20,8 @@ import pytest
 from tests.scenarios import Report, Scenario, play, run_main
 from tests.test_neonize_inbound import MEDIA_FILE, jid
 from zapgate.sessions import neonize_contacts
-from zapgate.sessions.engine import Contact, EngineError, NumberCheck
+from zapgate.sessions.engine import Contact, NumberCheck
+from zapgate.sessions.errors import EngineError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", ResourceWarning)

@@ -23,7 +23,7 @@ import pytest
 
 from tests.scenarios import Report, Scenario, play, run_main
 from zapgate.sessions import neonize_inbound
-from zapgate.sessions.engine import EngineError
+from zapgate.sessions.errors import EngineError, NotConnected
 from zapgate.sessions.events import MessageReceived
 
 with warnings.catch_warnings():
@@ -585,7 +585,7 @@ def test_a_string_that_is_no_media_handle_is_refused_before_go_sees_it(ref: str)
 )
 def test_download_errors_say_what_happened(text: str, says: str) -> None:
     error = neonize_inbound.download_error(KEY, text)
-    assert type(error) is EngineError
+    assert type(error) is (NotConnected if "not connected" in says else EngineError)
     assert says in str(error)
     assert text in str(error)
 

@@ -23,7 +23,8 @@ import pytest
 
 from tests import scenarios
 from tests.scenarios import Report, Scenario, run_main
-from zapgate.sessions.engine import EngineError, InstanceSpec, Media, OutgoingContent, SendRefused
+from zapgate.sessions.engine import InstanceSpec, Media, OutgoingContent
+from zapgate.sessions.errors import EngineError, SendRefused
 from zapgate.sessions.events import ConnectFailed, EngineEvent
 
 EVENT_TIMEOUT = 90.0  # generous: a stalled DNS query alone takes 5 s

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.message_events import MessageEvents
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
@@ -20,7 +22,7 @@ M = message_pb2.MessageState
 async def repo(database_url: str) -> AsyncIterator[MessageRepository]:
     engine: AsyncEngine = await open_database(database_url)
     await InstanceRepository(engine).create(InstanceRecord("acme", "shop", "Shop", "", 1))
-    repository = MessageRepository(engine)
+    repository = MessageRepository(engine, MessageEvents(EventLog(engine)))
     yield repository
     repository.close()
     await engine.dispose()
@@ -60,10 +62,10 @@ async def test_one_idempotency_key_makes_one_message_even_in_one_batch(
 async def test_transitions_only_move_from_the_given_states(repo: MessageRepository) -> None:
     record, _ = await repo.create(message("x"))
     assert not await repo.transition(
-        record.id, M.MESSAGE_STATE_READ, from_states=[M.MESSAGE_STATE_SENT]
+        "acme", "shop", record.id, M.MESSAGE_STATE_READ, from_states=[M.MESSAGE_STATE_SENT]
     )
     assert await repo.transition(
-        record.id, M.MESSAGE_STATE_SENDING, from_states=[M.MESSAGE_STATE_QUEUED]
+        "acme", "shop", record.id, M.MESSAGE_STATE_SENDING, from_states=[M.MESSAGE_STATE_QUEUED]
     )
     queued = await repo.recover()  # a crash while SENDING: never sent again
     assert queued == []

@@ -35,7 +35,7 @@ async def test_kill_9_of_a_worker_reconnects_all_its_instances_without_a_qr(
         await client.create(instance_id)
         await client.pair(instance_id, f"+551190000{n:04d}")
     before = {i: await client.get(i) for i in ids}
-    pool = two_workers.gateway.pool
+    pool = two_workers.gateway.runtime.pool
     assert pool is not None
     victim = pool.slots[0]
     victims = set(victim.keys)
@@ -87,7 +87,7 @@ async def test_a_server_restart_reconnects_from_the_runtime_dir(tmp_path: Path) 
 
 
 async def test_a_worker_that_stops_answering_is_replaced(two_workers: RunningGateway) -> None:
-    pool = two_workers.gateway.pool
+    pool = two_workers.gateway.runtime.pool
     assert pool is not None
     slot = pool.slots[1]
     old_pid = slot.pid

@@ -11,6 +11,7 @@ import grpc.aio
 
 from zapgate.gateway.call_guard import current_tenant
 from zapgate.gateway.dispatcher import Dispatcher
+from zapgate.gateway.engines import Engines
 from zapgate.gateway.errors import (
     FieldViolation,
     MediaNotFound,
@@ -22,7 +23,6 @@ from zapgate.gateway.services.convert import message_to_proto
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
 from zapgate.gateway.store.received_media import ReceivedMediaRepository
-from zapgate.gateway.supervisor import Supervisor
 from zapgate.gateway.templates import TemplateError, check
 from zapgate.gateway.validation import check_instance_id, check_phone, raise_if_any
 from zapgate.v1 import message_pb2 as pb
@@ -42,13 +42,13 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         messages: MessageRepository,
         instances: InstanceRepository,
         dispatcher: Dispatcher,
-        supervisor: Supervisor,
+        engines: Engines,
         received_media: ReceivedMediaRepository,
     ) -> None:
         self._messages = messages
         self._instances = instances
         self._dispatcher = dispatcher
-        self._supervisor = supervisor
+        self._engines = engines
         self._received_media = received_media
 
     async def SendMessage(
@@ -71,7 +71,7 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         media = await self._received_media.get(tenant, instance_id, request.message_id)
         if media is None:
             raise MediaNotFound(request.message_id)
-        data = await self._supervisor.download_media(tenant, instance_id, media.media_ref)
+        data = await self._engines.download_media(tenant, instance_id, media.media_ref)
         view = memoryview(data)
         for start in range(0, max(len(data), 1), DOWNLOAD_CHUNK_BYTES):
             chunk = pb.DownloadMediaResponse(data=bytes(view[start : start + DOWNLOAD_CHUNK_BYTES]))

@@ -11,10 +11,10 @@ import grpc.aio
 
 from zapgate.engine.v1 import worker_pb2 as wpb
 from zapgate.gateway.call_guard import current_tenant
+from zapgate.gateway.engines import Engines
 from zapgate.gateway.errors import FieldViolation, SimulatorDisabled
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.services.messages import vcard_for
-from zapgate.gateway.supervisor import Supervisor
 from zapgate.gateway.validation import check_instance_id, check_phone, raise_if_any
 from zapgate.sessions import wire
 from zapgate.sessions.engine import Contact
@@ -41,8 +41,8 @@ MEDIA_KINDS = {
 
 
 class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
-    def __init__(self, supervisor: Supervisor, enabled: bool) -> None:
-        self._supervisor = supervisor
+    def __init__(self, engines: Engines, enabled: bool) -> None:
+        self._engines = engines
         self._enabled = enabled
 
     def _check(self, instance_id: str, violations: list[FieldViolation] | None = None) -> None:
@@ -51,7 +51,7 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         raise_if_any(check_instance_id("instance_id", instance_id) + (violations or []))
 
     async def _run(self, instance_id: str, action: wpb.SimulateRequest) -> None:
-        await self._supervisor.simulate(current_tenant(), instance_id, action)
+        await self._engines.simulate(current_tenant(), instance_id, action)
 
     async def ScanQr(self, request: pb.ScanQrRequest, context: Context) -> pb.ScanQrResponse:
         violations = check_phone("phone", request.phone)
@@ -125,7 +125,7 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         self, request: pb.ListReceivedRequest, context: Context
     ) -> pb.ListReceivedResponse:
         self._check(request.instance_id)
-        received = await self._supervisor.phone_log(current_tenant(), request.instance_id)
+        received = await self._engines.phone_log(current_tenant(), request.instance_id)
         return pb.ListReceivedResponse(
             messages=[
                 pb.ReceivedMessage(

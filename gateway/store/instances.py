@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -12,10 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.errors import InstanceAlreadyExists, InstanceNotFound
+from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.schema import contacts, instances, number_checks, received_media
 from zapgate.v1 import instance_pb2
 
 BANNED = instance_pb2.INSTANCE_STATE_BANNED
+# The event-log row of a record's new state.
+EventOf = Callable[["InstanceRecord"], dict[str, Any]]
 
 # Fields a client may set, on create and through UpdateInstance's field mask.
 MUTABLE_FIELDS = ("display_name", "phone", "labels", "proxy_url", "send_policy")
@@ -122,41 +125,51 @@ class InstanceRepository:
         return [_record(row) for row in rows]
 
     async def mark_reconnecting(
-        self, state: int, reason: int, *, unpaired_state: int, unpaired_reason: int
+        self,
+        state: int,
+        reason: int,
+        *,
+        unpaired_state: int,
+        unpaired_reason: int,
+        event_of: EventOf,
     ) -> None:
         """At start, for every instance that should be connected: paired ones are about to
         reconnect (`state`, `reason`); unpaired ones were pairing with nobody left to watch,
-        so they stop wanting a connection. Banned ones keep their ban."""
+        so they stop wanting a connection. Banned ones keep their ban. Each change commits
+        with its event (`event_of` the changed record)."""
         now = self._clock()
         wanted = sa.and_(instances.c.want_connected.is_(True), instances.c.state != BANNED)
+        changed: list[InstanceRecord] = []
         async with self._engine.begin() as conn:
-            await conn.execute(
-                sa.update(instances)
-                .where(wanted, instances.c.jid != "")
-                .values(
-                    state=state,
-                    state_reason=reason,
-                    state_detail="",
-                    state_change_time_us=now,
-                    update_time_us=now,
+            for paired, values in (
+                (instances.c.jid != "", {"state": state, "state_reason": reason}),
+                (
+                    instances.c.jid == "",
+                    {
+                        "state": unpaired_state,
+                        "state_reason": unpaired_reason,
+                        "want_connected": False,
+                    },
+                ),
+            ):
+                result = await conn.execute(
+                    sa.update(instances)
+                    .where(wanted, paired)
+                    .values(**values, state_detail="", state_change_time_us=now, update_time_us=now)
+                    .returning(*instances.c)
                 )
-            )
-            await conn.execute(
-                sa.update(instances)
-                .where(wanted, instances.c.jid == "")
-                .values(
-                    state=unpaired_state,
-                    state_reason=unpaired_reason,
-                    state_detail="",
-                    want_connected=False,
-                    state_change_time_us=now,
-                    update_time_us=now,
-                )
-            )
+                changed += [_record(row) for row in result.mappings()]
+            await append_events(conn, [event_of(record) for record in changed])
 
     async def update(
-        self, tenant: str, instance_id: str, changes: Mapping[str, Any]
+        self,
+        tenant: str,
+        instance_id: str,
+        changes: Mapping[str, Any],
+        *,
+        events: Sequence[dict[str, Any]] = (),
     ) -> InstanceRecord:
+        """Changes the named fields; `events` (rows of the event log) commit with them."""
         unknown = set(changes) - {*MUTABLE_FIELDS, *CONNECTION_FIELDS}
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -172,8 +185,9 @@ class InstanceRepository:
                 .returning(*instances.c)
             )
             row = result.mappings().first()
-        if row is None:
-            raise InstanceNotFound(instance_id)
+            if row is None:
+                raise InstanceNotFound(instance_id)
+            await append_events(conn, list(events))
         return _record(row)
 
     async def delete(self, tenant: str, instance_id: str) -> bool:

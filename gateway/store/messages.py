@@ -1,4 +1,6 @@
-"""The durable outbox: messages, scoped by tenant and instance."""
+"""The durable outbox: messages, scoped by tenant and instance. Every change of a message's
+state commits in the same transaction as its event (the journal builds the event rows), so
+no crash can leave a state without its event, or an event without its state."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.outbox_writers import INTEGRITY_ERRORS, Companions, outbox_writer
-from zapgate.gateway.store.schema import messages
+from zapgate.gateway.store.schema import events, messages
 from zapgate.v1 import message_pb2
 
 M = message_pb2.MessageState
@@ -58,22 +61,22 @@ class MessageRecord:
 _WITHOUT_MEDIA = [c for c in messages.c if c.name != "media"]
 
 
-class Companion(Protocol):
-    """Rows committed in the same transaction as new messages (their QUEUED events): one
-    commit instead of two, and never a message without its event."""
+class Journal(Protocol):
+    """The event of a message's state, as an `events` row for the same transaction."""
 
-    table: sa.Table
+    def row(self, message: MessageRecord) -> dict[str, Any]: ...
 
-    def rows(self, created: list[MessageRecord]) -> list[dict[str, Any]]: ...
-
-    def committed(self) -> None: ...
+    def committed(self) -> None:
+        """Rows from `row` were committed: subscribers may read them."""
 
 
 class MessageRepository:
-    def __init__(self, engine: AsyncEngine, clock: MicrosClock = system_micros) -> None:
+    def __init__(
+        self, engine: AsyncEngine, journal: Journal, clock: MicrosClock = system_micros
+    ) -> None:
         self._engine = engine
+        self._journal = journal
         self._clock = clock
-        self.companion: Companion | None = None
         self._writer = outbox_writer(engine)
         self._inserts = GroupCommit(self._insert_batch)
 
@@ -102,7 +105,7 @@ class MessageRepository:
             seqs: list[int | None] = list(await self._writer.write(rows, self._companions(batch)))
         except INTEGRITY_ERRORS:
             return await self._insert_one_by_one(batch)  # find the conflicting ones
-        self._committed()
+        self._journal.committed()
         return seqs
 
     async def _insert_one_by_one(self, batch: list[MessageRecord]) -> list[int | None]:
@@ -112,9 +115,8 @@ class MessageRepository:
             try:
                 async with self._engine.begin() as conn:
                     seqs.append(await _insert_one(conn, record))
-                    for table, rows in self._companions([record]):
-                        await conn.execute(sa.insert(table), rows)
-                self._committed()
+                    await append_events(conn, [self._journal.row(record)])
+                self._journal.committed()
             except IntegrityError:
                 if record.idempotency_key is None:
                     raise
@@ -122,13 +124,9 @@ class MessageRepository:
         return seqs
 
     def _companions(self, created: list[MessageRecord]) -> Companions:
-        if self.companion is None:
-            return []
-        return [(self.companion.table, self.companion.rows(created))]
-
-    def _committed(self) -> None:
-        if self.companion is not None:
-            self.companion.committed()
+        """Each new message's QUEUED event, committed with it (the writer appends them
+        last, in the same transaction)."""
+        return [(events, [self._journal.row(record) for record in created])]
 
     async def _by_idempotency_key(self, record: MessageRecord) -> MessageRecord | None:
         return await self._one(
@@ -143,9 +141,6 @@ class MessageRepository:
             messages.c.instance_id == instance_id,
             messages.c.id == message_id,
         )
-
-    async def by_id(self, message_id: str) -> MessageRecord | None:
-        return await self._one(messages.c.id == message_id)
 
     async def _one(self, *conditions: sa.ColumnElement[bool]) -> MessageRecord | None:
         async with self._engine.connect() as conn:
@@ -169,66 +164,89 @@ class MessageRepository:
         return [_record(row) for row in rows]
 
     async def transition(
-        self, message_id: str, to_state: int, *, from_states: Sequence[int], **changes: Any
+        self,
+        tenant: str,
+        instance_id: str,
+        message_id: str,
+        to_state: int,
+        *,
+        from_states: Sequence[int],
+        **changes: Any,
     ) -> MessageRecord | None:
         """Moves a message to `to_state` only if it is in one of `from_states` (so a late
-        receipt never moves READ back to DELIVERED, and a cancel never hits a sent one).
-        Returns the moved message, or None."""
+        receipt never moves READ back to DELIVERED, and a cancel never hits a sent one), with
+        its event. Returns the moved message, or None."""
         values = {"state": to_state, "update_time_us": self._clock(), **changes}
-        async with self._engine.begin() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        sa.update(messages)
-                        .where(messages.c.id == message_id, messages.c.state.in_(list(from_states)))
-                        .values(**values)
-                        .returning(*_WITHOUT_MEDIA)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return None if row is None else _record(row)
+        condition = sa.and_(
+            messages.c.tenant == tenant,
+            messages.c.instance_id == instance_id,
+            messages.c.id == message_id,
+            messages.c.state.in_(list(from_states)),
+        )
+        moved = await self._move(condition, values)
+        return moved[0] if moved else None
 
     async def advance_by_whatsapp_ids(
-        self, whatsapp_ids: Sequence[str], to_state: int, from_states: Sequence[int]
-    ) -> list[MessageRecord]:
-        """Receipts: moves the named sent messages forward; returns the ones that moved."""
+        self,
+        tenant: str,
+        instance_id: str,
+        whatsapp_ids: Sequence[str],
+        to_state: int,
+        from_states: Sequence[int],
+    ) -> list[tuple[int, MessageRecord]]:
+        """Receipts: moves the instance's named sent messages forward, each with its event.
+        Returns (the state it left, the moved message) of each one that moved."""
         condition = sa.and_(
+            messages.c.tenant == tenant,
+            messages.c.instance_id == instance_id,
             messages.c.whatsapp_message_id.in_(list(whatsapp_ids)),
             messages.c.state.in_(list(from_states)),
         )
         async with self._engine.begin() as conn:
-            rows = (
-                (
-                    await conn.execute(
-                        sa.select(*[c for c in messages.c if c.name != "media"]).where(condition)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            await conn.execute(
-                sa.update(messages)
-                .where(condition)
-                .values(state=to_state, update_time_us=self._clock())
-            )
-        return [_record(row) for row in rows]
+            before = await conn.execute(sa.select(messages.c.id, messages.c.state).where(condition))
+            left = {row.id: int(row.state) for row in before}
+            if not left:
+                return []
+            values = {"state": to_state, "update_time_us": self._clock()}
+            moved = await self._move_in(conn, condition & messages.c.id.in_(list(left)), values)
+        self._journal.committed()
+        return [(left[message.id], message) for message in moved]
+
+    async def _move(
+        self, condition: sa.ColumnElement[bool], values: dict[str, Any]
+    ) -> list[MessageRecord]:
+        async with self._engine.begin() as conn:
+            moved = await self._move_in(conn, condition, values)
+        if moved:
+            self._journal.committed()
+        return moved
+
+    async def _move_in(
+        self, conn: AsyncConnection, condition: sa.ColumnElement[bool], values: dict[str, Any]
+    ) -> list[MessageRecord]:
+        """Updates the matching messages and appends each one's event, in `conn`'s
+        transaction."""
+        result = await conn.execute(
+            sa.update(messages).where(condition).values(**values).returning(*_WITHOUT_MEDIA)
+        )
+        moved = [_record(row) for row in result.mappings()]
+        await append_events(conn, [self._journal.row(message) for message in moved])
+        return moved
 
     async def recover(self) -> list[MessageRecord]:
-        """At start: a message that was SENDING when the process died may or may not have
-        reached WhatsApp; it becomes DELIVERY_UNKNOWN and is never sent again. Returns the
-        QUEUED ones, in enqueue order, for the scheduler."""
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                sa.update(messages)
-                .where(messages.c.state == M.MESSAGE_STATE_SENDING)
-                .values(
-                    state=M.MESSAGE_STATE_DELIVERY_UNKNOWN,
-                    update_time_us=self._clock(),
-                    failure_reason="the gateway stopped while handing it to WhatsApp",
-                )
-            )
+        """At start: a message that was SENDING when the process died had been handed to the
+        engine (it stays QUEUED until then), so it may or may not have reached WhatsApp: it
+        becomes DELIVERY_UNKNOWN, with its event, and is never sent again. Returns the QUEUED
+        ones, in enqueue order, for the scheduler."""
+        await self._move(
+            messages.c.state == M.MESSAGE_STATE_SENDING,
+            {
+                "state": M.MESSAGE_STATE_DELIVERY_UNKNOWN,
+                "update_time_us": self._clock(),
+                "failure_reason": "the gateway stopped while handing it to WhatsApp",
+            },
+        )
+        async with self._engine.connect() as conn:
             rows = (
                 (
                     await conn.execute(

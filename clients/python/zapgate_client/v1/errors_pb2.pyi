@@ -62,6 +62,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """WhatsApp (or the engine) could not do it for this instance now, e.g. the media is gone
     from WhatsApp's servers (FAILED_PRECONDITION); the message says why.
     """
+    ERROR_REASON_INSTANCE_NOT_CONNECTED: _ErrorReason.ValueType  # 16
+    """The instance runs but is not connected to WhatsApp yet (or any more)
+    (FAILED_PRECONDITION); retry once its state is CONNECTED.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -108,5 +112,9 @@ ERROR_REASON_MEDIA_NOT_FOUND: ErrorReason.ValueType  # 14
 ERROR_REASON_ENGINE_FAILED: ErrorReason.ValueType  # 15
 """WhatsApp (or the engine) could not do it for this instance now, e.g. the media is gone
 from WhatsApp's servers (FAILED_PRECONDITION); the message says why.
+"""
+ERROR_REASON_INSTANCE_NOT_CONNECTED: ErrorReason.ValueType  # 16
+"""The instance runs but is not connected to WhatsApp yet (or any more)
+(FAILED_PRECONDITION); retry once its state is CONNECTED.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

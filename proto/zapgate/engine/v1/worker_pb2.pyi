@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,76 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _EngineErrorKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EngineErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EngineErrorKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENGINE_ERROR_KIND_UNSPECIFIED: _EngineErrorKind.ValueType  # 0
+    ENGINE_ERROR_KIND_FAILED: _EngineErrorKind.ValueType  # 1
+    """Any other failure of the engine."""
+    ENGINE_ERROR_KIND_NOT_RUNNING: _EngineErrorKind.ValueType  # 2
+    """The instance is not running on this engine: nothing reached WhatsApp."""
+    ENGINE_ERROR_KIND_NOT_CONNECTED: _EngineErrorKind.ValueType  # 3
+    """The instance runs but is not connected: nothing reached WhatsApp."""
+    ENGINE_ERROR_KIND_REJECTED: _EngineErrorKind.ValueType  # 4
+    """The simulated phone refused the action."""
+    ENGINE_ERROR_KIND_REFUSED: _EngineErrorKind.ValueType  # 5
+    """WhatsApp refused this message (refusal_code says why)."""
+    ENGINE_ERROR_KIND_MAYBE_SENT: _EngineErrorKind.ValueType  # 6
+    """Handed to WhatsApp, no answer: the message may have gone out."""
+    ENGINE_ERROR_KIND_WORKER_UNAVAILABLE: _EngineErrorKind.ValueType  # 7
+    """The worker is down (raised in the core only, never carried over the wire)."""
+
+class EngineErrorKind(_EngineErrorKind, metaclass=_EngineErrorKindEnumTypeWrapper):
+    """Why an engine call failed (zapgate.sessions.errors). A worker aborts a failed call with
+    FAILED_PRECONDITION and this message, serialized, in the trailing metadata
+    `zapgate-engine-error-bin`.
+    """
+
+ENGINE_ERROR_KIND_UNSPECIFIED: EngineErrorKind.ValueType  # 0
+ENGINE_ERROR_KIND_FAILED: EngineErrorKind.ValueType  # 1
+"""Any other failure of the engine."""
+ENGINE_ERROR_KIND_NOT_RUNNING: EngineErrorKind.ValueType  # 2
+"""The instance is not running on this engine: nothing reached WhatsApp."""
+ENGINE_ERROR_KIND_NOT_CONNECTED: EngineErrorKind.ValueType  # 3
+"""The instance runs but is not connected: nothing reached WhatsApp."""
+ENGINE_ERROR_KIND_REJECTED: EngineErrorKind.ValueType  # 4
+"""The simulated phone refused the action."""
+ENGINE_ERROR_KIND_REFUSED: EngineErrorKind.ValueType  # 5
+"""WhatsApp refused this message (refusal_code says why)."""
+ENGINE_ERROR_KIND_MAYBE_SENT: EngineErrorKind.ValueType  # 6
+"""Handed to WhatsApp, no answer: the message may have gone out."""
+ENGINE_ERROR_KIND_WORKER_UNAVAILABLE: EngineErrorKind.ValueType  # 7
+"""The worker is down (raised in the core only, never carried over the wire)."""
+Global___EngineErrorKind: _TypeAlias = EngineErrorKind  # noqa: Y015
+
+@_typing.final
+class EngineErrorDetail(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REFUSAL_CODE_FIELD_NUMBER: _builtins.int
+    kind: Global___EngineErrorKind.ValueType
+    message: _builtins.str
+    refusal_code: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: Global___EngineErrorKind.ValueType = ...,
+        message: _builtins.str = ...,
+        refusal_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "refusal_code", b"refusal_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineErrorDetail: _TypeAlias = EngineErrorDetail  # noqa: Y015
 
 @_typing.final
 class DownloadMediaRequest(_message.Message):
@@ -521,15 +592,19 @@ class PairPhoneResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CODE_FIELD_NUMBER: _builtins.int
+    LIFETIME_SECONDS_FIELD_NUMBER: _builtins.int
     code: _builtins.str
+    lifetime_seconds: _builtins.float
+    """How long the phone has to enter it, as the engine knows it."""
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
+        lifetime_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "lifetime_seconds", b"lifetime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,54 @@
+"""What services ask of an instance's engine, beyond its connection (which the supervisor
+owns): media downloads, contacts, number checks, the simulated phone. Each call names an
+instance of the calling tenant (InstanceNotFound otherwise); failures are the engine's own
+types (sessions/errors.py), which the call guard turns into statuses."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from zapgate.engine.v1 import worker_pb2
+from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.sessions.engine import Contact, NumberCheck
+from zapgate.sessions.pool import WorkerPool
+from zapgate.sessions.sim_phone import PhoneLog, Received
+
+
+def instance_dir(root: Path, tenant: str, instance_id: str) -> Path:
+    """An instance's private runtime directory (its plaintext session store lives here)."""
+    return root / tenant / instance_id
+
+
+class Engines:
+    def __init__(self, pool: WorkerPool, instances: InstanceRepository, runtime_dir: Path) -> None:
+        self._pool = pool
+        self._instances = instances
+        self._runtime_dir = runtime_dir
+
+    async def download_media(self, tenant: str, instance_id: str, media_ref: str) -> bytes:
+        record = await self._instances.require(tenant, instance_id)
+        return await self._pool.download_media(record.key, media_ref)
+
+    async def contacts(self, tenant: str, instance_id: str) -> list[Contact]:
+        record = await self._instances.require(tenant, instance_id)
+        return await self._pool.contacts(record.key)
+
+    async def check_numbers(
+        self, tenant: str, instance_id: str, phones: list[str]
+    ) -> list[NumberCheck]:
+        record = await self._instances.require(tenant, instance_id)
+        return await self._pool.check_numbers(record.key, phones)
+
+    async def simulate(
+        self, tenant: str, instance_id: str, request: worker_pb2.SimulateRequest
+    ) -> None:
+        record = await self._instances.require(tenant, instance_id)
+        request.key = record.key
+        await self._pool.simulate(request)
+
+    async def phone_log(self, tenant: str, instance_id: str) -> list[Received]:
+        """What the simulator's phones received from this instance (simulator only)."""
+        await self._instances.require(tenant, instance_id)
+        log_file = PhoneLog(instance_dir(self._runtime_dir, tenant, instance_id))
+        return await asyncio.to_thread(log_file.read)

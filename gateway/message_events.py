@@ -1,0 +1,33 @@
+"""A message's state as its event in the log (MessageStateChanged): the journal the outbox
+commits with every state change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.store.messages import MessageRecord
+from zapgate.v1 import event_pb2
+
+
+def state_event(message: MessageRecord) -> event_pb2.MessageStateChanged:
+    return event_pb2.MessageStateChanged(
+        message_id=message.id,
+        state=message.state,  # type: ignore[arg-type]
+        failure_reason=message.failure_reason,
+        recipient_jid=message.recipient_jid,
+        whatsapp_message_id=message.whatsapp_message_id,
+    )
+
+
+class MessageEvents:
+    """The outbox's journal (store/messages.Journal), writing to the event log."""
+
+    def __init__(self, events: EventLog) -> None:
+        self._events = events
+
+    def row(self, message: MessageRecord) -> dict[str, Any]:
+        return self._events.row(message.tenant, message.instance_id, state_event(message))
+
+    def committed(self) -> None:
+        self._events.committed()

@@ -1,0 +1,184 @@
+"""Builds a gateway's parts once, in one place, and hands them out as an immutable Runtime:
+no part gets a hook or a collaborator assigned after it was made, and none has to check
+whether another exists. `start` brings the parts up in order; the gateway's long-lived
+loops run under one Supervision."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from zapgate.gateway.config import ServeConfig
+from zapgate.gateway.contacts import ContactBook
+from zapgate.gateway.dispatcher import Dispatcher
+from zapgate.gateway.engines import Engines, instance_dir
+from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.inbox import Inbox
+from zapgate.gateway.listeners import Listeners
+from zapgate.gateway.logs import about_instance_key
+from zapgate.gateway.master_key import load_keyring
+from zapgate.gateway.message_events import MessageEvents
+from zapgate.gateway.metrics import GatewayMetrics
+from zapgate.gateway.runtime_dir import prepare_runtime_dir
+from zapgate.gateway.session_keeper import SessionKeeper
+from zapgate.gateway.store.apikeys import ApiKeyRepository
+from zapgate.gateway.store.contacts import ContactRepository
+from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.gateway.store.messages import MessageRepository
+from zapgate.gateway.store.number_checks import NumberCheckCache
+from zapgate.gateway.store.received_media import ReceivedMediaRepository
+from zapgate.gateway.store.snapshots import SnapshotRepository
+from zapgate.gateway.supervision import HealthHook, Supervision
+from zapgate.gateway.supervisor import Supervisor
+from zapgate.ratelimit.lookups import LookupBudget
+from zapgate.sessions.engine import STORE_FILE_NAME
+from zapgate.sessions.events import EngineEvent
+from zapgate.sessions.pool import LostRun, PoolConfig, WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything one running gateway is made of."""
+
+    config: ServeConfig
+    database: AsyncEngine
+    metrics: GatewayMetrics
+    api_keys: ApiKeyRepository
+    instances: InstanceRepository
+    messages: MessageRepository
+    events: EventLog
+    received_media: ReceivedMediaRepository
+    pool: WorkerPool
+    keeper: SessionKeeper
+    engines: Engines
+    dispatcher: Dispatcher
+    contact_book: ContactBook
+    supervisor: Supervisor
+    supervision: Supervision
+
+    async def start(self) -> None:
+        """Workers up, then the loops, then every instance that should be connected."""
+        await self.pool.start()
+        self.supervision.start("session keeper", self.keeper.run)
+        self.supervision.start("event retention", self.events.run_retention)
+        await self.supervisor.recover()
+        await self.dispatcher.recover()
+        self.supervision.start("dispatcher", self.dispatcher.run)
+        log.info(
+            "engine %s: %d workers, runtime dir %s",
+            self.config.engine,
+            self.config.engine_workers,
+            self.config.resolved_runtime_dir,
+        )
+
+    async def stop(self) -> None:
+        """Every loop ends (and is awaited), in-flight sends finish, connections stop with
+        final snapshots, workers exit, the store closes. The gRPC server stops first."""
+        self.events.close()  # event streams end; clients resume from their cursors
+        await self.contact_book.close()
+        await self.supervision.stop()
+        await self.dispatcher.stop()  # no new sends; in-flight ones finish
+        await self.supervisor.shutdown()  # ends Connect streams; final snapshots
+        await self.pool.close()
+        self.messages.close()
+        await self.database.dispose()
+
+
+async def build_runtime(
+    config: ServeConfig, database: AsyncEngine, on_health: HealthHook
+) -> Runtime:
+    metrics = GatewayMetrics(database)
+    runtime_dir = config.resolved_runtime_dir
+    prepare_runtime_dir(runtime_dir)
+    instances_dir = runtime_dir / "instances"
+
+    events = EventLog(database, config.event_retention)
+    await events.trim()
+    instances = InstanceRepository(database)
+    messages = MessageRepository(database, MessageEvents(events))
+    received_media = ReceivedMediaRepository(database)
+    keyring = load_keyring(
+        config.data_dir, config.master_key_file, config.previous_master_key_files, create=True
+    )
+    keeper = SessionKeeper(
+        SnapshotRepository(database),
+        keyring,
+        lambda tenant, instance_id: (
+            instance_dir(instances_dir, tenant, instance_id) / STORE_FILE_NAME
+        ),
+        config.keeper_timings,
+    )
+
+    # The pool reports to the supervisor, which needs the pool: these two are called only
+    # once the pool runs, when `supervisor` below exists.
+    async def on_engine_event(run_id: int, event: EngineEvent) -> None:
+        with about_instance_key(event.key):  # for every log line the event leads to
+            await supervisor.on_event(run_id, event)
+
+    async def on_worker_lost(lost: list[LostRun]) -> None:
+        for run in lost:
+            with about_instance_key(run.key):
+                await supervisor.on_worker_lost(run)
+
+    pool = WorkerPool(_pool_config(config), on_engine_event, on_worker_lost)
+    engines = Engines(pool, instances, instances_dir)
+    dispatcher = Dispatcher(
+        messages, instances, pool, events, pause_rules=config.pause_rules, observer=metrics
+    )
+    contact_book = ContactBook(
+        engines,
+        instances,
+        ContactRepository(database),
+        NumberCheckCache(database, config.number_check_ttl_seconds),
+        LookupBudget(),
+        events,
+        config.contacts_sync_delay_seconds,
+    )
+    supervisor = Supervisor(
+        instances,
+        pool,
+        keeper,
+        instances_dir,
+        config.backoff,
+        listener=Listeners(dispatcher, [contact_book]),
+        events=events,
+        inbox=Inbox(events, received_media),
+        observer=metrics,
+    )
+    supervision = Supervision(on_health)
+    metrics.watch(pool, keeper, supervision)
+    return Runtime(
+        config=config,
+        database=database,
+        metrics=metrics,
+        api_keys=ApiKeyRepository(database),
+        instances=instances,
+        messages=messages,
+        events=events,
+        received_media=received_media,
+        pool=pool,
+        keeper=keeper,
+        engines=engines,
+        dispatcher=dispatcher,
+        contact_book=contact_book,
+        supervisor=supervisor,
+        supervision=supervision,
+    )
+
+
+def _pool_config(config: ServeConfig) -> PoolConfig:
+    return PoolConfig(
+        size=config.engine_workers,
+        engine=config.engine,
+        socket_dir=config.resolved_runtime_dir / "workers",
+        sim_timings_json=json.dumps(dataclasses.asdict(config.sim_timings)),
+        log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+        log_format=config.log_format,
+        ping_interval=config.worker_ping_seconds,
+    )
