@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.schema import events
 from zapgate.v1 import event_pb2 as pb
@@ -82,7 +83,7 @@ class EventLog:
 
     async def _insert(self, rows: list[dict[str, object]]) -> list[None]:
         async with self._engine.begin() as conn:
-            await conn.execute(sa.insert(events), rows)
+            await append_events(conn, rows)
         self._wake_subscribers()
         return [None] * len(rows)
 

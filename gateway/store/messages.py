@@ -13,7 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.group_commit import GroupCommit
-from zapgate.gateway.store.outbox_writers import INTEGRITY_ERRORS, Companions, outbox_writer
+from zapgate.gateway.store.outbox_writers import (
+    INTEGRITY_ERRORS,
+    Companions,
+    insert_companions,
+    outbox_writer,
+)
 from zapgate.gateway.store.schema import messages
 from zapgate.v1 import message_pb2
 
@@ -112,8 +117,7 @@ class MessageRepository:
             try:
                 async with self._engine.begin() as conn:
                     seqs.append(await _insert_one(conn, record))
-                    for table, rows in self._companions([record]):
-                        await conn.execute(sa.insert(table), rows)
+                    await insert_companions(conn, self._companions([record]))
                 self._committed()
             except IntegrityError:
                 if record.idempotency_key is None:
