@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
-from zapgate.gateway.store.event_append import append_events
+from zapgate.gateway.store.event_append import append_events, lock_event_order
 from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.schema import events
 from zapgate.v1 import event_pb2 as pb
@@ -137,8 +137,13 @@ class EventLog:
                 dropped += (
                     await conn.execute(sa.delete(events).where(events.c.cursor < keep_from))
                 ).rowcount or 0
+            # No append in flight while the oldest is read: a cursor drawn but not committed
+            # would be neither in the table nor above the sequence's value.
+            await lock_event_order(conn)
             oldest = await conn.scalar(sa.select(sa.func.min(events.c.cursor)))
-        self.oldest = int(oldest or newest + 1)
+            if oldest is None:  # all gone: older cursors are out of range, the next is not
+                oldest = await _next_cursor(conn)
+        self.oldest = int(oldest)
         return int(dropped)
 
     async def run_retention(self) -> None:
@@ -150,3 +155,15 @@ class EventLog:
             except Exception:
                 log.exception("event retention failed")
             await asyncio.sleep(self.retention.check_seconds)
+
+
+async def _next_cursor(conn: AsyncConnection) -> int:
+    """The cursor the next append gets: one above every cursor ever issued, rows left or not
+    (AUTOINCREMENT keeps the largest in `sqlite_sequence`; PostgreSQL has a sequence)."""
+    if conn.dialect.name == "postgresql":
+        query = (
+            "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'cursor')::regclass)"
+        )
+    else:
+        query = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+    return int(await conn.scalar(sa.text(query)) or 0) + 1
