@@ -2,7 +2,8 @@
 read the log from their own cursor, at their own pace, and wait on a broadcast signal for
 new appends. So a slow subscriber never slows the others and never loses an event: it only
 falls behind in the log (until retention passes it; then its stream ends OUT_OF_RANGE and it
-resumes from the oldest retained cursor)."""
+resumes just before the oldest retained cursor). Cursors are never issued twice, and become
+visible in cursor order (store/event_append.py)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class EventLog:
         self.retention = retention or Retention()
         self._clock = clock
         self._appended = asyncio.Event()
-        self.oldest = 0  # the oldest retained cursor (0: none trimmed yet)
+        # The oldest retained cursor, or the next one if none is left (0: not trimmed yet).
+        self.oldest = 0
         self._appends = GroupCommit(self._insert)
         self.closed = False
 
