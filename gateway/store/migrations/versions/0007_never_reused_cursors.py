@@ -38,11 +38,11 @@ def upgrade() -> None:
         with op.batch_alter_table(
             table, recreate="always", table_kwargs={"sqlite_autoincrement": True}
         ):
-            pass  # rebuilt as declared, plus AUTOINCREMENT; rows and indexes are copied
-        _seed(table, _first_free(table, top))
+            pass  # rebuilt as it is plus AUTOINCREMENT; rows and indexes are copied
+        _seed(table, _last_issued(table, top))
 
 
-def _first_free(table: str, top: int | None) -> int:
+def _last_issued(table: str, top: int | None) -> int:
     """The largest number issued so far, or a number above it. While rows remain, the top one
     is the largest issued (only deleting the top rows lets SQLite reuse numbers, and retention
     deletes the oldest events first). An empty `events` table has forgotten its cursors, and
