@@ -2,7 +2,8 @@
 read the log from their own cursor, at their own pace, and wait on a broadcast signal for
 new appends. So a slow subscriber never slows the others and never loses an event: it only
 falls behind in the log (until retention passes it; then its stream ends OUT_OF_RANGE and it
-resumes from the oldest retained cursor)."""
+resumes just before the oldest retained cursor). Cursors are never issued twice, and become
+visible in cursor order (store/event_append.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.event_append import append_events, lock_event_order
 from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.schema import events
 from zapgate.v1 import event_pb2 as pb
@@ -52,7 +54,8 @@ class EventLog:
         self.retention = retention or Retention()
         self._clock = clock
         self._appended = asyncio.Event()
-        self.oldest = 0  # the oldest retained cursor (0: none trimmed yet)
+        # The oldest retained cursor, or the next one if none is left (0: not trimmed yet).
+        self.oldest = 0
         self._appends = GroupCommit(self._insert)
         self.closed = False
 
@@ -82,7 +85,7 @@ class EventLog:
 
     async def _insert(self, rows: list[dict[str, object]]) -> list[None]:
         async with self._engine.begin() as conn:
-            await conn.execute(sa.insert(events), rows)
+            await append_events(conn, rows)
         self._wake_subscribers()
         return [None] * len(rows)
 
@@ -136,8 +139,13 @@ class EventLog:
                 dropped += (
                     await conn.execute(sa.delete(events).where(events.c.cursor < keep_from))
                 ).rowcount or 0
+            # No append in flight while the oldest is read: a cursor drawn but not committed
+            # would be neither in the table nor above the sequence's value.
+            await lock_event_order(conn)
             oldest = await conn.scalar(sa.select(sa.func.min(events.c.cursor)))
-        self.oldest = int(oldest or newest + 1)
+            if oldest is None:  # all gone: older cursors are out of range, the next is not
+                oldest = await _next_cursor(conn)
+        self.oldest = int(oldest)
         return int(dropped)
 
     async def run_retention(self) -> None:
@@ -149,3 +157,15 @@ class EventLog:
             except Exception:
                 log.exception("event retention failed")
             await asyncio.sleep(self.retention.check_seconds)
+
+
+async def _next_cursor(conn: AsyncConnection) -> int:
+    """The cursor the next append gets: one above every cursor ever issued, rows left or not
+    (AUTOINCREMENT keeps the largest in `sqlite_sequence`; PostgreSQL has a sequence)."""
+    if conn.dialect.name == "postgresql":
+        query = (
+            "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'cursor')::regclass)"
+        )
+    else:
+        query = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+    return int(await conn.scalar(sa.text(query)) or 0) + 1

@@ -16,6 +16,7 @@ from tests.rpc import expect_error
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
 from tests.test_sessions_at_rest import make_key
+from zapgate.gateway.eventlog import Retention
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import event_pb2_grpc
 from zapgate.v1 import instance_pb2 as ipb
@@ -170,6 +171,41 @@ async def test_a_cursor_older_than_retention_is_out_of_range(
     )
     assert info.reason == "CURSOR_EXPIRED"
     assert int(info.metadata["oldest_cursor"]) == log.oldest > first
+
+
+async def test_after_retention_emptied_the_log_old_cursors_are_out_of_range(
+    running: RunningGateway, tenant: str
+) -> None:
+    messenger = Messenger(await SimClient.for_tenant(running, tenant))
+    await messenger.client.create("emptied")
+    for n in range(3):
+        await messenger.client.instances.PauseSending(
+            ipb.PauseSendingRequest(instance_id="emptied", reason=f"r{n}"),
+            metadata=messenger.metadata,
+        )
+    held = await take(subscribe(messenger, instance_ids=["emptied"]), 3)
+    log = running.gateway.events
+    assert log is not None
+    kept = log.retention
+    log.retention = Retention(max_age_seconds=-3600.0)  # every event is too old
+    try:
+        await log.trim()
+    finally:
+        log.retention = kept
+    info, _ = await expect_error(
+        take(subscribe(messenger, from_cursor=held[0].cursor), 1), grpc.StatusCode.OUT_OF_RANGE
+    )
+    oldest = int(info.metadata["oldest_cursor"])
+    assert oldest == log.oldest > held[-1].cursor  # the next cursor, not 1 again
+    # Resuming as docs/events.md says streams the next event, above every earlier cursor.
+    stream = await subscribed(messenger, from_cursor=oldest - 1, instance_ids=["emptied"])
+    await messenger.client.instances.PauseSending(
+        ipb.PauseSendingRequest(instance_id="emptied", reason="after"),
+        metadata=messenger.metadata,
+    )
+    (after,) = await take(stream, 1)
+    assert after.sending_paused.reason == "after"
+    assert after.cursor >= oldest
 
 
 async def test_resuming_across_a_server_restart_loses_and_repeats_nothing(tmp_path: Path) -> None:

@@ -27,6 +27,13 @@ async def append_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> No
     the lock is held only for the commit."""
     if not rows:
         return
+    await lock_event_order(conn)
+    await conn.execute(sa.insert(events), rows)
+
+
+async def lock_event_order(conn: AsyncConnection) -> None:
+    """Waits until no other transaction is appending events, and keeps them out until this
+    one ends (PostgreSQL; on SQLite a writing transaction holds the only write lock anyway).
+    Under it every cursor drawn so far is committed."""
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENT_ORDER_LOCK)))
-    await conn.execute(sa.insert(events), rows)

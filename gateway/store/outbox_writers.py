@@ -16,10 +16,11 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.store.db import tune_sqlite
-from zapgate.gateway.store.schema import messages
+from zapgate.gateway.store.event_append import append_events
+from zapgate.gateway.store.schema import events, messages
 from zapgate.gateway.store.worker_thread import WorkerThread
 
 Rows = list[dict[str, Any]]
@@ -47,6 +48,16 @@ def outbox_writer(engine: AsyncEngine) -> OutboxWriter:
     return SqlAlchemyWriter(engine)
 
 
+async def insert_companions(conn: AsyncConnection, companions: Companions) -> None:
+    """Companion rows, after the messages; rows for `events` through `append_events`, which
+    orders them among every other transaction appending events (PostgreSQL)."""
+    for table, rows in companions:
+        if table is events:
+            await append_events(conn, rows)
+        else:
+            await conn.execute(sa.insert(table), rows)
+
+
 class SqlAlchemyWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -59,8 +70,7 @@ class SqlAlchemyWriter:
                 sa.insert(messages).returning(messages.c.id, messages.c.seq), rows
             )
             seq_of = {row.id: int(row.seq) for row in result}
-            for table, companion_rows in companions:
-                await conn.execute(sa.insert(table), companion_rows)
+            await insert_companions(conn, companions)
         return [seq_of[row["id"]] for row in rows]
 
     def close(self) -> None:
@@ -141,6 +151,9 @@ class SqliteThreadWriter:
     def _write(self, statements: list[list[tuple[str, list[Any]]]]) -> int:
         connection = self._connection
         assert connection is not None
+        # Event rows are inserted here without `append_events`: SQLite has one writer, and
+        # BEGIN IMMEDIATE takes its lock before any cursor is drawn and keeps it until COMMIT,
+        # so cursors become visible in cursor order anyway.
         connection.execute("BEGIN IMMEDIATE")
         try:
             last = 0

@@ -95,6 +95,8 @@ messages = sa.Table(
     sa.UniqueConstraint("tenant", "instance_id", "idempotency_key", name="uq_messages_idempotency"),
     sa.Index("ix_messages_instance_state", "tenant", "instance_id", "state", "seq"),
     sa.Index("ix_messages_whatsapp_id", "whatsapp_message_id"),
+    # Seqs are never issued twice, even after the newest rows are deleted (see `events`).
+    sqlite_autoincrement=True,
 )
 
 # The durable event log: every event is committed here before any subscriber sees it.
@@ -114,6 +116,10 @@ events = sa.Table(
     sa.Column("time_us", sa.BigInteger, nullable=False),
     sa.Index("ix_events_tenant_cursor", "tenant", "cursor"),
     sa.Index("ix_events_time", "time_us"),
+    # Cursors are never issued twice: without AUTOINCREMENT SQLite starts again above the
+    # largest cursor left, i.e. at 1 once retention has emptied the table. PostgreSQL's
+    # sequences never go back.
+    sqlite_autoincrement=True,
 )
 
 # Where to fetch media received in a message (the engine's opaque reference).
