@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from zapgate.gateway.errors import InstanceNotFound
 from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.logs import about_instance_key
+from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
 from zapgate.gateway.tasks import TaskSet
@@ -89,6 +90,7 @@ class Dispatcher:
         self,
         messages: MessageRepository,
         instances: InstanceRepository,
+        inbound: InboundRepository,
         pool: WorkerPool,
         events: EventLog,
         *,
@@ -100,6 +102,7 @@ class Dispatcher:
         self._events = events
         self._messages = messages
         self._instances = instances
+        self._inbound = inbound
         self._pool = pool
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 (jitter and spins, not crypto)
@@ -172,14 +175,22 @@ class Dispatcher:
             self._wake.set()
 
     async def _known_contacts(self, instance_key: str) -> set[str]:
-        """Recipients this instance ever sent to (not new contacts), loaded once."""
+        """Who is no new contact of this instance: everyone it ever sent to, and everyone
+        who wrote to it (answering a lead is not a cold message). Loaded once."""
         known = self._known.get(instance_key)
         if known is None:
             tenant, _, instance_id = instance_key.partition("/")
-            known = self._known[instance_key] = await self._messages.sent_recipients(
-                tenant, instance_id
-            )
+            sent_to = await self._messages.sent_recipients(tenant, instance_id)
+            wrote = await self._inbound.correspondents(tenant, instance_id)
+            known = self._known.setdefault(instance_key, set())
+            known |= sent_to | wrote
         return known
+
+    def wrote_to_us(self, instance_key: str, jid: str) -> None:
+        """Someone wrote to the instance (the inbox committed it): a known contact now."""
+        known = self._known.get(instance_key)
+        if known is not None:  # otherwise loaded from the store when first needed
+            known.add(jid)
 
     async def require_instance(self, tenant: str, instance_id: str) -> None:
         """Raises InstanceNotFound; instances the dispatcher already knows cost no query."""

@@ -1,10 +1,13 @@
-"""Messages the engines receive become durable events: each is appended to the event log
-(with the location of its media remembered for DownloadMedia) before anyone sees it."""
+"""Messages the engines receive become durable events: each is committed to the event log,
+with the location of its media (for DownloadMedia) and its sender (a known contact from now
+on), before anyone sees it."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from zapgate.gateway.eventlog import EventLog
-from zapgate.gateway.store.received_media import MediaLocation, ReceivedMediaRepository
+from zapgate.gateway.store.inbound import InboundRepository, MediaLocation
 from zapgate.sessions.events import MessageReceived
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import message_pb2
@@ -19,21 +22,52 @@ MEDIA_KINDS = {
 }
 
 
+USER_SERVER = "@s.whatsapp.net"  # a phone-number JID; groups and LIDs have others
+
+
+class Correspondence(Protocol):
+    """Told of everyone who writes to an instance (the send dispatcher)."""
+
+    def wrote_to_us(self, instance_key: str, jid: str) -> None: ...
+
+
 class Inbox:
-    def __init__(self, events: EventLog, media: ReceivedMediaRepository) -> None:
+    def __init__(
+        self, events: EventLog, inbound: InboundRepository, correspondence: Correspondence
+    ) -> None:
         self._events = events
-        self._media = media
+        self._inbound = inbound
+        self._correspondence = correspondence
 
     async def received(self, tenant: str, instance_id: str, message: MessageReceived) -> None:
+        media = None
         if message.media_ref:
-            location = MediaLocation(
+            media = MediaLocation(
                 message.media_ref,
                 message.media_mime_type,
                 message.media_file_name,
                 message.media_size,
             )
-            await self._media.save(tenant, instance_id, message.message_id, location)
-        await self._events.append(tenant, instance_id, to_proto(message))
+        sender = correspondent(message)
+        await self._inbound.save(
+            tenant,
+            instance_id,
+            message.message_id,
+            media=media,
+            correspondent=sender,
+            event=self._events.row(tenant, instance_id, to_proto(message)),
+        )
+        self._events.committed()
+        if sender:
+            self._correspondence.wrote_to_us(f"{tenant}/{instance_id}", sender)
+
+
+def correspondent(message: MessageReceived) -> str:
+    """The phone JID of who wrote to us in a direct chat ('' for our own messages, groups,
+    and senders known only by their LID)."""
+    if message.from_me or message.group_jid or not message.sender_jid.endswith(USER_SERVER):
+        return ""
+    return message.sender_jid
 
 
 def to_proto(message: MessageReceived) -> pb.MessageReceived:

@@ -27,10 +27,10 @@ from zapgate.gateway.runtime_dir import prepare_runtime_dir
 from zapgate.gateway.session_keeper import SessionKeeper
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.contacts import ContactRepository
+from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRepository
 from zapgate.gateway.store.number_checks import NumberCheckCache
-from zapgate.gateway.store.received_media import ReceivedMediaRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.gateway.supervision import HealthHook, Supervision
 from zapgate.gateway.supervisor import Supervisor
@@ -53,7 +53,7 @@ class Runtime:
     instances: InstanceRepository
     messages: MessageRepository
     events: EventLog
-    received_media: ReceivedMediaRepository
+    inbound: InboundRepository
     pool: WorkerPool
     keeper: SessionKeeper
     engines: Engines
@@ -102,7 +102,7 @@ async def build_runtime(
     await events.trim()
     instances = InstanceRepository(database)
     messages = MessageRepository(database, MessageEvents(events))
-    received_media = ReceivedMediaRepository(database)
+    inbound = InboundRepository(database)
     keyring = load_keyring(
         config.data_dir, config.master_key_file, config.previous_master_key_files, create=True
     )
@@ -129,7 +129,13 @@ async def build_runtime(
     pool = WorkerPool(_pool_config(config), on_engine_event, on_worker_lost)
     engines = Engines(pool, instances, instances_dir)
     dispatcher = Dispatcher(
-        messages, instances, pool, events, pause_rules=config.pause_rules, observer=metrics
+        messages,
+        instances,
+        inbound,
+        pool,
+        events,
+        pause_rules=config.pause_rules,
+        observer=metrics,
     )
     contact_book = ContactBook(
         engines,
@@ -148,7 +154,7 @@ async def build_runtime(
         config.backoff,
         listener=Listeners(dispatcher, [contact_book]),
         events=events,
-        inbox=Inbox(events, received_media),
+        inbox=Inbox(events, inbound, dispatcher),
         observer=metrics,
     )
     supervision = Supervision(on_health)
@@ -161,7 +167,7 @@ async def build_runtime(
         instances=instances,
         messages=messages,
         events=events,
-        received_media=received_media,
+        inbound=inbound,
         pool=pool,
         keeper=keeper,
         engines=engines,

@@ -134,7 +134,7 @@ class Gateway:
                 runtime.instances,
                 runtime.dispatcher,
                 runtime.engines,
-                runtime.received_media,
+                runtime.inbound,
             ),
             server,
         )

@@ -20,9 +20,9 @@ from zapgate.gateway.errors import (
 )
 from zapgate.gateway.paging import PageToken, decode_page_token, page_size
 from zapgate.gateway.services.convert import message_to_proto
+from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
-from zapgate.gateway.store.received_media import ReceivedMediaRepository
 from zapgate.gateway.templates import TemplateError, check
 from zapgate.gateway.validation import check_instance_id, check_phone, raise_if_any
 from zapgate.v1 import message_pb2 as pb
@@ -43,13 +43,13 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         instances: InstanceRepository,
         dispatcher: Dispatcher,
         engines: Engines,
-        received_media: ReceivedMediaRepository,
+        inbound: InboundRepository,
     ) -> None:
         self._messages = messages
         self._instances = instances
         self._dispatcher = dispatcher
         self._engines = engines
-        self._received_media = received_media
+        self._inbound = inbound
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: Context
@@ -68,7 +68,7 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         raise_if_any(violations)
         tenant, instance_id = current_tenant(), request.instance_id
         await self._instances.require(tenant, instance_id)
-        media = await self._received_media.get(tenant, instance_id, request.message_id)
+        media = await self._inbound.media(tenant, instance_id, request.message_id)
         if media is None:
             raise MediaNotFound(request.message_id)
         data = await self._engines.download_media(tenant, instance_id, media.media_ref)

@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.errors import InstanceAlreadyExists, InstanceNotFound
 from zapgate.gateway.store.event_append import append_events
-from zapgate.gateway.store.schema import contacts, instances, number_checks, received_media
+from zapgate.gateway.store.schema import (
+    contacts,
+    correspondents,
+    instances,
+    number_checks,
+    received_media,
+)
 from zapgate.v1 import instance_pb2
 
 BANNED = instance_pb2.INSTANCE_STATE_BANNED
@@ -194,7 +200,7 @@ class InstanceRepository:
         """Deletes the instance with what belongs to it (its events stay until retention:
         they are the log subscribers resume from)."""
         async with self._engine.begin() as conn:
-            for table in (received_media, contacts, number_checks):
+            for table in (received_media, correspondents, contacts, number_checks):
                 await conn.execute(
                     sa.delete(table).where(
                         table.c.tenant == tenant, table.c.instance_id == instance_id

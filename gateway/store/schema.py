@@ -136,6 +136,16 @@ received_media = sa.Table(
     sa.Column("received_us", sa.BigInteger, nullable=False),
 )
 
+# Who wrote to each instance in a direct chat (so they are no new contacts when answered).
+correspondents = sa.Table(
+    "correspondents",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("jid", sa.String(100), primary_key=True),
+    sa.Column("first_us", sa.BigInteger, nullable=False),
+)
+
 # The linked phone's contacts, as of the last sync.
 contacts = sa.Table(
     "contacts",
