@@ -8,6 +8,8 @@ import unicodedata
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from google.protobuf import timestamp_pb2
+
 from zapgate.gateway.errors import FieldViolation, InvalidArgument
 
 INSTANCE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -18,6 +20,10 @@ MAX_DISPLAY_NAME = 128
 MAX_LABELS = 64
 MAX_LABEL_VALUE = 256
 PROXY_SCHEMES = ("socks5", "http", "https")
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+MAX_NANOS = 999_999_999
 
 
 def check_instance_id(field: str, value: str) -> list[FieldViolation]:
@@ -75,6 +81,16 @@ def check_proxy_url(field: str, value: str) -> list[FieldViolation]:
         port = None
     if port is None:
         return [FieldViolation(field, "must name a port (host:port)")]
+    return []
+
+
+def check_timestamp(field: str, value: timestamp_pb2.Timestamp) -> list[FieldViolation]:
+    """Every Timestamp a request carries goes through here before anything converts it:
+    protobuf's own conversions raise ValueError outside this range."""
+    if not MIN_TIMESTAMP_SECONDS <= value.seconds <= MAX_TIMESTAMP_SECONDS:
+        return [FieldViolation(field, "seconds must be within years 1 to 9999")]
+    if not 0 <= value.nanos <= MAX_NANOS:
+        return [FieldViolation(field, f"nanos must be within 0..{MAX_NANOS}")]
     return []
 
 

@@ -10,7 +10,7 @@ import grpc.aio
 from zapgate.gateway.call_guard import current_tenant
 from zapgate.gateway.contacts import ContactBook, NumberAnswer
 from zapgate.gateway.errors import FieldViolation
-from zapgate.gateway.paging import PageToken, decode_page_token, page_size
+from zapgate.gateway.paging import CONTACT_KEY, decode_page_token, encode_page_token, page_size
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.store.contacts import StoredContact
 from zapgate.gateway.store.instances import InstanceRepository
@@ -53,13 +53,13 @@ class ContactService(contact_pb2_grpc.ContactServiceServicer):
         await self._instances.require(tenant, request.instance_id)
         limit = page_size(request.page_size)
         filter_key = json.dumps([request.instance_id, request.query, request.phone_prefix])
-        after = decode_page_token(request.page_token, filter_key)
+        after = decode_page_token(request.page_token, filter_key, CONTACT_KEY)
         page = await self._book.contacts.page(
             tenant,
             request.instance_id,
             query=request.query,
             phone_prefix=request.phone_prefix,
-            after=tuple(json.loads(after)) if after else None,
+            after=after,
             limit=limit + 1,
         )
         more = len(page) > limit
@@ -67,7 +67,7 @@ class ContactService(contact_pb2_grpc.ContactServiceServicer):
         token = ""
         if more:
             last = page[-1]
-            token = PageToken(json.dumps([last.search_name, last.contact.jid]), filter_key).encode()
+            token = encode_page_token([last.search_name, last.contact.jid], filter_key)
         return pb.ListContactsResponse(contacts=[_contact(c) for c in page], next_page_token=token)
 
     async def CheckNumbers(
