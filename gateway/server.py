@@ -114,7 +114,10 @@ class Gateway:
             # Outermost: sees every call's final code. Only when metrics are served: it
             # costs every call a wrapper layer.
             *([RpcObserver(self.metrics.rpc).wrap] if self.config.metrics_listen else []),
-            CallGuard(CachedAuthenticator(api_keys.authenticate)).wrap,
+            CallGuard(
+                CachedAuthenticator(api_keys.authenticate),
+                self.config.stream_auth_recheck_seconds,
+            ).wrap,
         ]
         self._register_services(registrar(server, wraps), instances, messages, supervisor)
         self.port = _add_port(server, self.config.listen, self.config.tls)
