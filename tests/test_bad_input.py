@@ -168,3 +168,59 @@ def test_tokens_round_trip_with_their_exact_shapes() -> None:
     assert "different filter" in caught.value.message
     with pytest.raises(InvalidArgument):
         decode_page_token(encode_page_token("42", "f"), "f", SEQ)
+
+
+async def test_a_huge_message_id_is_invalid_with_details(messenger: Messenger) -> None:
+    # Echoed in full by MESSAGE_NOT_FOUND, it overflowed gRPC's 16 KiB trailer limit: the
+    # client saw RESOURCE_EXHAUSTED without any details.
+    await messenger.client.create("ids")
+    for message_id in ("x" * 70_000, "a\x00b"):
+        request = pb.GetMessageRequest(instance_id="ids", message_id=message_id)
+        _, violations = await expect_error(
+            messenger.stub.GetMessage(request, metadata=messenger.metadata),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert [f for f, _ in violations] == ["message_id"]
+
+
+async def test_an_error_naming_a_huge_label_key_still_carries_its_details(
+    messenger: Messenger,
+) -> None:
+    request = ipb.CreateInstanceRequest(
+        instance_id="labels", labels={"K" * 70_000: "v", **{f"B{n}": "v" for n in range(100)}}
+    )
+    _, violations = await expect_error(
+        messenger.client.instances.CreateInstance(request, metadata=messenger.metadata),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert violations[0][0].startswith("labels")
+    assert all(len(field) <= 101 for field, _ in violations)
+
+
+async def test_strings_postgresql_cannot_store_are_invalid(messenger: Messenger) -> None:
+    await messenger.client.create("nul")
+    send = pb.SendMessageRequest(
+        instance_id="nul", phone=PHONE, text=pb.Text(body="hi"), idempotency_key="a\x00"
+    )
+    _, violations = await expect_error(
+        messenger.stub.SendMessage(send, metadata=messenger.metadata),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert [f for f, _ in violations] == ["idempotency_key"]
+    assert await queued_ids(messenger, "nul") == []
+    stub = contact_pb2_grpc.ContactServiceStub(messenger.client.channel)
+    for fields, field in [({"query": "a\x00"}, "query"), ({"phone_prefix": "+²"}, "phone_prefix")]:
+        listing = cpb.ListContactsRequest(instance_id="nul", **fields)  # type: ignore[arg-type]
+        _, violations = await expect_error(
+            stub.ListContacts(listing, metadata=messenger.metadata),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert [f for f, _ in violations] == [field]
+    create = ipb.CreateInstanceRequest(
+        instance_id="proxied", proxy_url="socks5://" + "h" * 500 + ":1080"
+    )
+    _, violations = await expect_error(
+        messenger.client.instances.CreateInstance(create, metadata=messenger.metadata),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert [f for f, _ in violations] == ["proxy_url"]

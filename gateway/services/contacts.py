@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import grpc.aio
@@ -14,13 +15,14 @@ from zapgate.gateway.paging import CONTACT_KEY, decode_page_token, encode_page_t
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.store.contacts import StoredContact
 from zapgate.gateway.store.instances import InstanceRepository
-from zapgate.gateway.validation import check_instance_id, raise_if_any
+from zapgate.gateway.validation import check_instance_id, check_text, raise_if_any
 from zapgate.v1 import contact_pb2 as pb
 from zapgate.v1 import contact_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_NUMBERS_PER_CALL = 500
 MAX_QUERY_CHARS = 100
+PHONE_PREFIX = re.compile(r"\+?[0-9]{1,15}")  # ASCII digits: str.isdigit() takes "²" too
 
 
 class ContactService(contact_pb2_grpc.ContactServiceServicer):
@@ -44,9 +46,8 @@ class ContactService(contact_pb2_grpc.ContactServiceServicer):
         self, request: pb.ListContactsRequest, context: Context
     ) -> pb.ListContactsResponse:
         violations = check_instance_id("instance_id", request.instance_id)
-        if len(request.query) > MAX_QUERY_CHARS:
-            violations.append(FieldViolation("query", f"at most {MAX_QUERY_CHARS} characters"))
-        if request.phone_prefix and not request.phone_prefix.lstrip("+").isdigit():
+        violations += check_text("query", request.query, MAX_QUERY_CHARS)
+        if request.phone_prefix and not PHONE_PREFIX.fullmatch(request.phone_prefix):
             violations.append(FieldViolation("phone_prefix", "digits, optionally after a +"))
         raise_if_any(violations)
         tenant = current_tenant()

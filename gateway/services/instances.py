@@ -33,6 +33,7 @@ from zapgate.gateway.validation import (
     check_labels,
     check_phone,
     check_proxy_url,
+    check_text,
     raise_if_any,
 )
 from zapgate.v1 import instance_pb2, instance_pb2_grpc
@@ -200,6 +201,7 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
     async def PauseSending(
         self, request: instance_pb2.PauseSendingRequest, context: Context
     ) -> instance_pb2.PauseSendingResponse:
+        raise_if_any(check_text("reason", request.reason, 4096))  # then cut to the column's 200
         instance_id = await self._require_id(request.instance_id)
         reason = request.reason.strip()[:200] or "paused_by_client"
         record = await self._dispatcher.pause(current_tenant(), instance_id, reason)

@@ -26,7 +26,9 @@ from zapgate.gateway.supervisor import Supervisor
 from zapgate.gateway.templates import TemplateError, check
 from zapgate.gateway.validation import (
     check_instance_id,
+    check_message_id,
     check_phone,
+    check_text,
     check_timestamp,
     raise_if_any,
 )
@@ -67,10 +69,10 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
     async def DownloadMedia(
         self, request: pb.DownloadMediaRequest, context: Context
     ) -> AsyncIterator[pb.DownloadMediaResponse]:
-        violations = check_instance_id("instance_id", request.instance_id)
-        if not request.message_id:
-            violations.append(FieldViolation("message_id", "required"))
-        raise_if_any(violations)
+        raise_if_any(
+            check_instance_id("instance_id", request.instance_id)
+            + check_message_id("message_id", request.message_id)
+        )
         tenant, instance_id = current_tenant(), request.instance_id
         await self._instances.require(tenant, instance_id)
         media = await self._received_media.get(tenant, instance_id, request.message_id)
@@ -129,10 +131,10 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         return pb.CancelMessageResponse(message=message_to_proto(cancelled))
 
     async def _require(self, instance_id: str, message_id: str) -> MessageRecord:
-        violations = check_instance_id("instance_id", instance_id)
-        if not message_id:
-            violations.append(FieldViolation("message_id", "required"))
-        raise_if_any(violations)
+        raise_if_any(
+            check_instance_id("instance_id", instance_id)
+            + check_message_id("message_id", message_id)
+        )
         message = await self._messages.get(current_tenant(), instance_id, message_id)
         if message is None:
             raise MessageNotFound(message_id)
@@ -148,8 +150,7 @@ def to_record(tenant: str, request: pb.SendMessageRequest) -> MessageRecord:
     expire = _micros("expire_time", request, violations)
     if expire is not None and send_at and expire <= send_at:
         violations.append(FieldViolation("expire_time", "must be after send_at"))
-    if len(request.idempotency_key) > 200:
-        violations.append(FieldViolation("idempotency_key", "at most 200 characters"))
+    violations += check_text("idempotency_key", request.idempotency_key, 200)
     if not -1000 <= request.priority <= 1000:
         violations.append(FieldViolation("priority", "must be between -1000 and 1000"))
     raise_if_any(violations)
