@@ -1,8 +1,12 @@
 """The one place where every public call is authenticated, scoped to its tenant, and where
-zapgate's errors become gRPC statuses with `google.rpc` details."""
+zapgate's errors become gRPC statuses with `google.rpc` details. Server streams (Subscribe,
+Connect, DownloadMedia) may stay open for days, so their key is checked again every
+`recheck_seconds` while they are open: a revoked key ends them UNAUTHENTICATED."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import Token
@@ -40,27 +44,55 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
     return None
 
 
+DEFAULT_RECHECK_SECONDS = 5.0
+
+
 class CallGuard:
     """Wraps each method's handler (see handlers.WrappingRegistrar) in the call's scope."""
 
-    def __init__(self, authenticate: Authenticate) -> None:
+    def __init__(
+        self, authenticate: Authenticate, recheck_seconds: float = DEFAULT_RECHECK_SECONDS
+    ) -> None:
         self._authenticate = authenticate
+        self.recheck_seconds = recheck_seconds
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         if method.startswith(PUBLIC_SERVICE_PREFIXES):
             return handler
+        streaming = handler.response_streaming
         return wrap_handler(
-            handler, lambda request, context: _CallScope(self, method, request, context)
+            handler,
+            lambda request, context: _CallScope(self, method, request, context, streaming),
         )
 
-    async def tenant_of(self, context: Context) -> str:
+    async def tenant_of(self, context: Context) -> tuple[str, str]:
+        """The call's API key and its tenant."""
         token = bearer_token(context.invocation_metadata())
         if not token:
             raise Unauthenticated("missing `authorization: Bearer <api key>` metadata")
         tenant = await self._authenticate(token)
         if tenant is None:
             raise Unauthenticated("unknown or revoked API key")
-        return tenant
+        return token, tenant
+
+    async def watch_key(
+        self, key: str, tenant: str, context: Context, call: asyncio.Task[Any]
+    ) -> None:
+        """Runs beside a server stream: once its key no longer authenticates, ends the call
+        UNAUTHENTICATED (the status is sent first, so the client sees it rather than a
+        cancellation) and cancels the handler, wherever it waits."""
+        while True:
+            await asyncio.sleep(self.recheck_seconds)
+            try:
+                if await self._authenticate(key) == tenant:
+                    continue
+            except Exception:  # a store hiccup is no reason to end the stream
+                log.warning("re-checking a stream's API key failed", exc_info=True)
+                continue
+            break
+        with contextlib.suppress(grpc.aio.AbortError):
+            await _abort(context, Unauthenticated("API key revoked while the stream was open"))
+        call.cancel()
 
 
 class _CallScope:
@@ -68,19 +100,36 @@ class _CallScope:
     context, and errors turned into statuses. A class rather than an @asynccontextmanager:
     it runs on every call, and a generator-based one costs several microseconds more."""
 
-    __slots__ = ("_context", "_guard", "_instance", "_method", "_request", "_tenant")
+    __slots__ = (
+        "_context",
+        "_guard",
+        "_instance",
+        "_method",
+        "_request",
+        "_streaming",
+        "_tenant",
+        "_watch",
+    )
 
-    def __init__(self, guard: CallGuard, method: str, request: Any, context: Context) -> None:
+    def __init__(
+        self, guard: CallGuard, method: str, request: Any, context: Context, streaming: bool
+    ) -> None:
         self._guard, self._method, self._request, self._context = guard, method, request, context
+        self._streaming = streaming
         self._tenant: Token[str] | None = None
         self._instance: InstanceToken | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> None:
         try:
-            tenant = await self._guard.tenant_of(self._context)
+            key, tenant = await self._guard.tenant_of(self._context)
         except Exception as error:
             await self._fail(error)
             raise
+        if self._streaming and (call := asyncio.current_task()) is not None:
+            self._watch = asyncio.create_task(
+                self._guard.watch_key(key, tenant, self._context, call)
+            )
         self._tenant = enter_tenant(tenant)
         log.debug("call started: %s (tenant %s)", self._method, tenant)
         # Lines logged for a call naming an instance concern that instance.
@@ -91,6 +140,8 @@ class _CallScope:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, _: object
     ) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         if self._instance is not None:
             leave_instance(self._instance)
         if self._tenant is not None:

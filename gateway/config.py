@@ -57,6 +57,8 @@ class ServeConfig:
     number_check_ttl_seconds: float = 7 * 86_400.0
     # host:port (or a port, on loopback) to serve Prometheus metrics on; None: off.
     metrics_listen: str | None = None
+    # How often an open server stream's API key is checked again (a revoked key ends it).
+    stream_auth_recheck_seconds: float = 5.0
     # How engine workers write their log lines (the core's are set up by the CLI).
     log_format: str = "text"
 

@@ -19,6 +19,16 @@ from zapgate.sessions.errors import (
 from zapgate.v1 import errors_pb2
 
 ERROR_DOMAIN = "zapgate.v1"
+# Errors echo client input (ids, label keys). gRPC refuses trailers over 16 KiB: the client
+# would get RESOURCE_EXHAUSTED with no details at all. So every echoed string is clipped, and
+# at most MAX_VIOLATIONS field violations are named.
+MAX_ECHO_CHARS = 100
+MAX_MESSAGE_CHARS = 1000
+MAX_VIOLATIONS = 20
+
+
+def clip(text: str) -> str:
+    return text if len(text) <= MAX_ECHO_CHARS else text[:MAX_ECHO_CHARS] + "…"
 
 
 @dataclass(frozen=True)
@@ -34,9 +44,10 @@ class ZapgateError(Exception):
     reason: errors_pb2.ErrorReason.ValueType = errors_pb2.ERROR_REASON_INTERNAL
 
     def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        message = message[:MAX_MESSAGE_CHARS]
         super().__init__(message)
         self.message = message
-        self.metadata = metadata or {}
+        self.metadata = {k: clip(v) for k, v in (metadata or {}).items()}
 
     def details(self) -> list[any_pb2.Any]:
         info = error_details_pb2.ErrorInfo(
@@ -56,9 +67,11 @@ class InvalidArgument(ZapgateError):
     reason = errors_pb2.ERROR_REASON_INVALID_ARGUMENT
 
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
-        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        self.violations = tuple(
+            FieldViolation(clip(v.field), clip(v.description)) for v in violations[:MAX_VIOLATIONS]
+        )
+        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
         super().__init__(f"invalid request: {summary}")
-        self.violations = tuple(violations)
 
     def details(self) -> list[any_pb2.Any]:
         bad_request = error_details_pb2.BadRequest(

@@ -79,8 +79,8 @@ class _Call:
         try:
             yield
             code = _code_of(context) or grpc.StatusCode.OK
-        except (asyncio.CancelledError, GeneratorExit):  # the client went away
-            code = grpc.StatusCode.CANCELLED
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away, or an abort
+            code = _code_of(context) or grpc.StatusCode.CANCELLED  # from beside the handler
             raise
         except BaseException:
             # An abort set the code; anything else escaping the service is UNKNOWN to gRPC.

@@ -91,7 +91,10 @@ class Gateway:
             # Outermost: sees every call's final code. Only when metrics are served: it
             # costs every call a wrapper layer.
             *([RpcObserver(runtime.metrics.rpc).wrap] if self.config.metrics_listen else []),
-            CallGuard(CachedAuthenticator(runtime.api_keys.authenticate)).wrap,
+            CallGuard(
+                CachedAuthenticator(runtime.api_keys.authenticate),
+                self.config.stream_auth_recheck_seconds,
+            ).wrap,
         ]
         self._register_services(registrar(server, wraps), runtime)
         self.port = _add_port(server, self.config.listen, self.config.tls)

@@ -8,6 +8,8 @@ import unicodedata
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from google.protobuf import timestamp_pb2
+
 from zapgate.gateway.errors import FieldViolation, InvalidArgument
 
 INSTANCE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -17,7 +19,13 @@ LABEL_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
 MAX_DISPLAY_NAME = 128
 MAX_LABELS = 64
 MAX_LABEL_VALUE = 256
+MAX_MESSAGE_ID = 128  # ours are 40 characters; WhatsApp's (DownloadMedia) shorter still
+MAX_PROXY_URL = 500  # the column's width
 PROXY_SCHEMES = ("socks5", "http", "https")
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+MAX_NANOS = 999_999_999
 
 
 def check_instance_id(field: str, value: str) -> list[FieldViolation]:
@@ -61,10 +69,32 @@ def check_labels(field: str, labels: Mapping[str, str]) -> list[FieldViolation]:
     return violations
 
 
+def check_text(field: str, value: str, max_chars: int) -> list[FieldViolation]:
+    """A free-form string bound for the store: PostgreSQL text cannot hold NUL, and a
+    varchar column rejects what does not fit."""
+    if len(value) > max_chars:
+        return [FieldViolation(field, f"at most {max_chars} characters")]
+    if "\x00" in value:
+        return [FieldViolation(field, "must not contain NUL characters")]
+    return []
+
+
+def check_message_id(field: str, value: str) -> list[FieldViolation]:
+    """Required and bounded: a not-found error echoes the id, and gRPC refuses trailers
+    over 16 KiB (the client would see RESOURCE_EXHAUSTED without details instead)."""
+    if not value:
+        return [FieldViolation(field, "required")]
+    if len(value) > MAX_MESSAGE_ID or any(unicodedata.category(c) == "Cc" for c in value):
+        return [FieldViolation(field, f"at most {MAX_MESSAGE_ID} printable characters")]
+    return []
+
+
 def check_proxy_url(field: str, value: str) -> list[FieldViolation]:
     """Empty means a direct connection."""
     if not value:
         return []
+    if too_long := check_text(field, value, MAX_PROXY_URL):
+        return too_long
     parsed = urlsplit(value)
     if parsed.scheme not in PROXY_SCHEMES or not parsed.hostname:
         schemes = ", ".join(f"{s}://" for s in PROXY_SCHEMES)
@@ -75,6 +105,16 @@ def check_proxy_url(field: str, value: str) -> list[FieldViolation]:
         port = None
     if port is None:
         return [FieldViolation(field, "must name a port (host:port)")]
+    return []
+
+
+def check_timestamp(field: str, value: timestamp_pb2.Timestamp) -> list[FieldViolation]:
+    """Every Timestamp a request carries goes through here before anything converts it:
+    protobuf's own conversions raise ValueError outside this range."""
+    if not MIN_TIMESTAMP_SECONDS <= value.seconds <= MAX_TIMESTAMP_SECONDS:
+        return [FieldViolation(field, "seconds must be within years 1 to 9999")]
+    if not 0 <= value.nanos <= MAX_NANOS:
+        return [FieldViolation(field, f"nanos must be within 0..{MAX_NANOS}")]
     return []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import grpc.aio
@@ -10,17 +11,18 @@ import grpc.aio
 from zapgate.gateway.call_guard import current_tenant
 from zapgate.gateway.contacts import ContactBook, NumberAnswer
 from zapgate.gateway.errors import FieldViolation
-from zapgate.gateway.paging import PageToken, decode_page_token, page_size
+from zapgate.gateway.paging import CONTACT_KEY, decode_page_token, encode_page_token, page_size
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.store.contacts import StoredContact
 from zapgate.gateway.store.instances import InstanceRepository
-from zapgate.gateway.validation import check_instance_id, raise_if_any
+from zapgate.gateway.validation import check_instance_id, check_text, raise_if_any
 from zapgate.v1 import contact_pb2 as pb
 from zapgate.v1 import contact_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_NUMBERS_PER_CALL = 500
 MAX_QUERY_CHARS = 100
+PHONE_PREFIX = re.compile(r"\+?[0-9]{1,15}")  # ASCII digits: str.isdigit() takes "²" too
 
 
 class ContactService(contact_pb2_grpc.ContactServiceServicer):
@@ -44,22 +46,21 @@ class ContactService(contact_pb2_grpc.ContactServiceServicer):
         self, request: pb.ListContactsRequest, context: Context
     ) -> pb.ListContactsResponse:
         violations = check_instance_id("instance_id", request.instance_id)
-        if len(request.query) > MAX_QUERY_CHARS:
-            violations.append(FieldViolation("query", f"at most {MAX_QUERY_CHARS} characters"))
-        if request.phone_prefix and not request.phone_prefix.lstrip("+").isdigit():
+        violations += check_text("query", request.query, MAX_QUERY_CHARS)
+        if request.phone_prefix and not PHONE_PREFIX.fullmatch(request.phone_prefix):
             violations.append(FieldViolation("phone_prefix", "digits, optionally after a +"))
         raise_if_any(violations)
         tenant = current_tenant()
         await self._instances.require(tenant, request.instance_id)
         limit = page_size(request.page_size)
         filter_key = json.dumps([request.instance_id, request.query, request.phone_prefix])
-        after = decode_page_token(request.page_token, filter_key)
+        after = decode_page_token(request.page_token, filter_key, CONTACT_KEY)
         page = await self._book.contacts.page(
             tenant,
             request.instance_id,
             query=request.query,
             phone_prefix=request.phone_prefix,
-            after=tuple(json.loads(after)) if after else None,
+            after=after,
             limit=limit + 1,
         )
         more = len(page) > limit
@@ -67,7 +68,7 @@ class ContactService(contact_pb2_grpc.ContactServiceServicer):
         token = ""
         if more:
             last = page[-1]
-            token = PageToken(json.dumps([last.search_name, last.contact.jid]), filter_key).encode()
+            token = encode_page_token([last.search_name, last.contact.jid], filter_key)
         return pb.ListContactsResponse(contacts=[_contact(c) for c in page], next_page_token=token)
 
     async def CheckNumbers(

@@ -13,7 +13,12 @@ from zapgate.gateway.call_guard import current_tenant
 from zapgate.gateway.contacts import ContactBook
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.errors import FieldViolation, InstanceNotFound, InvalidArgument
-from zapgate.gateway.paging import PageToken, decode_page_token, page_size
+from zapgate.gateway.paging import (
+    INSTANCE_ID,
+    decode_page_token,
+    encode_page_token,
+    page_size,
+)
 from zapgate.gateway.services.convert import (
     instance_to_proto,
     policy_from_proto,
@@ -28,6 +33,7 @@ from zapgate.gateway.validation import (
     check_labels,
     check_phone,
     check_proxy_url,
+    check_text,
     raise_if_any,
 )
 from zapgate.v1 import instance_pb2, instance_pb2_grpc
@@ -88,15 +94,15 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             raise InvalidArgument([FieldViolation("state", "unknown state")])
         filter_key = f"state={request.state}"
         limit = page_size(request.page_size)
-        after_id = decode_page_token(request.page_token, filter_key)
+        after_id = decode_page_token(request.page_token, filter_key, INSTANCE_ID)
         records = await self._instances.list_page(
             current_tenant(),
             state=request.state or None,
-            after_id=after_id,
+            after_id=after_id or "",
             limit=limit + 1,  # one more tells whether another page exists
         )
         page, more = records[:limit], len(records) > limit
-        next_token = PageToken(page[-1].id, filter_key).encode() if more else ""
+        next_token = encode_page_token(page[-1].id, filter_key) if more else ""
         return instance_pb2.ListInstancesResponse(
             instances=[instance_to_proto(r) for r in page], next_page_token=next_token
         )
@@ -195,6 +201,7 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
     async def PauseSending(
         self, request: instance_pb2.PauseSendingRequest, context: Context
     ) -> instance_pb2.PauseSendingResponse:
+        raise_if_any(check_text("reason", request.reason, 4096))  # then cut to the column's 200
         instance_id = await self._require_id(request.instance_id)
         reason = request.reason.strip()[:200] or "paused_by_client"
         record = await self._dispatcher.pause(current_tenant(), instance_id, reason)

@@ -18,13 +18,20 @@ from zapgate.gateway.errors import (
     MessageNotCancellable,
     MessageNotFound,
 )
-from zapgate.gateway.paging import PageToken, decode_page_token, page_size
+from zapgate.gateway.paging import SEQ, decode_page_token, encode_page_token, page_size
 from zapgate.gateway.services.convert import message_to_proto
 from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
 from zapgate.gateway.templates import TemplateError, check
-from zapgate.gateway.validation import check_instance_id, check_phone, raise_if_any
+from zapgate.gateway.validation import (
+    check_instance_id,
+    check_message_id,
+    check_phone,
+    check_text,
+    check_timestamp,
+    raise_if_any,
+)
 from zapgate.v1 import message_pb2 as pb
 from zapgate.v1 import message_pb2_grpc
 
@@ -62,10 +69,10 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
     async def DownloadMedia(
         self, request: pb.DownloadMediaRequest, context: Context
     ) -> AsyncIterator[pb.DownloadMediaResponse]:
-        violations = check_instance_id("instance_id", request.instance_id)
-        if not request.message_id:
-            violations.append(FieldViolation("message_id", "required"))
-        raise_if_any(violations)
+        raise_if_any(
+            check_instance_id("instance_id", request.instance_id)
+            + check_message_id("message_id", request.message_id)
+        )
         tenant, instance_id = current_tenant(), request.instance_id
         await self._instances.require(tenant, instance_id)
         media = await self._inbound.media(tenant, instance_id, request.message_id)
@@ -99,17 +106,17 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         await self._instances.require(current_tenant(), request.instance_id)
         filter_key = f"{request.instance_id}|state={request.state}"
         limit = page_size(request.page_size)
-        before = decode_page_token(request.page_token, filter_key)
+        before = decode_page_token(request.page_token, filter_key, SEQ)
         page = await self._messages.list_page(
             current_tenant(),
             request.instance_id,
             state=request.state or None,
-            before_seq=int(before) if before else 0,
+            before_seq=before or 0,
             limit=limit + 1,
         )
         more = len(page) > limit
         page = page[:limit]
-        token = PageToken(str(page[-1].seq), filter_key).encode() if more else ""
+        token = encode_page_token(page[-1].seq, filter_key) if more else ""
         return pb.ListMessagesResponse(
             messages=[message_to_proto(m) for m in page], next_page_token=token
         )
@@ -124,10 +131,10 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         return pb.CancelMessageResponse(message=message_to_proto(cancelled))
 
     async def _require(self, instance_id: str, message_id: str) -> MessageRecord:
-        violations = check_instance_id("instance_id", instance_id)
-        if not message_id:
-            violations.append(FieldViolation("message_id", "required"))
-        raise_if_any(violations)
+        raise_if_any(
+            check_instance_id("instance_id", instance_id)
+            + check_message_id("message_id", message_id)
+        )
         message = await self._messages.get(current_tenant(), instance_id, message_id)
         if message is None:
             raise MessageNotFound(message_id)
@@ -139,12 +146,11 @@ def to_record(tenant: str, request: pb.SendMessageRequest) -> MessageRecord:
     violations = check_instance_id("instance_id", request.instance_id)
     recipient = _recipient(request, violations)
     kind, content, media = _content(request, violations)
-    send_at = request.send_at.ToMicroseconds() if request.HasField("send_at") else 0
-    expire = request.expire_time.ToMicroseconds() if request.HasField("expire_time") else None
+    send_at = _micros("send_at", request, violations) or 0
+    expire = _micros("expire_time", request, violations)
     if expire is not None and send_at and expire <= send_at:
         violations.append(FieldViolation("expire_time", "must be after send_at"))
-    if len(request.idempotency_key) > 200:
-        violations.append(FieldViolation("idempotency_key", "at most 200 characters"))
+    violations += check_text("idempotency_key", request.idempotency_key, 200)
     if not -1000 <= request.priority <= 1000:
         violations.append(FieldViolation("priority", "must be between -1000 and 1000"))
     raise_if_any(violations)
@@ -160,6 +166,18 @@ def to_record(tenant: str, request: pb.SendMessageRequest) -> MessageRecord:
         send_at_us=send_at,
         expire_us=expire,
     )
+
+
+def _micros(
+    field: str, request: pb.SendMessageRequest, violations: list[FieldViolation]
+) -> int | None:
+    """A set Timestamp field in microseconds; None when unset or out of range (named)."""
+    if not request.HasField(field):  # type: ignore[arg-type]
+        return None
+    value = getattr(request, field)
+    found = check_timestamp(field, value)
+    violations += found
+    return None if found else int(value.ToMicroseconds())
 
 
 def _recipient(request: pb.SendMessageRequest, violations: list[FieldViolation]) -> str:
