@@ -92,11 +92,13 @@ class SessionKeeper:
             except FileNotFoundError:
                 return False
             digest = hashlib.sha256(image).digest()
+            if digest != watched.digest:
+                await self._store(tenant, instance_id, image)
+            # Clean only once stored: a failed store leaves the change due for the next poll.
             watched.dirty_since = None
             watched.last_snapshot_at = self._monotonic()
             if digest == watched.digest:
                 return False
-            await self._store(tenant, instance_id, image)
             watched.digest = digest
             return True
 
