@@ -267,3 +267,29 @@ async def test_a_wrong_master_key_fails_every_session_and_deletes_nothing(tmp_pa
     async with gateway(tmp_path) as (_, client):  # the right key: everything is back
         for instance_id in ("a", "b"):
             await client.wait_state(instance_id, S.INSTANCE_STATE_CONNECTED)
+
+
+async def test_a_wrong_master_key_never_reseals_a_surviving_runtime_store(tmp_path: Path) -> None:
+    # No reboot this time: the plaintext stores are still in the runtime dir. A start with a
+    # wrong key must not snapshot them under that key (which would lose every session).
+    async with gateway(tmp_path) as (_, client):
+        for n, instance_id in enumerate(("a", "b")):
+            await client.create(instance_id)
+            await client.pair(instance_id, f"+55119444410{n:02d}")
+    before = [snapshot_row(tmp_path, i) for i in ("a", "b")]
+    stores = {path: path.read_bytes() for path in (tmp_path / "runtime").rglob("session.db")}
+    assert len(stores) == 2
+    wrong_key = tmp_path / "wrong.key"
+    wrong_key.write_text(base64.b64encode(os.urandom(32)).decode())
+    async with gateway(tmp_path, master_key_file=wrong_key) as (_, client):
+        for instance_id in ("a", "b"):
+            failed = await client.wait_state(instance_id, S.INSTANCE_STATE_ERROR)
+            assert failed.state_reason == R.STATE_REASON_SESSION_UNDECRYPTABLE
+            assert "does not open with the configured master keys" in failed.state_detail
+    # the shutdown snapshot did not replace them either
+    assert [snapshot_row(tmp_path, i) for i in ("a", "b")] == before
+    assert {path: path.read_bytes() for path in stores} == stores  # the stores left alone
+    async with gateway(tmp_path) as (_, client):  # the right key: back without a QR
+        for instance_id in ("a", "b"):
+            back = await client.wait_state(instance_id, S.INSTANCE_STATE_CONNECTED)
+            assert back.state_reason == R.STATE_REASON_CONNECTED
