@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -11,10 +12,12 @@ from pathlib import Path
 import grpc.aio
 import pytest
 
-from tests.conftest import RunningGateway, gateway_config, started_gateway
+from tests.conftest import FAST_SIM, RunningGateway, gateway_config, started_gateway
+from tests.messaging import Messenger
 from tests.sim_client import SimClient
 from zapgate.gateway.server import Gateway
 from zapgate.v1 import instance_pb2 as pb
+from zapgate.v1 import message_pb2 as mpb
 
 S = pb.InstanceState
 R = pb.StateReason
@@ -99,3 +102,39 @@ async def test_a_worker_that_stops_answering_is_replaced(two_workers: RunningGat
         await asyncio.sleep(0.05)
     assert slot.pid != old_pid
     assert slot.restarts == 1
+
+
+async def test_receipts_owed_when_a_worker_dies_arrive_after_the_reconnect(
+    tmp_path: Path,
+) -> None:
+    # Receipts come a second after the send: the worker is killed well before.
+    timings = dataclasses.replace(FAST_SIM, delivered_seconds=1.0, read_seconds=1.2)
+    async with started_gateway(tmp_path, sim_timings=timings, worker_ping_seconds=0.5) as running:
+        messenger = Messenger(await SimClient.for_tenant(running, "acme"))
+        await messenger.ready("owed", "+5511900000777")
+        queued = await messenger.send_text("owed", "+5511960000777", "hi")
+        handed_off = {mpb.MESSAGE_STATE_QUEUED, mpb.MESSAGE_STATE_SENDING}
+        sent = await messenger.wait_message("owed", queued.id, lambda m: m.state not in handed_off)
+        assert sent.state == mpb.MESSAGE_STATE_SENT
+        before = await messenger.client.get("owed")
+        pool = running.gateway.pool
+        assert pool is not None
+        [slot] = pool.slots
+        assert slot.pid is not None
+        os.kill(slot.pid, signal.SIGKILL)
+
+        since = before.state_change_time.ToMicroseconds()
+        back = await messenger.client.wait_for(
+            "owed",
+            lambda i: (
+                i.state == S.INSTANCE_STATE_CONNECTED
+                and i.state_change_time.ToMicroseconds() > since
+            ),
+        )
+        assert back.state_reason == R.STATE_REASON_CONNECTED
+        read = await messenger.wait_message(
+            "owed", queued.id, lambda m: m.state == mpb.MESSAGE_STATE_READ
+        )
+        assert read.whatsapp_message_id == sent.whatsapp_message_id
+        [received] = await messenger.received("owed")
+        assert received.whatsapp_message_id == read.whatsapp_message_id  # sent once only
