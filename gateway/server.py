@@ -22,6 +22,7 @@ from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.contacts import ContactBook
 from zapgate.gateway.dispatcher import Dispatcher
 from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.file_modes import warn_if_exposed
 from zapgate.gateway.handlers import registrar
 from zapgate.gateway.inbox import Inbox
 from zapgate.gateway.listeners import Listeners
@@ -101,6 +102,7 @@ class Gateway:
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        warn_if_exposed(self.config.data_dir, "data dir")
         self._engine = await open_database(self.config.resolved_database_url)
         self.metrics = GatewayMetrics(self._engine)
         api_keys = ApiKeyRepository(self._engine)

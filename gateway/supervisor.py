@@ -611,5 +611,9 @@ def _ignore(*_: object) -> None:
 
 
 def _make_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
+    # <runtime>/instances/<tenant>/<id>: every level 0700, not only the last (mkdir's
+    # parents get 0755), including levels an older version created
+    path.parents[2].mkdir(parents=True, exist_ok=True, mode=0o700)
+    for level in (path.parents[1], path.parent, path):
+        level.mkdir(exist_ok=True, mode=0o700)
+        level.chmod(0o700)

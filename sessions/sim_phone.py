@@ -7,6 +7,7 @@ do)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import time
 from contextlib import closing
@@ -84,6 +85,8 @@ class PhoneLog:
         self.path = runtime_dir / PHONE_FILE_NAME
 
     def _connect(self) -> sqlite3.Connection:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # not 0644, whatever the umask
+        os.close(fd)
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         db.executescript(SCHEMA)
         return db
