@@ -142,8 +142,10 @@ def add_engine_flags(serve: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from zapgate.gateway.file_modes import restrict_umask
     from zapgate.gateway.server import serve
 
+    restrict_umask()  # before anything creates a file
     log_format = args.log_format or os.environ.get("ZAPGATE_LOG_FORMAT") or "text"
     if log_format not in LOG_FORMATS:
         raise SystemExit(f"log format must be one of: {', '.join(LOG_FORMATS)}")

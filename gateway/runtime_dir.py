@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+from zapgate.gateway.file_modes import warn_if_exposed
+
 log = logging.getLogger(__name__)
 
 MEMORY_FILESYSTEMS = {"tmpfs", "ramfs"}
@@ -33,8 +35,12 @@ def filesystem_of(path: Path) -> str | None:
 
 
 def prepare_runtime_dir(path: Path) -> None:
-    """Creates the directory 0700 and warns loudly when it is not memory-backed."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Creates the directory 0700 (missing parents too) and warns loudly when it is not
+    memory-backed, or was open to other users (its sessions may have been read)."""
+    if path.is_dir():
+        warn_if_exposed(path, "runtime dir")
+    for missing in [p for p in (*reversed(path.parents), path) if not p.exists()]:
+        missing.mkdir(exist_ok=True, mode=0o700)  # mkdir(parents=True) makes parents 0755
     os.chmod(path, 0o700)
     kind = filesystem_of(path)
     if kind not in MEMORY_FILESYSTEMS:

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from zapgate.gateway.auth_cache import CachedAuthenticator
 from zapgate.gateway.call_guard import CallGuard
 from zapgate.gateway.config import ServeConfig, TlsConfig
-from zapgate.gateway.data_dir import prepare_data_dir
+from zapgate.gateway.file_modes import prepare_data_dir
 from zapgate.gateway.handlers import registrar
 from zapgate.gateway.metrics_http import MetricsServer
 from zapgate.gateway.rpc_observer import RpcObserver

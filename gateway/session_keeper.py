@@ -20,7 +20,7 @@ from pathlib import Path
 from zapgate.gateway.logs import instance_fields
 from zapgate.gateway.store.snapshots import SnapshotRepository, StaleGeneration
 from zapgate.sessions.store_file import read_store, write_store
-from zapgate.sessions.vault import Keyring, Undecryptable, seal
+from zapgate.sessions.vault import Keyring, SealedSession, Undecryptable, seal
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class Watched:
     changed_at: float = 0.0
     last_snapshot_at: float = 0.0
     digest: bytes = b""  # SHA-256 of the last snapshotted image
+    # (generation, why not) of the stored snapshot last checked against the keyring: the
+    # check runs once per generation, not on every snapshot
+    verdict: tuple[int, str] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -92,24 +95,29 @@ class SessionKeeper:
             except FileNotFoundError:
                 return False
             digest = hashlib.sha256(image).digest()
+            if digest != watched.digest:
+                await self._store(tenant, instance_id, image, watched)
+            # Clean only once stored: a failed store leaves the change due for the next poll.
             watched.dirty_since = None
             watched.last_snapshot_at = self._monotonic()
             if digest == watched.digest:
                 return False
-            await self._store(tenant, instance_id, image)
             watched.digest = digest
             return True
 
-    async def _store(self, tenant: str, instance_id: str, image: bytes) -> None:
+    async def _store(self, tenant: str, instance_id: str, image: bytes, watched: Watched) -> None:
         owner = f"{tenant}/{instance_id}"
         for _ in range(3):
             latest = await self._snapshots.latest(tenant, instance_id)
+            if latest is not None:
+                self._check_replaceable(owner, latest, watched)
             generation = (latest.generation if latest else 0) + 1
             sealed = await asyncio.to_thread(seal, self.keyring.current, owner, generation, image)
             try:
                 await self._snapshots.save(tenant, instance_id, sealed)
             except StaleGeneration:
                 continue
+            watched.verdict = (generation, "")  # sealed under the current key just now
             fields = instance_fields(tenant, instance_id)
             log.debug(
                 "snapshot %s generation %d (%d bytes)", owner, generation, len(image), extra=fields
@@ -117,13 +125,36 @@ class SessionKeeper:
             return
         raise RuntimeError(f"could not store a snapshot of {owner}: generations keep moving")
 
+    def _check_replaceable(self, owner: str, latest: SealedSession, watched: Watched) -> None:
+        """A snapshot never replaces one the keyring cannot open: started with a wrong
+        master key, the core would otherwise re-seal every session under it and lose them
+        all. Raises Undecryptable."""
+        if watched.verdict is None or watched.verdict[0] != latest.generation:
+            try:
+                self.keyring.unwrap(owner, latest)
+            except Undecryptable as error:
+                failure = (
+                    f"the stored snapshot (generation {latest.generation}) does not open with "
+                    f"the configured master keys ({error}); it is kept as it is and no new "
+                    f"snapshot replaces it: start with the master key it was sealed with"
+                )
+            else:
+                failure = ""
+            watched.verdict = (latest.generation, failure)
+        if watched.verdict[1]:
+            raise Undecryptable(watched.verdict[1])
+
     async def restore(self, tenant: str, instance_id: str, expected_generation: int) -> bool:
         """Writes the newest snapshot to the runtime dir unless a store is already there
         (then it is newer: it is snapshotted instead). False when there is no snapshot.
-        Raises Undecryptable; the blob is never touched."""
+        Raises Undecryptable; the blob is never touched, nor is a store in the runtime dir."""
         path = self._store_path_of(tenant, instance_id)
         if path.exists():
-            await self.snapshot(tenant, instance_id)
+            try:
+                await self.snapshot(tenant, instance_id)
+            except Undecryptable:
+                self.unwatch(tenant, instance_id)  # no polling it until it is fixed
+                raise
             return True
         sealed = await self._snapshots.latest(tenant, instance_id)
         if sealed is None:
@@ -173,11 +204,20 @@ class SessionKeeper:
         return now - watched.last_snapshot_at >= self.timings.periodic_seconds
 
     async def _snapshot_logged(self, tenant: str, instance_id: str) -> None:
+        fields = instance_fields(tenant, instance_id)
         try:
             await self.snapshot(tenant, instance_id)
+        except Undecryptable as error:
+            refusal = str(error)
         except Exception:
-            fields = instance_fields(tenant, instance_id)
             log.exception("snapshot of %s/%s failed", tenant, instance_id, extra=fields)
+            return
+        else:
+            return
+        # Its stored snapshot no longer opens (replaced under another key): stop
+        # snapshotting it rather than failing on every poll.
+        self.unwatch(tenant, instance_id)
+        log.error("session %s/%s: %s", tenant, instance_id, refusal, extra=fields)
 
 
 def _fingerprints(paths: list[Path]) -> list[tuple[int, int]]:

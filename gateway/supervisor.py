@@ -252,8 +252,12 @@ class Supervisor:
         live = self._lives.get(lost.key)
         if live is None or live.run_id != lost.run_id:
             return
-        # The store outlives the worker (tmpfs): secure its newest state first.
-        await self._keeper.snapshot(live.tenant, live.instance_id)
+        # The store outlives the worker (tmpfs): secure its newest state first. A snapshot
+        # that fails (the state store is down) must not keep the instance from coming back.
+        try:
+            await self._keeper.snapshot(live.tenant, live.instance_id)
+        except Exception:
+            log.exception("snapshot of %s after its worker died failed", live.key)
         async with live.lock:
             if live.run_id != lost.run_id:
                 return
@@ -591,5 +595,9 @@ class Supervisor:
 
 
 def _make_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
+    # <runtime>/instances/<tenant>/<id>: every level 0700, not only the last (mkdir's
+    # parents get 0755), including levels an older version created
+    path.parents[2].mkdir(parents=True, exist_ok=True, mode=0o700)
+    for level in (path.parents[1], path.parent, path):
+        level.mkdir(exist_ok=True, mode=0o700)
+        level.chmod(0o700)

@@ -25,7 +25,7 @@ from zapgate.sessions.engine import (
 from zapgate.sessions.errors import EngineError, NotConnected, NotRunning, Rejected, SendRefused
 from zapgate.sessions.events import InstanceKey
 from zapgate.sessions.sim_contacts import AddressBook
-from zapgate.sessions.sim_phone import PhoneLog, describe
+from zapgate.sessions.sim_phone import PendingReceipt, PhoneLog, describe
 from zapgate.sessions.sim_store import SimDevice, SimStore
 
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # whatsmeow's: no 0, O, I, U
@@ -65,6 +65,7 @@ class SimSession:
         self.task: asyncio.Task[None] | None = None
         self.keepalive_task: asyncio.Task[None] | None = None
         self.receipt_tasks: set[asyncio.Task[None]] = set()
+        self.receipts_scheduled: set[str] = set()  # message ids, in this run
         self.phone = PhoneLog(spec.runtime_dir)
         self.address_book = AddressBook(self.store)
 
@@ -82,6 +83,8 @@ class SimSession:
             self.sink(
                 ev.Connected(self.key, jid=self.device.jid or "", phone=self.device.phone or "")
             )
+            # Receipts the phones owe from before a crash or drop arrive now (or when due).
+            self.schedule_receipts(await asyncio.to_thread(self.phone.pending_receipts))
             await asyncio.Event().wait()  # connected until stopped, dropped or replaced
 
     async def _pair(self) -> None:
@@ -151,22 +154,37 @@ class SimSession:
             self.sink(ev.KeepAliveFailing(self.key, failures=failures))
             await asyncio.sleep(self.timings.keepalive_seconds)
 
-    def schedule_receipts(self, message_id: str, recipient_jid: str) -> None:
-        task = asyncio.create_task(self._receipts(message_id, recipient_jid))
-        self.receipt_tasks.add(task)
-        task.add_done_callback(self.receipt_tasks.discard)
-
-    async def _receipts(self, message_id: str, recipient_jid: str) -> None:
-        elapsed = 0.0
+    def receipts_due(self, message_id: str, recipient_jid: str) -> list[PendingReceipt]:
+        """The receipts a recipient's phone sends for a message sent now."""
+        due, now = [], time.time()
         for kind, at in (
             ("delivered", self.timings.delivered_seconds),
             ("read", self.timings.read_seconds),
         ):
             if at < 0:
-                return
-            await asyncio.sleep(max(0.0, at - elapsed))
-            elapsed = max(elapsed, at)
-            self.sink(ev.Receipt(self.key, (message_id,), kind, recipient_jid))
+                break
+            due.append(PendingReceipt(message_id, recipient_jid, kind, now + at))
+        return due
+
+    def schedule_receipts(self, receipts: list[PendingReceipt]) -> None:
+        by_message: dict[str, list[PendingReceipt]] = {}
+        for receipt in receipts:
+            by_message.setdefault(receipt.message_id, []).append(receipt)
+        for message_id, owed in by_message.items():
+            if message_id in self.receipts_scheduled:  # sent after connecting: already on
+                continue
+            self.receipts_scheduled.add(message_id)
+            task = asyncio.create_task(self._receipts(owed))
+            self.receipt_tasks.add(task)
+            task.add_done_callback(self.receipt_tasks.discard)
+
+    async def _receipts(self, owed: list[PendingReceipt]) -> None:
+        for receipt in sorted(owed, key=lambda r: r.due_at):  # delivered before read
+            await asyncio.sleep(max(0.0, receipt.due_at - time.time()))
+            self.sink(
+                ev.Receipt(self.key, (receipt.message_id,), receipt.kind, receipt.recipient_jid)
+            )
+            await asyncio.to_thread(self.phone.receipt_sent, receipt.message_id, receipt.kind)
 
     async def cancel(self) -> None:
         for task in (self.task, self.keepalive_task, *self.receipt_tasks):
@@ -205,8 +223,10 @@ class SimEngine(Engine):
         if code:
             raise SendRefused(code, f"WhatsApp refused the message to +{user} (error {code})")
         message_id = f"3EB0{secrets.token_hex(8).upper()}"
-        await asyncio.to_thread(session.phone.append, describe(recipient_jid, content, message_id))
-        session.schedule_receipts(message_id, recipient_jid)
+        receipts = session.receipts_due(message_id, recipient_jid)
+        received = describe(recipient_jid, content, message_id)
+        await asyncio.to_thread(session.phone.append, received, receipts)
+        session.schedule_receipts(receipts)
         return SendResult(message_id, time.time())
 
     async def set_typing(self, key: InstanceKey, recipient_jid: str, typing: bool) -> None:

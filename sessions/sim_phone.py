@@ -1,10 +1,13 @@
 """The simulator's phone side: what recipients received from an instance, in order, with
-times. Kept in an SQLite file in the instance's runtime directory, so it survives a worker
-or gateway crash (tests check that nothing was delivered twice)."""
+times, and the receipts their phones still owe. Kept in an SQLite file in the instance's
+runtime directory, so it survives a worker or gateway crash (tests check that nothing was
+delivered twice, and that receipts due meanwhile arrive after the reconnect, as WhatsApp's
+do)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import time
 from contextlib import closing
@@ -24,7 +27,14 @@ CREATE TABLE IF NOT EXISTS received (
     received_at REAL NOT NULL,
     media_size INTEGER NOT NULL,
     media_sha256 TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS pending_receipts (
+    message_id TEXT NOT NULL,
+    recipient_jid TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    due_at REAL NOT NULL,
+    PRIMARY KEY (message_id, kind)
+);
 """
 
 
@@ -62,17 +72,33 @@ def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> R
     )
 
 
+@dataclass(frozen=True)
+class PendingReceipt:
+    message_id: str
+    recipient_jid: str
+    kind: str  # delivered, read
+    due_at: float  # wall-clock seconds: it must outlive the worker process
+
+
 class PhoneLog:
     def __init__(self, runtime_dir: Path) -> None:
         self.path = runtime_dir / PHONE_FILE_NAME
 
     def _connect(self) -> sqlite3.Connection:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # not 0644, whatever the umask
+        os.close(fd)
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        db.execute(SCHEMA)
+        db.executescript(SCHEMA)
         return db
 
-    def append(self, received: Received) -> None:
+    def append(self, received: Received, receipts: list[PendingReceipt] | None = None) -> None:
+        """Records a received message and the receipts its phone will send, together."""
         with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT OR REPLACE INTO pending_receipts VALUES (?, ?, ?, ?)",
+                [(r.message_id, r.recipient_jid, r.kind, r.due_at) for r in receipts or ()],
+            )
             db.execute(
                 "INSERT INTO received (recipient_jid, kind, text, message_id, received_at,"
                 " media_size, media_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -85,6 +111,24 @@ class PhoneLog:
                     received.media_size,
                     received.media_sha256,
                 ),
+            )
+            db.execute("COMMIT")
+
+    def pending_receipts(self) -> list[PendingReceipt]:
+        """Receipts not sent yet, earliest first."""
+        if not self.path.exists():
+            return []
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT message_id, recipient_jid, kind, due_at FROM pending_receipts"
+                " ORDER BY due_at, rowid"
+            ).fetchall()
+        return [PendingReceipt(*row) for row in rows]
+
+    def receipt_sent(self, message_id: str, kind: str) -> None:
+        with closing(self._connect()) as db:
+            db.execute(
+                "DELETE FROM pending_receipts WHERE message_id = ? AND kind = ?", (message_id, kind)
             )
 
     def read(self) -> list[Received]:

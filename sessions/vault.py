@@ -84,22 +84,22 @@ class Keyring:
         return key_id in self._by_id
 
     def open(self, owner: str, sealed: SealedSession) -> bytes:
+        data_key = self.unwrap(owner, sealed)
+        return _decrypt(data_key, sealed.ciphertext, _aad(b"body", owner, sealed.generation))
+
+    def unwrap(self, owner: str, sealed: SealedSession) -> bytes:
+        """The blob's data key: proves a master key of this ring opens it, without
+        decrypting the body."""
         master = self._by_id.get(sealed.key_id)
         if master is None:
             raise Undecryptable(f"sealed with master key {sealed.key_id}, which is not configured")
-        data_key = _decrypt(
-            master.secret, sealed.wrapped_key, _aad(b"key", owner, sealed.generation)
-        )
-        return _decrypt(data_key, sealed.ciphertext, _aad(b"body", owner, sealed.generation))
+        return _decrypt(master.secret, sealed.wrapped_key, _aad(b"key", owner, sealed.generation))
 
     def rewrap(self, owner: str, sealed: SealedSession) -> SealedSession:
         """The same ciphertext with its data key wrapped by the current master key."""
-        master = self._by_id.get(sealed.key_id)
-        if master is None:
-            raise Undecryptable(f"sealed with master key {sealed.key_id}, which is not configured")
-        aad = _aad(b"key", owner, sealed.generation)
-        data_key = _decrypt(master.secret, sealed.wrapped_key, aad)
+        data_key = self.unwrap(owner, sealed)
         nonce = os.urandom(NONCE_BYTES)
+        aad = _aad(b"key", owner, sealed.generation)
         wrapped = AESGCM(self.current.secret).encrypt(nonce, data_key, aad)
         return SealedSession(
             sealed.generation, self.current.key_id, nonce + wrapped, sealed.ciphertext

@@ -184,7 +184,7 @@ async def test_after_retention_emptied_the_log_old_cursors_are_out_of_range(
             metadata=messenger.metadata,
         )
     held = await take(subscribe(messenger, instance_ids=["emptied"]), 3)
-    log = running.gateway.events
+    log = running.gateway.runtime.events
     assert log is not None
     kept = log.retention
     log.retention = Retention(max_age_seconds=-3600.0)  # every event is too old

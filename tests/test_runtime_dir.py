@@ -41,3 +41,23 @@ def test_a_tmpfs_directory_gives_no_warning(caplog: pytest.LogCaptureFixture) ->
         assert caplog.text == ""
     finally:
         target.rmdir()
+
+
+def test_an_open_runtime_dir_is_warned_about_and_made_private(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "runtime"
+    target.mkdir(mode=0o755)
+    target.chmod(0o755)
+    with caplog.at_level(logging.WARNING):
+        prepare_runtime_dir(target)
+    assert f"RUNTIME DIR {target} IS READABLE BY OTHER USERS" in caplog.text
+    assert f"chmod 700 {target}" in caplog.text
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+
+
+def test_missing_parents_are_created_private(tmp_path: Path) -> None:
+    target = tmp_path / "zapgate-1000" / "abc"
+    prepare_runtime_dir(target)
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700

@@ -8,6 +8,7 @@ import base64
 import os
 import shutil
 import sqlite3
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ import grpc.aio
 import pytest
 
 from tests.conftest import gateway_config
+from tests.messaging import Messenger
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
 from zapgate.gateway.server import Gateway
@@ -267,3 +269,82 @@ async def test_a_wrong_master_key_fails_every_session_and_deletes_nothing(tmp_pa
     async with gateway(tmp_path) as (_, client):  # the right key: everything is back
         for instance_id in ("a", "b"):
             await client.wait_state(instance_id, S.INSTANCE_STATE_CONNECTED)
+
+
+async def test_a_wrong_master_key_never_reseals_a_surviving_runtime_store(tmp_path: Path) -> None:
+    # No reboot this time: the plaintext stores are still in the runtime dir. A start with a
+    # wrong key must not snapshot them under that key (which would lose every session).
+    async with gateway(tmp_path) as (_, client):
+        for n, instance_id in enumerate(("a", "b")):
+            await client.create(instance_id)
+            await client.pair(instance_id, f"+55119444410{n:02d}")
+    before = [snapshot_row(tmp_path, i) for i in ("a", "b")]
+    stores = {path: path.read_bytes() for path in (tmp_path / "runtime").rglob("session.db")}
+    assert len(stores) == 2
+    wrong_key = tmp_path / "wrong.key"
+    wrong_key.write_text(base64.b64encode(os.urandom(32)).decode())
+    async with gateway(tmp_path, master_key_file=wrong_key) as (_, client):
+        for instance_id in ("a", "b"):
+            failed = await client.wait_state(instance_id, S.INSTANCE_STATE_ERROR)
+            assert failed.state_reason == R.STATE_REASON_SESSION_UNDECRYPTABLE
+            assert "does not open with the configured master keys" in failed.state_detail
+    # the shutdown snapshot did not replace them either
+    assert [snapshot_row(tmp_path, i) for i in ("a", "b")] == before
+    assert {path: path.read_bytes() for path in stores} == stores  # the stores left alone
+    async with gateway(tmp_path) as (_, client):  # the right key: back without a QR
+        for instance_id in ("a", "b"):
+            back = await client.wait_state(instance_id, S.INSTANCE_STATE_CONNECTED)
+            assert back.state_reason == R.STATE_REASON_CONNECTED
+
+
+# ---- file modes ---------------------------------------------------------------------------
+
+
+def open_to_others(root: Path) -> list[str]:
+    return [
+        f"{path} {stat.S_IMODE(path.lstat().st_mode):04o}"
+        for path in [root, *root.rglob("*")]
+        if stat.S_IMODE(path.lstat().st_mode) & 0o077
+    ]
+
+
+async def test_every_file_a_started_gateway_creates_is_private(tmp_path: Path) -> None:
+    data_dir, runtime_dir = tmp_path / "data", tmp_path / "runtime"
+    server = ServerProcess(data_dir, *SERVER_FLAGS)
+    try:
+        key = await make_key(data_dir, "acme")
+        async with server_client(server, key) as client:
+            messenger = Messenger(client)
+            await messenger.ready("modes", "+5511944442000")
+            sent = await messenger.send_text("modes", "+5511960000001", "hi")
+            await messenger.wait_message("modes", sent.id, lambda m: m.whatsapp_message_id != "")
+        await wait_snapshotted(data_dir, 1)
+        stores = {path.name for path in runtime_dir.rglob("*.db")}
+        assert {"session.db", "sim-phone.db"} <= stores
+        names = {path.name for path in data_dir.iterdir()}
+        assert {"zapgate.db", "zapgate.db-wal", "zapgate.db-shm", "master.key"} <= names
+        assert (runtime_dir / "instances" / "acme" / "modes").is_dir()
+        assert open_to_others(data_dir) == []
+        assert open_to_others(runtime_dir) == []
+    finally:
+        server.close()
+
+
+async def test_an_open_data_dir_is_warned_about(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    old_db = data_dir / "zapgate.db"  # left 0644 by an older version
+    sqlite3.connect(old_db).close()
+    old_db.chmod(0o644)
+    server = ServerProcess(data_dir, *SERVER_FLAGS)
+    try:
+        # logged before the server listens: ServerProcess has read it already
+        [warning] = [line for line in server.log if "IS READABLE BY OTHER USERS" in line]
+        assert "WARNING" in warning
+        assert f"DATA DIR {data_dir}" in warning
+        assert f"chmod 700 {data_dir}" in warning
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o755  # the operator's to change
+        assert stat.S_IMODE(old_db.stat().st_mode) == 0o600
+    finally:
+        server.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -11,10 +12,12 @@ from pathlib import Path
 import grpc.aio
 import pytest
 
-from tests.conftest import RunningGateway, gateway_config, started_gateway
+from tests.conftest import FAST_SIM, RunningGateway, gateway_config, started_gateway
+from tests.messaging import Messenger
 from tests.sim_client import SimClient
 from zapgate.gateway.server import Gateway
 from zapgate.v1 import instance_pb2 as pb
+from zapgate.v1 import message_pb2 as mpb
 
 S = pb.InstanceState
 R = pb.StateReason
@@ -36,7 +39,6 @@ async def test_kill_9_of_a_worker_reconnects_all_its_instances_without_a_qr(
         await client.pair(instance_id, f"+551190000{n:04d}")
     before = {i: await client.get(i) for i in ids}
     pool = two_workers.gateway.runtime.pool
-    assert pool is not None
     victim = pool.slots[0]
     victims = set(victim.keys)
     assert len(victims) == 10, "placement spreads instances over the workers"
@@ -88,7 +90,6 @@ async def test_a_server_restart_reconnects_from_the_runtime_dir(tmp_path: Path) 
 
 async def test_a_worker_that_stops_answering_is_replaced(two_workers: RunningGateway) -> None:
     pool = two_workers.gateway.runtime.pool
-    assert pool is not None
     slot = pool.slots[1]
     old_pid = slot.pid
     assert old_pid is not None
@@ -99,3 +100,38 @@ async def test_a_worker_that_stops_answering_is_replaced(two_workers: RunningGat
         await asyncio.sleep(0.05)
     assert slot.pid != old_pid
     assert slot.restarts == 1
+
+
+async def test_receipts_owed_when_a_worker_dies_arrive_after_the_reconnect(
+    tmp_path: Path,
+) -> None:
+    # Receipts come a second after the send: the worker is killed well before.
+    timings = dataclasses.replace(FAST_SIM, delivered_seconds=1.0, read_seconds=1.2)
+    async with started_gateway(tmp_path, sim_timings=timings, worker_ping_seconds=0.5) as running:
+        messenger = Messenger(await SimClient.for_tenant(running, "acme"))
+        await messenger.ready("owed", "+5511900000777")
+        queued = await messenger.send_text("owed", "+5511960000777", "hi")
+        handed_off = {mpb.MESSAGE_STATE_QUEUED, mpb.MESSAGE_STATE_SENDING}
+        sent = await messenger.wait_message("owed", queued.id, lambda m: m.state not in handed_off)
+        assert sent.state == mpb.MESSAGE_STATE_SENT
+        before = await messenger.client.get("owed")
+        pool = running.gateway.runtime.pool
+        [slot] = pool.slots
+        assert slot.pid is not None
+        os.kill(slot.pid, signal.SIGKILL)
+
+        since = before.state_change_time.ToMicroseconds()
+        back = await messenger.client.wait_for(
+            "owed",
+            lambda i: (
+                i.state == S.INSTANCE_STATE_CONNECTED
+                and i.state_change_time.ToMicroseconds() > since
+            ),
+        )
+        assert back.state_reason == R.STATE_REASON_CONNECTED
+        read = await messenger.wait_message(
+            "owed", queued.id, lambda m: m.state == mpb.MESSAGE_STATE_READ
+        )
+        assert read.whatsapp_message_id == sent.whatsapp_message_id
+        [received] = await messenger.received("owed")
+        assert received.whatsapp_message_id == read.whatsapp_message_id  # sent once only

@@ -284,5 +284,16 @@ def _check_template(
 
 
 def vcard_for(name: str, phone: str) -> str:
-    digits = phone.lstrip("+")
-    return f"BEGIN:VCARD\nVERSION:3.0\nFN:{name}\nTEL;type=CELL;waid={digits}:{phone}\nEND:VCARD"
+    # Escaped: a newline in a caller's name would otherwise start a vCard field of its own.
+    digits = "".join(c for c in phone if c.isdigit())  # a parameter value has no escapes
+    return (
+        f"BEGIN:VCARD\nVERSION:3.0\nFN:{vcard_text(name)}\n"
+        f"TEL;type=CELL;waid={digits}:{vcard_text(phone)}\nEND:VCARD"
+    )
+
+
+def vcard_text(value: str) -> str:
+    """A vCard text value, escaped as RFC 6350 (3.4) says: backslash, comma, semicolon and
+    line breaks."""
+    value = value.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;")
+    return value.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n")

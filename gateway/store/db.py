@@ -10,6 +10,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from zapgate.gateway.file_modes import private_file
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_FILE_NAME = "zapgate.db"
 
@@ -26,6 +28,24 @@ def normalize_url(url: str) -> str:
 
 def default_sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / SQLITE_FILE_NAME}"
+
+
+def _make_sqlite_files_private(url: str) -> None:
+    """Creates the SQLite file 0600 before SQLite does (it would use 0644 under the usual
+    umask) and tightens files an older version left 0644. SQLite gives the -wal and -shm
+    files the database file's mode."""
+    parsed = sa.engine.make_url(normalize_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return
+    path = Path(parsed.database)
+    if not path.parent.is_dir():
+        return  # SQLite reports the missing directory itself
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        if Path(f"{path}{suffix}").exists():
+            private_file(Path(f"{path}{suffix}"))
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -60,6 +80,7 @@ def _upgrade_to_head(connection: sa.Connection) -> None:
 
 
 async def open_database(url: str) -> AsyncEngine:
+    _make_sqlite_files_private(url)
     engine = create_engine(url)
     try:
         await migrate(engine)
