@@ -47,6 +47,9 @@ class Supervision:
             raise ValueError(f"a task named {name!r} is already supervised")
         self._tasks[name] = asyncio.create_task(self._keep(name, factory), name=name)
 
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks.values())
+
     @property
     def healthy(self) -> bool:
         return not self._failing

@@ -5,6 +5,7 @@ is not offered."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.sessions.vault import Keyring, MasterKey
+from zapgate.v1 import event_pb2
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import simulator_pb2 as spb
 
@@ -99,3 +101,33 @@ async def test_the_simulator_service_is_unimplemented_on_a_real_engine(
         grpc.StatusCode.UNIMPLEMENTED,
     )
     assert info.reason == "SIMULATOR_DISABLED"
+
+
+async def test_abandoned_pairings_stay_abandoned(neonize_gateway: RunningGateway) -> None:
+    """Every Connect watcher hangs up while the dial keeps failing: each never-paired
+    instance ends PAIRING_ABANDONED and stays there (a failed dial of the halted run used to
+    arm one more retry, which then dialled forever with nobody watching)."""
+    closed_port = free_port()
+    client = await SimClient.for_tenant(neonize_gateway, "acme")
+    ids = [f"lead{n:02d}" for n in range(30)]
+    for instance_id in ids:
+        await client.create(instance_id, proxy_url=f"socks5://127.0.0.1:{closed_port}")
+
+    async def watch_until_a_failure(instance_id: str) -> None:
+        stream = client.connect(instance_id)
+        async for update in stream:
+            if update.state_change.reason == R.STATE_REASON_CONNECT_FAILED:
+                break
+        stream.cancel()  # type: ignore[attr-defined]
+
+    await asyncio.gather(*(watch_until_a_failure(i) for i in ids))
+    for instance_id in ids:
+        done = await client.wait_state(instance_id, pb.INSTANCE_STATE_DISCONNECTED)
+        assert done.state_reason == R.STATE_REASON_PAIRING_ABANDONED
+    events = neonize_gateway.gateway.runtime.events
+    settled = await events.last_cursor()
+    await asyncio.sleep(1.0)  # five times the backoff cap: any stray retry would have run
+    later = await events.read("acme", settled, ids, [event_pb2.EVENT_TYPE_STATE_CHANGED], 100)
+    assert later == []
+    for instance_id in ids:
+        assert (await client.get(instance_id)).state == pb.INSTANCE_STATE_DISCONNECTED

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.eventlog import EventLog
@@ -13,7 +14,8 @@ from zapgate.gateway.message_events import MessageEvents
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
-from zapgate.v1 import message_pb2
+from zapgate.gateway.store.schema import events
+from zapgate.v1 import event_pb2, message_pb2
 
 M = message_pb2.MessageState
 
@@ -72,3 +74,87 @@ async def test_transitions_only_move_from_the_given_states(repo: MessageReposito
     after = await repo.get("acme", "shop", record.id)
     assert after is not None
     assert after.state == M.MESSAGE_STATE_DELIVERY_UNKNOWN
+
+
+class FailingJournal(MessageEvents):
+    """A journal whose event rows cannot be inserted (a payload is required)."""
+
+    def row(self, message: MessageRecord) -> dict[str, object]:
+        return {**super().row(message), "payload": None}
+
+
+async def events_of(engine: AsyncEngine) -> list[event_pb2.Event]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(events.c.payload).order_by(events.c.cursor))
+        return [event_pb2.Event.FromString(bytes(row[0])) for row in rows]
+
+
+async def test_a_state_change_and_its_event_commit_together(database_url: str) -> None:
+    engine = await open_database(database_url)
+    try:
+        await InstanceRepository(engine).create(InstanceRecord("acme", "shop", "Shop", "", 1))
+        good = MessageRepository(engine, MessageEvents(EventLog(engine)))
+        record, _ = await good.create(message("x"))
+        await good.transition(
+            "acme", "shop", record.id, M.MESSAGE_STATE_SENDING, from_states=[M.MESSAGE_STATE_QUEUED]
+        )
+        await good.recover()  # SENDING at a start: DELIVERY_UNKNOWN, with its event
+        states = [e.message_state_changed.state for e in await events_of(engine)]
+        assert states == [
+            M.MESSAGE_STATE_QUEUED,
+            M.MESSAGE_STATE_SENDING,
+            M.MESSAGE_STATE_DELIVERY_UNKNOWN,
+        ]
+
+        second, _ = await good.create(message("y"))
+        broken = MessageRepository(engine, FailingJournal(EventLog(engine)))
+        with pytest.raises(sa.exc.SQLAlchemyError):
+            await broken.transition(
+                "acme",
+                "shop",
+                second.id,
+                M.MESSAGE_STATE_CANCELLED,
+                from_states=[M.MESSAGE_STATE_QUEUED],
+            )
+        # The event could not be written, so the state did not change either.
+        after = await good.get("acme", "shop", second.id)
+        assert after is not None
+        assert after.state == M.MESSAGE_STATE_QUEUED
+        broken.close()
+        good.close()
+    finally:
+        await engine.dispose()
+
+
+async def test_receipts_move_only_their_own_instances_messages(database_url: str) -> None:
+    engine = await open_database(database_url)
+    try:
+        instances = InstanceRepository(engine)
+        repo = MessageRepository(engine, MessageEvents(EventLog(engine)))
+        ids = {}
+        for tenant in ("alpha", "beta"):
+            await instances.create(InstanceRecord(tenant, "shop", "Shop", "", 1))
+            record, _ = await repo.create(
+                MessageRecord(tenant, "shop", "5511999990000@s.whatsapp.net", "text", {})
+            )
+            await repo.transition(
+                tenant,
+                "shop",
+                record.id,
+                M.MESSAGE_STATE_SENT,
+                from_states=[M.MESSAGE_STATE_QUEUED],
+                whatsapp_message_id="3EB0SAME",
+            )
+            ids[tenant] = record.id
+        moved = await repo.advance_by_whatsapp_ids(
+            "beta", "shop", ["3EB0SAME"], M.MESSAGE_STATE_READ, [M.MESSAGE_STATE_SENT]
+        )
+        assert [(left, m.tenant, m.id) for left, m in moved] == [
+            (M.MESSAGE_STATE_SENT, "beta", ids["beta"])
+        ]
+        alpha = await repo.get("alpha", "shop", ids["alpha"])
+        assert alpha is not None
+        assert alpha.state == M.MESSAGE_STATE_SENT
+        repo.close()
+    finally:
+        await engine.dispose()
