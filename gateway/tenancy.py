@@ -3,6 +3,7 @@ checked, read by services (and by log lines) anywhere inside the call."""
 
 from __future__ import annotations
 
+import contextlib
 from contextvars import ContextVar, Token
 
 _tenant: ContextVar[str] = ContextVar("zapgate_tenant")
@@ -18,4 +19,7 @@ def enter_tenant(tenant: str) -> Token[str]:
 
 
 def leave_tenant(token: Token[str]) -> None:
-    _tenant.reset(token)
+    # A server stream the client cancelled is closed by asyncio's generator finalizer, in
+    # another context: there the token cannot be reset, and the call's context is gone.
+    with contextlib.suppress(ValueError):
+        _tenant.reset(token)
