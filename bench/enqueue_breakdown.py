@@ -22,9 +22,9 @@ from zapgate.v1 import message_pb2 as pb
 CANNED_SERVER = """
 import asyncio, grpc, sys
 from zapgate.v1 import message_pb2 as pb, message_pb2_grpc
-from zapgate.gateway.handlers import registrar
-from zapgate.gateway.call_guard import CallGuard
-from zapgate.gateway.auth_cache import CachedAuthenticator
+from zapgate.gateway.rpc.handlers import registrar
+from zapgate.gateway.rpc.call_guard import CallGuard
+from zapgate.gateway.rpc.auth_cache import CachedAuthenticator
 REPLY = pb.SendMessageResponse(message=pb.Message(id="msg-1", instance_id="bench", state=1))
 class Canned(message_pb2_grpc.MessageServiceServicer):
     async def SendMessage(self, request, context):

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.config import ServeConfig
-from zapgate.gateway.master_key import load_keyring
+from zapgate.gateway.connections.backoff import Backoff
+from zapgate.gateway.connections.master_key import load_keyring
 from zapgate.gateway.server import Gateway
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository

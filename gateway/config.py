@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zapgate.gateway.backoff import Backoff
-from zapgate.gateway.eventlog import Retention
-from zapgate.gateway.session_keeper import KeeperTimings
+from zapgate.gateway.connections.backoff import Backoff
+from zapgate.gateway.connections.session_keeper import KeeperTimings
+from zapgate.gateway.events.log import Retention
 from zapgate.gateway.store.db import default_sqlite_url
 from zapgate.ratelimit.health import PauseRules
 from zapgate.sessions.sim_engine import SimTimings

@@ -11,15 +11,15 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from zapgate.gateway.dispatcher import policy_of
-from zapgate.gateway.engines import Engines
-from zapgate.gateway.errors import ZapgateError
-from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.connections.engines import Engines
+from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.rpc.errors import ZapgateError
+from zapgate.gateway.rpc.validation import check_phone
+from zapgate.gateway.sending.dispatcher import policy_of
 from zapgate.gateway.store.contacts import ContactRepository, SyncCounts
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.number_checks import NumberCheckCache
 from zapgate.gateway.tasks import TaskSet
-from zapgate.gateway.validation import check_phone
 from zapgate.ratelimit.lookups import LookupBudget
 from zapgate.sessions.engine import NumberCheck
 from zapgate.sessions.errors import EngineError

@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.config import ServeConfig
+from zapgate.gateway.connections.engines import Engines, instance_dir
+from zapgate.gateway.connections.master_key import load_keyring
+from zapgate.gateway.connections.runtime_dir import prepare_runtime_dir
+from zapgate.gateway.connections.session_keeper import SessionKeeper
+from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.contacts import ContactBook
-from zapgate.gateway.dispatcher import Dispatcher
-from zapgate.gateway.engines import Engines, instance_dir
-from zapgate.gateway.eventlog import EventLog
-from zapgate.gateway.inbox import Inbox
-from zapgate.gateway.listeners import Listeners
-from zapgate.gateway.logs import about_instance_key
-from zapgate.gateway.master_key import load_keyring
-from zapgate.gateway.message_events import MessageEvents
-from zapgate.gateway.metrics import GatewayMetrics
-from zapgate.gateway.runtime_dir import prepare_runtime_dir
-from zapgate.gateway.session_keeper import SessionKeeper
+from zapgate.gateway.events.inbox import Inbox
+from zapgate.gateway.events.listeners import Listeners
+from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.ops.logs import about_instance_key
+from zapgate.gateway.ops.metrics import GatewayMetrics
+from zapgate.gateway.sending.dispatcher import Dispatcher
+from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.contacts import ContactRepository
 from zapgate.gateway.store.inbound import InboundRepository
@@ -33,7 +34,6 @@ from zapgate.gateway.store.messages import MessageRepository
 from zapgate.gateway.store.number_checks import NumberCheckCache
 from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.gateway.supervision import HealthHook, Supervision
-from zapgate.gateway.supervisor import Supervisor
 from zapgate.ratelimit.lookups import LookupBudget
 from zapgate.sessions.engine import STORE_FILE_NAME
 from zapgate.sessions.events import EngineEvent

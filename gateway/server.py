@@ -13,13 +13,13 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from zapgate.gateway.auth_cache import CachedAuthenticator
-from zapgate.gateway.call_guard import CallGuard
 from zapgate.gateway.config import ServeConfig, TlsConfig
-from zapgate.gateway.file_modes import prepare_data_dir
-from zapgate.gateway.handlers import registrar
-from zapgate.gateway.metrics_http import MetricsServer
-from zapgate.gateway.rpc_observer import RpcObserver
+from zapgate.gateway.ops.file_modes import prepare_data_dir
+from zapgate.gateway.ops.metrics_http import MetricsServer
+from zapgate.gateway.rpc.auth_cache import CachedAuthenticator
+from zapgate.gateway.rpc.call_guard import CallGuard
+from zapgate.gateway.rpc.handlers import registrar
+from zapgate.gateway.rpc.observer import RpcObserver
 from zapgate.gateway.runtime import Runtime, build_runtime
 from zapgate.gateway.services.contacts import ContactService
 from zapgate.gateway.services.events import EventService

@@ -230,11 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     args = parser.parse_args(argv)
-    # Files 0600, dirs 0700 (as `zapgate serve` sets it; gateway/file_modes.py): the
+    # Files 0600, dirs 0700 (as `zapgate serve` sets it; gateway/ops/file_modes.py): the
     # engines' session stores and the simulator's phone must never be readable by others.
     os.umask(0o077)
     if args.log_format == "json":
-        from zapgate.gateway.logs import configure_logging  # the core's JSON lines
+        from zapgate.gateway.ops.logs import configure_logging  # the core's JSON lines
 
         configure_logging(args.log_level, "json")
     else:

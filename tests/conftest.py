@@ -18,10 +18,10 @@ import grpc.aio
 import pytest
 
 from tests.postgres import create_database, find_bindir, running_server
-from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.config import ServeConfig
+from zapgate.gateway.connections.backoff import Backoff
+from zapgate.gateway.connections.session_keeper import KeeperTimings
 from zapgate.gateway.server import Gateway
-from zapgate.gateway.session_keeper import KeeperTimings
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.sessions.sim_engine import SimTimings

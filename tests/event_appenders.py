@@ -11,7 +11,7 @@ import sys
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.db import create_engine
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.schema import instances

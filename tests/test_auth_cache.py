@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.test_store import FakeClock
-from zapgate.gateway.auth_cache import CachedAuthenticator
+from zapgate.gateway.rpc.auth_cache import CachedAuthenticator
 
 
 class Keys:

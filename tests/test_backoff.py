@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from zapgate.gateway.backoff import Backoff
+from zapgate.gateway.connections.backoff import Backoff
 
 
 def test_ceiling_doubles_until_the_cap() -> None:

@@ -15,8 +15,8 @@ from tests.conftest import RunningGateway
 from tests.messaging import Messenger
 from tests.rpc import expect_error
 from tests.sim_client import SimClient
-from zapgate.gateway.errors import InvalidArgument
-from zapgate.gateway.paging import (
+from zapgate.gateway.rpc.errors import InvalidArgument
+from zapgate.gateway.rpc.paging import (
     CONTACT_KEY,
     INSTANCE_ID,
     SEQ,

@@ -12,11 +12,11 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tests.rpc import expect_error
-from zapgate.gateway.call_guard import CallGuard
-from zapgate.gateway.errors import MessageNotFound
-from zapgate.gateway.handlers import registrar
-from zapgate.gateway.logs import current_instance
-from zapgate.gateway.tenancy import current_tenant
+from zapgate.gateway.ops.logs import current_instance
+from zapgate.gateway.rpc.call_guard import CallGuard
+from zapgate.gateway.rpc.errors import MessageNotFound
+from zapgate.gateway.rpc.handlers import registrar
+from zapgate.gateway.rpc.tenancy import current_tenant
 from zapgate.v1 import message_pb2 as pb
 from zapgate.v1 import message_pb2_grpc
 

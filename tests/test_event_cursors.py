@@ -15,8 +15,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zapgate.gateway.eventlog import EventLog, Retention
-from zapgate.gateway.message_events import MessageEvents
+from zapgate.gateway.events.log import EventLog, Retention
+from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.store.db import MIGRATIONS_DIR, create_engine, open_database
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
 from zapgate.gateway.store.schema import metadata

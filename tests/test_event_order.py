@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.event_appenders import log_appends, state_changes
 from tests.postgres import create_database
-from zapgate.gateway.eventlog import EventLog
-from zapgate.gateway.message_events import MessageEvents
+from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository

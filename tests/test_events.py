@@ -16,7 +16,7 @@ from tests.rpc import expect_error
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
 from tests.test_sessions_at_rest import make_key
-from zapgate.gateway.eventlog import Retention
+from zapgate.gateway.events.log import Retention
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import event_pb2_grpc
 from zapgate.v1 import instance_pb2 as ipb

@@ -19,7 +19,7 @@ from tests.conftest import started_gateway
 from tests.messaging import FAST_POLICY, Messenger
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
-from zapgate.gateway.logs import (
+from zapgate.gateway.ops.logs import (
     QUIET_LOGGERS,
     JsonFormatter,
     about_instance,

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
+from zapgate.gateway.sending.wakeup import Wakeup
 from zapgate.gateway.store.worker_thread import WorkerThread
-from zapgate.gateway.wakeup import Wakeup
 
 LONG = 3600.0  # a sleep that only a wake-up ends (within the test's own time limit)
 

@@ -19,8 +19,8 @@ from tests.conftest import RunningGateway, started_gateway
 from tests.messaging import Messenger
 from tests.sim_client import SimClient
 from zapgate.gateway.config import ServeConfig
-from zapgate.gateway.metrics import pause_kind
-from zapgate.gateway.metrics_http import parse_listen
+from zapgate.gateway.ops.metrics import pause_kind
+from zapgate.gateway.ops.metrics_http import parse_listen
 from zapgate.v1 import event_pb2, event_pb2_grpc
 from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import message_pb2 as mpb

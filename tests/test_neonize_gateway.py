@@ -19,7 +19,7 @@ from tests.postgres import free_port
 from tests.rpc import expect_error
 from tests.sim_client import SimClient
 from tests.test_neonize_offline import play
-from zapgate.gateway.session_keeper import SessionKeeper
+from zapgate.gateway.connections.session_keeper import SessionKeeper
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository

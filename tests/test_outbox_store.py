@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zapgate.gateway.eventlog import EventLog
-from zapgate.gateway.message_events import MessageEvents
+from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from zapgate.gateway.config import default_runtime_dir
-from zapgate.gateway.runtime_dir import filesystem_of, prepare_runtime_dir
+from zapgate.gateway.connections.runtime_dir import filesystem_of, prepare_runtime_dir
 
 
 def test_dev_shm_is_memory_backed_and_the_default() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import FAST_KEEPER
-from zapgate.gateway.session_keeper import SessionKeeper
+from zapgate.gateway.connections.session_keeper import SessionKeeper
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository

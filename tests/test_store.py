@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zapgate.gateway.errors import InstanceAlreadyExists, InstanceNotFound
+from zapgate.gateway.rpc.errors import InstanceAlreadyExists, InstanceNotFound
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import migrate, open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository

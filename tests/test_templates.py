@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from zapgate.gateway.templates import TemplateError, check, render
+from zapgate.gateway.sending.templates import TemplateError, check, render
 
 
 def test_variables_and_spins_render() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.server_process import zapgate
 from tests.sim_client import SimClient
 from tests.test_sessions_at_rest import gateway
-from zapgate.gateway.master_key import read_key_file
+from zapgate.gateway.connections.master_key import read_key_file
 from zapgate.sessions.vault import Keyring, SealedSession
 from zapgate.v1 import instance_pb2 as pb
 

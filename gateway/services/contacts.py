@@ -8,14 +8,14 @@ from typing import Any
 
 import grpc.aio
 
-from zapgate.gateway.call_guard import current_tenant
 from zapgate.gateway.contacts import ContactBook, NumberAnswer
-from zapgate.gateway.errors import FieldViolation
-from zapgate.gateway.paging import CONTACT_KEY, decode_page_token, encode_page_token, page_size
+from zapgate.gateway.rpc.call_guard import current_tenant
+from zapgate.gateway.rpc.errors import FieldViolation
+from zapgate.gateway.rpc.paging import CONTACT_KEY, decode_page_token, encode_page_token, page_size
+from zapgate.gateway.rpc.validation import check_instance_id, check_text, raise_if_any
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.store.contacts import StoredContact
 from zapgate.gateway.store.instances import InstanceRepository
-from zapgate.gateway.validation import check_instance_id, check_text, raise_if_any
 from zapgate.v1 import contact_pb2 as pb
 from zapgate.v1 import contact_pb2_grpc
 

@@ -10,10 +10,16 @@ import io
 import qrcode
 from google.protobuf import timestamp_pb2
 
-from zapgate.gateway.dispatcher import policy_of
+from zapgate.gateway.connections.updates import (
+    FinalUpdate,
+    PairCodeUpdate,
+    QrUpdate,
+    StateUpdate,
+    Update,
+)
+from zapgate.gateway.sending.dispatcher import policy_of
 from zapgate.gateway.store.instances import InstanceRecord
 from zapgate.gateway.store.messages import MessageRecord
-from zapgate.gateway.updates import FinalUpdate, PairCodeUpdate, QrUpdate, StateUpdate, Update
 from zapgate.ratelimit.decisions import InstanceStats
 from zapgate.ratelimit.policy import SendPolicy
 from zapgate.v1 import instance_pb2 as pb

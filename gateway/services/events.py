@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc.aio
 
-from zapgate.gateway.call_guard import current_tenant
-from zapgate.gateway.errors import CursorExpired, FieldViolation
-from zapgate.gateway.eventlog import EventLog
-from zapgate.gateway.validation import check_instance_id, raise_if_any
+from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.rpc.call_guard import current_tenant
+from zapgate.gateway.rpc.errors import CursorExpired, FieldViolation
+from zapgate.gateway.rpc.validation import check_instance_id, raise_if_any
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import event_pb2_grpc
 

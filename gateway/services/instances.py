@@ -9,25 +9,17 @@ from typing import Any
 
 import grpc.aio
 
-from zapgate.gateway.call_guard import current_tenant
+from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.contacts import ContactBook
-from zapgate.gateway.dispatcher import Dispatcher
-from zapgate.gateway.errors import FieldViolation, InstanceNotFound, InvalidArgument
-from zapgate.gateway.paging import (
+from zapgate.gateway.rpc.call_guard import current_tenant
+from zapgate.gateway.rpc.errors import FieldViolation, InstanceNotFound, InvalidArgument
+from zapgate.gateway.rpc.paging import (
     INSTANCE_ID,
     decode_page_token,
     encode_page_token,
     page_size,
 )
-from zapgate.gateway.services.convert import (
-    instance_to_proto,
-    policy_from_proto,
-    stats_to_proto,
-    update_to_proto,
-)
-from zapgate.gateway.store.instances import MUTABLE_FIELDS, InstanceRecord, InstanceRepository
-from zapgate.gateway.supervisor import Supervisor
-from zapgate.gateway.validation import (
+from zapgate.gateway.rpc.validation import (
     check_display_name,
     check_instance_id,
     check_labels,
@@ -36,6 +28,14 @@ from zapgate.gateway.validation import (
     check_text,
     raise_if_any,
 )
+from zapgate.gateway.sending.dispatcher import Dispatcher
+from zapgate.gateway.services.convert import (
+    instance_to_proto,
+    policy_from_proto,
+    stats_to_proto,
+    update_to_proto,
+)
+from zapgate.gateway.store.instances import MUTABLE_FIELDS, InstanceRecord, InstanceRepository
 from zapgate.v1 import instance_pb2, instance_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]

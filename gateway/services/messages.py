@@ -9,22 +9,16 @@ from typing import Any
 
 import grpc.aio
 
-from zapgate.gateway.call_guard import current_tenant
-from zapgate.gateway.dispatcher import Dispatcher
-from zapgate.gateway.engines import Engines
-from zapgate.gateway.errors import (
+from zapgate.gateway.connections.engines import Engines
+from zapgate.gateway.rpc.call_guard import current_tenant
+from zapgate.gateway.rpc.errors import (
     FieldViolation,
     MediaNotFound,
     MessageNotCancellable,
     MessageNotFound,
 )
-from zapgate.gateway.paging import SEQ, decode_page_token, encode_page_token, page_size
-from zapgate.gateway.services.convert import message_to_proto
-from zapgate.gateway.store.inbound import InboundRepository
-from zapgate.gateway.store.instances import InstanceRepository
-from zapgate.gateway.store.messages import MessageRecord, MessageRepository
-from zapgate.gateway.templates import TemplateError, check
-from zapgate.gateway.validation import (
+from zapgate.gateway.rpc.paging import SEQ, decode_page_token, encode_page_token, page_size
+from zapgate.gateway.rpc.validation import (
     check_instance_id,
     check_message_id,
     check_phone,
@@ -32,6 +26,12 @@ from zapgate.gateway.validation import (
     check_timestamp,
     raise_if_any,
 )
+from zapgate.gateway.sending.dispatcher import Dispatcher
+from zapgate.gateway.sending.templates import TemplateError, check
+from zapgate.gateway.services.convert import message_to_proto
+from zapgate.gateway.store.inbound import InboundRepository
+from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.gateway.store.messages import MessageRecord, MessageRepository
 from zapgate.v1 import message_pb2 as pb
 from zapgate.v1 import message_pb2_grpc
 

@@ -10,12 +10,12 @@ from typing import Any
 import grpc.aio
 
 from zapgate.engine.v1 import worker_pb2 as wpb
-from zapgate.gateway.call_guard import current_tenant
-from zapgate.gateway.engines import Engines
-from zapgate.gateway.errors import FieldViolation, SimulatorDisabled
+from zapgate.gateway.connections.engines import Engines
+from zapgate.gateway.rpc.call_guard import current_tenant
+from zapgate.gateway.rpc.errors import FieldViolation, SimulatorDisabled
+from zapgate.gateway.rpc.validation import check_instance_id, check_phone, raise_if_any
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.services.messages import vcard_for
-from zapgate.gateway.validation import check_instance_id, check_phone, raise_if_any
 from zapgate.sessions import wire
 from zapgate.sessions.engine import Contact
 from zapgate.sessions.events import MessageReceived

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from zapgate.gateway.file_modes import private_file
+from zapgate.gateway.ops.file_modes import private_file
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_FILE_NAME = "zapgate.db"

@@ -15,11 +15,11 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from zapgate.gateway.errors import Unauthenticated, ZapgateError, from_engine
-from zapgate.gateway.handlers import Handler, wrap_handler
-from zapgate.gateway.logs import InstanceToken, enter_instance, leave_instance
-from zapgate.gateway.tenancy import current_tenant as current_tenant
-from zapgate.gateway.tenancy import enter_tenant, leave_tenant
+from zapgate.gateway.ops.logs import InstanceToken, enter_instance, leave_instance
+from zapgate.gateway.rpc.errors import Unauthenticated, ZapgateError, from_engine
+from zapgate.gateway.rpc.handlers import Handler, wrap_handler
+from zapgate.gateway.rpc.tenancy import current_tenant as current_tenant
+from zapgate.gateway.rpc.tenancy import enter_tenant, leave_tenant
 from zapgate.sessions.errors import EngineError
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zapgate.gateway.cli_keys import add_store_flags, open_cli_store
+from zapgate.gateway.cli.keys import add_store_flags, open_cli_store
 from zapgate.gateway.config import data_dir_from_env
-from zapgate.gateway.master_key import (
+from zapgate.gateway.connections.master_key import (
     NEXT_SUFFIX,
     PREVIOUS_SUFFIX,
     MasterKeyError,

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc.aio
 
-from zapgate.gateway.cli_instances import client_for
+from zapgate.gateway.cli.instances import client_for
 from zapgate.sessions.runloop import run_async
 
 

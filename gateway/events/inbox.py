@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.inbound import InboundRepository, MediaLocation
 from zapgate.sessions.events import MessageReceived
 from zapgate.v1 import event_pb2 as pb

@@ -9,8 +9,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from zapgate.gateway import cli_health, cli_instances, cli_keys, cli_vault
-from zapgate.gateway.backoff import Backoff
+from zapgate.gateway.cli import health as cli_health
+from zapgate.gateway.cli import instances as cli_instances
+from zapgate.gateway.cli import keys as cli_keys
+from zapgate.gateway.cli import vault as cli_vault
 from zapgate.gateway.config import (
     DEFAULT_ENGINE_WORKERS,
     DEFAULT_GRACE_SECONDS,
@@ -21,9 +23,10 @@ from zapgate.gateway.config import (
     data_dir_from_env,
     database_url_from_env,
 )
-from zapgate.gateway.eventlog import Retention
-from zapgate.gateway.logs import LOG_FORMATS, configure_logging
-from zapgate.gateway.metrics_http import parse_listen
+from zapgate.gateway.connections.backoff import Backoff
+from zapgate.gateway.events.log import Retention
+from zapgate.gateway.ops.logs import LOG_FORMATS, configure_logging
+from zapgate.gateway.ops.metrics_http import parse_listen
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimTimings
 
@@ -142,7 +145,7 @@ def add_engine_flags(serve: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from zapgate.gateway.file_modes import restrict_umask
+    from zapgate.gateway.ops.file_modes import restrict_umask
     from zapgate.gateway.server import serve
 
     restrict_umask()  # before anything creates a file

@@ -22,15 +22,15 @@ from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
-from zapgate.gateway.errors import InstanceNotFound
-from zapgate.gateway.eventlog import EventLog
-from zapgate.gateway.logs import about_instance_key
+from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.ops.logs import about_instance_key
+from zapgate.gateway.rpc.errors import InstanceNotFound
+from zapgate.gateway.sending.templates import render
+from zapgate.gateway.sending.wakeup import Wakeup
 from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
 from zapgate.gateway.tasks import TaskSet
-from zapgate.gateway.templates import render
-from zapgate.gateway.wakeup import Wakeup
 from zapgate.ratelimit.decisions import AutoPause, Expiry, InstanceStats, Release
 from zapgate.ratelimit.health import PauseRules
 from zapgate.ratelimit.messages import Outgoing
@@ -65,7 +65,7 @@ def policy_of(record: InstanceRecord) -> SendPolicy:
 
 
 class DispatchObserver(Protocol):
-    """Told what the dispatcher does (gateway/metrics.py)."""
+    """Told what the dispatcher does (gateway/ops/metrics.py)."""
 
     def message_entered(self, state: int) -> None: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zapgate.gateway.eventlog import EventLog
+from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.messages import MessageRecord
 from zapgate.v1 import event_pb2
 

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zapgate.gateway.rpc_observer import RpcMetrics
-from zapgate.gateway.session_keeper import SessionKeeper
+from zapgate.gateway.connections.session_keeper import SessionKeeper
+from zapgate.gateway.rpc.observer import RpcMetrics
 from zapgate.gateway.store.schema import instances, messages
 from zapgate.gateway.supervision import Supervision
 from zapgate.ratelimit.health import ERROR_463, ERROR_RUN, LOW_DELIVERY

@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from zapgate.gateway.file_modes import warn_if_exposed
+from zapgate.gateway.ops.file_modes import warn_if_exposed
 
 log = logging.getLogger(__name__)
 

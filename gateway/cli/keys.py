@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.config import ServeConfig, data_dir_from_env, database_url_from_env
-from zapgate.gateway.errors import InvalidArgument
+from zapgate.gateway.rpc.errors import InvalidArgument
+from zapgate.gateway.rpc.validation import check_tenant
 from zapgate.gateway.store.apikeys import ApiKeyInfo, ApiKeyRepository
 from zapgate.gateway.store.db import open_database
-from zapgate.gateway.validation import check_tenant
 from zapgate.sessions.runloop import run_async
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zapgate.gateway.logs import instance_fields
+from zapgate.gateway.ops.logs import instance_fields
 from zapgate.gateway.store.snapshots import SnapshotRepository, StaleGeneration
 from zapgate.sessions.store_file import read_store, write_store
 from zapgate.sessions.vault import Keyring, SealedSession, Undecryptable, seal
@@ -70,7 +70,7 @@ class SessionKeeper:
     def unwatch(self, tenant: str, instance_id: str) -> None:
         self._watched.pop((tenant, instance_id), None)
 
-    # For metrics (gateway/metrics.py), read at scrape time.
+    # For metrics (gateway/ops/metrics.py), read at scrape time.
     def watched_count(self) -> int:
         return len(self._watched)
 

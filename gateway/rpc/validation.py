@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from google.protobuf import timestamp_pb2
 
-from zapgate.gateway.errors import FieldViolation, InvalidArgument
+from zapgate.gateway.rpc.errors import FieldViolation, InvalidArgument
 
 INSTANCE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from zapgate.gateway.connections.supervisor import Listener
 from zapgate.gateway.store.instances import InstanceRecord
-from zapgate.gateway.supervisor import Listener
 
 
 class StateWatcher(Protocol):

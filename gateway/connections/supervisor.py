@@ -22,16 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from zapgate.gateway.backoff import Backoff
 from zapgate.gateway.clock import MicrosClock, system_micros
-from zapgate.gateway.engines import instance_dir
-from zapgate.gateway.eventlog import EventLog
-from zapgate.gateway.inbox import Inbox
-from zapgate.gateway.logs import about_instance, instance_fields
-from zapgate.gateway.session_keeper import SessionKeeper
-from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
-from zapgate.gateway.tasks import TaskSet
-from zapgate.gateway.updates import (
+from zapgate.gateway.connections.backoff import Backoff
+from zapgate.gateway.connections.engines import instance_dir
+from zapgate.gateway.connections.session_keeper import SessionKeeper
+from zapgate.gateway.connections.updates import (
     FinalUpdate,
     PairCodeUpdate,
     QrUpdate,
@@ -39,6 +34,11 @@ from zapgate.gateway.updates import (
     Update,
     Watchers,
 )
+from zapgate.gateway.events.inbox import Inbox
+from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.ops.logs import about_instance, instance_fields
+from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
+from zapgate.gateway.tasks import TaskSet
 from zapgate.sessions import events as ev
 from zapgate.sessions.errors import EngineError
 from zapgate.sessions.pool import LostRun, WorkerPool
@@ -67,7 +67,7 @@ class Listener(Protocol):
 
 
 class TransitionObserver(Protocol):
-    """Told of every persisted transition (gateway/metrics.py)."""
+    """Told of every persisted transition (gateway/ops/metrics.py)."""
 
     def transitioned(self, state: int, reason: int) -> None: ...
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any, TextIO
 
-from zapgate.gateway.tenancy import current_tenant
+from zapgate.gateway.rpc.tenancy import current_tenant
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

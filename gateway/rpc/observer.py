@@ -16,7 +16,7 @@ import grpc.aio
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 
-from zapgate.gateway.handlers import Handler, wrap_handler
+from zapgate.gateway.rpc.handlers import Handler, wrap_handler
 
 # Seconds; streams (Connect, Subscribe) last far longer and land in +Inf.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

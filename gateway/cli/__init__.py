@@ -1,0 +1,1 @@
+"""The `zapgate` command line: serve, keys, instances, health, vault and sessions."""

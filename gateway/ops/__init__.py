@@ -1,0 +1,1 @@
+"""Operating zapgate: JSON logs with tenant and instance, Prometheus metrics, file modes."""
