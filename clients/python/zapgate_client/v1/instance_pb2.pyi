@@ -219,7 +219,9 @@ class SendPolicy(_message.Message):
     per_hour: _builtins.int
     per_day: _builtins.int
     new_contacts_per_day: _builtins.int
-    """Sends to people this instance never messaged before, per day."""
+    """Sends per day to new contacts: people this instance never messaged before and who never
+    wrote to it in a direct chat (answering someone who wrote first is not a cold message).
+    """
     timezone: _builtins.str
     """IANA zone for "day" and quiet hours, e.g. America/Sao_Paulo."""
     warmup_days: _builtins.int

@@ -53,7 +53,8 @@ export type SendPolicy = Message<"zapgate.v1.SendPolicy"> & {
   perDay: number;
 
   /**
-   * Sends to people this instance never messaged before, per day.
+   * Sends per day to new contacts: people this instance never messaged before and who never
+   * wrote to it in a direct chat (answering someone who wrote first is not a cold message).
    *
    * @generated from field: int32 new_contacts_per_day = 7;
    */
