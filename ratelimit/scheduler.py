@@ -317,9 +317,9 @@ class Scheduler:
         self._reschedule(inst)
 
     def dirty(self) -> set[str]:
-        """Instances whose exported state changed since the last call."""
-        dirty, self._dirty = self._dirty, set()
-        return dirty
+        """Instances whose exported state changed since it was last saved. They stay dirty
+        until `mark_saved`: a save that fails is tried again."""
+        return set(self._dirty)
 
     def mark_saved(self, instance: str) -> None:
         """The instance's state was just exported and saved: not dirty until it changes."""

@@ -581,8 +581,12 @@ def test_dirty_names_the_instances_whose_state_changed() -> None:
     assert scheduler.dirty() == set()  # the outbox holds the queue
     release = release_now_of(scheduler, "a")
     assert scheduler.dirty() == {"a", "b"}  # both released
+    scheduler.mark_saved("a")
+    scheduler.mark_saved("b")
     scheduler.on_sent("a", release.message.message_id)
     assert scheduler.dirty() == {"a"}
+    assert scheduler.dirty() == {"a"}, "dirty until saved: a failed save is tried again"
+    scheduler.mark_saved("a")
     assert scheduler.dirty() == set()
     scheduler.pause("b", "x")
     assert scheduler.dirty() == {"b"}

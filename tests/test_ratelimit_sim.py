@@ -174,6 +174,7 @@ class Driver:
     def persist(self) -> None:
         for instance in self.scheduler.dirty():
             self.saved[instance] = self.scheduler.export_state(instance)
+            self.scheduler.mark_saved(instance)
 
     def _release(self, release: Release, now: float) -> None:
         m = release.message
