@@ -259,12 +259,13 @@ class Instance:
             if first - typing > at:
                 at, reason = first - typing, first_reason
         else:
-            # Released only after another message was attempted (sent at `first` at the
-            # earliest), and a gap after it, whatever typing is drawn by then.
-            longest = typing_seconds(self.policy, message.text_length, 1 + TYPING_SPREAD)
-            floor = self.policy.min_gap_seconds + self.policy.jitter_min_seconds
-            at = max(now, first, first + floor - longest)
-            reason = WaitReason.QUEUE
+            # Messages ahead of it may still be cancelled or expire, so it may go first: at
+            # `first` less its typing (a longer typing is drawn only after an attempt ends,
+            # and nothing is released before that end, which is after `first`).
+            typing = typing_seconds(
+                self.policy, message.text_length, self.counters.slot.typing_factor()
+            )
+            at, reason = max(now, first - typing), WaitReason.QUEUE
             day = self.local_day(first)
             if not self.queue.heads_lane(message_id):
                 reason = WaitReason.CHAT_ORDER
@@ -272,12 +273,10 @@ class Instance:
                 not self.queue.is_known(message_id)
                 and self.counters.new_on(day.day) >= self.policy.new_contacts_per_day
             ):
-                # New contacts are eligible again on the next local day; there it goes first
-                # unless another new contact is planned ahead of it.
+                # New contacts are eligible again on the next local day.
                 reason = WaitReason.NEW_CONTACT_CAP
-                tomorrow = self.earliest_send(day.end)
-                behind = plan is not None and plan.reason is WaitReason.NEW_CONTACT_CAP
-                at = max(at, tomorrow if behind else tomorrow - longest)
+                longest = typing_seconds(self.policy, message.text_length, 1 + TYPING_SPREAD)
+                at = max(at, self.earliest_send(day.end) - longest)
         if self.paused is not None:
             reason = WaitReason.PAUSED
         elif not self.ready:
