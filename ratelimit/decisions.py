@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zapgate.ratelimit.messages import Outgoing
+from zapgate.ratelimit.waiting import Waiting
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,10 @@ class InstanceStats:
     remaining_today: int
     remaining_new_contacts_today: int
     next_release_at: float | None  # when the next message is released (None: nothing due)
-    next_send_at: float | None  # when it is sent, after typing
+    # When it is sent, after typing; when nothing is planned (not due yet, paused, not
+    # connected) the earliest it may go. None only when nothing is queued.
+    next_send_at: float | None
     delivery_rate: float | None  # delivered share of the recent sends past the receipt grace
     delivery_sample: int  # how many sends that share is over
     failures_in_a_row: int
+    waiting: Waiting | None = None  # why the next message waits (None: nothing queued)

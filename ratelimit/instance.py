@@ -39,8 +39,9 @@ from zapgate.ratelimit.errors import StateError
 from zapgate.ratelimit.health import PauseRules, SendHealth
 from zapgate.ratelimit.localtime import LocalCalendar
 from zapgate.ratelimit.messages import Outgoing
-from zapgate.ratelimit.policy import SendPolicy, daily_cap, typing_seconds
+from zapgate.ratelimit.policy import TYPING_SPREAD, SendPolicy, daily_cap, typing_seconds
 from zapgate.ratelimit.queue import MessageQueue
+from zapgate.ratelimit.waiting import Waiting, WaitReason
 
 STATE_FORMAT = 1
 
@@ -51,6 +52,7 @@ class Plan:
     known: bool
     release_at: float
     send_at: float
+    reason: WaitReason  # the rule that set `release_at`; DUE when nothing holds it back
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class Instance:
         "cached_plan",
         "calendar",
         "counters",
+        "first_reason",
+        "first_send",
         "health",
         "in_flight",
         "name",
@@ -116,6 +120,9 @@ class Instance:
         # No message can be released before this (from the last plan): a message that comes
         # due earlier need not wake the instance before it.
         self.soonest_release: float | None = None
+        # The earliest send time of any message (from the last plan) and the rule behind it.
+        self.first_send: float | None = None
+        self.first_reason = WaitReason.DUE
         self._days: list[_Day] = []
         self.configure(policy, warmup_started_at)
 
@@ -151,24 +158,29 @@ class Instance:
 
     def earliest_send(self, start: float) -> float:
         """The first time at or after `start` outside quiet hours on a day with room left."""
-        calendar, t = self.calendar, start
+        return self.earliest_send_why(start)[0]
+
+    def earliest_send_why(self, start: float) -> tuple[float, WaitReason | None]:
+        """`earliest_send`, and the rule that moved it last (None: `start` itself)."""
+        calendar, t, why = self.calendar, start, None
         for _ in range(16):  # two or three rounds settle it; the bound is for odd zones
             moved = calendar.quiet_until(t)
+            if moved != t:
+                why = WaitReason.QUIET_HOURS
             day = self.local_day(moved)
             if self.counters.sent_on(day.day) >= day.cap:
                 moved = day.end
+                why = WaitReason.WARMUP if day.cap < self.policy.per_day else WaitReason.DAY_CAP
             if moved == t:
                 break
             t = moved
-        return t
+        return t, why
 
     def plan(self, now: float) -> Plan | None:
         """The next release, if a message is due (ignores pause, readiness and in-flight)."""
         policy, counters, queue = self.policy, self.counters, self.queue
         queue.promote(now)
-        base = max(now, counters.gap_end(policy), counters.window_free_at(policy))
-        first = self.earliest_send(base)
-        self.soonest_release = first - policy.typing_max_seconds if policy.typing else first
+        first, reason = self._first_send(now)
         day = self.local_day(first)
         allow_new = counters.new_on(day.day) < policy.new_contacts_per_day
         pick = queue.best(allow_new)
@@ -178,14 +190,98 @@ class Instance:
             if not queue.has_due_new_contacts():
                 return None
             first = self.earliest_send(day.end)
+            reason = WaitReason.NEW_CONTACT_CAP
             pick = queue.best(True)
             if pick is None:
                 return None
         message, known = pick
         typing = typing_seconds(policy, message.text_length, counters.slot.typing_factor())
         start = max(first, now + typing)
-        send_at = start if start == first else self.earliest_send(start)
-        return Plan(message, known, send_at - typing, send_at)
+        send_at = first
+        if start != first:
+            send_at, why = self.earliest_send_why(start)
+            reason = why or WaitReason.DUE
+        release_at = send_at - typing
+        if release_at <= now:
+            reason = WaitReason.DUE
+        return Plan(message, known, release_at, send_at, reason)
+
+    def _first_send(self, now: float) -> tuple[float, WaitReason]:
+        """The earliest send time of any message, and the rule behind it; also sets
+        `soonest_release`, `first_send` and `first_reason`."""
+        policy, counters = self.policy, self.counters
+        base, reason = now, WaitReason.DUE
+        for bound, why in (
+            (counters.gap_end(policy), WaitReason.GAP),
+            (counters.minute.free_at(policy.per_minute), WaitReason.MINUTE_CAP),
+            (counters.hour.free_at(policy.per_hour), WaitReason.HOUR_CAP),
+        ):
+            if bound > base:
+                base, reason = bound, why
+        first, moved = self.earliest_send_why(base)
+        reason = moved or reason
+        self.soonest_release = first - policy.typing_max_seconds if policy.typing else first
+        self.first_send, self.first_reason = first, reason
+        return first, reason
+
+    def waiting(self, now: float, message_id: str | None) -> Waiting | None:
+        """Why `message_id` (None: the message the instance releases next) waits, and the
+        earliest time it may be released; None when it is not queued. Plans at `now`."""
+        plan = self.plan(now)
+        if message_id is None:
+            # Nothing planned: due new contacts the cap keeps out (a cap of 0), or else
+            # the scheduled message that comes due first.
+            best = self.queue.best(True)
+            ahead = (
+                plan.message
+                if plan is not None
+                else best[0]
+                if best is not None
+                else self.queue.next_scheduled()
+            )
+            if ahead is None:
+                return None
+            message_id = ahead.message_id
+        message = self.queue.get(message_id)
+        if message is None:
+            return None
+        first, first_reason = self.first_send, self.first_reason
+        assert first is not None  # set by plan()
+        if plan is not None and plan.message.message_id == message_id:
+            at, reason = max(now, plan.release_at), plan.reason
+            if reason is WaitReason.DUE and self.in_flight is not None:
+                reason = WaitReason.IN_FLIGHT
+        elif not self.queue.is_due(message_id):
+            typing = typing_seconds(
+                self.policy, message.text_length, self.counters.slot.typing_factor()
+            )
+            at, reason = message.not_before, WaitReason.SEND_AT
+            if first - typing > at:
+                at, reason = first - typing, first_reason
+        else:
+            # Messages ahead of it may still be cancelled or expire, so it may go first: at
+            # `first` less its typing (a longer typing is drawn only after an attempt ends,
+            # and nothing is released before that end, which is after `first`).
+            typing = typing_seconds(
+                self.policy, message.text_length, self.counters.slot.typing_factor()
+            )
+            at, reason = max(now, first - typing), WaitReason.QUEUE
+            day = self.local_day(first)
+            if not self.queue.heads_lane(message_id):
+                reason = WaitReason.CHAT_ORDER
+            elif (
+                not self.queue.is_known(message_id)
+                and self.counters.new_on(day.day) >= self.policy.new_contacts_per_day
+            ):
+                # New contacts are eligible again on the next local day.
+                reason = WaitReason.NEW_CONTACT_CAP
+                longest = typing_seconds(self.policy, message.text_length, 1 + TYPING_SPREAD)
+                at = max(at, self.earliest_send(day.end) - longest)
+        if self.paused is not None:
+            reason = WaitReason.PAUSED
+        elif not self.ready:
+            reason = WaitReason.NOT_CONNECTED
+        return Waiting(message_id, reason, at)
 
     def wake(self, now: float) -> tuple[float | None, float | None]:
         """(When this instance next needs attention, the planned release behind it)."""

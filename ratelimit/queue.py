@@ -71,6 +71,34 @@ class MessageQueue:
     def __iter__(self) -> Iterator[Outgoing]:
         return (entry.message for entry in self._entries.values())
 
+    def get(self, message_id: str) -> Outgoing | None:
+        entry = self._entries.get(message_id)
+        return None if entry is None else entry.message
+
+    def is_due(self, message_id: str) -> bool:
+        """Queued and its `not_before` has come (it is in its recipient's lane)."""
+        entry = self._entries.get(message_id)
+        return entry is not None and entry.due
+
+    def heads_lane(self, message_id: str) -> bool:
+        """Queued, due, and no earlier due message to the same recipient waits."""
+        entry = self._entries.get(message_id)
+        if entry is None or not entry.due:
+            return False
+        head = self._lane_head(self._lanes[entry.message.recipient])
+        return head is not None and head.message_id == message_id
+
+    def is_known(self, message_id: str) -> bool:
+        """Queued, and its recipient is not a new contact."""
+        entry = self._entries.get(message_id)
+        return entry is not None and self._lanes[entry.message.recipient].known
+
+    def next_scheduled(self) -> Outgoing | None:
+        """The not-yet-due message that comes due first."""
+        if self.next_promotion() is None:
+            return None
+        return self._entries[self._future[0][2]].message
+
     def add(self, message: Outgoing, now: float, known: bool) -> None:
         """Queue a message; `known`: its recipient is not a new contact."""
         if message.message_id in self._entries:

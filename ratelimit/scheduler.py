@@ -30,6 +30,7 @@ from zapgate.ratelimit.health import PauseRules
 from zapgate.ratelimit.instance import InFlight, Instance
 from zapgate.ratelimit.messages import Outgoing
 from zapgate.ratelimit.policy import SendPolicy
+from zapgate.ratelimit.waiting import Waiting, WaitReason
 
 __all__ = [
     "AutoPause",
@@ -40,6 +41,8 @@ __all__ = [
     "PauseRules",
     "Release",
     "Scheduler",
+    "WaitReason",
+    "Waiting",
 ]
 
 # A release planned for a moment this close ahead goes out now: rounding of epoch seconds
@@ -271,6 +274,18 @@ class Scheduler:
 
     # -- state ------------------------------------------------------------------------------
 
+    def waiting(self, instance: str, message_id: str | None = None) -> Waiting | None:
+        """Why a queued message waits and the earliest time it may be released, from the
+        rules `due()` releases by: exact for the instance's next message, a lower bound for
+        the others. Without `message_id`: the message the instance releases next (or, when
+        none is due, the scheduled one that comes due first). None when the message is not
+        queued (in flight, gone, unknown) or the instance is not configured."""
+        inst = self._instances.get(instance)
+        if inst is None:
+            return None
+        self._reschedule(inst)  # brings due messages in and plans, as `due()` would
+        return inst.waiting(self._clock(), message_id)
+
     def stats(self, instance: str) -> InstanceStats:
         inst = self._get(instance)
         now = self._clock()
@@ -280,6 +295,7 @@ class Scheduler:
         cap = inst.day_cap(today)
         self._reschedule(inst)  # brings due messages in and plans
         plan = inst.cached_plan
+        waiting = inst.waiting(now, None)
         rate, sample = inst.health.delivery_rate(now)
         return InstanceStats(
             ready=inst.ready,
@@ -295,7 +311,10 @@ class Scheduler:
             remaining_today=max(0, cap - sent_today),
             remaining_new_contacts_today=max(0, policy.new_contacts_per_day - new_today),
             next_release_at=None if plan is None else max(now, plan.release_at),
-            next_send_at=None if plan is None else plan.send_at,
+            next_send_at=plan.send_at
+            if plan is not None
+            else (None if waiting is None else waiting.next_attempt_at),
+            waiting=waiting,
             delivery_rate=rate,
             delivery_sample=sample,
             failures_in_a_row=inst.health.failures_in_a_row,

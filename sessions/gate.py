@@ -1,6 +1,6 @@
 """A readers-writer gate for the neonize calls of one worker process.
 
-neonize keeps its clients in Go maps without a lock (DESIGN.md, hazard 1): creating,
+neonize keeps its clients in Go maps without a lock (docs/engine.md, hazard 1): creating,
 connecting or stopping a client writes those maps, every other call reads them. Lifecycle
 calls therefore take the gate as writers (alone), all other calls as readers (together).
 

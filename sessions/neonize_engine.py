@@ -9,9 +9,9 @@ What neonize does underneath (goneonize/main.go, and checked offline against 0.5
   login-status and event callbacks all arrive on the thread of that call.
   `NewClient.connect()` runs it on a helper thread and polls that thread from the caller, so
   every instance holds two threads: its own connect thread (never the default executor,
-  hazard 2) and neonize's helper.
-- A failed dial makes `Neonize()` return the Go error at once (hazard 7); the engine reports
-  it as ConnectFailed and forgets the instance.
+  docs/engine.md, hazard 2) and neonize's helper.
+- A failed dial makes `Neonize()` return the Go error at once (docs/engine.md, hazard 7);
+  the engine reports it as ConnectFailed and forgets the instance.
 - whatsmeow's own auto-reconnect cannot be switched off through neonize (EnableAutoReconnect
   is not exported). After a drop it emits Disconnected and redials at once. The engine stops
   the client as soon as the event arrives: whatsmeow's Disconnect marks the disconnect as
@@ -209,7 +209,7 @@ class NeonizeEngine(Engine):
         if not _E164.fullmatch(phone):
             raise EngineError(f"{phone!r} is not an E.164 phone number (e.g. +5511999998888)")
         if session.qr_count == 0:
-            # Hazard 5: whatsmeow rejects PairPhone until its connection is up.
+            # docs/engine.md, hazard 5: whatsmeow rejects PairPhone until its connection is up.
             raise EngineError(
                 f"{key} has not shown its first QR code yet; request the pair code after it"
             )
@@ -448,9 +448,10 @@ class NeonizeEngine(Engine):
 class _Session:
     """One start of one instance: its neonize client and the thread that connects it.
 
-    The connect thread and neonize's callback thread only post to the event loop (hazard 4),
-    release the write lease, count QR codes (`qr_count`, written by the QR callback only) and
-    set `past_dial`. `torn_down` changes under the gate's write lease. The loop owns the rest."""
+    The connect thread and neonize's callback thread only post to the event loop
+    (docs/engine.md, hazard 4), release the write lease, count QR codes (`qr_count`, written
+    by the QR callback only) and set `past_dial`. `torn_down` changes under the gate's write
+    lease. The loop owns the rest."""
 
     def __init__(
         self,

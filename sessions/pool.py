@@ -137,7 +137,7 @@ class WorkerSlot:
             "--log-format",
             self.config.log_format,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,  # Go prints there (hazard 6); nobody reads it
+            stdout=asyncio.subprocess.DEVNULL,  # Go prints there (docs/engine.md, hazard 6)
         )
         try:
             await self._connect()

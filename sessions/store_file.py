@@ -1,7 +1,7 @@
 """Consistent copies of an SQLite session store that another process has open.
 
-Called by the core, never inside the worker hosting the store (DESIGN.md hazard 3: two SQLite
-copies in one process drop each other's locks). From another process normal SQLite locking
+Called by the core, never inside the worker hosting the store (docs/engine.md, hazard 3: two
+SQLite copies in one process drop each other's locks). From another process normal SQLite locking
 works: in rollback-journal mode (whatsmeow's and the simulator's default) a read transaction
 holds a SHARED lock, so no writer can commit while the file is read and the bytes are exactly
 the database; in WAL mode the online backup API copies a consistent image instead."""

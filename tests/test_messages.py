@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import itertools
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -118,6 +119,47 @@ async def instance_stats(messenger: Messenger, instance_id: str) -> ipb.Instance
         ipb.GetInstanceStatsRequest(instance_id=instance_id), metadata=messenger.metadata
     )
     return reply.stats
+
+
+async def test_a_scheduled_message_says_it_waits_for_its_send_at(messenger: Messenger) -> None:
+    await messenger.ready("later-on", PHONE)
+    send_at = Timestamp(seconds=int(time.time()) + 3600)  # an input; nothing waits for it
+    queued = await messenger.send_text("later-on", "+5511960000071", "in an hour", send_at=send_at)
+    assert queued.state == S.MESSAGE_STATE_QUEUED
+    assert queued.waiting_reason == pb.WAITING_REASON_SEND_AT
+    assert queued.next_attempt_time == send_at
+    got = await messenger.get("later-on", queued.id)
+    assert (got.waiting_reason, got.next_attempt_time) == (pb.WAITING_REASON_SEND_AT, send_at)
+    listed = await messenger.stub.ListMessages(
+        pb.ListMessagesRequest(instance_id="later-on"), metadata=messenger.metadata
+    )
+    assert [(m.id, m.waiting_reason) for m in listed.messages] == [
+        (queued.id, pb.WAITING_REASON_SEND_AT)
+    ]
+    stats = await instance_stats(messenger, "later-on")
+    assert stats.next_message_id == queued.id
+    assert stats.waiting_reason == pb.WAITING_REASON_SEND_AT
+    assert stats.next_attempt_time == send_at
+    assert stats.next_send_time == send_at  # was unset while only a scheduled message waited
+
+
+async def test_a_message_in_quiet_hours_says_when_they_end(messenger: Messenger) -> None:
+    hour = datetime.now(UTC).hour  # quiet for this hour and the next: no race at the turn
+    policy = ipb.SendPolicy()
+    policy.CopyFrom(FAST_POLICY)
+    policy.quiet_start_hour, policy.quiet_end_hour = hour, (hour + 2) % 24
+    await messenger.ready("night", PHONE, policy)
+    queued = await messenger.send_text("night", "+5511960000072", "good morning")
+    created = queued.create_time.ToDatetime(tzinfo=UTC)
+    top = created.replace(minute=0, second=0, microsecond=0)
+    quiet_end = top + timedelta(hours=(hour + 2 - created.hour) % 24)
+    got = await messenger.get("night", queued.id)
+    assert got.state == S.MESSAGE_STATE_QUEUED
+    assert got.waiting_reason == pb.WAITING_REASON_QUIET_HOURS
+    assert got.next_attempt_time.ToDatetime(tzinfo=UTC) == quiet_end
+    stats = await instance_stats(messenger, "night")
+    assert stats.waiting_reason == pb.WAITING_REASON_QUIET_HOURS
+    assert stats.next_send_time.ToDatetime(tzinfo=UTC) == quiet_end
 
 
 async def test_the_same_idempotency_key_never_makes_a_second_message(messenger: Messenger) -> None:

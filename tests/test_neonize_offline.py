@@ -1,8 +1,8 @@
 """The real neonize engine (sessions/neonize_engine.py), offline: the Go library loads, builds
 its store, dials, fails with WhatsApp out of reach, and keeps serving while it does.
 
-neonize's Go side can kill its whole process (DESIGN.md, hazard 1), so every scenario runs in
-a fresh interpreter, like an engine worker: `python -m tests.test_neonize_offline SCENARIO
+neonize's Go side can kill its whole process (docs/engine.md, hazard 1), so every scenario runs
+in a fresh interpreter, like an engine worker: `python -m tests.test_neonize_offline SCENARIO
 WORKDIR` plays it and writes WORKDIR/report.json, which the test then checks. Proxies are
 local servers started by the scenario, so no scenario depends on the network (except the
 DNS one, which needs its absence)."""

@@ -368,3 +368,63 @@ def _send_times(sizes: list[int], big: int, priorities: bool) -> dict[str, list[
             driver.arrive(message(next(seqs), name, f"c{k % 50}", priority=priority))
     driver.run(clock.t + 3600)
     return {name: [a.at for a in driver.sent(name)] for name in names}
+
+
+@settings(PROPERTY, max_examples=80)
+@given(scenarios())
+def test_no_message_is_released_before_its_reported_next_chance(scenario: Scenario) -> None:
+    """After every arrival and every step, each queued message has a reason and a next
+    chance, the instance names its next message, and no release ever comes before the last
+    next chance reported for the released message (pauses, disconnects and arrivals in
+    between included)."""
+    driver, operator = build(scenario)
+    guard_releases(driver, operator)
+    scheduler = driver.scheduler
+    reported: dict[str, float] = {}
+
+    def look(instance: str) -> None:
+        now = driver.clock.t
+        queued = [m for m in driver.queued.values() if m.instance == instance]
+        ahead = scheduler.waiting(instance)
+        if not queued:
+            assert ahead is None
+            assert scheduler.stats(instance).next_send_at is None
+            return
+        assert ahead is not None, "something is queued but no next chance is reported"
+        assert ahead.message_id in driver.queued
+        assert ahead.next_attempt_at >= now - EPS
+        assert scheduler.stats(instance).next_send_at is not None
+        for m in queued:
+            report = scheduler.waiting(instance, m.message_id)
+            assert report is not None
+            assert report.message_id == m.message_id
+            assert report.next_attempt_at >= now - EPS
+            reported[m.message_id] = report.next_attempt_at
+        assert reported[ahead.message_id] == ahead.next_attempt_at
+
+    enqueue, release, step = driver.enqueue, driver._release, driver.step
+
+    def enqueue_and_look(m: Outgoing) -> None:
+        enqueue(m)
+        look(m.instance)
+
+    def checked_release(r: Release, now: float) -> None:
+        at = reported[r.message.message_id]
+        assert now >= at - EPS, f"released at {now}, before its next chance {at}"
+        release(r, now)
+
+    def step_and_look() -> None:
+        step()
+        for instance in scenario.policies:
+            look(instance)
+
+    driver.enqueue = enqueue_and_look  # type: ignore[method-assign]
+    driver._release = checked_release  # type: ignore[method-assign]
+    driver.step = step_and_look  # type: ignore[method-assign]
+    for at, m in scenario.arrivals:
+        driver.arrive(m, at)
+    for at, instance, action in scenario.toggles:
+        driver.at(at, functools.partial(operator.apply, instance, action))
+    driver.run(scenario.start + 6 * DAY)
+    check_driver_log(driver, scenario.policies)
+    _check_accounting(driver, scenario)

@@ -22,6 +22,7 @@ from zapgate.gateway.store.instances import InstanceRecord
 from zapgate.gateway.store.messages import MessageRecord
 from zapgate.ratelimit.decisions import InstanceStats
 from zapgate.ratelimit.policy import SendPolicy
+from zapgate.ratelimit.waiting import Waiting
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import message_pb2
 
@@ -76,7 +77,8 @@ def qr_png(code: str) -> bytes:
     return out.getvalue()
 
 
-def message_to_proto(record: MessageRecord) -> message_pb2.Message:
+def message_to_proto(record: MessageRecord, waiting: Waiting | None = None) -> message_pb2.Message:
+    """`waiting`: the scheduler's report for a QUEUED message (Scheduler.waiting)."""
     message = message_pb2.Message(
         id=record.id,
         instance_id=record.instance_id,
@@ -96,7 +98,14 @@ def message_to_proto(record: MessageRecord) -> message_pb2.Message:
         message.expire_time.FromMicroseconds(record.expire_us)
     if record.sent_time_us is not None:
         message.sent_time.FromMicroseconds(record.sent_time_us)
+    if waiting is not None and record.state == message_pb2.MESSAGE_STATE_QUEUED:
+        message.waiting_reason = waiting_reason_to_proto(waiting)
+        message.next_attempt_time.FromMicroseconds(round(waiting.next_attempt_at * 1e6))
     return message
+
+
+def waiting_reason_to_proto(waiting: Waiting) -> message_pb2.WaitingReason.ValueType:
+    return message_pb2.WaitingReason.Value(f"WAITING_REASON_{waiting.reason.name}")
 
 
 def policy_to_proto(policy: SendPolicy) -> pb.SendPolicy:
@@ -128,6 +137,11 @@ def stats_to_proto(
     )
     if stats.next_send_at is not None:
         message.next_send_time.CopyFrom(timestamp(int(stats.next_send_at * 1e6)))
+    waiting = stats.waiting
+    if waiting is not None:
+        message.next_message_id = waiting.message_id
+        message.waiting_reason = waiting_reason_to_proto(waiting)
+        message.next_attempt_time.FromMicroseconds(round(waiting.next_attempt_at * 1e6))
     return message
 
 

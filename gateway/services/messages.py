@@ -64,7 +64,7 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         record = to_record(current_tenant(), request)
         await self._dispatcher.require_instance(record.tenant, record.instance_id)
         stored, created = await self._dispatcher.accept(record)
-        return pb.SendMessageResponse(message=message_to_proto(stored), created=created)
+        return pb.SendMessageResponse(message=self._to_proto(stored), created=created)
 
     async def DownloadMedia(
         self, request: pb.DownloadMediaRequest, context: Context
@@ -94,7 +94,7 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         self, request: pb.GetMessageRequest, context: Context
     ) -> pb.GetMessageResponse:
         message = await self._require(request.instance_id, request.message_id)
-        return pb.GetMessageResponse(message=message_to_proto(message))
+        return pb.GetMessageResponse(message=self._to_proto(message))
 
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: Context
@@ -118,7 +118,7 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         page = page[:limit]
         token = encode_page_token(page[-1].seq, filter_key) if more else ""
         return pb.ListMessagesResponse(
-            messages=[message_to_proto(m) for m in page], next_page_token=token
+            messages=[self._to_proto(m) for m in page], next_page_token=token
         )
 
     async def CancelMessage(
@@ -129,6 +129,13 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
             raise MessageNotCancellable(message.id, pb.MessageState.Name(message.state))  # type: ignore[arg-type]
         cancelled = await self._require(request.instance_id, request.message_id)
         return pb.CancelMessageResponse(message=message_to_proto(cancelled))
+
+    def _to_proto(self, record: MessageRecord) -> pb.Message:
+        """With why a QUEUED message waits and its next chance, from the scheduler."""
+        waiting = None
+        if record.state == pb.MESSAGE_STATE_QUEUED:
+            waiting = self._dispatcher.scheduler.waiting(record.instance_key, record.id)
+        return message_to_proto(record, waiting)
 
     async def _require(self, instance_id: str, message_id: str) -> MessageRecord:
         raise_if_any(

@@ -120,7 +120,8 @@ class InstanceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateInstance(self, request, context):
-        """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url).
+        """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url,
+        send_policy).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from zapgate_client.v1 import message_pb2 as _message_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -573,7 +574,9 @@ class UpdateInstanceRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to change: `display_name`, `phone`, `labels`, `proxy_url`. Required."""
+        """Fields to change: `display_name`, `phone`, `labels`, `proxy_url`, `send_policy` (the
+        whole policy is replaced; an unset one restores the defaults). Required.
+        """
 
     def __init__(
         self,
@@ -889,6 +892,9 @@ class InstanceStats(_message.Message):
     PAUSED_REASON_FIELD_NUMBER: _builtins.int
     DELIVERY_RATE_FIELD_NUMBER: _builtins.int
     READ_RATE_FIELD_NUMBER: _builtins.int
+    NEXT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
     sent_today: _builtins.int
     remaining_minute: _builtins.int
     remaining_hour: _builtins.int
@@ -899,10 +905,20 @@ class InstanceStats(_message.Message):
     delivery_rate: _builtins.float
     """Of recent sent messages: share delivered, share read (0..1)."""
     read_rate: _builtins.float
+    next_message_id: _builtins.str
+    """The message the instance releases next (empty when nothing is queued), why it waits and
+    the earliest time it may leave the queue, as on that message (GetMessage).
+    """
+    waiting_reason: _message_pb2.WaitingReason.ValueType
     @_builtins.property
     def next_send_time(self) -> _timestamp_pb2.Timestamp:
-        """Earliest time the next queued message may go (unset when nothing is queued)."""
+        """Earliest time the next queued message may go (unset when nothing is queued): its
+        planned send, or while nothing is planned (only scheduled messages, paused, not
+        connected) the earliest it may go.
+        """
 
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -916,10 +932,13 @@ class InstanceStats(_message.Message):
         paused_reason: _builtins.str = ...,
         delivery_rate: _builtins.float = ...,
         read_rate: _builtins.float = ...,
+        next_message_id: _builtins.str = ...,
+        waiting_reason: _message_pb2.WaitingReason.ValueType = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["next_send_time", b"next_send_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_time", b"next_attempt_time", "next_send_time", b"next_send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_rate", b"delivery_rate", "next_send_time", b"next_send_time", "paused_reason", b"paused_reason", "queue_depth", b"queue_depth", "read_rate", b"read_rate", "remaining_day", b"remaining_day", "remaining_hour", b"remaining_hour", "remaining_minute", b"remaining_minute", "remaining_new_contacts", b"remaining_new_contacts", "sent_today", b"sent_today"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_rate", b"delivery_rate", "next_attempt_time", b"next_attempt_time", "next_message_id", b"next_message_id", "next_send_time", b"next_send_time", "paused_reason", b"paused_reason", "queue_depth", b"queue_depth", "read_rate", b"read_rate", "remaining_day", b"remaining_day", "remaining_hour", b"remaining_hour", "remaining_minute", b"remaining_minute", "remaining_new_contacts", b"remaining_new_contacts", "sent_today", b"sent_today", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -46,7 +46,9 @@ class InstanceServiceStub:
     ListInstances: _grpc.UnaryUnaryMultiCallable[_instance_pb2.ListInstancesRequest, _instance_pb2.ListInstancesResponse]
     """Lists the tenant's instances ordered by id, page by page, optionally filtered by state."""
     UpdateInstance: _grpc.UnaryUnaryMultiCallable[_instance_pb2.UpdateInstanceRequest, _instance_pb2.UpdateInstanceResponse]
-    """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url)."""
+    """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url,
+    send_policy).
+    """
     DeleteInstance: _grpc.UnaryUnaryMultiCallable[_instance_pb2.DeleteInstanceRequest, _instance_pb2.DeleteInstanceResponse]
     """Deletes an instance: stops its connection and wipes its session."""
     Connect: _grpc.UnaryStreamMultiCallable[_instance_pb2.ConnectRequest, _instance_pb2.ConnectResponse]
@@ -82,7 +84,9 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     ListInstances: _aio.UnaryUnaryMultiCallable[_instance_pb2.ListInstancesRequest, _instance_pb2.ListInstancesResponse]  # type: ignore[assignment]
     """Lists the tenant's instances ordered by id, page by page, optionally filtered by state."""
     UpdateInstance: _aio.UnaryUnaryMultiCallable[_instance_pb2.UpdateInstanceRequest, _instance_pb2.UpdateInstanceResponse]  # type: ignore[assignment]
-    """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url)."""
+    """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url,
+    send_policy).
+    """
     DeleteInstance: _aio.UnaryUnaryMultiCallable[_instance_pb2.DeleteInstanceRequest, _instance_pb2.DeleteInstanceResponse]  # type: ignore[assignment]
     """Deletes an instance: stops its connection and wipes its session."""
     Connect: _aio.UnaryStreamMultiCallable[_instance_pb2.ConnectRequest, _instance_pb2.ConnectResponse]  # type: ignore[assignment]
@@ -139,7 +143,9 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _instance_pb2.UpdateInstanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_instance_pb2.UpdateInstanceResponse, _abc.Awaitable[_instance_pb2.UpdateInstanceResponse]]:
-        """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url)."""
+        """Changes the fields named in `update_mask` (display_name, phone, labels, proxy_url,
+        send_policy).
+        """
 
     @_abc_1.abstractmethod
     def DeleteInstance(

@@ -73,6 +73,82 @@ have been sent. zapgate never sends it again (no duplicate on the phone).
 """
 Global___MessageState: _TypeAlias = MessageState  # noqa: Y015
 
+class _WaitingReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WaitingReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitingReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WAITING_REASON_UNSPECIFIED: _WaitingReason.ValueType  # 0
+    WAITING_REASON_QUIET_HOURS: _WaitingReason.ValueType  # 1
+    """Quiet hours of the policy's time zone; next_attempt_time is when they end (less the
+    typing time, when typing is on: composing may start just before).
+    """
+    WAITING_REASON_GAP: _WaitingReason.ValueType  # 2
+    """The gap (min_gap_seconds plus jitter) after the instance's previous send."""
+    WAITING_REASON_MINUTE_CAP: _WaitingReason.ValueType  # 3
+    WAITING_REASON_HOUR_CAP: _WaitingReason.ValueType  # 4
+    WAITING_REASON_DAY_CAP: _WaitingReason.ValueType  # 5
+    """per_day is used up for the local day."""
+    WAITING_REASON_NEW_CONTACT_CAP: _WaitingReason.ValueType  # 6
+    """new_contacts_per_day is used up: messages to people never messaged before wait for the
+    next local day (with a cap of 0, until the recipient is known).
+    """
+    WAITING_REASON_WARMUP: _WaitingReason.ValueType  # 7
+    """The day's cap, lowered by warm-up, is used up."""
+    WAITING_REASON_PAUSED: _WaitingReason.ValueType  # 8
+    """Sending is paused (see the instance's sending_paused_reason) until ResumeSending."""
+    WAITING_REASON_NOT_CONNECTED: _WaitingReason.ValueType  # 9
+    """The instance is not CONNECTED."""
+    WAITING_REASON_SEND_AT: _WaitingReason.ValueType  # 10
+    """Its own send_at is still ahead."""
+    WAITING_REASON_IN_FLIGHT: _WaitingReason.ValueType  # 11
+    """Another message of the instance is being sent; one at a time."""
+    WAITING_REASON_CHAT_ORDER: _WaitingReason.ValueType  # 12
+    """An earlier message to the same chat goes first (a chat's messages keep their order)."""
+    WAITING_REASON_QUEUE: _WaitingReason.ValueType  # 13
+    """Messages to other chats go first (higher priority, or older at equal priority)."""
+    WAITING_REASON_DUE: _WaitingReason.ValueType  # 14
+    """Nothing holds it: it is being released now."""
+
+class WaitingReason(_WaitingReason, metaclass=_WaitingReasonEnumTypeWrapper):
+    """Why a QUEUED message has not been released yet: the rule of the instance's send policy
+    (docs/messages.md) that holds it, or what else it waits for.
+    """
+
+WAITING_REASON_UNSPECIFIED: WaitingReason.ValueType  # 0
+WAITING_REASON_QUIET_HOURS: WaitingReason.ValueType  # 1
+"""Quiet hours of the policy's time zone; next_attempt_time is when they end (less the
+typing time, when typing is on: composing may start just before).
+"""
+WAITING_REASON_GAP: WaitingReason.ValueType  # 2
+"""The gap (min_gap_seconds plus jitter) after the instance's previous send."""
+WAITING_REASON_MINUTE_CAP: WaitingReason.ValueType  # 3
+WAITING_REASON_HOUR_CAP: WaitingReason.ValueType  # 4
+WAITING_REASON_DAY_CAP: WaitingReason.ValueType  # 5
+"""per_day is used up for the local day."""
+WAITING_REASON_NEW_CONTACT_CAP: WaitingReason.ValueType  # 6
+"""new_contacts_per_day is used up: messages to people never messaged before wait for the
+next local day (with a cap of 0, until the recipient is known).
+"""
+WAITING_REASON_WARMUP: WaitingReason.ValueType  # 7
+"""The day's cap, lowered by warm-up, is used up."""
+WAITING_REASON_PAUSED: WaitingReason.ValueType  # 8
+"""Sending is paused (see the instance's sending_paused_reason) until ResumeSending."""
+WAITING_REASON_NOT_CONNECTED: WaitingReason.ValueType  # 9
+"""The instance is not CONNECTED."""
+WAITING_REASON_SEND_AT: WaitingReason.ValueType  # 10
+"""Its own send_at is still ahead."""
+WAITING_REASON_IN_FLIGHT: WaitingReason.ValueType  # 11
+"""Another message of the instance is being sent; one at a time."""
+WAITING_REASON_CHAT_ORDER: WaitingReason.ValueType  # 12
+"""An earlier message to the same chat goes first (a chat's messages keep their order)."""
+WAITING_REASON_QUEUE: WaitingReason.ValueType  # 13
+"""Messages to other chats go first (higher priority, or older at equal priority)."""
+WAITING_REASON_DUE: WaitingReason.ValueType  # 14
+"""Nothing holds it: it is being released now."""
+Global___WaitingReason: _TypeAlias = WaitingReason  # noqa: Y015
+
 @_typing.final
 class Text(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -332,6 +408,8 @@ class Message(_message.Message):
     SEND_AT_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     SENT_TIME_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     instance_id: _builtins.str
     recipient_jid: _builtins.str
@@ -344,6 +422,8 @@ class Message(_message.Message):
     idempotency_key: _builtins.str
     whatsapp_message_id: _builtins.str
     """WhatsApp's id, once sent."""
+    waiting_reason: Global___WaitingReason.ValueType
+    """QUEUED only (UNSPECIFIED otherwise): what holds it back now."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -354,6 +434,13 @@ class Message(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def sent_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """QUEUED only: the earliest time it may leave the queue (typing, then the send). Exact for
+        the instance's next message if nothing changes meanwhile; for the others a lower bound.
+        With PAUSED or NOT_CONNECTED: the earliest it could go once resumed or connected.
+        """
+
     def __init__(
         self,
         *,
@@ -371,10 +458,12 @@ class Message(_message.Message):
         send_at: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         sent_time: _timestamp_pb2.Timestamp | None = ...,
+        waiting_reason: Global___WaitingReason.ValueType = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "send_at", b"send_at", "sent_time", b"sent_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "next_attempt_time", b"next_attempt_time", "send_at", b"send_at", "sent_time", b"sent_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "failure_reason", b"failure_reason", "id", b"id", "idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "kind", b"kind", "priority", b"priority", "recipient_jid", b"recipient_jid", "send_at", b"send_at", "sent_time", b"sent_time", "state", b"state", "update_time", b"update_time", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "failure_reason", b"failure_reason", "id", b"id", "idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "kind", b"kind", "next_attempt_time", b"next_attempt_time", "priority", b"priority", "recipient_jid", b"recipient_jid", "send_at", b"send_at", "sent_time", b"sent_time", "state", b"state", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/message.proto.
  */
 export const file_zapgate_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("Chh6YXBnYXRlL3YxL21lc3NhZ2UucHJvdG8SCnphcGdhdGUudjEiFAoEVGV4dBIMCgRib2R5GAEgASgJIkwKBU1lZGlhEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJIjwKBUF1ZGlvEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhIKCnZvaWNlX25vdGUYAyABKAgiTgoITG9jYXRpb24SEAoIbGF0aXR1ZGUYASABKAESEQoJbG9uZ2l0dWRlGAIgASgBEgwKBG5hbWUYAyABKAkSDwoHYWRkcmVzcxgEIAEoCSJBCgtDb250YWN0Q2FyZBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFcGhvbmUYAiABKAkSDQoFdmNhcmQYAyABKAki6QQKElNlbmRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgVwaG9uZRgCIAEoCUgAEg0KA2ppZBgDIAEoCUgAEiAKBHRleHQYBCABKAsyEC56YXBnYXRlLnYxLlRleHRIARIiCgVpbWFnZRgFIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgV2aWRlbxgGIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgVhdWRpbxgHIAEoCzIRLnphcGdhdGUudjEuQXVkaW9IARIlCghkb2N1bWVudBgIIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIoCghsb2NhdGlvbhgJIAEoCzIULnphcGdhdGUudjEuTG9jYXRpb25IARIqCgdjb250YWN0GAogASgLMhcuemFwZ2F0ZS52MS5Db250YWN0Q2FyZEgBEkAKCXZhcmlhYmxlcxgLIAMoCzItLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0LlZhcmlhYmxlc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgMIAEoCRIrCgdzZW5kX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJpb3JpdHkYDyABKAUaMAoOVmFyaWFibGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUILCglyZWNpcGllbnRCCQoHY29udGVudCLHAwoHTWVzc2FnZRIKCgJpZBgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRIVCg1yZWNpcGllbnRfamlkGAMgASgJEicKBXN0YXRlGAQgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YBSABKAkSDAoEa2luZBgGIAEoCRIQCghwcmlvcml0eRgHIAEoBRIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3NlbmRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzZW50X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkwKE1NlbmRNZXNzYWdlUmVzcG9uc2USJAoHbWVzc2FnZRgBIAEoCzITLnphcGdhdGUudjEuTWVzc2FnZRIPCgdjcmVhdGVkGAIgASgIIjwKEUdldE1lc3NhZ2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkiOgoSR2V0TWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2UiegoTTGlzdE1lc3NhZ2VzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRInCgVzdGF0ZRgCIAEoDjIYLnphcGdhdGUudjEuTWVzc2FnZVN0YXRlEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIlYKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEiUKCG1lc3NhZ2VzGAEgAygLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI/ChRDYW5jZWxNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIj0KFUNhbmNlbE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlIj8KFERvd25sb2FkTWVkaWFSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkiWQoVRG93bmxvYWRNZWRpYVJlc3BvbnNlEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIMCgRzaXplGAQgASgDKqUCCgxNZXNzYWdlU3RhdGUSHQoZTUVTU0FHRV9TVEFURV9VTlNQRUNJRklFRBAAEhgKFE1FU1NBR0VfU1RBVEVfUVVFVUVEEAESGQoVTUVTU0FHRV9TVEFURV9TRU5ESU5HEAISFgoSTUVTU0FHRV9TVEFURV9TRU5UEAMSGwoXTUVTU0FHRV9TVEFURV9ERUxJVkVSRUQQBBIWChJNRVNTQUdFX1NUQVRFX1JFQUQQBRIYChRNRVNTQUdFX1NUQVRFX0ZBSUxFRBAGEhsKF01FU1NBR0VfU1RBVEVfQ0FOQ0VMTEVEEAcSGQoVTUVTU0FHRV9TVEFURV9FWFBJUkVEEAgSIgoeTUVTU0FHRV9TVEFURV9ERUxJVkVSWV9VTktOT1dOEAkyrgMKDk1lc3NhZ2VTZXJ2aWNlEk4KC1NlbmRNZXNzYWdlEh4uemFwZ2F0ZS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHy56YXBnYXRlLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USSwoKR2V0TWVzc2FnZRIdLnphcGdhdGUudjEuR2V0TWVzc2FnZVJlcXVlc3QaHi56YXBnYXRlLnYxLkdldE1lc3NhZ2VSZXNwb25zZRJRCgxMaXN0TWVzc2FnZXMSHy56YXBnYXRlLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaIC56YXBnYXRlLnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlElQKDUNhbmNlbE1lc3NhZ2USIC56YXBnYXRlLnYxLkNhbmNlbE1lc3NhZ2VSZXF1ZXN0GiEuemFwZ2F0ZS52MS5DYW5jZWxNZXNzYWdlUmVzcG9uc2USVgoNRG93bmxvYWRNZWRpYRIgLnphcGdhdGUudjEuRG93bmxvYWRNZWRpYVJlcXVlc3QaIS56YXBnYXRlLnYxLkRvd25sb2FkTWVkaWFSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Chh6YXBnYXRlL3YxL21lc3NhZ2UucHJvdG8SCnphcGdhdGUudjEiFAoEVGV4dBIMCgRib2R5GAEgASgJIkwKBU1lZGlhEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJIjwKBUF1ZGlvEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhIKCnZvaWNlX25vdGUYAyABKAgiTgoITG9jYXRpb24SEAoIbGF0aXR1ZGUYASABKAESEQoJbG9uZ2l0dWRlGAIgASgBEgwKBG5hbWUYAyABKAkSDwoHYWRkcmVzcxgEIAEoCSJBCgtDb250YWN0Q2FyZBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFcGhvbmUYAiABKAkSDQoFdmNhcmQYAyABKAki6QQKElNlbmRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgVwaG9uZRgCIAEoCUgAEg0KA2ppZBgDIAEoCUgAEiAKBHRleHQYBCABKAsyEC56YXBnYXRlLnYxLlRleHRIARIiCgVpbWFnZRgFIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgV2aWRlbxgGIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgVhdWRpbxgHIAEoCzIRLnphcGdhdGUudjEuQXVkaW9IARIlCghkb2N1bWVudBgIIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIoCghsb2NhdGlvbhgJIAEoCzIULnphcGdhdGUudjEuTG9jYXRpb25IARIqCgdjb250YWN0GAogASgLMhcuemFwZ2F0ZS52MS5Db250YWN0Q2FyZEgBEkAKCXZhcmlhYmxlcxgLIAMoCzItLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0LlZhcmlhYmxlc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgMIAEoCRIrCgdzZW5kX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJpb3JpdHkYDyABKAUaMAoOVmFyaWFibGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUILCglyZWNpcGllbnRCCQoHY29udGVudCKxBAoHTWVzc2FnZRIKCgJpZBgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRIVCg1yZWNpcGllbnRfamlkGAMgASgJEicKBXN0YXRlGAQgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YBSABKAkSDAoEa2luZBgGIAEoCRIQCghwcmlvcml0eRgHIAEoBRIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3NlbmRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzZW50X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDndhaXRpbmdfcmVhc29uGA8gASgOMhkuemFwZ2F0ZS52MS5XYWl0aW5nUmVhc29uEjUKEW5leHRfYXR0ZW1wdF90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJMChNTZW5kTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USDwoHY3JlYXRlZBgCIAEoCCI8ChFHZXRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIjoKEkdldE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlInoKE0xpc3RNZXNzYWdlc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJWChRMaXN0TWVzc2FnZXNSZXNwb25zZRIlCghtZXNzYWdlcxgBIAMoCzITLnphcGdhdGUudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPwoUQ2FuY2VsTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSI9ChVDYW5jZWxNZXNzYWdlUmVzcG9uc2USJAoHbWVzc2FnZRgBIAEoCzITLnphcGdhdGUudjEuTWVzc2FnZSI/ChREb3dubG9hZE1lZGlhUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIlkKFURvd25sb2FkTWVkaWFSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDAoEc2l6ZRgEIAEoAyqlAgoMTWVzc2FnZVN0YXRlEh0KGU1FU1NBR0VfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRNRVNTQUdFX1NUQVRFX1FVRVVFRBABEhkKFU1FU1NBR0VfU1RBVEVfU0VORElORxACEhYKEk1FU1NBR0VfU1RBVEVfU0VOVBADEhsKF01FU1NBR0VfU1RBVEVfREVMSVZFUkVEEAQSFgoSTUVTU0FHRV9TVEFURV9SRUFEEAUSGAoUTUVTU0FHRV9TVEFURV9GQUlMRUQQBhIbChdNRVNTQUdFX1NUQVRFX0NBTkNFTExFRBAHEhkKFU1FU1NBR0VfU1RBVEVfRVhQSVJFRBAIEiIKHk1FU1NBR0VfU1RBVEVfREVMSVZFUllfVU5LTk9XThAJKsYDCg1XYWl0aW5nUmVhc29uEh4KGldBSVRJTkdfUkVBU09OX1VOU1BFQ0lGSUVEEAASHgoaV0FJVElOR19SRUFTT05fUVVJRVRfSE9VUlMQARIWChJXQUlUSU5HX1JFQVNPTl9HQVAQAhIdChlXQUlUSU5HX1JFQVNPTl9NSU5VVEVfQ0FQEAMSGwoXV0FJVElOR19SRUFTT05fSE9VUl9DQVAQBBIaChZXQUlUSU5HX1JFQVNPTl9EQVlfQ0FQEAUSIgoeV0FJVElOR19SRUFTT05fTkVXX0NPTlRBQ1RfQ0FQEAYSGQoVV0FJVElOR19SRUFTT05fV0FSTVVQEAcSGQoVV0FJVElOR19SRUFTT05fUEFVU0VEEAgSIAocV0FJVElOR19SRUFTT05fTk9UX0NPTk5FQ1RFRBAJEhoKFldBSVRJTkdfUkVBU09OX1NFTkRfQVQQChIcChhXQUlUSU5HX1JFQVNPTl9JTl9GTElHSFQQCxIdChlXQUlUSU5HX1JFQVNPTl9DSEFUX09SREVSEAwSGAoUV0FJVElOR19SRUFTT05fUVVFVUUQDRIWChJXQUlUSU5HX1JFQVNPTl9EVUUQDjKuAwoOTWVzc2FnZVNlcnZpY2USTgoLU2VuZE1lc3NhZ2USHi56YXBnYXRlLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBofLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJLCgpHZXRNZXNzYWdlEh0uemFwZ2F0ZS52MS5HZXRNZXNzYWdlUmVxdWVzdBoeLnphcGdhdGUudjEuR2V0TWVzc2FnZVJlc3BvbnNlElEKDExpc3RNZXNzYWdlcxIfLnphcGdhdGUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBogLnphcGdhdGUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2USVAoNQ2FuY2VsTWVzc2FnZRIgLnphcGdhdGUudjEuQ2FuY2VsTWVzc2FnZVJlcXVlc3QaIS56YXBnYXRlLnYxLkNhbmNlbE1lc3NhZ2VSZXNwb25zZRJWCg1Eb3dubG9hZE1lZGlhEiAuemFwZ2F0ZS52MS5Eb3dubG9hZE1lZGlhUmVxdWVzdBohLnphcGdhdGUudjEuRG93bmxvYWRNZWRpYVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message zapgate.v1.Text
@@ -358,6 +358,22 @@ export type Message = Message$1<"zapgate.v1.Message"> & {
    * @generated from field: google.protobuf.Timestamp sent_time = 14;
    */
   sentTime?: Timestamp | undefined;
+
+  /**
+   * QUEUED only (UNSPECIFIED otherwise): what holds it back now.
+   *
+   * @generated from field: zapgate.v1.WaitingReason waiting_reason = 15;
+   */
+  waitingReason: WaitingReason;
+
+  /**
+   * QUEUED only: the earliest time it may leave the queue (typing, then the send). Exact for
+   * the instance's next message if nothing changes meanwhile; for the others a lower bound.
+   * With PAUSED or NOT_CONNECTED: the earliest it could go once resumed or connected.
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_time = 16;
+   */
+  nextAttemptTime?: Timestamp | undefined;
 };
 
 /**
@@ -662,6 +678,121 @@ export enum MessageState {
  */
 export const MessageStateSchema: GenEnum<MessageState> = /*@__PURE__*/
   enumDesc(file_zapgate_v1_message, 0);
+
+/**
+ * Why a QUEUED message has not been released yet: the rule of the instance's send policy
+ * (docs/messages.md) that holds it, or what else it waits for.
+ *
+ * @generated from enum zapgate.v1.WaitingReason
+ */
+export enum WaitingReason {
+  /**
+   * @generated from enum value: WAITING_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Quiet hours of the policy's time zone; next_attempt_time is when they end (less the
+   * typing time, when typing is on: composing may start just before).
+   *
+   * @generated from enum value: WAITING_REASON_QUIET_HOURS = 1;
+   */
+  QUIET_HOURS = 1,
+
+  /**
+   * The gap (min_gap_seconds plus jitter) after the instance's previous send.
+   *
+   * @generated from enum value: WAITING_REASON_GAP = 2;
+   */
+  GAP = 2,
+
+  /**
+   * @generated from enum value: WAITING_REASON_MINUTE_CAP = 3;
+   */
+  MINUTE_CAP = 3,
+
+  /**
+   * @generated from enum value: WAITING_REASON_HOUR_CAP = 4;
+   */
+  HOUR_CAP = 4,
+
+  /**
+   * per_day is used up for the local day.
+   *
+   * @generated from enum value: WAITING_REASON_DAY_CAP = 5;
+   */
+  DAY_CAP = 5,
+
+  /**
+   * new_contacts_per_day is used up: messages to people never messaged before wait for the
+   * next local day (with a cap of 0, until the recipient is known).
+   *
+   * @generated from enum value: WAITING_REASON_NEW_CONTACT_CAP = 6;
+   */
+  NEW_CONTACT_CAP = 6,
+
+  /**
+   * The day's cap, lowered by warm-up, is used up.
+   *
+   * @generated from enum value: WAITING_REASON_WARMUP = 7;
+   */
+  WARMUP = 7,
+
+  /**
+   * Sending is paused (see the instance's sending_paused_reason) until ResumeSending.
+   *
+   * @generated from enum value: WAITING_REASON_PAUSED = 8;
+   */
+  PAUSED = 8,
+
+  /**
+   * The instance is not CONNECTED.
+   *
+   * @generated from enum value: WAITING_REASON_NOT_CONNECTED = 9;
+   */
+  NOT_CONNECTED = 9,
+
+  /**
+   * Its own send_at is still ahead.
+   *
+   * @generated from enum value: WAITING_REASON_SEND_AT = 10;
+   */
+  SEND_AT = 10,
+
+  /**
+   * Another message of the instance is being sent; one at a time.
+   *
+   * @generated from enum value: WAITING_REASON_IN_FLIGHT = 11;
+   */
+  IN_FLIGHT = 11,
+
+  /**
+   * An earlier message to the same chat goes first (a chat's messages keep their order).
+   *
+   * @generated from enum value: WAITING_REASON_CHAT_ORDER = 12;
+   */
+  CHAT_ORDER = 12,
+
+  /**
+   * Messages to other chats go first (higher priority, or older at equal priority).
+   *
+   * @generated from enum value: WAITING_REASON_QUEUE = 13;
+   */
+  QUEUE = 13,
+
+  /**
+   * Nothing holds it: it is being released now.
+   *
+   * @generated from enum value: WAITING_REASON_DUE = 14;
+   */
+  DUE = 14,
+}
+
+/**
+ * Describes the enum zapgate.v1.WaitingReason.
+ */
+export const WaitingReasonSchema: GenEnum<WaitingReason> = /*@__PURE__*/
+  enumDesc(file_zapgate_v1_message, 1);
 
 /**
  * Sends messages through the central rate-limit and jitter scheduler. A message is durable
