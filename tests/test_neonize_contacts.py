@@ -217,11 +217,11 @@ def test_the_calls_need_a_connected_instance(engine_calls: Report) -> None:
         ("check", "check numbers"),
     ):
         assert calls[f"{call}_not_hosted"] == {
-            "type": "EngineError",
+            "type": "NotRunning",
             "message": "acme/nobody is not running on this engine; start it first",
         }
         assert calls[f"{call}_dialing"] == {
-            "type": "EngineError",
+            "type": "NotConnected",
             "message": f"acme/dialing is not connected to WhatsApp yet; {doing} once it is",
         }
     assert calls["hosted_after"] == 0
@@ -243,7 +243,7 @@ def test_go_reads_the_media_handles_and_whatsmeow_answers(engine_calls: Report) 
     whatsmeow = engine_calls["whatsmeow"]
     for kind in ("image", "video", "audio", "document", "sticker"):
         assert whatsmeow["download"][kind] == {
-            "type": "EngineError",
+            "type": "NotConnected",
             "message": "acme/bare could not download the media: it is not connected "
             "(client is nil)",
         }
@@ -253,7 +253,7 @@ def test_go_reads_the_media_handles_and_whatsmeow_answers(engine_calls: Report) 
         "message": "acme/bare could not download the media: didn't find any attachments in message",
     }
     assert whatsmeow["check"] == {
-        "type": "EngineError",
+        "type": "NotConnected",
         "message": "acme/bare could not check numbers: it is not connected (client is nil)",
     }
 
