@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18zapgate/v1/message.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x04Text\x12\x0c\n\x04\x62ody\x18\x01 \x01(\t\"L\n\x05Media\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\"<\n\x05\x41udio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\nvoice_note\x18\x03 \x01(\x08\"N\n\x08Location\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"A\n\x0b\x43ontactCard\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\r\n\x05vcard\x18\x03 \x01(\t\"\xe9\x04\n\x12SendMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x05phone\x18\x02 \x01(\tH\x00\x12\r\n\x03jid\x18\x03 \x01(\tH\x00\x12 \n\x04text\x18\x04 \x01(\x0b\x32\x10.zapgate.v1.TextH\x01\x12\"\n\x05image\x18\x05 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12\"\n\x05video\x18\x06 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12\"\n\x05\x61udio\x18\x07 \x01(\x0b\x32\x11.zapgate.v1.AudioH\x01\x12%\n\x08\x64ocument\x18\x08 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12(\n\x08location\x18\t \x01(\x0b\x32\x14.zapgate.v1.LocationH\x01\x12*\n\x07\x63ontact\x18\n \x01(\x0b\x32\x17.zapgate.v1.ContactCardH\x01\x12@\n\tvariables\x18\x0b \x03(\x0b\x32-.zapgate.v1.SendMessageRequest.VariablesEntry\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12+\n\x07send_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08priority\x18\x0f \x01(\x05\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\trecipientB\t\n\x07\x63ontent\"\xc7\x03\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x15\n\rrecipient_jid\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x1b\n\x13whatsapp_message_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07send_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsent_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x13SendMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"<\n\x11GetMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\":\n\x12GetMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\"z\n\x13ListMessagesRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"V\n\x14ListMessagesResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.zapgate.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x14\x43\x61ncelMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"=\n\x15\x43\x61ncelMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\"?\n\x14\x44ownloadMediaRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"Y\n\x15\x44ownloadMediaResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03*\xa5\x02\n\x0cMessageState\x12\x1d\n\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MESSAGE_STATE_QUEUED\x10\x01\x12\x19\n\x15MESSAGE_STATE_SENDING\x10\x02\x12\x16\n\x12MESSAGE_STATE_SENT\x10\x03\x12\x1b\n\x17MESSAGE_STATE_DELIVERED\x10\x04\x12\x16\n\x12MESSAGE_STATE_READ\x10\x05\x12\x18\n\x14MESSAGE_STATE_FAILED\x10\x06\x12\x1b\n\x17MESSAGE_STATE_CANCELLED\x10\x07\x12\x19\n\x15MESSAGE_STATE_EXPIRED\x10\x08\x12\"\n\x1eMESSAGE_STATE_DELIVERY_UNKNOWN\x10\t2\xae\x03\n\x0eMessageService\x12N\n\x0bSendMessage\x12\x1e.zapgate.v1.SendMessageRequest\x1a\x1f.zapgate.v1.SendMessageResponse\x12K\n\nGetMessage\x12\x1d.zapgate.v1.GetMessageRequest\x1a\x1e.zapgate.v1.GetMessageResponse\x12Q\n\x0cListMessages\x12\x1f.zapgate.v1.ListMessagesRequest\x1a .zapgate.v1.ListMessagesResponse\x12T\n\rCancelMessage\x12 .zapgate.v1.CancelMessageRequest\x1a!.zapgate.v1.CancelMessageResponse\x12V\n\rDownloadMedia\x12 .zapgate.v1.DownloadMediaRequest\x1a!.zapgate.v1.DownloadMediaResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18zapgate/v1/message.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x04Text\x12\x0c\n\x04\x62ody\x18\x01 \x01(\t\"L\n\x05Media\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\"<\n\x05\x41udio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\nvoice_note\x18\x03 \x01(\x08\"N\n\x08Location\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"A\n\x0b\x43ontactCard\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\r\n\x05vcard\x18\x03 \x01(\t\"\xe9\x04\n\x12SendMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x05phone\x18\x02 \x01(\tH\x00\x12\r\n\x03jid\x18\x03 \x01(\tH\x00\x12 \n\x04text\x18\x04 \x01(\x0b\x32\x10.zapgate.v1.TextH\x01\x12\"\n\x05image\x18\x05 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12\"\n\x05video\x18\x06 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12\"\n\x05\x61udio\x18\x07 \x01(\x0b\x32\x11.zapgate.v1.AudioH\x01\x12%\n\x08\x64ocument\x18\x08 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12(\n\x08location\x18\t \x01(\x0b\x32\x14.zapgate.v1.LocationH\x01\x12*\n\x07\x63ontact\x18\n \x01(\x0b\x32\x17.zapgate.v1.ContactCardH\x01\x12@\n\tvariables\x18\x0b \x03(\x0b\x32-.zapgate.v1.SendMessageRequest.VariablesEntry\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12+\n\x07send_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08priority\x18\x0f \x01(\x05\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\trecipientB\t\n\x07\x63ontent\"\xdf\x03\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x15\n\rrecipient_jid\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x1b\n\x13whatsapp_message_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07send_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsent_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x61ilure_detail\x18\x0f \x01(\t\"L\n\x13SendMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"<\n\x11GetMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\":\n\x12GetMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\"z\n\x13ListMessagesRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"V\n\x14ListMessagesResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.zapgate.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x14\x43\x61ncelMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"=\n\x15\x43\x61ncelMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\"?\n\x14\x44ownloadMediaRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"Y\n\x15\x44ownloadMediaResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03*\xa5\x02\n\x0cMessageState\x12\x1d\n\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MESSAGE_STATE_QUEUED\x10\x01\x12\x19\n\x15MESSAGE_STATE_SENDING\x10\x02\x12\x16\n\x12MESSAGE_STATE_SENT\x10\x03\x12\x1b\n\x17MESSAGE_STATE_DELIVERED\x10\x04\x12\x16\n\x12MESSAGE_STATE_READ\x10\x05\x12\x18\n\x14MESSAGE_STATE_FAILED\x10\x06\x12\x1b\n\x17MESSAGE_STATE_CANCELLED\x10\x07\x12\x19\n\x15MESSAGE_STATE_EXPIRED\x10\x08\x12\"\n\x1eMESSAGE_STATE_DELIVERY_UNKNOWN\x10\t2\xae\x03\n\x0eMessageService\x12N\n\x0bSendMessage\x12\x1e.zapgate.v1.SendMessageRequest\x1a\x1f.zapgate.v1.SendMessageResponse\x12K\n\nGetMessage\x12\x1d.zapgate.v1.GetMessageRequest\x1a\x1e.zapgate.v1.GetMessageResponse\x12Q\n\x0cListMessages\x12\x1f.zapgate.v1.ListMessagesRequest\x1a .zapgate.v1.ListMessagesResponse\x12T\n\rCancelMessage\x12 .zapgate.v1.CancelMessageRequest\x1a!.zapgate.v1.CancelMessageResponse\x12V\n\rDownloadMedia\x12 .zapgate.v1.DownloadMediaRequest\x1a!.zapgate.v1.DownloadMediaResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SENDMESSAGEREQUEST_VARIABLESENTRY']._loaded_options = None
   _globals['_SENDMESSAGEREQUEST_VARIABLESENTRY']._serialized_options = b'8\001'
-  _globals['_MESSAGESTATE']._serialized_start=2157
-  _globals['_MESSAGESTATE']._serialized_end=2450
+  _globals['_MESSAGESTATE']._serialized_start=2181
+  _globals['_MESSAGESTATE']._serialized_end=2474
   _globals['_TEXT']._serialized_start=73
   _globals['_TEXT']._serialized_end=93
   _globals['_MEDIA']._serialized_start=95
@@ -51,25 +51,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDMESSAGEREQUEST_VARIABLESENTRY']._serialized_start=928
   _globals['_SENDMESSAGEREQUEST_VARIABLESENTRY']._serialized_end=976
   _globals['_MESSAGE']._serialized_start=1003
-  _globals['_MESSAGE']._serialized_end=1458
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=1460
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=1536
-  _globals['_GETMESSAGEREQUEST']._serialized_start=1538
-  _globals['_GETMESSAGEREQUEST']._serialized_end=1598
-  _globals['_GETMESSAGERESPONSE']._serialized_start=1600
-  _globals['_GETMESSAGERESPONSE']._serialized_end=1658
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1660
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1782
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1784
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1870
-  _globals['_CANCELMESSAGEREQUEST']._serialized_start=1872
-  _globals['_CANCELMESSAGEREQUEST']._serialized_end=1935
-  _globals['_CANCELMESSAGERESPONSE']._serialized_start=1937
-  _globals['_CANCELMESSAGERESPONSE']._serialized_end=1998
-  _globals['_DOWNLOADMEDIAREQUEST']._serialized_start=2000
-  _globals['_DOWNLOADMEDIAREQUEST']._serialized_end=2063
-  _globals['_DOWNLOADMEDIARESPONSE']._serialized_start=2065
-  _globals['_DOWNLOADMEDIARESPONSE']._serialized_end=2154
-  _globals['_MESSAGESERVICE']._serialized_start=2453
-  _globals['_MESSAGESERVICE']._serialized_end=2883
+  _globals['_MESSAGE']._serialized_end=1482
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=1484
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=1560
+  _globals['_GETMESSAGEREQUEST']._serialized_start=1562
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1622
+  _globals['_GETMESSAGERESPONSE']._serialized_start=1624
+  _globals['_GETMESSAGERESPONSE']._serialized_end=1682
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1684
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1806
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1808
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1894
+  _globals['_CANCELMESSAGEREQUEST']._serialized_start=1896
+  _globals['_CANCELMESSAGEREQUEST']._serialized_end=1959
+  _globals['_CANCELMESSAGERESPONSE']._serialized_start=1961
+  _globals['_CANCELMESSAGERESPONSE']._serialized_end=2022
+  _globals['_DOWNLOADMEDIAREQUEST']._serialized_start=2024
+  _globals['_DOWNLOADMEDIAREQUEST']._serialized_end=2087
+  _globals['_DOWNLOADMEDIARESPONSE']._serialized_start=2089
+  _globals['_DOWNLOADMEDIARESPONSE']._serialized_end=2178
+  _globals['_MESSAGESERVICE']._serialized_start=2477
+  _globals['_MESSAGESERVICE']._serialized_end=2907
 # @@protoc_insertion_point(module_scope)
