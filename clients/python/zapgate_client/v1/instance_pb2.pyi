@@ -317,7 +317,11 @@ class Instance(_message.Message):
     SEND_POLICY_FIELD_NUMBER: _builtins.int
     SENDING_PAUSED_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Unique within the tenant: `[a-z0-9][a-z0-9_-]{0,63}`. Chosen by the client or generated."""
+    """Unique within the tenant: `[a-z0-9][a-z0-9_-]{0,63}`. Chosen by the client or generated.
+    Case-insensitive: every request's instance id (in any service) has its ASCII capitals
+    read as lower case, so `Sales-ABC` and `sales-abc` name one instance, and responses
+    always carry the lower-case id.
+    """
     display_name: _builtins.str
     """Human-readable name, at most 128 characters; defaults to the id."""
     phone: _builtins.str
@@ -421,7 +425,9 @@ class CreateInstanceRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     PROXY_URL_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
-    """Optional. When empty, the server generates an id."""
+    """Optional. When empty, the server generates an id. Capitals are stored in lower case
+    (see Instance.id).
+    """
     display_name: _builtins.str
     phone: _builtins.str
     proxy_url: _builtins.str

@@ -135,6 +135,9 @@ export const SendPolicySchema: GenMessage<SendPolicy> = /*@__PURE__*/
 export type Instance = Message<"zapgate.v1.Instance"> & {
   /**
    * Unique within the tenant: `[a-z0-9][a-z0-9_-]{0,63}`. Chosen by the client or generated.
+   * Case-insensitive: every request's instance id (in any service) has its ASCII capitals
+   * read as lower case, so `Sales-ABC` and `sales-abc` name one instance, and responses
+   * always carry the lower-case id.
    *
    * @generated from field: string id = 1;
    */
@@ -264,7 +267,8 @@ export const InstanceSchema: GenMessage<Instance> = /*@__PURE__*/
  */
 export type CreateInstanceRequest = Message<"zapgate.v1.CreateInstanceRequest"> & {
   /**
-   * Optional. When empty, the server generates an id.
+   * Optional. When empty, the server generates an id. Capitals are stored in lower case
+   * (see Instance.id).
    *
    * @generated from field: string instance_id = 1;
    */
