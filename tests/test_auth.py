@@ -180,7 +180,7 @@ async def test_list_and_create_stay_within_the_tenant(
 
 def test_the_matrix_covers_every_public_rpc() -> None:
     names = {m.name for m in ALL_METHODS}
-    assert {"Connect", "Logout", "ScanQr", "DeleteInstance", "UpdateInstance"} <= names
+    assert {"Connect", "Logout", "Reconnect", "ScanQr", "DeleteInstance", "UpdateInstance"} <= names
     assert {"SendMessage", "GetInstanceStats", "PauseSending", "ListReceived"} <= names
     assert {"InjectIncomingMessage", "DownloadMedia", "SyncContacts", "CheckNumbers"} <= names
-    assert len(names) == 32
+    assert len(names) == 33

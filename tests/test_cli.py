@@ -158,3 +158,15 @@ async def test_instances_connect_shows_the_qr_and_waits_until_connected(
     assert "\u2588" in text or "\u2580" in text or "\u2584" in text  # the QR's block characters
     assert "\nconnected\n" in text
     assert '"phone": "+5511977776666"' in text
+
+    redialed = zapgate("instances", "reconnect", "PHONE1", *client)
+    assert redialed.returncode == 0, redialed.stderr
+    instance = json.loads(redialed.stdout)
+    assert (instance["id"], instance["stateReason"]) == (
+        "phone1",
+        "STATE_REASON_RECONNECT_REQUESTED",
+    )
+    assert zapgate("instances", "create", "unpaired", *client).returncode == 0
+    refused = zapgate("instances", "reconnect", "unpaired", *client)
+    assert refused.returncode == 1
+    assert "FAILED_PRECONDITION" in refused.stderr

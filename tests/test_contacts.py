@@ -120,6 +120,32 @@ async def test_push_names_from_incoming_messages_become_contacts(contacts: Conta
     assert found.phone == "+5511960000201"
 
 
+async def test_set_contacts_keeps_push_names_learned_from_messages(contacts: Contacts) -> None:
+    """SetContacts replaces the address book's saved names; push names the phone learned
+    from incoming messages stay (docs/contacts.md), for people in the new book and not."""
+    await contacts.ready("kept", "+5511960000003")
+    for phone, push_name in (("+5511960000211", "Zé"), ("+5511960000212", "Lia")):
+        request = spb.InjectIncomingMessageRequest(
+            instance_id="kept", from_phone=phone, push_name=push_name, text="oi"
+        )
+        await contacts.client.sim.InjectIncomingMessage(request, metadata=contacts.metadata)
+    await contacts.set_phone_book(
+        "kept", person("+5511960000211", "José Souza"), person("+5511960000213", "Rui")
+    )
+    assert counts(await contacts.sync("kept")) == (3, 0, 0, 0)
+    listed = {c.phone: (c.full_name, c.push_name) for c in (await contacts.list("kept")).contacts}
+    assert listed == {
+        "+5511960000211": ("José Souza", "Zé"),  # both names kept
+        "+5511960000212": ("", "Lia"),  # not in the book: the push name alone
+        "+5511960000213": ("Rui", ""),
+    }
+
+    await contacts.set_phone_book("kept")  # an empty address book
+    assert counts(await contacts.sync("kept")) == (0, 1, 1, 1)
+    listed = {c.phone: (c.full_name, c.push_name) for c in (await contacts.list("kept")).contacts}
+    assert listed == {"+5511960000211": ("", "Zé"), "+5511960000212": ("", "Lia")}
+
+
 async def test_search_ignores_case_and_accents_and_filters_by_phone_prefix(
     contacts: Contacts,
 ) -> None:

@@ -11,9 +11,12 @@ import zxingcpp
 from PIL import Image
 
 from tests.conftest import RunningGateway
+from tests.messaging import Messenger
 from tests.rpc import expect_error
 from tests.sim_client import SimClient, collect
+from tests.test_events import subscribed, take
 from zapgate.engine.v1 import worker_pb2
+from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import simulator_pb2 as spb
 
@@ -330,3 +333,52 @@ async def test_simulator_input_is_validated(client: SimClient) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert [v[0] for v in violations] == ["expires_in_seconds"]
+
+
+async def test_reconnect_redials_an_unhealthy_instance_without_a_qr(client: SimClient) -> None:
+    await client.create("unhealthy")
+    paired = await client.pair("unhealthy", PHONE)
+    request = spb.SetKeepAliveRequest(instance_id="unhealthy", failing=True)
+    await client.sim.SetKeepAlive(request, metadata=client.metadata)
+    await client.wait_for("unhealthy", lambda i: i.keepalive_failing)
+    events = await subscribed(
+        Messenger(client),
+        only_new=True,
+        instance_ids=["unhealthy"],
+        types=[epb.EVENT_TYPE_STATE_CHANGED, epb.EVENT_TYPE_QR_UPDATED],
+    )
+
+    reply = await client.instances.Reconnect(
+        pb.ReconnectRequest(instance_id="unhealthy"), metadata=client.metadata
+    )
+    assert reply.instance.state == S.INSTANCE_STATE_CONNECTING
+    assert reply.instance.state_reason == R.STATE_REASON_RECONNECT_REQUESTED
+    seen = await take(events, 2)  # a QR code would come between these two
+    assert [
+        (e.WhichOneof("payload"), e.state_changed.state, e.state_changed.reason) for e in seen
+    ] == [
+        ("state_changed", S.INSTANCE_STATE_CONNECTING, R.STATE_REASON_RECONNECT_REQUESTED),
+        ("state_changed", S.INSTANCE_STATE_CONNECTED, R.STATE_REASON_CONNECTED),
+    ]
+    after = await client.get("unhealthy")
+    assert after.state == S.INSTANCE_STATE_CONNECTED
+    assert after.jid == paired.instance.jid  # the same linked device: its saved session
+    assert not after.keepalive_failing
+
+
+async def test_reconnect_needs_a_saved_session(client: SimClient) -> None:
+    await client.create("never-paired")
+    await client.create("gone")
+    await client.pair("gone", PHONE)
+    await client.instances.Logout(pb.LogoutRequest(instance_id="gone"), metadata=client.metadata)
+    for instance_id in ("never-paired", "gone"):
+        info, _ = await expect_error(
+            client.instances.Reconnect(
+                pb.ReconnectRequest(instance_id=instance_id), metadata=client.metadata
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
+        assert info.reason == "INSTANCE_NOT_PAIRED"
+        assert info.metadata["instance_id"] == instance_id
+    assert (await client.get("never-paired")).state == S.INSTANCE_STATE_DISCONNECTED
+    assert (await client.get("gone")).state == S.INSTANCE_STATE_LOGGED_OUT

@@ -19,9 +19,11 @@ from tests.messaging import FAST_POLICY, Messenger
 from tests.rpc import expect_error
 from tests.sim_client import SimClient
 from zapgate.ratelimit.health import PauseRules
+from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import message_pb2 as pb
 from zapgate.v1 import simulator_pb2 as spb
+from zapgate.v1.event_pb2_grpc import EventServiceStub
 
 S = pb.MessageState
 PHONE = "+5511970000001"
@@ -265,12 +267,32 @@ async def test_refusals_fail_the_message_and_463_pauses_the_instance(messenger: 
     failed = await messenger.wait_message(
         "refused", missing.id, lambda m: m.state == S.MESSAGE_STATE_FAILED
     )
-    assert failed.failure_reason.startswith("not_on_whatsapp")
+    # The reason is the stable code alone; the words are apart.
+    assert failed.failure_reason == "not_on_whatsapp"
+    assert failed.failure_detail == "+5511960000081 is not on WhatsApp"
     spam = await messenger.send_text("refused", "+5511960000082", "buy now")
     refused = await messenger.wait_message(
         "refused", spam.id, lambda m: m.state == S.MESSAGE_STATE_FAILED
     )
-    assert refused.failure_reason.startswith("463")
+    assert refused.failure_reason == "463"
+    assert "463" in refused.failure_detail
+    # Its event says the same.
+    subscription = EventServiceStub(messenger.client.channel).Subscribe(
+        epb.SubscribeRequest(types=[epb.EVENT_TYPE_MESSAGE_STATE_CHANGED]),
+        metadata=messenger.metadata,
+    )
+    failures = {}
+    async for response in subscription:
+        change = response.event.message_state_changed
+        if change.state == S.MESSAGE_STATE_FAILED:
+            failures[change.message_id] = (change.failure_reason, change.failure_detail)
+        if len(failures) == 2:
+            break
+    subscription.cancel()
+    assert failures == {
+        missing.id: ("not_on_whatsapp", failed.failure_detail),
+        spam.id: ("463", refused.failure_detail),
+    }
     instance = await messenger.client.wait_for("refused", lambda i: bool(i.sending_paused_reason))
     assert "463" in instance.sending_paused_reason
 

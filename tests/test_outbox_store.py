@@ -74,6 +74,8 @@ async def test_transitions_only_move_from_the_given_states(repo: MessageReposito
     after = await repo.get("acme", "shop", record.id)
     assert after is not None
     assert after.state == M.MESSAGE_STATE_DELIVERY_UNKNOWN
+    assert after.failure_reason == "gateway_stopped"  # a stable code, the words apart
+    assert after.failure_detail == "the gateway stopped while handing it to WhatsApp"
 
 
 class FailingJournal(MessageEvents):
@@ -99,12 +101,14 @@ async def test_a_state_change_and_its_event_commit_together(database_url: str) -
             "acme", "shop", record.id, M.MESSAGE_STATE_SENDING, from_states=[M.MESSAGE_STATE_QUEUED]
         )
         await good.recover()  # SENDING at a start: DELIVERY_UNKNOWN, with its event
-        states = [e.message_state_changed.state for e in await events_of(engine)]
-        assert states == [
+        changes = [e.message_state_changed for e in await events_of(engine)]
+        assert [change.state for change in changes] == [
             M.MESSAGE_STATE_QUEUED,
             M.MESSAGE_STATE_SENDING,
             M.MESSAGE_STATE_DELIVERY_UNKNOWN,
         ]
+        assert changes[-1].failure_reason == "gateway_stopped"
+        assert changes[-1].failure_detail == "the gateway stopped while handing it to WhatsApp"
 
         second, _ = await good.create(message("y"))
         broken = MessageRepository(engine, FailingJournal(EventLog(engine)))

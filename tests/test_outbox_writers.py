@@ -26,6 +26,7 @@ def message_row(n: int) -> dict[str, Any]:
         "media": b"\x00\x01" if n % 2 else None,
         "state": 1,
         "failure_reason": "",
+        "failure_detail": "",
         "priority": 0,
         "idempotency_key": None,
         "whatsapp_message_id": "",

@@ -1,4 +1,4 @@
-"""`zapgate instances create|list|get|delete|connect`: call a running server through the
+"""`zapgate instances create|list|get|delete|connect|reconnect`: call a running server through the
 Python client (clients/python)."""
 
 from __future__ import annotations
@@ -48,12 +48,17 @@ def add_commands(commands: Any) -> None:
     )
     connect.add_argument("instance_id")
     connect.add_argument("--phone", default="", help="E.164 number: also show a pair code")
+    reconnect = actions.add_parser(
+        "reconnect", help="drop a paired instance's connection and redial it (no QR)"
+    )
+    reconnect.add_argument("instance_id")
     commands_and_actions = (
         (create, _create),
         (listing, _list),
         (get, _get),
         (delete, _delete),
         (connect, _connect),
+        (reconnect, _reconnect),
     )
     for parser, action in commands_and_actions:
         _add_client_flags(parser)
@@ -126,6 +131,11 @@ async def _delete(client: Client, args: argparse.Namespace) -> None:
     request = instance_pb2.DeleteInstanceRequest(instance_id=args.instance_id)
     await client.instances.DeleteInstance(request)
     print(f"deleted {args.instance_id}")
+
+
+async def _reconnect(client: Client, args: argparse.Namespace) -> None:
+    request = instance_pb2.ReconnectRequest(instance_id=args.instance_id)
+    _print((await client.instances.Reconnect(request)).instance)
 
 
 async def _connect(client: Client, args: argparse.Namespace) -> None:

@@ -1,5 +1,6 @@
 """The instance supervisor: owns every instance's connection state machine, persists each
-transition with a typed reason, reconnects with backoff, and feeds Connect streams.
+transition with a typed reason, reconnects with backoff (or at once, on request), and feeds
+Connect streams.
 
     DISCONNECTED -> CONNECTING -> PAIRING -> CONNECTED
     LOGGED_OUT (store wiped, never retried) · BANNED (until expiry) · ERROR (needs a person)
@@ -37,6 +38,7 @@ from zapgate.gateway.connections.updates import (
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.ops.logs import about_instance, instance_fields
+from zapgate.gateway.rpc.errors import InstanceBanned, InstanceNotPaired, Unavailable
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.tasks import TaskSet
 from zapgate.sessions import events as ev
@@ -201,6 +203,37 @@ class Supervisor:
             )
         live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_LOGGED_OUT, record))
         return record
+
+    async def reconnect(self, tenant: str, instance_id: str) -> InstanceRecord:
+        """Drops the connection (and any pending retry) and dials again now with the saved
+        session: CONNECTING (RECONNECT_REQUESTED), then CONNECTED as the engine reports it.
+        Only for a paired instance outside a ban; decided under the instance's lock, so a
+        concurrent logout, drop or ban is either before it or after it."""
+        await self._instances.require(tenant, instance_id)
+        live = self._live(tenant, instance_id)
+        async with live.lock:
+            if self._closing:
+                raise Unavailable("the gateway is shutting down; reconnect after its restart")
+            record = await self._instances.require(tenant, instance_id)
+            if not record.jid:
+                raise InstanceNotPaired(
+                    f"instance {instance_id!r} has no saved session to reconnect with"
+                    f" ({S.Name(record.state).removeprefix('INSTANCE_STATE_').lower()});"  # type: ignore[arg-type]
+                    " call Connect and pair it",
+                    metadata={"instance_id": instance_id},
+                )
+            if record.state == S.INSTANCE_STATE_BANNED and record.ban_expire_us > self._micros():
+                raise InstanceBanned(
+                    f"instance {instance_id!r} is temporarily banned (code {record.ban_code});"
+                    " it reconnects by itself when the ban ends",
+                    metadata={"instance_id": instance_id},
+                )
+            log.info("reconnect of %s requested (was %s)", live.key, S.Name(record.state))  # type: ignore[arg-type]
+            if live.run_id or live.retry is not None:
+                await self._halt(live)
+            live.attempt = 0  # asked for: no backoff carried over
+            await self._start_locked(live, R.STATE_REASON_RECONNECT_REQUESTED)
+        return await self._instances.require(tenant, instance_id)
 
     async def forget(self, record: InstanceRecord) -> None:
         """Before a delete: unlink the device, stop the connection, wipe the session."""
@@ -413,33 +446,36 @@ class Supervisor:
 
     async def _start(self, live: Live, reason: int) -> None:
         async with live.lock:
-            if live.run_id or self._closing:
-                return
-            record = await self._instances.require(live.tenant, live.instance_id)
-            if not record.jid and not live.watchers and reason == R.STATE_REASON_RECONNECTING:
-                # A retry of a pairing nobody watches any more: nobody would scan its QR.
-                await self._stop_pairing(live)
-                return
-            if not await self._restore(live, record):
-                return
-            live.run_id = next(self._run_ids)
-            await self._set_state(
-                live,
-                S.INSTANCE_STATE_CONNECTING,
-                reason,
-                "",
-                want_connected=True,
-                ban_code=0,
-                ban_expire_us=0,
-            )
-            runtime_dir = self.runtime_dir_of(live.tenant, live.instance_id)
-            await asyncio.to_thread(_make_private_dir, runtime_dir)
-            try:
-                await self._pool.start_instance(
-                    live.key, runtime_dir, record.proxy_url, live.run_id
-                )
-            except EngineError as error:
-                await self._retry_later(live, R.STATE_REASON_ENGINE_ERROR, str(error))
+            await self._start_locked(live, reason)
+
+    async def _start_locked(self, live: Live, reason: int) -> None:
+        """Starts an engine run (under the instance's lock), unless one is running."""
+        if live.run_id or self._closing:
+            return
+        record = await self._instances.require(live.tenant, live.instance_id)
+        if not record.jid and not live.watchers and reason == R.STATE_REASON_RECONNECTING:
+            # A retry of a pairing nobody watches any more: nobody would scan its QR.
+            await self._stop_pairing(live)
+            return
+        if not await self._restore(live, record):
+            return
+        live.run_id = next(self._run_ids)
+        await self._set_state(
+            live,
+            S.INSTANCE_STATE_CONNECTING,
+            reason,
+            "",
+            want_connected=True,
+            ban_code=0,
+            ban_expire_us=0,
+            keepalive_failing=False,  # a new connection has failed no keepalive yet
+        )
+        runtime_dir = self.runtime_dir_of(live.tenant, live.instance_id)
+        await asyncio.to_thread(_make_private_dir, runtime_dir)
+        try:
+            await self._pool.start_instance(live.key, runtime_dir, record.proxy_url, live.run_id)
+        except EngineError as error:
+            await self._retry_later(live, R.STATE_REASON_ENGINE_ERROR, str(error))
 
     async def _restore(self, live: Live, record: InstanceRecord) -> bool:
         """Puts the session store in place from its snapshot. False when the instance must

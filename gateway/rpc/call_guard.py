@@ -1,5 +1,6 @@
-"""The one place where every public call is authenticated, scoped to its tenant, and where
-zapgate's errors become gRPC statuses with `google.rpc` details. Server streams (Subscribe,
+"""The one place where every public call is authenticated, scoped to its tenant, has its
+instance ids put in lower case (they are case-insensitive), and where zapgate's errors become
+gRPC statuses with `google.rpc` details. Server streams (Subscribe,
 Connect, DownloadMedia) may stay open for days, so their key is checked again every
 `recheck_seconds` while they are open: a revoked key ends them UNAUTHENTICATED."""
 
@@ -20,6 +21,7 @@ from zapgate.gateway.rpc.errors import Unauthenticated, ZapgateError, from_engin
 from zapgate.gateway.rpc.handlers import Handler, wrap_handler
 from zapgate.gateway.rpc.tenancy import current_tenant as current_tenant
 from zapgate.gateway.rpc.tenancy import enter_tenant, leave_tenant
+from zapgate.gateway.rpc.validation import normalize_instance_ids
 from zapgate.sessions.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,8 @@ class _CallScope:
             )
         self._tenant = enter_tenant(tenant)
         log.debug("call started: %s (tenant %s)", self._method, tenant)
+        # Every service sees instance ids in lower case (the ids are case-insensitive).
+        normalize_instance_ids(self._request)
         # Lines logged for a call naming an instance concern that instance.
         instance_id = getattr(self._request, "instance_id", "")
         if isinstance(instance_id, str) and instance_id:

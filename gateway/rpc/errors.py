@@ -121,6 +121,16 @@ class InstanceNotConnected(ZapgateError):
     reason = errors_pb2.ERROR_REASON_INSTANCE_NOT_CONNECTED
 
 
+class InstanceNotPaired(ZapgateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = errors_pb2.ERROR_REASON_INSTANCE_NOT_PAIRED
+
+
+class InstanceBanned(ZapgateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = errors_pb2.ERROR_REASON_INSTANCE_BANNED
+
+
 class SimulationRejected(ZapgateError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = errors_pb2.ERROR_REASON_SIMULATION_REJECTED

@@ -4,13 +4,16 @@ response can name every bad field at once."""
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from google.protobuf import timestamp_pb2
 
 from zapgate.gateway.rpc.errors import FieldViolation, InvalidArgument
+from zapgate.v1 import instance_pb2
 
 INSTANCE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -26,13 +29,44 @@ PROXY_SCHEMES = ("socks5", "http", "https")
 MIN_TIMESTAMP_SECONDS = -62_135_596_800
 MAX_TIMESTAMP_SECONDS = 253_402_300_799
 MAX_NANOS = 999_999_999
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def normalize_instance_id(value: str) -> str:
+    """Instance ids are case-insensitive: ASCII capitals are read as lower case, so
+    `Sales-ABC` and `sales-abc` are one instance, and responses carry `sales-abc`. Only
+    ASCII: Unicode lower-casing would fold other characters into valid ids (the Kelvin sign
+    into `k`), which stay invalid instead."""
+    return value.translate(_ASCII_LOWER)
+
+
+def normalize_instance_ids(request: Any) -> None:
+    """Rewrites every instance id a request names in lower case, in place, before any
+    service reads it (the call guard runs this on every public call): `instance_id`,
+    Subscribe's `instance_ids` and UpdateInstance's `instance.id`."""
+    value = getattr(request, "instance_id", None)
+    if isinstance(value, str) and value != (lower := normalize_instance_id(value)):
+        request.instance_id = lower
+    if isinstance(request, instance_pb2.UpdateInstanceRequest):
+        request.instance.id = normalize_instance_id(request.instance.id)
+    ids = getattr(request, "instance_ids", None)
+    if ids is not None and not isinstance(ids, str):
+        lowered = [normalize_instance_id(i) for i in ids]
+        if lowered != list(ids):
+            del ids[:]
+            ids.extend(lowered)
 
 
 def check_instance_id(field: str, value: str) -> list[FieldViolation]:
+    """`value` as normalize_instance_id left it."""
     if not value:
         return [FieldViolation(field, "required")]
     if not INSTANCE_ID.fullmatch(value):
-        return [FieldViolation(field, "must match [a-z0-9][a-z0-9_-]{0,63}")]
+        return [
+            FieldViolation(
+                field, "must match [a-z0-9][a-z0-9_-]{0,63} (capitals are read as lower case)"
+            )
+        ]
     return []
 
 

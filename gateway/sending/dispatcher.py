@@ -56,6 +56,16 @@ READ_FROM = (M.MESSAGE_STATE_SENT, M.MESSAGE_STATE_DELIVERED)
 COUNTERS_SAVE_SECONDS = 1.0
 # A message whose engine was not running or not connected waits this long before its next try.
 REQUEUE_DELAY_SECONDS = 2.0
+# failure_reason codes (docs/messages.md; stable: clients compare them). FAILED messages carry
+# the engine's refusal code (SendRefused.code: not_on_whatsapp, invalid_recipient,
+# invalid_content, media_upload_failed, or WhatsApp's numeric error such as 463) or:
+ENGINE_ERROR = "engine_error"
+# DELIVERY_UNKNOWN messages (and GATEWAY_STOPPED from the store's recovery at a start):
+NO_ANSWER = "no_answer"  # handed to WhatsApp, no answer came
+WORKER_DIED = "worker_died"  # the engine worker died with it
+GATEWAY_ERROR = "gateway_error"  # the gateway failed unexpectedly while handing it over
+MAX_FAILURE_REASON = 200  # the columns' widths
+MAX_FAILURE_DETAIL = 500
 
 
 def policy_of(record: InstanceRecord) -> SendPolicy:
@@ -381,19 +391,21 @@ class Dispatcher:
             await self._requeue(message, str(error))
         except WorkerUnavailable as error:
             if error.in_flight:  # the worker died with the message: it may have gone out
-                await self._unknown(message, "the engine worker died while sending it")
+                await self._unknown(message, WORKER_DIED, "the engine worker died while sending it")
             else:
                 await self._requeue(message, str(error))
         except SendRefused as error:
             await self._failed(message, error.code, str(error))
         except MaybeSent as error:
-            await self._unknown(message, str(error))
+            await self._unknown(message, NO_ANSWER, str(error))
         except EngineError as error:
-            await self._failed(message, "engine_error", str(error))
+            await self._failed(message, ENGINE_ERROR, str(error))
         except Exception:
             # Nobody can tell how far it got: never send it again.
             log.exception("sending %s failed unexpectedly", message.id)
-            await self._unknown(message, "the gateway failed while handing it to WhatsApp")
+            await self._unknown(
+                message, GATEWAY_ERROR, "the gateway failed while handing it to WhatsApp"
+            )
         else:
             await self._sent(message, result)
 
@@ -429,7 +441,7 @@ class Dispatcher:
         if moved is not None:
             await self._schedule(moved, not_before=self._clock() + REQUEUE_DELAY_SECONDS)
 
-    async def _unknown(self, message: MessageRecord, why: str) -> None:
+    async def _unknown(self, message: MessageRecord, code: str, why: str) -> None:
         """It may have gone out: DELIVERY_UNKNOWN, and counted as sent, so caps and the
         new-contact count stay on the safe side."""
         self.scheduler.on_sent(message.instance_key, message.id)
@@ -440,7 +452,8 @@ class Dispatcher:
             message.id,
             M.MESSAGE_STATE_DELIVERY_UNKNOWN,
             from_states=[M.MESSAGE_STATE_SENDING],
-            failure_reason=why[:200],
+            failure_reason=code[:MAX_FAILURE_REASON],
+            failure_detail=why[:MAX_FAILURE_DETAIL],
         )
         await self._save_counters({message.instance_key})
 
@@ -452,7 +465,8 @@ class Dispatcher:
             message.id,
             M.MESSAGE_STATE_FAILED,
             from_states=[M.MESSAGE_STATE_SENDING],
-            failure_reason=f"{code}: {why}"[:200],
+            failure_reason=code[:MAX_FAILURE_REASON],
+            failure_detail=why[:MAX_FAILURE_DETAIL],
         )
         if reason:
             await self.pause(message.tenant, message.instance_id, reason)

@@ -15,6 +15,7 @@ def state_event(message: MessageRecord) -> event_pb2.MessageStateChanged:
         message_id=message.id,
         state=message.state,  # type: ignore[arg-type]
         failure_reason=message.failure_reason,
+        failure_detail=message.failure_detail,
         recipient_jid=message.recipient_jid,
         whatsapp_message_id=message.whatsapp_message_id,
     )

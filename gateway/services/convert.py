@@ -85,6 +85,7 @@ def message_to_proto(record: MessageRecord, waiting: Waiting | None = None) -> m
         recipient_jid=record.recipient_jid,
         state=record.state,  # type: ignore[arg-type]
         failure_reason=record.failure_reason,
+        failure_detail=record.failure_detail,
         kind=record.kind,
         priority=record.priority,
         idempotency_key=record.idempotency_key or "",

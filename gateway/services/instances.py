@@ -190,6 +190,13 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
         record = await self._supervisor.logout(current_tenant(), request.instance_id)
         return instance_pb2.LogoutResponse(instance=instance_to_proto(record))
 
+    async def Reconnect(
+        self, request: instance_pb2.ReconnectRequest, context: Context
+    ) -> instance_pb2.ReconnectResponse:
+        raise_if_any(check_instance_id("instance_id", request.instance_id))
+        record = await self._supervisor.reconnect(current_tenant(), request.instance_id)
+        return instance_pb2.ReconnectResponse(instance=instance_to_proto(record))
+
     async def GetInstanceStats(
         self, request: instance_pb2.GetInstanceStatsRequest, context: Context
     ) -> instance_pb2.GetInstanceStatsResponse:

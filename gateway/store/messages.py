@@ -21,6 +21,8 @@ from zapgate.gateway.store.schema import events, messages
 from zapgate.v1 import message_pb2
 
 M = message_pb2.MessageState
+# The failure_reason of a message found SENDING at a start (docs/messages.md lists them all).
+GATEWAY_STOPPED = "gateway_stopped"
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class MessageRecord:
     state: int = M.MESSAGE_STATE_QUEUED
     id: str = field(default_factory=lambda: f"msg-{secrets.token_hex(10)}")
     media: bytes | None = None
-    failure_reason: str = ""
+    failure_reason: str = ""  # a stable code (docs/messages.md)
+    failure_detail: str = ""  # the words for a person
     priority: int = 0
     idempotency_key: str | None = None
     whatsapp_message_id: str = ""
@@ -49,7 +52,7 @@ class MessageRecord:
         return f"{self.tenant}/{self.instance_id}"
 
     def but(self, **changes: Any) -> MessageRecord:
-        """A copy with `changes`. dataclasses.replace would run __init__ over all 18 fields
+        """A copy with `changes`. dataclasses.replace would run __init__ over all 19 fields
         again (6 µs), and every accepted message takes two copies."""
         if not changes.keys() <= _FIELD_NAMES:
             raise TypeError(f"MessageRecord has no field {sorted(changes.keys() - _FIELD_NAMES)}")
@@ -243,7 +246,8 @@ class MessageRepository:
             {
                 "state": M.MESSAGE_STATE_DELIVERY_UNKNOWN,
                 "update_time_us": self._clock(),
-                "failure_reason": "the gateway stopped while handing it to WhatsApp",
+                "failure_reason": GATEWAY_STOPPED,
+                "failure_detail": "the gateway stopped while handing it to WhatsApp",
             },
         )
         async with self._engine.connect() as conn:

@@ -83,7 +83,9 @@ messages = sa.Table(
     sa.Column("content", sa.JSON, nullable=False),  # text (templates applied) and metadata
     sa.Column("media", sa.LargeBinary, nullable=True),
     sa.Column("state", sa.SmallInteger, nullable=False),
+    # A stable code (docs/messages.md) and, apart, the words for a person.
     sa.Column("failure_reason", sa.String(200), nullable=False, server_default=""),
+    sa.Column("failure_detail", sa.String(500), nullable=False, server_default=""),
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("whatsapp_message_id", sa.String(100), nullable=False, server_default=""),

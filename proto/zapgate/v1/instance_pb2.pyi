@@ -73,6 +73,10 @@ class _StateReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StateReas
     """
     STATE_REASON_SESSION_LOST: _StateReason.ValueType  # 20
     """The instance was paired but neither its session store nor a snapshot exists: pair again."""
+    STATE_REASON_RECONNECT_REQUESTED: _StateReason.ValueType  # 21
+    """A client called Reconnect: the connection was dropped and is dialed again with the
+    saved session.
+    """
 
 class StateReason(_StateReason, metaclass=_StateReasonEnumTypeWrapper):
     """Why an instance entered its current state."""
@@ -122,6 +126,10 @@ truncated or swapped blob, or an older generation. The blob is kept untouched.
 """
 STATE_REASON_SESSION_LOST: StateReason.ValueType  # 20
 """The instance was paired but neither its session store nor a snapshot exists: pair again."""
+STATE_REASON_RECONNECT_REQUESTED: StateReason.ValueType  # 21
+"""A client called Reconnect: the connection was dropped and is dialed again with the
+saved session.
+"""
 Global___StateReason: _TypeAlias = StateReason  # noqa: Y015
 
 class _InstanceState:
@@ -320,7 +328,11 @@ class Instance(_message.Message):
     SEND_POLICY_FIELD_NUMBER: _builtins.int
     SENDING_PAUSED_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Unique within the tenant: `[a-z0-9][a-z0-9_-]{0,63}`. Chosen by the client or generated."""
+    """Unique within the tenant: `[a-z0-9][a-z0-9_-]{0,63}`. Chosen by the client or generated.
+    Case-insensitive: every request's instance id (in any service) has its ASCII capitals
+    read as lower case, so `Sales-ABC` and `sales-abc` name one instance, and responses
+    always carry the lower-case id.
+    """
     display_name: _builtins.str
     """Human-readable name, at most 128 characters; defaults to the id."""
     phone: _builtins.str
@@ -424,7 +436,9 @@ class CreateInstanceRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     PROXY_URL_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
-    """Optional. When empty, the server generates an id."""
+    """Optional. When empty, the server generates an id. Capitals are stored in lower case
+    (see Instance.id).
+    """
     display_name: _builtins.str
     phone: _builtins.str
     proxy_url: _builtins.str
@@ -858,6 +872,47 @@ class LogoutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015
+
+@_typing.final
+class ReconnectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconnectRequest: _TypeAlias = ReconnectRequest  # noqa: Y015
+
+@_typing.final
+class ReconnectResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instance(self) -> Global___Instance:
+        """The instance as the reconnect left it: CONNECTING, reason RECONNECT_REQUESTED."""
+
+    def __init__(
+        self,
+        *,
+        instance: Global___Instance | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconnectResponse: _TypeAlias = ReconnectResponse  # noqa: Y015
 
 @_typing.final
 class GetInstanceStatsRequest(_message.Message):

@@ -38,14 +38,15 @@ class _MessageStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageS
     MESSAGE_STATE_READ: _MessageState.ValueType  # 5
     """The recipient read it (or played a voice note)."""
     MESSAGE_STATE_FAILED: _MessageState.ValueType  # 6
-    """Refused; see failure_reason (e.g. not_on_whatsapp, 463)."""
+    """Refused; see failure_reason (e.g. not_on_whatsapp, 463) and failure_detail."""
     MESSAGE_STATE_CANCELLED: _MessageState.ValueType  # 7
     """Cancelled before it was handed to the engine."""
     MESSAGE_STATE_EXPIRED: _MessageState.ValueType  # 8
     """Its expiry passed before it could be sent."""
     MESSAGE_STATE_DELIVERY_UNKNOWN: _MessageState.ValueType  # 9
-    """It was being handed to WhatsApp when the gateway stopped abruptly: it may or may not
-    have been sent. zapgate never sends it again (no duplicate on the phone).
+    """It was being handed to WhatsApp when the gateway stopped abruptly (or no answer came):
+    it may or may not have been sent; failure_reason says why. zapgate never sends it again
+    (no duplicate on the phone).
     """
 
 class MessageState(_MessageState, metaclass=_MessageStateEnumTypeWrapper): ...
@@ -62,14 +63,15 @@ MESSAGE_STATE_DELIVERED: MessageState.ValueType  # 4
 MESSAGE_STATE_READ: MessageState.ValueType  # 5
 """The recipient read it (or played a voice note)."""
 MESSAGE_STATE_FAILED: MessageState.ValueType  # 6
-"""Refused; see failure_reason (e.g. not_on_whatsapp, 463)."""
+"""Refused; see failure_reason (e.g. not_on_whatsapp, 463) and failure_detail."""
 MESSAGE_STATE_CANCELLED: MessageState.ValueType  # 7
 """Cancelled before it was handed to the engine."""
 MESSAGE_STATE_EXPIRED: MessageState.ValueType  # 8
 """Its expiry passed before it could be sent."""
 MESSAGE_STATE_DELIVERY_UNKNOWN: MessageState.ValueType  # 9
-"""It was being handed to WhatsApp when the gateway stopped abruptly: it may or may not
-have been sent. zapgate never sends it again (no duplicate on the phone).
+"""It was being handed to WhatsApp when the gateway stopped abruptly (or no answer came):
+it may or may not have been sent; failure_reason says why. zapgate never sends it again
+(no duplicate on the phone).
 """
 Global___MessageState: _TypeAlias = MessageState  # noqa: Y015
 
@@ -410,12 +412,19 @@ class Message(_message.Message):
     SENT_TIME_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    FAILURE_DETAIL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     instance_id: _builtins.str
     recipient_jid: _builtins.str
     state: Global___MessageState.ValueType
     failure_reason: _builtins.str
-    """With FAILED: a stable code (not_on_whatsapp, 463, invalid_recipient, engine_error)."""
+    """With FAILED or DELIVERY_UNKNOWN: a stable code, safe to compare for equality, and
+    nothing else (the words are in failure_detail). See docs/messages.md for the list.
+    FAILED: not_on_whatsapp, invalid_recipient, invalid_content, media_upload_failed,
+    engine_error, or WhatsApp's numeric error code as digits (463: its anti-spam refusal).
+    DELIVERY_UNKNOWN: no_answer, worker_died, gateway_stopped, gateway_error.
+    Empty in every other state.
+    """
     kind: _builtins.str
     """text, image, video, audio, voice_note, document, location or contact."""
     priority: _builtins.int
@@ -424,6 +433,10 @@ class Message(_message.Message):
     """WhatsApp's id, once sent."""
     waiting_reason: Global___WaitingReason.ValueType
     """QUEUED only (UNSPECIFIED otherwise): what holds it back now."""
+    failure_detail: _builtins.str
+    """With failure_reason: what happened, in words for a person (may change between
+    versions; never compare it).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -460,10 +473,11 @@ class Message(_message.Message):
         sent_time: _timestamp_pb2.Timestamp | None = ...,
         waiting_reason: Global___WaitingReason.ValueType = ...,
         next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        failure_detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "next_attempt_time", b"next_attempt_time", "send_at", b"send_at", "sent_time", b"sent_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "failure_reason", b"failure_reason", "id", b"id", "idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "kind", b"kind", "next_attempt_time", b"next_attempt_time", "priority", b"priority", "recipient_jid", b"recipient_jid", "send_at", b"send_at", "sent_time", b"sent_time", "state", b"state", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "failure_detail", b"failure_detail", "failure_reason", b"failure_reason", "id", b"id", "idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "kind", b"kind", "next_attempt_time", b"next_attempt_time", "priority", b"priority", "recipient_jid", b"recipient_jid", "send_at", b"send_at", "sent_time", b"sent_time", "state", b"state", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,6 +66,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The instance runs but is not connected to WhatsApp yet (or any more)
     (FAILED_PRECONDITION); retry once its state is CONNECTED.
     """
+    ERROR_REASON_INSTANCE_NOT_PAIRED: _ErrorReason.ValueType  # 17
+    """The call needs a saved session and the instance has none: it was never paired, was
+    logged out, or lost its session (FAILED_PRECONDITION). Call Connect and pair.
+    """
+    ERROR_REASON_INSTANCE_BANNED: _ErrorReason.ValueType  # 18
+    """The instance is temporarily banned (FAILED_PRECONDITION); it reconnects by itself when
+    the ban ends (Instance.ban_expire_time).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -116,5 +124,13 @@ from WhatsApp's servers (FAILED_PRECONDITION); the message says why.
 ERROR_REASON_INSTANCE_NOT_CONNECTED: ErrorReason.ValueType  # 16
 """The instance runs but is not connected to WhatsApp yet (or any more)
 (FAILED_PRECONDITION); retry once its state is CONNECTED.
+"""
+ERROR_REASON_INSTANCE_NOT_PAIRED: ErrorReason.ValueType  # 17
+"""The call needs a saved session and the instance has none: it was never paired, was
+logged out, or lost its session (FAILED_PRECONDITION). Call Connect and pair.
+"""
+ERROR_REASON_INSTANCE_BANNED: ErrorReason.ValueType  # 18
+"""The instance is temporarily banned (FAILED_PRECONDITION); it reconnects by itself when
+the ban ends (Instance.ban_expire_time).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -247,11 +247,17 @@ class MessageStateChanged(_message.Message):
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
     WHATSAPP_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_JID_FIELD_NUMBER: _builtins.int
+    FAILURE_DETAIL_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     state: _message_pb2.MessageState.ValueType
     failure_reason: _builtins.str
+    """With FAILED or DELIVERY_UNKNOWN: the stable code of Message.failure_reason (compare it
+    for equality; docs/messages.md lists them).
+    """
     whatsapp_message_id: _builtins.str
     recipient_jid: _builtins.str
+    failure_detail: _builtins.str
+    """With failure_reason: the words for a person, as Message.failure_detail."""
     def __init__(
         self,
         *,
@@ -260,10 +266,11 @@ class MessageStateChanged(_message.Message):
         failure_reason: _builtins.str = ...,
         whatsapp_message_id: _builtins.str = ...,
         recipient_jid: _builtins.str = ...,
+        failure_detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_reason", b"failure_reason", "message_id", b"message_id", "recipient_jid", b"recipient_jid", "state", b"state", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_detail", b"failure_detail", "failure_reason", b"failure_reason", "message_id", b"message_id", "recipient_jid", b"recipient_jid", "state", b"state", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -73,6 +73,11 @@ class InstanceServiceStub:
                 request_serializer=zapgate_dot_v1_dot_instance__pb2.LogoutRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_instance__pb2.LogoutResponse.FromString,
                 _registered_method=True)
+        self.Reconnect = channel.unary_unary(
+                '/zapgate.v1.InstanceService/Reconnect',
+                request_serializer=zapgate_dot_v1_dot_instance__pb2.ReconnectRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_instance__pb2.ReconnectResponse.FromString,
+                _registered_method=True)
         self.GetInstanceStats = channel.unary_unary(
                 '/zapgate.v1.InstanceService/GetInstanceStats',
                 request_serializer=zapgate_dot_v1_dot_instance__pb2.GetInstanceStatsRequest.SerializeToString,
@@ -151,6 +156,19 @@ class InstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reconnect(self, request, context):
+        """Drops the instance's connection (if any) and dials again at once with its saved
+        session, never showing a QR code: CONNECTING (reason RECONNECT_REQUESTED), then
+        CONNECTED. For an unhealthy connection, e.g. while `keepalive_failing` stays true. It
+        answers once the instance is CONNECTING; follow it with GetInstance, EventService or
+        Connect. FAILED_PRECONDITION when there is no saved session (never paired, logged out,
+        session lost: reason INSTANCE_NOT_PAIRED; call Connect and pair) or during a temporary
+        ban (INSTANCE_BANNED; it reconnects by itself at the ban's end). See docs/states.md.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInstanceStats(self, request, context):
         """Sending figures: today's count, what each cap still allows, queue, next send, rates.
         """
@@ -209,6 +227,11 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.Logout,
                     request_deserializer=zapgate_dot_v1_dot_instance__pb2.LogoutRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_instance__pb2.LogoutResponse.SerializeToString,
+            ),
+            'Reconnect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconnect,
+                    request_deserializer=zapgate_dot_v1_dot_instance__pb2.ReconnectRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_instance__pb2.ReconnectResponse.SerializeToString,
             ),
             'GetInstanceStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInstanceStats,
@@ -419,6 +442,33 @@ class InstanceService:
             '/zapgate.v1.InstanceService/Logout',
             zapgate_dot_v1_dot_instance__pb2.LogoutRequest.SerializeToString,
             zapgate_dot_v1_dot_instance__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconnect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.InstanceService/Reconnect',
+            zapgate_dot_v1_dot_instance__pb2.ReconnectRequest.SerializeToString,
+            zapgate_dot_v1_dot_instance__pb2.ReconnectResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,15 @@ class InstanceServiceStub:
     """
     Logout: _grpc.UnaryUnaryMultiCallable[_instance_pb2.LogoutRequest, _instance_pb2.LogoutResponse]
     """Unlinks the device from the WhatsApp account and wipes the session (LOGGED_OUT)."""
+    Reconnect: _grpc.UnaryUnaryMultiCallable[_instance_pb2.ReconnectRequest, _instance_pb2.ReconnectResponse]
+    """Drops the instance's connection (if any) and dials again at once with its saved
+    session, never showing a QR code: CONNECTING (reason RECONNECT_REQUESTED), then
+    CONNECTED. For an unhealthy connection, e.g. while `keepalive_failing` stays true. It
+    answers once the instance is CONNECTING; follow it with GetInstance, EventService or
+    Connect. FAILED_PRECONDITION when there is no saved session (never paired, logged out,
+    session lost: reason INSTANCE_NOT_PAIRED; call Connect and pair) or during a temporary
+    ban (INSTANCE_BANNED; it reconnects by itself at the ban's end). See docs/states.md.
+    """
     GetInstanceStats: _grpc.UnaryUnaryMultiCallable[_instance_pb2.GetInstanceStatsRequest, _instance_pb2.GetInstanceStatsResponse]
     """Sending figures: today's count, what each cap still allows, queue, next send, rates."""
     PauseSending: _grpc.UnaryUnaryMultiCallable[_instance_pb2.PauseSendingRequest, _instance_pb2.PauseSendingResponse]
@@ -97,6 +106,15 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     """
     Logout: _aio.UnaryUnaryMultiCallable[_instance_pb2.LogoutRequest, _instance_pb2.LogoutResponse]  # type: ignore[assignment]
     """Unlinks the device from the WhatsApp account and wipes the session (LOGGED_OUT)."""
+    Reconnect: _aio.UnaryUnaryMultiCallable[_instance_pb2.ReconnectRequest, _instance_pb2.ReconnectResponse]  # type: ignore[assignment]
+    """Drops the instance's connection (if any) and dials again at once with its saved
+    session, never showing a QR code: CONNECTING (reason RECONNECT_REQUESTED), then
+    CONNECTED. For an unhealthy connection, e.g. while `keepalive_failing` stays true. It
+    answers once the instance is CONNECTING; follow it with GetInstance, EventService or
+    Connect. FAILED_PRECONDITION when there is no saved session (never paired, logged out,
+    session lost: reason INSTANCE_NOT_PAIRED; call Connect and pair) or during a temporary
+    ban (INSTANCE_BANNED; it reconnects by itself at the ban's end). See docs/states.md.
+    """
     GetInstanceStats: _aio.UnaryUnaryMultiCallable[_instance_pb2.GetInstanceStatsRequest, _instance_pb2.GetInstanceStatsResponse]  # type: ignore[assignment]
     """Sending figures: today's count, what each cap still allows, queue, next send, rates."""
     PauseSending: _aio.UnaryUnaryMultiCallable[_instance_pb2.PauseSendingRequest, _instance_pb2.PauseSendingResponse]  # type: ignore[assignment]
@@ -174,6 +192,21 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_instance_pb2.LogoutResponse, _abc.Awaitable[_instance_pb2.LogoutResponse]]:
         """Unlinks the device from the WhatsApp account and wipes the session (LOGGED_OUT)."""
+
+    @_abc_1.abstractmethod
+    def Reconnect(
+        self,
+        request: _instance_pb2.ReconnectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_pb2.ReconnectResponse, _abc.Awaitable[_instance_pb2.ReconnectResponse]]:
+        """Drops the instance's connection (if any) and dials again at once with its saved
+        session, never showing a QR code: CONNECTING (reason RECONNECT_REQUESTED), then
+        CONNECTED. For an unhealthy connection, e.g. while `keepalive_failing` stays true. It
+        answers once the instance is CONNECTING; follow it with GetInstance, EventService or
+        Connect. FAILED_PRECONDITION when there is no saved session (never paired, logged out,
+        session lost: reason INSTANCE_NOT_PAIRED; call Connect and pair) or during a temporary
+        ban (INSTANCE_BANNED; it reconnects by itself at the ban's end). See docs/states.md.
+        """
 
     @_abc_1.abstractmethod
     def GetInstanceStats(

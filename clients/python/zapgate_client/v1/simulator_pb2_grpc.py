@@ -189,7 +189,8 @@ class SimulatorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetContacts(self, request, context):
-        """Replaces the linked phone's address book (what SyncContacts finds).
+        """Replaces the linked phone's address book (what SyncContacts finds). Push names learned
+        from incoming messages stay.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

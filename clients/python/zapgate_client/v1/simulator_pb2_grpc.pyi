@@ -64,7 +64,9 @@ class SimulatorServiceStub:
     SendReceipt: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.SendReceiptRequest, _simulator_pb2.SendReceiptResponse]
     """The recipient's phone acknowledges messages the instance sent: delivered, read or played."""
     SetContacts: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.SetContactsRequest, _simulator_pb2.SetContactsResponse]
-    """Replaces the linked phone's address book (what SyncContacts finds)."""
+    """Replaces the linked phone's address book (what SyncContacts finds). Push names learned
+    from incoming messages stay.
+    """
     SetRegisteredNumbers: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.SetRegisteredNumbersRequest, _simulator_pb2.SetRegisteredNumbersResponse]
     """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
     makes every number registered again (the default).
@@ -106,7 +108,9 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     SendReceipt: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SendReceiptRequest, _simulator_pb2.SendReceiptResponse]  # type: ignore[assignment]
     """The recipient's phone acknowledges messages the instance sent: delivered, read or played."""
     SetContacts: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SetContactsRequest, _simulator_pb2.SetContactsResponse]  # type: ignore[assignment]
-    """Replaces the linked phone's address book (what SyncContacts finds)."""
+    """Replaces the linked phone's address book (what SyncContacts finds). Push names learned
+    from incoming messages stay.
+    """
     SetRegisteredNumbers: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SetRegisteredNumbersRequest, _simulator_pb2.SetRegisteredNumbersResponse]  # type: ignore[assignment]
     """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
     makes every number registered again (the default).
@@ -217,7 +221,9 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _simulator_pb2.SetContactsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_simulator_pb2.SetContactsResponse, _abc.Awaitable[_simulator_pb2.SetContactsResponse]]:
-        """Replaces the linked phone's address book (what SyncContacts finds)."""
+        """Replaces the linked phone's address book (what SyncContacts finds). Push names learned
+        from incoming messages stay.
+        """
 
     @_abc_1.abstractmethod
     def SetRegisteredNumbers(

@@ -857,7 +857,8 @@ export const SimulatorService: GenService<{
     output: typeof SendReceiptResponseSchema;
   },
   /**
-   * Replaces the linked phone's address book (what SyncContacts finds).
+   * Replaces the linked phone's address book (what SyncContacts finds). Push names learned
+   * from incoming messages stay.
    *
    * @generated from rpc zapgate.v1.SimulatorService.SetContacts
    */
