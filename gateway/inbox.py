@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from zapgate.gateway.eventlog import EventLog
 from zapgate.gateway.store.received_media import MediaLocation, ReceivedMediaRepository
 from zapgate.sessions.events import MessageReceived
@@ -23,6 +27,23 @@ class Inbox:
     def __init__(self, events: EventLog, media: ReceivedMediaRepository) -> None:
         self._events = events
         self._media = media
+        # (tenant, instance id, WhatsApp message id) -> set once its event is committed
+        self._expected: dict[tuple[str, str, str], asyncio.Future[None]] = {}
+
+    @contextmanager
+    def expecting(
+        self, tenant: str, instance_id: str, message_id: str
+    ) -> Iterator[asyncio.Future[None]]:
+        """A future that completes when this message's event has been committed (the
+        simulator acknowledges an injected message only then)."""
+        key = (tenant, instance_id, message_id)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._expected[key] = future
+        try:
+            yield future
+        finally:
+            if self._expected.get(key) is future:
+                del self._expected[key]
 
     async def received(self, tenant: str, instance_id: str, message: MessageReceived) -> None:
         if message.media_ref:
@@ -34,6 +55,9 @@ class Inbox:
             )
             await self._media.save(tenant, instance_id, message.message_id, location)
         await self._events.append(tenant, instance_id, to_proto(message))
+        expected = self._expected.pop((tenant, instance_id, message.message_id), None)
+        if expected is not None and not expected.done():
+            expected.set_result(None)
 
 
 def to_proto(message: MessageReceived) -> pb.MessageReceived:

@@ -58,6 +58,7 @@ class Runtime:
     keeper: SessionKeeper
     engines: Engines
     dispatcher: Dispatcher
+    inbox: Inbox
     contact_book: ContactBook
     supervisor: Supervisor
     supervision: Supervision
@@ -140,6 +141,7 @@ async def build_runtime(
         events,
         config.contacts_sync_delay_seconds,
     )
+    inbox = Inbox(events, received_media)
     supervisor = Supervisor(
         instances,
         pool,
@@ -148,7 +150,7 @@ async def build_runtime(
         config.backoff,
         listener=Listeners(dispatcher, [contact_book]),
         events=events,
-        inbox=Inbox(events, received_media),
+        inbox=inbox,
         observer=metrics,
     )
     supervision = Supervision(on_health)
@@ -166,6 +168,7 @@ async def build_runtime(
         keeper=keeper,
         engines=engines,
         dispatcher=dispatcher,
+        inbox=inbox,
         contact_book=contact_book,
         supervisor=supervisor,
         supervision=supervision,
