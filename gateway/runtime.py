@@ -58,6 +58,7 @@ class Runtime:
     keeper: SessionKeeper
     engines: Engines
     dispatcher: Dispatcher
+    inbox: Inbox
     contact_book: ContactBook
     supervisor: Supervisor
     supervision: Supervision
@@ -146,6 +147,7 @@ async def build_runtime(
         events,
         config.contacts_sync_delay_seconds,
     )
+    inbox = Inbox(events, inbound, dispatcher)
     supervisor = Supervisor(
         instances,
         pool,
@@ -154,7 +156,7 @@ async def build_runtime(
         config.backoff,
         listener=Listeners(dispatcher, [contact_book]),
         events=events,
-        inbox=Inbox(events, inbound, dispatcher),
+        inbox=inbox,
         observer=metrics,
     )
     supervision = Supervision(on_health)
@@ -172,6 +174,7 @@ async def build_runtime(
         keeper=keeper,
         engines=engines,
         dispatcher=dispatcher,
+        inbox=inbox,
         contact_book=contact_book,
         supervisor=supervisor,
         supervision=supervision,

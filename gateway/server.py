@@ -146,7 +146,8 @@ class Gateway:
             ContactService(runtime.contact_book, runtime.instances), server
         )
         simulator_pb2_grpc.add_SimulatorServiceServicer_to_server(
-            SimulatorService(runtime.engines, enabled=self.config.engine == "sim"), server
+            SimulatorService(runtime.engines, runtime.inbox, enabled=self.config.engine == "sim"),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

@@ -4,10 +4,12 @@ states of sent messages."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -266,3 +268,25 @@ async def test_phone_side_receipts_move_sent_messages(tmp_path: Path) -> None:
         states = [e.message_state_changed for e in await take(stream, 2)]
         assert [s.state for s in states] == [mpb.MESSAGE_STATE_DELIVERED, mpb.MESSAGE_STATE_READ]
         assert all(s.message_id == voice.message.id for s in states)
+
+
+async def test_an_injected_message_is_acknowledged_only_once_its_event_is_logged(
+    tmp_path: Path,
+) -> None:
+    """InjectIncomingMessage answers after the event is committed, so a kill -9 of the core
+    right after the answer cannot lose it (the chaos test found acknowledged ones missing)."""
+    async with started_gateway(tmp_path) as running:
+        events = running.gateway.runtime.events
+        append = events.append
+
+        async def slow_append(*args: Any) -> None:
+            await asyncio.sleep(0.3)  # a busy store: the commit comes well after the engine
+            await append(*args)
+
+        events.append = slow_append  # type: ignore[method-assign]
+        client = await SimClient.for_tenant(running, "acme")
+        messenger = Messenger(client)
+        await messenger.ready("slow", "+5511970000950")
+        message_id = await inject(messenger, "slow", text="are you there?")
+        logged = await events.read("acme", 0, ["slow"], [pb.EVENT_TYPE_MESSAGE_RECEIVED], 10)
+        assert [e.message_received.message_id for e in logged] == [message_id]

@@ -4,6 +4,9 @@ on), before anyone sees it."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from zapgate.gateway.events.log import EventLog
@@ -38,6 +41,23 @@ class Inbox:
         self._events = events
         self._inbound = inbound
         self._correspondence = correspondence
+        # (tenant, instance id, WhatsApp message id) -> set once its event is committed
+        self._expected: dict[tuple[str, str, str], asyncio.Future[None]] = {}
+
+    @contextmanager
+    def expecting(
+        self, tenant: str, instance_id: str, message_id: str
+    ) -> Iterator[asyncio.Future[None]]:
+        """A future that completes when this message's event has been committed (the
+        simulator acknowledges an injected message only then)."""
+        key = (tenant, instance_id, message_id)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._expected[key] = future
+        try:
+            yield future
+        finally:
+            if self._expected.get(key) is future:
+                del self._expected[key]
 
     async def received(self, tenant: str, instance_id: str, message: MessageReceived) -> None:
         media = None
@@ -60,6 +80,9 @@ class Inbox:
         self._events.committed()
         if sender:
             self._correspondence.wrote_to_us(f"{tenant}/{instance_id}", sender)
+        expected = self._expected.pop((tenant, instance_id, message.message_id), None)
+        if expected is not None and not expected.done():
+            expected.set_result(None)
 
 
 def correspondent(message: MessageReceived) -> str:

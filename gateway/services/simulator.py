@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Any
@@ -11,8 +12,9 @@ import grpc.aio
 
 from zapgate.engine.v1 import worker_pb2 as wpb
 from zapgate.gateway.connections.engines import Engines
+from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.rpc.call_guard import current_tenant
-from zapgate.gateway.rpc.errors import FieldViolation, SimulatorDisabled
+from zapgate.gateway.rpc.errors import EngineUnavailable, FieldViolation, SimulatorDisabled
 from zapgate.gateway.rpc.validation import check_instance_id, check_phone, raise_if_any
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.services.messages import vcard_for
@@ -25,6 +27,8 @@ from zapgate.v1 import simulator_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_BAN_CODE = 101
+# How long InjectIncomingMessage waits for the message's event to be committed.
+INJECT_COMMIT_TIMEOUT = 30.0
 RECEIPT_KINDS = {
     pb.RECEIPT_KIND_DELIVERED: "delivered",
     pb.RECEIPT_KIND_READ: "read",
@@ -41,8 +45,9 @@ MEDIA_KINDS = {
 
 
 class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
-    def __init__(self, engines: Engines, enabled: bool) -> None:
+    def __init__(self, engines: Engines, inbox: Inbox, enabled: bool) -> None:
         self._engines = engines
+        self._inbox = inbox
         self._enabled = enabled
 
     def _check(self, instance_id: str, violations: list[FieldViolation] | None = None) -> None:
@@ -153,12 +158,22 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         self, request: pb.InjectIncomingMessageRequest, context: Context
     ) -> pb.InjectIncomingMessageResponse:
         self._check(request.instance_id, _injection_violations(request))
-        key = f"{current_tenant()}/{request.instance_id}"
-        message = incoming_message(key, request)
+        tenant = current_tenant()
+        message = incoming_message(f"{tenant}/{request.instance_id}", request)
         injection = wpb.SimulateRequest.InjectMessage(
             event_json=wire.encode(message), media_data=request.media.data
         )
-        await self._run(request.instance_id, wpb.SimulateRequest(inject_message=injection))
+        # Acknowledged only once its event is in the log: a crash after the answer cannot
+        # lose it (a real engine acknowledges on decryption; see docs/events.md).
+        with self._inbox.expecting(tenant, request.instance_id, message.message_id) as logged:
+            await self._run(request.instance_id, wpb.SimulateRequest(inject_message=injection))
+            try:
+                await asyncio.wait_for(asyncio.shield(logged), INJECT_COMMIT_TIMEOUT)
+            except TimeoutError:
+                raise EngineUnavailable(
+                    "the message reached the instance but its event was not logged in time"
+                    " (the engine worker may have died); it may still appear, at most once"
+                ) from None
         return pb.InjectIncomingMessageResponse(message_id=message.message_id)
 
     async def SendReceipt(

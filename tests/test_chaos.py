@@ -1,0 +1,552 @@
+"""The chaos test: kill -9 of the core and of engine workers, over and over, under a steady
+stream of sends, receipts and inbound messages, with a subscriber resuming by cursor.
+
+Afterwards: no message lost or sent twice, every message and instance state has its event,
+the subscriber saw every event once and in cursor order (checked against a full replay), no
+instance ever needed a QR again, and every acknowledged inbound message became exactly one
+`message_received` event.
+
+CI runs a short version (`SHORT`); the full one (20 instances, 10 core kills, 10 worker
+kills, on SQLite and PostgreSQL) prints its figures:
+
+    ZAPGATE_CHAOS=full .venv/bin/pytest tests/test_chaos.py -s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import os
+import random
+import signal
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import grpc.aio
+import sqlalchemy as sa
+
+from tests.messaging import FAST_POLICY, Messenger
+from tests.server_process import ServerProcess
+from tests.sim_client import SimClient
+from tests.test_sessions_at_rest import SERVER_FLAGS
+from zapgate.gateway.store.apikeys import ApiKeyRepository
+from zapgate.gateway.store.db import create_engine, open_database
+from zapgate.v1 import event_pb2 as epb
+from zapgate.v1 import event_pb2_grpc
+from zapgate.v1 import instance_pb2 as ipb
+from zapgate.v1 import message_pb2 as mpb
+from zapgate.v1 import simulator_pb2 as spb
+
+T = TypeVar("T")
+S = mpb.MessageState
+IS = ipb.InstanceState
+R = ipb.StateReason
+FINAL = {
+    S.MESSAGE_STATE_SENT,
+    S.MESSAGE_STATE_DELIVERED,
+    S.MESSAGE_STATE_READ,
+    S.MESSAGE_STATE_DELIVERY_UNKNOWN,
+}
+SENT = {S.MESSAGE_STATE_SENT, S.MESSAGE_STATE_DELIVERED, S.MESSAGE_STATE_READ}
+# docs/messages.md: the reasons a message may fail for; none applies here (every number is on
+# WhatsApp, no send is refused), so any FAILED is reported.
+DOCUMENTED_FAILURES = {
+    "not_on_whatsapp",
+    "463",
+    "invalid_recipient",
+    "invalid_content",
+    "media_upload_failed",
+    "engine_error",
+}
+# A call cut by a kill: retried (sends, with their idempotency key) or given up (injections).
+CUT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+}
+POLICY = ipb.SendPolicy()
+POLICY.CopyFrom(FAST_POLICY)
+POLICY.min_gap_seconds, POLICY.jitter_max_seconds = 0.01, 0.02
+CHAOS_FLAGS = (
+    *SERVER_FLAGS,
+    "--sim-delivered-seconds",
+    "0.1",
+    "--sim-read-seconds",
+    "0.3",
+    "--log-level",
+    "INFO",
+)
+WAIT = 120.0  # bounded waits only guard against hangs; nothing asserts on time
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    instances: int
+    core_kills: int
+    worker_kills: int
+    per_round: int  # messages accepted between two kills
+
+
+SHORT = Size(instances=5, core_kills=2, worker_kills=2, per_round=15)
+FULL = Size(instances=20, core_kills=10, worker_kills=10, per_round=40)
+
+
+def chosen_size() -> Size:
+    return FULL if os.environ.get("ZAPGATE_CHAOS") == "full" else SHORT
+
+
+class Cluster:
+    """The core as a child process, restarted on the same data dir, runtime dir and
+    database after each kill; clients always use the current one."""
+
+    def __init__(self, tmp_path: Path, database_url: str) -> None:
+        self.tmp_path = tmp_path
+        self.data_dir = tmp_path / "data"
+        self.database_url = database_url
+        self.flags = (*CHAOS_FLAGS, "--database-url", database_url)
+        self.generation = 0
+        self.up = asyncio.Event()
+        self.server: ServerProcess | None = None
+        self.channel: grpc.aio.Channel | None = None
+        self.key = ""
+        self.old_channels: list[grpc.aio.Channel] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.to_thread(ServerProcess, self.data_dir, *self.flags)
+        self.channel = grpc.aio.insecure_channel(self.server.address)
+        self.generation += 1
+        self.up.set()
+
+    async def kill_core(self) -> None:
+        assert self.server is not None
+        assert self.channel is not None
+        self.up.clear()
+        self.server.process.kill()
+        await asyncio.to_thread(self.server.wait)
+        # The old channel stays open: calls on it fail UNAVAILABLE by themselves (closing it
+        # would cancel them locally, which grpc.aio may raise as CancelledError).
+        self.old_channels.append(self.channel)
+        self._save_log()
+
+    def _save_log(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        lines = list(self.server.log)
+        while not self.server.lines.empty():
+            lines.append(self.server.lines.get())
+        (self.tmp_path / f"core-{self.generation}.log").write_text("".join(lines))
+
+    async def close(self) -> None:
+        for channel in [*self.old_channels, self.channel]:
+            if channel is not None:
+                await channel.close(None)
+        if self.server is not None:
+            self._save_log()
+
+    def workers(self) -> list[int]:
+        """Pids of the core's engine workers (its children running zapgate.sessions.worker)."""
+        assert self.server is not None
+        core = self.server.process.pid
+        children: list[int] = []
+        for task in Path(f"/proc/{core}/task").glob("*"):
+            try:
+                children += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        found = []
+        for pid in children:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"zapgate.sessions.worker" in cmdline:
+                found.append(pid)
+        return sorted(found)
+
+    def client(self) -> SimClient:
+        assert self.channel is not None
+        return SimClient(self.channel, self.key)
+
+    async def call(self, what: Callable[[SimClient], Awaitable[T]]) -> T:
+        """Runs a call on the current core; a call cut by a kill is retried on the next."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            await asyncio.wait_for(self.up.wait(), WAIT)
+            try:
+                return await what(self.client())
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in CUT or time.monotonic() > deadline:
+                    raise
+            except grpc.aio.UsageError:
+                pass  # the channel was closed by a kill as the call started
+            await asyncio.sleep(0.05)
+
+
+@dataclasses.dataclass
+class Seen:
+    """What the subscriber saw, in the order it saw it."""
+
+    events: list[epb.Event] = dataclasses.field(default_factory=list)
+    cursors: list[int] = dataclasses.field(default_factory=list)
+    resumes: int = 0
+    last_time: float = dataclasses.field(default_factory=time.monotonic)
+    out_of_order: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+
+    @property
+    def last_cursor(self) -> int:
+        return self.cursors[-1] if self.cursors else 0
+
+
+async def subscribe(cluster: Cluster, seen: Seen) -> None:
+    """Follows the event log forever, resuming after a kill from the last cursor processed."""
+    while True:
+        await cluster.up.wait()
+        assert cluster.channel is not None
+        stub = event_pb2_grpc.EventServiceStub(cluster.channel)
+        request = epb.SubscribeRequest(from_cursor=seen.last_cursor)
+        try:
+            stream = stub.Subscribe(request, metadata=cluster.client().metadata)
+            async for response in stream:
+                event = response.event
+                if event.cursor <= seen.last_cursor:
+                    seen.out_of_order.append((seen.last_cursor, event.cursor))
+                seen.events.append(event)
+                seen.cursors.append(event.cursor)
+                seen.last_time = time.monotonic()
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in CUT:
+                raise
+        except grpc.aio.UsageError:
+            pass
+        seen.resumes += 1
+        await asyncio.sleep(0.05)
+
+
+async def replay(cluster: Cluster, until_cursor: int) -> list[epb.Event]:
+    """Every event from cursor 0 up to `until_cursor`, read afresh."""
+    assert cluster.channel is not None
+    stub = event_pb2_grpc.EventServiceStub(cluster.channel)
+    stream = stub.Subscribe(epb.SubscribeRequest(from_cursor=0), metadata=cluster.client().metadata)
+    events: list[epb.Event] = []
+    async with asyncio.timeout(WAIT):
+        async for response in stream:
+            events.append(response.event)
+            if response.event.cursor >= until_cursor:
+                break
+    stream.cancel()
+    return events
+
+
+@dataclasses.dataclass
+class Traffic:
+    instances: list[str]
+    sent: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # text -> ids
+    injected: dict[str, str] = dataclasses.field(default_factory=dict)  # message id -> inst
+    unacknowledged: set[str] = dataclasses.field(default_factory=set)
+    retries: int = 0
+    acked_at: dict[str, float] = dataclasses.field(default_factory=dict)
+    kills: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+
+
+async def send_forever(cluster: Cluster, traffic: Traffic, rng: random.Random) -> None:
+    """One message after another, each with a unique text and idempotency key; a call cut by
+    a kill is retried with the same key until it is accepted."""
+    number = 0
+    while not traffic.stop.is_set():
+        instance_id = traffic.instances[number % len(traffic.instances)]
+        text = f"chaos message {number}"
+        request = mpb.SendMessageRequest(
+            instance_id=instance_id,
+            phone=f"+55119700{number % len(traffic.instances):02d}{rng.randrange(5):02d}",
+            text=mpb.Text(body=text),
+            idempotency_key=f"chaos-{number}",
+        )
+        attempts = 0
+
+        async def send(client: SimClient, request: mpb.SendMessageRequest = request) -> str:
+            nonlocal attempts
+            attempts += 1
+            reply = await Messenger(client).stub.SendMessage(
+                request, metadata=client.metadata, timeout=10
+            )
+            return reply.message.id
+
+        traffic.sent[text] = (instance_id, await cluster.call(send))
+        traffic.retries += attempts - 1
+        number += 1
+        await asyncio.sleep(rng.uniform(0.0, 0.03))
+
+
+async def inject_forever(cluster: Cluster, traffic: Traffic, rng: random.Random) -> None:
+    """Inbound messages from the contacts' phones; one the gateway acknowledged must become
+    exactly one event, one cut by a kill at most one."""
+    number = 0
+    while not traffic.stop.is_set():
+        await cluster.up.wait()
+        instance_id = traffic.instances[number % len(traffic.instances)]
+        message_id = f"CHAOSIN{number:06d}"
+        request = spb.InjectIncomingMessageRequest(
+            instance_id=instance_id,
+            from_phone=f"+55119800{number % 100:04d}",
+            push_name="Chaos",
+            text=f"inbound {number}",
+            message_id=message_id,
+        )
+        client = cluster.client()
+        try:
+            await client.sim.InjectIncomingMessage(request, metadata=client.metadata, timeout=10)
+            traffic.injected[message_id] = instance_id
+            traffic.acked_at[message_id] = time.monotonic()
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError):
+            traffic.unacknowledged.add(message_id)
+        number += 1
+        await asyncio.sleep(rng.uniform(0.02, 0.08))
+
+
+def last_states(events: list[epb.Event]) -> dict[str, epb.StateChanged]:
+    last: dict[str, epb.StateChanged] = {}
+    for event in events:
+        if event.HasField("state_changed"):
+            last[event.instance_id] = event.state_changed
+    return last
+
+
+async def wait_recovered(
+    cluster: Cluster, seen: Seen, traffic: Traffic, after_cursor: int, every_instance: bool
+) -> None:
+    """Until each instance's last StateChanged is CONNECTED (and, after a core kill, each
+    has moved since `after_cursor`)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        for task in traffic.tasks:
+            if task.done():  # the subscriber, a sender or an injector stopped: say why
+                task.result()
+                raise AssertionError(f"{task.get_name()} ended")
+        later = [e for e in seen.events if e.cursor > after_cursor]
+        moved = {e.instance_id for e in later if e.HasField("state_changed")}
+        last = last_states(seen.events)
+        connected = all(
+            i in last and last[i].state == IS.INSTANCE_STATE_CONNECTED for i in traffic.instances
+        )
+        if connected and (not every_instance or moved >= set(traffic.instances)):
+            return
+        await asyncio.sleep(0.05)
+    summary = {i: (IS.Name(s.state), R.Name(s.reason)) for i, s in last.items()}
+    raise AssertionError(
+        f"instances did not come back after cursor {after_cursor}: last states {summary}, "
+        f"moved since: {sorted(moved)}"
+    )
+
+
+async def all_messages(client: SimClient, instance_id: str) -> list[mpb.Message]:
+    messenger = Messenger(client)
+    found: list[mpb.Message] = []
+    token = ""
+    while True:
+        request = mpb.ListMessagesRequest(instance_id=instance_id, page_size=1000, page_token=token)
+        page = await messenger.stub.ListMessages(request, metadata=client.metadata)
+        found += list(page.messages)
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+async def count_rows(database_url: str, table: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(sa.text(f"SELECT count(*) FROM {table}"))
+            return int(result.scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) -> dict[str, object]:
+    rng = random.Random(seed)
+    print(f"chaos seed {seed}: {size}")
+    cluster = Cluster(tmp_path, database_url)
+    engine = await open_database(database_url)
+    try:
+        cluster.key = (await ApiKeyRepository(engine).create("chaos"))[0]
+    finally:
+        await engine.dispose()
+    await cluster.start()
+    seen = Seen()
+    instances = [f"chaos-{n:02d}" for n in range(size.instances)]
+    traffic = Traffic(instances)
+    tasks = traffic.tasks
+    recoveries: list[float] = []
+    kills = ["core"] * size.core_kills + ["worker"] * size.worker_kills
+    rng.shuffle(kills)
+    try:
+        messenger = Messenger(cluster.client())
+        for n, instance_id in enumerate(instances):
+            await messenger.client.create(instance_id)
+            await messenger.set_policy(instance_id, POLICY)
+            result = await messenger.client.pair(instance_id, f"+5511960000{n:03d}")
+            assert result.instance.state == IS.INSTANCE_STATE_CONNECTED
+        for _ in range(int(WAIT / 0.05)):  # every session is in the store before any kill
+            if await count_rows(database_url, "session_snapshots") >= size.instances:
+                break
+            await asyncio.sleep(0.05)
+        tasks.append(asyncio.create_task(subscribe(cluster, seen)))
+        await wait_recovered(cluster, seen, traffic, 0, every_instance=False)
+        paired_cursor = seen.last_cursor
+        tasks.append(asyncio.create_task(send_forever(cluster, traffic, rng)))
+        tasks.append(asyncio.create_task(inject_forever(cluster, traffic, rng)))
+
+        for kind in [*kills, "none"]:
+            target = len(traffic.sent) + size.per_round
+            async with asyncio.timeout(WAIT):
+                while len(traffic.sent) < target:
+                    await asyncio.sleep(0.02)
+            if kind == "none":
+                break
+            await asyncio.sleep(rng.uniform(0.0, 0.3))  # land anywhere in the stream
+            kill_cursor = seen.last_cursor
+            started = time.monotonic()
+            traffic.kills.append((kind, started))
+            if kind == "core":
+                await cluster.kill_core()
+                await cluster.start()
+                await wait_recovered(cluster, seen, traffic, kill_cursor, every_instance=True)
+                recoveries.append(time.monotonic() - started)
+            else:
+                before = cluster.workers()
+                assert before, "the core has no engine workers"
+                os.kill(rng.choice(before), signal.SIGKILL)
+                async with asyncio.timeout(WAIT):  # its replacement is up
+                    while len(set(cluster.workers()) - set(before)) < 1:
+                        await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)  # the core reports the dead worker's instances
+                await wait_recovered(cluster, seen, traffic, kill_cursor, every_instance=False)
+        traffic.stop.set()
+        await asyncio.gather(tasks[1], tasks[2])
+
+        # Quiet: every message final, no event for a while (receipts come within 0.3 s).
+        client = cluster.client()
+        async with asyncio.timeout(WAIT):
+            while True:
+                messages = [m for i in instances for m in await all_messages(client, i)]
+                pending = [m for m in messages if m.state not in FINAL]
+                if not pending and time.monotonic() - seen.last_time > 2.0:
+                    break
+                await asyncio.sleep(0.2)
+        full = await replay(cluster, seen.last_cursor)
+        messages = [m for i in instances for m in await all_messages(client, i)]
+        final_instances = {i: await client.get(i) for i in instances}
+        received = {i: await Messenger(client).received(i) for i in instances}
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await cluster.close()
+
+    # The subscriber: every event once, in cursor order, none missing (the full replay).
+    assert not seen.out_of_order, f"cursors went backwards: {seen.out_of_order[:10]}"
+    assert len(set(seen.cursors)) == len(seen.cursors), "an event was seen twice"
+    assert [e.cursor for e in full] == seen.cursors, "the subscriber missed or added events"
+    assert [e.SerializeToString() for e in full] == [e.SerializeToString() for e in seen.events], (
+        "an event changed between its first delivery and the replay"
+    )
+
+    # No message lost, none created twice, each in a final state.
+    by_id = {m.id: m for m in messages}
+    accepted = {message_id for _, message_id in traffic.sent.values()}
+    assert len(accepted) == len(traffic.sent), "two sends got one message"
+    assert set(by_id) == accepted, (
+        f"lost: {sorted(accepted - set(by_id))[:10]}, extra: {sorted(set(by_id) - accepted)[:10]}"
+    )
+    failed = [m for m in messages if m.state == S.MESSAGE_STATE_FAILED]
+    assert all(m.failure_reason in DOCUMENTED_FAILURES for m in failed), failed[:5]
+    assert not failed, f"sends failed: {collections.Counter(m.failure_reason for m in failed)}"
+    assert all(m.state in FINAL for m in messages)
+
+    # None sent twice; every one sent arrived once.
+    texts = collections.Counter(r.text for i in instances for r in received[i] if r.kind == "text")
+    twice = [text for text, count in texts.items() if count > 1]
+    assert not twice, f"phones received these twice: {twice[:10]}"
+    for text, (_, message_id) in traffic.sent.items():
+        if by_id[message_id].state in SENT:
+            assert texts[text] == 1, f"{text!r} is {by_id[message_id].state} but never arrived"
+
+    # Every message state and instance state has its event.
+    last_message_event: dict[str, epb.MessageStateChanged] = {}
+    for event in seen.events:
+        if event.HasField("message_state_changed"):
+            last_message_event[event.message_state_changed.message_id] = event.message_state_changed
+    wrong = [
+        (m.id, S.Name(m.state), S.Name(last_message_event[m.id].state))
+        for m in messages
+        if m.id in last_message_event and last_message_event[m.id].state != m.state
+    ]
+    assert not [m.id for m in messages if m.id not in last_message_event], "no event at all"
+    assert not wrong, f"message state without its event: {wrong[:10]}"
+    last = last_states(seen.events)
+    for instance_id, instance in final_instances.items():
+        assert instance.state == IS.INSTANCE_STATE_CONNECTED, instance
+        assert (last[instance_id].state, last[instance_id].reason) == (
+            instance.state,
+            instance.state_reason,
+        ), f"{instance_id}: {instance} but its last event is {last[instance_id]}"
+
+    # No QR after the first pairing: no QR codes, no PAIRING, every connect from the session.
+    later = [e for e in seen.events if e.cursor > paired_cursor]
+    assert not [e for e in later if e.HasField("qr_updated")], "a QR code after pairing"
+    reconnects = [e.state_changed for e in later if e.HasField("state_changed")]
+    assert all(c.state != IS.INSTANCE_STATE_PAIRING for c in reconnects)
+    assert all(
+        c.reason == R.STATE_REASON_CONNECTED
+        for c in reconnects
+        if c.state == IS.INSTANCE_STATE_CONNECTED
+    )
+
+    # Inbound: acknowledged ones exactly once, cut ones at most once, nothing else.
+    inbound = collections.Counter(
+        e.message_received.message_id for e in seen.events if e.HasField("message_received")
+    )
+    missing = [m for m in traffic.injected if inbound[m] != 1]
+    assert not missing, (
+        "acknowledged inbound messages seen other than once: "
+        f"{[(m, inbound[m], traffic.acked_at[m]) for m in missing][:10]}; kills: {traffic.kills}"
+    )
+    assert set(inbound) <= set(traffic.injected) | traffic.unacknowledged
+    assert max(inbound.values(), default=0) <= 1
+
+    states = collections.Counter(S.Name(m.state) for m in messages)
+    return {
+        "instances": size.instances,
+        "core kills": size.core_kills,
+        "worker kills": size.worker_kills,
+        "messages accepted": len(messages),
+        "send retries after a kill": traffic.retries,
+        "message states": dict(states),
+        "delivery unknown": states["MESSAGE_STATE_DELIVERY_UNKNOWN"],
+        "inbound acknowledged": len(traffic.injected),
+        "inbound cut by a kill": len(traffic.unacknowledged),
+        "events seen": len(seen.events),
+        "subscriber resumes": seen.resumes,
+        "core recovery seconds (median)": round(statistics.median(recoveries), 2)
+        if recoveries
+        else None,
+        "core recovery seconds (max)": round(max(recoveries), 2) if recoveries else None,
+        "seed": seed,
+    }
+
+
+async def test_chaos_kills_of_the_core_and_its_workers_lose_and_repeat_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
+    seed = int(os.environ.get("ZAPGATE_CHAOS_SEED", random.randrange(1 << 30)))
+    figures = await run_chaos(tmp_path, database_url, chosen_size(), seed)
+    backend = database_url.split(":")[0]
+    print(f"\nchaos on {backend}: " + ", ".join(f"{k}: {v}" for k, v in figures.items()))
