@@ -61,6 +61,8 @@ class PoolConfig:
     ping_failures_to_kill: int = 3
     restart_base_seconds: float = 0.2
     restart_cap_seconds: float = 30.0
+    # How long the events a dead worker already sent may take to reach the core.
+    drain_seconds: float = 5.0
 
 
 class WorkerSlot:
@@ -143,14 +145,15 @@ class WorkerSlot:
             await self._connect()
             self.ready.set()
             log.info("engine worker %d ready (pid %d)", self.index, self.process.pid)
-            watchers = [
-                asyncio.create_task(self._pump_events()),
-                asyncio.create_task(self._ping_loop()),
-            ]
+            pump = asyncio.create_task(self._pump_events())
+            pinger = asyncio.create_task(self._ping_loop())
             await self.process.wait()
-            for task in watchers:
-                task.cancel()
-            await asyncio.gather(*watchers, return_exceptions=True)
+            pinger.cancel()
+            # Events the worker sent before it died (receipts, inbound messages) are still
+            # on their way: let the core take them before their instances are reported lost.
+            await asyncio.wait([pump], timeout=self.config.drain_seconds)
+            pump.cancel()
+            await asyncio.gather(pump, pinger, return_exceptions=True)
         finally:
             self.ready.clear()
             if self.process.returncode is None:
