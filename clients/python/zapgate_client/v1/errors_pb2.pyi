@@ -66,6 +66,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The instance runs but is not connected to WhatsApp yet (or any more)
     (FAILED_PRECONDITION); retry once its state is CONNECTED.
     """
+    ERROR_REASON_MESSAGE_NOT_ACTIONABLE: _ErrorReason.ValueType  # 17
+    """The message cannot be acted on that way (FAILED_PRECONDITION): not sent yet, not the
+    instance's own, not a text, or past WhatsApp's edit or delete window; the metadata's
+    `why` says which.
+    """
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 18
+    """Too many calls of a paced kind (RESOURCE_EXHAUSTED); retry after `retry_after_seconds`."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -117,4 +124,11 @@ ERROR_REASON_INSTANCE_NOT_CONNECTED: ErrorReason.ValueType  # 16
 """The instance runs but is not connected to WhatsApp yet (or any more)
 (FAILED_PRECONDITION); retry once its state is CONNECTED.
 """
+ERROR_REASON_MESSAGE_NOT_ACTIONABLE: ErrorReason.ValueType  # 17
+"""The message cannot be acted on that way (FAILED_PRECONDITION): not sent yet, not the
+instance's own, not a text, or past WhatsApp's edit or delete window; the metadata's
+`why` says which.
+"""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 18
+"""Too many calls of a paced kind (RESOURCE_EXHAUSTED); retry after `retry_after_seconds`."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
