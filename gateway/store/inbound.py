@@ -29,6 +29,9 @@ class ReceivedMessage:
     text: str
     sent_us: int
     read_us: int = 0  # when the instance marked it read (0: not yet)
+    # When the gateway stored it: WhatsApp's times have whole seconds, this orders a chat's
+    # messages of one second.
+    received_us: int = 0
 
 
 # How many messages one MarkRead "up to" names at most (the newest unread ones).
@@ -65,7 +68,12 @@ class InboundRepository:
         now = self._clock()
         async with self._engine.begin() as conn:
             if received is not None:
-                row = {"tenant": tenant, "instance_id": instance_id, **received.__dict__}
+                row = {
+                    "tenant": tenant,
+                    "instance_id": instance_id,
+                    **received.__dict__,
+                    "received_us": now,
+                }
                 await _insert_new(conn, received_messages, row)
             if media is not None:
                 row = {
@@ -124,11 +132,17 @@ class InboundRepository:
                 received_messages.c.tenant == tenant,
                 received_messages.c.instance_id == instance_id,
                 received_messages.c.chat_jid == last.chat_jid,
-                received_messages.c.sent_us <= last.sent_us,
+                sa.or_(
+                    received_messages.c.sent_us < last.sent_us,
+                    sa.and_(
+                        received_messages.c.sent_us == last.sent_us,
+                        received_messages.c.received_us <= last.received_us,
+                    ),
+                ),
                 received_messages.c.read_us == 0,
                 received_messages.c.from_me == sa.false(),
             )
-            .order_by(received_messages.c.sent_us.desc())
+            .order_by(received_messages.c.sent_us.desc(), received_messages.c.received_us.desc())
             .limit(MAX_MARK_READ)
         )
         async with self._engine.connect() as conn:
@@ -170,4 +184,5 @@ _RECEIVED = [
     received_messages.c.text,
     received_messages.c.sent_us,
     received_messages.c.read_us,
+    received_messages.c.received_us,
 ]

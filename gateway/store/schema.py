@@ -150,6 +150,7 @@ received_messages = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("sent_us", sa.BigInteger, nullable=False),
     sa.Column("read_us", sa.BigInteger, nullable=False),
+    sa.Column("received_us", sa.BigInteger, nullable=False),
     sa.Index("ix_received_messages_chat", "tenant", "instance_id", "chat_jid", "sent_us"),
 )
 

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("sent_us", sa.BigInteger, nullable=False),
         sa.Column("read_us", sa.BigInteger, nullable=False),
+        sa.Column("received_us", sa.BigInteger, nullable=False),
     )
     op.create_index(
         "ix_received_messages_chat",
