@@ -21,6 +21,7 @@ from zapgate.gateway.store.schema import messages
 from zapgate.ratelimit.pacing import Pacer
 from zapgate.v1 import message_pb2 as pb
 from zapgate.v1 import simulator_pb2 as spb
+from zapgate_client import Client
 
 __all__ = ["messenger"]
 
@@ -314,3 +315,20 @@ def test_the_pacer_allows_a_burst_then_its_rate() -> None:
     assert pacer.take("a") == pytest.approx(0.5)
     now[0] += 60
     assert [pacer.take("a") for _ in range(4)][-1] > 0  # refills only up to the burst
+
+
+async def test_the_python_client_replies_and_reacts(
+    running: RunningGateway, messenger: Messenger, tenant: str
+) -> None:
+    await messenger.ready("client", PHONE)
+    incoming = (await received(messenger, "client", text="price?")).message_received
+    async with Client(running.address, await running.new_key(tenant)) as client:
+        reply = await client.reply("client", incoming.message_id, SENDER, "R$ 10")
+        reaction = await client.react("client", incoming.message_id, "👍")
+    assert (reply.reply_to, reaction.target_message_id) == ((incoming.message_id,) * 2)
+    done = [await sent(messenger, "client", m) for m in (reply, reaction)]
+    entries = [await phone_entry(messenger, "client", m.whatsapp_message_id) for m in done]
+    assert [(e.kind, e.quoted_message_id, e.target_message_id) for e in entries] == [
+        ("text", incoming.message_id, ""),
+        ("reaction", "", incoming.message_id),
+    ]
