@@ -24,8 +24,10 @@ from zapgate.gateway.events.listeners import Listeners
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.ops.logs import about_instance_key
 from zapgate.gateway.ops.metrics import GatewayMetrics
+from zapgate.gateway.sending.conversation import Conversation
 from zapgate.gateway.sending.dispatcher import Dispatcher
 from zapgate.gateway.sending.message_events import MessageEvents
+from zapgate.gateway.sending.targets import Targets
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.contacts import ContactRepository
 from zapgate.gateway.store.inbound import InboundRepository
@@ -59,6 +61,7 @@ class Runtime:
     engines: Engines
     dispatcher: Dispatcher
     inbox: Inbox
+    conversation: Conversation
     contact_book: ContactBook
     supervisor: Supervisor
     supervision: Supervision
@@ -175,6 +178,9 @@ async def build_runtime(
         engines=engines,
         dispatcher=dispatcher,
         inbox=inbox,
+        conversation=Conversation(
+            dispatcher, Targets(messages, inbound, instances), inbound, engines
+        ),
         contact_book=contact_book,
         supervisor=supervisor,
         supervision=supervision,

@@ -138,6 +138,7 @@ class Gateway:
                 runtime.dispatcher,
                 runtime.engines,
                 runtime.inbound,
+                runtime.conversation,
             ),
             server,
         )

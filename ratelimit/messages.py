@@ -24,6 +24,9 @@ class Outgoing:
     # wrote to us). Unknown recipients count against `new_contacts_per_day`. The scheduler
     # itself remembers only the recipients first messaged today.
     known_contact: bool = False
+    # Whether a delivery receipt is expected: reactions, edits and deletions get none of
+    # their own, so they never count as undelivered sends (which would pause the instance).
+    tracks_delivery: bool = True
 
     def problems(self) -> list[str]:
         found = []

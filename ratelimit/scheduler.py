@@ -214,7 +214,8 @@ class Scheduler:
         now = self._clock()
         inst.record_send(flight, now)
         inst.counters.attempt_ended(now, self._rng)
-        inst.health.sent(message_id, now)
+        if flight.message.tracks_delivery:
+            inst.health.sent(message_id, now)
         self._dirty.add(instance)
         self._reschedule(inst)
 

@@ -45,8 +45,30 @@ class Media:
 
 
 @dataclass(frozen=True)
+class MessageRef:
+    """A message of one of the instance's chats, as a reply quotes it or a reaction, edit or
+    revoke names it. The core fills every field (its own sends and the messages it received
+    are in its store); engines build WhatsApp's ContextInfo or MessageKey from it."""
+
+    message_id: str  # WhatsApp's id
+    chat_jid: str
+    sender_jid: str  # who wrote it (the instance's own JID when from_me), without a device
+    from_me: bool = False
+    kind: str = "text"  # text, image, video, audio, voice_note, document, location, contact
+    text: str = ""  # its text or caption (or location or contact name), shown in a quote
+
+
+ACTIONS = ("reaction", "edit", "revoke")
+
+
+@dataclass(frozen=True)
 class OutgoingContent:
-    """Exactly one of the fields is set; text already has templates and spins applied."""
+    """Exactly one kind is set; text already has templates and spins applied.
+
+    Any kind may quote a message (`quote`); text and captions may mention people (`mentions`,
+    JIDs, each written as @<digits> in the text). With `action` set the content acts on
+    `target` instead: a reaction (`reaction_emoji`, empty removes it), an edit (the new
+    `text`) or a revoke (delete for everyone)."""
 
     text: str = ""
     image: Media | None = None
@@ -60,9 +82,16 @@ class OutgoingContent:
     location_address: str = ""
     contact_name: str = ""
     contact_vcard: str = ""
+    quote: MessageRef | None = None
+    mentions: tuple[str, ...] = ()
+    action: str = ""  # "", or one of ACTIONS
+    target: MessageRef | None = None
+    reaction_emoji: str = ""
 
     @property
     def kind(self) -> str:
+        if self.action:
+            return self.action
         for kind in ("image", "video", "audio", "document"):
             if getattr(self, kind) is not None:
                 return kind
@@ -143,6 +172,17 @@ class Engine(ABC):
     @abstractmethod
     async def set_typing(self, key: InstanceKey, recipient_jid: str, typing: bool) -> None:
         """Shows (or stops showing) "typing..." in the chat with `recipient_jid`."""
+
+    @abstractmethod
+    async def mark_read(
+        self, key: InstanceKey, chat_jid: str, sender_jid: str, message_ids: list[str]
+    ) -> None:
+        """Sends read receipts for received messages of one chat (`sender_jid`: who wrote
+        them, in a group; empty in a direct chat)."""
+
+    @abstractmethod
+    async def send_presence(self, key: InstanceKey, chat_jid: str, presence: str) -> None:
+        """Shows `composing`, `recording` or `paused` in a chat."""
 
     @abstractmethod
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:

@@ -228,6 +228,7 @@ class NeonizeEngine(Engine):
         neonize_send.check_content(content)
         session = self._sending(key)
         to = await self._on_whatsapp(session, to)
+        content = neonize_send.addressed(content, neonize_send.jid_text(to))
         uploaded = None
         if (upload := neonize_send.upload_of(content)) is not None:
             media, media_type = upload
@@ -250,6 +251,25 @@ class NeonizeEngine(Engine):
         session = self._sending(key)
         to = await self._on_whatsapp(session, to)
         await self._read(session, lambda client: _show_typing(client, key, to, typing))
+
+    async def mark_read(
+        self, key: InstanceKey, chat_jid: str, sender_jid: str, message_ids: list[str]
+    ) -> None:
+        """whatsmeow's MarkRead: one read receipt for the messages (in a group, of one
+        sender; in a direct chat the sender is the chat)."""
+        chat = neonize_send.parse_recipient(chat_jid)
+        sender = neonize_send.parse_recipient(sender_jid) if sender_jid else chat
+        session = self._connected(key, "mark messages read")
+        await self._read(
+            session, partial(_mark_read, key=key, chat=chat, sender=sender, ids=message_ids)
+        )
+
+    async def send_presence(self, key: InstanceKey, chat_jid: str, presence: str) -> None:
+        to = neonize_send.parse_recipient(chat_jid)
+        state, media = neonize_send.presence_state(presence)
+        session = self._connected(key, "send a chat presence")
+        to = await self._on_whatsapp(session, to)
+        await self._read(session, partial(_presence, key=key, to=to, state=state, media=media))
 
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
         """Downloads and decrypts received media (whatsmeow's DownloadAny). The download holds
@@ -663,6 +683,20 @@ def _show_typing(client: Any, key: InstanceKey, to: Any, typing: bool) -> None:
         client.send_chat_presence(to, state, media)
     except neonize_client.SendPresenceError as error:
         raise neonize_send.typing_error(key, str(error)) from error
+
+
+def _mark_read(client: Any, *, key: InstanceKey, chat: Any, sender: Any, ids: list[str]) -> None:
+    try:
+        client.mark_read(*ids, chat=chat, sender=sender, receipt=neonize_send.READ_RECEIPT)
+    except neonize_client.MarkReadError as error:
+        raise neonize_send.read_error(key, str(error)) from error
+
+
+def _presence(client: Any, *, key: InstanceKey, to: Any, state: Any, media: Any) -> None:
+    try:
+        client.send_chat_presence(to, state, media)
+    except neonize_client.SendPresenceError as error:
+        raise neonize_send.presence_error(key, str(error)) from error
 
 
 # -- reader calls of download_media, contacts and check_numbers --------------------------------

@@ -15,6 +15,7 @@ left out, and WhatsApp's apps read it from the file once downloaded.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import warnings
@@ -22,7 +23,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from zapgate.sessions.engine import Media, OutgoingContent
+from zapgate.sessions.engine import Media, MessageRef, OutgoingContent
 from zapgate.sessions.errors import EngineError, MaybeSent, NotConnected, SendRefused
 from zapgate.sessions.neonize_events import USER_SERVER
 
@@ -31,6 +32,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", ResourceWarning)
     # neonize ships no type information (no py.typed): every neonize name is Any.
     from neonize.proto import Neonize_pb2 as pb  # type: ignore[import-untyped]
+    from neonize.proto.waCommon import (  # type: ignore[import-untyped]
+        WACommon_pb2 as wa_common,
+    )
     from neonize.proto.waE2E import (  # type: ignore[import-untyped]
         WAWebProtobufsE2E_pb2 as wa,
     )
@@ -38,7 +42,10 @@ with warnings.catch_warnings():
         ChatPresence,
         ChatPresenceMedia,
         MediaType,
+        ReceiptType,
     )
+
+READ_RECEIPT: Any = ReceiptType.READ
 
 GROUP_SERVER = "g.us"
 # What zapgate's API accepts (gateway/services/messages.py); a device part names one of the
@@ -84,10 +91,34 @@ def jid(user: str, server: str) -> Any:
     return pb.JID(User=user, RawAgent=0, Device=0, Integrator=0, Server=server, IsEmpty=False)
 
 
+def jid_text(to: Any) -> str:
+    """neonize's JID as text, without a device (`5511999998888@s.whatsapp.net`)."""
+    return f"{to.User}@{to.Server}"
+
+
 def phone_user(to: Any) -> str:
     """The digits of a phone-number JID (what WhatsApp's number lookup takes); empty for LIDs
     and groups."""
     return str(to.User) if str(to.Server) == USER_SERVER else ""
+
+
+_PRESENCES = {
+    "composing": (ChatPresence.CHAT_PRESENCE_COMPOSING, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT),
+    "recording": (
+        ChatPresence.CHAT_PRESENCE_COMPOSING,
+        ChatPresenceMedia.CHAT_PRESENCE_MEDIA_AUDIO,
+    ),
+    "paused": (ChatPresence.CHAT_PRESENCE_PAUSED, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT),
+}
+
+
+def presence_state(presence: str) -> tuple[Any, Any]:
+    """neonize's (ChatPresence, ChatPresenceMedia) for composing, recording (whatsmeow: a
+    composing presence with media "audio") or paused."""
+    found = _PRESENCES.get(presence)
+    if found is None:
+        raise EngineError(f"unknown chat presence {presence!r}")
+    return found
 
 
 def typing_state(typing: bool) -> tuple[Any, Any]:
@@ -113,6 +144,14 @@ def check_content(content: OutgoingContent) -> None:
     """Refuses content WhatsApp cannot show (SendRefused "invalid_content"), before anything
     is uploaded or sent."""
     kind = content.kind
+    if content.action:
+        if content.target is None or not content.target.message_id:
+            _invalid(f"a {kind} names no message")
+        elif kind in ("edit", "revoke") and not content.target.from_me:
+            _invalid(f"only the instance's own messages can take a {kind}")
+        if kind == "edit" and not content.text.strip():
+            _invalid("the edited text is empty")
+        return
     if kind == "text" and not content.text.strip():
         _invalid("the text is empty")
     if kind == "location":
@@ -139,6 +178,97 @@ def build_message(content: OutgoingContent, uploaded: Any = None, *, now: float 
     """whatsmeow's Message for `content`. Media needs neonize's UploadResponse of its file
     (`upload_of` says which); `now` (epoch seconds) stamps the media key."""
     check_content(content)
+    if content.action:
+        return _action(content, now)
+    message = _content_message(content, uploaded, now)
+    context = context_info(content)
+    if context is not None:
+        if message.HasField("conversation"):
+            text = message.conversation
+            message = wa.Message(extendedTextMessage=wa.ExtendedTextMessage(text=text))
+        [(_, inner)] = message.ListFields()
+        inner.contextInfo.CopyFrom(context)
+    return message
+
+
+def context_info(content: OutgoingContent) -> Any:
+    """WhatsApp's ContextInfo of a reply and its mentions, as neonize's build_reply_message
+    makes it (stanzaID, participant, quotedMessage; mentionedJID); None for neither."""
+    if content.quote is None and not content.mentions:
+        return None
+    context = wa.ContextInfo(mentionedJID=list(content.mentions))
+    if (quote := content.quote) is not None:
+        context.stanzaID = quote.message_id
+        context.participant = quote.sender_jid
+        context.quotedMessage.CopyFrom(quoted_message(quote))
+    return context
+
+
+def quoted_message(quote: MessageRef) -> Any:
+    """The quoted message as the reply bubble shows it: its text or caption and its kind.
+    Media is shown by its kind and caption (the quote carries no media keys)."""
+    text = quote.text or None
+    if quote.kind == "image":
+        return wa.Message(imageMessage=wa.ImageMessage(caption=text))
+    if quote.kind == "video":
+        return wa.Message(videoMessage=wa.VideoMessage(caption=text))
+    if quote.kind in ("audio", "voice_note"):
+        return wa.Message(audioMessage=wa.AudioMessage(PTT=quote.kind == "voice_note"))
+    if quote.kind == "document":
+        return wa.Message(documentMessage=wa.DocumentMessage(caption=text))
+    if quote.kind == "location":
+        return wa.Message(locationMessage=wa.LocationMessage(name=text))
+    if quote.kind == "contact":
+        return wa.Message(contactMessage=wa.ContactMessage(displayName=text))
+    return wa.Message(conversation=quote.text)
+
+
+def message_key(ref: MessageRef) -> Any:
+    """WhatsApp's key of a message (whatsmeow's BuildMessageKey): its chat, whether the
+    instance sent it, its id, and in a group who wrote it."""
+    key = wa_common.MessageKey(remoteJID=ref.chat_jid, fromMe=ref.from_me, ID=ref.message_id)
+    if not ref.from_me and ref.chat_jid.endswith("@" + GROUP_SERVER):
+        key.participant = ref.sender_jid
+    return key
+
+
+def _action(content: OutgoingContent, now: float) -> Any:
+    """A reaction (whatsmeow's BuildReaction), an edit (BuildEdit: a MESSAGE_EDIT protocol
+    message inside editedMessage, which makes whatsmeow send it with edit="1") or a revoke
+    (BuildRevoke: a REVOKE protocol message, sent with edit="7")."""
+    target = content.target
+    assert target is not None  # check_content
+    key = message_key(target)
+    millis = int(now * 1000)
+    if content.action == "reaction":
+        reaction = wa.ReactionMessage(
+            key=key, text=content.reaction_emoji, senderTimestampMS=millis
+        )
+        return wa.Message(reactionMessage=reaction)
+    if content.action == "edit":
+        edit = wa.ProtocolMessage(
+            key=key,
+            type=wa.ProtocolMessage.MESSAGE_EDIT,
+            editedMessage=wa.Message(conversation=content.text),
+            timestampMS=millis,
+        )
+        return wa.Message(
+            editedMessage=wa.FutureProofMessage(message=wa.Message(protocolMessage=edit))
+        )
+    return wa.Message(protocolMessage=wa.ProtocolMessage(key=key, type=wa.ProtocolMessage.REVOKE))
+
+
+def addressed(content: OutgoingContent, chat_jid: str) -> OutgoingContent:
+    """`content` with the chat of its target as WhatsApp knows it (a number lookup may have
+    answered another form of the number)."""
+    if content.target is None or content.target.chat_jid == chat_jid:
+        return content
+    return dataclasses.replace(
+        content, target=dataclasses.replace(content.target, chat_jid=chat_jid)
+    )
+
+
+def _content_message(content: OutgoingContent, uploaded: Any, now: float) -> Any:
     kind = content.kind
     if kind == "text":
         return wa.Message(conversation=content.text)
@@ -290,6 +420,14 @@ def lookup_error(key: str, text: str) -> EngineError:
 
 def typing_error(key: str, text: str) -> EngineError:
     return _not_sent(key, "could not show typing", text)
+
+
+def presence_error(key: str, text: str) -> EngineError:
+    return _not_sent(key, "could not send the chat presence", text)
+
+
+def read_error(key: str, text: str) -> EngineError:
+    return _not_sent(key, "could not send read receipts", text)
 
 
 def known_user(user: str, answers: Any) -> str:

@@ -329,6 +329,20 @@ class WorkerPool:
         request = pb.SetTypingRequest(key=key, recipient_jid=recipient_jid, typing=typing)
         await _call((await self._stub(slot)).SetTyping(request))
 
+    async def mark_read(
+        self, key: InstanceKey, chat_jid: str, sender_jid: str, message_ids: list[str]
+    ) -> None:
+        slot = self._hosting(key)
+        request = pb.MarkReadRequest(
+            key=key, chat_jid=chat_jid, sender_jid=sender_jid, message_ids=message_ids
+        )
+        await _call((await self._stub(slot)).MarkRead(request))
+
+    async def send_presence(self, key: InstanceKey, chat_jid: str, presence: str) -> None:
+        slot = self._hosting(key)
+        request = pb.SendPresenceRequest(key=key, chat_jid=chat_jid, presence=presence)
+        await _call((await self._stub(slot)).SendPresence(request))
+
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
         slot = self._hosting(key)
         stream = (await self._stub(slot)).DownloadMedia(

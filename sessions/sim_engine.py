@@ -223,7 +223,8 @@ class SimEngine(Engine):
         if code:
             raise SendRefused(code, f"WhatsApp refused the message to +{user} (error {code})")
         message_id = f"3EB0{secrets.token_hex(8).upper()}"
-        receipts = session.receipts_due(message_id, recipient_jid)
+        # Reactions, edits and deletions carry no receipts of their own in WhatsApp's apps.
+        receipts = [] if content.action else session.receipts_due(message_id, recipient_jid)
         received = describe(recipient_jid, content, message_id)
         await asyncio.to_thread(session.phone.append, received, receipts)
         session.schedule_receipts(receipts)
@@ -235,6 +236,19 @@ class SimEngine(Engine):
         received = describe(recipient_jid, shown, "")
         kind = "composing" if typing else "paused"
         await asyncio.to_thread(session.phone.append, dataclasses.replace(received, kind=kind))
+
+    async def mark_read(
+        self, key: InstanceKey, chat_jid: str, sender_jid: str, message_ids: list[str]
+    ) -> None:
+        session = self._connected(key)
+        shown = describe(chat_jid, OutgoingContent(text=""), "")
+        read = dataclasses.replace(shown, kind="read", target_message_id=",".join(message_ids))
+        await asyncio.to_thread(session.phone.append, read)
+
+    async def send_presence(self, key: InstanceKey, chat_jid: str, presence: str) -> None:
+        session = self._connected(key)
+        shown = describe(chat_jid, OutgoingContent(text=""), "")
+        await asyncio.to_thread(session.phone.append, dataclasses.replace(shown, kind=presence))
 
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
         self._connected(key)

@@ -6,6 +6,7 @@ do)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sqlite3
@@ -16,6 +17,12 @@ from pathlib import Path
 
 from zapgate.sessions.engine import OutgoingContent
 
+# Columns added after the first release: a phone file from an older build gains them.
+_ADDED_COLUMNS = ("quoted_message_id", "mentioned_jids", "target_message_id")
+_COLUMNS = (
+    "recipient_jid, kind, text, message_id, received_at, media_size, media_sha256, "
+    + ", ".join(_ADDED_COLUMNS)
+)
 PHONE_FILE_NAME = "sim-phone.db"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS received (
@@ -26,7 +33,10 @@ CREATE TABLE IF NOT EXISTS received (
     message_id TEXT NOT NULL,
     received_at REAL NOT NULL,
     media_size INTEGER NOT NULL,
-    media_sha256 TEXT NOT NULL
+    media_sha256 TEXT NOT NULL,
+    quoted_message_id TEXT NOT NULL DEFAULT '',
+    mentioned_jids TEXT NOT NULL DEFAULT '',
+    target_message_id TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS pending_receipts (
     message_id TEXT NOT NULL,
@@ -41,12 +51,17 @@ CREATE TABLE IF NOT EXISTS pending_receipts (
 @dataclass(frozen=True)
 class Received:
     recipient_jid: str
-    kind: str  # text, image, ..., or "composing" / "paused" for typing indicators
-    text: str  # the text, caption, location name or contact name
+    # text, image, ..., reaction, edit, revoke; read (receipts the instance sent); composing,
+    # recording or paused (chat presence)
+    kind: str
+    text: str  # the text, caption, location name or contact name; a reaction's emoji
     message_id: str
     received_at: float
     media_size: int = 0
     media_sha256: str = ""
+    quoted_message_id: str = ""
+    mentioned_jids: str = ""  # comma-separated
+    target_message_id: str = ""  # what a reaction, edit or revoke acts on; read: the ids
 
 
 def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> Received:
@@ -61,6 +76,8 @@ def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> R
     text = content.text or content.location_name or content.contact_name
     if media is not None:
         text = media.caption
+    if content.action == "reaction":
+        text = content.reaction_emoji
     return Received(
         recipient_jid,
         content.kind,
@@ -69,6 +86,9 @@ def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> R
         time.time(),
         len(media.data) if media else 0,
         hashlib.sha256(media.data).hexdigest() if media else "",
+        quoted_message_id=content.quote.message_id if content.quote else "",
+        mentioned_jids=",".join(content.mentions),
+        target_message_id=content.target.message_id if content.target else "",
     )
 
 
@@ -89,6 +109,10 @@ class PhoneLog:
         os.close(fd)
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         db.executescript(SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(received)")}
+        for column in _ADDED_COLUMNS:
+            if column not in present:
+                db.execute(f"ALTER TABLE received ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
         return db
 
     def append(self, received: Received, receipts: list[PendingReceipt] | None = None) -> None:
@@ -100,17 +124,8 @@ class PhoneLog:
                 [(r.message_id, r.recipient_jid, r.kind, r.due_at) for r in receipts or ()],
             )
             db.execute(
-                "INSERT INTO received (recipient_jid, kind, text, message_id, received_at,"
-                " media_size, media_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    received.recipient_jid,
-                    received.kind,
-                    received.text,
-                    received.message_id,
-                    received.received_at,
-                    received.media_size,
-                    received.media_sha256,
-                ),
+                f"INSERT INTO received ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                dataclasses.astuple(received),
             )
             db.execute("COMMIT")
 
@@ -135,8 +150,6 @@ class PhoneLog:
         if not self.path.exists():
             return []
         with closing(self._connect()) as db:
-            rows = db.execute(
-                "SELECT recipient_jid, kind, text, message_id, received_at, media_size,"
-                " media_sha256 FROM received ORDER BY seq"
-            ).fetchall()
+            query = f"SELECT {_COLUMNS} FROM received ORDER BY seq"  # noqa: S608 (constants)
+            rows = db.execute(query).fetchall()
         return [Received(*row) for row in rows]

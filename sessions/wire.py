@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from zapgate.engine.v1 import worker_pb2
 from zapgate.sessions import events
-from zapgate.sessions.engine import Contact, Media, NumberCheck, OutgoingContent
+from zapgate.sessions.engine import Contact, Media, MessageRef, NumberCheck, OutgoingContent
 from zapgate.sessions.events import EngineEvent
 
 _KINDS: dict[str, type[EngineEvent]] = {
@@ -51,7 +51,14 @@ def content_to_proto(content: OutgoingContent) -> worker_pb2.Content:
         location_address=content.location_address,
         contact_name=content.contact_name,
         contact_vcard=content.contact_vcard,
+        mentions=list(content.mentions),
+        action=content.action,
+        reaction_emoji=content.reaction_emoji,
     )
+    for name in ("quote", "target"):
+        ref = getattr(content, name)
+        if ref is not None:
+            getattr(message, name).CopyFrom(worker_pb2.MessageRef(**dataclasses.asdict(ref)))
     for kind in _MEDIA_KINDS:
         media = getattr(content, kind)
         if media is not None:
@@ -76,8 +83,17 @@ def content_from_proto(message: worker_pb2.Content) -> OutgoingContent:
         location_address=message.location_address,
         contact_name=message.contact_name,
         contact_vcard=message.contact_vcard,
+        quote=_ref(message.quote) if message.HasField("quote") else None,
+        mentions=tuple(message.mentions),
+        action=message.action,
+        target=_ref(message.target) if message.HasField("target") else None,
+        reaction_emoji=message.reaction_emoji,
         **media,
     )
+
+
+def _ref(message: worker_pb2.MessageRef) -> MessageRef:
+    return MessageRef(**{f.name: getattr(message, f.name) for f in dataclasses.fields(MessageRef)})
 
 
 def contact_to_proto(contact: Contact) -> worker_pb2.Contact:

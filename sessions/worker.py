@@ -96,6 +96,21 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
         )
         return pb.SetTypingResponse()
 
+    async def MarkRead(self, request: pb.MarkReadRequest, context: Context) -> pb.MarkReadResponse:
+        ids = list(request.message_ids)
+        await _engine_call(
+            context, self.engine.mark_read(request.key, request.chat_jid, request.sender_jid, ids)
+        )
+        return pb.MarkReadResponse()
+
+    async def SendPresence(
+        self, request: pb.SendPresenceRequest, context: Context
+    ) -> pb.SendPresenceResponse:
+        await _engine_call(
+            context, self.engine.send_presence(request.key, request.chat_jid, request.presence)
+        )
+        return pb.SendPresenceResponse()
+
     async def DownloadMedia(
         self, request: pb.DownloadMediaRequest, context: Context
     ) -> AsyncIterator[pb.DownloadMediaResponse]:

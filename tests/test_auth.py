@@ -141,8 +141,15 @@ async def test_another_tenants_instance_is_not_found(
         request.code = "ABCD-EFGH"  # type: ignore[attr-defined]
     if method.name == "TemporaryBan":
         request.expires_in_seconds = 60  # type: ignore[attr-defined]
-    if method.name in ("GetMessage", "CancelMessage", "DownloadMedia"):
+    if method.name in ("GetMessage", "CancelMessage", "DownloadMedia", "React", "RevokeMessage"):
         request.message_id = A_MESSAGE_IDS[-1]  # type: ignore[attr-defined]
+    if method.name == "EditMessage":
+        request.message_id, request.text = A_MESSAGE_IDS[-1], "edited"  # type: ignore[attr-defined]
+    if method.name == "MarkRead":
+        request.message_ids.append("3EB0X")  # type: ignore[attr-defined]
+    if method.name == "SendChatPresence":
+        request.phone = "+15550001111"  # type: ignore[attr-defined]
+        request.presence = mpb.CHAT_PRESENCE_COMPOSING  # type: ignore[attr-defined]
     if method.name == "InjectIncomingMessage":
         request.from_phone, request.text = "+15550001111", "hi"  # type: ignore[attr-defined]
     if method.name == "SendReceipt":
@@ -183,4 +190,5 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"Connect", "Logout", "Reconnect", "ScanQr", "DeleteInstance", "UpdateInstance"} <= names
     assert {"SendMessage", "GetInstanceStats", "PauseSending", "ListReceived"} <= names
     assert {"InjectIncomingMessage", "DownloadMedia", "SyncContacts", "CheckNumbers"} <= names
-    assert len(names) == 33
+    assert {"React", "EditMessage", "RevokeMessage", "MarkRead", "SendChatPresence"} <= names
+    assert len(names) == 38

@@ -40,6 +40,18 @@ class Engines:
         record = await self._instances.require(tenant, instance_id)
         return await self._pool.check_numbers(record.key, phones)
 
+    async def mark_read(
+        self, tenant: str, instance_id: str, chat_jid: str, sender_jid: str, message_ids: list[str]
+    ) -> None:
+        record = await self._instances.require(tenant, instance_id)
+        await self._pool.mark_read(record.key, chat_jid, sender_jid, message_ids)
+
+    async def send_presence(
+        self, tenant: str, instance_id: str, chat_jid: str, presence: str
+    ) -> None:
+        record = await self._instances.require(tenant, instance_id)
+        await self._pool.send_presence(record.key, chat_jid, presence)
+
     async def simulate(
         self, tenant: str, instance_id: str, request: worker_pb2.SimulateRequest
     ) -> None:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from zapgate.gateway.events.log import EventLog
-from zapgate.gateway.store.inbound import InboundRepository, MediaLocation
+from zapgate.gateway.store.inbound import InboundRepository, MediaLocation, ReceivedMessage
 from zapgate.sessions.events import MessageReceived
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import message_pb2
@@ -76,6 +76,7 @@ class Inbox:
             media=media,
             correspondent=sender,
             event=self._events.row(tenant, instance_id, to_proto(message)),
+            received=quotable(message),
         )
         self._events.committed()
         if sender:
@@ -91,6 +92,26 @@ def correspondent(message: MessageReceived) -> str:
     if message.from_me or message.group_jid or not message.sender_jid.endswith(USER_SERVER):
         return ""
     return message.sender_jid
+
+
+NOT_QUOTABLE = ("reaction", "unknown")
+
+
+def quotable(message: MessageReceived) -> ReceivedMessage | None:
+    """What a reply to this message quotes and MarkRead names; None for what WhatsApp's apps
+    cannot reply to (reactions, messages of unknown kinds)."""
+    if message.kind in NOT_QUOTABLE:
+        return None
+    text = message.text or message.location_name or message.contact_name
+    return ReceivedMessage(
+        message_id=message.message_id,
+        chat_jid=message.chat_jid,
+        sender_jid=message.sender_jid or message.sender_lid,
+        from_me=message.from_me,
+        kind=message.kind,
+        text=text,
+        sent_us=int(message.timestamp * 1e6),
+    )
 
 
 def to_proto(message: MessageReceived) -> pb.MessageReceived:

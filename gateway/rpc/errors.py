@@ -183,6 +183,31 @@ class MessageNotCancellable(ZapgateError):
         )
 
 
+class MessageNotActionable(ZapgateError):
+    """`why` is stable: not_sent, not_own, not_text, edit_window_passed,
+    revoke_window_passed, not_quotable."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = errors_pb2.ERROR_REASON_MESSAGE_NOT_ACTIONABLE
+
+    def __init__(self, message_id: str, why: str, description: str) -> None:
+        super().__init__(
+            f"message {message_id!r}: {description}",
+            metadata={"message_id": message_id, "why": why},
+        )
+
+
+class RateLimited(ZapgateError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = errors_pb2.ERROR_REASON_RATE_LIMITED
+
+    def __init__(self, what: str, retry_after: float) -> None:
+        super().__init__(
+            f"too many {what} calls for this instance; retry in {retry_after:.1f} s",
+            metadata={"what": what, "retry_after_seconds": f"{retry_after:.3f}"},
+        )
+
+
 class CursorExpired(ZapgateError):
     code = grpc.StatusCode.OUT_OF_RANGE
     reason = errors_pb2.ERROR_REASON_CURSOR_EXPIRED

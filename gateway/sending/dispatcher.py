@@ -36,7 +36,7 @@ from zapgate.ratelimit.health import PauseRules
 from zapgate.ratelimit.messages import Outgoing
 from zapgate.ratelimit.policy import DEFAULT_POLICY, SendPolicy
 from zapgate.ratelimit.scheduler import Scheduler
-from zapgate.sessions.engine import Media, OutgoingContent, SendResult
+from zapgate.sessions.engine import ACTIONS, Media, MessageRef, OutgoingContent, SendResult
 from zapgate.sessions.errors import (
     EngineError,
     MaybeSent,
@@ -161,18 +161,22 @@ class Dispatcher:
 
     async def _schedule(self, message: MessageRecord, not_before: float = 0.0) -> None:
         await self._configure(message.tenant, message.instance_id)
-        known = message.recipient_jid in await self._known_contacts(message.instance_key)
+        # A reaction, edit or revoke acts on a message of the chat: never a new contact, no
+        # typing before it, and no receipt of its own to wait for.
+        action = message.kind in ACTIONS
+        known = action or message.recipient_jid in await self._known_contacts(message.instance_key)
         self.scheduler.enqueue(
             Outgoing(
                 message_id=message.id,
                 instance=message.instance_key,
                 recipient=message.recipient_jid,
-                text_length=len(str(message.content.get("text", ""))),
+                text_length=0 if action else len(str(message.content.get("text", ""))),
                 priority=message.priority,
                 seq=message.seq,
                 not_before=max(message.send_at_us / 1e6, not_before),
                 expires_at=message.expire_us / 1e6 if message.expire_us else None,
                 known_contact=known,
+                tracks_delivery=not action,
             )
         )
         self._wake_if_sooner()
@@ -385,8 +389,16 @@ class Dispatcher:
 
     async def _hand_over(self, message: MessageRecord, content: OutgoingContent) -> None:
         """Sends a SENDING message through its engine and settles it by the outcome."""
+        result = await self._engine_send(message, content)
+        if result is not None:
+            await self._sent(message, result, content)
+
+    async def _engine_send(
+        self, message: MessageRecord, content: OutgoingContent
+    ) -> SendResult | None:
+        """The engine's result; None when the message was settled otherwise."""
         try:
-            result = await self._pool.send(message.instance_key, message.recipient_jid, content)
+            return await self._pool.send(message.instance_key, message.recipient_jid, content)
         except (NotRunning, NotConnected) as error:
             await self._requeue(message, str(error))
         except WorkerUnavailable as error:
@@ -406,10 +418,11 @@ class Dispatcher:
             await self._unknown(
                 message, GATEWAY_ERROR, "the gateway failed while handing it to WhatsApp"
             )
-        else:
-            await self._sent(message, result)
+        return None
 
-    async def _sent(self, message: MessageRecord, result: SendResult) -> None:
+    async def _sent(
+        self, message: MessageRecord, result: SendResult, content: OutgoingContent
+    ) -> None:
         key = message.instance_key
         self.scheduler.on_sent(key, message.id)
         (await self._known_contacts(key)).add(message.recipient_jid)
@@ -422,6 +435,7 @@ class Dispatcher:
             from_states=[M.MESSAGE_STATE_SENDING],
             whatsapp_message_id=result.message_id,
             sent_time_us=int(result.timestamp * 1e6),
+            **_sent_text(message, content),
         )
         # Counters are saved with every send, so caps hold across a crash too.
         await self._save_counters({key})
@@ -493,6 +507,18 @@ class Dispatcher:
     def _content(self, message: MessageRecord) -> OutgoingContent:
         """The stored message as the engine sends it; spins are picked now."""
         body = dict(message.content)
+        for given in ("reply_to", "mention_phones", "target_id", "sent_text"):
+            body.pop(given, None)  # as the caller named them: for the API, not the engine
+        for ref in ("quote", "target"):
+            if ref in body:
+                body[ref] = MessageRef(**body[ref])
+        if "mentions" in body:
+            body["mentions"] = tuple(body["mentions"])
+        if message.kind in ACTIONS:
+            body["action"] = message.kind
+            body["reaction_emoji"] = body.pop("emoji", "")
+            body["text"] = body.pop("edit_text", "")
+            return OutgoingContent(**body)
         variables = body.pop("variables", {})
         for field in ("text", "caption"):
             if body.get(field):
@@ -523,3 +549,12 @@ class Dispatcher:
                 continue
             if self.scheduler.export_state(key) == state:  # nothing changed meanwhile
                 self.scheduler.mark_saved(key)
+
+
+def _sent_text(message: MessageRecord, content: OutgoingContent) -> dict[str, Any]:
+    """The text or caption as sent (spins picked), kept for replies that quote it."""
+    media = content.image or content.video or content.document
+    text = media.caption if media is not None else content.text
+    if not text or message.kind in ACTIONS:
+        return {}
+    return {"content": {**message.content, "sent_text": text}}

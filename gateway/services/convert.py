@@ -90,6 +90,9 @@ def message_to_proto(record: MessageRecord, waiting: Waiting | None = None) -> m
         priority=record.priority,
         idempotency_key=record.idempotency_key or "",
         whatsapp_message_id=record.whatsapp_message_id,
+        reply_to=record.content.get("reply_to", ""),
+        mentions=record.content.get("mention_phones", []),
+        target_message_id=record.content.get("target_id", ""),
     )
     # Set in place: a Timestamp passed to the constructor is built, then copied in.
     message.create_time.FromMicroseconds(record.create_time_us)

@@ -26,6 +26,7 @@ from zapgate.gateway.rpc.validation import (
     check_timestamp,
     raise_if_any,
 )
+from zapgate.gateway.sending.conversation import MAX_MARK_READ_IDS, Conversation
 from zapgate.gateway.sending.dispatcher import Dispatcher
 from zapgate.gateway.sending.templates import TemplateError, check
 from zapgate.gateway.services.convert import message_to_proto
@@ -51,7 +52,9 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         dispatcher: Dispatcher,
         engines: Engines,
         inbound: InboundRepository,
+        conversation: Conversation,
     ) -> None:
+        self._conversation = conversation
         self._messages = messages
         self._instances = instances
         self._dispatcher = dispatcher
@@ -63,6 +66,8 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
     ) -> pb.SendMessageResponse:
         record = to_record(current_tenant(), request)
         await self._dispatcher.require_instance(record.tenant, record.instance_id)
+        if request.reply_to:
+            record = await self._conversation.quoting(record, request.reply_to)
         stored, created = await self._dispatcher.accept(record)
         return pb.SendMessageResponse(message=self._to_proto(stored), created=created)
 
@@ -130,6 +135,81 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         cancelled = await self._require(request.instance_id, request.message_id)
         return pb.CancelMessageResponse(message=message_to_proto(cancelled))
 
+    async def React(self, request: pb.ReactRequest, context: Context) -> pb.ReactResponse:
+        emoji = request.emoji
+        raise_if_any(
+            _target_fields(request.instance_id, request.message_id, request.idempotency_key)
+            + check_emoji("emoji", emoji)
+        )
+        stored, created = await self._conversation.react(
+            current_tenant(),
+            request.instance_id,
+            request.message_id,
+            emoji,
+            request.idempotency_key,
+        )
+        return pb.ReactResponse(message=self._to_proto(stored), created=created)
+
+    async def EditMessage(
+        self, request: pb.EditMessageRequest, context: Context
+    ) -> pb.EditMessageResponse:
+        violations = _target_fields(
+            request.instance_id, request.message_id, request.idempotency_key
+        )
+        if not request.text.strip():
+            violations.append(FieldViolation("text", "required"))
+        violations += check_text("text", request.text, MAX_TEXT_CHARS)
+        raise_if_any(violations)
+        stored, created = await self._conversation.edit(
+            current_tenant(),
+            request.instance_id,
+            request.message_id,
+            request.text,
+            request.idempotency_key,
+        )
+        return pb.EditMessageResponse(message=self._to_proto(stored), created=created)
+
+    async def RevokeMessage(
+        self, request: pb.RevokeMessageRequest, context: Context
+    ) -> pb.RevokeMessageResponse:
+        raise_if_any(
+            _target_fields(request.instance_id, request.message_id, request.idempotency_key)
+        )
+        stored, created = await self._conversation.revoke(
+            current_tenant(), request.instance_id, request.message_id, request.idempotency_key
+        )
+        return pb.RevokeMessageResponse(message=self._to_proto(stored), created=created)
+
+    async def MarkRead(self, request: pb.MarkReadRequest, context: Context) -> pb.MarkReadResponse:
+        violations = check_instance_id("instance_id", request.instance_id)
+        ids = list(request.message_ids)
+        if bool(ids) == bool(request.up_to_message_id):
+            violations.append(FieldViolation("message_ids", "give message_ids or up_to_message_id"))
+        if len(ids) > MAX_MARK_READ_IDS:
+            violations.append(FieldViolation("message_ids", f"at most {MAX_MARK_READ_IDS}"))
+        for n, message_id in enumerate(ids[:MAX_MARK_READ_IDS]):
+            violations += check_message_id(f"message_ids[{n}]", message_id)
+        if request.up_to_message_id:
+            violations += check_message_id("up_to_message_id", request.up_to_message_id)
+        raise_if_any(violations)
+        chat, marked = await self._conversation.mark_read(
+            current_tenant(), request.instance_id, ids, request.up_to_message_id
+        )
+        return pb.MarkReadResponse(chat_jid=chat, marked=marked)
+
+    async def SendChatPresence(
+        self, request: pb.SendChatPresenceRequest, context: Context
+    ) -> pb.SendChatPresenceResponse:
+        violations = check_instance_id("instance_id", request.instance_id)
+        chat = _recipient(request, violations)
+        presence = PRESENCES.get(request.presence)
+        if presence is None:
+            violations.append(FieldViolation("presence", "give COMPOSING, RECORDING or PAUSED"))
+        raise_if_any(violations)
+        assert presence is not None
+        await self._conversation.presence(current_tenant(), request.instance_id, chat, presence)
+        return pb.SendChatPresenceResponse()
+
     def _to_proto(self, record: MessageRecord) -> pb.Message:
         """With why a QUEUED message waits and its next chance, from the scheduler."""
         waiting = None
@@ -148,11 +228,41 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         return message
 
 
+PRESENCES = {
+    pb.CHAT_PRESENCE_COMPOSING: "composing",
+    pb.CHAT_PRESENCE_RECORDING: "recording",
+    pb.CHAT_PRESENCE_PAUSED: "paused",
+}
+MAX_MENTIONS = 256
+MAX_EMOJI_CHARS = 16
+MENTIONABLE = ("text", "image", "video", "document")
+
+
+def _target_fields(instance_id: str, message_id: str, idempotency_key: str) -> list[FieldViolation]:
+    return (
+        check_instance_id("instance_id", instance_id)
+        + check_message_id("message_id", message_id)
+        + check_text("idempotency_key", idempotency_key, 200)
+    )
+
+
+def check_emoji(field: str, emoji: str) -> list[FieldViolation]:
+    """Empty (removes the reaction), or one emoji: a few code points (modifiers, joiners),
+    no letters, digits, spaces or control characters."""
+    if not emoji:
+        return []
+    plain = any(c.isascii() and (c.isalnum() or c.isspace()) for c in emoji)
+    if len(emoji) > MAX_EMOJI_CHARS or plain or "\x00" in emoji or emoji.isspace():
+        return [FieldViolation(field, "must be one emoji (e.g. 👍), or empty to remove")]
+    return []
+
+
 def to_record(tenant: str, request: pb.SendMessageRequest) -> MessageRecord:
     """Validates every field at once; raises InvalidArgument naming each bad one."""
     violations = check_instance_id("instance_id", request.instance_id)
     recipient = _recipient(request, violations)
     kind, content, media = _content(request, violations)
+    content = {**content, **_conversation(request, kind, content, violations)}
     send_at = _micros("send_at", request, violations) or 0
     expire = _micros("expire_time", request, violations)
     if expire is not None and send_at and expire <= send_at:
@@ -175,6 +285,40 @@ def to_record(tenant: str, request: pb.SendMessageRequest) -> MessageRecord:
     )
 
 
+def _conversation(
+    request: pb.SendMessageRequest,
+    kind: str,
+    content: dict[str, Any],
+    violations: list[FieldViolation],
+) -> dict[str, Any]:
+    """The reply_to and mentions of a message, validated (the quoted message is looked up
+    later, within the instance)."""
+    extra: dict[str, Any] = {}
+    if request.reply_to:
+        violations += check_message_id("reply_to", request.reply_to)
+        extra["reply_to"] = request.reply_to
+    phones = list(request.mentions)
+    if not phones:
+        return extra
+    if kind not in MENTIONABLE:
+        violations.append(FieldViolation("mentions", "only a text or a caption can mention"))
+        return extra
+    if len(phones) > MAX_MENTIONS:
+        violations.append(FieldViolation("mentions", f"at most {MAX_MENTIONS}"))
+        return extra
+    body = str(content.get("text") or content.get("caption") or "")
+    for n, phone in enumerate(phones):
+        found = check_phone(f"mentions[{n}]", phone) or (
+            [] if phone else [FieldViolation(f"mentions[{n}]", "required")]
+        )
+        if not found and f"@{phone[1:]}" not in body:
+            found = [FieldViolation(f"mentions[{n}]", f"the text must contain @{phone[1:]}")]
+        violations += found
+    extra["mention_phones"] = phones
+    extra["mentions"] = [f"{phone[1:]}@s.whatsapp.net" for phone in phones]
+    return extra
+
+
 def _micros(
     field: str, request: pb.SendMessageRequest, violations: list[FieldViolation]
 ) -> int | None:
@@ -187,8 +331,15 @@ def _micros(
     return None if found else int(value.ToMicroseconds())
 
 
-def _recipient(request: pb.SendMessageRequest, violations: list[FieldViolation]) -> str:
-    which = request.WhichOneof("recipient")
+def _recipient(
+    request: pb.SendMessageRequest | pb.SendChatPresenceRequest,
+    violations: list[FieldViolation],
+) -> str:
+    which = (
+        request.WhichOneof("chat")
+        if isinstance(request, pb.SendChatPresenceRequest)
+        else request.WhichOneof("recipient")
+    )
     if which == "phone":
         found = (
             check_phone("phone", request.phone)

@@ -141,6 +141,9 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
                     receive_time=timestamp(int(r.received_at * 1e6)),
                     media_size=r.media_size,
                     media_sha256=r.media_sha256,
+                    quoted_message_id=r.quoted_message_id,
+                    mentioned_jids=[j for j in r.mentioned_jids.split(",") if j],
+                    target_message_id=r.target_message_id,
                 )
                 for r in received
             ]

@@ -14,7 +14,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.event_append import append_events
-from zapgate.gateway.store.schema import correspondents, received_media
+from zapgate.gateway.store.schema import correspondents, received_media, received_messages
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """What a reply quotes and MarkRead names of a received message."""
+
+    message_id: str  # WhatsApp's
+    chat_jid: str
+    sender_jid: str
+    from_me: bool
+    kind: str
+    text: str
+    sent_us: int
+    read_us: int = 0  # when the instance marked it read (0: not yet)
+    # When the gateway stored it: WhatsApp's times have whole seconds, this orders a chat's
+    # messages of one second.
+    received_us: int = 0
+
+
+# How many messages one MarkRead "up to" names at most (the newest unread ones).
+MAX_MARK_READ = 500
 
 
 @dataclass(frozen=True)
@@ -39,11 +60,21 @@ class InboundRepository:
         media: MediaLocation | None,
         correspondent: str,
         event: dict[str, Any],
+        received: ReceivedMessage | None = None,
     ) -> None:
-        """Commits a received message's event with its media location and its sender
-        (empty: none to remember). A redelivered message keeps its first media row."""
+        """Commits a received message's event with its media location, its sender (empty:
+        none to remember) and what a reply to it quotes (None: nothing to quote, e.g. a
+        reaction). A redelivered message keeps its first rows."""
         now = self._clock()
         async with self._engine.begin() as conn:
+            if received is not None:
+                row = {
+                    "tenant": tenant,
+                    "instance_id": instance_id,
+                    **received.__dict__,
+                    "received_us": now,
+                }
+                await _insert_new(conn, received_messages, row)
             if media is not None:
                 row = {
                     "tenant": tenant,
@@ -76,6 +107,59 @@ class InboundRepository:
             row = (await conn.execute(query)).first()
         return None if row is None else MediaLocation(*row)
 
+    async def received(
+        self, tenant: str, instance_id: str, message_id: str
+    ) -> ReceivedMessage | None:
+        """A message the instance received, by WhatsApp's id (scoped: an id is unique only
+        within its account)."""
+        query = sa.select(*_RECEIVED).where(
+            received_messages.c.tenant == tenant,
+            received_messages.c.instance_id == instance_id,
+            received_messages.c.message_id == message_id,
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else ReceivedMessage(*row)
+
+    async def unread_up_to(
+        self, tenant: str, instance_id: str, last: ReceivedMessage
+    ) -> list[ReceivedMessage]:
+        """The messages others wrote in `last`'s chat up to it, not marked read yet, newest
+        first (at most MAX_MARK_READ)."""
+        query = (
+            sa.select(*_RECEIVED)
+            .where(
+                received_messages.c.tenant == tenant,
+                received_messages.c.instance_id == instance_id,
+                received_messages.c.chat_jid == last.chat_jid,
+                sa.or_(
+                    received_messages.c.sent_us < last.sent_us,
+                    sa.and_(
+                        received_messages.c.sent_us == last.sent_us,
+                        received_messages.c.received_us <= last.received_us,
+                    ),
+                ),
+                received_messages.c.read_us == 0,
+                received_messages.c.from_me == sa.false(),
+            )
+            .order_by(received_messages.c.sent_us.desc(), received_messages.c.received_us.desc())
+            .limit(MAX_MARK_READ)
+        )
+        async with self._engine.connect() as conn:
+            return [ReceivedMessage(*row) for row in await conn.execute(query)]
+
+    async def marked_read(self, tenant: str, instance_id: str, message_ids: list[str]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(received_messages)
+                .where(
+                    received_messages.c.tenant == tenant,
+                    received_messages.c.instance_id == instance_id,
+                    received_messages.c.message_id.in_(message_ids),
+                )
+                .values(read_us=self._clock())
+            )
+
     async def correspondents(self, tenant: str, instance_id: str) -> set[str]:
         """Everyone who ever wrote to the instance in a direct chat."""
         query = sa.select(correspondents.c.jid).where(
@@ -89,3 +173,16 @@ async def _insert_new(conn: AsyncConnection, table: sa.Table, row: dict[str, Any
     """Inserts `row` unless its key is taken (then the row already there stays)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     await conn.execute(dialect.insert(table).values(row).on_conflict_do_nothing())
+
+
+_RECEIVED = [
+    received_messages.c.message_id,
+    received_messages.c.chat_jid,
+    received_messages.c.sender_jid,
+    received_messages.c.from_me,
+    received_messages.c.kind,
+    received_messages.c.text,
+    received_messages.c.sent_us,
+    received_messages.c.read_us,
+    received_messages.c.received_us,
+]

@@ -138,6 +138,24 @@ received_media = sa.Table(
     sa.Column("received_us", sa.BigInteger, nullable=False),
 )
 
+# Received messages, as much of each as a reply quotes and MarkRead names (migration 0011).
+received_messages = sa.Table(
+    "received_messages",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("message_id", sa.String(128), primary_key=True),
+    sa.Column("chat_jid", sa.String(100), nullable=False),
+    sa.Column("sender_jid", sa.String(100), nullable=False),
+    sa.Column("from_me", sa.Boolean, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("sent_us", sa.BigInteger, nullable=False),
+    sa.Column("read_us", sa.BigInteger, nullable=False),
+    sa.Column("received_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_received_messages_chat", "tenant", "instance_id", "chat_jid", "sent_us"),
+)
+
 # Who wrote to each instance in a direct chat (so they are no new contacts when answered).
 correspondents = sa.Table(
     "correspondents",

@@ -163,21 +163,46 @@ class Client:
         *,
         variables: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        reply_to: str = "",
+        mentions: Sequence[str] = (),
     ) -> message_pb2.Message:
         """Queues a text to `to` (E.164 phone, or a JID with "@"). `body` may use `{name}`
         variables and `{Hi|Hello}` spins. A random idempotency key is used when none is given,
-        so a retried call never sends twice."""
+        so a retried call never sends twice. `reply_to` quotes a message of the chat (a
+        received message's id, or one of the instance's own messages); each E.164 number in
+        `mentions` must appear in `body` as @<digits>."""
         request = message_pb2.SendMessageRequest(
             instance_id=instance_id,
             text=message_pb2.Text(body=body),
             variables=variables,
             idempotency_key=idempotency_key or uuid.uuid4().hex,
+            reply_to=reply_to,
+            mentions=list(mentions),
         )
         if "@" in to:
             request.jid = to
         else:
             request.phone = to
         return (await self.messages.SendMessage(request)).message
+
+    async def reply(
+        self, instance_id: str, message_id: str, to: str, body: str, **options: Any
+    ) -> message_pb2.Message:
+        """Queues a text that quotes `message_id` (send_text with reply_to)."""
+        return await self.send_text(instance_id, to, body, reply_to=message_id, **options)
+
+    async def react(
+        self, instance_id: str, message_id: str, emoji: str, *, idempotency_key: str | None = None
+    ) -> message_pb2.Message:
+        """Queues a reaction to a message of one of the instance's chats; an empty emoji
+        removes the instance's reaction."""
+        request = message_pb2.ReactRequest(
+            instance_id=instance_id,
+            message_id=message_id,
+            emoji=emoji,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+        )
+        return (await self.messages.React(request)).message
 
     async def subscribe(
         self,

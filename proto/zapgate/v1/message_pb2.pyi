@@ -151,6 +151,31 @@ WAITING_REASON_DUE: WaitingReason.ValueType  # 14
 """Nothing holds it: it is being released now."""
 Global___WaitingReason: _TypeAlias = WaitingReason  # noqa: Y015
 
+class _ChatPresence:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChatPresenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChatPresence.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHAT_PRESENCE_UNSPECIFIED: _ChatPresence.ValueType  # 0
+    CHAT_PRESENCE_COMPOSING: _ChatPresence.ValueType  # 1
+    """"typing..." """
+    CHAT_PRESENCE_RECORDING: _ChatPresence.ValueType  # 2
+    """"recording audio..." """
+    CHAT_PRESENCE_PAUSED: _ChatPresence.ValueType  # 3
+    """Stops showing either."""
+
+class ChatPresence(_ChatPresence, metaclass=_ChatPresenceEnumTypeWrapper): ...
+
+CHAT_PRESENCE_UNSPECIFIED: ChatPresence.ValueType  # 0
+CHAT_PRESENCE_COMPOSING: ChatPresence.ValueType  # 1
+""""typing..." """
+CHAT_PRESENCE_RECORDING: ChatPresence.ValueType  # 2
+""""recording audio..." """
+CHAT_PRESENCE_PAUSED: ChatPresence.ValueType  # 3
+"""Stops showing either."""
+Global___ChatPresence: _TypeAlias = ChatPresence  # noqa: Y015
+
 @_typing.final
 class Text(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -325,6 +350,8 @@ class SendMessageRequest(_message.Message):
     SEND_AT_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
+    MENTIONS_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     phone: _builtins.str
     """E.164, e.g. +5511999998888."""
@@ -334,6 +361,11 @@ class SendMessageRequest(_message.Message):
     """Optional; unique per instance. A retry with the same key returns the first message."""
     priority: _builtins.int
     """Higher first; equal priorities keep their order. Never reorders one chat's messages."""
+    reply_to: _builtins.str
+    """Optional: quote (reply to) a message of the same chat: a message this instance received
+    (MessageReceived.message_id, WhatsApp's id) or one it sent (Message.id, zapgate's id;
+    it must have been sent). NOT_FOUND when the instance has no such message.
+    """
     @_builtins.property
     def text(self) -> Global___Text: ...
     @_builtins.property
@@ -358,6 +390,12 @@ class SendMessageRequest(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """Give up (EXPIRED) if not sent by then."""
 
+    @_builtins.property
+    def mentions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: people mentioned in the text or caption, E.164. Each must appear in the text
+        as @<digits> (e.g. "@5511999998888"), which WhatsApp shows as the person's name.
+        """
+
     def __init__(
         self,
         *,
@@ -376,10 +414,12 @@ class SendMessageRequest(_message.Message):
         send_at: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         priority: _builtins.int = ...,
+        reply_to: _builtins.str = ...,
+        mentions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "image", b"image", "jid", b"jid", "location", b"location", "phone", b"phone", "recipient", b"recipient", "send_at", b"send_at", "text", b"text", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "idempotency_key", b"idempotency_key", "image", b"image", "instance_id", b"instance_id", "jid", b"jid", "location", b"location", "phone", b"phone", "priority", b"priority", "recipient", b"recipient", "send_at", b"send_at", "text", b"text", "variables", b"variables", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "idempotency_key", b"idempotency_key", "image", b"image", "instance_id", b"instance_id", "jid", b"jid", "location", b"location", "mentions", b"mentions", "phone", b"phone", "priority", b"priority", "recipient", b"recipient", "reply_to", b"reply_to", "send_at", b"send_at", "text", b"text", "variables", b"variables", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "image", "video", "audio", "document", "location", "contact"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
@@ -413,6 +453,9 @@ class Message(_message.Message):
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
     FAILURE_DETAIL_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
+    MENTIONS_FIELD_NUMBER: _builtins.int
+    TARGET_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     instance_id: _builtins.str
     recipient_jid: _builtins.str
@@ -426,7 +469,9 @@ class Message(_message.Message):
     Empty in every other state.
     """
     kind: _builtins.str
-    """text, image, video, audio, voice_note, document, location or contact."""
+    """text, image, video, audio, voice_note, document, location, contact, reaction, edit or
+    revoke.
+    """
     priority: _builtins.int
     idempotency_key: _builtins.str
     whatsapp_message_id: _builtins.str
@@ -437,6 +482,10 @@ class Message(_message.Message):
     """With failure_reason: what happened, in words for a person (may change between
     versions; never compare it).
     """
+    reply_to: _builtins.str
+    """The message this one quotes (SendMessageRequest.reply_to), as given."""
+    target_message_id: _builtins.str
+    """reaction, edit and revoke: the message they act on, as given."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -453,6 +502,10 @@ class Message(_message.Message):
         the instance's next message if nothing changes meanwhile; for the others a lower bound.
         With PAUSED or NOT_CONNECTED: the earliest it could go once resumed or connected.
         """
+
+    @_builtins.property
+    def mentions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """E.164 numbers mentioned in the text or caption."""
 
     def __init__(
         self,
@@ -474,10 +527,13 @@ class Message(_message.Message):
         waiting_reason: Global___WaitingReason.ValueType = ...,
         next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
         failure_detail: _builtins.str = ...,
+        reply_to: _builtins.str = ...,
+        mentions: _abc.Iterable[_builtins.str] | None = ...,
+        target_message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "next_attempt_time", b"next_attempt_time", "send_at", b"send_at", "sent_time", b"sent_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "failure_detail", b"failure_detail", "failure_reason", b"failure_reason", "id", b"id", "idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "kind", b"kind", "next_attempt_time", b"next_attempt_time", "priority", b"priority", "recipient_jid", b"recipient_jid", "send_at", b"send_at", "sent_time", b"sent_time", "state", b"state", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "failure_detail", b"failure_detail", "failure_reason", b"failure_reason", "id", b"id", "idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "kind", b"kind", "mentions", b"mentions", "next_attempt_time", b"next_attempt_time", "priority", b"priority", "recipient_jid", b"recipient_jid", "reply_to", b"reply_to", "send_at", b"send_at", "sent_time", b"sent_time", "state", b"state", "target_message_id", b"target_message_id", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -695,3 +751,266 @@ class DownloadMediaResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadMediaResponse: _TypeAlias = DownloadMediaResponse  # noqa: Y015
+
+@_typing.final
+class ReactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    message_id: _builtins.str
+    """The message reacted to: zapgate's id of one the instance sent, or WhatsApp's id of one
+    it received (MessageReceived.message_id).
+    """
+    emoji: _builtins.str
+    """One emoji, e.g. "👍"; empty removes the instance's reaction."""
+    idempotency_key: _builtins.str
+    """Optional; as SendMessageRequest.idempotency_key."""
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        emoji: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emoji", b"emoji", "idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReactRequest: _TypeAlias = ReactRequest  # noqa: Y015
+
+@_typing.final
+class ReactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    @_builtins.property
+    def message(self) -> Global___Message:
+        """The reaction, queued (kind "reaction")."""
+
+    def __init__(
+        self,
+        *,
+        message: Global___Message | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReactResponse: _TypeAlias = ReactResponse  # noqa: Y015
+
+@_typing.final
+class EditMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    message_id: _builtins.str
+    """zapgate's id of the instance's own text message."""
+    text: _builtins.str
+    """The new text (sent as given: no templates or spins)."""
+    idempotency_key: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "message_id", b"message_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditMessageRequest: _TypeAlias = EditMessageRequest  # noqa: Y015
+
+@_typing.final
+class EditMessageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    @_builtins.property
+    def message(self) -> Global___Message:
+        """The edit, queued (kind "edit")."""
+
+    def __init__(
+        self,
+        *,
+        message: Global___Message | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditMessageResponse: _TypeAlias = EditMessageResponse  # noqa: Y015
+
+@_typing.final
+class RevokeMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    message_id: _builtins.str
+    """zapgate's id of the instance's own sent message."""
+    idempotency_key: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeMessageRequest: _TypeAlias = RevokeMessageRequest  # noqa: Y015
+
+@_typing.final
+class RevokeMessageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    @_builtins.property
+    def message(self) -> Global___Message:
+        """The deletion, queued (kind "revoke")."""
+
+    def __init__(
+        self,
+        *,
+        message: Global___Message | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeMessageResponse: _TypeAlias = RevokeMessageResponse  # noqa: Y015
+
+@_typing.final
+class MarkReadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    UP_TO_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    up_to_message_id: _builtins.str
+    """Or: every message received in this message's chat up to and including it."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """WhatsApp ids of received messages (MessageReceived.message_id), all of one chat."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        up_to_message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "message_ids", b"message_ids", "up_to_message_id", b"up_to_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkReadRequest: _TypeAlias = MarkReadRequest  # noqa: Y015
+
+@_typing.final
+class MarkReadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    MARKED_FIELD_NUMBER: _builtins.int
+    chat_jid: _builtins.str
+    """The chat the receipts went to."""
+    marked: _builtins.int
+    """How many messages were marked read."""
+    def __init__(
+        self,
+        *,
+        chat_jid: _builtins.str = ...,
+        marked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "marked", b"marked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkReadResponse: _TypeAlias = MarkReadResponse  # noqa: Y015
+
+@_typing.final
+class SendChatPresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    JID_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    phone: _builtins.str
+    """E.164."""
+    jid: _builtins.str
+    presence: Global___ChatPresence.ValueType
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        phone: _builtins.str = ...,
+        jid: _builtins.str = ...,
+        presence: Global___ChatPresence.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "jid", b"jid", "phone", b"phone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "instance_id", b"instance_id", "jid", b"jid", "phone", b"phone", "presence", b"presence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_chat: _TypeAlias = _typing.Literal["phone", "jid"]  # noqa: Y015
+    _WhichOneofArgType_chat: _TypeAlias = _typing.Literal["chat", b"chat"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_chat) -> _WhichOneofReturnType_chat | None: ...
+
+Global___SendChatPresenceRequest: _TypeAlias = SendChatPresenceRequest  # noqa: Y015
+
+@_typing.final
+class SendChatPresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendChatPresenceResponse: _TypeAlias = SendChatPresenceResponse  # noqa: Y015

@@ -53,6 +53,27 @@ class MessageServiceStub:
     `media`), fetched from WhatsApp's servers and decrypted. NOT_FOUND when the message had
     no media or is unknown; FAILED_PRECONDITION when the instance is not connected.
     """
+    React: _grpc.UnaryUnaryMultiCallable[_message_pb2.ReactRequest, _message_pb2.ReactResponse]
+    """Reacts to a message of one of the instance's chats (one the instance sent, by zapgate id,
+    or one it received, by WhatsApp id) with an emoji; an empty emoji removes the reaction.
+    Queued through the scheduler like a message (its chat's order is kept).
+    """
+    EditMessage: _grpc.UnaryUnaryMultiCallable[_message_pb2.EditMessageRequest, _message_pb2.EditMessageResponse]
+    """Replaces the text of one of the instance's own text messages (SENT, DELIVERED or READ)
+    within WhatsApp's 15-minute edit window; otherwise FAILED_PRECONDITION.
+    """
+    RevokeMessage: _grpc.UnaryUnaryMultiCallable[_message_pb2.RevokeMessageRequest, _message_pb2.RevokeMessageResponse]
+    """Deletes one of the instance's own sent messages for everyone (within WhatsApp's window
+    of about two days); otherwise FAILED_PRECONDITION.
+    """
+    MarkRead: _grpc.UnaryUnaryMultiCallable[_message_pb2.MarkReadRequest, _message_pb2.MarkReadResponse]
+    """Sends read receipts (blue ticks) for received messages of one chat: the ones named, or
+    every received message of the chat up to and including one. Paced per instance.
+    """
+    SendChatPresence: _grpc.UnaryUnaryMultiCallable[_message_pb2.SendChatPresenceRequest, _message_pb2.SendChatPresenceResponse]
+    """Shows "typing...", "recording audio..." or stops showing either in a chat. Paced per
+    instance: too many calls are RESOURCE_EXHAUSTED.
+    """
 
 @_typing.type_check_only
 class MessageServiceAsyncStub(MessageServiceStub):
@@ -78,6 +99,27 @@ class MessageServiceAsyncStub(MessageServiceStub):
     """Streams the bytes of media received in a message (EventService's MessageReceived with
     `media`), fetched from WhatsApp's servers and decrypted. NOT_FOUND when the message had
     no media or is unknown; FAILED_PRECONDITION when the instance is not connected.
+    """
+    React: _aio.UnaryUnaryMultiCallable[_message_pb2.ReactRequest, _message_pb2.ReactResponse]  # type: ignore[assignment]
+    """Reacts to a message of one of the instance's chats (one the instance sent, by zapgate id,
+    or one it received, by WhatsApp id) with an emoji; an empty emoji removes the reaction.
+    Queued through the scheduler like a message (its chat's order is kept).
+    """
+    EditMessage: _aio.UnaryUnaryMultiCallable[_message_pb2.EditMessageRequest, _message_pb2.EditMessageResponse]  # type: ignore[assignment]
+    """Replaces the text of one of the instance's own text messages (SENT, DELIVERED or READ)
+    within WhatsApp's 15-minute edit window; otherwise FAILED_PRECONDITION.
+    """
+    RevokeMessage: _aio.UnaryUnaryMultiCallable[_message_pb2.RevokeMessageRequest, _message_pb2.RevokeMessageResponse]  # type: ignore[assignment]
+    """Deletes one of the instance's own sent messages for everyone (within WhatsApp's window
+    of about two days); otherwise FAILED_PRECONDITION.
+    """
+    MarkRead: _aio.UnaryUnaryMultiCallable[_message_pb2.MarkReadRequest, _message_pb2.MarkReadResponse]  # type: ignore[assignment]
+    """Sends read receipts (blue ticks) for received messages of one chat: the ones named, or
+    every received message of the chat up to and including one. Paced per instance.
+    """
+    SendChatPresence: _aio.UnaryUnaryMultiCallable[_message_pb2.SendChatPresenceRequest, _message_pb2.SendChatPresenceResponse]  # type: ignore[assignment]
+    """Shows "typing...", "recording audio..." or stops showing either in a chat. Paced per
+    instance: too many calls are RESOURCE_EXHAUSTED.
     """
 
 class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +173,57 @@ class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the bytes of media received in a message (EventService's MessageReceived with
         `media`), fetched from WhatsApp's servers and decrypted. NOT_FOUND when the message had
         no media or is unknown; FAILED_PRECONDITION when the instance is not connected.
+        """
+
+    @_abc_1.abstractmethod
+    def React(
+        self,
+        request: _message_pb2.ReactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.ReactResponse, _abc.Awaitable[_message_pb2.ReactResponse]]:
+        """Reacts to a message of one of the instance's chats (one the instance sent, by zapgate id,
+        or one it received, by WhatsApp id) with an emoji; an empty emoji removes the reaction.
+        Queued through the scheduler like a message (its chat's order is kept).
+        """
+
+    @_abc_1.abstractmethod
+    def EditMessage(
+        self,
+        request: _message_pb2.EditMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.EditMessageResponse, _abc.Awaitable[_message_pb2.EditMessageResponse]]:
+        """Replaces the text of one of the instance's own text messages (SENT, DELIVERED or READ)
+        within WhatsApp's 15-minute edit window; otherwise FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeMessage(
+        self,
+        request: _message_pb2.RevokeMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.RevokeMessageResponse, _abc.Awaitable[_message_pb2.RevokeMessageResponse]]:
+        """Deletes one of the instance's own sent messages for everyone (within WhatsApp's window
+        of about two days); otherwise FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def MarkRead(
+        self,
+        request: _message_pb2.MarkReadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.MarkReadResponse, _abc.Awaitable[_message_pb2.MarkReadResponse]]:
+        """Sends read receipts (blue ticks) for received messages of one chat: the ones named, or
+        every received message of the chat up to and including one. Paced per instance.
+        """
+
+    @_abc_1.abstractmethod
+    def SendChatPresence(
+        self,
+        request: _message_pb2.SendChatPresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.SendChatPresenceResponse, _abc.Awaitable[_message_pb2.SendChatPresenceResponse]]:
+        """Shows "typing...", "recording audio..." or stops showing either in a chat. Paced per
+        instance: too many calls are RESOURCE_EXHAUSTED.
         """
 
 def add_MessageServiceServicer_to_server(servicer: MessageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

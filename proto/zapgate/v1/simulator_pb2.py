@@ -27,15 +27,15 @@ from zapgate.v1 import event_pb2 as zapgate_dot_v1_dot_event__pb2
 from zapgate.v1 import message_pb2 as zapgate_dot_v1_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1azapgate/v1/simulator.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16zapgate/v1/event.proto\x1a\x18zapgate/v1/message.proto\"A\n\rScanQrRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\"\x10\n\x0eScanQrResponse\"9\n\x14\x45nterPairCodeRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"\x17\n\x15\x45nterPairCodeResponse\",\n\x15\x44ropConnectionRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x18\n\x16\x44ropConnectionResponse\"-\n\x16LogoutFromPhoneRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x19\n\x17LogoutFromPhoneResponse\"T\n\x13TemporaryBanRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x1a\n\x12\x65xpires_in_seconds\x18\x03 \x01(\x01\"\x16\n\x14TemporaryBanResponse\",\n\x15StreamReplacedRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x18\n\x16StreamReplacedResponse\";\n\x13SetKeepAliveRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x61iling\x18\x02 \x01(\x08\"\x16\n\x14SetKeepAliveResponse\"E\n\x10\x46\x61ilSendsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0e\n\x06phones\x18\x02 \x03(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"\x13\n\x11\x46\x61ilSendsResponse\"*\n\x13ListReceivedRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\xbd\x01\n\x0fReceivedMessage\x12\x15\n\rrecipient_jid\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x1b\n\x13whatsapp_message_id\x18\x04 \x01(\t\x12\x30\n\x0creceive_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmedia_size\x18\x06 \x01(\x03\x12\x14\n\x0cmedia_sha256\x18\x07 \x01(\t\"E\n\x14ListReceivedResponse\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.zapgate.v1.ReceivedMessage\"\x86\x03\n\x1cInjectIncomingMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nfrom_phone\x18\x02 \x01(\t\x12\x10\n\x08\x66rom_lid\x18\x03 \x01(\t\x12\x11\n\tpush_name\x18\x04 \x01(\t\x12\x11\n\tgroup_jid\x18\x05 \x01(\t\x12\x0e\n\x04text\x18\x06 \x01(\tH\x00\x12*\n\x05media\x18\x07 \x01(\x0b\x32\x19.zapgate.v1.InjectedMediaH\x00\x12(\n\x08location\x18\x08 \x01(\x0b\x32\x14.zapgate.v1.LocationH\x00\x12*\n\x07\x63ontact\x18\t \x01(\x0b\x32\x17.zapgate.v1.ContactCardH\x00\x12(\n\x08reaction\x18\n \x01(\x0b\x32\x14.zapgate.v1.ReactionH\x00\x12*\n\x08reply_to\x18\x0b \x01(\x0b\x32\x18.zapgate.v1.ReplyContext\x12\x12\n\nmessage_id\x18\x0c \x01(\tB\t\n\x07\x63ontent\"\x8a\x01\n\rInjectedMedia\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.zapgate.v1.MediaKind\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x11\n\tfile_name\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x05 \x01(\t\x12\x0f\n\x07seconds\x18\x06 \x01(\x05\"3\n\x1dInjectIncomingMessageResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\x82\x01\n\x12SendReceiptRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x1c\n\x14whatsapp_message_ids\x18\x02 \x03(\t\x12%\n\x04kind\x18\x03 \x01(\x0e\x32\x17.zapgate.v1.ReceiptKind\x12\x12\n\nfrom_phone\x18\x04 \x01(\t\"\x15\n\x13SendReceiptResponse\"y\n\nSimContact\x12\r\n\x05phone\x18\x01 \x01(\t\x12\x11\n\tfull_name\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tpush_name\x18\x04 \x01(\t\x12\x15\n\rbusiness_name\x18\x05 \x01(\t\x12\x0b\n\x03lid\x18\x06 \x01(\t\"S\n\x12SetContactsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12(\n\x08\x63ontacts\x18\x02 \x03(\x0b\x32\x16.zapgate.v1.SimContact\"\x15\n\x13SetContactsResponse\"B\n\x1bSetRegisteredNumbersRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0e\n\x06phones\x18\x02 \x03(\t\"\x1e\n\x1cSetRegisteredNumbersResponse*w\n\x0bReceiptKind\x12\x1c\n\x18RECEIPT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16RECEIPT_KIND_DELIVERED\x10\x01\x12\x15\n\x11RECEIPT_KIND_READ\x10\x02\x12\x17\n\x13RECEIPT_KIND_PLAYED\x10\x03\x32\xf3\x08\n\x10SimulatorService\x12?\n\x06ScanQr\x12\x19.zapgate.v1.ScanQrRequest\x1a\x1a.zapgate.v1.ScanQrResponse\x12T\n\rEnterPairCode\x12 .zapgate.v1.EnterPairCodeRequest\x1a!.zapgate.v1.EnterPairCodeResponse\x12W\n\x0e\x44ropConnection\x12!.zapgate.v1.DropConnectionRequest\x1a\".zapgate.v1.DropConnectionResponse\x12Z\n\x0fLogoutFromPhone\x12\".zapgate.v1.LogoutFromPhoneRequest\x1a#.zapgate.v1.LogoutFromPhoneResponse\x12Q\n\x0cTemporaryBan\x12\x1f.zapgate.v1.TemporaryBanRequest\x1a .zapgate.v1.TemporaryBanResponse\x12W\n\x0eStreamReplaced\x12!.zapgate.v1.StreamReplacedRequest\x1a\".zapgate.v1.StreamReplacedResponse\x12Q\n\x0cSetKeepAlive\x12\x1f.zapgate.v1.SetKeepAliveRequest\x1a .zapgate.v1.SetKeepAliveResponse\x12H\n\tFailSends\x12\x1c.zapgate.v1.FailSendsRequest\x1a\x1d.zapgate.v1.FailSendsResponse\x12Q\n\x0cListReceived\x12\x1f.zapgate.v1.ListReceivedRequest\x1a .zapgate.v1.ListReceivedResponse\x12l\n\x15InjectIncomingMessage\x12(.zapgate.v1.InjectIncomingMessageRequest\x1a).zapgate.v1.InjectIncomingMessageResponse\x12N\n\x0bSendReceipt\x12\x1e.zapgate.v1.SendReceiptRequest\x1a\x1f.zapgate.v1.SendReceiptResponse\x12N\n\x0bSetContacts\x12\x1e.zapgate.v1.SetContactsRequest\x1a\x1f.zapgate.v1.SetContactsResponse\x12i\n\x14SetRegisteredNumbers\x12\'.zapgate.v1.SetRegisteredNumbersRequest\x1a(.zapgate.v1.SetRegisteredNumbersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1azapgate/v1/simulator.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16zapgate/v1/event.proto\x1a\x18zapgate/v1/message.proto\"A\n\rScanQrRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\"\x10\n\x0eScanQrResponse\"9\n\x14\x45nterPairCodeRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"\x17\n\x15\x45nterPairCodeResponse\",\n\x15\x44ropConnectionRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x18\n\x16\x44ropConnectionResponse\"-\n\x16LogoutFromPhoneRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x19\n\x17LogoutFromPhoneResponse\"T\n\x13TemporaryBanRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x1a\n\x12\x65xpires_in_seconds\x18\x03 \x01(\x01\"\x16\n\x14TemporaryBanResponse\",\n\x15StreamReplacedRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x18\n\x16StreamReplacedResponse\";\n\x13SetKeepAliveRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x61iling\x18\x02 \x01(\x08\"\x16\n\x14SetKeepAliveResponse\"E\n\x10\x46\x61ilSendsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0e\n\x06phones\x18\x02 \x03(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"\x13\n\x11\x46\x61ilSendsResponse\"*\n\x13ListReceivedRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x8b\x02\n\x0fReceivedMessage\x12\x15\n\rrecipient_jid\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x1b\n\x13whatsapp_message_id\x18\x04 \x01(\t\x12\x30\n\x0creceive_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmedia_size\x18\x06 \x01(\x03\x12\x14\n\x0cmedia_sha256\x18\x07 \x01(\t\x12\x19\n\x11quoted_message_id\x18\x08 \x01(\t\x12\x16\n\x0ementioned_jids\x18\t \x03(\t\x12\x19\n\x11target_message_id\x18\n \x01(\t\"E\n\x14ListReceivedResponse\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.zapgate.v1.ReceivedMessage\"\x86\x03\n\x1cInjectIncomingMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nfrom_phone\x18\x02 \x01(\t\x12\x10\n\x08\x66rom_lid\x18\x03 \x01(\t\x12\x11\n\tpush_name\x18\x04 \x01(\t\x12\x11\n\tgroup_jid\x18\x05 \x01(\t\x12\x0e\n\x04text\x18\x06 \x01(\tH\x00\x12*\n\x05media\x18\x07 \x01(\x0b\x32\x19.zapgate.v1.InjectedMediaH\x00\x12(\n\x08location\x18\x08 \x01(\x0b\x32\x14.zapgate.v1.LocationH\x00\x12*\n\x07\x63ontact\x18\t \x01(\x0b\x32\x17.zapgate.v1.ContactCardH\x00\x12(\n\x08reaction\x18\n \x01(\x0b\x32\x14.zapgate.v1.ReactionH\x00\x12*\n\x08reply_to\x18\x0b \x01(\x0b\x32\x18.zapgate.v1.ReplyContext\x12\x12\n\nmessage_id\x18\x0c \x01(\tB\t\n\x07\x63ontent\"\x8a\x01\n\rInjectedMedia\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.zapgate.v1.MediaKind\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x11\n\tfile_name\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x05 \x01(\t\x12\x0f\n\x07seconds\x18\x06 \x01(\x05\"3\n\x1dInjectIncomingMessageResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\x82\x01\n\x12SendReceiptRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x1c\n\x14whatsapp_message_ids\x18\x02 \x03(\t\x12%\n\x04kind\x18\x03 \x01(\x0e\x32\x17.zapgate.v1.ReceiptKind\x12\x12\n\nfrom_phone\x18\x04 \x01(\t\"\x15\n\x13SendReceiptResponse\"y\n\nSimContact\x12\r\n\x05phone\x18\x01 \x01(\t\x12\x11\n\tfull_name\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tpush_name\x18\x04 \x01(\t\x12\x15\n\rbusiness_name\x18\x05 \x01(\t\x12\x0b\n\x03lid\x18\x06 \x01(\t\"S\n\x12SetContactsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12(\n\x08\x63ontacts\x18\x02 \x03(\x0b\x32\x16.zapgate.v1.SimContact\"\x15\n\x13SetContactsResponse\"B\n\x1bSetRegisteredNumbersRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0e\n\x06phones\x18\x02 \x03(\t\"\x1e\n\x1cSetRegisteredNumbersResponse*w\n\x0bReceiptKind\x12\x1c\n\x18RECEIPT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16RECEIPT_KIND_DELIVERED\x10\x01\x12\x15\n\x11RECEIPT_KIND_READ\x10\x02\x12\x17\n\x13RECEIPT_KIND_PLAYED\x10\x03\x32\xf3\x08\n\x10SimulatorService\x12?\n\x06ScanQr\x12\x19.zapgate.v1.ScanQrRequest\x1a\x1a.zapgate.v1.ScanQrResponse\x12T\n\rEnterPairCode\x12 .zapgate.v1.EnterPairCodeRequest\x1a!.zapgate.v1.EnterPairCodeResponse\x12W\n\x0e\x44ropConnection\x12!.zapgate.v1.DropConnectionRequest\x1a\".zapgate.v1.DropConnectionResponse\x12Z\n\x0fLogoutFromPhone\x12\".zapgate.v1.LogoutFromPhoneRequest\x1a#.zapgate.v1.LogoutFromPhoneResponse\x12Q\n\x0cTemporaryBan\x12\x1f.zapgate.v1.TemporaryBanRequest\x1a .zapgate.v1.TemporaryBanResponse\x12W\n\x0eStreamReplaced\x12!.zapgate.v1.StreamReplacedRequest\x1a\".zapgate.v1.StreamReplacedResponse\x12Q\n\x0cSetKeepAlive\x12\x1f.zapgate.v1.SetKeepAliveRequest\x1a .zapgate.v1.SetKeepAliveResponse\x12H\n\tFailSends\x12\x1c.zapgate.v1.FailSendsRequest\x1a\x1d.zapgate.v1.FailSendsResponse\x12Q\n\x0cListReceived\x12\x1f.zapgate.v1.ListReceivedRequest\x1a .zapgate.v1.ListReceivedResponse\x12l\n\x15InjectIncomingMessage\x12(.zapgate.v1.InjectIncomingMessageRequest\x1a).zapgate.v1.InjectIncomingMessageResponse\x12N\n\x0bSendReceipt\x12\x1e.zapgate.v1.SendReceiptRequest\x1a\x1f.zapgate.v1.SendReceiptResponse\x12N\n\x0bSetContacts\x12\x1e.zapgate.v1.SetContactsRequest\x1a\x1f.zapgate.v1.SetContactsResponse\x12i\n\x14SetRegisteredNumbers\x12\'.zapgate.v1.SetRegisteredNumbersRequest\x1a(.zapgate.v1.SetRegisteredNumbersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zapgate.v1.simulator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECEIPTKIND']._serialized_start=2180
-  _globals['_RECEIPTKIND']._serialized_end=2299
+  _globals['_RECEIPTKIND']._serialized_start=2258
+  _globals['_RECEIPTKIND']._serialized_end=2377
   _globals['_SCANQRREQUEST']._serialized_start=125
   _globals['_SCANQRREQUEST']._serialized_end=190
   _globals['_SCANQRRESPONSE']._serialized_start=192
@@ -71,29 +71,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTRECEIVEDREQUEST']._serialized_start=799
   _globals['_LISTRECEIVEDREQUEST']._serialized_end=841
   _globals['_RECEIVEDMESSAGE']._serialized_start=844
-  _globals['_RECEIVEDMESSAGE']._serialized_end=1033
-  _globals['_LISTRECEIVEDRESPONSE']._serialized_start=1035
-  _globals['_LISTRECEIVEDRESPONSE']._serialized_end=1104
-  _globals['_INJECTINCOMINGMESSAGEREQUEST']._serialized_start=1107
-  _globals['_INJECTINCOMINGMESSAGEREQUEST']._serialized_end=1497
-  _globals['_INJECTEDMEDIA']._serialized_start=1500
-  _globals['_INJECTEDMEDIA']._serialized_end=1638
-  _globals['_INJECTINCOMINGMESSAGERESPONSE']._serialized_start=1640
-  _globals['_INJECTINCOMINGMESSAGERESPONSE']._serialized_end=1691
-  _globals['_SENDRECEIPTREQUEST']._serialized_start=1694
-  _globals['_SENDRECEIPTREQUEST']._serialized_end=1824
-  _globals['_SENDRECEIPTRESPONSE']._serialized_start=1826
-  _globals['_SENDRECEIPTRESPONSE']._serialized_end=1847
-  _globals['_SIMCONTACT']._serialized_start=1849
-  _globals['_SIMCONTACT']._serialized_end=1970
-  _globals['_SETCONTACTSREQUEST']._serialized_start=1972
-  _globals['_SETCONTACTSREQUEST']._serialized_end=2055
-  _globals['_SETCONTACTSRESPONSE']._serialized_start=2057
-  _globals['_SETCONTACTSRESPONSE']._serialized_end=2078
-  _globals['_SETREGISTEREDNUMBERSREQUEST']._serialized_start=2080
-  _globals['_SETREGISTEREDNUMBERSREQUEST']._serialized_end=2146
-  _globals['_SETREGISTEREDNUMBERSRESPONSE']._serialized_start=2148
-  _globals['_SETREGISTEREDNUMBERSRESPONSE']._serialized_end=2178
-  _globals['_SIMULATORSERVICE']._serialized_start=2302
-  _globals['_SIMULATORSERVICE']._serialized_end=3441
+  _globals['_RECEIVEDMESSAGE']._serialized_end=1111
+  _globals['_LISTRECEIVEDRESPONSE']._serialized_start=1113
+  _globals['_LISTRECEIVEDRESPONSE']._serialized_end=1182
+  _globals['_INJECTINCOMINGMESSAGEREQUEST']._serialized_start=1185
+  _globals['_INJECTINCOMINGMESSAGEREQUEST']._serialized_end=1575
+  _globals['_INJECTEDMEDIA']._serialized_start=1578
+  _globals['_INJECTEDMEDIA']._serialized_end=1716
+  _globals['_INJECTINCOMINGMESSAGERESPONSE']._serialized_start=1718
+  _globals['_INJECTINCOMINGMESSAGERESPONSE']._serialized_end=1769
+  _globals['_SENDRECEIPTREQUEST']._serialized_start=1772
+  _globals['_SENDRECEIPTREQUEST']._serialized_end=1902
+  _globals['_SENDRECEIPTRESPONSE']._serialized_start=1904
+  _globals['_SENDRECEIPTRESPONSE']._serialized_end=1925
+  _globals['_SIMCONTACT']._serialized_start=1927
+  _globals['_SIMCONTACT']._serialized_end=2048
+  _globals['_SETCONTACTSREQUEST']._serialized_start=2050
+  _globals['_SETCONTACTSREQUEST']._serialized_end=2133
+  _globals['_SETCONTACTSRESPONSE']._serialized_start=2135
+  _globals['_SETCONTACTSRESPONSE']._serialized_end=2156
+  _globals['_SETREGISTEREDNUMBERSREQUEST']._serialized_start=2158
+  _globals['_SETREGISTEREDNUMBERSREQUEST']._serialized_end=2224
+  _globals['_SETREGISTEREDNUMBERSRESPONSE']._serialized_start=2226
+  _globals['_SETREGISTEREDNUMBERSRESPONSE']._serialized_end=2256
+  _globals['_SIMULATORSERVICE']._serialized_start=2380
+  _globals['_SIMULATORSERVICE']._serialized_end=3519
 # @@protoc_insertion_point(module_scope)

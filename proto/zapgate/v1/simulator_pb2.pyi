@@ -372,16 +372,31 @@ class ReceivedMessage(_message.Message):
     RECEIVE_TIME_FIELD_NUMBER: _builtins.int
     MEDIA_SIZE_FIELD_NUMBER: _builtins.int
     MEDIA_SHA256_FIELD_NUMBER: _builtins.int
+    QUOTED_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    MENTIONED_JIDS_FIELD_NUMBER: _builtins.int
+    TARGET_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     recipient_jid: _builtins.str
     kind: _builtins.str
-    """text, image, video, audio, document, location, contact, composing, paused."""
+    """text, image, video, audio, document, location, contact, reaction, edit, revoke, read,
+    composing, recording, paused.
+    """
     text: _builtins.str
     """Text, caption, location name or contact name."""
     whatsapp_message_id: _builtins.str
     media_size: _builtins.int
     media_sha256: _builtins.str
+    quoted_message_id: _builtins.str
+    """WhatsApp's id of the message this one quotes (a reply)."""
+    target_message_id: _builtins.str
+    """reaction, edit, revoke, read: WhatsApp's id of the message acted on (read: every id,
+    comma-separated). A reaction's emoji and an edit's new text are in `text`.
+    """
     @_builtins.property
     def receive_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def mentioned_jids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """JIDs mentioned in the text or caption."""
+
     def __init__(
         self,
         *,
@@ -392,10 +407,13 @@ class ReceivedMessage(_message.Message):
         receive_time: _timestamp_pb2.Timestamp | None = ...,
         media_size: _builtins.int = ...,
         media_sha256: _builtins.str = ...,
+        quoted_message_id: _builtins.str = ...,
+        mentioned_jids: _abc.Iterable[_builtins.str] | None = ...,
+        target_message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["receive_time", b"receive_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "media_sha256", b"media_sha256", "media_size", b"media_size", "receive_time", b"receive_time", "recipient_jid", b"recipient_jid", "text", b"text", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "media_sha256", b"media_sha256", "media_size", b"media_size", "mentioned_jids", b"mentioned_jids", "quoted_message_id", b"quoted_message_id", "receive_time", b"receive_time", "recipient_jid", b"recipient_jid", "target_message_id", b"target_message_id", "text", b"text", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -74,6 +74,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The instance is temporarily banned (FAILED_PRECONDITION); it reconnects by itself when
     the ban ends (Instance.ban_expire_time).
     """
+    ERROR_REASON_MESSAGE_NOT_ACTIONABLE: _ErrorReason.ValueType  # 19
+    """The message cannot be acted on that way (FAILED_PRECONDITION): not sent yet, not the
+    instance's own, not a text, or past WhatsApp's edit or delete window; the metadata's
+    `why` says which.
+    """
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 20
+    """Too many calls of a paced kind (RESOURCE_EXHAUSTED); retry after `retry_after_seconds`."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -133,4 +140,11 @@ ERROR_REASON_INSTANCE_BANNED: ErrorReason.ValueType  # 18
 """The instance is temporarily banned (FAILED_PRECONDITION); it reconnects by itself when
 the ban ends (Instance.ban_expire_time).
 """
+ERROR_REASON_MESSAGE_NOT_ACTIONABLE: ErrorReason.ValueType  # 19
+"""The message cannot be acted on that way (FAILED_PRECONDITION): not sent yet, not the
+instance's own, not a text, or past WhatsApp's edit or delete window; the metadata's
+`why` says which.
+"""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 20
+"""Too many calls of a paced kind (RESOURCE_EXHAUSTED); retry after `retry_after_seconds`."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18zapgate/v1/message.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x04Text\x12\x0c\n\x04\x62ody\x18\x01 \x01(\t\"L\n\x05Media\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\"<\n\x05\x41udio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\nvoice_note\x18\x03 \x01(\x08\"N\n\x08Location\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"A\n\x0b\x43ontactCard\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\r\n\x05vcard\x18\x03 \x01(\t\"\xe9\x04\n\x12SendMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x05phone\x18\x02 \x01(\tH\x00\x12\r\n\x03jid\x18\x03 \x01(\tH\x00\x12 \n\x04text\x18\x04 \x01(\x0b\x32\x10.zapgate.v1.TextH\x01\x12\"\n\x05image\x18\x05 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12\"\n\x05video\x18\x06 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12\"\n\x05\x61udio\x18\x07 \x01(\x0b\x32\x11.zapgate.v1.AudioH\x01\x12%\n\x08\x64ocument\x18\x08 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12(\n\x08location\x18\t \x01(\x0b\x32\x14.zapgate.v1.LocationH\x01\x12*\n\x07\x63ontact\x18\n \x01(\x0b\x32\x17.zapgate.v1.ContactCardH\x01\x12@\n\tvariables\x18\x0b \x03(\x0b\x32-.zapgate.v1.SendMessageRequest.VariablesEntry\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12+\n\x07send_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08priority\x18\x0f \x01(\x05\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\trecipientB\t\n\x07\x63ontent\"\xc9\x04\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x15\n\rrecipient_jid\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x1b\n\x13whatsapp_message_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07send_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsent_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0ewaiting_reason\x18\x0f \x01(\x0e\x32\x19.zapgate.v1.WaitingReason\x12\x35\n\x11next_attempt_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x61ilure_detail\x18\x11 \x01(\t\"L\n\x13SendMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"<\n\x11GetMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\":\n\x12GetMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\"z\n\x13ListMessagesRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"V\n\x14ListMessagesResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.zapgate.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x14\x43\x61ncelMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"=\n\x15\x43\x61ncelMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\"?\n\x14\x44ownloadMediaRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"Y\n\x15\x44ownloadMediaResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03*\xa5\x02\n\x0cMessageState\x12\x1d\n\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MESSAGE_STATE_QUEUED\x10\x01\x12\x19\n\x15MESSAGE_STATE_SENDING\x10\x02\x12\x16\n\x12MESSAGE_STATE_SENT\x10\x03\x12\x1b\n\x17MESSAGE_STATE_DELIVERED\x10\x04\x12\x16\n\x12MESSAGE_STATE_READ\x10\x05\x12\x18\n\x14MESSAGE_STATE_FAILED\x10\x06\x12\x1b\n\x17MESSAGE_STATE_CANCELLED\x10\x07\x12\x19\n\x15MESSAGE_STATE_EXPIRED\x10\x08\x12\"\n\x1eMESSAGE_STATE_DELIVERY_UNKNOWN\x10\t*\xc6\x03\n\rWaitingReason\x12\x1e\n\x1aWAITING_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aWAITING_REASON_QUIET_HOURS\x10\x01\x12\x16\n\x12WAITING_REASON_GAP\x10\x02\x12\x1d\n\x19WAITING_REASON_MINUTE_CAP\x10\x03\x12\x1b\n\x17WAITING_REASON_HOUR_CAP\x10\x04\x12\x1a\n\x16WAITING_REASON_DAY_CAP\x10\x05\x12\"\n\x1eWAITING_REASON_NEW_CONTACT_CAP\x10\x06\x12\x19\n\x15WAITING_REASON_WARMUP\x10\x07\x12\x19\n\x15WAITING_REASON_PAUSED\x10\x08\x12 \n\x1cWAITING_REASON_NOT_CONNECTED\x10\t\x12\x1a\n\x16WAITING_REASON_SEND_AT\x10\n\x12\x1c\n\x18WAITING_REASON_IN_FLIGHT\x10\x0b\x12\x1d\n\x19WAITING_REASON_CHAT_ORDER\x10\x0c\x12\x18\n\x14WAITING_REASON_QUEUE\x10\r\x12\x16\n\x12WAITING_REASON_DUE\x10\x0e\x32\xae\x03\n\x0eMessageService\x12N\n\x0bSendMessage\x12\x1e.zapgate.v1.SendMessageRequest\x1a\x1f.zapgate.v1.SendMessageResponse\x12K\n\nGetMessage\x12\x1d.zapgate.v1.GetMessageRequest\x1a\x1e.zapgate.v1.GetMessageResponse\x12Q\n\x0cListMessages\x12\x1f.zapgate.v1.ListMessagesRequest\x1a .zapgate.v1.ListMessagesResponse\x12T\n\rCancelMessage\x12 .zapgate.v1.CancelMessageRequest\x1a!.zapgate.v1.CancelMessageResponse\x12V\n\rDownloadMedia\x12 .zapgate.v1.DownloadMediaRequest\x1a!.zapgate.v1.DownloadMediaResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18zapgate/v1/message.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x04Text\x12\x0c\n\x04\x62ody\x18\x01 \x01(\t\"L\n\x05Media\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\"<\n\x05\x41udio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\nvoice_note\x18\x03 \x01(\x08\"N\n\x08Location\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"A\n\x0b\x43ontactCard\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\r\n\x05vcard\x18\x03 \x01(\t\"\x8d\x05\n\x12SendMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x05phone\x18\x02 \x01(\tH\x00\x12\r\n\x03jid\x18\x03 \x01(\tH\x00\x12 \n\x04text\x18\x04 \x01(\x0b\x32\x10.zapgate.v1.TextH\x01\x12\"\n\x05image\x18\x05 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12\"\n\x05video\x18\x06 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12\"\n\x05\x61udio\x18\x07 \x01(\x0b\x32\x11.zapgate.v1.AudioH\x01\x12%\n\x08\x64ocument\x18\x08 \x01(\x0b\x32\x11.zapgate.v1.MediaH\x01\x12(\n\x08location\x18\t \x01(\x0b\x32\x14.zapgate.v1.LocationH\x01\x12*\n\x07\x63ontact\x18\n \x01(\x0b\x32\x17.zapgate.v1.ContactCardH\x01\x12@\n\tvariables\x18\x0b \x03(\x0b\x32-.zapgate.v1.SendMessageRequest.VariablesEntry\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12+\n\x07send_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08priority\x18\x0f \x01(\x05\x12\x10\n\x08reply_to\x18\x10 \x01(\t\x12\x10\n\x08mentions\x18\x11 \x03(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\trecipientB\t\n\x07\x63ontent\"\x88\x05\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x15\n\rrecipient_jid\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x1b\n\x13whatsapp_message_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07send_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsent_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0ewaiting_reason\x18\x0f \x01(\x0e\x32\x19.zapgate.v1.WaitingReason\x12\x35\n\x11next_attempt_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x61ilure_detail\x18\x11 \x01(\t\x12\x10\n\x08reply_to\x18\x12 \x01(\t\x12\x10\n\x08mentions\x18\x13 \x03(\t\x12\x19\n\x11target_message_id\x18\x14 \x01(\t\"L\n\x13SendMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"<\n\x11GetMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\":\n\x12GetMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\"z\n\x13ListMessagesRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"V\n\x14ListMessagesResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.zapgate.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x14\x43\x61ncelMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"=\n\x15\x43\x61ncelMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\"?\n\x14\x44ownloadMediaRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"Y\n\x15\x44ownloadMediaResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"_\n\x0cReactRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\r\n\x05\x65moji\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"F\n\rReactResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"d\n\x12\x45\x64itMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"L\n\x13\x45\x64itMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"X\n\x14RevokeMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"N\n\x15RevokeMessageResponse\x12$\n\x07message\x18\x01 \x01(\x0b\x32\x13.zapgate.v1.Message\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"U\n\x0fMarkReadRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x13\n\x0bmessage_ids\x18\x02 \x03(\t\x12\x18\n\x10up_to_message_id\x18\x03 \x01(\t\"4\n\x10MarkReadResponse\x12\x10\n\x08\x63hat_jid\x18\x01 \x01(\t\x12\x0e\n\x06marked\x18\x02 \x01(\x05\"\x82\x01\n\x17SendChatPresenceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x05phone\x18\x02 \x01(\tH\x00\x12\r\n\x03jid\x18\x03 \x01(\tH\x00\x12*\n\x08presence\x18\x04 \x01(\x0e\x32\x18.zapgate.v1.ChatPresenceB\x06\n\x04\x63hat\"\x1a\n\x18SendChatPresenceResponse*\xa5\x02\n\x0cMessageState\x12\x1d\n\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MESSAGE_STATE_QUEUED\x10\x01\x12\x19\n\x15MESSAGE_STATE_SENDING\x10\x02\x12\x16\n\x12MESSAGE_STATE_SENT\x10\x03\x12\x1b\n\x17MESSAGE_STATE_DELIVERED\x10\x04\x12\x16\n\x12MESSAGE_STATE_READ\x10\x05\x12\x18\n\x14MESSAGE_STATE_FAILED\x10\x06\x12\x1b\n\x17MESSAGE_STATE_CANCELLED\x10\x07\x12\x19\n\x15MESSAGE_STATE_EXPIRED\x10\x08\x12\"\n\x1eMESSAGE_STATE_DELIVERY_UNKNOWN\x10\t*\xc6\x03\n\rWaitingReason\x12\x1e\n\x1aWAITING_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aWAITING_REASON_QUIET_HOURS\x10\x01\x12\x16\n\x12WAITING_REASON_GAP\x10\x02\x12\x1d\n\x19WAITING_REASON_MINUTE_CAP\x10\x03\x12\x1b\n\x17WAITING_REASON_HOUR_CAP\x10\x04\x12\x1a\n\x16WAITING_REASON_DAY_CAP\x10\x05\x12\"\n\x1eWAITING_REASON_NEW_CONTACT_CAP\x10\x06\x12\x19\n\x15WAITING_REASON_WARMUP\x10\x07\x12\x19\n\x15WAITING_REASON_PAUSED\x10\x08\x12 \n\x1cWAITING_REASON_NOT_CONNECTED\x10\t\x12\x1a\n\x16WAITING_REASON_SEND_AT\x10\n\x12\x1c\n\x18WAITING_REASON_IN_FLIGHT\x10\x0b\x12\x1d\n\x19WAITING_REASON_CHAT_ORDER\x10\x0c\x12\x18\n\x14WAITING_REASON_QUEUE\x10\r\x12\x16\n\x12WAITING_REASON_DUE\x10\x0e*\x81\x01\n\x0c\x43hatPresence\x12\x1d\n\x19\x43HAT_PRESENCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43HAT_PRESENCE_COMPOSING\x10\x01\x12\x1b\n\x17\x43HAT_PRESENCE_RECORDING\x10\x02\x12\x18\n\x14\x43HAT_PRESENCE_PAUSED\x10\x03\x32\xb8\x06\n\x0eMessageService\x12N\n\x0bSendMessage\x12\x1e.zapgate.v1.SendMessageRequest\x1a\x1f.zapgate.v1.SendMessageResponse\x12K\n\nGetMessage\x12\x1d.zapgate.v1.GetMessageRequest\x1a\x1e.zapgate.v1.GetMessageResponse\x12Q\n\x0cListMessages\x12\x1f.zapgate.v1.ListMessagesRequest\x1a .zapgate.v1.ListMessagesResponse\x12T\n\rCancelMessage\x12 .zapgate.v1.CancelMessageRequest\x1a!.zapgate.v1.CancelMessageResponse\x12V\n\rDownloadMedia\x12 .zapgate.v1.DownloadMediaRequest\x1a!.zapgate.v1.DownloadMediaResponse0\x01\x12<\n\x05React\x12\x18.zapgate.v1.ReactRequest\x1a\x19.zapgate.v1.ReactResponse\x12N\n\x0b\x45\x64itMessage\x12\x1e.zapgate.v1.EditMessageRequest\x1a\x1f.zapgate.v1.EditMessageResponse\x12T\n\rRevokeMessage\x12 .zapgate.v1.RevokeMessageRequest\x1a!.zapgate.v1.RevokeMessageResponse\x12\x45\n\x08MarkRead\x12\x1b.zapgate.v1.MarkReadRequest\x1a\x1c.zapgate.v1.MarkReadResponse\x12]\n\x10SendChatPresence\x12#.zapgate.v1.SendChatPresenceRequest\x1a$.zapgate.v1.SendChatPresenceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SENDMESSAGEREQUEST_VARIABLESENTRY']._loaded_options = None
   _globals['_SENDMESSAGEREQUEST_VARIABLESENTRY']._serialized_options = b'8\001'
-  _globals['_MESSAGESTATE']._serialized_start=2287
-  _globals['_MESSAGESTATE']._serialized_end=2580
-  _globals['_WAITINGREASON']._serialized_start=2583
-  _globals['_WAITINGREASON']._serialized_end=3037
+  _globals['_MESSAGESTATE']._serialized_start=3207
+  _globals['_MESSAGESTATE']._serialized_end=3500
+  _globals['_WAITINGREASON']._serialized_start=3503
+  _globals['_WAITINGREASON']._serialized_end=3957
+  _globals['_CHATPRESENCE']._serialized_start=3960
+  _globals['_CHATPRESENCE']._serialized_end=4089
   _globals['_TEXT']._serialized_start=73
   _globals['_TEXT']._serialized_end=93
   _globals['_MEDIA']._serialized_start=95
@@ -49,29 +51,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTACTCARD']._serialized_start=315
   _globals['_CONTACTCARD']._serialized_end=380
   _globals['_SENDMESSAGEREQUEST']._serialized_start=383
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=1000
-  _globals['_SENDMESSAGEREQUEST_VARIABLESENTRY']._serialized_start=928
-  _globals['_SENDMESSAGEREQUEST_VARIABLESENTRY']._serialized_end=976
-  _globals['_MESSAGE']._serialized_start=1003
-  _globals['_MESSAGE']._serialized_end=1588
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=1590
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=1666
-  _globals['_GETMESSAGEREQUEST']._serialized_start=1668
-  _globals['_GETMESSAGEREQUEST']._serialized_end=1728
-  _globals['_GETMESSAGERESPONSE']._serialized_start=1730
-  _globals['_GETMESSAGERESPONSE']._serialized_end=1788
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1790
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1912
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1914
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2000
-  _globals['_CANCELMESSAGEREQUEST']._serialized_start=2002
-  _globals['_CANCELMESSAGEREQUEST']._serialized_end=2065
-  _globals['_CANCELMESSAGERESPONSE']._serialized_start=2067
-  _globals['_CANCELMESSAGERESPONSE']._serialized_end=2128
-  _globals['_DOWNLOADMEDIAREQUEST']._serialized_start=2130
-  _globals['_DOWNLOADMEDIAREQUEST']._serialized_end=2193
-  _globals['_DOWNLOADMEDIARESPONSE']._serialized_start=2195
-  _globals['_DOWNLOADMEDIARESPONSE']._serialized_end=2284
-  _globals['_MESSAGESERVICE']._serialized_start=3040
-  _globals['_MESSAGESERVICE']._serialized_end=3470
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=1036
+  _globals['_SENDMESSAGEREQUEST_VARIABLESENTRY']._serialized_start=964
+  _globals['_SENDMESSAGEREQUEST_VARIABLESENTRY']._serialized_end=1012
+  _globals['_MESSAGE']._serialized_start=1039
+  _globals['_MESSAGE']._serialized_end=1687
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=1689
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=1765
+  _globals['_GETMESSAGEREQUEST']._serialized_start=1767
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1827
+  _globals['_GETMESSAGERESPONSE']._serialized_start=1829
+  _globals['_GETMESSAGERESPONSE']._serialized_end=1887
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1889
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=2011
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2013
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2099
+  _globals['_CANCELMESSAGEREQUEST']._serialized_start=2101
+  _globals['_CANCELMESSAGEREQUEST']._serialized_end=2164
+  _globals['_CANCELMESSAGERESPONSE']._serialized_start=2166
+  _globals['_CANCELMESSAGERESPONSE']._serialized_end=2227
+  _globals['_DOWNLOADMEDIAREQUEST']._serialized_start=2229
+  _globals['_DOWNLOADMEDIAREQUEST']._serialized_end=2292
+  _globals['_DOWNLOADMEDIARESPONSE']._serialized_start=2294
+  _globals['_DOWNLOADMEDIARESPONSE']._serialized_end=2383
+  _globals['_REACTREQUEST']._serialized_start=2385
+  _globals['_REACTREQUEST']._serialized_end=2480
+  _globals['_REACTRESPONSE']._serialized_start=2482
+  _globals['_REACTRESPONSE']._serialized_end=2552
+  _globals['_EDITMESSAGEREQUEST']._serialized_start=2554
+  _globals['_EDITMESSAGEREQUEST']._serialized_end=2654
+  _globals['_EDITMESSAGERESPONSE']._serialized_start=2656
+  _globals['_EDITMESSAGERESPONSE']._serialized_end=2732
+  _globals['_REVOKEMESSAGEREQUEST']._serialized_start=2734
+  _globals['_REVOKEMESSAGEREQUEST']._serialized_end=2822
+  _globals['_REVOKEMESSAGERESPONSE']._serialized_start=2824
+  _globals['_REVOKEMESSAGERESPONSE']._serialized_end=2902
+  _globals['_MARKREADREQUEST']._serialized_start=2904
+  _globals['_MARKREADREQUEST']._serialized_end=2989
+  _globals['_MARKREADRESPONSE']._serialized_start=2991
+  _globals['_MARKREADRESPONSE']._serialized_end=3043
+  _globals['_SENDCHATPRESENCEREQUEST']._serialized_start=3046
+  _globals['_SENDCHATPRESENCEREQUEST']._serialized_end=3176
+  _globals['_SENDCHATPRESENCERESPONSE']._serialized_start=3178
+  _globals['_SENDCHATPRESENCERESPONSE']._serialized_end=3204
+  _globals['_MESSAGESERVICE']._serialized_start=4092
+  _globals['_MESSAGESERVICE']._serialized_end=4916
 # @@protoc_insertion_point(module_scope)

@@ -62,6 +62,31 @@ class MessageServiceStub:
                 request_serializer=zapgate_dot_v1_dot_message__pb2.DownloadMediaRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_message__pb2.DownloadMediaResponse.FromString,
                 _registered_method=True)
+        self.React = channel.unary_unary(
+                '/zapgate.v1.MessageService/React',
+                request_serializer=zapgate_dot_v1_dot_message__pb2.ReactRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_message__pb2.ReactResponse.FromString,
+                _registered_method=True)
+        self.EditMessage = channel.unary_unary(
+                '/zapgate.v1.MessageService/EditMessage',
+                request_serializer=zapgate_dot_v1_dot_message__pb2.EditMessageRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_message__pb2.EditMessageResponse.FromString,
+                _registered_method=True)
+        self.RevokeMessage = channel.unary_unary(
+                '/zapgate.v1.MessageService/RevokeMessage',
+                request_serializer=zapgate_dot_v1_dot_message__pb2.RevokeMessageRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_message__pb2.RevokeMessageResponse.FromString,
+                _registered_method=True)
+        self.MarkRead = channel.unary_unary(
+                '/zapgate.v1.MessageService/MarkRead',
+                request_serializer=zapgate_dot_v1_dot_message__pb2.MarkReadRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_message__pb2.MarkReadResponse.FromString,
+                _registered_method=True)
+        self.SendChatPresence = channel.unary_unary(
+                '/zapgate.v1.MessageService/SendChatPresence',
+                request_serializer=zapgate_dot_v1_dot_message__pb2.SendChatPresenceRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_message__pb2.SendChatPresenceResponse.FromString,
+                _registered_method=True)
 
 
 class MessageServiceServicer:
@@ -109,6 +134,47 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def React(self, request, context):
+        """Reacts to a message of one of the instance's chats (one the instance sent, by zapgate id,
+        or one it received, by WhatsApp id) with an emoji; an empty emoji removes the reaction.
+        Queued through the scheduler like a message (its chat's order is kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EditMessage(self, request, context):
+        """Replaces the text of one of the instance's own text messages (SENT, DELIVERED or READ)
+        within WhatsApp's 15-minute edit window; otherwise FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeMessage(self, request, context):
+        """Deletes one of the instance's own sent messages for everyone (within WhatsApp's window
+        of about two days); otherwise FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkRead(self, request, context):
+        """Sends read receipts (blue ticks) for received messages of one chat: the ones named, or
+        every received message of the chat up to and including one. Paced per instance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendChatPresence(self, request, context):
+        """Shows "typing...", "recording audio..." or stops showing either in a chat. Paced per
+        instance: too many calls are RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +202,31 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.DownloadMedia,
                     request_deserializer=zapgate_dot_v1_dot_message__pb2.DownloadMediaRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_message__pb2.DownloadMediaResponse.SerializeToString,
+            ),
+            'React': grpc.unary_unary_rpc_method_handler(
+                    servicer.React,
+                    request_deserializer=zapgate_dot_v1_dot_message__pb2.ReactRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_message__pb2.ReactResponse.SerializeToString,
+            ),
+            'EditMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.EditMessage,
+                    request_deserializer=zapgate_dot_v1_dot_message__pb2.EditMessageRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_message__pb2.EditMessageResponse.SerializeToString,
+            ),
+            'RevokeMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeMessage,
+                    request_deserializer=zapgate_dot_v1_dot_message__pb2.RevokeMessageRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_message__pb2.RevokeMessageResponse.SerializeToString,
+            ),
+            'MarkRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkRead,
+                    request_deserializer=zapgate_dot_v1_dot_message__pb2.MarkReadRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_message__pb2.MarkReadResponse.SerializeToString,
+            ),
+            'SendChatPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendChatPresence,
+                    request_deserializer=zapgate_dot_v1_dot_message__pb2.SendChatPresenceRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_message__pb2.SendChatPresenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -276,6 +367,141 @@ class MessageService:
             '/zapgate.v1.MessageService/DownloadMedia',
             zapgate_dot_v1_dot_message__pb2.DownloadMediaRequest.SerializeToString,
             zapgate_dot_v1_dot_message__pb2.DownloadMediaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def React(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.MessageService/React',
+            zapgate_dot_v1_dot_message__pb2.ReactRequest.SerializeToString,
+            zapgate_dot_v1_dot_message__pb2.ReactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.MessageService/EditMessage',
+            zapgate_dot_v1_dot_message__pb2.EditMessageRequest.SerializeToString,
+            zapgate_dot_v1_dot_message__pb2.EditMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.MessageService/RevokeMessage',
+            zapgate_dot_v1_dot_message__pb2.RevokeMessageRequest.SerializeToString,
+            zapgate_dot_v1_dot_message__pb2.RevokeMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.MessageService/MarkRead',
+            zapgate_dot_v1_dot_message__pb2.MarkReadRequest.SerializeToString,
+            zapgate_dot_v1_dot_message__pb2.MarkReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendChatPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.MessageService/SendChatPresence',
+            zapgate_dot_v1_dot_message__pb2.SendChatPresenceRequest.SerializeToString,
+            zapgate_dot_v1_dot_message__pb2.SendChatPresenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

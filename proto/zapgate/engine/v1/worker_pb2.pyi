@@ -321,6 +321,11 @@ class Content(_message.Message):
     LOCATION_ADDRESS_FIELD_NUMBER: _builtins.int
     CONTACT_NAME_FIELD_NUMBER: _builtins.int
     CONTACT_VCARD_FIELD_NUMBER: _builtins.int
+    QUOTE_FIELD_NUMBER: _builtins.int
+    MENTIONS_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    REACTION_EMOJI_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     voice_note: _builtins.bool
     has_location: _builtins.bool
@@ -330,6 +335,9 @@ class Content(_message.Message):
     location_address: _builtins.str
     contact_name: _builtins.str
     contact_vcard: _builtins.str
+    action: _builtins.str
+    """"", "reaction", "edit" or "revoke"."""
+    reaction_emoji: _builtins.str
     @_builtins.property
     def image(self) -> Global___Media: ...
     @_builtins.property
@@ -338,6 +346,16 @@ class Content(_message.Message):
     def audio(self) -> Global___Media: ...
     @_builtins.property
     def document(self) -> Global___Media: ...
+    @_builtins.property
+    def quote(self) -> Global___MessageRef:
+        """zapgate.sessions.engine.MessageRef: the quoted message (with any kind but reaction,
+        edit, revoke) or the message acted on (those three).
+        """
+
+    @_builtins.property
+    def mentions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def target(self) -> Global___MessageRef: ...
     def __init__(
         self,
         *,
@@ -354,14 +372,139 @@ class Content(_message.Message):
         location_address: _builtins.str = ...,
         contact_name: _builtins.str = ...,
         contact_vcard: _builtins.str = ...,
+        quote: Global___MessageRef | None = ...,
+        mentions: _abc.Iterable[_builtins.str] | None = ...,
+        action: _builtins.str = ...,
+        target: Global___MessageRef | None = ...,
+        reaction_emoji: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "document", b"document", "image", b"image", "video", b"video"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "document", b"document", "image", b"image", "quote", b"quote", "target", b"target", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact_name", b"contact_name", "contact_vcard", b"contact_vcard", "document", b"document", "has_location", b"has_location", "image", b"image", "latitude", b"latitude", "location_address", b"location_address", "location_name", b"location_name", "longitude", b"longitude", "text", b"text", "video", b"video", "voice_note", b"voice_note"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "audio", b"audio", "contact_name", b"contact_name", "contact_vcard", b"contact_vcard", "document", b"document", "has_location", b"has_location", "image", b"image", "latitude", b"latitude", "location_address", b"location_address", "location_name", b"location_name", "longitude", b"longitude", "mentions", b"mentions", "quote", b"quote", "reaction_emoji", b"reaction_emoji", "target", b"target", "text", b"text", "video", b"video", "voice_note", b"voice_note"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Content: _TypeAlias = Content  # noqa: Y015
+
+@_typing.final
+class MessageRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    SENDER_JID_FIELD_NUMBER: _builtins.int
+    FROM_ME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    chat_jid: _builtins.str
+    sender_jid: _builtins.str
+    from_me: _builtins.bool
+    kind: _builtins.str
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        chat_jid: _builtins.str = ...,
+        sender_jid: _builtins.str = ...,
+        from_me: _builtins.bool = ...,
+        kind: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "from_me", b"from_me", "kind", b"kind", "message_id", b"message_id", "sender_jid", b"sender_jid", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageRef: _TypeAlias = MessageRef  # noqa: Y015
+
+@_typing.final
+class MarkReadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    SENDER_JID_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    chat_jid: _builtins.str
+    sender_jid: _builtins.str
+    """The sender of the messages (in a group: the participant); empty in a direct chat."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        chat_jid: _builtins.str = ...,
+        sender_jid: _builtins.str = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "key", b"key", "message_ids", b"message_ids", "sender_jid", b"sender_jid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkReadRequest: _TypeAlias = MarkReadRequest  # noqa: Y015
+
+@_typing.final
+class MarkReadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkReadResponse: _TypeAlias = MarkReadResponse  # noqa: Y015
+
+@_typing.final
+class SendPresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    chat_jid: _builtins.str
+    presence: _builtins.str
+    """composing, recording or paused."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        chat_jid: _builtins.str = ...,
+        presence: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "key", b"key", "presence", b"presence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPresenceRequest: _TypeAlias = SendPresenceRequest  # noqa: Y015
+
+@_typing.final
+class SendPresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPresenceResponse: _TypeAlias = SendPresenceResponse  # noqa: Y015
 
 @_typing.final
 class SendRequest(_message.Message):

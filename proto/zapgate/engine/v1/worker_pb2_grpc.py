@@ -96,6 +96,16 @@ class EngineWorkerServiceStub:
                 request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersRequest.SerializeToString,
                 response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersResponse.FromString,
                 _registered_method=True)
+        self.MarkRead = channel.unary_unary(
+                '/zapgate.engine.v1.EngineWorkerService/MarkRead',
+                request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.MarkReadRequest.SerializeToString,
+                response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.MarkReadResponse.FromString,
+                _registered_method=True)
+        self.SendPresence = channel.unary_unary(
+                '/zapgate.engine.v1.EngineWorkerService/SendPresence',
+                request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceRequest.SerializeToString,
+                response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceResponse.FromString,
+                _registered_method=True)
 
 
 class EngineWorkerServiceServicer:
@@ -187,6 +197,20 @@ class EngineWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MarkRead(self, request, context):
+        """Sends read receipts for received messages of one chat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendPresence(self, request, context):
+        """Shows composing, recording or paused in a chat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineWorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +273,16 @@ def add_EngineWorkerServiceServicer_to_server(servicer, server):
                     servicer.CheckNumbers,
                     request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersRequest.FromString,
                     response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersResponse.SerializeToString,
+            ),
+            'MarkRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkRead,
+                    request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.MarkReadRequest.FromString,
+                    response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.MarkReadResponse.SerializeToString,
+            ),
+            'SendPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendPresence,
+                    request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceRequest.FromString,
+                    response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +611,60 @@ class EngineWorkerService:
             '/zapgate.engine.v1.EngineWorkerService/CheckNumbers',
             zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersRequest.SerializeToString,
             zapgate_dot_engine_dot_v1_dot_worker__pb2.CheckNumbersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.engine.v1.EngineWorkerService/MarkRead',
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.MarkReadRequest.SerializeToString,
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.MarkReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.engine.v1.EngineWorkerService/SendPresence',
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceRequest.SerializeToString,
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,10 @@ class EngineWorkerServiceStub:
     """Every contact the instance knows."""
     CheckNumbers: _grpc.UnaryUnaryMultiCallable[_worker_pb2.CheckNumbersRequest, _worker_pb2.CheckNumbersResponse]
     """Which numbers are on WhatsApp."""
+    MarkRead: _grpc.UnaryUnaryMultiCallable[_worker_pb2.MarkReadRequest, _worker_pb2.MarkReadResponse]
+    """Sends read receipts for received messages of one chat."""
+    SendPresence: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SendPresenceRequest, _worker_pb2.SendPresenceResponse]
+    """Shows composing, recording or paused in a chat."""
 
 @_typing.type_check_only
 class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
@@ -91,6 +95,10 @@ class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
     """Every contact the instance knows."""
     CheckNumbers: _aio.UnaryUnaryMultiCallable[_worker_pb2.CheckNumbersRequest, _worker_pb2.CheckNumbersResponse]  # type: ignore[assignment]
     """Which numbers are on WhatsApp."""
+    MarkRead: _aio.UnaryUnaryMultiCallable[_worker_pb2.MarkReadRequest, _worker_pb2.MarkReadResponse]  # type: ignore[assignment]
+    """Sends read receipts for received messages of one chat."""
+    SendPresence: _aio.UnaryUnaryMultiCallable[_worker_pb2.SendPresenceRequest, _worker_pb2.SendPresenceResponse]  # type: ignore[assignment]
+    """Shows composing, recording or paused in a chat."""
 
 class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Internal protocol between the core process and its engine worker processes, spoken over a
@@ -192,5 +200,21 @@ class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.CheckNumbersResponse, _abc.Awaitable[_worker_pb2.CheckNumbersResponse]]:
         """Which numbers are on WhatsApp."""
+
+    @_abc_1.abstractmethod
+    def MarkRead(
+        self,
+        request: _worker_pb2.MarkReadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.MarkReadResponse, _abc.Awaitable[_worker_pb2.MarkReadResponse]]:
+        """Sends read receipts for received messages of one chat."""
+
+    @_abc_1.abstractmethod
+    def SendPresence(
+        self,
+        request: _worker_pb2.SendPresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.SendPresenceResponse, _abc.Awaitable[_worker_pb2.SendPresenceResponse]]:
+        """Shows composing, recording or paused in a chat."""
 
 def add_EngineWorkerServiceServicer_to_server(servicer: EngineWorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

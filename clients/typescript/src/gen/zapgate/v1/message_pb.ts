@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/message.proto.
  */
 export const file_zapgate_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("Chh6YXBnYXRlL3YxL21lc3NhZ2UucHJvdG8SCnphcGdhdGUudjEiFAoEVGV4dBIMCgRib2R5GAEgASgJIkwKBU1lZGlhEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJIjwKBUF1ZGlvEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhIKCnZvaWNlX25vdGUYAyABKAgiTgoITG9jYXRpb24SEAoIbGF0aXR1ZGUYASABKAESEQoJbG9uZ2l0dWRlGAIgASgBEgwKBG5hbWUYAyABKAkSDwoHYWRkcmVzcxgEIAEoCSJBCgtDb250YWN0Q2FyZBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFcGhvbmUYAiABKAkSDQoFdmNhcmQYAyABKAki6QQKElNlbmRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgVwaG9uZRgCIAEoCUgAEg0KA2ppZBgDIAEoCUgAEiAKBHRleHQYBCABKAsyEC56YXBnYXRlLnYxLlRleHRIARIiCgVpbWFnZRgFIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgV2aWRlbxgGIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgVhdWRpbxgHIAEoCzIRLnphcGdhdGUudjEuQXVkaW9IARIlCghkb2N1bWVudBgIIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIoCghsb2NhdGlvbhgJIAEoCzIULnphcGdhdGUudjEuTG9jYXRpb25IARIqCgdjb250YWN0GAogASgLMhcuemFwZ2F0ZS52MS5Db250YWN0Q2FyZEgBEkAKCXZhcmlhYmxlcxgLIAMoCzItLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0LlZhcmlhYmxlc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgMIAEoCRIrCgdzZW5kX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJpb3JpdHkYDyABKAUaMAoOVmFyaWFibGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUILCglyZWNpcGllbnRCCQoHY29udGVudCLJBAoHTWVzc2FnZRIKCgJpZBgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRIVCg1yZWNpcGllbnRfamlkGAMgASgJEicKBXN0YXRlGAQgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YBSABKAkSDAoEa2luZBgGIAEoCRIQCghwcmlvcml0eRgHIAEoBRIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3NlbmRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzZW50X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDndhaXRpbmdfcmVhc29uGA8gASgOMhkuemFwZ2F0ZS52MS5XYWl0aW5nUmVhc29uEjUKEW5leHRfYXR0ZW1wdF90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5mYWlsdXJlX2RldGFpbBgRIAEoCSJMChNTZW5kTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USDwoHY3JlYXRlZBgCIAEoCCI8ChFHZXRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIjoKEkdldE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlInoKE0xpc3RNZXNzYWdlc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJWChRMaXN0TWVzc2FnZXNSZXNwb25zZRIlCghtZXNzYWdlcxgBIAMoCzITLnphcGdhdGUudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPwoUQ2FuY2VsTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSI9ChVDYW5jZWxNZXNzYWdlUmVzcG9uc2USJAoHbWVzc2FnZRgBIAEoCzITLnphcGdhdGUudjEuTWVzc2FnZSI/ChREb3dubG9hZE1lZGlhUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIlkKFURvd25sb2FkTWVkaWFSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDAoEc2l6ZRgEIAEoAyqlAgoMTWVzc2FnZVN0YXRlEh0KGU1FU1NBR0VfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRNRVNTQUdFX1NUQVRFX1FVRVVFRBABEhkKFU1FU1NBR0VfU1RBVEVfU0VORElORxACEhYKEk1FU1NBR0VfU1RBVEVfU0VOVBADEhsKF01FU1NBR0VfU1RBVEVfREVMSVZFUkVEEAQSFgoSTUVTU0FHRV9TVEFURV9SRUFEEAUSGAoUTUVTU0FHRV9TVEFURV9GQUlMRUQQBhIbChdNRVNTQUdFX1NUQVRFX0NBTkNFTExFRBAHEhkKFU1FU1NBR0VfU1RBVEVfRVhQSVJFRBAIEiIKHk1FU1NBR0VfU1RBVEVfREVMSVZFUllfVU5LTk9XThAJKsYDCg1XYWl0aW5nUmVhc29uEh4KGldBSVRJTkdfUkVBU09OX1VOU1BFQ0lGSUVEEAASHgoaV0FJVElOR19SRUFTT05fUVVJRVRfSE9VUlMQARIWChJXQUlUSU5HX1JFQVNPTl9HQVAQAhIdChlXQUlUSU5HX1JFQVNPTl9NSU5VVEVfQ0FQEAMSGwoXV0FJVElOR19SRUFTT05fSE9VUl9DQVAQBBIaChZXQUlUSU5HX1JFQVNPTl9EQVlfQ0FQEAUSIgoeV0FJVElOR19SRUFTT05fTkVXX0NPTlRBQ1RfQ0FQEAYSGQoVV0FJVElOR19SRUFTT05fV0FSTVVQEAcSGQoVV0FJVElOR19SRUFTT05fUEFVU0VEEAgSIAocV0FJVElOR19SRUFTT05fTk9UX0NPTk5FQ1RFRBAJEhoKFldBSVRJTkdfUkVBU09OX1NFTkRfQVQQChIcChhXQUlUSU5HX1JFQVNPTl9JTl9GTElHSFQQCxIdChlXQUlUSU5HX1JFQVNPTl9DSEFUX09SREVSEAwSGAoUV0FJVElOR19SRUFTT05fUVVFVUUQDRIWChJXQUlUSU5HX1JFQVNPTl9EVUUQDjKuAwoOTWVzc2FnZVNlcnZpY2USTgoLU2VuZE1lc3NhZ2USHi56YXBnYXRlLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBofLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJLCgpHZXRNZXNzYWdlEh0uemFwZ2F0ZS52MS5HZXRNZXNzYWdlUmVxdWVzdBoeLnphcGdhdGUudjEuR2V0TWVzc2FnZVJlc3BvbnNlElEKDExpc3RNZXNzYWdlcxIfLnphcGdhdGUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBogLnphcGdhdGUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2USVAoNQ2FuY2VsTWVzc2FnZRIgLnphcGdhdGUudjEuQ2FuY2VsTWVzc2FnZVJlcXVlc3QaIS56YXBnYXRlLnYxLkNhbmNlbE1lc3NhZ2VSZXNwb25zZRJWCg1Eb3dubG9hZE1lZGlhEiAuemFwZ2F0ZS52MS5Eb3dubG9hZE1lZGlhUmVxdWVzdBohLnphcGdhdGUudjEuRG93bmxvYWRNZWRpYVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Chh6YXBnYXRlL3YxL21lc3NhZ2UucHJvdG8SCnphcGdhdGUudjEiFAoEVGV4dBIMCgRib2R5GAEgASgJIkwKBU1lZGlhEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJIjwKBUF1ZGlvEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhIKCnZvaWNlX25vdGUYAyABKAgiTgoITG9jYXRpb24SEAoIbGF0aXR1ZGUYASABKAESEQoJbG9uZ2l0dWRlGAIgASgBEgwKBG5hbWUYAyABKAkSDwoHYWRkcmVzcxgEIAEoCSJBCgtDb250YWN0Q2FyZBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFcGhvbmUYAiABKAkSDQoFdmNhcmQYAyABKAkijQUKElNlbmRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgVwaG9uZRgCIAEoCUgAEg0KA2ppZBgDIAEoCUgAEiAKBHRleHQYBCABKAsyEC56YXBnYXRlLnYxLlRleHRIARIiCgVpbWFnZRgFIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgV2aWRlbxgGIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgVhdWRpbxgHIAEoCzIRLnphcGdhdGUudjEuQXVkaW9IARIlCghkb2N1bWVudBgIIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIoCghsb2NhdGlvbhgJIAEoCzIULnphcGdhdGUudjEuTG9jYXRpb25IARIqCgdjb250YWN0GAogASgLMhcuemFwZ2F0ZS52MS5Db250YWN0Q2FyZEgBEkAKCXZhcmlhYmxlcxgLIAMoCzItLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0LlZhcmlhYmxlc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgMIAEoCRIrCgdzZW5kX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJpb3JpdHkYDyABKAUSEAoIcmVwbHlfdG8YECABKAkSEAoIbWVudGlvbnMYESADKAkaMAoOVmFyaWFibGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUILCglyZWNpcGllbnRCCQoHY29udGVudCKIBQoHTWVzc2FnZRIKCgJpZBgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRIVCg1yZWNpcGllbnRfamlkGAMgASgJEicKBXN0YXRlGAQgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YBSABKAkSDAoEa2luZBgGIAEoCRIQCghwcmlvcml0eRgHIAEoBRIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3NlbmRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzZW50X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDndhaXRpbmdfcmVhc29uGA8gASgOMhkuemFwZ2F0ZS52MS5XYWl0aW5nUmVhc29uEjUKEW5leHRfYXR0ZW1wdF90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5mYWlsdXJlX2RldGFpbBgRIAEoCRIQCghyZXBseV90bxgSIAEoCRIQCghtZW50aW9ucxgTIAMoCRIZChF0YXJnZXRfbWVzc2FnZV9pZBgUIAEoCSJMChNTZW5kTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USDwoHY3JlYXRlZBgCIAEoCCI8ChFHZXRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIjoKEkdldE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlInoKE0xpc3RNZXNzYWdlc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJWChRMaXN0TWVzc2FnZXNSZXNwb25zZRIlCghtZXNzYWdlcxgBIAMoCzITLnphcGdhdGUudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPwoUQ2FuY2VsTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSI9ChVDYW5jZWxNZXNzYWdlUmVzcG9uc2USJAoHbWVzc2FnZRgBIAEoCzITLnphcGdhdGUudjEuTWVzc2FnZSI/ChREb3dubG9hZE1lZGlhUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIlkKFURvd25sb2FkTWVkaWFSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDAoEc2l6ZRgEIAEoAyJfCgxSZWFjdFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRINCgVlbW9qaRgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiRgoNUmVhY3RSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEg8KB2NyZWF0ZWQYAiABKAgiZAoSRWRpdE1lc3NhZ2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiTAoTRWRpdE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEg8KB2NyZWF0ZWQYAiABKAgiWAoUUmV2b2tlTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiTgoVUmV2b2tlTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USDwoHY3JlYXRlZBgCIAEoCCJVCg9NYXJrUmVhZFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEwoLbWVzc2FnZV9pZHMYAiADKAkSGAoQdXBfdG9fbWVzc2FnZV9pZBgDIAEoCSI0ChBNYXJrUmVhZFJlc3BvbnNlEhAKCGNoYXRfamlkGAEgASgJEg4KBm1hcmtlZBgCIAEoBSKCAQoXU2VuZENoYXRQcmVzZW5jZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDwoFcGhvbmUYAiABKAlIABINCgNqaWQYAyABKAlIABIqCghwcmVzZW5jZRgEIAEoDjIYLnphcGdhdGUudjEuQ2hhdFByZXNlbmNlQgYKBGNoYXQiGgoYU2VuZENoYXRQcmVzZW5jZVJlc3BvbnNlKqUCCgxNZXNzYWdlU3RhdGUSHQoZTUVTU0FHRV9TVEFURV9VTlNQRUNJRklFRBAAEhgKFE1FU1NBR0VfU1RBVEVfUVVFVUVEEAESGQoVTUVTU0FHRV9TVEFURV9TRU5ESU5HEAISFgoSTUVTU0FHRV9TVEFURV9TRU5UEAMSGwoXTUVTU0FHRV9TVEFURV9ERUxJVkVSRUQQBBIWChJNRVNTQUdFX1NUQVRFX1JFQUQQBRIYChRNRVNTQUdFX1NUQVRFX0ZBSUxFRBAGEhsKF01FU1NBR0VfU1RBVEVfQ0FOQ0VMTEVEEAcSGQoVTUVTU0FHRV9TVEFURV9FWFBJUkVEEAgSIgoeTUVTU0FHRV9TVEFURV9ERUxJVkVSWV9VTktOT1dOEAkqxgMKDVdhaXRpbmdSZWFzb24SHgoaV0FJVElOR19SRUFTT05fVU5TUEVDSUZJRUQQABIeChpXQUlUSU5HX1JFQVNPTl9RVUlFVF9IT1VSUxABEhYKEldBSVRJTkdfUkVBU09OX0dBUBACEh0KGVdBSVRJTkdfUkVBU09OX01JTlVURV9DQVAQAxIbChdXQUlUSU5HX1JFQVNPTl9IT1VSX0NBUBAEEhoKFldBSVRJTkdfUkVBU09OX0RBWV9DQVAQBRIiCh5XQUlUSU5HX1JFQVNPTl9ORVdfQ09OVEFDVF9DQVAQBhIZChVXQUlUSU5HX1JFQVNPTl9XQVJNVVAQBxIZChVXQUlUSU5HX1JFQVNPTl9QQVVTRUQQCBIgChxXQUlUSU5HX1JFQVNPTl9OT1RfQ09OTkVDVEVEEAkSGgoWV0FJVElOR19SRUFTT05fU0VORF9BVBAKEhwKGFdBSVRJTkdfUkVBU09OX0lOX0ZMSUdIVBALEh0KGVdBSVRJTkdfUkVBU09OX0NIQVRfT1JERVIQDBIYChRXQUlUSU5HX1JFQVNPTl9RVUVVRRANEhYKEldBSVRJTkdfUkVBU09OX0RVRRAOKoEBCgxDaGF0UHJlc2VuY2USHQoZQ0hBVF9QUkVTRU5DRV9VTlNQRUNJRklFRBAAEhsKF0NIQVRfUFJFU0VOQ0VfQ09NUE9TSU5HEAESGwoXQ0hBVF9QUkVTRU5DRV9SRUNPUkRJTkcQAhIYChRDSEFUX1BSRVNFTkNFX1BBVVNFRBADMrgGCg5NZXNzYWdlU2VydmljZRJOCgtTZW5kTWVzc2FnZRIeLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEksKCkdldE1lc3NhZ2USHS56YXBnYXRlLnYxLkdldE1lc3NhZ2VSZXF1ZXN0Gh4uemFwZ2F0ZS52MS5HZXRNZXNzYWdlUmVzcG9uc2USUQoMTGlzdE1lc3NhZ2VzEh8uemFwZ2F0ZS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0GiAuemFwZ2F0ZS52MS5MaXN0TWVzc2FnZXNSZXNwb25zZRJUCg1DYW5jZWxNZXNzYWdlEiAuemFwZ2F0ZS52MS5DYW5jZWxNZXNzYWdlUmVxdWVzdBohLnphcGdhdGUudjEuQ2FuY2VsTWVzc2FnZVJlc3BvbnNlElYKDURvd25sb2FkTWVkaWESIC56YXBnYXRlLnYxLkRvd25sb2FkTWVkaWFSZXF1ZXN0GiEuemFwZ2F0ZS52MS5Eb3dubG9hZE1lZGlhUmVzcG9uc2UwARI8CgVSZWFjdBIYLnphcGdhdGUudjEuUmVhY3RSZXF1ZXN0GhkuemFwZ2F0ZS52MS5SZWFjdFJlc3BvbnNlEk4KC0VkaXRNZXNzYWdlEh4uemFwZ2F0ZS52MS5FZGl0TWVzc2FnZVJlcXVlc3QaHy56YXBnYXRlLnYxLkVkaXRNZXNzYWdlUmVzcG9uc2USVAoNUmV2b2tlTWVzc2FnZRIgLnphcGdhdGUudjEuUmV2b2tlTWVzc2FnZVJlcXVlc3QaIS56YXBnYXRlLnYxLlJldm9rZU1lc3NhZ2VSZXNwb25zZRJFCghNYXJrUmVhZBIbLnphcGdhdGUudjEuTWFya1JlYWRSZXF1ZXN0GhwuemFwZ2F0ZS52MS5NYXJrUmVhZFJlc3BvbnNlEl0KEFNlbmRDaGF0UHJlc2VuY2USIy56YXBnYXRlLnYxLlNlbmRDaGF0UHJlc2VuY2VSZXF1ZXN0GiQuemFwZ2F0ZS52MS5TZW5kQ2hhdFByZXNlbmNlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message zapgate.v1.Text
@@ -270,6 +270,23 @@ export type SendMessageRequest = Message$1<"zapgate.v1.SendMessageRequest"> & {
    * @generated from field: int32 priority = 15;
    */
   priority: number;
+
+  /**
+   * Optional: quote (reply to) a message of the same chat: a message this instance received
+   * (MessageReceived.message_id, WhatsApp's id) or one it sent (Message.id, zapgate's id;
+   * it must have been sent). NOT_FOUND when the instance has no such message.
+   *
+   * @generated from field: string reply_to = 16;
+   */
+  replyTo: string;
+
+  /**
+   * Optional: people mentioned in the text or caption, E.164. Each must appear in the text
+   * as @<digits> (e.g. "@5511999998888"), which WhatsApp shows as the person's name.
+   *
+   * @generated from field: repeated string mentions = 17;
+   */
+  mentions: string[];
 };
 
 /**
@@ -316,7 +333,8 @@ export type Message = Message$1<"zapgate.v1.Message"> & {
   failureReason: string;
 
   /**
-   * text, image, video, audio, voice_note, document, location or contact.
+   * text, image, video, audio, voice_note, document, location, contact, reaction, edit or
+   * revoke.
    *
    * @generated from field: string kind = 6;
    */
@@ -387,6 +405,27 @@ export type Message = Message$1<"zapgate.v1.Message"> & {
    * @generated from field: string failure_detail = 17;
    */
   failureDetail: string;
+
+  /**
+   * The message this one quotes (SendMessageRequest.reply_to), as given.
+   *
+   * @generated from field: string reply_to = 18;
+   */
+  replyTo: string;
+
+  /**
+   * E.164 numbers mentioned in the text or caption.
+   *
+   * @generated from field: repeated string mentions = 19;
+   */
+  mentions: string[];
+
+  /**
+   * reaction, edit and revoke: the message they act on, as given.
+   *
+   * @generated from field: string target_message_id = 20;
+   */
+  targetMessageId: string;
 };
 
 /**
@@ -613,6 +652,293 @@ export const DownloadMediaResponseSchema: GenMessage<DownloadMediaResponse> = /*
   messageDesc(file_zapgate_v1_message, 15);
 
 /**
+ * @generated from message zapgate.v1.ReactRequest
+ */
+export type ReactRequest = Message$1<"zapgate.v1.ReactRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * The message reacted to: zapgate's id of one the instance sent, or WhatsApp's id of one
+   * it received (MessageReceived.message_id).
+   *
+   * @generated from field: string message_id = 2;
+   */
+  messageId: string;
+
+  /**
+   * One emoji, e.g. "👍"; empty removes the instance's reaction.
+   *
+   * @generated from field: string emoji = 3;
+   */
+  emoji: string;
+
+  /**
+   * Optional; as SendMessageRequest.idempotency_key.
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message zapgate.v1.ReactRequest.
+ * Use `create(ReactRequestSchema)` to create a new message.
+ */
+export const ReactRequestSchema: GenMessage<ReactRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 16);
+
+/**
+ * @generated from message zapgate.v1.ReactResponse
+ */
+export type ReactResponse = Message$1<"zapgate.v1.ReactResponse"> & {
+  /**
+   * The reaction, queued (kind "reaction").
+   *
+   * @generated from field: zapgate.v1.Message message = 1;
+   */
+  message?: Message | undefined;
+
+  /**
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message zapgate.v1.ReactResponse.
+ * Use `create(ReactResponseSchema)` to create a new message.
+ */
+export const ReactResponseSchema: GenMessage<ReactResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 17);
+
+/**
+ * @generated from message zapgate.v1.EditMessageRequest
+ */
+export type EditMessageRequest = Message$1<"zapgate.v1.EditMessageRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * zapgate's id of the instance's own text message.
+   *
+   * @generated from field: string message_id = 2;
+   */
+  messageId: string;
+
+  /**
+   * The new text (sent as given: no templates or spins).
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+
+  /**
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message zapgate.v1.EditMessageRequest.
+ * Use `create(EditMessageRequestSchema)` to create a new message.
+ */
+export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 18);
+
+/**
+ * @generated from message zapgate.v1.EditMessageResponse
+ */
+export type EditMessageResponse = Message$1<"zapgate.v1.EditMessageResponse"> & {
+  /**
+   * The edit, queued (kind "edit").
+   *
+   * @generated from field: zapgate.v1.Message message = 1;
+   */
+  message?: Message | undefined;
+
+  /**
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message zapgate.v1.EditMessageResponse.
+ * Use `create(EditMessageResponseSchema)` to create a new message.
+ */
+export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 19);
+
+/**
+ * @generated from message zapgate.v1.RevokeMessageRequest
+ */
+export type RevokeMessageRequest = Message$1<"zapgate.v1.RevokeMessageRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * zapgate's id of the instance's own sent message.
+   *
+   * @generated from field: string message_id = 2;
+   */
+  messageId: string;
+
+  /**
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message zapgate.v1.RevokeMessageRequest.
+ * Use `create(RevokeMessageRequestSchema)` to create a new message.
+ */
+export const RevokeMessageRequestSchema: GenMessage<RevokeMessageRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 20);
+
+/**
+ * @generated from message zapgate.v1.RevokeMessageResponse
+ */
+export type RevokeMessageResponse = Message$1<"zapgate.v1.RevokeMessageResponse"> & {
+  /**
+   * The deletion, queued (kind "revoke").
+   *
+   * @generated from field: zapgate.v1.Message message = 1;
+   */
+  message?: Message | undefined;
+
+  /**
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message zapgate.v1.RevokeMessageResponse.
+ * Use `create(RevokeMessageResponseSchema)` to create a new message.
+ */
+export const RevokeMessageResponseSchema: GenMessage<RevokeMessageResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 21);
+
+/**
+ * @generated from message zapgate.v1.MarkReadRequest
+ */
+export type MarkReadRequest = Message$1<"zapgate.v1.MarkReadRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * WhatsApp ids of received messages (MessageReceived.message_id), all of one chat.
+   *
+   * @generated from field: repeated string message_ids = 2;
+   */
+  messageIds: string[];
+
+  /**
+   * Or: every message received in this message's chat up to and including it.
+   *
+   * @generated from field: string up_to_message_id = 3;
+   */
+  upToMessageId: string;
+};
+
+/**
+ * Describes the message zapgate.v1.MarkReadRequest.
+ * Use `create(MarkReadRequestSchema)` to create a new message.
+ */
+export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 22);
+
+/**
+ * @generated from message zapgate.v1.MarkReadResponse
+ */
+export type MarkReadResponse = Message$1<"zapgate.v1.MarkReadResponse"> & {
+  /**
+   * The chat the receipts went to.
+   *
+   * @generated from field: string chat_jid = 1;
+   */
+  chatJid: string;
+
+  /**
+   * How many messages were marked read.
+   *
+   * @generated from field: int32 marked = 2;
+   */
+  marked: number;
+};
+
+/**
+ * Describes the message zapgate.v1.MarkReadResponse.
+ * Use `create(MarkReadResponseSchema)` to create a new message.
+ */
+export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 23);
+
+/**
+ * @generated from message zapgate.v1.SendChatPresenceRequest
+ */
+export type SendChatPresenceRequest = Message$1<"zapgate.v1.SendChatPresenceRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * @generated from oneof zapgate.v1.SendChatPresenceRequest.chat
+   */
+  chat: {
+    /**
+     * E.164.
+     *
+     * @generated from field: string phone = 2;
+     */
+    value: string;
+    case: "phone";
+  } | {
+    /**
+     * @generated from field: string jid = 3;
+     */
+    value: string;
+    case: "jid";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from field: zapgate.v1.ChatPresence presence = 4;
+   */
+  presence: ChatPresence;
+};
+
+/**
+ * Describes the message zapgate.v1.SendChatPresenceRequest.
+ * Use `create(SendChatPresenceRequestSchema)` to create a new message.
+ */
+export const SendChatPresenceRequestSchema: GenMessage<SendChatPresenceRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 24);
+
+/**
+ * @generated from message zapgate.v1.SendChatPresenceResponse
+ */
+export type SendChatPresenceResponse = Message$1<"zapgate.v1.SendChatPresenceResponse"> & {
+};
+
+/**
+ * Describes the message zapgate.v1.SendChatPresenceResponse.
+ * Use `create(SendChatPresenceResponseSchema)` to create a new message.
+ */
+export const SendChatPresenceResponseSchema: GenMessage<SendChatPresenceResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 25);
+
+/**
  * @generated from enum zapgate.v1.MessageState
  */
 export enum MessageState {
@@ -809,6 +1135,43 @@ export const WaitingReasonSchema: GenEnum<WaitingReason> = /*@__PURE__*/
   enumDesc(file_zapgate_v1_message, 1);
 
 /**
+ * @generated from enum zapgate.v1.ChatPresence
+ */
+export enum ChatPresence {
+  /**
+   * @generated from enum value: CHAT_PRESENCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * "typing..."
+   *
+   * @generated from enum value: CHAT_PRESENCE_COMPOSING = 1;
+   */
+  COMPOSING = 1,
+
+  /**
+   * "recording audio..."
+   *
+   * @generated from enum value: CHAT_PRESENCE_RECORDING = 2;
+   */
+  RECORDING = 2,
+
+  /**
+   * Stops showing either.
+   *
+   * @generated from enum value: CHAT_PRESENCE_PAUSED = 3;
+   */
+  PAUSED = 3,
+}
+
+/**
+ * Describes the enum zapgate.v1.ChatPresence.
+ */
+export const ChatPresenceSchema: GenEnum<ChatPresence> = /*@__PURE__*/
+  enumDesc(file_zapgate_v1_message, 2);
+
+/**
  * Sends messages through the central rate-limit and jitter scheduler. A message is durable
  * once SendMessage returns (QUEUED); the scheduler releases it when the instance's send
  * policy allows (gaps with jitter, caps, quiet hours, warm-up) and the instance is connected.
@@ -869,6 +1232,62 @@ export const MessageService: GenService<{
     methodKind: "server_streaming";
     input: typeof DownloadMediaRequestSchema;
     output: typeof DownloadMediaResponseSchema;
+  },
+  /**
+   * Reacts to a message of one of the instance's chats (one the instance sent, by zapgate id,
+   * or one it received, by WhatsApp id) with an emoji; an empty emoji removes the reaction.
+   * Queued through the scheduler like a message (its chat's order is kept).
+   *
+   * @generated from rpc zapgate.v1.MessageService.React
+   */
+  react: {
+    methodKind: "unary";
+    input: typeof ReactRequestSchema;
+    output: typeof ReactResponseSchema;
+  },
+  /**
+   * Replaces the text of one of the instance's own text messages (SENT, DELIVERED or READ)
+   * within WhatsApp's 15-minute edit window; otherwise FAILED_PRECONDITION.
+   *
+   * @generated from rpc zapgate.v1.MessageService.EditMessage
+   */
+  editMessage: {
+    methodKind: "unary";
+    input: typeof EditMessageRequestSchema;
+    output: typeof EditMessageResponseSchema;
+  },
+  /**
+   * Deletes one of the instance's own sent messages for everyone (within WhatsApp's window
+   * of about two days); otherwise FAILED_PRECONDITION.
+   *
+   * @generated from rpc zapgate.v1.MessageService.RevokeMessage
+   */
+  revokeMessage: {
+    methodKind: "unary";
+    input: typeof RevokeMessageRequestSchema;
+    output: typeof RevokeMessageResponseSchema;
+  },
+  /**
+   * Sends read receipts (blue ticks) for received messages of one chat: the ones named, or
+   * every received message of the chat up to and including one. Paced per instance.
+   *
+   * @generated from rpc zapgate.v1.MessageService.MarkRead
+   */
+  markRead: {
+    methodKind: "unary";
+    input: typeof MarkReadRequestSchema;
+    output: typeof MarkReadResponseSchema;
+  },
+  /**
+   * Shows "typing...", "recording audio..." or stops showing either in a chat. Paced per
+   * instance: too many calls are RESOURCE_EXHAUSTED.
+   *
+   * @generated from rpc zapgate.v1.MessageService.SendChatPresence
+   */
+  sendChatPresence: {
+    methodKind: "unary";
+    input: typeof SendChatPresenceRequestSchema;
+    output: typeof SendChatPresenceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_zapgate_v1_message, 0);
