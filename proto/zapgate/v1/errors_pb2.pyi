@@ -66,6 +66,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The instance runs but is not connected to WhatsApp yet (or any more)
     (FAILED_PRECONDITION); retry once its state is CONNECTED.
     """
+    ERROR_REASON_WEBHOOK_NOT_FOUND: _ErrorReason.ValueType  # 17
+    """The webhook does not exist in the caller's tenant (NOT_FOUND)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -117,4 +119,6 @@ ERROR_REASON_INSTANCE_NOT_CONNECTED: ErrorReason.ValueType  # 16
 """The instance runs but is not connected to WhatsApp yet (or any more)
 (FAILED_PRECONDITION); retry once its state is CONNECTED.
 """
+ERROR_REASON_WEBHOOK_NOT_FOUND: ErrorReason.ValueType  # 17
+"""The webhook does not exist in the caller's tenant (NOT_FOUND)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
