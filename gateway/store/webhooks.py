@@ -163,10 +163,6 @@ class WebhookRepository:
         values = {"cursor": cursor, "last_success_us": self._clock(), **_cleared_failure()}
         return await self._set_delivery(tenant, webhook_id, values, RUNNING, status=ACTIVE)
 
-    async def skipped(self, tenant: str, webhook_id: str, cursor: int) -> bool:
-        """Moves the cursor past events the webhook's format has no body for."""
-        return await self._set_delivery(tenant, webhook_id, {"cursor": cursor}, RUNNING)
-
     async def failed(self, tenant: str, webhook_id: str, failure: Failure) -> bool:
         values = {
             "attempts": failure.attempts,

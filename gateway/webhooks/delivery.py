@@ -1,8 +1,9 @@
 """One webhook's delivery loop: reads the event log from the webhook's cursor and POSTs each
-matching event, one at a time and in cursor order, committing the cursor after each success.
+matching event, one at a time and in cursor order, committing the cursor after successes
+(every COMMIT_EVERY of them or COMMIT_SECONDS, and whenever it has caught up or fails).
 
-At-least-once: a crash between a receiver's 2xx and the cursor's commit delivers that event
-again, with the same `webhook-id` (`evt_<cursor>`). A failed attempt is retried with
+At-least-once: a crash between a receiver's 2xx and the cursor's commit delivers those
+events again, with the same `webhook-id` (`evt_<cursor>`). A failed attempt is retried with
 exponential backoff and full jitter; the attempt count and the next attempt's time are
 stored, so a restart keeps the schedule. Failing for longer than `failing_after_seconds`
 stops the webhook (FAILING) and a 410 Gone disables it (DISABLED), each with a
@@ -36,6 +37,11 @@ from zapgate.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 READ_BATCH = 100
+# The cursor is committed after at most this many successes in a row (or this long after
+# the first uncommitted one), after any success that ends a run of failures, and whenever
+# the loop has caught up. A crash redelivers at most these, under the same webhook-ids.
+COMMIT_EVERY = 50
+COMMIT_SECONDS = 0.2
 
 # The body of an event for this webhook, or None when its format has none (skipped).
 BodyOf = Callable[[WebhookRecord, event_pb2.Event], Awaitable[bytes | None]]
@@ -70,9 +76,28 @@ class DeliveryLoop:
         self._attempts = webhook.attempts
         self._failing_since_us = webhook.failing_since_us
         self._next_attempt_us = webhook.next_attempt_us
+        self._committed = webhook.cursor
+        self._uncommitted = 0
+        self._uncommitted_since = 0.0
 
     async def run(self) -> None:
         """Returns when the webhook stops (FAILING, DISABLED, deleted)."""
+        try:
+            await self._run()
+        finally:  # stopped or cancelled: keep what was delivered (best effort)
+            with contextlib.suppress(Exception):
+                await self._commit()
+
+    async def _commit(self) -> bool:
+        """Stores the cursor of the last success; False once the webhook is gone or stopped."""
+        if self._cursor == self._committed:
+            return True
+        cursor = self._cursor
+        self._committed, self._uncommitted, self._uncommitted_since = cursor, 0, 0.0
+        webhook = self._webhook
+        return await self._parts.repository.delivered(webhook.tenant, webhook.id, cursor)
+
+    async def _run(self) -> None:
         parts = self._parts
         webhook = self._webhook
         if self._attempts:  # a retry was due when the gateway stopped: keep its schedule
@@ -82,20 +107,16 @@ class DeliveryLoop:
             batch = await parts.log.read(
                 webhook.tenant, self._cursor, webhook.instance_ids, webhook.types, READ_BATCH
             )
-            skipped = False
             for event in batch:
                 body = await parts.body_of(webhook, event)
                 if body is None:
-                    self._cursor, skipped = event.cursor, True
+                    self._cursor = event.cursor  # nothing to send; committed with the next
                     continue
                 if not await self._deliver(event.cursor, body):
                     return
-                skipped = False
-            if skipped and not await parts.repository.skipped(
-                webhook.tenant, webhook.id, self._cursor
-            ):
-                return
             if len(batch) < READ_BATCH:
+                if not await self._commit():  # caught up: the cursor is stored
+                    return
                 if parts.log.closed:
                     return
                 with contextlib.suppress(TimeoutError):
@@ -109,9 +130,18 @@ class DeliveryLoop:
             now = parts.clock()
             if answer.ok:
                 parts.observer.delivered(webhook, answer.seconds)
+                recovered = self._attempts > 0
                 self._cursor, self._attempts, self._failing_since_us = cursor, 0, 0
-                return await parts.repository.delivered(webhook.tenant, webhook.id, cursor)
+                self._uncommitted += 1
+                started = self._uncommitted_since or time.monotonic()
+                self._uncommitted_since = started
+                due = self._uncommitted >= COMMIT_EVERY
+                if recovered or due or time.monotonic() - started >= COMMIT_SECONDS:
+                    return await self._commit()
+                return True
             parts.observer.failed(webhook)
+            if not await self._commit():  # what was delivered before this event
+                return False
             if answer.status == 410:
                 return await self._stop(DISABLED, "the receiver answered 410 Gone")
             self._attempts += 1
