@@ -191,4 +191,5 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"Connect", "Logout", "ScanQr", "DeleteInstance", "UpdateInstance"} <= names
     assert {"SendMessage", "GetInstanceStats", "PauseSending", "ListReceived"} <= names
     assert {"InjectIncomingMessage", "DownloadMedia", "SyncContacts", "CheckNumbers"} <= names
-    assert len(names) == 32
+    assert {"CreateWebhook", "UpdateWebhook", "TestWebhook"} <= names
+    assert len(names) == 38
