@@ -13,6 +13,7 @@ from zapgate.gateway.cli import health as cli_health
 from zapgate.gateway.cli import instances as cli_instances
 from zapgate.gateway.cli import keys as cli_keys
 from zapgate.gateway.cli import vault as cli_vault
+from zapgate.gateway.cli import webhooks as cli_webhooks
 from zapgate.gateway.config import (
     DEFAULT_ENGINE_WORKERS,
     DEFAULT_GRACE_SECONDS,
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_instances.add_commands(commands)
     cli_health.add_commands(commands)
     cli_vault.add_commands(commands)
+    cli_webhooks.add_commands(commands)
     return parser
 
 
