@@ -11,6 +11,7 @@ from zapgate.gateway.connections.backoff import Backoff
 from zapgate.gateway.connections.session_keeper import KeeperTimings
 from zapgate.gateway.events.log import Retention
 from zapgate.gateway.store.db import default_sqlite_url
+from zapgate.gateway.webhooks.timings import WebhookSettings
 from zapgate.ratelimit.health import PauseRules
 from zapgate.sessions.sim_engine import SimTimings
 
@@ -61,6 +62,8 @@ class ServeConfig:
     stream_auth_recheck_seconds: float = 5.0
     # How engine workers write their log lines (the core's are set up by the CLI).
     log_format: str = "text"
+    # Webhook deliveries: timeouts, retries, private addresses (gateway/webhooks).
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @property
     def resolved_database_url(self) -> str:

@@ -35,11 +35,14 @@ from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRepository
 from zapgate.gateway.store.number_checks import NumberCheckCache
 from zapgate.gateway.store.snapshots import SnapshotRepository
+from zapgate.gateway.store.webhooks import WebhookRepository
 from zapgate.gateway.supervision import HealthHook, Supervision
+from zapgate.gateway.webhooks.deliveries import WebhookDeliveries
 from zapgate.ratelimit.lookups import LookupBudget
 from zapgate.sessions.engine import STORE_FILE_NAME
 from zapgate.sessions.events import EngineEvent
 from zapgate.sessions.pool import LostRun, PoolConfig, WorkerPool
+from zapgate.sessions.vault import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,9 @@ class Runtime:
     contact_book: ContactBook
     supervisor: Supervisor
     supervision: Supervision
+    keyring: Keyring
+    webhooks: WebhookRepository
+    deliveries: WebhookDeliveries
 
     async def start(self) -> None:
         """Workers up, then the loops, then every instance that should be connected."""
@@ -74,6 +80,7 @@ class Runtime:
         await self.supervisor.recover()
         await self.dispatcher.recover()
         self.supervision.start("dispatcher", self.dispatcher.run)
+        await self.deliveries.start()
         log.info(
             "engine %s: %d workers, runtime dir %s",
             self.config.engine,
@@ -86,7 +93,8 @@ class Runtime:
         final snapshots, workers exit, the store closes. The gRPC server stops first."""
         self.events.close()  # event streams end; clients resume from their cursors
         await self.contact_book.close()
-        await self.supervision.stop()
+        await self.supervision.stop()  # webhook deliveries too; cursors are committed
+        await self.deliveries.close()
         await self.dispatcher.stop()  # no new sends; in-flight ones finish
         await self.supervisor.shutdown()  # ends Connect streams; final snapshots
         await self.pool.close()
@@ -163,7 +171,18 @@ async def build_runtime(
         observer=metrics,
     )
     supervision = Supervision(on_health)
+    webhooks = WebhookRepository(database)
+    deliveries = WebhookDeliveries(
+        webhooks,
+        events,
+        instances,
+        keyring,
+        config.webhooks,
+        supervision,
+        observer=metrics.webhooks,
+    )
     metrics.watch(pool, keeper, supervision)
+    metrics.watch_webhooks(webhooks)
     return Runtime(
         config=config,
         database=database,
@@ -184,6 +203,9 @@ async def build_runtime(
         contact_book=contact_book,
         supervisor=supervisor,
         supervision=supervision,
+        keyring=keyring,
+        webhooks=webhooks,
+        deliveries=deliveries,
     )
 
 

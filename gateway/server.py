@@ -26,6 +26,7 @@ from zapgate.gateway.services.events import EventService
 from zapgate.gateway.services.instances import InstanceService
 from zapgate.gateway.services.messages import MessageService
 from zapgate.gateway.services.simulator import SimulatorService
+from zapgate.gateway.services.webhooks import WebhookService
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS
@@ -40,6 +41,8 @@ from zapgate.v1 import (
     message_pb2_grpc,
     simulator_pb2,
     simulator_pb2_grpc,
+    webhook_pb2,
+    webhook_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ SERVICE_NAMES = (
     message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name,
     event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
     contact_pb2.DESCRIPTOR.services_by_name["ContactService"].full_name,
+    webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 )
 
 
@@ -148,6 +152,10 @@ class Gateway:
         )
         simulator_pb2_grpc.add_SimulatorServiceServicer_to_server(
             SimulatorService(runtime.engines, runtime.inbox, enabled=self.config.engine == "sim"),
+            server,
+        )
+        webhook_pb2_grpc.add_WebhookServiceServicer_to_server(
+            WebhookService(runtime.webhooks, runtime.deliveries, runtime.keyring, runtime.events),
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

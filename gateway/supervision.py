@@ -43,9 +43,20 @@ class Supervision:
     def start(self, name: str, factory: TaskFactory) -> None:
         """Runs `factory()` until stop(), again after each failure. A task that returns
         normally is done and not restarted."""
+        if name in self._tasks and self._tasks[name].done():
+            del self._tasks[name]  # it returned: the name may be used again
         if name in self._tasks:
             raise ValueError(f"a task named {name!r} is already supervised")
         self._tasks[name] = asyncio.create_task(self._keep(name, factory), name=name)
+
+    async def cancel(self, name: str) -> None:
+        """Stops one task (if it runs) and waits until it has ended; its name is free again."""
+        task = self._tasks.pop(name, None)
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        self._set_failing(name, False)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return list(self._tasks.values())

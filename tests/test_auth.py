@@ -19,6 +19,7 @@ from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as spb
+from zapgate.v1 import webhook_pb2 as wpb
 
 PUBLIC_SERVICES = [
     pb.DESCRIPTOR.services_by_name["InstanceService"],
@@ -26,6 +27,7 @@ PUBLIC_SERVICES = [
     mpb.DESCRIPTOR.services_by_name["MessageService"],
     epb.DESCRIPTOR.services_by_name["EventService"],
     cpb.DESCRIPTOR.services_by_name["ContactService"],
+    wpb.DESCRIPTOR.services_by_name["WebhookService"],
 ]
 ALL_METHODS = [method for service in PUBLIC_SERVICES for method in service.methods]
 Metadata = tuple[tuple[str, str], ...]
@@ -126,8 +128,14 @@ async def owned_by_a(running: RunningGateway, tenant: str) -> str:
 
 @pytest.mark.parametrize(
     "method",
-    # Subscribe's tenant isolation is tested in test_events.py (its stream never ends).
-    [m for m in ALL_METHODS if m.name not in {"CreateInstance", "ListInstances", "Subscribe"}],
+    # Subscribe's tenant isolation is tested in test_events.py (its stream never ends),
+    # webhooks' (which name no instance) in test_webhooks.py.
+    [
+        m
+        for m in ALL_METHODS
+        if m.name not in {"CreateInstance", "ListInstances", "Subscribe"}
+        and m.containing_service.name != "WebhookService"
+    ],
     ids=lambda m: m.name,
 )
 async def test_another_tenants_instance_is_not_found(
@@ -191,4 +199,5 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"SendMessage", "GetInstanceStats", "PauseSending", "ListReceived"} <= names
     assert {"InjectIncomingMessage", "DownloadMedia", "SyncContacts", "CheckNumbers"} <= names
     assert {"React", "EditMessage", "RevokeMessage", "MarkRead", "SendChatPresence"} <= names
-    assert len(names) == 38
+    assert {"CreateWebhook", "UpdateWebhook", "TestWebhook"} <= names
+    assert len(names) == 44

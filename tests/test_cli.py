@@ -14,8 +14,9 @@ import pytest
 
 from tests.server_process import ServerProcess, zapgate
 from zapgate.v1 import instance_pb2 as pb
-from zapgate.v1 import instance_pb2_grpc, simulator_pb2_grpc
+from zapgate.v1 import instance_pb2_grpc, simulator_pb2_grpc, webhook_pb2_grpc
 from zapgate.v1 import simulator_pb2 as spb
+from zapgate.v1 import webhook_pb2 as wpb
 
 KEY = re.compile(r"zg_[0-9a-f]{16}_[A-Za-z0-9-]{43}")
 
@@ -94,6 +95,25 @@ def test_instances_commands_against_a_running_server(server: ServerProcess, tmp_
     missing = zapgate("instances", "get", "sales", *client)
     assert missing.returncode == 1
     assert "NOT_FOUND" in missing.stderr
+
+
+async def test_webhooks_list_shows_delivery_status(server: ServerProcess, tmp_path: Path) -> None:
+    key = zapgate("keys", "create", "--tenant", "hooks", "--data-dir", str(tmp_path / "data"))
+    client = ["--server", server.address, "--api-key", key.stdout.strip()]
+    empty = await asyncio.to_thread(zapgate, "webhooks", "list", *client)
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout == ""
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        made = await webhook_pb2_grpc.WebhookServiceStub(channel).CreateWebhook(
+            wpb.CreateWebhookRequest(webhook=wpb.Webhook(url="https://example.com/hook")),
+            metadata=(("authorization", f"Bearer {key.stdout.strip()}"),),
+        )
+    listed = await asyncio.to_thread(zapgate, "webhooks", "list", *client)
+    [line] = listed.stdout.splitlines()
+    shown = json.loads(line)
+    assert shown["id"] == made.webhook.id
+    assert shown["url"] == "https://example.com/hook"
+    assert shown["status"] in ("ACTIVE", "RETRYING")
 
 
 def test_instances_commands_need_a_key(server: ServerProcess) -> None:

@@ -13,6 +13,7 @@ from zapgate.gateway.cli import health as cli_health
 from zapgate.gateway.cli import instances as cli_instances
 from zapgate.gateway.cli import keys as cli_keys
 from zapgate.gateway.cli import vault as cli_vault
+from zapgate.gateway.cli import webhooks as cli_webhooks
 from zapgate.gateway.config import (
     DEFAULT_ENGINE_WORKERS,
     DEFAULT_GRACE_SECONDS,
@@ -27,6 +28,7 @@ from zapgate.gateway.connections.backoff import Backoff
 from zapgate.gateway.events.log import Retention
 from zapgate.gateway.ops.logs import LOG_FORMATS, configure_logging
 from zapgate.gateway.ops.metrics_http import parse_listen
+from zapgate.gateway.webhooks.timings import WebhookSettings
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimTimings
 
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_instances.add_commands(commands)
     cli_health.add_commands(commands)
     cli_vault.add_commands(commands)
+    cli_webhooks.add_commands(commands)
     return parser
 
 
@@ -132,6 +135,7 @@ def add_engine_flags(serve: argparse.ArgumentParser) -> None:
         default=retention.max_events,
         help="keep at most this many events (default %(default)s)",
     )
+    add_webhook_flags(serve)
     sim = serve.add_argument_group("simulator timings (with --engine sim)")
     for timing in dataclasses.fields(SimTimings):
         default = getattr(SimTimings(), timing.name)
@@ -142,6 +146,52 @@ def add_engine_flags(serve: argparse.ArgumentParser) -> None:
             default=default,
             help="default %(default)s",
         )
+
+
+def add_webhook_flags(serve: argparse.ArgumentParser) -> None:
+    defaults = WebhookSettings()
+    webhooks = serve.add_argument_group("webhooks")
+    webhooks.add_argument(
+        "--webhook-allow-private",
+        action="store_true",
+        help="allow webhooks to private, loopback and link-local addresses (default: refused)",
+    )
+    for name, help_text in (
+        ("request_timeout_seconds", "seconds a receiver has to answer one delivery"),
+        ("retry_base_seconds", "first retry within this many seconds (doubling, full jitter)"),
+        ("retry_cap_seconds", "retries at most this far apart"),
+        ("failing_after_seconds", "a webhook failing this long stops (FAILING)"),
+    ):
+        webhooks.add_argument(
+            f"--webhook-{name.replace('_', '-')}",
+            dest=f"webhook_{name}",
+            type=float,
+            default=getattr(defaults, name),
+            help=help_text + " (default %(default)s)",
+        )
+    webhooks.add_argument(
+        "--webhook-max-concurrent",
+        type=int,
+        default=defaults.max_concurrent,
+        help="deliveries in flight over all webhooks (default %(default)s)",
+    )
+    webhooks.add_argument(
+        "--webhook-server-url",
+        default=defaults.server_url,
+        help="this gateway's public URL, sent as `server_url` in Evolution-format webhooks",
+    )
+
+
+def webhook_settings(args: argparse.Namespace) -> WebhookSettings:
+    return WebhookSettings(
+        request_timeout_seconds=args.webhook_request_timeout_seconds,
+        retry_base_seconds=args.webhook_retry_base_seconds,
+        retry_cap_seconds=args.webhook_retry_cap_seconds,
+        failing_after_seconds=args.webhook_failing_after_seconds,
+        max_concurrent=max(1, args.webhook_max_concurrent),
+        allow_private=args.webhook_allow_private,
+        server_url=args.webhook_server_url,
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -188,6 +238,7 @@ def run_serve(args: argparse.Namespace) -> int:
         backoff=Backoff(
             args.reconnect_base_seconds, args.reconnect_cap_seconds, args.reconnect_stable_seconds
         ),
+        webhooks=webhook_settings(args),
     )
     run_async(serve(config))
     return 0

@@ -33,6 +33,7 @@ PAYLOADS: dict[type[Message], tuple[str, int]] = {
     pb.SendingResumed: ("sending_resumed", pb.EVENT_TYPE_SENDING_RESUMED),
     pb.MessageReceived: ("message_received", pb.EVENT_TYPE_MESSAGE_RECEIVED),
     pb.ContactsSynced: ("contacts_synced", pb.EVENT_TYPE_CONTACTS_SYNCED),
+    pb.WebhookStatusChanged: ("webhook_status_changed", pb.EVENT_TYPE_WEBHOOK_STATUS_CHANGED),
 }
 
 

@@ -21,8 +21,10 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.connections.session_keeper import SessionKeeper
+from zapgate.gateway.ops.webhook_metrics import WebhookCollector, WebhookMetrics
 from zapgate.gateway.rpc.observer import RpcMetrics
 from zapgate.gateway.store.schema import instances, messages
+from zapgate.gateway.store.webhooks import WebhookRepository
 from zapgate.gateway.supervision import Supervision
 from zapgate.ratelimit.health import ERROR_463, ERROR_RUN, LOW_DELIVERY
 from zapgate.sessions.pool import WorkerPool
@@ -110,6 +112,8 @@ class GatewayMetrics:
             self.pauses.labels(kind)
         self.store = StoreCollector(engine)
         registry.register(self.store)
+        self.webhooks = WebhookMetrics(registry)
+        self._webhook_collector: WebhookCollector | None = None
         registry.register(RpcCollector(self.rpc))
 
     def watch(self, pool: WorkerPool, keeper: SessionKeeper, supervision: Supervision) -> None:
@@ -118,9 +122,15 @@ class GatewayMetrics:
         self.registry.register(KeeperCollector(keeper))
         self.registry.register(FailuresCollector(pool, supervision))
 
+    def watch_webhooks(self, webhooks: WebhookRepository) -> None:
+        self._webhook_collector = WebhookCollector(webhooks)
+        self.registry.register(self._webhook_collector)
+
     async def refresh(self) -> None:
         """Reads what lives in the state store; called before each scrape."""
         await self.store.refresh()
+        if self._webhook_collector is not None:
+            await self._webhook_collector.refresh()
 
     def transitioned(self, state: int, reason: int) -> None:
         self.transitions.labels(state_name(state), reason_name(reason)).inc()

@@ -208,6 +208,14 @@ class RateLimited(ZapgateError):
         )
 
 
+class WebhookNotFound(ZapgateError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = errors_pb2.ERROR_REASON_WEBHOOK_NOT_FOUND
+
+    def __init__(self, webhook_id: str) -> None:
+        super().__init__(f"webhook {webhook_id!r} not found", metadata={"webhook_id": webhook_id})
+
+
 class CursorExpired(ZapgateError):
     code = grpc.StatusCode.OUT_OF_RANGE
     reason = errors_pb2.ERROR_REASON_CURSOR_EXPIRED

@@ -25,6 +25,7 @@ MAX_LABEL_VALUE = 256
 MAX_MESSAGE_ID = 128  # ours are 40 characters; WhatsApp's (DownloadMedia) shorter still
 MAX_PROXY_URL = 500  # the column's width
 PROXY_SCHEMES = ("socks5", "http", "https")
+MAX_WEBHOOK_URL = 2000  # the column's width
 # google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 MIN_TIMESTAMP_SECONDS = -62_135_596_800
 MAX_TIMESTAMP_SECONDS = 253_402_300_799
@@ -139,6 +140,28 @@ def check_proxy_url(field: str, value: str) -> list[FieldViolation]:
         port = None
     if port is None:
         return [FieldViolation(field, "must name a port (host:port)")]
+    return []
+
+
+def check_webhook_url(field: str, value: str) -> list[FieldViolation]:
+    """Required; http:// or https:// with a host, no credentials, no fragment."""
+    if not value:
+        return [FieldViolation(field, "required")]
+    if too_long := check_text(field, value, MAX_WEBHOOK_URL):
+        return too_long
+    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in value):
+        return [FieldViolation(field, "must not contain white space or control characters")]
+    try:
+        parsed = urlsplit(value)
+        parsed.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return [FieldViolation(field, "must be an http:// or https:// URL")]
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return [FieldViolation(field, "must be an http:// or https:// URL")]
+    if parsed.username is not None or parsed.password is not None:
+        return [FieldViolation(field, "must not carry credentials (the signature proves who sent)")]
+    if parsed.fragment:
+        return [FieldViolation(field, "must not have a #fragment")]
     return []
 
 

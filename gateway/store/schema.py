@@ -196,3 +196,32 @@ number_checks = sa.Table(
     sa.Column("jid", sa.String(100), nullable=False),
     sa.Column("checked_us", sa.BigInteger, nullable=False),
 )
+
+# Webhooks (gateway/webhooks): where to POST the tenant's events, and how far each got.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("instance_ids", sa.JSON, nullable=False),  # [] = every instance
+    sa.Column("types", sa.JSON, nullable=False),  # EventType numbers; [] = every type
+    sa.Column("format", sa.SmallInteger, nullable=False),  # WebhookFormat
+    sa.Column("description", sa.String(200), nullable=False, server_default=""),
+    # The signing secret, sealed with the master key (sessions/vault.py; never in clear).
+    sa.Column("secret_key_id", sa.String(32), nullable=False),
+    sa.Column("secret_wrapped_key", sa.LargeBinary, nullable=False),
+    sa.Column("secret_ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("create_time_us", sa.BigInteger, nullable=False),
+    sa.Column("update_time_us", sa.BigInteger, nullable=False),
+    # Delivery state, owned by the webhook's delivery loop.
+    sa.Column("status", sa.SmallInteger, nullable=False),  # WebhookStatus
+    sa.Column("disabled_reason", sa.String(500), nullable=False, server_default=""),
+    sa.Column("cursor", sa.BigInteger, nullable=False),  # the last event delivered
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_us", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("failing_since_us", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.String(500), nullable=False, server_default=""),
+    sa.Column("last_error_us", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_success_us", sa.BigInteger, nullable=False, server_default="0"),
+)

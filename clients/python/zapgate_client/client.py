@@ -26,6 +26,7 @@ from zapgate_client.v1 import (
     message_pb2_grpc,
     simulator_pb2,
     simulator_pb2_grpc,
+    webhook_pb2_grpc,
 )
 
 if TYPE_CHECKING:  # generic only in the type stubs
@@ -62,9 +63,9 @@ class Client:
     """An async client of one zapgate server.
 
     The API key goes on every call; calls that fail with UNAVAILABLE are retried with backoff
-    (see `Retry`). The typed stubs `instances`, `messages`, `events`, `contacts` and
-    `simulator` reach every RPC; the helpers below cover the common flows. Use it as an async
-    context manager, or call `close()`.
+    (see `Retry`). The typed stubs `instances`, `messages`, `events`, `contacts`,
+    `simulator` and `webhooks` reach every RPC; the helpers below cover the common flows.
+    Use it as an async context manager, or call `close()`.
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class Client:
         self.events = event_pb2_grpc.EventServiceStub(self.channel)
         self.contacts = contact_pb2_grpc.ContactServiceStub(self.channel)
         self.simulator = simulator_pb2_grpc.SimulatorServiceStub(self.channel)
+        self.webhooks = webhook_pb2_grpc.WebhookServiceStub(self.channel)
 
     async def __aenter__(self) -> Client:
         return self

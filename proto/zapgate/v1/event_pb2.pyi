@@ -36,6 +36,7 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     EVENT_TYPE_SENDING_RESUMED: _EventType.ValueType  # 5
     EVENT_TYPE_MESSAGE_RECEIVED: _EventType.ValueType  # 6
     EVENT_TYPE_CONTACTS_SYNCED: _EventType.ValueType  # 7
+    EVENT_TYPE_WEBHOOK_STATUS_CHANGED: _EventType.ValueType  # 8
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -47,6 +48,7 @@ EVENT_TYPE_SENDING_PAUSED: EventType.ValueType  # 4
 EVENT_TYPE_SENDING_RESUMED: EventType.ValueType  # 5
 EVENT_TYPE_MESSAGE_RECEIVED: EventType.ValueType  # 6
 EVENT_TYPE_CONTACTS_SYNCED: EventType.ValueType  # 7
+EVENT_TYPE_WEBHOOK_STATUS_CHANGED: EventType.ValueType  # 8
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 class _MediaKind:
@@ -73,6 +75,39 @@ MEDIA_KIND_VOICE_NOTE: MediaKind.ValueType  # 4
 MEDIA_KIND_DOCUMENT: MediaKind.ValueType  # 5
 MEDIA_KIND_STICKER: MediaKind.ValueType  # 6
 Global___MediaKind: _TypeAlias = MediaKind  # noqa: Y015
+
+class _WebhookStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebhookStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEBHOOK_STATUS_UNSPECIFIED: _WebhookStatus.ValueType  # 0
+    WEBHOOK_STATUS_ACTIVE: _WebhookStatus.ValueType  # 1
+    """Delivering, or waiting for new events."""
+    WEBHOOK_STATUS_RETRYING: _WebhookStatus.ValueType  # 2
+    """The last attempt failed; retrying with backoff."""
+    WEBHOOK_STATUS_FAILING: _WebhookStatus.ValueType  # 3
+    """Deliveries failed for longer than the gateway allows and stopped; UpdateWebhook with
+    enabled = true resumes them from the cursor.
+    """
+    WEBHOOK_STATUS_DISABLED: _WebhookStatus.ValueType  # 4
+    """Stopped by a client (enabled = false) or by the receiver (410 Gone)."""
+
+class WebhookStatus(_WebhookStatus, metaclass=_WebhookStatusEnumTypeWrapper): ...
+
+WEBHOOK_STATUS_UNSPECIFIED: WebhookStatus.ValueType  # 0
+WEBHOOK_STATUS_ACTIVE: WebhookStatus.ValueType  # 1
+"""Delivering, or waiting for new events."""
+WEBHOOK_STATUS_RETRYING: WebhookStatus.ValueType  # 2
+"""The last attempt failed; retrying with backoff."""
+WEBHOOK_STATUS_FAILING: WebhookStatus.ValueType  # 3
+"""Deliveries failed for longer than the gateway allows and stopped; UpdateWebhook with
+enabled = true resumes them from the cursor.
+"""
+WEBHOOK_STATUS_DISABLED: WebhookStatus.ValueType  # 4
+"""Stopped by a client (enabled = false) or by the receiver (410 Gone)."""
+Global___WebhookStatus: _TypeAlias = WebhookStatus  # noqa: Y015
 
 @_typing.final
 class SubscribeRequest(_message.Message):
@@ -144,6 +179,7 @@ class Event(_message.Message):
     SENDING_RESUMED_FIELD_NUMBER: _builtins.int
     MESSAGE_RECEIVED_FIELD_NUMBER: _builtins.int
     CONTACTS_SYNCED_FIELD_NUMBER: _builtins.int
+    WEBHOOK_STATUS_CHANGED_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     instance_id: _builtins.str
     @_builtins.property
@@ -162,6 +198,8 @@ class Event(_message.Message):
     def message_received(self) -> Global___MessageReceived: ...
     @_builtins.property
     def contacts_synced(self) -> Global___ContactsSynced: ...
+    @_builtins.property
+    def webhook_status_changed(self) -> Global___WebhookStatusChanged: ...
     def __init__(
         self,
         *,
@@ -175,12 +213,13 @@ class Event(_message.Message):
         sending_resumed: Global___SendingResumed | None = ...,
         message_received: Global___MessageReceived | None = ...,
         contacts_synced: Global___ContactsSynced | None = ...,
+        webhook_status_changed: Global___WebhookStatusChanged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "cursor", b"cursor", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "cursor", b"cursor", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -549,3 +588,38 @@ class ContactsSynced(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContactsSynced: _TypeAlias = ContactsSynced  # noqa: Y015
+
+@_typing.final
+class WebhookStatusChanged(_message.Message):
+    """Where a webhook's deliveries stand (WebhookService). Appended when deliveries stop because
+    they kept failing (FAILING) or the receiver answered 410 Gone (DISABLED), and when they
+    resume (ACTIVE). `instance_id` of the event is empty: a webhook belongs to the tenant.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    status: Global___WebhookStatus.ValueType
+    reason: _builtins.str
+    """Why: the last error, or who changed it."""
+    cursor: _builtins.int
+    """The webhook's cursor: deliveries resume after it."""
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        status: Global___WebhookStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+        cursor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "reason", b"reason", "status", b"status", "webhook_id", b"webhook_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookStatusChanged: _TypeAlias = WebhookStatusChanged  # noqa: Y015

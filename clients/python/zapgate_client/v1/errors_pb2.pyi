@@ -81,6 +81,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 20
     """Too many calls of a paced kind (RESOURCE_EXHAUSTED); retry after `retry_after_seconds`."""
+    ERROR_REASON_WEBHOOK_NOT_FOUND: _ErrorReason.ValueType  # 21
+    """The webhook does not exist in the caller's tenant (NOT_FOUND)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -147,4 +149,6 @@ instance's own, not a text, or past WhatsApp's edit or delete window; the metada
 """
 ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 20
 """Too many calls of a paced kind (RESOURCE_EXHAUSTED); retry after `retry_after_seconds`."""
+ERROR_REASON_WEBHOOK_NOT_FOUND: ErrorReason.ValueType  # 21
+"""The webhook does not exist in the caller's tenant (NOT_FOUND)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

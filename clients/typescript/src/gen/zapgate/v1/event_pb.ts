@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/event.proto.
  */
 export const file_zapgate_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50It8DCgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAQgkKB3BheWxvYWQicQoMU3RhdGVDaGFuZ2VkEigKBXN0YXRlGAEgASgOMhkuemFwZ2F0ZS52MS5JbnN0YW5jZVN0YXRlEicKBnJlYXNvbhgCIAEoDjIXLnphcGdhdGUudjEuU3RhdGVSZWFzb24SDgoGZGV0YWlsGAMgASgJIlcKCVFyVXBkYXRlZBINCgVpbmRleBgCIAEoBRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBKBAgBEAJSBGNvZGUitgEKE01lc3NhZ2VTdGF0ZUNoYW5nZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRInCgVzdGF0ZRgCIAEoDjIYLnphcGdhdGUudjEuTWVzc2FnZVN0YXRlEhYKDmZhaWx1cmVfcmVhc29uGAMgASgJEhsKE3doYXRzYXBwX21lc3NhZ2VfaWQYBCABKAkSFQoNcmVjaXBpZW50X2ppZBgFIAEoCRIWCg5mYWlsdXJlX2RldGFpbBgGIAEoCSIfCg1TZW5kaW5nUGF1c2VkEg4KBnJlYXNvbhgBIAEoCSIQCg5TZW5kaW5nUmVzdW1lZCLsAwoPTWVzc2FnZVJlY2VpdmVkEhIKCm1lc3NhZ2VfaWQYASABKAkSEAoIY2hhdF9qaWQYAiABKAkSEgoKc2VuZGVyX2ppZBgDIAEoCRISCgpzZW5kZXJfbGlkGAQgASgJEhEKCXB1c2hfbmFtZRgFIAEoCRIPCgdmcm9tX21lGAYgASgIEhEKCWdyb3VwX2ppZBgHIAEoCRItCglzZW50X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBHRleHQYCSABKAlIABIqCgVtZWRpYRgKIAEoCzIZLnphcGdhdGUudjEuUmVjZWl2ZWRNZWRpYUgAEigKCGxvY2F0aW9uGAsgASgLMhQuemFwZ2F0ZS52MS5Mb2NhdGlvbkgAEi4KB2NvbnRhY3QYDCABKAsyGy56YXBnYXRlLnYxLlJlY2VpdmVkQ29udGFjdEgAEigKCHJlYWN0aW9uGA0gASgLMhQuemFwZ2F0ZS52MS5SZWFjdGlvbkgAEi4KC3Vuc3VwcG9ydGVkGA8gASgLMhcuemFwZ2F0ZS52MS5VbnN1cHBvcnRlZEgAEioKCHJlcGx5X3RvGA4gASgLMhguemFwZ2F0ZS52MS5SZXBseUNvbnRleHRCCQoHY29udGVudCKaAQoNUmVjZWl2ZWRNZWRpYRIjCgRraW5kGAEgASgOMhUuemFwZ2F0ZS52MS5NZWRpYUtpbmQSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJEgwKBHNpemUYBSABKAMSDgoGc2hhMjU2GAYgASgJEg8KB3NlY29uZHMYByABKAUiNgoPUmVjZWl2ZWRDb250YWN0EhQKDGRpc3BsYXlfbmFtZRgBIAEoCRINCgV2Y2FyZBgCIAEoCSItCghSZWFjdGlvbhISCgptZXNzYWdlX2lkGAEgASgJEg0KBWVtb2ppGAIgASgJIjYKDFJlcGx5Q29udGV4dBISCgptZXNzYWdlX2lkGAEgASgJEhIKCnNlbmRlcl9qaWQYAiABKAkiDQoLVW5zdXBwb3J0ZWQiVAoOQ29udGFjdHNTeW5jZWQSDQoFYWRkZWQYASABKAUSDwoHdXBkYXRlZBgCIAEoBRIRCgl1bmNoYW5nZWQYAyABKAUSDwoHcmVtb3ZlZBgEIAEoBSqGAgoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIcChhFVkVOVF9UWVBFX1NUQVRFX0NIQU5HRUQQARIZChVFVkVOVF9UWVBFX1FSX1VQREFURUQQAhIkCiBFVkVOVF9UWVBFX01FU1NBR0VfU1RBVEVfQ0hBTkdFRBADEh0KGUVWRU5UX1RZUEVfU0VORElOR19QQVVTRUQQBBIeChpFVkVOVF9UWVBFX1NFTkRJTkdfUkVTVU1FRBAFEh8KG0VWRU5UX1RZUEVfTUVTU0FHRV9SRUNFSVZFRBAGEh4KGkVWRU5UX1RZUEVfQ09OVEFDVFNfU1lOQ0VEEAcqtQEKCU1lZGlhS2luZBIaChZNRURJQV9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQTUVESUFfS0lORF9JTUFHRRABEhQKEE1FRElBX0tJTkRfVklERU8QAhIUChBNRURJQV9LSU5EX0FVRElPEAMSGQoVTUVESUFfS0lORF9WT0lDRV9OT1RFEAQSFwoTTUVESUFfS0lORF9ET0NVTUVOVBAFEhYKEk1FRElBX0tJTkRfU1RJQ0tFUhAGMloKDEV2ZW50U2VydmljZRJKCglTdWJzY3JpYmUSHC56YXBnYXRlLnYxLlN1YnNjcmliZVJlcXVlc3QaHS56YXBnYXRlLnYxLlN1YnNjcmliZVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
+  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50IqMECgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSABCCQoHcGF5bG9hZCJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSK2AQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIuwDCg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKgoIcmVwbHlfdG8YDiABKAsyGC56YXBnYXRlLnYxLlJlcGx5Q29udGV4dEIJCgdjb250ZW50IpoBCg1SZWNlaXZlZE1lZGlhEiMKBGtpbmQYASABKA4yFS56YXBnYXRlLnYxLk1lZGlhS2luZBIRCgltaW1lX3R5cGUYAiABKAkSEQoJZmlsZV9uYW1lGAMgASgJEg8KB2NhcHRpb24YBCABKAkSDAoEc2l6ZRgFIAEoAxIOCgZzaGEyNTYYBiABKAkSDwoHc2Vjb25kcxgHIAEoBSI2Cg9SZWNlaXZlZENvbnRhY3QSFAoMZGlzcGxheV9uYW1lGAEgASgJEg0KBXZjYXJkGAIgASgJIi0KCFJlYWN0aW9uEhIKCm1lc3NhZ2VfaWQYASABKAkSDQoFZW1vamkYAiABKAkiNgoMUmVwbHlDb250ZXh0EhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKc2VuZGVyX2ppZBgCIAEoCSINCgtVbnN1cHBvcnRlZCJUCg5Db250YWN0c1N5bmNlZBINCgVhZGRlZBgBIAEoBRIPCgd1cGRhdGVkGAIgASgFEhEKCXVuY2hhbmdlZBgDIAEoBRIPCgdyZW1vdmVkGAQgASgFInUKFFdlYmhvb2tTdGF0dXNDaGFuZ2VkEhIKCndlYmhvb2tfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkuemFwZ2F0ZS52MS5XZWJob29rU3RhdHVzEg4KBnJlYXNvbhgDIAEoCRIOCgZjdXJzb3IYBCABKAMqrQIKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHAoYRVZFTlRfVFlQRV9TVEFURV9DSEFOR0VEEAESGQoVRVZFTlRfVFlQRV9RUl9VUERBVEVEEAISJAogRVZFTlRfVFlQRV9NRVNTQUdFX1NUQVRFX0NIQU5HRUQQAxIdChlFVkVOVF9UWVBFX1NFTkRJTkdfUEFVU0VEEAQSHgoaRVZFTlRfVFlQRV9TRU5ESU5HX1JFU1VNRUQQBRIfChtFVkVOVF9UWVBFX01FU1NBR0VfUkVDRUlWRUQQBhIeChpFVkVOVF9UWVBFX0NPTlRBQ1RTX1NZTkNFRBAHEiUKIUVWRU5UX1RZUEVfV0VCSE9PS19TVEFUVVNfQ0hBTkdFRBAIKrUBCglNZWRpYUtpbmQSGgoWTUVESUFfS0lORF9VTlNQRUNJRklFRBAAEhQKEE1FRElBX0tJTkRfSU1BR0UQARIUChBNRURJQV9LSU5EX1ZJREVPEAISFAoQTUVESUFfS0lORF9BVURJTxADEhkKFU1FRElBX0tJTkRfVk9JQ0VfTk9URRAEEhcKE01FRElBX0tJTkRfRE9DVU1FTlQQBRIWChJNRURJQV9LSU5EX1NUSUNLRVIQBiqgAQoNV2ViaG9va1N0YXR1cxIeChpXRUJIT09LX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVdFQkhPT0tfU1RBVFVTX0FDVElWRRABEhsKF1dFQkhPT0tfU1RBVFVTX1JFVFJZSU5HEAISGgoWV0VCSE9PS19TVEFUVVNfRkFJTElORxADEhsKF1dFQkhPT0tfU1RBVFVTX0RJU0FCTEVEEAQyWgoMRXZlbnRTZXJ2aWNlEkoKCVN1YnNjcmliZRIcLnphcGdhdGUudjEuU3Vic2NyaWJlUmVxdWVzdBodLnphcGdhdGUudjEuU3Vic2NyaWJlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
 
 /**
  * @generated from message zapgate.v1.SubscribeRequest
@@ -139,6 +139,12 @@ export type Event = Message<"zapgate.v1.Event"> & {
      */
     value: ContactsSynced;
     case: "contactsSynced";
+  } | {
+    /**
+     * @generated from field: zapgate.v1.WebhookStatusChanged webhook_status_changed = 11;
+     */
+    value: WebhookStatusChanged;
+    case: "webhookStatusChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -568,6 +574,46 @@ export const ContactsSyncedSchema: GenMessage<ContactsSynced> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_event, 14);
 
 /**
+ * Where a webhook's deliveries stand (WebhookService). Appended when deliveries stop because
+ * they kept failing (FAILING) or the receiver answered 410 Gone (DISABLED), and when they
+ * resume (ACTIVE). `instance_id` of the event is empty: a webhook belongs to the tenant.
+ *
+ * @generated from message zapgate.v1.WebhookStatusChanged
+ */
+export type WebhookStatusChanged = Message<"zapgate.v1.WebhookStatusChanged"> & {
+  /**
+   * @generated from field: string webhook_id = 1;
+   */
+  webhookId: string;
+
+  /**
+   * @generated from field: zapgate.v1.WebhookStatus status = 2;
+   */
+  status: WebhookStatus;
+
+  /**
+   * Why: the last error, or who changed it.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * The webhook's cursor: deliveries resume after it.
+   *
+   * @generated from field: int64 cursor = 4;
+   */
+  cursor: bigint;
+};
+
+/**
+ * Describes the message zapgate.v1.WebhookStatusChanged.
+ * Use `create(WebhookStatusChangedSchema)` to create a new message.
+ */
+export const WebhookStatusChangedSchema: GenMessage<WebhookStatusChanged> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 15);
+
+/**
  * @generated from enum zapgate.v1.EventType
  */
 export enum EventType {
@@ -610,6 +656,11 @@ export enum EventType {
    * @generated from enum value: EVENT_TYPE_CONTACTS_SYNCED = 7;
    */
   CONTACTS_SYNCED = 7,
+
+  /**
+   * @generated from enum value: EVENT_TYPE_WEBHOOK_STATUS_CHANGED = 8;
+   */
+  WEBHOOK_STATUS_CHANGED = 8,
 }
 
 /**
@@ -663,6 +714,51 @@ export enum MediaKind {
  */
 export const MediaKindSchema: GenEnum<MediaKind> = /*@__PURE__*/
   enumDesc(file_zapgate_v1_event, 1);
+
+/**
+ * @generated from enum zapgate.v1.WebhookStatus
+ */
+export enum WebhookStatus {
+  /**
+   * @generated from enum value: WEBHOOK_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Delivering, or waiting for new events.
+   *
+   * @generated from enum value: WEBHOOK_STATUS_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * The last attempt failed; retrying with backoff.
+   *
+   * @generated from enum value: WEBHOOK_STATUS_RETRYING = 2;
+   */
+  RETRYING = 2,
+
+  /**
+   * Deliveries failed for longer than the gateway allows and stopped; UpdateWebhook with
+   * enabled = true resumes them from the cursor.
+   *
+   * @generated from enum value: WEBHOOK_STATUS_FAILING = 3;
+   */
+  FAILING = 3,
+
+  /**
+   * Stopped by a client (enabled = false) or by the receiver (410 Gone).
+   *
+   * @generated from enum value: WEBHOOK_STATUS_DISABLED = 4;
+   */
+  DISABLED = 4,
+}
+
+/**
+ * Describes the enum zapgate.v1.WebhookStatus.
+ */
+export const WebhookStatusSchema: GenEnum<WebhookStatus> = /*@__PURE__*/
+  enumDesc(file_zapgate_v1_event, 2);
 
 /**
  * The durable event stream of the caller's tenant. Every event is appended to the state

@@ -1,0 +1,190 @@
+"""Evolution API v2-compatible webhook bodies, for clients migrating from Evolution: its
+event names and its envelope `{event, instance, data, destination, date_time, sender,
+server_url, apikey}`, with `data` shaped like Baileys' messages as Evolution forwards them.
+Events with no Evolution equivalent give None (the webhook skips them). The mapping table
+is in docs/webhooks.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from zapgate.v1 import event_pb2, instance_pb2, message_pb2
+
+S = instance_pb2.InstanceState
+M = message_pb2.MessageState
+K = event_pb2.MediaKind
+
+CONNECTION_STATES = {
+    S.INSTANCE_STATE_CONNECTED: "open",
+    S.INSTANCE_STATE_CONNECTING: "connecting",
+    S.INSTANCE_STATE_PAIRING: "connecting",
+}
+# Baileys' DisconnectReason codes, as Evolution reports them in `statusReason`.
+STATUS_REASONS = {
+    S.INSTANCE_STATE_CONNECTED: 200,
+    S.INSTANCE_STATE_LOGGED_OUT: 401,
+    S.INSTANCE_STATE_BANNED: 403,
+}
+# Message states with an Evolution `messages.update` status (Baileys' WAMessageStatus).
+UPDATE_STATUSES = {
+    M.MESSAGE_STATE_DELIVERED: "DELIVERY_ACK",
+    M.MESSAGE_STATE_READ: "READ",
+    M.MESSAGE_STATE_FAILED: "ERROR",
+}
+MEDIA_TYPES = {
+    K.MEDIA_KIND_IMAGE: "imageMessage",
+    K.MEDIA_KIND_VIDEO: "videoMessage",
+    K.MEDIA_KIND_AUDIO: "audioMessage",
+    K.MEDIA_KIND_VOICE_NOTE: "audioMessage",
+    K.MEDIA_KIND_DOCUMENT: "documentMessage",
+    K.MEDIA_KIND_STICKER: "stickerMessage",
+}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What Evolution puts around every event's data."""
+
+    destination: str  # the webhook's URL
+    sender: str  # the instance's own WhatsApp JID ("" before it ever linked)
+    server_url: str
+
+
+def to_evolution(event: event_pb2.Event, envelope: Envelope) -> dict[str, Any] | None:
+    mapped = _event_and_data(event)
+    if mapped is None:
+        return None
+    name, data = mapped
+    return {
+        "event": name,
+        "instance": event.instance_id,
+        "data": data,
+        "destination": envelope.destination,
+        "date_time": _iso(event.time.ToDatetime(tzinfo=UTC)),
+        "sender": envelope.sender,
+        "server_url": envelope.server_url,
+        "apikey": None,  # Evolution sends the instance's token; zapgate never sends a key
+    }
+
+
+def _event_and_data(event: event_pb2.Event) -> tuple[str, dict[str, Any]] | None:
+    match event.WhichOneof("payload"):
+        case "state_changed":
+            state = event.state_changed.state
+            return "connection.update", {
+                "instance": event.instance_id,
+                "state": CONNECTION_STATES.get(state, "close"),
+                "statusReason": STATUS_REASONS.get(state, 428),
+            }
+        case "qr_updated":
+            # zapgate never stores the code itself (it carries key material): only the count.
+            return "qrcode.updated", {
+                "qrcode": {"instance": event.instance_id, "count": event.qr_updated.index}
+            }
+        case "message_state_changed":
+            return _message_state(event)
+        case "message_received":
+            return "messages.upsert", _upsert(event.instance_id, event.message_received)
+        case _:
+            return None
+
+
+def _message_state(event: event_pb2.Event) -> tuple[str, dict[str, Any]] | None:
+    change = event.message_state_changed
+    key = {"remoteJid": change.recipient_jid, "fromMe": True, "id": change.whatsapp_message_id}
+    if change.state == M.MESSAGE_STATE_SENT:
+        return "send.message", {
+            "key": key,
+            "status": "SERVER_ACK",
+            "messageTimestamp": event.time.seconds,
+            "instanceId": event.instance_id,
+            "zapgateMessageId": change.message_id,
+        }
+    status = UPDATE_STATUSES.get(change.state)
+    if status is None:
+        return None  # queued, sending, cancelled, expired, unknown: Evolution has no event
+    return "messages.update", {
+        "keyId": change.whatsapp_message_id,
+        "remoteJid": change.recipient_jid,
+        "fromMe": True,
+        "participant": None,
+        "status": status,
+        "instanceId": event.instance_id,
+        "zapgateMessageId": change.message_id,
+    }
+
+
+def _upsert(instance_id: str, received: event_pb2.MessageReceived) -> dict[str, Any]:
+    key: dict[str, Any] = {
+        "remoteJid": received.chat_jid,
+        "fromMe": received.from_me,
+        "id": received.message_id,
+    }
+    if received.group_jid:
+        key["participant"] = received.sender_jid or received.sender_lid
+    message_type, message = _content(received)
+    return {
+        "key": key,
+        "pushName": received.push_name,
+        "status": "DELIVERY_ACK",
+        "message": message,
+        "messageType": message_type,
+        "messageTimestamp": received.sent_time.seconds,
+        "instanceId": instance_id,
+        "source": "unknown",
+    }
+
+
+def _content(received: event_pb2.MessageReceived) -> tuple[str, dict[str, Any]]:
+    context = (
+        {"stanzaId": received.reply_to.message_id, "participant": received.reply_to.sender_jid}
+        if received.HasField("reply_to")
+        else None
+    )
+    match received.WhichOneof("content"):
+        case "text":
+            if context:
+                body = {"text": received.text, "contextInfo": context}
+                return "extendedTextMessage", {"extendedTextMessage": body}
+            return "conversation", {"conversation": received.text}
+        case "media":
+            media = received.media
+            kind = MEDIA_TYPES.get(media.kind, "documentMessage")
+            fields: dict[str, Any] = {"mimetype": media.mime_type, "fileLength": str(media.size)}
+            if media.caption:
+                fields["caption"] = media.caption
+            if media.file_name:
+                fields["fileName"] = media.file_name
+            if media.seconds:
+                fields["seconds"] = media.seconds
+            if media.kind in (K.MEDIA_KIND_AUDIO, K.MEDIA_KIND_VOICE_NOTE):
+                fields["ptt"] = media.kind == K.MEDIA_KIND_VOICE_NOTE
+            if context:
+                fields["contextInfo"] = context
+            return kind, {kind: fields}
+        case "location":
+            where = received.location
+            location: dict[str, Any] = {
+                "degreesLatitude": where.latitude,
+                "degreesLongitude": where.longitude,
+                "name": where.name,
+                "address": where.address,
+            }
+            return "locationMessage", {"locationMessage": location}
+        case "contact":
+            card = {"displayName": received.contact.display_name, "vcard": received.contact.vcard}
+            return "contactMessage", {"contactMessage": card}
+        case "reaction":
+            reaction = {
+                "key": {"remoteJid": received.chat_jid, "id": received.reaction.message_id},
+                "text": received.reaction.emoji,
+            }
+            return "reactionMessage", {"reactionMessage": reaction}
+        case _:
+            return "unknown", {}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
