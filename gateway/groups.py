@@ -1,0 +1,78 @@
+"""Groups of an instance, through its engine, under the instance's group caps: the one place
+GroupService's creations and adds are counted (ratelimit/groups.py). Every call names an
+instance of the calling tenant (InstanceNotFound otherwise)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from zapgate.gateway.connections.engines import Engines
+from zapgate.gateway.rpc.errors import RateLimited
+from zapgate.gateway.sending.dispatcher import policy_of
+from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.ratelimit.groups import GroupPacer, GroupRoom
+from zapgate.sessions import groups as g
+from zapgate.sessions.errors import EngineError
+from zapgate.sessions.groups import GroupInfo, ParticipantOutcome
+
+# Outcomes after which nobody was added or invited: the add is given back to the budget.
+NOT_MADE = {g.NOT_ON_WHATSAPP, g.ALREADY_PARTICIPANT, g.FAILED}
+
+
+class GroupDesk:
+    def __init__(self, engines: Engines, instances: InstanceRepository, pacer: GroupPacer) -> None:
+        self.engines = engines
+        self._instances = instances
+        self._pacer = pacer
+
+    async def room(self, tenant: str, instance_id: str) -> GroupRoom:
+        record = await self._instances.require(tenant, instance_id)
+        return self._pacer.room(record.key, policy_of(record))
+
+    async def create(
+        self, tenant: str, instance_id: str, name: str, phones: list[str]
+    ) -> tuple[GroupInfo, list[ParticipantOutcome]]:
+        record = await self._instances.require(tenant, instance_id)
+        policy = policy_of(record)
+        created = self._pacer.take_creation(record.key, policy)
+        if not created.granted:
+            raise RateLimited("CreateGroup", created.retry_after)
+        adds = self._pacer.take_adds(record.key, len(phones), policy) if phones else None
+        asked = phones[: adds.granted] if adds is not None else []
+        try:
+            group, outcomes = await self.engines.create_group(tenant, instance_id, name, asked)
+        except EngineError:
+            self._pacer.refund_creation(record.key)
+            if adds is not None:
+                self._pacer.refund_adds(record.key, adds.granted)
+            raise
+        self._pacer.refund_adds(record.key, sum(o.status in NOT_MADE for o in outcomes))
+        over = [ParticipantOutcome(p, g.RATE_LIMITED) for p in phones[len(asked) :]]
+        return group, outcomes + over
+
+    async def update_participants(
+        self, tenant: str, instance_id: str, group_jid: str, action: str, phones: list[str]
+    ) -> list[ParticipantOutcome]:
+        if action != "add":
+            return await self.engines.update_participants(
+                tenant, instance_id, group_jid, action, phones
+            )
+        record = await self._instances.require(tenant, instance_id)
+        adds = self._pacer.take_adds(record.key, len(phones), policy_of(record))
+        if not adds.granted:
+            raise RateLimited("participant add", adds.retry_after)
+        asked = phones[: adds.granted]
+        try:
+            outcomes = await self.engines.update_participants(
+                tenant, instance_id, group_jid, action, asked
+            )
+        except EngineError:
+            self._pacer.refund_adds(record.key, adds.granted)
+            raise
+        self._pacer.refund_adds(record.key, sum(o.status in NOT_MADE for o in outcomes))
+        over = [ParticipantOutcome(p, g.RATE_LIMITED) for p in phones[adds.granted :]]
+        return outcomes + over
+
+
+def without_participants(group: GroupInfo) -> GroupInfo:
+    return dataclasses.replace(group, participants=())
