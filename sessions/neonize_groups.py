@@ -1,7 +1,12 @@
 """whatsmeow's groups (neonize's GroupInfo, GroupParticipant, GroupInfoEvent, JoinedGroup
 protobufs) as zapgate's groups and GroupChanged events, and the group calls on a neonize
 client. The mapping is pure; the calls take the client (the engine runs them as readers of
-its gate, on a call thread) and turn neonize's errors into the engine's typed ones."""
+its gate, on a call thread) and turn neonize's errors into the engine's typed ones.
+
+neonize 0.5.2 quirks, checked on its protobufs: GroupInfo.GroupCreated is a 32-bit float, so
+a creation time arrives rounded to about two minutes; every participant carries a PhoneNumber
+and a LID (proto2 required), an empty JID when WhatsApp sent none; GroupInfo has no join
+approval setting, so `join_approval` is always False from this engine."""
 
 from __future__ import annotations
 
