@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,6 +32,7 @@ from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.sending.targets import Targets
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.contacts import ContactRepository
+from zapgate.gateway.store.group_actions import GroupActionLog
 from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRepository
@@ -204,7 +206,7 @@ async def build_runtime(
             dispatcher, Targets(messages, inbound, instances), inbound, engines
         ),
         contact_book=contact_book,
-        groups=GroupDesk(engines, instances, GroupPacer()),
+        groups=GroupDesk(engines, instances, GroupPacer(time.time), GroupActionLog(database)),
         supervisor=supervisor,
         supervision=supervision,
         keyring=keyring,

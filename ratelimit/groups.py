@@ -38,6 +38,15 @@ class GroupPacer:
         self._created: dict[str, deque[tuple[float, int]]] = {}
         self._added: dict[str, deque[tuple[float, int]]] = {}
 
+    def restore(
+        self, key: str, created: list[tuple[float, int]], added: list[tuple[float, int]]
+    ) -> None:
+        """What the instance did before this process started ((time on this clock, count),
+        oldest first), ahead of anything counted since."""
+        for spent_by, earlier in ((self._created, created), (self._added, added)):
+            spent = spent_by.setdefault(key, deque())
+            spent.extendleft(reversed(earlier))
+
     def take_creation(self, key: str, policy: SendPolicy) -> Grant:
         return self._take(self._created, key, 1, ((DAY, policy.groups_created_per_day),))
 

@@ -6,13 +6,14 @@ a message to a group sent once through the scheduler."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.conftest import RunningGateway
+from tests.conftest import RunningGateway, started_gateway
 from tests.messaging import FAST_POLICY, Messenger
 from tests.rpc import expect_error
 from tests.sim_client import SimClient
@@ -425,3 +426,28 @@ async def test_bad_requests_and_unknown_groups(groups: Groups) -> None:
     unknown = groups.get("g8", "120363999999999999@g.us")
     info, _ = await expect_error(unknown, grpc.StatusCode.NOT_FOUND)
     assert info.reason == "GROUP_NOT_FOUND"
+
+
+async def test_the_caps_hold_across_a_restart(tmp_path: Path) -> None:
+    async with started_gateway(tmp_path) as first:
+        groups = Groups(Messenger(await SimClient.for_tenant(first, "acme")))
+        await groups.ready(
+            "kept", "+5511970000009", groups_created_per_day=1, participants_added_per_hour=5
+        )
+        created = await groups.create("kept", "Antes", ANA, BRUNO)
+        assert [r.status for r in created.results] == ["ok", "ok"]
+        assert await groups.update("kept", created.group.jid, ADD, ANA, CARLA) == {
+            ANA: "already_participant",
+            CARLA: "ok",
+        }
+    async with started_gateway(tmp_path) as second:
+        groups = Groups(Messenger(await SimClient.for_tenant(second, "acme")))
+        reply = await groups.messenger.client.instances.GetInstanceStats(
+            ipb.GetInstanceStatsRequest(instance_id="kept"), metadata=groups.metadata
+        )
+        assert reply.stats.remaining_group_creations_day == 0
+        assert reply.stats.remaining_participant_adds_hour == 2  # 5 - ANA, BRUNO, CARLA
+        info, _ = await expect_error(
+            groups.create("kept", "Depois"), grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        assert info.reason == "RATE_LIMITED"
