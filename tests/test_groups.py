@@ -451,3 +451,34 @@ async def test_the_caps_hold_across_a_restart(tmp_path: Path) -> None:
             groups.create("kept", "Depois"), grpc.StatusCode.RESOURCE_EXHAUSTED
         )
         assert info.reason == "RATE_LIMITED"
+
+
+async def test_an_instance_not_connected_is_refused_cleanly(groups: Groups) -> None:
+    await groups.messenger.client.create("g9")
+    listed = groups.stub.ListGroups(
+        pb.ListGroupsRequest(instance_id="g9"), metadata=groups.metadata
+    )
+    info, _ = await expect_error(listed, grpc.StatusCode.FAILED_PRECONDITION)
+    assert info.reason in ("INSTANCE_NOT_RUNNING", "INSTANCE_NOT_CONNECTED")
+    # A creation the engine could not make costs nothing.
+    await expect_error(groups.create("g9", "Nada", ANA), grpc.StatusCode.FAILED_PRECONDITION)
+    reply = await groups.messenger.client.instances.GetInstanceStats(
+        ipb.GetInstanceStatsRequest(instance_id="g9"), metadata=groups.metadata
+    )
+    assert reply.stats.remaining_group_creations_day == 3
+    assert reply.stats.remaining_participant_adds_day == 50
+
+
+async def test_group_events_stay_within_their_tenant(running: RunningGateway, tenant: str) -> None:
+    a = Groups(Messenger(await SimClient.for_tenant(running, tenant)))
+    b = Groups(Messenger(await SimClient.for_tenant(running, f"{tenant}-b")))
+    await a.ready("same", "+5511970000010")
+    await b.ready("same", "+5511970000011")  # the same instance id, another tenant
+    seen_by_b = await subscribed(b.messenger, only_new=True, types=[epb.EVENT_TYPE_GROUP_CHANGED])
+    await a.create("same", "De A")
+    await b.create("same", "De B")
+    [event] = await take(seen_by_b, 1)
+    assert event.group_changed.change == epb.GROUP_CHANGE_JOINED
+    assert event.group_changed.actor_jid == jid("+5511970000011")
+    named = await b.get("same", event.group_changed.group_jid)
+    assert named.name == "De B"
