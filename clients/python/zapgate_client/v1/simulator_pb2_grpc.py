@@ -226,7 +226,7 @@ class SimulatorServiceServicer:
         """Another phone (`by_phone`, a participant) changes one of the account's groups: creates
         one with the account in it (`create_name`, with the JID given), changes participants
         (promoting the account's own number makes it an admin), the name, topic or settings.
-        Emits the GroupChanged events WhatsApp would. NOT_FOUND-like ENGINE_FAILED when
+        Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
         `by_phone` is not in the group.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

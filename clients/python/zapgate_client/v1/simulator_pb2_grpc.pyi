@@ -79,7 +79,7 @@ class SimulatorServiceStub:
     """Another phone (`by_phone`, a participant) changes one of the account's groups: creates
     one with the account in it (`create_name`, with the JID given), changes participants
     (promoting the account's own number makes it an admin), the name, topic or settings.
-    Emits the GroupChanged events WhatsApp would. NOT_FOUND-like ENGINE_FAILED when
+    Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
     `by_phone` is not in the group.
     """
 
@@ -134,7 +134,7 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     """Another phone (`by_phone`, a participant) changes one of the account's groups: creates
     one with the account in it (`create_name`, with the JID given), changes participants
     (promoting the account's own number makes it an admin), the name, topic or settings.
-    Emits the GroupChanged events WhatsApp would. NOT_FOUND-like ENGINE_FAILED when
+    Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
     `by_phone` is not in the group.
     """
 
@@ -276,7 +276,7 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Another phone (`by_phone`, a participant) changes one of the account's groups: creates
         one with the account in it (`create_name`, with the JID given), changes participants
         (promoting the account's own number makes it an admin), the name, topic or settings.
-        Emits the GroupChanged events WhatsApp would. NOT_FOUND-like ENGINE_FAILED when
+        Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
         `by_phone` is not in the group.
         """
 
