@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,6 +23,7 @@ from zapgate.gateway.contacts import ContactBook
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.listeners import Listeners
 from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.groups import GroupDesk
 from zapgate.gateway.ops.logs import about_instance_key
 from zapgate.gateway.ops.metrics import GatewayMetrics
 from zapgate.gateway.sending.conversation import Conversation
@@ -30,6 +32,7 @@ from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.sending.targets import Targets
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.contacts import ContactRepository
+from zapgate.gateway.store.group_actions import GroupActionLog
 from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.messages import MessageRepository
@@ -38,6 +41,7 @@ from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.gateway.store.webhooks import WebhookRepository
 from zapgate.gateway.supervision import HealthHook, Supervision
 from zapgate.gateway.webhooks.deliveries import WebhookDeliveries
+from zapgate.ratelimit.groups import GroupPacer
 from zapgate.ratelimit.lookups import LookupBudget
 from zapgate.sessions.engine import STORE_FILE_NAME
 from zapgate.sessions.events import EngineEvent
@@ -66,6 +70,7 @@ class Runtime:
     inbox: Inbox
     conversation: Conversation
     contact_book: ContactBook
+    groups: GroupDesk
     supervisor: Supervisor
     supervision: Supervision
     keyring: Keyring
@@ -201,6 +206,7 @@ async def build_runtime(
             dispatcher, Targets(messages, inbound, instances), inbound, engines
         ),
         contact_book=contact_book,
+        groups=GroupDesk(engines, instances, GroupPacer(time.time), GroupActionLog(database)),
         supervisor=supervisor,
         supervision=supervision,
         keyring=keyring,

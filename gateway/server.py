@@ -23,6 +23,7 @@ from zapgate.gateway.rpc.observer import RpcObserver
 from zapgate.gateway.runtime import Runtime, build_runtime
 from zapgate.gateway.services.contacts import ContactService
 from zapgate.gateway.services.events import EventService
+from zapgate.gateway.services.groups import GroupService
 from zapgate.gateway.services.instances import InstanceService
 from zapgate.gateway.services.messages import MessageService
 from zapgate.gateway.services.simulator import SimulatorService
@@ -35,6 +36,8 @@ from zapgate.v1 import (
     contact_pb2_grpc,
     event_pb2,
     event_pb2_grpc,
+    group_pb2,
+    group_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
     message_pb2,
@@ -56,6 +59,7 @@ SERVICE_NAMES = (
     event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
     contact_pb2.DESCRIPTOR.services_by_name["ContactService"].full_name,
     webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+    group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
 )
 
 
@@ -131,7 +135,11 @@ class Gateway:
     def _register_services(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         instance_pb2_grpc.add_InstanceServiceServicer_to_server(
             InstanceService(
-                runtime.instances, runtime.supervisor, runtime.dispatcher, runtime.contact_book
+                runtime.instances,
+                runtime.supervisor,
+                runtime.dispatcher,
+                runtime.contact_book,
+                runtime.groups,
             ),
             server,
         )
@@ -158,6 +166,7 @@ class Gateway:
             WebhookService(runtime.webhooks, runtime.deliveries, runtime.keyring, runtime.events),
             server,
         )
+        group_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(runtime.groups), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -38,6 +38,11 @@ class SendPolicy:
     # CheckNumbers lookups (numbers asked of WhatsApp), over a rolling minute and day.
     number_checks_per_minute: int = 20
     number_checks_per_day: int = 500
+    # GroupService (ratelimit/groups.py): groups created per rolling day, participants added
+    # per rolling hour and day.
+    groups_created_per_day: int = 3
+    participants_added_per_hour: int = 20
+    participants_added_per_day: int = 50
 
     def violations(self) -> list[tuple[str, str]]:
         """(field name, what is wrong) for every bad value; empty when the policy is usable."""
@@ -54,6 +59,9 @@ class SendPolicy:
             "per_day",
             "number_checks_per_minute",
             "number_checks_per_day",
+            "groups_created_per_day",
+            "participants_added_per_hour",
+            "participants_added_per_day",
         ):
             if getattr(self, name) < 1:
                 bad.append((name, "must be >= 1 (use a large number for no practical cap)"))
@@ -173,4 +181,11 @@ DEFAULT_POLICY = SendPolicy(
     # lead list spreads it over days instead of hammering WhatsApp's usync in one burst.
     number_checks_per_minute=20,
     number_checks_per_day=500,
+    # Groups (docs/groups.md): whatsmeow's ban reason 103 is "created too many groups", so a
+    # few creations a day; and a person added to a group by a number they do not know is a
+    # cold contact (ban reason 101), so adds get the same daily budget as new contacts (50),
+    # spread over the day (20 an hour) rather than pulled in one burst.
+    groups_created_per_day=3,
+    participants_added_per_hour=20,
+    participants_added_per_day=50,
 )

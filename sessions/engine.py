@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zapgate.sessions.events import EngineEvent, InstanceKey
+from zapgate.sessions.groups import GroupInfo, ParticipantOutcome
 
 # Called on the worker's event loop thread. Engines whose library calls back on other
 # threads (neonize calls back from Go) must hop to the loop first.
@@ -196,6 +197,57 @@ class Engine(ABC):
     @abstractmethod
     async def check_numbers(self, key: InstanceKey, phones: list[str]) -> list[NumberCheck]:
         """For each E.164 number, whether it is on WhatsApp (one query to WhatsApp)."""
+
+    # Groups (sessions/groups.py). A change the account may not make raises NotAdmin; a group
+    # it is not in (or an invite that leads nowhere) GroupNotFound. Phones are E.164.
+
+    @abstractmethod
+    async def list_groups(self, key: InstanceKey) -> list[GroupInfo]:
+        """Every group the account is in, with its participants."""
+
+    @abstractmethod
+    async def group_info(self, key: InstanceKey, group_jid: str) -> GroupInfo:
+        """One group the account is in."""
+
+    @abstractmethod
+    async def create_group(
+        self, key: InstanceKey, name: str, phones: list[str]
+    ) -> tuple[GroupInfo, list[ParticipantOutcome]]:
+        """Creates a group with the account as super admin; one outcome per phone."""
+
+    @abstractmethod
+    async def update_participants(
+        self, key: InstanceKey, group_jid: str, action: str, phones: list[str]
+    ) -> list[ParticipantOutcome]:
+        """Adds, removes, promotes or demotes (`action`, groups.ACTIONS); one outcome per
+        phone."""
+
+    @abstractmethod
+    async def set_group_name(self, key: InstanceKey, group_jid: str, name: str) -> None: ...
+
+    @abstractmethod
+    async def set_group_topic(self, key: InstanceKey, group_jid: str, topic: str) -> None: ...
+
+    @abstractmethod
+    async def set_group_settings(
+        self, key: InstanceKey, group_jid: str, announce: bool | None, locked: bool | None
+    ) -> None:
+        """Changes the settings given (None: leave as is)."""
+
+    @abstractmethod
+    async def invite_link(self, key: InstanceKey, group_jid: str, revoke: bool) -> str:
+        """The group's invite link (a new one with `revoke`)."""
+
+    @abstractmethod
+    async def preview_invite(self, key: InstanceKey, code: str) -> GroupInfo:
+        """The group an invite code leads to, without joining."""
+
+    @abstractmethod
+    async def join_group(self, key: InstanceKey, code: str) -> str:
+        """Joins by invite code; the group's JID."""
+
+    @abstractmethod
+    async def leave_group(self, key: InstanceKey, group_jid: str) -> None: ...
 
     @abstractmethod
     def hosted(self) -> int:

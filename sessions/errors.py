@@ -5,6 +5,8 @@ raises the same types in the core. Whoever catches them decides by type, never b
 - NotRunning, NotConnected: nothing reached WhatsApp; the call may be retried later (a
   message goes back to its queue and counts as no failure).
 - Rejected: the simulated phone refused the action (a wrong or expired code).
+- NotAdmin, GroupNotFound: a group change needs an admin, or names a group the account is
+  not in (or an invite that leads nowhere).
 - SendRefused: WhatsApp (or the engine) refused this one message; `code` says why.
 - MaybeSent: the message was handed to WhatsApp but no answer came: it may have gone out.
 - WorkerUnavailable: the worker hosting the instance is down or restarting. `in_flight`
@@ -58,6 +60,18 @@ class MaybeSent(EngineError):
     kind = pb.ENGINE_ERROR_KIND_MAYBE_SENT
 
 
+class NotAdmin(EngineError):
+    """The account is not an admin of the group, and the change needs one."""
+
+    kind = pb.ENGINE_ERROR_KIND_NOT_ADMIN
+
+
+class GroupNotFound(EngineError):
+    """The account is not in the group, or the group (or the invite link) does not exist."""
+
+    kind = pb.ENGINE_ERROR_KIND_GROUP_NOT_FOUND
+
+
 class WorkerUnavailable(EngineError):
     """The worker hosting the instance is down or restarting; retry later."""
 
@@ -69,7 +83,8 @@ class WorkerUnavailable(EngineError):
 
 
 _BY_KIND: dict[int, type[EngineError]] = {
-    cls.kind: cls for cls in (EngineError, NotRunning, NotConnected, Rejected, MaybeSent)
+    cls.kind: cls
+    for cls in (EngineError, NotRunning, NotConnected, Rejected, MaybeSent, NotAdmin, GroupNotFound)
 }
 
 

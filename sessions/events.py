@@ -175,6 +175,36 @@ class MessageReceived:
     quoted_sender_jid: str = ""
 
 
+GROUP_CHANGES = (
+    "added",  # participants added (or joined by link); `participants` says who
+    "removed",  # participants removed (or left)
+    "promoted",
+    "demoted",
+    "name",
+    "topic",
+    "settings",  # announce and/or locked changed (None: unchanged)
+    "joined",  # this account was added to the group (or created or joined it)
+    "left",  # this account was removed from the group (or left it)
+)
+
+
+@dataclass(frozen=True)
+class GroupChanged:
+    """Something changed in a group of the instance (one of GROUP_CHANGES), done by
+    `actor_jid` (empty when WhatsApp does not say)."""
+
+    key: InstanceKey
+    group_jid: str
+    change: str
+    actor_jid: str = ""
+    participants: tuple[str, ...] = ()  # JIDs
+    name: str = ""
+    topic: str = ""
+    announce: bool | None = None
+    locked: bool | None = None
+    timestamp: float = 0.0  # epoch seconds
+
+
 EngineEvent = (
     QrShown
     | PairCodeShown
@@ -192,4 +222,5 @@ EngineEvent = (
     | KeepAliveRestored
     | Receipt
     | MessageReceived
+    | GroupChanged
 )

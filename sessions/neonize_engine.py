@@ -61,7 +61,13 @@ from itertools import count
 from pathlib import Path
 from typing import Any, TypeVar
 
-from zapgate.sessions import neonize_contacts, neonize_events, neonize_inbound, neonize_send
+from zapgate.sessions import (
+    neonize_contacts,
+    neonize_events,
+    neonize_groups,
+    neonize_inbound,
+    neonize_send,
+)
 from zapgate.sessions.engine import (
     Contact,
     Engine,
@@ -87,6 +93,7 @@ from zapgate.sessions.events import (
     TemporarilyBanned,
 )
 from zapgate.sessions.gate import Gate, WriteLease
+from zapgate.sessions.groups import GroupInfo, ParticipantOutcome
 
 # After neonize_events, whose import of neonize silences neonize's leaked-pipe warnings.
 # neonize has no type information: a module typed Any is all it offers.
@@ -305,6 +312,79 @@ class NeonizeEngine(Engine):
             if check.on_whatsapp and server == neonize_events.USER_SERVER:
                 session.remember_user(check.phone[1:], known)
         return checks
+
+    # -- groups (neonize_groups.py), each one reader call -----------------------------------
+
+    async def _group(self, key: InstanceKey, doing: str, call: Callable[[Any], T]) -> T:
+        return await self._read(self._connected(key, doing), call)
+
+    async def list_groups(self, key: InstanceKey) -> list[GroupInfo]:
+        return await self._group(key, "list groups", partial(neonize_groups.list_groups, key=key))
+
+    async def group_info(self, key: InstanceKey, group_jid: str) -> GroupInfo:
+        call = partial(neonize_groups.group_info, key=key, group=group_jid)
+        return await self._group(key, "read a group", call)
+
+    async def create_group(
+        self, key: InstanceKey, name: str, phones: list[str]
+    ) -> tuple[GroupInfo, list[ParticipantOutcome]]:
+        call = partial(neonize_groups.create_group, key=key, name=name, phones=phones)
+        return await self._group(key, "create a group", call)
+
+    async def update_participants(
+        self, key: InstanceKey, group_jid: str, action: str, phones: list[str]
+    ) -> list[ParticipantOutcome]:
+        call = partial(
+            neonize_groups.update_participants,
+            key=key,
+            group=group_jid,
+            action=action,
+            phones=phones,
+        )
+        return await self._group(key, "change participants", call)
+
+    async def set_group_name(self, key: InstanceKey, group_jid: str, name: str) -> None:
+        def rename(client: Any) -> None:
+            to = neonize_groups.group_jid(group_jid)
+            neonize_groups.call(key, "rename the group", lambda: client.set_group_name(to, name))
+
+        await self._group(key, "rename a group", rename)
+
+    async def set_group_topic(self, key: InstanceKey, group_jid: str, topic: str) -> None:
+        call = partial(neonize_groups.set_topic, key=key, group=group_jid, topic=topic)
+        await self._group(key, "describe a group", call)
+
+    async def set_group_settings(
+        self, key: InstanceKey, group_jid: str, announce: bool | None, locked: bool | None
+    ) -> None:
+        call = partial(
+            neonize_groups.set_settings, key=key, group=group_jid, announce=announce, locked=locked
+        )
+        await self._group(key, "change a group", call)
+
+    async def invite_link(self, key: InstanceKey, group_jid: str, revoke: bool) -> str:
+        call = partial(neonize_groups.invite_link, key=key, group=group_jid, revoke=revoke)
+        return await self._group(key, "read an invite link", call)
+
+    async def preview_invite(self, key: InstanceKey, code: str) -> GroupInfo:
+        def preview(client: Any) -> GroupInfo:
+            info = neonize_groups.call(
+                key, "read the invite", lambda: client.get_group_info_from_link(code)
+            )
+            return neonize_groups.to_group(info)
+
+        return await self._group(key, "read an invite", preview)
+
+    async def join_group(self, key: InstanceKey, code: str) -> str:
+        call = partial(neonize_groups.join_group, key=key, code=code)
+        return await self._group(key, "join a group", call)
+
+    async def leave_group(self, key: InstanceKey, group_jid: str) -> None:
+        def leave(client: Any) -> None:
+            to = neonize_groups.group_jid(group_jid)
+            neonize_groups.call(key, "leave the group", lambda: client.leave_group(to))
+
+        await self._group(key, "leave a group", leave)
 
     async def is_connected(self, key: InstanceKey) -> bool:
         """Whether the instance's websocket is up (False while it is still dialing): a
@@ -533,6 +613,8 @@ class _Session:
             # A plain function: neonize would hold a bound method only weakly.
             client.event(event_type)(lambda _client, event: self._on_event(event))
         client.event(neonize_inbound.MESSAGE_EVENT)(lambda _client, event: self._on_message(event))
+        for event_type in neonize_groups.GROUP_EVENT_TYPES:
+            client.event(event_type)(lambda _client, event: self._on_group_event(event))
         deliver = client.event.execute
 
         def execute(uuid: bytes, data: int, size: int, code: int) -> None:
@@ -597,6 +679,17 @@ class _Session:
         event = neonize_events.to_engine_event(self.key, message, self.client.me)
         if event is not None:
             self._post(self.engine._on_event, self, event)
+
+    def _on_group_event(self, message: Any) -> None:
+        me = self.client.me
+        mine = neonize_events.user_jid(me.JID) if me is not None else ""
+        try:
+            changes = neonize_groups.to_group_changes(self.key, message, mine)
+        except Exception:
+            log.exception("%s: dropped a group event that could not be mapped", self.uuid)
+            return
+        for change in changes:
+            self._post(self.engine._on_event, self, change)
 
     def _on_message(self, message: Any) -> None:
         try:

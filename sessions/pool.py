@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import sys
@@ -364,6 +365,13 @@ class WorkerPool:
         request = pb.CheckNumbersRequest(key=key, phones=phones)
         reply = await _call((await self._stub(slot)).CheckNumbers(request))
         return [wire.check_from_proto(c) for c in reply.results]
+
+    async def group_call(self, key: InstanceKey, method: str, **args: object) -> str:
+        """One group call of the Engine interface (sessions/groups.py); its result as JSON."""
+        slot = self._hosting(key)
+        request = pb.GroupCallRequest(key=key, method=method, args_json=json.dumps(args))
+        reply = await _call((await self._stub(slot)).GroupCall(request))
+        return reply.result_json
 
     def _hosting(self, key: InstanceKey) -> WorkerSlot:
         slot = self._placement.get(key)

@@ -9,7 +9,9 @@ import dataclasses
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from zapgate.sessions import events as ev
 from zapgate.sessions.engine import (
@@ -24,10 +26,13 @@ from zapgate.sessions.engine import (
 )
 from zapgate.sessions.errors import EngineError, NotConnected, NotRunning, Rejected, SendRefused
 from zapgate.sessions.events import InstanceKey
+from zapgate.sessions.groups import GroupInfo, ParticipantOutcome
 from zapgate.sessions.sim_contacts import AddressBook
+from zapgate.sessions.sim_groups import SimGroups
 from zapgate.sessions.sim_phone import PendingReceipt, PhoneLog, describe
 from zapgate.sessions.sim_store import SimDevice, SimStore
 
+T = TypeVar("T")
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # whatsmeow's: no 0, O, I, U
 
 
@@ -209,6 +214,9 @@ class SimEngine(Engine):
         self._registered: dict[InstanceKey, frozenset[str]] = {}
         # WhatsApp's media servers: received media, by reference, while this worker lives.
         self._media_server: dict[str, bytes] = {}
+        # (instance, phone digits) whose privacy settings refuse being added to groups.
+        self._refusing_adds: set[tuple[InstanceKey, str]] = set()
+        self._group_lock = asyncio.Lock()  # one group change at a time (read-modify-write)
 
     async def send(
         self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
@@ -270,6 +278,91 @@ class SimEngine(Engine):
             jid = f"{user}@s.whatsapp.net" if on_whatsapp else ""
             checks.append(NumberCheck(phone, on_whatsapp, jid))
         return checks
+
+    # Groups (sessions/sim_groups.py): each call runs on a thread; its events are reported
+    # here, on the loop.
+
+    def _groups(self, key: InstanceKey) -> SimGroups:
+        session = self._connected(key)
+        jid = session.device.jid if session.device is not None else None
+        if not jid:
+            raise NotConnected("the instance is not paired")
+        me = jid.partition(":")[0] + "@s.whatsapp.net"
+        return SimGroups(
+            key,
+            session.store,
+            me,
+            registered=lambda user: self._is_registered(key, user),
+            refuses_adds=lambda user: (key, user) in self._refusing_adds,
+        )
+
+    async def _group_change(self, call: Callable[[], tuple[T, list[ev.GroupChanged]]]) -> T:
+        async with self._group_lock:
+            result, changes = await asyncio.to_thread(call)
+        for change in changes:
+            self.sink(change)
+        return result
+
+    async def list_groups(self, key: InstanceKey) -> list[GroupInfo]:
+        return await asyncio.to_thread(self._groups(key).all_groups)
+
+    async def group_info(self, key: InstanceKey, group_jid: str) -> GroupInfo:
+        return await asyncio.to_thread(self._groups(key).info, group_jid)
+
+    async def create_group(
+        self, key: InstanceKey, name: str, phones: list[str]
+    ) -> tuple[GroupInfo, list[ParticipantOutcome]]:
+        groups = self._groups(key)
+        return await self._group_change(lambda: groups.create(name, phones))
+
+    async def update_participants(
+        self, key: InstanceKey, group_jid: str, action: str, phones: list[str]
+    ) -> list[ParticipantOutcome]:
+        groups = self._groups(key)
+        return await self._group_change(lambda: groups.update(group_jid, action, phones))
+
+    async def set_group_name(self, key: InstanceKey, group_jid: str, name: str) -> None:
+        groups = self._groups(key)
+        await self._group_change(lambda: (None, groups.set_name(group_jid, name)))
+
+    async def set_group_topic(self, key: InstanceKey, group_jid: str, topic: str) -> None:
+        groups = self._groups(key)
+        await self._group_change(lambda: (None, groups.set_topic(group_jid, topic)))
+
+    async def set_group_settings(
+        self, key: InstanceKey, group_jid: str, announce: bool | None, locked: bool | None
+    ) -> None:
+        groups = self._groups(key)
+        await self._group_change(lambda: (None, groups.set_settings(group_jid, announce, locked)))
+
+    async def invite_link(self, key: InstanceKey, group_jid: str, revoke: bool) -> str:
+        groups = self._groups(key)
+        return await self._group_change(lambda: (groups.invite_link(group_jid, revoke), []))
+
+    async def preview_invite(self, key: InstanceKey, code: str) -> GroupInfo:
+        return await asyncio.to_thread(self._groups(key).preview, code)
+
+    async def join_group(self, key: InstanceKey, code: str) -> str:
+        groups = self._groups(key)
+        return await self._group_change(lambda: groups.join(code))
+
+    async def leave_group(self, key: InstanceKey, group_jid: str) -> None:
+        groups = self._groups(key)
+        await self._group_change(lambda: (None, groups.leave(group_jid)))
+
+    async def group_action(self, key: InstanceKey, args: dict[str, Any]) -> None:
+        """SimulatorService: numbers refuse adds (`refuse_adds`), or another phone changes a
+        group (SimGroups.act)."""
+        if "refuse_adds" in args:
+            for phone in args["phones"]:
+                entry = (key, str(phone).lstrip("+"))
+                if args["refuse_adds"]:
+                    self._refusing_adds.add(entry)
+                else:
+                    self._refusing_adds.discard(entry)
+            return
+        groups = self._groups(key)
+        await self._group_change(lambda: (None, groups.act(args)))
 
     def _is_registered(self, key: InstanceKey, user: str) -> bool:
         registered = self._registered.get(key)

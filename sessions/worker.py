@@ -23,7 +23,7 @@ import grpc.aio
 
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
-from zapgate.sessions import wire
+from zapgate.sessions import groups, wire
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, Engine, InstanceSpec
 from zapgate.sessions.errors import EngineError, to_wire
 from zapgate.sessions.events import EngineEvent, MessageReceived
@@ -35,6 +35,22 @@ log = logging.getLogger("zapgate.worker")
 # Trailing metadata of a failed call: an EngineErrorDetail (binary: the key ends in -bin).
 ERROR_DETAIL_KEY = "zapgate-engine-error-bin"
 MEDIA_CHUNK_BYTES = 256 * 1024
+# The Engine methods GroupCall may call (sessions/groups.py).
+GROUP_CALLS = frozenset(
+    {
+        "list_groups",
+        "group_info",
+        "create_group",
+        "update_participants",
+        "set_group_name",
+        "set_group_topic",
+        "set_group_settings",
+        "invite_link",
+        "preview_invite",
+        "join_group",
+        "leave_group",
+    }
+)
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 
@@ -135,6 +151,16 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
         )
         return pb.CheckNumbersResponse(results=[wire.check_to_proto(c) for c in checks])
 
+    async def GroupCall(
+        self, request: pb.GroupCallRequest, context: Context
+    ) -> pb.GroupCallResponse:
+        if request.method not in GROUP_CALLS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown group call")
+        args = json.loads(request.args_json or "{}")
+        call = getattr(self.engine, request.method)(request.key, **args)
+        result = await _engine_call(context, call)
+        return pb.GroupCallResponse(result_json=groups.encode(result))
+
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: Context
     ) -> AsyncIterator[pb.StreamEventsResponse]:
@@ -184,6 +210,8 @@ async def _simulate(sim: SimEngine, request: pb.SimulateRequest) -> None:
         await sim.set_contacts(key, contacts)
     elif action == "set_registered":
         sim.set_registered(key, list(request.set_registered.phones))
+    elif action == "group_action":
+        await sim.group_action(key, json.loads(request.group_action.args_json))
     else:
         raise EngineError(f"unknown simulator action {action!r}")
 

@@ -16,6 +16,7 @@ from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.v1 import contact_pb2 as cpb
 from zapgate.v1 import event_pb2 as epb
+from zapgate.v1 import group_pb2 as gpb
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as spb
@@ -28,7 +29,9 @@ PUBLIC_SERVICES = [
     epb.DESCRIPTOR.services_by_name["EventService"],
     cpb.DESCRIPTOR.services_by_name["ContactService"],
     wpb.DESCRIPTOR.services_by_name["WebhookService"],
+    gpb.DESCRIPTOR.services_by_name["GroupService"],
 ]
+GROUP = "120363000000000001@g.us"
 ALL_METHODS = [method for service in PUBLIC_SERVICES for method in service.methods]
 Metadata = tuple[tuple[str, str], ...]
 A_MESSAGE_IDS: list[str] = []  # the message tenant A sent in `owned_by_a`
@@ -167,8 +170,27 @@ async def test_another_tenants_instance_is_not_found(
         request.phones.append("+15550001111")  # type: ignore[attr-defined]
     if method.name == "SendMessage":
         request.phone, request.text.body = "+15550001111", "hi"  # type: ignore[attr-defined]
+    _fill_group_fields(method, request)
     info, _ = await expect_error(call(running, method, request, key_b), grpc.StatusCode.NOT_FOUND)
     assert info.reason in ("INSTANCE_NOT_FOUND", "MESSAGE_NOT_FOUND")
+
+
+def _fill_group_fields(method: MethodDescriptor, request: Message) -> None:
+    """A valid request of a GroupService (or group simulator) RPC, naming A's instance."""
+    fields = method.input_type.fields_by_name
+    if "group_jid" in fields:
+        request.group_jid = GROUP  # type: ignore[attr-defined]
+    if "name" in fields:
+        request.name = "A group"  # type: ignore[attr-defined]
+    if "invite_link" in fields:
+        request.invite_link = "https://chat.whatsapp.com/AbCdEfGh1234"  # type: ignore[attr-defined]
+    if method.name == "UpdateParticipants":
+        request.action = gpb.PARTICIPANT_ACTION_ADD  # type: ignore[attr-defined]
+        request.participants.append("+15550001111")  # type: ignore[attr-defined]
+    if method.name == "SetGroupSettings":
+        request.announce = True  # type: ignore[attr-defined]
+    if method.name == "ChangeGroup":
+        request.by_phone, request.topic = "+15550001111", "t"  # type: ignore[attr-defined]
 
 
 async def test_list_and_create_stay_within_the_tenant(
@@ -198,6 +220,7 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"Connect", "Logout", "Reconnect", "ScanQr", "DeleteInstance", "UpdateInstance"} <= names
     assert {"SendMessage", "GetInstanceStats", "PauseSending", "ListReceived"} <= names
     assert {"InjectIncomingMessage", "DownloadMedia", "SyncContacts", "CheckNumbers"} <= names
+    assert {"CreateGroup", "UpdateParticipants", "JoinGroup", "ChangeGroup"} <= names
     assert {"React", "EditMessage", "RevokeMessage", "MarkRead", "SendChatPresence"} <= names
     assert {"CreateWebhook", "UpdateWebhook", "TestWebhook"} <= names
-    assert len(names) == 44
+    assert len(names) == 57  # 44, the 11 of GroupService, SetGroupPrivacy and ChangeGroup

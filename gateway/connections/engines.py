@@ -6,11 +6,14 @@ types (sessions/errors.py), which the call guard turns into statuses."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from zapgate.engine.v1 import worker_pb2
 from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.sessions import groups
 from zapgate.sessions.engine import Contact, NumberCheck
+from zapgate.sessions.groups import GroupInfo, ParticipantOutcome
 from zapgate.sessions.pool import WorkerPool
 from zapgate.sessions.sim_phone import PhoneLog, Received
 
@@ -51,6 +54,88 @@ class Engines:
     ) -> None:
         record = await self._instances.require(tenant, instance_id)
         await self._pool.send_presence(record.key, chat_jid, presence)
+
+    # Groups: each a GroupCall into the instance's worker (sessions/groups.py).
+
+    async def _group_call(self, tenant: str, instance_id: str, method: str, **args: object) -> str:
+        record = await self._instances.require(tenant, instance_id)
+        return await self._pool.group_call(record.key, method, **args)
+
+    async def list_groups(self, tenant: str, instance_id: str) -> list[GroupInfo]:
+        return groups.decode_groups(await self._group_call(tenant, instance_id, "list_groups"))
+
+    async def group_info(self, tenant: str, instance_id: str, group_jid: str) -> GroupInfo:
+        answer = await self._group_call(tenant, instance_id, "group_info", group_jid=group_jid)
+        return groups.decode_group(answer)
+
+    async def create_group(
+        self, tenant: str, instance_id: str, name: str, phones: list[str]
+    ) -> tuple[GroupInfo, list[ParticipantOutcome]]:
+        answer = await self._group_call(
+            tenant, instance_id, "create_group", name=name, phones=phones
+        )
+        return groups.decode_created(answer)
+
+    async def update_participants(
+        self, tenant: str, instance_id: str, group_jid: str, action: str, phones: list[str]
+    ) -> list[ParticipantOutcome]:
+        answer = await self._group_call(
+            tenant,
+            instance_id,
+            "update_participants",
+            group_jid=group_jid,
+            action=action,
+            phones=phones,
+        )
+        return groups.decode_outcomes(answer)
+
+    async def set_group_name(
+        self, tenant: str, instance_id: str, group_jid: str, name: str
+    ) -> None:
+        await self._group_call(
+            tenant, instance_id, "set_group_name", group_jid=group_jid, name=name
+        )
+
+    async def set_group_topic(
+        self, tenant: str, instance_id: str, group_jid: str, topic: str
+    ) -> None:
+        await self._group_call(
+            tenant, instance_id, "set_group_topic", group_jid=group_jid, topic=topic
+        )
+
+    async def set_group_settings(
+        self,
+        tenant: str,
+        instance_id: str,
+        group_jid: str,
+        announce: bool | None,
+        locked: bool | None,
+    ) -> None:
+        await self._group_call(
+            tenant,
+            instance_id,
+            "set_group_settings",
+            group_jid=group_jid,
+            announce=announce,
+            locked=locked,
+        )
+
+    async def invite_link(self, tenant: str, instance_id: str, group_jid: str, revoke: bool) -> str:
+        answer = await self._group_call(
+            tenant, instance_id, "invite_link", group_jid=group_jid, revoke=revoke
+        )
+        return str(json.loads(answer))
+
+    async def preview_invite(self, tenant: str, instance_id: str, code: str) -> GroupInfo:
+        answer = await self._group_call(tenant, instance_id, "preview_invite", code=code)
+        return groups.decode_group(answer)
+
+    async def join_group(self, tenant: str, instance_id: str, code: str) -> str:
+        answer = await self._group_call(tenant, instance_id, "join_group", code=code)
+        return str(json.loads(answer))
+
+    async def leave_group(self, tenant: str, instance_id: str, group_jid: str) -> None:
+        await self._group_call(tenant, instance_id, "leave_group", group_jid=group_jid)
 
     async def simulate(
         self, tenant: str, instance_id: str, request: worker_pb2.SimulateRequest

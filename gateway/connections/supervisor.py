@@ -35,6 +35,7 @@ from zapgate.gateway.connections.updates import (
     Update,
     Watchers,
 )
+from zapgate.gateway.events.groups import to_proto as group_event
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.ops.logs import about_instance, instance_fields
@@ -375,6 +376,8 @@ class Supervisor:
                 self._tasks.spawn(self._listener.on_receipt(live.key, message_ids, kind))
             case ev.MessageReceived():
                 await self._inbox.received(live.tenant, live.instance_id, event)
+            case ev.GroupChanged():
+                await self._events.append(live.tenant, live.instance_id, group_event(event))
             case ev.KeepAliveRestored():
                 log.info("keepalive restored on %s", live.key)
                 await self._save(live, keepalive_failing=False)

@@ -34,6 +34,7 @@ PAYLOADS: dict[type[Message], tuple[str, int]] = {
     pb.MessageReceived: ("message_received", pb.EVENT_TYPE_MESSAGE_RECEIVED),
     pb.ContactsSynced: ("contacts_synced", pb.EVENT_TYPE_CONTACTS_SYNCED),
     pb.WebhookStatusChanged: ("webhook_status_changed", pb.EVENT_TYPE_WEBHOOK_STATUS_CHANGED),
+    pb.GroupChanged: ("group_changed", pb.EVENT_TYPE_GROUP_CHANGED),
 }
 
 

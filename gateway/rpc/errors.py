@@ -9,6 +9,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from zapgate.sessions import errors as engine_errors
 from zapgate.sessions.errors import (
     EngineError,
     NotConnected,
@@ -206,6 +207,22 @@ class RateLimited(ZapgateError):
             f"too many {what} calls for this instance; retry in {retry_after:.1f} s",
             metadata={"what": what, "retry_after_seconds": f"{retry_after:.3f}"},
         )
+        self.retry_after = retry_after
+
+    def details(self) -> list[any_pb2.Any]:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(round(self.retry_after * 1e9))
+        return [*super().details(), _pack(retry)]
+
+
+class GroupNotAdmin(ZapgateError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = errors_pb2.ERROR_REASON_GROUP_NOT_ADMIN
+
+
+class GroupNotFound(ZapgateError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = errors_pb2.ERROR_REASON_GROUP_NOT_FOUND
 
 
 class WebhookNotFound(ZapgateError):
@@ -244,11 +261,19 @@ def from_engine(error: EngineError) -> ZapgateError:
             return SimulationRejected(message)
         case WorkerUnavailable():
             return EngineUnavailable(message)
+        case engine_errors.NotAdmin():
+            return GroupNotAdmin(message)
+        case engine_errors.GroupNotFound():
+            return GroupNotFound(message)
         case _:
             return EngineFailed(message)
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _pack(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

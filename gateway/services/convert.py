@@ -21,7 +21,7 @@ from zapgate.gateway.sending.dispatcher import policy_of
 from zapgate.gateway.store.instances import InstanceRecord
 from zapgate.gateway.store.messages import MessageRecord
 from zapgate.ratelimit.decisions import InstanceStats
-from zapgate.ratelimit.policy import SendPolicy
+from zapgate.ratelimit.policy import DEFAULT_POLICY, SendPolicy
 from zapgate.ratelimit.waiting import Waiting
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import message_pb2
@@ -121,6 +121,13 @@ def policy_from_proto(message: pb.SendPolicy) -> SendPolicy:
     for optional in ("quiet_start_hour", "quiet_end_hour"):
         if not message.HasField(optional):
             values[optional] = None
+    # Fields added after clients stored policies: unset means the default.
+    if not message.HasField("groups_created_per_day"):
+        values["groups_created_per_day"] = DEFAULT_POLICY.groups_created_per_day
+    if not message.HasField("participants_added_per_hour"):
+        values["participants_added_per_hour"] = DEFAULT_POLICY.participants_added_per_hour
+    if not message.HasField("participants_added_per_day"):
+        values["participants_added_per_day"] = DEFAULT_POLICY.participants_added_per_day
     return SendPolicy(**values)
 
 

@@ -11,6 +11,7 @@ import grpc.aio
 
 from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.contacts import ContactBook
+from zapgate.gateway.groups import GroupDesk
 from zapgate.gateway.rpc.call_guard import current_tenant
 from zapgate.gateway.rpc.errors import FieldViolation, InstanceNotFound, InvalidArgument
 from zapgate.gateway.rpc.paging import (
@@ -48,7 +49,9 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
         supervisor: Supervisor,
         dispatcher: Dispatcher,
         contact_book: ContactBook,
+        groups: GroupDesk,
     ) -> None:
+        self._groups = groups
         self._instances = instances
         self._supervisor = supervisor
         self._dispatcher = dispatcher
@@ -203,7 +206,12 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
         instance_id = await self._require_id(request.instance_id)
         stats = await self._dispatcher.stats(current_tenant(), instance_id)
         rates = await self._dispatcher.receipt_rates(current_tenant(), instance_id)
-        return instance_pb2.GetInstanceStatsResponse(stats=stats_to_proto(stats, *rates))
+        message = stats_to_proto(stats, *rates)
+        room = await self._groups.room(current_tenant(), instance_id)
+        message.remaining_group_creations_day = room.creations_day
+        message.remaining_participant_adds_hour = room.adds_hour
+        message.remaining_participant_adds_day = room.adds_day
+        return instance_pb2.GetInstanceStatsResponse(stats=message)
 
     async def PauseSending(
         self, request: instance_pb2.PauseSendingRequest, context: Context

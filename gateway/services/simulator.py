@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from typing import Any
@@ -232,6 +233,43 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         action = wpb.SimulateRequest.SetRegistered(phones=list(request.phones))
         await self._run(request.instance_id, wpb.SimulateRequest(set_registered=action))
         return pb.SetRegisteredNumbersResponse()
+
+    async def SetGroupPrivacy(
+        self, request: pb.SetGroupPrivacyRequest, context: Context
+    ) -> pb.SetGroupPrivacyResponse:
+        violations = [v for phone in request.phones for v in check_phone("phones", phone)]
+        self._check(request.instance_id, violations)
+        args = {"refuse_adds": request.refuse_adds, "phones": list(request.phones)}
+        await self._group_action(request.instance_id, args)
+        return pb.SetGroupPrivacyResponse()
+
+    async def ChangeGroup(
+        self, request: pb.ChangeGroupRequest, context: Context
+    ) -> pb.ChangeGroupResponse:
+        violations = check_phone("by_phone", request.by_phone)
+        if not request.group_jid.endswith("@g.us"):
+            violations.append(FieldViolation("group_jid", "a group JID (...@g.us)"))
+        change = request.WhichOneof("change")
+        if change is None:
+            violations.append(FieldViolation("change", "required"))
+        phones = list(request.participants.phones)
+        violations += [v for phone in phones for v in check_phone("participants.phones", phone)]
+        self._check(request.instance_id, violations)
+        args: dict[str, object] = {"by_phone": request.by_phone, "group_jid": request.group_jid}
+        if change == "participants":
+            args |= {"action": request.participants.action, "phones": phones}
+        elif change == "settings":
+            settings = request.settings
+            args["announce"] = settings.announce if settings.HasField("announce") else None
+            args["locked"] = settings.locked if settings.HasField("locked") else None
+        else:
+            args[str(change)] = getattr(request, str(change))
+        await self._group_action(request.instance_id, args)
+        return pb.ChangeGroupResponse()
+
+    async def _group_action(self, instance_id: str, args: dict[str, object]) -> None:
+        action = wpb.SimulateRequest.GroupAction(args_json=json.dumps(args))
+        await self._run(instance_id, wpb.SimulateRequest(group_action=action))
 
 
 def _required(field: str, value: str) -> list[FieldViolation]:

@@ -16,6 +16,7 @@ from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.schema import (
     contacts,
     correspondents,
+    group_actions,
     instances,
     number_checks,
     received_media,
@@ -200,7 +201,7 @@ class InstanceRepository:
         """Deletes the instance with what belongs to it (its events stay until retention:
         they are the log subscribers resume from)."""
         async with self._engine.begin() as conn:
-            for table in (received_media, correspondents, contacts, number_checks):
+            for table in (received_media, correspondents, contacts, number_checks, group_actions):
                 await conn.execute(
                     sa.delete(table).where(
                         table.c.tenant == tenant, table.c.instance_id == instance_id

@@ -197,6 +197,20 @@ number_checks = sa.Table(
     sa.Column("checked_us", sa.BigInteger, nullable=False),
 )
 
+# Group creations and participant adds each instance made (ratelimit/groups.py's caps), so
+# the caps hold across restarts; rows older than a day are deleted as new ones come.
+group_actions = sa.Table(
+    "group_actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("instance_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(10), nullable=False),  # "create" or "add"
+    sa.Column("at_us", sa.BigInteger, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Index("group_actions_by_instance", "tenant", "instance_id", "at_us"),
+)
+
 # Webhooks (gateway/webhooks): where to POST the tenant's events, and how far each got.
 webhooks = sa.Table(
     "webhooks",

@@ -20,6 +20,7 @@ from zapgate_client.v1 import (
     contact_pb2_grpc,
     event_pb2,
     event_pb2_grpc,
+    group_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
     message_pb2,
@@ -64,7 +65,7 @@ class Client:
 
     The API key goes on every call; calls that fail with UNAVAILABLE are retried with backoff
     (see `Retry`). The typed stubs `instances`, `messages`, `events`, `contacts`,
-    `simulator` and `webhooks` reach every RPC; the helpers below cover the common flows.
+    `simulator`, `webhooks` and `groups` reach every RPC; the helpers below cover the common flows.
     Use it as an async context manager, or call `close()`.
     """
 
@@ -95,6 +96,7 @@ class Client:
         self.contacts = contact_pb2_grpc.ContactServiceStub(self.channel)
         self.simulator = simulator_pb2_grpc.SimulatorServiceStub(self.channel)
         self.webhooks = webhook_pb2_grpc.WebhookServiceStub(self.channel)
+        self.groups = group_pb2_grpc.GroupServiceStub(self.channel)
 
     async def __aenter__(self) -> Client:
         return self

@@ -3,6 +3,7 @@ import { Code, ConnectError, createClient, type Client, type Interceptor } from 
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { ContactService } from "./gen/zapgate/v1/contact_pb.js";
 import { EventService, type Event, type EventType } from "./gen/zapgate/v1/event_pb.js";
+import { GroupService } from "./gen/zapgate/v1/group_pb.js";
 import {
   InstanceService,
   InstanceState,
@@ -45,7 +46,7 @@ export interface SubscribeOptions {
 
 /**
  * A client of one zapgate server over gRPC (HTTP/2). The typed clients `instances`,
- * `messages`, `events`, `contacts` and `simulator` reach every RPC; the methods below cover
+ * `messages`, `events`, `contacts`, `simulator` and `groups` reach every RPC; the methods below cover
  * the common flows. Call `close()` when done.
  */
 export class ZapgateClient {
@@ -54,6 +55,7 @@ export class ZapgateClient {
   readonly events: Client<typeof EventService>;
   readonly contacts: Client<typeof ContactService>;
   readonly simulator: Client<typeof SimulatorService>;
+  readonly groups: Client<typeof GroupService>;
   private readonly session: Http2SessionManager;
   private readonly retry: Retry;
 
@@ -77,6 +79,7 @@ export class ZapgateClient {
     this.events = createClient(EventService, transport);
     this.contacts = createClient(ContactService, transport);
     this.simulator = createClient(SimulatorService, transport);
+    this.groups = createClient(GroupService, transport);
   }
 
   /** Closes the connection; calls still running fail. */

@@ -83,6 +83,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """Too many calls of a paced kind (RESOURCE_EXHAUSTED); retry after `retry_after_seconds`."""
     ERROR_REASON_WEBHOOK_NOT_FOUND: _ErrorReason.ValueType  # 21
     """The webhook does not exist in the caller's tenant (NOT_FOUND)."""
+    ERROR_REASON_GROUP_NOT_ADMIN: _ErrorReason.ValueType  # 22
+    """The account is not an admin of the group, and the change needs one (PERMISSION_DENIED)."""
+    ERROR_REASON_GROUP_NOT_FOUND: _ErrorReason.ValueType  # 23
+    """The account is not in the group, the group does not exist, or the invite link is
+    invalid or revoked (NOT_FOUND); the metadata's `group_jid` names the group.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -151,4 +157,10 @@ ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 20
 """Too many calls of a paced kind (RESOURCE_EXHAUSTED); retry after `retry_after_seconds`."""
 ERROR_REASON_WEBHOOK_NOT_FOUND: ErrorReason.ValueType  # 21
 """The webhook does not exist in the caller's tenant (NOT_FOUND)."""
+ERROR_REASON_GROUP_NOT_ADMIN: ErrorReason.ValueType  # 22
+"""The account is not an admin of the group, and the change needs one (PERMISSION_DENIED)."""
+ERROR_REASON_GROUP_NOT_FOUND: ErrorReason.ValueType  # 23
+"""The account is not in the group, the group does not exist, or the invite link is
+invalid or revoked (NOT_FOUND); the metadata's `group_jid` names the group.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -37,6 +37,7 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     EVENT_TYPE_MESSAGE_RECEIVED: _EventType.ValueType  # 6
     EVENT_TYPE_CONTACTS_SYNCED: _EventType.ValueType  # 7
     EVENT_TYPE_WEBHOOK_STATUS_CHANGED: _EventType.ValueType  # 8
+    EVENT_TYPE_GROUP_CHANGED: _EventType.ValueType  # 9
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -49,6 +50,7 @@ EVENT_TYPE_SENDING_RESUMED: EventType.ValueType  # 5
 EVENT_TYPE_MESSAGE_RECEIVED: EventType.ValueType  # 6
 EVENT_TYPE_CONTACTS_SYNCED: EventType.ValueType  # 7
 EVENT_TYPE_WEBHOOK_STATUS_CHANGED: EventType.ValueType  # 8
+EVENT_TYPE_GROUP_CHANGED: EventType.ValueType  # 9
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 class _MediaKind:
@@ -75,6 +77,51 @@ MEDIA_KIND_VOICE_NOTE: MediaKind.ValueType  # 4
 MEDIA_KIND_DOCUMENT: MediaKind.ValueType  # 5
 MEDIA_KIND_STICKER: MediaKind.ValueType  # 6
 Global___MediaKind: _TypeAlias = MediaKind  # noqa: Y015
+
+class _GroupChange:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GroupChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GroupChange.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GROUP_CHANGE_UNSPECIFIED: _GroupChange.ValueType  # 0
+    GROUP_CHANGE_PARTICIPANTS_ADDED: _GroupChange.ValueType  # 1
+    """Participants were added (or joined by link): `participants`."""
+    GROUP_CHANGE_PARTICIPANTS_REMOVED: _GroupChange.ValueType  # 2
+    """Participants were removed (or left)."""
+    GROUP_CHANGE_PARTICIPANTS_PROMOTED: _GroupChange.ValueType  # 3
+    GROUP_CHANGE_PARTICIPANTS_DEMOTED: _GroupChange.ValueType  # 4
+    GROUP_CHANGE_NAME: _GroupChange.ValueType  # 5
+    """The group's name is now `name`."""
+    GROUP_CHANGE_TOPIC: _GroupChange.ValueType  # 6
+    """The group's topic is now `topic` (empty: removed)."""
+    GROUP_CHANGE_SETTINGS: _GroupChange.ValueType  # 7
+    """`announce` and/or `locked` changed (the ones set)."""
+    GROUP_CHANGE_JOINED: _GroupChange.ValueType  # 8
+    """This account was added to the group (or created or joined it)."""
+    GROUP_CHANGE_LEFT: _GroupChange.ValueType  # 9
+    """This account was removed from the group (or left it)."""
+
+class GroupChange(_GroupChange, metaclass=_GroupChangeEnumTypeWrapper): ...
+
+GROUP_CHANGE_UNSPECIFIED: GroupChange.ValueType  # 0
+GROUP_CHANGE_PARTICIPANTS_ADDED: GroupChange.ValueType  # 1
+"""Participants were added (or joined by link): `participants`."""
+GROUP_CHANGE_PARTICIPANTS_REMOVED: GroupChange.ValueType  # 2
+"""Participants were removed (or left)."""
+GROUP_CHANGE_PARTICIPANTS_PROMOTED: GroupChange.ValueType  # 3
+GROUP_CHANGE_PARTICIPANTS_DEMOTED: GroupChange.ValueType  # 4
+GROUP_CHANGE_NAME: GroupChange.ValueType  # 5
+"""The group's name is now `name`."""
+GROUP_CHANGE_TOPIC: GroupChange.ValueType  # 6
+"""The group's topic is now `topic` (empty: removed)."""
+GROUP_CHANGE_SETTINGS: GroupChange.ValueType  # 7
+"""`announce` and/or `locked` changed (the ones set)."""
+GROUP_CHANGE_JOINED: GroupChange.ValueType  # 8
+"""This account was added to the group (or created or joined it)."""
+GROUP_CHANGE_LEFT: GroupChange.ValueType  # 9
+"""This account was removed from the group (or left it)."""
+Global___GroupChange: _TypeAlias = GroupChange  # noqa: Y015
 
 class _WebhookStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -180,6 +227,7 @@ class Event(_message.Message):
     MESSAGE_RECEIVED_FIELD_NUMBER: _builtins.int
     CONTACTS_SYNCED_FIELD_NUMBER: _builtins.int
     WEBHOOK_STATUS_CHANGED_FIELD_NUMBER: _builtins.int
+    GROUP_CHANGED_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     instance_id: _builtins.str
     @_builtins.property
@@ -200,6 +248,8 @@ class Event(_message.Message):
     def contacts_synced(self) -> Global___ContactsSynced: ...
     @_builtins.property
     def webhook_status_changed(self) -> Global___WebhookStatusChanged: ...
+    @_builtins.property
+    def group_changed(self) -> Global___GroupChanged: ...
     def __init__(
         self,
         *,
@@ -214,12 +264,13 @@ class Event(_message.Message):
         message_received: Global___MessageReceived | None = ...,
         contacts_synced: Global___ContactsSynced | None = ...,
         webhook_status_changed: Global___WebhookStatusChanged | None = ...,
+        group_changed: Global___GroupChanged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "cursor", b"cursor", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -558,6 +609,61 @@ class Unsupported(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Unsupported: _TypeAlias = Unsupported  # noqa: Y015
+
+@_typing.final
+class GroupChanged(_message.Message):
+    """Something changed in one of the instance's groups, by this account or another."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_JID_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    ACTOR_JID_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    ANNOUNCE_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
+    group_jid: _builtins.str
+    change: Global___GroupChange.ValueType
+    actor_jid: _builtins.str
+    """Who did it (a phone-number JID where known, else a LID; empty when WhatsApp does not
+    say).
+    """
+    name: _builtins.str
+    topic: _builtins.str
+    announce: _builtins.bool
+    locked: _builtins.bool
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With the PARTICIPANTS_* changes (and JOINED / LEFT: this account's JID)."""
+
+    def __init__(
+        self,
+        *,
+        group_jid: _builtins.str = ...,
+        change: Global___GroupChange.ValueType = ...,
+        actor_jid: _builtins.str = ...,
+        participants: _abc.Iterable[_builtins.str] | None = ...,
+        name: _builtins.str = ...,
+        topic: _builtins.str = ...,
+        announce: _builtins.bool | None = ...,
+        locked: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_announce", b"_announce", "_locked", b"_locked", "announce", b"announce", "locked", b"locked"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_announce", b"_announce", "_locked", b"_locked", "actor_jid", b"actor_jid", "announce", b"announce", "change", b"change", "group_jid", b"group_jid", "locked", b"locked", "name", b"name", "participants", b"participants", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__announce: _TypeAlias = _typing.Literal["announce"]  # noqa: Y015
+    _WhichOneofArgType__announce: _TypeAlias = _typing.Literal["_announce", b"_announce"]  # noqa: Y015
+    _WhichOneofReturnType__locked: _TypeAlias = _typing.Literal["locked"]  # noqa: Y015
+    _WhichOneofArgType__locked: _TypeAlias = _typing.Literal["_locked", b"_locked"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__announce) -> _WhichOneofReturnType__announce | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__locked) -> _WhichOneofReturnType__locked | None: ...
+
+Global___GroupChanged: _TypeAlias = GroupChanged  # noqa: Y015
 
 @_typing.final
 class ContactsSynced(_message.Message):

@@ -220,6 +220,9 @@ class SendPolicy(_message.Message):
     TYPING_MAX_SECONDS_FIELD_NUMBER: _builtins.int
     NUMBER_CHECKS_PER_MINUTE_FIELD_NUMBER: _builtins.int
     NUMBER_CHECKS_PER_DAY_FIELD_NUMBER: _builtins.int
+    GROUPS_CREATED_PER_DAY_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_ADDED_PER_HOUR_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_ADDED_PER_DAY_FIELD_NUMBER: _builtins.int
     min_gap_seconds: _builtins.float
     """Minimum seconds between two sends, plus a random extra in [jitter_min, jitter_max]."""
     jitter_min_seconds: _builtins.float
@@ -250,6 +253,12 @@ class SendPolicy(_message.Message):
     over a rolling minute and a rolling day.
     """
     number_checks_per_day: _builtins.int
+    groups_created_per_day: _builtins.int
+    """GroupService (docs/groups.md): groups created per rolling day, participants added per
+    rolling hour and day. Unset: the defaults (3, 20, 50).
+    """
+    participants_added_per_hour: _builtins.int
+    participants_added_per_day: _builtins.int
     def __init__(
         self,
         *,
@@ -270,15 +279,30 @@ class SendPolicy(_message.Message):
         typing_max_seconds: _builtins.float = ...,
         number_checks_per_minute: _builtins.int = ...,
         number_checks_per_day: _builtins.int = ...,
+        groups_created_per_day: _builtins.int | None = ...,
+        participants_added_per_hour: _builtins.int | None = ...,
+        participants_added_per_day: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_quiet_end_hour", b"_quiet_end_hour", "_quiet_start_hour", b"_quiet_start_hour", "quiet_end_hour", b"quiet_end_hour", "quiet_start_hour", b"quiet_start_hour"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_groups_created_per_day", b"_groups_created_per_day", "_participants_added_per_day", b"_participants_added_per_day", "_participants_added_per_hour", b"_participants_added_per_hour", "_quiet_end_hour", b"_quiet_end_hour", "_quiet_start_hour", b"_quiet_start_hour", "groups_created_per_day", b"groups_created_per_day", "participants_added_per_day", b"participants_added_per_day", "participants_added_per_hour", b"participants_added_per_hour", "quiet_end_hour", b"quiet_end_hour", "quiet_start_hour", b"quiet_start_hour"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quiet_end_hour", b"_quiet_end_hour", "_quiet_start_hour", b"_quiet_start_hour", "jitter_max_seconds", b"jitter_max_seconds", "jitter_min_seconds", b"jitter_min_seconds", "min_gap_seconds", b"min_gap_seconds", "new_contacts_per_day", b"new_contacts_per_day", "number_checks_per_day", b"number_checks_per_day", "number_checks_per_minute", b"number_checks_per_minute", "per_day", b"per_day", "per_hour", b"per_hour", "per_minute", b"per_minute", "quiet_end_hour", b"quiet_end_hour", "quiet_start_hour", b"quiet_start_hour", "timezone", b"timezone", "typing", b"typing", "typing_chars_per_second", b"typing_chars_per_second", "typing_max_seconds", b"typing_max_seconds", "warmup_days", b"warmup_days", "warmup_first_day_cap", b"warmup_first_day_cap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_groups_created_per_day", b"_groups_created_per_day", "_participants_added_per_day", b"_participants_added_per_day", "_participants_added_per_hour", b"_participants_added_per_hour", "_quiet_end_hour", b"_quiet_end_hour", "_quiet_start_hour", b"_quiet_start_hour", "groups_created_per_day", b"groups_created_per_day", "jitter_max_seconds", b"jitter_max_seconds", "jitter_min_seconds", b"jitter_min_seconds", "min_gap_seconds", b"min_gap_seconds", "new_contacts_per_day", b"new_contacts_per_day", "number_checks_per_day", b"number_checks_per_day", "number_checks_per_minute", b"number_checks_per_minute", "participants_added_per_day", b"participants_added_per_day", "participants_added_per_hour", b"participants_added_per_hour", "per_day", b"per_day", "per_hour", b"per_hour", "per_minute", b"per_minute", "quiet_end_hour", b"quiet_end_hour", "quiet_start_hour", b"quiet_start_hour", "timezone", b"timezone", "typing", b"typing", "typing_chars_per_second", b"typing_chars_per_second", "typing_max_seconds", b"typing_max_seconds", "warmup_days", b"warmup_days", "warmup_first_day_cap", b"warmup_first_day_cap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__groups_created_per_day: _TypeAlias = _typing.Literal["groups_created_per_day"]  # noqa: Y015
+    _WhichOneofArgType__groups_created_per_day: _TypeAlias = _typing.Literal["_groups_created_per_day", b"_groups_created_per_day"]  # noqa: Y015
+    _WhichOneofReturnType__participants_added_per_day: _TypeAlias = _typing.Literal["participants_added_per_day"]  # noqa: Y015
+    _WhichOneofArgType__participants_added_per_day: _TypeAlias = _typing.Literal["_participants_added_per_day", b"_participants_added_per_day"]  # noqa: Y015
+    _WhichOneofReturnType__participants_added_per_hour: _TypeAlias = _typing.Literal["participants_added_per_hour"]  # noqa: Y015
+    _WhichOneofArgType__participants_added_per_hour: _TypeAlias = _typing.Literal["_participants_added_per_hour", b"_participants_added_per_hour"]  # noqa: Y015
     _WhichOneofReturnType__quiet_end_hour: _TypeAlias = _typing.Literal["quiet_end_hour"]  # noqa: Y015
     _WhichOneofArgType__quiet_end_hour: _TypeAlias = _typing.Literal["_quiet_end_hour", b"_quiet_end_hour"]  # noqa: Y015
     _WhichOneofReturnType__quiet_start_hour: _TypeAlias = _typing.Literal["quiet_start_hour"]  # noqa: Y015
     _WhichOneofArgType__quiet_start_hour: _TypeAlias = _typing.Literal["_quiet_start_hour", b"_quiet_start_hour"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__groups_created_per_day) -> _WhichOneofReturnType__groups_created_per_day | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__participants_added_per_day) -> _WhichOneofReturnType__participants_added_per_day | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__participants_added_per_hour) -> _WhichOneofReturnType__participants_added_per_hour | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__quiet_end_hour) -> _WhichOneofReturnType__quiet_end_hour | None: ...
     @_typing.overload
@@ -950,6 +974,9 @@ class InstanceStats(_message.Message):
     NEXT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    REMAINING_GROUP_CREATIONS_DAY_FIELD_NUMBER: _builtins.int
+    REMAINING_PARTICIPANT_ADDS_HOUR_FIELD_NUMBER: _builtins.int
+    REMAINING_PARTICIPANT_ADDS_DAY_FIELD_NUMBER: _builtins.int
     sent_today: _builtins.int
     remaining_minute: _builtins.int
     remaining_hour: _builtins.int
@@ -965,6 +992,10 @@ class InstanceStats(_message.Message):
     the earliest time it may leave the queue, as on that message (GetMessage).
     """
     waiting_reason: _message_pb2.WaitingReason.ValueType
+    remaining_group_creations_day: _builtins.int
+    """GroupService caps: what the instance may still do now."""
+    remaining_participant_adds_hour: _builtins.int
+    remaining_participant_adds_day: _builtins.int
     @_builtins.property
     def next_send_time(self) -> _timestamp_pb2.Timestamp:
         """Earliest time the next queued message may go (unset when nothing is queued): its
@@ -990,10 +1021,13 @@ class InstanceStats(_message.Message):
         next_message_id: _builtins.str = ...,
         waiting_reason: _message_pb2.WaitingReason.ValueType = ...,
         next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        remaining_group_creations_day: _builtins.int = ...,
+        remaining_participant_adds_hour: _builtins.int = ...,
+        remaining_participant_adds_day: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_time", b"next_attempt_time", "next_send_time", b"next_send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_rate", b"delivery_rate", "next_attempt_time", b"next_attempt_time", "next_message_id", b"next_message_id", "next_send_time", b"next_send_time", "paused_reason", b"paused_reason", "queue_depth", b"queue_depth", "read_rate", b"read_rate", "remaining_day", b"remaining_day", "remaining_hour", b"remaining_hour", "remaining_minute", b"remaining_minute", "remaining_new_contacts", b"remaining_new_contacts", "sent_today", b"sent_today", "waiting_reason", b"waiting_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_rate", b"delivery_rate", "next_attempt_time", b"next_attempt_time", "next_message_id", b"next_message_id", "next_send_time", b"next_send_time", "paused_reason", b"paused_reason", "queue_depth", b"queue_depth", "read_rate", b"read_rate", "remaining_day", b"remaining_day", "remaining_group_creations_day", b"remaining_group_creations_day", "remaining_hour", b"remaining_hour", "remaining_minute", b"remaining_minute", "remaining_new_contacts", b"remaining_new_contacts", "remaining_participant_adds_day", b"remaining_participant_adds_day", "remaining_participant_adds_hour", b"remaining_participant_adds_hour", "sent_today", b"sent_today", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -71,6 +71,17 @@ class SimulatorServiceStub:
     """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
     makes every number registered again (the default).
     """
+    SetGroupPrivacy: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.SetGroupPrivacyRequest, _simulator_pb2.SetGroupPrivacyResponse]
+    """These numbers' privacy settings refuse being added to groups (WhatsApp then sends them
+    an invite instead: UpdateParticipants answers "invite_sent"); `refuse` false clears it.
+    """
+    ChangeGroup: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.ChangeGroupRequest, _simulator_pb2.ChangeGroupResponse]
+    """Another phone (`by_phone`, a participant) changes one of the account's groups: creates
+    one with the account in it (`create_name`, with the JID given), changes participants
+    (promoting the account's own number makes it an admin), the name, topic or settings.
+    Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
+    `by_phone` is not in the group.
+    """
 
 @_typing.type_check_only
 class SimulatorServiceAsyncStub(SimulatorServiceStub):
@@ -114,6 +125,17 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     SetRegisteredNumbers: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SetRegisteredNumbersRequest, _simulator_pb2.SetRegisteredNumbersResponse]  # type: ignore[assignment]
     """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
     makes every number registered again (the default).
+    """
+    SetGroupPrivacy: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SetGroupPrivacyRequest, _simulator_pb2.SetGroupPrivacyResponse]  # type: ignore[assignment]
+    """These numbers' privacy settings refuse being added to groups (WhatsApp then sends them
+    an invite instead: UpdateParticipants answers "invite_sent"); `refuse` false clears it.
+    """
+    ChangeGroup: _aio.UnaryUnaryMultiCallable[_simulator_pb2.ChangeGroupRequest, _simulator_pb2.ChangeGroupResponse]  # type: ignore[assignment]
+    """Another phone (`by_phone`, a participant) changes one of the account's groups: creates
+    one with the account in it (`create_name`, with the JID given), changes participants
+    (promoting the account's own number makes it an admin), the name, topic or settings.
+    Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
+    `by_phone` is not in the group.
     """
 
 class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -233,6 +255,29 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_simulator_pb2.SetRegisteredNumbersResponse, _abc.Awaitable[_simulator_pb2.SetRegisteredNumbersResponse]]:
         """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
         makes every number registered again (the default).
+        """
+
+    @_abc_1.abstractmethod
+    def SetGroupPrivacy(
+        self,
+        request: _simulator_pb2.SetGroupPrivacyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.SetGroupPrivacyResponse, _abc.Awaitable[_simulator_pb2.SetGroupPrivacyResponse]]:
+        """These numbers' privacy settings refuse being added to groups (WhatsApp then sends them
+        an invite instead: UpdateParticipants answers "invite_sent"); `refuse` false clears it.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangeGroup(
+        self,
+        request: _simulator_pb2.ChangeGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.ChangeGroupResponse, _abc.Awaitable[_simulator_pb2.ChangeGroupResponse]]:
+        """Another phone (`by_phone`, a participant) changes one of the account's groups: creates
+        one with the account in it (`create_name`, with the JID given), changes participants
+        (promoting the account's own number makes it an admin), the name, topic or settings.
+        Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
+        `by_phone` is not in the group.
         """
 
 def add_SimulatorServiceServicer_to_server(servicer: SimulatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

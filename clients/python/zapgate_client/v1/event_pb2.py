@@ -27,51 +27,55 @@ from zapgate_client.v1 import instance_pb2 as zapgate_dot_v1_dot_instance__pb2
 from zapgate_client.v1 import message_pb2 as zapgate_dot_v1_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zapgate/v1/event.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19zapgate/v1/instance.proto\x1a\x18zapgate/v1/message.proto\"u\n\x10SubscribeRequest\x12\x13\n\x0b\x66rom_cursor\x18\x01 \x01(\x03\x12\x10\n\x08only_new\x18\x02 \x01(\x08\x12\x14\n\x0cinstance_ids\x18\x03 \x03(\t\x12$\n\x05types\x18\x04 \x03(\x0e\x32\x15.zapgate.v1.EventType\"5\n\x11SubscribeResponse\x12 \n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.zapgate.v1.Event\"\xa3\x04\n\x05\x45vent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\x31\n\rstate_changed\x18\x04 \x01(\x0b\x32\x18.zapgate.v1.StateChangedH\x00\x12+\n\nqr_updated\x18\x05 \x01(\x0b\x32\x15.zapgate.v1.QrUpdatedH\x00\x12@\n\x15message_state_changed\x18\x06 \x01(\x0b\x32\x1f.zapgate.v1.MessageStateChangedH\x00\x12\x33\n\x0esending_paused\x18\x07 \x01(\x0b\x32\x19.zapgate.v1.SendingPausedH\x00\x12\x35\n\x0fsending_resumed\x18\x08 \x01(\x0b\x32\x1a.zapgate.v1.SendingResumedH\x00\x12\x37\n\x10message_received\x18\t \x01(\x0b\x32\x1b.zapgate.v1.MessageReceivedH\x00\x12\x35\n\x0f\x63ontacts_synced\x18\n \x01(\x0b\x32\x1a.zapgate.v1.ContactsSyncedH\x00\x12\x42\n\x16webhook_status_changed\x18\x0b \x01(\x0b\x32 .zapgate.v1.WebhookStatusChangedH\x00\x42\t\n\x07payload\"q\n\x0cStateChanged\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.zapgate.v1.InstanceState\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.zapgate.v1.StateReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"W\n\tQrUpdated\x12\r\n\x05index\x18\x02 \x01(\x05\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x01\x10\x02R\x04\x63ode\"\xb6\x01\n\x13MessageStateChanged\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12\x16\n\x0e\x66\x61ilure_reason\x18\x03 \x01(\t\x12\x1b\n\x13whatsapp_message_id\x18\x04 \x01(\t\x12\x15\n\rrecipient_jid\x18\x05 \x01(\t\x12\x16\n\x0e\x66\x61ilure_detail\x18\x06 \x01(\t\"\x1f\n\rSendingPaused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x10\n\x0eSendingResumed\"\xec\x03\n\x0fMessageReceived\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x02 \x01(\t\x12\x12\n\nsender_jid\x18\x03 \x01(\t\x12\x12\n\nsender_lid\x18\x04 \x01(\t\x12\x11\n\tpush_name\x18\x05 \x01(\t\x12\x0f\n\x07\x66rom_me\x18\x06 \x01(\x08\x12\x11\n\tgroup_jid\x18\x07 \x01(\t\x12-\n\tsent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x04text\x18\t \x01(\tH\x00\x12*\n\x05media\x18\n \x01(\x0b\x32\x19.zapgate.v1.ReceivedMediaH\x00\x12(\n\x08location\x18\x0b \x01(\x0b\x32\x14.zapgate.v1.LocationH\x00\x12.\n\x07\x63ontact\x18\x0c \x01(\x0b\x32\x1b.zapgate.v1.ReceivedContactH\x00\x12(\n\x08reaction\x18\r \x01(\x0b\x32\x14.zapgate.v1.ReactionH\x00\x12.\n\x0bunsupported\x18\x0f \x01(\x0b\x32\x17.zapgate.v1.UnsupportedH\x00\x12*\n\x08reply_to\x18\x0e \x01(\x0b\x32\x18.zapgate.v1.ReplyContextB\t\n\x07\x63ontent\"\x9a\x01\n\rReceivedMedia\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.zapgate.v1.MediaKind\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0f\n\x07seconds\x18\x07 \x01(\x05\"6\n\x0fReceivedContact\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\r\n\x05vcard\x18\x02 \x01(\t\"-\n\x08Reaction\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\r\n\x05\x65moji\x18\x02 \x01(\t\"6\n\x0cReplyContext\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nsender_jid\x18\x02 \x01(\t\"\r\n\x0bUnsupported\"T\n\x0e\x43ontactsSynced\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x11\n\tunchanged\x18\x03 \x01(\x05\x12\x0f\n\x07removed\x18\x04 \x01(\x05\"u\n\x14WebhookStatusChanged\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.zapgate.v1.WebhookStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\x03*\xad\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45VENT_TYPE_STATE_CHANGED\x10\x01\x12\x19\n\x15\x45VENT_TYPE_QR_UPDATED\x10\x02\x12$\n EVENT_TYPE_MESSAGE_STATE_CHANGED\x10\x03\x12\x1d\n\x19\x45VENT_TYPE_SENDING_PAUSED\x10\x04\x12\x1e\n\x1a\x45VENT_TYPE_SENDING_RESUMED\x10\x05\x12\x1f\n\x1b\x45VENT_TYPE_MESSAGE_RECEIVED\x10\x06\x12\x1e\n\x1a\x45VENT_TYPE_CONTACTS_SYNCED\x10\x07\x12%\n!EVENT_TYPE_WEBHOOK_STATUS_CHANGED\x10\x08*\xb5\x01\n\tMediaKind\x12\x1a\n\x16MEDIA_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_KIND_IMAGE\x10\x01\x12\x14\n\x10MEDIA_KIND_VIDEO\x10\x02\x12\x14\n\x10MEDIA_KIND_AUDIO\x10\x03\x12\x19\n\x15MEDIA_KIND_VOICE_NOTE\x10\x04\x12\x17\n\x13MEDIA_KIND_DOCUMENT\x10\x05\x12\x16\n\x12MEDIA_KIND_STICKER\x10\x06*\xa0\x01\n\rWebhookStatus\x12\x1e\n\x1aWEBHOOK_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15WEBHOOK_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17WEBHOOK_STATUS_RETRYING\x10\x02\x12\x1a\n\x16WEBHOOK_STATUS_FAILING\x10\x03\x12\x1b\n\x17WEBHOOK_STATUS_DISABLED\x10\x04\x32Z\n\x0c\x45ventService\x12J\n\tSubscribe\x12\x1c.zapgate.v1.SubscribeRequest\x1a\x1d.zapgate.v1.SubscribeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zapgate/v1/event.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19zapgate/v1/instance.proto\x1a\x18zapgate/v1/message.proto\"u\n\x10SubscribeRequest\x12\x13\n\x0b\x66rom_cursor\x18\x01 \x01(\x03\x12\x10\n\x08only_new\x18\x02 \x01(\x08\x12\x14\n\x0cinstance_ids\x18\x03 \x03(\t\x12$\n\x05types\x18\x04 \x03(\x0e\x32\x15.zapgate.v1.EventType\"5\n\x11SubscribeResponse\x12 \n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.zapgate.v1.Event\"\xd6\x04\n\x05\x45vent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\x31\n\rstate_changed\x18\x04 \x01(\x0b\x32\x18.zapgate.v1.StateChangedH\x00\x12+\n\nqr_updated\x18\x05 \x01(\x0b\x32\x15.zapgate.v1.QrUpdatedH\x00\x12@\n\x15message_state_changed\x18\x06 \x01(\x0b\x32\x1f.zapgate.v1.MessageStateChangedH\x00\x12\x33\n\x0esending_paused\x18\x07 \x01(\x0b\x32\x19.zapgate.v1.SendingPausedH\x00\x12\x35\n\x0fsending_resumed\x18\x08 \x01(\x0b\x32\x1a.zapgate.v1.SendingResumedH\x00\x12\x37\n\x10message_received\x18\t \x01(\x0b\x32\x1b.zapgate.v1.MessageReceivedH\x00\x12\x35\n\x0f\x63ontacts_synced\x18\n \x01(\x0b\x32\x1a.zapgate.v1.ContactsSyncedH\x00\x12\x42\n\x16webhook_status_changed\x18\x0b \x01(\x0b\x32 .zapgate.v1.WebhookStatusChangedH\x00\x12\x31\n\rgroup_changed\x18\x0c \x01(\x0b\x32\x18.zapgate.v1.GroupChangedH\x00\x42\t\n\x07payload\"q\n\x0cStateChanged\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.zapgate.v1.InstanceState\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.zapgate.v1.StateReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"W\n\tQrUpdated\x12\r\n\x05index\x18\x02 \x01(\x05\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x01\x10\x02R\x04\x63ode\"\xb6\x01\n\x13MessageStateChanged\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12\x16\n\x0e\x66\x61ilure_reason\x18\x03 \x01(\t\x12\x1b\n\x13whatsapp_message_id\x18\x04 \x01(\t\x12\x15\n\rrecipient_jid\x18\x05 \x01(\t\x12\x16\n\x0e\x66\x61ilure_detail\x18\x06 \x01(\t\"\x1f\n\rSendingPaused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x10\n\x0eSendingResumed\"\xec\x03\n\x0fMessageReceived\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x02 \x01(\t\x12\x12\n\nsender_jid\x18\x03 \x01(\t\x12\x12\n\nsender_lid\x18\x04 \x01(\t\x12\x11\n\tpush_name\x18\x05 \x01(\t\x12\x0f\n\x07\x66rom_me\x18\x06 \x01(\x08\x12\x11\n\tgroup_jid\x18\x07 \x01(\t\x12-\n\tsent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x04text\x18\t \x01(\tH\x00\x12*\n\x05media\x18\n \x01(\x0b\x32\x19.zapgate.v1.ReceivedMediaH\x00\x12(\n\x08location\x18\x0b \x01(\x0b\x32\x14.zapgate.v1.LocationH\x00\x12.\n\x07\x63ontact\x18\x0c \x01(\x0b\x32\x1b.zapgate.v1.ReceivedContactH\x00\x12(\n\x08reaction\x18\r \x01(\x0b\x32\x14.zapgate.v1.ReactionH\x00\x12.\n\x0bunsupported\x18\x0f \x01(\x0b\x32\x17.zapgate.v1.UnsupportedH\x00\x12*\n\x08reply_to\x18\x0e \x01(\x0b\x32\x18.zapgate.v1.ReplyContextB\t\n\x07\x63ontent\"\x9a\x01\n\rReceivedMedia\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.zapgate.v1.MediaKind\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0f\n\x07seconds\x18\x07 \x01(\x05\"6\n\x0fReceivedContact\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\r\n\x05vcard\x18\x02 \x01(\t\"-\n\x08Reaction\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\r\n\x05\x65moji\x18\x02 \x01(\t\"6\n\x0cReplyContext\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nsender_jid\x18\x02 \x01(\t\"\r\n\x0bUnsupported\"\xd4\x01\n\x0cGroupChanged\x12\x11\n\tgroup_jid\x18\x01 \x01(\t\x12\'\n\x06\x63hange\x18\x02 \x01(\x0e\x32\x17.zapgate.v1.GroupChange\x12\x11\n\tactor_jid\x18\x03 \x01(\t\x12\x14\n\x0cparticipants\x18\x04 \x03(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\r\n\x05topic\x18\x06 \x01(\t\x12\x15\n\x08\x61nnounce\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x06locked\x18\x08 \x01(\x08H\x01\x88\x01\x01\x42\x0b\n\t_announceB\t\n\x07_locked\"T\n\x0e\x43ontactsSynced\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x11\n\tunchanged\x18\x03 \x01(\x05\x12\x0f\n\x07removed\x18\x04 \x01(\x05\"u\n\x14WebhookStatusChanged\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.zapgate.v1.WebhookStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\x03*\xcb\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45VENT_TYPE_STATE_CHANGED\x10\x01\x12\x19\n\x15\x45VENT_TYPE_QR_UPDATED\x10\x02\x12$\n EVENT_TYPE_MESSAGE_STATE_CHANGED\x10\x03\x12\x1d\n\x19\x45VENT_TYPE_SENDING_PAUSED\x10\x04\x12\x1e\n\x1a\x45VENT_TYPE_SENDING_RESUMED\x10\x05\x12\x1f\n\x1b\x45VENT_TYPE_MESSAGE_RECEIVED\x10\x06\x12\x1e\n\x1a\x45VENT_TYPE_CONTACTS_SYNCED\x10\x07\x12%\n!EVENT_TYPE_WEBHOOK_STATUS_CHANGED\x10\x08\x12\x1c\n\x18\x45VENT_TYPE_GROUP_CHANGED\x10\t*\xb5\x01\n\tMediaKind\x12\x1a\n\x16MEDIA_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_KIND_IMAGE\x10\x01\x12\x14\n\x10MEDIA_KIND_VIDEO\x10\x02\x12\x14\n\x10MEDIA_KIND_AUDIO\x10\x03\x12\x19\n\x15MEDIA_KIND_VOICE_NOTE\x10\x04\x12\x17\n\x13MEDIA_KIND_DOCUMENT\x10\x05\x12\x16\n\x12MEDIA_KIND_STICKER\x10\x06*\xc0\x02\n\x0bGroupChange\x12\x1c\n\x18GROUP_CHANGE_UNSPECIFIED\x10\x00\x12#\n\x1fGROUP_CHANGE_PARTICIPANTS_ADDED\x10\x01\x12%\n!GROUP_CHANGE_PARTICIPANTS_REMOVED\x10\x02\x12&\n\"GROUP_CHANGE_PARTICIPANTS_PROMOTED\x10\x03\x12%\n!GROUP_CHANGE_PARTICIPANTS_DEMOTED\x10\x04\x12\x15\n\x11GROUP_CHANGE_NAME\x10\x05\x12\x16\n\x12GROUP_CHANGE_TOPIC\x10\x06\x12\x19\n\x15GROUP_CHANGE_SETTINGS\x10\x07\x12\x17\n\x13GROUP_CHANGE_JOINED\x10\x08\x12\x15\n\x11GROUP_CHANGE_LEFT\x10\t*\xa0\x01\n\rWebhookStatus\x12\x1e\n\x1aWEBHOOK_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15WEBHOOK_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17WEBHOOK_STATUS_RETRYING\x10\x02\x12\x1a\n\x16WEBHOOK_STATUS_FAILING\x10\x03\x12\x1b\n\x17WEBHOOK_STATUS_DISABLED\x10\x04\x32Z\n\x0c\x45ventService\x12J\n\tSubscribe\x12\x1c.zapgate.v1.SubscribeRequest\x1a\x1d.zapgate.v1.SubscribeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zapgate_client.v1.event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=2320
-  _globals['_EVENTTYPE']._serialized_end=2621
-  _globals['_MEDIAKIND']._serialized_start=2624
-  _globals['_MEDIAKIND']._serialized_end=2805
-  _globals['_WEBHOOKSTATUS']._serialized_start=2808
-  _globals['_WEBHOOKSTATUS']._serialized_end=2968
+  _globals['_EVENTTYPE']._serialized_start=2586
+  _globals['_EVENTTYPE']._serialized_end=2917
+  _globals['_MEDIAKIND']._serialized_start=2920
+  _globals['_MEDIAKIND']._serialized_end=3101
+  _globals['_GROUPCHANGE']._serialized_start=3104
+  _globals['_GROUPCHANGE']._serialized_end=3424
+  _globals['_WEBHOOKSTATUS']._serialized_start=3427
+  _globals['_WEBHOOKSTATUS']._serialized_end=3587
   _globals['_SUBSCRIBEREQUEST']._serialized_start=124
   _globals['_SUBSCRIBEREQUEST']._serialized_end=241
   _globals['_SUBSCRIBERESPONSE']._serialized_start=243
   _globals['_SUBSCRIBERESPONSE']._serialized_end=296
   _globals['_EVENT']._serialized_start=299
-  _globals['_EVENT']._serialized_end=846
-  _globals['_STATECHANGED']._serialized_start=848
-  _globals['_STATECHANGED']._serialized_end=961
-  _globals['_QRUPDATED']._serialized_start=963
-  _globals['_QRUPDATED']._serialized_end=1050
-  _globals['_MESSAGESTATECHANGED']._serialized_start=1053
-  _globals['_MESSAGESTATECHANGED']._serialized_end=1235
-  _globals['_SENDINGPAUSED']._serialized_start=1237
-  _globals['_SENDINGPAUSED']._serialized_end=1268
-  _globals['_SENDINGRESUMED']._serialized_start=1270
-  _globals['_SENDINGRESUMED']._serialized_end=1286
-  _globals['_MESSAGERECEIVED']._serialized_start=1289
-  _globals['_MESSAGERECEIVED']._serialized_end=1781
-  _globals['_RECEIVEDMEDIA']._serialized_start=1784
-  _globals['_RECEIVEDMEDIA']._serialized_end=1938
-  _globals['_RECEIVEDCONTACT']._serialized_start=1940
-  _globals['_RECEIVEDCONTACT']._serialized_end=1994
-  _globals['_REACTION']._serialized_start=1996
-  _globals['_REACTION']._serialized_end=2041
-  _globals['_REPLYCONTEXT']._serialized_start=2043
-  _globals['_REPLYCONTEXT']._serialized_end=2097
-  _globals['_UNSUPPORTED']._serialized_start=2099
-  _globals['_UNSUPPORTED']._serialized_end=2112
-  _globals['_CONTACTSSYNCED']._serialized_start=2114
-  _globals['_CONTACTSSYNCED']._serialized_end=2198
-  _globals['_WEBHOOKSTATUSCHANGED']._serialized_start=2200
-  _globals['_WEBHOOKSTATUSCHANGED']._serialized_end=2317
-  _globals['_EVENTSERVICE']._serialized_start=2970
-  _globals['_EVENTSERVICE']._serialized_end=3060
+  _globals['_EVENT']._serialized_end=897
+  _globals['_STATECHANGED']._serialized_start=899
+  _globals['_STATECHANGED']._serialized_end=1012
+  _globals['_QRUPDATED']._serialized_start=1014
+  _globals['_QRUPDATED']._serialized_end=1101
+  _globals['_MESSAGESTATECHANGED']._serialized_start=1104
+  _globals['_MESSAGESTATECHANGED']._serialized_end=1286
+  _globals['_SENDINGPAUSED']._serialized_start=1288
+  _globals['_SENDINGPAUSED']._serialized_end=1319
+  _globals['_SENDINGRESUMED']._serialized_start=1321
+  _globals['_SENDINGRESUMED']._serialized_end=1337
+  _globals['_MESSAGERECEIVED']._serialized_start=1340
+  _globals['_MESSAGERECEIVED']._serialized_end=1832
+  _globals['_RECEIVEDMEDIA']._serialized_start=1835
+  _globals['_RECEIVEDMEDIA']._serialized_end=1989
+  _globals['_RECEIVEDCONTACT']._serialized_start=1991
+  _globals['_RECEIVEDCONTACT']._serialized_end=2045
+  _globals['_REACTION']._serialized_start=2047
+  _globals['_REACTION']._serialized_end=2092
+  _globals['_REPLYCONTEXT']._serialized_start=2094
+  _globals['_REPLYCONTEXT']._serialized_end=2148
+  _globals['_UNSUPPORTED']._serialized_start=2150
+  _globals['_UNSUPPORTED']._serialized_end=2163
+  _globals['_GROUPCHANGED']._serialized_start=2166
+  _globals['_GROUPCHANGED']._serialized_end=2378
+  _globals['_CONTACTSSYNCED']._serialized_start=2380
+  _globals['_CONTACTSSYNCED']._serialized_end=2464
+  _globals['_WEBHOOKSTATUSCHANGED']._serialized_start=2466
+  _globals['_WEBHOOKSTATUSCHANGED']._serialized_end=2583
+  _globals['_EVENTSERVICE']._serialized_start=3589
+  _globals['_EVENTSERVICE']._serialized_end=3679
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,160 @@ RECEIPT_KIND_PLAYED: ReceiptKind.ValueType  # 3
 Global___ReceiptKind: _TypeAlias = ReceiptKind  # noqa: Y015
 
 @_typing.final
+class SetGroupPrivacyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    PHONES_FIELD_NUMBER: _builtins.int
+    REFUSE_ADDS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    refuse_adds: _builtins.bool
+    @_builtins.property
+    def phones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        phones: _abc.Iterable[_builtins.str] | None = ...,
+        refuse_adds: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "phones", b"phones", "refuse_adds", b"refuse_adds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGroupPrivacyRequest: _TypeAlias = SetGroupPrivacyRequest  # noqa: Y015
+
+@_typing.final
+class SetGroupPrivacyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGroupPrivacyResponse: _TypeAlias = SetGroupPrivacyResponse  # noqa: Y015
+
+@_typing.final
+class ChangeGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    BY_PHONE_FIELD_NUMBER: _builtins.int
+    GROUP_JID_FIELD_NUMBER: _builtins.int
+    CREATE_NAME_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    by_phone: _builtins.str
+    """E.164."""
+    group_jid: _builtins.str
+    create_name: _builtins.str
+    name: _builtins.str
+    topic: _builtins.str
+    @_builtins.property
+    def participants(self) -> Global___SimParticipantsChange: ...
+    @_builtins.property
+    def settings(self) -> Global___SimSettingsChange: ...
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        by_phone: _builtins.str = ...,
+        group_jid: _builtins.str = ...,
+        create_name: _builtins.str = ...,
+        participants: Global___SimParticipantsChange | None = ...,
+        name: _builtins.str = ...,
+        topic: _builtins.str = ...,
+        settings: Global___SimSettingsChange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "create_name", b"create_name", "name", b"name", "participants", b"participants", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_phone", b"by_phone", "change", b"change", "create_name", b"create_name", "group_jid", b"group_jid", "instance_id", b"instance_id", "name", b"name", "participants", b"participants", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["create_name", "participants", "name", "topic", "settings"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
+
+Global___ChangeGroupRequest: _TypeAlias = ChangeGroupRequest  # noqa: Y015
+
+@_typing.final
+class SimParticipantsChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    PHONES_FIELD_NUMBER: _builtins.int
+    action: _builtins.str
+    """"add", "remove", "promote" or "demote"."""
+    @_builtins.property
+    def phones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        action: _builtins.str = ...,
+        phones: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "phones", b"phones"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimParticipantsChange: _TypeAlias = SimParticipantsChange  # noqa: Y015
+
+@_typing.final
+class SimSettingsChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANNOUNCE_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
+    announce: _builtins.bool
+    locked: _builtins.bool
+    def __init__(
+        self,
+        *,
+        announce: _builtins.bool | None = ...,
+        locked: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_announce", b"_announce", "_locked", b"_locked", "announce", b"announce", "locked", b"locked"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_announce", b"_announce", "_locked", b"_locked", "announce", b"announce", "locked", b"locked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__announce: _TypeAlias = _typing.Literal["announce"]  # noqa: Y015
+    _WhichOneofArgType__announce: _TypeAlias = _typing.Literal["_announce", b"_announce"]  # noqa: Y015
+    _WhichOneofReturnType__locked: _TypeAlias = _typing.Literal["locked"]  # noqa: Y015
+    _WhichOneofArgType__locked: _TypeAlias = _typing.Literal["_locked", b"_locked"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__announce) -> _WhichOneofReturnType__announce | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__locked) -> _WhichOneofReturnType__locked | None: ...
+
+Global___SimSettingsChange: _TypeAlias = SimSettingsChange  # noqa: Y015
+
+@_typing.final
+class ChangeGroupResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeGroupResponse: _TypeAlias = ChangeGroupResponse  # noqa: Y015
+
+@_typing.final
 class ScanQrRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

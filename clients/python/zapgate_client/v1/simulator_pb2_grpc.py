@@ -101,6 +101,16 @@ class SimulatorServiceStub:
                 request_serializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersResponse.FromString,
                 _registered_method=True)
+        self.SetGroupPrivacy = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/SetGroupPrivacy',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.SetGroupPrivacyRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetGroupPrivacyResponse.FromString,
+                _registered_method=True)
+        self.ChangeGroup = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/ChangeGroup',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.ChangeGroupRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.ChangeGroupResponse.FromString,
+                _registered_method=True)
 
 
 class SimulatorServiceServicer:
@@ -204,6 +214,25 @@ class SimulatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetGroupPrivacy(self, request, context):
+        """These numbers' privacy settings refuse being added to groups (WhatsApp then sends them
+        an invite instead: UpdateParticipants answers "invite_sent"); `refuse` false clears it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeGroup(self, request, context):
+        """Another phone (`by_phone`, a participant) changes one of the account's groups: creates
+        one with the account in it (`create_name`, with the JID given), changes participants
+        (promoting the account's own number makes it an admin), the name, topic or settings.
+        Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
+        `by_phone` is not in the group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +300,16 @@ def add_SimulatorServiceServicer_to_server(servicer, server):
                     servicer.SetRegisteredNumbers,
                     request_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersResponse.SerializeToString,
+            ),
+            'SetGroupPrivacy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGroupPrivacy,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetGroupPrivacyRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.SetGroupPrivacyResponse.SerializeToString,
+            ),
+            'ChangeGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeGroup,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.ChangeGroupRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.ChangeGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -626,6 +665,60 @@ class SimulatorService:
             '/zapgate.v1.SimulatorService/SetRegisteredNumbers',
             zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersRequest.SerializeToString,
             zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGroupPrivacy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/SetGroupPrivacy',
+            zapgate_dot_v1_dot_simulator__pb2.SetGroupPrivacyRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.SetGroupPrivacyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/ChangeGroup',
+            zapgate_dot_v1_dot_simulator__pb2.ChangeGroupRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.ChangeGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,10 @@ class _EngineErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Engin
     """Handed to WhatsApp, no answer: the message may have gone out."""
     ENGINE_ERROR_KIND_WORKER_UNAVAILABLE: _EngineErrorKind.ValueType  # 7
     """The worker is down (raised in the core only, never carried over the wire)."""
+    ENGINE_ERROR_KIND_NOT_ADMIN: _EngineErrorKind.ValueType  # 8
+    """The account is not an admin of the group."""
+    ENGINE_ERROR_KIND_GROUP_NOT_FOUND: _EngineErrorKind.ValueType  # 9
+    """The account is not in the group, or it (or the invite) does not exist."""
 
 class EngineErrorKind(_EngineErrorKind, metaclass=_EngineErrorKindEnumTypeWrapper):
     """Why an engine call failed (zapgate.sessions.errors). A worker aborts a failed call with
@@ -62,7 +66,64 @@ ENGINE_ERROR_KIND_MAYBE_SENT: EngineErrorKind.ValueType  # 6
 """Handed to WhatsApp, no answer: the message may have gone out."""
 ENGINE_ERROR_KIND_WORKER_UNAVAILABLE: EngineErrorKind.ValueType  # 7
 """The worker is down (raised in the core only, never carried over the wire)."""
+ENGINE_ERROR_KIND_NOT_ADMIN: EngineErrorKind.ValueType  # 8
+"""The account is not an admin of the group."""
+ENGINE_ERROR_KIND_GROUP_NOT_FOUND: EngineErrorKind.ValueType  # 9
+"""The account is not in the group, or it (or the invite) does not exist."""
 Global___EngineErrorKind: _TypeAlias = EngineErrorKind  # noqa: Y015
+
+@_typing.final
+class GroupCallRequest(_message.Message):
+    """zapgate.sessions.groups: the call's arguments and its result are JSON of the engine's
+    own dataclasses (both ends are the same build), as engine events are.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    ARGS_JSON_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    method: _builtins.str
+    """An Engine method: list_groups, group_info, create_group, update_participants,
+    set_group_name, set_group_topic, set_group_settings, invite_link, preview_invite,
+    join_group, leave_group.
+    """
+    args_json: _builtins.str
+    """Its keyword arguments but the key, as a JSON object."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        method: _builtins.str = ...,
+        args_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "key", b"key", "method", b"method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupCallRequest: _TypeAlias = GroupCallRequest  # noqa: Y015
+
+@_typing.final
+class GroupCallResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_JSON_FIELD_NUMBER: _builtins.int
+    result_json: _builtins.str
+    def __init__(
+        self,
+        *,
+        result_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["result_json", b"result_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupCallResponse: _TypeAlias = GroupCallResponse  # noqa: Y015
 
 @_typing.final
 class EngineErrorDetail(_message.Message):
@@ -833,6 +894,27 @@ class SimulateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
+    class GroupAction(_message.Message):
+        """Another phone acts on a group of the instance, or the simulated WhatsApp is set up:
+        zapgate.sessions.sim_groups.SimGroups.act's keyword arguments, as a JSON object.
+        """
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        ARGS_JSON_FIELD_NUMBER: _builtins.int
+        args_json: _builtins.str
+        def __init__(
+            self,
+            *,
+            args_json: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
     class InjectMessage(_message.Message):
         """A MessageReceived (zapgate.sessions.wire encoding) to deliver, with its media bytes."""
 
@@ -1067,6 +1149,7 @@ class SimulateRequest(_message.Message):
     RECEIPT_FIELD_NUMBER: _builtins.int
     SET_CONTACTS_FIELD_NUMBER: _builtins.int
     SET_REGISTERED_FIELD_NUMBER: _builtins.int
+    GROUP_ACTION_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     @_builtins.property
     def scan_qr(self) -> Global___SimulateRequest.ScanQr: ...
@@ -1092,6 +1175,8 @@ class SimulateRequest(_message.Message):
     def set_contacts(self) -> Global___SimulateRequest.SetContacts: ...
     @_builtins.property
     def set_registered(self) -> Global___SimulateRequest.SetRegistered: ...
+    @_builtins.property
+    def group_action(self) -> Global___SimulateRequest.GroupAction: ...
     def __init__(
         self,
         *,
@@ -1108,12 +1193,13 @@ class SimulateRequest(_message.Message):
         receipt: Global___SimulateRequest.Receipt | None = ...,
         set_contacts: Global___SimulateRequest.SetContacts | None = ...,
         set_registered: Global___SimulateRequest.SetRegistered | None = ...,
+        group_action: Global___SimulateRequest.GroupAction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends", "inject_message", "receipt", "set_contacts", "set_registered"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends", "inject_message", "receipt", "set_contacts", "set_registered", "group_action"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/event.proto.
  */
 export const file_zapgate_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50IqMECgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSABCCQoHcGF5bG9hZCJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSK2AQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIuwDCg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKgoIcmVwbHlfdG8YDiABKAsyGC56YXBnYXRlLnYxLlJlcGx5Q29udGV4dEIJCgdjb250ZW50IpoBCg1SZWNlaXZlZE1lZGlhEiMKBGtpbmQYASABKA4yFS56YXBnYXRlLnYxLk1lZGlhS2luZBIRCgltaW1lX3R5cGUYAiABKAkSEQoJZmlsZV9uYW1lGAMgASgJEg8KB2NhcHRpb24YBCABKAkSDAoEc2l6ZRgFIAEoAxIOCgZzaGEyNTYYBiABKAkSDwoHc2Vjb25kcxgHIAEoBSI2Cg9SZWNlaXZlZENvbnRhY3QSFAoMZGlzcGxheV9uYW1lGAEgASgJEg0KBXZjYXJkGAIgASgJIi0KCFJlYWN0aW9uEhIKCm1lc3NhZ2VfaWQYASABKAkSDQoFZW1vamkYAiABKAkiNgoMUmVwbHlDb250ZXh0EhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKc2VuZGVyX2ppZBgCIAEoCSINCgtVbnN1cHBvcnRlZCJUCg5Db250YWN0c1N5bmNlZBINCgVhZGRlZBgBIAEoBRIPCgd1cGRhdGVkGAIgASgFEhEKCXVuY2hhbmdlZBgDIAEoBRIPCgdyZW1vdmVkGAQgASgFInUKFFdlYmhvb2tTdGF0dXNDaGFuZ2VkEhIKCndlYmhvb2tfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkuemFwZ2F0ZS52MS5XZWJob29rU3RhdHVzEg4KBnJlYXNvbhgDIAEoCRIOCgZjdXJzb3IYBCABKAMqrQIKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHAoYRVZFTlRfVFlQRV9TVEFURV9DSEFOR0VEEAESGQoVRVZFTlRfVFlQRV9RUl9VUERBVEVEEAISJAogRVZFTlRfVFlQRV9NRVNTQUdFX1NUQVRFX0NIQU5HRUQQAxIdChlFVkVOVF9UWVBFX1NFTkRJTkdfUEFVU0VEEAQSHgoaRVZFTlRfVFlQRV9TRU5ESU5HX1JFU1VNRUQQBRIfChtFVkVOVF9UWVBFX01FU1NBR0VfUkVDRUlWRUQQBhIeChpFVkVOVF9UWVBFX0NPTlRBQ1RTX1NZTkNFRBAHEiUKIUVWRU5UX1RZUEVfV0VCSE9PS19TVEFUVVNfQ0hBTkdFRBAIKrUBCglNZWRpYUtpbmQSGgoWTUVESUFfS0lORF9VTlNQRUNJRklFRBAAEhQKEE1FRElBX0tJTkRfSU1BR0UQARIUChBNRURJQV9LSU5EX1ZJREVPEAISFAoQTUVESUFfS0lORF9BVURJTxADEhkKFU1FRElBX0tJTkRfVk9JQ0VfTk9URRAEEhcKE01FRElBX0tJTkRfRE9DVU1FTlQQBRIWChJNRURJQV9LSU5EX1NUSUNLRVIQBiqgAQoNV2ViaG9va1N0YXR1cxIeChpXRUJIT09LX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVdFQkhPT0tfU1RBVFVTX0FDVElWRRABEhsKF1dFQkhPT0tfU1RBVFVTX1JFVFJZSU5HEAISGgoWV0VCSE9PS19TVEFUVVNfRkFJTElORxADEhsKF1dFQkhPT0tfU1RBVFVTX0RJU0FCTEVEEAQyWgoMRXZlbnRTZXJ2aWNlEkoKCVN1YnNjcmliZRIcLnphcGdhdGUudjEuU3Vic2NyaWJlUmVxdWVzdBodLnphcGdhdGUudjEuU3Vic2NyaWJlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
+  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50ItYECgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSAASMQoNZ3JvdXBfY2hhbmdlZBgMIAEoCzIYLnphcGdhdGUudjEuR3JvdXBDaGFuZ2VkSABCCQoHcGF5bG9hZCJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSK2AQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIuwDCg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKgoIcmVwbHlfdG8YDiABKAsyGC56YXBnYXRlLnYxLlJlcGx5Q29udGV4dEIJCgdjb250ZW50IpoBCg1SZWNlaXZlZE1lZGlhEiMKBGtpbmQYASABKA4yFS56YXBnYXRlLnYxLk1lZGlhS2luZBIRCgltaW1lX3R5cGUYAiABKAkSEQoJZmlsZV9uYW1lGAMgASgJEg8KB2NhcHRpb24YBCABKAkSDAoEc2l6ZRgFIAEoAxIOCgZzaGEyNTYYBiABKAkSDwoHc2Vjb25kcxgHIAEoBSI2Cg9SZWNlaXZlZENvbnRhY3QSFAoMZGlzcGxheV9uYW1lGAEgASgJEg0KBXZjYXJkGAIgASgJIi0KCFJlYWN0aW9uEhIKCm1lc3NhZ2VfaWQYASABKAkSDQoFZW1vamkYAiABKAkiNgoMUmVwbHlDb250ZXh0EhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKc2VuZGVyX2ppZBgCIAEoCSINCgtVbnN1cHBvcnRlZCLUAQoMR3JvdXBDaGFuZ2VkEhEKCWdyb3VwX2ppZBgBIAEoCRInCgZjaGFuZ2UYAiABKA4yFy56YXBnYXRlLnYxLkdyb3VwQ2hhbmdlEhEKCWFjdG9yX2ppZBgDIAEoCRIUCgxwYXJ0aWNpcGFudHMYBCADKAkSDAoEbmFtZRgFIAEoCRINCgV0b3BpYxgGIAEoCRIVCghhbm5vdW5jZRgHIAEoCEgAiAEBEhMKBmxvY2tlZBgIIAEoCEgBiAEBQgsKCV9hbm5vdW5jZUIJCgdfbG9ja2VkIlQKDkNvbnRhY3RzU3luY2VkEg0KBWFkZGVkGAEgASgFEg8KB3VwZGF0ZWQYAiABKAUSEQoJdW5jaGFuZ2VkGAMgASgFEg8KB3JlbW92ZWQYBCABKAUidQoUV2ViaG9va1N0YXR1c0NoYW5nZWQSEgoKd2ViaG9va19pZBgBIAEoCRIpCgZzdGF0dXMYAiABKA4yGS56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXMSDgoGcmVhc29uGAMgASgJEg4KBmN1cnNvchgEIAEoAyrLAgoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIcChhFVkVOVF9UWVBFX1NUQVRFX0NIQU5HRUQQARIZChVFVkVOVF9UWVBFX1FSX1VQREFURUQQAhIkCiBFVkVOVF9UWVBFX01FU1NBR0VfU1RBVEVfQ0hBTkdFRBADEh0KGUVWRU5UX1RZUEVfU0VORElOR19QQVVTRUQQBBIeChpFVkVOVF9UWVBFX1NFTkRJTkdfUkVTVU1FRBAFEh8KG0VWRU5UX1RZUEVfTUVTU0FHRV9SRUNFSVZFRBAGEh4KGkVWRU5UX1RZUEVfQ09OVEFDVFNfU1lOQ0VEEAcSJQohRVZFTlRfVFlQRV9XRUJIT09LX1NUQVRVU19DSEFOR0VEEAgSHAoYRVZFTlRfVFlQRV9HUk9VUF9DSEFOR0VEEAkqtQEKCU1lZGlhS2luZBIaChZNRURJQV9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQTUVESUFfS0lORF9JTUFHRRABEhQKEE1FRElBX0tJTkRfVklERU8QAhIUChBNRURJQV9LSU5EX0FVRElPEAMSGQoVTUVESUFfS0lORF9WT0lDRV9OT1RFEAQSFwoTTUVESUFfS0lORF9ET0NVTUVOVBAFEhYKEk1FRElBX0tJTkRfU1RJQ0tFUhAGKsACCgtHcm91cENoYW5nZRIcChhHUk9VUF9DSEFOR0VfVU5TUEVDSUZJRUQQABIjCh9HUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX0FEREVEEAESJQohR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19SRU1PVkVEEAISJgoiR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19QUk9NT1RFRBADEiUKIUdST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfREVNT1RFRBAEEhUKEUdST1VQX0NIQU5HRV9OQU1FEAUSFgoSR1JPVVBfQ0hBTkdFX1RPUElDEAYSGQoVR1JPVVBfQ0hBTkdFX1NFVFRJTkdTEAcSFwoTR1JPVVBfQ0hBTkdFX0pPSU5FRBAIEhUKEUdST1VQX0NIQU5HRV9MRUZUEAkqoAEKDVdlYmhvb2tTdGF0dXMSHgoaV0VCSE9PS19TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVXRUJIT09LX1NUQVRVU19BQ1RJVkUQARIbChdXRUJIT09LX1NUQVRVU19SRVRSWUlORxACEhoKFldFQkhPT0tfU1RBVFVTX0ZBSUxJTkcQAxIbChdXRUJIT09LX1NUQVRVU19ESVNBQkxFRBAEMloKDEV2ZW50U2VydmljZRJKCglTdWJzY3JpYmUSHC56YXBnYXRlLnYxLlN1YnNjcmliZVJlcXVlc3QaHS56YXBnYXRlLnYxLlN1YnNjcmliZVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
 
 /**
  * @generated from message zapgate.v1.SubscribeRequest
@@ -145,6 +145,12 @@ export type Event = Message<"zapgate.v1.Event"> & {
      */
     value: WebhookStatusChanged;
     case: "webhookStatusChanged";
+  } | {
+    /**
+     * @generated from field: zapgate.v1.GroupChanged group_changed = 12;
+     */
+    value: GroupChanged;
+    case: "groupChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -540,6 +546,65 @@ export const UnsupportedSchema: GenMessage<Unsupported> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_event, 13);
 
 /**
+ * Something changed in one of the instance's groups, by this account or another.
+ *
+ * @generated from message zapgate.v1.GroupChanged
+ */
+export type GroupChanged = Message<"zapgate.v1.GroupChanged"> & {
+  /**
+   * @generated from field: string group_jid = 1;
+   */
+  groupJid: string;
+
+  /**
+   * @generated from field: zapgate.v1.GroupChange change = 2;
+   */
+  change: GroupChange;
+
+  /**
+   * Who did it (a phone-number JID where known, else a LID; empty when WhatsApp does not
+   * say).
+   *
+   * @generated from field: string actor_jid = 3;
+   */
+  actorJid: string;
+
+  /**
+   * With the PARTICIPANTS_* changes (and JOINED / LEFT: this account's JID).
+   *
+   * @generated from field: repeated string participants = 4;
+   */
+  participants: string[];
+
+  /**
+   * @generated from field: string name = 5;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string topic = 6;
+   */
+  topic: string;
+
+  /**
+   * @generated from field: optional bool announce = 7;
+   */
+  announce?: boolean | undefined;
+
+  /**
+   * @generated from field: optional bool locked = 8;
+   */
+  locked?: boolean | undefined;
+};
+
+/**
+ * Describes the message zapgate.v1.GroupChanged.
+ * Use `create(GroupChangedSchema)` to create a new message.
+ */
+export const GroupChangedSchema: GenMessage<GroupChanged> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 14);
+
+/**
  * The instance's contacts were synced from the linked phone.
  *
  * @generated from message zapgate.v1.ContactsSynced
@@ -571,7 +636,7 @@ export type ContactsSynced = Message<"zapgate.v1.ContactsSynced"> & {
  * Use `create(ContactsSyncedSchema)` to create a new message.
  */
 export const ContactsSyncedSchema: GenMessage<ContactsSynced> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 14);
+  messageDesc(file_zapgate_v1_event, 15);
 
 /**
  * Where a webhook's deliveries stand (WebhookService). Appended when deliveries stop because
@@ -611,7 +676,7 @@ export type WebhookStatusChanged = Message<"zapgate.v1.WebhookStatusChanged"> & 
  * Use `create(WebhookStatusChangedSchema)` to create a new message.
  */
 export const WebhookStatusChangedSchema: GenMessage<WebhookStatusChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 15);
+  messageDesc(file_zapgate_v1_event, 16);
 
 /**
  * @generated from enum zapgate.v1.EventType
@@ -661,6 +726,11 @@ export enum EventType {
    * @generated from enum value: EVENT_TYPE_WEBHOOK_STATUS_CHANGED = 8;
    */
   WEBHOOK_STATUS_CHANGED = 8,
+
+  /**
+   * @generated from enum value: EVENT_TYPE_GROUP_CHANGED = 9;
+   */
+  GROUP_CHANGED = 9,
 }
 
 /**
@@ -716,6 +786,81 @@ export const MediaKindSchema: GenEnum<MediaKind> = /*@__PURE__*/
   enumDesc(file_zapgate_v1_event, 1);
 
 /**
+ * @generated from enum zapgate.v1.GroupChange
+ */
+export enum GroupChange {
+  /**
+   * @generated from enum value: GROUP_CHANGE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Participants were added (or joined by link): `participants`.
+   *
+   * @generated from enum value: GROUP_CHANGE_PARTICIPANTS_ADDED = 1;
+   */
+  PARTICIPANTS_ADDED = 1,
+
+  /**
+   * Participants were removed (or left).
+   *
+   * @generated from enum value: GROUP_CHANGE_PARTICIPANTS_REMOVED = 2;
+   */
+  PARTICIPANTS_REMOVED = 2,
+
+  /**
+   * @generated from enum value: GROUP_CHANGE_PARTICIPANTS_PROMOTED = 3;
+   */
+  PARTICIPANTS_PROMOTED = 3,
+
+  /**
+   * @generated from enum value: GROUP_CHANGE_PARTICIPANTS_DEMOTED = 4;
+   */
+  PARTICIPANTS_DEMOTED = 4,
+
+  /**
+   * The group's name is now `name`.
+   *
+   * @generated from enum value: GROUP_CHANGE_NAME = 5;
+   */
+  NAME = 5,
+
+  /**
+   * The group's topic is now `topic` (empty: removed).
+   *
+   * @generated from enum value: GROUP_CHANGE_TOPIC = 6;
+   */
+  TOPIC = 6,
+
+  /**
+   * `announce` and/or `locked` changed (the ones set).
+   *
+   * @generated from enum value: GROUP_CHANGE_SETTINGS = 7;
+   */
+  SETTINGS = 7,
+
+  /**
+   * This account was added to the group (or created or joined it).
+   *
+   * @generated from enum value: GROUP_CHANGE_JOINED = 8;
+   */
+  JOINED = 8,
+
+  /**
+   * This account was removed from the group (or left it).
+   *
+   * @generated from enum value: GROUP_CHANGE_LEFT = 9;
+   */
+  LEFT = 9,
+}
+
+/**
+ * Describes the enum zapgate.v1.GroupChange.
+ */
+export const GroupChangeSchema: GenEnum<GroupChange> = /*@__PURE__*/
+  enumDesc(file_zapgate_v1_event, 2);
+
+/**
  * @generated from enum zapgate.v1.WebhookStatus
  */
 export enum WebhookStatus {
@@ -758,7 +903,7 @@ export enum WebhookStatus {
  * Describes the enum zapgate.v1.WebhookStatus.
  */
 export const WebhookStatusSchema: GenEnum<WebhookStatus> = /*@__PURE__*/
-  enumDesc(file_zapgate_v1_event, 2);
+  enumDesc(file_zapgate_v1_event, 3);
 
 /**
  * The durable event stream of the caller's tenant. Every event is appended to the state

@@ -16,7 +16,170 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/simulator.proto.
  */
 export const file_zapgate_v1_simulator: GenFile = /*@__PURE__*/
-  fileDesc("Chp6YXBnYXRlL3YxL3NpbXVsYXRvci5wcm90bxIKemFwZ2F0ZS52MSJBCg1TY2FuUXJSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAkSDQoFcGhvbmUYAyABKAkiEAoOU2NhblFyUmVzcG9uc2UiOQoURW50ZXJQYWlyQ29kZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDAoEY29kZRgCIAEoCSIXChVFbnRlclBhaXJDb2RlUmVzcG9uc2UiLAoVRHJvcENvbm5lY3Rpb25SZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJIhgKFkRyb3BDb25uZWN0aW9uUmVzcG9uc2UiLQoWTG9nb3V0RnJvbVBob25lUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIZChdMb2dvdXRGcm9tUGhvbmVSZXNwb25zZSJUChNUZW1wb3JhcnlCYW5SZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAUSGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgBIhYKFFRlbXBvcmFyeUJhblJlc3BvbnNlIiwKFVN0cmVhbVJlcGxhY2VkUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIYChZTdHJlYW1SZXBsYWNlZFJlc3BvbnNlIjsKE1NldEtlZXBBbGl2ZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDwoHZmFpbGluZxgCIAEoCCIWChRTZXRLZWVwQWxpdmVSZXNwb25zZSJFChBGYWlsU2VuZHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCRIMCgRjb2RlGAMgASgJIhMKEUZhaWxTZW5kc1Jlc3BvbnNlIioKE0xpc3RSZWNlaXZlZFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiiwIKD1JlY2VpdmVkTWVzc2FnZRIVCg1yZWNpcGllbnRfamlkGAEgASgJEgwKBGtpbmQYAiABKAkSDAoEdGV4dBgDIAEoCRIbChN3aGF0c2FwcF9tZXNzYWdlX2lkGAQgASgJEjAKDHJlY2VpdmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbWVkaWFfc2l6ZRgGIAEoAxIUCgxtZWRpYV9zaGEyNTYYByABKAkSGQoRcXVvdGVkX21lc3NhZ2VfaWQYCCABKAkSFgoObWVudGlvbmVkX2ppZHMYCSADKAkSGQoRdGFyZ2V0X21lc3NhZ2VfaWQYCiABKAkiRQoUTGlzdFJlY2VpdmVkUmVzcG9uc2USLQoIbWVzc2FnZXMYASADKAsyGy56YXBnYXRlLnYxLlJlY2VpdmVkTWVzc2FnZSKGAwocSW5qZWN0SW5jb21pbmdNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgpmcm9tX3Bob25lGAIgASgJEhAKCGZyb21fbGlkGAMgASgJEhEKCXB1c2hfbmFtZRgEIAEoCRIRCglncm91cF9qaWQYBSABKAkSDgoEdGV4dBgGIAEoCUgAEioKBW1lZGlhGAcgASgLMhkuemFwZ2F0ZS52MS5JbmplY3RlZE1lZGlhSAASKAoIbG9jYXRpb24YCCABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASKgoHY29udGFjdBgJIAEoCzIXLnphcGdhdGUudjEuQ29udGFjdENhcmRIABIoCghyZWFjdGlvbhgKIAEoCzIULnphcGdhdGUudjEuUmVhY3Rpb25IABIqCghyZXBseV90bxgLIAEoCzIYLnphcGdhdGUudjEuUmVwbHlDb250ZXh0EhIKCm1lc3NhZ2VfaWQYDCABKAlCCQoHY29udGVudCKKAQoNSW5qZWN0ZWRNZWRpYRIjCgRraW5kGAEgASgOMhUuemFwZ2F0ZS52MS5NZWRpYUtpbmQSDAoEZGF0YRgCIAEoDBIRCgltaW1lX3R5cGUYAyABKAkSEQoJZmlsZV9uYW1lGAQgASgJEg8KB2NhcHRpb24YBSABKAkSDwoHc2Vjb25kcxgGIAEoBSIzCh1JbmplY3RJbmNvbWluZ01lc3NhZ2VSZXNwb25zZRISCgptZXNzYWdlX2lkGAEgASgJIoIBChJTZW5kUmVjZWlwdFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSHAoUd2hhdHNhcHBfbWVzc2FnZV9pZHMYAiADKAkSJQoEa2luZBgDIAEoDjIXLnphcGdhdGUudjEuUmVjZWlwdEtpbmQSEgoKZnJvbV9waG9uZRgEIAEoCSIVChNTZW5kUmVjZWlwdFJlc3BvbnNlInkKClNpbUNvbnRhY3QSDQoFcGhvbmUYASABKAkSEQoJZnVsbF9uYW1lGAIgASgJEhIKCmZpcnN0X25hbWUYAyABKAkSEQoJcHVzaF9uYW1lGAQgASgJEhUKDWJ1c2luZXNzX25hbWUYBSABKAkSCwoDbGlkGAYgASgJIlMKElNldENvbnRhY3RzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIoCghjb250YWN0cxgCIAMoCzIWLnphcGdhdGUudjEuU2ltQ29udGFjdCIVChNTZXRDb250YWN0c1Jlc3BvbnNlIkIKG1NldFJlZ2lzdGVyZWROdW1iZXJzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIOCgZwaG9uZXMYAiADKAkiHgocU2V0UmVnaXN0ZXJlZE51bWJlcnNSZXNwb25zZSp3CgtSZWNlaXB0S2luZBIcChhSRUNFSVBUX0tJTkRfVU5TUEVDSUZJRUQQABIaChZSRUNFSVBUX0tJTkRfREVMSVZFUkVEEAESFQoRUkVDRUlQVF9LSU5EX1JFQUQQAhIXChNSRUNFSVBUX0tJTkRfUExBWUVEEAMy8wgKEFNpbXVsYXRvclNlcnZpY2USPwoGU2NhblFyEhkuemFwZ2F0ZS52MS5TY2FuUXJSZXF1ZXN0GhouemFwZ2F0ZS52MS5TY2FuUXJSZXNwb25zZRJUCg1FbnRlclBhaXJDb2RlEiAuemFwZ2F0ZS52MS5FbnRlclBhaXJDb2RlUmVxdWVzdBohLnphcGdhdGUudjEuRW50ZXJQYWlyQ29kZVJlc3BvbnNlElcKDkRyb3BDb25uZWN0aW9uEiEuemFwZ2F0ZS52MS5Ecm9wQ29ubmVjdGlvblJlcXVlc3QaIi56YXBnYXRlLnYxLkRyb3BDb25uZWN0aW9uUmVzcG9uc2USWgoPTG9nb3V0RnJvbVBob25lEiIuemFwZ2F0ZS52MS5Mb2dvdXRGcm9tUGhvbmVSZXF1ZXN0GiMuemFwZ2F0ZS52MS5Mb2dvdXRGcm9tUGhvbmVSZXNwb25zZRJRCgxUZW1wb3JhcnlCYW4SHy56YXBnYXRlLnYxLlRlbXBvcmFyeUJhblJlcXVlc3QaIC56YXBnYXRlLnYxLlRlbXBvcmFyeUJhblJlc3BvbnNlElcKDlN0cmVhbVJlcGxhY2VkEiEuemFwZ2F0ZS52MS5TdHJlYW1SZXBsYWNlZFJlcXVlc3QaIi56YXBnYXRlLnYxLlN0cmVhbVJlcGxhY2VkUmVzcG9uc2USUQoMU2V0S2VlcEFsaXZlEh8uemFwZ2F0ZS52MS5TZXRLZWVwQWxpdmVSZXF1ZXN0GiAuemFwZ2F0ZS52MS5TZXRLZWVwQWxpdmVSZXNwb25zZRJICglGYWlsU2VuZHMSHC56YXBnYXRlLnYxLkZhaWxTZW5kc1JlcXVlc3QaHS56YXBnYXRlLnYxLkZhaWxTZW5kc1Jlc3BvbnNlElEKDExpc3RSZWNlaXZlZBIfLnphcGdhdGUudjEuTGlzdFJlY2VpdmVkUmVxdWVzdBogLnphcGdhdGUudjEuTGlzdFJlY2VpdmVkUmVzcG9uc2USbAoVSW5qZWN0SW5jb21pbmdNZXNzYWdlEiguemFwZ2F0ZS52MS5JbmplY3RJbmNvbWluZ01lc3NhZ2VSZXF1ZXN0GikuemFwZ2F0ZS52MS5JbmplY3RJbmNvbWluZ01lc3NhZ2VSZXNwb25zZRJOCgtTZW5kUmVjZWlwdBIeLnphcGdhdGUudjEuU2VuZFJlY2VpcHRSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5TZW5kUmVjZWlwdFJlc3BvbnNlEk4KC1NldENvbnRhY3RzEh4uemFwZ2F0ZS52MS5TZXRDb250YWN0c1JlcXVlc3QaHy56YXBnYXRlLnYxLlNldENvbnRhY3RzUmVzcG9uc2USaQoUU2V0UmVnaXN0ZXJlZE51bWJlcnMSJy56YXBnYXRlLnYxLlNldFJlZ2lzdGVyZWROdW1iZXJzUmVxdWVzdBooLnphcGdhdGUudjEuU2V0UmVnaXN0ZXJlZE51bWJlcnNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_zapgate_v1_event, file_zapgate_v1_message]);
+  fileDesc("Chp6YXBnYXRlL3YxL3NpbXVsYXRvci5wcm90bxIKemFwZ2F0ZS52MSJSChZTZXRHcm91cFByaXZhY3lSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCRITCgtyZWZ1c2VfYWRkcxgDIAEoCCIZChdTZXRHcm91cFByaXZhY3lSZXNwb25zZSL+AQoSQ2hhbmdlR3JvdXBSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhAKCGJ5X3Bob25lGAIgASgJEhEKCWdyb3VwX2ppZBgDIAEoCRIVCgtjcmVhdGVfbmFtZRgEIAEoCUgAEjkKDHBhcnRpY2lwYW50cxgFIAEoCzIhLnphcGdhdGUudjEuU2ltUGFydGljaXBhbnRzQ2hhbmdlSAASDgoEbmFtZRgGIAEoCUgAEg8KBXRvcGljGAcgASgJSAASMQoIc2V0dGluZ3MYCCABKAsyHS56YXBnYXRlLnYxLlNpbVNldHRpbmdzQ2hhbmdlSABCCAoGY2hhbmdlIjcKFVNpbVBhcnRpY2lwYW50c0NoYW5nZRIOCgZhY3Rpb24YASABKAkSDgoGcGhvbmVzGAIgAygJIlcKEVNpbVNldHRpbmdzQ2hhbmdlEhUKCGFubm91bmNlGAEgASgISACIAQESEwoGbG9ja2VkGAIgASgISAGIAQFCCwoJX2Fubm91bmNlQgkKB19sb2NrZWQiFQoTQ2hhbmdlR3JvdXBSZXNwb25zZSJBCg1TY2FuUXJSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAkSDQoFcGhvbmUYAyABKAkiEAoOU2NhblFyUmVzcG9uc2UiOQoURW50ZXJQYWlyQ29kZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDAoEY29kZRgCIAEoCSIXChVFbnRlclBhaXJDb2RlUmVzcG9uc2UiLAoVRHJvcENvbm5lY3Rpb25SZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJIhgKFkRyb3BDb25uZWN0aW9uUmVzcG9uc2UiLQoWTG9nb3V0RnJvbVBob25lUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIZChdMb2dvdXRGcm9tUGhvbmVSZXNwb25zZSJUChNUZW1wb3JhcnlCYW5SZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAUSGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgBIhYKFFRlbXBvcmFyeUJhblJlc3BvbnNlIiwKFVN0cmVhbVJlcGxhY2VkUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIYChZTdHJlYW1SZXBsYWNlZFJlc3BvbnNlIjsKE1NldEtlZXBBbGl2ZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDwoHZmFpbGluZxgCIAEoCCIWChRTZXRLZWVwQWxpdmVSZXNwb25zZSJFChBGYWlsU2VuZHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCRIMCgRjb2RlGAMgASgJIhMKEUZhaWxTZW5kc1Jlc3BvbnNlIioKE0xpc3RSZWNlaXZlZFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiiwIKD1JlY2VpdmVkTWVzc2FnZRIVCg1yZWNpcGllbnRfamlkGAEgASgJEgwKBGtpbmQYAiABKAkSDAoEdGV4dBgDIAEoCRIbChN3aGF0c2FwcF9tZXNzYWdlX2lkGAQgASgJEjAKDHJlY2VpdmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbWVkaWFfc2l6ZRgGIAEoAxIUCgxtZWRpYV9zaGEyNTYYByABKAkSGQoRcXVvdGVkX21lc3NhZ2VfaWQYCCABKAkSFgoObWVudGlvbmVkX2ppZHMYCSADKAkSGQoRdGFyZ2V0X21lc3NhZ2VfaWQYCiABKAkiRQoUTGlzdFJlY2VpdmVkUmVzcG9uc2USLQoIbWVzc2FnZXMYASADKAsyGy56YXBnYXRlLnYxLlJlY2VpdmVkTWVzc2FnZSKGAwocSW5qZWN0SW5jb21pbmdNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgpmcm9tX3Bob25lGAIgASgJEhAKCGZyb21fbGlkGAMgASgJEhEKCXB1c2hfbmFtZRgEIAEoCRIRCglncm91cF9qaWQYBSABKAkSDgoEdGV4dBgGIAEoCUgAEioKBW1lZGlhGAcgASgLMhkuemFwZ2F0ZS52MS5JbmplY3RlZE1lZGlhSAASKAoIbG9jYXRpb24YCCABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASKgoHY29udGFjdBgJIAEoCzIXLnphcGdhdGUudjEuQ29udGFjdENhcmRIABIoCghyZWFjdGlvbhgKIAEoCzIULnphcGdhdGUudjEuUmVhY3Rpb25IABIqCghyZXBseV90bxgLIAEoCzIYLnphcGdhdGUudjEuUmVwbHlDb250ZXh0EhIKCm1lc3NhZ2VfaWQYDCABKAlCCQoHY29udGVudCKKAQoNSW5qZWN0ZWRNZWRpYRIjCgRraW5kGAEgASgOMhUuemFwZ2F0ZS52MS5NZWRpYUtpbmQSDAoEZGF0YRgCIAEoDBIRCgltaW1lX3R5cGUYAyABKAkSEQoJZmlsZV9uYW1lGAQgASgJEg8KB2NhcHRpb24YBSABKAkSDwoHc2Vjb25kcxgGIAEoBSIzCh1JbmplY3RJbmNvbWluZ01lc3NhZ2VSZXNwb25zZRISCgptZXNzYWdlX2lkGAEgASgJIoIBChJTZW5kUmVjZWlwdFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSHAoUd2hhdHNhcHBfbWVzc2FnZV9pZHMYAiADKAkSJQoEa2luZBgDIAEoDjIXLnphcGdhdGUudjEuUmVjZWlwdEtpbmQSEgoKZnJvbV9waG9uZRgEIAEoCSIVChNTZW5kUmVjZWlwdFJlc3BvbnNlInkKClNpbUNvbnRhY3QSDQoFcGhvbmUYASABKAkSEQoJZnVsbF9uYW1lGAIgASgJEhIKCmZpcnN0X25hbWUYAyABKAkSEQoJcHVzaF9uYW1lGAQgASgJEhUKDWJ1c2luZXNzX25hbWUYBSABKAkSCwoDbGlkGAYgASgJIlMKElNldENvbnRhY3RzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIoCghjb250YWN0cxgCIAMoCzIWLnphcGdhdGUudjEuU2ltQ29udGFjdCIVChNTZXRDb250YWN0c1Jlc3BvbnNlIkIKG1NldFJlZ2lzdGVyZWROdW1iZXJzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIOCgZwaG9uZXMYAiADKAkiHgocU2V0UmVnaXN0ZXJlZE51bWJlcnNSZXNwb25zZSp3CgtSZWNlaXB0S2luZBIcChhSRUNFSVBUX0tJTkRfVU5TUEVDSUZJRUQQABIaChZSRUNFSVBUX0tJTkRfREVMSVZFUkVEEAESFQoRUkVDRUlQVF9LSU5EX1JFQUQQAhIXChNSRUNFSVBUX0tJTkRfUExBWUVEEAMynwoKEFNpbXVsYXRvclNlcnZpY2USPwoGU2NhblFyEhkuemFwZ2F0ZS52MS5TY2FuUXJSZXF1ZXN0GhouemFwZ2F0ZS52MS5TY2FuUXJSZXNwb25zZRJUCg1FbnRlclBhaXJDb2RlEiAuemFwZ2F0ZS52MS5FbnRlclBhaXJDb2RlUmVxdWVzdBohLnphcGdhdGUudjEuRW50ZXJQYWlyQ29kZVJlc3BvbnNlElcKDkRyb3BDb25uZWN0aW9uEiEuemFwZ2F0ZS52MS5Ecm9wQ29ubmVjdGlvblJlcXVlc3QaIi56YXBnYXRlLnYxLkRyb3BDb25uZWN0aW9uUmVzcG9uc2USWgoPTG9nb3V0RnJvbVBob25lEiIuemFwZ2F0ZS52MS5Mb2dvdXRGcm9tUGhvbmVSZXF1ZXN0GiMuemFwZ2F0ZS52MS5Mb2dvdXRGcm9tUGhvbmVSZXNwb25zZRJRCgxUZW1wb3JhcnlCYW4SHy56YXBnYXRlLnYxLlRlbXBvcmFyeUJhblJlcXVlc3QaIC56YXBnYXRlLnYxLlRlbXBvcmFyeUJhblJlc3BvbnNlElcKDlN0cmVhbVJlcGxhY2VkEiEuemFwZ2F0ZS52MS5TdHJlYW1SZXBsYWNlZFJlcXVlc3QaIi56YXBnYXRlLnYxLlN0cmVhbVJlcGxhY2VkUmVzcG9uc2USUQoMU2V0S2VlcEFsaXZlEh8uemFwZ2F0ZS52MS5TZXRLZWVwQWxpdmVSZXF1ZXN0GiAuemFwZ2F0ZS52MS5TZXRLZWVwQWxpdmVSZXNwb25zZRJICglGYWlsU2VuZHMSHC56YXBnYXRlLnYxLkZhaWxTZW5kc1JlcXVlc3QaHS56YXBnYXRlLnYxLkZhaWxTZW5kc1Jlc3BvbnNlElEKDExpc3RSZWNlaXZlZBIfLnphcGdhdGUudjEuTGlzdFJlY2VpdmVkUmVxdWVzdBogLnphcGdhdGUudjEuTGlzdFJlY2VpdmVkUmVzcG9uc2USbAoVSW5qZWN0SW5jb21pbmdNZXNzYWdlEiguemFwZ2F0ZS52MS5JbmplY3RJbmNvbWluZ01lc3NhZ2VSZXF1ZXN0GikuemFwZ2F0ZS52MS5JbmplY3RJbmNvbWluZ01lc3NhZ2VSZXNwb25zZRJOCgtTZW5kUmVjZWlwdBIeLnphcGdhdGUudjEuU2VuZFJlY2VpcHRSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5TZW5kUmVjZWlwdFJlc3BvbnNlEk4KC1NldENvbnRhY3RzEh4uemFwZ2F0ZS52MS5TZXRDb250YWN0c1JlcXVlc3QaHy56YXBnYXRlLnYxLlNldENvbnRhY3RzUmVzcG9uc2USaQoUU2V0UmVnaXN0ZXJlZE51bWJlcnMSJy56YXBnYXRlLnYxLlNldFJlZ2lzdGVyZWROdW1iZXJzUmVxdWVzdBooLnphcGdhdGUudjEuU2V0UmVnaXN0ZXJlZE51bWJlcnNSZXNwb25zZRJaCg9TZXRHcm91cFByaXZhY3kSIi56YXBnYXRlLnYxLlNldEdyb3VwUHJpdmFjeVJlcXVlc3QaIy56YXBnYXRlLnYxLlNldEdyb3VwUHJpdmFjeVJlc3BvbnNlEk4KC0NoYW5nZUdyb3VwEh4uemFwZ2F0ZS52MS5DaGFuZ2VHcm91cFJlcXVlc3QaHy56YXBnYXRlLnYxLkNoYW5nZUdyb3VwUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_zapgate_v1_event, file_zapgate_v1_message]);
+
+/**
+ * @generated from message zapgate.v1.SetGroupPrivacyRequest
+ */
+export type SetGroupPrivacyRequest = Message<"zapgate.v1.SetGroupPrivacyRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * @generated from field: repeated string phones = 2;
+   */
+  phones: string[];
+
+  /**
+   * @generated from field: bool refuse_adds = 3;
+   */
+  refuseAdds: boolean;
+};
+
+/**
+ * Describes the message zapgate.v1.SetGroupPrivacyRequest.
+ * Use `create(SetGroupPrivacyRequestSchema)` to create a new message.
+ */
+export const SetGroupPrivacyRequestSchema: GenMessage<SetGroupPrivacyRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 0);
+
+/**
+ * @generated from message zapgate.v1.SetGroupPrivacyResponse
+ */
+export type SetGroupPrivacyResponse = Message<"zapgate.v1.SetGroupPrivacyResponse"> & {
+};
+
+/**
+ * Describes the message zapgate.v1.SetGroupPrivacyResponse.
+ * Use `create(SetGroupPrivacyResponseSchema)` to create a new message.
+ */
+export const SetGroupPrivacyResponseSchema: GenMessage<SetGroupPrivacyResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 1);
+
+/**
+ * @generated from message zapgate.v1.ChangeGroupRequest
+ */
+export type ChangeGroupRequest = Message<"zapgate.v1.ChangeGroupRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * E.164.
+   *
+   * @generated from field: string by_phone = 2;
+   */
+  byPhone: string;
+
+  /**
+   * @generated from field: string group_jid = 3;
+   */
+  groupJid: string;
+
+  /**
+   * @generated from oneof zapgate.v1.ChangeGroupRequest.change
+   */
+  change: {
+    /**
+     * @generated from field: string create_name = 4;
+     */
+    value: string;
+    case: "createName";
+  } | {
+    /**
+     * @generated from field: zapgate.v1.SimParticipantsChange participants = 5;
+     */
+    value: SimParticipantsChange;
+    case: "participants";
+  } | {
+    /**
+     * @generated from field: string name = 6;
+     */
+    value: string;
+    case: "name";
+  } | {
+    /**
+     * @generated from field: string topic = 7;
+     */
+    value: string;
+    case: "topic";
+  } | {
+    /**
+     * @generated from field: zapgate.v1.SimSettingsChange settings = 8;
+     */
+    value: SimSettingsChange;
+    case: "settings";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message zapgate.v1.ChangeGroupRequest.
+ * Use `create(ChangeGroupRequestSchema)` to create a new message.
+ */
+export const ChangeGroupRequestSchema: GenMessage<ChangeGroupRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 2);
+
+/**
+ * @generated from message zapgate.v1.SimParticipantsChange
+ */
+export type SimParticipantsChange = Message<"zapgate.v1.SimParticipantsChange"> & {
+  /**
+   * "add", "remove", "promote" or "demote".
+   *
+   * @generated from field: string action = 1;
+   */
+  action: string;
+
+  /**
+   * @generated from field: repeated string phones = 2;
+   */
+  phones: string[];
+};
+
+/**
+ * Describes the message zapgate.v1.SimParticipantsChange.
+ * Use `create(SimParticipantsChangeSchema)` to create a new message.
+ */
+export const SimParticipantsChangeSchema: GenMessage<SimParticipantsChange> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 3);
+
+/**
+ * @generated from message zapgate.v1.SimSettingsChange
+ */
+export type SimSettingsChange = Message<"zapgate.v1.SimSettingsChange"> & {
+  /**
+   * @generated from field: optional bool announce = 1;
+   */
+  announce?: boolean | undefined;
+
+  /**
+   * @generated from field: optional bool locked = 2;
+   */
+  locked?: boolean | undefined;
+};
+
+/**
+ * Describes the message zapgate.v1.SimSettingsChange.
+ * Use `create(SimSettingsChangeSchema)` to create a new message.
+ */
+export const SimSettingsChangeSchema: GenMessage<SimSettingsChange> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 4);
+
+/**
+ * @generated from message zapgate.v1.ChangeGroupResponse
+ */
+export type ChangeGroupResponse = Message<"zapgate.v1.ChangeGroupResponse"> & {
+};
+
+/**
+ * Describes the message zapgate.v1.ChangeGroupResponse.
+ * Use `create(ChangeGroupResponseSchema)` to create a new message.
+ */
+export const ChangeGroupResponseSchema: GenMessage<ChangeGroupResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 5);
 
 /**
  * @generated from message zapgate.v1.ScanQrRequest
@@ -47,7 +210,7 @@ export type ScanQrRequest = Message<"zapgate.v1.ScanQrRequest"> & {
  * Use `create(ScanQrRequestSchema)` to create a new message.
  */
 export const ScanQrRequestSchema: GenMessage<ScanQrRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 0);
+  messageDesc(file_zapgate_v1_simulator, 6);
 
 /**
  * @generated from message zapgate.v1.ScanQrResponse
@@ -60,7 +223,7 @@ export type ScanQrResponse = Message<"zapgate.v1.ScanQrResponse"> & {
  * Use `create(ScanQrResponseSchema)` to create a new message.
  */
 export const ScanQrResponseSchema: GenMessage<ScanQrResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 1);
+  messageDesc(file_zapgate_v1_simulator, 7);
 
 /**
  * @generated from message zapgate.v1.EnterPairCodeRequest
@@ -82,7 +245,7 @@ export type EnterPairCodeRequest = Message<"zapgate.v1.EnterPairCodeRequest"> & 
  * Use `create(EnterPairCodeRequestSchema)` to create a new message.
  */
 export const EnterPairCodeRequestSchema: GenMessage<EnterPairCodeRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 2);
+  messageDesc(file_zapgate_v1_simulator, 8);
 
 /**
  * @generated from message zapgate.v1.EnterPairCodeResponse
@@ -95,7 +258,7 @@ export type EnterPairCodeResponse = Message<"zapgate.v1.EnterPairCodeResponse"> 
  * Use `create(EnterPairCodeResponseSchema)` to create a new message.
  */
 export const EnterPairCodeResponseSchema: GenMessage<EnterPairCodeResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 3);
+  messageDesc(file_zapgate_v1_simulator, 9);
 
 /**
  * @generated from message zapgate.v1.DropConnectionRequest
@@ -112,7 +275,7 @@ export type DropConnectionRequest = Message<"zapgate.v1.DropConnectionRequest"> 
  * Use `create(DropConnectionRequestSchema)` to create a new message.
  */
 export const DropConnectionRequestSchema: GenMessage<DropConnectionRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 4);
+  messageDesc(file_zapgate_v1_simulator, 10);
 
 /**
  * @generated from message zapgate.v1.DropConnectionResponse
@@ -125,7 +288,7 @@ export type DropConnectionResponse = Message<"zapgate.v1.DropConnectionResponse"
  * Use `create(DropConnectionResponseSchema)` to create a new message.
  */
 export const DropConnectionResponseSchema: GenMessage<DropConnectionResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 5);
+  messageDesc(file_zapgate_v1_simulator, 11);
 
 /**
  * @generated from message zapgate.v1.LogoutFromPhoneRequest
@@ -142,7 +305,7 @@ export type LogoutFromPhoneRequest = Message<"zapgate.v1.LogoutFromPhoneRequest"
  * Use `create(LogoutFromPhoneRequestSchema)` to create a new message.
  */
 export const LogoutFromPhoneRequestSchema: GenMessage<LogoutFromPhoneRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 6);
+  messageDesc(file_zapgate_v1_simulator, 12);
 
 /**
  * @generated from message zapgate.v1.LogoutFromPhoneResponse
@@ -155,7 +318,7 @@ export type LogoutFromPhoneResponse = Message<"zapgate.v1.LogoutFromPhoneRespons
  * Use `create(LogoutFromPhoneResponseSchema)` to create a new message.
  */
 export const LogoutFromPhoneResponseSchema: GenMessage<LogoutFromPhoneResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 7);
+  messageDesc(file_zapgate_v1_simulator, 13);
 
 /**
  * @generated from message zapgate.v1.TemporaryBanRequest
@@ -186,7 +349,7 @@ export type TemporaryBanRequest = Message<"zapgate.v1.TemporaryBanRequest"> & {
  * Use `create(TemporaryBanRequestSchema)` to create a new message.
  */
 export const TemporaryBanRequestSchema: GenMessage<TemporaryBanRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 8);
+  messageDesc(file_zapgate_v1_simulator, 14);
 
 /**
  * @generated from message zapgate.v1.TemporaryBanResponse
@@ -199,7 +362,7 @@ export type TemporaryBanResponse = Message<"zapgate.v1.TemporaryBanResponse"> & 
  * Use `create(TemporaryBanResponseSchema)` to create a new message.
  */
 export const TemporaryBanResponseSchema: GenMessage<TemporaryBanResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 9);
+  messageDesc(file_zapgate_v1_simulator, 15);
 
 /**
  * @generated from message zapgate.v1.StreamReplacedRequest
@@ -216,7 +379,7 @@ export type StreamReplacedRequest = Message<"zapgate.v1.StreamReplacedRequest"> 
  * Use `create(StreamReplacedRequestSchema)` to create a new message.
  */
 export const StreamReplacedRequestSchema: GenMessage<StreamReplacedRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 10);
+  messageDesc(file_zapgate_v1_simulator, 16);
 
 /**
  * @generated from message zapgate.v1.StreamReplacedResponse
@@ -229,7 +392,7 @@ export type StreamReplacedResponse = Message<"zapgate.v1.StreamReplacedResponse"
  * Use `create(StreamReplacedResponseSchema)` to create a new message.
  */
 export const StreamReplacedResponseSchema: GenMessage<StreamReplacedResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 11);
+  messageDesc(file_zapgate_v1_simulator, 17);
 
 /**
  * @generated from message zapgate.v1.SetKeepAliveRequest
@@ -251,7 +414,7 @@ export type SetKeepAliveRequest = Message<"zapgate.v1.SetKeepAliveRequest"> & {
  * Use `create(SetKeepAliveRequestSchema)` to create a new message.
  */
 export const SetKeepAliveRequestSchema: GenMessage<SetKeepAliveRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 12);
+  messageDesc(file_zapgate_v1_simulator, 18);
 
 /**
  * @generated from message zapgate.v1.SetKeepAliveResponse
@@ -264,7 +427,7 @@ export type SetKeepAliveResponse = Message<"zapgate.v1.SetKeepAliveResponse"> & 
  * Use `create(SetKeepAliveResponseSchema)` to create a new message.
  */
 export const SetKeepAliveResponseSchema: GenMessage<SetKeepAliveResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 13);
+  messageDesc(file_zapgate_v1_simulator, 19);
 
 /**
  * @generated from message zapgate.v1.FailSendsRequest
@@ -291,7 +454,7 @@ export type FailSendsRequest = Message<"zapgate.v1.FailSendsRequest"> & {
  * Use `create(FailSendsRequestSchema)` to create a new message.
  */
 export const FailSendsRequestSchema: GenMessage<FailSendsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 14);
+  messageDesc(file_zapgate_v1_simulator, 20);
 
 /**
  * @generated from message zapgate.v1.FailSendsResponse
@@ -304,7 +467,7 @@ export type FailSendsResponse = Message<"zapgate.v1.FailSendsResponse"> & {
  * Use `create(FailSendsResponseSchema)` to create a new message.
  */
 export const FailSendsResponseSchema: GenMessage<FailSendsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 15);
+  messageDesc(file_zapgate_v1_simulator, 21);
 
 /**
  * @generated from message zapgate.v1.ListReceivedRequest
@@ -321,7 +484,7 @@ export type ListReceivedRequest = Message<"zapgate.v1.ListReceivedRequest"> & {
  * Use `create(ListReceivedRequestSchema)` to create a new message.
  */
 export const ListReceivedRequestSchema: GenMessage<ListReceivedRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 16);
+  messageDesc(file_zapgate_v1_simulator, 22);
 
 /**
  * @generated from message zapgate.v1.ReceivedMessage
@@ -395,7 +558,7 @@ export type ReceivedMessage = Message<"zapgate.v1.ReceivedMessage"> & {
  * Use `create(ReceivedMessageSchema)` to create a new message.
  */
 export const ReceivedMessageSchema: GenMessage<ReceivedMessage> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 17);
+  messageDesc(file_zapgate_v1_simulator, 23);
 
 /**
  * @generated from message zapgate.v1.ListReceivedResponse
@@ -412,7 +575,7 @@ export type ListReceivedResponse = Message<"zapgate.v1.ListReceivedResponse"> & 
  * Use `create(ListReceivedResponseSchema)` to create a new message.
  */
 export const ListReceivedResponseSchema: GenMessage<ListReceivedResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 18);
+  messageDesc(file_zapgate_v1_simulator, 24);
 
 /**
  * @generated from message zapgate.v1.InjectIncomingMessageRequest
@@ -502,7 +665,7 @@ export type InjectIncomingMessageRequest = Message<"zapgate.v1.InjectIncomingMes
  * Use `create(InjectIncomingMessageRequestSchema)` to create a new message.
  */
 export const InjectIncomingMessageRequestSchema: GenMessage<InjectIncomingMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 19);
+  messageDesc(file_zapgate_v1_simulator, 25);
 
 /**
  * @generated from message zapgate.v1.InjectedMedia
@@ -544,7 +707,7 @@ export type InjectedMedia = Message<"zapgate.v1.InjectedMedia"> & {
  * Use `create(InjectedMediaSchema)` to create a new message.
  */
 export const InjectedMediaSchema: GenMessage<InjectedMedia> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 20);
+  messageDesc(file_zapgate_v1_simulator, 26);
 
 /**
  * @generated from message zapgate.v1.InjectIncomingMessageResponse
@@ -561,7 +724,7 @@ export type InjectIncomingMessageResponse = Message<"zapgate.v1.InjectIncomingMe
  * Use `create(InjectIncomingMessageResponseSchema)` to create a new message.
  */
 export const InjectIncomingMessageResponseSchema: GenMessage<InjectIncomingMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 21);
+  messageDesc(file_zapgate_v1_simulator, 27);
 
 /**
  * @generated from message zapgate.v1.SendReceiptRequest
@@ -597,7 +760,7 @@ export type SendReceiptRequest = Message<"zapgate.v1.SendReceiptRequest"> & {
  * Use `create(SendReceiptRequestSchema)` to create a new message.
  */
 export const SendReceiptRequestSchema: GenMessage<SendReceiptRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 22);
+  messageDesc(file_zapgate_v1_simulator, 28);
 
 /**
  * @generated from message zapgate.v1.SendReceiptResponse
@@ -610,7 +773,7 @@ export type SendReceiptResponse = Message<"zapgate.v1.SendReceiptResponse"> & {
  * Use `create(SendReceiptResponseSchema)` to create a new message.
  */
 export const SendReceiptResponseSchema: GenMessage<SendReceiptResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 23);
+  messageDesc(file_zapgate_v1_simulator, 29);
 
 /**
  * @generated from message zapgate.v1.SimContact
@@ -656,7 +819,7 @@ export type SimContact = Message<"zapgate.v1.SimContact"> & {
  * Use `create(SimContactSchema)` to create a new message.
  */
 export const SimContactSchema: GenMessage<SimContact> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 24);
+  messageDesc(file_zapgate_v1_simulator, 30);
 
 /**
  * @generated from message zapgate.v1.SetContactsRequest
@@ -678,7 +841,7 @@ export type SetContactsRequest = Message<"zapgate.v1.SetContactsRequest"> & {
  * Use `create(SetContactsRequestSchema)` to create a new message.
  */
 export const SetContactsRequestSchema: GenMessage<SetContactsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 25);
+  messageDesc(file_zapgate_v1_simulator, 31);
 
 /**
  * @generated from message zapgate.v1.SetContactsResponse
@@ -691,7 +854,7 @@ export type SetContactsResponse = Message<"zapgate.v1.SetContactsResponse"> & {
  * Use `create(SetContactsResponseSchema)` to create a new message.
  */
 export const SetContactsResponseSchema: GenMessage<SetContactsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 26);
+  messageDesc(file_zapgate_v1_simulator, 32);
 
 /**
  * @generated from message zapgate.v1.SetRegisteredNumbersRequest
@@ -713,7 +876,7 @@ export type SetRegisteredNumbersRequest = Message<"zapgate.v1.SetRegisteredNumbe
  * Use `create(SetRegisteredNumbersRequestSchema)` to create a new message.
  */
 export const SetRegisteredNumbersRequestSchema: GenMessage<SetRegisteredNumbersRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 27);
+  messageDesc(file_zapgate_v1_simulator, 33);
 
 /**
  * @generated from message zapgate.v1.SetRegisteredNumbersResponse
@@ -726,7 +889,7 @@ export type SetRegisteredNumbersResponse = Message<"zapgate.v1.SetRegisteredNumb
  * Use `create(SetRegisteredNumbersResponseSchema)` to create a new message.
  */
 export const SetRegisteredNumbersResponseSchema: GenMessage<SetRegisteredNumbersResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 28);
+  messageDesc(file_zapgate_v1_simulator, 34);
 
 /**
  * @generated from enum zapgate.v1.ReceiptKind
@@ -900,6 +1063,31 @@ export const SimulatorService: GenService<{
     methodKind: "unary";
     input: typeof SetRegisteredNumbersRequestSchema;
     output: typeof SetRegisteredNumbersResponseSchema;
+  },
+  /**
+   * These numbers' privacy settings refuse being added to groups (WhatsApp then sends them
+   * an invite instead: UpdateParticipants answers "invite_sent"); `refuse` false clears it.
+   *
+   * @generated from rpc zapgate.v1.SimulatorService.SetGroupPrivacy
+   */
+  setGroupPrivacy: {
+    methodKind: "unary";
+    input: typeof SetGroupPrivacyRequestSchema;
+    output: typeof SetGroupPrivacyResponseSchema;
+  },
+  /**
+   * Another phone (`by_phone`, a participant) changes one of the account's groups: creates
+   * one with the account in it (`create_name`, with the JID given), changes participants
+   * (promoting the account's own number makes it an admin), the name, topic or settings.
+   * Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
+   * `by_phone` is not in the group.
+   *
+   * @generated from rpc zapgate.v1.SimulatorService.ChangeGroup
+   */
+  changeGroup: {
+    methodKind: "unary";
+    input: typeof ChangeGroupRequestSchema;
+    output: typeof ChangeGroupResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_zapgate_v1_simulator, 0);
