@@ -242,6 +242,9 @@ def _user_jid(phone: str) -> str:
     return f"{phone.lstrip('+')}@s.whatsapp.net"
 
 
+_CONTENTS = ("text", "media", "location", "contact", "reaction", "edited", "revoked")
+
+
 def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[FieldViolation]:
     violations = check_phone("from_phone", request.from_phone) + _required(
         "from_phone", request.from_phone
@@ -252,7 +255,7 @@ def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[Fiel
         violations.append(FieldViolation("group_jid", "a group JID ends in @g.us"))
     content = request.WhichOneof("content")
     if content is None:
-        violations.append(FieldViolation("content", "one of text, media, location, contact"))
+        violations.append(FieldViolation("content", f"one of {', '.join(_CONTENTS)}"))
     elif content == "media":
         if request.media.kind not in MEDIA_KINDS:
             violations.append(FieldViolation("media.kind", "required"))
@@ -260,9 +263,16 @@ def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[Fiel
             violations.append(FieldViolation("media.data", "required"))
         if not request.media.mime_type:
             violations.append(FieldViolation("media.mime_type", "required"))
-    elif content == "reaction" and not request.reaction.message_id:
-        violations.append(FieldViolation("reaction.message_id", "required"))
+    elif content in ("reaction", "edited", "revoked"):
+        if not getattr(request, content).message_id:
+            violations.append(FieldViolation(f"{content}.message_id", "required"))
+        if content == "edited" and not request.edited.text:
+            violations.append(FieldViolation("edited.text", "required: the new text"))
     return violations
+
+
+# InjectIncomingMessageRequest's content -> MessageReceived.kind, where they differ
+_INJECTED_KINDS = {"edited": "edit", "revoked": "revoke"}
 
 
 def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> MessageReceived:
@@ -270,7 +280,9 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
     sender = _user_jid(request.from_phone)
     content = request.WhichOneof("content")
     kind = MEDIA_KINDS[request.media.kind] if content == "media" else str(content)
+    kind = _INJECTED_KINDS.get(kind, kind)
     media, location, contact = request.media, request.location, request.contact
+    text = {"text": request.text, "media": media.caption, "edited": request.edited.text}
     return MessageReceived(
         key=key,
         message_id=request.message_id or f"3A{secrets.token_hex(9).upper()}",
@@ -281,7 +293,7 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
         group_jid=request.group_jid,
         timestamp=float(int(time.time())),  # WhatsApp stamps whole seconds
         kind=kind,
-        text=request.text if content == "text" else media.caption,
+        text=text.get(str(content), ""),
         media_mime_type=media.mime_type,
         media_file_name=media.file_name,
         media_seconds=media.seconds,
@@ -296,4 +308,5 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
         reacted_message_id=request.reaction.message_id,
         quoted_message_id=request.reply_to.message_id,
         quoted_sender_jid=request.reply_to.sender_jid,
+        target_message_id=request.edited.message_id or request.revoked.message_id,
     )

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/event.proto.
  */
 export const file_zapgate_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50IqMECgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSABCCQoHcGF5bG9hZCJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSK2AQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIuwDCg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKgoIcmVwbHlfdG8YDiABKAsyGC56YXBnYXRlLnYxLlJlcGx5Q29udGV4dEIJCgdjb250ZW50IpoBCg1SZWNlaXZlZE1lZGlhEiMKBGtpbmQYASABKA4yFS56YXBnYXRlLnYxLk1lZGlhS2luZBIRCgltaW1lX3R5cGUYAiABKAkSEQoJZmlsZV9uYW1lGAMgASgJEg8KB2NhcHRpb24YBCABKAkSDAoEc2l6ZRgFIAEoAxIOCgZzaGEyNTYYBiABKAkSDwoHc2Vjb25kcxgHIAEoBSI2Cg9SZWNlaXZlZENvbnRhY3QSFAoMZGlzcGxheV9uYW1lGAEgASgJEg0KBXZjYXJkGAIgASgJIi0KCFJlYWN0aW9uEhIKCm1lc3NhZ2VfaWQYASABKAkSDQoFZW1vamkYAiABKAkiNgoMUmVwbHlDb250ZXh0EhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKc2VuZGVyX2ppZBgCIAEoCSINCgtVbnN1cHBvcnRlZCJUCg5Db250YWN0c1N5bmNlZBINCgVhZGRlZBgBIAEoBRIPCgd1cGRhdGVkGAIgASgFEhEKCXVuY2hhbmdlZBgDIAEoBRIPCgdyZW1vdmVkGAQgASgFInUKFFdlYmhvb2tTdGF0dXNDaGFuZ2VkEhIKCndlYmhvb2tfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkuemFwZ2F0ZS52MS5XZWJob29rU3RhdHVzEg4KBnJlYXNvbhgDIAEoCRIOCgZjdXJzb3IYBCABKAMqrQIKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHAoYRVZFTlRfVFlQRV9TVEFURV9DSEFOR0VEEAESGQoVRVZFTlRfVFlQRV9RUl9VUERBVEVEEAISJAogRVZFTlRfVFlQRV9NRVNTQUdFX1NUQVRFX0NIQU5HRUQQAxIdChlFVkVOVF9UWVBFX1NFTkRJTkdfUEFVU0VEEAQSHgoaRVZFTlRfVFlQRV9TRU5ESU5HX1JFU1VNRUQQBRIfChtFVkVOVF9UWVBFX01FU1NBR0VfUkVDRUlWRUQQBhIeChpFVkVOVF9UWVBFX0NPTlRBQ1RTX1NZTkNFRBAHEiUKIUVWRU5UX1RZUEVfV0VCSE9PS19TVEFUVVNfQ0hBTkdFRBAIKrUBCglNZWRpYUtpbmQSGgoWTUVESUFfS0lORF9VTlNQRUNJRklFRBAAEhQKEE1FRElBX0tJTkRfSU1BR0UQARIUChBNRURJQV9LSU5EX1ZJREVPEAISFAoQTUVESUFfS0lORF9BVURJTxADEhkKFU1FRElBX0tJTkRfVk9JQ0VfTk9URRAEEhcKE01FRElBX0tJTkRfRE9DVU1FTlQQBRIWChJNRURJQV9LSU5EX1NUSUNLRVIQBiqgAQoNV2ViaG9va1N0YXR1cxIeChpXRUJIT09LX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVdFQkhPT0tfU1RBVFVTX0FDVElWRRABEhsKF1dFQkhPT0tfU1RBVFVTX1JFVFJZSU5HEAISGgoWV0VCSE9PS19TVEFUVVNfRkFJTElORxADEhsKF1dFQkhPT0tfU1RBVFVTX0RJU0FCTEVEEAQyWgoMRXZlbnRTZXJ2aWNlEkoKCVN1YnNjcmliZRIcLnphcGdhdGUudjEuU3Vic2NyaWJlUmVxdWVzdBodLnphcGdhdGUudjEuU3Vic2NyaWJlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
+  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50IqMECgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSABCCQoHcGF5bG9hZCJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSK2AQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIsgECg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKwoGZWRpdGVkGBAgASgLMhkuemFwZ2F0ZS52MS5NZXNzYWdlRWRpdGVkSAASLQoHcmV2b2tlZBgRIAEoCzIaLnphcGdhdGUudjEuTWVzc2FnZVJldm9rZWRIABIqCghyZXBseV90bxgOIAEoCzIYLnphcGdhdGUudjEuUmVwbHlDb250ZXh0QgkKB2NvbnRlbnQimgEKDVJlY2VpdmVkTWVkaWESIwoEa2luZBgBIAEoDjIVLnphcGdhdGUudjEuTWVkaWFLaW5kEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDwoHY2FwdGlvbhgEIAEoCRIMCgRzaXplGAUgASgDEg4KBnNoYTI1NhgGIAEoCRIPCgdzZWNvbmRzGAcgASgFIjYKD1JlY2VpdmVkQ29udGFjdBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFdmNhcmQYAiABKAkiLQoIUmVhY3Rpb24SEgoKbWVzc2FnZV9pZBgBIAEoCRINCgVlbW9qaRgCIAEoCSIxCg1NZXNzYWdlRWRpdGVkEhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEdGV4dBgCIAEoCSIkCg5NZXNzYWdlUmV2b2tlZBISCgptZXNzYWdlX2lkGAEgASgJIjYKDFJlcGx5Q29udGV4dBISCgptZXNzYWdlX2lkGAEgASgJEhIKCnNlbmRlcl9qaWQYAiABKAkiDQoLVW5zdXBwb3J0ZWQiVAoOQ29udGFjdHNTeW5jZWQSDQoFYWRkZWQYASABKAUSDwoHdXBkYXRlZBgCIAEoBRIRCgl1bmNoYW5nZWQYAyABKAUSDwoHcmVtb3ZlZBgEIAEoBSJ1ChRXZWJob29rU3RhdHVzQ2hhbmdlZBISCgp3ZWJob29rX2lkGAEgASgJEikKBnN0YXR1cxgCIAEoDjIZLnphcGdhdGUudjEuV2ViaG9va1N0YXR1cxIOCgZyZWFzb24YAyABKAkSDgoGY3Vyc29yGAQgASgDKq0CCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhwKGEVWRU5UX1RZUEVfU1RBVEVfQ0hBTkdFRBABEhkKFUVWRU5UX1RZUEVfUVJfVVBEQVRFRBACEiQKIEVWRU5UX1RZUEVfTUVTU0FHRV9TVEFURV9DSEFOR0VEEAMSHQoZRVZFTlRfVFlQRV9TRU5ESU5HX1BBVVNFRBAEEh4KGkVWRU5UX1RZUEVfU0VORElOR19SRVNVTUVEEAUSHwobRVZFTlRfVFlQRV9NRVNTQUdFX1JFQ0VJVkVEEAYSHgoaRVZFTlRfVFlQRV9DT05UQUNUU19TWU5DRUQQBxIlCiFFVkVOVF9UWVBFX1dFQkhPT0tfU1RBVFVTX0NIQU5HRUQQCCq1AQoJTWVkaWFLaW5kEhoKFk1FRElBX0tJTkRfVU5TUEVDSUZJRUQQABIUChBNRURJQV9LSU5EX0lNQUdFEAESFAoQTUVESUFfS0lORF9WSURFTxACEhQKEE1FRElBX0tJTkRfQVVESU8QAxIZChVNRURJQV9LSU5EX1ZPSUNFX05PVEUQBBIXChNNRURJQV9LSU5EX0RPQ1VNRU5UEAUSFgoSTUVESUFfS0lORF9TVElDS0VSEAYqoAEKDVdlYmhvb2tTdGF0dXMSHgoaV0VCSE9PS19TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVXRUJIT09LX1NUQVRVU19BQ1RJVkUQARIbChdXRUJIT09LX1NUQVRVU19SRVRSWUlORxACEhoKFldFQkhPT0tfU1RBVFVTX0ZBSUxJTkcQAxIbChdXRUJIT09LX1NUQVRVU19ESVNBQkxFRBAEMloKDEV2ZW50U2VydmljZRJKCglTdWJzY3JpYmUSHC56YXBnYXRlLnYxLlN1YnNjcmliZVJlcXVlc3QaHS56YXBnYXRlLnYxLlN1YnNjcmliZVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
 
 /**
  * @generated from message zapgate.v1.SubscribeRequest
@@ -380,12 +380,29 @@ export type MessageReceived = Message<"zapgate.v1.MessageReceived"> & {
     case: "reaction";
   } | {
     /**
-     * A kind zapgate does not map yet (polls, calls, protocol messages...).
+     * A kind zapgate does not map yet (disappearing-message settings...).
      *
      * @generated from field: zapgate.v1.Unsupported unsupported = 15;
      */
     value: Unsupported;
     case: "unsupported";
+  } | {
+    /**
+     * The sender edited one of their messages: `message_id` of this event is the edit's own
+     * id, the edited message is `edited.message_id`.
+     *
+     * @generated from field: zapgate.v1.MessageEdited edited = 16;
+     */
+    value: MessageEdited;
+    case: "edited";
+  } | {
+    /**
+     * The sender deleted one of their messages for everyone (or a group admin deleted one).
+     *
+     * @generated from field: zapgate.v1.MessageRevoked revoked = 17;
+     */
+    value: MessageRevoked;
+    case: "revoked";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -505,6 +522,51 @@ export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_event, 11);
 
 /**
+ * @generated from message zapgate.v1.MessageEdited
+ */
+export type MessageEdited = Message<"zapgate.v1.MessageEdited"> & {
+  /**
+   * WhatsApp's id of the message edited.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * Its new text (or new caption, for media).
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message zapgate.v1.MessageEdited.
+ * Use `create(MessageEditedSchema)` to create a new message.
+ */
+export const MessageEditedSchema: GenMessage<MessageEdited> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 12);
+
+/**
+ * @generated from message zapgate.v1.MessageRevoked
+ */
+export type MessageRevoked = Message<"zapgate.v1.MessageRevoked"> & {
+  /**
+   * WhatsApp's id of the message deleted for everyone.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+};
+
+/**
+ * Describes the message zapgate.v1.MessageRevoked.
+ * Use `create(MessageRevokedSchema)` to create a new message.
+ */
+export const MessageRevokedSchema: GenMessage<MessageRevoked> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 13);
+
+/**
  * @generated from message zapgate.v1.ReplyContext
  */
 export type ReplyContext = Message<"zapgate.v1.ReplyContext"> & {
@@ -524,7 +586,7 @@ export type ReplyContext = Message<"zapgate.v1.ReplyContext"> & {
  * Use `create(ReplyContextSchema)` to create a new message.
  */
 export const ReplyContextSchema: GenMessage<ReplyContext> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 12);
+  messageDesc(file_zapgate_v1_event, 14);
 
 /**
  * @generated from message zapgate.v1.Unsupported
@@ -537,7 +599,7 @@ export type Unsupported = Message<"zapgate.v1.Unsupported"> & {
  * Use `create(UnsupportedSchema)` to create a new message.
  */
 export const UnsupportedSchema: GenMessage<Unsupported> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 13);
+  messageDesc(file_zapgate_v1_event, 15);
 
 /**
  * The instance's contacts were synced from the linked phone.
@@ -571,7 +633,7 @@ export type ContactsSynced = Message<"zapgate.v1.ContactsSynced"> & {
  * Use `create(ContactsSyncedSchema)` to create a new message.
  */
 export const ContactsSyncedSchema: GenMessage<ContactsSynced> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 14);
+  messageDesc(file_zapgate_v1_event, 16);
 
 /**
  * Where a webhook's deliveries stand (WebhookService). Appended when deliveries stop because
@@ -611,7 +673,7 @@ export type WebhookStatusChanged = Message<"zapgate.v1.WebhookStatusChanged"> & 
  * Use `create(WebhookStatusChangedSchema)` to create a new message.
  */
 export const WebhookStatusChangedSchema: GenMessage<WebhookStatusChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 15);
+  messageDesc(file_zapgate_v1_event, 17);
 
 /**
  * @generated from enum zapgate.v1.EventType
