@@ -198,6 +198,11 @@ class Engine(ABC):
         """For each E.164 number, whether it is on WhatsApp (one query to WhatsApp)."""
 
     @abstractmethod
+    async def resolve_jids(self, key: InstanceKey, jids: list[str]) -> list[str]:
+        """Each JID's other identity (a phone-number JID's LID, a LID's phone-number JID)
+        from what the engine has learned, "" where it knows none. Asks nothing of WhatsApp."""
+
+    @abstractmethod
     def hosted(self) -> int:
         """How many instances this engine hosts now."""
 

@@ -61,7 +61,13 @@ from itertools import count
 from pathlib import Path
 from typing import Any, TypeVar
 
-from zapgate.sessions import neonize_contacts, neonize_events, neonize_inbound, neonize_send
+from zapgate.sessions import (
+    neonize_contacts,
+    neonize_events,
+    neonize_inbound,
+    neonize_lids,
+    neonize_send,
+)
 from zapgate.sessions.engine import (
     Contact,
     Engine,
@@ -305,6 +311,16 @@ class NeonizeEngine(Engine):
             if check.on_whatsapp and server == neonize_events.USER_SERVER:
                 session.remember_user(check.phone[1:], known)
         return checks
+
+    async def resolve_jids(self, key: InstanceKey, jids: list[str]) -> list[str]:
+        """whatsmeow's LID map (GetLIDFromPN / GetPNFromLID), in chunks like `contacts`."""
+        session = self._connected(key, "resolve JIDs")
+        found: dict[str, Any] = {}
+        asked = list(dict.fromkeys(jids))
+        for start in range(0, len(asked), ALTERNATES_PER_CALL):
+            chunk = [neonize_lids.to_neonize(j) for j in asked[start : start + ALTERNATES_PER_CALL]]
+            found.update(await self._read(session, partial(_alternates, jids=chunk)))
+        return neonize_lids.in_order(jids, found)
 
     async def is_connected(self, key: InstanceKey) -> bool:
         """Whether the instance's websocket is up (False while it is still dialing): a

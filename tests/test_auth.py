@@ -165,6 +165,8 @@ async def test_another_tenants_instance_is_not_found(
         request.kind = spb.RECEIPT_KIND_READ  # type: ignore[attr-defined]
     if method.name == "CheckNumbers":
         request.phones.append("+15550001111")  # type: ignore[attr-defined]
+    if method.name == "ResolveJids":
+        request.jids.append("15550001111@s.whatsapp.net")  # type: ignore[attr-defined]
     if method.name == "SendMessage":
         request.phone, request.text.body = "+15550001111", "hi"  # type: ignore[attr-defined]
     info, _ = await expect_error(call(running, method, request, key_b), grpc.StatusCode.NOT_FOUND)
@@ -198,6 +200,7 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"Connect", "Logout", "Reconnect", "ScanQr", "DeleteInstance", "UpdateInstance"} <= names
     assert {"SendMessage", "GetInstanceStats", "PauseSending", "ListReceived"} <= names
     assert {"InjectIncomingMessage", "DownloadMedia", "SyncContacts", "CheckNumbers"} <= names
+    assert {"ResolveJids", "SetLidMappings"} <= names
     assert {"React", "EditMessage", "RevokeMessage", "MarkRead", "SendChatPresence"} <= names
     assert {"CreateWebhook", "UpdateWebhook", "TestWebhook"} <= names
-    assert len(names) == 44
+    assert len(names) == 46

@@ -233,6 +233,22 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         await self._run(request.instance_id, wpb.SimulateRequest(set_registered=action))
         return pb.SetRegisteredNumbersResponse()
 
+    async def SetLidMappings(
+        self, request: pb.SetLidMappingsRequest, context: Context
+    ) -> pb.SetLidMappingsResponse:
+        violations: list[FieldViolation] = []
+        for index, mapping in enumerate(request.mappings):
+            field = f"mappings[{index}]"
+            violations += check_phone(f"{field}.phone", mapping.phone)
+            violations += _required(f"{field}.phone", mapping.phone)
+            if not (mapping.lid.isascii() and mapping.lid.isdigit()):
+                violations.append(FieldViolation(f"{field}.lid", "the LID's user part: digits"))
+        self._check(request.instance_id, violations)
+        lids = {_user_jid(m.phone): f"{m.lid}@lid" for m in request.mappings}
+        action = wpb.SimulateRequest.SetLidMappings(lids=lids)
+        await self._run(request.instance_id, wpb.SimulateRequest(set_lid_mappings=action))
+        return pb.SetLidMappingsResponse()
+
 
 def _required(field: str, value: str) -> list[FieldViolation]:
     return [] if value else [FieldViolation(field, "required")]

@@ -101,6 +101,11 @@ class SimulatorServiceStub:
                 request_serializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersResponse.FromString,
                 _registered_method=True)
+        self.SetLidMappings = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/SetLidMappings',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse.FromString,
+                _registered_method=True)
 
 
 class SimulatorServiceServicer:
@@ -204,6 +209,15 @@ class SimulatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLidMappings(self, request, context):
+        """What the instance's engine knows of who is behind a LID (whatsmeow's LID map), as it
+        learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
+        also learns a mapping from every injected message with a `from_lid` and from SetContacts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +285,11 @@ def add_SimulatorServiceServicer_to_server(servicer, server):
                     servicer.SetRegisteredNumbers,
                     request_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersResponse.SerializeToString,
+            ),
+            'SetLidMappings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLidMappings,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -626,6 +645,33 @@ class SimulatorService:
             '/zapgate.v1.SimulatorService/SetRegisteredNumbers',
             zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersRequest.SerializeToString,
             zapgate_dot_v1_dot_simulator__pb2.SetRegisteredNumbersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLidMappings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/SetLidMappings',
+            zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

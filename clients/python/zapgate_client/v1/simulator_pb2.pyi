@@ -725,3 +725,67 @@ class SetRegisteredNumbersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetRegisteredNumbersResponse: _TypeAlias = SetRegisteredNumbersResponse  # noqa: Y015
+
+@_typing.final
+class LidMapping(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHONE_FIELD_NUMBER: _builtins.int
+    LID_FIELD_NUMBER: _builtins.int
+    phone: _builtins.str
+    """E.164."""
+    lid: _builtins.str
+    """The LID's user part (digits)."""
+    def __init__(
+        self,
+        *,
+        phone: _builtins.str = ...,
+        lid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lid", b"lid", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LidMapping: _TypeAlias = LidMapping  # noqa: Y015
+
+@_typing.final
+class SetLidMappingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    MAPPINGS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    @_builtins.property
+    def mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___LidMapping]:
+        """Added to (or replacing, per phone) what the engine knows."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        mappings: _abc.Iterable[Global___LidMapping] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "mappings", b"mappings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLidMappingsRequest: _TypeAlias = SetLidMappingsRequest  # noqa: Y015
+
+@_typing.final
+class SetLidMappingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLidMappingsResponse: _TypeAlias = SetLidMappingsResponse  # noqa: Y015

@@ -71,6 +71,11 @@ class SimulatorServiceStub:
     """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
     makes every number registered again (the default).
     """
+    SetLidMappings: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.SetLidMappingsRequest, _simulator_pb2.SetLidMappingsResponse]
+    """What the instance's engine knows of who is behind a LID (whatsmeow's LID map), as it
+    learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
+    also learns a mapping from every injected message with a `from_lid` and from SetContacts.
+    """
 
 @_typing.type_check_only
 class SimulatorServiceAsyncStub(SimulatorServiceStub):
@@ -114,6 +119,11 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     SetRegisteredNumbers: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SetRegisteredNumbersRequest, _simulator_pb2.SetRegisteredNumbersResponse]  # type: ignore[assignment]
     """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
     makes every number registered again (the default).
+    """
+    SetLidMappings: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SetLidMappingsRequest, _simulator_pb2.SetLidMappingsResponse]  # type: ignore[assignment]
+    """What the instance's engine knows of who is behind a LID (whatsmeow's LID map), as it
+    learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
+    also learns a mapping from every injected message with a `from_lid` and from SetContacts.
     """
 
 class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -233,6 +243,17 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_simulator_pb2.SetRegisteredNumbersResponse, _abc.Awaitable[_simulator_pb2.SetRegisteredNumbersResponse]]:
         """From now on only these numbers are on WhatsApp (number checks, sends); an empty list
         makes every number registered again (the default).
+        """
+
+    @_abc_1.abstractmethod
+    def SetLidMappings(
+        self,
+        request: _simulator_pb2.SetLidMappingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.SetLidMappingsResponse, _abc.Awaitable[_simulator_pb2.SetLidMappingsResponse]]:
+        """What the instance's engine knows of who is behind a LID (whatsmeow's LID map), as it
+        learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
+        also learns a mapping from every injected message with a `from_lid` and from SetContacts.
         """
 
 def add_SimulatorServiceServicer_to_server(servicer: SimulatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -63,6 +63,8 @@ class EngineWorkerServiceStub:
     """Sends read receipts for received messages of one chat."""
     SendPresence: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SendPresenceRequest, _worker_pb2.SendPresenceResponse]
     """Shows composing, recording or paused in a chat."""
+    ResolveJids: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ResolveJidsRequest, _worker_pb2.ResolveJidsResponse]
+    """Each JID's other identity (phone number <-> LID) from the engine's store."""
 
 @_typing.type_check_only
 class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
@@ -99,6 +101,8 @@ class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
     """Sends read receipts for received messages of one chat."""
     SendPresence: _aio.UnaryUnaryMultiCallable[_worker_pb2.SendPresenceRequest, _worker_pb2.SendPresenceResponse]  # type: ignore[assignment]
     """Shows composing, recording or paused in a chat."""
+    ResolveJids: _aio.UnaryUnaryMultiCallable[_worker_pb2.ResolveJidsRequest, _worker_pb2.ResolveJidsResponse]  # type: ignore[assignment]
+    """Each JID's other identity (phone number <-> LID) from the engine's store."""
 
 class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Internal protocol between the core process and its engine worker processes, spoken over a
@@ -216,5 +220,13 @@ class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.SendPresenceResponse, _abc.Awaitable[_worker_pb2.SendPresenceResponse]]:
         """Shows composing, recording or paused in a chat."""
+
+    @_abc_1.abstractmethod
+    def ResolveJids(
+        self,
+        request: _worker_pb2.ResolveJidsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.ResolveJidsResponse, _abc.Awaitable[_worker_pb2.ResolveJidsResponse]]:
+        """Each JID's other identity (phone number <-> LID) from the engine's store."""
 
 def add_EngineWorkerServiceServicer_to_server(servicer: EngineWorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
