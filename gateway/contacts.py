@@ -74,6 +74,11 @@ class ContactBook:
         await self._events.append(tenant, instance_id, synced)
         return counts
 
+    async def resolve_jids(self, tenant: str, instance_id: str, jids: list[str]) -> list[str]:
+        """Each JID's other identity from the engine's LID map ("" unknown); no lookup budget:
+        WhatsApp is not asked."""
+        return await self._engines.resolve_jids(tenant, instance_id, jids)
+
     async def state_changed(self, record: InstanceRecord) -> None:
         """After a connect, once the engine had time to receive the phone's contacts."""
         if record.state != ipb.INSTANCE_STATE_CONNECTED:

@@ -250,6 +250,11 @@ class Engine(ABC):
     async def leave_group(self, key: InstanceKey, group_jid: str) -> None: ...
 
     @abstractmethod
+    async def resolve_jids(self, key: InstanceKey, jids: list[str]) -> list[str]:
+        """Each JID's other identity (a phone-number JID's LID, a LID's phone-number JID)
+        from what the engine has learned, "" where it knows none. Asks nothing of WhatsApp."""
+
+    @abstractmethod
     def hosted(self) -> int:
         """How many instances this engine hosts now."""
 

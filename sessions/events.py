@@ -142,7 +142,9 @@ class MessageReceived:
     itself: `from_me`). Flat on purpose: it crosses the worker socket as JSON.
 
     `kind` is one of text, image, video, audio, voice_note, document, sticker, location,
-    contact, reaction, unknown. `text` is the body, or the caption of media. Media bytes stay
+    contact, reaction, edit, revoke, unknown. `text` is the body, or the caption of media, or
+    an edit's new text; an edit or a revoke names the message it acts on in
+    `target_message_id`. Media bytes stay
     on WhatsApp's servers until downloaded: `media_ref` is the engine's opaque handle for
     `Engine.download_media` and never leaves the core."""
 
@@ -173,6 +175,7 @@ class MessageReceived:
     reacted_message_id: str = ""
     quoted_message_id: str = ""  # the message this one replies to
     quoted_sender_jid: str = ""
+    target_message_id: str = ""  # edit, revoke: the message edited or deleted for everyone
 
 
 GROUP_CHANGES = (

@@ -66,6 +66,7 @@ from zapgate.sessions import (
     neonize_events,
     neonize_groups,
     neonize_inbound,
+    neonize_lids,
     neonize_send,
 )
 from zapgate.sessions.engine import (
@@ -385,6 +386,16 @@ class NeonizeEngine(Engine):
             neonize_groups.call(key, "leave the group", lambda: client.leave_group(to))
 
         await self._group(key, "leave a group", leave)
+
+    async def resolve_jids(self, key: InstanceKey, jids: list[str]) -> list[str]:
+        """whatsmeow's LID map (GetLIDFromPN / GetPNFromLID), in chunks like `contacts`."""
+        session = self._connected(key, "resolve JIDs")
+        found: dict[str, Any] = {}
+        asked = list(dict.fromkeys(jids))
+        for start in range(0, len(asked), ALTERNATES_PER_CALL):
+            chunk = [neonize_lids.to_neonize(j) for j in asked[start : start + ALTERNATES_PER_CALL]]
+            found.update(await self._read(session, partial(_alternates, jids=chunk)))
+        return neonize_lids.in_order(jids, found)
 
     async def is_connected(self, key: InstanceKey) -> bool:
         """Whether the instance's websocket is up (False while it is still dialing): a

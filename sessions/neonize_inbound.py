@@ -36,9 +36,10 @@ MESSAGE_EVENT: Any = pb.Message
 GROUP_SERVER = "g.us"
 
 # Wrappers whose `message` holds the real content (FutureProofMessage, and DeviceSentMessage:
-# what this account sent from the phone). Edits stay wrapped: their content is a protocol
-# message, not a new message.
+# what this account sent from the phone, and EditedMessage: an edit, whose content is a
+# MESSAGE_EDIT protocol message naming the edited message).
 _WRAPPERS = (
+    "editedMessage",
     "deviceSentMessage",
     "ephemeralMessage",
     "viewOnceMessage",
@@ -62,9 +63,9 @@ _HOUSEKEEPING = frozenset(
         "messageContextInfo",
     }
 )
-# Protocol messages a person caused (a deletion, an edit, disappearing messages switched):
-# reported as kind "unknown". Every other type is traffic between this account's devices
-# (history sync, app-state keys, ...) and is not a message at all.
+# Protocol messages a person caused: a deletion and an edit are read (kinds "revoke" and
+# "edit"), disappearing messages switched is kind "unknown". Every other type is traffic
+# between this account's devices (history sync, app-state keys, ...) and is no message.
 _PERSONAL_PROTOCOL_TYPES = frozenset(
     {
         wa.ProtocolMessage.REVOKE,
@@ -220,9 +221,12 @@ def _content_field(message: Any) -> str | None:
     for name in fields:
         if name in _MEDIA_FIELDS or name in _CONTENT_READERS:
             return name
-    protocol_only = fields == ["protocolMessage"]
-    if protocol_only and message.protocolMessage.type not in _PERSONAL_PROTOCOL_TYPES:
-        return None
+    if fields == ["protocolMessage"]:
+        protocol_type = message.protocolMessage.type
+        if protocol_type not in _PERSONAL_PROTOCOL_TYPES:
+            return None
+        if protocol_type in _PROTOCOL_READERS:
+            return "protocolMessage"
     return ""
 
 
@@ -230,6 +234,8 @@ def _content(message: Any, field: str) -> dict[str, Any]:
     if not field:
         return {"kind": "unknown"}
     body = getattr(message, field)
+    if field == "protocolMessage":
+        return _PROTOCOL_READERS[body.type](body)
     reader = _CONTENT_READERS.get(field)
     values = reader(body) if reader is not None else _media(field, body)
     return {**values, **_reply_context(body)}
@@ -330,4 +336,26 @@ _CONTENT_READERS = {
     "contactMessage": _contact,
     "contactsArrayMessage": _contacts,
     "reactionMessage": _reaction,
+}
+
+
+def _edit(body: Any) -> dict[str, Any]:
+    """A MESSAGE_EDIT: the edited message's id and its new content (text, or a caption)."""
+    edited = unwrap(body.editedMessage)
+    field = _content_field(edited) or ""
+    text = ""
+    if field in ("conversation", "extendedTextMessage"):
+        text = str(_CONTENT_READERS[field](getattr(edited, field))["text"])
+    elif field in _MEDIA_FIELDS and "caption" in getattr(edited, field).DESCRIPTOR.fields_by_name:
+        text = str(getattr(edited, field).caption)
+    return {"kind": "edit", "text": text, "target_message_id": str(body.key.ID)}
+
+
+def _revoke(body: Any) -> dict[str, Any]:
+    return {"kind": "revoke", "target_message_id": str(body.key.ID)}
+
+
+_PROTOCOL_READERS = {
+    wa.ProtocolMessage.MESSAGE_EDIT: _edit,
+    wa.ProtocolMessage.REVOKE: _revoke,
 }

@@ -373,6 +373,12 @@ class WorkerPool:
         reply = await _call((await self._stub(slot)).GroupCall(request))
         return reply.result_json
 
+    async def resolve_jids(self, key: InstanceKey, jids: list[str]) -> list[str]:
+        slot = self._hosting(key)
+        request = pb.ResolveJidsRequest(key=key, jids=jids)
+        reply = await _call((await self._stub(slot)).ResolveJids(request))
+        return list(reply.alternates)
+
     def _hosting(self, key: InstanceKey) -> WorkerSlot:
         slot = self._placement.get(key)
         if slot is None:

@@ -212,6 +212,9 @@ class SimEngine(Engine):
         self._failing: dict[tuple[InstanceKey, str], str] = {}
         # instance -> the phone digits on WhatsApp; absent: every number is.
         self._registered: dict[InstanceKey, frozenset[str]] = {}
+        # instance -> phone-number JID -> LID: the engine's LID map (SetLidMappings, learned
+        # from injected messages); while this worker lives, with the address book's LIDs.
+        self._lids: dict[InstanceKey, dict[str, str]] = {}
         # WhatsApp's media servers: received media, by reference, while this worker lives.
         self._media_server: dict[str, bytes] = {}
         # (instance, phone digits) whose privacy settings refuse being added to groups.
@@ -467,6 +470,8 @@ class SimEngine(Engine):
                 media_size=len(media),
                 media_sha256=hashlib.sha256(media).hexdigest(),
             )
+        if message.sender_lid and message.sender_jid.endswith("@s.whatsapp.net"):
+            self._lids.setdefault(message.key, {})[message.sender_jid] = message.sender_lid
         if message.push_name and not message.from_me:
             await asyncio.to_thread(
                 session.address_book.note_push_name,
@@ -486,6 +491,17 @@ class SimEngine(Engine):
     async def set_contacts(self, key: InstanceKey, contacts: list[Contact]) -> None:
         session = self._connected(key)
         await asyncio.to_thread(session.address_book.replace, contacts)
+
+    def set_lid_mappings(self, key: InstanceKey, lids: dict[str, str]) -> None:
+        """Phone-number JID -> LID, as whatsmeow's LID map learns them."""
+        self._lids.setdefault(key, {}).update(lids)
+
+    async def resolve_jids(self, key: InstanceKey, jids: list[str]) -> list[str]:
+        session = self._connected(key)
+        contacts = await asyncio.to_thread(session.address_book.all)
+        lids = {c.jid: c.lid for c in contacts if c.lid} | self._lids.get(key, {})
+        phones = {lid: jid for jid, lid in lids.items()}
+        return [lids.get(jid) or phones.get(jid, "") for jid in jids]
 
     def set_registered(self, key: InstanceKey, phones: list[str]) -> None:
         if phones:

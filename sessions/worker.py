@@ -161,6 +161,14 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
         result = await _engine_call(context, call)
         return pb.GroupCallResponse(result_json=groups.encode(result))
 
+    async def ResolveJids(
+        self, request: pb.ResolveJidsRequest, context: Context
+    ) -> pb.ResolveJidsResponse:
+        alternates = await _engine_call(
+            context, self.engine.resolve_jids(request.key, list(request.jids))
+        )
+        return pb.ResolveJidsResponse(alternates=alternates)
+
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: Context
     ) -> AsyncIterator[pb.StreamEventsResponse]:
@@ -208,6 +216,8 @@ async def _simulate(sim: SimEngine, request: pb.SimulateRequest) -> None:
     elif action == "set_contacts":
         contacts = [wire.contact_from_proto(c) for c in request.set_contacts.contacts]
         await sim.set_contacts(key, contacts)
+    elif action == "set_lid_mappings":
+        sim.set_lid_mappings(key, dict(request.set_lid_mappings.lids))
     elif action == "set_registered":
         sim.set_registered(key, list(request.set_registered.phones))
     elif action == "group_action":

@@ -168,6 +168,8 @@ async def test_another_tenants_instance_is_not_found(
         request.kind = spb.RECEIPT_KIND_READ  # type: ignore[attr-defined]
     if method.name == "CheckNumbers":
         request.phones.append("+15550001111")  # type: ignore[attr-defined]
+    if method.name == "ResolveJids":
+        request.jids.append("15550001111@s.whatsapp.net")  # type: ignore[attr-defined]
     if method.name == "SendMessage":
         request.phone, request.text.body = "+15550001111", "hi"  # type: ignore[attr-defined]
     _fill_group_fields(method, request)
@@ -221,6 +223,7 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"SendMessage", "GetInstanceStats", "PauseSending", "ListReceived"} <= names
     assert {"InjectIncomingMessage", "DownloadMedia", "SyncContacts", "CheckNumbers"} <= names
     assert {"CreateGroup", "UpdateParticipants", "JoinGroup", "ChangeGroup"} <= names
+    assert {"ResolveJids", "SetLidMappings"} <= names
     assert {"React", "EditMessage", "RevokeMessage", "MarkRead", "SendChatPresence"} <= names
     assert {"CreateWebhook", "UpdateWebhook", "TestWebhook"} <= names
-    assert len(names) == 57  # 44, the 11 of GroupService, SetGroupPrivacy and ChangeGroup
+    assert len(names) == 59  # 44, GroupService's 11, ResolveJids and 3 simulator calls

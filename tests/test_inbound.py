@@ -111,6 +111,34 @@ async def test_reaction_and_its_removal(messenger: Messenger, inbox: str) -> Non
     assert removed.message_received.HasField("reaction")
 
 
+async def test_an_edit_names_the_edited_message_and_its_new_text(
+    messenger: Messenger, inbox: str
+) -> None:
+    original = await received(messenger, inbox, text="see you at 5", from_lid="208734900112233")
+    edited = pb.MessageEdited(message_id=original.message_received.message_id, text="see you at 6")
+    event = await received(messenger, inbox, edited=edited, from_lid="208734900112233")
+    message = event.message_received
+    assert message.WhichOneof("content") == "edited"
+    assert message.edited == edited
+    assert message.message_id != edited.message_id  # an edit has an id of its own
+    assert message.sender_jid == SENDER_JID
+    assert message.sender_lid == "208734900112233@lid"
+
+
+async def test_a_deletion_for_everyone_names_the_deleted_message(
+    messenger: Messenger, inbox: str
+) -> None:
+    group = "120363025246125486@g.us"
+    event = await received(
+        messenger, inbox, revoked=pb.MessageRevoked(message_id="3EB0CCCC3333"), group_jid=group
+    )
+    message = event.message_received
+    assert message.WhichOneof("content") == "revoked"
+    assert message.revoked.message_id == "3EB0CCCC3333"
+    assert message.group_jid == group
+    assert message.sender_jid == SENDER_JID
+
+
 async def test_location(messenger: Messenger, inbox: str) -> None:
     where = mpb.Location(latitude=-23.5505, longitude=-46.6333, name="Sé", address="Praça da Sé")
     event = await received(messenger, inbox, location=where)
@@ -201,6 +229,9 @@ async def test_bad_injections_are_field_violations(messenger: Messenger, inbox: 
             "media.data",
         ),
         ({"reaction": pb.Reaction(emoji="x")}, "reaction.message_id"),
+        ({"edited": pb.MessageEdited(text="new")}, "edited.message_id"),
+        ({"edited": pb.MessageEdited(message_id="3EB0")}, "edited.text"),
+        ({"revoked": pb.MessageRevoked()}, "revoked.message_id"),
     ]
     for fields, field in cases:
         _, bad = await expect_error(

@@ -388,20 +388,64 @@ def test_a_reaction_with_no_emoji_removes_the_reaction() -> None:
 
 
 def test_a_kind_zapgate_does_not_read_is_unknown() -> None:
-    poll = wa.PollCreationMessage(
-        name="Melhor dia?",
-        options=[wa.PollCreationMessage.Option(optionName="Sábado")],
-        selectableOptionsCount=1,
-    )
-    assert received(wa.Message(pollCreationMessage=poll)) == expected(kind="unknown")
-    # A deletion for everyone is a protocol message someone caused: a message, of no kind
+    # Disappearing messages switched on: a protocol message someone caused, of no kind
     # zapgate reads (yet).
+    ephemeral = wa.ProtocolMessage(
+        type=wa.ProtocolMessage.EPHEMERAL_SETTING, ephemeralExpiration=604_800
+    )
+    assert received(wa.Message(protocolMessage=ephemeral)) == expected(kind="unknown")
+    assert received(wa.Message()) is None  # no content at all
+
+
+EDITED_ID = "3EB0C431C26A1916E07E"
+
+
+def edit(new: Any) -> Any:
+    """An edit as WhatsApp's apps send it (whatsmeow's BuildEdit): a MESSAGE_EDIT protocol
+    message inside the editedMessage wrapper."""
+    protocol = wa.ProtocolMessage(
+        type=wa.ProtocolMessage.MESSAGE_EDIT,
+        key=wa_common.MessageKey(remoteJID="5511988887777@s.whatsapp.net", ID=EDITED_ID),
+        editedMessage=new,
+        timestampMS=SENT_AT * 1000 + 9,
+    )
+    return wrapped("editedMessage", wa.Message(protocolMessage=protocol))
+
+
+def test_an_edit_names_the_edited_message_and_carries_its_new_text() -> None:
+    want = expected(kind="edit", text="see you at 6", target_message_id=EDITED_ID)
+    assert received(edit(wa.Message(conversation="see you at 6"))) == want
+    extended = wa.Message(extendedTextMessage=wa.ExtendedTextMessage(text="see you at 6"))
+    assert received(edit(extended)) == want
+    # whatsmeow's UnwrapRaw may already have taken the protocol message out of its wrapper.
+    unwrapped = edit(wa.Message(conversation="see you at 6")).editedMessage.message
+    assert received(unwrapped) == want
+
+
+def test_an_edited_caption_is_the_new_text() -> None:
+    image = wa.Message(imageMessage=wa.ImageMessage(caption="the blue one", **MEDIA_FILE))
+    assert received(edit(image)) == expected(
+        kind="edit", text="the blue one", target_message_id=EDITED_ID
+    )
+
+
+def test_a_deletion_for_everyone_names_the_deleted_message() -> None:
     revoke = wa.ProtocolMessage(
         type=wa.ProtocolMessage.REVOKE,
         key=wa_common.MessageKey(remoteJID="5511988887777@s.whatsapp.net", ID="3EB0AAAA"),
     )
-    assert received(wa.Message(protocolMessage=revoke)) == expected(kind="unknown")
-    assert received(wa.Message()) is None  # no content at all
+    assert received(wa.Message(protocolMessage=revoke)) == expected(
+        kind="revoke", target_message_id="3EB0AAAA"
+    )
+    # A group admin deleting someone's message: the admin is the sender.
+    of = source(chat=GROUP, sender=jid("98765432109876", "lid", device=2), sender_alt=ANA)
+    mapped = received(wa.Message(protocolMessage=revoke), of)
+    assert mapped is not None
+    assert (mapped.kind, mapped.target_message_id) == ("revoke", "3EB0AAAA")
+    assert (mapped.sender_jid, mapped.sender_lid) == (
+        "5511988887777@s.whatsapp.net",
+        "98765432109876@lid",
+    )
 
 
 def test_device_to_device_traffic_is_no_message() -> None:

@@ -1,6 +1,6 @@
 """What services ask of an instance's engine, beyond its connection (which the supervisor
-owns): media downloads, contacts, number checks, the simulated phone. Each call names an
-instance of the calling tenant (InstanceNotFound otherwise); failures are the engine's own
+owns): media downloads, contacts, number checks, LID lookups, the simulated phone. Each call
+names an instance of the calling tenant (InstanceNotFound otherwise); failures are the engine's own
 types (sessions/errors.py), which the call guard turns into statuses."""
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ class Engines:
     ) -> list[NumberCheck]:
         record = await self._instances.require(tenant, instance_id)
         return await self._pool.check_numbers(record.key, phones)
+
+    async def resolve_jids(self, tenant: str, instance_id: str, jids: list[str]) -> list[str]:
+        record = await self._instances.require(tenant, instance_id)
+        return await self._pool.resolve_jids(record.key, jids)
 
     async def mark_read(
         self, tenant: str, instance_id: str, chat_jid: str, sender_jid: str, message_ids: list[str]

@@ -94,12 +94,12 @@ def correspondent(message: MessageReceived) -> str:
     return message.sender_jid
 
 
-NOT_QUOTABLE = ("reaction", "unknown")
+NOT_QUOTABLE = ("reaction", "edit", "revoke", "unknown")
 
 
 def quotable(message: MessageReceived) -> ReceivedMessage | None:
     """What a reply to this message quotes and MarkRead names; None for what WhatsApp's apps
-    cannot reply to (reactions, messages of unknown kinds)."""
+    cannot reply to (reactions, edits, deletions, messages of unknown kinds)."""
     if message.kind in NOT_QUOTABLE:
         return None
     text = message.text or message.location_name or message.contact_name
@@ -163,6 +163,12 @@ def to_proto(message: MessageReceived) -> pb.MessageReceived:
         event.reaction.CopyFrom(
             pb.Reaction(message_id=message.reacted_message_id, emoji=message.reaction_emoji)
         )
+    elif kind == "edit":
+        event.edited.CopyFrom(
+            pb.MessageEdited(message_id=message.target_message_id, text=message.text)
+        )
+    elif kind == "revoke":
+        event.revoked.CopyFrom(pb.MessageRevoked(message_id=message.target_message_id))
     else:
         event.unsupported.SetInParent()
     return event

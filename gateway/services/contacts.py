@@ -23,6 +23,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_NUMBERS_PER_CALL = 500
 MAX_QUERY_CHARS = 100
 PHONE_PREFIX = re.compile(r"\+?[0-9]{1,15}")  # ASCII digits: str.isdigit() takes "²" too
+MAX_JIDS_PER_CALL = 500
+PHONE_SERVER, LID_SERVER = "s.whatsapp.net", "lid"
+USER_JID = re.compile(r"[0-9]{1,20}@(s\.whatsapp\.net|lid)")
 
 
 class ContactService(contact_pb2_grpc.ContactServiceServicer):
@@ -84,6 +87,32 @@ class ContactService(contact_pb2_grpc.ContactServiceServicer):
             current_tenant(), request.instance_id, list(request.phones)
         )
         return pb.CheckNumbersResponse(results=[_result(a) for a in answers])
+
+    async def ResolveJids(
+        self, request: pb.ResolveJidsRequest, context: Context
+    ) -> pb.ResolveJidsResponse:
+        violations = check_instance_id("instance_id", request.instance_id)
+        if not request.jids:
+            violations.append(FieldViolation("jids", "at least one JID"))
+        if len(request.jids) > MAX_JIDS_PER_CALL:
+            violations.append(FieldViolation("jids", f"at most {MAX_JIDS_PER_CALL} per call"))
+        violations += [
+            FieldViolation(f"jids[{index}]", "a phone-number JID (digits@s.whatsapp.net) or a LID")
+            for index, jid in enumerate(request.jids)
+            if not USER_JID.fullmatch(jid)
+        ]
+        raise_if_any(violations)
+        asked = list(request.jids)
+        others = await self._book.resolve_jids(current_tenant(), request.instance_id, asked)
+        return pb.ResolveJidsResponse(
+            results=[_resolved(jid, other) for jid, other in zip(asked, others, strict=True)]
+        )
+
+
+def _resolved(jid: str, other: str) -> pb.ResolvedJid:
+    by_lid = jid.endswith("@" + LID_SERVER)
+    phone_jid, lid = (other, jid) if by_lid else (jid, other)
+    return pb.ResolvedJid(jid=jid, phone_jid=phone_jid, lid=lid, found=bool(other))
 
 
 def _contact(stored: StoredContact) -> pb.Contact:

@@ -271,6 +271,22 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         action = wpb.SimulateRequest.GroupAction(args_json=json.dumps(args))
         await self._run(instance_id, wpb.SimulateRequest(group_action=action))
 
+    async def SetLidMappings(
+        self, request: pb.SetLidMappingsRequest, context: Context
+    ) -> pb.SetLidMappingsResponse:
+        violations: list[FieldViolation] = []
+        for index, mapping in enumerate(request.mappings):
+            field = f"mappings[{index}]"
+            violations += check_phone(f"{field}.phone", mapping.phone)
+            violations += _required(f"{field}.phone", mapping.phone)
+            if not (mapping.lid.isascii() and mapping.lid.isdigit()):
+                violations.append(FieldViolation(f"{field}.lid", "the LID's user part: digits"))
+        self._check(request.instance_id, violations)
+        lids = {_user_jid(m.phone): f"{m.lid}@lid" for m in request.mappings}
+        action = wpb.SimulateRequest.SetLidMappings(lids=lids)
+        await self._run(request.instance_id, wpb.SimulateRequest(set_lid_mappings=action))
+        return pb.SetLidMappingsResponse()
+
 
 def _required(field: str, value: str) -> list[FieldViolation]:
     return [] if value else [FieldViolation(field, "required")]
@@ -278,6 +294,9 @@ def _required(field: str, value: str) -> list[FieldViolation]:
 
 def _user_jid(phone: str) -> str:
     return f"{phone.lstrip('+')}@s.whatsapp.net"
+
+
+_CONTENTS = ("text", "media", "location", "contact", "reaction", "edited", "revoked")
 
 
 def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[FieldViolation]:
@@ -290,7 +309,7 @@ def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[Fiel
         violations.append(FieldViolation("group_jid", "a group JID ends in @g.us"))
     content = request.WhichOneof("content")
     if content is None:
-        violations.append(FieldViolation("content", "one of text, media, location, contact"))
+        violations.append(FieldViolation("content", f"one of {', '.join(_CONTENTS)}"))
     elif content == "media":
         if request.media.kind not in MEDIA_KINDS:
             violations.append(FieldViolation("media.kind", "required"))
@@ -298,9 +317,16 @@ def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[Fiel
             violations.append(FieldViolation("media.data", "required"))
         if not request.media.mime_type:
             violations.append(FieldViolation("media.mime_type", "required"))
-    elif content == "reaction" and not request.reaction.message_id:
-        violations.append(FieldViolation("reaction.message_id", "required"))
+    elif content in ("reaction", "edited", "revoked"):
+        if not getattr(request, content).message_id:
+            violations.append(FieldViolation(f"{content}.message_id", "required"))
+        if content == "edited" and not request.edited.text:
+            violations.append(FieldViolation("edited.text", "required: the new text"))
     return violations
+
+
+# InjectIncomingMessageRequest's content -> MessageReceived.kind, where they differ
+_INJECTED_KINDS = {"edited": "edit", "revoked": "revoke"}
 
 
 def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> MessageReceived:
@@ -308,7 +334,9 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
     sender = _user_jid(request.from_phone)
     content = request.WhichOneof("content")
     kind = MEDIA_KINDS[request.media.kind] if content == "media" else str(content)
+    kind = _INJECTED_KINDS.get(kind, kind)
     media, location, contact = request.media, request.location, request.contact
+    text = {"text": request.text, "media": media.caption, "edited": request.edited.text}
     return MessageReceived(
         key=key,
         message_id=request.message_id or f"3A{secrets.token_hex(9).upper()}",
@@ -319,7 +347,7 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
         group_jid=request.group_jid,
         timestamp=float(int(time.time())),  # WhatsApp stamps whole seconds
         kind=kind,
-        text=request.text if content == "text" else media.caption,
+        text=text.get(str(content), ""),
         media_mime_type=media.mime_type,
         media_file_name=media.file_name,
         media_seconds=media.seconds,
@@ -334,4 +362,5 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
         reacted_message_id=request.reaction.message_id,
         quoted_message_id=request.reply_to.message_id,
         quoted_sender_jid=request.reply_to.sender_jid,
+        target_message_id=request.edited.message_id or request.revoked.message_id,
     )

@@ -20,6 +20,85 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ResolveJidsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    JIDS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    @_builtins.property
+    def jids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Phone-number JIDs and LIDs, without a device part (e.g. "5511988887777@s.whatsapp.net",
+        "98765432109876@lid").
+        """
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        jids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "jids", b"jids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveJidsRequest: _TypeAlias = ResolveJidsRequest  # noqa: Y015
+
+@_typing.final
+class ResolvedJid(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JID_FIELD_NUMBER: _builtins.int
+    PHONE_JID_FIELD_NUMBER: _builtins.int
+    LID_FIELD_NUMBER: _builtins.int
+    FOUND_FIELD_NUMBER: _builtins.int
+    jid: _builtins.str
+    """As asked."""
+    phone_jid: _builtins.str
+    """Both identities where `found`; the one asked for otherwise."""
+    lid: _builtins.str
+    found: _builtins.bool
+    def __init__(
+        self,
+        *,
+        jid: _builtins.str = ...,
+        phone_jid: _builtins.str = ...,
+        lid: _builtins.str = ...,
+        found: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "jid", b"jid", "lid", b"lid", "phone_jid", b"phone_jid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolvedJid: _TypeAlias = ResolvedJid  # noqa: Y015
+
+@_typing.final
+class ResolveJidsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedJid]:
+        """One per asked JID, in the order asked."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ResolvedJid] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveJidsResponse: _TypeAlias = ResolveJidsResponse  # noqa: Y015
+
+@_typing.final
 class Contact(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -50,6 +50,11 @@ class ContactServiceStub:
                 request_serializer=zapgate_dot_v1_dot_contact__pb2.CheckNumbersRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_contact__pb2.CheckNumbersResponse.FromString,
                 _registered_method=True)
+        self.ResolveJids = channel.unary_unary(
+                '/zapgate.v1.ContactService/ResolveJids',
+                request_serializer=zapgate_dot_v1_dot_contact__pb2.ResolveJidsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_contact__pb2.ResolveJidsResponse.FromString,
+                _registered_method=True)
 
 
 class ContactServiceServicer:
@@ -84,6 +89,17 @@ class ContactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveJids(self, request, context):
+        """Maps phone-number JIDs (...@s.whatsapp.net) to LIDs (...@lid) and LIDs to phone-number
+        JIDs, from what the instance's engine has learned (whatsmeow's LID map: from messages,
+        contacts and number checks). Asks nothing of WhatsApp, so it costs no lookup budget; a
+        JID the engine has not learned comes back with `found` false. At most 500 JIDs per call.
+        FAILED_PRECONDITION when the instance is not connected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContactServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +117,11 @@ def add_ContactServiceServicer_to_server(servicer, server):
                     servicer.CheckNumbers,
                     request_deserializer=zapgate_dot_v1_dot_contact__pb2.CheckNumbersRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_contact__pb2.CheckNumbersResponse.SerializeToString,
+            ),
+            'ResolveJids': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveJids,
+                    request_deserializer=zapgate_dot_v1_dot_contact__pb2.ResolveJidsRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_contact__pb2.ResolveJidsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +206,33 @@ class ContactService:
             '/zapgate.v1.ContactService/CheckNumbers',
             zapgate_dot_v1_dot_contact__pb2.CheckNumbersRequest.SerializeToString,
             zapgate_dot_v1_dot_contact__pb2.CheckNumbersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveJids(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.ContactService/ResolveJids',
+            zapgate_dot_v1_dot_contact__pb2.ResolveJidsRequest.SerializeToString,
+            zapgate_dot_v1_dot_contact__pb2.ResolveJidsResponse.FromString,
             options,
             channel_credentials,
             insecure,

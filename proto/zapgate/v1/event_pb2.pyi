@@ -422,6 +422,8 @@ class MessageReceived(_message.Message):
     CONTACT_FIELD_NUMBER: _builtins.int
     REACTION_FIELD_NUMBER: _builtins.int
     UNSUPPORTED_FIELD_NUMBER: _builtins.int
+    EDITED_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """WhatsApp's id of the message (reactions and replies name it)."""
@@ -451,7 +453,17 @@ class MessageReceived(_message.Message):
     def reaction(self) -> Global___Reaction: ...
     @_builtins.property
     def unsupported(self) -> Global___Unsupported:
-        """A kind zapgate does not map yet (polls, calls, protocol messages...)."""
+        """A kind zapgate does not map yet (disappearing-message settings...)."""
+
+    @_builtins.property
+    def edited(self) -> Global___MessageEdited:
+        """The sender edited one of their messages: `message_id` of this event is the edit's own
+        id, the edited message is `edited.message_id`.
+        """
+
+    @_builtins.property
+    def revoked(self) -> Global___MessageRevoked:
+        """The sender deleted one of their messages for everyone (or a group admin deleted one)."""
 
     @_builtins.property
     def reply_to(self) -> Global___ReplyContext:
@@ -474,13 +486,15 @@ class MessageReceived(_message.Message):
         contact: Global___ReceivedContact | None = ...,
         reaction: Global___Reaction | None = ...,
         unsupported: Global___Unsupported | None = ...,
+        edited: Global___MessageEdited | None = ...,
+        revoked: Global___MessageRevoked | None = ...,
         reply_to: Global___ReplyContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "location", b"location", "media", b"media", "reaction", b"reaction", "reply_to", b"reply_to", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "edited", b"edited", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported", "edited", "revoked"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
@@ -572,6 +586,50 @@ class Reaction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Reaction: _TypeAlias = Reaction  # noqa: Y015
+
+@_typing.final
+class MessageEdited(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """WhatsApp's id of the message edited."""
+    text: _builtins.str
+    """Its new text (or new caption, for media)."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageEdited: _TypeAlias = MessageEdited  # noqa: Y015
+
+@_typing.final
+class MessageRevoked(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """WhatsApp's id of the message deleted for everyone."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageRevoked: _TypeAlias = MessageRevoked  # noqa: Y015
 
 @_typing.final
 class ReplyContext(_message.Message):

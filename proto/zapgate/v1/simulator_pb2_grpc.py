@@ -111,6 +111,11 @@ class SimulatorServiceStub:
                 request_serializer=zapgate_dot_v1_dot_simulator__pb2.ChangeGroupRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_simulator__pb2.ChangeGroupResponse.FromString,
                 _registered_method=True)
+        self.SetLidMappings = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/SetLidMappings',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse.FromString,
+                _registered_method=True)
 
 
 class SimulatorServiceServicer:
@@ -233,6 +238,15 @@ class SimulatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLidMappings(self, request, context):
+        """What the instance's engine knows of who is behind a LID (whatsmeow's LID map), as it
+        learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
+        also learns a mapping from every injected message with a `from_lid` and from SetContacts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -310,6 +324,11 @@ def add_SimulatorServiceServicer_to_server(servicer, server):
                     servicer.ChangeGroup,
                     request_deserializer=zapgate_dot_v1_dot_simulator__pb2.ChangeGroupRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_simulator__pb2.ChangeGroupResponse.SerializeToString,
+            ),
+            'SetLidMappings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLidMappings,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -719,6 +738,33 @@ class SimulatorService:
             '/zapgate.v1.SimulatorService/ChangeGroup',
             zapgate_dot_v1_dot_simulator__pb2.ChangeGroupRequest.SerializeToString,
             zapgate_dot_v1_dot_simulator__pb2.ChangeGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLidMappings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/SetLidMappings',
+            zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

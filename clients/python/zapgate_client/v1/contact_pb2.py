@@ -25,29 +25,35 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18zapgate/v1/contact.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\x07\x43ontact\x12\x0b\n\x03jid\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\x0b\n\x03lid\x18\x03 \x01(\t\x12\x11\n\tfull_name\x18\x04 \x01(\t\x12\x12\n\nfirst_name\x18\x05 \x01(\t\x12\x11\n\tpush_name\x18\x06 \x01(\t\x12\x15\n\rbusiness_name\x18\x07 \x01(\t\x12-\n\tsync_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x13SyncContactsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"Z\n\x14SyncContactsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x11\n\tunchanged\x18\x03 \x01(\x05\x12\x0f\n\x07removed\x18\x04 \x01(\x05\"v\n\x13ListContactsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x14\n\x0cphone_prefix\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"V\n\x14ListContactsResponse\x12%\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x13.zapgate.v1.Contact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x13\x43heckNumbersRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0e\n\x06phones\x18\x02 \x03(\t\"\x91\x01\n\x0cNumberResult\x12\r\n\x05phone\x18\x01 \x01(\t\x12\x13\n\x0bon_whatsapp\x18\x02 \x01(\x08\x12\x0b\n\x03jid\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x07 \x01(\x01\"A\n\x14\x43heckNumbersResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.zapgate.v1.NumberResult2\x89\x02\n\x0e\x43ontactService\x12Q\n\x0cSyncContacts\x12\x1f.zapgate.v1.SyncContactsRequest\x1a .zapgate.v1.SyncContactsResponse\x12Q\n\x0cListContacts\x12\x1f.zapgate.v1.ListContactsRequest\x1a .zapgate.v1.ListContactsResponse\x12Q\n\x0c\x43heckNumbers\x12\x1f.zapgate.v1.CheckNumbersRequest\x1a .zapgate.v1.CheckNumbersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18zapgate/v1/contact.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x12ResolveJidsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04jids\x18\x02 \x03(\t\"I\n\x0bResolvedJid\x12\x0b\n\x03jid\x18\x01 \x01(\t\x12\x11\n\tphone_jid\x18\x02 \x01(\t\x12\x0b\n\x03lid\x18\x03 \x01(\t\x12\r\n\x05\x66ound\x18\x04 \x01(\x08\"?\n\x13ResolveJidsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.zapgate.v1.ResolvedJid\"\xb2\x01\n\x07\x43ontact\x12\x0b\n\x03jid\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\x0b\n\x03lid\x18\x03 \x01(\t\x12\x11\n\tfull_name\x18\x04 \x01(\t\x12\x12\n\nfirst_name\x18\x05 \x01(\t\x12\x11\n\tpush_name\x18\x06 \x01(\t\x12\x15\n\rbusiness_name\x18\x07 \x01(\t\x12-\n\tsync_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x13SyncContactsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"Z\n\x14SyncContactsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x11\n\tunchanged\x18\x03 \x01(\x05\x12\x0f\n\x07removed\x18\x04 \x01(\x05\"v\n\x13ListContactsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x14\n\x0cphone_prefix\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"V\n\x14ListContactsResponse\x12%\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x13.zapgate.v1.Contact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x13\x43heckNumbersRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0e\n\x06phones\x18\x02 \x03(\t\"\x91\x01\n\x0cNumberResult\x12\r\n\x05phone\x18\x01 \x01(\t\x12\x13\n\x0bon_whatsapp\x18\x02 \x01(\x08\x12\x0b\n\x03jid\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x07 \x01(\x01\"A\n\x14\x43heckNumbersResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.zapgate.v1.NumberResult2\xd9\x02\n\x0e\x43ontactService\x12Q\n\x0cSyncContacts\x12\x1f.zapgate.v1.SyncContactsRequest\x1a .zapgate.v1.SyncContactsResponse\x12Q\n\x0cListContacts\x12\x1f.zapgate.v1.ListContactsRequest\x1a .zapgate.v1.ListContactsResponse\x12Q\n\x0c\x43heckNumbers\x12\x1f.zapgate.v1.CheckNumbersRequest\x1a .zapgate.v1.CheckNumbersResponse\x12N\n\x0bResolveJids\x12\x1e.zapgate.v1.ResolveJidsRequest\x1a\x1f.zapgate.v1.ResolveJidsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zapgate_client.v1.contact_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTACT']._serialized_start=74
-  _globals['_CONTACT']._serialized_end=252
-  _globals['_SYNCCONTACTSREQUEST']._serialized_start=254
-  _globals['_SYNCCONTACTSREQUEST']._serialized_end=296
-  _globals['_SYNCCONTACTSRESPONSE']._serialized_start=298
-  _globals['_SYNCCONTACTSRESPONSE']._serialized_end=388
-  _globals['_LISTCONTACTSREQUEST']._serialized_start=390
-  _globals['_LISTCONTACTSREQUEST']._serialized_end=508
-  _globals['_LISTCONTACTSRESPONSE']._serialized_start=510
-  _globals['_LISTCONTACTSRESPONSE']._serialized_end=596
-  _globals['_CHECKNUMBERSREQUEST']._serialized_start=598
-  _globals['_CHECKNUMBERSREQUEST']._serialized_end=656
-  _globals['_NUMBERRESULT']._serialized_start=659
-  _globals['_NUMBERRESULT']._serialized_end=804
-  _globals['_CHECKNUMBERSRESPONSE']._serialized_start=806
-  _globals['_CHECKNUMBERSRESPONSE']._serialized_end=871
-  _globals['_CONTACTSERVICE']._serialized_start=874
-  _globals['_CONTACTSERVICE']._serialized_end=1139
+  _globals['_RESOLVEJIDSREQUEST']._serialized_start=73
+  _globals['_RESOLVEJIDSREQUEST']._serialized_end=128
+  _globals['_RESOLVEDJID']._serialized_start=130
+  _globals['_RESOLVEDJID']._serialized_end=203
+  _globals['_RESOLVEJIDSRESPONSE']._serialized_start=205
+  _globals['_RESOLVEJIDSRESPONSE']._serialized_end=268
+  _globals['_CONTACT']._serialized_start=271
+  _globals['_CONTACT']._serialized_end=449
+  _globals['_SYNCCONTACTSREQUEST']._serialized_start=451
+  _globals['_SYNCCONTACTSREQUEST']._serialized_end=493
+  _globals['_SYNCCONTACTSRESPONSE']._serialized_start=495
+  _globals['_SYNCCONTACTSRESPONSE']._serialized_end=585
+  _globals['_LISTCONTACTSREQUEST']._serialized_start=587
+  _globals['_LISTCONTACTSREQUEST']._serialized_end=705
+  _globals['_LISTCONTACTSRESPONSE']._serialized_start=707
+  _globals['_LISTCONTACTSRESPONSE']._serialized_end=793
+  _globals['_CHECKNUMBERSREQUEST']._serialized_start=795
+  _globals['_CHECKNUMBERSREQUEST']._serialized_end=853
+  _globals['_NUMBERRESULT']._serialized_start=856
+  _globals['_NUMBERRESULT']._serialized_end=1001
+  _globals['_CHECKNUMBERSRESPONSE']._serialized_start=1003
+  _globals['_CHECKNUMBERSRESPONSE']._serialized_end=1068
+  _globals['_CONTACTSERVICE']._serialized_start=1071
+  _globals['_CONTACTSERVICE']._serialized_end=1416
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,13 @@ class ContactServiceStub:
     and answers are cached (7 days by default). A number that is invalid, or over the cap,
     comes back with a per-item error; the call itself succeeds.
     """
+    ResolveJids: _grpc.UnaryUnaryMultiCallable[_contact_pb2.ResolveJidsRequest, _contact_pb2.ResolveJidsResponse]
+    """Maps phone-number JIDs (...@s.whatsapp.net) to LIDs (...@lid) and LIDs to phone-number
+    JIDs, from what the instance's engine has learned (whatsmeow's LID map: from messages,
+    contacts and number checks). Asks nothing of WhatsApp, so it costs no lookup budget; a
+    JID the engine has not learned comes back with `found` false. At most 500 JIDs per call.
+    FAILED_PRECONDITION when the instance is not connected.
+    """
 
 @_typing.type_check_only
 class ContactServiceAsyncStub(ContactServiceStub):
@@ -70,6 +77,13 @@ class ContactServiceAsyncStub(ContactServiceStub):
     lookups count against the instance's send policy (number_checks_per_minute / _per_day)
     and answers are cached (7 days by default). A number that is invalid, or over the cap,
     comes back with a per-item error; the call itself succeeds.
+    """
+    ResolveJids: _aio.UnaryUnaryMultiCallable[_contact_pb2.ResolveJidsRequest, _contact_pb2.ResolveJidsResponse]  # type: ignore[assignment]
+    """Maps phone-number JIDs (...@s.whatsapp.net) to LIDs (...@lid) and LIDs to phone-number
+    JIDs, from what the instance's engine has learned (whatsmeow's LID map: from messages,
+    contacts and number checks). Asks nothing of WhatsApp, so it costs no lookup budget; a
+    JID the engine has not learned comes back with `found` false. At most 500 JIDs per call.
+    FAILED_PRECONDITION when the instance is not connected.
     """
 
 class ContactServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -107,6 +121,19 @@ class ContactServiceServicer(metaclass=_abc_1.ABCMeta):
         lookups count against the instance's send policy (number_checks_per_minute / _per_day)
         and answers are cached (7 days by default). A number that is invalid, or over the cap,
         comes back with a per-item error; the call itself succeeds.
+        """
+
+    @_abc_1.abstractmethod
+    def ResolveJids(
+        self,
+        request: _contact_pb2.ResolveJidsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_contact_pb2.ResolveJidsResponse, _abc.Awaitable[_contact_pb2.ResolveJidsResponse]]:
+        """Maps phone-number JIDs (...@s.whatsapp.net) to LIDs (...@lid) and LIDs to phone-number
+        JIDs, from what the instance's engine has learned (whatsmeow's LID map: from messages,
+        contacts and number checks). Asks nothing of WhatsApp, so it costs no lookup budget; a
+        JID the engine has not learned comes back with `found` false. At most 500 JIDs per call.
+        FAILED_PRECONDITION when the instance is not connected.
         """
 
 def add_ContactServiceServicer_to_server(servicer: ContactServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -607,6 +607,8 @@ class InjectIncomingMessageRequest(_message.Message):
     LOCATION_FIELD_NUMBER: _builtins.int
     CONTACT_FIELD_NUMBER: _builtins.int
     REACTION_FIELD_NUMBER: _builtins.int
+    EDITED_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
@@ -629,6 +631,14 @@ class InjectIncomingMessageRequest(_message.Message):
     @_builtins.property
     def reaction(self) -> _event_pb2.Reaction: ...
     @_builtins.property
+    def edited(self) -> _event_pb2.MessageEdited:
+        """An edit of an earlier message of this sender (`edited.message_id`, the new text)."""
+
+    @_builtins.property
+    def revoked(self) -> _event_pb2.MessageRevoked:
+        """A deletion for everyone of an earlier message of this sender."""
+
+    @_builtins.property
     def reply_to(self) -> _event_pb2.ReplyContext: ...
     def __init__(
         self,
@@ -643,14 +653,16 @@ class InjectIncomingMessageRequest(_message.Message):
         location: _message_pb2.Location | None = ...,
         contact: _message_pb2.ContactCard | None = ...,
         reaction: _event_pb2.Reaction | None = ...,
+        edited: _event_pb2.MessageEdited | None = ...,
+        revoked: _event_pb2.MessageRevoked | None = ...,
         reply_to: _event_pb2.ReplyContext | None = ...,
         message_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "location", b"location", "media", b"media", "reaction", b"reaction", "reply_to", b"reply_to", "text", b"text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "edited", "revoked"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
@@ -867,3 +879,67 @@ class SetRegisteredNumbersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetRegisteredNumbersResponse: _TypeAlias = SetRegisteredNumbersResponse  # noqa: Y015
+
+@_typing.final
+class LidMapping(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHONE_FIELD_NUMBER: _builtins.int
+    LID_FIELD_NUMBER: _builtins.int
+    phone: _builtins.str
+    """E.164."""
+    lid: _builtins.str
+    """The LID's user part (digits)."""
+    def __init__(
+        self,
+        *,
+        phone: _builtins.str = ...,
+        lid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lid", b"lid", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LidMapping: _TypeAlias = LidMapping  # noqa: Y015
+
+@_typing.final
+class SetLidMappingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    MAPPINGS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    @_builtins.property
+    def mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___LidMapping]:
+        """Added to (or replacing, per phone) what the engine knows."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        mappings: _abc.Iterable[Global___LidMapping] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "mappings", b"mappings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLidMappingsRequest: _TypeAlias = SetLidMappingsRequest  # noqa: Y015
+
+@_typing.final
+class SetLidMappingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLidMappingsResponse: _TypeAlias = SetLidMappingsResponse  # noqa: Y015

@@ -82,6 +82,11 @@ class SimulatorServiceStub:
     Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
     `by_phone` is not in the group.
     """
+    SetLidMappings: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.SetLidMappingsRequest, _simulator_pb2.SetLidMappingsResponse]
+    """What the instance's engine knows of who is behind a LID (whatsmeow's LID map), as it
+    learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
+    also learns a mapping from every injected message with a `from_lid` and from SetContacts.
+    """
 
 @_typing.type_check_only
 class SimulatorServiceAsyncStub(SimulatorServiceStub):
@@ -136,6 +141,11 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     (promoting the account's own number makes it an admin), the name, topic or settings.
     Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
     `by_phone` is not in the group.
+    """
+    SetLidMappings: _aio.UnaryUnaryMultiCallable[_simulator_pb2.SetLidMappingsRequest, _simulator_pb2.SetLidMappingsResponse]  # type: ignore[assignment]
+    """What the instance's engine knows of who is behind a LID (whatsmeow's LID map), as it
+    learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
+    also learns a mapping from every injected message with a `from_lid` and from SetContacts.
     """
 
 class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -278,6 +288,17 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
         (promoting the account's own number makes it an admin), the name, topic or settings.
         Emits the GroupChanged events WhatsApp would. NOT_FOUND (reason GROUP_NOT_FOUND) when
         `by_phone` is not in the group.
+        """
+
+    @_abc_1.abstractmethod
+    def SetLidMappings(
+        self,
+        request: _simulator_pb2.SetLidMappingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.SetLidMappingsResponse, _abc.Awaitable[_simulator_pb2.SetLidMappingsResponse]]:
+        """What the instance's engine knows of who is behind a LID (whatsmeow's LID map), as it
+        learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
+        also learns a mapping from every injected message with a `from_lid` and from SetContacts.
         """
 
 def add_SimulatorServiceServicer_to_server(servicer: SimulatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

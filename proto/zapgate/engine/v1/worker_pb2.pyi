@@ -336,6 +336,53 @@ class CheckNumbersResponse(_message.Message):
 Global___CheckNumbersResponse: _TypeAlias = CheckNumbersResponse  # noqa: Y015
 
 @_typing.final
+class ResolveJidsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    JIDS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    @_builtins.property
+    def jids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Phone-number JIDs (...@s.whatsapp.net) and LIDs (...@lid), without a device."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        jids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jids", b"jids", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveJidsRequest: _TypeAlias = ResolveJidsRequest  # noqa: Y015
+
+@_typing.final
+class ResolveJidsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALTERNATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alternates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One per asked JID, in order: its other identity, empty where the store has none."""
+
+    def __init__(
+        self,
+        *,
+        alternates: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternates", b"alternates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveJidsResponse: _TypeAlias = ResolveJidsResponse  # noqa: Y015
+
+@_typing.final
 class Media(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -979,6 +1026,46 @@ class SimulateRequest(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     @_typing.final
+    class SetLidMappings(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        @_typing.final
+        class LidsEntry(_message.Message):
+            DESCRIPTOR: _descriptor.Descriptor
+
+            KEY_FIELD_NUMBER: _builtins.int
+            VALUE_FIELD_NUMBER: _builtins.int
+            key: _builtins.str
+            value: _builtins.str
+            def __init__(
+                self,
+                *,
+                key: _builtins.str = ...,
+                value: _builtins.str = ...,
+            ) -> None: ...
+            _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+            def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+            _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+            def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+            def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+        LIDS_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def lids(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+            """Phone-number JID -> LID, as whatsmeow's LID map learns them."""
+
+        def __init__(
+            self,
+            *,
+            lids: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["lids", b"lids"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
     class SetRegistered(_message.Message):
         """Empty: every number is registered."""
 
@@ -1150,6 +1237,7 @@ class SimulateRequest(_message.Message):
     SET_CONTACTS_FIELD_NUMBER: _builtins.int
     SET_REGISTERED_FIELD_NUMBER: _builtins.int
     GROUP_ACTION_FIELD_NUMBER: _builtins.int
+    SET_LID_MAPPINGS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     @_builtins.property
     def scan_qr(self) -> Global___SimulateRequest.ScanQr: ...
@@ -1177,6 +1265,8 @@ class SimulateRequest(_message.Message):
     def set_registered(self) -> Global___SimulateRequest.SetRegistered: ...
     @_builtins.property
     def group_action(self) -> Global___SimulateRequest.GroupAction: ...
+    @_builtins.property
+    def set_lid_mappings(self) -> Global___SimulateRequest.SetLidMappings: ...
     def __init__(
         self,
         *,
@@ -1194,12 +1284,13 @@ class SimulateRequest(_message.Message):
         set_contacts: Global___SimulateRequest.SetContacts | None = ...,
         set_registered: Global___SimulateRequest.SetRegistered | None = ...,
         group_action: Global___SimulateRequest.GroupAction | None = ...,
+        set_lid_mappings: Global___SimulateRequest.SetLidMappings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_lid_mappings", b"set_lid_mappings", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_lid_mappings", b"set_lid_mappings", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends", "inject_message", "receipt", "set_contacts", "set_registered", "group_action"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends", "inject_message", "receipt", "set_contacts", "set_registered", "group_action", "set_lid_mappings"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 

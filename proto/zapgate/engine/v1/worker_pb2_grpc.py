@@ -111,6 +111,11 @@ class EngineWorkerServiceStub:
                 request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.GroupCallRequest.SerializeToString,
                 response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.GroupCallResponse.FromString,
                 _registered_method=True)
+        self.ResolveJids = channel.unary_unary(
+                '/zapgate.engine.v1.EngineWorkerService/ResolveJids',
+                request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.ResolveJidsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.ResolveJidsResponse.FromString,
+                _registered_method=True)
 
 
 class EngineWorkerServiceServicer:
@@ -223,6 +228,13 @@ class EngineWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveJids(self, request, context):
+        """Each JID's other identity (phone number <-> LID) from the engine's store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineWorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -300,6 +312,11 @@ def add_EngineWorkerServiceServicer_to_server(servicer, server):
                     servicer.GroupCall,
                     request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.GroupCallRequest.FromString,
                     response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.GroupCallResponse.SerializeToString,
+            ),
+            'ResolveJids': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveJids,
+                    request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.ResolveJidsRequest.FromString,
+                    response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.ResolveJidsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -709,6 +726,33 @@ class EngineWorkerService:
             '/zapgate.engine.v1.EngineWorkerService/GroupCall',
             zapgate_dot_engine_dot_v1_dot_worker__pb2.GroupCallRequest.SerializeToString,
             zapgate_dot_engine_dot_v1_dot_worker__pb2.GroupCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveJids(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.engine.v1.EngineWorkerService/ResolveJids',
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.ResolveJidsRequest.SerializeToString,
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.ResolveJidsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,8 @@ class EngineWorkerServiceStub:
     """Shows composing, recording or paused in a chat."""
     GroupCall: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GroupCallRequest, _worker_pb2.GroupCallResponse]
     """One group call of the Engine interface (list_groups, create_group, ...), by name."""
+    ResolveJids: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ResolveJidsRequest, _worker_pb2.ResolveJidsResponse]
+    """Each JID's other identity (phone number <-> LID) from the engine's store."""
 
 @_typing.type_check_only
 class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
@@ -103,6 +105,8 @@ class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
     """Shows composing, recording or paused in a chat."""
     GroupCall: _aio.UnaryUnaryMultiCallable[_worker_pb2.GroupCallRequest, _worker_pb2.GroupCallResponse]  # type: ignore[assignment]
     """One group call of the Engine interface (list_groups, create_group, ...), by name."""
+    ResolveJids: _aio.UnaryUnaryMultiCallable[_worker_pb2.ResolveJidsRequest, _worker_pb2.ResolveJidsResponse]  # type: ignore[assignment]
+    """Each JID's other identity (phone number <-> LID) from the engine's store."""
 
 class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Internal protocol between the core process and its engine worker processes, spoken over a
@@ -228,5 +232,13 @@ class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.GroupCallResponse, _abc.Awaitable[_worker_pb2.GroupCallResponse]]:
         """One group call of the Engine interface (list_groups, create_group, ...), by name."""
+
+    @_abc_1.abstractmethod
+    def ResolveJids(
+        self,
+        request: _worker_pb2.ResolveJidsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.ResolveJidsResponse, _abc.Awaitable[_worker_pb2.ResolveJidsResponse]]:
+        """Each JID's other identity (phone number <-> LID) from the engine's store."""
 
 def add_EngineWorkerServiceServicer_to_server(servicer: EngineWorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,7 +12,87 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/contact.proto.
  */
 export const file_zapgate_v1_contact: GenFile = /*@__PURE__*/
-  fileDesc("Chh6YXBnYXRlL3YxL2NvbnRhY3QucHJvdG8SCnphcGdhdGUudjEisgEKB0NvbnRhY3QSCwoDamlkGAEgASgJEg0KBXBob25lGAIgASgJEgsKA2xpZBgDIAEoCRIRCglmdWxsX25hbWUYBCABKAkSEgoKZmlyc3RfbmFtZRgFIAEoCRIRCglwdXNoX25hbWUYBiABKAkSFQoNYnVzaW5lc3NfbmFtZRgHIAEoCRItCglzeW5jX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIioKE1N5bmNDb250YWN0c1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiWgoUU3luY0NvbnRhY3RzUmVzcG9uc2USDQoFYWRkZWQYASABKAUSDwoHdXBkYXRlZBgCIAEoBRIRCgl1bmNoYW5nZWQYAyABKAUSDwoHcmVtb3ZlZBgEIAEoBSJ2ChNMaXN0Q29udGFjdHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg0KBXF1ZXJ5GAIgASgJEhQKDHBob25lX3ByZWZpeBgDIAEoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJWChRMaXN0Q29udGFjdHNSZXNwb25zZRIlCghjb250YWN0cxgBIAMoCzITLnphcGdhdGUudjEuQ29udGFjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoTQ2hlY2tOdW1iZXJzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIOCgZwaG9uZXMYAiADKAkikQEKDE51bWJlclJlc3VsdBINCgVwaG9uZRgBIAEoCRITCgtvbl93aGF0c2FwcBgCIAEoCBILCgNqaWQYAyABKAkSDgoGY2FjaGVkGAQgASgIEhQKDGVycm9yX3JlYXNvbhgFIAEoCRINCgVlcnJvchgGIAEoCRIbChNyZXRyeV9hZnRlcl9zZWNvbmRzGAcgASgBIkEKFENoZWNrTnVtYmVyc1Jlc3BvbnNlEikKB3Jlc3VsdHMYASADKAsyGC56YXBnYXRlLnYxLk51bWJlclJlc3VsdDKJAgoOQ29udGFjdFNlcnZpY2USUQoMU3luY0NvbnRhY3RzEh8uemFwZ2F0ZS52MS5TeW5jQ29udGFjdHNSZXF1ZXN0GiAuemFwZ2F0ZS52MS5TeW5jQ29udGFjdHNSZXNwb25zZRJRCgxMaXN0Q29udGFjdHMSHy56YXBnYXRlLnYxLkxpc3RDb250YWN0c1JlcXVlc3QaIC56YXBnYXRlLnYxLkxpc3RDb250YWN0c1Jlc3BvbnNlElEKDENoZWNrTnVtYmVycxIfLnphcGdhdGUudjEuQ2hlY2tOdW1iZXJzUmVxdWVzdBogLnphcGdhdGUudjEuQ2hlY2tOdW1iZXJzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Chh6YXBnYXRlL3YxL2NvbnRhY3QucHJvdG8SCnphcGdhdGUudjEiNwoSUmVzb2x2ZUppZHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGppZHMYAiADKAkiSQoLUmVzb2x2ZWRKaWQSCwoDamlkGAEgASgJEhEKCXBob25lX2ppZBgCIAEoCRILCgNsaWQYAyABKAkSDQoFZm91bmQYBCABKAgiPwoTUmVzb2x2ZUppZHNSZXNwb25zZRIoCgdyZXN1bHRzGAEgAygLMhcuemFwZ2F0ZS52MS5SZXNvbHZlZEppZCKyAQoHQ29udGFjdBILCgNqaWQYASABKAkSDQoFcGhvbmUYAiABKAkSCwoDbGlkGAMgASgJEhEKCWZ1bGxfbmFtZRgEIAEoCRISCgpmaXJzdF9uYW1lGAUgASgJEhEKCXB1c2hfbmFtZRgGIAEoCRIVCg1idXNpbmVzc19uYW1lGAcgASgJEi0KCXN5bmNfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKgoTU3luY0NvbnRhY3RzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSJaChRTeW5jQ29udGFjdHNSZXNwb25zZRINCgVhZGRlZBgBIAEoBRIPCgd1cGRhdGVkGAIgASgFEhEKCXVuY2hhbmdlZBgDIAEoBRIPCgdyZW1vdmVkGAQgASgFInYKE0xpc3RDb250YWN0c1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDQoFcXVlcnkYAiABKAkSFAoMcGhvbmVfcHJlZml4GAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJIlYKFExpc3RDb250YWN0c1Jlc3BvbnNlEiUKCGNvbnRhY3RzGAEgAygLMhMuemFwZ2F0ZS52MS5Db250YWN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChNDaGVja051bWJlcnNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCSKRAQoMTnVtYmVyUmVzdWx0Eg0KBXBob25lGAEgASgJEhMKC29uX3doYXRzYXBwGAIgASgIEgsKA2ppZBgDIAEoCRIOCgZjYWNoZWQYBCABKAgSFAoMZXJyb3JfcmVhc29uGAUgASgJEg0KBWVycm9yGAYgASgJEhsKE3JldHJ5X2FmdGVyX3NlY29uZHMYByABKAEiQQoUQ2hlY2tOdW1iZXJzUmVzcG9uc2USKQoHcmVzdWx0cxgBIAMoCzIYLnphcGdhdGUudjEuTnVtYmVyUmVzdWx0MtkCCg5Db250YWN0U2VydmljZRJRCgxTeW5jQ29udGFjdHMSHy56YXBnYXRlLnYxLlN5bmNDb250YWN0c1JlcXVlc3QaIC56YXBnYXRlLnYxLlN5bmNDb250YWN0c1Jlc3BvbnNlElEKDExpc3RDb250YWN0cxIfLnphcGdhdGUudjEuTGlzdENvbnRhY3RzUmVxdWVzdBogLnphcGdhdGUudjEuTGlzdENvbnRhY3RzUmVzcG9uc2USUQoMQ2hlY2tOdW1iZXJzEh8uemFwZ2F0ZS52MS5DaGVja051bWJlcnNSZXF1ZXN0GiAuemFwZ2F0ZS52MS5DaGVja051bWJlcnNSZXNwb25zZRJOCgtSZXNvbHZlSmlkcxIeLnphcGdhdGUudjEuUmVzb2x2ZUppZHNSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5SZXNvbHZlSmlkc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+
+/**
+ * @generated from message zapgate.v1.ResolveJidsRequest
+ */
+export type ResolveJidsRequest = Message<"zapgate.v1.ResolveJidsRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * Phone-number JIDs and LIDs, without a device part (e.g. "5511988887777@s.whatsapp.net",
+   * "98765432109876@lid").
+   *
+   * @generated from field: repeated string jids = 2;
+   */
+  jids: string[];
+};
+
+/**
+ * Describes the message zapgate.v1.ResolveJidsRequest.
+ * Use `create(ResolveJidsRequestSchema)` to create a new message.
+ */
+export const ResolveJidsRequestSchema: GenMessage<ResolveJidsRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_contact, 0);
+
+/**
+ * @generated from message zapgate.v1.ResolvedJid
+ */
+export type ResolvedJid = Message<"zapgate.v1.ResolvedJid"> & {
+  /**
+   * As asked.
+   *
+   * @generated from field: string jid = 1;
+   */
+  jid: string;
+
+  /**
+   * Both identities where `found`; the one asked for otherwise.
+   *
+   * @generated from field: string phone_jid = 2;
+   */
+  phoneJid: string;
+
+  /**
+   * @generated from field: string lid = 3;
+   */
+  lid: string;
+
+  /**
+   * @generated from field: bool found = 4;
+   */
+  found: boolean;
+};
+
+/**
+ * Describes the message zapgate.v1.ResolvedJid.
+ * Use `create(ResolvedJidSchema)` to create a new message.
+ */
+export const ResolvedJidSchema: GenMessage<ResolvedJid> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_contact, 1);
+
+/**
+ * @generated from message zapgate.v1.ResolveJidsResponse
+ */
+export type ResolveJidsResponse = Message<"zapgate.v1.ResolveJidsResponse"> & {
+  /**
+   * One per asked JID, in the order asked.
+   *
+   * @generated from field: repeated zapgate.v1.ResolvedJid results = 1;
+   */
+  results: ResolvedJid[];
+};
+
+/**
+ * Describes the message zapgate.v1.ResolveJidsResponse.
+ * Use `create(ResolveJidsResponseSchema)` to create a new message.
+ */
+export const ResolveJidsResponseSchema: GenMessage<ResolveJidsResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_contact, 2);
 
 /**
  * @generated from message zapgate.v1.Contact
@@ -78,7 +158,7 @@ export type Contact = Message<"zapgate.v1.Contact"> & {
  * Use `create(ContactSchema)` to create a new message.
  */
 export const ContactSchema: GenMessage<Contact> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_contact, 0);
+  messageDesc(file_zapgate_v1_contact, 3);
 
 /**
  * @generated from message zapgate.v1.SyncContactsRequest
@@ -95,7 +175,7 @@ export type SyncContactsRequest = Message<"zapgate.v1.SyncContactsRequest"> & {
  * Use `create(SyncContactsRequestSchema)` to create a new message.
  */
 export const SyncContactsRequestSchema: GenMessage<SyncContactsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_contact, 1);
+  messageDesc(file_zapgate_v1_contact, 4);
 
 /**
  * @generated from message zapgate.v1.SyncContactsResponse
@@ -127,7 +207,7 @@ export type SyncContactsResponse = Message<"zapgate.v1.SyncContactsResponse"> & 
  * Use `create(SyncContactsResponseSchema)` to create a new message.
  */
 export const SyncContactsResponseSchema: GenMessage<SyncContactsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_contact, 2);
+  messageDesc(file_zapgate_v1_contact, 5);
 
 /**
  * @generated from message zapgate.v1.ListContactsRequest
@@ -168,7 +248,7 @@ export type ListContactsRequest = Message<"zapgate.v1.ListContactsRequest"> & {
  * Use `create(ListContactsRequestSchema)` to create a new message.
  */
 export const ListContactsRequestSchema: GenMessage<ListContactsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_contact, 3);
+  messageDesc(file_zapgate_v1_contact, 6);
 
 /**
  * @generated from message zapgate.v1.ListContactsResponse
@@ -190,7 +270,7 @@ export type ListContactsResponse = Message<"zapgate.v1.ListContactsResponse"> & 
  * Use `create(ListContactsResponseSchema)` to create a new message.
  */
 export const ListContactsResponseSchema: GenMessage<ListContactsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_contact, 4);
+  messageDesc(file_zapgate_v1_contact, 7);
 
 /**
  * @generated from message zapgate.v1.CheckNumbersRequest
@@ -214,7 +294,7 @@ export type CheckNumbersRequest = Message<"zapgate.v1.CheckNumbersRequest"> & {
  * Use `create(CheckNumbersRequestSchema)` to create a new message.
  */
 export const CheckNumbersRequestSchema: GenMessage<CheckNumbersRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_contact, 5);
+  messageDesc(file_zapgate_v1_contact, 8);
 
 /**
  * @generated from message zapgate.v1.NumberResult
@@ -272,7 +352,7 @@ export type NumberResult = Message<"zapgate.v1.NumberResult"> & {
  * Use `create(NumberResultSchema)` to create a new message.
  */
 export const NumberResultSchema: GenMessage<NumberResult> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_contact, 6);
+  messageDesc(file_zapgate_v1_contact, 9);
 
 /**
  * @generated from message zapgate.v1.CheckNumbersResponse
@@ -289,7 +369,7 @@ export type CheckNumbersResponse = Message<"zapgate.v1.CheckNumbersResponse"> & 
  * Use `create(CheckNumbersResponseSchema)` to create a new message.
  */
 export const CheckNumbersResponseSchema: GenMessage<CheckNumbersResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_contact, 7);
+  messageDesc(file_zapgate_v1_contact, 10);
 
 /**
  * The linked phone's contacts, and which numbers are on WhatsApp.
@@ -333,6 +413,20 @@ export const ContactService: GenService<{
     methodKind: "unary";
     input: typeof CheckNumbersRequestSchema;
     output: typeof CheckNumbersResponseSchema;
+  },
+  /**
+   * Maps phone-number JIDs (...@s.whatsapp.net) to LIDs (...@lid) and LIDs to phone-number
+   * JIDs, from what the instance's engine has learned (whatsmeow's LID map: from messages,
+   * contacts and number checks). Asks nothing of WhatsApp, so it costs no lookup budget; a
+   * JID the engine has not learned comes back with `found` false. At most 500 JIDs per call.
+   * FAILED_PRECONDITION when the instance is not connected.
+   *
+   * @generated from rpc zapgate.v1.ContactService.ResolveJids
+   */
+  resolveJids: {
+    methodKind: "unary";
+    input: typeof ResolveJidsRequestSchema;
+    output: typeof ResolveJidsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_zapgate_v1_contact, 0);

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/event.proto.
  */
 export const file_zapgate_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50ItYECgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSAASMQoNZ3JvdXBfY2hhbmdlZBgMIAEoCzIYLnphcGdhdGUudjEuR3JvdXBDaGFuZ2VkSABCCQoHcGF5bG9hZCJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSK2AQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIuwDCg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKgoIcmVwbHlfdG8YDiABKAsyGC56YXBnYXRlLnYxLlJlcGx5Q29udGV4dEIJCgdjb250ZW50IpoBCg1SZWNlaXZlZE1lZGlhEiMKBGtpbmQYASABKA4yFS56YXBnYXRlLnYxLk1lZGlhS2luZBIRCgltaW1lX3R5cGUYAiABKAkSEQoJZmlsZV9uYW1lGAMgASgJEg8KB2NhcHRpb24YBCABKAkSDAoEc2l6ZRgFIAEoAxIOCgZzaGEyNTYYBiABKAkSDwoHc2Vjb25kcxgHIAEoBSI2Cg9SZWNlaXZlZENvbnRhY3QSFAoMZGlzcGxheV9uYW1lGAEgASgJEg0KBXZjYXJkGAIgASgJIi0KCFJlYWN0aW9uEhIKCm1lc3NhZ2VfaWQYASABKAkSDQoFZW1vamkYAiABKAkiNgoMUmVwbHlDb250ZXh0EhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKc2VuZGVyX2ppZBgCIAEoCSINCgtVbnN1cHBvcnRlZCLUAQoMR3JvdXBDaGFuZ2VkEhEKCWdyb3VwX2ppZBgBIAEoCRInCgZjaGFuZ2UYAiABKA4yFy56YXBnYXRlLnYxLkdyb3VwQ2hhbmdlEhEKCWFjdG9yX2ppZBgDIAEoCRIUCgxwYXJ0aWNpcGFudHMYBCADKAkSDAoEbmFtZRgFIAEoCRINCgV0b3BpYxgGIAEoCRIVCghhbm5vdW5jZRgHIAEoCEgAiAEBEhMKBmxvY2tlZBgIIAEoCEgBiAEBQgsKCV9hbm5vdW5jZUIJCgdfbG9ja2VkIlQKDkNvbnRhY3RzU3luY2VkEg0KBWFkZGVkGAEgASgFEg8KB3VwZGF0ZWQYAiABKAUSEQoJdW5jaGFuZ2VkGAMgASgFEg8KB3JlbW92ZWQYBCABKAUidQoUV2ViaG9va1N0YXR1c0NoYW5nZWQSEgoKd2ViaG9va19pZBgBIAEoCRIpCgZzdGF0dXMYAiABKA4yGS56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXMSDgoGcmVhc29uGAMgASgJEg4KBmN1cnNvchgEIAEoAyrLAgoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIcChhFVkVOVF9UWVBFX1NUQVRFX0NIQU5HRUQQARIZChVFVkVOVF9UWVBFX1FSX1VQREFURUQQAhIkCiBFVkVOVF9UWVBFX01FU1NBR0VfU1RBVEVfQ0hBTkdFRBADEh0KGUVWRU5UX1RZUEVfU0VORElOR19QQVVTRUQQBBIeChpFVkVOVF9UWVBFX1NFTkRJTkdfUkVTVU1FRBAFEh8KG0VWRU5UX1RZUEVfTUVTU0FHRV9SRUNFSVZFRBAGEh4KGkVWRU5UX1RZUEVfQ09OVEFDVFNfU1lOQ0VEEAcSJQohRVZFTlRfVFlQRV9XRUJIT09LX1NUQVRVU19DSEFOR0VEEAgSHAoYRVZFTlRfVFlQRV9HUk9VUF9DSEFOR0VEEAkqtQEKCU1lZGlhS2luZBIaChZNRURJQV9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQTUVESUFfS0lORF9JTUFHRRABEhQKEE1FRElBX0tJTkRfVklERU8QAhIUChBNRURJQV9LSU5EX0FVRElPEAMSGQoVTUVESUFfS0lORF9WT0lDRV9OT1RFEAQSFwoTTUVESUFfS0lORF9ET0NVTUVOVBAFEhYKEk1FRElBX0tJTkRfU1RJQ0tFUhAGKsACCgtHcm91cENoYW5nZRIcChhHUk9VUF9DSEFOR0VfVU5TUEVDSUZJRUQQABIjCh9HUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX0FEREVEEAESJQohR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19SRU1PVkVEEAISJgoiR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19QUk9NT1RFRBADEiUKIUdST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfREVNT1RFRBAEEhUKEUdST1VQX0NIQU5HRV9OQU1FEAUSFgoSR1JPVVBfQ0hBTkdFX1RPUElDEAYSGQoVR1JPVVBfQ0hBTkdFX1NFVFRJTkdTEAcSFwoTR1JPVVBfQ0hBTkdFX0pPSU5FRBAIEhUKEUdST1VQX0NIQU5HRV9MRUZUEAkqoAEKDVdlYmhvb2tTdGF0dXMSHgoaV0VCSE9PS19TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVXRUJIT09LX1NUQVRVU19BQ1RJVkUQARIbChdXRUJIT09LX1NUQVRVU19SRVRSWUlORxACEhoKFldFQkhPT0tfU1RBVFVTX0ZBSUxJTkcQAxIbChdXRUJIT09LX1NUQVRVU19ESVNBQkxFRBAEMloKDEV2ZW50U2VydmljZRJKCglTdWJzY3JpYmUSHC56YXBnYXRlLnYxLlN1YnNjcmliZVJlcXVlc3QaHS56YXBnYXRlLnYxLlN1YnNjcmliZVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
+  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50ItYECgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSAASMQoNZ3JvdXBfY2hhbmdlZBgMIAEoCzIYLnphcGdhdGUudjEuR3JvdXBDaGFuZ2VkSABCCQoHcGF5bG9hZCJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSK2AQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIsgECg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKwoGZWRpdGVkGBAgASgLMhkuemFwZ2F0ZS52MS5NZXNzYWdlRWRpdGVkSAASLQoHcmV2b2tlZBgRIAEoCzIaLnphcGdhdGUudjEuTWVzc2FnZVJldm9rZWRIABIqCghyZXBseV90bxgOIAEoCzIYLnphcGdhdGUudjEuUmVwbHlDb250ZXh0QgkKB2NvbnRlbnQimgEKDVJlY2VpdmVkTWVkaWESIwoEa2luZBgBIAEoDjIVLnphcGdhdGUudjEuTWVkaWFLaW5kEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDwoHY2FwdGlvbhgEIAEoCRIMCgRzaXplGAUgASgDEg4KBnNoYTI1NhgGIAEoCRIPCgdzZWNvbmRzGAcgASgFIjYKD1JlY2VpdmVkQ29udGFjdBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFdmNhcmQYAiABKAkiLQoIUmVhY3Rpb24SEgoKbWVzc2FnZV9pZBgBIAEoCRINCgVlbW9qaRgCIAEoCSIxCg1NZXNzYWdlRWRpdGVkEhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEdGV4dBgCIAEoCSIkCg5NZXNzYWdlUmV2b2tlZBISCgptZXNzYWdlX2lkGAEgASgJIjYKDFJlcGx5Q29udGV4dBISCgptZXNzYWdlX2lkGAEgASgJEhIKCnNlbmRlcl9qaWQYAiABKAkiDQoLVW5zdXBwb3J0ZWQi1AEKDEdyb3VwQ2hhbmdlZBIRCglncm91cF9qaWQYASABKAkSJwoGY2hhbmdlGAIgASgOMhcuemFwZ2F0ZS52MS5Hcm91cENoYW5nZRIRCglhY3Rvcl9qaWQYAyABKAkSFAoMcGFydGljaXBhbnRzGAQgAygJEgwKBG5hbWUYBSABKAkSDQoFdG9waWMYBiABKAkSFQoIYW5ub3VuY2UYByABKAhIAIgBARITCgZsb2NrZWQYCCABKAhIAYgBAUILCglfYW5ub3VuY2VCCQoHX2xvY2tlZCJUCg5Db250YWN0c1N5bmNlZBINCgVhZGRlZBgBIAEoBRIPCgd1cGRhdGVkGAIgASgFEhEKCXVuY2hhbmdlZBgDIAEoBRIPCgdyZW1vdmVkGAQgASgFInUKFFdlYmhvb2tTdGF0dXNDaGFuZ2VkEhIKCndlYmhvb2tfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkuemFwZ2F0ZS52MS5XZWJob29rU3RhdHVzEg4KBnJlYXNvbhgDIAEoCRIOCgZjdXJzb3IYBCABKAMqywIKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHAoYRVZFTlRfVFlQRV9TVEFURV9DSEFOR0VEEAESGQoVRVZFTlRfVFlQRV9RUl9VUERBVEVEEAISJAogRVZFTlRfVFlQRV9NRVNTQUdFX1NUQVRFX0NIQU5HRUQQAxIdChlFVkVOVF9UWVBFX1NFTkRJTkdfUEFVU0VEEAQSHgoaRVZFTlRfVFlQRV9TRU5ESU5HX1JFU1VNRUQQBRIfChtFVkVOVF9UWVBFX01FU1NBR0VfUkVDRUlWRUQQBhIeChpFVkVOVF9UWVBFX0NPTlRBQ1RTX1NZTkNFRBAHEiUKIUVWRU5UX1RZUEVfV0VCSE9PS19TVEFUVVNfQ0hBTkdFRBAIEhwKGEVWRU5UX1RZUEVfR1JPVVBfQ0hBTkdFRBAJKrUBCglNZWRpYUtpbmQSGgoWTUVESUFfS0lORF9VTlNQRUNJRklFRBAAEhQKEE1FRElBX0tJTkRfSU1BR0UQARIUChBNRURJQV9LSU5EX1ZJREVPEAISFAoQTUVESUFfS0lORF9BVURJTxADEhkKFU1FRElBX0tJTkRfVk9JQ0VfTk9URRAEEhcKE01FRElBX0tJTkRfRE9DVU1FTlQQBRIWChJNRURJQV9LSU5EX1NUSUNLRVIQBirAAgoLR3JvdXBDaGFuZ2USHAoYR1JPVVBfQ0hBTkdFX1VOU1BFQ0lGSUVEEAASIwofR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19BRERFRBABEiUKIUdST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfUkVNT1ZFRBACEiYKIkdST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfUFJPTU9URUQQAxIlCiFHUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX0RFTU9URUQQBBIVChFHUk9VUF9DSEFOR0VfTkFNRRAFEhYKEkdST1VQX0NIQU5HRV9UT1BJQxAGEhkKFUdST1VQX0NIQU5HRV9TRVRUSU5HUxAHEhcKE0dST1VQX0NIQU5HRV9KT0lORUQQCBIVChFHUk9VUF9DSEFOR0VfTEVGVBAJKqABCg1XZWJob29rU3RhdHVzEh4KGldFQkhPT0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVV0VCSE9PS19TVEFUVVNfQUNUSVZFEAESGwoXV0VCSE9PS19TVEFUVVNfUkVUUllJTkcQAhIaChZXRUJIT09LX1NUQVRVU19GQUlMSU5HEAMSGwoXV0VCSE9PS19TVEFUVVNfRElTQUJMRUQQBDJaCgxFdmVudFNlcnZpY2USSgoJU3Vic2NyaWJlEhwuemFwZ2F0ZS52MS5TdWJzY3JpYmVSZXF1ZXN0Gh0uemFwZ2F0ZS52MS5TdWJzY3JpYmVSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
 
 /**
  * @generated from message zapgate.v1.SubscribeRequest
@@ -386,12 +386,29 @@ export type MessageReceived = Message<"zapgate.v1.MessageReceived"> & {
     case: "reaction";
   } | {
     /**
-     * A kind zapgate does not map yet (polls, calls, protocol messages...).
+     * A kind zapgate does not map yet (disappearing-message settings...).
      *
      * @generated from field: zapgate.v1.Unsupported unsupported = 15;
      */
     value: Unsupported;
     case: "unsupported";
+  } | {
+    /**
+     * The sender edited one of their messages: `message_id` of this event is the edit's own
+     * id, the edited message is `edited.message_id`.
+     *
+     * @generated from field: zapgate.v1.MessageEdited edited = 16;
+     */
+    value: MessageEdited;
+    case: "edited";
+  } | {
+    /**
+     * The sender deleted one of their messages for everyone (or a group admin deleted one).
+     *
+     * @generated from field: zapgate.v1.MessageRevoked revoked = 17;
+     */
+    value: MessageRevoked;
+    case: "revoked";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -511,6 +528,51 @@ export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_event, 11);
 
 /**
+ * @generated from message zapgate.v1.MessageEdited
+ */
+export type MessageEdited = Message<"zapgate.v1.MessageEdited"> & {
+  /**
+   * WhatsApp's id of the message edited.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * Its new text (or new caption, for media).
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message zapgate.v1.MessageEdited.
+ * Use `create(MessageEditedSchema)` to create a new message.
+ */
+export const MessageEditedSchema: GenMessage<MessageEdited> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 12);
+
+/**
+ * @generated from message zapgate.v1.MessageRevoked
+ */
+export type MessageRevoked = Message<"zapgate.v1.MessageRevoked"> & {
+  /**
+   * WhatsApp's id of the message deleted for everyone.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+};
+
+/**
+ * Describes the message zapgate.v1.MessageRevoked.
+ * Use `create(MessageRevokedSchema)` to create a new message.
+ */
+export const MessageRevokedSchema: GenMessage<MessageRevoked> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 13);
+
+/**
  * @generated from message zapgate.v1.ReplyContext
  */
 export type ReplyContext = Message<"zapgate.v1.ReplyContext"> & {
@@ -530,7 +592,7 @@ export type ReplyContext = Message<"zapgate.v1.ReplyContext"> & {
  * Use `create(ReplyContextSchema)` to create a new message.
  */
 export const ReplyContextSchema: GenMessage<ReplyContext> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 12);
+  messageDesc(file_zapgate_v1_event, 14);
 
 /**
  * @generated from message zapgate.v1.Unsupported
@@ -543,7 +605,7 @@ export type Unsupported = Message<"zapgate.v1.Unsupported"> & {
  * Use `create(UnsupportedSchema)` to create a new message.
  */
 export const UnsupportedSchema: GenMessage<Unsupported> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 13);
+  messageDesc(file_zapgate_v1_event, 15);
 
 /**
  * Something changed in one of the instance's groups, by this account or another.
@@ -602,7 +664,7 @@ export type GroupChanged = Message<"zapgate.v1.GroupChanged"> & {
  * Use `create(GroupChangedSchema)` to create a new message.
  */
 export const GroupChangedSchema: GenMessage<GroupChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 14);
+  messageDesc(file_zapgate_v1_event, 16);
 
 /**
  * The instance's contacts were synced from the linked phone.
@@ -636,7 +698,7 @@ export type ContactsSynced = Message<"zapgate.v1.ContactsSynced"> & {
  * Use `create(ContactsSyncedSchema)` to create a new message.
  */
 export const ContactsSyncedSchema: GenMessage<ContactsSynced> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 15);
+  messageDesc(file_zapgate_v1_event, 17);
 
 /**
  * Where a webhook's deliveries stand (WebhookService). Appended when deliveries stop because
@@ -676,7 +738,7 @@ export type WebhookStatusChanged = Message<"zapgate.v1.WebhookStatusChanged"> & 
  * Use `create(WebhookStatusChangedSchema)` to create a new message.
  */
 export const WebhookStatusChangedSchema: GenMessage<WebhookStatusChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 16);
+  messageDesc(file_zapgate_v1_event, 18);
 
 /**
  * @generated from enum zapgate.v1.EventType
