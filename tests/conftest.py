@@ -132,8 +132,8 @@ def gateway_config(tmp_path: Path, database_url: str, **overrides: object) -> Se
 @asynccontextmanager
 async def started_gateway(tmp_path: Path, **overrides: object) -> AsyncIterator[RunningGateway]:
     """A real gateway on 127.0.0.1:<free port> (simulator workers, fast timings, SQLite in
-    `tmp_path`) and a gRPC channel to it."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    `tmp_path`, or `database_url=`) and a gRPC channel to it."""
+    url = str(overrides.pop("database_url", None) or f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
     gateway = Gateway(gateway_config(tmp_path, url, **overrides))
     await gateway.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")

@@ -28,6 +28,8 @@ from zapgate.gateway.connections.master_key import (
 )
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository
+from zapgate.gateway.store.webhooks import WebhookRepository
+from zapgate.gateway.webhooks.signing_secret import rewrap_secret
 from zapgate.sessions.export_file import ExportFileError, open_export, seal_export
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.vault import Keyring, MasterKey, Undecryptable, seal
@@ -39,7 +41,9 @@ Action = Callable[[AsyncEngine, argparse.Namespace], Awaitable[int]]
 
 def add_commands(commands: Any) -> None:
     vault = commands.add_parser("vault", help="session encryption keys").add_subparsers()
-    rotate = vault.add_parser("rotate-key", help="re-wrap every session under a new master key")
+    rotate = vault.add_parser(
+        "rotate-key", help="re-wrap every session and webhook secret under a new master key"
+    )
     rotate.add_argument(
         "--new-key-file",
         type=Path,
@@ -107,6 +111,7 @@ async def _rotate(engine: AsyncEngine, args: argparse.Namespace) -> int:
             await snapshots.replace_wrapping(tenant, instance_id, rewrapped)
         print(f"re-wrapped {done}/{len(pending)}: {tenant}/{instance_id}", flush=True)
         await asyncio.sleep(args.pause_seconds)
+    await _rotate_webhook_secrets(engine, ring, args.pause_seconds)
     if key_file is not None:
         _install(key_file)
         print(
@@ -116,6 +121,21 @@ async def _rotate(engine: AsyncEngine, args: argparse.Namespace) -> int:
     else:
         print("all sessions use the new key: set ZAPGATE_MASTER_KEY to it and restart")
     return 0
+
+
+async def _rotate_webhook_secrets(engine: AsyncEngine, ring: Keyring, pause: float) -> None:
+    """Webhook signing secrets are sealed like sessions: re-wrapped too, so dropping the old
+    master key never leaves a webhook unable to sign."""
+    repository = WebhookRepository(engine)
+    current = ring.current.key_id
+    pending = [(t, i) for t, i, key_id in await repository.secret_keys() if key_id != current]
+    for done, (tenant, webhook_id) in enumerate(pending, start=1):
+        record = await repository.get(tenant, webhook_id)
+        if record is not None and record.secret.key_id != current:
+            rewrapped = rewrap_secret(ring, tenant, webhook_id, record.secret)
+            await repository.replace_secret_wrapping(tenant, webhook_id, rewrapped)
+        print(f"re-wrapped webhook secret {done}/{len(pending)}: {tenant}/{webhook_id}", flush=True)
+        await asyncio.sleep(pause)
 
 
 def _new_key(key_file: Path | None, given: Path | None) -> MasterKey:

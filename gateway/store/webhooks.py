@@ -157,6 +157,29 @@ class WebhookRepository:
             result = await conn.execute(sa.delete(webhooks).where(_key(tenant, webhook_id)))
         return bool(result.rowcount)
 
+    async def secret_keys(self) -> list[tuple[str, str, str]]:
+        """(tenant, webhook id, master key id) of every sealed signing secret."""
+        query = sa.select(webhooks.c.tenant, webhooks.c.id, webhooks.c.secret_key_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(row.tenant, row.id, row.secret_key_id) for row in rows]
+
+    async def replace_secret_wrapping(
+        self, tenant: str, webhook_id: str, sealed: SealedSession
+    ) -> bool:
+        """Stores a re-wrapped data key (master key rotation); the ciphertext is unchanged."""
+        values = {"secret_key_id": sealed.key_id, "secret_wrapped_key": sealed.wrapped_key}
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                sa.update(webhooks)
+                .where(
+                    _key(tenant, webhook_id),
+                    webhooks.c.secret_ciphertext == bytes(sealed.ciphertext),
+                )
+                .values(**values)
+            )
+        return bool(result.rowcount)
+
     async def delivered(self, tenant: str, webhook_id: str, cursor: int) -> bool:
         """Commits the cursor after a success; clears a run of failures. False once the
         webhook is gone or stopped (its loop ends)."""

@@ -43,3 +43,10 @@ def seal_secret(keyring: Keyring, tenant: str, webhook_id: str, secret: str) -> 
 def open_secret(keyring: Keyring, tenant: str, webhook_id: str, sealed: SealedSession) -> str:
     """Raises sessions.vault.Undecryptable when no configured master key opens it."""
     return keyring.open(_owner(tenant, webhook_id), sealed).decode()
+
+
+def rewrap_secret(
+    keyring: Keyring, tenant: str, webhook_id: str, sealed: SealedSession
+) -> SealedSession:
+    """The same sealed secret with its data key wrapped by the keyring's current key."""
+    return keyring.rewrap(_owner(tenant, webhook_id), sealed)
