@@ -138,7 +138,8 @@ def typing_seconds(policy: SendPolicy, text_length: int, factor: float) -> float
 
 
 # Anti-ban defaults. Nobody outside WhatsApp knows its thresholds; these follow the community
-# heuristics gathered in docs (FIELD-NOTES "Anti-ban practice") and lean to the safe side.
+# heuristics cited beside each default in docs/messages.md ("Send policy") and lean to the
+# safe side.
 # Each cap is a safety net behind the gap: with 30-60 s gaps an instance sends at most ~2 per
 # minute, ~80-120 per hour, so the minute and hour caps only bind when an operator shortens
 # the gaps.
