@@ -95,12 +95,15 @@ class Receiver:
 
     async def wait_accepted(self, count: int, timeout: float = 20) -> list[Received]:
         """Until `count` requests were accepted (the timeout only guards hangs)."""
-        deadline = time.monotonic() + timeout
-        while len(self.accepted) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"accepted {len(self.accepted)} of {count}")
-            await asyncio.sleep(0.01)
+        await self.wait_until(lambda: len(self.accepted) >= count, timeout)
         return self.accepted
+
+    async def wait_until(self, done: Callable[[], bool], timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not done after {timeout}s; accepted {len(self.accepted)}")
+            await asyncio.sleep(0.01)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Received | None:
