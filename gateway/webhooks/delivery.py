@@ -119,8 +119,12 @@ class DeliveryLoop:
                     return
                 if parts.log.closed:
                     return
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+                # lands as the append wakes it, and a cancelled loop (webhook disabled or
+                # changed) would run on and hold up UpdateWebhook for ever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(appended.wait(), parts.settings.poll_seconds)
+                    async with asyncio.timeout(parts.settings.poll_seconds):
+                        await appended.wait()
 
     async def _deliver(self, cursor: int, body: bytes) -> bool:
         """Until the receiver takes the event. False when the webhook stopped."""
