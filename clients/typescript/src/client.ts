@@ -12,6 +12,7 @@ import {
 } from "./gen/zapgate/v1/instance_pb.js";
 import { MessageService, type Message } from "./gen/zapgate/v1/message_pb.js";
 import { SimulatorService } from "./gen/zapgate/v1/simulator_pb.js";
+import { WebhookService } from "./gen/zapgate/v1/webhook_pb.js";
 import { backoffMs, defaultRetry, retryUnavailable, sleep, type Retry } from "./retry.js";
 
 /** PEM roots to trust (default: the system's), and a client certificate for mutual TLS. */
@@ -45,7 +46,7 @@ export interface SubscribeOptions {
 
 /**
  * A client of one zapgate server over gRPC (HTTP/2). The typed clients `instances`,
- * `messages`, `events`, `contacts` and `simulator` reach every RPC; the methods below cover
+ * `messages`, `events`, `contacts`, `webhooks` and `simulator` reach every RPC; the methods below cover
  * the common flows. Call `close()` when done.
  */
 export class ZapgateClient {
@@ -53,6 +54,7 @@ export class ZapgateClient {
   readonly messages: Client<typeof MessageService>;
   readonly events: Client<typeof EventService>;
   readonly contacts: Client<typeof ContactService>;
+  readonly webhooks: Client<typeof WebhookService>;
   readonly simulator: Client<typeof SimulatorService>;
   private readonly session: Http2SessionManager;
   private readonly retry: Retry;
@@ -76,6 +78,7 @@ export class ZapgateClient {
     this.messages = createClient(MessageService, transport);
     this.events = createClient(EventService, transport);
     this.contacts = createClient(ContactService, transport);
+    this.webhooks = createClient(WebhookService, transport);
     this.simulator = createClient(SimulatorService, transport);
   }
 
