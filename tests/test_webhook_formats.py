@@ -61,6 +61,22 @@ def test_a_text_message_is_messages_upsert() -> None:
     assert body == fixture("messages.upsert")
 
 
+def test_a_reply_is_a_conversation_with_its_context_lifted() -> None:
+    received = epb.MessageReceived(
+        message_id="3EB0C431C26A1916F1E3",
+        chat_jid="5511988887777@s.whatsapp.net",
+        sender_jid="5511988887777@s.whatsapp.net",
+        push_name="Ana",
+        text="Pode ser amanhã",
+        reply_to=epb.ReplyContext(
+            message_id="3EB0D1A2B3C4D5E6F708", sender_jid="5511999998888@s.whatsapp.net"
+        ),
+    )
+    received.sent_time.FromSeconds(1_717_243_200)
+    body = to_evolution(event(message_received=received), ENVELOPE)
+    assert body == fixture("messages.upsert.reply")
+
+
 def test_a_group_image_names_its_participant() -> None:
     received = epb.MessageReceived(
         message_id="3EB0AA0000000000000B",

@@ -138,3 +138,8 @@ async def test_a_gateway_delivers_from_the_log(
         last = int(payloads[-1]["cursor"])
         done = await client.wait_for(webhook.id, lambda w: w.delivery.cursor == last)
         assert done.delivery.lag_events == 0
+        # Pausing a caught-up (idle) webhook ends its loop: the call returns.
+        done.enabled = False
+        paused = await client.update(done, "enabled")
+        assert paused.delivery.status == epb.WEBHOOK_STATUS_DISABLED
+        assert not paused.enabled

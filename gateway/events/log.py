@@ -17,7 +17,11 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
-from zapgate.gateway.store.event_append import append_events, lock_event_order
+from zapgate.gateway.store.event_append import (
+    append_events,
+    last_issued_cursor,
+    lock_event_order,
+)
 from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.schema import events
 from zapgate.v1 import event_pb2 as pb
@@ -162,12 +166,5 @@ class EventLog:
 
 
 async def _next_cursor(conn: AsyncConnection) -> int:
-    """The cursor the next append gets: one above every cursor ever issued, rows left or not
-    (AUTOINCREMENT keeps the largest in `sqlite_sequence`; PostgreSQL has a sequence)."""
-    if conn.dialect.name == "postgresql":
-        query = (
-            "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'cursor')::regclass)"
-        )
-    else:
-        query = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
-    return int(await conn.scalar(sa.text(query)) or 0) + 1
+    """The cursor the next append gets: one above every cursor ever issued, rows left or not."""
+    return await last_issued_cursor(conn) + 1

@@ -39,6 +39,13 @@ class WebhookMetrics:
             LABELS,
             registry=registry,
         )
+        self.events_lost = Counter(
+            "zapgate_webhook_events_lost",
+            "Cursors event retention dropped before the webhook delivered them (an upper "
+            "bound: some may not have matched its filter).",
+            LABELS,
+            registry=registry,
+        )
         self.latency = Histogram(
             "zapgate_webhook_delivery_seconds",
             "How long accepted deliveries took, request to answer.",
@@ -55,6 +62,9 @@ class WebhookMetrics:
 
     def retried(self, webhook: WebhookRecord) -> None:
         self.retries.labels(webhook.tenant, webhook.id).inc()
+
+    def lost(self, webhook: WebhookRecord, count: int) -> None:
+        self.events_lost.labels(webhook.tenant, webhook.id).inc(count)
 
 
 class WebhookCollector:

@@ -31,6 +31,19 @@ async def append_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> No
     await conn.execute(sa.insert(events), rows)
 
 
+async def last_issued_cursor(conn: AsyncConnection) -> int:
+    """The largest cursor ever issued, rows left or not (AUTOINCREMENT keeps it in
+    `sqlite_sequence`; PostgreSQL has a sequence). Under `lock_event_order` every cursor up
+    to it is committed (or rolled back, never to appear)."""
+    if conn.dialect.name == "postgresql":
+        query = (
+            "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'cursor')::regclass)"
+        )
+    else:
+        query = "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+    return int(await conn.scalar(sa.text(query)) or 0)
+
+
 async def lock_event_order(conn: AsyncConnection) -> None:
     """Waits until no other transaction is appending events, and keeps them out until this
     one ends (PostgreSQL; on SQLite a writing transaction holds the only write lock anyway).

@@ -12,7 +12,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
-from zapgate.gateway.store.event_append import append_events
+from zapgate.gateway.store.event_append import (
+    append_events,
+    last_issued_cursor,
+    lock_event_order,
+)
 from zapgate.gateway.store.schema import events, webhooks
 from zapgate.sessions.vault import SealedSession
 from zapgate.v1 import event_pb2
@@ -74,10 +78,12 @@ class WebhookRepository:
         self._clock = clock
 
     async def create(self, record: WebhookRecord) -> WebhookRecord:
-        """Stores a new webhook; it starts after the newest event so far."""
+        """Stores a new webhook; it starts after the newest event so far (after every cursor
+        issued, so a log emptied by retention is no gap to it)."""
         now = self._clock()
         async with self._engine.begin() as conn:
-            newest = int(await conn.scalar(sa.select(sa.func.max(events.c.cursor))) or 0)
+            await lock_event_order(conn)  # every cursor issued so far is committed
+            newest = await last_issued_cursor(conn)
             values = _row(record) | {
                 "create_time_us": now,
                 "update_time_us": now,

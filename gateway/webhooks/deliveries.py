@@ -40,6 +40,9 @@ class NoObserver:
     def retried(self, webhook: WebhookRecord) -> None:
         pass
 
+    def lost(self, webhook: WebhookRecord, count: int) -> None:
+        pass
+
 
 class WebhookDeliveries:
     def __init__(

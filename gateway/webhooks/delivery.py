@@ -24,8 +24,10 @@ from typing import Protocol
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.webhooks import (
+    ACTIVE,
     DISABLED,
     FAILING,
+    RETRYING,
     Failure,
     WebhookRecord,
     WebhookRepository,
@@ -51,6 +53,7 @@ class DeliveryObserver(Protocol):
     def delivered(self, webhook: WebhookRecord, seconds: float) -> None: ...
     def failed(self, webhook: WebhookRecord) -> None: ...
     def retried(self, webhook: WebhookRecord) -> None: ...
+    def lost(self, webhook: WebhookRecord, count: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class DeliveryLoop:
             await self._sleep_until(self._next_attempt_us)
         while True:
             appended = parts.log.signal()  # taken before reading: no append slips by
+            await self._passed_by_retention()
             batch = await parts.log.read(
                 webhook.tenant, self._cursor, webhook.instance_ids, webhook.types, READ_BATCH
             )
@@ -119,8 +123,12 @@ class DeliveryLoop:
                     return
                 if parts.log.closed:
                     return
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+                # lands as the append wakes it, and a cancelled loop (webhook disabled or
+                # changed) would run on and hold up UpdateWebhook for ever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(appended.wait(), parts.settings.poll_seconds)
+                    async with asyncio.timeout(parts.settings.poll_seconds):
+                        await appended.wait()
 
     async def _deliver(self, cursor: int, body: bytes) -> bool:
         """Until the receiver takes the event. False when the webhook stopped."""
@@ -173,6 +181,30 @@ class DeliveryLoop:
         headers = signed_headers(self._key, message_id(cursor), int(time.time()), body)
         async with parts.gate:
             return await parts.poster.post(self._webhook.url, headers, body)
+
+    async def _passed_by_retention(self) -> None:
+        """Retention dropped events after the cursor before they were delivered: never a
+        silent skip. The loop moves past the gap and says so (an event, a metric, a log)."""
+        parts, webhook = self._parts, self._webhook
+        oldest = parts.log.oldest  # 0 until the first trim
+        if not oldest or self._cursor >= oldest - 1:
+            return
+        first, last = self._cursor + 1, oldest - 1
+        lost = last - first + 1
+        reason = f"gap: event retention dropped cursors {first}..{last} before delivery"
+        change = event_pb2.WebhookStatusChanged(
+            webhook_id=webhook.id,
+            status=RETRYING if self._attempts else ACTIVE,
+            reason=reason,
+            cursor=last,
+            events_lost=lost,
+        )
+        await parts.log.append(webhook.tenant, "", change)
+        self._cursor = last
+        if not self._attempts:  # else committed with the retried event's success
+            await self._commit()
+        parts.observer.lost(webhook, lost)
+        log.warning("webhook %s: %s", webhook.id, reason)
 
     async def _stop(self, status: int, reason: str) -> bool:
         parts, webhook = self._parts, self._webhook

@@ -2,7 +2,10 @@
 event names and its envelope `{event, instance, data, destination, date_time, sender,
 server_url, apikey}`, with `data` shaped like Baileys' messages as Evolution forwards them.
 Events with no Evolution equivalent give None (the webhook skips them). The mapping table
-is in docs/webhooks.md."""
+is in docs/webhooks.md. Checked against EvolutionAPI/evolution-api (commit 3454bec7):
+src/api/integrations/event/webhook/webhook.controller.ts (the envelope) and
+src/api/integrations/channel/whatsapp/whatsapp.baileys.service.ts (`sendDataWebhook` calls,
+`prepareMessage`). JSON drops Evolution's `undefined` fields: so do these bodies."""
 
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ class Envelope:
 
 
 def to_evolution(event: event_pb2.Event, envelope: Envelope) -> dict[str, Any] | None:
-    mapped = _event_and_data(event)
+    mapped = _event_and_data(event, envelope)
     if mapped is None:
         return None
     name, data = mapped
@@ -69,12 +72,16 @@ def to_evolution(event: event_pb2.Event, envelope: Envelope) -> dict[str, Any] |
     }
 
 
-def _event_and_data(event: event_pb2.Event) -> tuple[str, dict[str, Any]] | None:
+def _event_and_data(
+    event: event_pb2.Event, envelope: Envelope
+) -> tuple[str, dict[str, Any]] | None:
     match event.WhichOneof("payload"):
         case "state_changed":
             state = event.state_changed.state
-            return "connection.update", {
-                "instance": event.instance_id,
+            data: dict[str, Any] = {"instance": event.instance_id}
+            if state == S.INSTANCE_STATE_CONNECTED:  # Evolution adds who is connected
+                data |= {"wuid": envelope.sender, "profileName": None, "profilePictureUrl": None}
+            return "connection.update", data | {
                 "state": CONNECTION_STATES.get(state, "close"),
                 "statusReason": STATUS_REASONS.get(state, 428),
             }
@@ -105,11 +112,10 @@ def _message_state(event: event_pb2.Event) -> tuple[str, dict[str, Any]] | None:
     status = UPDATE_STATUSES.get(change.state)
     if status is None:
         return None  # queued, sending, cancelled, expired, unknown: Evolution has no event
-    return "messages.update", {
+    return "messages.update", {  # no `participant`: Baileys' key has none outside groups
         "keyId": change.whatsapp_message_id,
         "remoteJid": change.recipient_jid,
         "fromMe": True,
-        "participant": None,
         "status": status,
         "instanceId": event.instance_id,
         "zapgateMessageId": change.message_id,
@@ -125,7 +131,7 @@ def _upsert(instance_id: str, received: event_pb2.MessageReceived) -> dict[str, 
     if received.group_jid:
         key["participant"] = received.sender_jid or received.sender_lid
     message_type, message = _content(received)
-    return {
+    upsert: dict[str, Any] = {
         "key": key,
         "pushName": received.push_name,
         "status": "DELIVERY_ACK",
@@ -135,19 +141,20 @@ def _upsert(instance_id: str, received: event_pb2.MessageReceived) -> dict[str, 
         "instanceId": instance_id,
         "source": "unknown",
     }
+    if received.HasField("reply_to"):  # prepareMessage lifts the content's contextInfo
+        upsert["contextInfo"] = _context(received)
+    return upsert
+
+
+def _context(received: event_pb2.MessageReceived) -> dict[str, Any]:
+    return {"stanzaId": received.reply_to.message_id, "participant": received.reply_to.sender_jid}
 
 
 def _content(received: event_pb2.MessageReceived) -> tuple[str, dict[str, Any]]:
-    context = (
-        {"stanzaId": received.reply_to.message_id, "participant": received.reply_to.sender_jid}
-        if received.HasField("reply_to")
-        else None
-    )
+    context = _context(received) if received.HasField("reply_to") else None
     match received.WhichOneof("content"):
         case "text":
-            if context:
-                body = {"text": received.text, "contextInfo": context}
-                return "extendedTextMessage", {"extendedTextMessage": body}
+            # Evolution turns an extendedTextMessage (a reply, a link) into `conversation`.
             return "conversation", {"conversation": received.text}
         case "media":
             media = received.media

@@ -13,6 +13,7 @@ import {
 } from "./gen/zapgate/v1/instance_pb.js";
 import { MessageService, type Message } from "./gen/zapgate/v1/message_pb.js";
 import { SimulatorService } from "./gen/zapgate/v1/simulator_pb.js";
+import { WebhookService } from "./gen/zapgate/v1/webhook_pb.js";
 import { backoffMs, defaultRetry, retryUnavailable, sleep, type Retry } from "./retry.js";
 
 /** PEM roots to trust (default: the system's), and a client certificate for mutual TLS. */
@@ -46,14 +47,15 @@ export interface SubscribeOptions {
 
 /**
  * A client of one zapgate server over gRPC (HTTP/2). The typed clients `instances`,
- * `messages`, `events`, `contacts`, `simulator` and `groups` reach every RPC; the methods below cover
- * the common flows. Call `close()` when done.
+ * `messages`, `events`, `contacts`, `webhooks`, `groups` and `simulator` reach every RPC; the
+ * methods below cover the common flows. Call `close()` when done.
  */
 export class ZapgateClient {
   readonly instances: Client<typeof InstanceService>;
   readonly messages: Client<typeof MessageService>;
   readonly events: Client<typeof EventService>;
   readonly contacts: Client<typeof ContactService>;
+  readonly webhooks: Client<typeof WebhookService>;
   readonly simulator: Client<typeof SimulatorService>;
   readonly groups: Client<typeof GroupService>;
   private readonly session: Http2SessionManager;
@@ -78,6 +80,7 @@ export class ZapgateClient {
     this.messages = createClient(MessageService, transport);
     this.events = createClient(EventService, transport);
     this.contacts = createClient(ContactService, transport);
+    this.webhooks = createClient(WebhookService, transport);
     this.simulator = createClient(SimulatorService, transport);
     this.groups = createClient(GroupService, transport);
   }

@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { after, test } from "node:test";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { ConnectOutcome, MessageState, ZapgateClient } from "../src/index.js";
+import { ConnectOutcome, EventType, MessageState, WebhookFormat, WebhookStatus, ZapgateClient } from "../src/index.js";
 
 const server = process.env.ZAPGATE_SERVER ?? "";
 const apiKey = process.env.ZAPGATE_API_KEY ?? "";
@@ -119,3 +119,31 @@ async function closedPort(): Promise<number> {
   assert.ok(address && typeof address === "object");
   return address.port;
 }
+
+test("creates, lists and deletes a webhook", async () => {
+  const description = `ts-e2e-${randomBytes(4).toString("hex")}`;
+  const created = await client.webhooks.createWebhook({
+    webhook: {
+      url: "https://receiver.example.invalid/hook",
+      types: [EventType.MESSAGE_RECEIVED],
+      format: WebhookFormat.EVOLUTION,
+      description,
+    },
+  });
+  const id = created.webhook?.id ?? "";
+  assert.match(id, /^wh_[0-9a-f]{16}$/);
+  assert.match(created.secret, /^whsec_/);
+  assert.equal(created.webhook?.enabled, true);
+  assert.equal(created.webhook?.delivery?.status, WebhookStatus.ACTIVE);
+
+  const listed = await client.webhooks.listWebhooks({ pageSize: 1000 });
+  const mine = listed.webhooks.find((w) => w.id === id);
+  assert.equal(mine?.description, description);
+  assert.deepEqual(mine?.types, [EventType.MESSAGE_RECEIVED]);
+  assert.equal(mine?.format, WebhookFormat.EVOLUTION);
+
+  assert.equal((await client.webhooks.deleteWebhook({ webhookId: id })).deleted, true);
+  await assert.rejects(client.webhooks.getWebhook({ webhookId: id }), (error: unknown) => {
+    return ConnectError.from(error).code === Code.NotFound;
+  });
+});

@@ -766,12 +766,18 @@ class WebhookStatusChanged(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
+    EVENTS_LOST_FIELD_NUMBER: _builtins.int
     webhook_id: _builtins.str
     status: Global___WebhookStatus.ValueType
     reason: _builtins.str
     """Why: the last error, or who changed it."""
     cursor: _builtins.int
     """The webhook's cursor: deliveries resume after it."""
+    events_lost: _builtins.int
+    """Set when event retention dropped events before this webhook delivered them (`reason`
+    starts with "gap:"; the status does not change): how many cursors were passed over. An
+    upper bound: some of them may not have matched the webhook's filter.
+    """
     def __init__(
         self,
         *,
@@ -779,10 +785,11 @@ class WebhookStatusChanged(_message.Message):
         status: Global___WebhookStatus.ValueType = ...,
         reason: _builtins.str = ...,
         cursor: _builtins.int = ...,
+        events_lost: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "reason", b"reason", "status", b"status", "webhook_id", b"webhook_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "events_lost", b"events_lost", "reason", b"reason", "status", b"status", "webhook_id", b"webhook_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
