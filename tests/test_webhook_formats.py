@@ -9,6 +9,7 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standardwebhooks import Webhook as Verifier
@@ -120,6 +121,49 @@ def test_other_states_close_or_connect(payload: dict[str, object], name: str) ->
     body = to_evolution(event(**payload), ENVELOPE)
     assert body is not None
     assert body["data"]["state"] == name
+
+
+GROUP = "120363040000000000@g.us"
+ADMIN = "5511988887777@s.whatsapp.net"
+
+
+def test_a_promotion_is_group_participants_update() -> None:
+    changed = epb.GroupChanged(
+        group_jid=GROUP,
+        change=epb.GROUP_CHANGE_PARTICIPANTS_PROMOTED,
+        actor_jid=ADMIN,
+        participants=["5511977776666@s.whatsapp.net", "5511966665555@s.whatsapp.net"],
+    )
+    body = to_evolution(event(group_changed=changed), ENVELOPE)
+    assert body == fixture("group-participants.update")
+
+
+def test_a_new_name_is_groups_update() -> None:
+    changed = epb.GroupChanged(
+        group_jid=GROUP, change=epb.GROUP_CHANGE_NAME, actor_jid=ADMIN, name="Suporte VIP"
+    )
+    assert to_evolution(event(group_changed=changed), ENVELOPE) == fixture("groups.update")
+
+
+def test_group_settings_topic_and_own_membership() -> None:
+    def data(**fields: object) -> Any:
+        body = to_evolution(
+            event(group_changed=epb.GroupChanged(group_jid=GROUP, **fields)), ENVELOPE
+        )  # type: ignore[arg-type]
+        assert body is not None
+        return body["data"]
+
+    assert data(change=epb.GROUP_CHANGE_SETTINGS, locked=True) == [{"id": GROUP, "restrict": True}]
+    assert data(change=epb.GROUP_CHANGE_SETTINGS, announce=False, locked=False) == [
+        {"id": GROUP, "announce": False, "restrict": False}
+    ]
+    assert data(change=epb.GROUP_CHANGE_TOPIC, topic="") == [{"id": GROUP, "desc": ""}]
+    left = data(change=epb.GROUP_CHANGE_LEFT, participants=[ENVELOPE.sender])
+    assert left["action"] == "remove"
+    assert left["participants"] == [ENVELOPE.sender]
+    assert "author" not in left
+    joined = data(change=epb.GROUP_CHANGE_JOINED, participants=[ENVELOPE.sender])
+    assert joined["action"] == "add"
 
 
 def test_sent_is_send_message_and_events_without_equivalent_are_skipped() -> None:

@@ -18,6 +18,7 @@ from zapgate.v1 import event_pb2, instance_pb2, message_pb2
 S = instance_pb2.InstanceState
 M = message_pb2.MessageState
 K = event_pb2.MediaKind
+G = event_pb2.GroupChange
 
 CONNECTION_STATES = {
     S.INSTANCE_STATE_CONNECTED: "open",
@@ -43,6 +44,16 @@ MEDIA_TYPES = {
     K.MEDIA_KIND_VOICE_NOTE: "audioMessage",
     K.MEDIA_KIND_DOCUMENT: "documentMessage",
     K.MEDIA_KIND_STICKER: "stickerMessage",
+}
+# Baileys' ParticipantAction for each participants change; this account joining or leaving
+# is the same event with its own JID, as Baileys emits it.
+PARTICIPANT_ACTIONS = {
+    G.GROUP_CHANGE_PARTICIPANTS_ADDED: "add",
+    G.GROUP_CHANGE_PARTICIPANTS_REMOVED: "remove",
+    G.GROUP_CHANGE_PARTICIPANTS_PROMOTED: "promote",
+    G.GROUP_CHANGE_PARTICIPANTS_DEMOTED: "demote",
+    G.GROUP_CHANGE_JOINED: "add",
+    G.GROUP_CHANGE_LEFT: "remove",
 }
 
 
@@ -72,9 +83,7 @@ def to_evolution(event: event_pb2.Event, envelope: Envelope) -> dict[str, Any] |
     }
 
 
-def _event_and_data(
-    event: event_pb2.Event, envelope: Envelope
-) -> tuple[str, dict[str, Any]] | None:
+def _event_and_data(event: event_pb2.Event, envelope: Envelope) -> tuple[str, Any] | None:
     match event.WhichOneof("payload"):
         case "state_changed":
             state = event.state_changed.state
@@ -94,8 +103,43 @@ def _event_and_data(
             return _message_state(event)
         case "message_received":
             return "messages.upsert", _upsert(event.instance_id, event.message_received)
+        case "group_changed":
+            return _group(event.group_changed)
         case _:
             return None
+
+
+def _group(changed: event_pb2.GroupChanged) -> tuple[str, Any] | None:
+    """Baileys' `group-participants.update` and `groups.update` (an array of partial group
+    metadata), with `author` only when WhatsApp named who did it."""
+    author = {"author": changed.actor_jid} if changed.actor_jid else {}
+    action = PARTICIPANT_ACTIONS.get(changed.change)
+    if action is not None:
+        participants = list(changed.participants)
+        return "group-participants.update", {
+            "id": changed.group_jid,
+            **author,
+            "participants": participants,
+            "action": action,
+            # Evolution's addition; without its participant cache, the number from the JID.
+            "participantsData": [
+                {"jid": jid, "phoneNumber": jid.split("@")[0]} for jid in participants
+            ],
+        }
+    update: dict[str, Any] = {"id": changed.group_jid}
+    match changed.change:
+        case G.GROUP_CHANGE_NAME:
+            update["subject"] = changed.name
+        case G.GROUP_CHANGE_TOPIC:
+            update["desc"] = changed.topic
+        case G.GROUP_CHANGE_SETTINGS:
+            if changed.HasField("announce"):
+                update["announce"] = changed.announce
+            if changed.HasField("locked"):
+                update["restrict"] = changed.locked
+        case _:
+            return None
+    return "groups.update", [update | author]
 
 
 def _message_state(event: event_pb2.Event) -> tuple[str, dict[str, Any]] | None:
