@@ -8,22 +8,11 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "nod
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
+import { ownPackages } from "./own-packages.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const outDir = join(here, "..", "..", "gateway", "console", "dist");
 const check = process.argv.includes("--check");
-
-// The generated code lives in clients/typescript/src/gen and imports these packages: take them
-// from this package's node_modules, so the bundle holds one copy whatever else is installed.
-const ownPackages = {
-  name: "own-packages",
-  setup(build) {
-    build.onResolve({ filter: /^@(bufbuild|connectrpc)\// }, (args) => {
-      if (args.pluginData === "own") return undefined;
-      return build.resolve(args.path, { kind: args.kind, resolveDir: here, pluginData: "own" });
-    });
-  },
-};
 
 async function bundle() {
   const result = await esbuild.build({
