@@ -251,10 +251,12 @@ async def test_the_console_is_served_with_a_strict_content_security_policy(
 ) -> None:
     page = await console.browser.new_page()
     response = await page.goto(console.url)
-    assert response is not None and response.ok
+    assert response is not None
+    assert response.ok
     policy = (await response.all_headers()).get("content-security-policy", "")
     assert "script-src 'self'" in policy
-    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "unsafe-inline" not in policy
+    assert "unsafe-eval" not in policy
     # Markup the page did not build itself cannot run: an inline script is refused.
     watch = PageWatch(page)
     await page.evaluate(

@@ -11,6 +11,7 @@ export type FeedStatus = "connecting" | "live" | "retrying";
 
 const START_CURSOR_HEADER = "zapgate-start-cursor";
 const MAX_BACKOFF_MS = 15_000;
+const READY_FALLBACK_MS = 3_000;
 
 export class EventFeed {
   /** The newest cursor known: the start cursor, then each event's. */
@@ -29,6 +30,9 @@ export class EventFeed {
 
   start(): void {
     void this.run();
+    // A server or proxy that holds the headers back until the first event would keep pages
+    // waiting; after a moment they go on (a change in between shows with the next event).
+    setTimeout(() => this.markReady(), READY_FALLBACK_MS);
   }
 
   stop(): void {
