@@ -46,10 +46,13 @@ export const instancePage: Page = (root, context, _params, path) => {
     if (p.case === "stateChanged" || p.case === "sendingPaused" || p.case === "sendingResumed") void load();
   });
 
+  // Answers can overtake each other; only the newest request's answer is shown.
+  let loads = 0;
   async function load(): Promise<void> {
+    const mine = ++loads;
     try {
       const response = await context.api.instances.getInstance({ instanceId }, { signal: abort.signal });
-      if (response.instance) show(response.instance);
+      if (response.instance && mine === loads) show(response.instance);
     } catch (error) {
       if (!abort.signal.aborted) setText(banner, describe(error));
     }
