@@ -15,9 +15,12 @@ export function usagePanel(context: Context, instanceId: string, signal: AbortSi
   const updated = h("p", { class: "muted" });
   let timer: ReturnType<typeof setTimeout> | undefined;
 
+  let requests = 0; // answers can overtake each other: only the newest request's is shown
   const refresh = async (): Promise<void> => {
+    const mine = ++requests;
     try {
       const { stats } = await context.api.instances.getInstanceStats({ instanceId }, { signal });
+      if (mine !== requests) return;
       if (stats) render(stats);
       setText(banner, "");
       setText(updated, `Updated ${new Date().toLocaleTimeString(undefined, { hour12: false })}`);
