@@ -246,6 +246,32 @@ async def test_names_and_texts_from_whatsapp_are_shown_as_text(console: Console)
     await page.close()
 
 
+async def test_pairing_with_a_pair_code_from_the_page(console: Console) -> None:
+    api = console.client
+    await api.instances.CreateInstance(instance_pb2.CreateInstanceRequest(instance_id="bycode"))
+    page = await console.browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = PageWatch(page)
+    await sign_in(page, console)
+    await page.goto(f"{console.url}#/instances/bycode")
+    await page.fill("#f-phone", "+5511999990004")
+    await page.click("[data-panel=connect] button[type=submit]")
+    pair_code = page.locator("[data-pair-code]")
+    await expect(pair_code).to_be_visible()
+    code = await pair_code.get_attribute("data-pair-code")
+    assert code
+    assert len(code.replace("-", "")) == 8
+    await screenshot(page, "12-pair-code")
+    await api.simulator.EnterPairCode(
+        simulator_pb2.EnterPairCodeRequest(instance_id="bycode", code=code)
+    )
+    await expect(page.locator("[data-outcome=CONNECTED]")).to_be_visible()
+    await expect(page.locator(".instance-header .badge")).to_have_attribute(
+        "data-state", "CONNECTED"
+    )
+    assert watch.errors == []
+    await page.close()
+
+
 async def test_the_console_is_served_with_a_strict_content_security_policy(
     console: Console,
 ) -> None:
