@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zapgate.sessions.events import EngineEvent, InstanceKey
-from zapgate.sessions.groups import GroupInfo, ParticipantOutcome
+from zapgate.sessions.groups import GroupInfo, JoinRequest, ParticipantOutcome
 
 # Called on the worker's event loop thread. Engines whose library calls back on other
 # threads (neonize calls back from Go) must hop to the loop first.
@@ -233,6 +233,14 @@ class Engine(ABC):
         self, key: InstanceKey, group_jid: str, announce: bool | None, locked: bool | None
     ) -> None:
         """Changes the settings given (None: leave as is)."""
+
+    @abstractmethod
+    async def set_group_photo(self, key: InstanceKey, group_jid: str, data: bytes) -> str:
+        """Sets the group's picture (`data`: a JPEG); WhatsApp's id of the new picture."""
+
+    @abstractmethod
+    async def join_requests(self, key: InstanceKey, group_jid: str) -> list[JoinRequest]:
+        """Who waits for an admin's approval to join, oldest first (admins only)."""
 
     @abstractmethod
     async def invite_link(self, key: InstanceKey, group_jid: str, revoke: bool) -> str:

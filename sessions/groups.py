@@ -56,6 +56,16 @@ class ParticipantOutcome:
     error: str = ""  # WhatsApp's code, with FAILED
 
 
+@dataclass(frozen=True)
+class JoinRequest:
+    """Someone waiting for an admin's approval to join a group."""
+
+    jid: str = ""  # phone-number JID, where known
+    lid: str = ""
+    phone: str = ""  # E.164, where known
+    requested_at: float = 0.0  # epoch seconds
+
+
 def invite_code(link: str) -> str:
     """The code of an invite link (or the code itself)."""
     return link.strip().removeprefix(INVITE_PREFIX).strip("/")
@@ -99,3 +109,7 @@ def decode_outcomes(text: str) -> list[ParticipantOutcome]:
 def decode_created(text: str) -> tuple[GroupInfo, list[ParticipantOutcome]]:
     group, outcomes = json.loads(text)
     return group_from_json(group), [ParticipantOutcome(**fields) for fields in outcomes]
+
+
+def decode_requests(text: str) -> list[JoinRequest]:
+    return [JoinRequest(**fields) for fields in json.loads(text)]

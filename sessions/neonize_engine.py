@@ -94,7 +94,7 @@ from zapgate.sessions.events import (
     TemporarilyBanned,
 )
 from zapgate.sessions.gate import Gate, WriteLease
-from zapgate.sessions.groups import GroupInfo, ParticipantOutcome
+from zapgate.sessions.groups import GroupInfo, JoinRequest, ParticipantOutcome
 
 # After neonize_events, whose import of neonize silences neonize's leaked-pipe warnings.
 # neonize has no type information: a module typed Any is all it offers.
@@ -362,6 +362,14 @@ class NeonizeEngine(Engine):
             neonize_groups.set_settings, key=key, group=group_jid, announce=announce, locked=locked
         )
         await self._group(key, "change a group", call)
+
+    async def set_group_photo(self, key: InstanceKey, group_jid: str, data: bytes) -> str:
+        call = partial(neonize_groups.set_photo, key=key, group=group_jid, data=data)
+        return await self._group(key, "change a group's picture", call)
+
+    async def join_requests(self, key: InstanceKey, group_jid: str) -> list[JoinRequest]:
+        call = partial(neonize_groups.join_requests, key=key, group=group_jid)
+        return await self._group(key, "read join requests", call)
 
     async def invite_link(self, key: InstanceKey, group_jid: str, revoke: bool) -> str:
         call = partial(neonize_groups.invite_link, key=key, group=group_jid, revoke=revoke)

@@ -242,6 +242,29 @@ def join_group(client: Any, key: InstanceKey, code: str) -> str:
     return user_jid(call(key, "join the group", lambda: client.join_group_with_link(code)))
 
 
+def to_join_request(request: Any) -> g.JoinRequest:
+    """whatsmeow names who asks by a phone-number JID or, in LID groups, a LID."""
+    who = request.Participant
+    is_phone = str(who.Server) == USER_SERVER
+    return g.JoinRequest(
+        jid=user_jid(who) if is_phone else "",
+        lid=user_jid(who) if str(who.Server) == LID_SERVER else "",
+        phone=phone_number(who) if is_phone else "",
+        requested_at=float(request.TimeAt),
+    )
+
+
+def set_photo(client: Any, key: InstanceKey, group: str, data: bytes) -> str:
+    to = group_jid(group)
+    return str(call(key, "change the group's picture", lambda: client.set_group_photo(to, data)))
+
+
+def join_requests(client: Any, key: InstanceKey, group: str) -> list[g.JoinRequest]:
+    to = group_jid(group)
+    asked = call(key, "read the join requests", lambda: client.get_group_request_participants(to))
+    return sorted((to_join_request(r) for r in asked), key=lambda r: r.requested_at)
+
+
 def invite_link(client: Any, key: InstanceKey, group: str, revoke: bool) -> str:
     link = str(
         call(

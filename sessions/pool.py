@@ -366,10 +366,13 @@ class WorkerPool:
         reply = await _call((await self._stub(slot)).CheckNumbers(request))
         return [wire.check_from_proto(c) for c in reply.results]
 
-    async def group_call(self, key: InstanceKey, method: str, **args: object) -> str:
-        """One group call of the Engine interface (sessions/groups.py); its result as JSON."""
+    async def group_call(
+        self, key: InstanceKey, method: str, data: bytes = b"", **args: object
+    ) -> str:
+        """One group call of the Engine interface (sessions/groups.py); its result as JSON.
+        `data` is the call's one binary argument, if it has one."""
         slot = self._hosting(key)
-        request = pb.GroupCallRequest(key=key, method=method, args_json=json.dumps(args))
+        request = pb.GroupCallRequest(key=key, method=method, args_json=json.dumps(args), data=data)
         reply = await _call((await self._stub(slot)).GroupCall(request))
         return reply.result_json
 

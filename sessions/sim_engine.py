@@ -26,7 +26,7 @@ from zapgate.sessions.engine import (
 )
 from zapgate.sessions.errors import EngineError, NotConnected, NotRunning, Rejected, SendRefused
 from zapgate.sessions.events import InstanceKey
-from zapgate.sessions.groups import GroupInfo, ParticipantOutcome
+from zapgate.sessions.groups import GroupInfo, JoinRequest, ParticipantOutcome
 from zapgate.sessions.sim_contacts import AddressBook
 from zapgate.sessions.sim_groups import SimGroups
 from zapgate.sessions.sim_phone import PendingReceipt, PhoneLog, describe
@@ -337,6 +337,13 @@ class SimEngine(Engine):
     ) -> None:
         groups = self._groups(key)
         await self._group_change(lambda: (None, groups.set_settings(group_jid, announce, locked)))
+
+    async def set_group_photo(self, key: InstanceKey, group_jid: str, data: bytes) -> str:
+        groups = self._groups(key)
+        return await self._group_change(lambda: (groups.set_photo(group_jid), []))
+
+    async def join_requests(self, key: InstanceKey, group_jid: str) -> list[JoinRequest]:
+        return await asyncio.to_thread(self._groups(key).join_requests, group_jid)
 
     async def invite_link(self, key: InstanceKey, group_jid: str, revoke: bool) -> str:
         groups = self._groups(key)

@@ -2,10 +2,11 @@
 them on its servers: they outlive reconnects and worker restarts).
 
 WhatsApp's rules, as the simulator keeps them: only admins add, remove, promote or demote,
-change settings or read the invite link; anyone may rename or describe a group unless it is
-locked; a number whose privacy settings refuse adds gets an invite instead; a number not on
-WhatsApp cannot be added. Every change yields GroupChanged events, returned to the engine
-(which reports them on its event loop). Synchronous: the engine runs these on a thread."""
+change settings or read the invite link and the join requests; anyone may rename, describe
+or change the picture of a group unless it is locked; a number whose privacy settings
+refuse adds gets an invite instead; a number not on WhatsApp cannot be added. Every change
+yields GroupChanged events, returned to the engine (which reports them on its event loop).
+Synchronous: the engine runs these on a thread."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class SimGroup:
     locked: bool = False
     members: dict[str, str] = field(default_factory=dict)  # user JID -> role
     invite: str = ""
+    photo: str = ""  # the picture's id
+    requests: dict[str, float] = field(default_factory=dict)  # user JID -> asked at
 
     def info(self) -> g.GroupInfo:
         return g.GroupInfo(
@@ -155,6 +158,23 @@ class SimGroups:
         event = GroupChanged(self.key, jid, "settings", self.me, announce=announce, locked=locked)
         return [event]
 
+    def set_photo(self, jid: str) -> str:
+        group = self._mine(jid)
+        if group.locked:
+            self._need_admin(group, "change the picture of this locked group")
+        group.photo = str(secrets.randbelow(10**10))
+        self._save(group)
+        return group.photo
+
+    def join_requests(self, jid: str) -> list[g.JoinRequest]:
+        group = self._mine(jid)
+        self._need_admin(group, "read the join requests")
+        waiting = sorted(group.requests.items(), key=lambda item: item[1])
+        return [
+            g.JoinRequest(jid=user, lid=lid_of(user), phone=phone_of(user), requested_at=at)
+            for user, at in waiting
+        ]
+
     def invite_link(self, jid: str, revoke: bool) -> str:
         group = self._mine(jid)
         self._need_admin(group, "read the invite link")
@@ -194,6 +214,10 @@ class SimGroups:
             self._save(group)
             return [GroupChanged(self.key, jid, "joined", by, (self.me,), name=group.name)]
         found = self._load(jid)
+        if found is not None and args.get("request_join") and by not in found.members:
+            found.requests.setdefault(by, time.time())
+            self._save(found)
+            return []
         if found is None or by not in found.members:
             raise GroupNotFound(f"{by} is not in group {jid}")
         group = found
@@ -203,6 +227,7 @@ class SimGroups:
             for person in people:
                 if action == "add":
                     group.members.setdefault(person, "member")
+                    group.requests.pop(person, None)  # no longer waiting for approval
                 elif action == "remove":
                     group.members.pop(person, None)
                 else:
@@ -249,6 +274,7 @@ class SimGroups:
                 outcomes.append(g.ParticipantOutcome(phone, g.INVITE_SENT, jid, "403"))
             else:
                 group.members[jid] = "member"
+                group.requests.pop(jid, None)  # added: no longer waiting for approval
                 added.append(jid)
                 outcomes.append(g.ParticipantOutcome(phone, g.OK, jid))
         return outcomes, added

@@ -45,6 +45,8 @@ GROUP_CALLS = frozenset(
         "set_group_name",
         "set_group_topic",
         "set_group_settings",
+        "set_group_photo",
+        "join_requests",
         "invite_link",
         "preview_invite",
         "join_group",
@@ -157,6 +159,8 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
         if request.method not in GROUP_CALLS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown group call")
         args = json.loads(request.args_json or "{}")
+        if request.data:
+            args["data"] = request.data
         call = getattr(self.engine, request.method)(request.key, **args)
         result = await _engine_call(context, call)
         return pb.GroupCallResponse(result_json=groups.encode(result))

@@ -191,6 +191,8 @@ def _fill_group_fields(method: MethodDescriptor, request: Message) -> None:
         request.participants.append("+15550001111")  # type: ignore[attr-defined]
     if method.name == "SetGroupSettings":
         request.announce = True  # type: ignore[attr-defined]
+    if "jpeg" in fields:
+        request.jpeg = b"\xff\xd8\xff\xe0 a picture"  # type: ignore[attr-defined]
     if method.name == "ChangeGroup":
         request.by_phone, request.topic = "+15550001111", "t"  # type: ignore[attr-defined]
 
@@ -226,4 +228,5 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"ResolveJids", "SetLidMappings"} <= names
     assert {"React", "EditMessage", "RevokeMessage", "MarkRead", "SendChatPresence"} <= names
     assert {"CreateWebhook", "UpdateWebhook", "TestWebhook"} <= names
-    assert len(names) == 59  # 44, GroupService's 11, ResolveJids and 3 simulator calls
+    assert {"SetGroupPhoto", "ListJoinRequests"} <= names
+    assert len(names) == 61  # 44, GroupService's 13, ResolveJids and 3 simulator calls

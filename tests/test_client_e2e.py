@@ -15,7 +15,7 @@ from google.protobuf import field_mask_pb2
 from tests.messaging import FAST_POLICY
 from tests.server_process import ServerProcess
 from zapgate_client import Client, Retry
-from zapgate_client.v1 import event_pb2, instance_pb2, message_pb2
+from zapgate_client.v1 import event_pb2, group_pb2, instance_pb2, message_pb2
 
 FLAGS = ("--engine", "sim", "--engine-workers", "1", "--grace", "1")
 RECEIPT_FLAGS = ("--sim-delivered-seconds", "0.2", "--sim-read-seconds", "0.4")
@@ -88,5 +88,58 @@ async def test_one_subscription_follows_pairing_sends_and_a_gateway_restart(
             await until(replay, replayed, lambda event: event.cursor == seen[-1])
             await replay.aclose()
             assert seen == replayed  # nothing lost or repeated across the restart
+    finally:
+        server.close()
+
+
+async def test_a_group_flow_through_the_client(tmp_path: Path) -> None:
+    """Create a group, read it, send to it (the message reaches the group once) and see the
+    rename as a group_changed event."""
+    data = tmp_path / "data"
+    server = ServerProcess(data, *FLAGS, *RECEIPT_FLAGS)
+    key = (data / "initial-api-key").read_text().strip()
+    try:
+        async with asyncio.timeout(90), Client(server.address, key) as client:
+            await client.instances.CreateInstance(
+                instance_pb2.CreateInstanceRequest(instance_id="team")
+            )
+            await client.instances.UpdateInstance(
+                instance_pb2.UpdateInstanceRequest(
+                    instance=instance_pb2.Instance(id="team", send_policy=FAST_POLICY),
+                    update_mask=field_mask_pb2.FieldMask(paths=["send_policy"]),
+                )
+            )
+            await client.pair_simulated("team", "+5511999990004")
+            created = await client.groups.CreateGroup(
+                group_pb2.CreateGroupRequest(
+                    instance_id="team", name="Suporte", participants=[RECIPIENT]
+                )
+            )
+            assert [(r.phone, r.status) for r in created.results] == [(RECIPIENT, "ok")]
+            group_jid = created.group.jid
+            got = await client.groups.GetGroup(
+                group_pb2.GetGroupRequest(instance_id="team", group_jid=group_jid)
+            )
+            roles = {p.phone: p.role for p in got.group.participants}
+            assert roles == {
+                RECIPIENT: group_pb2.PARTICIPANT_ROLE_MEMBER,
+                "+5511999990004": group_pb2.PARTICIPANT_ROLE_SUPER_ADMIN,
+            }
+            seen: list[int] = []
+            events = client.subscribe(instance_ids=["team"])
+            sent = await client.send_text("team", group_jid, "Bem-vindos!")
+            assert sent.recipient_jid == group_jid
+            await until(events, seen, read(sent.id))
+            await client.groups.SetGroupName(
+                group_pb2.SetGroupNameRequest(
+                    instance_id="team", group_jid=group_jid, name="Suporte VIP"
+                )
+            )
+
+            def renamed(event: event_pb2.Event) -> bool:
+                return event.group_changed.name == "Suporte VIP"
+
+            await until(events, seen, renamed)
+            await events.aclose()
     finally:
         server.close()

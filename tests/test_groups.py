@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -482,3 +483,38 @@ async def test_group_events_stay_within_their_tenant(running: RunningGateway, te
     assert event.group_changed.actor_jid == jid("+5511970000011")
     named = await b.get("same", event.group_changed.group_jid)
     assert named.name == "De B"
+
+
+async def test_a_group_photo_and_join_requests(groups: Groups) -> None:
+    await groups.ready("g9", "+5511970000009")
+    created = await groups.create("g9", "Loja")
+    group_jid = created.group.jid
+
+    def photo(jpeg: bytes) -> grpc.aio.UnaryUnaryCall[Any, pb.SetGroupPhotoResponse]:
+        request = pb.SetGroupPhotoRequest(instance_id="g9", group_jid=group_jid, jpeg=jpeg)
+        return groups.stub.SetGroupPhoto(request, metadata=groups.metadata)
+
+    assert (await photo(b"\xff\xd8\xff\xe0 a small picture")).picture_id
+    _, violations = await expect_error(photo(b"\x89PNG..."), grpc.StatusCode.INVALID_ARGUMENT)
+    assert violations[0][0] == "jpeg"
+    too_big = photo(b"\xff\xd8\xff" + bytes(1024 * 1024))
+    assert (await expect_error(too_big, grpc.StatusCode.INVALID_ARGUMENT))[1][0][0] == "jpeg"
+
+    async def waiting(instance_id: str, group: str) -> list[str]:
+        request = pb.ListJoinRequestsRequest(instance_id=instance_id, group_jid=group)
+        reply = await groups.stub.ListJoinRequests(request, metadata=groups.metadata)
+        assert all(r.request_time.seconds > 0 for r in reply.requests)
+        return [r.phone for r in reply.requests]
+
+    assert await waiting("g9", group_jid) == []
+    await groups.change("g9", DIEGO, group_jid, request_join=True)
+    await groups.change("g9", CARLA, group_jid, request_join=True)
+    assert await waiting("g9", group_jid) == [DIEGO, CARLA]  # oldest first
+    assert await groups.update("g9", group_jid, ADD, DIEGO) == {DIEGO: "ok"}
+    assert await waiting("g9", group_jid) == [CARLA]  # added: no longer waiting
+
+    # A member who is not an admin may not read them.
+    theirs = "120363000000000009@g.us"
+    await groups.change("g9", ANA, theirs, create_name="Deles")
+    info, _ = await expect_error(waiting("g9", theirs), grpc.StatusCode.PERMISSION_DENIED)
+    assert info.reason == "GROUP_NOT_ADMIN"

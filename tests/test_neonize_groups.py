@@ -283,6 +283,36 @@ def test_settings_topic_and_links_reach_the_right_calls() -> None:
         neonize_groups.set_topic(client, KEY, "5511911110001@s.whatsapp.net", "x")
 
 
+def test_join_requests_map_phone_and_lid_requesters_oldest_first() -> None:
+    asked = [
+        pb.GroupParticipantRequest(Participant=jid("5511911110001", WA), TimeAt=1_700_000_500),
+        pb.GroupParticipantRequest(Participant=jid("98765432109876", LID), TimeAt=1_700_000_100),
+    ]
+    # As neonize's get_group_request_participants reads Go's answer.
+    answer = pb.GetGroupRequestParticipantsReturnFunction(Participants=asked)
+    parsed = pb.GetGroupRequestParticipantsReturnFunction.FromString(answer.SerializeToString())
+    client = Recorder(answer=parsed.Participants)
+    found = neonize_groups.join_requests(client, KEY, "120363025246125486@g.us")
+    assert client.calls == [("get_group_request_participants", (jid("120363025246125486", GROUP),))]
+    assert found == [
+        g.JoinRequest(lid="98765432109876@lid", requested_at=1_700_000_100),
+        g.JoinRequest(
+            jid="5511911110001@s.whatsapp.net", phone="+5511911110001", requested_at=1_700_000_500
+        ),
+    ]
+
+
+def test_a_group_photo_is_the_jpeg_bytes_and_its_picture_id() -> None:
+    client = Recorder(answer="1700000999")
+    jpeg = b"\xff\xd8\xff\xe0 a tiny jpeg"
+    picture = neonize_groups.set_photo(client, KEY, "120363025246125486@g.us", jpeg)
+    assert picture == "1700000999"
+    assert client.calls == [("set_group_photo", (jid("120363025246125486", GROUP), jpeg))]
+    refused = Recorder(error=exc.SetGroupPhotoError("info query returned status 403: forbidden"))
+    with pytest.raises(NotAdmin):
+        neonize_groups.set_photo(refused, KEY, "120363025246125486@g.us", jpeg)
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [

@@ -13,7 +13,7 @@ from zapgate.engine.v1 import worker_pb2
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.sessions import groups
 from zapgate.sessions.engine import Contact, NumberCheck
-from zapgate.sessions.groups import GroupInfo, ParticipantOutcome
+from zapgate.sessions.groups import GroupInfo, JoinRequest, ParticipantOutcome
 from zapgate.sessions.pool import WorkerPool
 from zapgate.sessions.sim_phone import PhoneLog, Received
 
@@ -61,9 +61,11 @@ class Engines:
 
     # Groups: each a GroupCall into the instance's worker (sessions/groups.py).
 
-    async def _group_call(self, tenant: str, instance_id: str, method: str, **args: object) -> str:
+    async def _group_call(
+        self, tenant: str, instance_id: str, method: str, data: bytes = b"", **args: object
+    ) -> str:
         record = await self._instances.require(tenant, instance_id)
-        return await self._pool.group_call(record.key, method, **args)
+        return await self._pool.group_call(record.key, method, data, **args)
 
     async def list_groups(self, tenant: str, instance_id: str) -> list[GroupInfo]:
         return groups.decode_groups(await self._group_call(tenant, instance_id, "list_groups"))
@@ -123,6 +125,20 @@ class Engines:
             announce=announce,
             locked=locked,
         )
+
+    async def set_group_photo(
+        self, tenant: str, instance_id: str, group_jid: str, jpeg: bytes
+    ) -> str:
+        answer = await self._group_call(
+            tenant, instance_id, "set_group_photo", jpeg, group_jid=group_jid
+        )
+        return str(json.loads(answer))
+
+    async def join_requests(
+        self, tenant: str, instance_id: str, group_jid: str
+    ) -> list[JoinRequest]:
+        answer = await self._group_call(tenant, instance_id, "join_requests", group_jid=group_jid)
+        return groups.decode_requests(answer)
 
     async def invite_link(self, tenant: str, instance_id: str, group_jid: str, revoke: bool) -> str:
         answer = await self._group_call(

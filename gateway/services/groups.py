@@ -14,7 +14,7 @@ from zapgate.gateway.rpc.paging import GROUP_JID, decode_page_token, encode_page
 from zapgate.gateway.rpc.validation import check_instance_id, check_phone, raise_if_any
 from zapgate.gateway.services.convert import timestamp
 from zapgate.sessions import groups as g
-from zapgate.sessions.groups import GroupInfo, ParticipantOutcome
+from zapgate.sessions.groups import GroupInfo, JoinRequest, ParticipantOutcome
 from zapgate.v1 import group_pb2 as pb
 from zapgate.v1 import group_pb2_grpc
 
@@ -24,6 +24,8 @@ INVITE = re.compile(r"(https://chat\.whatsapp\.com/)?[A-Za-z0-9_-]{8,64}")
 MAX_NAME_CHARS = 100
 MAX_TOPIC_CHARS = 2048
 MAX_PARTICIPANTS = 256
+MAX_PHOTO_BYTES = 1024 * 1024
+JPEG_MAGIC = b"\xff\xd8\xff"
 ROLES = {
     "member": pb.PARTICIPANT_ROLE_MEMBER,
     "admin": pb.PARTICIPANT_ROLE_ADMIN,
@@ -154,6 +156,36 @@ class GroupService(group_pb2_grpc.GroupServiceServicer):
         _check(request.instance_id, group_jid=request.group_jid)
         await self._engines.leave_group(current_tenant(), request.instance_id, request.group_jid)
         return pb.LeaveGroupResponse()
+
+    async def SetGroupPhoto(
+        self, request: pb.SetGroupPhotoRequest, context: Context
+    ) -> pb.SetGroupPhotoResponse:
+        extra = []
+        if not request.jpeg.startswith(JPEG_MAGIC):
+            extra.append(FieldViolation("jpeg", "a JPEG image"))
+        elif len(request.jpeg) > MAX_PHOTO_BYTES:
+            extra.append(FieldViolation("jpeg", f"at most {MAX_PHOTO_BYTES} bytes"))
+        _check(request.instance_id, extra, group_jid=request.group_jid)
+        picture_id = await self._engines.set_group_photo(
+            current_tenant(), request.instance_id, request.group_jid, request.jpeg
+        )
+        return pb.SetGroupPhotoResponse(picture_id=picture_id)
+
+    async def ListJoinRequests(
+        self, request: pb.ListJoinRequestsRequest, context: Context
+    ) -> pb.ListJoinRequestsResponse:
+        _check(request.instance_id, group_jid=request.group_jid)
+        waiting = await self._engines.join_requests(
+            current_tenant(), request.instance_id, request.group_jid
+        )
+        return pb.ListJoinRequestsResponse(requests=[_join_request(r) for r in waiting])
+
+
+def _join_request(request: JoinRequest) -> pb.JoinRequest:
+    message = pb.JoinRequest(jid=request.jid, lid=request.lid, phone=request.phone)
+    if request.requested_at:
+        message.request_time.CopyFrom(timestamp(round(request.requested_at * 1e6)))
+    return message
 
 
 def _check(

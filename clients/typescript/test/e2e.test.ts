@@ -6,7 +6,15 @@ import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { after, test } from "node:test";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { ConnectOutcome, EventType, MessageState, WebhookFormat, WebhookStatus, ZapgateClient } from "../src/index.js";
+import {
+  ConnectOutcome,
+  EventType,
+  MessageState,
+  ParticipantRole,
+  WebhookFormat,
+  WebhookStatus,
+  ZapgateClient,
+} from "../src/index.js";
 
 const server = process.env.ZAPGATE_SERVER ?? "";
 const apiKey = process.env.ZAPGATE_API_KEY ?? "";
@@ -19,22 +27,7 @@ after(() => client.close());
 const RECEIPTS = [MessageState.DELIVERED, MessageState.READ];
 
 test("pairs through the simulator, sends, sees the receipt, resumes the stream", { timeout: 60_000 }, async () => {
-  const instanceId = `ts-e2e-${randomBytes(4).toString("hex")}`;
-  await client.instances.createInstance({ instanceId });
-  await fastSends(instanceId);
-
-  let qrCodes = 0;
-  for await (const { update } of client.connect(instanceId)) {
-    if (update.case === "qrCode") {
-      qrCodes++;
-      assert.deepEqual([...update.value.png.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]); // PNG
-      await client.simulator.scanQr({ instanceId, code: update.value.code, phone: "+5511999990002" });
-    } else if (update.case === "result") {
-      assert.equal(update.value.outcome, ConnectOutcome.CONNECTED);
-    }
-  }
-  assert.ok(qrCodes >= 1);
-
+  const instanceId = await paired("+5511999990002");
   const message = await client.sendText(instanceId, "+5511988887777", "{Hi|Hello} {name}!", {
     variables: { name: "Ana" },
   });
@@ -75,6 +68,51 @@ test("UNAVAILABLE is retried with backoff, then reported", async () => {
     down.close();
   }
 });
+
+test("creates a group, reads it, sends to it and renames it", { timeout: 60_000 }, async () => {
+  const instanceId = await paired("+5511999990003");
+  const ana = "+5511988880001";
+  const created = await client.groups.createGroup({ instanceId, name: "Suporte", participants: [ana] });
+  assert.deepEqual(
+    created.results.map((r) => [r.phone, r.status]),
+    [[ana, "ok"]],
+  );
+  const groupJid = created.group?.jid ?? "";
+  assert.match(groupJid, /@g\.us$/);
+
+  const { group } = await client.groups.getGroup({ instanceId, groupJid });
+  const roles = new Map(group?.participants.map((p) => [p.phone, p.role]));
+  assert.equal(roles.get(ana), ParticipantRole.MEMBER);
+  assert.equal(roles.get("+5511999990003"), ParticipantRole.SUPER_ADMIN);
+
+  const message = await client.sendText(instanceId, groupJid, "Bem-vindos!");
+  assert.equal(message.recipientJid, groupJid);
+  await client.groups.setGroupName({ instanceId, groupJid, name: "Suporte VIP" });
+  const listed = await client.groups.listGroups({ instanceId });
+  assert.deepEqual(
+    listed.groups.map((g) => [g.jid, g.name, g.participantCount]),
+    [[groupJid, "Suporte VIP", 2]],
+  );
+});
+
+/** A new instance, paired through the simulator as `phone`, with fast sends. */
+async function paired(phone: string): Promise<string> {
+  const instanceId = `ts-e2e-${randomBytes(4).toString("hex")}`;
+  await client.instances.createInstance({ instanceId });
+  await fastSends(instanceId);
+  let qrCodes = 0;
+  for await (const { update } of client.connect(instanceId)) {
+    if (update.case === "qrCode") {
+      qrCodes++;
+      assert.deepEqual([...update.value.png.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]); // PNG
+      await client.simulator.scanQr({ instanceId, code: update.value.code, phone });
+    } else if (update.case === "result") {
+      assert.equal(update.value.outcome, ConnectOutcome.CONNECTED);
+    }
+  }
+  assert.ok(qrCodes >= 1);
+  return instanceId;
+}
 
 /** No gaps, quiet hours or typing: the default policy would hold a message 30 s or more. */
 async function fastSends(instanceId: string): Promise<void> {

@@ -97,6 +97,16 @@ class GroupServiceStub:
                 request_serializer=zapgate_dot_v1_dot_group__pb2.LeaveGroupRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_group__pb2.LeaveGroupResponse.FromString,
                 _registered_method=True)
+        self.SetGroupPhoto = channel.unary_unary(
+                '/zapgate.v1.GroupService/SetGroupPhoto',
+                request_serializer=zapgate_dot_v1_dot_group__pb2.SetGroupPhotoRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_group__pb2.SetGroupPhotoResponse.FromString,
+                _registered_method=True)
+        self.ListJoinRequests = channel.unary_unary(
+                '/zapgate.v1.GroupService/ListJoinRequests',
+                request_serializer=zapgate_dot_v1_dot_group__pb2.ListJoinRequestsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_group__pb2.ListJoinRequestsResponse.FromString,
+                _registered_method=True)
 
 
 class GroupServiceServicer:
@@ -190,6 +200,22 @@ class GroupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetGroupPhoto(self, request, context):
+        """The group's picture, a JPEG (WhatsApp shows it square, at most 640x640). Changing it is
+        editing the group's info: admins only while the group is locked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJoinRequests(self, request, context):
+        """Who asked to join the group and waits for an admin's approval (admins only). Approving
+        or rejecting them is done in WhatsApp itself: the engine offers no call for it yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GroupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -247,6 +273,16 @@ def add_GroupServiceServicer_to_server(servicer, server):
                     servicer.LeaveGroup,
                     request_deserializer=zapgate_dot_v1_dot_group__pb2.LeaveGroupRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_group__pb2.LeaveGroupResponse.SerializeToString,
+            ),
+            'SetGroupPhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGroupPhoto,
+                    request_deserializer=zapgate_dot_v1_dot_group__pb2.SetGroupPhotoRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_group__pb2.SetGroupPhotoResponse.SerializeToString,
+            ),
+            'ListJoinRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJoinRequests,
+                    request_deserializer=zapgate_dot_v1_dot_group__pb2.ListJoinRequestsRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_group__pb2.ListJoinRequestsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -554,6 +590,60 @@ class GroupService:
             '/zapgate.v1.GroupService/LeaveGroup',
             zapgate_dot_v1_dot_group__pb2.LeaveGroupRequest.SerializeToString,
             zapgate_dot_v1_dot_group__pb2.LeaveGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGroupPhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.GroupService/SetGroupPhoto',
+            zapgate_dot_v1_dot_group__pb2.SetGroupPhotoRequest.SerializeToString,
+            zapgate_dot_v1_dot_group__pb2.SetGroupPhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJoinRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.GroupService/ListJoinRequests',
+            zapgate_dot_v1_dot_group__pb2.ListJoinRequestsRequest.SerializeToString,
+            zapgate_dot_v1_dot_group__pb2.ListJoinRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -94,6 +94,7 @@ class ChangeGroupRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
+    REQUEST_JOIN_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     by_phone: _builtins.str
     """E.164."""
@@ -101,6 +102,10 @@ class ChangeGroupRequest(_message.Message):
     create_name: _builtins.str
     name: _builtins.str
     topic: _builtins.str
+    request_join: _builtins.bool
+    """`by_phone` asks to join the group and waits for an admin's approval (by_phone need not
+    be a member).
+    """
     @_builtins.property
     def participants(self) -> Global___SimParticipantsChange: ...
     @_builtins.property
@@ -116,12 +121,13 @@ class ChangeGroupRequest(_message.Message):
         name: _builtins.str = ...,
         topic: _builtins.str = ...,
         settings: Global___SimSettingsChange | None = ...,
+        request_join: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "create_name", b"create_name", "name", b"name", "participants", b"participants", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "create_name", b"create_name", "name", b"name", "participants", b"participants", "request_join", b"request_join", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_phone", b"by_phone", "change", b"change", "create_name", b"create_name", "group_jid", b"group_jid", "instance_id", b"instance_id", "name", b"name", "participants", b"participants", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_phone", b"by_phone", "change", b"change", "create_name", b"create_name", "group_jid", b"group_jid", "instance_id", b"instance_id", "name", b"name", "participants", b"participants", "request_join", b"request_join", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["create_name", "participants", "name", "topic", "settings"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["create_name", "participants", "name", "topic", "settings", "request_join"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 

@@ -68,6 +68,14 @@ class GroupServiceStub:
     """Joins the group of an invite link."""
     LeaveGroup: _grpc.UnaryUnaryMultiCallable[_group_pb2.LeaveGroupRequest, _group_pb2.LeaveGroupResponse]
     """Leaves a group."""
+    SetGroupPhoto: _grpc.UnaryUnaryMultiCallable[_group_pb2.SetGroupPhotoRequest, _group_pb2.SetGroupPhotoResponse]
+    """The group's picture, a JPEG (WhatsApp shows it square, at most 640x640). Changing it is
+    editing the group's info: admins only while the group is locked.
+    """
+    ListJoinRequests: _grpc.UnaryUnaryMultiCallable[_group_pb2.ListJoinRequestsRequest, _group_pb2.ListJoinRequestsResponse]
+    """Who asked to join the group and waits for an admin's approval (admins only). Approving
+    or rejecting them is done in WhatsApp itself: the engine offers no call for it yet.
+    """
 
 @_typing.type_check_only
 class GroupServiceAsyncStub(GroupServiceStub):
@@ -109,6 +117,14 @@ class GroupServiceAsyncStub(GroupServiceStub):
     """Joins the group of an invite link."""
     LeaveGroup: _aio.UnaryUnaryMultiCallable[_group_pb2.LeaveGroupRequest, _group_pb2.LeaveGroupResponse]  # type: ignore[assignment]
     """Leaves a group."""
+    SetGroupPhoto: _aio.UnaryUnaryMultiCallable[_group_pb2.SetGroupPhotoRequest, _group_pb2.SetGroupPhotoResponse]  # type: ignore[assignment]
+    """The group's picture, a JPEG (WhatsApp shows it square, at most 640x640). Changing it is
+    editing the group's info: admins only while the group is locked.
+    """
+    ListJoinRequests: _aio.UnaryUnaryMultiCallable[_group_pb2.ListJoinRequestsRequest, _group_pb2.ListJoinRequestsResponse]  # type: ignore[assignment]
+    """Who asked to join the group and waits for an admin's approval (admins only). Approving
+    or rejecting them is done in WhatsApp itself: the engine offers no call for it yet.
+    """
 
 class GroupServiceServicer(metaclass=_abc_1.ABCMeta):
     """The WhatsApp groups of an instance: list and read them, create them, manage their
@@ -213,5 +229,25 @@ class GroupServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_group_pb2.LeaveGroupResponse, _abc.Awaitable[_group_pb2.LeaveGroupResponse]]:
         """Leaves a group."""
+
+    @_abc_1.abstractmethod
+    def SetGroupPhoto(
+        self,
+        request: _group_pb2.SetGroupPhotoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_group_pb2.SetGroupPhotoResponse, _abc.Awaitable[_group_pb2.SetGroupPhotoResponse]]:
+        """The group's picture, a JPEG (WhatsApp shows it square, at most 640x640). Changing it is
+        editing the group's info: admins only while the group is locked.
+        """
+
+    @_abc_1.abstractmethod
+    def ListJoinRequests(
+        self,
+        request: _group_pb2.ListJoinRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_group_pb2.ListJoinRequestsResponse, _abc.Awaitable[_group_pb2.ListJoinRequestsResponse]]:
+        """Who asked to join the group and waits for an admin's approval (admins only). Approving
+        or rejecting them is done in WhatsApp itself: the engine offers no call for it yet.
+        """
 
 def add_GroupServiceServicer_to_server(servicer: GroupServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -83,24 +83,28 @@ class GroupCallRequest(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     ARGS_JSON_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     method: _builtins.str
     """An Engine method: list_groups, group_info, create_group, update_participants,
-    set_group_name, set_group_topic, set_group_settings, invite_link, preview_invite,
-    join_group, leave_group.
+    set_group_name, set_group_topic, set_group_settings, set_group_photo, invite_link,
+    preview_invite, join_group, leave_group, join_requests.
     """
     args_json: _builtins.str
     """Its keyword arguments but the key, as a JSON object."""
+    data: _builtins.bytes
+    """Its one binary argument, if any (set_group_photo's JPEG): the keyword `data`."""
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
         method: _builtins.str = ...,
         args_json: _builtins.str = ...,
+        data: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "key", b"key", "method", b"method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "data", b"data", "key", b"key", "method", b"method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/group.proto.
  */
 export const file_zapgate_v1_group: GenFile = /*@__PURE__*/
-  fileDesc("ChZ6YXBnYXRlL3YxL2dyb3VwLnByb3RvEgp6YXBnYXRlLnYxInwKEEdyb3VwUGFydGljaXBhbnQSCwoDamlkGAEgASgJEgsKA2xpZBgCIAEoCRINCgVwaG9uZRgDIAEoCRIpCgRyb2xlGAQgASgOMhsuemFwZ2F0ZS52MS5QYXJ0aWNpcGFudFJvbGUSFAoMZGlzcGxheV9uYW1lGAUgASgJIkgKDUdyb3VwU2V0dGluZ3MSEAoIYW5ub3VuY2UYASABKAgSDgoGbG9ja2VkGAIgASgIEhUKDWpvaW5fYXBwcm92YWwYAyABKAgi8QEKBUdyb3VwEgsKA2ppZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBXRvcGljGAMgASgJEhEKCW93bmVyX2ppZBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIc2V0dGluZ3MYBiABKAsyGS56YXBnYXRlLnYxLkdyb3VwU2V0dGluZ3MSMgoMcGFydGljaXBhbnRzGAcgAygLMhwuemFwZ2F0ZS52MS5Hcm91cFBhcnRpY2lwYW50EhkKEXBhcnRpY2lwYW50X2NvdW50GAggASgFIk8KEUxpc3RHcm91cHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlAKEkxpc3RHcm91cHNSZXNwb25zZRIhCgZncm91cHMYASADKAsyES56YXBnYXRlLnYxLkdyb3VwEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI5Cg9HZXRHcm91cFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEQoJZ3JvdXBfamlkGAIgASgJIjQKEEdldEdyb3VwUmVzcG9uc2USIAoFZ3JvdXAYASABKAsyES56YXBnYXRlLnYxLkdyb3VwIk0KEkNyZWF0ZUdyb3VwUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhQKDHBhcnRpY2lwYW50cxgDIAMoCSJnChNDcmVhdGVHcm91cFJlc3BvbnNlEiAKBWdyb3VwGAEgASgLMhEuemFwZ2F0ZS52MS5Hcm91cBIuCgdyZXN1bHRzGAIgAygLMh0uemFwZ2F0ZS52MS5QYXJ0aWNpcGFudFJlc3VsdCKIAQoZVXBkYXRlUGFydGljaXBhbnRzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIRCglncm91cF9qaWQYAiABKAkSLQoGYWN0aW9uGAMgASgOMh0uemFwZ2F0ZS52MS5QYXJ0aWNpcGFudEFjdGlvbhIUCgxwYXJ0aWNpcGFudHMYBCADKAkiTgoRUGFydGljaXBhbnRSZXN1bHQSDQoFcGhvbmUYASABKAkSCwoDamlkGAIgASgJEg4KBnN0YXR1cxgDIAEoCRINCgVlcnJvchgEIAEoCSJMChpVcGRhdGVQYXJ0aWNpcGFudHNSZXNwb25zZRIuCgdyZXN1bHRzGAEgAygLMh0uemFwZ2F0ZS52MS5QYXJ0aWNpcGFudFJlc3VsdCJLChNTZXRHcm91cE5hbWVSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCWdyb3VwX2ppZBgCIAEoCRIMCgRuYW1lGAMgASgJIhYKFFNldEdyb3VwTmFtZVJlc3BvbnNlIk0KFFNldEdyb3VwVG9waWNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCWdyb3VwX2ppZBgCIAEoCRINCgV0b3BpYxgDIAEoCSIXChVTZXRHcm91cFRvcGljUmVzcG9uc2UihQEKF1NldEdyb3VwU2V0dGluZ3NSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCWdyb3VwX2ppZBgCIAEoCRIVCghhbm5vdW5jZRgDIAEoCEgAiAEBEhMKBmxvY2tlZBgEIAEoCEgBiAEBQgsKCV9hbm5vdW5jZUIJCgdfbG9ja2VkIhoKGFNldEdyb3VwU2V0dGluZ3NSZXNwb25zZSJOChRHZXRJbnZpdGVMaW5rUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIRCglncm91cF9qaWQYAiABKAkSDgoGcmV2b2tlGAMgASgIIiwKFUdldEludml0ZUxpbmtSZXNwb25zZRITCgtpbnZpdGVfbGluaxgBIAEoCSJAChRQcmV2aWV3SW52aXRlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRITCgtpbnZpdGVfbGluaxgCIAEoCSI5ChVQcmV2aWV3SW52aXRlUmVzcG9uc2USIAoFZ3JvdXAYASABKAsyES56YXBnYXRlLnYxLkdyb3VwIjwKEEpvaW5Hcm91cFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEwoLaW52aXRlX2xpbmsYAiABKAkiJgoRSm9pbkdyb3VwUmVzcG9uc2USEQoJZ3JvdXBfamlkGAEgASgJIjsKEUxlYXZlR3JvdXBSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCWdyb3VwX2ppZBgCIAEoCSIUChJMZWF2ZUdyb3VwUmVzcG9uc2UqjgEKD1BhcnRpY2lwYW50Um9sZRIgChxQQVJUSUNJUEFOVF9ST0xFX1VOU1BFQ0lGSUVEEAASGwoXUEFSVElDSVBBTlRfUk9MRV9NRU1CRVIQARIaChZQQVJUSUNJUEFOVF9ST0xFX0FETUlOEAISIAocUEFSVElDSVBBTlRfUk9MRV9TVVBFUl9BRE1JThADKrEBChFQYXJ0aWNpcGFudEFjdGlvbhIiCh5QQVJUSUNJUEFOVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIaChZQQVJUSUNJUEFOVF9BQ1RJT05fQUREEAESHQoZUEFSVElDSVBBTlRfQUNUSU9OX1JFTU9WRRACEh4KGlBBUlRJQ0lQQU5UX0FDVElPTl9QUk9NT1RFEAMSHQoZUEFSVElDSVBBTlRfQUNUSU9OX0RFTU9URRAEMqIHCgxHcm91cFNlcnZpY2USSwoKTGlzdEdyb3VwcxIdLnphcGdhdGUudjEuTGlzdEdyb3Vwc1JlcXVlc3QaHi56YXBnYXRlLnYxLkxpc3RHcm91cHNSZXNwb25zZRJFCghHZXRHcm91cBIbLnphcGdhdGUudjEuR2V0R3JvdXBSZXF1ZXN0GhwuemFwZ2F0ZS52MS5HZXRHcm91cFJlc3BvbnNlEk4KC0NyZWF0ZUdyb3VwEh4uemFwZ2F0ZS52MS5DcmVhdGVHcm91cFJlcXVlc3QaHy56YXBnYXRlLnYxLkNyZWF0ZUdyb3VwUmVzcG9uc2USYwoSVXBkYXRlUGFydGljaXBhbnRzEiUuemFwZ2F0ZS52MS5VcGRhdGVQYXJ0aWNpcGFudHNSZXF1ZXN0GiYuemFwZ2F0ZS52MS5VcGRhdGVQYXJ0aWNpcGFudHNSZXNwb25zZRJRCgxTZXRHcm91cE5hbWUSHy56YXBnYXRlLnYxLlNldEdyb3VwTmFtZVJlcXVlc3QaIC56YXBnYXRlLnYxLlNldEdyb3VwTmFtZVJlc3BvbnNlElQKDVNldEdyb3VwVG9waWMSIC56YXBnYXRlLnYxLlNldEdyb3VwVG9waWNSZXF1ZXN0GiEuemFwZ2F0ZS52MS5TZXRHcm91cFRvcGljUmVzcG9uc2USXQoQU2V0R3JvdXBTZXR0aW5ncxIjLnphcGdhdGUudjEuU2V0R3JvdXBTZXR0aW5nc1JlcXVlc3QaJC56YXBnYXRlLnYxLlNldEdyb3VwU2V0dGluZ3NSZXNwb25zZRJUCg1HZXRJbnZpdGVMaW5rEiAuemFwZ2F0ZS52MS5HZXRJbnZpdGVMaW5rUmVxdWVzdBohLnphcGdhdGUudjEuR2V0SW52aXRlTGlua1Jlc3BvbnNlElQKDVByZXZpZXdJbnZpdGUSIC56YXBnYXRlLnYxLlByZXZpZXdJbnZpdGVSZXF1ZXN0GiEuemFwZ2F0ZS52MS5QcmV2aWV3SW52aXRlUmVzcG9uc2USSAoJSm9pbkdyb3VwEhwuemFwZ2F0ZS52MS5Kb2luR3JvdXBSZXF1ZXN0Gh0uemFwZ2F0ZS52MS5Kb2luR3JvdXBSZXNwb25zZRJLCgpMZWF2ZUdyb3VwEh0uemFwZ2F0ZS52MS5MZWF2ZUdyb3VwUmVxdWVzdBoeLnphcGdhdGUudjEuTGVhdmVHcm91cFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChZ6YXBnYXRlL3YxL2dyb3VwLnByb3RvEgp6YXBnYXRlLnYxInwKEEdyb3VwUGFydGljaXBhbnQSCwoDamlkGAEgASgJEgsKA2xpZBgCIAEoCRINCgVwaG9uZRgDIAEoCRIpCgRyb2xlGAQgASgOMhsuemFwZ2F0ZS52MS5QYXJ0aWNpcGFudFJvbGUSFAoMZGlzcGxheV9uYW1lGAUgASgJIkgKDUdyb3VwU2V0dGluZ3MSEAoIYW5ub3VuY2UYASABKAgSDgoGbG9ja2VkGAIgASgIEhUKDWpvaW5fYXBwcm92YWwYAyABKAgi8QEKBUdyb3VwEgsKA2ppZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBXRvcGljGAMgASgJEhEKCW93bmVyX2ppZBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIc2V0dGluZ3MYBiABKAsyGS56YXBnYXRlLnYxLkdyb3VwU2V0dGluZ3MSMgoMcGFydGljaXBhbnRzGAcgAygLMhwuemFwZ2F0ZS52MS5Hcm91cFBhcnRpY2lwYW50EhkKEXBhcnRpY2lwYW50X2NvdW50GAggASgFIk8KEUxpc3RHcm91cHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlAKEkxpc3RHcm91cHNSZXNwb25zZRIhCgZncm91cHMYASADKAsyES56YXBnYXRlLnYxLkdyb3VwEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI5Cg9HZXRHcm91cFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEQoJZ3JvdXBfamlkGAIgASgJIjQKEEdldEdyb3VwUmVzcG9uc2USIAoFZ3JvdXAYASABKAsyES56YXBnYXRlLnYxLkdyb3VwIk0KEkNyZWF0ZUdyb3VwUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhQKDHBhcnRpY2lwYW50cxgDIAMoCSJnChNDcmVhdGVHcm91cFJlc3BvbnNlEiAKBWdyb3VwGAEgASgLMhEuemFwZ2F0ZS52MS5Hcm91cBIuCgdyZXN1bHRzGAIgAygLMh0uemFwZ2F0ZS52MS5QYXJ0aWNpcGFudFJlc3VsdCKIAQoZVXBkYXRlUGFydGljaXBhbnRzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIRCglncm91cF9qaWQYAiABKAkSLQoGYWN0aW9uGAMgASgOMh0uemFwZ2F0ZS52MS5QYXJ0aWNpcGFudEFjdGlvbhIUCgxwYXJ0aWNpcGFudHMYBCADKAkiTgoRUGFydGljaXBhbnRSZXN1bHQSDQoFcGhvbmUYASABKAkSCwoDamlkGAIgASgJEg4KBnN0YXR1cxgDIAEoCRINCgVlcnJvchgEIAEoCSJMChpVcGRhdGVQYXJ0aWNpcGFudHNSZXNwb25zZRIuCgdyZXN1bHRzGAEgAygLMh0uemFwZ2F0ZS52MS5QYXJ0aWNpcGFudFJlc3VsdCJLChNTZXRHcm91cE5hbWVSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCWdyb3VwX2ppZBgCIAEoCRIMCgRuYW1lGAMgASgJIhYKFFNldEdyb3VwTmFtZVJlc3BvbnNlIk0KFFNldEdyb3VwVG9waWNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCWdyb3VwX2ppZBgCIAEoCRINCgV0b3BpYxgDIAEoCSIXChVTZXRHcm91cFRvcGljUmVzcG9uc2UihQEKF1NldEdyb3VwU2V0dGluZ3NSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCWdyb3VwX2ppZBgCIAEoCRIVCghhbm5vdW5jZRgDIAEoCEgAiAEBEhMKBmxvY2tlZBgEIAEoCEgBiAEBQgsKCV9hbm5vdW5jZUIJCgdfbG9ja2VkIhoKGFNldEdyb3VwU2V0dGluZ3NSZXNwb25zZSJOChRHZXRJbnZpdGVMaW5rUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIRCglncm91cF9qaWQYAiABKAkSDgoGcmV2b2tlGAMgASgIIiwKFUdldEludml0ZUxpbmtSZXNwb25zZRITCgtpbnZpdGVfbGluaxgBIAEoCSJAChRQcmV2aWV3SW52aXRlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRITCgtpbnZpdGVfbGluaxgCIAEoCSI5ChVQcmV2aWV3SW52aXRlUmVzcG9uc2USIAoFZ3JvdXAYASABKAsyES56YXBnYXRlLnYxLkdyb3VwIjwKEEpvaW5Hcm91cFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEwoLaW52aXRlX2xpbmsYAiABKAkiJgoRSm9pbkdyb3VwUmVzcG9uc2USEQoJZ3JvdXBfamlkGAEgASgJIjsKEUxlYXZlR3JvdXBSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCWdyb3VwX2ppZBgCIAEoCSIUChJMZWF2ZUdyb3VwUmVzcG9uc2UiTAoUU2V0R3JvdXBQaG90b1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEQoJZ3JvdXBfamlkGAIgASgJEgwKBGpwZWcYAyABKAwiKwoVU2V0R3JvdXBQaG90b1Jlc3BvbnNlEhIKCnBpY3R1cmVfaWQYASABKAkiQQoXTGlzdEpvaW5SZXF1ZXN0c1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEQoJZ3JvdXBfamlkGAIgASgJImgKC0pvaW5SZXF1ZXN0EgsKA2ppZBgBIAEoCRILCgNsaWQYAiABKAkSDQoFcGhvbmUYAyABKAkSMAoMcmVxdWVzdF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJFChhMaXN0Sm9pblJlcXVlc3RzUmVzcG9uc2USKQoIcmVxdWVzdHMYASADKAsyFy56YXBnYXRlLnYxLkpvaW5SZXF1ZXN0Ko4BCg9QYXJ0aWNpcGFudFJvbGUSIAocUEFSVElDSVBBTlRfUk9MRV9VTlNQRUNJRklFRBAAEhsKF1BBUlRJQ0lQQU5UX1JPTEVfTUVNQkVSEAESGgoWUEFSVElDSVBBTlRfUk9MRV9BRE1JThACEiAKHFBBUlRJQ0lQQU5UX1JPTEVfU1VQRVJfQURNSU4QAyqxAQoRUGFydGljaXBhbnRBY3Rpb24SIgoeUEFSVElDSVBBTlRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGgoWUEFSVElDSVBBTlRfQUNUSU9OX0FERBABEh0KGVBBUlRJQ0lQQU5UX0FDVElPTl9SRU1PVkUQAhIeChpQQVJUSUNJUEFOVF9BQ1RJT05fUFJPTU9URRADEh0KGVBBUlRJQ0lQQU5UX0FDVElPTl9ERU1PVEUQBDLXCAoMR3JvdXBTZXJ2aWNlEksKCkxpc3RHcm91cHMSHS56YXBnYXRlLnYxLkxpc3RHcm91cHNSZXF1ZXN0Gh4uemFwZ2F0ZS52MS5MaXN0R3JvdXBzUmVzcG9uc2USRQoIR2V0R3JvdXASGy56YXBnYXRlLnYxLkdldEdyb3VwUmVxdWVzdBocLnphcGdhdGUudjEuR2V0R3JvdXBSZXNwb25zZRJOCgtDcmVhdGVHcm91cBIeLnphcGdhdGUudjEuQ3JlYXRlR3JvdXBSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5DcmVhdGVHcm91cFJlc3BvbnNlEmMKElVwZGF0ZVBhcnRpY2lwYW50cxIlLnphcGdhdGUudjEuVXBkYXRlUGFydGljaXBhbnRzUmVxdWVzdBomLnphcGdhdGUudjEuVXBkYXRlUGFydGljaXBhbnRzUmVzcG9uc2USUQoMU2V0R3JvdXBOYW1lEh8uemFwZ2F0ZS52MS5TZXRHcm91cE5hbWVSZXF1ZXN0GiAuemFwZ2F0ZS52MS5TZXRHcm91cE5hbWVSZXNwb25zZRJUCg1TZXRHcm91cFRvcGljEiAuemFwZ2F0ZS52MS5TZXRHcm91cFRvcGljUmVxdWVzdBohLnphcGdhdGUudjEuU2V0R3JvdXBUb3BpY1Jlc3BvbnNlEl0KEFNldEdyb3VwU2V0dGluZ3MSIy56YXBnYXRlLnYxLlNldEdyb3VwU2V0dGluZ3NSZXF1ZXN0GiQuemFwZ2F0ZS52MS5TZXRHcm91cFNldHRpbmdzUmVzcG9uc2USVAoNR2V0SW52aXRlTGluaxIgLnphcGdhdGUudjEuR2V0SW52aXRlTGlua1JlcXVlc3QaIS56YXBnYXRlLnYxLkdldEludml0ZUxpbmtSZXNwb25zZRJUCg1QcmV2aWV3SW52aXRlEiAuemFwZ2F0ZS52MS5QcmV2aWV3SW52aXRlUmVxdWVzdBohLnphcGdhdGUudjEuUHJldmlld0ludml0ZVJlc3BvbnNlEkgKCUpvaW5Hcm91cBIcLnphcGdhdGUudjEuSm9pbkdyb3VwUmVxdWVzdBodLnphcGdhdGUudjEuSm9pbkdyb3VwUmVzcG9uc2USSwoKTGVhdmVHcm91cBIdLnphcGdhdGUudjEuTGVhdmVHcm91cFJlcXVlc3QaHi56YXBnYXRlLnYxLkxlYXZlR3JvdXBSZXNwb25zZRJUCg1TZXRHcm91cFBob3RvEiAuemFwZ2F0ZS52MS5TZXRHcm91cFBob3RvUmVxdWVzdBohLnphcGdhdGUudjEuU2V0R3JvdXBQaG90b1Jlc3BvbnNlEl0KEExpc3RKb2luUmVxdWVzdHMSIy56YXBnYXRlLnYxLkxpc3RKb2luUmVxdWVzdHNSZXF1ZXN0GiQuemFwZ2F0ZS52MS5MaXN0Sm9pblJlcXVlc3RzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message zapgate.v1.GroupParticipant
@@ -676,6 +676,133 @@ export const LeaveGroupResponseSchema: GenMessage<LeaveGroupResponse> = /*@__PUR
   messageDesc(file_zapgate_v1_group, 25);
 
 /**
+ * @generated from message zapgate.v1.SetGroupPhotoRequest
+ */
+export type SetGroupPhotoRequest = Message<"zapgate.v1.SetGroupPhotoRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * @generated from field: string group_jid = 2;
+   */
+  groupJid: string;
+
+  /**
+   * A JPEG image, at most 1 MiB.
+   *
+   * @generated from field: bytes jpeg = 3;
+   */
+  jpeg: Uint8Array;
+};
+
+/**
+ * Describes the message zapgate.v1.SetGroupPhotoRequest.
+ * Use `create(SetGroupPhotoRequestSchema)` to create a new message.
+ */
+export const SetGroupPhotoRequestSchema: GenMessage<SetGroupPhotoRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_group, 26);
+
+/**
+ * @generated from message zapgate.v1.SetGroupPhotoResponse
+ */
+export type SetGroupPhotoResponse = Message<"zapgate.v1.SetGroupPhotoResponse"> & {
+  /**
+   * WhatsApp's id of the new picture.
+   *
+   * @generated from field: string picture_id = 1;
+   */
+  pictureId: string;
+};
+
+/**
+ * Describes the message zapgate.v1.SetGroupPhotoResponse.
+ * Use `create(SetGroupPhotoResponseSchema)` to create a new message.
+ */
+export const SetGroupPhotoResponseSchema: GenMessage<SetGroupPhotoResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_group, 27);
+
+/**
+ * @generated from message zapgate.v1.ListJoinRequestsRequest
+ */
+export type ListJoinRequestsRequest = Message<"zapgate.v1.ListJoinRequestsRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * @generated from field: string group_jid = 2;
+   */
+  groupJid: string;
+};
+
+/**
+ * Describes the message zapgate.v1.ListJoinRequestsRequest.
+ * Use `create(ListJoinRequestsRequestSchema)` to create a new message.
+ */
+export const ListJoinRequestsRequestSchema: GenMessage<ListJoinRequestsRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_group, 28);
+
+/**
+ * @generated from message zapgate.v1.JoinRequest
+ */
+export type JoinRequest = Message<"zapgate.v1.JoinRequest"> & {
+  /**
+   * Phone-number JID, where known.
+   *
+   * @generated from field: string jid = 1;
+   */
+  jid: string;
+
+  /**
+   * LID, where known.
+   *
+   * @generated from field: string lid = 2;
+   */
+  lid: string;
+
+  /**
+   * E.164, where known.
+   *
+   * @generated from field: string phone = 3;
+   */
+  phone: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp request_time = 4;
+   */
+  requestTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message zapgate.v1.JoinRequest.
+ * Use `create(JoinRequestSchema)` to create a new message.
+ */
+export const JoinRequestSchema: GenMessage<JoinRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_group, 29);
+
+/**
+ * @generated from message zapgate.v1.ListJoinRequestsResponse
+ */
+export type ListJoinRequestsResponse = Message<"zapgate.v1.ListJoinRequestsResponse"> & {
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated zapgate.v1.JoinRequest requests = 1;
+   */
+  requests: JoinRequest[];
+};
+
+/**
+ * Describes the message zapgate.v1.ListJoinRequestsResponse.
+ * Use `create(ListJoinRequestsResponseSchema)` to create a new message.
+ */
+export const ListJoinRequestsResponseSchema: GenMessage<ListJoinRequestsResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_group, 30);
+
+/**
  * @generated from enum zapgate.v1.ParticipantRole
  */
 export enum ParticipantRole {
@@ -868,6 +995,28 @@ export const GroupService: GenService<{
     methodKind: "unary";
     input: typeof LeaveGroupRequestSchema;
     output: typeof LeaveGroupResponseSchema;
+  },
+  /**
+   * The group's picture, a JPEG (WhatsApp shows it square, at most 640x640). Changing it is
+   * editing the group's info: admins only while the group is locked.
+   *
+   * @generated from rpc zapgate.v1.GroupService.SetGroupPhoto
+   */
+  setGroupPhoto: {
+    methodKind: "unary";
+    input: typeof SetGroupPhotoRequestSchema;
+    output: typeof SetGroupPhotoResponseSchema;
+  },
+  /**
+   * Who asked to join the group and waits for an admin's approval (admins only). Approving
+   * or rejecting them is done in WhatsApp itself: the engine offers no call for it yet.
+   *
+   * @generated from rpc zapgate.v1.GroupService.ListJoinRequests
+   */
+  listJoinRequests: {
+    methodKind: "unary";
+    input: typeof ListJoinRequestsRequestSchema;
+    output: typeof ListJoinRequestsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_zapgate_v1_group, 0);
