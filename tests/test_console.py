@@ -31,8 +31,6 @@ RECIPIENT = "+5511988887777"
 XSS_NAME = "<img src=x onerror=\"window.__xss='name'\">"
 XSS_TEXT = "<script>window.__xss='text'</script><b>bold?</b>"
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
 
 @dataclass
 class Console:
@@ -50,7 +48,7 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
     try:
         key = (data / "initial-api-key").read_text().strip()
         async with Client(server.address, key) as client, chromium() as browser:
-            yield Console(server.http_url, client, key, browser)
+            yield Console(f"http://127.0.0.1:{server.http_port}/", client, key, browser)
     finally:
         server.terminate()
         await asyncio.to_thread(server.wait)

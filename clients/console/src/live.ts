@@ -2,6 +2,8 @@
 // figures change when an event says so, never by polling. It starts with `only_new`; the
 // response header `zapgate-start-cursor` tells where, so a page that lists instances after
 // `ready` misses nothing. A dropped stream resumes from the last cursor seen (nothing lost).
+// Over the HTTP port a stream's headers come with its first message: when they are late, the
+// stream counts as in place after a short wait (the call was made and has not failed).
 import type { Api } from "./api.js";
 import { isCanceled, isUnauthenticated } from "./errors.js";
 import type { Event } from "../../typescript/src/gen/zapgate/v1/event_pb.js";
@@ -11,7 +13,7 @@ export type FeedStatus = "connecting" | "live" | "retrying";
 
 const START_CURSOR_HEADER = "zapgate-start-cursor";
 const MAX_BACKOFF_MS = 15_000;
-const READY_FALLBACK_MS = 3_000;
+const READY_FALLBACK_MS = 500;
 
 export class EventFeed {
   /** The newest cursor known: the start cursor, then each event's. */
@@ -30,9 +32,6 @@ export class EventFeed {
 
   start(): void {
     void this.run();
-    // A server or proxy that holds the headers back until the first event would keep pages
-    // waiting; after a moment they go on (a change in between shows with the next event).
-    setTimeout(() => this.markReady(), READY_FALLBACK_MS);
   }
 
   stop(): void {
@@ -58,6 +57,15 @@ export class EventFeed {
     let failures = 0;
     while (!this.abort.signal.aborted) {
       this.setStatus(failures ? "retrying" : "connecting");
+      let inPlace = false;
+      const settle = () => {
+        if (inPlace) return;
+        inPlace = true;
+        failures = 0;
+        this.setStatus("live");
+        this.markReady();
+      };
+      const lateHeaders = setTimeout(settle, READY_FALLBACK_MS);
       try {
         const request = this.cursor === null ? { onlyNew: true } : { fromCursor: this.cursor };
         const stream = this.api.events.subscribe(request, {
@@ -65,9 +73,7 @@ export class EventFeed {
           onHeader: (headers) => {
             const start = headers.get(START_CURSOR_HEADER);
             if (start !== null && this.cursor === null) this.cursor = BigInt(start);
-            failures = 0;
-            this.setStatus("live");
-            this.markReady();
+            settle();
           },
         });
         for await (const response of stream) {
@@ -89,6 +95,8 @@ export class EventFeed {
           return;
         }
         console.warn("event stream dropped; resuming", error);
+      } finally {
+        clearTimeout(lateHeaders);
       }
       failures += 1;
       this.markReady(); // pages go on with what they have; badges catch up on resume
