@@ -18,9 +18,11 @@ import pytest
 import zxingcpp
 from PIL import Image
 from playwright.async_api import Browser, Page, expect
+from setuptools.config.pyprojecttoml import read_configuration
 
 from tests.browser import PageWatch, chromium, require_chromium, screenshot
 from tests.server_process import ServerProcess
+from zapgate.gateway.http.static import console_files
 from zapgate_client import Client
 from zapgate_client.v1 import instance_pb2, simulator_pb2, webhook_pb2
 
@@ -293,6 +295,14 @@ async def test_the_console_is_served_with_a_strict_content_security_policy(
 
 
 def test_the_bundle_ships_as_package_data() -> None:
-    dist = Path(__file__).parent.parent / "gateway" / "console" / "dist"
-    assert {p.name for p in dist.iterdir()} >= {"index.html", "app.js", "style.css"}
-    assert "innerHTML" not in (dist / "app.js").read_text()
+    """Every file of the committed bundle is matched by the package data of `zapgate.gateway`,
+    so a wheel carries what `zapgate serve` serves at `/`."""
+    root = Path(__file__).parent.parent
+    config = read_configuration(root / "pyproject.toml")
+    patterns = config["tool"]["setuptools"]["package-data"]["zapgate.gateway"]
+    gateway = root / "gateway"
+    shipped = {p for pattern in patterns for p in gateway.glob(pattern) if p.is_file()}
+    bundle = set((gateway / "console" / "dist").iterdir())
+    assert {p.name for p in bundle} >= {"index.html", "app.js", "style.css"}
+    assert bundle <= shipped
+    assert console_files() is not None
