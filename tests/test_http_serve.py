@@ -164,6 +164,7 @@ async def test_the_http_port_uses_the_grpc_ports_tls(tmp_path: Path, pki: Pki) -
                 headers={"content-type": "application/json"},
             )
         assert answer.status_code == 401  # reached the API, over TLS
+        assert answer.http_version == "HTTP/2"  # negotiated by ALPN
         assert answer.json()["code"] == "unauthenticated"
         async with httpx.AsyncClient() as plain:
             with pytest.raises(httpx.HTTPError):

@@ -64,7 +64,10 @@ class HttpServer:
             listener.setblocking(False)
         except OSError as error:
             listener.close()
-            raise OSError(f"--http-listen: cannot listen on {self._host}:{self._port}") from error
+            raise OSError(
+                f"--http-listen: cannot listen on {self._host}:{self._port} ({error.strerror}): "
+                "give another address, or `--http-listen off`"
+            ) from error
         self._socket = listener
         self._supervision.start(TASK_NAME, self._serve)
 
