@@ -138,9 +138,10 @@ class Gateway:
         log.info("zapgate listening on %s:%d", host, self.port)
         if self.config.http_listen:
             app = http_app(handlers, console_files(), self.config.http_allowed_origins)
-            self.http_server = HttpServer(self.config.http_listen, app)
+            self.http_server = HttpServer(self.config.http_listen, app, self.config.tls)
             self.http_server.start()
-            log.info("HTTP (Connect, gRPC-Web) on http://%s", self.http_server.address)
+            http = self.http_server
+            log.info("HTTP (Connect, gRPC-Web) on %s://%s", http.scheme, http.address)
         if self.config.metrics_listen:
             metrics = runtime.metrics
             self.metrics_server = MetricsServer(

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 LISTENING = re.compile(r"zapgate listening on [\d.]+:(\d+)")
-HTTP_LISTENING = re.compile(r"HTTP \(Connect, gRPC-Web\) on http://[\d.]+:(\d+)")
+HTTP_LISTENING = re.compile(r"HTTP \(Connect, gRPC-Web\) on https?://[\d.]+:(\d+)")
 
 
 class ServerProcess:

@@ -11,10 +11,12 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from zapgate.gateway.config import TlsConfig
 from zapgate.gateway.http.asgi import App
 from zapgate.gateway.ops.metrics_http import parse_listen
 from zapgate.gateway.supervision import Supervision
@@ -25,7 +27,7 @@ TASK_NAME = "http-server"
 
 
 class HttpServer:
-    def __init__(self, listen: str, app: App) -> None:
+    def __init__(self, listen: str, app: App, tls: TlsConfig | None = None) -> None:
         self._host, self._port = parse_listen(listen, flag="--http-listen")
         self._app = app
         self._socket: socket.socket | None = None
@@ -34,6 +36,13 @@ class HttpServer:
         self._config = Config()
         self._config.errorlog = log  # Hypercorn's own lines, in the gateway's log
         self._config.accesslog = None
+        if tls is not None:  # the gRPC port's certificate (and client CA) here too
+            self._config.certfile = str(tls.cert_file)
+            self._config.keyfile = str(tls.key_file)
+            if tls.client_ca_file is not None:
+                self._config.ca_certs = str(tls.client_ca_file)
+                self._config.verify_mode = ssl.CERT_REQUIRED
+        self.scheme = "https" if tls is not None else "http"
 
     @property
     def port(self) -> int:
@@ -55,7 +64,10 @@ class HttpServer:
             listener.setblocking(False)
         except OSError as error:
             listener.close()
-            raise OSError(f"--http-listen: cannot listen on {self._host}:{self._port}") from error
+            raise OSError(
+                f"--http-listen: cannot listen on {self._host}:{self._port} ({error.strerror}): "
+                "give another address, or `--http-listen off`"
+            ) from error
         self._socket = listener
         self._supervision.start(TASK_NAME, self._serve)
 
