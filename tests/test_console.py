@@ -184,6 +184,13 @@ async def test_the_console_walks_an_instance_from_creation_to_logout(console: Co
     await expect(page.locator("[data-stat=queue_depth] dd")).to_have_text("0")
     await screenshot(page, "08-usage")
 
+    # Reconnect: dropped and dialed again with the saved session (reason: stored session).
+    reason = page.locator(".instance-header [data-reason]")
+    await expect(reason).to_have_text("paired")
+    await page.click("[data-action=reconnect]")
+    await expect(reason).to_have_text("connected")
+    await expect(badge).to_have_attribute("data-state", "CONNECTED")
+
     # Pause and resume sending from the header.
     await page.click("[data-action=pause]")
     await expect(page.locator("[data-sending]")).to_contain_text("paused from the console")
@@ -243,6 +250,40 @@ async def test_names_and_texts_from_whatsapp_are_shown_as_text(console: Console)
     assert await page.evaluate("window.__xss") is None, "no injected script ran"
     await screenshot(page, "11-events-markup-as-text")
     assert watch.errors == []
+    await page.close()
+
+
+async def test_the_instance_list_pages_and_filters_on_the_server(console: Console) -> None:
+    api = console.client
+    for n in range(23):
+        await api.instances.CreateInstance(
+            instance_pb2.CreateInstanceRequest(instance_id=f"zz-page-{n:02}")
+        )
+    listed = (
+        await api.instances.ListInstances(instance_pb2.ListInstancesRequest(page_size=1000))
+    ).instances
+    ids = sorted(i.id for i in listed)
+    page = await console.browser.new_page(viewport={"width": 1280, "height": 900})
+    await sign_in(page, console)
+    rows = page.locator("tr[data-instance]")
+    seen: list[str] = []
+    while True:  # every instance once, in order, 20 a page
+        await expect(rows.first).to_be_visible()
+        on_page = [str(await row.get_attribute("data-instance")) for row in await rows.all()]
+        assert 0 < len(on_page) <= 20
+        seen += on_page
+        next_button = page.locator(".pager >> text=Next")
+        if not await next_button.count():
+            break
+        await next_button.click()
+        await expect(rows.first).not_to_have_attribute("data-instance", on_page[0])
+    assert seen == ids
+    await page.click(".pager >> text=Previous")
+    await expect(rows).to_have_count(20)
+    # The state filter asks the server: only disconnected ones, the 23 new ones among them.
+    await page.select_option("select[name=state]", str(instance_pb2.INSTANCE_STATE_DISCONNECTED))
+    await expect(page.locator("tr[data-instance][data-state=CONNECTED]")).to_have_count(0)
+    await expect(page.locator("tr[data-instance][data-state=DISCONNECTED]")).to_have_count(20)
     await page.close()
 
 
