@@ -21,7 +21,7 @@ from playwright.async_api import Browser, Page, expect
 from setuptools.config.pyprojecttoml import read_configuration
 
 from tests.browser import PageWatch, chromium, require_chromium, screenshot
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, zapgate
 from zapgate.gateway.http.static import console_files
 from zapgate_client import Client
 from zapgate_client.v1 import instance_pb2, simulator_pb2, webhook_pb2
@@ -40,6 +40,7 @@ class Console:
     client: Client
     key: str
     browser: Browser
+    data: Path
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
     try:
         key = (data / "initial-api-key").read_text().strip()
         async with Client(server.address, key) as client, chromium() as browser:
-            yield Console(f"http://127.0.0.1:{server.http_port}/", client, key, browser)
+            yield Console(f"http://127.0.0.1:{server.http_port}/", client, key, browser, data)
     finally:
         server.terminate()
         await asyncio.to_thread(server.wait)
@@ -310,6 +311,26 @@ async def test_pairing_with_a_pair_code_from_the_page(console: Console) -> None:
         "data-state", "CONNECTED"
     )
     assert watch.errors == []
+    await page.close()
+
+
+async def test_a_key_revoked_while_signed_in_returns_to_sign_in(console: Console) -> None:
+    created = await asyncio.to_thread(
+        zapgate, "keys", "create", "--tenant", "default", "--data-dir", str(console.data)
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    page = await console.browser.new_page()
+    await sign_in(page, Console(console.url, console.client, key, console.browser, console.data))
+    revoked = await asyncio.to_thread(
+        zapgate, "keys", "revoke", key.split("_")[1], "--data-dir", str(console.data)
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    # The open event stream ends UNAUTHENTICATED (rechecked every few seconds): the console
+    # forgets the key and asks for another.
+    await expect(page.locator("[data-page=sign-in]")).to_be_visible(timeout=30_000)
+    await expect(page.locator("[data-page=sign-in] .banner")).to_contain_text("refused")
+    assert await page.evaluate("sessionStorage.length") == 0
     await page.close()
 
 

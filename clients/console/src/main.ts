@@ -21,17 +21,21 @@ function start(): void {
   else showSignIn();
 }
 
-function showSignIn(): void {
+function showSignIn(notice = ""): void {
   window.removeEventListener("hashchange", route);
   leave?.();
   leave = null;
   feed?.stop();
   feed = null;
   replace(app);
-  signInPage(app, (key) => {
-    saveKey(key);
-    signedIn(key);
-  });
+  signInPage(
+    app,
+    (key) => {
+      saveKey(key);
+      signedIn(key);
+    },
+    notice,
+  );
 }
 
 function signOut(): void {
@@ -39,9 +43,15 @@ function signOut(): void {
   showSignIn();
 }
 
+/** The server refused the key mid-session (revoked): forget it and say why. */
+function keyRefused(): void {
+  forgetKey();
+  showSignIn("The gateway refused this API key (revoked?). Sign in with another one.");
+}
+
 function signedIn(key: string): void {
   const api = createApi(key);
-  feed = new EventFeed(api, signOut);
+  feed = new EventFeed(api, keyRefused);
   const liveDot = h("span", { class: "live", attrs: { "data-feed": "connecting", title: "event stream" } }, "connecting");
   feed.onStatus((status) => {
     liveDot.dataset.feed = status;

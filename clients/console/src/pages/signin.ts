@@ -4,9 +4,9 @@ import { h, setText } from "../dom.js";
 import { describe, isUnauthenticated } from "../errors.js";
 import { clearErrors, field } from "../forms.js";
 
-export function signInPage(root: HTMLElement, onSignedIn: (key: string) => void): void {
+export function signInPage(root: HTMLElement, onSignedIn: (key: string) => void, notice = ""): void {
   const key = field({ name: "api_key", label: "API key", type: "password", hint: "From `zapgate keys create --tenant NAME`. Kept in this tab only (sessionStorage)." });
-  const banner = h("p", { class: "banner", attrs: { role: "alert" } });
+  const banner = h("p", { class: "banner", attrs: { role: "alert" } }, notice);
   const submit = h("button", { attrs: { type: "submit" } }, "Sign in");
   const form = h(
     "form",
