@@ -9,8 +9,10 @@ Screenshots of every page land in tests/artifacts/console/ (see tests/browser.py
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,13 @@ PHONE = "+5511999990001"
 RECIPIENT = "+5511988887777"
 XSS_NAME = "<img src=x onerror=\"window.__xss='name'\">"
 XSS_TEXT = "<script>window.__xss='text'</script><b>bold?</b>"
+# The QR code on show: its text, index and the canvas's pixels, taken in one script turn.
+SHOWN_QR = """() => {
+  const box = document.querySelector("[data-qr]");
+  if (!box || box.hidden) return null;
+  const png = box.querySelector("canvas").toDataURL("image/png");
+  return { code: box.dataset.qr, index: box.dataset.qrIndex, png };
+}"""
 
 
 @dataclass
@@ -43,11 +52,11 @@ class Console:
     data: Path
 
 
-@pytest.fixture(scope="module")
-async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Console]:
+@asynccontextmanager
+async def serve_console(data: Path, *flags: str) -> AsyncIterator[Console]:
+    """A real `zapgate serve --engine sim` and a browser to open its console with."""
     require_chromium()
-    data = tmp_path_factory.mktemp("console") / "data"
-    server = await asyncio.to_thread(ServerProcess, data, *FLAGS, *RECEIPT_FLAGS)
+    server = await asyncio.to_thread(ServerProcess, data, *FLAGS, *flags)
     try:
         key = (data / "initial-api-key").read_text().strip()
         async with Client(server.address, key) as client, chromium() as browser:
@@ -56,6 +65,12 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
         server.terminate()
         await asyncio.to_thread(server.wait)
         server.close()
+
+
+@pytest.fixture(scope="module")
+async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Console]:
+    async with serve_console(tmp_path_factory.mktemp("console") / "data", *RECEIPT_FLAGS) as c:
+        yield c
 
 
 async def sign_in(page: Page, console: Console) -> None:
@@ -286,6 +301,39 @@ async def test_the_instance_list_pages_and_filters_on_the_server(console: Consol
     await expect(page.locator("tr[data-instance][data-state=CONNECTED]")).to_have_count(0)
     await expect(page.locator("tr[data-instance][data-state=DISCONNECTED]")).to_have_count(20)
     await page.close()
+
+
+async def test_the_qr_code_is_redrawn_as_codes_rotate_until_the_final_result(
+    tmp_path: Path,
+) -> None:
+    fast_qr = ("--sim-qr-first-seconds", "2", "--sim-qr-next-seconds", "2", "--sim-qr-count", "3")
+    async with serve_console(tmp_path / "data", *fast_qr) as console:
+        await console.client.instances.CreateInstance(
+            instance_pb2.CreateInstanceRequest(instance_id="rotating")
+        )
+        page = await console.browser.new_page(viewport={"width": 1280, "height": 900})
+        await sign_in(page, console)
+        await page.goto(f"{console.url}#/instances/rotating")
+        await page.click("[data-panel=connect] button[type=submit]")
+        qr_box = page.locator("[data-qr]:not([hidden])")
+        outcome = page.locator("[data-outcome=QR_TIMEOUT]")
+        seen: dict[int, str] = {}  # index -> code, as the page showed them
+        async with asyncio.timeout(60):  # guards against a hang only
+            while not await outcome.count():
+                shown = await page.evaluate(SHOWN_QR)  # code and canvas read in one step
+                if shown is not None:
+                    png = base64.b64decode(shown["png"].split(",", 1)[1])
+                    assert decode_qr(png) == shown["code"], "the canvas shows the code on show"
+                    seen[int(shown["index"])] = shown["code"]
+                await asyncio.sleep(0.05)
+        assert len(seen) >= 2, f"the page showed the rotation ({seen})"
+        assert len(set(seen.values())) == len(seen), "each rotation shows a new code"
+        assert sorted(seen) == [i for i in range(3) if i in seen]
+        await expect(qr_box).to_have_count(0)
+        await expect(page.locator(".instance-header .badge")).to_have_attribute(
+            "data-state", "DISCONNECTED"
+        )
+        await page.close()
 
 
 async def test_pairing_with_a_pair_code_from_the_page(console: Console) -> None:

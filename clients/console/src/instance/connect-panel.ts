@@ -54,7 +54,7 @@ export function connectPanel(context: Context, instance: Instance, signal: Abort
           qrBox.dataset.qr = u.value.code;
           qrBox.dataset.qrIndex = String(u.value.index);
           qrBox.hidden = false;
-          setText(qrInfo, `Code ${u.value.index + 1} of 6 · expires ${formatTime(u.value.expireTime)}`);
+          setText(qrInfo, `Code ${u.value.index + 1} · expires ${formatTime(u.value.expireTime)} (a new one replaces it)`);
         } else if (u.case === "pairCode") {
           replace(pairBox, h("p", {}, "Type this code on the phone:"), h("p", { class: "pair-code", attrs: { "data-pair-code": u.value.code } }, u.value.code), h("p", { class: "muted" }, `expires ${formatTime(u.value.expireTime)}`));
           pairBox.hidden = false;
