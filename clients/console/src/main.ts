@@ -1,32 +1,19 @@
-// The console's shell: sign-in gate, top bar, and a hash router (#/instances, #/new,
-// #/instances/<id>/<tab>, #/webhooks) that mounts one page at a time.
+// The console's shell: the sign-in gate, then the top bar, the shared event feed and the router.
 import { createApi } from "./api.js";
-import type { Context, Page } from "./context.js";
+import type { Context } from "./context.js";
 import { h, replace, setText } from "./dom.js";
 import { EventFeed } from "./live.js";
-import { instancePage } from "./pages/instance.js";
-import { instancesPage } from "./pages/instances.js";
-import { newInstancePage } from "./pages/new-instance.js";
 import { signInPage } from "./pages/signin.js";
-import { webhooksPage } from "./pages/webhooks.js";
+import { Router } from "./router.js";
 import { forgetKey, saveKey, savedKey } from "./session.js";
 
 const app = document.getElementById("app") as HTMLElement;
-let leave: (() => void) | null = null;
-let feed: EventFeed | null = null;
-
-function start(): void {
-  const key = savedKey();
-  if (key) signedIn(key);
-  else showSignIn();
-}
+let signedInSession: { feed: EventFeed; router: Router } | null = null;
 
 function showSignIn(notice = ""): void {
-  window.removeEventListener("hashchange", route);
-  leave?.();
-  leave = null;
-  feed?.stop();
-  feed = null;
+  signedInSession?.router.stop();
+  signedInSession?.feed.stop();
+  signedInSession = null;
   replace(app);
   signInPage(
     app,
@@ -51,7 +38,7 @@ function keyRefused(): void {
 
 function signedIn(key: string): void {
   const api = createApi(key);
-  feed = new EventFeed(api, keyRefused);
+  const feed = new EventFeed(api, keyRefused);
   const liveDot = h("span", { class: "live", attrs: { "data-feed": "connecting", title: "event stream" } }, "connecting");
   feed.onStatus((status) => {
     liveDot.dataset.feed = status;
@@ -72,26 +59,11 @@ function signedIn(key: string): void {
     main,
   );
   const context: Context = { api, feed, navigate: (hash) => (location.hash = hash) };
-  route.target = main;
-  route.context = context;
-  window.addEventListener("hashchange", route);
-  route();
+  const router = new Router(main, context);
+  signedInSession = { feed, router };
+  router.start();
 }
 
-const route = Object.assign(
-  () => {
-    const { target, context } = route;
-    if (!target || !context) return;
-    const [pathPart = "", query = ""] = location.hash.replace(/^#\/?/, "").split("?");
-    const path = pathPart.split("/").filter(Boolean);
-    const page: Page =
-      path[0] === "new" ? newInstancePage : path[0] === "webhooks" ? webhooksPage : path[0] === "instances" && path[1] ? instancePage : instancesPage;
-    leave?.();
-    replace(target);
-    leave = page(target, context, new URLSearchParams(query), path);
-    window.scrollTo(0, 0);
-  },
-  { target: null as HTMLElement | null, context: null as Context | null },
-);
-
-start();
+const key = savedKey();
+if (key) signedIn(key);
+else showSignIn();
