@@ -466,9 +466,12 @@ async def test_cors_lets_only_allowed_origins_in(http1: httpx.AsyncClient) -> No
 async def test_unknown_paths_are_404_and_the_root_is_the_console(
     http1: httpx.AsyncClient,
 ) -> None:
-    assert (await http1.post("/zapgate.v1.NoSuchService/Call", content="{}")).status_code == 404
+    # This package ships the console's bundle (gateway/console/dist): paths that name no
+    # service go to its files, which answer GET and HEAD only.
+    unknown_rpc = await http1.post("/zapgate.v1.NoSuchService/Call", content="{}")
+    assert unknown_rpc.status_code == 405
+    assert unknown_rpc.headers["allow"] == "GET, HEAD"
     assert (await http1.get("/no-such-file.js")).status_code == 404
-    # This package ships the console's bundle (gateway/console/dist): `/` is its index.html.
     root = await http1.get("/")
     assert root.status_code == 200
     assert '<div id="app">' in root.text
