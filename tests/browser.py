@@ -2,7 +2,7 @@
 
 Playwright's own browser builds are never downloaded (`playwright install` is not used): the
 system browser is launched by path. Tests that need it skip when it is missing, with the
-command that installs it."""
+command that installs it (in CI they fail instead)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,12 @@ ARTIFACTS = Path(
 
 
 def require_chromium() -> None:
+    """Skips without the browser, except in CI (`CI` set), where a missing browser fails."""
     if not CHROMIUM.exists() and not shutil.which(str(CHROMIUM)):
-        pytest.skip(f"no browser at {CHROMIUM}: apt-get install chromium")
+        message = f"no browser at {CHROMIUM}: apt-get install chromium"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @asynccontextmanager
