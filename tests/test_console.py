@@ -416,3 +416,12 @@ def test_the_bundle_ships_as_package_data() -> None:
     assert {p.name for p in bundle} >= {"index.html", "app.js", "style.css"}
     assert bundle <= shipped
     assert console_files() is not None
+
+
+def test_the_bundle_never_parses_markup_or_sets_inline_styles() -> None:
+    """Safe by construction: the shipped code has no HTML-parsing sink and no inline style or
+    code evaluation (a strict CSP would refuse the last two anyway)."""
+    app = (Path(__file__).parent.parent / "gateway" / "console" / "dist" / "app.js").read_text()
+    sinks = ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "DOMParser")
+    assert [sink for sink in sinks if sink in app] == []
+    assert [s for s in (".style.", '"style"', "eval(", "new Function") if s in app] == []
