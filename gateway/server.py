@@ -30,6 +30,7 @@ from zapgate.gateway.services.simulator import SimulatorService
 from zapgate.gateway.services.webhooks import WebhookService
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
+from zapgate.gateway.store.single_node import StoreClaim, claim_store
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS
 from zapgate.v1 import (
     contact_pb2,
@@ -75,6 +76,7 @@ class Gateway:
         # grpc-stubs does not know the asyncio health servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()
+        self._claim: StoreClaim | None = None  # this gateway's alone (store/single_node.py)
 
     @property
     def runtime(self) -> Runtime:
@@ -86,8 +88,11 @@ class Gateway:
         prepare_data_dir(self.config.data_dir)
         database = await open_database(self.config.resolved_database_url)
         try:
+            self._claim = await claim_store(database)
             runtime = await build_runtime(self.config, database, self._set_serving)
         except BaseException:
+            if self._claim is not None:
+                await self._claim.release()
             await database.dispose()
             raise
         self._runtime = runtime
@@ -190,6 +195,8 @@ class Gateway:
             log.info("not accepting new calls; draining in-flight ones (grace %.1fs)", grace)
         if self._runtime is not None:
             await self._runtime.stop()
+        if self._claim is not None:  # the last: final snapshots were written under it
+            await self._claim.release()
         if draining is not None:
             await draining
         log.info("zapgate stopped")
