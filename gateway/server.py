@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+from typing import cast
 
 import grpc
 import grpc.aio
@@ -14,11 +15,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from zapgate.gateway.config import ServeConfig, TlsConfig
+from zapgate.gateway.http.app import http_app
+from zapgate.gateway.http.grpc_bridge import MethodHandlers
+from zapgate.gateway.http.server import HttpServer
+from zapgate.gateway.http.static import console_files
 from zapgate.gateway.ops.file_modes import prepare_data_dir
 from zapgate.gateway.ops.metrics_http import MetricsServer
 from zapgate.gateway.rpc.auth_cache import CachedAuthenticator
 from zapgate.gateway.rpc.call_guard import CallGuard
-from zapgate.gateway.rpc.handlers import registrar
+from zapgate.gateway.rpc.handlers import GenericHandler, registrar
 from zapgate.gateway.rpc.observer import RpcObserver
 from zapgate.gateway.runtime import Runtime, build_runtime
 from zapgate.gateway.services.contacts import ContactService
@@ -64,8 +69,25 @@ SERVICE_NAMES = (
 )
 
 
+class _Registration:
+    """The gRPC server as services register on it, also keeping each (wrapped) handler for
+    the HTTP port, which serves the very same handlers."""
+
+    def __init__(self, server: grpc.aio.Server, handlers: MethodHandlers) -> None:
+        self._server = server
+        self._handlers = handlers
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._server, name)
+
+    def add_generic_rpc_handlers(self, generic_handlers: tuple[GenericHandler, ...]) -> None:
+        self._server.add_generic_rpc_handlers(generic_handlers)
+        self._handlers.add(generic_handlers)
+
+
 class Gateway:
-    """One running zapgate: its runtime (gateway/runtime.py), the gRPC server, health."""
+    """One running zapgate: its runtime (gateway/runtime.py), the gRPC server, the HTTP
+    port (gateway/http/) serving the same handlers, health."""
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
@@ -73,6 +95,7 @@ class Gateway:
         self._runtime: Runtime | None = None
         self._server: grpc.aio.Server | None = None
         self.metrics_server: MetricsServer | None = None  # with --metrics-listen
+        self.http_server: HttpServer | None = None  # with --http-listen
         # grpc-stubs does not know the asyncio health servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()
@@ -109,13 +132,21 @@ class Gateway:
                 self.config.stream_auth_recheck_seconds,
             ).wrap,
         ]
-        self._register_services(registrar(server, wraps), runtime)
+        handlers = MethodHandlers()
+        registration = cast(grpc.aio.Server, _Registration(server, handlers))
+        self._register_services(registrar(registration, wraps), runtime)
         self.port = _add_port(server, self.config.listen, self.config.tls)
         await server.start()
         self._server = server
         await self._set_serving(runtime.supervision.healthy)
         host = self.config.listen.rpartition(":")[0]
         log.info("zapgate listening on %s:%d", host, self.port)
+        if self.config.http_listen:
+            app = http_app(handlers, console_files(), self.config.http_allowed_origins)
+            self.http_server = HttpServer(self.config.http_listen, app, self.config.tls)
+            self.http_server.start()
+            http = self.http_server
+            log.info("HTTP (Connect, gRPC-Web) on %s://%s", http.scheme, http.address)
         if self.config.metrics_listen:
             metrics = runtime.metrics
             self.metrics_server = MetricsServer(
@@ -187,9 +218,12 @@ class Gateway:
         await self._health.enter_graceful_shutdown()
         if self.metrics_server is not None:
             await self.metrics_server.close()
+        grace = self.config.grace_seconds if grace is None else grace
+        http_draining = None
+        if self.http_server is not None:
+            http_draining = asyncio.create_task(self.http_server.stop(grace))
         draining = None
         if self._server is not None:
-            grace = self.config.grace_seconds if grace is None else grace
             draining = asyncio.create_task(self._server.stop(grace))
             await asyncio.sleep(0)  # let stop() begin: from here no new call is accepted
             log.info("not accepting new calls; draining in-flight ones (grace %.1fs)", grace)
@@ -199,6 +233,8 @@ class Gateway:
             await self._claim.release()
         if draining is not None:
             await draining
+        if http_draining is not None:
+            await http_draining
         log.info("zapgate stopped")
 
     async def _create_initial_key(self, api_keys: ApiKeyRepository) -> None:
