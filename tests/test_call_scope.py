@@ -16,6 +16,7 @@ from zapgate.gateway.ops.logs import current_instance
 from zapgate.gateway.rpc.call_guard import CallGuard
 from zapgate.gateway.rpc.errors import MessageNotFound
 from zapgate.gateway.rpc.handlers import registrar
+from zapgate.gateway.rpc.roles import Caller, Role
 from zapgate.gateway.rpc.tenancy import current_tenant
 from zapgate.v1 import message_pb2 as pb
 from zapgate.v1 import message_pb2_grpc
@@ -40,10 +41,10 @@ class Probe(message_pb2_grpc.MessageServiceServicer):
         )
 
 
-async def authenticate(key: str) -> str | None:
+async def authenticate(key: str) -> Caller | None:
     if key == "explode":
         raise ConnectionError("state store unreachable")
-    return "acme" if key == "good-key" else None
+    return Caller("acme", "k1", Role.ADMIN) if key == "good-key" else None
 
 
 @pytest.fixture
