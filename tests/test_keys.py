@@ -20,9 +20,11 @@ from zapgate.gateway.store.db import create_engine, open_database
 from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import key_pb2 as kpb
+from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1.event_pb2_grpc import EventServiceStub
 from zapgate.v1.instance_pb2_grpc import InstanceServiceStub
 from zapgate.v1.key_pb2_grpc import KeyServiceStub
+from zapgate.v1.message_pb2_grpc import MessageServiceStub
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -256,3 +258,39 @@ async def test_keys_made_before_roles_become_unscoped_admins(database_url: str) 
         assert (info.role, info.scope, info.description) == (Role.ADMIN, (), "old")
     finally:
         await engine.dispose()
+
+
+async def test_refused_calls_change_nothing(running: RunningGateway, admin: Metadata) -> None:
+    await create_instances(running, admin, "kept", "other")
+    instances = InstanceServiceStub(running.channel)
+    viewer = auth((await make_key(running, admin, kpb.KEY_ROLE_VIEWER)).secret)
+    sender = auth((await make_key(running, admin, kpb.KEY_ROLE_SENDER, ["kept"])).secret)
+    await expect_error(
+        instances.DeleteInstance(ipb.DeleteInstanceRequest(instance_id="kept"), metadata=viewer),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    await expect_error(
+        instances.PauseSending(ipb.PauseSendingRequest(instance_id="kept"), metadata=sender),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    send = MessageServiceStub(running.channel).SendMessage
+    request = mpb.SendMessageRequest(
+        instance_id="other", phone="+15550001111", text=mpb.Text(body="hi")
+    )
+    await expect_error(send(request, metadata=sender), grpc.StatusCode.NOT_FOUND)
+    await expect_error(
+        instances.CreateInstance(ipb.CreateInstanceRequest(instance_id="kept2"), metadata=sender),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+
+    listed = await instances.ListInstances(ipb.ListInstancesRequest(), metadata=admin)
+    assert {(i.id, i.sending_paused_reason) for i in listed.instances} == {
+        ("kept", ""),
+        ("other", ""),
+    }
+    messages = MessageServiceStub(running.channel)
+    sent = await messages.ListMessages(mpb.ListMessagesRequest(instance_id="other"), metadata=admin)
+    assert list(sent.messages) == []
+    # What the sender may do, it does: send from its own instance.
+    request.instance_id = "kept"
+    assert (await send(request, metadata=sender)).message.instance_id == "kept"
