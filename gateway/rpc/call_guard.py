@@ -1,9 +1,9 @@
 """The one place where every public call is authenticated, scoped to its tenant, has its
 instance ids put in lower case (they are case-insensitive), is checked against its key's
 role and instance scope (access.py), and where zapgate's errors become gRPC statuses with
-`google.rpc` details. Server streams (Subscribe,
-Connect, DownloadMedia) may stay open for days, so their key is checked again every
-`recheck_seconds` while they are open: a revoked key ends them UNAUTHENTICATED."""
+`google.rpc` details. Server streams (Subscribe, Connect, DownloadMedia) may stay open for
+days, so their key is checked again every `recheck_seconds` while they are open: a revoked
+key ends them UNAUTHENTICATED."""
 
 from __future__ import annotations
 
