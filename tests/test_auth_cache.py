@@ -83,3 +83,24 @@ async def test_forget_drops_a_revoked_key_before_its_ttl() -> None:
     assert await cached("good") is None  # not 60 s later: at once
     assert await cached("other") is not None
     assert keys.lookups == 3  # the other key's entry was kept
+
+
+async def test_a_check_in_flight_when_a_key_is_forgotten_is_not_cached() -> None:
+    valid, answer, lookups = {"good": ACME}, asyncio.Event(), []
+
+    async def read_then_wait(key: str) -> Caller | None:
+        found = valid.get(key)  # read before the revocation...
+        lookups.append(key)
+        await answer.wait()
+        return found
+
+    cached = CachedAuthenticator(read_then_wait, ttl_seconds=60.0)
+    in_flight = asyncio.ensure_future(cached("good"))
+    while not lookups:  # the check has read the key
+        await asyncio.sleep(0)
+    del valid["good"]
+    cached.forget("k1")  # ...which lands while the check waits
+    answer.set()
+    assert await in_flight == ACME  # what it read, for that call; but not kept
+    assert await cached("good") is None
+    assert len(lookups) == 2

@@ -33,6 +33,9 @@ class CachedAuthenticator:
         self._monotonic = monotonic
         self._cache: dict[str, tuple[Caller, float]] = {}
         self._checking: dict[str, asyncio.Future[Caller | None]] = {}
+        # Bumped by `forget`: a check that was in flight meanwhile may have read the key
+        # before its revocation, so its answer is not cached.
+        self._generation = 0
 
     async def __call__(self, key: str) -> Caller | None:
         now = self._monotonic()
@@ -47,11 +50,13 @@ class CachedAuthenticator:
 
     def forget(self, key_id: str) -> None:
         """Drops the cached check of key `key_id` (just revoked here)."""
+        self._generation += 1
         for key, (caller, _) in list(self._cache.items()):
             if caller.key_id == key_id:
                 del self._cache[key]
 
     async def _check(self, key: str, now: float) -> Caller | None:
+        generation = self._generation
         try:
             caller = await self._authenticate(key)
         finally:
@@ -59,6 +64,8 @@ class CachedAuthenticator:
         if caller is None:
             self._cache.pop(key, None)
             return None
+        if generation != self._generation:
+            return caller  # answered for this call only
         if len(self._cache) >= MAX_ENTRIES:
             self._cache.clear()
         self._cache[key] = (caller, now + self._ttl)
