@@ -30,6 +30,7 @@ from zapgate.gateway.services.contacts import ContactService
 from zapgate.gateway.services.events import EventService
 from zapgate.gateway.services.groups import GroupService
 from zapgate.gateway.services.instances import InstanceService
+from zapgate.gateway.services.keys import KeyService
 from zapgate.gateway.services.messages import MessageService
 from zapgate.gateway.services.simulator import SimulatorService
 from zapgate.gateway.services.webhooks import WebhookService
@@ -46,6 +47,8 @@ from zapgate.v1 import (
     group_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
+    key_pb2,
+    key_pb2_grpc,
     message_pb2,
     message_pb2_grpc,
     simulator_pb2,
@@ -66,6 +69,7 @@ SERVICE_NAMES = (
     contact_pb2.DESCRIPTOR.services_by_name["ContactService"].full_name,
     webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
+    key_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
 )
 
 
@@ -123,18 +127,16 @@ class Gateway:
         await runtime.start()
 
         server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
+        auth_cache = CachedAuthenticator(runtime.api_keys.authenticate)
         wraps = [
             # Outermost: sees every call's final code. Only when metrics are served: it
             # costs every call a wrapper layer.
             *([RpcObserver(runtime.metrics.rpc).wrap] if self.config.metrics_listen else []),
-            CallGuard(
-                CachedAuthenticator(runtime.api_keys.authenticate),
-                self.config.stream_auth_recheck_seconds,
-            ).wrap,
+            CallGuard(auth_cache, self.config.stream_auth_recheck_seconds).wrap,
         ]
         handlers = MethodHandlers()
         registration = cast(grpc.aio.Server, _Registration(server, handlers))
-        self._register_services(registrar(registration, wraps), runtime)
+        self._register_services(registrar(registration, wraps), runtime, auth_cache)
         self.port = _add_port(server, self.config.listen, self.config.tls)
         await server.start()
         self._server = server
@@ -168,7 +170,9 @@ class Gateway:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
 
-    def _register_services(self, server: grpc.aio.Server, runtime: Runtime) -> None:
+    def _register_services(
+        self, server: grpc.aio.Server, runtime: Runtime, auth_cache: CachedAuthenticator
+    ) -> None:
         instance_pb2_grpc.add_InstanceServiceServicer_to_server(
             InstanceService(
                 runtime.instances,
@@ -203,6 +207,9 @@ class Gateway:
             server,
         )
         group_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(runtime.groups), server)
+        key_pb2_grpc.add_KeyServiceServicer_to_server(
+            KeyService(runtime.api_keys, auth_cache), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
