@@ -30,11 +30,13 @@ from zapgate.gateway.services.contacts import ContactService
 from zapgate.gateway.services.events import EventService
 from zapgate.gateway.services.groups import GroupService
 from zapgate.gateway.services.instances import InstanceService
+from zapgate.gateway.services.keys import KeyService
 from zapgate.gateway.services.messages import MessageService
 from zapgate.gateway.services.simulator import SimulatorService
 from zapgate.gateway.services.webhooks import WebhookService
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
+from zapgate.gateway.store.single_node import StoreClaim, claim_store
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS
 from zapgate.v1 import (
     contact_pb2,
@@ -45,6 +47,8 @@ from zapgate.v1 import (
     group_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
+    key_pb2,
+    key_pb2_grpc,
     message_pb2,
     message_pb2_grpc,
     simulator_pb2,
@@ -65,6 +69,7 @@ SERVICE_NAMES = (
     contact_pb2.DESCRIPTOR.services_by_name["ContactService"].full_name,
     webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
+    key_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
 )
 
 
@@ -98,6 +103,7 @@ class Gateway:
         # grpc-stubs does not know the asyncio health servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()
+        self._claim: StoreClaim | None = None  # this gateway's alone (store/single_node.py)
 
     @property
     def runtime(self) -> Runtime:
@@ -109,8 +115,11 @@ class Gateway:
         prepare_data_dir(self.config.data_dir)
         database = await open_database(self.config.resolved_database_url)
         try:
+            self._claim = await claim_store(database)
             runtime = await build_runtime(self.config, database, self._set_serving)
         except BaseException:
+            if self._claim is not None:
+                await self._claim.release()
             await database.dispose()
             raise
         self._runtime = runtime
@@ -118,18 +127,16 @@ class Gateway:
         await runtime.start()
 
         server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
+        auth_cache = CachedAuthenticator(runtime.api_keys.authenticate)
         wraps = [
             # Outermost: sees every call's final code. Only when metrics are served: it
             # costs every call a wrapper layer.
             *([RpcObserver(runtime.metrics.rpc).wrap] if self.config.metrics_listen else []),
-            CallGuard(
-                CachedAuthenticator(runtime.api_keys.authenticate),
-                self.config.stream_auth_recheck_seconds,
-            ).wrap,
+            CallGuard(auth_cache, self.config.stream_auth_recheck_seconds).wrap,
         ]
         handlers = MethodHandlers()
         registration = cast(grpc.aio.Server, _Registration(server, handlers))
-        self._register_services(registrar(registration, wraps), runtime)
+        self._register_services(registrar(registration, wraps), runtime, auth_cache)
         self.port = _add_port(server, self.config.listen, self.config.tls)
         await server.start()
         self._server = server
@@ -163,7 +170,9 @@ class Gateway:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
 
-    def _register_services(self, server: grpc.aio.Server, runtime: Runtime) -> None:
+    def _register_services(
+        self, server: grpc.aio.Server, runtime: Runtime, auth_cache: CachedAuthenticator
+    ) -> None:
         instance_pb2_grpc.add_InstanceServiceServicer_to_server(
             InstanceService(
                 runtime.instances,
@@ -198,6 +207,9 @@ class Gateway:
             server,
         )
         group_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(runtime.groups), server)
+        key_pb2_grpc.add_KeyServiceServicer_to_server(
+            KeyService(runtime.api_keys, auth_cache), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -224,6 +236,8 @@ class Gateway:
             log.info("not accepting new calls; draining in-flight ones (grace %.1fs)", grace)
         if self._runtime is not None:
             await self._runtime.stop()
+        if self._claim is not None:  # the last: final snapshots were written under it
+            await self._claim.release()
         if draining is not None:
             await draining
         if http_draining is not None:

@@ -29,6 +29,7 @@ from zapgate.gateway.connections.backoff import Backoff
 from zapgate.gateway.events.log import Retention
 from zapgate.gateway.ops.logs import LOG_FORMATS, configure_logging
 from zapgate.gateway.ops.metrics_http import parse_listen
+from zapgate.gateway.store.single_node import StoreInUse
 from zapgate.gateway.webhooks.timings import WebhookSettings
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimTimings
@@ -279,7 +280,10 @@ def run_serve(args: argparse.Namespace) -> int:
         ),
         webhooks=webhook_settings(args),
     )
-    run_async(serve(config))
+    try:
+        run_async(serve(config))
+    except StoreInUse as error:
+        raise SystemExit(f"zapgate: {error}") from None
     return 0
 
 

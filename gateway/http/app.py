@@ -20,6 +20,8 @@ from zapgate.v1 import (
     group_pb2,
     instance_connect,
     instance_pb2,
+    key_connect,
+    key_pb2,
     message_connect,
     message_pb2,
     simulator_connect,
@@ -36,6 +38,7 @@ GENERATED: tuple[tuple[Any, ModuleType], ...] = (
     (contact_pb2, contact_connect),
     (group_pb2, group_connect),
     (webhook_pb2, webhook_connect),
+    (key_pb2, key_connect),
     (simulator_pb2, simulator_connect),
 )
 
