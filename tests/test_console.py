@@ -382,6 +382,35 @@ async def test_a_key_revoked_while_signed_in_returns_to_sign_in(console: Console
     await page.close()
 
 
+async def test_a_viewer_key_scoped_to_one_instance_sees_it_alone_and_is_refused_actions(
+    console: Console,
+) -> None:
+    await console.client.instances.CreateInstance(
+        instance_pb2.CreateInstanceRequest(instance_id="scoped")
+    )
+    created = await asyncio.to_thread(
+        zapgate,
+        *("keys", "create", "--tenant", "default", "--role", "viewer"),
+        *("--instance", "scoped", "--data-dir", str(console.data)),
+    )
+    assert created.returncode == 0, created.stderr
+    viewer = Console(
+        console.url, console.client, created.stdout.strip(), console.browser, console.data
+    )
+    page = await console.browser.new_page()
+    await sign_in(page, viewer)
+    await expect(page.locator("tr[data-instance]")).to_have_count(1)
+    await expect(page.locator("tr[data-instance=scoped]")).to_be_visible()
+    await page.click("tr[data-instance=scoped] a")
+    await page.click("[data-action=pause]")
+    banner = page.locator("[data-page=instance] > .banner")
+    await expect(banner).to_contain_text("may not do that")
+    await expect(page.locator("[data-sending]")).to_have_text("Sending on")
+    await page.goto(f"{console.url}#/instances/sales")  # outside its scope: as if missing
+    await expect(banner).to_contain_text("NotFound")
+    await page.close()
+
+
 async def test_the_console_is_served_with_a_strict_content_security_policy(
     console: Console,
 ) -> None:

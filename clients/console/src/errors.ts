@@ -53,6 +53,7 @@ export function describe(error: unknown): string {
   if (error instanceof ConnectError) {
     if (error.code === Code.Unauthenticated) return "The API key was refused: sign in again.";
     if (error.code === Code.Unavailable) return `The gateway is unavailable: ${error.rawMessage}`;
+    if (error.code === Code.PermissionDenied) return `This API key may not do that: ${error.rawMessage}`;
     return `${Code[error.code]}: ${error.rawMessage}`;
   }
   return error instanceof Error ? error.message : String(error);
