@@ -14,6 +14,7 @@ import grpc
 import grpc.aio
 import httpx
 import pytest
+from connectrpc.code import Code
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.rpc import error_details_pb2, status_pb2
@@ -33,6 +34,7 @@ from tests.connect_http import (
     unary_json,
 )
 from tests.sim_client import SimClient
+from zapgate.gateway.http.grpc_bridge import CODES
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.v1 import event_pb2 as epb
@@ -151,6 +153,16 @@ async def test_every_rpc_answers_over_connect_json(
     elif failure is not None:  # e.g. GetWebhook without an id
         assert failure.code in JUDGED, failure
         assert failure.domain == "zapgate.v1"
+
+
+def test_every_grpc_code_has_its_connect_code() -> None:
+    assert set(CODES) == set(grpc.StatusCode) - {grpc.StatusCode.OK}
+    assert CODES[grpc.StatusCode.CANCELLED] is Code.CANCELED
+    assert all(
+        code.value == status.name.lower()
+        for status, code in CODES.items()
+        if code is not Code.CANCELED
+    )
 
 
 def test_the_walk_covers_every_service() -> None:
