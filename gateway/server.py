@@ -20,6 +20,7 @@ from zapgate.gateway.http.grpc_bridge import MethodHandlers
 from zapgate.gateway.http.server import HttpServer
 from zapgate.gateway.http.static import console_files
 from zapgate.gateway.ops.file_modes import prepare_data_dir
+from zapgate.gateway.ops.listen_errors import CannotListen
 from zapgate.gateway.ops.metrics_http import MetricsServer
 from zapgate.gateway.rpc.auth_cache import CachedAuthenticator
 from zapgate.gateway.rpc.call_guard import CallGuard
@@ -126,7 +127,8 @@ class Gateway:
         await self._create_initial_key(runtime.api_keys)
         await runtime.start()
 
-        server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
+        # No SO_REUSEPORT: a port another process holds is an error, not a shared port.
+        server = grpc.aio.server(options=(*GRPC_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)))
         auth_cache = CachedAuthenticator(runtime.api_keys.authenticate)
         wraps = [
             # Outermost: sees every call's final code. Only when metrics are served: it
@@ -264,17 +266,21 @@ class Gateway:
 
 
 def _add_port(server: grpc.aio.Server, listen: str, tls: TlsConfig | None) -> int:
-    if tls is None:
-        port = server.add_insecure_port(listen)
-    else:
-        credentials = grpc.ssl_server_credentials(
-            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-            root_certificates=tls.client_ca_file.read_bytes() if tls.client_ca_file else None,
-            require_client_auth=tls.client_ca_file is not None,
-        )
-        port = server.add_secure_port(listen, credentials)
+    refused = CannotListen(f"--listen: cannot listen on {listen} (in use, or not this host's)")
+    try:
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+                root_certificates=tls.client_ca_file.read_bytes() if tls.client_ca_file else None,
+                require_client_auth=tls.client_ca_file is not None,
+            )
+            port = server.add_secure_port(listen, credentials)
+    except RuntimeError as error:  # newer grpcio raises instead of answering 0
+        raise refused from error
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise refused
     return port
 
 

@@ -1,6 +1,7 @@
 """One gateway per state store: a second `zapgate serve` on the same SQLite file or
 PostgreSQL database refuses to start and names the first; the first keeps serving; once the
-first is gone (stopped, or killed with -9) the store is free again."""
+first is gone (stopped, or killed with -9) the store is free again. An address in use is
+one clear line too."""
 
 from __future__ import annotations
 
@@ -66,3 +67,27 @@ async def test_the_cli_says_why_and_kill_9_frees_the_store(tmp_path: Path) -> No
             await channel.channel_ready()
     finally:
         again.close()
+
+
+async def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    first = ServerProcess(tmp_path / "first" / "data")
+    try:
+        for flag in ("--listen", "--http-listen", "--metrics-listen"):
+            ports = {"--listen": "127.0.0.1:0", "--http-listen": "127.0.0.1:0"}
+            ports[flag] = first.address  # taken by the first gateway's gRPC port
+            data = tmp_path / flag.strip("-")
+            refused = zapgate(
+                "serve",
+                *(part for pair in ports.items() for part in pair),
+                "--data-dir",
+                str(data / "data"),
+                "--runtime-dir",
+                str(data / "runtime"),
+                "--engine",
+                "sim",
+            )
+            assert refused.returncode != 0
+            assert f"{flag}: cannot listen on" in refused.stderr
+            assert "Traceback" not in refused.stderr
+    finally:
+        first.close()

@@ -27,6 +27,7 @@ from zapgate.gateway.config import (
 )
 from zapgate.gateway.connections.backoff import Backoff
 from zapgate.gateway.events.log import Retention
+from zapgate.gateway.ops.listen_errors import CannotListen
 from zapgate.gateway.ops.logs import LOG_FORMATS, configure_logging
 from zapgate.gateway.ops.metrics_http import parse_listen
 from zapgate.gateway.store.single_node import StoreInUse
@@ -282,7 +283,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     try:
         run_async(serve(config))
-    except StoreInUse as error:
+    except (StoreInUse, CannotListen) as error:
         raise SystemExit(f"zapgate: {error}") from None
     return 0
 

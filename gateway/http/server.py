@@ -18,6 +18,7 @@ from hypercorn.config import Config
 
 from zapgate.gateway.config import TlsConfig
 from zapgate.gateway.http.asgi import App
+from zapgate.gateway.ops.listen_errors import CannotListen
 from zapgate.gateway.ops.metrics_http import parse_listen
 from zapgate.gateway.supervision import Supervision
 
@@ -64,7 +65,7 @@ class HttpServer:
             listener.setblocking(False)
         except OSError as error:
             listener.close()
-            raise OSError(
+            raise CannotListen(
                 f"--http-listen: cannot listen on {self._host}:{self._port} ({error.strerror}): "
                 "give another address, or `--http-listen off`"
             ) from error

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from zapgate.gateway.ops.listen_errors import CannotListen
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
@@ -55,7 +57,12 @@ class MetricsServer:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        except OSError as error:
+            raise CannotListen(
+                f"--metrics-listen: cannot listen on {self._host}:{self._port} ({error.strerror})"
+            ) from error
 
     async def close(self) -> None:
         if self._server is not None:
