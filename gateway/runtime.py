@@ -163,7 +163,7 @@ async def build_runtime(
         events,
         config.contacts_sync_delay_seconds,
     )
-    inbox = Inbox(events, inbound, dispatcher)
+    inbox = Inbox(events, inbound, dispatcher, messages)
     supervisor = Supervisor(
         instances,
         pool,

@@ -88,11 +88,17 @@ class OutgoingContent:
     action: str = ""  # "", or one of ACTIONS
     target: MessageRef | None = None
     reaction_emoji: str = ""
+    # A poll: 2-12 distinct options; how many a voter may choose (0: any number).
+    poll_question: str = ""
+    poll_options: tuple[str, ...] = ()
+    poll_selectable: int = 0
 
     @property
     def kind(self) -> str:
         if self.action:
             return self.action
+        if self.poll_options:
+            return "poll"
         for kind in ("image", "video", "audio", "document"):
             if getattr(self, kind) is not None:
                 return kind

@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import importlib
 import logging
 import re
@@ -89,6 +90,7 @@ from zapgate.sessions.events import (
     EngineEvent,
     InstanceKey,
     LoggedOut,
+    MessageReceived,
     QrTimedOut,
     StreamReplaced,
     TemporarilyBanned,
@@ -245,10 +247,14 @@ class NeonizeEngine(Engine):
                 session, lambda client: _upload(client, key, kind, media.data, media_type)
             )
         now = time.time()
-        # Off the loop: building an image's preview decodes the whole image.
-        message = await self._in_thread(
-            lambda: neonize_send.build_message(content, uploaded, now=now)
-        )
+        if content.kind == "poll":  # its secret comes from whatsmeow
+            message = await self._read(
+                session, lambda client: neonize_send.build_poll(client, content)
+            )
+        else:  # off the loop: building an image's preview decodes the whole image
+            message = await self._in_thread(
+                lambda: neonize_send.build_message(content, uploaded, now=now)
+            )
         response = await self._read(session, lambda client: _deliver(client, key, to, message))
         return SendResult(message_id=str(response.ID), timestamp=float(response.Timestamp))
 
@@ -448,6 +454,25 @@ class NeonizeEngine(Engine):
             self._spawn(self._wipe_then_report(session.spec, event))
         else:
             self.sink(event)
+
+    def _on_poll_vote(self, session: _Session, event: MessageReceived, message: Any) -> None:
+        """Decrypts a vote off neonize's callback thread (a Go call reading the poll's secret
+        from the store), then reports it with the options chosen."""
+        if self._sessions.get(session.key) is session:
+            self._spawn(self._decrypt_vote(session, event, message))
+
+    async def _decrypt_vote(self, session: _Session, event: MessageReceived, message: Any) -> None:
+        try:
+            vote = await self._read(session, lambda client: client.decrypt_poll_vote(message))
+        except EngineError as error:
+            # A poll whose secret this device never saw (sent before it was linked): nothing
+            # can read the vote.
+            log.warning(
+                "%s: dropped a poll vote that could not be decrypted: %s", session.key, error
+            )
+            return
+        votes = neonize_inbound.poll_votes(vote)
+        self._on_event(session, dataclasses.replace(event, poll_votes=votes))
 
     def _on_settled(self, session: _Session) -> None:
         self._stop_when_settled(session)
@@ -717,7 +742,9 @@ class _Session:
             # One message zapgate cannot read must not end the delivery of the others.
             log.exception("%s: dropped an inbound message that could not be mapped", self.uuid)
             return
-        if event is not None:
+        if event is not None and event.kind == "poll_vote":
+            self._post(self.engine._on_poll_vote, self, event, message)
+        elif event is not None:
             self._post(self.engine._on_event, self, event)
 
     def _settle(self) -> None:

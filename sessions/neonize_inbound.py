@@ -328,6 +328,26 @@ def _reaction(body: Any) -> dict[str, Any]:
     }
 
 
+def _poll(body: Any) -> dict[str, Any]:
+    return {
+        "kind": "poll",
+        "text": str(body.name),
+        "poll_options": tuple(str(option.optionName) for option in body.options),
+        "poll_selectable": int(body.selectableOptionsCount),
+    }
+
+
+def _poll_update(body: Any) -> dict[str, Any]:
+    """A vote, still encrypted: the engine decrypts it with the live client (whatsmeow's
+    DecryptPollVote needs the poll's secret from its store) and fills `poll_votes`."""
+    return {"kind": "poll_vote", "target_message_id": str(body.pollCreationMessageKey.ID)}
+
+
+def poll_votes(vote: Any) -> tuple[str, ...]:
+    """The chosen options of a decrypted vote (waE2E.PollVoteMessage), as hex SHA-256."""
+    return tuple(bytes(option).hex() for option in vote.selectedOptions)
+
+
 _CONTENT_READERS = {
     "conversation": _text,
     "extendedTextMessage": _extended_text,
@@ -336,6 +356,10 @@ _CONTENT_READERS = {
     "contactMessage": _contact,
     "contactsArrayMessage": _contacts,
     "reactionMessage": _reaction,
+    "pollCreationMessage": _poll,
+    "pollCreationMessageV2": _poll,
+    "pollCreationMessageV3": _poll,
+    "pollUpdateMessage": _poll_update,
 }
 
 

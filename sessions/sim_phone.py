@@ -18,7 +18,13 @@ from pathlib import Path
 from zapgate.sessions.engine import OutgoingContent
 
 # Columns added after the first release: a phone file from an older build gains them.
-_ADDED_COLUMNS = ("quoted_message_id", "mentioned_jids", "target_message_id")
+_ADDED_COLUMNS = (
+    "quoted_message_id",
+    "mentioned_jids",
+    "target_message_id",
+    "poll_options",
+    "poll_selectable",
+)
 _COLUMNS = (
     "recipient_jid, kind, text, message_id, received_at, media_size, media_sha256, "
     + ", ".join(_ADDED_COLUMNS)
@@ -36,7 +42,9 @@ CREATE TABLE IF NOT EXISTS received (
     media_sha256 TEXT NOT NULL,
     quoted_message_id TEXT NOT NULL DEFAULT '',
     mentioned_jids TEXT NOT NULL DEFAULT '',
-    target_message_id TEXT NOT NULL DEFAULT ''
+    target_message_id TEXT NOT NULL DEFAULT '',
+    poll_options TEXT NOT NULL DEFAULT '',
+    poll_selectable TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS pending_receipts (
     message_id TEXT NOT NULL,
@@ -62,6 +70,8 @@ class Received:
     quoted_message_id: str = ""
     mentioned_jids: str = ""  # comma-separated
     target_message_id: str = ""  # what a reaction, edit or revoke acts on; read: the ids
+    poll_options: str = ""  # a poll's options, one a line (its question is `text`)
+    poll_selectable: str = ""  # a poll: how many a voter may choose, as digits
 
 
 def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> Received:
@@ -78,6 +88,9 @@ def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> R
         text = media.caption
     if content.action == "reaction":
         text = content.reaction_emoji
+    poll = content.kind == "poll"
+    if poll:
+        text = content.poll_question
     return Received(
         recipient_jid,
         content.kind,
@@ -89,6 +102,8 @@ def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> R
         quoted_message_id=content.quote.message_id if content.quote else "",
         mentioned_jids=",".join(content.mentions),
         target_message_id=content.target.message_id if content.target else "",
+        poll_options="\n".join(content.poll_options),
+        poll_selectable=str(content.poll_selectable) if poll else "",
     )
 
 
@@ -124,7 +139,7 @@ class PhoneLog:
                 [(r.message_id, r.recipient_jid, r.kind, r.due_at) for r in receipts or ()],
             )
             db.execute(
-                f"INSERT INTO received ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                f"INSERT INTO received ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                 dataclasses.astuple(received),
             )
             db.execute("COMMIT")

@@ -54,6 +54,9 @@ def content_to_proto(content: OutgoingContent) -> worker_pb2.Content:
         mentions=list(content.mentions),
         action=content.action,
         reaction_emoji=content.reaction_emoji,
+        poll_question=content.poll_question,
+        poll_options=list(content.poll_options),
+        poll_selectable=content.poll_selectable,
     )
     for name in ("quote", "target"):
         ref = getattr(content, name)
@@ -88,6 +91,9 @@ def content_from_proto(message: worker_pb2.Content) -> OutgoingContent:
         action=message.action,
         target=_ref(message.target) if message.HasField("target") else None,
         reaction_emoji=message.reaction_emoji,
+        poll_question=message.poll_question,
+        poll_options=tuple(message.poll_options),
+        poll_selectable=message.poll_selectable,
         **media,
     )
 

@@ -512,8 +512,9 @@ class Dispatcher:
         for ref in ("quote", "target"):
             if ref in body:
                 body[ref] = MessageRef(**body[ref])
-        if "mentions" in body:
-            body["mentions"] = tuple(body["mentions"])
+        for listed in ("mentions", "poll_options"):  # JSON lists; the engine takes tuples
+            if listed in body:
+                body[listed] = tuple(body[listed])
         if message.kind in ACTIONS:
             body["action"] = message.kind
             body["reaction_emoji"] = body.pop("emoji", "")

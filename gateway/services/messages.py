@@ -414,12 +414,54 @@ def _content(
             )
         vcard = card.vcard or vcard_for(card.display_name, card.phone)
         return "contact", {"contact_name": card.display_name, "contact_vcard": vcard}, None
+    if which == "poll":
+        return "poll", poll_content(request.poll, violations), None
     violations.append(
         FieldViolation(
-            "content", "give one of text, image, video, audio, document, location, contact"
+            "content", "give one of text, image, video, audio, document, location, contact, poll"
         )
     )
     return "text", {}, None
+
+
+MIN_POLL_OPTIONS, MAX_POLL_OPTIONS = 2, 12  # WhatsApp's apps allow 2 to 12
+MAX_POLL_QUESTION_CHARS = 255
+MAX_POLL_OPTION_CHARS = 100
+
+
+def poll_content(poll: pb.Poll, violations: list[FieldViolation]) -> dict[str, Any]:
+    """A poll's stored content. Options must be distinct: a vote names its options by the
+    SHA-256 of their names, so two equal names could not be told apart."""
+    if not poll.question.strip():
+        violations.append(FieldViolation("poll.question", "required"))
+    violations += check_text("poll.question", poll.question, MAX_POLL_QUESTION_CHARS)
+    options = list(poll.options)
+    if not MIN_POLL_OPTIONS <= len(options) <= MAX_POLL_OPTIONS:
+        violations.append(
+            FieldViolation(
+                "poll.options",
+                f"give {MIN_POLL_OPTIONS} to {MAX_POLL_OPTIONS} options, not {len(options)}",
+            )
+        )
+    for n, option in enumerate(options[:MAX_POLL_OPTIONS]):
+        field = f"poll.options[{n}]"
+        if not option.strip():
+            violations.append(FieldViolation(field, "required"))
+        elif option in options[:n]:
+            violations.append(FieldViolation(field, f"repeats option {options.index(option)}"))
+        violations += check_text(field, option, MAX_POLL_OPTION_CHARS)
+    if not 0 <= poll.selectable_count <= len(options):
+        violations.append(
+            FieldViolation(
+                "poll.selectable_count",
+                f"must be 0 (any number) to the number of options ({len(options)})",
+            )
+        )
+    return {
+        "poll_question": poll.question,
+        "poll_options": options,
+        "poll_selectable": poll.selectable_count,
+    }
 
 
 def _check_template(

@@ -18,10 +18,10 @@ from zapgate.gateway.rpc.call_guard import current_tenant
 from zapgate.gateway.rpc.errors import EngineUnavailable, FieldViolation, SimulatorDisabled
 from zapgate.gateway.rpc.validation import check_instance_id, check_phone, raise_if_any
 from zapgate.gateway.services.convert import timestamp
-from zapgate.gateway.services.messages import vcard_for
+from zapgate.gateway.services.messages import poll_content, vcard_for
 from zapgate.sessions import wire
 from zapgate.sessions.engine import Contact
-from zapgate.sessions.events import MessageReceived
+from zapgate.sessions.events import MessageReceived, poll_option_sha256
 from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import simulator_pb2 as pb
 from zapgate.v1 import simulator_pb2_grpc
@@ -145,6 +145,8 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
                     quoted_message_id=r.quoted_message_id,
                     mentioned_jids=[j for j in r.mentioned_jids.split(",") if j],
                     target_message_id=r.target_message_id,
+                    poll_options=r.poll_options.split("\n") if r.poll_options else [],
+                    poll_selectable_count=int(r.poll_selectable or 0),
                 )
                 for r in received
             ]
@@ -296,7 +298,17 @@ def _user_jid(phone: str) -> str:
     return f"{phone.lstrip('+')}@s.whatsapp.net"
 
 
-_CONTENTS = ("text", "media", "location", "contact", "reaction", "edited", "revoked")
+_CONTENTS = (
+    "text",
+    "media",
+    "location",
+    "contact",
+    "reaction",
+    "edited",
+    "revoked",
+    "poll",
+    "poll_vote",
+)
 
 
 def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[FieldViolation]:
@@ -322,6 +334,10 @@ def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[Fiel
             violations.append(FieldViolation(f"{content}.message_id", "required"))
         if content == "edited" and not request.edited.text:
             violations.append(FieldViolation("edited.text", "required: the new text"))
+    elif content == "poll":
+        poll_content(request.poll, violations)
+    elif content == "poll_vote" and not request.poll_vote.poll_message_id:
+        violations.append(FieldViolation("poll_vote.poll_message_id", "required"))
     return violations
 
 
@@ -336,7 +352,13 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
     kind = MEDIA_KINDS[request.media.kind] if content == "media" else str(content)
     kind = _INJECTED_KINDS.get(kind, kind)
     media, location, contact = request.media, request.location, request.contact
-    text = {"text": request.text, "media": media.caption, "edited": request.edited.text}
+    text = {
+        "text": request.text,
+        "media": media.caption,
+        "edited": request.edited.text,
+        "poll": request.poll.question,
+    }
+    poll, vote = request.poll, request.poll_vote
     return MessageReceived(
         key=key,
         message_id=request.message_id or f"3A{secrets.token_hex(9).upper()}",
@@ -362,5 +384,11 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
         reacted_message_id=request.reaction.message_id,
         quoted_message_id=request.reply_to.message_id,
         quoted_sender_jid=request.reply_to.sender_jid,
-        target_message_id=request.edited.message_id or request.revoked.message_id,
+        target_message_id=request.edited.message_id
+        or request.revoked.message_id
+        or vote.poll_message_id,
+        poll_options=tuple(poll.options),
+        poll_selectable=poll.selectable_count,
+        # As a real engine reports a vote once decrypted: the chosen options' hashes.
+        poll_votes=tuple(poll_option_sha256(option) for option in vote.options),
     )

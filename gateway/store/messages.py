@@ -145,6 +145,17 @@ class MessageRepository:
             messages.c.id == message_id,
         )
 
+    async def by_whatsapp_id(
+        self, tenant: str, instance_id: str, whatsapp_id: str
+    ) -> MessageRecord | None:
+        """The instance's sent message with this WhatsApp id (unique only within its
+        account: scoped to the instance)."""
+        return await self._one(
+            messages.c.tenant == tenant,
+            messages.c.instance_id == instance_id,
+            messages.c.whatsapp_message_id == whatsapp_id,
+        )
+
     async def _one(self, *conditions: sa.ColumnElement[bool]) -> MessageRecord | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(messages).where(*conditions))).mappings().first()

@@ -424,6 +424,8 @@ class MessageReceived(_message.Message):
     UNSUPPORTED_FIELD_NUMBER: _builtins.int
     EDITED_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
+    POLL_FIELD_NUMBER: _builtins.int
+    POLL_VOTE_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """WhatsApp's id of the message (reactions and replies name it)."""
@@ -466,6 +468,16 @@ class MessageReceived(_message.Message):
         """The sender deleted one of their messages for everyone (or a group admin deleted one)."""
 
     @_builtins.property
+    def poll(self) -> _message_pb2.Poll:
+        """Someone posted a poll."""
+
+    @_builtins.property
+    def poll_vote(self) -> Global___PollVote:
+        """Someone voted in a poll (or changed their vote): WhatsApp sends votes encrypted; the
+        engine decrypts them and zapgate names the options chosen.
+        """
+
+    @_builtins.property
     def reply_to(self) -> Global___ReplyContext:
         """Set when the message replies to another one."""
 
@@ -488,13 +500,15 @@ class MessageReceived(_message.Message):
         unsupported: Global___Unsupported | None = ...,
         edited: Global___MessageEdited | None = ...,
         revoked: Global___MessageRevoked | None = ...,
+        poll: _message_pb2.Poll | None = ...,
+        poll_vote: Global___PollVote | None = ...,
         reply_to: Global___ReplyContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "edited", b"edited", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "edited", b"edited", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported", "edited", "revoked"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported", "edited", "revoked", "poll", "poll_vote"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
@@ -586,6 +600,49 @@ class Reaction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Reaction: _TypeAlias = Reaction  # noqa: Y015
+
+@_typing.final
+class PollVote(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLL_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    POLL_ID_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    OPTION_SHA256_FIELD_NUMBER: _builtins.int
+    OPTIONS_KNOWN_FIELD_NUMBER: _builtins.int
+    poll_message_id: _builtins.str
+    """WhatsApp's id of the poll voted in."""
+    poll_id: _builtins.str
+    """zapgate's id of the poll (Message.id) when the instance sent it; empty otherwise."""
+    options_known: _builtins.bool
+    """Whether zapgate knows the poll's options (a poll the instance sent or received)."""
+    @_builtins.property
+    def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The names of the options the voter chose now (a vote replaces the voter's earlier
+        one); empty when they withdrew their vote. Empty too when zapgate does not know the
+        poll's options (`options_known` false): match `option_sha256` then.
+        """
+
+    @_builtins.property
+    def option_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Hex SHA-256 of each chosen option's name, as WhatsApp carries them."""
+
+    def __init__(
+        self,
+        *,
+        poll_message_id: _builtins.str = ...,
+        poll_id: _builtins.str = ...,
+        options: _abc.Iterable[_builtins.str] | None = ...,
+        option_sha256: _abc.Iterable[_builtins.str] | None = ...,
+        options_known: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["option_sha256", b"option_sha256", "options", b"options", "options_known", b"options_known", "poll_id", b"poll_id", "poll_message_id", b"poll_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PollVote: _TypeAlias = PollVote  # noqa: Y015
 
 @_typing.final
 class MessageEdited(_message.Message):

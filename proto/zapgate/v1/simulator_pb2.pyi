@@ -535,9 +535,11 @@ class ReceivedMessage(_message.Message):
     QUOTED_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     MENTIONED_JIDS_FIELD_NUMBER: _builtins.int
     TARGET_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    POLL_OPTIONS_FIELD_NUMBER: _builtins.int
+    POLL_SELECTABLE_COUNT_FIELD_NUMBER: _builtins.int
     recipient_jid: _builtins.str
     kind: _builtins.str
-    """text, image, video, audio, document, location, contact, reaction, edit, revoke, read,
+    """text, image, video, audio, document, location, contact, poll, reaction, edit, revoke, read,
     composing, recording, paused.
     """
     text: _builtins.str
@@ -551,11 +553,16 @@ class ReceivedMessage(_message.Message):
     """reaction, edit, revoke, read: WhatsApp's id of the message acted on (read: every id,
     comma-separated). A reaction's emoji and an edit's new text are in `text`.
     """
+    poll_selectable_count: _builtins.int
     @_builtins.property
     def receive_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def mentioned_jids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """JIDs mentioned in the text or caption."""
+
+    @_builtins.property
+    def poll_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A poll: its options (its question is in `text`) and how many a voter may choose."""
 
     def __init__(
         self,
@@ -570,10 +577,12 @@ class ReceivedMessage(_message.Message):
         quoted_message_id: _builtins.str = ...,
         mentioned_jids: _abc.Iterable[_builtins.str] | None = ...,
         target_message_id: _builtins.str = ...,
+        poll_options: _abc.Iterable[_builtins.str] | None = ...,
+        poll_selectable_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["receive_time", b"receive_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "media_sha256", b"media_sha256", "media_size", b"media_size", "mentioned_jids", b"mentioned_jids", "quoted_message_id", b"quoted_message_id", "receive_time", b"receive_time", "recipient_jid", b"recipient_jid", "target_message_id", b"target_message_id", "text", b"text", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "media_sha256", b"media_sha256", "media_size", b"media_size", "mentioned_jids", b"mentioned_jids", "poll_options", b"poll_options", "poll_selectable_count", b"poll_selectable_count", "quoted_message_id", b"quoted_message_id", "receive_time", b"receive_time", "recipient_jid", b"recipient_jid", "target_message_id", b"target_message_id", "text", b"text", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -615,6 +624,8 @@ class InjectIncomingMessageRequest(_message.Message):
     REACTION_FIELD_NUMBER: _builtins.int
     EDITED_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
+    POLL_FIELD_NUMBER: _builtins.int
+    POLL_VOTE_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
@@ -645,6 +656,16 @@ class InjectIncomingMessageRequest(_message.Message):
         """A deletion for everyone of an earlier message of this sender."""
 
     @_builtins.property
+    def poll(self) -> _message_pb2.Poll:
+        """The sender posts a poll."""
+
+    @_builtins.property
+    def poll_vote(self) -> Global___InjectedPollVote:
+        """The sender votes in a poll (one the instance sent: Message.whatsapp_message_id, or one
+        posted in the chat), choosing these options by name (none: withdraws the vote).
+        """
+
+    @_builtins.property
     def reply_to(self) -> _event_pb2.ReplyContext: ...
     def __init__(
         self,
@@ -661,18 +682,43 @@ class InjectIncomingMessageRequest(_message.Message):
         reaction: _event_pb2.Reaction | None = ...,
         edited: _event_pb2.MessageEdited | None = ...,
         revoked: _event_pb2.MessageRevoked | None = ...,
+        poll: _message_pb2.Poll | None = ...,
+        poll_vote: Global___InjectedPollVote | None = ...,
         reply_to: _event_pb2.ReplyContext | None = ...,
         message_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "edited", "revoked"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "edited", "revoked", "poll", "poll_vote"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
 Global___InjectIncomingMessageRequest: _TypeAlias = InjectIncomingMessageRequest  # noqa: Y015
+
+@_typing.final
+class InjectedPollVote(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLL_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    poll_message_id: _builtins.str
+    @_builtins.property
+    def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        poll_message_id: _builtins.str = ...,
+        options: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "poll_message_id", b"poll_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectedPollVote: _TypeAlias = InjectedPollVote  # noqa: Y015
 
 @_typing.final
 class InjectedMedia(_message.Message):

@@ -312,6 +312,40 @@ class ContactCard(_message.Message):
 Global___ContactCard: _TypeAlias = ContactCard  # noqa: Y015
 
 @_typing.final
+class Poll(_message.Message):
+    """A poll: a question and 2 to 12 distinct options, each at most 100 characters. Sent as
+    given (no templates or spin variants: voters' choices are matched by the option names).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUESTION_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    SELECTABLE_COUNT_FIELD_NUMBER: _builtins.int
+    question: _builtins.str
+    """At most 255 characters."""
+    selectable_count: _builtins.int
+    """How many options a voter may choose: 1 for a single choice, up to the number of
+    options; 0 lets a voter choose any number (WhatsApp's "allow multiple answers").
+    """
+    @_builtins.property
+    def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        question: _builtins.str = ...,
+        options: _abc.Iterable[_builtins.str] | None = ...,
+        selectable_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "question", b"question", "selectable_count", b"selectable_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Poll: _TypeAlias = Poll  # noqa: Y015
+
+@_typing.final
 class SendMessageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -345,6 +379,7 @@ class SendMessageRequest(_message.Message):
     DOCUMENT_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
     CONTACT_FIELD_NUMBER: _builtins.int
+    POLL_FIELD_NUMBER: _builtins.int
     VARIABLES_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     SEND_AT_FIELD_NUMBER: _builtins.int
@@ -381,6 +416,10 @@ class SendMessageRequest(_message.Message):
     @_builtins.property
     def contact(self) -> Global___ContactCard: ...
     @_builtins.property
+    def poll(self) -> Global___Poll:
+        """A poll (kind "poll"). Voters' choices arrive as MessageReceived.poll_vote events."""
+
+    @_builtins.property
     def variables(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def send_at(self) -> _timestamp_pb2.Timestamp:
@@ -409,6 +448,7 @@ class SendMessageRequest(_message.Message):
         document: Global___Media | None = ...,
         location: Global___Location | None = ...,
         contact: Global___ContactCard | None = ...,
+        poll: Global___Poll | None = ...,
         variables: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
         send_at: _timestamp_pb2.Timestamp | None = ...,
@@ -417,11 +457,11 @@ class SendMessageRequest(_message.Message):
         reply_to: _builtins.str = ...,
         mentions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "image", b"image", "jid", b"jid", "location", b"location", "phone", b"phone", "recipient", b"recipient", "send_at", b"send_at", "text", b"text", "video", b"video"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "image", b"image", "jid", b"jid", "location", b"location", "phone", b"phone", "poll", b"poll", "recipient", b"recipient", "send_at", b"send_at", "text", b"text", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "idempotency_key", b"idempotency_key", "image", b"image", "instance_id", b"instance_id", "jid", b"jid", "location", b"location", "mentions", b"mentions", "phone", b"phone", "priority", b"priority", "recipient", b"recipient", "reply_to", b"reply_to", "send_at", b"send_at", "text", b"text", "variables", b"variables", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "idempotency_key", b"idempotency_key", "image", b"image", "instance_id", b"instance_id", "jid", b"jid", "location", b"location", "mentions", b"mentions", "phone", b"phone", "poll", b"poll", "priority", b"priority", "recipient", b"recipient", "reply_to", b"reply_to", "send_at", b"send_at", "text", b"text", "variables", b"variables", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "image", "video", "audio", "document", "location", "contact"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "image", "video", "audio", "document", "location", "contact", "poll"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     _WhichOneofReturnType_recipient: _TypeAlias = _typing.Literal["phone", "jid"]  # noqa: Y015
     _WhichOneofArgType_recipient: _TypeAlias = _typing.Literal["recipient", b"recipient"]  # noqa: Y015
@@ -469,8 +509,8 @@ class Message(_message.Message):
     Empty in every other state.
     """
     kind: _builtins.str
-    """text, image, video, audio, voice_note, document, location, contact, reaction, edit or
-    revoke.
+    """text, image, video, audio, voice_note, document, location, contact, poll, reaction, edit
+    or revoke.
     """
     priority: _builtins.int
     idempotency_key: _builtins.str

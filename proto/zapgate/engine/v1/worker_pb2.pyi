@@ -438,6 +438,9 @@ class Content(_message.Message):
     ACTION_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     REACTION_EMOJI_FIELD_NUMBER: _builtins.int
+    POLL_QUESTION_FIELD_NUMBER: _builtins.int
+    POLL_OPTIONS_FIELD_NUMBER: _builtins.int
+    POLL_SELECTABLE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     voice_note: _builtins.bool
     has_location: _builtins.bool
@@ -450,6 +453,9 @@ class Content(_message.Message):
     action: _builtins.str
     """"", "reaction", "edit" or "revoke"."""
     reaction_emoji: _builtins.str
+    poll_question: _builtins.str
+    """A poll: its question, options and selectable count (0: any number)."""
+    poll_selectable: _builtins.int
     @_builtins.property
     def image(self) -> Global___Media: ...
     @_builtins.property
@@ -468,6 +474,8 @@ class Content(_message.Message):
     def mentions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def target(self) -> Global___MessageRef: ...
+    @_builtins.property
+    def poll_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -489,10 +497,13 @@ class Content(_message.Message):
         action: _builtins.str = ...,
         target: Global___MessageRef | None = ...,
         reaction_emoji: _builtins.str = ...,
+        poll_question: _builtins.str = ...,
+        poll_options: _abc.Iterable[_builtins.str] | None = ...,
+        poll_selectable: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "document", b"document", "image", b"image", "quote", b"quote", "target", b"target", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "audio", b"audio", "contact_name", b"contact_name", "contact_vcard", b"contact_vcard", "document", b"document", "has_location", b"has_location", "image", b"image", "latitude", b"latitude", "location_address", b"location_address", "location_name", b"location_name", "longitude", b"longitude", "mentions", b"mentions", "quote", b"quote", "reaction_emoji", b"reaction_emoji", "target", b"target", "text", b"text", "video", b"video", "voice_note", b"voice_note"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "audio", b"audio", "contact_name", b"contact_name", "contact_vcard", b"contact_vcard", "document", b"document", "has_location", b"has_location", "image", b"image", "latitude", b"latitude", "location_address", b"location_address", "location_name", b"location_name", "longitude", b"longitude", "mentions", b"mentions", "poll_options", b"poll_options", "poll_question", b"poll_question", "poll_selectable", b"poll_selectable", "quote", b"quote", "reaction_emoji", b"reaction_emoji", "target", b"target", "text", b"text", "video", b"video", "voice_note", b"voice_note"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,7 +8,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { InstanceState, StateReason } from "./instance_pb.js";
 import { file_zapgate_v1_instance } from "./instance_pb.js";
-import type { Location, MessageState } from "./message_pb.js";
+import type { Location, MessageState, Poll } from "./message_pb.js";
 import { file_zapgate_v1_message } from "./message_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/event.proto.
  */
 export const file_zapgate_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50ItYECgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSAASMQoNZ3JvdXBfY2hhbmdlZBgMIAEoCzIYLnphcGdhdGUudjEuR3JvdXBDaGFuZ2VkSABCCQoHcGF5bG9hZCJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSK2AQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIsgECg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKwoGZWRpdGVkGBAgASgLMhkuemFwZ2F0ZS52MS5NZXNzYWdlRWRpdGVkSAASLQoHcmV2b2tlZBgRIAEoCzIaLnphcGdhdGUudjEuTWVzc2FnZVJldm9rZWRIABIqCghyZXBseV90bxgOIAEoCzIYLnphcGdhdGUudjEuUmVwbHlDb250ZXh0QgkKB2NvbnRlbnQimgEKDVJlY2VpdmVkTWVkaWESIwoEa2luZBgBIAEoDjIVLnphcGdhdGUudjEuTWVkaWFLaW5kEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDwoHY2FwdGlvbhgEIAEoCRIMCgRzaXplGAUgASgDEg4KBnNoYTI1NhgGIAEoCRIPCgdzZWNvbmRzGAcgASgFIjYKD1JlY2VpdmVkQ29udGFjdBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFdmNhcmQYAiABKAkiLQoIUmVhY3Rpb24SEgoKbWVzc2FnZV9pZBgBIAEoCRINCgVlbW9qaRgCIAEoCSIxCg1NZXNzYWdlRWRpdGVkEhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEdGV4dBgCIAEoCSIkCg5NZXNzYWdlUmV2b2tlZBISCgptZXNzYWdlX2lkGAEgASgJIjYKDFJlcGx5Q29udGV4dBISCgptZXNzYWdlX2lkGAEgASgJEhIKCnNlbmRlcl9qaWQYAiABKAkiDQoLVW5zdXBwb3J0ZWQi1AEKDEdyb3VwQ2hhbmdlZBIRCglncm91cF9qaWQYASABKAkSJwoGY2hhbmdlGAIgASgOMhcuemFwZ2F0ZS52MS5Hcm91cENoYW5nZRIRCglhY3Rvcl9qaWQYAyABKAkSFAoMcGFydGljaXBhbnRzGAQgAygJEgwKBG5hbWUYBSABKAkSDQoFdG9waWMYBiABKAkSFQoIYW5ub3VuY2UYByABKAhIAIgBARITCgZsb2NrZWQYCCABKAhIAYgBAUILCglfYW5ub3VuY2VCCQoHX2xvY2tlZCJUCg5Db250YWN0c1N5bmNlZBINCgVhZGRlZBgBIAEoBRIPCgd1cGRhdGVkGAIgASgFEhEKCXVuY2hhbmdlZBgDIAEoBRIPCgdyZW1vdmVkGAQgASgFIooBChRXZWJob29rU3RhdHVzQ2hhbmdlZBISCgp3ZWJob29rX2lkGAEgASgJEikKBnN0YXR1cxgCIAEoDjIZLnphcGdhdGUudjEuV2ViaG9va1N0YXR1cxIOCgZyZWFzb24YAyABKAkSDgoGY3Vyc29yGAQgASgDEhMKC2V2ZW50c19sb3N0GAUgASgDKssCCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhwKGEVWRU5UX1RZUEVfU1RBVEVfQ0hBTkdFRBABEhkKFUVWRU5UX1RZUEVfUVJfVVBEQVRFRBACEiQKIEVWRU5UX1RZUEVfTUVTU0FHRV9TVEFURV9DSEFOR0VEEAMSHQoZRVZFTlRfVFlQRV9TRU5ESU5HX1BBVVNFRBAEEh4KGkVWRU5UX1RZUEVfU0VORElOR19SRVNVTUVEEAUSHwobRVZFTlRfVFlQRV9NRVNTQUdFX1JFQ0VJVkVEEAYSHgoaRVZFTlRfVFlQRV9DT05UQUNUU19TWU5DRUQQBxIlCiFFVkVOVF9UWVBFX1dFQkhPT0tfU1RBVFVTX0NIQU5HRUQQCBIcChhFVkVOVF9UWVBFX0dST1VQX0NIQU5HRUQQCSq1AQoJTWVkaWFLaW5kEhoKFk1FRElBX0tJTkRfVU5TUEVDSUZJRUQQABIUChBNRURJQV9LSU5EX0lNQUdFEAESFAoQTUVESUFfS0lORF9WSURFTxACEhQKEE1FRElBX0tJTkRfQVVESU8QAxIZChVNRURJQV9LSU5EX1ZPSUNFX05PVEUQBBIXChNNRURJQV9LSU5EX0RPQ1VNRU5UEAUSFgoSTUVESUFfS0lORF9TVElDS0VSEAYqwAIKC0dyb3VwQ2hhbmdlEhwKGEdST1VQX0NIQU5HRV9VTlNQRUNJRklFRBAAEiMKH0dST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfQURERUQQARIlCiFHUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX1JFTU9WRUQQAhImCiJHUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX1BST01PVEVEEAMSJQohR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19ERU1PVEVEEAQSFQoRR1JPVVBfQ0hBTkdFX05BTUUQBRIWChJHUk9VUF9DSEFOR0VfVE9QSUMQBhIZChVHUk9VUF9DSEFOR0VfU0VUVElOR1MQBxIXChNHUk9VUF9DSEFOR0VfSk9JTkVEEAgSFQoRR1JPVVBfQ0hBTkdFX0xFRlQQCSqgAQoNV2ViaG9va1N0YXR1cxIeChpXRUJIT09LX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVdFQkhPT0tfU1RBVFVTX0FDVElWRRABEhsKF1dFQkhPT0tfU1RBVFVTX1JFVFJZSU5HEAISGgoWV0VCSE9PS19TVEFUVVNfRkFJTElORxADEhsKF1dFQkhPT0tfU1RBVFVTX0RJU0FCTEVEEAQyWgoMRXZlbnRTZXJ2aWNlEkoKCVN1YnNjcmliZRIcLnphcGdhdGUudjEuU3Vic2NyaWJlUmVxdWVzdBodLnphcGdhdGUudjEuU3Vic2NyaWJlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
+  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50ItYECgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSAASMQoNZ3JvdXBfY2hhbmdlZBgMIAEoCzIYLnphcGdhdGUudjEuR3JvdXBDaGFuZ2VkSABCCQoHcGF5bG9hZCJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSK2AQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIpUFCg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKwoGZWRpdGVkGBAgASgLMhkuemFwZ2F0ZS52MS5NZXNzYWdlRWRpdGVkSAASLQoHcmV2b2tlZBgRIAEoCzIaLnphcGdhdGUudjEuTWVzc2FnZVJldm9rZWRIABIgCgRwb2xsGBIgASgLMhAuemFwZ2F0ZS52MS5Qb2xsSAASKQoJcG9sbF92b3RlGBMgASgLMhQuemFwZ2F0ZS52MS5Qb2xsVm90ZUgAEioKCHJlcGx5X3RvGA4gASgLMhguemFwZ2F0ZS52MS5SZXBseUNvbnRleHRCCQoHY29udGVudCKaAQoNUmVjZWl2ZWRNZWRpYRIjCgRraW5kGAEgASgOMhUuemFwZ2F0ZS52MS5NZWRpYUtpbmQSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJEgwKBHNpemUYBSABKAMSDgoGc2hhMjU2GAYgASgJEg8KB3NlY29uZHMYByABKAUiNgoPUmVjZWl2ZWRDb250YWN0EhQKDGRpc3BsYXlfbmFtZRgBIAEoCRINCgV2Y2FyZBgCIAEoCSItCghSZWFjdGlvbhISCgptZXNzYWdlX2lkGAEgASgJEg0KBWVtb2ppGAIgASgJInMKCFBvbGxWb3RlEhcKD3BvbGxfbWVzc2FnZV9pZBgBIAEoCRIPCgdwb2xsX2lkGAIgASgJEg8KB29wdGlvbnMYAyADKAkSFQoNb3B0aW9uX3NoYTI1NhgEIAMoCRIVCg1vcHRpb25zX2tub3duGAUgASgIIjEKDU1lc3NhZ2VFZGl0ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgR0ZXh0GAIgASgJIiQKDk1lc3NhZ2VSZXZva2VkEhIKCm1lc3NhZ2VfaWQYASABKAkiNgoMUmVwbHlDb250ZXh0EhIKCm1lc3NhZ2VfaWQYASABKAkSEgoKc2VuZGVyX2ppZBgCIAEoCSINCgtVbnN1cHBvcnRlZCLUAQoMR3JvdXBDaGFuZ2VkEhEKCWdyb3VwX2ppZBgBIAEoCRInCgZjaGFuZ2UYAiABKA4yFy56YXBnYXRlLnYxLkdyb3VwQ2hhbmdlEhEKCWFjdG9yX2ppZBgDIAEoCRIUCgxwYXJ0aWNpcGFudHMYBCADKAkSDAoEbmFtZRgFIAEoCRINCgV0b3BpYxgGIAEoCRIVCghhbm5vdW5jZRgHIAEoCEgAiAEBEhMKBmxvY2tlZBgIIAEoCEgBiAEBQgsKCV9hbm5vdW5jZUIJCgdfbG9ja2VkIlQKDkNvbnRhY3RzU3luY2VkEg0KBWFkZGVkGAEgASgFEg8KB3VwZGF0ZWQYAiABKAUSEQoJdW5jaGFuZ2VkGAMgASgFEg8KB3JlbW92ZWQYBCABKAUiigEKFFdlYmhvb2tTdGF0dXNDaGFuZ2VkEhIKCndlYmhvb2tfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkuemFwZ2F0ZS52MS5XZWJob29rU3RhdHVzEg4KBnJlYXNvbhgDIAEoCRIOCgZjdXJzb3IYBCABKAMSEwoLZXZlbnRzX2xvc3QYBSABKAMqywIKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHAoYRVZFTlRfVFlQRV9TVEFURV9DSEFOR0VEEAESGQoVRVZFTlRfVFlQRV9RUl9VUERBVEVEEAISJAogRVZFTlRfVFlQRV9NRVNTQUdFX1NUQVRFX0NIQU5HRUQQAxIdChlFVkVOVF9UWVBFX1NFTkRJTkdfUEFVU0VEEAQSHgoaRVZFTlRfVFlQRV9TRU5ESU5HX1JFU1VNRUQQBRIfChtFVkVOVF9UWVBFX01FU1NBR0VfUkVDRUlWRUQQBhIeChpFVkVOVF9UWVBFX0NPTlRBQ1RTX1NZTkNFRBAHEiUKIUVWRU5UX1RZUEVfV0VCSE9PS19TVEFUVVNfQ0hBTkdFRBAIEhwKGEVWRU5UX1RZUEVfR1JPVVBfQ0hBTkdFRBAJKrUBCglNZWRpYUtpbmQSGgoWTUVESUFfS0lORF9VTlNQRUNJRklFRBAAEhQKEE1FRElBX0tJTkRfSU1BR0UQARIUChBNRURJQV9LSU5EX1ZJREVPEAISFAoQTUVESUFfS0lORF9BVURJTxADEhkKFU1FRElBX0tJTkRfVk9JQ0VfTk9URRAEEhcKE01FRElBX0tJTkRfRE9DVU1FTlQQBRIWChJNRURJQV9LSU5EX1NUSUNLRVIQBirAAgoLR3JvdXBDaGFuZ2USHAoYR1JPVVBfQ0hBTkdFX1VOU1BFQ0lGSUVEEAASIwofR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19BRERFRBABEiUKIUdST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfUkVNT1ZFRBACEiYKIkdST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfUFJPTU9URUQQAxIlCiFHUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX0RFTU9URUQQBBIVChFHUk9VUF9DSEFOR0VfTkFNRRAFEhYKEkdST1VQX0NIQU5HRV9UT1BJQxAGEhkKFUdST1VQX0NIQU5HRV9TRVRUSU5HUxAHEhcKE0dST1VQX0NIQU5HRV9KT0lORUQQCBIVChFHUk9VUF9DSEFOR0VfTEVGVBAJKqABCg1XZWJob29rU3RhdHVzEh4KGldFQkhPT0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVV0VCSE9PS19TVEFUVVNfQUNUSVZFEAESGwoXV0VCSE9PS19TVEFUVVNfUkVUUllJTkcQAhIaChZXRUJIT09LX1NUQVRVU19GQUlMSU5HEAMSGwoXV0VCSE9PS19TVEFUVVNfRElTQUJMRUQQBDJaCgxFdmVudFNlcnZpY2USSgoJU3Vic2NyaWJlEhwuemFwZ2F0ZS52MS5TdWJzY3JpYmVSZXF1ZXN0Gh0uemFwZ2F0ZS52MS5TdWJzY3JpYmVSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
 
 /**
  * @generated from message zapgate.v1.SubscribeRequest
@@ -409,6 +409,23 @@ export type MessageReceived = Message<"zapgate.v1.MessageReceived"> & {
      */
     value: MessageRevoked;
     case: "revoked";
+  } | {
+    /**
+     * Someone posted a poll.
+     *
+     * @generated from field: zapgate.v1.Poll poll = 18;
+     */
+    value: Poll;
+    case: "poll";
+  } | {
+    /**
+     * Someone voted in a poll (or changed their vote): WhatsApp sends votes encrypted; the
+     * engine decrypts them and zapgate names the options chosen.
+     *
+     * @generated from field: zapgate.v1.PollVote poll_vote = 19;
+     */
+    value: PollVote;
+    case: "pollVote";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -528,6 +545,55 @@ export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_event, 11);
 
 /**
+ * @generated from message zapgate.v1.PollVote
+ */
+export type PollVote = Message<"zapgate.v1.PollVote"> & {
+  /**
+   * WhatsApp's id of the poll voted in.
+   *
+   * @generated from field: string poll_message_id = 1;
+   */
+  pollMessageId: string;
+
+  /**
+   * zapgate's id of the poll (Message.id) when the instance sent it; empty otherwise.
+   *
+   * @generated from field: string poll_id = 2;
+   */
+  pollId: string;
+
+  /**
+   * The names of the options the voter chose now (a vote replaces the voter's earlier
+   * one); empty when they withdrew their vote. Empty too when zapgate does not know the
+   * poll's options (`options_known` false): match `option_sha256` then.
+   *
+   * @generated from field: repeated string options = 3;
+   */
+  options: string[];
+
+  /**
+   * Hex SHA-256 of each chosen option's name, as WhatsApp carries them.
+   *
+   * @generated from field: repeated string option_sha256 = 4;
+   */
+  optionSha256: string[];
+
+  /**
+   * Whether zapgate knows the poll's options (a poll the instance sent or received).
+   *
+   * @generated from field: bool options_known = 5;
+   */
+  optionsKnown: boolean;
+};
+
+/**
+ * Describes the message zapgate.v1.PollVote.
+ * Use `create(PollVoteSchema)` to create a new message.
+ */
+export const PollVoteSchema: GenMessage<PollVote> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 12);
+
+/**
  * @generated from message zapgate.v1.MessageEdited
  */
 export type MessageEdited = Message<"zapgate.v1.MessageEdited"> & {
@@ -551,7 +617,7 @@ export type MessageEdited = Message<"zapgate.v1.MessageEdited"> & {
  * Use `create(MessageEditedSchema)` to create a new message.
  */
 export const MessageEditedSchema: GenMessage<MessageEdited> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 12);
+  messageDesc(file_zapgate_v1_event, 13);
 
 /**
  * @generated from message zapgate.v1.MessageRevoked
@@ -570,7 +636,7 @@ export type MessageRevoked = Message<"zapgate.v1.MessageRevoked"> & {
  * Use `create(MessageRevokedSchema)` to create a new message.
  */
 export const MessageRevokedSchema: GenMessage<MessageRevoked> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 13);
+  messageDesc(file_zapgate_v1_event, 14);
 
 /**
  * @generated from message zapgate.v1.ReplyContext
@@ -592,7 +658,7 @@ export type ReplyContext = Message<"zapgate.v1.ReplyContext"> & {
  * Use `create(ReplyContextSchema)` to create a new message.
  */
 export const ReplyContextSchema: GenMessage<ReplyContext> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 14);
+  messageDesc(file_zapgate_v1_event, 15);
 
 /**
  * @generated from message zapgate.v1.Unsupported
@@ -605,7 +671,7 @@ export type Unsupported = Message<"zapgate.v1.Unsupported"> & {
  * Use `create(UnsupportedSchema)` to create a new message.
  */
 export const UnsupportedSchema: GenMessage<Unsupported> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 15);
+  messageDesc(file_zapgate_v1_event, 16);
 
 /**
  * Something changed in one of the instance's groups, by this account or another.
@@ -664,7 +730,7 @@ export type GroupChanged = Message<"zapgate.v1.GroupChanged"> & {
  * Use `create(GroupChangedSchema)` to create a new message.
  */
 export const GroupChangedSchema: GenMessage<GroupChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 16);
+  messageDesc(file_zapgate_v1_event, 17);
 
 /**
  * The instance's contacts were synced from the linked phone.
@@ -698,7 +764,7 @@ export type ContactsSynced = Message<"zapgate.v1.ContactsSynced"> & {
  * Use `create(ContactsSyncedSchema)` to create a new message.
  */
 export const ContactsSyncedSchema: GenMessage<ContactsSynced> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 17);
+  messageDesc(file_zapgate_v1_event, 18);
 
 /**
  * Where a webhook's deliveries stand (WebhookService). Appended when deliveries stop because
@@ -747,7 +813,7 @@ export type WebhookStatusChanged = Message<"zapgate.v1.WebhookStatusChanged"> & 
  * Use `create(WebhookStatusChangedSchema)` to create a new message.
  */
 export const WebhookStatusChangedSchema: GenMessage<WebhookStatusChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 18);
+  messageDesc(file_zapgate_v1_event, 19);
 
 /**
  * @generated from enum zapgate.v1.EventType

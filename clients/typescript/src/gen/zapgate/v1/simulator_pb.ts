@@ -8,7 +8,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { MediaKind, MessageEdited, MessageRevoked, Reaction, ReplyContext } from "./event_pb.js";
 import { file_zapgate_v1_event } from "./event_pb.js";
-import type { ContactCard, Location } from "./message_pb.js";
+import type { ContactCard, Location, Poll } from "./message_pb.js";
 import { file_zapgate_v1_message } from "./message_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/simulator.proto.
  */
 export const file_zapgate_v1_simulator: GenFile = /*@__PURE__*/
-  fileDesc("Chp6YXBnYXRlL3YxL3NpbXVsYXRvci5wcm90bxIKemFwZ2F0ZS52MSJSChZTZXRHcm91cFByaXZhY3lSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCRITCgtyZWZ1c2VfYWRkcxgDIAEoCCIZChdTZXRHcm91cFByaXZhY3lSZXNwb25zZSKWAgoSQ2hhbmdlR3JvdXBSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhAKCGJ5X3Bob25lGAIgASgJEhEKCWdyb3VwX2ppZBgDIAEoCRIVCgtjcmVhdGVfbmFtZRgEIAEoCUgAEjkKDHBhcnRpY2lwYW50cxgFIAEoCzIhLnphcGdhdGUudjEuU2ltUGFydGljaXBhbnRzQ2hhbmdlSAASDgoEbmFtZRgGIAEoCUgAEg8KBXRvcGljGAcgASgJSAASMQoIc2V0dGluZ3MYCCABKAsyHS56YXBnYXRlLnYxLlNpbVNldHRpbmdzQ2hhbmdlSAASFgoMcmVxdWVzdF9qb2luGAkgASgISABCCAoGY2hhbmdlIjcKFVNpbVBhcnRpY2lwYW50c0NoYW5nZRIOCgZhY3Rpb24YASABKAkSDgoGcGhvbmVzGAIgAygJIlcKEVNpbVNldHRpbmdzQ2hhbmdlEhUKCGFubm91bmNlGAEgASgISACIAQESEwoGbG9ja2VkGAIgASgISAGIAQFCCwoJX2Fubm91bmNlQgkKB19sb2NrZWQiFQoTQ2hhbmdlR3JvdXBSZXNwb25zZSJBCg1TY2FuUXJSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAkSDQoFcGhvbmUYAyABKAkiEAoOU2NhblFyUmVzcG9uc2UiOQoURW50ZXJQYWlyQ29kZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDAoEY29kZRgCIAEoCSIXChVFbnRlclBhaXJDb2RlUmVzcG9uc2UiLAoVRHJvcENvbm5lY3Rpb25SZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJIhgKFkRyb3BDb25uZWN0aW9uUmVzcG9uc2UiLQoWTG9nb3V0RnJvbVBob25lUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIZChdMb2dvdXRGcm9tUGhvbmVSZXNwb25zZSJUChNUZW1wb3JhcnlCYW5SZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAUSGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgBIhYKFFRlbXBvcmFyeUJhblJlc3BvbnNlIiwKFVN0cmVhbVJlcGxhY2VkUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIYChZTdHJlYW1SZXBsYWNlZFJlc3BvbnNlIjsKE1NldEtlZXBBbGl2ZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDwoHZmFpbGluZxgCIAEoCCIWChRTZXRLZWVwQWxpdmVSZXNwb25zZSJFChBGYWlsU2VuZHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCRIMCgRjb2RlGAMgASgJIhMKEUZhaWxTZW5kc1Jlc3BvbnNlIioKE0xpc3RSZWNlaXZlZFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiiwIKD1JlY2VpdmVkTWVzc2FnZRIVCg1yZWNpcGllbnRfamlkGAEgASgJEgwKBGtpbmQYAiABKAkSDAoEdGV4dBgDIAEoCRIbChN3aGF0c2FwcF9tZXNzYWdlX2lkGAQgASgJEjAKDHJlY2VpdmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbWVkaWFfc2l6ZRgGIAEoAxIUCgxtZWRpYV9zaGEyNTYYByABKAkSGQoRcXVvdGVkX21lc3NhZ2VfaWQYCCABKAkSFgoObWVudGlvbmVkX2ppZHMYCSADKAkSGQoRdGFyZ2V0X21lc3NhZ2VfaWQYCiABKAkiRQoUTGlzdFJlY2VpdmVkUmVzcG9uc2USLQoIbWVzc2FnZXMYASADKAsyGy56YXBnYXRlLnYxLlJlY2VpdmVkTWVzc2FnZSLiAwocSW5qZWN0SW5jb21pbmdNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgpmcm9tX3Bob25lGAIgASgJEhAKCGZyb21fbGlkGAMgASgJEhEKCXB1c2hfbmFtZRgEIAEoCRIRCglncm91cF9qaWQYBSABKAkSDgoEdGV4dBgGIAEoCUgAEioKBW1lZGlhGAcgASgLMhkuemFwZ2F0ZS52MS5JbmplY3RlZE1lZGlhSAASKAoIbG9jYXRpb24YCCABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASKgoHY29udGFjdBgJIAEoCzIXLnphcGdhdGUudjEuQ29udGFjdENhcmRIABIoCghyZWFjdGlvbhgKIAEoCzIULnphcGdhdGUudjEuUmVhY3Rpb25IABIrCgZlZGl0ZWQYDSABKAsyGS56YXBnYXRlLnYxLk1lc3NhZ2VFZGl0ZWRIABItCgdyZXZva2VkGA4gASgLMhouemFwZ2F0ZS52MS5NZXNzYWdlUmV2b2tlZEgAEioKCHJlcGx5X3RvGAsgASgLMhguemFwZ2F0ZS52MS5SZXBseUNvbnRleHQSEgoKbWVzc2FnZV9pZBgMIAEoCUIJCgdjb250ZW50IooBCg1JbmplY3RlZE1lZGlhEiMKBGtpbmQYASABKA4yFS56YXBnYXRlLnYxLk1lZGlhS2luZBIMCgRkYXRhGAIgASgMEhEKCW1pbWVfdHlwZRgDIAEoCRIRCglmaWxlX25hbWUYBCABKAkSDwoHY2FwdGlvbhgFIAEoCRIPCgdzZWNvbmRzGAYgASgFIjMKHUluamVjdEluY29taW5nTWVzc2FnZVJlc3BvbnNlEhIKCm1lc3NhZ2VfaWQYASABKAkiggEKElNlbmRSZWNlaXB0UmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIcChR3aGF0c2FwcF9tZXNzYWdlX2lkcxgCIAMoCRIlCgRraW5kGAMgASgOMhcuemFwZ2F0ZS52MS5SZWNlaXB0S2luZBISCgpmcm9tX3Bob25lGAQgASgJIhUKE1NlbmRSZWNlaXB0UmVzcG9uc2UieQoKU2ltQ29udGFjdBINCgVwaG9uZRgBIAEoCRIRCglmdWxsX25hbWUYAiABKAkSEgoKZmlyc3RfbmFtZRgDIAEoCRIRCglwdXNoX25hbWUYBCABKAkSFQoNYnVzaW5lc3NfbmFtZRgFIAEoCRILCgNsaWQYBiABKAkiUwoSU2V0Q29udGFjdHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEigKCGNvbnRhY3RzGAIgAygLMhYuemFwZ2F0ZS52MS5TaW1Db250YWN0IhUKE1NldENvbnRhY3RzUmVzcG9uc2UiQgobU2V0UmVnaXN0ZXJlZE51bWJlcnNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCSIeChxTZXRSZWdpc3RlcmVkTnVtYmVyc1Jlc3BvbnNlIigKCkxpZE1hcHBpbmcSDQoFcGhvbmUYASABKAkSCwoDbGlkGAIgASgJIlYKFVNldExpZE1hcHBpbmdzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIoCghtYXBwaW5ncxgCIAMoCzIWLnphcGdhdGUudjEuTGlkTWFwcGluZyIYChZTZXRMaWRNYXBwaW5nc1Jlc3BvbnNlKncKC1JlY2VpcHRLaW5kEhwKGFJFQ0VJUFRfS0lORF9VTlNQRUNJRklFRBAAEhoKFlJFQ0VJUFRfS0lORF9ERUxJVkVSRUQQARIVChFSRUNFSVBUX0tJTkRfUkVBRBACEhcKE1JFQ0VJUFRfS0lORF9QTEFZRUQQAzL4CgoQU2ltdWxhdG9yU2VydmljZRI/CgZTY2FuUXISGS56YXBnYXRlLnYxLlNjYW5RclJlcXVlc3QaGi56YXBnYXRlLnYxLlNjYW5RclJlc3BvbnNlElQKDUVudGVyUGFpckNvZGUSIC56YXBnYXRlLnYxLkVudGVyUGFpckNvZGVSZXF1ZXN0GiEuemFwZ2F0ZS52MS5FbnRlclBhaXJDb2RlUmVzcG9uc2USVwoORHJvcENvbm5lY3Rpb24SIS56YXBnYXRlLnYxLkRyb3BDb25uZWN0aW9uUmVxdWVzdBoiLnphcGdhdGUudjEuRHJvcENvbm5lY3Rpb25SZXNwb25zZRJaCg9Mb2dvdXRGcm9tUGhvbmUSIi56YXBnYXRlLnYxLkxvZ291dEZyb21QaG9uZVJlcXVlc3QaIy56YXBnYXRlLnYxLkxvZ291dEZyb21QaG9uZVJlc3BvbnNlElEKDFRlbXBvcmFyeUJhbhIfLnphcGdhdGUudjEuVGVtcG9yYXJ5QmFuUmVxdWVzdBogLnphcGdhdGUudjEuVGVtcG9yYXJ5QmFuUmVzcG9uc2USVwoOU3RyZWFtUmVwbGFjZWQSIS56YXBnYXRlLnYxLlN0cmVhbVJlcGxhY2VkUmVxdWVzdBoiLnphcGdhdGUudjEuU3RyZWFtUmVwbGFjZWRSZXNwb25zZRJRCgxTZXRLZWVwQWxpdmUSHy56YXBnYXRlLnYxLlNldEtlZXBBbGl2ZVJlcXVlc3QaIC56YXBnYXRlLnYxLlNldEtlZXBBbGl2ZVJlc3BvbnNlEkgKCUZhaWxTZW5kcxIcLnphcGdhdGUudjEuRmFpbFNlbmRzUmVxdWVzdBodLnphcGdhdGUudjEuRmFpbFNlbmRzUmVzcG9uc2USUQoMTGlzdFJlY2VpdmVkEh8uemFwZ2F0ZS52MS5MaXN0UmVjZWl2ZWRSZXF1ZXN0GiAuemFwZ2F0ZS52MS5MaXN0UmVjZWl2ZWRSZXNwb25zZRJsChVJbmplY3RJbmNvbWluZ01lc3NhZ2USKC56YXBnYXRlLnYxLkluamVjdEluY29taW5nTWVzc2FnZVJlcXVlc3QaKS56YXBnYXRlLnYxLkluamVjdEluY29taW5nTWVzc2FnZVJlc3BvbnNlEk4KC1NlbmRSZWNlaXB0Eh4uemFwZ2F0ZS52MS5TZW5kUmVjZWlwdFJlcXVlc3QaHy56YXBnYXRlLnYxLlNlbmRSZWNlaXB0UmVzcG9uc2USTgoLU2V0Q29udGFjdHMSHi56YXBnYXRlLnYxLlNldENvbnRhY3RzUmVxdWVzdBofLnphcGdhdGUudjEuU2V0Q29udGFjdHNSZXNwb25zZRJpChRTZXRSZWdpc3RlcmVkTnVtYmVycxInLnphcGdhdGUudjEuU2V0UmVnaXN0ZXJlZE51bWJlcnNSZXF1ZXN0GiguemFwZ2F0ZS52MS5TZXRSZWdpc3RlcmVkTnVtYmVyc1Jlc3BvbnNlEloKD1NldEdyb3VwUHJpdmFjeRIiLnphcGdhdGUudjEuU2V0R3JvdXBQcml2YWN5UmVxdWVzdBojLnphcGdhdGUudjEuU2V0R3JvdXBQcml2YWN5UmVzcG9uc2USTgoLQ2hhbmdlR3JvdXASHi56YXBnYXRlLnYxLkNoYW5nZUdyb3VwUmVxdWVzdBofLnphcGdhdGUudjEuQ2hhbmdlR3JvdXBSZXNwb25zZRJXCg5TZXRMaWRNYXBwaW5ncxIhLnphcGdhdGUudjEuU2V0TGlkTWFwcGluZ3NSZXF1ZXN0GiIuemFwZ2F0ZS52MS5TZXRMaWRNYXBwaW5nc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_zapgate_v1_event, file_zapgate_v1_message]);
+  fileDesc("Chp6YXBnYXRlL3YxL3NpbXVsYXRvci5wcm90bxIKemFwZ2F0ZS52MSJSChZTZXRHcm91cFByaXZhY3lSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCRITCgtyZWZ1c2VfYWRkcxgDIAEoCCIZChdTZXRHcm91cFByaXZhY3lSZXNwb25zZSKWAgoSQ2hhbmdlR3JvdXBSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhAKCGJ5X3Bob25lGAIgASgJEhEKCWdyb3VwX2ppZBgDIAEoCRIVCgtjcmVhdGVfbmFtZRgEIAEoCUgAEjkKDHBhcnRpY2lwYW50cxgFIAEoCzIhLnphcGdhdGUudjEuU2ltUGFydGljaXBhbnRzQ2hhbmdlSAASDgoEbmFtZRgGIAEoCUgAEg8KBXRvcGljGAcgASgJSAASMQoIc2V0dGluZ3MYCCABKAsyHS56YXBnYXRlLnYxLlNpbVNldHRpbmdzQ2hhbmdlSAASFgoMcmVxdWVzdF9qb2luGAkgASgISABCCAoGY2hhbmdlIjcKFVNpbVBhcnRpY2lwYW50c0NoYW5nZRIOCgZhY3Rpb24YASABKAkSDgoGcGhvbmVzGAIgAygJIlcKEVNpbVNldHRpbmdzQ2hhbmdlEhUKCGFubm91bmNlGAEgASgISACIAQESEwoGbG9ja2VkGAIgASgISAGIAQFCCwoJX2Fubm91bmNlQgkKB19sb2NrZWQiFQoTQ2hhbmdlR3JvdXBSZXNwb25zZSJBCg1TY2FuUXJSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAkSDQoFcGhvbmUYAyABKAkiEAoOU2NhblFyUmVzcG9uc2UiOQoURW50ZXJQYWlyQ29kZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDAoEY29kZRgCIAEoCSIXChVFbnRlclBhaXJDb2RlUmVzcG9uc2UiLAoVRHJvcENvbm5lY3Rpb25SZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJIhgKFkRyb3BDb25uZWN0aW9uUmVzcG9uc2UiLQoWTG9nb3V0RnJvbVBob25lUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIZChdMb2dvdXRGcm9tUGhvbmVSZXNwb25zZSJUChNUZW1wb3JhcnlCYW5SZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAUSGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgBIhYKFFRlbXBvcmFyeUJhblJlc3BvbnNlIiwKFVN0cmVhbVJlcGxhY2VkUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIYChZTdHJlYW1SZXBsYWNlZFJlc3BvbnNlIjsKE1NldEtlZXBBbGl2ZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDwoHZmFpbGluZxgCIAEoCCIWChRTZXRLZWVwQWxpdmVSZXNwb25zZSJFChBGYWlsU2VuZHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCRIMCgRjb2RlGAMgASgJIhMKEUZhaWxTZW5kc1Jlc3BvbnNlIioKE0xpc3RSZWNlaXZlZFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiwAIKD1JlY2VpdmVkTWVzc2FnZRIVCg1yZWNpcGllbnRfamlkGAEgASgJEgwKBGtpbmQYAiABKAkSDAoEdGV4dBgDIAEoCRIbChN3aGF0c2FwcF9tZXNzYWdlX2lkGAQgASgJEjAKDHJlY2VpdmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbWVkaWFfc2l6ZRgGIAEoAxIUCgxtZWRpYV9zaGEyNTYYByABKAkSGQoRcXVvdGVkX21lc3NhZ2VfaWQYCCABKAkSFgoObWVudGlvbmVkX2ppZHMYCSADKAkSGQoRdGFyZ2V0X21lc3NhZ2VfaWQYCiABKAkSFAoMcG9sbF9vcHRpb25zGAsgAygJEh0KFXBvbGxfc2VsZWN0YWJsZV9jb3VudBgMIAEoBSJFChRMaXN0UmVjZWl2ZWRSZXNwb25zZRItCghtZXNzYWdlcxgBIAMoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRNZXNzYWdlIrcEChxJbmplY3RJbmNvbWluZ01lc3NhZ2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCmZyb21fcGhvbmUYAiABKAkSEAoIZnJvbV9saWQYAyABKAkSEQoJcHVzaF9uYW1lGAQgASgJEhEKCWdyb3VwX2ppZBgFIAEoCRIOCgR0ZXh0GAYgASgJSAASKgoFbWVkaWEYByABKAsyGS56YXBnYXRlLnYxLkluamVjdGVkTWVkaWFIABIoCghsb2NhdGlvbhgIIAEoCzIULnphcGdhdGUudjEuTG9jYXRpb25IABIqCgdjb250YWN0GAkgASgLMhcuemFwZ2F0ZS52MS5Db250YWN0Q2FyZEgAEigKCHJlYWN0aW9uGAogASgLMhQuemFwZ2F0ZS52MS5SZWFjdGlvbkgAEisKBmVkaXRlZBgNIAEoCzIZLnphcGdhdGUudjEuTWVzc2FnZUVkaXRlZEgAEi0KB3Jldm9rZWQYDiABKAsyGi56YXBnYXRlLnYxLk1lc3NhZ2VSZXZva2VkSAASIAoEcG9sbBgPIAEoCzIQLnphcGdhdGUudjEuUG9sbEgAEjEKCXBvbGxfdm90ZRgQIAEoCzIcLnphcGdhdGUudjEuSW5qZWN0ZWRQb2xsVm90ZUgAEioKCHJlcGx5X3RvGAsgASgLMhguemFwZ2F0ZS52MS5SZXBseUNvbnRleHQSEgoKbWVzc2FnZV9pZBgMIAEoCUIJCgdjb250ZW50IjwKEEluamVjdGVkUG9sbFZvdGUSFwoPcG9sbF9tZXNzYWdlX2lkGAEgASgJEg8KB29wdGlvbnMYAiADKAkiigEKDUluamVjdGVkTWVkaWESIwoEa2luZBgBIAEoDjIVLnphcGdhdGUudjEuTWVkaWFLaW5kEgwKBGRhdGEYAiABKAwSEQoJbWltZV90eXBlGAMgASgJEhEKCWZpbGVfbmFtZRgEIAEoCRIPCgdjYXB0aW9uGAUgASgJEg8KB3NlY29uZHMYBiABKAUiMwodSW5qZWN0SW5jb21pbmdNZXNzYWdlUmVzcG9uc2USEgoKbWVzc2FnZV9pZBgBIAEoCSKCAQoSU2VuZFJlY2VpcHRSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhwKFHdoYXRzYXBwX21lc3NhZ2VfaWRzGAIgAygJEiUKBGtpbmQYAyABKA4yFy56YXBnYXRlLnYxLlJlY2VpcHRLaW5kEhIKCmZyb21fcGhvbmUYBCABKAkiFQoTU2VuZFJlY2VpcHRSZXNwb25zZSJ5CgpTaW1Db250YWN0Eg0KBXBob25lGAEgASgJEhEKCWZ1bGxfbmFtZRgCIAEoCRISCgpmaXJzdF9uYW1lGAMgASgJEhEKCXB1c2hfbmFtZRgEIAEoCRIVCg1idXNpbmVzc19uYW1lGAUgASgJEgsKA2xpZBgGIAEoCSJTChJTZXRDb250YWN0c1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSKAoIY29udGFjdHMYAiADKAsyFi56YXBnYXRlLnYxLlNpbUNvbnRhY3QiFQoTU2V0Q29udGFjdHNSZXNwb25zZSJCChtTZXRSZWdpc3RlcmVkTnVtYmVyc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDgoGcGhvbmVzGAIgAygJIh4KHFNldFJlZ2lzdGVyZWROdW1iZXJzUmVzcG9uc2UiKAoKTGlkTWFwcGluZxINCgVwaG9uZRgBIAEoCRILCgNsaWQYAiABKAkiVgoVU2V0TGlkTWFwcGluZ3NSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEigKCG1hcHBpbmdzGAIgAygLMhYuemFwZ2F0ZS52MS5MaWRNYXBwaW5nIhgKFlNldExpZE1hcHBpbmdzUmVzcG9uc2UqdwoLUmVjZWlwdEtpbmQSHAoYUkVDRUlQVF9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWUkVDRUlQVF9LSU5EX0RFTElWRVJFRBABEhUKEVJFQ0VJUFRfS0lORF9SRUFEEAISFwoTUkVDRUlQVF9LSU5EX1BMQVlFRBADMvgKChBTaW11bGF0b3JTZXJ2aWNlEj8KBlNjYW5RchIZLnphcGdhdGUudjEuU2NhblFyUmVxdWVzdBoaLnphcGdhdGUudjEuU2NhblFyUmVzcG9uc2USVAoNRW50ZXJQYWlyQ29kZRIgLnphcGdhdGUudjEuRW50ZXJQYWlyQ29kZVJlcXVlc3QaIS56YXBnYXRlLnYxLkVudGVyUGFpckNvZGVSZXNwb25zZRJXCg5Ecm9wQ29ubmVjdGlvbhIhLnphcGdhdGUudjEuRHJvcENvbm5lY3Rpb25SZXF1ZXN0GiIuemFwZ2F0ZS52MS5Ecm9wQ29ubmVjdGlvblJlc3BvbnNlEloKD0xvZ291dEZyb21QaG9uZRIiLnphcGdhdGUudjEuTG9nb3V0RnJvbVBob25lUmVxdWVzdBojLnphcGdhdGUudjEuTG9nb3V0RnJvbVBob25lUmVzcG9uc2USUQoMVGVtcG9yYXJ5QmFuEh8uemFwZ2F0ZS52MS5UZW1wb3JhcnlCYW5SZXF1ZXN0GiAuemFwZ2F0ZS52MS5UZW1wb3JhcnlCYW5SZXNwb25zZRJXCg5TdHJlYW1SZXBsYWNlZBIhLnphcGdhdGUudjEuU3RyZWFtUmVwbGFjZWRSZXF1ZXN0GiIuemFwZ2F0ZS52MS5TdHJlYW1SZXBsYWNlZFJlc3BvbnNlElEKDFNldEtlZXBBbGl2ZRIfLnphcGdhdGUudjEuU2V0S2VlcEFsaXZlUmVxdWVzdBogLnphcGdhdGUudjEuU2V0S2VlcEFsaXZlUmVzcG9uc2USSAoJRmFpbFNlbmRzEhwuemFwZ2F0ZS52MS5GYWlsU2VuZHNSZXF1ZXN0Gh0uemFwZ2F0ZS52MS5GYWlsU2VuZHNSZXNwb25zZRJRCgxMaXN0UmVjZWl2ZWQSHy56YXBnYXRlLnYxLkxpc3RSZWNlaXZlZFJlcXVlc3QaIC56YXBnYXRlLnYxLkxpc3RSZWNlaXZlZFJlc3BvbnNlEmwKFUluamVjdEluY29taW5nTWVzc2FnZRIoLnphcGdhdGUudjEuSW5qZWN0SW5jb21pbmdNZXNzYWdlUmVxdWVzdBopLnphcGdhdGUudjEuSW5qZWN0SW5jb21pbmdNZXNzYWdlUmVzcG9uc2USTgoLU2VuZFJlY2VpcHQSHi56YXBnYXRlLnYxLlNlbmRSZWNlaXB0UmVxdWVzdBofLnphcGdhdGUudjEuU2VuZFJlY2VpcHRSZXNwb25zZRJOCgtTZXRDb250YWN0cxIeLnphcGdhdGUudjEuU2V0Q29udGFjdHNSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5TZXRDb250YWN0c1Jlc3BvbnNlEmkKFFNldFJlZ2lzdGVyZWROdW1iZXJzEicuemFwZ2F0ZS52MS5TZXRSZWdpc3RlcmVkTnVtYmVyc1JlcXVlc3QaKC56YXBnYXRlLnYxLlNldFJlZ2lzdGVyZWROdW1iZXJzUmVzcG9uc2USWgoPU2V0R3JvdXBQcml2YWN5EiIuemFwZ2F0ZS52MS5TZXRHcm91cFByaXZhY3lSZXF1ZXN0GiMuemFwZ2F0ZS52MS5TZXRHcm91cFByaXZhY3lSZXNwb25zZRJOCgtDaGFuZ2VHcm91cBIeLnphcGdhdGUudjEuQ2hhbmdlR3JvdXBSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5DaGFuZ2VHcm91cFJlc3BvbnNlElcKDlNldExpZE1hcHBpbmdzEiEuemFwZ2F0ZS52MS5TZXRMaWRNYXBwaW5nc1JlcXVlc3QaIi56YXBnYXRlLnYxLlNldExpZE1hcHBpbmdzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_zapgate_v1_event, file_zapgate_v1_message]);
 
 /**
  * @generated from message zapgate.v1.SetGroupPrivacyRequest
@@ -505,7 +505,7 @@ export type ReceivedMessage = Message<"zapgate.v1.ReceivedMessage"> & {
   recipientJid: string;
 
   /**
-   * text, image, video, audio, document, location, contact, reaction, edit, revoke, read,
+   * text, image, video, audio, document, location, contact, poll, reaction, edit, revoke, read,
    * composing, recording, paused.
    *
    * @generated from field: string kind = 2;
@@ -560,6 +560,18 @@ export type ReceivedMessage = Message<"zapgate.v1.ReceivedMessage"> & {
    * @generated from field: string target_message_id = 10;
    */
   targetMessageId: string;
+
+  /**
+   * A poll: its options (its question is in `text`) and how many a voter may choose.
+   *
+   * @generated from field: repeated string poll_options = 11;
+   */
+  pollOptions: string[];
+
+  /**
+   * @generated from field: int32 poll_selectable_count = 12;
+   */
+  pollSelectableCount: number;
 };
 
 /**
@@ -670,6 +682,23 @@ export type InjectIncomingMessageRequest = Message<"zapgate.v1.InjectIncomingMes
      */
     value: MessageRevoked;
     case: "revoked";
+  } | {
+    /**
+     * The sender posts a poll.
+     *
+     * @generated from field: zapgate.v1.Poll poll = 15;
+     */
+    value: Poll;
+    case: "poll";
+  } | {
+    /**
+     * The sender votes in a poll (one the instance sent: Message.whatsapp_message_id, or one
+     * posted in the chat), choosing these options by name (none: withdraws the vote).
+     *
+     * @generated from field: zapgate.v1.InjectedPollVote poll_vote = 16;
+     */
+    value: InjectedPollVote;
+    case: "pollVote";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -691,6 +720,28 @@ export type InjectIncomingMessageRequest = Message<"zapgate.v1.InjectIncomingMes
  */
 export const InjectIncomingMessageRequestSchema: GenMessage<InjectIncomingMessageRequest> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_simulator, 25);
+
+/**
+ * @generated from message zapgate.v1.InjectedPollVote
+ */
+export type InjectedPollVote = Message<"zapgate.v1.InjectedPollVote"> & {
+  /**
+   * @generated from field: string poll_message_id = 1;
+   */
+  pollMessageId: string;
+
+  /**
+   * @generated from field: repeated string options = 2;
+   */
+  options: string[];
+};
+
+/**
+ * Describes the message zapgate.v1.InjectedPollVote.
+ * Use `create(InjectedPollVoteSchema)` to create a new message.
+ */
+export const InjectedPollVoteSchema: GenMessage<InjectedPollVote> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 26);
 
 /**
  * @generated from message zapgate.v1.InjectedMedia
@@ -732,7 +783,7 @@ export type InjectedMedia = Message<"zapgate.v1.InjectedMedia"> & {
  * Use `create(InjectedMediaSchema)` to create a new message.
  */
 export const InjectedMediaSchema: GenMessage<InjectedMedia> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 26);
+  messageDesc(file_zapgate_v1_simulator, 27);
 
 /**
  * @generated from message zapgate.v1.InjectIncomingMessageResponse
@@ -749,7 +800,7 @@ export type InjectIncomingMessageResponse = Message<"zapgate.v1.InjectIncomingMe
  * Use `create(InjectIncomingMessageResponseSchema)` to create a new message.
  */
 export const InjectIncomingMessageResponseSchema: GenMessage<InjectIncomingMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 27);
+  messageDesc(file_zapgate_v1_simulator, 28);
 
 /**
  * @generated from message zapgate.v1.SendReceiptRequest
@@ -785,7 +836,7 @@ export type SendReceiptRequest = Message<"zapgate.v1.SendReceiptRequest"> & {
  * Use `create(SendReceiptRequestSchema)` to create a new message.
  */
 export const SendReceiptRequestSchema: GenMessage<SendReceiptRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 28);
+  messageDesc(file_zapgate_v1_simulator, 29);
 
 /**
  * @generated from message zapgate.v1.SendReceiptResponse
@@ -798,7 +849,7 @@ export type SendReceiptResponse = Message<"zapgate.v1.SendReceiptResponse"> & {
  * Use `create(SendReceiptResponseSchema)` to create a new message.
  */
 export const SendReceiptResponseSchema: GenMessage<SendReceiptResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 29);
+  messageDesc(file_zapgate_v1_simulator, 30);
 
 /**
  * @generated from message zapgate.v1.SimContact
@@ -844,7 +895,7 @@ export type SimContact = Message<"zapgate.v1.SimContact"> & {
  * Use `create(SimContactSchema)` to create a new message.
  */
 export const SimContactSchema: GenMessage<SimContact> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 30);
+  messageDesc(file_zapgate_v1_simulator, 31);
 
 /**
  * @generated from message zapgate.v1.SetContactsRequest
@@ -866,7 +917,7 @@ export type SetContactsRequest = Message<"zapgate.v1.SetContactsRequest"> & {
  * Use `create(SetContactsRequestSchema)` to create a new message.
  */
 export const SetContactsRequestSchema: GenMessage<SetContactsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 31);
+  messageDesc(file_zapgate_v1_simulator, 32);
 
 /**
  * @generated from message zapgate.v1.SetContactsResponse
@@ -879,7 +930,7 @@ export type SetContactsResponse = Message<"zapgate.v1.SetContactsResponse"> & {
  * Use `create(SetContactsResponseSchema)` to create a new message.
  */
 export const SetContactsResponseSchema: GenMessage<SetContactsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 32);
+  messageDesc(file_zapgate_v1_simulator, 33);
 
 /**
  * @generated from message zapgate.v1.SetRegisteredNumbersRequest
@@ -901,7 +952,7 @@ export type SetRegisteredNumbersRequest = Message<"zapgate.v1.SetRegisteredNumbe
  * Use `create(SetRegisteredNumbersRequestSchema)` to create a new message.
  */
 export const SetRegisteredNumbersRequestSchema: GenMessage<SetRegisteredNumbersRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 33);
+  messageDesc(file_zapgate_v1_simulator, 34);
 
 /**
  * @generated from message zapgate.v1.SetRegisteredNumbersResponse
@@ -914,7 +965,7 @@ export type SetRegisteredNumbersResponse = Message<"zapgate.v1.SetRegisteredNumb
  * Use `create(SetRegisteredNumbersResponseSchema)` to create a new message.
  */
 export const SetRegisteredNumbersResponseSchema: GenMessage<SetRegisteredNumbersResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 34);
+  messageDesc(file_zapgate_v1_simulator, 35);
 
 /**
  * @generated from message zapgate.v1.LidMapping
@@ -940,7 +991,7 @@ export type LidMapping = Message<"zapgate.v1.LidMapping"> & {
  * Use `create(LidMappingSchema)` to create a new message.
  */
 export const LidMappingSchema: GenMessage<LidMapping> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 35);
+  messageDesc(file_zapgate_v1_simulator, 36);
 
 /**
  * @generated from message zapgate.v1.SetLidMappingsRequest
@@ -964,7 +1015,7 @@ export type SetLidMappingsRequest = Message<"zapgate.v1.SetLidMappingsRequest"> 
  * Use `create(SetLidMappingsRequestSchema)` to create a new message.
  */
 export const SetLidMappingsRequestSchema: GenMessage<SetLidMappingsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 36);
+  messageDesc(file_zapgate_v1_simulator, 37);
 
 /**
  * @generated from message zapgate.v1.SetLidMappingsResponse
@@ -977,7 +1028,7 @@ export type SetLidMappingsResponse = Message<"zapgate.v1.SetLidMappingsResponse"
  * Use `create(SetLidMappingsResponseSchema)` to create a new message.
  */
 export const SetLidMappingsResponseSchema: GenMessage<SetLidMappingsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 37);
+  messageDesc(file_zapgate_v1_simulator, 38);
 
 /**
  * @generated from enum zapgate.v1.ReceiptKind
