@@ -92,6 +92,13 @@ class OutgoingContent:
     poll_question: str = ""
     poll_options: tuple[str, ...] = ()
     poll_selectable: int = 0
+    sticker: Media | None = None  # WebP
+    view_once: bool = False  # with image, video or a voice note
+    # With text: a link preview from the caller's data (engines never fetch URLs).
+    link_url: str = ""
+    link_title: str = ""
+    link_description: str = ""
+    link_thumbnail: bytes = b""  # JPEG or PNG, shrunk to a small JPEG when built
 
     @property
     def kind(self) -> str:
@@ -99,7 +106,7 @@ class OutgoingContent:
             return self.action
         if self.poll_options:
             return "poll"
-        for kind in ("image", "video", "audio", "document"):
+        for kind in ("image", "video", "audio", "document", "sticker"):
             if getattr(self, kind) is not None:
                 return kind
         if self.latitude is not None:

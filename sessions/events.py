@@ -182,6 +182,7 @@ class MessageReceived:
     poll_options: tuple[str, ...] = ()  # poll
     poll_selectable: int = 0  # poll: how many a voter may choose (0: any number)
     poll_votes: tuple[str, ...] = ()  # poll_vote: hex SHA-256 of each chosen option's name
+    view_once: bool = False  # media the recipient may open once
 
 
 def poll_option_sha256(option: str) -> str:

@@ -114,12 +114,28 @@ def to_message_received(key: InstanceKey, event: Any) -> MessageReceived | None:
         return None
     return MessageReceived(
         key,
+        view_once=_view_once(event, message, content),
         message_id=str(info.ID),
         timestamp=_seconds(int(info.Timestamp)),
         push_name=str(info.Pushname),
         **_addresses(info.MessageSource),
         **_content(message, content),
     )
+
+
+_VIEW_ONCE_FLAGS = ("IsViewOnce", "IsViewOnceV2", "IsViewOnceV2Extension")
+
+
+def _view_once(event: Any, message: Any, field: str) -> bool:
+    """Whether media may be opened once: whatsmeow's flags for a view-once wrapper it took
+    off, or the media's own viewOnce."""
+    if field not in _MEDIA_FIELDS:
+        return False
+    wrapped = any(getattr(event, flag, False) for flag in _VIEW_ONCE_FLAGS)
+    raw = event.Message
+    wrapped = wrapped or any(raw.HasField(name) for name in _WRAPPERS if "iewOnce" in name)
+    media = getattr(message, field)
+    return bool(wrapped or ("viewOnce" in media.DESCRIPTOR.fields_by_name and media.viewOnce))
 
 
 def unwrap(message: Any) -> Any:

@@ -68,7 +68,10 @@ _UPLOAD_TYPES: dict[str, Any] = {
     "video": MediaType.MediaVideo,
     "audio": MediaType.MediaAudio,
     "document": MediaType.MediaDocument,
+    "sticker": MediaType.MediaImage,  # whatsmeow uploads stickers as images
 }
+STICKER_MIME = "image/webp"
+LINK_THUMBNAIL_PIXELS = 256  # longest side of a link preview's inline JPEG
 
 # -- recipients ----------------------------------------------------------------------------
 
@@ -155,6 +158,10 @@ def check_content(content: OutgoingContent) -> None:
         return
     if kind == "text" and not content.text.strip():
         _invalid("the text is empty")
+    if content.view_once and not (kind in ("image", "video") or content.voice_note):
+        _invalid(f"a {kind} cannot be view-once (only images, videos and voice notes)")
+    if content.link_url and (kind != "text" or content.link_url not in content.text):
+        _invalid("a link preview needs a text containing its URL")
     if kind == "poll":
         options = content.poll_options
         if not content.poll_question.strip() or not 2 <= len(options) <= 12:
@@ -201,6 +208,11 @@ def build_message(content: OutgoingContent, uploaded: Any = None, *, now: float 
             message = wa.Message(extendedTextMessage=wa.ExtendedTextMessage(text=text))
         [(_, inner)] = message.ListFields()
         inner.contextInfo.CopyFrom(context)
+    if content.view_once:
+        # As WhatsApp's apps send it: the media flagged and wrapped in viewOnceMessage.
+        [(_, inner)] = message.ListFields()
+        inner.viewOnce = True
+        message = wa.Message(viewOnceMessage=wa.FutureProofMessage(message=message))
     return message
 
 
@@ -303,6 +315,8 @@ def addressed(content: OutgoingContent, chat_jid: str) -> OutgoingContent:
 
 def _content_message(content: OutgoingContent, uploaded: Any, now: float) -> Any:
     kind = content.kind
+    if kind == "text" and content.link_url:
+        return wa.Message(extendedTextMessage=link_preview(content))
     if kind == "text":
         return wa.Message(conversation=content.text)
     if kind == "location":
@@ -340,6 +354,11 @@ def _content_message(content: OutgoingContent, uploaded: Any, now: float) -> Any
         return wa.Message(imageMessage=image)
     if kind == "video":
         return wa.Message(videoMessage=wa.VideoMessage(mimetype=media.mime_type, **file, **caption))
+    if kind == "sticker":
+        sticker = wa.StickerMessage(mimetype=STICKER_MIME, **file)
+        if (shape := webp_shape(media.data)) is not None:
+            sticker.width, sticker.height, sticker.isAnimated = shape
+        return wa.Message(stickerMessage=sticker)
     if kind == "audio":
         audio = wa.AudioMessage(mimetype=media.mime_type, PTT=content.voice_note, **file)
         if content.voice_note:
@@ -353,6 +372,34 @@ def _content_message(content: OutgoingContent, uploaded: Any, now: float) -> Any
             mimetype=media.mime_type, fileName=name, title=name, **file, **caption
         )
     )
+
+
+def link_preview(content: OutgoingContent) -> Any:
+    """A text with the preview of its URL (what neonize's send_message(link_preview=True)
+    builds after fetching the page, from the caller's data instead): matchedText, title,
+    description and an inline JPEG thumbnail."""
+    text = wa.ExtendedTextMessage(
+        text=content.text,
+        matchedText=content.link_url,
+        title=content.link_title,
+        description=content.link_description,
+        previewType=wa.ExtendedTextMessage.PreviewType.NONE,
+    )
+    if content.link_thumbnail:
+        preview = image_preview(content.link_thumbnail, LINK_THUMBNAIL_PIXELS)
+        if preview is not None:
+            text.JPEGThumbnail, text.thumbnailWidth, text.thumbnailHeight = preview
+    return text
+
+
+def webp_shape(data: bytes) -> tuple[int, int, bool] | None:
+    """(width, height, animated) of a WebP sticker; None when Pillow cannot read it."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            return width, height, getattr(image, "n_frames", 1) > 1
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        return None
 
 
 def contact_name(content: OutgoingContent) -> str:
@@ -383,13 +430,13 @@ def ogg_opus_seconds(data: bytes) -> int | None:
     return None
 
 
-def image_preview(data: bytes) -> tuple[bytes, int, int] | None:
+def image_preview(data: bytes, pixels: int = THUMBNAIL_PIXELS) -> tuple[bytes, int, int] | None:
     """(JPEG thumbnail, width, height) of an image: the blurred preview WhatsApp shows before
     the image is downloaded. None when Pillow cannot read it; WhatsApp shows a grey box then."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+            image.thumbnail((pixels, pixels))
             thumbnail = io.BytesIO()
             image.convert("RGB").save(thumbnail, format="JPEG", quality=_THUMBNAIL_QUALITY)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):

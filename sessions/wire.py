@@ -32,12 +32,14 @@ def decode(text: str) -> EngineEvent:
     return kind(**values)
 
 
-_MEDIA_KINDS: tuple[Literal["image", "video", "audio", "document"], ...] = (
+_MEDIA_KINDS: tuple[Literal["image", "video", "audio", "document", "sticker"], ...] = (
     "image",
     "video",
     "audio",
     "document",
+    "sticker",
 )
+_LINK = ("link_url", "link_title", "link_description", "link_thumbnail")
 
 
 def content_to_proto(content: OutgoingContent) -> worker_pb2.Content:
@@ -57,6 +59,8 @@ def content_to_proto(content: OutgoingContent) -> worker_pb2.Content:
         poll_question=content.poll_question,
         poll_options=list(content.poll_options),
         poll_selectable=content.poll_selectable,
+        view_once=content.view_once,
+        **{field: getattr(content, field) for field in _LINK},
     )
     for name in ("quote", "target"):
         ref = getattr(content, name)
@@ -94,6 +98,11 @@ def content_from_proto(message: worker_pb2.Content) -> OutgoingContent:
         poll_question=message.poll_question,
         poll_options=tuple(message.poll_options),
         poll_selectable=message.poll_selectable,
+        view_once=message.view_once,
+        link_url=message.link_url,
+        link_title=message.link_title,
+        link_description=message.link_description,
+        link_thumbnail=message.link_thumbnail,
         **media,
     )
 

@@ -215,6 +215,7 @@ def test_a_view_once_video() -> None:
         media_sha256=SHA256_HEX,
         media_seconds=37,
         media_ref=mapped.media_ref,
+        view_once=True,
     )
     assert downloads(mapped.media_ref) == ("videoMessage", cut(video))
 

@@ -173,6 +173,7 @@ def to_proto(message: MessageReceived) -> pb.MessageReceived:
                 size=message.media_size,
                 sha256=message.media_sha256,
                 seconds=message.media_seconds,
+                view_once=message.view_once,
             )
         )
     elif kind == "location":

@@ -530,8 +530,10 @@ class Dispatcher:
             "file_name": body.pop("file_name", ""),
         }
         kind = message.kind if message.kind != "voice_note" else "audio"
-        if kind in ("image", "video", "audio", "document"):
+        if kind in ("image", "video", "audio", "document", "sticker"):
             body[kind] = Media(message.media or b"", caption=caption, **media_fields)
+        elif body.get("link_url"):  # a text's media is its link preview's thumbnail
+            body["link_thumbnail"] = message.media or b""
         return OutgoingContent(**body)
 
     async def _save_counters(self, keys: set[str] | None = None) -> None:

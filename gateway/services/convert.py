@@ -93,6 +93,7 @@ def message_to_proto(record: MessageRecord, waiting: Waiting | None = None) -> m
         reply_to=record.content.get("reply_to", ""),
         mentions=record.content.get("mention_phones", []),
         target_message_id=record.content.get("target_id", ""),
+        view_once=bool(record.content.get("view_once")),
     )
     # Set in place: a Timestamp passed to the constructor is built, then copied in.
     message.create_time.FromMicroseconds(record.create_time_us)

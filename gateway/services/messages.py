@@ -40,7 +40,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_MEDIA_BYTES = 16 * 1024 * 1024  # WhatsApp's own limit for images/video/audio is 16 MB
 MAX_TEXT_CHARS = 65_536
 JID = re.compile(r"[0-9]{5,20}(:[0-9]+)?@(s\.whatsapp\.net|lid)|[0-9-]{5,40}@g\.us")
-MEDIA_KINDS = ("image", "video", "audio", "document")
+MEDIA_KINDS = ("image", "video", "audio", "document", "sticker")
+MAX_STICKER_BYTES = 1024 * 1024  # WhatsApp's apps refuse bigger stickers
+MAX_THUMBNAIL_BYTES = 1024 * 1024
+VIEW_ONCE_KINDS = ("image", "video", "voice_note")
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 
 
@@ -263,6 +266,15 @@ def to_record(tenant: str, request: pb.SendMessageRequest) -> MessageRecord:
     recipient = _recipient(request, violations)
     kind, content, media = _content(request, violations)
     content = {**content, **_conversation(request, kind, content, violations)}
+    if request.view_once:
+        if kind not in VIEW_ONCE_KINDS:
+            violations.append(
+                FieldViolation("view_once", "only an image, a video or a voice note can be")
+            )
+        content["view_once"] = True
+    if request.HasField("link_preview"):
+        content = {**content, **link_preview(request, kind, violations)}
+        media = bytes(request.link_preview.thumbnail) or None  # a text has no other media
     send_at = _micros("send_at", request, violations) or 0
     expire = _micros("expire_time", request, violations)
     if expire is not None and send_at and expire <= send_at:
@@ -377,6 +389,8 @@ def _content(
             violations.append(FieldViolation(f"{which}.mime_type", "required, e.g. image/jpeg"))
         caption = getattr(media, "caption", "")
         _check_template(f"{which}.caption", caption, variables, violations, required=False)
+        if which == "sticker":
+            _check_sticker(request.sticker, violations)
         kind = "voice_note" if which == "audio" and request.audio.voice_note else which
         content = {
             "caption": caption,
@@ -418,10 +432,61 @@ def _content(
         return "poll", poll_content(request.poll, violations), None
     violations.append(
         FieldViolation(
-            "content", "give one of text, image, video, audio, document, location, contact, poll"
+            "content",
+            "give one of text, image, video, audio, document, location, contact, poll, sticker",
         )
     )
     return "text", {}, None
+
+
+def _check_sticker(sticker: pb.Media, violations: list[FieldViolation]) -> None:
+    data = sticker.data
+    if data and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        violations.append(FieldViolation("sticker.data", "must be a WebP image"))
+    if len(data) > MAX_STICKER_BYTES:
+        violations.append(FieldViolation("sticker.data", f"at most {MAX_STICKER_BYTES} bytes"))
+    if sticker.mime_type and sticker.mime_type != "image/webp":
+        violations.append(FieldViolation("sticker.mime_type", "must be image/webp"))
+    for field in ("caption", "file_name"):
+        if getattr(sticker, field):
+            violations.append(FieldViolation(f"sticker.{field}", "a sticker has none"))
+
+
+MAX_LINK_TITLE_CHARS = 300
+MAX_LINK_DESCRIPTION_CHARS = 1000
+MAX_URL_CHARS = 2048
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+
+def link_preview(
+    request: pb.SendMessageRequest, kind: str, violations: list[FieldViolation]
+) -> dict[str, Any]:
+    """A text's link preview, from the caller's data only: zapgate never fetches URLs."""
+    preview = request.link_preview
+    if kind != "text":
+        violations.append(FieldViolation("link_preview", "only a text can have one"))
+    url = preview.url
+    if not url.startswith(("https://", "http://")) or any(c.isspace() for c in url):
+        violations.append(FieldViolation("link_preview.url", "must be an http(s) URL"))
+    elif url not in request.text.body:
+        violations.append(FieldViolation("link_preview.url", "must appear in the text"))
+    violations += check_text("link_preview.url", url, MAX_URL_CHARS)
+    violations += check_text("link_preview.title", preview.title, MAX_LINK_TITLE_CHARS)
+    violations += check_text(
+        "link_preview.description", preview.description, MAX_LINK_DESCRIPTION_CHARS
+    )
+    thumbnail = preview.thumbnail
+    if thumbnail and not thumbnail.startswith(_IMAGE_MAGIC):
+        violations.append(FieldViolation("link_preview.thumbnail", "must be a JPEG or PNG"))
+    if len(thumbnail) > MAX_THUMBNAIL_BYTES:
+        violations.append(
+            FieldViolation("link_preview.thumbnail", f"at most {MAX_THUMBNAIL_BYTES} bytes")
+        )
+    return {
+        "link_url": url,
+        "link_title": preview.title,
+        "link_description": preview.description,
+    }
 
 
 MIN_POLL_OPTIONS, MAX_POLL_OPTIONS = 2, 12  # WhatsApp's apps allow 2 to 12

@@ -147,6 +147,11 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
                     target_message_id=r.target_message_id,
                     poll_options=r.poll_options.split("\n") if r.poll_options else [],
                     poll_selectable_count=int(r.poll_selectable or 0),
+                    view_once=r.view_once == "1",
+                    link_url=r.link_url,
+                    link_title=r.link_title,
+                    link_description=r.link_description,
+                    link_thumbnail_size=int(r.link_thumbnail_size or 0),
                 )
                 for r in received
             ]
@@ -387,6 +392,7 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
         target_message_id=request.edited.message_id
         or request.revoked.message_id
         or vote.poll_message_id,
+        view_once=media.view_once,
         poll_options=tuple(poll.options),
         poll_selectable=poll.selectable_count,
         # As a real engine reports a vote once decrypted: the chosen options' hashes.

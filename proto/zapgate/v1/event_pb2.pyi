@@ -527,6 +527,7 @@ class ReceivedMedia(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    VIEW_ONCE_FIELD_NUMBER: _builtins.int
     kind: Global___MediaKind.ValueType
     mime_type: _builtins.str
     file_name: _builtins.str
@@ -536,6 +537,8 @@ class ReceivedMedia(_message.Message):
     """Hex SHA-256 of the file's bytes."""
     seconds: _builtins.int
     """Length of audio and video."""
+    view_once: _builtins.bool
+    """The recipient may open it once (a view-once image, video or voice note)."""
     def __init__(
         self,
         *,
@@ -546,10 +549,11 @@ class ReceivedMedia(_message.Message):
         size: _builtins.int = ...,
         sha256: _builtins.str = ...,
         seconds: _builtins.int = ...,
+        view_once: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "file_name", b"file_name", "kind", b"kind", "mime_type", b"mime_type", "seconds", b"seconds", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "file_name", b"file_name", "kind", b"kind", "mime_type", b"mime_type", "seconds", b"seconds", "sha256", b"sha256", "size", b"size", "view_once", b"view_once"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -537,10 +537,15 @@ class ReceivedMessage(_message.Message):
     TARGET_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     POLL_OPTIONS_FIELD_NUMBER: _builtins.int
     POLL_SELECTABLE_COUNT_FIELD_NUMBER: _builtins.int
+    VIEW_ONCE_FIELD_NUMBER: _builtins.int
+    LINK_URL_FIELD_NUMBER: _builtins.int
+    LINK_TITLE_FIELD_NUMBER: _builtins.int
+    LINK_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    LINK_THUMBNAIL_SIZE_FIELD_NUMBER: _builtins.int
     recipient_jid: _builtins.str
     kind: _builtins.str
-    """text, image, video, audio, document, location, contact, poll, reaction, edit, revoke, read,
-    composing, recording, paused.
+    """text, image, video, audio, document, location, contact, poll, sticker, reaction, edit,
+    revoke, read, composing, recording, paused.
     """
     text: _builtins.str
     """Text, caption, location name or contact name."""
@@ -554,6 +559,14 @@ class ReceivedMessage(_message.Message):
     comma-separated). A reaction's emoji and an edit's new text are in `text`.
     """
     poll_selectable_count: _builtins.int
+    view_once: _builtins.bool
+    """Sent view-once."""
+    link_url: _builtins.str
+    """A text's link preview, as sent."""
+    link_title: _builtins.str
+    link_description: _builtins.str
+    link_thumbnail_size: _builtins.int
+    """Size in bytes of the preview's JPEG thumbnail (0: none)."""
     @_builtins.property
     def receive_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -579,10 +592,15 @@ class ReceivedMessage(_message.Message):
         target_message_id: _builtins.str = ...,
         poll_options: _abc.Iterable[_builtins.str] | None = ...,
         poll_selectable_count: _builtins.int = ...,
+        view_once: _builtins.bool = ...,
+        link_url: _builtins.str = ...,
+        link_title: _builtins.str = ...,
+        link_description: _builtins.str = ...,
+        link_thumbnail_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["receive_time", b"receive_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "media_sha256", b"media_sha256", "media_size", b"media_size", "mentioned_jids", b"mentioned_jids", "poll_options", b"poll_options", "poll_selectable_count", b"poll_selectable_count", "quoted_message_id", b"quoted_message_id", "receive_time", b"receive_time", "recipient_jid", b"recipient_jid", "target_message_id", b"target_message_id", "text", b"text", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "link_description", b"link_description", "link_thumbnail_size", b"link_thumbnail_size", "link_title", b"link_title", "link_url", b"link_url", "media_sha256", b"media_sha256", "media_size", b"media_size", "mentioned_jids", b"mentioned_jids", "poll_options", b"poll_options", "poll_selectable_count", b"poll_selectable_count", "quoted_message_id", b"quoted_message_id", "receive_time", b"receive_time", "recipient_jid", b"recipient_jid", "target_message_id", b"target_message_id", "text", b"text", "view_once", b"view_once", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -730,12 +748,15 @@ class InjectedMedia(_message.Message):
     FILE_NAME_FIELD_NUMBER: _builtins.int
     CAPTION_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    VIEW_ONCE_FIELD_NUMBER: _builtins.int
     kind: _event_pb2.MediaKind.ValueType
     data: _builtins.bytes
     mime_type: _builtins.str
     file_name: _builtins.str
     caption: _builtins.str
     seconds: _builtins.int
+    view_once: _builtins.bool
+    """A view-once image, video or voice note."""
     def __init__(
         self,
         *,
@@ -745,10 +766,11 @@ class InjectedMedia(_message.Message):
         file_name: _builtins.str = ...,
         caption: _builtins.str = ...,
         seconds: _builtins.int = ...,
+        view_once: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "data", b"data", "file_name", b"file_name", "kind", b"kind", "mime_type", b"mime_type", "seconds", b"seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "data", b"data", "file_name", b"file_name", "kind", b"kind", "mime_type", b"mime_type", "seconds", b"seconds", "view_once", b"view_once"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -441,6 +441,12 @@ class Content(_message.Message):
     POLL_QUESTION_FIELD_NUMBER: _builtins.int
     POLL_OPTIONS_FIELD_NUMBER: _builtins.int
     POLL_SELECTABLE_FIELD_NUMBER: _builtins.int
+    STICKER_FIELD_NUMBER: _builtins.int
+    VIEW_ONCE_FIELD_NUMBER: _builtins.int
+    LINK_URL_FIELD_NUMBER: _builtins.int
+    LINK_TITLE_FIELD_NUMBER: _builtins.int
+    LINK_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    LINK_THUMBNAIL_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     voice_note: _builtins.bool
     has_location: _builtins.bool
@@ -456,6 +462,13 @@ class Content(_message.Message):
     poll_question: _builtins.str
     """A poll: its question, options and selectable count (0: any number)."""
     poll_selectable: _builtins.int
+    view_once: _builtins.bool
+    """With image, video or a voice note: the recipient can open it once."""
+    link_url: _builtins.str
+    """With text: a link preview from the caller's data (zapgate never fetches URLs)."""
+    link_title: _builtins.str
+    link_description: _builtins.str
+    link_thumbnail: _builtins.bytes
     @_builtins.property
     def image(self) -> Global___Media: ...
     @_builtins.property
@@ -476,6 +489,10 @@ class Content(_message.Message):
     def target(self) -> Global___MessageRef: ...
     @_builtins.property
     def poll_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def sticker(self) -> Global___Media:
+        """A WebP sticker."""
+
     def __init__(
         self,
         *,
@@ -500,10 +517,16 @@ class Content(_message.Message):
         poll_question: _builtins.str = ...,
         poll_options: _abc.Iterable[_builtins.str] | None = ...,
         poll_selectable: _builtins.int = ...,
+        sticker: Global___Media | None = ...,
+        view_once: _builtins.bool = ...,
+        link_url: _builtins.str = ...,
+        link_title: _builtins.str = ...,
+        link_description: _builtins.str = ...,
+        link_thumbnail: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "document", b"document", "image", b"image", "quote", b"quote", "target", b"target", "video", b"video"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "document", b"document", "image", b"image", "quote", b"quote", "sticker", b"sticker", "target", b"target", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "audio", b"audio", "contact_name", b"contact_name", "contact_vcard", b"contact_vcard", "document", b"document", "has_location", b"has_location", "image", b"image", "latitude", b"latitude", "location_address", b"location_address", "location_name", b"location_name", "longitude", b"longitude", "mentions", b"mentions", "poll_options", b"poll_options", "poll_question", b"poll_question", "poll_selectable", b"poll_selectable", "quote", b"quote", "reaction_emoji", b"reaction_emoji", "target", b"target", "text", b"text", "video", b"video", "voice_note", b"voice_note"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "audio", b"audio", "contact_name", b"contact_name", "contact_vcard", b"contact_vcard", "document", b"document", "has_location", b"has_location", "image", b"image", "latitude", b"latitude", "link_description", b"link_description", "link_thumbnail", b"link_thumbnail", "link_title", b"link_title", "link_url", b"link_url", "location_address", b"location_address", "location_name", b"location_name", "longitude", b"longitude", "mentions", b"mentions", "poll_options", b"poll_options", "poll_question", b"poll_question", "poll_selectable", b"poll_selectable", "quote", b"quote", "reaction_emoji", b"reaction_emoji", "sticker", b"sticker", "target", b"target", "text", b"text", "video", b"video", "view_once", b"view_once", "voice_note", b"voice_note"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/message.proto.
  */
 export const file_zapgate_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("Chh6YXBnYXRlL3YxL21lc3NhZ2UucHJvdG8SCnphcGdhdGUudjEiFAoEVGV4dBIMCgRib2R5GAEgASgJIkwKBU1lZGlhEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJIjwKBUF1ZGlvEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhIKCnZvaWNlX25vdGUYAyABKAgiTgoITG9jYXRpb24SEAoIbGF0aXR1ZGUYASABKAESEQoJbG9uZ2l0dWRlGAIgASgBEgwKBG5hbWUYAyABKAkSDwoHYWRkcmVzcxgEIAEoCSJBCgtDb250YWN0Q2FyZBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFcGhvbmUYAiABKAkSDQoFdmNhcmQYAyABKAkiQwoEUG9sbBIQCghxdWVzdGlvbhgBIAEoCRIPCgdvcHRpb25zGAIgAygJEhgKEHNlbGVjdGFibGVfY291bnQYAyABKAUirwUKElNlbmRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgVwaG9uZRgCIAEoCUgAEg0KA2ppZBgDIAEoCUgAEiAKBHRleHQYBCABKAsyEC56YXBnYXRlLnYxLlRleHRIARIiCgVpbWFnZRgFIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgV2aWRlbxgGIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgVhdWRpbxgHIAEoCzIRLnphcGdhdGUudjEuQXVkaW9IARIlCghkb2N1bWVudBgIIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIoCghsb2NhdGlvbhgJIAEoCzIULnphcGdhdGUudjEuTG9jYXRpb25IARIqCgdjb250YWN0GAogASgLMhcuemFwZ2F0ZS52MS5Db250YWN0Q2FyZEgBEiAKBHBvbGwYEiABKAsyEC56YXBnYXRlLnYxLlBvbGxIARJACgl2YXJpYWJsZXMYCyADKAsyLS56YXBnYXRlLnYxLlNlbmRNZXNzYWdlUmVxdWVzdC5WYXJpYWJsZXNFbnRyeRIXCg9pZGVtcG90ZW5jeV9rZXkYDCABKAkSKwoHc2VuZF9hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHByaW9yaXR5GA8gASgFEhAKCHJlcGx5X3RvGBAgASgJEhAKCG1lbnRpb25zGBEgAygJGjAKDlZhcmlhYmxlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCwoJcmVjaXBpZW50QgkKB2NvbnRlbnQiiAUKB01lc3NhZ2USCgoCaWQYASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSFQoNcmVjaXBpZW50X2ppZBgDIAEoCRInCgVzdGF0ZRgEIAEoDjIYLnphcGdhdGUudjEuTWVzc2FnZVN0YXRlEhYKDmZhaWx1cmVfcmVhc29uGAUgASgJEgwKBGtpbmQYBiABKAkSEAoIcHJpb3JpdHkYByABKAUSFwoPaWRlbXBvdGVuY3lfa2V5GAggASgJEhsKE3doYXRzYXBwX21lc3NhZ2VfaWQYCSABKAkSLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgdzZW5kX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJc2VudF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg53YWl0aW5nX3JlYXNvbhgPIAEoDjIZLnphcGdhdGUudjEuV2FpdGluZ1JlYXNvbhI1ChFuZXh0X2F0dGVtcHRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZmFpbHVyZV9kZXRhaWwYESABKAkSEAoIcmVwbHlfdG8YEiABKAkSEAoIbWVudGlvbnMYEyADKAkSGQoRdGFyZ2V0X21lc3NhZ2VfaWQYFCABKAkiTAoTU2VuZE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEg8KB2NyZWF0ZWQYAiABKAgiPAoRR2V0TWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSI6ChJHZXRNZXNzYWdlUmVzcG9uc2USJAoHbWVzc2FnZRgBIAEoCzITLnphcGdhdGUudjEuTWVzc2FnZSJ6ChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVgoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USJQoIbWVzc2FnZXMYASADKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj8KFENhbmNlbE1lc3NhZ2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkiPQoVQ2FuY2VsTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2UiPwoURG93bmxvYWRNZWRpYVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSJZChVEb3dubG9hZE1lZGlhUmVzcG9uc2USDAoEZGF0YRgBIAEoDBIRCgltaW1lX3R5cGUYAiABKAkSEQoJZmlsZV9uYW1lGAMgASgJEgwKBHNpemUYBCABKAMiXwoMUmVhY3RSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSDQoFZW1vamkYAyABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkYKDVJlYWN0UmVzcG9uc2USJAoHbWVzc2FnZRgBIAEoCzITLnphcGdhdGUudjEuTWVzc2FnZRIPCgdjcmVhdGVkGAIgASgIImQKEkVkaXRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEgwKBHRleHQYAyABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIkwKE0VkaXRNZXNzYWdlUmVzcG9uc2USJAoHbWVzc2FnZRgBIAEoCzITLnphcGdhdGUudjEuTWVzc2FnZRIPCgdjcmVhdGVkGAIgASgIIlgKFFJldm9rZU1lc3NhZ2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIk4KFVJldm9rZU1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEg8KB2NyZWF0ZWQYAiABKAgiVQoPTWFya1JlYWRSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhMKC21lc3NhZ2VfaWRzGAIgAygJEhgKEHVwX3RvX21lc3NhZ2VfaWQYAyABKAkiNAoQTWFya1JlYWRSZXNwb25zZRIQCghjaGF0X2ppZBgBIAEoCRIOCgZtYXJrZWQYAiABKAUiggEKF1NlbmRDaGF0UHJlc2VuY2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg8KBXBob25lGAIgASgJSAASDQoDamlkGAMgASgJSAASKgoIcHJlc2VuY2UYBCABKA4yGC56YXBnYXRlLnYxLkNoYXRQcmVzZW5jZUIGCgRjaGF0IhoKGFNlbmRDaGF0UHJlc2VuY2VSZXNwb25zZSqlAgoMTWVzc2FnZVN0YXRlEh0KGU1FU1NBR0VfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRNRVNTQUdFX1NUQVRFX1FVRVVFRBABEhkKFU1FU1NBR0VfU1RBVEVfU0VORElORxACEhYKEk1FU1NBR0VfU1RBVEVfU0VOVBADEhsKF01FU1NBR0VfU1RBVEVfREVMSVZFUkVEEAQSFgoSTUVTU0FHRV9TVEFURV9SRUFEEAUSGAoUTUVTU0FHRV9TVEFURV9GQUlMRUQQBhIbChdNRVNTQUdFX1NUQVRFX0NBTkNFTExFRBAHEhkKFU1FU1NBR0VfU1RBVEVfRVhQSVJFRBAIEiIKHk1FU1NBR0VfU1RBVEVfREVMSVZFUllfVU5LTk9XThAJKsYDCg1XYWl0aW5nUmVhc29uEh4KGldBSVRJTkdfUkVBU09OX1VOU1BFQ0lGSUVEEAASHgoaV0FJVElOR19SRUFTT05fUVVJRVRfSE9VUlMQARIWChJXQUlUSU5HX1JFQVNPTl9HQVAQAhIdChlXQUlUSU5HX1JFQVNPTl9NSU5VVEVfQ0FQEAMSGwoXV0FJVElOR19SRUFTT05fSE9VUl9DQVAQBBIaChZXQUlUSU5HX1JFQVNPTl9EQVlfQ0FQEAUSIgoeV0FJVElOR19SRUFTT05fTkVXX0NPTlRBQ1RfQ0FQEAYSGQoVV0FJVElOR19SRUFTT05fV0FSTVVQEAcSGQoVV0FJVElOR19SRUFTT05fUEFVU0VEEAgSIAocV0FJVElOR19SRUFTT05fTk9UX0NPTk5FQ1RFRBAJEhoKFldBSVRJTkdfUkVBU09OX1NFTkRfQVQQChIcChhXQUlUSU5HX1JFQVNPTl9JTl9GTElHSFQQCxIdChlXQUlUSU5HX1JFQVNPTl9DSEFUX09SREVSEAwSGAoUV0FJVElOR19SRUFTT05fUVVFVUUQDRIWChJXQUlUSU5HX1JFQVNPTl9EVUUQDiqBAQoMQ2hhdFByZXNlbmNlEh0KGUNIQVRfUFJFU0VOQ0VfVU5TUEVDSUZJRUQQABIbChdDSEFUX1BSRVNFTkNFX0NPTVBPU0lORxABEhsKF0NIQVRfUFJFU0VOQ0VfUkVDT1JESU5HEAISGAoUQ0hBVF9QUkVTRU5DRV9QQVVTRUQQAzK4BgoOTWVzc2FnZVNlcnZpY2USTgoLU2VuZE1lc3NhZ2USHi56YXBnYXRlLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBofLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJLCgpHZXRNZXNzYWdlEh0uemFwZ2F0ZS52MS5HZXRNZXNzYWdlUmVxdWVzdBoeLnphcGdhdGUudjEuR2V0TWVzc2FnZVJlc3BvbnNlElEKDExpc3RNZXNzYWdlcxIfLnphcGdhdGUudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBogLnphcGdhdGUudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2USVAoNQ2FuY2VsTWVzc2FnZRIgLnphcGdhdGUudjEuQ2FuY2VsTWVzc2FnZVJlcXVlc3QaIS56YXBnYXRlLnYxLkNhbmNlbE1lc3NhZ2VSZXNwb25zZRJWCg1Eb3dubG9hZE1lZGlhEiAuemFwZ2F0ZS52MS5Eb3dubG9hZE1lZGlhUmVxdWVzdBohLnphcGdhdGUudjEuRG93bmxvYWRNZWRpYVJlc3BvbnNlMAESPAoFUmVhY3QSGC56YXBnYXRlLnYxLlJlYWN0UmVxdWVzdBoZLnphcGdhdGUudjEuUmVhY3RSZXNwb25zZRJOCgtFZGl0TWVzc2FnZRIeLnphcGdhdGUudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5FZGl0TWVzc2FnZVJlc3BvbnNlElQKDVJldm9rZU1lc3NhZ2USIC56YXBnYXRlLnYxLlJldm9rZU1lc3NhZ2VSZXF1ZXN0GiEuemFwZ2F0ZS52MS5SZXZva2VNZXNzYWdlUmVzcG9uc2USRQoITWFya1JlYWQSGy56YXBnYXRlLnYxLk1hcmtSZWFkUmVxdWVzdBocLnphcGdhdGUudjEuTWFya1JlYWRSZXNwb25zZRJdChBTZW5kQ2hhdFByZXNlbmNlEiMuemFwZ2F0ZS52MS5TZW5kQ2hhdFByZXNlbmNlUmVxdWVzdBokLnphcGdhdGUudjEuU2VuZENoYXRQcmVzZW5jZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Chh6YXBnYXRlL3YxL21lc3NhZ2UucHJvdG8SCnphcGdhdGUudjEiFAoEVGV4dBIMCgRib2R5GAEgASgJIkwKBU1lZGlhEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJIjwKBUF1ZGlvEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhIKCnZvaWNlX25vdGUYAyABKAgiTgoITG9jYXRpb24SEAoIbGF0aXR1ZGUYASABKAESEQoJbG9uZ2l0dWRlGAIgASgBEgwKBG5hbWUYAyABKAkSDwoHYWRkcmVzcxgEIAEoCSJBCgtDb250YWN0Q2FyZBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFcGhvbmUYAiABKAkSDQoFdmNhcmQYAyABKAkiQwoEUG9sbBIQCghxdWVzdGlvbhgBIAEoCRIPCgdvcHRpb25zGAIgAygJEhgKEHNlbGVjdGFibGVfY291bnQYAyABKAUilwYKElNlbmRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgVwaG9uZRgCIAEoCUgAEg0KA2ppZBgDIAEoCUgAEiAKBHRleHQYBCABKAsyEC56YXBnYXRlLnYxLlRleHRIARIiCgVpbWFnZRgFIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgV2aWRlbxgGIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgVhdWRpbxgHIAEoCzIRLnphcGdhdGUudjEuQXVkaW9IARIlCghkb2N1bWVudBgIIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIoCghsb2NhdGlvbhgJIAEoCzIULnphcGdhdGUudjEuTG9jYXRpb25IARIqCgdjb250YWN0GAogASgLMhcuemFwZ2F0ZS52MS5Db250YWN0Q2FyZEgBEiAKBHBvbGwYEiABKAsyEC56YXBnYXRlLnYxLlBvbGxIARIkCgdzdGlja2VyGBMgASgLMhEuemFwZ2F0ZS52MS5NZWRpYUgBEkAKCXZhcmlhYmxlcxgLIAMoCzItLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0LlZhcmlhYmxlc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgMIAEoCRIrCgdzZW5kX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJpb3JpdHkYDyABKAUSEAoIcmVwbHlfdG8YECABKAkSEAoIbWVudGlvbnMYESADKAkSEQoJdmlld19vbmNlGBQgASgIEi0KDGxpbmtfcHJldmlldxgVIAEoCzIXLnphcGdhdGUudjEuTGlua1ByZXZpZXcaMAoOVmFyaWFibGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUILCglyZWNpcGllbnRCCQoHY29udGVudCJRCgtMaW5rUHJldmlldxILCgN1cmwYASABKAkSDQoFdGl0bGUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSEQoJdGh1bWJuYWlsGAQgASgMIpsFCgdNZXNzYWdlEgoKAmlkGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEhUKDXJlY2lwaWVudF9qaWQYAyABKAkSJwoFc3RhdGUYBCABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRIWCg5mYWlsdXJlX3JlYXNvbhgFIAEoCRIMCgRraW5kGAYgASgJEhAKCHByaW9yaXR5GAcgASgFEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCRIbChN3aGF0c2FwcF9tZXNzYWdlX2lkGAkgASgJEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHc2VuZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCXNlbnRfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoOd2FpdGluZ19yZWFzb24YDyABKA4yGS56YXBnYXRlLnYxLldhaXRpbmdSZWFzb24SNQoRbmV4dF9hdHRlbXB0X3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmZhaWx1cmVfZGV0YWlsGBEgASgJEhAKCHJlcGx5X3RvGBIgASgJEhAKCG1lbnRpb25zGBMgAygJEhkKEXRhcmdldF9tZXNzYWdlX2lkGBQgASgJEhEKCXZpZXdfb25jZRgVIAEoCCJMChNTZW5kTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USDwoHY3JlYXRlZBgCIAEoCCI8ChFHZXRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIjoKEkdldE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlInoKE0xpc3RNZXNzYWdlc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJWChRMaXN0TWVzc2FnZXNSZXNwb25zZRIlCghtZXNzYWdlcxgBIAMoCzITLnphcGdhdGUudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPwoUQ2FuY2VsTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSI9ChVDYW5jZWxNZXNzYWdlUmVzcG9uc2USJAoHbWVzc2FnZRgBIAEoCzITLnphcGdhdGUudjEuTWVzc2FnZSI/ChREb3dubG9hZE1lZGlhUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIlkKFURvd25sb2FkTWVkaWFSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDAoEc2l6ZRgEIAEoAyJfCgxSZWFjdFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRINCgVlbW9qaRgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiRgoNUmVhY3RSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEg8KB2NyZWF0ZWQYAiABKAgiZAoSRWRpdE1lc3NhZ2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiTAoTRWRpdE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEg8KB2NyZWF0ZWQYAiABKAgiWAoUUmV2b2tlTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiTgoVUmV2b2tlTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USDwoHY3JlYXRlZBgCIAEoCCJVCg9NYXJrUmVhZFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEwoLbWVzc2FnZV9pZHMYAiADKAkSGAoQdXBfdG9fbWVzc2FnZV9pZBgDIAEoCSI0ChBNYXJrUmVhZFJlc3BvbnNlEhAKCGNoYXRfamlkGAEgASgJEg4KBm1hcmtlZBgCIAEoBSKCAQoXU2VuZENoYXRQcmVzZW5jZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDwoFcGhvbmUYAiABKAlIABINCgNqaWQYAyABKAlIABIqCghwcmVzZW5jZRgEIAEoDjIYLnphcGdhdGUudjEuQ2hhdFByZXNlbmNlQgYKBGNoYXQiGgoYU2VuZENoYXRQcmVzZW5jZVJlc3BvbnNlKqUCCgxNZXNzYWdlU3RhdGUSHQoZTUVTU0FHRV9TVEFURV9VTlNQRUNJRklFRBAAEhgKFE1FU1NBR0VfU1RBVEVfUVVFVUVEEAESGQoVTUVTU0FHRV9TVEFURV9TRU5ESU5HEAISFgoSTUVTU0FHRV9TVEFURV9TRU5UEAMSGwoXTUVTU0FHRV9TVEFURV9ERUxJVkVSRUQQBBIWChJNRVNTQUdFX1NUQVRFX1JFQUQQBRIYChRNRVNTQUdFX1NUQVRFX0ZBSUxFRBAGEhsKF01FU1NBR0VfU1RBVEVfQ0FOQ0VMTEVEEAcSGQoVTUVTU0FHRV9TVEFURV9FWFBJUkVEEAgSIgoeTUVTU0FHRV9TVEFURV9ERUxJVkVSWV9VTktOT1dOEAkqxgMKDVdhaXRpbmdSZWFzb24SHgoaV0FJVElOR19SRUFTT05fVU5TUEVDSUZJRUQQABIeChpXQUlUSU5HX1JFQVNPTl9RVUlFVF9IT1VSUxABEhYKEldBSVRJTkdfUkVBU09OX0dBUBACEh0KGVdBSVRJTkdfUkVBU09OX01JTlVURV9DQVAQAxIbChdXQUlUSU5HX1JFQVNPTl9IT1VSX0NBUBAEEhoKFldBSVRJTkdfUkVBU09OX0RBWV9DQVAQBRIiCh5XQUlUSU5HX1JFQVNPTl9ORVdfQ09OVEFDVF9DQVAQBhIZChVXQUlUSU5HX1JFQVNPTl9XQVJNVVAQBxIZChVXQUlUSU5HX1JFQVNPTl9QQVVTRUQQCBIgChxXQUlUSU5HX1JFQVNPTl9OT1RfQ09OTkVDVEVEEAkSGgoWV0FJVElOR19SRUFTT05fU0VORF9BVBAKEhwKGFdBSVRJTkdfUkVBU09OX0lOX0ZMSUdIVBALEh0KGVdBSVRJTkdfUkVBU09OX0NIQVRfT1JERVIQDBIYChRXQUlUSU5HX1JFQVNPTl9RVUVVRRANEhYKEldBSVRJTkdfUkVBU09OX0RVRRAOKoEBCgxDaGF0UHJlc2VuY2USHQoZQ0hBVF9QUkVTRU5DRV9VTlNQRUNJRklFRBAAEhsKF0NIQVRfUFJFU0VOQ0VfQ09NUE9TSU5HEAESGwoXQ0hBVF9QUkVTRU5DRV9SRUNPUkRJTkcQAhIYChRDSEFUX1BSRVNFTkNFX1BBVVNFRBADMrgGCg5NZXNzYWdlU2VydmljZRJOCgtTZW5kTWVzc2FnZRIeLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEksKCkdldE1lc3NhZ2USHS56YXBnYXRlLnYxLkdldE1lc3NhZ2VSZXF1ZXN0Gh4uemFwZ2F0ZS52MS5HZXRNZXNzYWdlUmVzcG9uc2USUQoMTGlzdE1lc3NhZ2VzEh8uemFwZ2F0ZS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0GiAuemFwZ2F0ZS52MS5MaXN0TWVzc2FnZXNSZXNwb25zZRJUCg1DYW5jZWxNZXNzYWdlEiAuemFwZ2F0ZS52MS5DYW5jZWxNZXNzYWdlUmVxdWVzdBohLnphcGdhdGUudjEuQ2FuY2VsTWVzc2FnZVJlc3BvbnNlElYKDURvd25sb2FkTWVkaWESIC56YXBnYXRlLnYxLkRvd25sb2FkTWVkaWFSZXF1ZXN0GiEuemFwZ2F0ZS52MS5Eb3dubG9hZE1lZGlhUmVzcG9uc2UwARI8CgVSZWFjdBIYLnphcGdhdGUudjEuUmVhY3RSZXF1ZXN0GhkuemFwZ2F0ZS52MS5SZWFjdFJlc3BvbnNlEk4KC0VkaXRNZXNzYWdlEh4uemFwZ2F0ZS52MS5FZGl0TWVzc2FnZVJlcXVlc3QaHy56YXBnYXRlLnYxLkVkaXRNZXNzYWdlUmVzcG9uc2USVAoNUmV2b2tlTWVzc2FnZRIgLnphcGdhdGUudjEuUmV2b2tlTWVzc2FnZVJlcXVlc3QaIS56YXBnYXRlLnYxLlJldm9rZU1lc3NhZ2VSZXNwb25zZRJFCghNYXJrUmVhZBIbLnphcGdhdGUudjEuTWFya1JlYWRSZXF1ZXN0GhwuemFwZ2F0ZS52MS5NYXJrUmVhZFJlc3BvbnNlEl0KEFNlbmRDaGF0UHJlc2VuY2USIy56YXBnYXRlLnYxLlNlbmRDaGF0UHJlc2VuY2VSZXF1ZXN0GiQuemFwZ2F0ZS52MS5TZW5kQ2hhdFByZXNlbmNlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message zapgate.v1.Text
@@ -279,6 +279,15 @@ export type SendMessageRequest = Message$1<"zapgate.v1.SendMessageRequest"> & {
      */
     value: Poll;
     case: "poll";
+  } | {
+    /**
+     * A sticker: a WebP image (mime_type image/webp; animated WebP works too), at most
+     * 1 MiB. No caption or file name.
+     *
+     * @generated from field: zapgate.v1.Media sticker = 19;
+     */
+    value: Media;
+    case: "sticker";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -330,6 +339,21 @@ export type SendMessageRequest = Message$1<"zapgate.v1.SendMessageRequest"> & {
    * @generated from field: repeated string mentions = 17;
    */
   mentions: string[];
+
+  /**
+   * Optional, with image, video or a voice note: the recipient can open it once.
+   *
+   * @generated from field: bool view_once = 20;
+   */
+  viewOnce: boolean;
+
+  /**
+   * Optional, with text: the preview shown for a URL of the text, from what you give here.
+   * zapgate never fetches URLs; without it the text is sent with no preview.
+   *
+   * @generated from field: zapgate.v1.LinkPreview link_preview = 21;
+   */
+  linkPreview?: LinkPreview | undefined;
 };
 
 /**
@@ -338,6 +362,46 @@ export type SendMessageRequest = Message$1<"zapgate.v1.SendMessageRequest"> & {
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_message, 6);
+
+/**
+ * @generated from message zapgate.v1.LinkPreview
+ */
+export type LinkPreview = Message$1<"zapgate.v1.LinkPreview"> & {
+  /**
+   * The URL previewed; it must appear in the text as written.
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * At most 300 characters.
+   *
+   * @generated from field: string title = 2;
+   */
+  title: string;
+
+  /**
+   * At most 1,000 characters.
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * Optional: a JPEG or PNG, at most 1 MiB; sent as a small JPEG thumbnail.
+   *
+   * @generated from field: bytes thumbnail = 4;
+   */
+  thumbnail: Uint8Array;
+};
+
+/**
+ * Describes the message zapgate.v1.LinkPreview.
+ * Use `create(LinkPreviewSchema)` to create a new message.
+ */
+export const LinkPreviewSchema: GenMessage<LinkPreview> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 7);
 
 /**
  * @generated from message zapgate.v1.Message
@@ -376,8 +440,8 @@ export type Message = Message$1<"zapgate.v1.Message"> & {
   failureReason: string;
 
   /**
-   * text, image, video, audio, voice_note, document, location, contact, poll, reaction, edit
-   * or revoke.
+   * text, image, video, audio, voice_note, document, location, contact, poll, sticker,
+   * reaction, edit or revoke.
    *
    * @generated from field: string kind = 6;
    */
@@ -469,6 +533,13 @@ export type Message = Message$1<"zapgate.v1.Message"> & {
    * @generated from field: string target_message_id = 20;
    */
   targetMessageId: string;
+
+  /**
+   * Sent view-once (SendMessageRequest.view_once).
+   *
+   * @generated from field: bool view_once = 21;
+   */
+  viewOnce: boolean;
 };
 
 /**
@@ -476,7 +547,7 @@ export type Message = Message$1<"zapgate.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 7);
+  messageDesc(file_zapgate_v1_message, 8);
 
 /**
  * @generated from message zapgate.v1.SendMessageResponse
@@ -500,7 +571,7 @@ export type SendMessageResponse = Message$1<"zapgate.v1.SendMessageResponse"> & 
  * Use `create(SendMessageResponseSchema)` to create a new message.
  */
 export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 8);
+  messageDesc(file_zapgate_v1_message, 9);
 
 /**
  * @generated from message zapgate.v1.GetMessageRequest
@@ -522,7 +593,7 @@ export type GetMessageRequest = Message$1<"zapgate.v1.GetMessageRequest"> & {
  * Use `create(GetMessageRequestSchema)` to create a new message.
  */
 export const GetMessageRequestSchema: GenMessage<GetMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 9);
+  messageDesc(file_zapgate_v1_message, 10);
 
 /**
  * @generated from message zapgate.v1.GetMessageResponse
@@ -539,7 +610,7 @@ export type GetMessageResponse = Message$1<"zapgate.v1.GetMessageResponse"> & {
  * Use `create(GetMessageResponseSchema)` to create a new message.
  */
 export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 10);
+  messageDesc(file_zapgate_v1_message, 11);
 
 /**
  * @generated from message zapgate.v1.ListMessagesRequest
@@ -571,7 +642,7 @@ export type ListMessagesRequest = Message$1<"zapgate.v1.ListMessagesRequest"> & 
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 11);
+  messageDesc(file_zapgate_v1_message, 12);
 
 /**
  * @generated from message zapgate.v1.ListMessagesResponse
@@ -593,7 +664,7 @@ export type ListMessagesResponse = Message$1<"zapgate.v1.ListMessagesResponse"> 
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 12);
+  messageDesc(file_zapgate_v1_message, 13);
 
 /**
  * @generated from message zapgate.v1.CancelMessageRequest
@@ -615,7 +686,7 @@ export type CancelMessageRequest = Message$1<"zapgate.v1.CancelMessageRequest"> 
  * Use `create(CancelMessageRequestSchema)` to create a new message.
  */
 export const CancelMessageRequestSchema: GenMessage<CancelMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 13);
+  messageDesc(file_zapgate_v1_message, 14);
 
 /**
  * @generated from message zapgate.v1.CancelMessageResponse
@@ -632,7 +703,7 @@ export type CancelMessageResponse = Message$1<"zapgate.v1.CancelMessageResponse"
  * Use `create(CancelMessageResponseSchema)` to create a new message.
  */
 export const CancelMessageResponseSchema: GenMessage<CancelMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 14);
+  messageDesc(file_zapgate_v1_message, 15);
 
 /**
  * @generated from message zapgate.v1.DownloadMediaRequest
@@ -656,7 +727,7 @@ export type DownloadMediaRequest = Message$1<"zapgate.v1.DownloadMediaRequest"> 
  * Use `create(DownloadMediaRequestSchema)` to create a new message.
  */
 export const DownloadMediaRequestSchema: GenMessage<DownloadMediaRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 15);
+  messageDesc(file_zapgate_v1_message, 16);
 
 /**
  * The file in chunks of at most 256 KiB; the first chunk also carries the metadata.
@@ -692,7 +763,7 @@ export type DownloadMediaResponse = Message$1<"zapgate.v1.DownloadMediaResponse"
  * Use `create(DownloadMediaResponseSchema)` to create a new message.
  */
 export const DownloadMediaResponseSchema: GenMessage<DownloadMediaResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 16);
+  messageDesc(file_zapgate_v1_message, 17);
 
 /**
  * @generated from message zapgate.v1.ReactRequest
@@ -731,7 +802,7 @@ export type ReactRequest = Message$1<"zapgate.v1.ReactRequest"> & {
  * Use `create(ReactRequestSchema)` to create a new message.
  */
 export const ReactRequestSchema: GenMessage<ReactRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 17);
+  messageDesc(file_zapgate_v1_message, 18);
 
 /**
  * @generated from message zapgate.v1.ReactResponse
@@ -755,7 +826,7 @@ export type ReactResponse = Message$1<"zapgate.v1.ReactResponse"> & {
  * Use `create(ReactResponseSchema)` to create a new message.
  */
 export const ReactResponseSchema: GenMessage<ReactResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 18);
+  messageDesc(file_zapgate_v1_message, 19);
 
 /**
  * @generated from message zapgate.v1.EditMessageRequest
@@ -791,7 +862,7 @@ export type EditMessageRequest = Message$1<"zapgate.v1.EditMessageRequest"> & {
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 19);
+  messageDesc(file_zapgate_v1_message, 20);
 
 /**
  * @generated from message zapgate.v1.EditMessageResponse
@@ -815,7 +886,7 @@ export type EditMessageResponse = Message$1<"zapgate.v1.EditMessageResponse"> & 
  * Use `create(EditMessageResponseSchema)` to create a new message.
  */
 export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 20);
+  messageDesc(file_zapgate_v1_message, 21);
 
 /**
  * @generated from message zapgate.v1.RevokeMessageRequest
@@ -844,7 +915,7 @@ export type RevokeMessageRequest = Message$1<"zapgate.v1.RevokeMessageRequest"> 
  * Use `create(RevokeMessageRequestSchema)` to create a new message.
  */
 export const RevokeMessageRequestSchema: GenMessage<RevokeMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 21);
+  messageDesc(file_zapgate_v1_message, 22);
 
 /**
  * @generated from message zapgate.v1.RevokeMessageResponse
@@ -868,7 +939,7 @@ export type RevokeMessageResponse = Message$1<"zapgate.v1.RevokeMessageResponse"
  * Use `create(RevokeMessageResponseSchema)` to create a new message.
  */
 export const RevokeMessageResponseSchema: GenMessage<RevokeMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 22);
+  messageDesc(file_zapgate_v1_message, 23);
 
 /**
  * @generated from message zapgate.v1.MarkReadRequest
@@ -899,7 +970,7 @@ export type MarkReadRequest = Message$1<"zapgate.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 23);
+  messageDesc(file_zapgate_v1_message, 24);
 
 /**
  * @generated from message zapgate.v1.MarkReadResponse
@@ -925,7 +996,7 @@ export type MarkReadResponse = Message$1<"zapgate.v1.MarkReadResponse"> & {
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 24);
+  messageDesc(file_zapgate_v1_message, 25);
 
 /**
  * @generated from message zapgate.v1.SendChatPresenceRequest
@@ -966,7 +1037,7 @@ export type SendChatPresenceRequest = Message$1<"zapgate.v1.SendChatPresenceRequ
  * Use `create(SendChatPresenceRequestSchema)` to create a new message.
  */
 export const SendChatPresenceRequestSchema: GenMessage<SendChatPresenceRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 25);
+  messageDesc(file_zapgate_v1_message, 26);
 
 /**
  * @generated from message zapgate.v1.SendChatPresenceResponse
@@ -979,7 +1050,7 @@ export type SendChatPresenceResponse = Message$1<"zapgate.v1.SendChatPresenceRes
  * Use `create(SendChatPresenceResponseSchema)` to create a new message.
  */
 export const SendChatPresenceResponseSchema: GenMessage<SendChatPresenceResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 26);
+  messageDesc(file_zapgate_v1_message, 27);
 
 /**
  * @generated from enum zapgate.v1.MessageState
