@@ -196,7 +196,9 @@ class Engine(ABC):
 
     @abstractmethod
     async def send_presence(self, key: InstanceKey, chat_jid: str, presence: str) -> None:
-        """Shows `composing`, `recording` or `paused` in a chat."""
+        """Shows `composing`, `recording` or `paused` in a chat; or sets the account's own
+        presence, `available` or `unavailable` (`chat_jid` empty); or, with `subscribe`, asks
+        for the presence of the contact `chat_jid` (PresenceChanged events follow)."""
 
     @abstractmethod
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:

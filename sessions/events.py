@@ -221,6 +221,41 @@ class GroupChanged:
     timestamp: float = 0.0  # epoch seconds
 
 
+@dataclass(frozen=True)
+class PresenceChanged:
+    """A contact the instance subscribed to came online or went offline (`last_seen`: epoch
+    seconds, 0 when unknown or hidden)."""
+
+    key: InstanceKey
+    jid: str  # phone-number JID where known (else the LID)
+    lid: str = ""
+    available: bool = False
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChatPresenceChanged:
+    """Someone types (`composing`), records a voice note (`recording`) or stopped (`paused`)
+    in a chat."""
+
+    key: InstanceKey
+    chat_jid: str
+    sender_jid: str  # phone-number JID where known (else the LID)
+    sender_lid: str = ""
+    presence: str = "paused"
+
+
+@dataclass(frozen=True)
+class CallReceived:
+    """Someone calls the account (a call offer). The core decides whether to reject it."""
+
+    key: InstanceKey
+    call_id: str
+    caller_jid: str  # phone-number JID where known (else the LID); what a reject names
+    caller_lid: str = ""
+    timestamp: float = 0.0  # epoch seconds
+
+
 EngineEvent = (
     QrShown
     | PairCodeShown
@@ -239,4 +274,7 @@ EngineEvent = (
     | Receipt
     | MessageReceived
     | GroupChanged
+    | PresenceChanged
+    | ChatPresenceChanged
+    | CallReceived
 )

@@ -68,6 +68,7 @@ from zapgate.sessions import (
     neonize_groups,
     neonize_inbound,
     neonize_lids,
+    neonize_presence,
     neonize_send,
 )
 from zapgate.sessions.engine import (
@@ -279,6 +280,16 @@ class NeonizeEngine(Engine):
         )
 
     async def send_presence(self, key: InstanceKey, chat_jid: str, presence: str) -> None:
+        if presence in neonize_send.ACCOUNT_PRESENCES:
+            session = self._connected(key, "set the account's presence")
+            value = neonize_send.ACCOUNT_PRESENCES[presence]
+            await self._read(session, partial(_account_presence, key=key, value=value))
+            return
+        if presence == neonize_send.SUBSCRIBE:
+            contact = neonize_send.parse_recipient(chat_jid)
+            session = self._connected(key, "subscribe to a presence")
+            await self._read(session, partial(_subscribe_presence, key=key, contact=contact))
+            return
         to = neonize_send.parse_recipient(chat_jid)
         state, media = neonize_send.presence_state(presence)
         session = self._connected(key, "send a chat presence")
@@ -659,6 +670,8 @@ class _Session:
         client.event(neonize_inbound.MESSAGE_EVENT)(lambda _client, event: self._on_message(event))
         for event_type in neonize_groups.GROUP_EVENT_TYPES:
             client.event(event_type)(lambda _client, event: self._on_group_event(event))
+        for event_type in neonize_presence.PRESENCE_EVENT_TYPES:
+            client.event(event_type)(lambda _client, event: self._on_presence(event))
         deliver = client.event.execute
 
         def execute(uuid: bytes, data: int, size: int, code: int) -> None:
@@ -734,6 +747,17 @@ class _Session:
             return
         for change in changes:
             self._post(self.engine._on_event, self, change)
+
+    def _on_presence(self, message: Any) -> None:
+        try:
+            event = neonize_presence.to_presence_event(self.key, message)
+        except Exception:
+            log.exception(
+                "%s: dropped a presence or call event that could not be mapped", self.uuid
+            )
+            return
+        if event is not None:
+            self._post(self.engine._on_event, self, event)
 
     def _on_message(self, message: Any) -> None:
         try:
@@ -829,6 +853,20 @@ def _mark_read(client: Any, *, key: InstanceKey, chat: Any, sender: Any, ids: li
         client.mark_read(*ids, chat=chat, sender=sender, receipt=neonize_send.READ_RECEIPT)
     except neonize_client.MarkReadError as error:
         raise neonize_send.read_error(key, str(error)) from error
+
+
+def _account_presence(client: Any, *, key: InstanceKey, value: Any) -> None:
+    try:
+        client.send_presence(value)
+    except neonize_client.SendPresenceError as error:
+        raise neonize_send.presence_error(key, str(error)) from error
+
+
+def _subscribe_presence(client: Any, *, key: InstanceKey, contact: Any) -> None:
+    try:
+        client.subscribe_presence(contact)
+    except neonize_client.SubscribePresenceError as error:
+        raise neonize_send.presence_error(key, str(error)) from error
 
 
 def _presence(client: Any, *, key: InstanceKey, to: Any, state: Any, media: Any) -> None:

@@ -118,7 +118,7 @@ def to_message_received(key: InstanceKey, event: Any) -> MessageReceived | None:
         message_id=str(info.ID),
         timestamp=_seconds(int(info.Timestamp)),
         push_name=str(info.Pushname),
-        **_addresses(info.MessageSource),
+        **addresses(info.MessageSource),
         **_content(message, content),
     )
 
@@ -192,7 +192,7 @@ def download_error(key: InstanceKey, text: str) -> EngineError:
 # -- addresses ---------------------------------------------------------------------------------
 
 
-def _addresses(source: Any) -> dict[str, Any]:
+def addresses(source: Any) -> dict[str, Any]:
     """Sender as phone-number JID and LID where whatsmeow knows them (it gives one as the
     Sender, the other as SenderAlt), and the chat by phone number where known."""
     sender, alternate = source.Sender, source.SenderAlt

@@ -42,6 +42,7 @@ with warnings.catch_warnings():
         ChatPresence,
         ChatPresenceMedia,
         MediaType,
+        Presence,
         ReceiptType,
         VoteType,
     )
@@ -114,6 +115,15 @@ _PRESENCES = {
     ),
     "paused": (ChatPresence.CHAT_PRESENCE_PAUSED, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT),
 }
+
+
+# The account's own presence (whatsmeow's SendPresence), and a subscription to a contact's
+# (SubscribePresence): Engine.send_presence's other words.
+ACCOUNT_PRESENCES: dict[str, Any] = {
+    "available": Presence.AVAILABLE,
+    "unavailable": Presence.UNAVAILABLE,
+}
+SUBSCRIBE = "subscribe"
 
 
 def presence_state(presence: str) -> tuple[Any, Any]:

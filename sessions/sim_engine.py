@@ -464,6 +464,11 @@ class SimEngine(Engine):
     async def set_keepalive(self, key: InstanceKey, failing: bool) -> None:
         self._connected(key).set_keepalive(failing)
 
+    async def inject_event(self, event: ev.EngineEvent) -> None:
+        """Another phone's presence, chat presence or call reaches the connected instance."""
+        self._connected(event.key)
+        self.sink(event)
+
     async def inject_message(self, message: ev.MessageReceived, media: bytes) -> None:
         """A message from someone else's phone reaches the instance; its media goes to the
         media servers first, as WhatsApp's clients upload it before sending."""

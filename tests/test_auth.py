@@ -163,6 +163,15 @@ async def test_another_tenants_instance_is_not_found(
         request.presence = mpb.CHAT_PRESENCE_COMPOSING  # type: ignore[attr-defined]
     if method.name == "InjectIncomingMessage":
         request.from_phone, request.text = "+15550001111", "hi"  # type: ignore[attr-defined]
+    if method.name == "SetPresence":
+        request.presence = mpb.PRESENCE_AVAILABLE  # type: ignore[attr-defined]
+    if method.name == "SubscribePresence":
+        request.phone = "+15550001111"  # type: ignore[attr-defined]
+    if method.name == "InjectPresence":
+        request.from_phone = "+15550001111"  # type: ignore[attr-defined]
+        request.chat_presence = mpb.CHAT_PRESENCE_COMPOSING  # type: ignore[attr-defined]
+    if method.name == "InjectCall":
+        request.from_phone = "+15550001111"  # type: ignore[attr-defined]
     if method.name == "SendReceipt":
         request.whatsapp_message_ids.append("3EB0X")  # type: ignore[attr-defined]
         request.kind = spb.RECEIPT_KIND_READ  # type: ignore[attr-defined]
@@ -229,4 +238,5 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"React", "EditMessage", "RevokeMessage", "MarkRead", "SendChatPresence"} <= names
     assert {"CreateWebhook", "UpdateWebhook", "TestWebhook"} <= names
     assert {"SetGroupPhoto", "ListJoinRequests"} <= names
-    assert len(names) == 61  # 44, GroupService's 13, ResolveJids and 3 simulator calls
+    assert {"SetPresence", "SubscribePresence", "InjectPresence", "InjectCall"} <= names
+    assert len(names) == 65  # 44, GroupService's 13, ResolveJids, 3 + 2 simulator calls, 2

@@ -38,6 +38,11 @@ from zapgate.gateway.connections.updates import (
 from zapgate.gateway.events.groups import to_proto as group_event
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.events.presence import (
+    call_to_proto,
+    chat_presence_to_proto,
+    presence_to_proto,
+)
 from zapgate.gateway.ops.logs import about_instance, instance_fields
 from zapgate.gateway.rpc.errors import InstanceBanned, InstanceNotPaired, Unavailable
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
@@ -378,6 +383,13 @@ class Supervisor:
                 await self._inbox.received(live.tenant, live.instance_id, event)
             case ev.GroupChanged():
                 await self._events.append(live.tenant, live.instance_id, group_event(event))
+            case ev.PresenceChanged():
+                await self._events.append(live.tenant, live.instance_id, presence_to_proto(event))
+            case ev.ChatPresenceChanged():
+                payload = chat_presence_to_proto(event)
+                await self._events.append(live.tenant, live.instance_id, payload)
+            case ev.CallReceived():
+                await self._events.append(live.tenant, live.instance_id, call_to_proto(event))
             case ev.KeepAliveRestored():
                 log.info("keepalive restored on %s", live.key)
                 await self._save(live, keepalive_failing=False)

@@ -213,6 +213,28 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         await self._conversation.presence(current_tenant(), request.instance_id, chat, presence)
         return pb.SendChatPresenceResponse()
 
+    async def SetPresence(
+        self, request: pb.SetPresenceRequest, context: Context
+    ) -> pb.SetPresenceResponse:
+        violations = check_instance_id("instance_id", request.instance_id)
+        if request.presence not in (pb.PRESENCE_AVAILABLE, pb.PRESENCE_UNAVAILABLE):
+            violations.append(FieldViolation("presence", "give AVAILABLE or UNAVAILABLE"))
+        raise_if_any(violations)
+        available = request.presence == pb.PRESENCE_AVAILABLE
+        await self._conversation.set_presence(current_tenant(), request.instance_id, available)
+        return pb.SetPresenceResponse()
+
+    async def SubscribePresence(
+        self, request: pb.SubscribePresenceRequest, context: Context
+    ) -> pb.SubscribePresenceResponse:
+        violations = check_instance_id("instance_id", request.instance_id)
+        contact = _recipient(request, violations)
+        if contact.endswith("@g.us"):
+            violations.append(FieldViolation("jid", "a person's JID, not a group's"))
+        raise_if_any(violations)
+        await self._conversation.subscribe_presence(current_tenant(), request.instance_id, contact)
+        return pb.SubscribePresenceResponse()
+
     def _to_proto(self, record: MessageRecord) -> pb.Message:
         """With why a QUEUED message waits and its next chance, from the scheduler."""
         waiting = None
@@ -344,14 +366,15 @@ def _micros(
 
 
 def _recipient(
-    request: pb.SendMessageRequest | pb.SendChatPresenceRequest,
+    request: pb.SendMessageRequest | pb.SendChatPresenceRequest | pb.SubscribePresenceRequest,
     violations: list[FieldViolation],
 ) -> str:
-    which = (
-        request.WhichOneof("chat")
-        if isinstance(request, pb.SendChatPresenceRequest)
-        else request.WhichOneof("recipient")
-    )
+    if isinstance(request, pb.SendChatPresenceRequest):
+        which = request.WhichOneof("chat")
+    elif isinstance(request, pb.SubscribePresenceRequest):
+        which = request.WhichOneof("contact")
+    else:
+        which = request.WhichOneof("recipient")
     if which == "phone":
         found = (
             check_phone("phone", request.phone)

@@ -16,12 +16,23 @@ from zapgate.gateway.connections.engines import Engines
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.rpc.call_guard import current_tenant
 from zapgate.gateway.rpc.errors import EngineUnavailable, FieldViolation, SimulatorDisabled
-from zapgate.gateway.rpc.validation import check_instance_id, check_phone, raise_if_any
+from zapgate.gateway.rpc.validation import (
+    check_instance_id,
+    check_phone,
+    check_text,
+    raise_if_any,
+)
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.services.messages import poll_content, vcard_for
+from zapgate.gateway.services.sim_events import (
+    call_event,
+    caller_violations,
+    presence_event,
+    presence_violations,
+)
 from zapgate.sessions import wire
 from zapgate.sessions.engine import Contact
-from zapgate.sessions.events import MessageReceived, poll_option_sha256
+from zapgate.sessions.events import EngineEvent, MessageReceived, poll_option_sha256
 from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import simulator_pb2 as pb
 from zapgate.v1 import simulator_pb2_grpc
@@ -186,6 +197,28 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
                     " (the engine worker may have died); it may still appear, at most once"
                 ) from None
         return pb.InjectIncomingMessageResponse(message_id=message.message_id)
+
+    async def InjectPresence(
+        self, request: pb.InjectPresenceRequest, context: Context
+    ) -> pb.InjectPresenceResponse:
+        self._check(request.instance_id, presence_violations(request))
+        event = presence_event(f"{current_tenant()}/{request.instance_id}", request)
+        await self._inject(request.instance_id, event)
+        return pb.InjectPresenceResponse()
+
+    async def InjectCall(
+        self, request: pb.InjectCallRequest, context: Context
+    ) -> pb.InjectCallResponse:
+        violations = caller_violations(request.from_phone, request.from_lid)
+        violations += check_text("call_id", request.call_id, 64)
+        self._check(request.instance_id, violations)
+        event = call_event(f"{current_tenant()}/{request.instance_id}", request)
+        await self._inject(request.instance_id, event)
+        return pb.InjectCallResponse(call_id=event.call_id)
+
+    async def _inject(self, instance_id: str, event: EngineEvent) -> None:
+        injection = wpb.SimulateRequest.InjectEvent(event_json=wire.encode(event))
+        await self._run(instance_id, wpb.SimulateRequest(inject_event=injection))
 
     async def SendReceipt(
         self, request: pb.SendReceiptRequest, context: Context

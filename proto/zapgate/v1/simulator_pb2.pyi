@@ -42,6 +42,117 @@ RECEIPT_KIND_PLAYED: ReceiptKind.ValueType  # 3
 Global___ReceiptKind: _TypeAlias = ReceiptKind  # noqa: Y015
 
 @_typing.final
+class InjectPresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    FROM_PHONE_FIELD_NUMBER: _builtins.int
+    FROM_LID_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    CHAT_PRESENCE_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    GROUP_JID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    from_phone: _builtins.str
+    """E.164 number of the contact. Required."""
+    from_lid: _builtins.str
+    """The contact's LID user part (digits), optional."""
+    available: _builtins.bool
+    """Online (true) or offline (false)."""
+    chat_presence: _message_pb2.ChatPresence.ValueType
+    """Typing, recording or stopped in a chat: the direct chat, or `group_jid`."""
+    group_jid: _builtins.str
+    """With chat_presence: a group the contact types in."""
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp:
+        """With available = false: when they were last seen (default: now)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        from_phone: _builtins.str = ...,
+        from_lid: _builtins.str = ...,
+        available: _builtins.bool = ...,
+        chat_presence: _message_pb2.ChatPresence.ValueType = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        group_jid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "chat_presence", b"chat_presence", "last_seen", b"last_seen", "presence", b"presence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "chat_presence", b"chat_presence", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "last_seen", b"last_seen", "presence", b"presence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_presence: _TypeAlias = _typing.Literal["available", "chat_presence"]  # noqa: Y015
+    _WhichOneofArgType_presence: _TypeAlias = _typing.Literal["presence", b"presence"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_presence) -> _WhichOneofReturnType_presence | None: ...
+
+Global___InjectPresenceRequest: _TypeAlias = InjectPresenceRequest  # noqa: Y015
+
+@_typing.final
+class InjectPresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectPresenceResponse: _TypeAlias = InjectPresenceResponse  # noqa: Y015
+
+@_typing.final
+class InjectCallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    FROM_PHONE_FIELD_NUMBER: _builtins.int
+    FROM_LID_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    from_phone: _builtins.str
+    """E.164 number of the caller. Required."""
+    from_lid: _builtins.str
+    call_id: _builtins.str
+    """WhatsApp's id of the call; generated when empty."""
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        from_phone: _builtins.str = ...,
+        from_lid: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "from_lid", b"from_lid", "from_phone", b"from_phone", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectCallRequest: _TypeAlias = InjectCallRequest  # noqa: Y015
+
+@_typing.final
+class InjectCallResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectCallResponse: _TypeAlias = InjectCallResponse  # noqa: Y015
+
+@_typing.final
 class SetGroupPrivacyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

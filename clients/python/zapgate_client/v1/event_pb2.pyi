@@ -38,6 +38,9 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     EVENT_TYPE_CONTACTS_SYNCED: _EventType.ValueType  # 7
     EVENT_TYPE_WEBHOOK_STATUS_CHANGED: _EventType.ValueType  # 8
     EVENT_TYPE_GROUP_CHANGED: _EventType.ValueType  # 9
+    EVENT_TYPE_PRESENCE_CHANGED: _EventType.ValueType  # 10
+    EVENT_TYPE_CHAT_PRESENCE_CHANGED: _EventType.ValueType  # 11
+    EVENT_TYPE_CALL_RECEIVED: _EventType.ValueType  # 12
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -51,6 +54,9 @@ EVENT_TYPE_MESSAGE_RECEIVED: EventType.ValueType  # 6
 EVENT_TYPE_CONTACTS_SYNCED: EventType.ValueType  # 7
 EVENT_TYPE_WEBHOOK_STATUS_CHANGED: EventType.ValueType  # 8
 EVENT_TYPE_GROUP_CHANGED: EventType.ValueType  # 9
+EVENT_TYPE_PRESENCE_CHANGED: EventType.ValueType  # 10
+EVENT_TYPE_CHAT_PRESENCE_CHANGED: EventType.ValueType  # 11
+EVENT_TYPE_CALL_RECEIVED: EventType.ValueType  # 12
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 class _MediaKind:
@@ -228,6 +234,9 @@ class Event(_message.Message):
     CONTACTS_SYNCED_FIELD_NUMBER: _builtins.int
     WEBHOOK_STATUS_CHANGED_FIELD_NUMBER: _builtins.int
     GROUP_CHANGED_FIELD_NUMBER: _builtins.int
+    PRESENCE_CHANGED_FIELD_NUMBER: _builtins.int
+    CHAT_PRESENCE_CHANGED_FIELD_NUMBER: _builtins.int
+    CALL_RECEIVED_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     instance_id: _builtins.str
     @_builtins.property
@@ -250,6 +259,12 @@ class Event(_message.Message):
     def webhook_status_changed(self) -> Global___WebhookStatusChanged: ...
     @_builtins.property
     def group_changed(self) -> Global___GroupChanged: ...
+    @_builtins.property
+    def presence_changed(self) -> Global___PresenceChanged: ...
+    @_builtins.property
+    def chat_presence_changed(self) -> Global___ChatPresenceChanged: ...
+    @_builtins.property
+    def call_received(self) -> Global___CallReceived: ...
     def __init__(
         self,
         *,
@@ -265,16 +280,132 @@ class Event(_message.Message):
         contacts_synced: Global___ContactsSynced | None = ...,
         webhook_status_changed: Global___WebhookStatusChanged | None = ...,
         group_changed: Global___GroupChanged | None = ...,
+        presence_changed: Global___PresenceChanged | None = ...,
+        chat_presence_changed: Global___ChatPresenceChanged | None = ...,
+        call_received: Global___CallReceived | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed", "presence_changed", "chat_presence_changed", "call_received"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class PresenceChanged(_message.Message):
+    """A contact the instance subscribed to (MessageService.SubscribePresence) came online or
+    went offline.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JID_FIELD_NUMBER: _builtins.int
+    LID_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    jid: _builtins.str
+    """The contact as a phone-number JID, where known."""
+    lid: _builtins.str
+    """The contact's LID, where known."""
+    available: _builtins.bool
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp:
+        """When they were last online, when they went offline and their privacy shows it."""
+
+    def __init__(
+        self,
+        *,
+        jid: _builtins.str = ...,
+        lid: _builtins.str = ...,
+        available: _builtins.bool = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "jid", b"jid", "last_seen", b"last_seen", "lid", b"lid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceChanged: _TypeAlias = PresenceChanged  # noqa: Y015
+
+@_typing.final
+class ChatPresenceChanged(_message.Message):
+    """Someone is typing or recording a voice note in a chat (or stopped)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    SENDER_JID_FIELD_NUMBER: _builtins.int
+    SENDER_LID_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    chat_jid: _builtins.str
+    """The chat: the person for a direct chat, the group for a group."""
+    sender_jid: _builtins.str
+    """Who types, as a phone-number JID where known, and as a LID where known."""
+    sender_lid: _builtins.str
+    presence: _message_pb2.ChatPresence.ValueType
+    """COMPOSING, RECORDING or PAUSED."""
+    def __init__(
+        self,
+        *,
+        chat_jid: _builtins.str = ...,
+        sender_jid: _builtins.str = ...,
+        sender_lid: _builtins.str = ...,
+        presence: _message_pb2.ChatPresence.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "presence", b"presence", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatPresenceChanged: _TypeAlias = ChatPresenceChanged  # noqa: Y015
+
+@_typing.final
+class CallReceived(_message.Message):
+    """Someone calls the instance's number (a call offer)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    CALLER_JID_FIELD_NUMBER: _builtins.int
+    CALLER_LID_FIELD_NUMBER: _builtins.int
+    OFFER_TIME_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    REPLY_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    """WhatsApp's id of the call."""
+    caller_jid: _builtins.str
+    """The caller as a phone-number JID, where known, and as a LID, where known."""
+    caller_lid: _builtins.str
+    rejected: _builtins.bool
+    """The instance's call settings rejected it (and queued their message, if any)."""
+    reply_message_id: _builtins.str
+    """zapgate's id of the message queued to answer the caller (empty: none)."""
+    @_builtins.property
+    def offer_time(self) -> _timestamp_pb2.Timestamp:
+        """When WhatsApp stamped the offer."""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        caller_jid: _builtins.str = ...,
+        caller_lid: _builtins.str = ...,
+        offer_time: _timestamp_pb2.Timestamp | None = ...,
+        rejected: _builtins.bool = ...,
+        reply_message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offer_time", b"offer_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "caller_jid", b"caller_jid", "caller_lid", b"caller_lid", "offer_time", b"offer_time", "rejected", b"rejected", "reply_message_id", b"reply_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallReceived: _TypeAlias = CallReceived  # noqa: Y015
 
 @_typing.final
 class StateChanged(_message.Message):

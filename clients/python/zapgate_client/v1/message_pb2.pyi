@@ -176,6 +176,27 @@ CHAT_PRESENCE_PAUSED: ChatPresence.ValueType  # 3
 """Stops showing either."""
 Global___ChatPresence: _TypeAlias = ChatPresence  # noqa: Y015
 
+class _Presence:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PresenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Presence.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRESENCE_UNSPECIFIED: _Presence.ValueType  # 0
+    PRESENCE_AVAILABLE: _Presence.ValueType  # 1
+    """Online."""
+    PRESENCE_UNAVAILABLE: _Presence.ValueType  # 2
+    """Offline ("last seen" from now)."""
+
+class Presence(_Presence, metaclass=_PresenceEnumTypeWrapper): ...
+
+PRESENCE_UNSPECIFIED: Presence.ValueType  # 0
+PRESENCE_AVAILABLE: Presence.ValueType  # 1
+"""Online."""
+PRESENCE_UNAVAILABLE: Presence.ValueType  # 2
+"""Offline ("last seen" from now)."""
+Global___Presence: _TypeAlias = Presence  # noqa: Y015
+
 @_typing.final
 class Text(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -1110,3 +1131,84 @@ class SendChatPresenceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendChatPresenceResponse: _TypeAlias = SendChatPresenceResponse  # noqa: Y015
+
+@_typing.final
+class SetPresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    presence: Global___Presence.ValueType
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        presence: Global___Presence.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "presence", b"presence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPresenceRequest: _TypeAlias = SetPresenceRequest  # noqa: Y015
+
+@_typing.final
+class SetPresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPresenceResponse: _TypeAlias = SetPresenceResponse  # noqa: Y015
+
+@_typing.final
+class SubscribePresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    JID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    phone: _builtins.str
+    """E.164."""
+    jid: _builtins.str
+    """A user JID (...@s.whatsapp.net or ...@lid); not a group."""
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        phone: _builtins.str = ...,
+        jid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "jid", b"jid", "phone", b"phone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "instance_id", b"instance_id", "jid", b"jid", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_contact: _TypeAlias = _typing.Literal["phone", "jid"]  # noqa: Y015
+    _WhichOneofArgType_contact: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_contact) -> _WhichOneofReturnType_contact | None: ...
+
+Global___SubscribePresenceRequest: _TypeAlias = SubscribePresenceRequest  # noqa: Y015
+
+@_typing.final
+class SubscribePresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribePresenceResponse: _TypeAlias = SubscribePresenceResponse  # noqa: Y015
