@@ -201,6 +201,10 @@ class Engine(ABC):
         for the presence of the contact `chat_jid` (PresenceChanged events follow)."""
 
     @abstractmethod
+    async def reject_call(self, key: InstanceKey, caller_jid: str, call_id: str) -> None:
+        """Declines an incoming call (`caller_jid`: CallReceived.from_jid)."""
+
+    @abstractmethod
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
         """The decrypted bytes of received media (`MessageReceived.media_ref`). Raises
         EngineError when they are gone from WhatsApp's servers or cannot be decrypted."""

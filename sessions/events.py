@@ -254,6 +254,7 @@ class CallReceived:
     caller_jid: str  # phone-number JID where known (else the LID); what a reject names
     caller_lid: str = ""
     timestamp: float = 0.0  # epoch seconds
+    from_jid: str = ""  # the caller exactly as the offer named it: what a rejection names
 
 
 EngineEvent = (

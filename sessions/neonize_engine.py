@@ -296,6 +296,12 @@ class NeonizeEngine(Engine):
         to = await self._on_whatsapp(session, to)
         await self._read(session, partial(_presence, key=key, to=to, state=state, media=media))
 
+    async def reject_call(self, key: InstanceKey, caller_jid: str, call_id: str) -> None:
+        """whatsmeow's RejectCall, naming the caller as the offer did (a number or a LID)."""
+        caller = neonize_send.parse_recipient(caller_jid)
+        session = self._connected(key, "reject a call")
+        await self._read(session, partial(_reject_call, key=key, caller=caller, call_id=call_id))
+
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
         """Downloads and decrypts received media (whatsmeow's DownloadAny). The download holds
         its call thread and a read hold on the gate until the whole file is in."""
@@ -853,6 +859,13 @@ def _mark_read(client: Any, *, key: InstanceKey, chat: Any, sender: Any, ids: li
         client.mark_read(*ids, chat=chat, sender=sender, receipt=neonize_send.READ_RECEIPT)
     except neonize_client.MarkReadError as error:
         raise neonize_send.read_error(key, str(error)) from error
+
+
+def _reject_call(client: Any, *, key: InstanceKey, caller: Any, call_id: str) -> None:
+    try:
+        client.reject_call(caller, call_id)
+    except neonize_client.NeonizeError as error:  # RejectCallError (neonize.exc only)
+        raise neonize_send.call_error(key, str(error)) from error
 
 
 def _account_presence(client: Any, *, key: InstanceKey, value: Any) -> None:

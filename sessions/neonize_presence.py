@@ -93,6 +93,7 @@ def _call_offer(key: InstanceKey, event: Any) -> CallReceived | None:
         caller_jid=phone or user_jid(caller),
         caller_lid=lid,
         timestamp=_seconds(int(meta.timestamp)),
+        from_jid=user_jid(getattr(meta, "from")) or user_jid(caller),
     )
 
 

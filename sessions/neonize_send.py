@@ -516,6 +516,10 @@ def presence_error(key: str, text: str) -> EngineError:
     return _not_sent(key, "could not send the chat presence", text)
 
 
+def call_error(key: str, text: str) -> EngineError:
+    return _not_sent(key, "could not reject the call", text)
+
+
 def read_error(key: str, text: str) -> EngineError:
     return _not_sent(key, "could not send read receipts", text)
 

@@ -261,6 +261,12 @@ class SimEngine(Engine):
         shown = describe(chat_jid, OutgoingContent(text=""), "")
         await asyncio.to_thread(session.phone.append, dataclasses.replace(shown, kind=presence))
 
+    async def reject_call(self, key: InstanceKey, caller_jid: str, call_id: str) -> None:
+        session = self._connected(key)
+        shown = describe(caller_jid, OutgoingContent(text=""), "")
+        rejected = dataclasses.replace(shown, kind="call_rejected", target_message_id=call_id)
+        await asyncio.to_thread(session.phone.append, rejected)
+
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
         self._connected(key)
         data = self._media_server.get(media_ref)

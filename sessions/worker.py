@@ -129,6 +129,14 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
         )
         return pb.SendPresenceResponse()
 
+    async def RejectCall(
+        self, request: pb.RejectCallRequest, context: Context
+    ) -> pb.RejectCallResponse:
+        await _engine_call(
+            context, self.engine.reject_call(request.key, request.caller_jid, request.call_id)
+        )
+        return pb.RejectCallResponse()
+
     async def DownloadMedia(
         self, request: pb.DownloadMediaRequest, context: Context
     ) -> AsyncIterator[pb.DownloadMediaResponse]:

@@ -39,7 +39,6 @@ from zapgate.gateway.events.groups import to_proto as group_event
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.events.presence import (
-    call_to_proto,
     chat_presence_to_proto,
     presence_to_proto,
 )
@@ -72,6 +71,12 @@ class Listener(Protocol):
     async def on_receipt(
         self, instance_key: str, message_ids: tuple[str, ...], kind: str
     ) -> None: ...
+
+
+class Calls(Protocol):
+    """Told of every incoming call (gateway/events/calls.py: rejects, answers, logs it)."""
+
+    async def received(self, tenant: str, instance_id: str, call: ev.CallReceived) -> None: ...
 
 
 class TransitionObserver(Protocol):
@@ -116,6 +121,7 @@ class Supervisor:
         listener: Listener,
         events: EventLog,
         inbox: Inbox,
+        calls: Calls,
         observer: TransitionObserver | None = None,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -123,6 +129,7 @@ class Supervisor:
     ) -> None:
         self._listener = listener
         self._inbox = inbox
+        self._calls = calls
         self._events = events
         self._observer = observer or NoTransitionObserver()
         self._instances = instances
@@ -389,7 +396,8 @@ class Supervisor:
                 payload = chat_presence_to_proto(event)
                 await self._events.append(live.tenant, live.instance_id, payload)
             case ev.CallReceived():
-                await self._events.append(live.tenant, live.instance_id, call_to_proto(event))
+                # Rejecting asks the engine: not on the path of the instance's other events.
+                self._tasks.spawn(self._calls.received(live.tenant, live.instance_id, event))
             case ev.KeepAliveRestored():
                 log.info("keepalive restored on %s", live.key)
                 await self._save(live, keepalive_failing=False)

@@ -44,6 +44,7 @@ def instance_to_proto(record: InstanceRecord) -> pb.Instance:
         keepalive_failing=record.keepalive_failing,
         proxy_url=record.proxy_url,
         send_policy=policy_to_proto(policy_of(record)),
+        call_settings=pb.CallSettings(**(record.call_settings or {})),
         sending_paused_reason=record.sending_paused_reason,
     )
     if record.state == pb.INSTANCE_STATE_BANNED:

@@ -36,6 +36,8 @@ instances = sa.Table(
     sa.Column("send_policy", sa.JSON, nullable=True),
     sa.Column("sending_paused_reason", sa.String(200), nullable=False, server_default=""),
     sa.Column("scheduler_state", sa.JSON, nullable=True),
+    # Incoming calls: reject them, and the text answering the caller (migration 0015).
+    sa.Column("call_settings", sa.JSON, nullable=True),
     sa.Index("ix_instances_tenant_state_id", "tenant", "state", "id"),
 )
 

@@ -621,7 +621,9 @@ class SendPresenceRequest(_message.Message):
     key: _builtins.str
     chat_jid: _builtins.str
     presence: _builtins.str
-    """composing, recording or paused."""
+    """composing, recording or paused (in chat_jid); available or unavailable (the account's
+    own, chat_jid empty); subscribe (to the presence of the contact chat_jid).
+    """
     def __init__(
         self,
         *,
@@ -651,6 +653,47 @@ class SendPresenceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendPresenceResponse: _TypeAlias = SendPresenceResponse  # noqa: Y015
+
+@_typing.final
+class RejectCallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    CALLER_JID_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    caller_jid: _builtins.str
+    """The caller exactly as the offer named it (CallReceived.from_jid)."""
+    call_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        caller_jid: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "caller_jid", b"caller_jid", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectCallRequest: _TypeAlias = RejectCallRequest  # noqa: Y015
+
+@_typing.final
+class RejectCallResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectCallResponse: _TypeAlias = RejectCallResponse  # noqa: Y015
 
 @_typing.final
 class SendRequest(_message.Message):
