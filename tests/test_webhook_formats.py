@@ -118,6 +118,29 @@ def test_a_deletion_for_everyone_is_messages_delete_with_the_key() -> None:
     assert body == fixture("messages.delete")
 
 
+def test_a_poll_is_a_poll_creation_message_and_votes_are_skipped() -> None:
+    poll = mpb.Poll(question="Dia?", options=["seg", "ter"], selectable_count=1)
+    received = epb.MessageReceived(
+        message_id="3EB0POLL", chat_jid="5511988887777@s.whatsapp.net", poll=poll
+    )
+    body = to_evolution(event(message_received=received), ENVELOPE)
+    assert body is not None
+    assert body["data"]["messageType"] == "pollCreationMessage"
+    assert body["data"]["message"] == {
+        "pollCreationMessage": {
+            "name": "Dia?",
+            "options": [{"optionName": "seg"}, {"optionName": "ter"}],
+            "selectableOptionsCount": 1,
+        }
+    }
+    vote = epb.MessageReceived(
+        message_id="3EB0VOTE",
+        chat_jid="5511988887777@s.whatsapp.net",
+        poll_vote=epb.PollVote(poll_message_id="3EB0POLL", options=["seg"]),
+    )
+    assert to_evolution(event(message_received=vote), ENVELOPE) is None
+
+
 def test_presences_and_typing_are_presence_update() -> None:
     offline = epb.PresenceChanged(jid="5511988887777@s.whatsapp.net", available=False)
     offline.last_seen.FromSeconds(1_717_243_100)

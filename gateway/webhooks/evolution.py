@@ -115,10 +115,12 @@ def _event_and_data(event: event_pb2.Event, envelope: Envelope) -> tuple[str, An
             return _group(event.group_changed)
         case "presence_changed":
             seen = event.presence_changed
-            state = {"lastKnownPresence": "available" if seen.available else "unavailable"}
+            shown: dict[str, Any] = {
+                "lastKnownPresence": "available" if seen.available else "unavailable"
+            }
             if seen.HasField("last_seen"):
-                state["lastSeen"] = seen.last_seen.seconds
-            return "presence.update", {"id": seen.jid, "presences": {seen.jid: state}}
+                shown["lastSeen"] = seen.last_seen.seconds
+            return "presence.update", {"id": seen.jid, "presences": {seen.jid: shown}}
         case "chat_presence_changed":
             typing = event.chat_presence_changed
             known = CHAT_PRESENCES.get(typing.presence, "paused")
@@ -132,7 +134,7 @@ def _event_and_data(event: event_pb2.Event, envelope: Envelope) -> tuple[str, An
             return None
 
 
-def _received(instance_id: str, received: event_pb2.MessageReceived) -> tuple[str, Any]:
+def _received(instance_id: str, received: event_pb2.MessageReceived) -> tuple[str, Any] | None:
     """An edit is Evolution's `messages.edited` (the protocol message itself), a deletion
     for everyone its `messages.delete` (the deleted message's key); the rest `messages.upsert`."""
     content = received.WhichOneof("content")
@@ -147,6 +149,8 @@ def _received(instance_id: str, received: event_pb2.MessageReceived) -> tuple[st
         return "messages.edited", protocol
     if content == "revoked":
         return "messages.delete", _key(received, received.revoked.message_id)
+    if content == "poll_vote":
+        return None  # Evolution reports votes as messages.update pollUpdates, not upserts
     return "messages.upsert", _upsert(instance_id, received)
 
 
@@ -294,6 +298,14 @@ def _content(received: event_pb2.MessageReceived) -> tuple[str, dict[str, Any]]:
         case "contact":
             card = {"displayName": received.contact.display_name, "vcard": received.contact.vcard}
             return "contactMessage", {"contactMessage": card}
+        case "poll":
+            poll = received.poll
+            creation = {
+                "name": poll.question,
+                "options": [{"optionName": option} for option in poll.options],
+                "selectableOptionsCount": poll.selectable_count,
+            }
+            return "pollCreationMessage", {"pollCreationMessage": creation}
         case "reaction":
             reaction = {
                 "key": {"remoteJid": received.chat_jid, "id": received.reaction.message_id},
