@@ -135,6 +135,10 @@ class Receipt:
     message_ids: tuple[str, ...]
     kind: str
     chat: str = ""
+    # Who acknowledged them (the recipient; in a group, one participant): phone-number JID
+    # and LID, where the engine knows them.
+    from_jid: str = ""
+    from_lid: str = ""
 
 
 @dataclass(frozen=True)

@@ -394,7 +394,7 @@ class SimEngine(Engine):
     async def start(self, spec: InstanceSpec) -> None:
         if spec.key in self._sessions:
             return
-        session = SimSession(spec, self.timings, self.sink)
+        session = SimSession(spec, self.timings, self._report)
         session.task = asyncio.create_task(self._run(session), name=f"sim {spec.key}")
         self._sessions[spec.key] = session
 
@@ -504,7 +504,15 @@ class SimEngine(Engine):
         self, key: InstanceKey, message_ids: list[str], kind: str, chat_jid: str
     ) -> None:
         self._connected(key)
-        self.sink(ev.Receipt(key, tuple(message_ids), kind, chat_jid))
+        self._report(ev.Receipt(key, tuple(message_ids), kind, chat_jid))
+
+    def _report(self, event: ev.EngineEvent) -> None:
+        """What a session reports, with what this simulated WhatsApp knows of a receipt's
+        sender (its phone JID is the chat of a direct message; its LID from the LID map)."""
+        if isinstance(event, ev.Receipt) and not event.from_jid and "@g.us" not in event.chat:
+            lid = self._lids.get(event.key, {}).get(event.chat, "")
+            event = dataclasses.replace(event, from_jid=event.chat, from_lid=lid)
+        self.sink(event)
 
     async def set_contacts(self, key: InstanceKey, contacts: list[Contact]) -> None:
         session = self._connected(key)

@@ -153,3 +153,28 @@ async def test_bad_injected_presences_are_refused(messenger: Messenger) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert [field for field, _ in violations] == fields
+
+
+async def test_receipt_events_name_who_acknowledged_by_phone_and_lid(
+    messenger: Messenger,
+) -> None:
+    await messenger.ready("receipt-lid", PHONE)
+    mapping = spb.LidMapping(phone=SENDER, lid=LID)
+    await messenger.client.sim.SetLidMappings(
+        spb.SetLidMappingsRequest(instance_id="receipt-lid", mappings=[mapping]),
+        metadata=messenger.metadata,
+    )
+    stream = await subscribed(
+        messenger,
+        only_new=True,
+        instance_ids=["receipt-lid"],
+        types=[epb.EVENT_TYPE_MESSAGE_STATE_CHANGED],
+    )
+    message = await messenger.send_text("receipt-lid", SENDER, "hi")
+    # queued, sending, sent, delivered: the fourth state of the only message sent
+    changes = [e.message_state_changed for e in await take(stream, 4)]
+    assert [c.message_id for c in changes] == [message.id] * 4
+    assert [c.state for c in changes][-1] == pb.MESSAGE_STATE_DELIVERED
+    assert [(c.receipt_from_jid, c.receipt_from_lid) for c in changes[:-1]] == [("", "")] * 3
+    assert changes[-1].receipt_from_jid == SENDER_JID
+    assert changes[-1].receipt_from_lid == f"{LID}@lid"

@@ -69,7 +69,11 @@ class Listener(Protocol):
     async def state_changed(self, record: InstanceRecord) -> None: ...
 
     async def on_receipt(
-        self, instance_key: str, message_ids: tuple[str, ...], kind: str
+        self,
+        instance_key: str,
+        message_ids: tuple[str, ...],
+        kind: str,
+        receipt_from: tuple[str, str] = ("", ""),
     ) -> None: ...
 
 
@@ -385,7 +389,8 @@ class Supervisor:
                 log.warning("keepalive failing on %s (%d in a row)", live.key, failures)
                 await self._save(live, keepalive_failing=True)
             case ev.Receipt(message_ids=message_ids, kind=kind):
-                self._tasks.spawn(self._listener.on_receipt(live.key, message_ids, kind))
+                by = (event.from_jid, event.from_lid)
+                self._tasks.spawn(self._listener.on_receipt(live.key, message_ids, kind, by))
             case ev.MessageReceived():
                 await self._inbox.received(live.tenant, live.instance_id, event)
             case ev.GroupChanged():

@@ -285,9 +285,15 @@ class Dispatcher:
         self._known.pop(f"{tenant}/{instance_id}", None)
         await self._messages.delete_instance(tenant, instance_id)
 
-    async def on_receipt(self, instance_key: str, message_ids: tuple[str, ...], kind: str) -> None:
+    async def on_receipt(
+        self,
+        instance_key: str,
+        message_ids: tuple[str, ...],
+        kind: str,
+        receipt_from: tuple[str, str] = ("", ""),
+    ) -> None:
         """Receipts of one instance move only that instance's messages (a WhatsApp id is
-        unique only within its account)."""
+        unique only within its account). `receipt_from`: who sent it (phone JID, LID)."""
         to_state, from_states = (
             (M.MESSAGE_STATE_DELIVERED, DELIVERED_FROM)
             if kind == "delivered"
@@ -295,7 +301,7 @@ class Dispatcher:
         )
         tenant, _, instance_id = instance_key.partition("/")
         moved = await self._messages.advance_by_whatsapp_ids(
-            tenant, instance_id, message_ids, to_state, from_states
+            tenant, instance_id, message_ids, to_state, from_states, receipt_from
         )
         for left, message in moved:
             self._observer.message_entered(message.state)

@@ -67,7 +67,10 @@ _WITHOUT_MEDIA = [c for c in messages.c if c.name != "media"]
 class Journal(Protocol):
     """The event of a message's state, as an `events` row for the same transaction."""
 
-    def row(self, message: MessageRecord) -> dict[str, Any]: ...
+    def row(
+        self, message: MessageRecord, receipt_from: tuple[str, str] = ("", "")
+    ) -> dict[str, Any]:
+        """`receipt_from`: who acknowledged it (phone JID, LID), for a receipt's move."""
 
     def committed(self) -> None:
         """Rows from `row` were committed: subscribers may read them."""
@@ -207,6 +210,7 @@ class MessageRepository:
         whatsapp_ids: Sequence[str],
         to_state: int,
         from_states: Sequence[int],
+        receipt_from: tuple[str, str] = ("", ""),
     ) -> list[tuple[int, MessageRecord]]:
         """Receipts: moves the instance's named sent messages forward, each with its event.
         Returns (the state it left, the moved message) of each one that moved."""
@@ -222,7 +226,9 @@ class MessageRepository:
             if not left:
                 return []
             values = {"state": to_state, "update_time_us": self._clock()}
-            moved = await self._move_in(conn, condition & messages.c.id.in_(list(left)), values)
+            moved = await self._move_in(
+                conn, condition & messages.c.id.in_(list(left)), values, receipt_from
+            )
         self._journal.committed()
         return [(left[message.id], message) for message in moved]
 
@@ -236,7 +242,11 @@ class MessageRepository:
         return moved
 
     async def _move_in(
-        self, conn: AsyncConnection, condition: sa.ColumnElement[bool], values: dict[str, Any]
+        self,
+        conn: AsyncConnection,
+        condition: sa.ColumnElement[bool],
+        values: dict[str, Any],
+        receipt_from: tuple[str, str] = ("", ""),
     ) -> list[MessageRecord]:
         """Updates the matching messages and appends each one's event, in `conn`'s
         transaction."""
@@ -244,7 +254,7 @@ class MessageRepository:
             sa.update(messages).where(condition).values(**values).returning(*_WITHOUT_MEDIA)
         )
         moved = [_record(row) for row in result.mappings()]
-        await append_events(conn, [self._journal.row(message) for message in moved])
+        await append_events(conn, [self._journal.row(m, receipt_from) for m in moved])
         return moved
 
     async def recover(self) -> list[MessageRecord]:

@@ -469,6 +469,8 @@ class MessageStateChanged(_message.Message):
     WHATSAPP_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_JID_FIELD_NUMBER: _builtins.int
     FAILURE_DETAIL_FIELD_NUMBER: _builtins.int
+    RECEIPT_FROM_JID_FIELD_NUMBER: _builtins.int
+    RECEIPT_FROM_LID_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     state: _message_pb2.MessageState.ValueType
     failure_reason: _builtins.str
@@ -479,6 +481,11 @@ class MessageStateChanged(_message.Message):
     recipient_jid: _builtins.str
     failure_detail: _builtins.str
     """With failure_reason: the words for a person, as Message.failure_detail."""
+    receipt_from_jid: _builtins.str
+    """DELIVERED and READ: who acknowledged it (the recipient, or in a group the participant
+    whose receipt moved it) as a phone-number JID and as a LID, where the engine knows them.
+    """
+    receipt_from_lid: _builtins.str
     def __init__(
         self,
         *,
@@ -488,10 +495,12 @@ class MessageStateChanged(_message.Message):
         whatsapp_message_id: _builtins.str = ...,
         recipient_jid: _builtins.str = ...,
         failure_detail: _builtins.str = ...,
+        receipt_from_jid: _builtins.str = ...,
+        receipt_from_lid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_detail", b"failure_detail", "failure_reason", b"failure_reason", "message_id", b"message_id", "recipient_jid", b"recipient_jid", "state", b"state", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_detail", b"failure_detail", "failure_reason", b"failure_reason", "message_id", b"message_id", "receipt_from_jid", b"receipt_from_jid", "receipt_from_lid", b"receipt_from_lid", "recipient_jid", b"recipient_jid", "state", b"state", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
