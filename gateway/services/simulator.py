@@ -22,8 +22,9 @@ from zapgate.gateway.rpc.validation import (
     check_text,
     raise_if_any,
 )
+from zapgate.gateway.sending.rich_content import poll_content
 from zapgate.gateway.services.convert import timestamp
-from zapgate.gateway.services.messages import poll_content, vcard_for
+from zapgate.gateway.services.messages import vcard_for
 from zapgate.gateway.services.sim_events import (
     call_event,
     caller_violations,
