@@ -74,11 +74,17 @@ async def test_a_poll_can_reply_and_a_received_poll_is_an_event(messenger: Messe
     incoming = event.message_received
     assert incoming.WhichOneof("content") == "poll"
     assert incoming.poll == posted
-    # A vote in a poll zapgate did not send carries the hashes only.
+    # A vote in a poll someone else posted is named from the poll as received.
     other = await received(messenger, "poll-in", poll_vote=vote(incoming.message_id, "tue"))
-    assert not other.message_received.poll_vote.options_known
-    assert list(other.message_received.poll_vote.options) == []
+    assert other.message_received.poll_vote.options_known
+    assert other.message_received.poll_vote.poll_id == ""  # not one of the instance's
+    assert list(other.message_received.poll_vote.options) == ["tue"]
     assert list(other.message_received.poll_vote.option_sha256) == [poll_option_sha256("tue")]
+    # A vote in a poll zapgate never saw (posted before the instance existed): hashes only.
+    unknown = await received(messenger, "poll-in", poll_vote=vote("3EB0NEVERSEEN", "tue"))
+    assert not unknown.message_received.poll_vote.options_known
+    assert list(unknown.message_received.poll_vote.options) == []
+    assert list(unknown.message_received.poll_vote.option_sha256) == [poll_option_sha256("tue")]
 
     answer = pb.Poll(question="Time?", options=["9:00", "14:00"], selectable_count=1)
     reply = await send_poll(messenger, "poll-in", answer, reply_to=incoming.message_id)

@@ -103,13 +103,18 @@ class Inbox:
             expected.set_result(None)
 
     async def _name_votes(self, tenant: str, instance_id: str, vote: pb.PollVote) -> None:
-        """Names the options of a vote in one of the instance's own polls (a vote carries
-        only their hashes)."""
+        """Names the options of a vote in a poll the instance sent or received (a vote
+        carries only their hashes)."""
         poll = await self._sent.by_whatsapp_id(tenant, instance_id, vote.poll_message_id)
-        if poll is None or poll.kind != "poll":
-            return
-        by_hash = {poll_option_sha256(o): o for o in poll.content.get("poll_options", ())}
-        vote.poll_id = poll.id
+        if poll is not None and poll.kind == "poll":
+            options = list(poll.content.get("poll_options", ()))
+            vote.poll_id = poll.id
+        else:  # a poll someone posted in one of the instance's chats
+            found = await self._inbound.poll_options(tenant, instance_id, vote.poll_message_id)
+            if found is None:
+                return
+            options = found
+        by_hash = {poll_option_sha256(o): o for o in options}
         vote.options_known = True
         # An option the poll does not have is left out (nobody can name it).
         vote.options.extend(by_hash[h] for h in vote.option_sha256 if h in by_hash)
@@ -140,6 +145,7 @@ def quotable(message: MessageReceived) -> ReceivedMessage | None:
         kind=message.kind,
         text=text,
         sent_us=int(message.timestamp * 1e6),
+        poll_options=message.poll_options if message.kind == "poll" else (),
     )
 
 

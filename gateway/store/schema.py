@@ -155,6 +155,8 @@ received_messages = sa.Table(
     sa.Column("sent_us", sa.BigInteger, nullable=False),
     sa.Column("read_us", sa.BigInteger, nullable=False),
     sa.Column("received_us", sa.BigInteger, nullable=False),
+    # A poll's options, so its votes can be named (migration 0015); NULL for other kinds.
+    sa.Column("poll_options", sa.JSON, nullable=True),
     sa.Index("ix_received_messages_chat", "tenant", "instance_id", "chat_jid", "sent_us"),
 )
 

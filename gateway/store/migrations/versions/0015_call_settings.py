@@ -1,4 +1,5 @@
-"""Per-instance call settings: reject incoming calls, and the text answering the caller.
+"""Per-instance call settings (reject incoming calls, and the text answering the caller),
+and the options of received polls (their votes are named from them).
 
 Revision ID: 0015
 Revises: 0012
@@ -19,8 +20,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("instances") as batch:
         batch.add_column(sa.Column("call_settings", sa.JSON, nullable=True))
+    with op.batch_alter_table("received_messages") as batch:
+        batch.add_column(sa.Column("poll_options", sa.JSON, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("received_messages") as batch:
+        batch.drop_column("poll_options")
     with op.batch_alter_table("instances") as batch:
         batch.drop_column("call_settings")
