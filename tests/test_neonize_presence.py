@@ -83,6 +83,7 @@ def test_a_call_offer_names_the_caller_by_number_and_lid() -> None:
         caller_jid="5511988887777@s.whatsapp.net",
         caller_lid="98765432109876@lid",
         timestamp=float(SENT_AT),
+        from_jid="98765432109876@lid",  # as offered: what a rejection must name
     )
 
 

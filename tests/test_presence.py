@@ -146,6 +146,10 @@ async def test_bad_injected_presences_are_refused(messenger: Messenger) -> None:
         (presence("typing-bad", available=True, group_jid=GROUP), ["group_jid"]),
         (presence("typing-bad", chat_presence=pb.CHAT_PRESENCE_UNSPECIFIED), ["chat_presence"]),
         (presence("typing-bad", available=True, from_lid="abc"), ["from_lid"]),
+        (
+            presence("typing-bad", available=False, last_seen=Timestamp(seconds=-(10**12))),
+            ["last_seen"],
+        ),
     ]
     for request, fields in cases:
         _, violations = await expect_error(

@@ -8,7 +8,7 @@ import secrets
 import time
 
 from zapgate.gateway.rpc.errors import FieldViolation
-from zapgate.gateway.rpc.validation import check_phone
+from zapgate.gateway.rpc.validation import check_phone, check_timestamp
 from zapgate.sessions.events import CallReceived, ChatPresenceChanged, PresenceChanged
 from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as pb
@@ -36,6 +36,8 @@ def presence_violations(request: pb.InjectPresenceRequest) -> list[FieldViolatio
         violations.append(FieldViolation("presence", "give available or chat_presence"))
     elif which == "chat_presence" and request.chat_presence not in CHAT_PRESENCES:
         violations.append(FieldViolation("chat_presence", "COMPOSING, RECORDING or PAUSED"))
+    if request.HasField("last_seen"):
+        violations += check_timestamp("last_seen", request.last_seen)
     if request.group_jid and (which != "chat_presence" or not request.group_jid.endswith("@g.us")):
         violations.append(FieldViolation("group_jid", "a group JID (...@g.us), with chat_presence"))
     return violations
