@@ -55,10 +55,11 @@ ENV PATH=/opt/zapgate/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/zapgate
 VOLUME ["/var/lib/zapgate"]
-# gRPC; Prometheus metrics when started with --metrics-listen 0.0.0.0:9464.
-EXPOSE 50051 9464
+# gRPC; HTTP (Connect, gRPC-Web: docs/http.md); Prometheus metrics when started with
+# --metrics-listen 0.0.0.0:9464.
+EXPOSE 50051 8080 9464
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["zapgate", "health", "--server", "127.0.0.1:50051"]
 ENTRYPOINT ["zapgate"]
-CMD ["serve", "--listen", "0.0.0.0:50051"]
+CMD ["serve", "--listen", "0.0.0.0:50051", "--http-listen", "0.0.0.0:8080"]

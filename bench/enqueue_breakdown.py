@@ -25,12 +25,13 @@ from zapgate.v1 import message_pb2 as pb, message_pb2_grpc
 from zapgate.gateway.rpc.handlers import registrar
 from zapgate.gateway.rpc.call_guard import CallGuard
 from zapgate.gateway.rpc.auth_cache import CachedAuthenticator
+from zapgate.gateway.rpc.roles import Caller, Role
 REPLY = pb.SendMessageResponse(message=pb.Message(id="msg-1", instance_id="bench", state=1))
 class Canned(message_pb2_grpc.MessageServiceServicer):
     async def SendMessage(self, request, context):
         return REPLY
 async def tenant_of(token):
-    return "bench"
+    return Caller("bench", "bench", Role.SENDER, ("bench",))
 async def main():
     auth = sys.argv[1] == "auth"
     server = grpc.aio.server()

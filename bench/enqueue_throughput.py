@@ -73,6 +73,8 @@ def start_gateway(tmp: Path, database_url: str | None) -> tuple[subprocess.Popen
             "-m",
             "zapgate.gateway.cli",
             "serve",
+            "--http-listen",
+            "off",
             "--listen",
             "127.0.0.1:0",
             "--engine",

@@ -73,6 +73,8 @@ async def main() -> None:
                 "-m",
                 "zapgate.gateway.cli",
                 "serve",
+                "--http-listen",
+                "off",
                 "--listen",
                 "127.0.0.1:0",
                 "--data-dir",

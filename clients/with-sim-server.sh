@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command against a fresh `zapgate serve --engine sim` and stops the server afterwards,
-# whatever happens. The command gets ZAPGATE_SERVER and ZAPGATE_API_KEY (the initial key).
+# whatever happens. The command gets ZAPGATE_SERVER (gRPC host:port), ZAPGATE_HTTP_SERVER (the
+# HTTP port's http://host:port: Connect, gRPC-Web) and ZAPGATE_API_KEY (the initial key).
 #
 #   bash clients/with-sim-server.sh npm --prefix clients/typescript test
 #
@@ -24,18 +25,20 @@ trap stop EXIT
 trap 'exit 130' INT TERM
 
 "$python" -m zapgate.gateway.cli serve --engine sim --engine-workers 1 --grace 2 \
-  --listen 127.0.0.1:0 --data-dir "$work/data" --runtime-dir "$work/runtime" \
+  --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$work/data" --runtime-dir "$work/runtime" \
   --sim-delivered-seconds 0.5 --sim-read-seconds 1.5 2>"$work/server.log" &
 server=$!
 for _ in $(seq 300); do
   port=$(sed -n 's/.*zapgate listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/server.log" | head -1)
-  [ -n "$port" ] && break
+  http=$(sed -n 's/.*HTTP (Connect, gRPC-Web) on \(http:[0-9.:/]*\).*/\1/p' "$work/server.log" | head -1)
+  [ -n "$port" ] && [ -n "$http" ] && break
   kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
   sleep 0.1
 done
 [ -n "$port" ] || { echo "zapgate did not start:" >&2; cat "$work/server.log" >&2; exit 1; }
 
 export ZAPGATE_SERVER="127.0.0.1:$port"
+export ZAPGATE_HTTP_SERVER="$http"
 ZAPGATE_API_KEY=$(cat "$work/data/initial-api-key")
 export ZAPGATE_API_KEY
 "$@" &  # in the background, so that a signal stops the server at once

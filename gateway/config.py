@@ -16,6 +16,8 @@ from zapgate.ratelimit.health import PauseRules
 from zapgate.sessions.sim_engine import SimTimings
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# `zapgate serve`'s HTTP port (Connect, gRPC-Web; docs/http.md), on by default on loopback.
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
 DEFAULT_DATA_DIR = "./zapgate-data"
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_ENGINE_WORKERS = 2
@@ -58,6 +60,11 @@ class ServeConfig:
     number_check_ttl_seconds: float = 7 * 86_400.0
     # host:port (or a port, on loopback) to serve Prometheus metrics on; None: off.
     metrics_listen: str | None = None
+    # host:port (or a port, on loopback) of the HTTP port (Connect, gRPC-Web, gRPC over
+    # HTTP/1.1 and h2c: gateway/http/); None: off. The CLI turns it on by default.
+    http_listen: str | None = None
+    # Origins whose pages may call the HTTP port from a browser (CORS); "*" for any.
+    http_allowed_origins: tuple[str, ...] = ()
     # How often an open server stream's API key is checked again (a revoked key ends it).
     stream_auth_recheck_seconds: float = 5.0
     # How engine workers write their log lines (the core's are set up by the CLI).

@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+from typing import cast
 
 import grpc
 import grpc.aio
@@ -14,22 +15,28 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from zapgate.gateway.config import ServeConfig, TlsConfig
+from zapgate.gateway.http.app import http_app
+from zapgate.gateway.http.grpc_bridge import MethodHandlers
+from zapgate.gateway.http.server import HttpServer
+from zapgate.gateway.http.static import console_files
 from zapgate.gateway.ops.file_modes import prepare_data_dir
 from zapgate.gateway.ops.metrics_http import MetricsServer
 from zapgate.gateway.rpc.auth_cache import CachedAuthenticator
 from zapgate.gateway.rpc.call_guard import CallGuard
-from zapgate.gateway.rpc.handlers import registrar
+from zapgate.gateway.rpc.handlers import GenericHandler, registrar
 from zapgate.gateway.rpc.observer import RpcObserver
 from zapgate.gateway.runtime import Runtime, build_runtime
 from zapgate.gateway.services.contacts import ContactService
 from zapgate.gateway.services.events import EventService
 from zapgate.gateway.services.groups import GroupService
 from zapgate.gateway.services.instances import InstanceService
+from zapgate.gateway.services.keys import KeyService
 from zapgate.gateway.services.messages import MessageService
 from zapgate.gateway.services.simulator import SimulatorService
 from zapgate.gateway.services.webhooks import WebhookService
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
+from zapgate.gateway.store.single_node import StoreClaim, claim_store
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS
 from zapgate.v1 import (
     contact_pb2,
@@ -40,6 +47,8 @@ from zapgate.v1 import (
     group_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
+    key_pb2,
+    key_pb2_grpc,
     message_pb2,
     message_pb2_grpc,
     simulator_pb2,
@@ -60,11 +69,29 @@ SERVICE_NAMES = (
     contact_pb2.DESCRIPTOR.services_by_name["ContactService"].full_name,
     webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
+    key_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
 )
 
 
+class _Registration:
+    """The gRPC server as services register on it, also keeping each (wrapped) handler for
+    the HTTP port, which serves the very same handlers."""
+
+    def __init__(self, server: grpc.aio.Server, handlers: MethodHandlers) -> None:
+        self._server = server
+        self._handlers = handlers
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._server, name)
+
+    def add_generic_rpc_handlers(self, generic_handlers: tuple[GenericHandler, ...]) -> None:
+        self._server.add_generic_rpc_handlers(generic_handlers)
+        self._handlers.add(generic_handlers)
+
+
 class Gateway:
-    """One running zapgate: its runtime (gateway/runtime.py), the gRPC server, health."""
+    """One running zapgate: its runtime (gateway/runtime.py), the gRPC server, the HTTP
+    port (gateway/http/) serving the same handlers, health."""
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
@@ -72,9 +99,11 @@ class Gateway:
         self._runtime: Runtime | None = None
         self._server: grpc.aio.Server | None = None
         self.metrics_server: MetricsServer | None = None  # with --metrics-listen
+        self.http_server: HttpServer | None = None  # with --http-listen
         # grpc-stubs does not know the asyncio health servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()
+        self._claim: StoreClaim | None = None  # this gateway's alone (store/single_node.py)
 
     @property
     def runtime(self) -> Runtime:
@@ -86,8 +115,11 @@ class Gateway:
         prepare_data_dir(self.config.data_dir)
         database = await open_database(self.config.resolved_database_url)
         try:
+            self._claim = await claim_store(database)
             runtime = await build_runtime(self.config, database, self._set_serving)
         except BaseException:
+            if self._claim is not None:
+                await self._claim.release()
             await database.dispose()
             raise
         self._runtime = runtime
@@ -95,22 +127,28 @@ class Gateway:
         await runtime.start()
 
         server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
+        auth_cache = CachedAuthenticator(runtime.api_keys.authenticate)
         wraps = [
             # Outermost: sees every call's final code. Only when metrics are served: it
             # costs every call a wrapper layer.
             *([RpcObserver(runtime.metrics.rpc).wrap] if self.config.metrics_listen else []),
-            CallGuard(
-                CachedAuthenticator(runtime.api_keys.authenticate),
-                self.config.stream_auth_recheck_seconds,
-            ).wrap,
+            CallGuard(auth_cache, self.config.stream_auth_recheck_seconds).wrap,
         ]
-        self._register_services(registrar(server, wraps), runtime)
+        handlers = MethodHandlers()
+        registration = cast(grpc.aio.Server, _Registration(server, handlers))
+        self._register_services(registrar(registration, wraps), runtime, auth_cache)
         self.port = _add_port(server, self.config.listen, self.config.tls)
         await server.start()
         self._server = server
         await self._set_serving(runtime.supervision.healthy)
         host = self.config.listen.rpartition(":")[0]
         log.info("zapgate listening on %s:%d", host, self.port)
+        if self.config.http_listen:
+            app = http_app(handlers, console_files(), self.config.http_allowed_origins)
+            self.http_server = HttpServer(self.config.http_listen, app, self.config.tls)
+            self.http_server.start()
+            http = self.http_server
+            log.info("HTTP (Connect, gRPC-Web) on %s://%s", http.scheme, http.address)
         if self.config.metrics_listen:
             metrics = runtime.metrics
             self.metrics_server = MetricsServer(
@@ -132,7 +170,9 @@ class Gateway:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
 
-    def _register_services(self, server: grpc.aio.Server, runtime: Runtime) -> None:
+    def _register_services(
+        self, server: grpc.aio.Server, runtime: Runtime, auth_cache: CachedAuthenticator
+    ) -> None:
         instance_pb2_grpc.add_InstanceServiceServicer_to_server(
             InstanceService(
                 runtime.instances,
@@ -167,6 +207,9 @@ class Gateway:
             server,
         )
         group_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(runtime.groups), server)
+        key_pb2_grpc.add_KeyServiceServicer_to_server(
+            KeyService(runtime.api_keys, auth_cache), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -182,16 +225,23 @@ class Gateway:
         await self._health.enter_graceful_shutdown()
         if self.metrics_server is not None:
             await self.metrics_server.close()
+        grace = self.config.grace_seconds if grace is None else grace
+        http_draining = None
+        if self.http_server is not None:
+            http_draining = asyncio.create_task(self.http_server.stop(grace))
         draining = None
         if self._server is not None:
-            grace = self.config.grace_seconds if grace is None else grace
             draining = asyncio.create_task(self._server.stop(grace))
             await asyncio.sleep(0)  # let stop() begin: from here no new call is accepted
             log.info("not accepting new calls; draining in-flight ones (grace %.1fs)", grace)
         if self._runtime is not None:
             await self._runtime.stop()
+        if self._claim is not None:  # the last: final snapshots were written under it
+            await self._claim.release()
         if draining is not None:
             await draining
+        if http_draining is not None:
+            await http_draining
         log.info("zapgate stopped")
 
     async def _create_initial_key(self, api_keys: ApiKeyRepository) -> None:

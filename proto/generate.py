@@ -7,7 +7,8 @@ Three outputs, all committed:
 
 - proto/: the server's Python code, next to the .proto files and installed as `zapgate.v1`
   and `zapgate.engine.v1` (see pyproject.toml), so protoc's imports (`from zapgate.v1 import
-  ...`) resolve.
+  ...`) resolve. For the public API it includes connect-python's `*_connect.py` (the Connect,
+  gRPC-Web and gRPC-over-HTTP applications the HTTP port serves, gateway/http/).
 - clients/python/zapgate_client/v1/: the same Python code for the public API with its imports
   pointing at `zapgate_client.v1`, so the client installs on its own (clients/python/README.md).
 - clients/typescript/src/gen/: TypeScript from protoc-gen-es (pinned by
@@ -35,6 +36,7 @@ PUBLIC_API = PROTO_ROOT / "zapgate" / "v1"
 PYTHON_CLIENT = REPO / "clients" / "python" / "zapgate_client"
 TYPESCRIPT_CLIENT = REPO / "clients" / "typescript"
 PYTHON_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+CONNECT_SUFFIXES = ("_connect.py",)
 # The only module paths protoc and mypy-protobuf write into the code (never inside the
 # serialized descriptors, whose file names and packages stay `zapgate/v1`, `zapgate.v1`).
 CLIENT_IMPORTS = [
@@ -53,7 +55,7 @@ class Output:
 
 
 OUTPUTS = [
-    Output(PROTO_ROOT, "server", PYTHON_SUFFIXES),
+    Output(PROTO_ROOT, "server", PYTHON_SUFFIXES + CONNECT_SUFFIXES),
     Output(PYTHON_CLIENT, "python-client", PYTHON_SUFFIXES),
     Output(TYPESCRIPT_CLIENT / "src" / "gen", "typescript-client", ("_pb.ts",)),
 ]
@@ -82,6 +84,17 @@ def generate_python(out_dir: Path) -> None:
             f"--mypy_out={out_dir}",
             f"--mypy_grpc_out={out_dir}",
         )
+
+
+def generate_connect(out_dir: Path) -> None:
+    """connect-python's applications for the public API (the server's HTTP port only: the
+    Python client stays gRPC and needs no Connect runtime)."""
+    plugin = Path(sys.executable).parent / "protoc-gen-connect-python"
+    protoc_run(
+        sorted(PUBLIC_API.glob("*.proto")),
+        f"--plugin=protoc-gen-connect-python={plugin}",
+        f"--connect-python_out={out_dir}",
+    )
 
 
 def derive_python_client(server_dir: Path, out_dir: Path) -> None:
@@ -115,6 +128,7 @@ def generate(tmp: Path) -> None:
     server = tmp / "server"
     server.mkdir()
     generate_python(server)
+    generate_connect(server)
     derive_python_client(server, tmp / "python-client")
     generate_typescript(tmp / "typescript-client")
 

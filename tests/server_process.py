@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 LISTENING = re.compile(r"zapgate listening on [\d.]+:(\d+)")
+HTTP_LISTENING = re.compile(r"HTTP \(Connect, gRPC-Web\) on https?://[\d.]+:(\d+)")
 
 
 class ServerProcess:
@@ -25,6 +26,8 @@ class ServerProcess:
                 "zapgate.gateway.cli",
                 "serve",
                 "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
                 "127.0.0.1:0",
                 "--data-dir",
                 str(data_dir),
@@ -44,6 +47,7 @@ class ServerProcess:
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
         self.port = int(self.wait_for(LISTENING).group(1))
+        self.http_port = int(self.wait_for(HTTP_LISTENING).group(1))
 
     @property
     def address(self) -> str:

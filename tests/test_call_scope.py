@@ -4,7 +4,7 @@ call_guard.py): authentication, the tenant and instance in context, errors as st
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import grpc.aio
@@ -16,6 +16,7 @@ from zapgate.gateway.ops.logs import current_instance
 from zapgate.gateway.rpc.call_guard import CallGuard
 from zapgate.gateway.rpc.errors import MessageNotFound
 from zapgate.gateway.rpc.handlers import registrar
+from zapgate.gateway.rpc.roles import Caller, Role
 from zapgate.gateway.rpc.tenancy import current_tenant
 from zapgate.v1 import message_pb2 as pb
 from zapgate.v1 import message_pb2_grpc
@@ -26,9 +27,12 @@ KEY = (("authorization", "Bearer good-key"),)
 class Probe(message_pb2_grpc.MessageServiceServicer):
     """GetMessage answers with what the scope put in context, or fails as asked."""
 
+    ran: ClassVar[list[str]] = []  # instance ids of the calls that reached the method
+
     async def GetMessage(
         self, request: pb.GetMessageRequest, context: Any
     ) -> pb.GetMessageResponse:
+        Probe.ran.append(request.instance_id)
         if request.message_id == "missing":
             raise MessageNotFound("missing")
         if request.message_id == "crash":
@@ -40,10 +44,17 @@ class Probe(message_pb2_grpc.MessageServiceServicer):
         )
 
 
-async def authenticate(key: str) -> str | None:
+async def authenticate(key: str) -> Caller | None:
     if key == "explode":
         raise ConnectionError("state store unreachable")
-    return "acme" if key == "good-key" else None
+    return KEYS.get(key)
+
+
+KEYS = {
+    "good-key": Caller("acme", "k1", Role.ADMIN),
+    "shop-viewer": Caller("acme", "k2", Role.VIEWER, ("shop",)),
+    "desk-viewer": Caller("acme", "k3", Role.VIEWER, ("desk",)),
+}
 
 
 @pytest.fixture
@@ -101,3 +112,20 @@ async def test_a_failing_key_check_is_internal(stub: Any) -> None:
 async def test_health_stays_public_through_the_same_registrar(channel: grpc.aio.Channel) -> None:
     reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_an_instance_outside_the_scope_is_not_found_before_the_method_runs(
+    stub: Any,
+) -> None:
+    Probe.ran.clear()
+    inside = (("authorization", "Bearer shop-viewer"),)
+    reply = await stub.GetMessage(get("m1"), metadata=inside)
+    assert reply.message.instance_id == "shop"
+    outside = (("authorization", "Bearer desk-viewer"),)
+    info, _ = await expect_error(
+        stub.GetMessage(get("m1"), metadata=outside), grpc.StatusCode.NOT_FOUND
+    )
+    assert (info.reason, info.metadata["instance_id"]) == ("INSTANCE_NOT_FOUND", "shop")
+    shouting = pb.GetMessageRequest(instance_id="SHOP", message_id="m1")  # ids are lowered first
+    assert (await stub.GetMessage(shouting, metadata=inside)).message.instance_id == "shop"
+    assert Probe.ran == ["shop", "shop"]

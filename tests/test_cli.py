@@ -13,6 +13,9 @@ import grpc.aio
 import pytest
 
 from tests.server_process import ServerProcess, zapgate
+from zapgate.gateway.rpc.roles import Caller, Role
+from zapgate.gateway.store.apikeys import ApiKeyRepository
+from zapgate.gateway.store.db import open_database
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import instance_pb2_grpc, simulator_pb2_grpc, webhook_pb2_grpc
 from zapgate.v1 import simulator_pb2 as spb
@@ -41,6 +44,49 @@ def test_keys_create_prints_only_the_key_then_list_and_revoke(tmp_path: Path) ->
     again = zapgate("keys", "revoke", key_id, "--data-dir", data)
     assert again.returncode == 1
     assert "no active key" in again.stderr
+
+
+def test_keys_create_with_a_role_and_instances_and_list_shows_them(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    created = zapgate(
+        "keys", "create", "--tenant", "acme", "--role", "sender",
+        "--instance", "Shop", "--instance", "desk", "--data-dir", data,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert KEY.fullmatch(key), created.stdout
+    admin = zapgate("keys", "create", "--tenant", "acme", "--data-dir", data).stdout.strip()
+
+    listed = zapgate("keys", "list", "--data-dir", data).stdout.splitlines()
+    assert listed[0].split()[:4] == ["KEY", "ID", "TENANT", "ROLE"]
+    rows = {line.split()[0]: line.split() for line in listed[1:]}
+    scoped, unscoped = rows[key.split("_")[1]], rows[admin.split("_")[1]]
+    assert (scoped[2], scoped[-1]) == ("sender", "desk,shop")  # lower case, sorted
+    assert (unscoped[2], unscoped[-1]) == ("admin", "*")  # the default: the whole tenant
+
+    caller = asyncio.run(authenticate(tmp_path / "data" / "zapgate.db", key))
+    assert caller == Caller("acme", key.split("_")[1], Role.SENDER, ("desk", "shop"))
+
+
+async def authenticate(database: Path, key: str) -> Caller | None:
+    engine = await open_database(f"sqlite+aiosqlite:///{database}")
+    try:
+        return await ApiKeyRepository(engine).authenticate(key)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("flags", "complaint"),
+    [(["--role", "owner"], "invalid choice"), (["--instance", "no spaces"], "--instance")],
+)
+def test_keys_create_rejects_a_bad_role_or_instance(
+    tmp_path: Path, flags: list[str], complaint: str
+) -> None:
+    result = zapgate("keys", "create", "--tenant", "acme", *flags, "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert complaint in result.stderr
 
 
 def test_keys_create_rejects_a_bad_tenant(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.rpc.errors import InstanceAlreadyExists, InstanceNotFound
+from zapgate.gateway.rpc.roles import Caller, Role
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import migrate, open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
@@ -118,8 +119,8 @@ async def test_keyset_paging_and_state_filter(engine: AsyncEngine) -> None:
 async def test_api_keys_hashed_authenticated_and_revoked(engine: AsyncEngine) -> None:
     keys = ApiKeyRepository(engine)
     key, info = await keys.create("acme", "ci")
-    assert await keys.authenticate(key) == "acme"
     key_id, secret = key.split("_")[1:]
+    assert await keys.authenticate(key) == Caller("acme", key_id, Role.ADMIN)
     assert key_id == info.key_id
     assert await keys.authenticate(f"zg_{key_id}_wrong") is None
     assert await keys.authenticate("not-a-key") is None
@@ -133,3 +134,17 @@ async def test_api_keys_hashed_authenticated_and_revoked(engine: AsyncEngine) ->
     listed = await keys.list("acme")
     assert [(k.key_id, k.revoked) for k in listed] == [(key_id, True)]
     assert await keys.count() == 1
+
+
+async def test_api_keys_keep_their_role_and_scope(engine: AsyncEngine) -> None:
+    keys = ApiKeyRepository(engine)
+    key, info = await keys.create("acme", "front end", Role.SENDER, ["shop", "desk", "shop"])
+    assert info.scope == ("desk", "shop")
+    assert await keys.authenticate(key) == Caller("acme", info.key_id, Role.SENDER, info.scope)
+    assert await keys.get("acme", info.key_id) == info
+    assert await keys.get("other", info.key_id) is None
+    assert not await keys.revoke(info.key_id, tenant="other")
+    assert await keys.revoke(info.key_id, tenant="acme")
+    assert await keys.list_page("acme", after_id="", limit=10, include_revoked=False) == []
+    [revoked] = await keys.list_page("acme", after_id="", limit=10, include_revoked=True)
+    assert (revoked.role, revoked.scope, revoked.revoked) == (Role.SENDER, info.scope, True)

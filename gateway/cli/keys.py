@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.config import ServeConfig, data_dir_from_env, database_url_from_env
 from zapgate.gateway.rpc.errors import InvalidArgument
-from zapgate.gateway.rpc.validation import check_tenant
+from zapgate.gateway.rpc.roles import Role
+from zapgate.gateway.rpc.validation import (
+    check_instance_id,
+    check_tenant,
+    normalize_instance_id,
+    raise_if_any,
+)
 from zapgate.gateway.store.apikeys import ApiKeyInfo, ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.sessions.runloop import run_async
@@ -33,6 +39,19 @@ def add_commands(commands: Any) -> None:
     create = keys.add_parser("create", help="create a key and print it (only the key)")
     create.add_argument("--tenant", required=True, help="tenant the key belongs to")
     create.add_argument("--description", default="", help="a note on who uses the key")
+    create.add_argument(
+        "--role",
+        default="admin",
+        choices=[role.label for role in Role],
+        help="what the key may call (default admin; see docs/security.md)",
+    )
+    create.add_argument(
+        "--instance",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="an instance the key reaches (repeat for several; none: the whole tenant)",
+    )
     listing = keys.add_parser("list", help="list keys (never the keys themselves)")
     listing.add_argument("--tenant", help="only this tenant's keys")
     revoke = keys.add_parser("revoke", help="revoke a key by its id")
@@ -65,18 +84,23 @@ def _with_store(args: argparse.Namespace, action: Any) -> int:
 
 
 async def _create(repo: ApiKeyRepository, args: argparse.Namespace) -> int:
+    scope = [normalize_instance_id(i) for i in args.instance]
     try:
         check_tenant(args.tenant)
+        raise_if_any([v for i in scope for v in check_instance_id("--instance", i)])
     except InvalidArgument as error:
         print(f"zapgate: {error.message}", file=sys.stderr)
         return 2
-    key, _ = await repo.create(args.tenant, args.description)
+    key, _ = await repo.create(args.tenant, args.description, Role.parse(args.role), scope)
     print(key)
     return 0
 
 
 async def _list(repo: ApiKeyRepository, args: argparse.Namespace) -> int:
-    print(f"{'KEY ID':<17} {'TENANT':<20} {'CREATED':<20} {'REVOKED':<20} DESCRIPTION")
+    print(
+        f"{'KEY ID':<17} {'TENANT':<20} {'ROLE':<9} {'CREATED':<20} {'REVOKED':<20} "
+        f"{'INSTANCES':<24} DESCRIPTION"
+    )
     for info in await repo.list(args.tenant):
         print(_row(info))
     return 0
@@ -92,9 +116,10 @@ async def _revoke(repo: ApiKeyRepository, args: argparse.Namespace) -> int:
 
 def _row(info: ApiKeyInfo) -> str:
     revoked = _time(info.revoke_time_us) if info.revoke_time_us is not None else "-"
+    scope = ",".join(info.scope) or "*"  # `*`: every instance of the tenant
     return (
-        f"{info.key_id:<17} {info.tenant:<20} {_time(info.create_time_us):<20} "
-        f"{revoked:<20} {info.description}"
+        f"{info.key_id:<17} {info.tenant:<20} {info.role.label:<9} "
+        f"{_time(info.create_time_us):<20} {revoked:<20} {scope:<24} {info.description}"
     )
 
 

@@ -17,6 +17,7 @@ from zapgate.gateway.cli import webhooks as cli_webhooks
 from zapgate.gateway.config import (
     DEFAULT_ENGINE_WORKERS,
     DEFAULT_GRACE_SECONDS,
+    DEFAULT_HTTP_LISTEN,
     DEFAULT_LISTEN,
     ENGINES,
     ServeConfig,
@@ -28,6 +29,7 @@ from zapgate.gateway.connections.backoff import Backoff
 from zapgate.gateway.events.log import Retention
 from zapgate.gateway.ops.logs import LOG_FORMATS, configure_logging
 from zapgate.gateway.ops.metrics_http import parse_listen
+from zapgate.gateway.store.single_node import StoreInUse
 from zapgate.gateway.webhooks.timings import WebhookSettings
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimTimings
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at http://HOST:PORT/metrics; a bare port listens on "
         "127.0.0.1 (default $ZAPGATE_METRICS_LISTEN, else off)",
     )
+    add_http_flags(serve)
     add_engine_flags(serve)
     serve.set_defaults(run=run_serve)
     cli_keys.add_commands(commands)
@@ -76,6 +79,41 @@ def build_parser() -> argparse.ArgumentParser:
     cli_vault.add_commands(commands)
     cli_webhooks.add_commands(commands)
     return parser
+
+
+def add_http_flags(serve: argparse.ArgumentParser) -> None:
+    http = serve.add_argument_group("HTTP port (Connect and gRPC-Web: docs/http.md)")
+    http.add_argument(
+        "--http-listen",
+        help="host:port of the HTTP port; a bare port listens on 127.0.0.1; `off` turns it "
+        f"off (default $ZAPGATE_HTTP_LISTEN, else {DEFAULT_HTTP_LISTEN})",
+    )
+    http.add_argument(
+        "--http-allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages from this origin (https://app.example.com) call the HTTP port (CORS); "
+        "repeatable; `*` for any (default $ZAPGATE_HTTP_ALLOWED_ORIGINS, comma-separated, "
+        "else none: same-origin pages only)",
+    )
+
+
+def http_listen(args: argparse.Namespace) -> str | None:
+    listen = args.http_listen or os.environ.get("ZAPGATE_HTTP_LISTEN") or DEFAULT_HTTP_LISTEN
+    if listen.lower() == "off":
+        return None
+    try:
+        parse_listen(listen, flag="--http-listen")
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    return listen
+
+
+def http_allowed_origins(args: argparse.Namespace) -> tuple[str, ...]:
+    from_env = os.environ.get("ZAPGATE_HTTP_ALLOWED_ORIGINS", "").split(",")
+    origins = args.http_allow_origin or from_env
+    return tuple(o.strip() for o in origins if o.strip())
 
 
 def add_engine_flags(serve: argparse.ArgumentParser) -> None:
@@ -226,6 +264,8 @@ def run_serve(args: argparse.Namespace) -> int:
         engine_workers=max(1, args.engine_workers),
         runtime_dir=Path(runtime_dir) if runtime_dir else None,
         metrics_listen=metrics_listen,
+        http_listen=http_listen(args),
+        http_allowed_origins=http_allowed_origins(args),
         sim_timings=SimTimings(
             **{t.name: getattr(args, f"sim_{t.name}") for t in dataclasses.fields(SimTimings)}
         ),
@@ -240,7 +280,10 @@ def run_serve(args: argparse.Namespace) -> int:
         ),
         webhooks=webhook_settings(args),
     )
-    run_async(serve(config))
+    try:
+        run_async(serve(config))
+    except StoreInUse as error:
+        raise SystemExit(f"zapgate: {error}") from None
     return 0
 
 

@@ -61,7 +61,7 @@ def enter_instance(tenant: str, instance_id: str) -> InstanceToken:
 
 
 def leave_instance(token: InstanceToken) -> None:
-    with contextlib.suppress(ValueError):  # as leave_tenant: a stream closed elsewhere
+    with contextlib.suppress(ValueError):  # as leave_caller: a stream closed elsewhere
         _instance.reset(token)
 
 

@@ -21,14 +21,14 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 METRICS_PATHS = ("/metrics", "/")
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str, flag: str = "--metrics-listen") -> tuple[str, int]:
     """`host:port`, `[v6]:port`, or a bare port (then loopback only)."""
     host, sep, port = listen.rpartition(":")
     if not sep:
         host, port = DEFAULT_HOST, listen
     host = host.strip("[]") or DEFAULT_HOST
     if not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"--metrics-listen: {listen!r} is not host:port")
+        raise ValueError(f"{flag}: {listen!r} is not host:port")
     return host, int(port)
 
 

@@ -1,8 +1,9 @@
 """The one place where every public call is authenticated, scoped to its tenant, has its
-instance ids put in lower case (they are case-insensitive), and where zapgate's errors become
-gRPC statuses with `google.rpc` details. Server streams (Subscribe,
-Connect, DownloadMedia) may stay open for days, so their key is checked again every
-`recheck_seconds` while they are open: a revoked key ends them UNAUTHENTICATED."""
+instance ids put in lower case (they are case-insensitive), is checked against its key's
+role and instance scope (access.py), and where zapgate's errors become gRPC statuses with
+`google.rpc` details. Server streams (Subscribe, Connect, DownloadMedia) may stay open for
+days, so their key is checked again every `recheck_seconds` while they are open: a revoked
+key ends them UNAUTHENTICATED."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import grpc
 import grpc.aio
 
 from zapgate.gateway.ops.logs import InstanceToken, enter_instance, leave_instance
+from zapgate.gateway.rpc.access import MethodAccess
 from zapgate.gateway.rpc.errors import Unauthenticated, ZapgateError, from_engine
 from zapgate.gateway.rpc.handlers import Handler, wrap_handler
+from zapgate.gateway.rpc.roles import Caller
 from zapgate.gateway.rpc.tenancy import current_tenant as current_tenant
-from zapgate.gateway.rpc.tenancy import enter_tenant, leave_tenant
+from zapgate.gateway.rpc.tenancy import enter_caller, leave_caller
 from zapgate.gateway.rpc.validation import normalize_instance_ids
 from zapgate.sessions.errors import EngineError
 
@@ -34,7 +37,7 @@ PUBLIC_SERVICE_PREFIXES = (
 )
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
-Authenticate = Callable[[str], Awaitable[str | None]]
+Authenticate = Callable[[str], Awaitable[Caller | None]]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -62,23 +65,24 @@ class CallGuard:
         if method.startswith(PUBLIC_SERVICE_PREFIXES):
             return handler
         streaming = handler.response_streaming
+        access = MethodAccess(method)
         return wrap_handler(
             handler,
-            lambda request, context: _CallScope(self, method, request, context, streaming),
+            lambda request, context: _CallScope(self, access, request, context, streaming),
         )
 
-    async def tenant_of(self, context: Context) -> tuple[str, str]:
-        """The call's API key and its tenant."""
+    async def caller_of(self, context: Context) -> tuple[str, Caller]:
+        """The call's API key and who it is."""
         token = bearer_token(context.invocation_metadata())
         if not token:
             raise Unauthenticated("missing `authorization: Bearer <api key>` metadata")
-        tenant = await self._authenticate(token)
-        if tenant is None:
+        caller = await self._authenticate(token)
+        if caller is None:
             raise Unauthenticated("unknown or revoked API key")
-        return token, tenant
+        return token, caller
 
     async def watch_key(
-        self, key: str, tenant: str, context: Context, call: asyncio.Task[Any]
+        self, key: str, caller: Caller, context: Context, call: asyncio.Task[Any]
     ) -> None:
         """Runs beside a server stream: once its key no longer authenticates, ends the call
         UNAUTHENTICATED (the status is sent first, so the client sees it rather than a
@@ -86,7 +90,7 @@ class CallGuard:
         while True:
             await asyncio.sleep(self.recheck_seconds)
             try:
-                if await self._authenticate(key) == tenant:
+                if await self._authenticate(key) == caller:
                     continue
             except Exception:  # a store hiccup is no reason to end the stream
                 log.warning("re-checking a stream's API key failed", exc_info=True)
@@ -98,44 +102,53 @@ class CallGuard:
 
 
 class _CallScope:
-    """One call: authenticated, its tenant (and the instance it names, for log lines) in
-    context, and errors turned into statuses. A class rather than an @asynccontextmanager:
-    it runs on every call, and a generator-based one costs several microseconds more."""
+    """One call: authenticated, allowed (access.py), its caller (and the instance it names,
+    for log lines) in context, and errors turned into statuses. A class rather than an
+    @asynccontextmanager: it runs on every call, and a generator-based one costs several
+    microseconds more."""
 
     __slots__ = (
+        "_access",
+        "_caller",
         "_context",
         "_guard",
         "_instance",
-        "_method",
         "_request",
         "_streaming",
-        "_tenant",
         "_watch",
     )
 
     def __init__(
-        self, guard: CallGuard, method: str, request: Any, context: Context, streaming: bool
+        self,
+        guard: CallGuard,
+        access: MethodAccess,
+        request: Any,
+        context: Context,
+        streaming: bool,
     ) -> None:
-        self._guard, self._method, self._request, self._context = guard, method, request, context
+        self._guard, self._access, self._request, self._context = guard, access, request, context
         self._streaming = streaming
-        self._tenant: Token[str] | None = None
+        self._caller: Token[Caller] | None = None
         self._instance: InstanceToken | None = None
         self._watch: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> None:
         try:
-            key, tenant = await self._guard.tenant_of(self._context)
+            key, caller = await self._guard.caller_of(self._context)
+            # Every service (and the access check) sees instance ids in lower case (the
+            # ids are case-insensitive).
+            normalize_instance_ids(self._request)
+            self._access.check(caller, self._request)
         except Exception as error:
             await self._fail(error)
             raise
         if self._streaming and (call := asyncio.current_task()) is not None:
             self._watch = asyncio.create_task(
-                self._guard.watch_key(key, tenant, self._context, call)
+                self._guard.watch_key(key, caller, self._context, call)
             )
-        self._tenant = enter_tenant(tenant)
-        log.debug("call started: %s (tenant %s)", self._method, tenant)
-        # Every service sees instance ids in lower case (the ids are case-insensitive).
-        normalize_instance_ids(self._request)
+        self._caller = enter_caller(caller)
+        tenant = caller.tenant
+        log.debug("call started: %s (tenant %s)", self._access.method, tenant)
         # Lines logged for a call naming an instance concern that instance.
         instance_id = getattr(self._request, "instance_id", "")
         if isinstance(instance_id, str) and instance_id:
@@ -148,8 +161,8 @@ class _CallScope:
             self._watch.cancel()
         if self._instance is not None:
             leave_instance(self._instance)
-        if self._tenant is not None:
-            leave_tenant(self._tenant)
+        if self._caller is not None:
+            leave_caller(self._caller)
         if isinstance(error, Exception):
             await self._fail(error)
 
@@ -160,7 +173,7 @@ class _CallScope:
         elif isinstance(error, EngineError):
             await _abort(self._context, from_engine(error))
         elif not isinstance(error, grpc.aio.AbortError):
-            log.error("unhandled error in %s", self._method, exc_info=error)
+            log.error("unhandled error in %s", self._access.method, exc_info=error)
             await _abort(self._context, ZapgateError("internal error; see the server log"))
 
 

@@ -233,6 +233,22 @@ class WebhookNotFound(ZapgateError):
         super().__init__(f"webhook {webhook_id!r} not found", metadata={"webhook_id": webhook_id})
 
 
+class PermissionDenied(ZapgateError):
+    """The call's API key may not make this call (never said of an instance it cannot see:
+    that one is InstanceNotFound)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = errors_pb2.ERROR_REASON_PERMISSION_DENIED
+
+
+class KeyNotFound(ZapgateError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = errors_pb2.ERROR_REASON_KEY_NOT_FOUND
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"API key {key_id!r} not found", metadata={"key_id": key_id})
+
+
 class CursorExpired(ZapgateError):
     code = grpc.StatusCode.OUT_OF_RANGE
     reason = errors_pb2.ERROR_REASON_CURSOR_EXPIRED

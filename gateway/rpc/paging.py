@@ -70,6 +70,7 @@ def _pair(
 SEQ = Position(_seq)  # ListMessages: the outbox seq to continue before
 INSTANCE_ID = Position(_text(64))  # ListInstances: the id to continue after
 WEBHOOK_ID = Position(_text(40))  # ListWebhooks: the id to continue after
+KEY_ID = Position(_text(32))  # ListKeys: the key id to continue after
 GROUP_JID = Position(_text(100))  # ListGroups: the group JID to continue after
 # ListContacts: (search_name, jid); a contact without any name has an empty search_name.
 CONTACT_KEY = Position(_pair(_text(800, min_chars=0), _text(100)))

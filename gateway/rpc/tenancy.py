@@ -1,25 +1,48 @@
-"""The tenant of the call being served: set by the call guard once the call's API key is
-checked, read by services (and by log lines) anywhere inside the call."""
+"""The caller of the call being served (its API key's tenant, role and instance scope): set
+by the call guard once the key is checked, read by services (and by log lines) anywhere
+inside the call."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from contextvars import ContextVar, Token
 
-_tenant: ContextVar[str] = ContextVar("zapgate_tenant")
+from zapgate.gateway.rpc.roles import Caller
+
+_caller: ContextVar[Caller] = ContextVar("zapgate_caller")
 
 
 def current_tenant() -> str:
     """The tenant of the API key of the call being served (LookupError outside a call)."""
-    return _tenant.get()
+    return _caller.get().tenant
 
 
-def enter_tenant(tenant: str) -> Token[str]:
-    return _tenant.set(tenant)
+def current_caller() -> Caller:
+    """The API key of the call being served (LookupError outside a call)."""
+    return _caller.get()
 
 
-def leave_tenant(token: Token[str]) -> None:
+def visible_instances(requested: Sequence[str] = ()) -> list[str] | None:
+    """For a tenant-wide listing filtered to `requested` ids (empty: all): the ids it may
+    show, [] meaning all of the tenant's, or None when nothing at all is visible. An
+    unscoped key sees what it asked for; a scoped one only its scope, so an id outside it
+    filters like an id that does not exist."""
+    scope = _caller.get().scope
+    if not scope:
+        return list(requested)
+    if not requested:
+        return list(scope)
+    visible = [i for i in requested if i in scope]
+    return visible or None
+
+
+def enter_caller(caller: Caller) -> Token[Caller]:
+    return _caller.set(caller)
+
+
+def leave_caller(token: Token[Caller]) -> None:
     # A server stream the client cancelled is closed by asyncio's generator finalizer, in
     # another context: there the token cannot be reset, and the call's context is gone.
     with contextlib.suppress(ValueError):
-        _tenant.reset(token)
+        _caller.reset(token)

@@ -10,6 +10,7 @@ import grpc.aio
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.rpc.call_guard import current_tenant
 from zapgate.gateway.rpc.errors import CursorExpired, FieldViolation
+from zapgate.gateway.rpc.tenancy import visible_instances
 from zapgate.gateway.rpc.validation import check_instance_id, raise_if_any
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import event_pb2_grpc
@@ -33,6 +34,8 @@ class EventService(event_pb2_grpc.EventServiceServicer):
             violations.append(FieldViolation("types", "unknown event type"))
         raise_if_any(violations)
         tenant = current_tenant()
+        # A scoped key streams its own instances only; None: none of those asked for.
+        instance_ids = visible_instances(request.instance_ids)
         cursor = await self._log.last_cursor() if request.only_new else request.from_cursor
         # Tells the client the stream is in place (it may act on that: see event.proto).
         await context.send_initial_metadata(((START_CURSOR_HEADER, str(cursor)),))
@@ -40,8 +43,10 @@ class EventService(event_pb2_grpc.EventServiceServicer):
             if cursor and cursor < self._log.oldest - 1:  # retention passed this cursor
                 raise CursorExpired(cursor, self._log.oldest)
             new_appends = self._log.signal()  # taken before reading: no append slips by
-            batch = await self._log.read(
-                tenant, cursor, request.instance_ids, request.types, READ_BATCH
+            batch = (
+                []
+                if instance_ids is None
+                else await self._log.read(tenant, cursor, instance_ids, request.types, READ_BATCH)
             )
             for event in batch:
                 yield pb.SubscribeResponse(event=event)

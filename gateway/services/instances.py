@@ -21,6 +21,7 @@ from zapgate.gateway.rpc.paging import (
     encode_page_token,
     page_size,
 )
+from zapgate.gateway.rpc.tenancy import visible_instances
 from zapgate.gateway.rpc.validation import (
     check_display_name,
     check_instance_id,
@@ -104,6 +105,7 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             state=request.state or None,
             after_id=after_id or "",
             limit=limit + 1,  # one more tells whether another page exists
+            only=visible_instances() or (),  # a scoped key lists its scope only
         )
         page, more = records[:limit], len(records) > limit
         next_token = encode_page_token(page[-1].id, filter_key) if more else ""

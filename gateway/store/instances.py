@@ -113,10 +113,19 @@ class InstanceRepository:
         return record
 
     async def list_page(
-        self, tenant: str, *, state: int | None, after_id: str, limit: int
+        self,
+        tenant: str,
+        *,
+        state: int | None,
+        after_id: str,
+        limit: int,
+        only: Sequence[str] = (),
     ) -> list[InstanceRecord]:
-        """Instances ordered by id, strictly after `after_id` (keyset paging)."""
+        """Instances ordered by id, strictly after `after_id` (keyset paging); only those
+        with an id in `only`, when given."""
         query = sa.select(instances).where(instances.c.tenant == tenant)
+        if only:
+            query = query.where(instances.c.id.in_(list(only)))
         if state is not None:
             query = query.where(instances.c.state == state)
         if after_id:

@@ -51,6 +51,11 @@ api_keys = sa.Table(
     sa.Column("description", sa.String(200), nullable=False, server_default=""),
     sa.Column("create_time_us", sa.BigInteger, nullable=False),
     sa.Column("revoke_time_us", sa.BigInteger, nullable=True),
+    # viewer, sender, operator or admin (gateway/rpc/roles.py); keys made before roles
+    # existed are admin.
+    sa.Column("role", sa.String(16), nullable=False, server_default="admin"),
+    # The instance ids the key reaches, space-separated and sorted; empty: the whole tenant.
+    sa.Column("instance_scope", sa.Text, nullable=False, server_default=""),
 )
 
 # The newest encrypted snapshot of each instance's session store (see sessions/vault.py).

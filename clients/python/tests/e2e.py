@@ -3,8 +3,9 @@
     ZAPGATE_SERVER=127.0.0.1:50051 ZAPGATE_API_KEY=zg_... python clients/python/e2e.py
 
 Creates an instance, pairs it through the simulator, sends a text, sees its receipt on the
-event stream, and resumes the stream from a cursor. Run by .ci/run with the client installed
-on its own (without the server) through clients/with-sim-server.sh.
+event stream, resumes the stream from a cursor, and lists instances with a key scoped to the
+new one. Run by .ci/run with the client installed on its own (without the server) through
+clients/with-sim-server.sh.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import secrets
 from google.protobuf import field_mask_pb2
 
 from zapgate_client import Client
-from zapgate_client.v1 import instance_pb2, message_pb2
+from zapgate_client.v1 import instance_pb2, key_pb2, message_pb2
 
 PHONE, RECIPIENT = "+5511999990001", "+5511988887777"
 RECEIPTS = (message_pb2.MESSAGE_STATE_DELIVERED, message_pb2.MESSAGE_STATE_READ)
@@ -69,7 +70,18 @@ async def main() -> None:
         delivered = await receipt(client, instance_id, message.id, after=0)
         read = await receipt(client, instance_id, message.id, after=delivered)  # resumed
         assert read > delivered
+        await scoped_key_sees_only_its_instance(client, instance_id)
     print("python client e2e: ok")
+
+
+async def scoped_key_sees_only_its_instance(client: Client, instance_id: str) -> None:
+    made = await client.keys.CreateKey(
+        key_pb2.CreateKeyRequest(role=key_pb2.KEY_ROLE_VIEWER, instance_ids=[instance_id])
+    )
+    async with Client(os.environ["ZAPGATE_SERVER"], made.secret) as viewer:
+        listed = [instance.id async for instance in viewer.list_instances()]
+        assert listed == [instance_id], listed
+    await client.keys.RevokeKey(key_pb2.RevokeKeyRequest(key_id=made.key.id))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from zapgate_client.v1 import (
     group_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
+    key_pb2_grpc,
     message_pb2,
     message_pb2_grpc,
     simulator_pb2,
@@ -65,8 +66,8 @@ class Client:
 
     The API key goes on every call; calls that fail with UNAVAILABLE are retried with backoff
     (see `Retry`). The typed stubs `instances`, `messages`, `events`, `contacts`,
-    `simulator`, `webhooks` and `groups` reach every RPC; the helpers below cover the common flows.
-    Use it as an async context manager, or call `close()`.
+    `simulator`, `webhooks`, `groups` and `keys` reach every RPC; the helpers below cover
+    the common flows. Use it as an async context manager, or call `close()`.
     """
 
     def __init__(
@@ -97,6 +98,7 @@ class Client:
         self.simulator = simulator_pb2_grpc.SimulatorServiceStub(self.channel)
         self.webhooks = webhook_pb2_grpc.WebhookServiceStub(self.channel)
         self.groups = group_pb2_grpc.GroupServiceStub(self.channel)
+        self.keys = key_pb2_grpc.KeyServiceStub(self.channel)
 
     async def __aenter__(self) -> Client:
         return self

@@ -11,6 +11,7 @@ import {
   type ConnectResult,
   type Instance,
 } from "./gen/zapgate/v1/instance_pb.js";
+import { KeyService } from "./gen/zapgate/v1/key_pb.js";
 import { MessageService, type Message } from "./gen/zapgate/v1/message_pb.js";
 import { SimulatorService } from "./gen/zapgate/v1/simulator_pb.js";
 import { WebhookService } from "./gen/zapgate/v1/webhook_pb.js";
@@ -63,8 +64,8 @@ export interface SubscribeOptions {
 
 /**
  * A client of one zapgate server over gRPC (HTTP/2). The typed clients `instances`,
- * `messages`, `events`, `contacts`, `webhooks`, `groups` and `simulator` reach every RPC; the
- * methods below cover the common flows. Call `close()` when done.
+ * `messages`, `events`, `contacts`, `webhooks`, `groups`, `keys` and `simulator` reach every
+ * RPC; the methods below cover the common flows. Call `close()` when done.
  */
 export class ZapgateClient {
   readonly instances: Client<typeof InstanceService>;
@@ -74,6 +75,7 @@ export class ZapgateClient {
   readonly webhooks: Client<typeof WebhookService>;
   readonly simulator: Client<typeof SimulatorService>;
   readonly groups: Client<typeof GroupService>;
+  readonly keys: Client<typeof KeyService>;
   private readonly session: Http2SessionManager;
   private readonly retry: Retry;
 
@@ -99,6 +101,7 @@ export class ZapgateClient {
     this.webhooks = createClient(WebhookService, transport);
     this.simulator = createClient(SimulatorService, transport);
     this.groups = createClient(GroupService, transport);
+    this.keys = createClient(KeyService, transport);
   }
 
   /** Closes the connection; calls still running fail. */

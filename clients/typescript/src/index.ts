@@ -5,6 +5,7 @@ export * from "./gen/zapgate/v1/errors_pb.js";
 export * from "./gen/zapgate/v1/event_pb.js";
 export * from "./gen/zapgate/v1/group_pb.js";
 export * from "./gen/zapgate/v1/instance_pb.js";
+export * from "./gen/zapgate/v1/key_pb.js";
 export * from "./gen/zapgate/v1/message_pb.js";
 export * from "./gen/zapgate/v1/simulator_pb.js";
 export * from "./gen/zapgate/v1/webhook_pb.js";

@@ -9,6 +9,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import {
   ConnectOutcome,
   EventType,
+  KeyRole,
   MessageState,
   ParticipantRole,
   WebhookFormat,
@@ -224,4 +225,31 @@ test("creates, lists and deletes a webhook", async () => {
   await assert.rejects(client.webhooks.getWebhook({ webhookId: id }), (error: unknown) => {
     return ConnectError.from(error).code === Code.NotFound;
   });
+});
+
+test("a key scoped to one instance sees only that one, until it is revoked", async () => {
+  const suffix = randomBytes(4).toString("hex");
+  const [mine, theirs] = [`ts-mine-${suffix}`, `ts-theirs-${suffix}`];
+  for (const instanceId of [mine, theirs]) {
+    await client.instances.createInstance({ instanceId });
+  }
+  const made = await client.keys.createKey({ role: KeyRole.SENDER, instanceIds: [mine] });
+  assert.deepEqual(made.key?.instanceIds, [mine]);
+  const scoped = new ZapgateClient(server, { apiKey: made.secret });
+  try {
+    const listed = await scoped.instances.listInstances({});
+    assert.deepEqual(listed.instances.map((i) => i.id), [mine]);
+    await assert.rejects(scoped.instances.getInstance({ instanceId: theirs }), (error: unknown) => {
+      return ConnectError.from(error).code === Code.NotFound;
+    });
+    await assert.rejects(scoped.instances.deleteInstance({ instanceId: mine }), (error: unknown) => {
+      return ConnectError.from(error).code === Code.PermissionDenied;
+    });
+    await client.keys.revokeKey({ keyId: made.key?.id ?? "" });
+    await assert.rejects(scoped.instances.getInstance({ instanceId: mine }), (error: unknown) => {
+      return ConnectError.from(error).code === Code.Unauthenticated;
+    });
+  } finally {
+    scoped.close();
+  }
 });

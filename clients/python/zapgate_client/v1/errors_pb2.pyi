@@ -89,6 +89,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The account is not in the group, the group does not exist, or the invite link is
     invalid or revoked (NOT_FOUND); the metadata's `group_jid` names the group.
     """
+    ERROR_REASON_PERMISSION_DENIED: _ErrorReason.ValueType  # 24
+    """The API key's role is too low for the call, or the call concerns the whole tenant and
+    the key is scoped to instances (PERMISSION_DENIED); the metadata's `required_role` and
+    `role` say which. See docs/security.md.
+    """
+    ERROR_REASON_KEY_NOT_FOUND: _ErrorReason.ValueType  # 25
+    """The API key does not exist in the caller's tenant, or is outside what the caller may
+    manage (NOT_FOUND).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -162,5 +171,14 @@ ERROR_REASON_GROUP_NOT_ADMIN: ErrorReason.ValueType  # 22
 ERROR_REASON_GROUP_NOT_FOUND: ErrorReason.ValueType  # 23
 """The account is not in the group, the group does not exist, or the invite link is
 invalid or revoked (NOT_FOUND); the metadata's `group_jid` names the group.
+"""
+ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 24
+"""The API key's role is too low for the call, or the call concerns the whole tenant and
+the key is scoped to instances (PERMISSION_DENIED); the metadata's `required_role` and
+`role` say which. See docs/security.md.
+"""
+ERROR_REASON_KEY_NOT_FOUND: ErrorReason.ValueType  # 25
+"""The API key does not exist in the caller's tenant, or is outside what the caller may
+manage (NOT_FOUND).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

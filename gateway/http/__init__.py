@@ -1,0 +1,1 @@
+"""The HTTP port: every public RPC over Connect, gRPC-Web and gRPC (see docs/http.md)."""
