@@ -20,6 +20,7 @@ from zapgate.gateway.connections.runtime_dir import prepare_runtime_dir
 from zapgate.gateway.connections.session_keeper import SessionKeeper
 from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.contacts import ContactBook
+from zapgate.gateway.events.calls import CallDesk
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.listeners import Listeners
 from zapgate.gateway.events.log import EventLog
@@ -163,7 +164,7 @@ async def build_runtime(
         events,
         config.contacts_sync_delay_seconds,
     )
-    inbox = Inbox(events, inbound, dispatcher)
+    inbox = Inbox(events, inbound, dispatcher, messages)
     supervisor = Supervisor(
         instances,
         pool,
@@ -173,6 +174,7 @@ async def build_runtime(
         listener=Listeners(dispatcher, [contact_book]),
         events=events,
         inbox=inbox,
+        calls=CallDesk(instances, engines, dispatcher, events),
         observer=metrics,
     )
     supervision = Supervision(on_health)

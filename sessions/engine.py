@@ -88,12 +88,25 @@ class OutgoingContent:
     action: str = ""  # "", or one of ACTIONS
     target: MessageRef | None = None
     reaction_emoji: str = ""
+    # A poll: 2-12 distinct options; how many a voter may choose (0: any number).
+    poll_question: str = ""
+    poll_options: tuple[str, ...] = ()
+    poll_selectable: int = 0
+    sticker: Media | None = None  # WebP
+    view_once: bool = False  # with image, video or a voice note
+    # With text: a link preview from the caller's data (engines never fetch URLs).
+    link_url: str = ""
+    link_title: str = ""
+    link_description: str = ""
+    link_thumbnail: bytes = b""  # JPEG or PNG, shrunk to a small JPEG when built
 
     @property
     def kind(self) -> str:
         if self.action:
             return self.action
-        for kind in ("image", "video", "audio", "document"):
+        if self.poll_options:
+            return "poll"
+        for kind in ("image", "video", "audio", "document", "sticker"):
             if getattr(self, kind) is not None:
                 return kind
         if self.latitude is not None:
@@ -183,7 +196,13 @@ class Engine(ABC):
 
     @abstractmethod
     async def send_presence(self, key: InstanceKey, chat_jid: str, presence: str) -> None:
-        """Shows `composing`, `recording` or `paused` in a chat."""
+        """Shows `composing`, `recording` or `paused` in a chat; or sets the account's own
+        presence, `available` or `unavailable` (`chat_jid` empty); or, with `subscribe`, asks
+        for the presence of the contact `chat_jid` (PresenceChanged events follow)."""
+
+    @abstractmethod
+    async def reject_call(self, key: InstanceKey, caller_jid: str, call_id: str) -> None:
+        """Declines an incoming call (`caller_jid`: CallReceived.from_jid)."""
 
     @abstractmethod
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:

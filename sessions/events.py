@@ -3,6 +3,7 @@ their library's events into these; nothing past the engine boundary sees neonize
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 InstanceKey = str  # "<tenant>/<instance id>": unique across tenants
@@ -134,6 +135,10 @@ class Receipt:
     message_ids: tuple[str, ...]
     kind: str
     chat: str = ""
+    # Who acknowledged them (the recipient; in a group, one participant): phone-number JID
+    # and LID, where the engine knows them.
+    from_jid: str = ""
+    from_lid: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,11 +147,13 @@ class MessageReceived:
     itself: `from_me`). Flat on purpose: it crosses the worker socket as JSON.
 
     `kind` is one of text, image, video, audio, voice_note, document, sticker, location,
-    contact, reaction, edit, revoke, unknown. `text` is the body, or the caption of media, or
-    an edit's new text; an edit or a revoke names the message it acts on in
-    `target_message_id`. Media bytes stay
-    on WhatsApp's servers until downloaded: `media_ref` is the engine's opaque handle for
-    `Engine.download_media` and never leaves the core."""
+    contact, poll, poll_vote, reaction, edit, revoke, unknown. A poll's question is `text`;
+    a poll vote names its poll in `target_message_id` and carries the chosen options as
+    WhatsApp does, hashed (`poll_votes`): the core knows the poll's option names. `text` is
+    the body, or the caption of media, or an edit's new text; an edit or a revoke names the
+    message it acts on in `target_message_id`. Media bytes stay on WhatsApp's servers until
+    downloaded: `media_ref` is the engine's opaque handle for `Engine.download_media` and
+    never leaves the core."""
 
     key: InstanceKey
     message_id: str
@@ -175,7 +182,17 @@ class MessageReceived:
     reacted_message_id: str = ""
     quoted_message_id: str = ""  # the message this one replies to
     quoted_sender_jid: str = ""
-    target_message_id: str = ""  # edit, revoke: the message edited or deleted for everyone
+    target_message_id: str = ""  # edit, revoke, poll_vote: the message acted on
+    poll_options: tuple[str, ...] = ()  # poll
+    poll_selectable: int = 0  # poll: how many a voter may choose (0: any number)
+    poll_votes: tuple[str, ...] = ()  # poll_vote: hex SHA-256 of each chosen option's name
+    view_once: bool = False  # media the recipient may open once
+
+
+def poll_option_sha256(option: str) -> str:
+    """How a poll vote names an option: the hex SHA-256 of its name (whatsmeow's
+    HashPollOptions)."""
+    return hashlib.sha256(option.encode()).hexdigest()
 
 
 GROUP_CHANGES = (
@@ -208,6 +225,42 @@ class GroupChanged:
     timestamp: float = 0.0  # epoch seconds
 
 
+@dataclass(frozen=True)
+class PresenceChanged:
+    """A contact the instance subscribed to came online or went offline (`last_seen`: epoch
+    seconds, 0 when unknown or hidden)."""
+
+    key: InstanceKey
+    jid: str  # phone-number JID where known (else the LID)
+    lid: str = ""
+    available: bool = False
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChatPresenceChanged:
+    """Someone types (`composing`), records a voice note (`recording`) or stopped (`paused`)
+    in a chat."""
+
+    key: InstanceKey
+    chat_jid: str
+    sender_jid: str  # phone-number JID where known (else the LID)
+    sender_lid: str = ""
+    presence: str = "paused"
+
+
+@dataclass(frozen=True)
+class CallReceived:
+    """Someone calls the account (a call offer). The core decides whether to reject it."""
+
+    key: InstanceKey
+    call_id: str
+    caller_jid: str  # phone-number JID where known (else the LID); what a reject names
+    caller_lid: str = ""
+    timestamp: float = 0.0  # epoch seconds
+    from_jid: str = ""  # the caller exactly as the offer named it: what a rejection names
+
+
 EngineEvent = (
     QrShown
     | PairCodeShown
@@ -226,4 +279,7 @@ EngineEvent = (
     | Receipt
     | MessageReceived
     | GroupChanged
+    | PresenceChanged
+    | ChatPresenceChanged
+    | CallReceived
 )

@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import importlib
 import logging
 import re
@@ -67,6 +68,7 @@ from zapgate.sessions import (
     neonize_groups,
     neonize_inbound,
     neonize_lids,
+    neonize_presence,
     neonize_send,
 )
 from zapgate.sessions.engine import (
@@ -89,6 +91,7 @@ from zapgate.sessions.events import (
     EngineEvent,
     InstanceKey,
     LoggedOut,
+    MessageReceived,
     QrTimedOut,
     StreamReplaced,
     TemporarilyBanned,
@@ -245,10 +248,14 @@ class NeonizeEngine(Engine):
                 session, lambda client: _upload(client, key, kind, media.data, media_type)
             )
         now = time.time()
-        # Off the loop: building an image's preview decodes the whole image.
-        message = await self._in_thread(
-            lambda: neonize_send.build_message(content, uploaded, now=now)
-        )
+        if content.kind == "poll":  # its secret comes from whatsmeow
+            message = await self._read(
+                session, lambda client: neonize_send.build_poll(client, content)
+            )
+        else:  # off the loop: building an image's preview decodes the whole image
+            message = await self._in_thread(
+                lambda: neonize_send.build_message(content, uploaded, now=now)
+            )
         response = await self._read(session, lambda client: _deliver(client, key, to, message))
         return SendResult(message_id=str(response.ID), timestamp=float(response.Timestamp))
 
@@ -273,11 +280,27 @@ class NeonizeEngine(Engine):
         )
 
     async def send_presence(self, key: InstanceKey, chat_jid: str, presence: str) -> None:
+        if presence in neonize_send.ACCOUNT_PRESENCES:
+            session = self._connected(key, "set the account's presence")
+            value = neonize_send.ACCOUNT_PRESENCES[presence]
+            await self._read(session, partial(_account_presence, key=key, value=value))
+            return
+        if presence == neonize_send.SUBSCRIBE:
+            contact = neonize_send.parse_recipient(chat_jid)
+            session = self._connected(key, "subscribe to a presence")
+            await self._read(session, partial(_subscribe_presence, key=key, contact=contact))
+            return
         to = neonize_send.parse_recipient(chat_jid)
         state, media = neonize_send.presence_state(presence)
         session = self._connected(key, "send a chat presence")
         to = await self._on_whatsapp(session, to)
         await self._read(session, partial(_presence, key=key, to=to, state=state, media=media))
+
+    async def reject_call(self, key: InstanceKey, caller_jid: str, call_id: str) -> None:
+        """whatsmeow's RejectCall, naming the caller as the offer did (a number or a LID)."""
+        caller = neonize_send.parse_recipient(caller_jid)
+        session = self._connected(key, "reject a call")
+        await self._read(session, partial(_reject_call, key=key, caller=caller, call_id=call_id))
 
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
         """Downloads and decrypts received media (whatsmeow's DownloadAny). The download holds
@@ -448,6 +471,25 @@ class NeonizeEngine(Engine):
             self._spawn(self._wipe_then_report(session.spec, event))
         else:
             self.sink(event)
+
+    def _on_poll_vote(self, session: _Session, event: MessageReceived, message: Any) -> None:
+        """Decrypts a vote off neonize's callback thread (a Go call reading the poll's secret
+        from the store), then reports it with the options chosen."""
+        if self._sessions.get(session.key) is session:
+            self._spawn(self._decrypt_vote(session, event, message))
+
+    async def _decrypt_vote(self, session: _Session, event: MessageReceived, message: Any) -> None:
+        try:
+            vote = await self._read(session, lambda client: client.decrypt_poll_vote(message))
+        except EngineError as error:
+            # A poll whose secret this device never saw (sent before it was linked): nothing
+            # can read the vote.
+            log.warning(
+                "%s: dropped a poll vote that could not be decrypted: %s", session.key, error
+            )
+            return
+        votes = neonize_inbound.poll_votes(vote)
+        self._on_event(session, dataclasses.replace(event, poll_votes=votes))
 
     def _on_settled(self, session: _Session) -> None:
         self._stop_when_settled(session)
@@ -634,6 +676,8 @@ class _Session:
         client.event(neonize_inbound.MESSAGE_EVENT)(lambda _client, event: self._on_message(event))
         for event_type in neonize_groups.GROUP_EVENT_TYPES:
             client.event(event_type)(lambda _client, event: self._on_group_event(event))
+        for event_type in neonize_presence.PRESENCE_EVENT_TYPES:
+            client.event(event_type)(lambda _client, event: self._on_presence(event))
         deliver = client.event.execute
 
         def execute(uuid: bytes, data: int, size: int, code: int) -> None:
@@ -710,6 +754,17 @@ class _Session:
         for change in changes:
             self._post(self.engine._on_event, self, change)
 
+    def _on_presence(self, message: Any) -> None:
+        try:
+            event = neonize_presence.to_presence_event(self.key, message)
+        except Exception:
+            log.exception(
+                "%s: dropped a presence or call event that could not be mapped", self.uuid
+            )
+            return
+        if event is not None:
+            self._post(self.engine._on_event, self, event)
+
     def _on_message(self, message: Any) -> None:
         try:
             event = neonize_inbound.to_message_received(self.key, message)
@@ -717,7 +772,9 @@ class _Session:
             # One message zapgate cannot read must not end the delivery of the others.
             log.exception("%s: dropped an inbound message that could not be mapped", self.uuid)
             return
-        if event is not None:
+        if event is not None and event.kind == "poll_vote":
+            self._post(self.engine._on_poll_vote, self, event, message)
+        elif event is not None:
             self._post(self.engine._on_event, self, event)
 
     def _settle(self) -> None:
@@ -802,6 +859,27 @@ def _mark_read(client: Any, *, key: InstanceKey, chat: Any, sender: Any, ids: li
         client.mark_read(*ids, chat=chat, sender=sender, receipt=neonize_send.READ_RECEIPT)
     except neonize_client.MarkReadError as error:
         raise neonize_send.read_error(key, str(error)) from error
+
+
+def _reject_call(client: Any, *, key: InstanceKey, caller: Any, call_id: str) -> None:
+    try:
+        client.reject_call(caller, call_id)
+    except neonize_client.NeonizeError as error:  # RejectCallError (neonize.exc only)
+        raise neonize_send.call_error(key, str(error)) from error
+
+
+def _account_presence(client: Any, *, key: InstanceKey, value: Any) -> None:
+    try:
+        client.send_presence(value)
+    except neonize_client.SendPresenceError as error:
+        raise neonize_send.presence_error(key, str(error)) from error
+
+
+def _subscribe_presence(client: Any, *, key: InstanceKey, contact: Any) -> None:
+    try:
+        client.subscribe_presence(contact)
+    except neonize_client.SubscribePresenceError as error:
+        raise neonize_send.presence_error(key, str(error)) from error
 
 
 def _presence(client: Any, *, key: InstanceKey, to: Any, state: Any, media: Any) -> None:

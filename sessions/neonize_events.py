@@ -187,7 +187,20 @@ def _receipt(key: InstanceKey, event: Any) -> Receipt | None:
     source = event.MessageSource
     if kind is None or source.IsFromMe or not event.MessageIDs:
         return None
-    return Receipt(key, message_ids=tuple(event.MessageIDs), kind=kind, chat=_chat(source))
+    sender, alternate = source.Sender, source.SenderAlt
+    return Receipt(
+        key,
+        message_ids=tuple(event.MessageIDs),
+        kind=kind,
+        chat=_chat(source),
+        from_jid=_on(USER_SERVER, sender, alternate) or user_jid(sender),
+        from_lid=_on(LID_SERVER, sender, alternate),
+    )
+
+
+def _on(server: str, *jids: Any) -> str:
+    """The first of `jids` on `server` (a user's phone-number JID or LID), as text."""
+    return next((user_jid(j) for j in jids if str(j.Server) == server and j.User), "")
 
 
 def _chat(source: Any) -> str:

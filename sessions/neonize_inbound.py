@@ -114,12 +114,28 @@ def to_message_received(key: InstanceKey, event: Any) -> MessageReceived | None:
         return None
     return MessageReceived(
         key,
+        view_once=_view_once(event, message, content),
         message_id=str(info.ID),
         timestamp=_seconds(int(info.Timestamp)),
         push_name=str(info.Pushname),
-        **_addresses(info.MessageSource),
+        **addresses(info.MessageSource),
         **_content(message, content),
     )
+
+
+_VIEW_ONCE_FLAGS = ("IsViewOnce", "IsViewOnceV2", "IsViewOnceV2Extension")
+
+
+def _view_once(event: Any, message: Any, field: str) -> bool:
+    """Whether media may be opened once: whatsmeow's flags for a view-once wrapper it took
+    off, or the media's own viewOnce."""
+    if field not in _MEDIA_FIELDS:
+        return False
+    wrapped = any(getattr(event, flag, False) for flag in _VIEW_ONCE_FLAGS)
+    raw = event.Message
+    wrapped = wrapped or any(raw.HasField(name) for name in _WRAPPERS if "iewOnce" in name)
+    media = getattr(message, field)
+    return bool(wrapped or ("viewOnce" in media.DESCRIPTOR.fields_by_name and media.viewOnce))
 
 
 def unwrap(message: Any) -> Any:
@@ -176,7 +192,7 @@ def download_error(key: InstanceKey, text: str) -> EngineError:
 # -- addresses ---------------------------------------------------------------------------------
 
 
-def _addresses(source: Any) -> dict[str, Any]:
+def addresses(source: Any) -> dict[str, Any]:
     """Sender as phone-number JID and LID where whatsmeow knows them (it gives one as the
     Sender, the other as SenderAlt), and the chat by phone number where known."""
     sender, alternate = source.Sender, source.SenderAlt
@@ -328,6 +344,26 @@ def _reaction(body: Any) -> dict[str, Any]:
     }
 
 
+def _poll(body: Any) -> dict[str, Any]:
+    return {
+        "kind": "poll",
+        "text": str(body.name),
+        "poll_options": tuple(str(option.optionName) for option in body.options),
+        "poll_selectable": int(body.selectableOptionsCount),
+    }
+
+
+def _poll_update(body: Any) -> dict[str, Any]:
+    """A vote, still encrypted: the engine decrypts it with the live client (whatsmeow's
+    DecryptPollVote needs the poll's secret from its store) and fills `poll_votes`."""
+    return {"kind": "poll_vote", "target_message_id": str(body.pollCreationMessageKey.ID)}
+
+
+def poll_votes(vote: Any) -> tuple[str, ...]:
+    """The chosen options of a decrypted vote (waE2E.PollVoteMessage), as hex SHA-256."""
+    return tuple(bytes(option).hex() for option in vote.selectedOptions)
+
+
 _CONTENT_READERS = {
     "conversation": _text,
     "extendedTextMessage": _extended_text,
@@ -336,6 +372,10 @@ _CONTENT_READERS = {
     "contactMessage": _contact,
     "contactsArrayMessage": _contacts,
     "reactionMessage": _reaction,
+    "pollCreationMessage": _poll,
+    "pollCreationMessageV2": _poll,
+    "pollCreationMessageV3": _poll,
+    "pollUpdateMessage": _poll_update,
 }
 
 

@@ -42,7 +42,9 @@ with warnings.catch_warnings():
         ChatPresence,
         ChatPresenceMedia,
         MediaType,
+        Presence,
         ReceiptType,
+        VoteType,
     )
 
 READ_RECEIPT: Any = ReceiptType.READ
@@ -67,7 +69,10 @@ _UPLOAD_TYPES: dict[str, Any] = {
     "video": MediaType.MediaVideo,
     "audio": MediaType.MediaAudio,
     "document": MediaType.MediaDocument,
+    "sticker": MediaType.MediaImage,  # whatsmeow uploads stickers as images
 }
+STICKER_MIME = "image/webp"
+LINK_THUMBNAIL_PIXELS = 256  # longest side of a link preview's inline JPEG
 
 # -- recipients ----------------------------------------------------------------------------
 
@@ -112,6 +117,15 @@ _PRESENCES = {
 }
 
 
+# The account's own presence (whatsmeow's SendPresence), and a subscription to a contact's
+# (SubscribePresence): Engine.send_presence's other words.
+ACCOUNT_PRESENCES: dict[str, Any] = {
+    "available": Presence.AVAILABLE,
+    "unavailable": Presence.UNAVAILABLE,
+}
+SUBSCRIBE = "subscribe"
+
+
 def presence_state(presence: str) -> tuple[Any, Any]:
     """neonize's (ChatPresence, ChatPresenceMedia) for composing, recording (whatsmeow: a
     composing presence with media "audio") or paused."""
@@ -154,6 +168,20 @@ def check_content(content: OutgoingContent) -> None:
         return
     if kind == "text" and not content.text.strip():
         _invalid("the text is empty")
+    if content.view_once and not (kind in ("image", "video") or content.voice_note):
+        _invalid(f"a {kind} cannot be view-once (only images, videos and voice notes)")
+    if content.link_url and (kind != "text" or content.link_url not in content.text):
+        _invalid("a link preview needs a text containing its URL")
+    if kind == "poll":
+        options = content.poll_options
+        if not content.poll_question.strip() or not 2 <= len(options) <= 12:
+            _invalid("a poll needs a question and 2 to 12 options")
+        if len(set(options)) != len(options) or not all(o.strip() for o in options):
+            _invalid("a poll's options must be distinct and not empty")
+        if not 0 <= content.poll_selectable <= len(options):
+            _invalid(
+                f"a poll of {len(options)} options cannot let {content.poll_selectable} be chosen"
+            )
     if kind == "location":
         latitude, longitude = content.latitude, content.longitude
         if latitude is None or longitude is None or not _on_earth(latitude, longitude):
@@ -180,6 +208,8 @@ def build_message(content: OutgoingContent, uploaded: Any = None, *, now: float 
     check_content(content)
     if content.action:
         return _action(content, now)
+    if content.kind == "poll":
+        raise ValueError("a poll is built by neonize's client: use build_poll")
     message = _content_message(content, uploaded, now)
     context = context_info(content)
     if context is not None:
@@ -188,6 +218,29 @@ def build_message(content: OutgoingContent, uploaded: Any = None, *, now: float 
             message = wa.Message(extendedTextMessage=wa.ExtendedTextMessage(text=text))
         [(_, inner)] = message.ListFields()
         inner.contextInfo.CopyFrom(context)
+    if content.view_once:
+        # As WhatsApp's apps send it: the media flagged and wrapped in viewOnceMessage.
+        [(_, inner)] = message.ListFields()
+        inner.viewOnce = True
+        message = wa.Message(viewOnceMessage=wa.FutureProofMessage(message=message))
+    return message
+
+
+def build_poll(client: Any, content: OutgoingContent) -> Any:
+    """whatsmeow's poll (neonize's build_poll_vote_creation: BuildPollCreation, a
+    PollCreationMessage with a fresh 32-byte messageSecret in messageContextInfo). whatsmeow
+    keeps that secret when it sends the poll: votes are encrypted with it, and
+    DecryptPollVote reads it back. neonize takes only single or multiple choice; WhatsApp's
+    field is a count, set here as asked. A pure Go call: no network."""
+    check_content(content)
+    choice = VoteType.SINGLE if content.poll_selectable == 1 else VoteType.MULTIPLE
+    message = client.build_poll_vote_creation(
+        content.poll_question, list(content.poll_options), choice
+    )
+    message.pollCreationMessage.selectableOptionsCount = content.poll_selectable
+    context = context_info(content)
+    if context is not None:
+        message.pollCreationMessage.contextInfo.CopyFrom(context)
     return message
 
 
@@ -220,6 +273,8 @@ def quoted_message(quote: MessageRef) -> Any:
         return wa.Message(locationMessage=wa.LocationMessage(name=text))
     if quote.kind == "contact":
         return wa.Message(contactMessage=wa.ContactMessage(displayName=text))
+    if quote.kind == "poll":
+        return wa.Message(pollCreationMessage=wa.PollCreationMessage(name=text))
     return wa.Message(conversation=quote.text)
 
 
@@ -270,6 +325,8 @@ def addressed(content: OutgoingContent, chat_jid: str) -> OutgoingContent:
 
 def _content_message(content: OutgoingContent, uploaded: Any, now: float) -> Any:
     kind = content.kind
+    if kind == "text" and content.link_url:
+        return wa.Message(extendedTextMessage=link_preview(content))
     if kind == "text":
         return wa.Message(conversation=content.text)
     if kind == "location":
@@ -307,6 +364,11 @@ def _content_message(content: OutgoingContent, uploaded: Any, now: float) -> Any
         return wa.Message(imageMessage=image)
     if kind == "video":
         return wa.Message(videoMessage=wa.VideoMessage(mimetype=media.mime_type, **file, **caption))
+    if kind == "sticker":
+        sticker = wa.StickerMessage(mimetype=STICKER_MIME, **file)
+        if (shape := webp_shape(media.data)) is not None:
+            sticker.width, sticker.height, sticker.isAnimated = shape
+        return wa.Message(stickerMessage=sticker)
     if kind == "audio":
         audio = wa.AudioMessage(mimetype=media.mime_type, PTT=content.voice_note, **file)
         if content.voice_note:
@@ -320,6 +382,34 @@ def _content_message(content: OutgoingContent, uploaded: Any, now: float) -> Any
             mimetype=media.mime_type, fileName=name, title=name, **file, **caption
         )
     )
+
+
+def link_preview(content: OutgoingContent) -> Any:
+    """A text with the preview of its URL (what neonize's send_message(link_preview=True)
+    builds after fetching the page, from the caller's data instead): matchedText, title,
+    description and an inline JPEG thumbnail."""
+    text = wa.ExtendedTextMessage(
+        text=content.text,
+        matchedText=content.link_url,
+        title=content.link_title,
+        description=content.link_description,
+        previewType=wa.ExtendedTextMessage.PreviewType.NONE,
+    )
+    if content.link_thumbnail:
+        preview = image_preview(content.link_thumbnail, LINK_THUMBNAIL_PIXELS)
+        if preview is not None:
+            text.JPEGThumbnail, text.thumbnailWidth, text.thumbnailHeight = preview
+    return text
+
+
+def webp_shape(data: bytes) -> tuple[int, int, bool] | None:
+    """(width, height, animated) of a WebP sticker; None when Pillow cannot read it."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            return width, height, getattr(image, "n_frames", 1) > 1
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        return None
 
 
 def contact_name(content: OutgoingContent) -> str:
@@ -350,13 +440,13 @@ def ogg_opus_seconds(data: bytes) -> int | None:
     return None
 
 
-def image_preview(data: bytes) -> tuple[bytes, int, int] | None:
+def image_preview(data: bytes, pixels: int = THUMBNAIL_PIXELS) -> tuple[bytes, int, int] | None:
     """(JPEG thumbnail, width, height) of an image: the blurred preview WhatsApp shows before
     the image is downloaded. None when Pillow cannot read it; WhatsApp shows a grey box then."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+            image.thumbnail((pixels, pixels))
             thumbnail = io.BytesIO()
             image.convert("RGB").save(thumbnail, format="JPEG", quality=_THUMBNAIL_QUALITY)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
@@ -424,6 +514,10 @@ def typing_error(key: str, text: str) -> EngineError:
 
 def presence_error(key: str, text: str) -> EngineError:
     return _not_sent(key, "could not send the chat presence", text)
+
+
+def call_error(key: str, text: str) -> EngineError:
+    return _not_sent(key, "could not reject the call", text)
 
 
 def read_error(key: str, text: str) -> EngineError:

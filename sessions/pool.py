@@ -344,6 +344,11 @@ class WorkerPool:
         request = pb.SendPresenceRequest(key=key, chat_jid=chat_jid, presence=presence)
         await _call((await self._stub(slot)).SendPresence(request))
 
+    async def reject_call(self, key: InstanceKey, caller_jid: str, call_id: str) -> None:
+        slot = self._hosting(key)
+        request = pb.RejectCallRequest(key=key, caller_jid=caller_jid, call_id=call_id)
+        await _call((await self._stub(slot)).RejectCall(request))
+
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
         slot = self._hosting(key)
         stream = (await self._stub(slot)).DownloadMedia(

@@ -261,6 +261,12 @@ class SimEngine(Engine):
         shown = describe(chat_jid, OutgoingContent(text=""), "")
         await asyncio.to_thread(session.phone.append, dataclasses.replace(shown, kind=presence))
 
+    async def reject_call(self, key: InstanceKey, caller_jid: str, call_id: str) -> None:
+        session = self._connected(key)
+        shown = describe(caller_jid, OutgoingContent(text=""), "")
+        rejected = dataclasses.replace(shown, kind="call_rejected", target_message_id=call_id)
+        await asyncio.to_thread(session.phone.append, rejected)
+
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
         self._connected(key)
         data = self._media_server.get(media_ref)
@@ -388,7 +394,7 @@ class SimEngine(Engine):
     async def start(self, spec: InstanceSpec) -> None:
         if spec.key in self._sessions:
             return
-        session = SimSession(spec, self.timings, self.sink)
+        session = SimSession(spec, self.timings, self._report)
         session.task = asyncio.create_task(self._run(session), name=f"sim {spec.key}")
         self._sessions[spec.key] = session
 
@@ -464,6 +470,11 @@ class SimEngine(Engine):
     async def set_keepalive(self, key: InstanceKey, failing: bool) -> None:
         self._connected(key).set_keepalive(failing)
 
+    async def inject_event(self, event: ev.EngineEvent) -> None:
+        """Another phone's presence, chat presence or call reaches the connected instance."""
+        self._connected(event.key)
+        self.sink(event)
+
     async def inject_message(self, message: ev.MessageReceived, media: bytes) -> None:
         """A message from someone else's phone reaches the instance; its media goes to the
         media servers first, as WhatsApp's clients upload it before sending."""
@@ -493,7 +504,15 @@ class SimEngine(Engine):
         self, key: InstanceKey, message_ids: list[str], kind: str, chat_jid: str
     ) -> None:
         self._connected(key)
-        self.sink(ev.Receipt(key, tuple(message_ids), kind, chat_jid))
+        self._report(ev.Receipt(key, tuple(message_ids), kind, chat_jid))
+
+    def _report(self, event: ev.EngineEvent) -> None:
+        """What a session reports, with what this simulated WhatsApp knows of a receipt's
+        sender (its phone JID is the chat of a direct message; its LID from the LID map)."""
+        if isinstance(event, ev.Receipt) and not event.from_jid and "@g.us" not in event.chat:
+            lid = self._lids.get(event.key, {}).get(event.chat, "")
+            event = dataclasses.replace(event, from_jid=event.chat, from_lid=lid)
+        self.sink(event)
 
     async def set_contacts(self, key: InstanceKey, contacts: list[Contact]) -> None:
         session = self._connected(key)

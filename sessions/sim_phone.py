@@ -18,11 +18,23 @@ from pathlib import Path
 from zapgate.sessions.engine import OutgoingContent
 
 # Columns added after the first release: a phone file from an older build gains them.
-_ADDED_COLUMNS = ("quoted_message_id", "mentioned_jids", "target_message_id")
+_ADDED_COLUMNS = (
+    "quoted_message_id",
+    "mentioned_jids",
+    "target_message_id",
+    "poll_options",
+    "poll_selectable",
+    "view_once",
+    "link_url",
+    "link_title",
+    "link_description",
+    "link_thumbnail_size",
+)
 _COLUMNS = (
     "recipient_jid, kind, text, message_id, received_at, media_size, media_sha256, "
     + ", ".join(_ADDED_COLUMNS)
 )
+_PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(", ")))
 PHONE_FILE_NAME = "sim-phone.db"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS received (
@@ -36,7 +48,14 @@ CREATE TABLE IF NOT EXISTS received (
     media_sha256 TEXT NOT NULL,
     quoted_message_id TEXT NOT NULL DEFAULT '',
     mentioned_jids TEXT NOT NULL DEFAULT '',
-    target_message_id TEXT NOT NULL DEFAULT ''
+    target_message_id TEXT NOT NULL DEFAULT '',
+    poll_options TEXT NOT NULL DEFAULT '',
+    poll_selectable TEXT NOT NULL DEFAULT '',
+    view_once TEXT NOT NULL DEFAULT '',
+    link_url TEXT NOT NULL DEFAULT '',
+    link_title TEXT NOT NULL DEFAULT '',
+    link_description TEXT NOT NULL DEFAULT '',
+    link_thumbnail_size TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS pending_receipts (
     message_id TEXT NOT NULL,
@@ -62,13 +81,26 @@ class Received:
     quoted_message_id: str = ""
     mentioned_jids: str = ""  # comma-separated
     target_message_id: str = ""  # what a reaction, edit or revoke acts on; read: the ids
+    poll_options: str = ""  # a poll's options, one a line (its question is `text`)
+    poll_selectable: str = ""  # a poll: how many a voter may choose, as digits
+    view_once: str = ""  # "1" when sent view-once
+    link_url: str = ""  # a text's link preview
+    link_title: str = ""
+    link_description: str = ""
+    link_thumbnail_size: str = ""  # bytes of its thumbnail, as digits
 
 
 def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> Received:
     media = next(
         (
             m
-            for m in (content.image, content.video, content.audio, content.document)
+            for m in (
+                content.image,
+                content.video,
+                content.audio,
+                content.document,
+                content.sticker,
+            )
             if m is not None
         ),
         None,
@@ -78,6 +110,9 @@ def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> R
         text = media.caption
     if content.action == "reaction":
         text = content.reaction_emoji
+    poll = content.kind == "poll"
+    if poll:
+        text = content.poll_question
     return Received(
         recipient_jid,
         content.kind,
@@ -89,6 +124,13 @@ def describe(recipient_jid: str, content: OutgoingContent, message_id: str) -> R
         quoted_message_id=content.quote.message_id if content.quote else "",
         mentioned_jids=",".join(content.mentions),
         target_message_id=content.target.message_id if content.target else "",
+        poll_options="\n".join(content.poll_options),
+        poll_selectable=str(content.poll_selectable) if poll else "",
+        view_once="1" if content.view_once else "",
+        link_url=content.link_url,
+        link_title=content.link_title,
+        link_description=content.link_description,
+        link_thumbnail_size=str(len(content.link_thumbnail)) if content.link_thumbnail else "",
     )
 
 
@@ -124,7 +166,7 @@ class PhoneLog:
                 [(r.message_id, r.recipient_jid, r.kind, r.due_at) for r in receipts or ()],
             )
             db.execute(
-                f"INSERT INTO received ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                f"INSERT INTO received ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608
                 dataclasses.astuple(received),
             )
             db.execute("COMMIT")

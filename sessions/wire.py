@@ -32,12 +32,14 @@ def decode(text: str) -> EngineEvent:
     return kind(**values)
 
 
-_MEDIA_KINDS: tuple[Literal["image", "video", "audio", "document"], ...] = (
+_MEDIA_KINDS: tuple[Literal["image", "video", "audio", "document", "sticker"], ...] = (
     "image",
     "video",
     "audio",
     "document",
+    "sticker",
 )
+_LINK = ("link_url", "link_title", "link_description", "link_thumbnail")
 
 
 def content_to_proto(content: OutgoingContent) -> worker_pb2.Content:
@@ -54,6 +56,11 @@ def content_to_proto(content: OutgoingContent) -> worker_pb2.Content:
         mentions=list(content.mentions),
         action=content.action,
         reaction_emoji=content.reaction_emoji,
+        poll_question=content.poll_question,
+        poll_options=list(content.poll_options),
+        poll_selectable=content.poll_selectable,
+        view_once=content.view_once,
+        **{field: getattr(content, field) for field in _LINK},
     )
     for name in ("quote", "target"):
         ref = getattr(content, name)
@@ -88,6 +95,14 @@ def content_from_proto(message: worker_pb2.Content) -> OutgoingContent:
         action=message.action,
         target=_ref(message.target) if message.HasField("target") else None,
         reaction_emoji=message.reaction_emoji,
+        poll_question=message.poll_question,
+        poll_options=tuple(message.poll_options),
+        poll_selectable=message.poll_selectable,
+        view_once=message.view_once,
+        link_url=message.link_url,
+        link_title=message.link_title,
+        link_description=message.link_description,
+        link_thumbnail=message.link_thumbnail,
         **media,
     )
 

@@ -129,6 +129,14 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
         )
         return pb.SendPresenceResponse()
 
+    async def RejectCall(
+        self, request: pb.RejectCallRequest, context: Context
+    ) -> pb.RejectCallResponse:
+        await _engine_call(
+            context, self.engine.reject_call(request.key, request.caller_jid, request.call_id)
+        )
+        return pb.RejectCallResponse()
+
     async def DownloadMedia(
         self, request: pb.DownloadMediaRequest, context: Context
     ) -> AsyncIterator[pb.DownloadMediaResponse]:
@@ -214,6 +222,11 @@ async def _simulate(sim: SimEngine, request: pb.SimulateRequest) -> None:
         if not isinstance(message, MessageReceived) or message.key != key:
             raise EngineError("inject_message carries no message for this instance")
         await sim.inject_message(message, request.inject_message.media_data)
+    elif action == "inject_event":
+        event = wire.decode(request.inject_event.event_json)
+        if event.key != key or isinstance(event, MessageReceived):
+            raise EngineError("inject_event carries no event for this instance")
+        await sim.inject_event(event)
     elif action == "receipt":
         receipt = request.receipt
         await sim.send_receipt(key, list(receipt.message_ids), receipt.kind, receipt.chat_jid)

@@ -182,6 +182,15 @@ def valid_request(method: MethodDescriptor, instance_id: str) -> Message:
         request.presence = mpb.CHAT_PRESENCE_COMPOSING  # type: ignore[attr-defined]
     if method.name == "InjectIncomingMessage":
         request.from_phone, request.text = "+15550001111", "hi"  # type: ignore[attr-defined]
+    if method.name == "SetPresence":
+        request.presence = mpb.PRESENCE_AVAILABLE  # type: ignore[attr-defined]
+    if method.name == "SubscribePresence":
+        request.phone = "+15550001111"  # type: ignore[attr-defined]
+    if method.name == "InjectPresence":
+        request.from_phone = "+15550001111"  # type: ignore[attr-defined]
+        request.chat_presence = mpb.CHAT_PRESENCE_COMPOSING  # type: ignore[attr-defined]
+    if method.name == "InjectCall":
+        request.from_phone = "+15550001111"  # type: ignore[attr-defined]
     if method.name == "SendReceipt":
         request.whatsapp_message_ids.append("3EB0X")  # type: ignore[attr-defined]
         request.kind = spb.RECEIPT_KIND_READ  # type: ignore[attr-defined]
@@ -248,7 +257,9 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"CreateWebhook", "UpdateWebhook", "TestWebhook"} <= names
     assert {"SetGroupPhoto", "ListJoinRequests"} <= names
     assert {"CreateKey", "ListKeys", "RevokeKey"} <= names
-    assert len(names) == 64  # 44, GroupService's 13, ResolveJids, 3 simulator calls, 3 keys
+    assert {"SetPresence", "SubscribePresence", "InjectPresence", "InjectCall"} <= names
+    # 44, GroupService's 13, ResolveJids, 3 + 2 simulator calls, 3 keys, 2 presences
+    assert len(names) == 68
 
 
 # ---- roles and instance scopes -------------------------------------------------------------

@@ -325,6 +325,8 @@ async def test_the_python_client_replies_and_reacts(
     async with Client(running.address, await running.new_key(tenant)) as client:
         reply = await client.reply("client", incoming.message_id, SENDER, "R$ 10")
         reaction = await client.react("client", incoming.message_id, "👍")
+        assert await client.mark_read("client", up_to=incoming.message_id) == 1
+        assert await client.mark_read("client", [incoming.message_id]) == 1
     assert (reply.reply_to, reaction.target_message_id) == ((incoming.message_id,) * 2)
     done = [await sent(messenger, "client", m) for m in (reply, reaction)]
     entries = [await phone_entry(messenger, "client", m.whatsapp_message_id) for m in done]

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ctypes
-import dataclasses
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.scenarios import Report, Scenario, play, run_main
-from zapgate.sessions import neonize_inbound
+from zapgate.sessions import neonize_inbound, wire
 from zapgate.sessions.errors import EngineError, NotConnected
 from zapgate.sessions.events import MessageReceived
 
@@ -217,6 +215,7 @@ def test_a_view_once_video() -> None:
         media_sha256=SHA256_HEX,
         media_seconds=37,
         media_ref=mapped.media_ref,
+        view_once=True,
     )
     assert downloads(mapped.media_ref) == ("videoMessage", cut(video))
 
@@ -547,8 +546,13 @@ def test_a_mapped_message_crosses_the_worker_socket_as_json() -> None:
     image = wa.ImageMessage(mimetype="image/png", **MEDIA_FILE)
     mapped = received(wa.Message(imageMessage=image))
     assert mapped is not None
-    fields = dataclasses.asdict(mapped)
-    assert MessageReceived(**json.loads(json.dumps(fields))) == mapped
+    assert wire.decode(wire.encode(mapped)) == mapped
+    poll = wa.PollCreationMessage(
+        name="Q", options=[wa.PollCreationMessage.Option(optionName=o) for o in ("a", "b")]
+    )
+    mapped = received(wa.Message(pollCreationMessage=poll))
+    assert mapped is not None
+    assert wire.decode(wire.encode(mapped)) == mapped  # JSON lists come back as tuples
 
 
 # -- media handles ---------------------------------------------------------------------------

@@ -278,7 +278,11 @@ def receipt(
 )
 def test_the_recipients_receipts_name_the_sent_messages(kind: int, reported: str) -> None:
     assert mapped(receipt(kind, sender=jid("5511988887777", WA, device=2))) == Receipt(
-        KEY, message_ids=tuple(IDS), kind=reported, chat="5511988887777@s.whatsapp.net"
+        KEY,
+        message_ids=tuple(IDS),
+        kind=reported,
+        chat="5511988887777@s.whatsapp.net",
+        from_jid="5511988887777@s.whatsapp.net",  # who, without the device
     )
 
 
@@ -308,11 +312,21 @@ def test_a_receipt_addressed_by_lid_names_the_chat_by_phone_when_known() -> None
         pb.Receipt.READ, chat=RECIPIENT_LID, sender=RECIPIENT_LID, sender_alt=RECIPIENT
     )
     assert mapped(by_lid) == Receipt(
-        KEY, message_ids=tuple(IDS), kind="read", chat="5511988887777@s.whatsapp.net"
+        KEY,
+        message_ids=tuple(IDS),
+        kind="read",
+        chat="5511988887777@s.whatsapp.net",
+        from_jid="5511988887777@s.whatsapp.net",
+        from_lid="98765432109876@lid",
     )
     unknown_phone = receipt(pb.Receipt.READ, chat=RECIPIENT_LID, sender=RECIPIENT_LID)
     assert mapped(unknown_phone) == Receipt(
-        KEY, message_ids=tuple(IDS), kind="read", chat="98765432109876@lid"
+        KEY,
+        message_ids=tuple(IDS),
+        kind="read",
+        chat="98765432109876@lid",
+        from_jid="98765432109876@lid",  # the LID is the only address there is
+        from_lid="98765432109876@lid",
     )
 
 
@@ -320,7 +334,11 @@ def test_a_group_receipt_names_the_group() -> None:
     member = jid("5511988887777", WA, device=3)
     in_group = receipt(pb.Receipt.DELIVERED, chat=GROUP, sender=member, ids=IDS[:1])
     assert mapped(in_group) == Receipt(
-        KEY, message_ids=(IDS[0],), kind="delivered", chat="120363025246125888@g.us"
+        KEY,
+        message_ids=(IDS[0],),
+        kind="delivered",
+        chat="120363025246125888@g.us",
+        from_jid="5511988887777@s.whatsapp.net",  # the participant whose receipt it is
     )
 
 

@@ -185,6 +185,13 @@ def test_whatsmeow_parses_every_message_kind_and_its_errors_map_to_engine_errors
     }
 
 
+def test_chat_presences_and_call_offers_reach_the_sink(sent: Report) -> None:
+    assert sent["presence_events"] == ["ChatPresenceChanged", "CallReceived"]
+    # Neither is sent while the instance is still dialing: nothing is called on Go.
+    assert sent["engine"]["presence_dialing"]["type"] == "NotConnected"
+    assert sent["engine"]["reject_dialing"]["type"] == "NotConnected"
+
+
 def test_receipts_reach_the_sink(sent: Report) -> None:
     # neonize's event callback, called as Go calls it, with a Receipt of a hosted instance.
     assert sent["receipts"] == [
@@ -194,6 +201,8 @@ def test_receipts_reach_the_sink(sent: Report) -> None:
             "message_ids": ["3EB0C431C26A1916E07E", "3EB0D8D5A5E3C1C01B9A"],
             "kind": "read",
             "chat": "5511988887777@s.whatsapp.net",
+            "from_jid": "5511988887777@s.whatsapp.net",
+            "from_lid": "",
         }
     ]
 
@@ -521,6 +530,28 @@ async def send_scenario(workdir: Path) -> Report:
         client.event.execute(client.uuid, ctypes.addressof(buffer), len(data), code)
         await events.until(lambda: bool(events.items))
         report["receipts"] = events.dump()
+        # A chat presence and a call offer reach the sink the same way (their own handlers).
+        from tests.test_neonize_presence import OFFER_NODE, REMOTE, State, source
+
+        typing = pb.ChatPresence(MessageSource=source(), State=State.COMPOSING, Media=1)
+        meta = pb.BasicCallMeta(
+            callCreator=RECIPIENT, callCreatorAlt=RECIPIENT, timestamp=1, callID="C1"
+        )
+        getattr(meta, "from").CopyFrom(RECIPIENT)
+        offer = pb.CallOffer(basicCallMeta=meta, callRemoteMeta=REMOTE, data=OFFER_NODE)
+        for event in (typing, offer):
+            data = event.SerializeToString()
+            buffer = ctypes.create_string_buffer(data, len(data))
+            code = EVENT_TO_INT[type(event)]
+            client.event.execute(client.uuid, ctypes.addressof(buffer), len(data), code)
+        await events.until(lambda: len(events.items) >= 3)
+        report["presence_events"] = [e["type"] for e in events.dump()[1:]]
+        calls["presence_dialing"] = await async_outcome(
+            engine.send_presence(dialing.key, "", "available")
+        )
+        calls["reject_dialing"] = await async_outcome(
+            engine.reject_call(dialing.key, recipient, "C1")
+        )
         await engine.stop(dialing.key)
     calls["hosted_after"] = engine.hosted()
     report["engine"] = calls

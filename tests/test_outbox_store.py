@@ -81,8 +81,10 @@ async def test_transitions_only_move_from_the_given_states(repo: MessageReposito
 class FailingJournal(MessageEvents):
     """A journal whose event rows cannot be inserted (a payload is required)."""
 
-    def row(self, message: MessageRecord) -> dict[str, object]:
-        return {**super().row(message), "payload": None}
+    def row(
+        self, message: MessageRecord, receipt_from: tuple[str, str] = ("", "")
+    ) -> dict[str, object]:
+        return {**super().row(message, receipt_from), "payload": None}
 
 
 async def events_of(engine: AsyncEngine) -> list[event_pb2.Event]:

@@ -94,6 +94,84 @@ def test_a_group_image_names_its_participant() -> None:
     assert body == fixture("messages.upsert.group-image")
 
 
+def test_an_edit_is_messages_edited_with_the_protocol_message() -> None:
+    received = epb.MessageReceived(
+        message_id="3EB0AA0000000000000D",  # the edit's own id; Evolution names the edited one
+        chat_jid="120363025246125486@g.us",
+        group_jid="120363025246125486@g.us",
+        sender_jid="5511977776666@s.whatsapp.net",
+        edited=epb.MessageEdited(message_id="3EB0AA0000000000000C", text="nota fiscal corrigida"),
+    )
+    received.sent_time.FromSeconds(1_717_243_200)
+    body = to_evolution(event(message_received=received), ENVELOPE)
+    assert body == fixture("messages.edited")
+
+
+def test_a_deletion_for_everyone_is_messages_delete_with_the_key() -> None:
+    received = epb.MessageReceived(
+        message_id="3EB0C431C26A1916F1FF",
+        chat_jid="5511988887777@s.whatsapp.net",
+        sender_jid="5511988887777@s.whatsapp.net",
+        revoked=epb.MessageRevoked(message_id="3EB0C431C26A1916F1E2"),
+    )
+    body = to_evolution(event(message_received=received), ENVELOPE)
+    assert body == fixture("messages.delete")
+
+
+def test_a_poll_is_a_poll_creation_message_and_votes_are_skipped() -> None:
+    poll = mpb.Poll(question="Dia?", options=["seg", "ter"], selectable_count=1)
+    received = epb.MessageReceived(
+        message_id="3EB0POLL", chat_jid="5511988887777@s.whatsapp.net", poll=poll
+    )
+    body = to_evolution(event(message_received=received), ENVELOPE)
+    assert body is not None
+    assert body["data"]["messageType"] == "pollCreationMessage"
+    assert body["data"]["message"] == {
+        "pollCreationMessage": {
+            "name": "Dia?",
+            "options": [{"optionName": "seg"}, {"optionName": "ter"}],
+            "selectableOptionsCount": 1,
+        }
+    }
+    vote = epb.MessageReceived(
+        message_id="3EB0VOTE",
+        chat_jid="5511988887777@s.whatsapp.net",
+        poll_vote=epb.PollVote(poll_message_id="3EB0POLL", options=["seg"]),
+    )
+    assert to_evolution(event(message_received=vote), ENVELOPE) is None
+
+
+def test_presences_and_typing_are_presence_update() -> None:
+    offline = epb.PresenceChanged(jid="5511988887777@s.whatsapp.net", available=False)
+    offline.last_seen.FromSeconds(1_717_243_100)
+    body = to_evolution(event(presence_changed=offline), ENVELOPE)
+    assert body == fixture("presence.update")
+    typing = epb.ChatPresenceChanged(
+        chat_jid="120363025246125486@g.us",
+        sender_jid="5511977776666@s.whatsapp.net",
+        presence=mpb.CHAT_PRESENCE_RECORDING,
+    )
+    body = to_evolution(event(chat_presence_changed=typing), ENVELOPE)
+    assert body == fixture("presence.update.typing")
+    online = epb.PresenceChanged(jid="5511988887777@s.whatsapp.net", available=True)
+    body = to_evolution(event(presence_changed=online), ENVELOPE)
+    assert body is not None
+    assert body["data"]["presences"] == {
+        "5511988887777@s.whatsapp.net": {"lastKnownPresence": "available"}
+    }
+
+
+def test_a_call_offer_is_call() -> None:
+    call = epb.CallReceived(
+        call_id="A1B2C3D4E5F60718293A4B5C6D7E8F90",
+        caller_jid="5511988887777@s.whatsapp.net",
+        caller_lid="98765432109876@lid",
+        rejected=True,
+    )
+    call.offer_time.FromSeconds(1_717_243_200)
+    assert to_evolution(event(call_received=call), ENVELOPE) == fixture("call")
+
+
 def test_connected_is_connection_update_open() -> None:
     change = epb.StateChanged(state=ipb.INSTANCE_STATE_CONNECTED, reason=ipb.STATE_REASON_CONNECTED)
     assert to_evolution(event(state_changed=change), ENVELOPE) == fixture("connection.update")

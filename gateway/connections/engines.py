@@ -53,6 +53,12 @@ class Engines:
         record = await self._instances.require(tenant, instance_id)
         await self._pool.mark_read(record.key, chat_jid, sender_jid, message_ids)
 
+    async def reject_call(
+        self, tenant: str, instance_id: str, caller_jid: str, call_id: str
+    ) -> None:
+        record = await self._instances.require(tenant, instance_id)
+        await self._pool.reject_call(record.key, caller_jid, call_id)
+
     async def send_presence(
         self, tenant: str, instance_id: str, chat_jid: str, presence: str
     ) -> None:

@@ -38,6 +38,10 @@ from zapgate.gateway.connections.updates import (
 from zapgate.gateway.events.groups import to_proto as group_event
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.events.presence import (
+    chat_presence_to_proto,
+    presence_to_proto,
+)
 from zapgate.gateway.ops.logs import about_instance, instance_fields
 from zapgate.gateway.rpc.errors import InstanceBanned, InstanceNotPaired, Unavailable
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
@@ -65,8 +69,18 @@ class Listener(Protocol):
     async def state_changed(self, record: InstanceRecord) -> None: ...
 
     async def on_receipt(
-        self, instance_key: str, message_ids: tuple[str, ...], kind: str
+        self,
+        instance_key: str,
+        message_ids: tuple[str, ...],
+        kind: str,
+        receipt_from: tuple[str, str] = ("", ""),
     ) -> None: ...
+
+
+class Calls(Protocol):
+    """Told of every incoming call (gateway/events/calls.py: rejects, answers, logs it)."""
+
+    async def received(self, tenant: str, instance_id: str, call: ev.CallReceived) -> None: ...
 
 
 class TransitionObserver(Protocol):
@@ -111,6 +125,7 @@ class Supervisor:
         listener: Listener,
         events: EventLog,
         inbox: Inbox,
+        calls: Calls,
         observer: TransitionObserver | None = None,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -118,6 +133,7 @@ class Supervisor:
     ) -> None:
         self._listener = listener
         self._inbox = inbox
+        self._calls = calls
         self._events = events
         self._observer = observer or NoTransitionObserver()
         self._instances = instances
@@ -373,11 +389,20 @@ class Supervisor:
                 log.warning("keepalive failing on %s (%d in a row)", live.key, failures)
                 await self._save(live, keepalive_failing=True)
             case ev.Receipt(message_ids=message_ids, kind=kind):
-                self._tasks.spawn(self._listener.on_receipt(live.key, message_ids, kind))
+                by = (event.from_jid, event.from_lid)
+                self._tasks.spawn(self._listener.on_receipt(live.key, message_ids, kind, by))
             case ev.MessageReceived():
                 await self._inbox.received(live.tenant, live.instance_id, event)
             case ev.GroupChanged():
                 await self._events.append(live.tenant, live.instance_id, group_event(event))
+            case ev.PresenceChanged():
+                await self._events.append(live.tenant, live.instance_id, presence_to_proto(event))
+            case ev.ChatPresenceChanged():
+                payload = chat_presence_to_proto(event)
+                await self._events.append(live.tenant, live.instance_id, payload)
+            case ev.CallReceived():
+                # Rejecting asks the engine: not on the path of the instance's other events.
+                self._tasks.spawn(self._calls.received(live.tenant, live.instance_id, event))
             case ev.KeepAliveRestored():
                 log.info("keepalive restored on %s", live.key)
                 await self._save(live, keepalive_failing=False)

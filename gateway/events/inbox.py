@@ -11,7 +11,8 @@ from typing import Protocol
 
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.inbound import InboundRepository, MediaLocation, ReceivedMessage
-from zapgate.sessions.events import MessageReceived
+from zapgate.gateway.store.messages import MessageRecord
+from zapgate.sessions.events import MessageReceived, poll_option_sha256
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import message_pb2
 
@@ -34,10 +35,23 @@ class Correspondence(Protocol):
     def wrote_to_us(self, instance_key: str, jid: str) -> None: ...
 
 
+class SentMessages(Protocol):
+    """The instance's sent messages by WhatsApp id (its polls, whose votes arrive)."""
+
+    async def by_whatsapp_id(
+        self, tenant: str, instance_id: str, whatsapp_id: str
+    ) -> MessageRecord | None: ...
+
+
 class Inbox:
     def __init__(
-        self, events: EventLog, inbound: InboundRepository, correspondence: Correspondence
+        self,
+        events: EventLog,
+        inbound: InboundRepository,
+        correspondence: Correspondence,
+        sent: SentMessages,
     ) -> None:
+        self._sent = sent
         self._events = events
         self._inbound = inbound
         self._correspondence = correspondence
@@ -69,13 +83,16 @@ class Inbox:
                 message.media_size,
             )
         sender = correspondent(message)
+        event = to_proto(message)
+        if message.kind == "poll_vote":
+            await self._name_votes(tenant, instance_id, event.poll_vote)
         await self._inbound.save(
             tenant,
             instance_id,
             message.message_id,
             media=media,
             correspondent=sender,
-            event=self._events.row(tenant, instance_id, to_proto(message)),
+            event=self._events.row(tenant, instance_id, event),
             received=quotable(message),
         )
         self._events.committed()
@@ -84,6 +101,23 @@ class Inbox:
         expected = self._expected.pop((tenant, instance_id, message.message_id), None)
         if expected is not None and not expected.done():
             expected.set_result(None)
+
+    async def _name_votes(self, tenant: str, instance_id: str, vote: pb.PollVote) -> None:
+        """Names the options of a vote in a poll the instance sent or received (a vote
+        carries only their hashes)."""
+        poll = await self._sent.by_whatsapp_id(tenant, instance_id, vote.poll_message_id)
+        if poll is not None and poll.kind == "poll":
+            options = list(poll.content.get("poll_options", ()))
+            vote.poll_id = poll.id
+        else:  # a poll someone posted in one of the instance's chats
+            found = await self._inbound.poll_options(tenant, instance_id, vote.poll_message_id)
+            if found is None:
+                return
+            options = found
+        by_hash = {poll_option_sha256(o): o for o in options}
+        vote.options_known = True
+        # An option the poll does not have is left out (nobody can name it).
+        vote.options.extend(by_hash[h] for h in vote.option_sha256 if h in by_hash)
 
 
 def correspondent(message: MessageReceived) -> str:
@@ -94,7 +128,7 @@ def correspondent(message: MessageReceived) -> str:
     return message.sender_jid
 
 
-NOT_QUOTABLE = ("reaction", "edit", "revoke", "unknown")
+NOT_QUOTABLE = ("reaction", "edit", "revoke", "poll_vote", "unknown")
 
 
 def quotable(message: MessageReceived) -> ReceivedMessage | None:
@@ -111,6 +145,7 @@ def quotable(message: MessageReceived) -> ReceivedMessage | None:
         kind=message.kind,
         text=text,
         sent_us=int(message.timestamp * 1e6),
+        poll_options=message.poll_options if message.kind == "poll" else (),
     )
 
 
@@ -144,6 +179,7 @@ def to_proto(message: MessageReceived) -> pb.MessageReceived:
                 size=message.media_size,
                 sha256=message.media_sha256,
                 seconds=message.media_seconds,
+                view_once=message.view_once,
             )
         )
     elif kind == "location":
@@ -169,6 +205,18 @@ def to_proto(message: MessageReceived) -> pb.MessageReceived:
         )
     elif kind == "revoke":
         event.revoked.CopyFrom(pb.MessageRevoked(message_id=message.target_message_id))
+    elif kind == "poll":
+        event.poll.CopyFrom(
+            message_pb2.Poll(
+                question=message.text,
+                options=message.poll_options,
+                selectable_count=message.poll_selectable,
+            )
+        )
+    elif kind == "poll_vote":
+        event.poll_vote.CopyFrom(
+            pb.PollVote(poll_message_id=message.target_message_id, option_sha256=message.poll_votes)
+        )
     else:
         event.unsupported.SetInParent()
     return event

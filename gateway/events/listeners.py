@@ -25,5 +25,11 @@ class Listeners:
         for watcher in self._watchers:
             await watcher.state_changed(record)
 
-    async def on_receipt(self, instance_key: str, message_ids: tuple[str, ...], kind: str) -> None:
-        await self._dispatcher.on_receipt(instance_key, message_ids, kind)
+    async def on_receipt(
+        self,
+        instance_key: str,
+        message_ids: tuple[str, ...],
+        kind: str,
+        receipt_from: tuple[str, str] = ("", ""),
+    ) -> None:
+        await self._dispatcher.on_receipt(instance_key, message_ids, kind, receipt_from)

@@ -39,6 +39,9 @@ PAYLOADS: dict[type[Message], tuple[str, int]] = {
     pb.ContactsSynced: ("contacts_synced", pb.EVENT_TYPE_CONTACTS_SYNCED),
     pb.WebhookStatusChanged: ("webhook_status_changed", pb.EVENT_TYPE_WEBHOOK_STATUS_CHANGED),
     pb.GroupChanged: ("group_changed", pb.EVENT_TYPE_GROUP_CHANGED),
+    pb.PresenceChanged: ("presence_changed", pb.EVENT_TYPE_PRESENCE_CHANGED),
+    pb.ChatPresenceChanged: ("chat_presence_changed", pb.EVENT_TYPE_CHAT_PRESENCE_CHANGED),
+    pb.CallReceived: ("call_received", pb.EVENT_TYPE_CALL_RECEIVED),
 }
 
 

@@ -46,6 +46,8 @@ REQUIRED_ROLES: dict[str, dict[str, Role]] = {
         "RevokeMessage": SENDER,
         "MarkRead": SENDER,
         "SendChatPresence": SENDER,
+        "SetPresence": SENDER,
+        "SubscribePresence": SENDER,  # a stanza to WhatsApp, paced like chat presences
     },
     "ContactService": {
         "SyncContacts": SENDER,
@@ -95,6 +97,8 @@ REQUIRED_ROLES: dict[str, dict[str, Role]] = {
         "SetGroupPrivacy": OPERATOR,
         "ChangeGroup": OPERATOR,
         "SetLidMappings": OPERATOR,
+        "InjectPresence": OPERATOR,
+        "InjectCall": OPERATOR,
     },
     "KeyService": {"CreateKey": ADMIN, "ListKeys": ADMIN, "RevokeKey": ADMIN},
 }

@@ -152,6 +152,19 @@ class Conversation:
         self._pace(self._presence_pace, tenant, instance_id, "SendChatPresence")
         await self._engines.send_presence(tenant, instance_id, chat_jid, presence)
 
+    async def set_presence(self, tenant: str, instance_id: str, available: bool) -> None:
+        """The account's own presence (online or not)."""
+        await self._dispatcher.require_instance(tenant, instance_id)
+        self._pace(self._presence_pace, tenant, instance_id, "SetPresence")
+        presence = "available" if available else "unavailable"
+        await self._engines.send_presence(tenant, instance_id, "", presence)
+
+    async def subscribe_presence(self, tenant: str, instance_id: str, contact_jid: str) -> None:
+        """Asks for a contact's presence: presence_changed events follow."""
+        await self._dispatcher.require_instance(tenant, instance_id)
+        self._pace(self._presence_pace, tenant, instance_id, "SubscribePresence")
+        await self._engines.send_presence(tenant, instance_id, contact_jid, "subscribe")
+
     async def _received(self, tenant: str, instance_id: str, message_id: str) -> ReceivedMessage:
         received = await self._inbound.received(tenant, instance_id, message_id)
         if received is None:

@@ -285,9 +285,15 @@ class Dispatcher:
         self._known.pop(f"{tenant}/{instance_id}", None)
         await self._messages.delete_instance(tenant, instance_id)
 
-    async def on_receipt(self, instance_key: str, message_ids: tuple[str, ...], kind: str) -> None:
+    async def on_receipt(
+        self,
+        instance_key: str,
+        message_ids: tuple[str, ...],
+        kind: str,
+        receipt_from: tuple[str, str] = ("", ""),
+    ) -> None:
         """Receipts of one instance move only that instance's messages (a WhatsApp id is
-        unique only within its account)."""
+        unique only within its account). `receipt_from`: who sent it (phone JID, LID)."""
         to_state, from_states = (
             (M.MESSAGE_STATE_DELIVERED, DELIVERED_FROM)
             if kind == "delivered"
@@ -295,7 +301,7 @@ class Dispatcher:
         )
         tenant, _, instance_id = instance_key.partition("/")
         moved = await self._messages.advance_by_whatsapp_ids(
-            tenant, instance_id, message_ids, to_state, from_states
+            tenant, instance_id, message_ids, to_state, from_states, receipt_from
         )
         for left, message in moved:
             self._observer.message_entered(message.state)
@@ -512,8 +518,9 @@ class Dispatcher:
         for ref in ("quote", "target"):
             if ref in body:
                 body[ref] = MessageRef(**body[ref])
-        if "mentions" in body:
-            body["mentions"] = tuple(body["mentions"])
+        for listed in ("mentions", "poll_options"):  # JSON lists; the engine takes tuples
+            if listed in body:
+                body[listed] = tuple(body[listed])
         if message.kind in ACTIONS:
             body["action"] = message.kind
             body["reaction_emoji"] = body.pop("emoji", "")
@@ -529,8 +536,10 @@ class Dispatcher:
             "file_name": body.pop("file_name", ""),
         }
         kind = message.kind if message.kind != "voice_note" else "audio"
-        if kind in ("image", "video", "audio", "document"):
+        if kind in ("image", "video", "audio", "document", "sticker"):
             body[kind] = Media(message.media or b"", caption=caption, **media_fields)
+        elif body.get("link_url"):  # a text's media is its link preview's thumbnail
+            body["link_thumbnail"] = message.media or b""
         return OutgoingContent(**body)
 
     async def _save_counters(self, keys: set[str] | None = None) -> None:

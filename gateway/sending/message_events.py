@@ -9,8 +9,12 @@ from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.messages import MessageRecord
 from zapgate.v1 import event_pb2
 
+NOBODY = ("", "")
 
-def state_event(message: MessageRecord) -> event_pb2.MessageStateChanged:
+
+def state_event(
+    message: MessageRecord, receipt_from: tuple[str, str] = NOBODY
+) -> event_pb2.MessageStateChanged:
     return event_pb2.MessageStateChanged(
         message_id=message.id,
         state=message.state,  # type: ignore[arg-type]
@@ -18,6 +22,8 @@ def state_event(message: MessageRecord) -> event_pb2.MessageStateChanged:
         failure_detail=message.failure_detail,
         recipient_jid=message.recipient_jid,
         whatsapp_message_id=message.whatsapp_message_id,
+        receipt_from_jid=receipt_from[0],
+        receipt_from_lid=receipt_from[1],
     )
 
 
@@ -27,8 +33,9 @@ class MessageEvents:
     def __init__(self, events: EventLog) -> None:
         self._events = events
 
-    def row(self, message: MessageRecord) -> dict[str, Any]:
-        return self._events.row(message.tenant, message.instance_id, state_event(message))
+    def row(self, message: MessageRecord, receipt_from: tuple[str, str] = NOBODY) -> dict[str, Any]:
+        event = state_event(message, receipt_from)
+        return self._events.row(message.tenant, message.instance_id, event)
 
     def committed(self) -> None:
         self._events.committed()

@@ -69,6 +69,7 @@ class Targets:
         content = own.content
         text = content.get("sent_text") or content.get("text") or content.get("caption") or ""
         text = text or content.get("location_name") or content.get("contact_name") or ""
+        text = text or content.get("poll_question") or ""
         return MessageRef(
             message_id=own.whatsapp_message_id,
             chat_jid=own.recipient_jid,

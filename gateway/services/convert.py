@@ -44,6 +44,7 @@ def instance_to_proto(record: InstanceRecord) -> pb.Instance:
         keepalive_failing=record.keepalive_failing,
         proxy_url=record.proxy_url,
         send_policy=policy_to_proto(policy_of(record)),
+        call_settings=pb.CallSettings(**(record.call_settings or {})),
         sending_paused_reason=record.sending_paused_reason,
     )
     if record.state == pb.INSTANCE_STATE_BANNED:
@@ -93,6 +94,7 @@ def message_to_proto(record: MessageRecord, waiting: Waiting | None = None) -> m
         reply_to=record.content.get("reply_to", ""),
         mentions=record.content.get("mention_phones", []),
         target_message_id=record.content.get("target_id", ""),
+        view_once=bool(record.content.get("view_once")),
     )
     # Set in place: a Timestamp passed to the constructor is built, then copied in.
     message.create_time.FromMicroseconds(record.create_time_us)

@@ -11,6 +11,7 @@ import grpc.aio
 
 from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.contacts import ContactBook
+from zapgate.gateway.events.calls import check_call_settings
 from zapgate.gateway.groups import GroupDesk
 from zapgate.gateway.rpc.call_guard import current_tenant
 from zapgate.gateway.rpc.errors import FieldViolation, InstanceNotFound, InvalidArgument
@@ -146,6 +147,8 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
                 FieldViolation(f"instance.send_policy.{name}", description)
                 for name, description in policy.violations()
             ]
+        if "call_settings" in paths:
+            violations += check_call_settings("instance.call_settings", new.call_settings)
         raise_if_any(violations)
         changes: dict[str, Any] = {}
         if "display_name" in paths:
@@ -156,6 +159,13 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             changes["labels"] = dict(new.labels)
         if "proxy_url" in paths:
             changes["proxy_url"] = new.proxy_url
+        if "call_settings" in paths:  # unset: calls ring, as by default
+            settings = new.call_settings
+            changes["call_settings"] = (
+                {"reject_calls": settings.reject_calls, "reply_text": settings.reply_text}
+                if new.HasField("call_settings")
+                else None
+            )
         if "send_policy" in paths:  # an unset policy means the defaults
             changes["send_policy"] = None if reset_policy else dataclasses.asdict(policy)
         record = await self._instances.update(current_tenant(), instance_id, changes)

@@ -28,6 +28,7 @@ from zapgate.gateway.rpc.validation import (
 )
 from zapgate.gateway.sending.conversation import MAX_MARK_READ_IDS, Conversation
 from zapgate.gateway.sending.dispatcher import Dispatcher
+from zapgate.gateway.sending.rich_content import check_sticker, link_preview, poll_content
 from zapgate.gateway.sending.templates import TemplateError, check
 from zapgate.gateway.services.convert import message_to_proto
 from zapgate.gateway.store.inbound import InboundRepository
@@ -40,7 +41,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_MEDIA_BYTES = 16 * 1024 * 1024  # WhatsApp's own limit for images/video/audio is 16 MB
 MAX_TEXT_CHARS = 65_536
 JID = re.compile(r"[0-9]{5,20}(:[0-9]+)?@(s\.whatsapp\.net|lid)|[0-9-]{5,40}@g\.us")
-MEDIA_KINDS = ("image", "video", "audio", "document")
+MEDIA_KINDS = ("image", "video", "audio", "document", "sticker")
+VIEW_ONCE_KINDS = ("image", "video", "voice_note")
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 
 
@@ -210,6 +212,28 @@ class MessageService(message_pb2_grpc.MessageServiceServicer):
         await self._conversation.presence(current_tenant(), request.instance_id, chat, presence)
         return pb.SendChatPresenceResponse()
 
+    async def SetPresence(
+        self, request: pb.SetPresenceRequest, context: Context
+    ) -> pb.SetPresenceResponse:
+        violations = check_instance_id("instance_id", request.instance_id)
+        if request.presence not in (pb.PRESENCE_AVAILABLE, pb.PRESENCE_UNAVAILABLE):
+            violations.append(FieldViolation("presence", "give AVAILABLE or UNAVAILABLE"))
+        raise_if_any(violations)
+        available = request.presence == pb.PRESENCE_AVAILABLE
+        await self._conversation.set_presence(current_tenant(), request.instance_id, available)
+        return pb.SetPresenceResponse()
+
+    async def SubscribePresence(
+        self, request: pb.SubscribePresenceRequest, context: Context
+    ) -> pb.SubscribePresenceResponse:
+        violations = check_instance_id("instance_id", request.instance_id)
+        contact = _recipient(request, violations)
+        if contact.endswith("@g.us"):
+            violations.append(FieldViolation("jid", "a person's JID, not a group's"))
+        raise_if_any(violations)
+        await self._conversation.subscribe_presence(current_tenant(), request.instance_id, contact)
+        return pb.SubscribePresenceResponse()
+
     def _to_proto(self, record: MessageRecord) -> pb.Message:
         """With why a QUEUED message waits and its next chance, from the scheduler."""
         waiting = None
@@ -263,6 +287,15 @@ def to_record(tenant: str, request: pb.SendMessageRequest) -> MessageRecord:
     recipient = _recipient(request, violations)
     kind, content, media = _content(request, violations)
     content = {**content, **_conversation(request, kind, content, violations)}
+    if request.view_once:
+        if kind not in VIEW_ONCE_KINDS:
+            violations.append(
+                FieldViolation("view_once", "only an image, a video or a voice note can be")
+            )
+        content["view_once"] = True
+    if request.HasField("link_preview"):
+        content = {**content, **link_preview(request, kind, violations)}
+        media = bytes(request.link_preview.thumbnail) or None  # a text has no other media
     send_at = _micros("send_at", request, violations) or 0
     expire = _micros("expire_time", request, violations)
     if expire is not None and send_at and expire <= send_at:
@@ -332,14 +365,15 @@ def _micros(
 
 
 def _recipient(
-    request: pb.SendMessageRequest | pb.SendChatPresenceRequest,
+    request: pb.SendMessageRequest | pb.SendChatPresenceRequest | pb.SubscribePresenceRequest,
     violations: list[FieldViolation],
 ) -> str:
-    which = (
-        request.WhichOneof("chat")
-        if isinstance(request, pb.SendChatPresenceRequest)
-        else request.WhichOneof("recipient")
-    )
+    if isinstance(request, pb.SendChatPresenceRequest):
+        which = request.WhichOneof("chat")
+    elif isinstance(request, pb.SubscribePresenceRequest):
+        which = request.WhichOneof("contact")
+    else:
+        which = request.WhichOneof("recipient")
     if which == "phone":
         found = (
             check_phone("phone", request.phone)
@@ -377,6 +411,8 @@ def _content(
             violations.append(FieldViolation(f"{which}.mime_type", "required, e.g. image/jpeg"))
         caption = getattr(media, "caption", "")
         _check_template(f"{which}.caption", caption, variables, violations, required=False)
+        if which == "sticker":
+            check_sticker(request.sticker, violations)
         kind = "voice_note" if which == "audio" and request.audio.voice_note else which
         content = {
             "caption": caption,
@@ -414,9 +450,12 @@ def _content(
             )
         vcard = card.vcard or vcard_for(card.display_name, card.phone)
         return "contact", {"contact_name": card.display_name, "contact_vcard": vcard}, None
+    if which == "poll":
+        return "poll", poll_content(request.poll, violations), None
     violations.append(
         FieldViolation(
-            "content", "give one of text, image, video, audio, document, location, contact"
+            "content",
+            "give one of text, image, video, audio, document, location, contact, poll, sticker",
         )
     )
     return "text", {}, None

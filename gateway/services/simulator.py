@@ -16,12 +16,24 @@ from zapgate.gateway.connections.engines import Engines
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.rpc.call_guard import current_tenant
 from zapgate.gateway.rpc.errors import EngineUnavailable, FieldViolation, SimulatorDisabled
-from zapgate.gateway.rpc.validation import check_instance_id, check_phone, raise_if_any
+from zapgate.gateway.rpc.validation import (
+    check_instance_id,
+    check_phone,
+    check_text,
+    raise_if_any,
+)
+from zapgate.gateway.sending.rich_content import poll_content
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.services.messages import vcard_for
+from zapgate.gateway.services.sim_events import (
+    call_event,
+    caller_violations,
+    presence_event,
+    presence_violations,
+)
 from zapgate.sessions import wire
 from zapgate.sessions.engine import Contact
-from zapgate.sessions.events import MessageReceived
+from zapgate.sessions.events import EngineEvent, MessageReceived, poll_option_sha256
 from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import simulator_pb2 as pb
 from zapgate.v1 import simulator_pb2_grpc
@@ -145,6 +157,13 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
                     quoted_message_id=r.quoted_message_id,
                     mentioned_jids=[j for j in r.mentioned_jids.split(",") if j],
                     target_message_id=r.target_message_id,
+                    poll_options=r.poll_options.split("\n") if r.poll_options else [],
+                    poll_selectable_count=int(r.poll_selectable or 0),
+                    view_once=r.view_once == "1",
+                    link_url=r.link_url,
+                    link_title=r.link_title,
+                    link_description=r.link_description,
+                    link_thumbnail_size=int(r.link_thumbnail_size or 0),
                 )
                 for r in received
             ]
@@ -179,6 +198,28 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
                     " (the engine worker may have died); it may still appear, at most once"
                 ) from None
         return pb.InjectIncomingMessageResponse(message_id=message.message_id)
+
+    async def InjectPresence(
+        self, request: pb.InjectPresenceRequest, context: Context
+    ) -> pb.InjectPresenceResponse:
+        self._check(request.instance_id, presence_violations(request))
+        event = presence_event(f"{current_tenant()}/{request.instance_id}", request)
+        await self._inject(request.instance_id, event)
+        return pb.InjectPresenceResponse()
+
+    async def InjectCall(
+        self, request: pb.InjectCallRequest, context: Context
+    ) -> pb.InjectCallResponse:
+        violations = caller_violations(request.from_phone, request.from_lid)
+        violations += check_text("call_id", request.call_id, 64)
+        self._check(request.instance_id, violations)
+        event = call_event(f"{current_tenant()}/{request.instance_id}", request)
+        await self._inject(request.instance_id, event)
+        return pb.InjectCallResponse(call_id=event.call_id)
+
+    async def _inject(self, instance_id: str, event: EngineEvent) -> None:
+        injection = wpb.SimulateRequest.InjectEvent(event_json=wire.encode(event))
+        await self._run(instance_id, wpb.SimulateRequest(inject_event=injection))
 
     async def SendReceipt(
         self, request: pb.SendReceiptRequest, context: Context
@@ -296,7 +337,17 @@ def _user_jid(phone: str) -> str:
     return f"{phone.lstrip('+')}@s.whatsapp.net"
 
 
-_CONTENTS = ("text", "media", "location", "contact", "reaction", "edited", "revoked")
+_CONTENTS = (
+    "text",
+    "media",
+    "location",
+    "contact",
+    "reaction",
+    "edited",
+    "revoked",
+    "poll",
+    "poll_vote",
+)
 
 
 def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[FieldViolation]:
@@ -322,6 +373,10 @@ def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[Fiel
             violations.append(FieldViolation(f"{content}.message_id", "required"))
         if content == "edited" and not request.edited.text:
             violations.append(FieldViolation("edited.text", "required: the new text"))
+    elif content == "poll":
+        poll_content(request.poll, violations)
+    elif content == "poll_vote" and not request.poll_vote.poll_message_id:
+        violations.append(FieldViolation("poll_vote.poll_message_id", "required"))
     return violations
 
 
@@ -336,7 +391,13 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
     kind = MEDIA_KINDS[request.media.kind] if content == "media" else str(content)
     kind = _INJECTED_KINDS.get(kind, kind)
     media, location, contact = request.media, request.location, request.contact
-    text = {"text": request.text, "media": media.caption, "edited": request.edited.text}
+    text = {
+        "text": request.text,
+        "media": media.caption,
+        "edited": request.edited.text,
+        "poll": request.poll.question,
+    }
+    poll, vote = request.poll, request.poll_vote
     return MessageReceived(
         key=key,
         message_id=request.message_id or f"3A{secrets.token_hex(9).upper()}",
@@ -362,5 +423,12 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
         reacted_message_id=request.reaction.message_id,
         quoted_message_id=request.reply_to.message_id,
         quoted_sender_jid=request.reply_to.sender_jid,
-        target_message_id=request.edited.message_id or request.revoked.message_id,
+        target_message_id=request.edited.message_id
+        or request.revoked.message_id
+        or vote.poll_message_id,
+        view_once=media.view_once,
+        poll_options=tuple(poll.options),
+        poll_selectable=poll.selectable_count,
+        # As a real engine reports a vote once decrypted: the chosen options' hashes.
+        poll_votes=tuple(poll_option_sha256(option) for option in vote.options),
     )

@@ -32,6 +32,8 @@ class ReceivedMessage:
     # When the gateway stored it: WhatsApp's times have whole seconds, this orders a chat's
     # messages of one second.
     received_us: int = 0
+    # A poll's options (its votes name them by hash); empty for every other kind.
+    poll_options: tuple[str, ...] = ()
 
 
 # How many messages one MarkRead "up to" names at most (the newest unread ones).
@@ -73,6 +75,7 @@ class InboundRepository:
                     "instance_id": instance_id,
                     **received.__dict__,
                     "received_us": now,
+                    "poll_options": list(received.poll_options) or None,
                 }
                 await _insert_new(conn, received_messages, row)
             if media is not None:
@@ -91,6 +94,20 @@ class InboundRepository:
                 row = {"tenant": tenant, "instance_id": instance_id, "jid": correspondent}
                 await _insert_new(conn, correspondents, {**row, "first_us": now})
             await append_events(conn, [event])
+
+    async def poll_options(
+        self, tenant: str, instance_id: str, message_id: str
+    ) -> list[str] | None:
+        """The options of a poll the instance received; None when it received no such poll."""
+        query = sa.select(received_messages.c.poll_options).where(
+            received_messages.c.tenant == tenant,
+            received_messages.c.instance_id == instance_id,
+            received_messages.c.message_id == message_id,
+            received_messages.c.kind == "poll",
+        )
+        async with self._engine.connect() as conn:
+            options = (await conn.execute(query)).scalar()
+        return None if options is None else [str(option) for option in options]
 
     async def media(self, tenant: str, instance_id: str, message_id: str) -> MediaLocation | None:
         query = sa.select(

@@ -28,7 +28,7 @@ BANNED = instance_pb2.INSTANCE_STATE_BANNED
 EventOf = Callable[["InstanceRecord"], dict[str, Any]]
 
 # Fields a client may set, on create and through UpdateInstance's field mask.
-MUTABLE_FIELDS = ("display_name", "phone", "labels", "proxy_url", "send_policy")
+MUTABLE_FIELDS = ("display_name", "phone", "labels", "proxy_url", "send_policy", "call_settings")
 # Fields the supervisor sets as the connection changes.
 CONNECTION_FIELDS = (
     "state",
@@ -68,6 +68,8 @@ class InstanceRecord:
     send_policy: Mapping[str, Any] | None = None
     sending_paused_reason: str = ""
     scheduler_state: Mapping[str, Any] | None = None
+    # What happens to incoming calls ({"reject_calls": bool, "reply_text": str}; NULL: ring).
+    call_settings: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:

@@ -67,7 +67,10 @@ _WITHOUT_MEDIA = [c for c in messages.c if c.name != "media"]
 class Journal(Protocol):
     """The event of a message's state, as an `events` row for the same transaction."""
 
-    def row(self, message: MessageRecord) -> dict[str, Any]: ...
+    def row(
+        self, message: MessageRecord, receipt_from: tuple[str, str] = ("", "")
+    ) -> dict[str, Any]:
+        """`receipt_from`: who acknowledged it (phone JID, LID), for a receipt's move."""
 
     def committed(self) -> None:
         """Rows from `row` were committed: subscribers may read them."""
@@ -145,6 +148,17 @@ class MessageRepository:
             messages.c.id == message_id,
         )
 
+    async def by_whatsapp_id(
+        self, tenant: str, instance_id: str, whatsapp_id: str
+    ) -> MessageRecord | None:
+        """The instance's sent message with this WhatsApp id (unique only within its
+        account: scoped to the instance)."""
+        return await self._one(
+            messages.c.tenant == tenant,
+            messages.c.instance_id == instance_id,
+            messages.c.whatsapp_message_id == whatsapp_id,
+        )
+
     async def _one(self, *conditions: sa.ColumnElement[bool]) -> MessageRecord | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(messages).where(*conditions))).mappings().first()
@@ -196,6 +210,7 @@ class MessageRepository:
         whatsapp_ids: Sequence[str],
         to_state: int,
         from_states: Sequence[int],
+        receipt_from: tuple[str, str] = ("", ""),
     ) -> list[tuple[int, MessageRecord]]:
         """Receipts: moves the instance's named sent messages forward, each with its event.
         Returns (the state it left, the moved message) of each one that moved."""
@@ -211,7 +226,9 @@ class MessageRepository:
             if not left:
                 return []
             values = {"state": to_state, "update_time_us": self._clock()}
-            moved = await self._move_in(conn, condition & messages.c.id.in_(list(left)), values)
+            moved = await self._move_in(
+                conn, condition & messages.c.id.in_(list(left)), values, receipt_from
+            )
         self._journal.committed()
         return [(left[message.id], message) for message in moved]
 
@@ -225,7 +242,11 @@ class MessageRepository:
         return moved
 
     async def _move_in(
-        self, conn: AsyncConnection, condition: sa.ColumnElement[bool], values: dict[str, Any]
+        self,
+        conn: AsyncConnection,
+        condition: sa.ColumnElement[bool],
+        values: dict[str, Any],
+        receipt_from: tuple[str, str] = ("", ""),
     ) -> list[MessageRecord]:
         """Updates the matching messages and appends each one's event, in `conn`'s
         transaction."""
@@ -233,7 +254,7 @@ class MessageRepository:
             sa.update(messages).where(condition).values(**values).returning(*_WITHOUT_MEDIA)
         )
         moved = [_record(row) for row in result.mappings()]
-        await append_events(conn, [self._journal.row(message) for message in moved])
+        await append_events(conn, [self._journal.row(m, receipt_from) for m in moved])
         return moved
 
     async def recover(self) -> list[MessageRecord]:

@@ -36,6 +36,8 @@ instances = sa.Table(
     sa.Column("send_policy", sa.JSON, nullable=True),
     sa.Column("sending_paused_reason", sa.String(200), nullable=False, server_default=""),
     sa.Column("scheduler_state", sa.JSON, nullable=True),
+    # Incoming calls: reject them, and the text answering the caller (migration 0015).
+    sa.Column("call_settings", sa.JSON, nullable=True),
     sa.Index("ix_instances_tenant_state_id", "tenant", "state", "id"),
 )
 
@@ -158,6 +160,8 @@ received_messages = sa.Table(
     sa.Column("sent_us", sa.BigInteger, nullable=False),
     sa.Column("read_us", sa.BigInteger, nullable=False),
     sa.Column("received_us", sa.BigInteger, nullable=False),
+    # A poll's options, so its votes can be named (migration 0015); NULL for other kinds.
+    sa.Column("poll_options", sa.JSON, nullable=True),
     sa.Index("ix_received_messages_chat", "tenant", "instance_id", "chat_jid", "sent_us"),
 )
 

@@ -57,6 +57,14 @@ PARTICIPANT_ACTIONS = {
 }
 
 
+# Baileys' presence words (WAPresence) for chat presences.
+CHAT_PRESENCES = {
+    message_pb2.CHAT_PRESENCE_COMPOSING: "composing",
+    message_pb2.CHAT_PRESENCE_RECORDING: "recording",
+    message_pb2.CHAT_PRESENCE_PAUSED: "paused",
+}
+
+
 @dataclass(frozen=True)
 class Envelope:
     """What Evolution puts around every event's data."""
@@ -102,11 +110,74 @@ def _event_and_data(event: event_pb2.Event, envelope: Envelope) -> tuple[str, An
         case "message_state_changed":
             return _message_state(event)
         case "message_received":
-            return "messages.upsert", _upsert(event.instance_id, event.message_received)
+            return _received(event.instance_id, event.message_received)
         case "group_changed":
             return _group(event.group_changed)
+        case "presence_changed":
+            seen = event.presence_changed
+            shown: dict[str, Any] = {
+                "lastKnownPresence": "available" if seen.available else "unavailable"
+            }
+            if seen.HasField("last_seen"):
+                shown["lastSeen"] = seen.last_seen.seconds
+            return "presence.update", {"id": seen.jid, "presences": {seen.jid: shown}}
+        case "chat_presence_changed":
+            typing = event.chat_presence_changed
+            known = CHAT_PRESENCES.get(typing.presence, "paused")
+            return "presence.update", {
+                "id": typing.chat_jid,
+                "presences": {typing.sender_jid: {"lastKnownPresence": known}},
+            }
+        case "call_received":
+            return "call", _call(event.call_received)
         case _:
             return None
+
+
+def _received(instance_id: str, received: event_pb2.MessageReceived) -> tuple[str, Any] | None:
+    """An edit is Evolution's `messages.edited` (the protocol message itself), a deletion
+    for everyone its `messages.delete` (the deleted message's key); the rest `messages.upsert`."""
+    content = received.WhichOneof("content")
+    if content == "edited":
+        key = _key(received, received.edited.message_id)
+        protocol: dict[str, Any] = {
+            "key": key,
+            "type": "MESSAGE_EDIT",  # protobufjs' toJSON: enums by name, longs as strings
+            "editedMessage": {"conversation": received.edited.text},
+            "timestampMs": str(received.sent_time.ToMilliseconds()),
+        }
+        return "messages.edited", protocol
+    if content == "revoked":
+        return "messages.delete", _key(received, received.revoked.message_id)
+    if content == "poll_vote":
+        return None  # Evolution reports votes as messages.update pollUpdates, not upserts
+    return "messages.upsert", _upsert(instance_id, received)
+
+
+def _key(received: event_pb2.MessageReceived, message_id: str) -> dict[str, Any]:
+    """Baileys' key of a message the sender of `received` wrote (participant in groups)."""
+    key: dict[str, Any] = {
+        "remoteJid": received.chat_jid,
+        "fromMe": received.from_me,
+        "id": message_id,
+    }
+    if received.group_jid:
+        key["participant"] = received.sender_jid or received.sender_lid
+    return key
+
+
+def _call(call: event_pb2.CallReceived) -> dict[str, Any]:
+    """Baileys' WACallEvent of an offer (`isVideo` and `isGroup` are unknown here: left out,
+    as Evolution's JSON leaves out what Baileys leaves undefined)."""
+    caller = call.caller_jid or call.caller_lid
+    return {
+        "chatId": caller,
+        "from": caller,
+        "id": call.call_id,
+        "date": _iso(call.offer_time.ToDatetime(tzinfo=UTC)),
+        "offline": False,
+        "status": "offer",  # zapgate's event is the offer (rejected or not)
+    }
 
 
 def _group(changed: event_pb2.GroupChanged) -> tuple[str, Any] | None:
@@ -227,6 +298,14 @@ def _content(received: event_pb2.MessageReceived) -> tuple[str, dict[str, Any]]:
         case "contact":
             card = {"displayName": received.contact.display_name, "vcard": received.contact.vcard}
             return "contactMessage", {"contactMessage": card}
+        case "poll":
+            poll = received.poll
+            creation = {
+                "name": poll.question,
+                "options": [{"optionName": option} for option in poll.options],
+                "selectableOptionsCount": poll.selectable_count,
+            }
+            return "pollCreationMessage", {"pollCreationMessage": creation}
         case "reaction":
             reaction = {
                 "key": {"remoteJid": received.chat_jid, "id": received.reaction.message_id},

@@ -210,6 +210,16 @@ class Client:
         )
         return (await self.messages.React(request)).message
 
+    async def mark_read(
+        self, instance_id: str, message_ids: Sequence[str] = (), *, up_to: str = ""
+    ) -> int:
+        """Sends read receipts for received messages of one chat: `message_ids`, or (with
+        `up_to`) every message of that message's chat up to it. Returns how many were marked."""
+        request = message_pb2.MarkReadRequest(
+            instance_id=instance_id, message_ids=list(message_ids), up_to_message_id=up_to
+        )
+        return (await self.messages.MarkRead(request)).marked
+
     async def subscribe(
         self,
         from_cursor: int = 0,

@@ -17,6 +17,22 @@ import { SimulatorService } from "./gen/zapgate/v1/simulator_pb.js";
 import { WebhookService } from "./gen/zapgate/v1/webhook_pb.js";
 import { backoffMs, defaultRetry, retryUnavailable, sleep, type Retry } from "./retry.js";
 
+export interface SendTextOptions {
+  variables?: Record<string, string>;
+  idempotencyKey?: string;
+  /** Quote this message (a received message's id, or one of the instance's own). */
+  replyTo?: string;
+  /** E.164 numbers mentioned; each written in the body as @<digits>. */
+  mentions?: string[];
+}
+
+function required<T>(value: T | undefined, call: string): T {
+  if (value === undefined) {
+    throw new Error(`${call} answered without a message`);
+  }
+  return value;
+}
+
 /** PEM roots to trust (default: the system's), and a client certificate for mutual TLS. */
 export interface Tls {
   ca?: string | Buffer;
@@ -124,12 +140,14 @@ export class ZapgateClient {
 
   /** Queues a text to `to` (E.164 phone, or a JID with "@"). `body` may use `{name}`
    * variables and `{Hi|Hello}` spins. A random idempotency key is used when none is given,
-   * so a retried call never sends twice. */
+   * so a retried call never sends twice. `replyTo` quotes a message of the chat (a received
+   * message's id, or one of the instance's own messages); each E.164 number in `mentions`
+   * must appear in `body` as @<digits>. */
   async sendText(
     instanceId: string,
     to: string,
     body: string,
-    options: { variables?: Record<string, string>; idempotencyKey?: string } = {},
+    options: SendTextOptions = {},
   ): Promise<Message> {
     const reply = await this.messages.sendMessage({
       instanceId,
@@ -137,11 +155,42 @@ export class ZapgateClient {
       content: { case: "text", value: { body } },
       variables: options.variables ?? {},
       idempotencyKey: options.idempotencyKey ?? randomUUID(),
+      replyTo: options.replyTo ?? "",
+      mentions: options.mentions ?? [],
     });
-    if (!reply.message) {
-      throw new Error("SendMessage answered without a message");
-    }
-    return reply.message;
+    return required(reply.message, "SendMessage");
+  }
+
+  /** Queues a text that quotes `messageId` (sendText with `replyTo`). */
+  async reply(
+    instanceId: string,
+    messageId: string,
+    to: string,
+    body: string,
+    options: Omit<SendTextOptions, "replyTo"> = {},
+  ): Promise<Message> {
+    return this.sendText(instanceId, to, body, { ...options, replyTo: messageId });
+  }
+
+  /** Queues a reaction to a message of one of the instance's chats; an empty emoji removes
+   * the instance's reaction. */
+  async react(
+    instanceId: string,
+    messageId: string,
+    emoji: string,
+    idempotencyKey: string = randomUUID(),
+  ): Promise<Message> {
+    const reply = await this.messages.react({ instanceId, messageId, emoji, idempotencyKey });
+    return required(reply.message, "React");
+  }
+
+  /** Sends read receipts for received messages of one chat: the ids given, or (with
+   * `upTo`) every message of that message's chat up to it. Returns how many were marked. */
+  async markRead(instanceId: string, messageIds: string[] | { upTo: string }): Promise<number> {
+    const request = Array.isArray(messageIds)
+      ? { instanceId, messageIds }
+      : { instanceId, upToMessageId: messageIds.upTo };
+    return (await this.messages.markRead(request)).marked;
   }
 
   /**

@@ -96,6 +96,46 @@ test("creates a group, reads it, sends to it and renames it", { timeout: 60_000 
   );
 });
 
+test("replies to, reacts to and marks read a received message", { timeout: 60_000 }, async () => {
+  const instanceId = await paired("+5511999990004");
+  const ana = "+5511988880002";
+  const { messageId } = await client.simulator.injectIncomingMessage({
+    instanceId,
+    fromPhone: ana,
+    content: { case: "text", value: "price?" },
+  });
+  const reply = await client.reply(instanceId, messageId, ana, `@${ana.slice(1)} R$ 10`, {
+    mentions: [ana],
+  });
+  assert.equal(reply.replyTo, messageId);
+  assert.deepEqual(reply.mentions, [ana]);
+  const reaction = await client.react(instanceId, messageId, "👍");
+  assert.equal(reaction.kind, "reaction");
+  assert.equal(reaction.targetMessageId, messageId);
+  assert.equal(await client.markRead(instanceId, { upTo: messageId }), 1);
+  assert.equal(await client.markRead(instanceId, [messageId]), 1);
+
+  const sent = [await sentState(instanceId, reply.id), await sentState(instanceId, reaction.id)];
+  const phone = await client.simulator.listReceived({ instanceId });
+  const byId = new Map(phone.messages.map((m) => [m.whatsappMessageId, m]));
+  assert.equal(byId.get(sent[0])?.quotedMessageId, messageId);
+  assert.equal(byId.get(sent[1])?.targetMessageId, messageId);
+  assert.equal(byId.get(sent[1])?.text, "👍");
+  assert.ok(phone.messages.some((m) => m.kind === "read" && m.targetMessageId === messageId));
+});
+
+/** The WhatsApp id of a message once it was sent (polls GetMessage). */
+async function sentState(instanceId: string, messageId: string): Promise<string> {
+  for (let attempt = 0; attempt < 300; attempt++) {
+    const { message } = await client.messages.getMessage({ instanceId, messageId });
+    if (message?.whatsappMessageId) {
+      return message.whatsappMessageId;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${messageId} was not sent`);
+}
+
 /** A new instance, paired through the simulator as `phone`, with fast sends. */
 async function paired(phone: string): Promise<string> {
   const instanceId = `ts-e2e-${randomBytes(4).toString("hex")}`;

@@ -38,6 +38,9 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     EVENT_TYPE_CONTACTS_SYNCED: _EventType.ValueType  # 7
     EVENT_TYPE_WEBHOOK_STATUS_CHANGED: _EventType.ValueType  # 8
     EVENT_TYPE_GROUP_CHANGED: _EventType.ValueType  # 9
+    EVENT_TYPE_PRESENCE_CHANGED: _EventType.ValueType  # 10
+    EVENT_TYPE_CHAT_PRESENCE_CHANGED: _EventType.ValueType  # 11
+    EVENT_TYPE_CALL_RECEIVED: _EventType.ValueType  # 12
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -51,6 +54,9 @@ EVENT_TYPE_MESSAGE_RECEIVED: EventType.ValueType  # 6
 EVENT_TYPE_CONTACTS_SYNCED: EventType.ValueType  # 7
 EVENT_TYPE_WEBHOOK_STATUS_CHANGED: EventType.ValueType  # 8
 EVENT_TYPE_GROUP_CHANGED: EventType.ValueType  # 9
+EVENT_TYPE_PRESENCE_CHANGED: EventType.ValueType  # 10
+EVENT_TYPE_CHAT_PRESENCE_CHANGED: EventType.ValueType  # 11
+EVENT_TYPE_CALL_RECEIVED: EventType.ValueType  # 12
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 class _MediaKind:
@@ -228,6 +234,9 @@ class Event(_message.Message):
     CONTACTS_SYNCED_FIELD_NUMBER: _builtins.int
     WEBHOOK_STATUS_CHANGED_FIELD_NUMBER: _builtins.int
     GROUP_CHANGED_FIELD_NUMBER: _builtins.int
+    PRESENCE_CHANGED_FIELD_NUMBER: _builtins.int
+    CHAT_PRESENCE_CHANGED_FIELD_NUMBER: _builtins.int
+    CALL_RECEIVED_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     instance_id: _builtins.str
     @_builtins.property
@@ -250,6 +259,12 @@ class Event(_message.Message):
     def webhook_status_changed(self) -> Global___WebhookStatusChanged: ...
     @_builtins.property
     def group_changed(self) -> Global___GroupChanged: ...
+    @_builtins.property
+    def presence_changed(self) -> Global___PresenceChanged: ...
+    @_builtins.property
+    def chat_presence_changed(self) -> Global___ChatPresenceChanged: ...
+    @_builtins.property
+    def call_received(self) -> Global___CallReceived: ...
     def __init__(
         self,
         *,
@@ -265,16 +280,132 @@ class Event(_message.Message):
         contacts_synced: Global___ContactsSynced | None = ...,
         webhook_status_changed: Global___WebhookStatusChanged | None = ...,
         group_changed: Global___GroupChanged | None = ...,
+        presence_changed: Global___PresenceChanged | None = ...,
+        chat_presence_changed: Global___ChatPresenceChanged | None = ...,
+        call_received: Global___CallReceived | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed", "presence_changed", "chat_presence_changed", "call_received"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class PresenceChanged(_message.Message):
+    """A contact the instance subscribed to (MessageService.SubscribePresence) came online or
+    went offline.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JID_FIELD_NUMBER: _builtins.int
+    LID_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    jid: _builtins.str
+    """The contact as a phone-number JID, where known."""
+    lid: _builtins.str
+    """The contact's LID, where known."""
+    available: _builtins.bool
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp:
+        """When they were last online, when they went offline and their privacy shows it."""
+
+    def __init__(
+        self,
+        *,
+        jid: _builtins.str = ...,
+        lid: _builtins.str = ...,
+        available: _builtins.bool = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "jid", b"jid", "last_seen", b"last_seen", "lid", b"lid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresenceChanged: _TypeAlias = PresenceChanged  # noqa: Y015
+
+@_typing.final
+class ChatPresenceChanged(_message.Message):
+    """Someone is typing or recording a voice note in a chat (or stopped)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    SENDER_JID_FIELD_NUMBER: _builtins.int
+    SENDER_LID_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    chat_jid: _builtins.str
+    """The chat: the person for a direct chat, the group for a group."""
+    sender_jid: _builtins.str
+    """Who types, as a phone-number JID where known, and as a LID where known."""
+    sender_lid: _builtins.str
+    presence: _message_pb2.ChatPresence.ValueType
+    """COMPOSING, RECORDING or PAUSED."""
+    def __init__(
+        self,
+        *,
+        chat_jid: _builtins.str = ...,
+        sender_jid: _builtins.str = ...,
+        sender_lid: _builtins.str = ...,
+        presence: _message_pb2.ChatPresence.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "presence", b"presence", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatPresenceChanged: _TypeAlias = ChatPresenceChanged  # noqa: Y015
+
+@_typing.final
+class CallReceived(_message.Message):
+    """Someone calls the instance's number (a call offer)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    CALLER_JID_FIELD_NUMBER: _builtins.int
+    CALLER_LID_FIELD_NUMBER: _builtins.int
+    OFFER_TIME_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    REPLY_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    """WhatsApp's id of the call."""
+    caller_jid: _builtins.str
+    """The caller as a phone-number JID, where known, and as a LID, where known."""
+    caller_lid: _builtins.str
+    rejected: _builtins.bool
+    """The instance's call settings rejected it (and queued their message, if any)."""
+    reply_message_id: _builtins.str
+    """zapgate's id of the message queued to answer the caller (empty: none)."""
+    @_builtins.property
+    def offer_time(self) -> _timestamp_pb2.Timestamp:
+        """When WhatsApp stamped the offer."""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        caller_jid: _builtins.str = ...,
+        caller_lid: _builtins.str = ...,
+        offer_time: _timestamp_pb2.Timestamp | None = ...,
+        rejected: _builtins.bool = ...,
+        reply_message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offer_time", b"offer_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "caller_jid", b"caller_jid", "caller_lid", b"caller_lid", "offer_time", b"offer_time", "rejected", b"rejected", "reply_message_id", b"reply_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallReceived: _TypeAlias = CallReceived  # noqa: Y015
 
 @_typing.final
 class StateChanged(_message.Message):
@@ -338,6 +469,8 @@ class MessageStateChanged(_message.Message):
     WHATSAPP_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_JID_FIELD_NUMBER: _builtins.int
     FAILURE_DETAIL_FIELD_NUMBER: _builtins.int
+    RECEIPT_FROM_JID_FIELD_NUMBER: _builtins.int
+    RECEIPT_FROM_LID_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     state: _message_pb2.MessageState.ValueType
     failure_reason: _builtins.str
@@ -348,6 +481,11 @@ class MessageStateChanged(_message.Message):
     recipient_jid: _builtins.str
     failure_detail: _builtins.str
     """With failure_reason: the words for a person, as Message.failure_detail."""
+    receipt_from_jid: _builtins.str
+    """DELIVERED and READ: who acknowledged it (the recipient, or in a group the participant
+    whose receipt moved it) as a phone-number JID and as a LID, where the engine knows them.
+    """
+    receipt_from_lid: _builtins.str
     def __init__(
         self,
         *,
@@ -357,10 +495,12 @@ class MessageStateChanged(_message.Message):
         whatsapp_message_id: _builtins.str = ...,
         recipient_jid: _builtins.str = ...,
         failure_detail: _builtins.str = ...,
+        receipt_from_jid: _builtins.str = ...,
+        receipt_from_lid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_detail", b"failure_detail", "failure_reason", b"failure_reason", "message_id", b"message_id", "recipient_jid", b"recipient_jid", "state", b"state", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_detail", b"failure_detail", "failure_reason", b"failure_reason", "message_id", b"message_id", "receipt_from_jid", b"receipt_from_jid", "receipt_from_lid", b"receipt_from_lid", "recipient_jid", b"recipient_jid", "state", b"state", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -424,6 +564,8 @@ class MessageReceived(_message.Message):
     UNSUPPORTED_FIELD_NUMBER: _builtins.int
     EDITED_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
+    POLL_FIELD_NUMBER: _builtins.int
+    POLL_VOTE_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """WhatsApp's id of the message (reactions and replies name it)."""
@@ -466,6 +608,16 @@ class MessageReceived(_message.Message):
         """The sender deleted one of their messages for everyone (or a group admin deleted one)."""
 
     @_builtins.property
+    def poll(self) -> _message_pb2.Poll:
+        """Someone posted a poll."""
+
+    @_builtins.property
+    def poll_vote(self) -> Global___PollVote:
+        """Someone voted in a poll (or changed their vote): WhatsApp sends votes encrypted; the
+        engine decrypts them and zapgate names the options chosen.
+        """
+
+    @_builtins.property
     def reply_to(self) -> Global___ReplyContext:
         """Set when the message replies to another one."""
 
@@ -488,13 +640,15 @@ class MessageReceived(_message.Message):
         unsupported: Global___Unsupported | None = ...,
         edited: Global___MessageEdited | None = ...,
         revoked: Global___MessageRevoked | None = ...,
+        poll: _message_pb2.Poll | None = ...,
+        poll_vote: Global___PollVote | None = ...,
         reply_to: Global___ReplyContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "edited", b"edited", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "edited", b"edited", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported", "edited", "revoked"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported", "edited", "revoked", "poll", "poll_vote"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
@@ -513,6 +667,7 @@ class ReceivedMedia(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    VIEW_ONCE_FIELD_NUMBER: _builtins.int
     kind: Global___MediaKind.ValueType
     mime_type: _builtins.str
     file_name: _builtins.str
@@ -522,6 +677,8 @@ class ReceivedMedia(_message.Message):
     """Hex SHA-256 of the file's bytes."""
     seconds: _builtins.int
     """Length of audio and video."""
+    view_once: _builtins.bool
+    """The recipient may open it once (a view-once image, video or voice note)."""
     def __init__(
         self,
         *,
@@ -532,10 +689,11 @@ class ReceivedMedia(_message.Message):
         size: _builtins.int = ...,
         sha256: _builtins.str = ...,
         seconds: _builtins.int = ...,
+        view_once: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "file_name", b"file_name", "kind", b"kind", "mime_type", b"mime_type", "seconds", b"seconds", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "file_name", b"file_name", "kind", b"kind", "mime_type", b"mime_type", "seconds", b"seconds", "sha256", b"sha256", "size", b"size", "view_once", b"view_once"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -586,6 +744,49 @@ class Reaction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Reaction: _TypeAlias = Reaction  # noqa: Y015
+
+@_typing.final
+class PollVote(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLL_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    POLL_ID_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    OPTION_SHA256_FIELD_NUMBER: _builtins.int
+    OPTIONS_KNOWN_FIELD_NUMBER: _builtins.int
+    poll_message_id: _builtins.str
+    """WhatsApp's id of the poll voted in."""
+    poll_id: _builtins.str
+    """zapgate's id of the poll (Message.id) when the instance sent it; empty otherwise."""
+    options_known: _builtins.bool
+    """Whether zapgate knows the poll's options (a poll the instance sent or received)."""
+    @_builtins.property
+    def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The names of the options the voter chose now (a vote replaces the voter's earlier
+        one); empty when they withdrew their vote. Empty too when zapgate does not know the
+        poll's options (`options_known` false): match `option_sha256` then.
+        """
+
+    @_builtins.property
+    def option_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Hex SHA-256 of each chosen option's name, as WhatsApp carries them."""
+
+    def __init__(
+        self,
+        *,
+        poll_message_id: _builtins.str = ...,
+        poll_id: _builtins.str = ...,
+        options: _abc.Iterable[_builtins.str] | None = ...,
+        option_sha256: _abc.Iterable[_builtins.str] | None = ...,
+        options_known: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["option_sha256", b"option_sha256", "options", b"options", "options_known", b"options_known", "poll_id", b"poll_id", "poll_message_id", b"poll_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PollVote: _TypeAlias = PollVote  # noqa: Y015
 
 @_typing.final
 class MessageEdited(_message.Message):

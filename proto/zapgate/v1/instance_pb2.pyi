@@ -351,6 +351,7 @@ class Instance(_message.Message):
     PROXY_URL_FIELD_NUMBER: _builtins.int
     SEND_POLICY_FIELD_NUMBER: _builtins.int
     SENDING_PAUSED_REASON_FIELD_NUMBER: _builtins.int
+    CALL_SETTINGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique within the tenant: `[a-z0-9][a-z0-9_-]{0,63}`. Chosen by the client or generated.
     Case-insensitive: every request's instance id (in any service) has its ASCII capitals
@@ -401,6 +402,12 @@ class Instance(_message.Message):
         `send_policy` in the mask: the whole policy is replaced.
         """
 
+    @_builtins.property
+    def call_settings(self) -> Global___CallSettings:
+        """What happens when someone calls the number. Set it with UpdateInstance and
+        `call_settings` in the mask (an unset one restores the defaults: calls ring on).
+        """
+
     def __init__(
         self,
         *,
@@ -421,14 +428,42 @@ class Instance(_message.Message):
         proxy_url: _builtins.str = ...,
         send_policy: Global___SendPolicy | None = ...,
         sending_paused_reason: _builtins.str = ...,
+        call_settings: Global___CallSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ban_expire_time", b"ban_expire_time", "create_time", b"create_time", "send_policy", b"send_policy", "state_change_time", b"state_change_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ban_expire_time", b"ban_expire_time", "call_settings", b"call_settings", "create_time", b"create_time", "send_policy", b"send_policy", "state_change_time", b"state_change_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ban_code", b"ban_code", "ban_expire_time", b"ban_expire_time", "create_time", b"create_time", "display_name", b"display_name", "id", b"id", "jid", b"jid", "keepalive_failing", b"keepalive_failing", "labels", b"labels", "phone", b"phone", "proxy_url", b"proxy_url", "send_policy", b"send_policy", "sending_paused_reason", b"sending_paused_reason", "state", b"state", "state_change_time", b"state_change_time", "state_detail", b"state_detail", "state_reason", b"state_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ban_code", b"ban_code", "ban_expire_time", b"ban_expire_time", "call_settings", b"call_settings", "create_time", b"create_time", "display_name", b"display_name", "id", b"id", "jid", b"jid", "keepalive_failing", b"keepalive_failing", "labels", b"labels", "phone", b"phone", "proxy_url", b"proxy_url", "send_policy", b"send_policy", "sending_paused_reason", b"sending_paused_reason", "state", b"state", "state_change_time", b"state_change_time", "state_detail", b"state_detail", "state_reason", b"state_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Instance: _TypeAlias = Instance  # noqa: Y015
+
+@_typing.final
+class CallSettings(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REJECT_CALLS_FIELD_NUMBER: _builtins.int
+    REPLY_TEXT_FIELD_NUMBER: _builtins.int
+    reject_calls: _builtins.bool
+    """Decline every incoming call as soon as it is offered."""
+    reply_text: _builtins.str
+    """With reject_calls: a text sent to the caller after each rejected call (through the
+    scheduler, like any message); empty: none. May use spin variants ({Hi|Hello}); at most
+    4,096 characters.
+    """
+    def __init__(
+        self,
+        *,
+        reject_calls: _builtins.bool = ...,
+        reply_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reject_calls", b"reject_calls", "reply_text", b"reply_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallSettings: _TypeAlias = CallSettings  # noqa: Y015
 
 @_typing.final
 class CreateInstanceRequest(_message.Message):

@@ -47,6 +47,12 @@ class MessageService(Protocol):
     async def send_chat_presence(self, request: zapgate_dot_v1_dot_message__pb2.SendChatPresenceRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_message__pb2.SendChatPresenceResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
+    async def set_presence(self, request: zapgate_dot_v1_dot_message__pb2.SetPresenceRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_message__pb2.SetPresenceResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+
+    async def subscribe_presence(self, request: zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+
 
 class MessageServiceASGIApplication(ConnectASGIApplication[MessageService]):
     def __init__(self, service: MessageService | AsyncGenerator[MessageService], *, interceptors: Iterable[Interceptor]=(), read_max_bytes: int | None = None, compressions: Iterable[Compression] | None = None) -> None:
@@ -152,6 +158,26 @@ class MessageServiceASGIApplication(ConnectASGIApplication[MessageService]):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=svc.send_chat_presence,
+                ),
+                "/zapgate.v1.MessageService/SetPresence": Endpoint.unary(
+                    method=MethodInfo(
+                        name="SetPresence",
+                        service_name="zapgate.v1.MessageService",
+                        input=zapgate_dot_v1_dot_message__pb2.SetPresenceRequest,
+                        output=zapgate_dot_v1_dot_message__pb2.SetPresenceResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=svc.set_presence,
+                ),
+                "/zapgate.v1.MessageService/SubscribePresence": Endpoint.unary(
+                    method=MethodInfo(
+                        name="SubscribePresence",
+                        service_name="zapgate.v1.MessageService",
+                        input=zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest,
+                        output=zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=svc.subscribe_presence,
                 ),
             },
             interceptors=interceptors,
@@ -366,6 +392,46 @@ class MessageServiceClient(ConnectClient):
             timeout_ms=timeout_ms,
         )
 
+    async def set_presence(
+        self,
+        request: zapgate_dot_v1_dot_message__pb2.SetPresenceRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_message__pb2.SetPresenceResponse:
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="SetPresence",
+                service_name="zapgate.v1.MessageService",
+                input=zapgate_dot_v1_dot_message__pb2.SetPresenceRequest,
+                output=zapgate_dot_v1_dot_message__pb2.SetPresenceResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    async def subscribe_presence(
+        self,
+        request: zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse:
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="SubscribePresence",
+                service_name="zapgate.v1.MessageService",
+                input=zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest,
+                output=zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
 
 class MessageServiceSync(Protocol):
     def send_message(self, request: zapgate_dot_v1_dot_message__pb2.SendMessageRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_message__pb2.SendMessageResponse:
@@ -387,6 +453,10 @@ class MessageServiceSync(Protocol):
     def mark_read(self, request: zapgate_dot_v1_dot_message__pb2.MarkReadRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_message__pb2.MarkReadResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
     def send_chat_presence(self, request: zapgate_dot_v1_dot_message__pb2.SendChatPresenceRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_message__pb2.SendChatPresenceResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+    def set_presence(self, request: zapgate_dot_v1_dot_message__pb2.SetPresenceRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_message__pb2.SetPresenceResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+    def subscribe_presence(self, request: zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
 
@@ -493,6 +563,26 @@ class MessageServiceWSGIApplication(ConnectWSGIApplication):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=service.send_chat_presence,
+                ),
+                "/zapgate.v1.MessageService/SetPresence": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="SetPresence",
+                        service_name="zapgate.v1.MessageService",
+                        input=zapgate_dot_v1_dot_message__pb2.SetPresenceRequest,
+                        output=zapgate_dot_v1_dot_message__pb2.SetPresenceResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=service.set_presence,
+                ),
+                "/zapgate.v1.MessageService/SubscribePresence": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="SubscribePresence",
+                        service_name="zapgate.v1.MessageService",
+                        input=zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest,
+                        output=zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=service.subscribe_presence,
                 ),
             },
             interceptors=interceptors,
@@ -701,6 +791,46 @@ class MessageServiceClientSync(ConnectClientSync):
                 service_name="zapgate.v1.MessageService",
                 input=zapgate_dot_v1_dot_message__pb2.SendChatPresenceRequest,
                 output=zapgate_dot_v1_dot_message__pb2.SendChatPresenceResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def set_presence(
+        self,
+        request: zapgate_dot_v1_dot_message__pb2.SetPresenceRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_message__pb2.SetPresenceResponse:
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="SetPresence",
+                service_name="zapgate.v1.MessageService",
+                input=zapgate_dot_v1_dot_message__pb2.SetPresenceRequest,
+                output=zapgate_dot_v1_dot_message__pb2.SetPresenceResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def subscribe_presence(
+        self,
+        request: zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse:
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="SubscribePresence",
+                service_name="zapgate.v1.MessageService",
+                input=zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest,
+                output=zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
             ),
             headers=headers,

@@ -87,6 +87,16 @@ class MessageServiceStub:
                 request_serializer=zapgate_dot_v1_dot_message__pb2.SendChatPresenceRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_message__pb2.SendChatPresenceResponse.FromString,
                 _registered_method=True)
+        self.SetPresence = channel.unary_unary(
+                '/zapgate.v1.MessageService/SetPresence',
+                request_serializer=zapgate_dot_v1_dot_message__pb2.SetPresenceRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_message__pb2.SetPresenceResponse.FromString,
+                _registered_method=True)
+        self.SubscribePresence = channel.unary_unary(
+                '/zapgate.v1.MessageService/SubscribePresence',
+                request_serializer=zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse.FromString,
+                _registered_method=True)
 
 
 class MessageServiceServicer:
@@ -175,6 +185,23 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPresence(self, request, context):
+        """Shows the account as online (AVAILABLE) or not (UNAVAILABLE) to its contacts. Paced per
+        instance, with SendChatPresence.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribePresence(self, request, context):
+        """Asks WhatsApp for a contact's presence (online, last seen): presence_changed events
+        follow while the instance stays connected (subscribe again after a reconnect). Paced
+        per instance, with SendChatPresence.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -227,6 +254,16 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.SendChatPresence,
                     request_deserializer=zapgate_dot_v1_dot_message__pb2.SendChatPresenceRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_message__pb2.SendChatPresenceResponse.SerializeToString,
+            ),
+            'SetPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPresence,
+                    request_deserializer=zapgate_dot_v1_dot_message__pb2.SetPresenceRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_message__pb2.SetPresenceResponse.SerializeToString,
+            ),
+            'SubscribePresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubscribePresence,
+                    request_deserializer=zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -502,6 +539,60 @@ class MessageService:
             '/zapgate.v1.MessageService/SendChatPresence',
             zapgate_dot_v1_dot_message__pb2.SendChatPresenceRequest.SerializeToString,
             zapgate_dot_v1_dot_message__pb2.SendChatPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.MessageService/SetPresence',
+            zapgate_dot_v1_dot_message__pb2.SetPresenceRequest.SerializeToString,
+            zapgate_dot_v1_dot_message__pb2.SetPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribePresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.MessageService/SubscribePresence',
+            zapgate_dot_v1_dot_message__pb2.SubscribePresenceRequest.SerializeToString,
+            zapgate_dot_v1_dot_message__pb2.SubscribePresenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -74,6 +74,15 @@ class MessageServiceStub:
     """Shows "typing...", "recording audio..." or stops showing either in a chat. Paced per
     instance: too many calls are RESOURCE_EXHAUSTED.
     """
+    SetPresence: _grpc.UnaryUnaryMultiCallable[_message_pb2.SetPresenceRequest, _message_pb2.SetPresenceResponse]
+    """Shows the account as online (AVAILABLE) or not (UNAVAILABLE) to its contacts. Paced per
+    instance, with SendChatPresence.
+    """
+    SubscribePresence: _grpc.UnaryUnaryMultiCallable[_message_pb2.SubscribePresenceRequest, _message_pb2.SubscribePresenceResponse]
+    """Asks WhatsApp for a contact's presence (online, last seen): presence_changed events
+    follow while the instance stays connected (subscribe again after a reconnect). Paced
+    per instance, with SendChatPresence.
+    """
 
 @_typing.type_check_only
 class MessageServiceAsyncStub(MessageServiceStub):
@@ -120,6 +129,15 @@ class MessageServiceAsyncStub(MessageServiceStub):
     SendChatPresence: _aio.UnaryUnaryMultiCallable[_message_pb2.SendChatPresenceRequest, _message_pb2.SendChatPresenceResponse]  # type: ignore[assignment]
     """Shows "typing...", "recording audio..." or stops showing either in a chat. Paced per
     instance: too many calls are RESOURCE_EXHAUSTED.
+    """
+    SetPresence: _aio.UnaryUnaryMultiCallable[_message_pb2.SetPresenceRequest, _message_pb2.SetPresenceResponse]  # type: ignore[assignment]
+    """Shows the account as online (AVAILABLE) or not (UNAVAILABLE) to its contacts. Paced per
+    instance, with SendChatPresence.
+    """
+    SubscribePresence: _aio.UnaryUnaryMultiCallable[_message_pb2.SubscribePresenceRequest, _message_pb2.SubscribePresenceResponse]  # type: ignore[assignment]
+    """Asks WhatsApp for a contact's presence (online, last seen): presence_changed events
+    follow while the instance stays connected (subscribe again after a reconnect). Paced
+    per instance, with SendChatPresence.
     """
 
 class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -224,6 +242,27 @@ class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_message_pb2.SendChatPresenceResponse, _abc.Awaitable[_message_pb2.SendChatPresenceResponse]]:
         """Shows "typing...", "recording audio..." or stops showing either in a chat. Paced per
         instance: too many calls are RESOURCE_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def SetPresence(
+        self,
+        request: _message_pb2.SetPresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.SetPresenceResponse, _abc.Awaitable[_message_pb2.SetPresenceResponse]]:
+        """Shows the account as online (AVAILABLE) or not (UNAVAILABLE) to its contacts. Paced per
+        instance, with SendChatPresence.
+        """
+
+    @_abc_1.abstractmethod
+    def SubscribePresence(
+        self,
+        request: _message_pb2.SubscribePresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.SubscribePresenceResponse, _abc.Awaitable[_message_pb2.SubscribePresenceResponse]]:
+        """Asks WhatsApp for a contact's presence (online, last seen): presence_changed events
+        follow while the instance stays connected (subscribe again after a reconnect). Paced
+        per instance, with SendChatPresence.
         """
 
 def add_MessageServiceServicer_to_server(servicer: MessageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

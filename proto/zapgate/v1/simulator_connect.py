@@ -65,6 +65,12 @@ class SimulatorService(Protocol):
     async def set_lid_mappings(self, request: zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
+    async def inject_presence(self, request: zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+
+    async def inject_call(self, request: zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+
 
 class SimulatorServiceASGIApplication(ConnectASGIApplication[SimulatorService]):
     def __init__(self, service: SimulatorService | AsyncGenerator[SimulatorService], *, interceptors: Iterable[Interceptor]=(), read_max_bytes: int | None = None, compressions: Iterable[Compression] | None = None) -> None:
@@ -230,6 +236,26 @@ class SimulatorServiceASGIApplication(ConnectASGIApplication[SimulatorService]):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=svc.set_lid_mappings,
+                ),
+                "/zapgate.v1.SimulatorService/InjectPresence": Endpoint.unary(
+                    method=MethodInfo(
+                        name="InjectPresence",
+                        service_name="zapgate.v1.SimulatorService",
+                        input=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest,
+                        output=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=svc.inject_presence,
+                ),
+                "/zapgate.v1.SimulatorService/InjectCall": Endpoint.unary(
+                    method=MethodInfo(
+                        name="InjectCall",
+                        service_name="zapgate.v1.SimulatorService",
+                        input=zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest,
+                        output=zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=svc.inject_call,
                 ),
             },
             interceptors=interceptors,
@@ -564,6 +590,46 @@ class SimulatorServiceClient(ConnectClient):
             timeout_ms=timeout_ms,
         )
 
+    async def inject_presence(
+        self,
+        request: zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse:
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="InjectPresence",
+                service_name="zapgate.v1.SimulatorService",
+                input=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest,
+                output=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    async def inject_call(
+        self,
+        request: zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse:
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="InjectCall",
+                service_name="zapgate.v1.SimulatorService",
+                input=zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest,
+                output=zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
 
 class SimulatorServiceSync(Protocol):
     def scan_qr(self, request: zapgate_dot_v1_dot_simulator__pb2.ScanQrRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.ScanQrResponse:
@@ -597,6 +663,10 @@ class SimulatorServiceSync(Protocol):
     def change_group(self, request: zapgate_dot_v1_dot_simulator__pb2.ChangeGroupRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.ChangeGroupResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
     def set_lid_mappings(self, request: zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+    def inject_presence(self, request: zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+    def inject_call(self, request: zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
 
@@ -763,6 +833,26 @@ class SimulatorServiceWSGIApplication(ConnectWSGIApplication):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=service.set_lid_mappings,
+                ),
+                "/zapgate.v1.SimulatorService/InjectPresence": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="InjectPresence",
+                        service_name="zapgate.v1.SimulatorService",
+                        input=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest,
+                        output=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=service.inject_presence,
+                ),
+                "/zapgate.v1.SimulatorService/InjectCall": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="InjectCall",
+                        service_name="zapgate.v1.SimulatorService",
+                        input=zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest,
+                        output=zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=service.inject_call,
                 ),
             },
             interceptors=interceptors,
@@ -1091,6 +1181,46 @@ class SimulatorServiceClientSync(ConnectClientSync):
                 service_name="zapgate.v1.SimulatorService",
                 input=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest,
                 output=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def inject_presence(
+        self,
+        request: zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse:
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="InjectPresence",
+                service_name="zapgate.v1.SimulatorService",
+                input=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest,
+                output=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def inject_call(
+        self,
+        request: zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse:
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="InjectCall",
+                service_name="zapgate.v1.SimulatorService",
+                input=zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest,
+                output=zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
             ),
             headers=headers,

@@ -42,6 +42,117 @@ RECEIPT_KIND_PLAYED: ReceiptKind.ValueType  # 3
 Global___ReceiptKind: _TypeAlias = ReceiptKind  # noqa: Y015
 
 @_typing.final
+class InjectPresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    FROM_PHONE_FIELD_NUMBER: _builtins.int
+    FROM_LID_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    CHAT_PRESENCE_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    GROUP_JID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    from_phone: _builtins.str
+    """E.164 number of the contact. Required."""
+    from_lid: _builtins.str
+    """The contact's LID user part (digits), optional."""
+    available: _builtins.bool
+    """Online (true) or offline (false)."""
+    chat_presence: _message_pb2.ChatPresence.ValueType
+    """Typing, recording or stopped in a chat: the direct chat, or `group_jid`."""
+    group_jid: _builtins.str
+    """With chat_presence: a group the contact types in."""
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp:
+        """With available = false: when they were last seen (default: now)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        from_phone: _builtins.str = ...,
+        from_lid: _builtins.str = ...,
+        available: _builtins.bool = ...,
+        chat_presence: _message_pb2.ChatPresence.ValueType = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        group_jid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "chat_presence", b"chat_presence", "last_seen", b"last_seen", "presence", b"presence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "chat_presence", b"chat_presence", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "last_seen", b"last_seen", "presence", b"presence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_presence: _TypeAlias = _typing.Literal["available", "chat_presence"]  # noqa: Y015
+    _WhichOneofArgType_presence: _TypeAlias = _typing.Literal["presence", b"presence"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_presence) -> _WhichOneofReturnType_presence | None: ...
+
+Global___InjectPresenceRequest: _TypeAlias = InjectPresenceRequest  # noqa: Y015
+
+@_typing.final
+class InjectPresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectPresenceResponse: _TypeAlias = InjectPresenceResponse  # noqa: Y015
+
+@_typing.final
+class InjectCallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    FROM_PHONE_FIELD_NUMBER: _builtins.int
+    FROM_LID_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    from_phone: _builtins.str
+    """E.164 number of the caller. Required."""
+    from_lid: _builtins.str
+    call_id: _builtins.str
+    """WhatsApp's id of the call; generated when empty."""
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        from_phone: _builtins.str = ...,
+        from_lid: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "from_lid", b"from_lid", "from_phone", b"from_phone", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectCallRequest: _TypeAlias = InjectCallRequest  # noqa: Y015
+
+@_typing.final
+class InjectCallResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectCallResponse: _TypeAlias = InjectCallResponse  # noqa: Y015
+
+@_typing.final
 class SetGroupPrivacyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -535,10 +646,17 @@ class ReceivedMessage(_message.Message):
     QUOTED_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     MENTIONED_JIDS_FIELD_NUMBER: _builtins.int
     TARGET_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    POLL_OPTIONS_FIELD_NUMBER: _builtins.int
+    POLL_SELECTABLE_COUNT_FIELD_NUMBER: _builtins.int
+    VIEW_ONCE_FIELD_NUMBER: _builtins.int
+    LINK_URL_FIELD_NUMBER: _builtins.int
+    LINK_TITLE_FIELD_NUMBER: _builtins.int
+    LINK_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    LINK_THUMBNAIL_SIZE_FIELD_NUMBER: _builtins.int
     recipient_jid: _builtins.str
     kind: _builtins.str
-    """text, image, video, audio, document, location, contact, reaction, edit, revoke, read,
-    composing, recording, paused.
+    """text, image, video, audio, document, location, contact, poll, sticker, reaction, edit,
+    revoke, read, composing, recording, paused.
     """
     text: _builtins.str
     """Text, caption, location name or contact name."""
@@ -551,11 +669,24 @@ class ReceivedMessage(_message.Message):
     """reaction, edit, revoke, read: WhatsApp's id of the message acted on (read: every id,
     comma-separated). A reaction's emoji and an edit's new text are in `text`.
     """
+    poll_selectable_count: _builtins.int
+    view_once: _builtins.bool
+    """Sent view-once."""
+    link_url: _builtins.str
+    """A text's link preview, as sent."""
+    link_title: _builtins.str
+    link_description: _builtins.str
+    link_thumbnail_size: _builtins.int
+    """Size in bytes of the preview's JPEG thumbnail (0: none)."""
     @_builtins.property
     def receive_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def mentioned_jids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """JIDs mentioned in the text or caption."""
+
+    @_builtins.property
+    def poll_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A poll: its options (its question is in `text`) and how many a voter may choose."""
 
     def __init__(
         self,
@@ -570,10 +701,17 @@ class ReceivedMessage(_message.Message):
         quoted_message_id: _builtins.str = ...,
         mentioned_jids: _abc.Iterable[_builtins.str] | None = ...,
         target_message_id: _builtins.str = ...,
+        poll_options: _abc.Iterable[_builtins.str] | None = ...,
+        poll_selectable_count: _builtins.int = ...,
+        view_once: _builtins.bool = ...,
+        link_url: _builtins.str = ...,
+        link_title: _builtins.str = ...,
+        link_description: _builtins.str = ...,
+        link_thumbnail_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["receive_time", b"receive_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "media_sha256", b"media_sha256", "media_size", b"media_size", "mentioned_jids", b"mentioned_jids", "quoted_message_id", b"quoted_message_id", "receive_time", b"receive_time", "recipient_jid", b"recipient_jid", "target_message_id", b"target_message_id", "text", b"text", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "link_description", b"link_description", "link_thumbnail_size", b"link_thumbnail_size", "link_title", b"link_title", "link_url", b"link_url", "media_sha256", b"media_sha256", "media_size", b"media_size", "mentioned_jids", b"mentioned_jids", "poll_options", b"poll_options", "poll_selectable_count", b"poll_selectable_count", "quoted_message_id", b"quoted_message_id", "receive_time", b"receive_time", "recipient_jid", b"recipient_jid", "target_message_id", b"target_message_id", "text", b"text", "view_once", b"view_once", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -615,6 +753,8 @@ class InjectIncomingMessageRequest(_message.Message):
     REACTION_FIELD_NUMBER: _builtins.int
     EDITED_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
+    POLL_FIELD_NUMBER: _builtins.int
+    POLL_VOTE_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
@@ -645,6 +785,16 @@ class InjectIncomingMessageRequest(_message.Message):
         """A deletion for everyone of an earlier message of this sender."""
 
     @_builtins.property
+    def poll(self) -> _message_pb2.Poll:
+        """The sender posts a poll."""
+
+    @_builtins.property
+    def poll_vote(self) -> Global___InjectedPollVote:
+        """The sender votes in a poll (one the instance sent: Message.whatsapp_message_id, or one
+        posted in the chat), choosing these options by name (none: withdraws the vote).
+        """
+
+    @_builtins.property
     def reply_to(self) -> _event_pb2.ReplyContext: ...
     def __init__(
         self,
@@ -661,18 +811,43 @@ class InjectIncomingMessageRequest(_message.Message):
         reaction: _event_pb2.Reaction | None = ...,
         edited: _event_pb2.MessageEdited | None = ...,
         revoked: _event_pb2.MessageRevoked | None = ...,
+        poll: _message_pb2.Poll | None = ...,
+        poll_vote: Global___InjectedPollVote | None = ...,
         reply_to: _event_pb2.ReplyContext | None = ...,
         message_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "edited", "revoked"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "edited", "revoked", "poll", "poll_vote"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
 Global___InjectIncomingMessageRequest: _TypeAlias = InjectIncomingMessageRequest  # noqa: Y015
+
+@_typing.final
+class InjectedPollVote(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLL_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    poll_message_id: _builtins.str
+    @_builtins.property
+    def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        poll_message_id: _builtins.str = ...,
+        options: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "poll_message_id", b"poll_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectedPollVote: _TypeAlias = InjectedPollVote  # noqa: Y015
 
 @_typing.final
 class InjectedMedia(_message.Message):
@@ -684,12 +859,15 @@ class InjectedMedia(_message.Message):
     FILE_NAME_FIELD_NUMBER: _builtins.int
     CAPTION_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    VIEW_ONCE_FIELD_NUMBER: _builtins.int
     kind: _event_pb2.MediaKind.ValueType
     data: _builtins.bytes
     mime_type: _builtins.str
     file_name: _builtins.str
     caption: _builtins.str
     seconds: _builtins.int
+    view_once: _builtins.bool
+    """A view-once image, video or voice note."""
     def __init__(
         self,
         *,
@@ -699,10 +877,11 @@ class InjectedMedia(_message.Message):
         file_name: _builtins.str = ...,
         caption: _builtins.str = ...,
         seconds: _builtins.int = ...,
+        view_once: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "data", b"data", "file_name", b"file_name", "kind", b"kind", "mime_type", b"mime_type", "seconds", b"seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "data", b"data", "file_name", b"file_name", "kind", b"kind", "mime_type", b"mime_type", "seconds", b"seconds", "view_once", b"view_once"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -116,6 +116,16 @@ class SimulatorServiceStub:
                 request_serializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse.FromString,
                 _registered_method=True)
+        self.InjectPresence = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/InjectPresence',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse.FromString,
+                _registered_method=True)
+        self.InjectCall = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/InjectCall',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse.FromString,
+                _registered_method=True)
 
 
 class SimulatorServiceServicer:
@@ -247,6 +257,21 @@ class SimulatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InjectPresence(self, request, context):
+        """A contact comes online or goes offline (presence_changed), or types, records or stops in
+        a chat (chat_presence_changed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InjectCall(self, request, context):
+        """A phone calls the instance (call_received; rejected and answered per its call settings).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +354,16 @@ def add_SimulatorServiceServicer_to_server(servicer, server):
                     servicer.SetLidMappings,
                     request_deserializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse.SerializeToString,
+            ),
+            'InjectPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.InjectPresence,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse.SerializeToString,
+            ),
+            'InjectCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.InjectCall,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -765,6 +800,60 @@ class SimulatorService:
             '/zapgate.v1.SimulatorService/SetLidMappings',
             zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsRequest.SerializeToString,
             zapgate_dot_v1_dot_simulator__pb2.SetLidMappingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InjectPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/InjectPresence',
+            zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InjectCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/InjectCall',
+            zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -176,6 +176,27 @@ CHAT_PRESENCE_PAUSED: ChatPresence.ValueType  # 3
 """Stops showing either."""
 Global___ChatPresence: _TypeAlias = ChatPresence  # noqa: Y015
 
+class _Presence:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PresenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Presence.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRESENCE_UNSPECIFIED: _Presence.ValueType  # 0
+    PRESENCE_AVAILABLE: _Presence.ValueType  # 1
+    """Online."""
+    PRESENCE_UNAVAILABLE: _Presence.ValueType  # 2
+    """Offline ("last seen" from now)."""
+
+class Presence(_Presence, metaclass=_PresenceEnumTypeWrapper): ...
+
+PRESENCE_UNSPECIFIED: Presence.ValueType  # 0
+PRESENCE_AVAILABLE: Presence.ValueType  # 1
+"""Online."""
+PRESENCE_UNAVAILABLE: Presence.ValueType  # 2
+"""Offline ("last seen" from now)."""
+Global___Presence: _TypeAlias = Presence  # noqa: Y015
+
 @_typing.final
 class Text(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -312,6 +333,40 @@ class ContactCard(_message.Message):
 Global___ContactCard: _TypeAlias = ContactCard  # noqa: Y015
 
 @_typing.final
+class Poll(_message.Message):
+    """A poll: a question and 2 to 12 distinct options, each at most 100 characters. Sent as
+    given (no templates or spin variants: voters' choices are matched by the option names).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUESTION_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    SELECTABLE_COUNT_FIELD_NUMBER: _builtins.int
+    question: _builtins.str
+    """At most 255 characters."""
+    selectable_count: _builtins.int
+    """How many options a voter may choose: 1 for a single choice, up to the number of
+    options; 0 lets a voter choose any number (WhatsApp's "allow multiple answers").
+    """
+    @_builtins.property
+    def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        question: _builtins.str = ...,
+        options: _abc.Iterable[_builtins.str] | None = ...,
+        selectable_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "question", b"question", "selectable_count", b"selectable_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Poll: _TypeAlias = Poll  # noqa: Y015
+
+@_typing.final
 class SendMessageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -345,6 +400,8 @@ class SendMessageRequest(_message.Message):
     DOCUMENT_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
     CONTACT_FIELD_NUMBER: _builtins.int
+    POLL_FIELD_NUMBER: _builtins.int
+    STICKER_FIELD_NUMBER: _builtins.int
     VARIABLES_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     SEND_AT_FIELD_NUMBER: _builtins.int
@@ -352,6 +409,8 @@ class SendMessageRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     MENTIONS_FIELD_NUMBER: _builtins.int
+    VIEW_ONCE_FIELD_NUMBER: _builtins.int
+    LINK_PREVIEW_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     phone: _builtins.str
     """E.164, e.g. +5511999998888."""
@@ -366,6 +425,8 @@ class SendMessageRequest(_message.Message):
     (MessageReceived.message_id, WhatsApp's id) or one it sent (Message.id, zapgate's id;
     it must have been sent). NOT_FOUND when the instance has no such message.
     """
+    view_once: _builtins.bool
+    """Optional, with image, video or a voice note: the recipient can open it once."""
     @_builtins.property
     def text(self) -> Global___Text: ...
     @_builtins.property
@@ -380,6 +441,16 @@ class SendMessageRequest(_message.Message):
     def location(self) -> Global___Location: ...
     @_builtins.property
     def contact(self) -> Global___ContactCard: ...
+    @_builtins.property
+    def poll(self) -> Global___Poll:
+        """A poll (kind "poll"). Voters' choices arrive as MessageReceived.poll_vote events."""
+
+    @_builtins.property
+    def sticker(self) -> Global___Media:
+        """A sticker: a WebP image (mime_type image/webp; animated WebP works too), at most
+        1 MiB. No caption or file name.
+        """
+
     @_builtins.property
     def variables(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -396,6 +467,12 @@ class SendMessageRequest(_message.Message):
         as @<digits> (e.g. "@5511999998888"), which WhatsApp shows as the person's name.
         """
 
+    @_builtins.property
+    def link_preview(self) -> Global___LinkPreview:
+        """Optional, with text: the preview shown for a URL of the text, from what you give here.
+        zapgate never fetches URLs; without it the text is sent with no preview.
+        """
+
     def __init__(
         self,
         *,
@@ -409,6 +486,8 @@ class SendMessageRequest(_message.Message):
         document: Global___Media | None = ...,
         location: Global___Location | None = ...,
         contact: Global___ContactCard | None = ...,
+        poll: Global___Poll | None = ...,
+        sticker: Global___Media | None = ...,
         variables: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
         send_at: _timestamp_pb2.Timestamp | None = ...,
@@ -416,12 +495,14 @@ class SendMessageRequest(_message.Message):
         priority: _builtins.int = ...,
         reply_to: _builtins.str = ...,
         mentions: _abc.Iterable[_builtins.str] | None = ...,
+        view_once: _builtins.bool = ...,
+        link_preview: Global___LinkPreview | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "image", b"image", "jid", b"jid", "location", b"location", "phone", b"phone", "recipient", b"recipient", "send_at", b"send_at", "text", b"text", "video", b"video"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "image", b"image", "jid", b"jid", "link_preview", b"link_preview", "location", b"location", "phone", b"phone", "poll", b"poll", "recipient", b"recipient", "send_at", b"send_at", "sticker", b"sticker", "text", b"text", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "idempotency_key", b"idempotency_key", "image", b"image", "instance_id", b"instance_id", "jid", b"jid", "location", b"location", "mentions", b"mentions", "phone", b"phone", "priority", b"priority", "recipient", b"recipient", "reply_to", b"reply_to", "send_at", b"send_at", "text", b"text", "variables", b"variables", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "contact", b"contact", "content", b"content", "document", b"document", "expire_time", b"expire_time", "idempotency_key", b"idempotency_key", "image", b"image", "instance_id", b"instance_id", "jid", b"jid", "link_preview", b"link_preview", "location", b"location", "mentions", b"mentions", "phone", b"phone", "poll", b"poll", "priority", b"priority", "recipient", b"recipient", "reply_to", b"reply_to", "send_at", b"send_at", "sticker", b"sticker", "text", b"text", "variables", b"variables", "video", b"video", "view_once", b"view_once"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "image", "video", "audio", "document", "location", "contact"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "image", "video", "audio", "document", "location", "contact", "poll", "sticker"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     _WhichOneofReturnType_recipient: _TypeAlias = _typing.Literal["phone", "jid"]  # noqa: Y015
     _WhichOneofArgType_recipient: _TypeAlias = _typing.Literal["recipient", b"recipient"]  # noqa: Y015
@@ -431,6 +512,38 @@ class SendMessageRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_recipient) -> _WhichOneofReturnType_recipient | None: ...
 
 Global___SendMessageRequest: _TypeAlias = SendMessageRequest  # noqa: Y015
+
+@_typing.final
+class LinkPreview(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The URL previewed; it must appear in the text as written."""
+    title: _builtins.str
+    """At most 300 characters."""
+    description: _builtins.str
+    """At most 1,000 characters."""
+    thumbnail: _builtins.bytes
+    """Optional: a JPEG or PNG, at most 1 MiB; sent as a small JPEG thumbnail."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        title: _builtins.str = ...,
+        description: _builtins.str = ...,
+        thumbnail: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "thumbnail", b"thumbnail", "title", b"title", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkPreview: _TypeAlias = LinkPreview  # noqa: Y015
 
 @_typing.final
 class Message(_message.Message):
@@ -456,6 +569,7 @@ class Message(_message.Message):
     REPLY_TO_FIELD_NUMBER: _builtins.int
     MENTIONS_FIELD_NUMBER: _builtins.int
     TARGET_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    VIEW_ONCE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     instance_id: _builtins.str
     recipient_jid: _builtins.str
@@ -469,8 +583,8 @@ class Message(_message.Message):
     Empty in every other state.
     """
     kind: _builtins.str
-    """text, image, video, audio, voice_note, document, location, contact, reaction, edit or
-    revoke.
+    """text, image, video, audio, voice_note, document, location, contact, poll, sticker,
+    reaction, edit or revoke.
     """
     priority: _builtins.int
     idempotency_key: _builtins.str
@@ -486,6 +600,8 @@ class Message(_message.Message):
     """The message this one quotes (SendMessageRequest.reply_to), as given."""
     target_message_id: _builtins.str
     """reaction, edit and revoke: the message they act on, as given."""
+    view_once: _builtins.bool
+    """Sent view-once (SendMessageRequest.view_once)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -530,10 +646,11 @@ class Message(_message.Message):
         reply_to: _builtins.str = ...,
         mentions: _abc.Iterable[_builtins.str] | None = ...,
         target_message_id: _builtins.str = ...,
+        view_once: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "next_attempt_time", b"next_attempt_time", "send_at", b"send_at", "sent_time", b"sent_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "failure_detail", b"failure_detail", "failure_reason", b"failure_reason", "id", b"id", "idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "kind", b"kind", "mentions", b"mentions", "next_attempt_time", b"next_attempt_time", "priority", b"priority", "recipient_jid", b"recipient_jid", "reply_to", b"reply_to", "send_at", b"send_at", "sent_time", b"sent_time", "state", b"state", "target_message_id", b"target_message_id", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "failure_detail", b"failure_detail", "failure_reason", b"failure_reason", "id", b"id", "idempotency_key", b"idempotency_key", "instance_id", b"instance_id", "kind", b"kind", "mentions", b"mentions", "next_attempt_time", b"next_attempt_time", "priority", b"priority", "recipient_jid", b"recipient_jid", "reply_to", b"reply_to", "send_at", b"send_at", "sent_time", b"sent_time", "state", b"state", "target_message_id", b"target_message_id", "update_time", b"update_time", "view_once", b"view_once", "waiting_reason", b"waiting_reason", "whatsapp_message_id", b"whatsapp_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1014,3 +1131,84 @@ class SendChatPresenceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendChatPresenceResponse: _TypeAlias = SendChatPresenceResponse  # noqa: Y015
+
+@_typing.final
+class SetPresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    presence: Global___Presence.ValueType
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        presence: Global___Presence.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "presence", b"presence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPresenceRequest: _TypeAlias = SetPresenceRequest  # noqa: Y015
+
+@_typing.final
+class SetPresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPresenceResponse: _TypeAlias = SetPresenceResponse  # noqa: Y015
+
+@_typing.final
+class SubscribePresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    JID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    phone: _builtins.str
+    """E.164."""
+    jid: _builtins.str
+    """A user JID (...@s.whatsapp.net or ...@lid); not a group."""
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        phone: _builtins.str = ...,
+        jid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "jid", b"jid", "phone", b"phone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "instance_id", b"instance_id", "jid", b"jid", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_contact: _TypeAlias = _typing.Literal["phone", "jid"]  # noqa: Y015
+    _WhichOneofArgType_contact: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_contact) -> _WhichOneofReturnType_contact | None: ...
+
+Global___SubscribePresenceRequest: _TypeAlias = SubscribePresenceRequest  # noqa: Y015
+
+@_typing.final
+class SubscribePresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribePresenceResponse: _TypeAlias = SubscribePresenceResponse  # noqa: Y015

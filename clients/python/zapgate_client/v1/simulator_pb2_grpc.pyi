@@ -87,6 +87,12 @@ class SimulatorServiceStub:
     learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
     also learns a mapping from every injected message with a `from_lid` and from SetContacts.
     """
+    InjectPresence: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.InjectPresenceRequest, _simulator_pb2.InjectPresenceResponse]
+    """A contact comes online or goes offline (presence_changed), or types, records or stops in
+    a chat (chat_presence_changed).
+    """
+    InjectCall: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.InjectCallRequest, _simulator_pb2.InjectCallResponse]
+    """A phone calls the instance (call_received; rejected and answered per its call settings)."""
 
 @_typing.type_check_only
 class SimulatorServiceAsyncStub(SimulatorServiceStub):
@@ -147,6 +153,12 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
     also learns a mapping from every injected message with a `from_lid` and from SetContacts.
     """
+    InjectPresence: _aio.UnaryUnaryMultiCallable[_simulator_pb2.InjectPresenceRequest, _simulator_pb2.InjectPresenceResponse]  # type: ignore[assignment]
+    """A contact comes online or goes offline (presence_changed), or types, records or stops in
+    a chat (chat_presence_changed).
+    """
+    InjectCall: _aio.UnaryUnaryMultiCallable[_simulator_pb2.InjectCallRequest, _simulator_pb2.InjectCallResponse]  # type: ignore[assignment]
+    """A phone calls the instance (call_received; rejected and answered per its call settings)."""
 
 class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Drives the phone side of the built-in WhatsApp simulator. Served only when zapgate runs
@@ -300,5 +312,23 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
         learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
         also learns a mapping from every injected message with a `from_lid` and from SetContacts.
         """
+
+    @_abc_1.abstractmethod
+    def InjectPresence(
+        self,
+        request: _simulator_pb2.InjectPresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.InjectPresenceResponse, _abc.Awaitable[_simulator_pb2.InjectPresenceResponse]]:
+        """A contact comes online or goes offline (presence_changed), or types, records or stops in
+        a chat (chat_presence_changed).
+        """
+
+    @_abc_1.abstractmethod
+    def InjectCall(
+        self,
+        request: _simulator_pb2.InjectCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.InjectCallResponse, _abc.Awaitable[_simulator_pb2.InjectCallResponse]]:
+        """A phone calls the instance (call_received; rejected and answered per its call settings)."""
 
 def add_SimulatorServiceServicer_to_server(servicer: SimulatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

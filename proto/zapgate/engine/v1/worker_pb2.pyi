@@ -438,6 +438,15 @@ class Content(_message.Message):
     ACTION_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     REACTION_EMOJI_FIELD_NUMBER: _builtins.int
+    POLL_QUESTION_FIELD_NUMBER: _builtins.int
+    POLL_OPTIONS_FIELD_NUMBER: _builtins.int
+    POLL_SELECTABLE_FIELD_NUMBER: _builtins.int
+    STICKER_FIELD_NUMBER: _builtins.int
+    VIEW_ONCE_FIELD_NUMBER: _builtins.int
+    LINK_URL_FIELD_NUMBER: _builtins.int
+    LINK_TITLE_FIELD_NUMBER: _builtins.int
+    LINK_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    LINK_THUMBNAIL_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     voice_note: _builtins.bool
     has_location: _builtins.bool
@@ -450,6 +459,16 @@ class Content(_message.Message):
     action: _builtins.str
     """"", "reaction", "edit" or "revoke"."""
     reaction_emoji: _builtins.str
+    poll_question: _builtins.str
+    """A poll: its question, options and selectable count (0: any number)."""
+    poll_selectable: _builtins.int
+    view_once: _builtins.bool
+    """With image, video or a voice note: the recipient can open it once."""
+    link_url: _builtins.str
+    """With text: a link preview from the caller's data (zapgate never fetches URLs)."""
+    link_title: _builtins.str
+    link_description: _builtins.str
+    link_thumbnail: _builtins.bytes
     @_builtins.property
     def image(self) -> Global___Media: ...
     @_builtins.property
@@ -468,6 +487,12 @@ class Content(_message.Message):
     def mentions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def target(self) -> Global___MessageRef: ...
+    @_builtins.property
+    def poll_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def sticker(self) -> Global___Media:
+        """A WebP sticker."""
+
     def __init__(
         self,
         *,
@@ -489,10 +514,19 @@ class Content(_message.Message):
         action: _builtins.str = ...,
         target: Global___MessageRef | None = ...,
         reaction_emoji: _builtins.str = ...,
+        poll_question: _builtins.str = ...,
+        poll_options: _abc.Iterable[_builtins.str] | None = ...,
+        poll_selectable: _builtins.int = ...,
+        sticker: Global___Media | None = ...,
+        view_once: _builtins.bool = ...,
+        link_url: _builtins.str = ...,
+        link_title: _builtins.str = ...,
+        link_description: _builtins.str = ...,
+        link_thumbnail: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "document", b"document", "image", b"image", "quote", b"quote", "target", b"target", "video", b"video"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "document", b"document", "image", b"image", "quote", b"quote", "sticker", b"sticker", "target", b"target", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "audio", b"audio", "contact_name", b"contact_name", "contact_vcard", b"contact_vcard", "document", b"document", "has_location", b"has_location", "image", b"image", "latitude", b"latitude", "location_address", b"location_address", "location_name", b"location_name", "longitude", b"longitude", "mentions", b"mentions", "quote", b"quote", "reaction_emoji", b"reaction_emoji", "target", b"target", "text", b"text", "video", b"video", "voice_note", b"voice_note"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "audio", b"audio", "contact_name", b"contact_name", "contact_vcard", b"contact_vcard", "document", b"document", "has_location", b"has_location", "image", b"image", "latitude", b"latitude", "link_description", b"link_description", "link_thumbnail", b"link_thumbnail", "link_title", b"link_title", "link_url", b"link_url", "location_address", b"location_address", "location_name", b"location_name", "longitude", b"longitude", "mentions", b"mentions", "poll_options", b"poll_options", "poll_question", b"poll_question", "poll_selectable", b"poll_selectable", "quote", b"quote", "reaction_emoji", b"reaction_emoji", "sticker", b"sticker", "target", b"target", "text", b"text", "video", b"video", "view_once", b"view_once", "voice_note", b"voice_note"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -587,7 +621,9 @@ class SendPresenceRequest(_message.Message):
     key: _builtins.str
     chat_jid: _builtins.str
     presence: _builtins.str
-    """composing, recording or paused."""
+    """composing, recording or paused (in chat_jid); available or unavailable (the account's
+    own, chat_jid empty); subscribe (to the presence of the contact chat_jid).
+    """
     def __init__(
         self,
         *,
@@ -617,6 +653,47 @@ class SendPresenceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendPresenceResponse: _TypeAlias = SendPresenceResponse  # noqa: Y015
+
+@_typing.final
+class RejectCallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    CALLER_JID_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    caller_jid: _builtins.str
+    """The caller exactly as the offer named it (CallReceived.from_jid)."""
+    call_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        caller_jid: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "caller_jid", b"caller_jid", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectCallRequest: _TypeAlias = RejectCallRequest  # noqa: Y015
+
+@_typing.final
+class RejectCallResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectCallResponse: _TypeAlias = RejectCallResponse  # noqa: Y015
 
 @_typing.final
 class SendRequest(_message.Message):
@@ -945,6 +1022,27 @@ class SimulateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
+    class InjectEvent(_message.Message):
+        """Any other engine event (zapgate.sessions.wire encoding) the simulated WhatsApp reports:
+        presences, chat presences, call offers.
+        """
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        EVENT_JSON_FIELD_NUMBER: _builtins.int
+        event_json: _builtins.str
+        def __init__(
+            self,
+            *,
+            event_json: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["event_json", b"event_json"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
     class GroupAction(_message.Message):
         """Another phone acts on a group of the instance, or the simulated WhatsApp is set up:
         zapgate.sessions.sim_groups.SimGroups.act's keyword arguments, as a JSON object.
@@ -1242,6 +1340,7 @@ class SimulateRequest(_message.Message):
     SET_REGISTERED_FIELD_NUMBER: _builtins.int
     GROUP_ACTION_FIELD_NUMBER: _builtins.int
     SET_LID_MAPPINGS_FIELD_NUMBER: _builtins.int
+    INJECT_EVENT_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     @_builtins.property
     def scan_qr(self) -> Global___SimulateRequest.ScanQr: ...
@@ -1271,6 +1370,8 @@ class SimulateRequest(_message.Message):
     def group_action(self) -> Global___SimulateRequest.GroupAction: ...
     @_builtins.property
     def set_lid_mappings(self) -> Global___SimulateRequest.SetLidMappings: ...
+    @_builtins.property
+    def inject_event(self) -> Global___SimulateRequest.InjectEvent: ...
     def __init__(
         self,
         *,
@@ -1289,12 +1390,13 @@ class SimulateRequest(_message.Message):
         set_registered: Global___SimulateRequest.SetRegistered | None = ...,
         group_action: Global___SimulateRequest.GroupAction | None = ...,
         set_lid_mappings: Global___SimulateRequest.SetLidMappings | None = ...,
+        inject_event: Global___SimulateRequest.InjectEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_lid_mappings", b"set_lid_mappings", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_event", b"inject_event", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_lid_mappings", b"set_lid_mappings", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_lid_mappings", b"set_lid_mappings", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_event", b"inject_event", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_lid_mappings", b"set_lid_mappings", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends", "inject_message", "receipt", "set_contacts", "set_registered", "group_action", "set_lid_mappings"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends", "inject_message", "receipt", "set_contacts", "set_registered", "group_action", "set_lid_mappings", "inject_event"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 

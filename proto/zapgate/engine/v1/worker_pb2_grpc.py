@@ -106,6 +106,11 @@ class EngineWorkerServiceStub:
                 request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceRequest.SerializeToString,
                 response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceResponse.FromString,
                 _registered_method=True)
+        self.RejectCall = channel.unary_unary(
+                '/zapgate.engine.v1.EngineWorkerService/RejectCall',
+                request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.RejectCallRequest.SerializeToString,
+                response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.RejectCallResponse.FromString,
+                _registered_method=True)
         self.GroupCall = channel.unary_unary(
                 '/zapgate.engine.v1.EngineWorkerService/GroupCall',
                 request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.GroupCallRequest.SerializeToString,
@@ -221,6 +226,13 @@ class EngineWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RejectCall(self, request, context):
+        """Declines an incoming call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GroupCall(self, request, context):
         """One group call of the Engine interface (list_groups, create_group, ...), by name.
         """
@@ -307,6 +319,11 @@ def add_EngineWorkerServiceServicer_to_server(servicer, server):
                     servicer.SendPresence,
                     request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceRequest.FromString,
                     response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceResponse.SerializeToString,
+            ),
+            'RejectCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectCall,
+                    request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.RejectCallRequest.FromString,
+                    response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.RejectCallResponse.SerializeToString,
             ),
             'GroupCall': grpc.unary_unary_rpc_method_handler(
                     servicer.GroupCall,
@@ -699,6 +716,33 @@ class EngineWorkerService:
             '/zapgate.engine.v1.EngineWorkerService/SendPresence',
             zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceRequest.SerializeToString,
             zapgate_dot_engine_dot_v1_dot_worker__pb2.SendPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.engine.v1.EngineWorkerService/RejectCall',
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.RejectCallRequest.SerializeToString,
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.RejectCallResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,8 @@ class EngineWorkerServiceStub:
     """Sends read receipts for received messages of one chat."""
     SendPresence: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SendPresenceRequest, _worker_pb2.SendPresenceResponse]
     """Shows composing, recording or paused in a chat."""
+    RejectCall: _grpc.UnaryUnaryMultiCallable[_worker_pb2.RejectCallRequest, _worker_pb2.RejectCallResponse]
+    """Declines an incoming call."""
     GroupCall: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GroupCallRequest, _worker_pb2.GroupCallResponse]
     """One group call of the Engine interface (list_groups, create_group, ...), by name."""
     ResolveJids: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ResolveJidsRequest, _worker_pb2.ResolveJidsResponse]
@@ -103,6 +105,8 @@ class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
     """Sends read receipts for received messages of one chat."""
     SendPresence: _aio.UnaryUnaryMultiCallable[_worker_pb2.SendPresenceRequest, _worker_pb2.SendPresenceResponse]  # type: ignore[assignment]
     """Shows composing, recording or paused in a chat."""
+    RejectCall: _aio.UnaryUnaryMultiCallable[_worker_pb2.RejectCallRequest, _worker_pb2.RejectCallResponse]  # type: ignore[assignment]
+    """Declines an incoming call."""
     GroupCall: _aio.UnaryUnaryMultiCallable[_worker_pb2.GroupCallRequest, _worker_pb2.GroupCallResponse]  # type: ignore[assignment]
     """One group call of the Engine interface (list_groups, create_group, ...), by name."""
     ResolveJids: _aio.UnaryUnaryMultiCallable[_worker_pb2.ResolveJidsRequest, _worker_pb2.ResolveJidsResponse]  # type: ignore[assignment]
@@ -224,6 +228,14 @@ class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.SendPresenceResponse, _abc.Awaitable[_worker_pb2.SendPresenceResponse]]:
         """Shows composing, recording or paused in a chat."""
+
+    @_abc_1.abstractmethod
+    def RejectCall(
+        self,
+        request: _worker_pb2.RejectCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.RejectCallResponse, _abc.Awaitable[_worker_pb2.RejectCallResponse]]:
+        """Declines an incoming call."""
 
     @_abc_1.abstractmethod
     def GroupCall(

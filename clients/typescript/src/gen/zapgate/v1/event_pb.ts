@@ -8,7 +8,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { InstanceState, StateReason } from "./instance_pb.js";
 import { file_zapgate_v1_instance } from "./instance_pb.js";
-import type { Location, MessageState } from "./message_pb.js";
+import type { ChatPresence, Location, MessageState, Poll } from "./message_pb.js";
 import { file_zapgate_v1_message } from "./message_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/event.proto.
  */
 export const file_zapgate_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50ItYECgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSAASMQoNZ3JvdXBfY2hhbmdlZBgMIAEoCzIYLnphcGdhdGUudjEuR3JvdXBDaGFuZ2VkSABCCQoHcGF5bG9hZCJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSK2AQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIsgECg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKwoGZWRpdGVkGBAgASgLMhkuemFwZ2F0ZS52MS5NZXNzYWdlRWRpdGVkSAASLQoHcmV2b2tlZBgRIAEoCzIaLnphcGdhdGUudjEuTWVzc2FnZVJldm9rZWRIABIqCghyZXBseV90bxgOIAEoCzIYLnphcGdhdGUudjEuUmVwbHlDb250ZXh0QgkKB2NvbnRlbnQimgEKDVJlY2VpdmVkTWVkaWESIwoEa2luZBgBIAEoDjIVLnphcGdhdGUudjEuTWVkaWFLaW5kEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDwoHY2FwdGlvbhgEIAEoCRIMCgRzaXplGAUgASgDEg4KBnNoYTI1NhgGIAEoCRIPCgdzZWNvbmRzGAcgASgFIjYKD1JlY2VpdmVkQ29udGFjdBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFdmNhcmQYAiABKAkiLQoIUmVhY3Rpb24SEgoKbWVzc2FnZV9pZBgBIAEoCRINCgVlbW9qaRgCIAEoCSIxCg1NZXNzYWdlRWRpdGVkEhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEdGV4dBgCIAEoCSIkCg5NZXNzYWdlUmV2b2tlZBISCgptZXNzYWdlX2lkGAEgASgJIjYKDFJlcGx5Q29udGV4dBISCgptZXNzYWdlX2lkGAEgASgJEhIKCnNlbmRlcl9qaWQYAiABKAkiDQoLVW5zdXBwb3J0ZWQi1AEKDEdyb3VwQ2hhbmdlZBIRCglncm91cF9qaWQYASABKAkSJwoGY2hhbmdlGAIgASgOMhcuemFwZ2F0ZS52MS5Hcm91cENoYW5nZRIRCglhY3Rvcl9qaWQYAyABKAkSFAoMcGFydGljaXBhbnRzGAQgAygJEgwKBG5hbWUYBSABKAkSDQoFdG9waWMYBiABKAkSFQoIYW5ub3VuY2UYByABKAhIAIgBARITCgZsb2NrZWQYCCABKAhIAYgBAUILCglfYW5ub3VuY2VCCQoHX2xvY2tlZCJUCg5Db250YWN0c1N5bmNlZBINCgVhZGRlZBgBIAEoBRIPCgd1cGRhdGVkGAIgASgFEhEKCXVuY2hhbmdlZBgDIAEoBRIPCgdyZW1vdmVkGAQgASgFIooBChRXZWJob29rU3RhdHVzQ2hhbmdlZBISCgp3ZWJob29rX2lkGAEgASgJEikKBnN0YXR1cxgCIAEoDjIZLnphcGdhdGUudjEuV2ViaG9va1N0YXR1cxIOCgZyZWFzb24YAyABKAkSDgoGY3Vyc29yGAQgASgDEhMKC2V2ZW50c19sb3N0GAUgASgDKssCCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhwKGEVWRU5UX1RZUEVfU1RBVEVfQ0hBTkdFRBABEhkKFUVWRU5UX1RZUEVfUVJfVVBEQVRFRBACEiQKIEVWRU5UX1RZUEVfTUVTU0FHRV9TVEFURV9DSEFOR0VEEAMSHQoZRVZFTlRfVFlQRV9TRU5ESU5HX1BBVVNFRBAEEh4KGkVWRU5UX1RZUEVfU0VORElOR19SRVNVTUVEEAUSHwobRVZFTlRfVFlQRV9NRVNTQUdFX1JFQ0VJVkVEEAYSHgoaRVZFTlRfVFlQRV9DT05UQUNUU19TWU5DRUQQBxIlCiFFVkVOVF9UWVBFX1dFQkhPT0tfU1RBVFVTX0NIQU5HRUQQCBIcChhFVkVOVF9UWVBFX0dST1VQX0NIQU5HRUQQCSq1AQoJTWVkaWFLaW5kEhoKFk1FRElBX0tJTkRfVU5TUEVDSUZJRUQQABIUChBNRURJQV9LSU5EX0lNQUdFEAESFAoQTUVESUFfS0lORF9WSURFTxACEhQKEE1FRElBX0tJTkRfQVVESU8QAxIZChVNRURJQV9LSU5EX1ZPSUNFX05PVEUQBBIXChNNRURJQV9LSU5EX0RPQ1VNRU5UEAUSFgoSTUVESUFfS0lORF9TVElDS0VSEAYqwAIKC0dyb3VwQ2hhbmdlEhwKGEdST1VQX0NIQU5HRV9VTlNQRUNJRklFRBAAEiMKH0dST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfQURERUQQARIlCiFHUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX1JFTU9WRUQQAhImCiJHUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX1BST01PVEVEEAMSJQohR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19ERU1PVEVEEAQSFQoRR1JPVVBfQ0hBTkdFX05BTUUQBRIWChJHUk9VUF9DSEFOR0VfVE9QSUMQBhIZChVHUk9VUF9DSEFOR0VfU0VUVElOR1MQBxIXChNHUk9VUF9DSEFOR0VfSk9JTkVEEAgSFQoRR1JPVVBfQ0hBTkdFX0xFRlQQCSqgAQoNV2ViaG9va1N0YXR1cxIeChpXRUJIT09LX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVdFQkhPT0tfU1RBVFVTX0FDVElWRRABEhsKF1dFQkhPT0tfU1RBVFVTX1JFVFJZSU5HEAISGgoWV0VCSE9PS19TVEFUVVNfRkFJTElORxADEhsKF1dFQkhPT0tfU1RBVFVTX0RJU0FCTEVEEAQyWgoMRXZlbnRTZXJ2aWNlEkoKCVN1YnNjcmliZRIcLnphcGdhdGUudjEuU3Vic2NyaWJlUmVxdWVzdBodLnphcGdhdGUudjEuU3Vic2NyaWJlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
+  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50IoQGCgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSAASMQoNZ3JvdXBfY2hhbmdlZBgMIAEoCzIYLnphcGdhdGUudjEuR3JvdXBDaGFuZ2VkSAASNwoQcHJlc2VuY2VfY2hhbmdlZBgNIAEoCzIbLnphcGdhdGUudjEuUHJlc2VuY2VDaGFuZ2VkSAASQAoVY2hhdF9wcmVzZW5jZV9jaGFuZ2VkGA4gASgLMh8uemFwZ2F0ZS52MS5DaGF0UHJlc2VuY2VDaGFuZ2VkSAASMQoNY2FsbF9yZWNlaXZlZBgPIAEoCzIYLnphcGdhdGUudjEuQ2FsbFJlY2VpdmVkSABCCQoHcGF5bG9hZCJtCg9QcmVzZW5jZUNoYW5nZWQSCwoDamlkGAEgASgJEgsKA2xpZBgCIAEoCRIRCglhdmFpbGFibGUYAyABKAgSLQoJbGFzdF9zZWVuGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ7ChNDaGF0UHJlc2VuY2VDaGFuZ2VkEhAKCGNoYXRfamlkGAEgASgJEhIKCnNlbmRlcl9qaWQYAiABKAkSEgoKc2VuZGVyX2xpZBgDIAEoCRIqCghwcmVzZW5jZRgEIAEoDjIYLnphcGdhdGUudjEuQ2hhdFByZXNlbmNlIqMBCgxDYWxsUmVjZWl2ZWQSDwoHY2FsbF9pZBgBIAEoCRISCgpjYWxsZXJfamlkGAIgASgJEhIKCmNhbGxlcl9saWQYAyABKAkSLgoKb2ZmZXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVqZWN0ZWQYBSABKAgSGAoQcmVwbHlfbWVzc2FnZV9pZBgGIAEoCSJxCgxTdGF0ZUNoYW5nZWQSKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiVwoJUXJVcGRhdGVkEg0KBWluZGV4GAIgASgFEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEoECAEQAlIEY29kZSLqAQoTTWVzc2FnZVN0YXRlQ2hhbmdlZBISCgptZXNzYWdlX2lkGAEgASgJEicKBXN0YXRlGAIgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIVCg1yZWNpcGllbnRfamlkGAUgASgJEhYKDmZhaWx1cmVfZGV0YWlsGAYgASgJEhgKEHJlY2VpcHRfZnJvbV9qaWQYByABKAkSGAoQcmVjZWlwdF9mcm9tX2xpZBgIIAEoCSIfCg1TZW5kaW5nUGF1c2VkEg4KBnJlYXNvbhgBIAEoCSIQCg5TZW5kaW5nUmVzdW1lZCKVBQoPTWVzc2FnZVJlY2VpdmVkEhIKCm1lc3NhZ2VfaWQYASABKAkSEAoIY2hhdF9qaWQYAiABKAkSEgoKc2VuZGVyX2ppZBgDIAEoCRISCgpzZW5kZXJfbGlkGAQgASgJEhEKCXB1c2hfbmFtZRgFIAEoCRIPCgdmcm9tX21lGAYgASgIEhEKCWdyb3VwX2ppZBgHIAEoCRItCglzZW50X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBHRleHQYCSABKAlIABIqCgVtZWRpYRgKIAEoCzIZLnphcGdhdGUudjEuUmVjZWl2ZWRNZWRpYUgAEigKCGxvY2F0aW9uGAsgASgLMhQuemFwZ2F0ZS52MS5Mb2NhdGlvbkgAEi4KB2NvbnRhY3QYDCABKAsyGy56YXBnYXRlLnYxLlJlY2VpdmVkQ29udGFjdEgAEigKCHJlYWN0aW9uGA0gASgLMhQuemFwZ2F0ZS52MS5SZWFjdGlvbkgAEi4KC3Vuc3VwcG9ydGVkGA8gASgLMhcuemFwZ2F0ZS52MS5VbnN1cHBvcnRlZEgAEisKBmVkaXRlZBgQIAEoCzIZLnphcGdhdGUudjEuTWVzc2FnZUVkaXRlZEgAEi0KB3Jldm9rZWQYESABKAsyGi56YXBnYXRlLnYxLk1lc3NhZ2VSZXZva2VkSAASIAoEcG9sbBgSIAEoCzIQLnphcGdhdGUudjEuUG9sbEgAEikKCXBvbGxfdm90ZRgTIAEoCzIULnphcGdhdGUudjEuUG9sbFZvdGVIABIqCghyZXBseV90bxgOIAEoCzIYLnphcGdhdGUudjEuUmVwbHlDb250ZXh0QgkKB2NvbnRlbnQirQEKDVJlY2VpdmVkTWVkaWESIwoEa2luZBgBIAEoDjIVLnphcGdhdGUudjEuTWVkaWFLaW5kEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDwoHY2FwdGlvbhgEIAEoCRIMCgRzaXplGAUgASgDEg4KBnNoYTI1NhgGIAEoCRIPCgdzZWNvbmRzGAcgASgFEhEKCXZpZXdfb25jZRgIIAEoCCI2Cg9SZWNlaXZlZENvbnRhY3QSFAoMZGlzcGxheV9uYW1lGAEgASgJEg0KBXZjYXJkGAIgASgJIi0KCFJlYWN0aW9uEhIKCm1lc3NhZ2VfaWQYASABKAkSDQoFZW1vamkYAiABKAkicwoIUG9sbFZvdGUSFwoPcG9sbF9tZXNzYWdlX2lkGAEgASgJEg8KB3BvbGxfaWQYAiABKAkSDwoHb3B0aW9ucxgDIAMoCRIVCg1vcHRpb25fc2hhMjU2GAQgAygJEhUKDW9wdGlvbnNfa25vd24YBSABKAgiMQoNTWVzc2FnZUVkaXRlZBISCgptZXNzYWdlX2lkGAEgASgJEgwKBHRleHQYAiABKAkiJAoOTWVzc2FnZVJldm9rZWQSEgoKbWVzc2FnZV9pZBgBIAEoCSI2CgxSZXBseUNvbnRleHQSEgoKbWVzc2FnZV9pZBgBIAEoCRISCgpzZW5kZXJfamlkGAIgASgJIg0KC1Vuc3VwcG9ydGVkItQBCgxHcm91cENoYW5nZWQSEQoJZ3JvdXBfamlkGAEgASgJEicKBmNoYW5nZRgCIAEoDjIXLnphcGdhdGUudjEuR3JvdXBDaGFuZ2USEQoJYWN0b3JfamlkGAMgASgJEhQKDHBhcnRpY2lwYW50cxgEIAMoCRIMCgRuYW1lGAUgASgJEg0KBXRvcGljGAYgASgJEhUKCGFubm91bmNlGAcgASgISACIAQESEwoGbG9ja2VkGAggASgISAGIAQFCCwoJX2Fubm91bmNlQgkKB19sb2NrZWQiVAoOQ29udGFjdHNTeW5jZWQSDQoFYWRkZWQYASABKAUSDwoHdXBkYXRlZBgCIAEoBRIRCgl1bmNoYW5nZWQYAyABKAUSDwoHcmVtb3ZlZBgEIAEoBSKKAQoUV2ViaG9va1N0YXR1c0NoYW5nZWQSEgoKd2ViaG9va19pZBgBIAEoCRIpCgZzdGF0dXMYAiABKA4yGS56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXMSDgoGcmVhc29uGAMgASgJEg4KBmN1cnNvchgEIAEoAxITCgtldmVudHNfbG9zdBgFIAEoAyqwAwoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIcChhFVkVOVF9UWVBFX1NUQVRFX0NIQU5HRUQQARIZChVFVkVOVF9UWVBFX1FSX1VQREFURUQQAhIkCiBFVkVOVF9UWVBFX01FU1NBR0VfU1RBVEVfQ0hBTkdFRBADEh0KGUVWRU5UX1RZUEVfU0VORElOR19QQVVTRUQQBBIeChpFVkVOVF9UWVBFX1NFTkRJTkdfUkVTVU1FRBAFEh8KG0VWRU5UX1RZUEVfTUVTU0FHRV9SRUNFSVZFRBAGEh4KGkVWRU5UX1RZUEVfQ09OVEFDVFNfU1lOQ0VEEAcSJQohRVZFTlRfVFlQRV9XRUJIT09LX1NUQVRVU19DSEFOR0VEEAgSHAoYRVZFTlRfVFlQRV9HUk9VUF9DSEFOR0VEEAkSHwobRVZFTlRfVFlQRV9QUkVTRU5DRV9DSEFOR0VEEAoSJAogRVZFTlRfVFlQRV9DSEFUX1BSRVNFTkNFX0NIQU5HRUQQCxIcChhFVkVOVF9UWVBFX0NBTExfUkVDRUlWRUQQDCq1AQoJTWVkaWFLaW5kEhoKFk1FRElBX0tJTkRfVU5TUEVDSUZJRUQQABIUChBNRURJQV9LSU5EX0lNQUdFEAESFAoQTUVESUFfS0lORF9WSURFTxACEhQKEE1FRElBX0tJTkRfQVVESU8QAxIZChVNRURJQV9LSU5EX1ZPSUNFX05PVEUQBBIXChNNRURJQV9LSU5EX0RPQ1VNRU5UEAUSFgoSTUVESUFfS0lORF9TVElDS0VSEAYqwAIKC0dyb3VwQ2hhbmdlEhwKGEdST1VQX0NIQU5HRV9VTlNQRUNJRklFRBAAEiMKH0dST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfQURERUQQARIlCiFHUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX1JFTU9WRUQQAhImCiJHUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX1BST01PVEVEEAMSJQohR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19ERU1PVEVEEAQSFQoRR1JPVVBfQ0hBTkdFX05BTUUQBRIWChJHUk9VUF9DSEFOR0VfVE9QSUMQBhIZChVHUk9VUF9DSEFOR0VfU0VUVElOR1MQBxIXChNHUk9VUF9DSEFOR0VfSk9JTkVEEAgSFQoRR1JPVVBfQ0hBTkdFX0xFRlQQCSqgAQoNV2ViaG9va1N0YXR1cxIeChpXRUJIT09LX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVdFQkhPT0tfU1RBVFVTX0FDVElWRRABEhsKF1dFQkhPT0tfU1RBVFVTX1JFVFJZSU5HEAISGgoWV0VCSE9PS19TVEFUVVNfRkFJTElORxADEhsKF1dFQkhPT0tfU1RBVFVTX0RJU0FCTEVEEAQyWgoMRXZlbnRTZXJ2aWNlEkoKCVN1YnNjcmliZRIcLnphcGdhdGUudjEuU3Vic2NyaWJlUmVxdWVzdBodLnphcGdhdGUudjEuU3Vic2NyaWJlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
 
 /**
  * @generated from message zapgate.v1.SubscribeRequest
@@ -151,6 +151,24 @@ export type Event = Message<"zapgate.v1.Event"> & {
      */
     value: GroupChanged;
     case: "groupChanged";
+  } | {
+    /**
+     * @generated from field: zapgate.v1.PresenceChanged presence_changed = 13;
+     */
+    value: PresenceChanged;
+    case: "presenceChanged";
+  } | {
+    /**
+     * @generated from field: zapgate.v1.ChatPresenceChanged chat_presence_changed = 14;
+     */
+    value: ChatPresenceChanged;
+    case: "chatPresenceChanged";
+  } | {
+    /**
+     * @generated from field: zapgate.v1.CallReceived call_received = 15;
+     */
+    value: CallReceived;
+    case: "callReceived";
   } | { case: undefined; value?: undefined };
 };
 
@@ -160,6 +178,141 @@ export type Event = Message<"zapgate.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_event, 2);
+
+/**
+ * A contact the instance subscribed to (MessageService.SubscribePresence) came online or
+ * went offline.
+ *
+ * @generated from message zapgate.v1.PresenceChanged
+ */
+export type PresenceChanged = Message<"zapgate.v1.PresenceChanged"> & {
+  /**
+   * The contact as a phone-number JID, where known.
+   *
+   * @generated from field: string jid = 1;
+   */
+  jid: string;
+
+  /**
+   * The contact's LID, where known.
+   *
+   * @generated from field: string lid = 2;
+   */
+  lid: string;
+
+  /**
+   * @generated from field: bool available = 3;
+   */
+  available: boolean;
+
+  /**
+   * When they were last online, when they went offline and their privacy shows it.
+   *
+   * @generated from field: google.protobuf.Timestamp last_seen = 4;
+   */
+  lastSeen?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message zapgate.v1.PresenceChanged.
+ * Use `create(PresenceChangedSchema)` to create a new message.
+ */
+export const PresenceChangedSchema: GenMessage<PresenceChanged> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 3);
+
+/**
+ * Someone is typing or recording a voice note in a chat (or stopped).
+ *
+ * @generated from message zapgate.v1.ChatPresenceChanged
+ */
+export type ChatPresenceChanged = Message<"zapgate.v1.ChatPresenceChanged"> & {
+  /**
+   * The chat: the person for a direct chat, the group for a group.
+   *
+   * @generated from field: string chat_jid = 1;
+   */
+  chatJid: string;
+
+  /**
+   * Who types, as a phone-number JID where known, and as a LID where known.
+   *
+   * @generated from field: string sender_jid = 2;
+   */
+  senderJid: string;
+
+  /**
+   * @generated from field: string sender_lid = 3;
+   */
+  senderLid: string;
+
+  /**
+   * COMPOSING, RECORDING or PAUSED.
+   *
+   * @generated from field: zapgate.v1.ChatPresence presence = 4;
+   */
+  presence: ChatPresence;
+};
+
+/**
+ * Describes the message zapgate.v1.ChatPresenceChanged.
+ * Use `create(ChatPresenceChangedSchema)` to create a new message.
+ */
+export const ChatPresenceChangedSchema: GenMessage<ChatPresenceChanged> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 4);
+
+/**
+ * Someone calls the instance's number (a call offer).
+ *
+ * @generated from message zapgate.v1.CallReceived
+ */
+export type CallReceived = Message<"zapgate.v1.CallReceived"> & {
+  /**
+   * WhatsApp's id of the call.
+   *
+   * @generated from field: string call_id = 1;
+   */
+  callId: string;
+
+  /**
+   * The caller as a phone-number JID, where known, and as a LID, where known.
+   *
+   * @generated from field: string caller_jid = 2;
+   */
+  callerJid: string;
+
+  /**
+   * @generated from field: string caller_lid = 3;
+   */
+  callerLid: string;
+
+  /**
+   * When WhatsApp stamped the offer.
+   *
+   * @generated from field: google.protobuf.Timestamp offer_time = 4;
+   */
+  offerTime?: Timestamp | undefined;
+
+  /**
+   * The instance's call settings rejected it (and queued their message, if any).
+   *
+   * @generated from field: bool rejected = 5;
+   */
+  rejected: boolean;
+
+  /**
+   * zapgate's id of the message queued to answer the caller (empty: none).
+   *
+   * @generated from field: string reply_message_id = 6;
+   */
+  replyMessageId: string;
+};
+
+/**
+ * Describes the message zapgate.v1.CallReceived.
+ * Use `create(CallReceivedSchema)` to create a new message.
+ */
+export const CallReceivedSchema: GenMessage<CallReceived> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 5);
 
 /**
  * @generated from message zapgate.v1.StateChanged
@@ -186,7 +339,7 @@ export type StateChanged = Message<"zapgate.v1.StateChanged"> & {
  * Use `create(StateChangedSchema)` to create a new message.
  */
 export const StateChangedSchema: GenMessage<StateChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 3);
+  messageDesc(file_zapgate_v1_event, 6);
 
 /**
  * A new QR code is on show. The code itself is never stored in the durable log (it carries
@@ -211,7 +364,7 @@ export type QrUpdated = Message<"zapgate.v1.QrUpdated"> & {
  * Use `create(QrUpdatedSchema)` to create a new message.
  */
 export const QrUpdatedSchema: GenMessage<QrUpdated> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 4);
+  messageDesc(file_zapgate_v1_event, 7);
 
 /**
  * @generated from message zapgate.v1.MessageStateChanged
@@ -251,6 +404,19 @@ export type MessageStateChanged = Message<"zapgate.v1.MessageStateChanged"> & {
    * @generated from field: string failure_detail = 6;
    */
   failureDetail: string;
+
+  /**
+   * DELIVERED and READ: who acknowledged it (the recipient, or in a group the participant
+   * whose receipt moved it) as a phone-number JID and as a LID, where the engine knows them.
+   *
+   * @generated from field: string receipt_from_jid = 7;
+   */
+  receiptFromJid: string;
+
+  /**
+   * @generated from field: string receipt_from_lid = 8;
+   */
+  receiptFromLid: string;
 };
 
 /**
@@ -258,7 +424,7 @@ export type MessageStateChanged = Message<"zapgate.v1.MessageStateChanged"> & {
  * Use `create(MessageStateChangedSchema)` to create a new message.
  */
 export const MessageStateChangedSchema: GenMessage<MessageStateChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 5);
+  messageDesc(file_zapgate_v1_event, 8);
 
 /**
  * @generated from message zapgate.v1.SendingPaused
@@ -275,7 +441,7 @@ export type SendingPaused = Message<"zapgate.v1.SendingPaused"> & {
  * Use `create(SendingPausedSchema)` to create a new message.
  */
 export const SendingPausedSchema: GenMessage<SendingPaused> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 6);
+  messageDesc(file_zapgate_v1_event, 9);
 
 /**
  * @generated from message zapgate.v1.SendingResumed
@@ -288,7 +454,7 @@ export type SendingResumed = Message<"zapgate.v1.SendingResumed"> & {
  * Use `create(SendingResumedSchema)` to create a new message.
  */
 export const SendingResumedSchema: GenMessage<SendingResumed> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 7);
+  messageDesc(file_zapgate_v1_event, 10);
 
 /**
  * A message arrived in one of the instance's chats, or was sent from the linked phone itself
@@ -409,6 +575,23 @@ export type MessageReceived = Message<"zapgate.v1.MessageReceived"> & {
      */
     value: MessageRevoked;
     case: "revoked";
+  } | {
+    /**
+     * Someone posted a poll.
+     *
+     * @generated from field: zapgate.v1.Poll poll = 18;
+     */
+    value: Poll;
+    case: "poll";
+  } | {
+    /**
+     * Someone voted in a poll (or changed their vote): WhatsApp sends votes encrypted; the
+     * engine decrypts them and zapgate names the options chosen.
+     *
+     * @generated from field: zapgate.v1.PollVote poll_vote = 19;
+     */
+    value: PollVote;
+    case: "pollVote";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -424,7 +607,7 @@ export type MessageReceived = Message<"zapgate.v1.MessageReceived"> & {
  * Use `create(MessageReceivedSchema)` to create a new message.
  */
 export const MessageReceivedSchema: GenMessage<MessageReceived> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 8);
+  messageDesc(file_zapgate_v1_event, 11);
 
 /**
  * Metadata of received media; the bytes come from MessageService.DownloadMedia.
@@ -470,6 +653,13 @@ export type ReceivedMedia = Message<"zapgate.v1.ReceivedMedia"> & {
    * @generated from field: int32 seconds = 7;
    */
   seconds: number;
+
+  /**
+   * The recipient may open it once (a view-once image, video or voice note).
+   *
+   * @generated from field: bool view_once = 8;
+   */
+  viewOnce: boolean;
 };
 
 /**
@@ -477,7 +667,7 @@ export type ReceivedMedia = Message<"zapgate.v1.ReceivedMedia"> & {
  * Use `create(ReceivedMediaSchema)` to create a new message.
  */
 export const ReceivedMediaSchema: GenMessage<ReceivedMedia> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 9);
+  messageDesc(file_zapgate_v1_event, 12);
 
 /**
  * @generated from message zapgate.v1.ReceivedContact
@@ -499,7 +689,7 @@ export type ReceivedContact = Message<"zapgate.v1.ReceivedContact"> & {
  * Use `create(ReceivedContactSchema)` to create a new message.
  */
 export const ReceivedContactSchema: GenMessage<ReceivedContact> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 10);
+  messageDesc(file_zapgate_v1_event, 13);
 
 /**
  * @generated from message zapgate.v1.Reaction
@@ -525,7 +715,56 @@ export type Reaction = Message<"zapgate.v1.Reaction"> & {
  * Use `create(ReactionSchema)` to create a new message.
  */
 export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 11);
+  messageDesc(file_zapgate_v1_event, 14);
+
+/**
+ * @generated from message zapgate.v1.PollVote
+ */
+export type PollVote = Message<"zapgate.v1.PollVote"> & {
+  /**
+   * WhatsApp's id of the poll voted in.
+   *
+   * @generated from field: string poll_message_id = 1;
+   */
+  pollMessageId: string;
+
+  /**
+   * zapgate's id of the poll (Message.id) when the instance sent it; empty otherwise.
+   *
+   * @generated from field: string poll_id = 2;
+   */
+  pollId: string;
+
+  /**
+   * The names of the options the voter chose now (a vote replaces the voter's earlier
+   * one); empty when they withdrew their vote. Empty too when zapgate does not know the
+   * poll's options (`options_known` false): match `option_sha256` then.
+   *
+   * @generated from field: repeated string options = 3;
+   */
+  options: string[];
+
+  /**
+   * Hex SHA-256 of each chosen option's name, as WhatsApp carries them.
+   *
+   * @generated from field: repeated string option_sha256 = 4;
+   */
+  optionSha256: string[];
+
+  /**
+   * Whether zapgate knows the poll's options (a poll the instance sent or received).
+   *
+   * @generated from field: bool options_known = 5;
+   */
+  optionsKnown: boolean;
+};
+
+/**
+ * Describes the message zapgate.v1.PollVote.
+ * Use `create(PollVoteSchema)` to create a new message.
+ */
+export const PollVoteSchema: GenMessage<PollVote> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 15);
 
 /**
  * @generated from message zapgate.v1.MessageEdited
@@ -551,7 +790,7 @@ export type MessageEdited = Message<"zapgate.v1.MessageEdited"> & {
  * Use `create(MessageEditedSchema)` to create a new message.
  */
 export const MessageEditedSchema: GenMessage<MessageEdited> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 12);
+  messageDesc(file_zapgate_v1_event, 16);
 
 /**
  * @generated from message zapgate.v1.MessageRevoked
@@ -570,7 +809,7 @@ export type MessageRevoked = Message<"zapgate.v1.MessageRevoked"> & {
  * Use `create(MessageRevokedSchema)` to create a new message.
  */
 export const MessageRevokedSchema: GenMessage<MessageRevoked> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 13);
+  messageDesc(file_zapgate_v1_event, 17);
 
 /**
  * @generated from message zapgate.v1.ReplyContext
@@ -592,7 +831,7 @@ export type ReplyContext = Message<"zapgate.v1.ReplyContext"> & {
  * Use `create(ReplyContextSchema)` to create a new message.
  */
 export const ReplyContextSchema: GenMessage<ReplyContext> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 14);
+  messageDesc(file_zapgate_v1_event, 18);
 
 /**
  * @generated from message zapgate.v1.Unsupported
@@ -605,7 +844,7 @@ export type Unsupported = Message<"zapgate.v1.Unsupported"> & {
  * Use `create(UnsupportedSchema)` to create a new message.
  */
 export const UnsupportedSchema: GenMessage<Unsupported> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 15);
+  messageDesc(file_zapgate_v1_event, 19);
 
 /**
  * Something changed in one of the instance's groups, by this account or another.
@@ -664,7 +903,7 @@ export type GroupChanged = Message<"zapgate.v1.GroupChanged"> & {
  * Use `create(GroupChangedSchema)` to create a new message.
  */
 export const GroupChangedSchema: GenMessage<GroupChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 16);
+  messageDesc(file_zapgate_v1_event, 20);
 
 /**
  * The instance's contacts were synced from the linked phone.
@@ -698,7 +937,7 @@ export type ContactsSynced = Message<"zapgate.v1.ContactsSynced"> & {
  * Use `create(ContactsSyncedSchema)` to create a new message.
  */
 export const ContactsSyncedSchema: GenMessage<ContactsSynced> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 17);
+  messageDesc(file_zapgate_v1_event, 21);
 
 /**
  * Where a webhook's deliveries stand (WebhookService). Appended when deliveries stop because
@@ -747,7 +986,7 @@ export type WebhookStatusChanged = Message<"zapgate.v1.WebhookStatusChanged"> & 
  * Use `create(WebhookStatusChangedSchema)` to create a new message.
  */
 export const WebhookStatusChangedSchema: GenMessage<WebhookStatusChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 18);
+  messageDesc(file_zapgate_v1_event, 22);
 
 /**
  * @generated from enum zapgate.v1.EventType
@@ -802,6 +1041,21 @@ export enum EventType {
    * @generated from enum value: EVENT_TYPE_GROUP_CHANGED = 9;
    */
   GROUP_CHANGED = 9,
+
+  /**
+   * @generated from enum value: EVENT_TYPE_PRESENCE_CHANGED = 10;
+   */
+  PRESENCE_CHANGED = 10,
+
+  /**
+   * @generated from enum value: EVENT_TYPE_CHAT_PRESENCE_CHANGED = 11;
+   */
+  CHAT_PRESENCE_CHANGED = 11,
+
+  /**
+   * @generated from enum value: EVENT_TYPE_CALL_RECEIVED = 12;
+   */
+  CALL_RECEIVED = 12,
 }
 
 /**

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/instance.proto.
  */
 export const file_zapgate_v1_instance: GenFile = /*@__PURE__*/
-  fileDesc("Chl6YXBnYXRlL3YxL2luc3RhbmNlLnByb3RvEgp6YXBnYXRlLnYxIrsFCgpTZW5kUG9saWN5EhcKD21pbl9nYXBfc2Vjb25kcxgBIAEoARIaChJqaXR0ZXJfbWluX3NlY29uZHMYAiABKAESGgoSaml0dGVyX21heF9zZWNvbmRzGAMgASgBEhIKCnBlcl9taW51dGUYBCABKAUSEAoIcGVyX2hvdXIYBSABKAUSDwoHcGVyX2RheRgGIAEoBRIcChRuZXdfY29udGFjdHNfcGVyX2RheRgHIAEoBRIQCgh0aW1lem9uZRgIIAEoCRITCgt3YXJtdXBfZGF5cxgJIAEoBRIcChR3YXJtdXBfZmlyc3RfZGF5X2NhcBgKIAEoBRIdChBxdWlldF9zdGFydF9ob3VyGAsgASgFSACIAQESGwoOcXVpZXRfZW5kX2hvdXIYDCABKAVIAYgBARIOCgZ0eXBpbmcYDSABKAgSHwoXdHlwaW5nX2NoYXJzX3Blcl9zZWNvbmQYDiABKAESGgoSdHlwaW5nX21heF9zZWNvbmRzGA8gASgBEiAKGG51bWJlcl9jaGVja3NfcGVyX21pbnV0ZRgQIAEoBRIdChVudW1iZXJfY2hlY2tzX3Blcl9kYXkYESABKAUSIwoWZ3JvdXBzX2NyZWF0ZWRfcGVyX2RheRgSIAEoBUgCiAEBEigKG3BhcnRpY2lwYW50c19hZGRlZF9wZXJfaG91chgTIAEoBUgDiAEBEicKGnBhcnRpY2lwYW50c19hZGRlZF9wZXJfZGF5GBQgASgFSASIAQFCEwoRX3F1aWV0X3N0YXJ0X2hvdXJCEQoPX3F1aWV0X2VuZF9ob3VyQhkKF19ncm91cHNfY3JlYXRlZF9wZXJfZGF5Qh4KHF9wYXJ0aWNpcGFudHNfYWRkZWRfcGVyX2hvdXJCHQobX3BhcnRpY2lwYW50c19hZGRlZF9wZXJfZGF5IvIECghJbnN0YW5jZRIKCgJpZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSDQoFcGhvbmUYAyABKAkSKAoFc3RhdGUYBCABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSMAoGbGFiZWxzGAUgAygLMiAuemFwZ2F0ZS52MS5JbnN0YW5jZS5MYWJlbHNFbnRyeRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KDHN0YXRlX3JlYXNvbhgIIAEoDjIXLnphcGdhdGUudjEuU3RhdGVSZWFzb24SFAoMc3RhdGVfZGV0YWlsGAkgASgJEjUKEXN0YXRlX2NoYW5nZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNqaWQYCyABKAkSEAoIYmFuX2NvZGUYDCABKAUSMwoPYmFuX2V4cGlyZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFrZWVwYWxpdmVfZmFpbGluZxgOIAEoCBIRCglwcm94eV91cmwYDyABKAkSKwoLc2VuZF9wb2xpY3kYECABKAsyFi56YXBnYXRlLnYxLlNlbmRQb2xpY3kSHQoVc2VuZGluZ19wYXVzZWRfcmVhc29uGBEgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi0gEKFUNyZWF0ZUluc3RhbmNlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSDQoFcGhvbmUYAyABKAkSPQoGbGFiZWxzGAQgAygLMi0uemFwZ2F0ZS52MS5DcmVhdGVJbnN0YW5jZVJlcXVlc3QuTGFiZWxzRW50cnkSEQoJcHJveHlfdXJsGAUgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUQoWQ3JlYXRlSW5zdGFuY2VSZXNwb25zZRImCghpbnN0YW5jZRgBIAEoCzIULnphcGdhdGUudjEuSW5zdGFuY2USDwoHY3JlYXRlZBgCIAEoCCIpChJHZXRJbnN0YW5jZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiPQoTR2V0SW5zdGFuY2VSZXNwb25zZRImCghpbnN0YW5jZRgBIAEoCzIULnphcGdhdGUudjEuSW5zdGFuY2UiZwoUTGlzdEluc3RhbmNlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSKAoFc3RhdGUYAyABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUiWQoVTGlzdEluc3RhbmNlc1Jlc3BvbnNlEicKCWluc3RhbmNlcxgBIAMoCzIULnphcGdhdGUudjEuSW5zdGFuY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInAKFVVwZGF0ZUluc3RhbmNlUmVxdWVzdBImCghpbnN0YW5jZRgBIAEoCzIULnphcGdhdGUudjEuSW5zdGFuY2USLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIkAKFlVwZGF0ZUluc3RhbmNlUmVzcG9uc2USJgoIaW5zdGFuY2UYASABKAsyFC56YXBnYXRlLnYxLkluc3RhbmNlIkMKFURlbGV0ZUluc3RhbmNlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIVCg1hbGxvd19taXNzaW5nGAIgASgIIikKFkRlbGV0ZUluc3RhbmNlUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCI0Cg5Db25uZWN0UmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRINCgVwaG9uZRgCIAEoCSLLAQoPQ29ubmVjdFJlc3BvbnNlEiUKB3FyX2NvZGUYASABKAsyEi56YXBnYXRlLnYxLlFyQ29kZUgAEikKCXBhaXJfY29kZRgCIAEoCzIULnphcGdhdGUudjEuUGFpckNvZGVIABIvCgxzdGF0ZV9jaGFuZ2UYAyABKAsyFy56YXBnYXRlLnYxLlN0YXRlQ2hhbmdlSAASKwoGcmVzdWx0GAQgASgLMhkuemFwZ2F0ZS52MS5Db25uZWN0UmVzdWx0SABCCAoGdXBkYXRlImMKBlFyQ29kZRIMCgRjb2RlGAEgASgJEgsKA3BuZxgCIAEoDBIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFaW5kZXgYBCABKAUiSQoIUGFpckNvZGUSDAoEY29kZRgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicAoLU3RhdGVDaGFuZ2USKAoFc3RhdGUYASABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSJwoGcmVhc29uGAIgASgOMhcuemFwZ2F0ZS52MS5TdGF0ZVJlYXNvbhIOCgZkZXRhaWwYAyABKAkiZAoNQ29ubmVjdFJlc3VsdBIrCgdvdXRjb21lGAEgASgOMhouemFwZ2F0ZS52MS5Db25uZWN0T3V0Y29tZRImCghpbnN0YW5jZRgCIAEoCzIULnphcGdhdGUudjEuSW5zdGFuY2UiJAoNTG9nb3V0UmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSI4Cg5Mb2dvdXRSZXNwb25zZRImCghpbnN0YW5jZRgBIAEoCzIULnphcGdhdGUudjEuSW5zdGFuY2UiJwoQUmVjb25uZWN0UmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSI7ChFSZWNvbm5lY3RSZXNwb25zZRImCghpbnN0YW5jZRgBIAEoCzIULnphcGdhdGUudjEuSW5zdGFuY2UiLgoXR2V0SW5zdGFuY2VTdGF0c1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkikQQKDUluc3RhbmNlU3RhdHMSEgoKc2VudF90b2RheRgBIAEoBRIYChByZW1haW5pbmdfbWludXRlGAIgASgFEhYKDnJlbWFpbmluZ19ob3VyGAMgASgFEhUKDXJlbWFpbmluZ19kYXkYBCABKAUSHgoWcmVtYWluaW5nX25ld19jb250YWN0cxgFIAEoBRITCgtxdWV1ZV9kZXB0aBgGIAEoBRIyCg5uZXh0X3NlbmRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcGF1c2VkX3JlYXNvbhgIIAEoCRIVCg1kZWxpdmVyeV9yYXRlGAkgASgBEhEKCXJlYWRfcmF0ZRgKIAEoARIXCg9uZXh0X21lc3NhZ2VfaWQYCyABKAkSMQoOd2FpdGluZ19yZWFzb24YDCABKA4yGS56YXBnYXRlLnYxLldhaXRpbmdSZWFzb24SNQoRbmV4dF9hdHRlbXB0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKHXJlbWFpbmluZ19ncm91cF9jcmVhdGlvbnNfZGF5GA4gASgFEicKH3JlbWFpbmluZ19wYXJ0aWNpcGFudF9hZGRzX2hvdXIYDyABKAUSJgoecmVtYWluaW5nX3BhcnRpY2lwYW50X2FkZHNfZGF5GBAgASgFIkQKGEdldEluc3RhbmNlU3RhdHNSZXNwb25zZRIoCgVzdGF0cxgBIAEoCzIZLnphcGdhdGUudjEuSW5zdGFuY2VTdGF0cyI6ChNQYXVzZVNlbmRpbmdSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI+ChRQYXVzZVNlbmRpbmdSZXNwb25zZRImCghpbnN0YW5jZRgBIAEoCzIULnphcGdhdGUudjEuSW5zdGFuY2UiKwoUUmVzdW1lU2VuZGluZ1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiPwoVUmVzdW1lU2VuZGluZ1Jlc3BvbnNlEiYKCGluc3RhbmNlGAEgASgLMhQuemFwZ2F0ZS52MS5JbnN0YW5jZSraBQoLU3RhdGVSZWFzb24SHAoYU1RBVEVfUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoUU1RBVEVfUkVBU09OX0NSRUFURUQQARIiCh5TVEFURV9SRUFTT05fQ09OTkVDVF9SRVFVRVNURUQQAhIgChxTVEFURV9SRUFTT05fUEFJUklOR19TVEFSVEVEEAMSFwoTU1RBVEVfUkVBU09OX1BBSVJFRBAEEhoKFlNUQVRFX1JFQVNPTl9DT05ORUNURUQQBRIgChxTVEFURV9SRUFTT05fQ09OTkVDVElPTl9MT1NUEAYSHwobU1RBVEVfUkVBU09OX0NPTk5FQ1RfRkFJTEVEEAcSGwoXU1RBVEVfUkVBU09OX1FSX1RJTUVPVVQQCBIiCh5TVEFURV9SRUFTT05fUEFJUklOR19BQkFORE9ORUQQCRImCiJTVEFURV9SRUFTT05fTE9HR0VEX09VVF9GUk9NX1BIT05FEAoSIQodU1RBVEVfUkVBU09OX0xPR09VVF9SRVFVRVNURUQQCxIeChpTVEFURV9SRUFTT05fVEVNUE9SQVJZX0JBThAMEiAKHFNUQVRFX1JFQVNPTl9TVFJFQU1fUkVQTEFDRUQQDRIgChxTVEFURV9SRUFTT05fQ0xJRU5UX09VVERBVEVEEA4SHwobU1RBVEVfUkVBU09OX1dPUktFUl9DUkFTSEVEEA8SGQoVU1RBVEVfUkVBU09OX1NIVVRET1dOEBASHQoZU1RBVEVfUkVBU09OX0VOR0lORV9FUlJPUhAREh0KGVNUQVRFX1JFQVNPTl9SRUNPTk5FQ1RJTkcQEhImCiJTVEFURV9SRUFTT05fU0VTU0lPTl9VTkRFQ1JZUFRBQkxFEBMSHQoZU1RBVEVfUkVBU09OX1NFU1NJT05fTE9TVBAUEiQKIFNUQVRFX1JFQVNPTl9SRUNPTk5FQ1RfUkVRVUVTVEVEEBUq/QEKDUluc3RhbmNlU3RhdGUSHgoaSU5TVEFOQ0VfU1RBVEVfVU5TUEVDSUZJRUQQABIfChtJTlNUQU5DRV9TVEFURV9ESVNDT05ORUNURUQQARIdChlJTlNUQU5DRV9TVEFURV9DT05ORUNUSU5HEAISGgoWSU5TVEFOQ0VfU1RBVEVfUEFJUklORxADEhwKGElOU1RBTkNFX1NUQVRFX0NPTk5FQ1RFRBAEEh0KGUlOU1RBTkNFX1NUQVRFX0xPR0dFRF9PVVQQBRIZChVJTlNUQU5DRV9TVEFURV9CQU5ORUQQBhIYChRJTlNUQU5DRV9TVEFURV9FUlJPUhAHKscBCg5Db25uZWN0T3V0Y29tZRIfChtDT05ORUNUX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlDT05ORUNUX09VVENPTUVfQ09OTkVDVEVEEAESHgoaQ09OTkVDVF9PVVRDT01FX1FSX1RJTUVPVVQQAhIeChpDT05ORUNUX09VVENPTUVfTE9HR0VEX09VVBADEhoKFkNPTk5FQ1RfT1VUQ09NRV9CQU5ORUQQBBIZChVDT05ORUNUX09VVENPTUVfRVJST1IQBTKbBwoPSW5zdGFuY2VTZXJ2aWNlElcKDkNyZWF0ZUluc3RhbmNlEiEuemFwZ2F0ZS52MS5DcmVhdGVJbnN0YW5jZVJlcXVlc3QaIi56YXBnYXRlLnYxLkNyZWF0ZUluc3RhbmNlUmVzcG9uc2USTgoLR2V0SW5zdGFuY2USHi56YXBnYXRlLnYxLkdldEluc3RhbmNlUmVxdWVzdBofLnphcGdhdGUudjEuR2V0SW5zdGFuY2VSZXNwb25zZRJUCg1MaXN0SW5zdGFuY2VzEiAuemFwZ2F0ZS52MS5MaXN0SW5zdGFuY2VzUmVxdWVzdBohLnphcGdhdGUudjEuTGlzdEluc3RhbmNlc1Jlc3BvbnNlElcKDlVwZGF0ZUluc3RhbmNlEiEuemFwZ2F0ZS52MS5VcGRhdGVJbnN0YW5jZVJlcXVlc3QaIi56YXBnYXRlLnYxLlVwZGF0ZUluc3RhbmNlUmVzcG9uc2USVwoORGVsZXRlSW5zdGFuY2USIS56YXBnYXRlLnYxLkRlbGV0ZUluc3RhbmNlUmVxdWVzdBoiLnphcGdhdGUudjEuRGVsZXRlSW5zdGFuY2VSZXNwb25zZRJECgdDb25uZWN0EhouemFwZ2F0ZS52MS5Db25uZWN0UmVxdWVzdBobLnphcGdhdGUudjEuQ29ubmVjdFJlc3BvbnNlMAESPwoGTG9nb3V0EhkuemFwZ2F0ZS52MS5Mb2dvdXRSZXF1ZXN0GhouemFwZ2F0ZS52MS5Mb2dvdXRSZXNwb25zZRJICglSZWNvbm5lY3QSHC56YXBnYXRlLnYxLlJlY29ubmVjdFJlcXVlc3QaHS56YXBnYXRlLnYxLlJlY29ubmVjdFJlc3BvbnNlEl0KEEdldEluc3RhbmNlU3RhdHMSIy56YXBnYXRlLnYxLkdldEluc3RhbmNlU3RhdHNSZXF1ZXN0GiQuemFwZ2F0ZS52MS5HZXRJbnN0YW5jZVN0YXRzUmVzcG9uc2USUQoMUGF1c2VTZW5kaW5nEh8uemFwZ2F0ZS52MS5QYXVzZVNlbmRpbmdSZXF1ZXN0GiAuemFwZ2F0ZS52MS5QYXVzZVNlbmRpbmdSZXNwb25zZRJUCg1SZXN1bWVTZW5kaW5nEiAuemFwZ2F0ZS52MS5SZXN1bWVTZW5kaW5nUmVxdWVzdBohLnphcGdhdGUudjEuUmVzdW1lU2VuZGluZ1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_zapgate_v1_message]);
+  fileDesc("Chl6YXBnYXRlL3YxL2luc3RhbmNlLnByb3RvEgp6YXBnYXRlLnYxIrsFCgpTZW5kUG9saWN5EhcKD21pbl9nYXBfc2Vjb25kcxgBIAEoARIaChJqaXR0ZXJfbWluX3NlY29uZHMYAiABKAESGgoSaml0dGVyX21heF9zZWNvbmRzGAMgASgBEhIKCnBlcl9taW51dGUYBCABKAUSEAoIcGVyX2hvdXIYBSABKAUSDwoHcGVyX2RheRgGIAEoBRIcChRuZXdfY29udGFjdHNfcGVyX2RheRgHIAEoBRIQCgh0aW1lem9uZRgIIAEoCRITCgt3YXJtdXBfZGF5cxgJIAEoBRIcChR3YXJtdXBfZmlyc3RfZGF5X2NhcBgKIAEoBRIdChBxdWlldF9zdGFydF9ob3VyGAsgASgFSACIAQESGwoOcXVpZXRfZW5kX2hvdXIYDCABKAVIAYgBARIOCgZ0eXBpbmcYDSABKAgSHwoXdHlwaW5nX2NoYXJzX3Blcl9zZWNvbmQYDiABKAESGgoSdHlwaW5nX21heF9zZWNvbmRzGA8gASgBEiAKGG51bWJlcl9jaGVja3NfcGVyX21pbnV0ZRgQIAEoBRIdChVudW1iZXJfY2hlY2tzX3Blcl9kYXkYESABKAUSIwoWZ3JvdXBzX2NyZWF0ZWRfcGVyX2RheRgSIAEoBUgCiAEBEigKG3BhcnRpY2lwYW50c19hZGRlZF9wZXJfaG91chgTIAEoBUgDiAEBEicKGnBhcnRpY2lwYW50c19hZGRlZF9wZXJfZGF5GBQgASgFSASIAQFCEwoRX3F1aWV0X3N0YXJ0X2hvdXJCEQoPX3F1aWV0X2VuZF9ob3VyQhkKF19ncm91cHNfY3JlYXRlZF9wZXJfZGF5Qh4KHF9wYXJ0aWNpcGFudHNfYWRkZWRfcGVyX2hvdXJCHQobX3BhcnRpY2lwYW50c19hZGRlZF9wZXJfZGF5IqMFCghJbnN0YW5jZRIKCgJpZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSDQoFcGhvbmUYAyABKAkSKAoFc3RhdGUYBCABKA4yGS56YXBnYXRlLnYxLkluc3RhbmNlU3RhdGUSMAoGbGFiZWxzGAUgAygLMiAuemFwZ2F0ZS52MS5JbnN0YW5jZS5MYWJlbHNFbnRyeRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KDHN0YXRlX3JlYXNvbhgIIAEoDjIXLnphcGdhdGUudjEuU3RhdGVSZWFzb24SFAoMc3RhdGVfZGV0YWlsGAkgASgJEjUKEXN0YXRlX2NoYW5nZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNqaWQYCyABKAkSEAoIYmFuX2NvZGUYDCABKAUSMwoPYmFuX2V4cGlyZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFrZWVwYWxpdmVfZmFpbGluZxgOIAEoCBIRCglwcm94eV91cmwYDyABKAkSKwoLc2VuZF9wb2xpY3kYECABKAsyFi56YXBnYXRlLnYxLlNlbmRQb2xpY3kSHQoVc2VuZGluZ19wYXVzZWRfcmVhc29uGBEgASgJEi8KDWNhbGxfc2V0dGluZ3MYEiABKAsyGC56YXBnYXRlLnYxLkNhbGxTZXR0aW5ncxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjgKDENhbGxTZXR0aW5ncxIUCgxyZWplY3RfY2FsbHMYASABKAgSEgoKcmVwbHlfdGV4dBgCIAEoCSLSAQoVQ3JlYXRlSW5zdGFuY2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRINCgVwaG9uZRgDIAEoCRI9CgZsYWJlbHMYBCADKAsyLS56YXBnYXRlLnYxLkNyZWF0ZUluc3RhbmNlUmVxdWVzdC5MYWJlbHNFbnRyeRIRCglwcm94eV91cmwYBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJRChZDcmVhdGVJbnN0YW5jZVJlc3BvbnNlEiYKCGluc3RhbmNlGAEgASgLMhQuemFwZ2F0ZS52MS5JbnN0YW5jZRIPCgdjcmVhdGVkGAIgASgIIikKEkdldEluc3RhbmNlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSI9ChNHZXRJbnN0YW5jZVJlc3BvbnNlEiYKCGluc3RhbmNlGAEgASgLMhQuemFwZ2F0ZS52MS5JbnN0YW5jZSJnChRMaXN0SW5zdGFuY2VzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIoCgVzdGF0ZRgDIAEoDjIZLnphcGdhdGUudjEuSW5zdGFuY2VTdGF0ZSJZChVMaXN0SW5zdGFuY2VzUmVzcG9uc2USJwoJaW5zdGFuY2VzGAEgAygLMhQuemFwZ2F0ZS52MS5JbnN0YW5jZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkicAoVVXBkYXRlSW5zdGFuY2VSZXF1ZXN0EiYKCGluc3RhbmNlGAEgASgLMhQuemFwZ2F0ZS52MS5JbnN0YW5jZRIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siQAoWVXBkYXRlSW5zdGFuY2VSZXNwb25zZRImCghpbnN0YW5jZRgBIAEoCzIULnphcGdhdGUudjEuSW5zdGFuY2UiQwoVRGVsZXRlSW5zdGFuY2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhUKDWFsbG93X21pc3NpbmcYAiABKAgiKQoWRGVsZXRlSW5zdGFuY2VSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIIjQKDkNvbm5lY3RSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg0KBXBob25lGAIgASgJIssBCg9Db25uZWN0UmVzcG9uc2USJQoHcXJfY29kZRgBIAEoCzISLnphcGdhdGUudjEuUXJDb2RlSAASKQoJcGFpcl9jb2RlGAIgASgLMhQuemFwZ2F0ZS52MS5QYWlyQ29kZUgAEi8KDHN0YXRlX2NoYW5nZRgDIAEoCzIXLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VIABIrCgZyZXN1bHQYBCABKAsyGS56YXBnYXRlLnYxLkNvbm5lY3RSZXN1bHRIAEIICgZ1cGRhdGUiYwoGUXJDb2RlEgwKBGNvZGUYASABKAkSCwoDcG5nGAIgASgMEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVpbmRleBgEIAEoBSJJCghQYWlyQ29kZRIMCgRjb2RlGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJwCgtTdGF0ZUNoYW5nZRIoCgVzdGF0ZRgBIAEoDjIZLnphcGdhdGUudjEuSW5zdGFuY2VTdGF0ZRInCgZyZWFzb24YAiABKA4yFy56YXBnYXRlLnYxLlN0YXRlUmVhc29uEg4KBmRldGFpbBgDIAEoCSJkCg1Db25uZWN0UmVzdWx0EisKB291dGNvbWUYASABKA4yGi56YXBnYXRlLnYxLkNvbm5lY3RPdXRjb21lEiYKCGluc3RhbmNlGAIgASgLMhQuemFwZ2F0ZS52MS5JbnN0YW5jZSIkCg1Mb2dvdXRSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJIjgKDkxvZ291dFJlc3BvbnNlEiYKCGluc3RhbmNlGAEgASgLMhQuemFwZ2F0ZS52MS5JbnN0YW5jZSInChBSZWNvbm5lY3RSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJIjsKEVJlY29ubmVjdFJlc3BvbnNlEiYKCGluc3RhbmNlGAEgASgLMhQuemFwZ2F0ZS52MS5JbnN0YW5jZSIuChdHZXRJbnN0YW5jZVN0YXRzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSKRBAoNSW5zdGFuY2VTdGF0cxISCgpzZW50X3RvZGF5GAEgASgFEhgKEHJlbWFpbmluZ19taW51dGUYAiABKAUSFgoOcmVtYWluaW5nX2hvdXIYAyABKAUSFQoNcmVtYWluaW5nX2RheRgEIAEoBRIeChZyZW1haW5pbmdfbmV3X2NvbnRhY3RzGAUgASgFEhMKC3F1ZXVlX2RlcHRoGAYgASgFEjIKDm5leHRfc2VuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1wYXVzZWRfcmVhc29uGAggASgJEhUKDWRlbGl2ZXJ5X3JhdGUYCSABKAESEQoJcmVhZF9yYXRlGAogASgBEhcKD25leHRfbWVzc2FnZV9pZBgLIAEoCRIxCg53YWl0aW5nX3JlYXNvbhgMIAEoDjIZLnphcGdhdGUudjEuV2FpdGluZ1JlYXNvbhI1ChFuZXh0X2F0dGVtcHRfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQodcmVtYWluaW5nX2dyb3VwX2NyZWF0aW9uc19kYXkYDiABKAUSJwofcmVtYWluaW5nX3BhcnRpY2lwYW50X2FkZHNfaG91chgPIAEoBRImCh5yZW1haW5pbmdfcGFydGljaXBhbnRfYWRkc19kYXkYECABKAUiRAoYR2V0SW5zdGFuY2VTdGF0c1Jlc3BvbnNlEigKBXN0YXRzGAEgASgLMhkuemFwZ2F0ZS52MS5JbnN0YW5jZVN0YXRzIjoKE1BhdXNlU2VuZGluZ1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIj4KFFBhdXNlU2VuZGluZ1Jlc3BvbnNlEiYKCGluc3RhbmNlGAEgASgLMhQuemFwZ2F0ZS52MS5JbnN0YW5jZSIrChRSZXN1bWVTZW5kaW5nUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSI/ChVSZXN1bWVTZW5kaW5nUmVzcG9uc2USJgoIaW5zdGFuY2UYASABKAsyFC56YXBnYXRlLnYxLkluc3RhbmNlKtoFCgtTdGF0ZVJlYXNvbhIcChhTVEFURV9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRTVEFURV9SRUFTT05fQ1JFQVRFRBABEiIKHlNUQVRFX1JFQVNPTl9DT05ORUNUX1JFUVVFU1RFRBACEiAKHFNUQVRFX1JFQVNPTl9QQUlSSU5HX1NUQVJURUQQAxIXChNTVEFURV9SRUFTT05fUEFJUkVEEAQSGgoWU1RBVEVfUkVBU09OX0NPTk5FQ1RFRBAFEiAKHFNUQVRFX1JFQVNPTl9DT05ORUNUSU9OX0xPU1QQBhIfChtTVEFURV9SRUFTT05fQ09OTkVDVF9GQUlMRUQQBxIbChdTVEFURV9SRUFTT05fUVJfVElNRU9VVBAIEiIKHlNUQVRFX1JFQVNPTl9QQUlSSU5HX0FCQU5ET05FRBAJEiYKIlNUQVRFX1JFQVNPTl9MT0dHRURfT1VUX0ZST01fUEhPTkUQChIhCh1TVEFURV9SRUFTT05fTE9HT1VUX1JFUVVFU1RFRBALEh4KGlNUQVRFX1JFQVNPTl9URU1QT1JBUllfQkFOEAwSIAocU1RBVEVfUkVBU09OX1NUUkVBTV9SRVBMQUNFRBANEiAKHFNUQVRFX1JFQVNPTl9DTElFTlRfT1VUREFURUQQDhIfChtTVEFURV9SRUFTT05fV09SS0VSX0NSQVNIRUQQDxIZChVTVEFURV9SRUFTT05fU0hVVERPV04QEBIdChlTVEFURV9SRUFTT05fRU5HSU5FX0VSUk9SEBESHQoZU1RBVEVfUkVBU09OX1JFQ09OTkVDVElORxASEiYKIlNUQVRFX1JFQVNPTl9TRVNTSU9OX1VOREVDUllQVEFCTEUQExIdChlTVEFURV9SRUFTT05fU0VTU0lPTl9MT1NUEBQSJAogU1RBVEVfUkVBU09OX1JFQ09OTkVDVF9SRVFVRVNURUQQFSr9AQoNSW5zdGFuY2VTdGF0ZRIeChpJTlNUQU5DRV9TVEFURV9VTlNQRUNJRklFRBAAEh8KG0lOU1RBTkNFX1NUQVRFX0RJU0NPTk5FQ1RFRBABEh0KGUlOU1RBTkNFX1NUQVRFX0NPTk5FQ1RJTkcQAhIaChZJTlNUQU5DRV9TVEFURV9QQUlSSU5HEAMSHAoYSU5TVEFOQ0VfU1RBVEVfQ09OTkVDVEVEEAQSHQoZSU5TVEFOQ0VfU1RBVEVfTE9HR0VEX09VVBAFEhkKFUlOU1RBTkNFX1NUQVRFX0JBTk5FRBAGEhgKFElOU1RBTkNFX1NUQVRFX0VSUk9SEAcqxwEKDkNvbm5lY3RPdXRjb21lEh8KG0NPTk5FQ1RfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGUNPTk5FQ1RfT1VUQ09NRV9DT05ORUNURUQQARIeChpDT05ORUNUX09VVENPTUVfUVJfVElNRU9VVBACEh4KGkNPTk5FQ1RfT1VUQ09NRV9MT0dHRURfT1VUEAMSGgoWQ09OTkVDVF9PVVRDT01FX0JBTk5FRBAEEhkKFUNPTk5FQ1RfT1VUQ09NRV9FUlJPUhAFMpsHCg9JbnN0YW5jZVNlcnZpY2USVwoOQ3JlYXRlSW5zdGFuY2USIS56YXBnYXRlLnYxLkNyZWF0ZUluc3RhbmNlUmVxdWVzdBoiLnphcGdhdGUudjEuQ3JlYXRlSW5zdGFuY2VSZXNwb25zZRJOCgtHZXRJbnN0YW5jZRIeLnphcGdhdGUudjEuR2V0SW5zdGFuY2VSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5HZXRJbnN0YW5jZVJlc3BvbnNlElQKDUxpc3RJbnN0YW5jZXMSIC56YXBnYXRlLnYxLkxpc3RJbnN0YW5jZXNSZXF1ZXN0GiEuemFwZ2F0ZS52MS5MaXN0SW5zdGFuY2VzUmVzcG9uc2USVwoOVXBkYXRlSW5zdGFuY2USIS56YXBnYXRlLnYxLlVwZGF0ZUluc3RhbmNlUmVxdWVzdBoiLnphcGdhdGUudjEuVXBkYXRlSW5zdGFuY2VSZXNwb25zZRJXCg5EZWxldGVJbnN0YW5jZRIhLnphcGdhdGUudjEuRGVsZXRlSW5zdGFuY2VSZXF1ZXN0GiIuemFwZ2F0ZS52MS5EZWxldGVJbnN0YW5jZVJlc3BvbnNlEkQKB0Nvbm5lY3QSGi56YXBnYXRlLnYxLkNvbm5lY3RSZXF1ZXN0GhsuemFwZ2F0ZS52MS5Db25uZWN0UmVzcG9uc2UwARI/CgZMb2dvdXQSGS56YXBnYXRlLnYxLkxvZ291dFJlcXVlc3QaGi56YXBnYXRlLnYxLkxvZ291dFJlc3BvbnNlEkgKCVJlY29ubmVjdBIcLnphcGdhdGUudjEuUmVjb25uZWN0UmVxdWVzdBodLnphcGdhdGUudjEuUmVjb25uZWN0UmVzcG9uc2USXQoQR2V0SW5zdGFuY2VTdGF0cxIjLnphcGdhdGUudjEuR2V0SW5zdGFuY2VTdGF0c1JlcXVlc3QaJC56YXBnYXRlLnYxLkdldEluc3RhbmNlU3RhdHNSZXNwb25zZRJRCgxQYXVzZVNlbmRpbmcSHy56YXBnYXRlLnYxLlBhdXNlU2VuZGluZ1JlcXVlc3QaIC56YXBnYXRlLnYxLlBhdXNlU2VuZGluZ1Jlc3BvbnNlElQKDVJlc3VtZVNlbmRpbmcSIC56YXBnYXRlLnYxLlJlc3VtZVNlbmRpbmdSZXF1ZXN0GiEuemFwZ2F0ZS52MS5SZXN1bWVTZW5kaW5nUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_zapgate_v1_message]);
 
 /**
  * How fast an instance may send. Defaults (docs/messages.md) follow common anti-ban practice.
@@ -274,6 +274,14 @@ export type Instance = Message<"zapgate.v1.Instance"> & {
    * @generated from field: string sending_paused_reason = 17;
    */
   sendingPausedReason: string;
+
+  /**
+   * What happens when someone calls the number. Set it with UpdateInstance and
+   * `call_settings` in the mask (an unset one restores the defaults: calls ring on).
+   *
+   * @generated from field: zapgate.v1.CallSettings call_settings = 18;
+   */
+  callSettings?: CallSettings | undefined;
 };
 
 /**
@@ -282,6 +290,34 @@ export type Instance = Message<"zapgate.v1.Instance"> & {
  */
 export const InstanceSchema: GenMessage<Instance> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_instance, 1);
+
+/**
+ * @generated from message zapgate.v1.CallSettings
+ */
+export type CallSettings = Message<"zapgate.v1.CallSettings"> & {
+  /**
+   * Decline every incoming call as soon as it is offered.
+   *
+   * @generated from field: bool reject_calls = 1;
+   */
+  rejectCalls: boolean;
+
+  /**
+   * With reject_calls: a text sent to the caller after each rejected call (through the
+   * scheduler, like any message); empty: none. May use spin variants ({Hi|Hello}); at most
+   * 4,096 characters.
+   *
+   * @generated from field: string reply_text = 2;
+   */
+  replyText: string;
+};
+
+/**
+ * Describes the message zapgate.v1.CallSettings.
+ * Use `create(CallSettingsSchema)` to create a new message.
+ */
+export const CallSettingsSchema: GenMessage<CallSettings> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_instance, 2);
 
 /**
  * @generated from message zapgate.v1.CreateInstanceRequest
@@ -321,7 +357,7 @@ export type CreateInstanceRequest = Message<"zapgate.v1.CreateInstanceRequest"> 
  * Use `create(CreateInstanceRequestSchema)` to create a new message.
  */
 export const CreateInstanceRequestSchema: GenMessage<CreateInstanceRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 2);
+  messageDesc(file_zapgate_v1_instance, 3);
 
 /**
  * @generated from message zapgate.v1.CreateInstanceResponse
@@ -345,7 +381,7 @@ export type CreateInstanceResponse = Message<"zapgate.v1.CreateInstanceResponse"
  * Use `create(CreateInstanceResponseSchema)` to create a new message.
  */
 export const CreateInstanceResponseSchema: GenMessage<CreateInstanceResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 3);
+  messageDesc(file_zapgate_v1_instance, 4);
 
 /**
  * @generated from message zapgate.v1.GetInstanceRequest
@@ -362,7 +398,7 @@ export type GetInstanceRequest = Message<"zapgate.v1.GetInstanceRequest"> & {
  * Use `create(GetInstanceRequestSchema)` to create a new message.
  */
 export const GetInstanceRequestSchema: GenMessage<GetInstanceRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 4);
+  messageDesc(file_zapgate_v1_instance, 5);
 
 /**
  * @generated from message zapgate.v1.GetInstanceResponse
@@ -379,7 +415,7 @@ export type GetInstanceResponse = Message<"zapgate.v1.GetInstanceResponse"> & {
  * Use `create(GetInstanceResponseSchema)` to create a new message.
  */
 export const GetInstanceResponseSchema: GenMessage<GetInstanceResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 5);
+  messageDesc(file_zapgate_v1_instance, 6);
 
 /**
  * @generated from message zapgate.v1.ListInstancesRequest
@@ -412,7 +448,7 @@ export type ListInstancesRequest = Message<"zapgate.v1.ListInstancesRequest"> & 
  * Use `create(ListInstancesRequestSchema)` to create a new message.
  */
 export const ListInstancesRequestSchema: GenMessage<ListInstancesRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 6);
+  messageDesc(file_zapgate_v1_instance, 7);
 
 /**
  * @generated from message zapgate.v1.ListInstancesResponse
@@ -436,7 +472,7 @@ export type ListInstancesResponse = Message<"zapgate.v1.ListInstancesResponse"> 
  * Use `create(ListInstancesResponseSchema)` to create a new message.
  */
 export const ListInstancesResponseSchema: GenMessage<ListInstancesResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 7);
+  messageDesc(file_zapgate_v1_instance, 8);
 
 /**
  * @generated from message zapgate.v1.UpdateInstanceRequest
@@ -463,7 +499,7 @@ export type UpdateInstanceRequest = Message<"zapgate.v1.UpdateInstanceRequest"> 
  * Use `create(UpdateInstanceRequestSchema)` to create a new message.
  */
 export const UpdateInstanceRequestSchema: GenMessage<UpdateInstanceRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 8);
+  messageDesc(file_zapgate_v1_instance, 9);
 
 /**
  * @generated from message zapgate.v1.UpdateInstanceResponse
@@ -480,7 +516,7 @@ export type UpdateInstanceResponse = Message<"zapgate.v1.UpdateInstanceResponse"
  * Use `create(UpdateInstanceResponseSchema)` to create a new message.
  */
 export const UpdateInstanceResponseSchema: GenMessage<UpdateInstanceResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 9);
+  messageDesc(file_zapgate_v1_instance, 10);
 
 /**
  * @generated from message zapgate.v1.DeleteInstanceRequest
@@ -504,7 +540,7 @@ export type DeleteInstanceRequest = Message<"zapgate.v1.DeleteInstanceRequest"> 
  * Use `create(DeleteInstanceRequestSchema)` to create a new message.
  */
 export const DeleteInstanceRequestSchema: GenMessage<DeleteInstanceRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 10);
+  messageDesc(file_zapgate_v1_instance, 11);
 
 /**
  * @generated from message zapgate.v1.DeleteInstanceResponse
@@ -523,7 +559,7 @@ export type DeleteInstanceResponse = Message<"zapgate.v1.DeleteInstanceResponse"
  * Use `create(DeleteInstanceResponseSchema)` to create a new message.
  */
 export const DeleteInstanceResponseSchema: GenMessage<DeleteInstanceResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 11);
+  messageDesc(file_zapgate_v1_instance, 12);
 
 /**
  * @generated from message zapgate.v1.ConnectRequest
@@ -547,7 +583,7 @@ export type ConnectRequest = Message<"zapgate.v1.ConnectRequest"> & {
  * Use `create(ConnectRequestSchema)` to create a new message.
  */
 export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 12);
+  messageDesc(file_zapgate_v1_instance, 13);
 
 /**
  * @generated from message zapgate.v1.ConnectResponse
@@ -590,7 +626,7 @@ export type ConnectResponse = Message<"zapgate.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 13);
+  messageDesc(file_zapgate_v1_instance, 14);
 
 /**
  * @generated from message zapgate.v1.QrCode
@@ -628,7 +664,7 @@ export type QrCode = Message<"zapgate.v1.QrCode"> & {
  * Use `create(QrCodeSchema)` to create a new message.
  */
 export const QrCodeSchema: GenMessage<QrCode> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 14);
+  messageDesc(file_zapgate_v1_instance, 15);
 
 /**
  * @generated from message zapgate.v1.PairCode
@@ -652,7 +688,7 @@ export type PairCode = Message<"zapgate.v1.PairCode"> & {
  * Use `create(PairCodeSchema)` to create a new message.
  */
 export const PairCodeSchema: GenMessage<PairCode> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 15);
+  messageDesc(file_zapgate_v1_instance, 16);
 
 /**
  * @generated from message zapgate.v1.StateChange
@@ -679,7 +715,7 @@ export type StateChange = Message<"zapgate.v1.StateChange"> & {
  * Use `create(StateChangeSchema)` to create a new message.
  */
 export const StateChangeSchema: GenMessage<StateChange> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 16);
+  messageDesc(file_zapgate_v1_instance, 17);
 
 /**
  * @generated from message zapgate.v1.ConnectResult
@@ -703,7 +739,7 @@ export type ConnectResult = Message<"zapgate.v1.ConnectResult"> & {
  * Use `create(ConnectResultSchema)` to create a new message.
  */
 export const ConnectResultSchema: GenMessage<ConnectResult> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 17);
+  messageDesc(file_zapgate_v1_instance, 18);
 
 /**
  * @generated from message zapgate.v1.LogoutRequest
@@ -720,7 +756,7 @@ export type LogoutRequest = Message<"zapgate.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 18);
+  messageDesc(file_zapgate_v1_instance, 19);
 
 /**
  * @generated from message zapgate.v1.LogoutResponse
@@ -737,7 +773,7 @@ export type LogoutResponse = Message<"zapgate.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 19);
+  messageDesc(file_zapgate_v1_instance, 20);
 
 /**
  * @generated from message zapgate.v1.ReconnectRequest
@@ -754,7 +790,7 @@ export type ReconnectRequest = Message<"zapgate.v1.ReconnectRequest"> & {
  * Use `create(ReconnectRequestSchema)` to create a new message.
  */
 export const ReconnectRequestSchema: GenMessage<ReconnectRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 20);
+  messageDesc(file_zapgate_v1_instance, 21);
 
 /**
  * @generated from message zapgate.v1.ReconnectResponse
@@ -773,7 +809,7 @@ export type ReconnectResponse = Message<"zapgate.v1.ReconnectResponse"> & {
  * Use `create(ReconnectResponseSchema)` to create a new message.
  */
 export const ReconnectResponseSchema: GenMessage<ReconnectResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 21);
+  messageDesc(file_zapgate_v1_instance, 22);
 
 /**
  * @generated from message zapgate.v1.GetInstanceStatsRequest
@@ -790,7 +826,7 @@ export type GetInstanceStatsRequest = Message<"zapgate.v1.GetInstanceStatsReques
  * Use `create(GetInstanceStatsRequestSchema)` to create a new message.
  */
 export const GetInstanceStatsRequestSchema: GenMessage<GetInstanceStatsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 22);
+  messageDesc(file_zapgate_v1_instance, 23);
 
 /**
  * @generated from message zapgate.v1.InstanceStats
@@ -893,7 +929,7 @@ export type InstanceStats = Message<"zapgate.v1.InstanceStats"> & {
  * Use `create(InstanceStatsSchema)` to create a new message.
  */
 export const InstanceStatsSchema: GenMessage<InstanceStats> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 23);
+  messageDesc(file_zapgate_v1_instance, 24);
 
 /**
  * @generated from message zapgate.v1.GetInstanceStatsResponse
@@ -910,7 +946,7 @@ export type GetInstanceStatsResponse = Message<"zapgate.v1.GetInstanceStatsRespo
  * Use `create(GetInstanceStatsResponseSchema)` to create a new message.
  */
 export const GetInstanceStatsResponseSchema: GenMessage<GetInstanceStatsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 24);
+  messageDesc(file_zapgate_v1_instance, 25);
 
 /**
  * @generated from message zapgate.v1.PauseSendingRequest
@@ -932,7 +968,7 @@ export type PauseSendingRequest = Message<"zapgate.v1.PauseSendingRequest"> & {
  * Use `create(PauseSendingRequestSchema)` to create a new message.
  */
 export const PauseSendingRequestSchema: GenMessage<PauseSendingRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 25);
+  messageDesc(file_zapgate_v1_instance, 26);
 
 /**
  * @generated from message zapgate.v1.PauseSendingResponse
@@ -949,7 +985,7 @@ export type PauseSendingResponse = Message<"zapgate.v1.PauseSendingResponse"> & 
  * Use `create(PauseSendingResponseSchema)` to create a new message.
  */
 export const PauseSendingResponseSchema: GenMessage<PauseSendingResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 26);
+  messageDesc(file_zapgate_v1_instance, 27);
 
 /**
  * @generated from message zapgate.v1.ResumeSendingRequest
@@ -966,7 +1002,7 @@ export type ResumeSendingRequest = Message<"zapgate.v1.ResumeSendingRequest"> & 
  * Use `create(ResumeSendingRequestSchema)` to create a new message.
  */
 export const ResumeSendingRequestSchema: GenMessage<ResumeSendingRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 27);
+  messageDesc(file_zapgate_v1_instance, 28);
 
 /**
  * @generated from message zapgate.v1.ResumeSendingResponse
@@ -983,7 +1019,7 @@ export type ResumeSendingResponse = Message<"zapgate.v1.ResumeSendingResponse"> 
  * Use `create(ResumeSendingResponseSchema)` to create a new message.
  */
 export const ResumeSendingResponseSchema: GenMessage<ResumeSendingResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_instance, 28);
+  messageDesc(file_zapgate_v1_instance, 29);
 
 /**
  * Why an instance entered its current state.

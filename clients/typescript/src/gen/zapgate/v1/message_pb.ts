@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/message.proto.
  */
 export const file_zapgate_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("Chh6YXBnYXRlL3YxL21lc3NhZ2UucHJvdG8SCnphcGdhdGUudjEiFAoEVGV4dBIMCgRib2R5GAEgASgJIkwKBU1lZGlhEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJIjwKBUF1ZGlvEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhIKCnZvaWNlX25vdGUYAyABKAgiTgoITG9jYXRpb24SEAoIbGF0aXR1ZGUYASABKAESEQoJbG9uZ2l0dWRlGAIgASgBEgwKBG5hbWUYAyABKAkSDwoHYWRkcmVzcxgEIAEoCSJBCgtDb250YWN0Q2FyZBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFcGhvbmUYAiABKAkSDQoFdmNhcmQYAyABKAkijQUKElNlbmRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgVwaG9uZRgCIAEoCUgAEg0KA2ppZBgDIAEoCUgAEiAKBHRleHQYBCABKAsyEC56YXBnYXRlLnYxLlRleHRIARIiCgVpbWFnZRgFIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgV2aWRlbxgGIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgVhdWRpbxgHIAEoCzIRLnphcGdhdGUudjEuQXVkaW9IARIlCghkb2N1bWVudBgIIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIoCghsb2NhdGlvbhgJIAEoCzIULnphcGdhdGUudjEuTG9jYXRpb25IARIqCgdjb250YWN0GAogASgLMhcuemFwZ2F0ZS52MS5Db250YWN0Q2FyZEgBEkAKCXZhcmlhYmxlcxgLIAMoCzItLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0LlZhcmlhYmxlc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgMIAEoCRIrCgdzZW5kX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJpb3JpdHkYDyABKAUSEAoIcmVwbHlfdG8YECABKAkSEAoIbWVudGlvbnMYESADKAkaMAoOVmFyaWFibGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUILCglyZWNpcGllbnRCCQoHY29udGVudCKIBQoHTWVzc2FnZRIKCgJpZBgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRIVCg1yZWNpcGllbnRfamlkGAMgASgJEicKBXN0YXRlGAQgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSFgoOZmFpbHVyZV9yZWFzb24YBSABKAkSDAoEa2luZBgGIAEoCRIQCghwcmlvcml0eRgHIAEoBRIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3NlbmRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzZW50X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDndhaXRpbmdfcmVhc29uGA8gASgOMhkuemFwZ2F0ZS52MS5XYWl0aW5nUmVhc29uEjUKEW5leHRfYXR0ZW1wdF90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5mYWlsdXJlX2RldGFpbBgRIAEoCRIQCghyZXBseV90bxgSIAEoCRIQCghtZW50aW9ucxgTIAMoCRIZChF0YXJnZXRfbWVzc2FnZV9pZBgUIAEoCSJMChNTZW5kTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USDwoHY3JlYXRlZBgCIAEoCCI8ChFHZXRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIjoKEkdldE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlInoKE0xpc3RNZXNzYWdlc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJWChRMaXN0TWVzc2FnZXNSZXNwb25zZRIlCghtZXNzYWdlcxgBIAMoCzITLnphcGdhdGUudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPwoUQ2FuY2VsTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSI9ChVDYW5jZWxNZXNzYWdlUmVzcG9uc2USJAoHbWVzc2FnZRgBIAEoCzITLnphcGdhdGUudjEuTWVzc2FnZSI/ChREb3dubG9hZE1lZGlhUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIlkKFURvd25sb2FkTWVkaWFSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDAoEc2l6ZRgEIAEoAyJfCgxSZWFjdFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRINCgVlbW9qaRgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiRgoNUmVhY3RSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEg8KB2NyZWF0ZWQYAiABKAgiZAoSRWRpdE1lc3NhZ2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiTAoTRWRpdE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEg8KB2NyZWF0ZWQYAiABKAgiWAoUUmV2b2tlTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiTgoVUmV2b2tlTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USDwoHY3JlYXRlZBgCIAEoCCJVCg9NYXJrUmVhZFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEwoLbWVzc2FnZV9pZHMYAiADKAkSGAoQdXBfdG9fbWVzc2FnZV9pZBgDIAEoCSI0ChBNYXJrUmVhZFJlc3BvbnNlEhAKCGNoYXRfamlkGAEgASgJEg4KBm1hcmtlZBgCIAEoBSKCAQoXU2VuZENoYXRQcmVzZW5jZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDwoFcGhvbmUYAiABKAlIABINCgNqaWQYAyABKAlIABIqCghwcmVzZW5jZRgEIAEoDjIYLnphcGdhdGUudjEuQ2hhdFByZXNlbmNlQgYKBGNoYXQiGgoYU2VuZENoYXRQcmVzZW5jZVJlc3BvbnNlKqUCCgxNZXNzYWdlU3RhdGUSHQoZTUVTU0FHRV9TVEFURV9VTlNQRUNJRklFRBAAEhgKFE1FU1NBR0VfU1RBVEVfUVVFVUVEEAESGQoVTUVTU0FHRV9TVEFURV9TRU5ESU5HEAISFgoSTUVTU0FHRV9TVEFURV9TRU5UEAMSGwoXTUVTU0FHRV9TVEFURV9ERUxJVkVSRUQQBBIWChJNRVNTQUdFX1NUQVRFX1JFQUQQBRIYChRNRVNTQUdFX1NUQVRFX0ZBSUxFRBAGEhsKF01FU1NBR0VfU1RBVEVfQ0FOQ0VMTEVEEAcSGQoVTUVTU0FHRV9TVEFURV9FWFBJUkVEEAgSIgoeTUVTU0FHRV9TVEFURV9ERUxJVkVSWV9VTktOT1dOEAkqxgMKDVdhaXRpbmdSZWFzb24SHgoaV0FJVElOR19SRUFTT05fVU5TUEVDSUZJRUQQABIeChpXQUlUSU5HX1JFQVNPTl9RVUlFVF9IT1VSUxABEhYKEldBSVRJTkdfUkVBU09OX0dBUBACEh0KGVdBSVRJTkdfUkVBU09OX01JTlVURV9DQVAQAxIbChdXQUlUSU5HX1JFQVNPTl9IT1VSX0NBUBAEEhoKFldBSVRJTkdfUkVBU09OX0RBWV9DQVAQBRIiCh5XQUlUSU5HX1JFQVNPTl9ORVdfQ09OVEFDVF9DQVAQBhIZChVXQUlUSU5HX1JFQVNPTl9XQVJNVVAQBxIZChVXQUlUSU5HX1JFQVNPTl9QQVVTRUQQCBIgChxXQUlUSU5HX1JFQVNPTl9OT1RfQ09OTkVDVEVEEAkSGgoWV0FJVElOR19SRUFTT05fU0VORF9BVBAKEhwKGFdBSVRJTkdfUkVBU09OX0lOX0ZMSUdIVBALEh0KGVdBSVRJTkdfUkVBU09OX0NIQVRfT1JERVIQDBIYChRXQUlUSU5HX1JFQVNPTl9RVUVVRRANEhYKEldBSVRJTkdfUkVBU09OX0RVRRAOKoEBCgxDaGF0UHJlc2VuY2USHQoZQ0hBVF9QUkVTRU5DRV9VTlNQRUNJRklFRBAAEhsKF0NIQVRfUFJFU0VOQ0VfQ09NUE9TSU5HEAESGwoXQ0hBVF9QUkVTRU5DRV9SRUNPUkRJTkcQAhIYChRDSEFUX1BSRVNFTkNFX1BBVVNFRBADMrgGCg5NZXNzYWdlU2VydmljZRJOCgtTZW5kTWVzc2FnZRIeLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEksKCkdldE1lc3NhZ2USHS56YXBnYXRlLnYxLkdldE1lc3NhZ2VSZXF1ZXN0Gh4uemFwZ2F0ZS52MS5HZXRNZXNzYWdlUmVzcG9uc2USUQoMTGlzdE1lc3NhZ2VzEh8uemFwZ2F0ZS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0GiAuemFwZ2F0ZS52MS5MaXN0TWVzc2FnZXNSZXNwb25zZRJUCg1DYW5jZWxNZXNzYWdlEiAuemFwZ2F0ZS52MS5DYW5jZWxNZXNzYWdlUmVxdWVzdBohLnphcGdhdGUudjEuQ2FuY2VsTWVzc2FnZVJlc3BvbnNlElYKDURvd25sb2FkTWVkaWESIC56YXBnYXRlLnYxLkRvd25sb2FkTWVkaWFSZXF1ZXN0GiEuemFwZ2F0ZS52MS5Eb3dubG9hZE1lZGlhUmVzcG9uc2UwARI8CgVSZWFjdBIYLnphcGdhdGUudjEuUmVhY3RSZXF1ZXN0GhkuemFwZ2F0ZS52MS5SZWFjdFJlc3BvbnNlEk4KC0VkaXRNZXNzYWdlEh4uemFwZ2F0ZS52MS5FZGl0TWVzc2FnZVJlcXVlc3QaHy56YXBnYXRlLnYxLkVkaXRNZXNzYWdlUmVzcG9uc2USVAoNUmV2b2tlTWVzc2FnZRIgLnphcGdhdGUudjEuUmV2b2tlTWVzc2FnZVJlcXVlc3QaIS56YXBnYXRlLnYxLlJldm9rZU1lc3NhZ2VSZXNwb25zZRJFCghNYXJrUmVhZBIbLnphcGdhdGUudjEuTWFya1JlYWRSZXF1ZXN0GhwuemFwZ2F0ZS52MS5NYXJrUmVhZFJlc3BvbnNlEl0KEFNlbmRDaGF0UHJlc2VuY2USIy56YXBnYXRlLnYxLlNlbmRDaGF0UHJlc2VuY2VSZXF1ZXN0GiQuemFwZ2F0ZS52MS5TZW5kQ2hhdFByZXNlbmNlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Chh6YXBnYXRlL3YxL21lc3NhZ2UucHJvdG8SCnphcGdhdGUudjEiFAoEVGV4dBIMCgRib2R5GAEgASgJIkwKBU1lZGlhEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJIjwKBUF1ZGlvEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEhIKCnZvaWNlX25vdGUYAyABKAgiTgoITG9jYXRpb24SEAoIbGF0aXR1ZGUYASABKAESEQoJbG9uZ2l0dWRlGAIgASgBEgwKBG5hbWUYAyABKAkSDwoHYWRkcmVzcxgEIAEoCSJBCgtDb250YWN0Q2FyZBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFcGhvbmUYAiABKAkSDQoFdmNhcmQYAyABKAkiQwoEUG9sbBIQCghxdWVzdGlvbhgBIAEoCRIPCgdvcHRpb25zGAIgAygJEhgKEHNlbGVjdGFibGVfY291bnQYAyABKAUilwYKElNlbmRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIPCgVwaG9uZRgCIAEoCUgAEg0KA2ppZBgDIAEoCUgAEiAKBHRleHQYBCABKAsyEC56YXBnYXRlLnYxLlRleHRIARIiCgVpbWFnZRgFIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgV2aWRlbxgGIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIiCgVhdWRpbxgHIAEoCzIRLnphcGdhdGUudjEuQXVkaW9IARIlCghkb2N1bWVudBgIIAEoCzIRLnphcGdhdGUudjEuTWVkaWFIARIoCghsb2NhdGlvbhgJIAEoCzIULnphcGdhdGUudjEuTG9jYXRpb25IARIqCgdjb250YWN0GAogASgLMhcuemFwZ2F0ZS52MS5Db250YWN0Q2FyZEgBEiAKBHBvbGwYEiABKAsyEC56YXBnYXRlLnYxLlBvbGxIARIkCgdzdGlja2VyGBMgASgLMhEuemFwZ2F0ZS52MS5NZWRpYUgBEkAKCXZhcmlhYmxlcxgLIAMoCzItLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0LlZhcmlhYmxlc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgMIAEoCRIrCgdzZW5kX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJpb3JpdHkYDyABKAUSEAoIcmVwbHlfdG8YECABKAkSEAoIbWVudGlvbnMYESADKAkSEQoJdmlld19vbmNlGBQgASgIEi0KDGxpbmtfcHJldmlldxgVIAEoCzIXLnphcGdhdGUudjEuTGlua1ByZXZpZXcaMAoOVmFyaWFibGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUILCglyZWNpcGllbnRCCQoHY29udGVudCJRCgtMaW5rUHJldmlldxILCgN1cmwYASABKAkSDQoFdGl0bGUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSEQoJdGh1bWJuYWlsGAQgASgMIpsFCgdNZXNzYWdlEgoKAmlkGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEhUKDXJlY2lwaWVudF9qaWQYAyABKAkSJwoFc3RhdGUYBCABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRIWCg5mYWlsdXJlX3JlYXNvbhgFIAEoCRIMCgRraW5kGAYgASgJEhAKCHByaW9yaXR5GAcgASgFEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCRIbChN3aGF0c2FwcF9tZXNzYWdlX2lkGAkgASgJEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHc2VuZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCXNlbnRfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoOd2FpdGluZ19yZWFzb24YDyABKA4yGS56YXBnYXRlLnYxLldhaXRpbmdSZWFzb24SNQoRbmV4dF9hdHRlbXB0X3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmZhaWx1cmVfZGV0YWlsGBEgASgJEhAKCHJlcGx5X3RvGBIgASgJEhAKCG1lbnRpb25zGBMgAygJEhkKEXRhcmdldF9tZXNzYWdlX2lkGBQgASgJEhEKCXZpZXdfb25jZRgVIAEoCCJMChNTZW5kTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USDwoHY3JlYXRlZBgCIAEoCCI8ChFHZXRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIjoKEkdldE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlInoKE0xpc3RNZXNzYWdlc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJWChRMaXN0TWVzc2FnZXNSZXNwb25zZRIlCghtZXNzYWdlcxgBIAMoCzITLnphcGdhdGUudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPwoUQ2FuY2VsTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSI9ChVDYW5jZWxNZXNzYWdlUmVzcG9uc2USJAoHbWVzc2FnZRgBIAEoCzITLnphcGdhdGUudjEuTWVzc2FnZSI/ChREb3dubG9hZE1lZGlhUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIlkKFURvd25sb2FkTWVkaWFSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDAoEc2l6ZRgEIAEoAyJfCgxSZWFjdFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRINCgVlbW9qaRgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiRgoNUmVhY3RSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEg8KB2NyZWF0ZWQYAiABKAgiZAoSRWRpdE1lc3NhZ2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiTAoTRWRpdE1lc3NhZ2VSZXNwb25zZRIkCgdtZXNzYWdlGAEgASgLMhMuemFwZ2F0ZS52MS5NZXNzYWdlEg8KB2NyZWF0ZWQYAiABKAgiWAoUUmV2b2tlTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkiTgoVUmV2b2tlTWVzc2FnZVJlc3BvbnNlEiQKB21lc3NhZ2UYASABKAsyEy56YXBnYXRlLnYxLk1lc3NhZ2USDwoHY3JlYXRlZBgCIAEoCCJVCg9NYXJrUmVhZFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEwoLbWVzc2FnZV9pZHMYAiADKAkSGAoQdXBfdG9fbWVzc2FnZV9pZBgDIAEoCSI0ChBNYXJrUmVhZFJlc3BvbnNlEhAKCGNoYXRfamlkGAEgASgJEg4KBm1hcmtlZBgCIAEoBSKCAQoXU2VuZENoYXRQcmVzZW5jZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDwoFcGhvbmUYAiABKAlIABINCgNqaWQYAyABKAlIABIqCghwcmVzZW5jZRgEIAEoDjIYLnphcGdhdGUudjEuQ2hhdFByZXNlbmNlQgYKBGNoYXQiGgoYU2VuZENoYXRQcmVzZW5jZVJlc3BvbnNlIlEKElNldFByZXNlbmNlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRImCghwcmVzZW5jZRgCIAEoDjIULnphcGdhdGUudjEuUHJlc2VuY2UiFQoTU2V0UHJlc2VuY2VSZXNwb25zZSJaChhTdWJzY3JpYmVQcmVzZW5jZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDwoFcGhvbmUYAiABKAlIABINCgNqaWQYAyABKAlIAEIJCgdjb250YWN0IhsKGVN1YnNjcmliZVByZXNlbmNlUmVzcG9uc2UqpQIKDE1lc3NhZ2VTdGF0ZRIdChlNRVNTQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUTUVTU0FHRV9TVEFURV9RVUVVRUQQARIZChVNRVNTQUdFX1NUQVRFX1NFTkRJTkcQAhIWChJNRVNTQUdFX1NUQVRFX1NFTlQQAxIbChdNRVNTQUdFX1NUQVRFX0RFTElWRVJFRBAEEhYKEk1FU1NBR0VfU1RBVEVfUkVBRBAFEhgKFE1FU1NBR0VfU1RBVEVfRkFJTEVEEAYSGwoXTUVTU0FHRV9TVEFURV9DQU5DRUxMRUQQBxIZChVNRVNTQUdFX1NUQVRFX0VYUElSRUQQCBIiCh5NRVNTQUdFX1NUQVRFX0RFTElWRVJZX1VOS05PV04QCSrGAwoNV2FpdGluZ1JlYXNvbhIeChpXQUlUSU5HX1JFQVNPTl9VTlNQRUNJRklFRBAAEh4KGldBSVRJTkdfUkVBU09OX1FVSUVUX0hPVVJTEAESFgoSV0FJVElOR19SRUFTT05fR0FQEAISHQoZV0FJVElOR19SRUFTT05fTUlOVVRFX0NBUBADEhsKF1dBSVRJTkdfUkVBU09OX0hPVVJfQ0FQEAQSGgoWV0FJVElOR19SRUFTT05fREFZX0NBUBAFEiIKHldBSVRJTkdfUkVBU09OX05FV19DT05UQUNUX0NBUBAGEhkKFVdBSVRJTkdfUkVBU09OX1dBUk1VUBAHEhkKFVdBSVRJTkdfUkVBU09OX1BBVVNFRBAIEiAKHFdBSVRJTkdfUkVBU09OX05PVF9DT05ORUNURUQQCRIaChZXQUlUSU5HX1JFQVNPTl9TRU5EX0FUEAoSHAoYV0FJVElOR19SRUFTT05fSU5fRkxJR0hUEAsSHQoZV0FJVElOR19SRUFTT05fQ0hBVF9PUkRFUhAMEhgKFFdBSVRJTkdfUkVBU09OX1FVRVVFEA0SFgoSV0FJVElOR19SRUFTT05fRFVFEA4qgQEKDENoYXRQcmVzZW5jZRIdChlDSEFUX1BSRVNFTkNFX1VOU1BFQ0lGSUVEEAASGwoXQ0hBVF9QUkVTRU5DRV9DT01QT1NJTkcQARIbChdDSEFUX1BSRVNFTkNFX1JFQ09SRElORxACEhgKFENIQVRfUFJFU0VOQ0VfUEFVU0VEEAMqVgoIUHJlc2VuY2USGAoUUFJFU0VOQ0VfVU5TUEVDSUZJRUQQABIWChJQUkVTRU5DRV9BVkFJTEFCTEUQARIYChRQUkVTRU5DRV9VTkFWQUlMQUJMRRACMuoHCg5NZXNzYWdlU2VydmljZRJOCgtTZW5kTWVzc2FnZRIeLnphcGdhdGUudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEksKCkdldE1lc3NhZ2USHS56YXBnYXRlLnYxLkdldE1lc3NhZ2VSZXF1ZXN0Gh4uemFwZ2F0ZS52MS5HZXRNZXNzYWdlUmVzcG9uc2USUQoMTGlzdE1lc3NhZ2VzEh8uemFwZ2F0ZS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0GiAuemFwZ2F0ZS52MS5MaXN0TWVzc2FnZXNSZXNwb25zZRJUCg1DYW5jZWxNZXNzYWdlEiAuemFwZ2F0ZS52MS5DYW5jZWxNZXNzYWdlUmVxdWVzdBohLnphcGdhdGUudjEuQ2FuY2VsTWVzc2FnZVJlc3BvbnNlElYKDURvd25sb2FkTWVkaWESIC56YXBnYXRlLnYxLkRvd25sb2FkTWVkaWFSZXF1ZXN0GiEuemFwZ2F0ZS52MS5Eb3dubG9hZE1lZGlhUmVzcG9uc2UwARI8CgVSZWFjdBIYLnphcGdhdGUudjEuUmVhY3RSZXF1ZXN0GhkuemFwZ2F0ZS52MS5SZWFjdFJlc3BvbnNlEk4KC0VkaXRNZXNzYWdlEh4uemFwZ2F0ZS52MS5FZGl0TWVzc2FnZVJlcXVlc3QaHy56YXBnYXRlLnYxLkVkaXRNZXNzYWdlUmVzcG9uc2USVAoNUmV2b2tlTWVzc2FnZRIgLnphcGdhdGUudjEuUmV2b2tlTWVzc2FnZVJlcXVlc3QaIS56YXBnYXRlLnYxLlJldm9rZU1lc3NhZ2VSZXNwb25zZRJFCghNYXJrUmVhZBIbLnphcGdhdGUudjEuTWFya1JlYWRSZXF1ZXN0GhwuemFwZ2F0ZS52MS5NYXJrUmVhZFJlc3BvbnNlEl0KEFNlbmRDaGF0UHJlc2VuY2USIy56YXBnYXRlLnYxLlNlbmRDaGF0UHJlc2VuY2VSZXF1ZXN0GiQuemFwZ2F0ZS52MS5TZW5kQ2hhdFByZXNlbmNlUmVzcG9uc2USTgoLU2V0UHJlc2VuY2USHi56YXBnYXRlLnYxLlNldFByZXNlbmNlUmVxdWVzdBofLnphcGdhdGUudjEuU2V0UHJlc2VuY2VSZXNwb25zZRJgChFTdWJzY3JpYmVQcmVzZW5jZRIkLnphcGdhdGUudjEuU3Vic2NyaWJlUHJlc2VuY2VSZXF1ZXN0GiUuemFwZ2F0ZS52MS5TdWJzY3JpYmVQcmVzZW5jZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message zapgate.v1.Text
@@ -162,6 +162,41 @@ export const ContactCardSchema: GenMessage<ContactCard> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_message, 4);
 
 /**
+ * A poll: a question and 2 to 12 distinct options, each at most 100 characters. Sent as
+ * given (no templates or spin variants: voters' choices are matched by the option names).
+ *
+ * @generated from message zapgate.v1.Poll
+ */
+export type Poll = Message$1<"zapgate.v1.Poll"> & {
+  /**
+   * At most 255 characters.
+   *
+   * @generated from field: string question = 1;
+   */
+  question: string;
+
+  /**
+   * @generated from field: repeated string options = 2;
+   */
+  options: string[];
+
+  /**
+   * How many options a voter may choose: 1 for a single choice, up to the number of
+   * options; 0 lets a voter choose any number (WhatsApp's "allow multiple answers").
+   *
+   * @generated from field: int32 selectable_count = 3;
+   */
+  selectableCount: number;
+};
+
+/**
+ * Describes the message zapgate.v1.Poll.
+ * Use `create(PollSchema)` to create a new message.
+ */
+export const PollSchema: GenMessage<Poll> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 5);
+
+/**
  * @generated from message zapgate.v1.SendMessageRequest
  */
 export type SendMessageRequest = Message$1<"zapgate.v1.SendMessageRequest"> & {
@@ -236,6 +271,23 @@ export type SendMessageRequest = Message$1<"zapgate.v1.SendMessageRequest"> & {
      */
     value: ContactCard;
     case: "contact";
+  } | {
+    /**
+     * A poll (kind "poll"). Voters' choices arrive as MessageReceived.poll_vote events.
+     *
+     * @generated from field: zapgate.v1.Poll poll = 18;
+     */
+    value: Poll;
+    case: "poll";
+  } | {
+    /**
+     * A sticker: a WebP image (mime_type image/webp; animated WebP works too), at most
+     * 1 MiB. No caption or file name.
+     *
+     * @generated from field: zapgate.v1.Media sticker = 19;
+     */
+    value: Media;
+    case: "sticker";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -287,6 +339,21 @@ export type SendMessageRequest = Message$1<"zapgate.v1.SendMessageRequest"> & {
    * @generated from field: repeated string mentions = 17;
    */
   mentions: string[];
+
+  /**
+   * Optional, with image, video or a voice note: the recipient can open it once.
+   *
+   * @generated from field: bool view_once = 20;
+   */
+  viewOnce: boolean;
+
+  /**
+   * Optional, with text: the preview shown for a URL of the text, from what you give here.
+   * zapgate never fetches URLs; without it the text is sent with no preview.
+   *
+   * @generated from field: zapgate.v1.LinkPreview link_preview = 21;
+   */
+  linkPreview?: LinkPreview | undefined;
 };
 
 /**
@@ -294,7 +361,47 @@ export type SendMessageRequest = Message$1<"zapgate.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 5);
+  messageDesc(file_zapgate_v1_message, 6);
+
+/**
+ * @generated from message zapgate.v1.LinkPreview
+ */
+export type LinkPreview = Message$1<"zapgate.v1.LinkPreview"> & {
+  /**
+   * The URL previewed; it must appear in the text as written.
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * At most 300 characters.
+   *
+   * @generated from field: string title = 2;
+   */
+  title: string;
+
+  /**
+   * At most 1,000 characters.
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * Optional: a JPEG or PNG, at most 1 MiB; sent as a small JPEG thumbnail.
+   *
+   * @generated from field: bytes thumbnail = 4;
+   */
+  thumbnail: Uint8Array;
+};
+
+/**
+ * Describes the message zapgate.v1.LinkPreview.
+ * Use `create(LinkPreviewSchema)` to create a new message.
+ */
+export const LinkPreviewSchema: GenMessage<LinkPreview> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 7);
 
 /**
  * @generated from message zapgate.v1.Message
@@ -333,8 +440,8 @@ export type Message = Message$1<"zapgate.v1.Message"> & {
   failureReason: string;
 
   /**
-   * text, image, video, audio, voice_note, document, location, contact, reaction, edit or
-   * revoke.
+   * text, image, video, audio, voice_note, document, location, contact, poll, sticker,
+   * reaction, edit or revoke.
    *
    * @generated from field: string kind = 6;
    */
@@ -426,6 +533,13 @@ export type Message = Message$1<"zapgate.v1.Message"> & {
    * @generated from field: string target_message_id = 20;
    */
   targetMessageId: string;
+
+  /**
+   * Sent view-once (SendMessageRequest.view_once).
+   *
+   * @generated from field: bool view_once = 21;
+   */
+  viewOnce: boolean;
 };
 
 /**
@@ -433,7 +547,7 @@ export type Message = Message$1<"zapgate.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 6);
+  messageDesc(file_zapgate_v1_message, 8);
 
 /**
  * @generated from message zapgate.v1.SendMessageResponse
@@ -457,7 +571,7 @@ export type SendMessageResponse = Message$1<"zapgate.v1.SendMessageResponse"> & 
  * Use `create(SendMessageResponseSchema)` to create a new message.
  */
 export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 7);
+  messageDesc(file_zapgate_v1_message, 9);
 
 /**
  * @generated from message zapgate.v1.GetMessageRequest
@@ -479,7 +593,7 @@ export type GetMessageRequest = Message$1<"zapgate.v1.GetMessageRequest"> & {
  * Use `create(GetMessageRequestSchema)` to create a new message.
  */
 export const GetMessageRequestSchema: GenMessage<GetMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 8);
+  messageDesc(file_zapgate_v1_message, 10);
 
 /**
  * @generated from message zapgate.v1.GetMessageResponse
@@ -496,7 +610,7 @@ export type GetMessageResponse = Message$1<"zapgate.v1.GetMessageResponse"> & {
  * Use `create(GetMessageResponseSchema)` to create a new message.
  */
 export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 9);
+  messageDesc(file_zapgate_v1_message, 11);
 
 /**
  * @generated from message zapgate.v1.ListMessagesRequest
@@ -528,7 +642,7 @@ export type ListMessagesRequest = Message$1<"zapgate.v1.ListMessagesRequest"> & 
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 10);
+  messageDesc(file_zapgate_v1_message, 12);
 
 /**
  * @generated from message zapgate.v1.ListMessagesResponse
@@ -550,7 +664,7 @@ export type ListMessagesResponse = Message$1<"zapgate.v1.ListMessagesResponse"> 
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 11);
+  messageDesc(file_zapgate_v1_message, 13);
 
 /**
  * @generated from message zapgate.v1.CancelMessageRequest
@@ -572,7 +686,7 @@ export type CancelMessageRequest = Message$1<"zapgate.v1.CancelMessageRequest"> 
  * Use `create(CancelMessageRequestSchema)` to create a new message.
  */
 export const CancelMessageRequestSchema: GenMessage<CancelMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 12);
+  messageDesc(file_zapgate_v1_message, 14);
 
 /**
  * @generated from message zapgate.v1.CancelMessageResponse
@@ -589,7 +703,7 @@ export type CancelMessageResponse = Message$1<"zapgate.v1.CancelMessageResponse"
  * Use `create(CancelMessageResponseSchema)` to create a new message.
  */
 export const CancelMessageResponseSchema: GenMessage<CancelMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 13);
+  messageDesc(file_zapgate_v1_message, 15);
 
 /**
  * @generated from message zapgate.v1.DownloadMediaRequest
@@ -613,7 +727,7 @@ export type DownloadMediaRequest = Message$1<"zapgate.v1.DownloadMediaRequest"> 
  * Use `create(DownloadMediaRequestSchema)` to create a new message.
  */
 export const DownloadMediaRequestSchema: GenMessage<DownloadMediaRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 14);
+  messageDesc(file_zapgate_v1_message, 16);
 
 /**
  * The file in chunks of at most 256 KiB; the first chunk also carries the metadata.
@@ -649,7 +763,7 @@ export type DownloadMediaResponse = Message$1<"zapgate.v1.DownloadMediaResponse"
  * Use `create(DownloadMediaResponseSchema)` to create a new message.
  */
 export const DownloadMediaResponseSchema: GenMessage<DownloadMediaResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 15);
+  messageDesc(file_zapgate_v1_message, 17);
 
 /**
  * @generated from message zapgate.v1.ReactRequest
@@ -688,7 +802,7 @@ export type ReactRequest = Message$1<"zapgate.v1.ReactRequest"> & {
  * Use `create(ReactRequestSchema)` to create a new message.
  */
 export const ReactRequestSchema: GenMessage<ReactRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 16);
+  messageDesc(file_zapgate_v1_message, 18);
 
 /**
  * @generated from message zapgate.v1.ReactResponse
@@ -712,7 +826,7 @@ export type ReactResponse = Message$1<"zapgate.v1.ReactResponse"> & {
  * Use `create(ReactResponseSchema)` to create a new message.
  */
 export const ReactResponseSchema: GenMessage<ReactResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 17);
+  messageDesc(file_zapgate_v1_message, 19);
 
 /**
  * @generated from message zapgate.v1.EditMessageRequest
@@ -748,7 +862,7 @@ export type EditMessageRequest = Message$1<"zapgate.v1.EditMessageRequest"> & {
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 18);
+  messageDesc(file_zapgate_v1_message, 20);
 
 /**
  * @generated from message zapgate.v1.EditMessageResponse
@@ -772,7 +886,7 @@ export type EditMessageResponse = Message$1<"zapgate.v1.EditMessageResponse"> & 
  * Use `create(EditMessageResponseSchema)` to create a new message.
  */
 export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 19);
+  messageDesc(file_zapgate_v1_message, 21);
 
 /**
  * @generated from message zapgate.v1.RevokeMessageRequest
@@ -801,7 +915,7 @@ export type RevokeMessageRequest = Message$1<"zapgate.v1.RevokeMessageRequest"> 
  * Use `create(RevokeMessageRequestSchema)` to create a new message.
  */
 export const RevokeMessageRequestSchema: GenMessage<RevokeMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 20);
+  messageDesc(file_zapgate_v1_message, 22);
 
 /**
  * @generated from message zapgate.v1.RevokeMessageResponse
@@ -825,7 +939,7 @@ export type RevokeMessageResponse = Message$1<"zapgate.v1.RevokeMessageResponse"
  * Use `create(RevokeMessageResponseSchema)` to create a new message.
  */
 export const RevokeMessageResponseSchema: GenMessage<RevokeMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 21);
+  messageDesc(file_zapgate_v1_message, 23);
 
 /**
  * @generated from message zapgate.v1.MarkReadRequest
@@ -856,7 +970,7 @@ export type MarkReadRequest = Message$1<"zapgate.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 22);
+  messageDesc(file_zapgate_v1_message, 24);
 
 /**
  * @generated from message zapgate.v1.MarkReadResponse
@@ -882,7 +996,7 @@ export type MarkReadResponse = Message$1<"zapgate.v1.MarkReadResponse"> & {
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 23);
+  messageDesc(file_zapgate_v1_message, 25);
 
 /**
  * @generated from message zapgate.v1.SendChatPresenceRequest
@@ -923,7 +1037,7 @@ export type SendChatPresenceRequest = Message$1<"zapgate.v1.SendChatPresenceRequ
  * Use `create(SendChatPresenceRequestSchema)` to create a new message.
  */
 export const SendChatPresenceRequestSchema: GenMessage<SendChatPresenceRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 24);
+  messageDesc(file_zapgate_v1_message, 26);
 
 /**
  * @generated from message zapgate.v1.SendChatPresenceResponse
@@ -936,7 +1050,93 @@ export type SendChatPresenceResponse = Message$1<"zapgate.v1.SendChatPresenceRes
  * Use `create(SendChatPresenceResponseSchema)` to create a new message.
  */
 export const SendChatPresenceResponseSchema: GenMessage<SendChatPresenceResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_message, 25);
+  messageDesc(file_zapgate_v1_message, 27);
+
+/**
+ * @generated from message zapgate.v1.SetPresenceRequest
+ */
+export type SetPresenceRequest = Message$1<"zapgate.v1.SetPresenceRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * @generated from field: zapgate.v1.Presence presence = 2;
+   */
+  presence: Presence;
+};
+
+/**
+ * Describes the message zapgate.v1.SetPresenceRequest.
+ * Use `create(SetPresenceRequestSchema)` to create a new message.
+ */
+export const SetPresenceRequestSchema: GenMessage<SetPresenceRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 28);
+
+/**
+ * @generated from message zapgate.v1.SetPresenceResponse
+ */
+export type SetPresenceResponse = Message$1<"zapgate.v1.SetPresenceResponse"> & {
+};
+
+/**
+ * Describes the message zapgate.v1.SetPresenceResponse.
+ * Use `create(SetPresenceResponseSchema)` to create a new message.
+ */
+export const SetPresenceResponseSchema: GenMessage<SetPresenceResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 29);
+
+/**
+ * @generated from message zapgate.v1.SubscribePresenceRequest
+ */
+export type SubscribePresenceRequest = Message$1<"zapgate.v1.SubscribePresenceRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * @generated from oneof zapgate.v1.SubscribePresenceRequest.contact
+   */
+  contact: {
+    /**
+     * E.164.
+     *
+     * @generated from field: string phone = 2;
+     */
+    value: string;
+    case: "phone";
+  } | {
+    /**
+     * A user JID (...@s.whatsapp.net or ...@lid); not a group.
+     *
+     * @generated from field: string jid = 3;
+     */
+    value: string;
+    case: "jid";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message zapgate.v1.SubscribePresenceRequest.
+ * Use `create(SubscribePresenceRequestSchema)` to create a new message.
+ */
+export const SubscribePresenceRequestSchema: GenMessage<SubscribePresenceRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 30);
+
+/**
+ * @generated from message zapgate.v1.SubscribePresenceResponse
+ */
+export type SubscribePresenceResponse = Message$1<"zapgate.v1.SubscribePresenceResponse"> & {
+};
+
+/**
+ * Describes the message zapgate.v1.SubscribePresenceResponse.
+ * Use `create(SubscribePresenceResponseSchema)` to create a new message.
+ */
+export const SubscribePresenceResponseSchema: GenMessage<SubscribePresenceResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_message, 31);
 
 /**
  * @generated from enum zapgate.v1.MessageState
@@ -1172,6 +1372,36 @@ export const ChatPresenceSchema: GenEnum<ChatPresence> = /*@__PURE__*/
   enumDesc(file_zapgate_v1_message, 2);
 
 /**
+ * @generated from enum zapgate.v1.Presence
+ */
+export enum Presence {
+  /**
+   * @generated from enum value: PRESENCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Online.
+   *
+   * @generated from enum value: PRESENCE_AVAILABLE = 1;
+   */
+  AVAILABLE = 1,
+
+  /**
+   * Offline ("last seen" from now).
+   *
+   * @generated from enum value: PRESENCE_UNAVAILABLE = 2;
+   */
+  UNAVAILABLE = 2,
+}
+
+/**
+ * Describes the enum zapgate.v1.Presence.
+ */
+export const PresenceSchema: GenEnum<Presence> = /*@__PURE__*/
+  enumDesc(file_zapgate_v1_message, 3);
+
+/**
  * Sends messages through the central rate-limit and jitter scheduler. A message is durable
  * once SendMessage returns (QUEUED); the scheduler releases it when the instance's send
  * policy allows (gaps with jitter, caps, quiet hours, warm-up) and the instance is connected.
@@ -1288,6 +1518,29 @@ export const MessageService: GenService<{
     methodKind: "unary";
     input: typeof SendChatPresenceRequestSchema;
     output: typeof SendChatPresenceResponseSchema;
+  },
+  /**
+   * Shows the account as online (AVAILABLE) or not (UNAVAILABLE) to its contacts. Paced per
+   * instance, with SendChatPresence.
+   *
+   * @generated from rpc zapgate.v1.MessageService.SetPresence
+   */
+  setPresence: {
+    methodKind: "unary";
+    input: typeof SetPresenceRequestSchema;
+    output: typeof SetPresenceResponseSchema;
+  },
+  /**
+   * Asks WhatsApp for a contact's presence (online, last seen): presence_changed events
+   * follow while the instance stays connected (subscribe again after a reconnect). Paced
+   * per instance, with SendChatPresence.
+   *
+   * @generated from rpc zapgate.v1.MessageService.SubscribePresence
+   */
+  subscribePresence: {
+    methodKind: "unary";
+    input: typeof SubscribePresenceRequestSchema;
+    output: typeof SubscribePresenceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_zapgate_v1_message, 0);

@@ -8,7 +8,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { MediaKind, MessageEdited, MessageRevoked, Reaction, ReplyContext } from "./event_pb.js";
 import { file_zapgate_v1_event } from "./event_pb.js";
-import type { ContactCard, Location } from "./message_pb.js";
+import type { ChatPresence, ContactCard, Location, Poll } from "./message_pb.js";
 import { file_zapgate_v1_message } from "./message_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,139 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/simulator.proto.
  */
 export const file_zapgate_v1_simulator: GenFile = /*@__PURE__*/
-  fileDesc("Chp6YXBnYXRlL3YxL3NpbXVsYXRvci5wcm90bxIKemFwZ2F0ZS52MSJSChZTZXRHcm91cFByaXZhY3lSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCRITCgtyZWZ1c2VfYWRkcxgDIAEoCCIZChdTZXRHcm91cFByaXZhY3lSZXNwb25zZSKWAgoSQ2hhbmdlR3JvdXBSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhAKCGJ5X3Bob25lGAIgASgJEhEKCWdyb3VwX2ppZBgDIAEoCRIVCgtjcmVhdGVfbmFtZRgEIAEoCUgAEjkKDHBhcnRpY2lwYW50cxgFIAEoCzIhLnphcGdhdGUudjEuU2ltUGFydGljaXBhbnRzQ2hhbmdlSAASDgoEbmFtZRgGIAEoCUgAEg8KBXRvcGljGAcgASgJSAASMQoIc2V0dGluZ3MYCCABKAsyHS56YXBnYXRlLnYxLlNpbVNldHRpbmdzQ2hhbmdlSAASFgoMcmVxdWVzdF9qb2luGAkgASgISABCCAoGY2hhbmdlIjcKFVNpbVBhcnRpY2lwYW50c0NoYW5nZRIOCgZhY3Rpb24YASABKAkSDgoGcGhvbmVzGAIgAygJIlcKEVNpbVNldHRpbmdzQ2hhbmdlEhUKCGFubm91bmNlGAEgASgISACIAQESEwoGbG9ja2VkGAIgASgISAGIAQFCCwoJX2Fubm91bmNlQgkKB19sb2NrZWQiFQoTQ2hhbmdlR3JvdXBSZXNwb25zZSJBCg1TY2FuUXJSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAkSDQoFcGhvbmUYAyABKAkiEAoOU2NhblFyUmVzcG9uc2UiOQoURW50ZXJQYWlyQ29kZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDAoEY29kZRgCIAEoCSIXChVFbnRlclBhaXJDb2RlUmVzcG9uc2UiLAoVRHJvcENvbm5lY3Rpb25SZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJIhgKFkRyb3BDb25uZWN0aW9uUmVzcG9uc2UiLQoWTG9nb3V0RnJvbVBob25lUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIZChdMb2dvdXRGcm9tUGhvbmVSZXNwb25zZSJUChNUZW1wb3JhcnlCYW5SZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAUSGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgBIhYKFFRlbXBvcmFyeUJhblJlc3BvbnNlIiwKFVN0cmVhbVJlcGxhY2VkUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIYChZTdHJlYW1SZXBsYWNlZFJlc3BvbnNlIjsKE1NldEtlZXBBbGl2ZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDwoHZmFpbGluZxgCIAEoCCIWChRTZXRLZWVwQWxpdmVSZXNwb25zZSJFChBGYWlsU2VuZHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCRIMCgRjb2RlGAMgASgJIhMKEUZhaWxTZW5kc1Jlc3BvbnNlIioKE0xpc3RSZWNlaXZlZFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiiwIKD1JlY2VpdmVkTWVzc2FnZRIVCg1yZWNpcGllbnRfamlkGAEgASgJEgwKBGtpbmQYAiABKAkSDAoEdGV4dBgDIAEoCRIbChN3aGF0c2FwcF9tZXNzYWdlX2lkGAQgASgJEjAKDHJlY2VpdmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbWVkaWFfc2l6ZRgGIAEoAxIUCgxtZWRpYV9zaGEyNTYYByABKAkSGQoRcXVvdGVkX21lc3NhZ2VfaWQYCCABKAkSFgoObWVudGlvbmVkX2ppZHMYCSADKAkSGQoRdGFyZ2V0X21lc3NhZ2VfaWQYCiABKAkiRQoUTGlzdFJlY2VpdmVkUmVzcG9uc2USLQoIbWVzc2FnZXMYASADKAsyGy56YXBnYXRlLnYxLlJlY2VpdmVkTWVzc2FnZSLiAwocSW5qZWN0SW5jb21pbmdNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgpmcm9tX3Bob25lGAIgASgJEhAKCGZyb21fbGlkGAMgASgJEhEKCXB1c2hfbmFtZRgEIAEoCRIRCglncm91cF9qaWQYBSABKAkSDgoEdGV4dBgGIAEoCUgAEioKBW1lZGlhGAcgASgLMhkuemFwZ2F0ZS52MS5JbmplY3RlZE1lZGlhSAASKAoIbG9jYXRpb24YCCABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASKgoHY29udGFjdBgJIAEoCzIXLnphcGdhdGUudjEuQ29udGFjdENhcmRIABIoCghyZWFjdGlvbhgKIAEoCzIULnphcGdhdGUudjEuUmVhY3Rpb25IABIrCgZlZGl0ZWQYDSABKAsyGS56YXBnYXRlLnYxLk1lc3NhZ2VFZGl0ZWRIABItCgdyZXZva2VkGA4gASgLMhouemFwZ2F0ZS52MS5NZXNzYWdlUmV2b2tlZEgAEioKCHJlcGx5X3RvGAsgASgLMhguemFwZ2F0ZS52MS5SZXBseUNvbnRleHQSEgoKbWVzc2FnZV9pZBgMIAEoCUIJCgdjb250ZW50IooBCg1JbmplY3RlZE1lZGlhEiMKBGtpbmQYASABKA4yFS56YXBnYXRlLnYxLk1lZGlhS2luZBIMCgRkYXRhGAIgASgMEhEKCW1pbWVfdHlwZRgDIAEoCRIRCglmaWxlX25hbWUYBCABKAkSDwoHY2FwdGlvbhgFIAEoCRIPCgdzZWNvbmRzGAYgASgFIjMKHUluamVjdEluY29taW5nTWVzc2FnZVJlc3BvbnNlEhIKCm1lc3NhZ2VfaWQYASABKAkiggEKElNlbmRSZWNlaXB0UmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIcChR3aGF0c2FwcF9tZXNzYWdlX2lkcxgCIAMoCRIlCgRraW5kGAMgASgOMhcuemFwZ2F0ZS52MS5SZWNlaXB0S2luZBISCgpmcm9tX3Bob25lGAQgASgJIhUKE1NlbmRSZWNlaXB0UmVzcG9uc2UieQoKU2ltQ29udGFjdBINCgVwaG9uZRgBIAEoCRIRCglmdWxsX25hbWUYAiABKAkSEgoKZmlyc3RfbmFtZRgDIAEoCRIRCglwdXNoX25hbWUYBCABKAkSFQoNYnVzaW5lc3NfbmFtZRgFIAEoCRILCgNsaWQYBiABKAkiUwoSU2V0Q29udGFjdHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEigKCGNvbnRhY3RzGAIgAygLMhYuemFwZ2F0ZS52MS5TaW1Db250YWN0IhUKE1NldENvbnRhY3RzUmVzcG9uc2UiQgobU2V0UmVnaXN0ZXJlZE51bWJlcnNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg4KBnBob25lcxgCIAMoCSIeChxTZXRSZWdpc3RlcmVkTnVtYmVyc1Jlc3BvbnNlIigKCkxpZE1hcHBpbmcSDQoFcGhvbmUYASABKAkSCwoDbGlkGAIgASgJIlYKFVNldExpZE1hcHBpbmdzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIoCghtYXBwaW5ncxgCIAMoCzIWLnphcGdhdGUudjEuTGlkTWFwcGluZyIYChZTZXRMaWRNYXBwaW5nc1Jlc3BvbnNlKncKC1JlY2VpcHRLaW5kEhwKGFJFQ0VJUFRfS0lORF9VTlNQRUNJRklFRBAAEhoKFlJFQ0VJUFRfS0lORF9ERUxJVkVSRUQQARIVChFSRUNFSVBUX0tJTkRfUkVBRBACEhcKE1JFQ0VJUFRfS0lORF9QTEFZRUQQAzL4CgoQU2ltdWxhdG9yU2VydmljZRI/CgZTY2FuUXISGS56YXBnYXRlLnYxLlNjYW5RclJlcXVlc3QaGi56YXBnYXRlLnYxLlNjYW5RclJlc3BvbnNlElQKDUVudGVyUGFpckNvZGUSIC56YXBnYXRlLnYxLkVudGVyUGFpckNvZGVSZXF1ZXN0GiEuemFwZ2F0ZS52MS5FbnRlclBhaXJDb2RlUmVzcG9uc2USVwoORHJvcENvbm5lY3Rpb24SIS56YXBnYXRlLnYxLkRyb3BDb25uZWN0aW9uUmVxdWVzdBoiLnphcGdhdGUudjEuRHJvcENvbm5lY3Rpb25SZXNwb25zZRJaCg9Mb2dvdXRGcm9tUGhvbmUSIi56YXBnYXRlLnYxLkxvZ291dEZyb21QaG9uZVJlcXVlc3QaIy56YXBnYXRlLnYxLkxvZ291dEZyb21QaG9uZVJlc3BvbnNlElEKDFRlbXBvcmFyeUJhbhIfLnphcGdhdGUudjEuVGVtcG9yYXJ5QmFuUmVxdWVzdBogLnphcGdhdGUudjEuVGVtcG9yYXJ5QmFuUmVzcG9uc2USVwoOU3RyZWFtUmVwbGFjZWQSIS56YXBnYXRlLnYxLlN0cmVhbVJlcGxhY2VkUmVxdWVzdBoiLnphcGdhdGUudjEuU3RyZWFtUmVwbGFjZWRSZXNwb25zZRJRCgxTZXRLZWVwQWxpdmUSHy56YXBnYXRlLnYxLlNldEtlZXBBbGl2ZVJlcXVlc3QaIC56YXBnYXRlLnYxLlNldEtlZXBBbGl2ZVJlc3BvbnNlEkgKCUZhaWxTZW5kcxIcLnphcGdhdGUudjEuRmFpbFNlbmRzUmVxdWVzdBodLnphcGdhdGUudjEuRmFpbFNlbmRzUmVzcG9uc2USUQoMTGlzdFJlY2VpdmVkEh8uemFwZ2F0ZS52MS5MaXN0UmVjZWl2ZWRSZXF1ZXN0GiAuemFwZ2F0ZS52MS5MaXN0UmVjZWl2ZWRSZXNwb25zZRJsChVJbmplY3RJbmNvbWluZ01lc3NhZ2USKC56YXBnYXRlLnYxLkluamVjdEluY29taW5nTWVzc2FnZVJlcXVlc3QaKS56YXBnYXRlLnYxLkluamVjdEluY29taW5nTWVzc2FnZVJlc3BvbnNlEk4KC1NlbmRSZWNlaXB0Eh4uemFwZ2F0ZS52MS5TZW5kUmVjZWlwdFJlcXVlc3QaHy56YXBnYXRlLnYxLlNlbmRSZWNlaXB0UmVzcG9uc2USTgoLU2V0Q29udGFjdHMSHi56YXBnYXRlLnYxLlNldENvbnRhY3RzUmVxdWVzdBofLnphcGdhdGUudjEuU2V0Q29udGFjdHNSZXNwb25zZRJpChRTZXRSZWdpc3RlcmVkTnVtYmVycxInLnphcGdhdGUudjEuU2V0UmVnaXN0ZXJlZE51bWJlcnNSZXF1ZXN0GiguemFwZ2F0ZS52MS5TZXRSZWdpc3RlcmVkTnVtYmVyc1Jlc3BvbnNlEloKD1NldEdyb3VwUHJpdmFjeRIiLnphcGdhdGUudjEuU2V0R3JvdXBQcml2YWN5UmVxdWVzdBojLnphcGdhdGUudjEuU2V0R3JvdXBQcml2YWN5UmVzcG9uc2USTgoLQ2hhbmdlR3JvdXASHi56YXBnYXRlLnYxLkNoYW5nZUdyb3VwUmVxdWVzdBofLnphcGdhdGUudjEuQ2hhbmdlR3JvdXBSZXNwb25zZRJXCg5TZXRMaWRNYXBwaW5ncxIhLnphcGdhdGUudjEuU2V0TGlkTWFwcGluZ3NSZXF1ZXN0GiIuemFwZ2F0ZS52MS5TZXRMaWRNYXBwaW5nc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_zapgate_v1_event, file_zapgate_v1_message]);
+  fileDesc("Chp6YXBnYXRlL3YxL3NpbXVsYXRvci5wcm90bxIKemFwZ2F0ZS52MSLoAQoVSW5qZWN0UHJlc2VuY2VSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhIKCmZyb21fcGhvbmUYAiABKAkSEAoIZnJvbV9saWQYAyABKAkSEwoJYXZhaWxhYmxlGAQgASgISAASMQoNY2hhdF9wcmVzZW5jZRgFIAEoDjIYLnphcGdhdGUudjEuQ2hhdFByZXNlbmNlSAASLQoJbGFzdF9zZWVuGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglncm91cF9qaWQYByABKAlCCgoIcHJlc2VuY2UiGAoWSW5qZWN0UHJlc2VuY2VSZXNwb25zZSJfChFJbmplY3RDYWxsUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgpmcm9tX3Bob25lGAIgASgJEhAKCGZyb21fbGlkGAMgASgJEg8KB2NhbGxfaWQYBCABKAkiJQoSSW5qZWN0Q2FsbFJlc3BvbnNlEg8KB2NhbGxfaWQYASABKAkiUgoWU2V0R3JvdXBQcml2YWN5UmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIOCgZwaG9uZXMYAiADKAkSEwoLcmVmdXNlX2FkZHMYAyABKAgiGQoXU2V0R3JvdXBQcml2YWN5UmVzcG9uc2UilgIKEkNoYW5nZUdyb3VwUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIQCghieV9waG9uZRgCIAEoCRIRCglncm91cF9qaWQYAyABKAkSFQoLY3JlYXRlX25hbWUYBCABKAlIABI5CgxwYXJ0aWNpcGFudHMYBSABKAsyIS56YXBnYXRlLnYxLlNpbVBhcnRpY2lwYW50c0NoYW5nZUgAEg4KBG5hbWUYBiABKAlIABIPCgV0b3BpYxgHIAEoCUgAEjEKCHNldHRpbmdzGAggASgLMh0uemFwZ2F0ZS52MS5TaW1TZXR0aW5nc0NoYW5nZUgAEhYKDHJlcXVlc3Rfam9pbhgJIAEoCEgAQggKBmNoYW5nZSI3ChVTaW1QYXJ0aWNpcGFudHNDaGFuZ2USDgoGYWN0aW9uGAEgASgJEg4KBnBob25lcxgCIAMoCSJXChFTaW1TZXR0aW5nc0NoYW5nZRIVCghhbm5vdW5jZRgBIAEoCEgAiAEBEhMKBmxvY2tlZBgCIAEoCEgBiAEBQgsKCV9hbm5vdW5jZUIJCgdfbG9ja2VkIhUKE0NoYW5nZUdyb3VwUmVzcG9uc2UiQQoNU2NhblFyUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEg0KBXBob25lGAMgASgJIhAKDlNjYW5RclJlc3BvbnNlIjkKFEVudGVyUGFpckNvZGVSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGNvZGUYAiABKAkiFwoVRW50ZXJQYWlyQ29kZVJlc3BvbnNlIiwKFURyb3BDb25uZWN0aW9uUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCSIYChZEcm9wQ29ubmVjdGlvblJlc3BvbnNlIi0KFkxvZ291dEZyb21QaG9uZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiGQoXTG9nb3V0RnJvbVBob25lUmVzcG9uc2UiVAoTVGVtcG9yYXJ5QmFuUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIMCgRjb2RlGAIgASgFEhoKEmV4cGlyZXNfaW5fc2Vjb25kcxgDIAEoASIWChRUZW1wb3JhcnlCYW5SZXNwb25zZSIsChVTdHJlYW1SZXBsYWNlZFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiGAoWU3RyZWFtUmVwbGFjZWRSZXNwb25zZSI7ChNTZXRLZWVwQWxpdmVSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg8KB2ZhaWxpbmcYAiABKAgiFgoUU2V0S2VlcEFsaXZlUmVzcG9uc2UiRQoQRmFpbFNlbmRzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIOCgZwaG9uZXMYAiADKAkSDAoEY29kZRgDIAEoCSITChFGYWlsU2VuZHNSZXNwb25zZSIqChNMaXN0UmVjZWl2ZWRSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJIrADCg9SZWNlaXZlZE1lc3NhZ2USFQoNcmVjaXBpZW50X2ppZBgBIAEoCRIMCgRraW5kGAIgASgJEgwKBHRleHQYAyABKAkSGwoTd2hhdHNhcHBfbWVzc2FnZV9pZBgEIAEoCRIwCgxyZWNlaXZlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCm1lZGlhX3NpemUYBiABKAMSFAoMbWVkaWFfc2hhMjU2GAcgASgJEhkKEXF1b3RlZF9tZXNzYWdlX2lkGAggASgJEhYKDm1lbnRpb25lZF9qaWRzGAkgAygJEhkKEXRhcmdldF9tZXNzYWdlX2lkGAogASgJEhQKDHBvbGxfb3B0aW9ucxgLIAMoCRIdChVwb2xsX3NlbGVjdGFibGVfY291bnQYDCABKAUSEQoJdmlld19vbmNlGA0gASgIEhAKCGxpbmtfdXJsGA4gASgJEhIKCmxpbmtfdGl0bGUYDyABKAkSGAoQbGlua19kZXNjcmlwdGlvbhgQIAEoCRIbChNsaW5rX3RodW1ibmFpbF9zaXplGBEgASgDIkUKFExpc3RSZWNlaXZlZFJlc3BvbnNlEi0KCG1lc3NhZ2VzGAEgAygLMhsuemFwZ2F0ZS52MS5SZWNlaXZlZE1lc3NhZ2UitwQKHEluamVjdEluY29taW5nTWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKZnJvbV9waG9uZRgCIAEoCRIQCghmcm9tX2xpZBgDIAEoCRIRCglwdXNoX25hbWUYBCABKAkSEQoJZ3JvdXBfamlkGAUgASgJEg4KBHRleHQYBiABKAlIABIqCgVtZWRpYRgHIAEoCzIZLnphcGdhdGUudjEuSW5qZWN0ZWRNZWRpYUgAEigKCGxvY2F0aW9uGAggASgLMhQuemFwZ2F0ZS52MS5Mb2NhdGlvbkgAEioKB2NvbnRhY3QYCSABKAsyFy56YXBnYXRlLnYxLkNvbnRhY3RDYXJkSAASKAoIcmVhY3Rpb24YCiABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASKwoGZWRpdGVkGA0gASgLMhkuemFwZ2F0ZS52MS5NZXNzYWdlRWRpdGVkSAASLQoHcmV2b2tlZBgOIAEoCzIaLnphcGdhdGUudjEuTWVzc2FnZVJldm9rZWRIABIgCgRwb2xsGA8gASgLMhAuemFwZ2F0ZS52MS5Qb2xsSAASMQoJcG9sbF92b3RlGBAgASgLMhwuemFwZ2F0ZS52MS5JbmplY3RlZFBvbGxWb3RlSAASKgoIcmVwbHlfdG8YCyABKAsyGC56YXBnYXRlLnYxLlJlcGx5Q29udGV4dBISCgptZXNzYWdlX2lkGAwgASgJQgkKB2NvbnRlbnQiPAoQSW5qZWN0ZWRQb2xsVm90ZRIXCg9wb2xsX21lc3NhZ2VfaWQYASABKAkSDwoHb3B0aW9ucxgCIAMoCSKdAQoNSW5qZWN0ZWRNZWRpYRIjCgRraW5kGAEgASgOMhUuemFwZ2F0ZS52MS5NZWRpYUtpbmQSDAoEZGF0YRgCIAEoDBIRCgltaW1lX3R5cGUYAyABKAkSEQoJZmlsZV9uYW1lGAQgASgJEg8KB2NhcHRpb24YBSABKAkSDwoHc2Vjb25kcxgGIAEoBRIRCgl2aWV3X29uY2UYByABKAgiMwodSW5qZWN0SW5jb21pbmdNZXNzYWdlUmVzcG9uc2USEgoKbWVzc2FnZV9pZBgBIAEoCSKCAQoSU2VuZFJlY2VpcHRSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhwKFHdoYXRzYXBwX21lc3NhZ2VfaWRzGAIgAygJEiUKBGtpbmQYAyABKA4yFy56YXBnYXRlLnYxLlJlY2VpcHRLaW5kEhIKCmZyb21fcGhvbmUYBCABKAkiFQoTU2VuZFJlY2VpcHRSZXNwb25zZSJ5CgpTaW1Db250YWN0Eg0KBXBob25lGAEgASgJEhEKCWZ1bGxfbmFtZRgCIAEoCRISCgpmaXJzdF9uYW1lGAMgASgJEhEKCXB1c2hfbmFtZRgEIAEoCRIVCg1idXNpbmVzc19uYW1lGAUgASgJEgsKA2xpZBgGIAEoCSJTChJTZXRDb250YWN0c1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSKAoIY29udGFjdHMYAiADKAsyFi56YXBnYXRlLnYxLlNpbUNvbnRhY3QiFQoTU2V0Q29udGFjdHNSZXNwb25zZSJCChtTZXRSZWdpc3RlcmVkTnVtYmVyc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSDgoGcGhvbmVzGAIgAygJIh4KHFNldFJlZ2lzdGVyZWROdW1iZXJzUmVzcG9uc2UiKAoKTGlkTWFwcGluZxINCgVwaG9uZRgBIAEoCRILCgNsaWQYAiABKAkiVgoVU2V0TGlkTWFwcGluZ3NSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEigKCG1hcHBpbmdzGAIgAygLMhYuemFwZ2F0ZS52MS5MaWRNYXBwaW5nIhgKFlNldExpZE1hcHBpbmdzUmVzcG9uc2UqdwoLUmVjZWlwdEtpbmQSHAoYUkVDRUlQVF9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWUkVDRUlQVF9LSU5EX0RFTElWRVJFRBABEhUKEVJFQ0VJUFRfS0lORF9SRUFEEAISFwoTUkVDRUlQVF9LSU5EX1BMQVlFRBADMp4MChBTaW11bGF0b3JTZXJ2aWNlEj8KBlNjYW5RchIZLnphcGdhdGUudjEuU2NhblFyUmVxdWVzdBoaLnphcGdhdGUudjEuU2NhblFyUmVzcG9uc2USVAoNRW50ZXJQYWlyQ29kZRIgLnphcGdhdGUudjEuRW50ZXJQYWlyQ29kZVJlcXVlc3QaIS56YXBnYXRlLnYxLkVudGVyUGFpckNvZGVSZXNwb25zZRJXCg5Ecm9wQ29ubmVjdGlvbhIhLnphcGdhdGUudjEuRHJvcENvbm5lY3Rpb25SZXF1ZXN0GiIuemFwZ2F0ZS52MS5Ecm9wQ29ubmVjdGlvblJlc3BvbnNlEloKD0xvZ291dEZyb21QaG9uZRIiLnphcGdhdGUudjEuTG9nb3V0RnJvbVBob25lUmVxdWVzdBojLnphcGdhdGUudjEuTG9nb3V0RnJvbVBob25lUmVzcG9uc2USUQoMVGVtcG9yYXJ5QmFuEh8uemFwZ2F0ZS52MS5UZW1wb3JhcnlCYW5SZXF1ZXN0GiAuemFwZ2F0ZS52MS5UZW1wb3JhcnlCYW5SZXNwb25zZRJXCg5TdHJlYW1SZXBsYWNlZBIhLnphcGdhdGUudjEuU3RyZWFtUmVwbGFjZWRSZXF1ZXN0GiIuemFwZ2F0ZS52MS5TdHJlYW1SZXBsYWNlZFJlc3BvbnNlElEKDFNldEtlZXBBbGl2ZRIfLnphcGdhdGUudjEuU2V0S2VlcEFsaXZlUmVxdWVzdBogLnphcGdhdGUudjEuU2V0S2VlcEFsaXZlUmVzcG9uc2USSAoJRmFpbFNlbmRzEhwuemFwZ2F0ZS52MS5GYWlsU2VuZHNSZXF1ZXN0Gh0uemFwZ2F0ZS52MS5GYWlsU2VuZHNSZXNwb25zZRJRCgxMaXN0UmVjZWl2ZWQSHy56YXBnYXRlLnYxLkxpc3RSZWNlaXZlZFJlcXVlc3QaIC56YXBnYXRlLnYxLkxpc3RSZWNlaXZlZFJlc3BvbnNlEmwKFUluamVjdEluY29taW5nTWVzc2FnZRIoLnphcGdhdGUudjEuSW5qZWN0SW5jb21pbmdNZXNzYWdlUmVxdWVzdBopLnphcGdhdGUudjEuSW5qZWN0SW5jb21pbmdNZXNzYWdlUmVzcG9uc2USTgoLU2VuZFJlY2VpcHQSHi56YXBnYXRlLnYxLlNlbmRSZWNlaXB0UmVxdWVzdBofLnphcGdhdGUudjEuU2VuZFJlY2VpcHRSZXNwb25zZRJOCgtTZXRDb250YWN0cxIeLnphcGdhdGUudjEuU2V0Q29udGFjdHNSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5TZXRDb250YWN0c1Jlc3BvbnNlEmkKFFNldFJlZ2lzdGVyZWROdW1iZXJzEicuemFwZ2F0ZS52MS5TZXRSZWdpc3RlcmVkTnVtYmVyc1JlcXVlc3QaKC56YXBnYXRlLnYxLlNldFJlZ2lzdGVyZWROdW1iZXJzUmVzcG9uc2USWgoPU2V0R3JvdXBQcml2YWN5EiIuemFwZ2F0ZS52MS5TZXRHcm91cFByaXZhY3lSZXF1ZXN0GiMuemFwZ2F0ZS52MS5TZXRHcm91cFByaXZhY3lSZXNwb25zZRJOCgtDaGFuZ2VHcm91cBIeLnphcGdhdGUudjEuQ2hhbmdlR3JvdXBSZXF1ZXN0Gh8uemFwZ2F0ZS52MS5DaGFuZ2VHcm91cFJlc3BvbnNlElcKDlNldExpZE1hcHBpbmdzEiEuemFwZ2F0ZS52MS5TZXRMaWRNYXBwaW5nc1JlcXVlc3QaIi56YXBnYXRlLnYxLlNldExpZE1hcHBpbmdzUmVzcG9uc2USVwoOSW5qZWN0UHJlc2VuY2USIS56YXBnYXRlLnYxLkluamVjdFByZXNlbmNlUmVxdWVzdBoiLnphcGdhdGUudjEuSW5qZWN0UHJlc2VuY2VSZXNwb25zZRJLCgpJbmplY3RDYWxsEh0uemFwZ2F0ZS52MS5JbmplY3RDYWxsUmVxdWVzdBoeLnphcGdhdGUudjEuSW5qZWN0Q2FsbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_zapgate_v1_event, file_zapgate_v1_message]);
+
+/**
+ * @generated from message zapgate.v1.InjectPresenceRequest
+ */
+export type InjectPresenceRequest = Message<"zapgate.v1.InjectPresenceRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * E.164 number of the contact. Required.
+   *
+   * @generated from field: string from_phone = 2;
+   */
+  fromPhone: string;
+
+  /**
+   * The contact's LID user part (digits), optional.
+   *
+   * @generated from field: string from_lid = 3;
+   */
+  fromLid: string;
+
+  /**
+   * @generated from oneof zapgate.v1.InjectPresenceRequest.presence
+   */
+  presence: {
+    /**
+     * Online (true) or offline (false).
+     *
+     * @generated from field: bool available = 4;
+     */
+    value: boolean;
+    case: "available";
+  } | {
+    /**
+     * Typing, recording or stopped in a chat: the direct chat, or `group_jid`.
+     *
+     * @generated from field: zapgate.v1.ChatPresence chat_presence = 5;
+     */
+    value: ChatPresence;
+    case: "chatPresence";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * With available = false: when they were last seen (default: now).
+   *
+   * @generated from field: google.protobuf.Timestamp last_seen = 6;
+   */
+  lastSeen?: Timestamp | undefined;
+
+  /**
+   * With chat_presence: a group the contact types in.
+   *
+   * @generated from field: string group_jid = 7;
+   */
+  groupJid: string;
+};
+
+/**
+ * Describes the message zapgate.v1.InjectPresenceRequest.
+ * Use `create(InjectPresenceRequestSchema)` to create a new message.
+ */
+export const InjectPresenceRequestSchema: GenMessage<InjectPresenceRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 0);
+
+/**
+ * @generated from message zapgate.v1.InjectPresenceResponse
+ */
+export type InjectPresenceResponse = Message<"zapgate.v1.InjectPresenceResponse"> & {
+};
+
+/**
+ * Describes the message zapgate.v1.InjectPresenceResponse.
+ * Use `create(InjectPresenceResponseSchema)` to create a new message.
+ */
+export const InjectPresenceResponseSchema: GenMessage<InjectPresenceResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 1);
+
+/**
+ * @generated from message zapgate.v1.InjectCallRequest
+ */
+export type InjectCallRequest = Message<"zapgate.v1.InjectCallRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * E.164 number of the caller. Required.
+   *
+   * @generated from field: string from_phone = 2;
+   */
+  fromPhone: string;
+
+  /**
+   * @generated from field: string from_lid = 3;
+   */
+  fromLid: string;
+
+  /**
+   * WhatsApp's id of the call; generated when empty.
+   *
+   * @generated from field: string call_id = 4;
+   */
+  callId: string;
+};
+
+/**
+ * Describes the message zapgate.v1.InjectCallRequest.
+ * Use `create(InjectCallRequestSchema)` to create a new message.
+ */
+export const InjectCallRequestSchema: GenMessage<InjectCallRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 2);
+
+/**
+ * @generated from message zapgate.v1.InjectCallResponse
+ */
+export type InjectCallResponse = Message<"zapgate.v1.InjectCallResponse"> & {
+  /**
+   * @generated from field: string call_id = 1;
+   */
+  callId: string;
+};
+
+/**
+ * Describes the message zapgate.v1.InjectCallResponse.
+ * Use `create(InjectCallResponseSchema)` to create a new message.
+ */
+export const InjectCallResponseSchema: GenMessage<InjectCallResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 3);
 
 /**
  * @generated from message zapgate.v1.SetGroupPrivacyRequest
@@ -43,7 +175,7 @@ export type SetGroupPrivacyRequest = Message<"zapgate.v1.SetGroupPrivacyRequest"
  * Use `create(SetGroupPrivacyRequestSchema)` to create a new message.
  */
 export const SetGroupPrivacyRequestSchema: GenMessage<SetGroupPrivacyRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 0);
+  messageDesc(file_zapgate_v1_simulator, 4);
 
 /**
  * @generated from message zapgate.v1.SetGroupPrivacyResponse
@@ -56,7 +188,7 @@ export type SetGroupPrivacyResponse = Message<"zapgate.v1.SetGroupPrivacyRespons
  * Use `create(SetGroupPrivacyResponseSchema)` to create a new message.
  */
 export const SetGroupPrivacyResponseSchema: GenMessage<SetGroupPrivacyResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 1);
+  messageDesc(file_zapgate_v1_simulator, 5);
 
 /**
  * @generated from message zapgate.v1.ChangeGroupRequest
@@ -129,7 +261,7 @@ export type ChangeGroupRequest = Message<"zapgate.v1.ChangeGroupRequest"> & {
  * Use `create(ChangeGroupRequestSchema)` to create a new message.
  */
 export const ChangeGroupRequestSchema: GenMessage<ChangeGroupRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 2);
+  messageDesc(file_zapgate_v1_simulator, 6);
 
 /**
  * @generated from message zapgate.v1.SimParticipantsChange
@@ -153,7 +285,7 @@ export type SimParticipantsChange = Message<"zapgate.v1.SimParticipantsChange"> 
  * Use `create(SimParticipantsChangeSchema)` to create a new message.
  */
 export const SimParticipantsChangeSchema: GenMessage<SimParticipantsChange> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 3);
+  messageDesc(file_zapgate_v1_simulator, 7);
 
 /**
  * @generated from message zapgate.v1.SimSettingsChange
@@ -175,7 +307,7 @@ export type SimSettingsChange = Message<"zapgate.v1.SimSettingsChange"> & {
  * Use `create(SimSettingsChangeSchema)` to create a new message.
  */
 export const SimSettingsChangeSchema: GenMessage<SimSettingsChange> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 4);
+  messageDesc(file_zapgate_v1_simulator, 8);
 
 /**
  * @generated from message zapgate.v1.ChangeGroupResponse
@@ -188,7 +320,7 @@ export type ChangeGroupResponse = Message<"zapgate.v1.ChangeGroupResponse"> & {
  * Use `create(ChangeGroupResponseSchema)` to create a new message.
  */
 export const ChangeGroupResponseSchema: GenMessage<ChangeGroupResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 5);
+  messageDesc(file_zapgate_v1_simulator, 9);
 
 /**
  * @generated from message zapgate.v1.ScanQrRequest
@@ -219,7 +351,7 @@ export type ScanQrRequest = Message<"zapgate.v1.ScanQrRequest"> & {
  * Use `create(ScanQrRequestSchema)` to create a new message.
  */
 export const ScanQrRequestSchema: GenMessage<ScanQrRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 6);
+  messageDesc(file_zapgate_v1_simulator, 10);
 
 /**
  * @generated from message zapgate.v1.ScanQrResponse
@@ -232,7 +364,7 @@ export type ScanQrResponse = Message<"zapgate.v1.ScanQrResponse"> & {
  * Use `create(ScanQrResponseSchema)` to create a new message.
  */
 export const ScanQrResponseSchema: GenMessage<ScanQrResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 7);
+  messageDesc(file_zapgate_v1_simulator, 11);
 
 /**
  * @generated from message zapgate.v1.EnterPairCodeRequest
@@ -254,7 +386,7 @@ export type EnterPairCodeRequest = Message<"zapgate.v1.EnterPairCodeRequest"> & 
  * Use `create(EnterPairCodeRequestSchema)` to create a new message.
  */
 export const EnterPairCodeRequestSchema: GenMessage<EnterPairCodeRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 8);
+  messageDesc(file_zapgate_v1_simulator, 12);
 
 /**
  * @generated from message zapgate.v1.EnterPairCodeResponse
@@ -267,7 +399,7 @@ export type EnterPairCodeResponse = Message<"zapgate.v1.EnterPairCodeResponse"> 
  * Use `create(EnterPairCodeResponseSchema)` to create a new message.
  */
 export const EnterPairCodeResponseSchema: GenMessage<EnterPairCodeResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 9);
+  messageDesc(file_zapgate_v1_simulator, 13);
 
 /**
  * @generated from message zapgate.v1.DropConnectionRequest
@@ -284,7 +416,7 @@ export type DropConnectionRequest = Message<"zapgate.v1.DropConnectionRequest"> 
  * Use `create(DropConnectionRequestSchema)` to create a new message.
  */
 export const DropConnectionRequestSchema: GenMessage<DropConnectionRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 10);
+  messageDesc(file_zapgate_v1_simulator, 14);
 
 /**
  * @generated from message zapgate.v1.DropConnectionResponse
@@ -297,7 +429,7 @@ export type DropConnectionResponse = Message<"zapgate.v1.DropConnectionResponse"
  * Use `create(DropConnectionResponseSchema)` to create a new message.
  */
 export const DropConnectionResponseSchema: GenMessage<DropConnectionResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 11);
+  messageDesc(file_zapgate_v1_simulator, 15);
 
 /**
  * @generated from message zapgate.v1.LogoutFromPhoneRequest
@@ -314,7 +446,7 @@ export type LogoutFromPhoneRequest = Message<"zapgate.v1.LogoutFromPhoneRequest"
  * Use `create(LogoutFromPhoneRequestSchema)` to create a new message.
  */
 export const LogoutFromPhoneRequestSchema: GenMessage<LogoutFromPhoneRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 12);
+  messageDesc(file_zapgate_v1_simulator, 16);
 
 /**
  * @generated from message zapgate.v1.LogoutFromPhoneResponse
@@ -327,7 +459,7 @@ export type LogoutFromPhoneResponse = Message<"zapgate.v1.LogoutFromPhoneRespons
  * Use `create(LogoutFromPhoneResponseSchema)` to create a new message.
  */
 export const LogoutFromPhoneResponseSchema: GenMessage<LogoutFromPhoneResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 13);
+  messageDesc(file_zapgate_v1_simulator, 17);
 
 /**
  * @generated from message zapgate.v1.TemporaryBanRequest
@@ -358,7 +490,7 @@ export type TemporaryBanRequest = Message<"zapgate.v1.TemporaryBanRequest"> & {
  * Use `create(TemporaryBanRequestSchema)` to create a new message.
  */
 export const TemporaryBanRequestSchema: GenMessage<TemporaryBanRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 14);
+  messageDesc(file_zapgate_v1_simulator, 18);
 
 /**
  * @generated from message zapgate.v1.TemporaryBanResponse
@@ -371,7 +503,7 @@ export type TemporaryBanResponse = Message<"zapgate.v1.TemporaryBanResponse"> & 
  * Use `create(TemporaryBanResponseSchema)` to create a new message.
  */
 export const TemporaryBanResponseSchema: GenMessage<TemporaryBanResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 15);
+  messageDesc(file_zapgate_v1_simulator, 19);
 
 /**
  * @generated from message zapgate.v1.StreamReplacedRequest
@@ -388,7 +520,7 @@ export type StreamReplacedRequest = Message<"zapgate.v1.StreamReplacedRequest"> 
  * Use `create(StreamReplacedRequestSchema)` to create a new message.
  */
 export const StreamReplacedRequestSchema: GenMessage<StreamReplacedRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 16);
+  messageDesc(file_zapgate_v1_simulator, 20);
 
 /**
  * @generated from message zapgate.v1.StreamReplacedResponse
@@ -401,7 +533,7 @@ export type StreamReplacedResponse = Message<"zapgate.v1.StreamReplacedResponse"
  * Use `create(StreamReplacedResponseSchema)` to create a new message.
  */
 export const StreamReplacedResponseSchema: GenMessage<StreamReplacedResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 17);
+  messageDesc(file_zapgate_v1_simulator, 21);
 
 /**
  * @generated from message zapgate.v1.SetKeepAliveRequest
@@ -423,7 +555,7 @@ export type SetKeepAliveRequest = Message<"zapgate.v1.SetKeepAliveRequest"> & {
  * Use `create(SetKeepAliveRequestSchema)` to create a new message.
  */
 export const SetKeepAliveRequestSchema: GenMessage<SetKeepAliveRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 18);
+  messageDesc(file_zapgate_v1_simulator, 22);
 
 /**
  * @generated from message zapgate.v1.SetKeepAliveResponse
@@ -436,7 +568,7 @@ export type SetKeepAliveResponse = Message<"zapgate.v1.SetKeepAliveResponse"> & 
  * Use `create(SetKeepAliveResponseSchema)` to create a new message.
  */
 export const SetKeepAliveResponseSchema: GenMessage<SetKeepAliveResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 19);
+  messageDesc(file_zapgate_v1_simulator, 23);
 
 /**
  * @generated from message zapgate.v1.FailSendsRequest
@@ -463,7 +595,7 @@ export type FailSendsRequest = Message<"zapgate.v1.FailSendsRequest"> & {
  * Use `create(FailSendsRequestSchema)` to create a new message.
  */
 export const FailSendsRequestSchema: GenMessage<FailSendsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 20);
+  messageDesc(file_zapgate_v1_simulator, 24);
 
 /**
  * @generated from message zapgate.v1.FailSendsResponse
@@ -476,7 +608,7 @@ export type FailSendsResponse = Message<"zapgate.v1.FailSendsResponse"> & {
  * Use `create(FailSendsResponseSchema)` to create a new message.
  */
 export const FailSendsResponseSchema: GenMessage<FailSendsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 21);
+  messageDesc(file_zapgate_v1_simulator, 25);
 
 /**
  * @generated from message zapgate.v1.ListReceivedRequest
@@ -493,7 +625,7 @@ export type ListReceivedRequest = Message<"zapgate.v1.ListReceivedRequest"> & {
  * Use `create(ListReceivedRequestSchema)` to create a new message.
  */
 export const ListReceivedRequestSchema: GenMessage<ListReceivedRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 22);
+  messageDesc(file_zapgate_v1_simulator, 26);
 
 /**
  * @generated from message zapgate.v1.ReceivedMessage
@@ -505,8 +637,8 @@ export type ReceivedMessage = Message<"zapgate.v1.ReceivedMessage"> & {
   recipientJid: string;
 
   /**
-   * text, image, video, audio, document, location, contact, reaction, edit, revoke, read,
-   * composing, recording, paused.
+   * text, image, video, audio, document, location, contact, poll, sticker, reaction, edit,
+   * revoke, read, composing, recording, paused.
    *
    * @generated from field: string kind = 2;
    */
@@ -560,6 +692,49 @@ export type ReceivedMessage = Message<"zapgate.v1.ReceivedMessage"> & {
    * @generated from field: string target_message_id = 10;
    */
   targetMessageId: string;
+
+  /**
+   * A poll: its options (its question is in `text`) and how many a voter may choose.
+   *
+   * @generated from field: repeated string poll_options = 11;
+   */
+  pollOptions: string[];
+
+  /**
+   * @generated from field: int32 poll_selectable_count = 12;
+   */
+  pollSelectableCount: number;
+
+  /**
+   * Sent view-once.
+   *
+   * @generated from field: bool view_once = 13;
+   */
+  viewOnce: boolean;
+
+  /**
+   * A text's link preview, as sent.
+   *
+   * @generated from field: string link_url = 14;
+   */
+  linkUrl: string;
+
+  /**
+   * @generated from field: string link_title = 15;
+   */
+  linkTitle: string;
+
+  /**
+   * @generated from field: string link_description = 16;
+   */
+  linkDescription: string;
+
+  /**
+   * Size in bytes of the preview's JPEG thumbnail (0: none).
+   *
+   * @generated from field: int64 link_thumbnail_size = 17;
+   */
+  linkThumbnailSize: bigint;
 };
 
 /**
@@ -567,7 +742,7 @@ export type ReceivedMessage = Message<"zapgate.v1.ReceivedMessage"> & {
  * Use `create(ReceivedMessageSchema)` to create a new message.
  */
 export const ReceivedMessageSchema: GenMessage<ReceivedMessage> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 23);
+  messageDesc(file_zapgate_v1_simulator, 27);
 
 /**
  * @generated from message zapgate.v1.ListReceivedResponse
@@ -584,7 +759,7 @@ export type ListReceivedResponse = Message<"zapgate.v1.ListReceivedResponse"> & 
  * Use `create(ListReceivedResponseSchema)` to create a new message.
  */
 export const ListReceivedResponseSchema: GenMessage<ListReceivedResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 24);
+  messageDesc(file_zapgate_v1_simulator, 28);
 
 /**
  * @generated from message zapgate.v1.InjectIncomingMessageRequest
@@ -670,6 +845,23 @@ export type InjectIncomingMessageRequest = Message<"zapgate.v1.InjectIncomingMes
      */
     value: MessageRevoked;
     case: "revoked";
+  } | {
+    /**
+     * The sender posts a poll.
+     *
+     * @generated from field: zapgate.v1.Poll poll = 15;
+     */
+    value: Poll;
+    case: "poll";
+  } | {
+    /**
+     * The sender votes in a poll (one the instance sent: Message.whatsapp_message_id, or one
+     * posted in the chat), choosing these options by name (none: withdraws the vote).
+     *
+     * @generated from field: zapgate.v1.InjectedPollVote poll_vote = 16;
+     */
+    value: InjectedPollVote;
+    case: "pollVote";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -690,7 +882,29 @@ export type InjectIncomingMessageRequest = Message<"zapgate.v1.InjectIncomingMes
  * Use `create(InjectIncomingMessageRequestSchema)` to create a new message.
  */
 export const InjectIncomingMessageRequestSchema: GenMessage<InjectIncomingMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 25);
+  messageDesc(file_zapgate_v1_simulator, 29);
+
+/**
+ * @generated from message zapgate.v1.InjectedPollVote
+ */
+export type InjectedPollVote = Message<"zapgate.v1.InjectedPollVote"> & {
+  /**
+   * @generated from field: string poll_message_id = 1;
+   */
+  pollMessageId: string;
+
+  /**
+   * @generated from field: repeated string options = 2;
+   */
+  options: string[];
+};
+
+/**
+ * Describes the message zapgate.v1.InjectedPollVote.
+ * Use `create(InjectedPollVoteSchema)` to create a new message.
+ */
+export const InjectedPollVoteSchema: GenMessage<InjectedPollVote> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_simulator, 30);
 
 /**
  * @generated from message zapgate.v1.InjectedMedia
@@ -725,6 +939,13 @@ export type InjectedMedia = Message<"zapgate.v1.InjectedMedia"> & {
    * @generated from field: int32 seconds = 6;
    */
   seconds: number;
+
+  /**
+   * A view-once image, video or voice note.
+   *
+   * @generated from field: bool view_once = 7;
+   */
+  viewOnce: boolean;
 };
 
 /**
@@ -732,7 +953,7 @@ export type InjectedMedia = Message<"zapgate.v1.InjectedMedia"> & {
  * Use `create(InjectedMediaSchema)` to create a new message.
  */
 export const InjectedMediaSchema: GenMessage<InjectedMedia> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 26);
+  messageDesc(file_zapgate_v1_simulator, 31);
 
 /**
  * @generated from message zapgate.v1.InjectIncomingMessageResponse
@@ -749,7 +970,7 @@ export type InjectIncomingMessageResponse = Message<"zapgate.v1.InjectIncomingMe
  * Use `create(InjectIncomingMessageResponseSchema)` to create a new message.
  */
 export const InjectIncomingMessageResponseSchema: GenMessage<InjectIncomingMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 27);
+  messageDesc(file_zapgate_v1_simulator, 32);
 
 /**
  * @generated from message zapgate.v1.SendReceiptRequest
@@ -785,7 +1006,7 @@ export type SendReceiptRequest = Message<"zapgate.v1.SendReceiptRequest"> & {
  * Use `create(SendReceiptRequestSchema)` to create a new message.
  */
 export const SendReceiptRequestSchema: GenMessage<SendReceiptRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 28);
+  messageDesc(file_zapgate_v1_simulator, 33);
 
 /**
  * @generated from message zapgate.v1.SendReceiptResponse
@@ -798,7 +1019,7 @@ export type SendReceiptResponse = Message<"zapgate.v1.SendReceiptResponse"> & {
  * Use `create(SendReceiptResponseSchema)` to create a new message.
  */
 export const SendReceiptResponseSchema: GenMessage<SendReceiptResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 29);
+  messageDesc(file_zapgate_v1_simulator, 34);
 
 /**
  * @generated from message zapgate.v1.SimContact
@@ -844,7 +1065,7 @@ export type SimContact = Message<"zapgate.v1.SimContact"> & {
  * Use `create(SimContactSchema)` to create a new message.
  */
 export const SimContactSchema: GenMessage<SimContact> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 30);
+  messageDesc(file_zapgate_v1_simulator, 35);
 
 /**
  * @generated from message zapgate.v1.SetContactsRequest
@@ -866,7 +1087,7 @@ export type SetContactsRequest = Message<"zapgate.v1.SetContactsRequest"> & {
  * Use `create(SetContactsRequestSchema)` to create a new message.
  */
 export const SetContactsRequestSchema: GenMessage<SetContactsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 31);
+  messageDesc(file_zapgate_v1_simulator, 36);
 
 /**
  * @generated from message zapgate.v1.SetContactsResponse
@@ -879,7 +1100,7 @@ export type SetContactsResponse = Message<"zapgate.v1.SetContactsResponse"> & {
  * Use `create(SetContactsResponseSchema)` to create a new message.
  */
 export const SetContactsResponseSchema: GenMessage<SetContactsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 32);
+  messageDesc(file_zapgate_v1_simulator, 37);
 
 /**
  * @generated from message zapgate.v1.SetRegisteredNumbersRequest
@@ -901,7 +1122,7 @@ export type SetRegisteredNumbersRequest = Message<"zapgate.v1.SetRegisteredNumbe
  * Use `create(SetRegisteredNumbersRequestSchema)` to create a new message.
  */
 export const SetRegisteredNumbersRequestSchema: GenMessage<SetRegisteredNumbersRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 33);
+  messageDesc(file_zapgate_v1_simulator, 38);
 
 /**
  * @generated from message zapgate.v1.SetRegisteredNumbersResponse
@@ -914,7 +1135,7 @@ export type SetRegisteredNumbersResponse = Message<"zapgate.v1.SetRegisteredNumb
  * Use `create(SetRegisteredNumbersResponseSchema)` to create a new message.
  */
 export const SetRegisteredNumbersResponseSchema: GenMessage<SetRegisteredNumbersResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 34);
+  messageDesc(file_zapgate_v1_simulator, 39);
 
 /**
  * @generated from message zapgate.v1.LidMapping
@@ -940,7 +1161,7 @@ export type LidMapping = Message<"zapgate.v1.LidMapping"> & {
  * Use `create(LidMappingSchema)` to create a new message.
  */
 export const LidMappingSchema: GenMessage<LidMapping> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 35);
+  messageDesc(file_zapgate_v1_simulator, 40);
 
 /**
  * @generated from message zapgate.v1.SetLidMappingsRequest
@@ -964,7 +1185,7 @@ export type SetLidMappingsRequest = Message<"zapgate.v1.SetLidMappingsRequest"> 
  * Use `create(SetLidMappingsRequestSchema)` to create a new message.
  */
 export const SetLidMappingsRequestSchema: GenMessage<SetLidMappingsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 36);
+  messageDesc(file_zapgate_v1_simulator, 41);
 
 /**
  * @generated from message zapgate.v1.SetLidMappingsResponse
@@ -977,7 +1198,7 @@ export type SetLidMappingsResponse = Message<"zapgate.v1.SetLidMappingsResponse"
  * Use `create(SetLidMappingsResponseSchema)` to create a new message.
  */
 export const SetLidMappingsResponseSchema: GenMessage<SetLidMappingsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_simulator, 37);
+  messageDesc(file_zapgate_v1_simulator, 42);
 
 /**
  * @generated from enum zapgate.v1.ReceiptKind
@@ -1188,6 +1409,27 @@ export const SimulatorService: GenService<{
     methodKind: "unary";
     input: typeof SetLidMappingsRequestSchema;
     output: typeof SetLidMappingsResponseSchema;
+  },
+  /**
+   * A contact comes online or goes offline (presence_changed), or types, records or stops in
+   * a chat (chat_presence_changed).
+   *
+   * @generated from rpc zapgate.v1.SimulatorService.InjectPresence
+   */
+  injectPresence: {
+    methodKind: "unary";
+    input: typeof InjectPresenceRequestSchema;
+    output: typeof InjectPresenceResponseSchema;
+  },
+  /**
+   * A phone calls the instance (call_received; rejected and answered per its call settings).
+   *
+   * @generated from rpc zapgate.v1.SimulatorService.InjectCall
+   */
+  injectCall: {
+    methodKind: "unary";
+    input: typeof InjectCallRequestSchema;
+    output: typeof InjectCallResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_zapgate_v1_simulator, 0);
