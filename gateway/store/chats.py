@@ -1,0 +1,485 @@
+"""The per-chat store: every chat of an instance and its messages of both directions.
+
+Nothing writes here on its own: `record_in` and `marked_read_in` run inside the transaction
+of the message's own event (the inbox's MessageReceived, the outbox's MessageStateChanged),
+so a chat never shows a message its event log lacks, or the other way round. A chat's row
+(newest activity, preview, unread count) is updated by the same statement batch as the
+message that changes it.
+
+Edits, deletions for everyone and reactions act on the message they name: an edit keeps the
+previous text in `edits`, a deletion marks the message (its text stays: the store is the
+account's own record), a reaction is kept per sender."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.contacts import fold
+from zapgate.gateway.store.schema import chat_messages, chats
+
+ACTIONS = ("edit", "revoke", "reaction")
+GROUP_SERVER = "@g.us"
+PREVIEW_CHARS = 100
+REVOKED_PREVIEW = "[deleted]"
+# A reaction of the instance's own account is kept under this key (its JID may be unknown).
+OWN_REACTION = "me"
+
+
+@dataclass(frozen=True)
+class ChatEntry:
+    """A message to record in its chat, or an edit, deletion or reaction acting on an
+    earlier one (`target_message_id`)."""
+
+    message_id: str  # WhatsApp's
+    chat_jid: str
+    sender_jid: str
+    from_me: bool
+    kind: str
+    sent_us: int
+    text: str = ""
+    push_name: str = ""
+    media_mime_type: str = ""
+    media_file_name: str = ""
+    target_message_id: str = ""  # edit, revoke, reaction
+    emoji: str = ""  # reaction; empty: removed
+    outbox_id: str = ""  # own messages sent through the gateway
+    state: int = 0  # own messages: MessageState
+    from_history: bool = False
+
+
+@dataclass(frozen=True)
+class StoredChat:
+    jid: str
+    name: str
+    last_us: int
+    last_message_id: str
+    last_preview: str
+    last_from_me: bool
+    unread: int
+    muted_until_us: int
+    archived: bool
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class Edit:
+    text: str  # the text before the edit
+    time_us: int
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    seq: int
+    chat_jid: str
+    message_id: str
+    outbox_id: str
+    sender_jid: str
+    push_name: str
+    from_me: bool
+    kind: str
+    text: str
+    media_mime_type: str
+    media_file_name: str
+    sent_us: int
+    state: int
+    read_us: int
+    revoked_us: int
+    from_history: bool
+    edits: tuple[Edit, ...] = ()
+    reactions: dict[str, str] = field(default_factory=dict)
+
+
+def preview(kind: str, text: str) -> str:
+    return text[:PREVIEW_CHARS] if text else f"[{kind}]"
+
+
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def message_row(tenant: str, instance_id: str, entry: ChatEntry, now: int) -> dict[str, Any]:
+    return {
+        "tenant": tenant,
+        "instance_id": instance_id,
+        "chat_jid": entry.chat_jid,
+        "message_id": entry.message_id,
+        "outbox_id": entry.outbox_id,
+        "sender_jid": entry.sender_jid,
+        "push_name": entry.push_name,
+        "from_me": entry.from_me,
+        "kind": entry.kind,
+        "text": entry.text,
+        "search_text": fold(entry.text),
+        "media_mime_type": entry.media_mime_type,
+        "media_file_name": entry.media_file_name,
+        "sent_us": entry.sent_us,
+        "stored_us": now,
+        "state": entry.state,
+        "read_us": 0,
+        "edits": None,
+        "revoked_us": 0,
+        "reactions": None,
+        "from_history": entry.from_history,
+    }
+
+
+async def record_in(
+    conn: AsyncConnection, tenant: str, instance_id: str, entry: ChatEntry, now: int
+) -> None:
+    """Records `entry` in `conn`'s transaction. A message already stored (a redelivery, a
+    repeated history sync) stays as it is."""
+    if entry.kind in ACTIONS:
+        await _act(conn, tenant, instance_id, entry, now)
+        return
+    result = await conn.execute(
+        _insert(conn, chat_messages)
+        .values(message_row(tenant, instance_id, entry, now))
+        .on_conflict_do_nothing()
+    )
+    if result.rowcount:
+        unread = 0 if entry.from_me or entry.from_history else 1
+        await touch_chat_in(conn, tenant, instance_id, entry, unread=unread)
+
+
+async def touch_chat_in(
+    conn: AsyncConnection,
+    tenant: str,
+    instance_id: str,
+    entry: ChatEntry,
+    *,
+    unread: int,
+    name: str = "",
+) -> None:
+    """Creates the chat or moves its newest activity to `entry` (if newer), adding `unread`."""
+    if not name and not entry.from_me and not entry.chat_jid.endswith(GROUP_SERVER):
+        name = entry.push_name  # a direct chat is named after the other side
+    insert = _insert(conn, chats).values(
+        tenant=tenant,
+        instance_id=instance_id,
+        jid=entry.chat_jid,
+        name=name,
+        last_us=entry.sent_us,
+        last_message_id=entry.message_id,
+        last_preview=preview(entry.kind, entry.text),
+        last_from_me=entry.from_me,
+        unread=unread,
+    )
+    new = insert.excluded
+    newer = new.last_us >= chats.c.last_us
+
+    def if_newer(column: str) -> Any:
+        return sa.case((newer, new[column]), else_=chats.c[column])
+
+    await conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=[chats.c.tenant, chats.c.instance_id, chats.c.jid],
+            set_={
+                "name": sa.case((new.name != "", new.name), else_=chats.c.name),
+                "last_us": if_newer("last_us"),
+                "last_message_id": if_newer("last_message_id"),
+                "last_preview": if_newer("last_preview"),
+                "last_from_me": if_newer("last_from_me"),
+                "unread": chats.c.unread + new.unread,
+            },
+        )
+    )
+
+
+async def _act(
+    conn: AsyncConnection, tenant: str, instance_id: str, entry: ChatEntry, now: int
+) -> None:
+    """Applies an edit, a deletion or a reaction to the message it names (one the store
+    does not hold, e.g. older than the history imported, is left alone)."""
+    where = (
+        chat_messages.c.tenant == tenant,
+        chat_messages.c.instance_id == instance_id,
+        chat_messages.c.message_id == entry.target_message_id,
+    )
+    target = (
+        await conn.execute(
+            sa.select(
+                chat_messages.c.chat_jid,
+                chat_messages.c.kind,
+                chat_messages.c.text,
+                chat_messages.c.edits,
+                chat_messages.c.reactions,
+            ).where(*where)
+        )
+    ).first()
+    if target is None:
+        return
+    at = entry.sent_us or now
+    values: dict[str, Any]
+    if entry.kind == "edit":
+        edits = [*(target.edits or []), {"text": target.text, "time_us": at}]
+        values = {"text": entry.text, "search_text": fold(entry.text), "edits": edits}
+        shown = preview(target.kind, entry.text)
+    elif entry.kind == "revoke":
+        values, shown = {"revoked_us": at}, REVOKED_PREVIEW
+    else:
+        reactions = dict(target.reactions or {})
+        who = OWN_REACTION if entry.from_me else entry.sender_jid
+        if entry.emoji:
+            reactions[who] = entry.emoji
+        else:
+            reactions.pop(who, None)
+        values, shown = {"reactions": reactions or None}, ""
+    await conn.execute(sa.update(chat_messages).where(*where).values(**values))
+    if shown:  # the chat's preview follows its newest message
+        await conn.execute(
+            sa.update(chats)
+            .where(
+                chats.c.tenant == tenant,
+                chats.c.instance_id == instance_id,
+                chats.c.jid == target.chat_jid,
+                chats.c.last_message_id == entry.target_message_id,
+            )
+            .values(last_preview=shown)
+        )
+
+
+async def set_state_in(
+    conn: AsyncConnection, tenant: str, instance_id: str, outbox_ids: Sequence[str], state: int
+) -> None:
+    """An own message's receipts (DELIVERED, READ) as the outbox records them."""
+    await conn.execute(
+        sa.update(chat_messages)
+        .where(
+            chat_messages.c.tenant == tenant,
+            chat_messages.c.instance_id == instance_id,
+            chat_messages.c.outbox_id.in_(list(outbox_ids)),
+        )
+        .values(state=state)
+    )
+
+
+async def marked_read_in(
+    conn: AsyncConnection, tenant: str, instance_id: str, message_ids: Sequence[str], now: int
+) -> None:
+    """Received messages the instance marked read: each chat's unread count drops by the
+    ones that were unread."""
+    result = await conn.execute(
+        sa.update(chat_messages)
+        .where(
+            chat_messages.c.tenant == tenant,
+            chat_messages.c.instance_id == instance_id,
+            chat_messages.c.message_id.in_(list(message_ids)),
+            chat_messages.c.read_us == 0,
+            chat_messages.c.from_me == sa.false(),
+        )
+        .values(read_us=now)
+        .returning(chat_messages.c.chat_jid)
+    )
+    per_chat: dict[str, int] = {}
+    for (chat_jid,) in result:
+        per_chat[chat_jid] = per_chat.get(chat_jid, 0) + 1
+    for chat_jid, count in per_chat.items():
+        await conn.execute(
+            sa.update(chats)
+            .where(
+                chats.c.tenant == tenant,
+                chats.c.instance_id == instance_id,
+                chats.c.jid == chat_jid,
+            )
+            .values(unread=sa.case((chats.c.unread > count, chats.c.unread - count), else_=0))
+        )
+
+
+class ChatStore:
+    """Reads of the per-chat store, and the writes that are no message's (MarkChatRead)."""
+
+    def __init__(self, engine: AsyncEngine, clock: MicrosClock = system_micros) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def chat(self, tenant: str, instance_id: str, jid: str) -> StoredChat | None:
+        query = sa.select(*_CHAT).where(
+            chats.c.tenant == tenant, chats.c.instance_id == instance_id, chats.c.jid == jid
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _chat(row)
+
+    async def chats_page(
+        self, tenant: str, instance_id: str, *, after: tuple[int, str] | None, limit: int
+    ) -> list[StoredChat]:
+        """Newest activity first (then by JID, descending), after the keyset position."""
+        query = sa.select(*_CHAT).where(
+            chats.c.tenant == tenant, chats.c.instance_id == instance_id
+        )
+        if after is not None:
+            query = query.where(sa.tuple_(chats.c.last_us, chats.c.jid) < after)
+        query = query.order_by(chats.c.last_us.desc(), chats.c.jid.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_chat(row) for row in await conn.execute(query)]
+
+    async def messages_page(
+        self,
+        tenant: str,
+        instance_id: str,
+        chat_jid: str,
+        *,
+        after: tuple[int, int],
+        newer: bool,
+        limit: int,
+    ) -> list[StoredMessage]:
+        """A chat's messages strictly past the position (sent_us, seq): newer ones oldest
+        first, or older ones newest first."""
+        key = sa.tuple_(chat_messages.c.sent_us, chat_messages.c.seq)
+        query = sa.select(*_MESSAGE).where(
+            chat_messages.c.tenant == tenant,
+            chat_messages.c.instance_id == instance_id,
+            chat_messages.c.chat_jid == chat_jid,
+            key > after if newer else key < after,
+        )
+        order = (
+            (chat_messages.c.sent_us, chat_messages.c.seq)
+            if newer
+            else (chat_messages.c.sent_us.desc(), chat_messages.c.seq.desc())
+        )
+        query = query.order_by(*order).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_message(row) for row in await conn.execute(query)]
+
+    async def message(self, tenant: str, instance_id: str, message_id: str) -> StoredMessage | None:
+        query = sa.select(*_MESSAGE).where(
+            chat_messages.c.tenant == tenant,
+            chat_messages.c.instance_id == instance_id,
+            chat_messages.c.message_id == message_id,
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _message(row)
+
+    async def search(
+        self,
+        tenant: str,
+        instance_id: str,
+        text: str,
+        *,
+        chat_jid: str,
+        after: tuple[int, int] | None,
+        limit: int,
+    ) -> list[StoredMessage]:
+        """Messages whose text contains `text` (case and accents ignored), newest first."""
+        pattern = "%" + fold(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions = [
+            chat_messages.c.tenant == tenant,
+            chat_messages.c.instance_id == instance_id,
+            chat_messages.c.search_text.like(pattern + "%", escape="\\"),
+        ]
+        if chat_jid:
+            conditions.append(chat_messages.c.chat_jid == chat_jid)
+        if after is not None:
+            conditions.append(sa.tuple_(chat_messages.c.sent_us, chat_messages.c.seq) < after)
+        query = (
+            sa.select(*_MESSAGE)
+            .where(*conditions)
+            .order_by(chat_messages.c.sent_us.desc(), chat_messages.c.seq.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return [_message(row) for row in await conn.execute(query)]
+
+    async def newest_unread(self, tenant: str, instance_id: str, chat_jid: str) -> str:
+        """The WhatsApp id of the chat's newest message others wrote and the instance has
+        not marked read ('' if none)."""
+        query = (
+            sa.select(chat_messages.c.message_id)
+            .where(
+                chat_messages.c.tenant == tenant,
+                chat_messages.c.instance_id == instance_id,
+                chat_messages.c.chat_jid == chat_jid,
+                chat_messages.c.from_me == sa.false(),
+                chat_messages.c.read_us == 0,
+            )
+            .order_by(chat_messages.c.sent_us.desc(), chat_messages.c.seq.desc())
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            return str(await conn.scalar(query) or "")
+
+    async def clear_unread(self, tenant: str, instance_id: str, chat_jid: str) -> None:
+        """The whole chat read: its count to 0, every message in it marked."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(chat_messages)
+                .where(
+                    chat_messages.c.tenant == tenant,
+                    chat_messages.c.instance_id == instance_id,
+                    chat_messages.c.chat_jid == chat_jid,
+                    chat_messages.c.from_me == sa.false(),
+                    chat_messages.c.read_us == 0,
+                )
+                .values(read_us=self._clock())
+            )
+            await conn.execute(
+                sa.update(chats)
+                .where(
+                    chats.c.tenant == tenant,
+                    chats.c.instance_id == instance_id,
+                    chats.c.jid == chat_jid,
+                )
+                .values(unread=0)
+            )
+
+
+_CHAT = [
+    chats.c.jid,
+    chats.c.name,
+    chats.c.last_us,
+    chats.c.last_message_id,
+    chats.c.last_preview,
+    chats.c.last_from_me,
+    chats.c.unread,
+    chats.c.muted_until_us,
+    chats.c.archived,
+    chats.c.pinned,
+]
+
+_MESSAGE = [
+    chat_messages.c.seq,
+    chat_messages.c.chat_jid,
+    chat_messages.c.message_id,
+    chat_messages.c.outbox_id,
+    chat_messages.c.sender_jid,
+    chat_messages.c.push_name,
+    chat_messages.c.from_me,
+    chat_messages.c.kind,
+    chat_messages.c.text,
+    chat_messages.c.media_mime_type,
+    chat_messages.c.media_file_name,
+    chat_messages.c.sent_us,
+    chat_messages.c.state,
+    chat_messages.c.read_us,
+    chat_messages.c.revoked_us,
+    chat_messages.c.from_history,
+    chat_messages.c.edits,
+    chat_messages.c.reactions,
+]
+
+
+def _chat(row: sa.Row[Any]) -> StoredChat:
+    values = list(row)
+    values[5], values[8], values[9] = bool(values[5]), bool(values[8]), bool(values[9])
+    return StoredChat(*values)
+
+
+def _message(row: sa.Row[Any]) -> StoredMessage:
+    plain: list[Any] = list(row)
+    reactions = plain.pop()
+    edits = plain.pop()
+    plain[6], plain[15] = bool(plain[6]), bool(plain[15])
+    return StoredMessage(
+        *plain,
+        edits=tuple(Edit(e["text"], e["time_us"]) for e in edits or ()),
+        reactions=dict(reactions or {}),
+    )
