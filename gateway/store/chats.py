@@ -13,7 +13,7 @@ account's own record), a reaction is kept per sender."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import sqlalchemy as sa
@@ -474,12 +474,18 @@ def _chat(row: sa.Row[Any]) -> StoredChat:
 
 
 def _message(row: sa.Row[Any]) -> StoredMessage:
-    plain: list[Any] = list(row)
-    reactions = plain.pop()
-    edits = plain.pop()
-    plain[6], plain[15] = bool(plain[6]), bool(plain[15])
+    values = dict(row._mapping)
     return StoredMessage(
-        *plain,
-        edits=tuple(Edit(e["text"], e["time_us"]) for e in edits or ()),
-        reactions=dict(reactions or {}),
+        **{name: values[name] for name in _PLAIN},
+        from_me=bool(values["from_me"]),
+        from_history=bool(values["from_history"]),
+        edits=tuple(Edit(e["text"], e["time_us"]) for e in values["edits"] or ()),
+        reactions=dict(values["reactions"] or {}),
     )
+
+
+_PLAIN = [
+    f.name
+    for f in fields(StoredMessage)
+    if f.name not in ("from_me", "from_history", "edits", "reactions")
+]
