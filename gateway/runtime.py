@@ -31,6 +31,7 @@ from zapgate.gateway.sending.dispatcher import Dispatcher
 from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.sending.targets import Targets
 from zapgate.gateway.store.apikeys import ApiKeyRepository
+from zapgate.gateway.store.chats import ChatStore
 from zapgate.gateway.store.contacts import ContactRepository
 from zapgate.gateway.store.group_actions import GroupActionLog
 from zapgate.gateway.store.inbound import InboundRepository
@@ -63,6 +64,7 @@ class Runtime:
     messages: MessageRepository
     events: EventLog
     inbound: InboundRepository
+    chats: ChatStore
     pool: WorkerPool
     keeper: SessionKeeper
     engines: Engines
@@ -197,6 +199,7 @@ async def build_runtime(
         messages=messages,
         events=events,
         inbound=inbound,
+        chats=ChatStore(database),
         pool=pool,
         keeper=keeper,
         engines=engines,

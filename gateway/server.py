@@ -21,6 +21,7 @@ from zapgate.gateway.rpc.call_guard import CallGuard
 from zapgate.gateway.rpc.handlers import registrar
 from zapgate.gateway.rpc.observer import RpcObserver
 from zapgate.gateway.runtime import Runtime, build_runtime
+from zapgate.gateway.services.chats import ChatService
 from zapgate.gateway.services.contacts import ContactService
 from zapgate.gateway.services.events import EventService
 from zapgate.gateway.services.groups import GroupService
@@ -32,6 +33,8 @@ from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS
 from zapgate.v1 import (
+    chat_pb2,
+    chat_pb2_grpc,
     contact_pb2,
     contact_pb2_grpc,
     event_pb2,
@@ -60,6 +63,7 @@ SERVICE_NAMES = (
     contact_pb2.DESCRIPTOR.services_by_name["ContactService"].full_name,
     webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
+    chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
 )
 
 
@@ -167,6 +171,10 @@ class Gateway:
             server,
         )
         group_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(runtime.groups), server)
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(
+            ChatService(runtime.chats, runtime.instances, runtime.inbound, runtime.conversation),
+            server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -14,6 +14,7 @@ from tests.conftest import RunningGateway, auth
 from tests.rpc import expect_error
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
+from zapgate.v1 import chat_pb2 as chpb
 from zapgate.v1 import contact_pb2 as cpb
 from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import group_pb2 as gpb
@@ -30,6 +31,7 @@ PUBLIC_SERVICES = [
     cpb.DESCRIPTOR.services_by_name["ContactService"],
     wpb.DESCRIPTOR.services_by_name["WebhookService"],
     gpb.DESCRIPTOR.services_by_name["GroupService"],
+    chpb.DESCRIPTOR.services_by_name["ChatService"],
 ]
 GROUP = "120363000000000001@g.us"
 ALL_METHODS = [method for service in PUBLIC_SERVICES for method in service.methods]
@@ -154,6 +156,8 @@ async def test_another_tenants_instance_is_not_found(
         request.expires_in_seconds = 60  # type: ignore[attr-defined]
     if method.name in ("GetMessage", "CancelMessage", "DownloadMedia", "React", "RevokeMessage"):
         request.message_id = A_MESSAGE_IDS[-1]  # type: ignore[attr-defined]
+    if method.name == "GetChatMessage":
+        request.message_id = A_MESSAGE_IDS[-1]  # type: ignore[attr-defined]
     if method.name == "EditMessage":
         request.message_id, request.text = A_MESSAGE_IDS[-1], "edited"  # type: ignore[attr-defined]
     if method.name == "MarkRead":
@@ -173,6 +177,10 @@ async def test_another_tenants_instance_is_not_found(
     if method.name == "SendMessage":
         request.phone, request.text.body = "+15550001111", "hi"  # type: ignore[attr-defined]
     _fill_group_fields(method, request)
+    if "chat_jid" in method.input_type.fields_by_name:
+        request.chat_jid = "15550001111@s.whatsapp.net"  # type: ignore[attr-defined]
+    if method.name == "SearchMessages":
+        request.query = "message"  # type: ignore[attr-defined]
     info, _ = await expect_error(call(running, method, request, key_b), grpc.StatusCode.NOT_FOUND)
     assert info.reason in ("INSTANCE_NOT_FOUND", "MESSAGE_NOT_FOUND")
 
@@ -229,4 +237,6 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"React", "EditMessage", "RevokeMessage", "MarkRead", "SendChatPresence"} <= names
     assert {"CreateWebhook", "UpdateWebhook", "TestWebhook"} <= names
     assert {"SetGroupPhoto", "ListJoinRequests"} <= names
-    assert len(names) == 61  # 44, GroupService's 13, ResolveJids and 3 simulator calls
+    assert {"ListChats", "ListChatMessages", "SearchMessages", "MarkChatRead"} <= names
+    # 44, GroupService's 13, ResolveJids, 3 simulator calls and ChatService's 6
+    assert len(names) == 67

@@ -59,6 +59,7 @@ class StoredChat:
     jid: str
     name: str
     last_us: int
+    last_seq: int
     last_message_id: str
     last_preview: str
     last_from_me: bool
@@ -105,6 +106,13 @@ def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     return dialect.insert(table)
 
 
+def whole_seconds(micros: int) -> int:
+    """WhatsApp stamps messages in whole seconds, both ways; an engine's finer clock (one
+    direction only) would order a chat's messages of one second by clock, not by arrival.
+    Messages of one second keep the order they were stored in instead."""
+    return micros - micros % 1_000_000
+
+
 def message_row(tenant: str, instance_id: str, entry: ChatEntry, now: int) -> dict[str, Any]:
     return {
         "tenant": tenant,
@@ -120,7 +128,7 @@ def message_row(tenant: str, instance_id: str, entry: ChatEntry, now: int) -> di
         "search_text": fold(entry.text),
         "media_mime_type": entry.media_mime_type,
         "media_file_name": entry.media_file_name,
-        "sent_us": entry.sent_us,
+        "sent_us": whole_seconds(entry.sent_us),
         "stored_us": now,
         "state": entry.state,
         "read_us": 0,
@@ -139,14 +147,15 @@ async def record_in(
     if entry.kind in ACTIONS:
         await _act(conn, tenant, instance_id, entry, now)
         return
-    result = await conn.execute(
+    seq = await conn.scalar(
         _insert(conn, chat_messages)
         .values(message_row(tenant, instance_id, entry, now))
         .on_conflict_do_nothing()
+        .returning(chat_messages.c.seq)
     )
-    if result.rowcount:
+    if seq is not None:
         unread = 0 if entry.from_me or entry.from_history else 1
-        await touch_chat_in(conn, tenant, instance_id, entry, unread=unread)
+        await touch_chat_in(conn, tenant, instance_id, entry, int(seq), unread=unread)
 
 
 async def touch_chat_in(
@@ -154,11 +163,13 @@ async def touch_chat_in(
     tenant: str,
     instance_id: str,
     entry: ChatEntry,
+    seq: int,
     *,
     unread: int,
     name: str = "",
 ) -> None:
-    """Creates the chat or moves its newest activity to `entry` (if newer), adding `unread`."""
+    """Creates the chat or moves its newest activity to `entry`, stored as `seq` (if newer),
+    adding `unread`."""
     if not name and not entry.from_me and not entry.chat_jid.endswith(GROUP_SERVER):
         name = entry.push_name  # a direct chat is named after the other side
     insert = _insert(conn, chats).values(
@@ -166,14 +177,15 @@ async def touch_chat_in(
         instance_id=instance_id,
         jid=entry.chat_jid,
         name=name,
-        last_us=entry.sent_us,
+        last_us=whole_seconds(entry.sent_us),
+        last_seq=seq,
         last_message_id=entry.message_id,
         last_preview=preview(entry.kind, entry.text),
         last_from_me=entry.from_me,
         unread=unread,
     )
     new = insert.excluded
-    newer = new.last_us >= chats.c.last_us
+    newer = sa.tuple_(new.last_us, new.last_seq) > sa.tuple_(chats.c.last_us, chats.c.last_seq)
 
     def if_newer(column: str) -> Any:
         return sa.case((newer, new[column]), else_=chats.c[column])
@@ -184,6 +196,7 @@ async def touch_chat_in(
             set_={
                 "name": sa.case((new.name != "", new.name), else_=chats.c.name),
                 "last_us": if_newer("last_us"),
+                "last_seq": if_newer("last_seq"),
                 "last_message_id": if_newer("last_message_id"),
                 "last_preview": if_newer("last_preview"),
                 "last_from_me": if_newer("last_from_me"),
@@ -309,15 +322,15 @@ class ChatStore:
         return None if row is None else _chat(row)
 
     async def chats_page(
-        self, tenant: str, instance_id: str, *, after: tuple[int, str] | None, limit: int
+        self, tenant: str, instance_id: str, *, after: tuple[int, int] | None, limit: int
     ) -> list[StoredChat]:
-        """Newest activity first (then by JID, descending), after the keyset position."""
+        """Newest activity first, after the keyset position (last_us, last_seq)."""
         query = sa.select(*_CHAT).where(
             chats.c.tenant == tenant, chats.c.instance_id == instance_id
         )
         if after is not None:
-            query = query.where(sa.tuple_(chats.c.last_us, chats.c.jid) < after)
-        query = query.order_by(chats.c.last_us.desc(), chats.c.jid.desc()).limit(limit)
+            query = query.where(sa.tuple_(chats.c.last_us, chats.c.last_seq) < after)
+        query = query.order_by(chats.c.last_us.desc(), chats.c.last_seq.desc()).limit(limit)
         async with self._engine.connect() as conn:
             return [_chat(row) for row in await conn.execute(query)]
 
@@ -436,6 +449,7 @@ _CHAT = [
     chats.c.jid,
     chats.c.name,
     chats.c.last_us,
+    chats.c.last_seq,
     chats.c.last_message_id,
     chats.c.last_preview,
     chats.c.last_from_me,
@@ -468,9 +482,10 @@ _MESSAGE = [
 
 
 def _chat(row: sa.Row[Any]) -> StoredChat:
-    values = list(row)
-    values[5], values[8], values[9] = bool(values[5]), bool(values[8]), bool(values[9])
-    return StoredChat(*values)
+    values = dict(row._mapping)
+    for flag in ("last_from_me", "archived", "pinned"):
+        values[flag] = bool(values[flag])
+    return StoredChat(**values)
 
 
 def _message(row: sa.Row[Any]) -> StoredMessage:

@@ -249,8 +249,10 @@ chats = sa.Table(
     sa.Column("instance_id", sa.String(64), primary_key=True),
     sa.Column("jid", sa.String(100), primary_key=True),
     sa.Column("name", sa.String(255), nullable=False, server_default=""),
-    # The newest message: its time (the list's order), WhatsApp id, and a short preview.
+    # The newest message: its time and storage seq (the list's order: WhatsApp's times are
+    # whole seconds), its WhatsApp id, and a short preview.
     sa.Column("last_us", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
     sa.Column("last_message_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("last_preview", sa.String(200), nullable=False, server_default=""),
     sa.Column("last_from_me", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -259,7 +261,7 @@ chats = sa.Table(
     sa.Column("muted_until_us", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("pinned", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Index("ix_chats_activity", "tenant", "instance_id", "last_us", "jid"),
+    sa.Index("ix_chats_activity", "tenant", "instance_id", "last_us", "last_seq"),
 )
 
 # Every message of every chat, both directions: received ones (as the inbox records them),

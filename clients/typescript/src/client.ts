@@ -4,6 +4,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { ContactService } from "./gen/zapgate/v1/contact_pb.js";
 import { EventService, type Event, type EventType } from "./gen/zapgate/v1/event_pb.js";
 import { GroupService } from "./gen/zapgate/v1/group_pb.js";
+import { ChatService } from "./gen/zapgate/v1/chat_pb.js";
 import {
   InstanceService,
   InstanceState,
@@ -58,6 +59,7 @@ export class ZapgateClient {
   readonly webhooks: Client<typeof WebhookService>;
   readonly simulator: Client<typeof SimulatorService>;
   readonly groups: Client<typeof GroupService>;
+  readonly chats: Client<typeof ChatService>;
   private readonly session: Http2SessionManager;
   private readonly retry: Retry;
 
@@ -83,6 +85,7 @@ export class ZapgateClient {
     this.webhooks = createClient(WebhookService, transport);
     this.simulator = createClient(SimulatorService, transport);
     this.groups = createClient(GroupService, transport);
+    this.chats = createClient(ChatService, transport);
   }
 
   /** Closes the connection; calls still running fail. */

@@ -89,6 +89,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The account is not in the group, the group does not exist, or the invite link is
     invalid or revoked (NOT_FOUND); the metadata's `group_jid` names the group.
     """
+    ERROR_REASON_CHAT_NOT_FOUND: _ErrorReason.ValueType  # 24
+    """The instance has no stored chat with this JID (ChatService)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -163,4 +165,6 @@ ERROR_REASON_GROUP_NOT_FOUND: ErrorReason.ValueType  # 23
 """The account is not in the group, the group does not exist, or the invite link is
 invalid or revoked (NOT_FOUND); the metadata's `group_jid` names the group.
 """
+ERROR_REASON_CHAT_NOT_FOUND: ErrorReason.ValueType  # 24
+"""The instance has no stored chat with this JID (ChatService)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("jid", sa.String(100), primary_key=True),
         sa.Column("name", sa.String(255), nullable=False, server_default=""),
         sa.Column("last_us", sa.BigInteger, nullable=False),
+        sa.Column("last_seq", sa.BigInteger, nullable=False),
         sa.Column("last_message_id", sa.String(128), nullable=False, server_default=""),
         sa.Column("last_preview", sa.String(200), nullable=False, server_default=""),
         sa.Column("last_from_me", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -32,7 +33,7 @@ def upgrade() -> None:
         sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("pinned", sa.Boolean, nullable=False, server_default=sa.false()),
     )
-    op.create_index("ix_chats_activity", "chats", ["tenant", "instance_id", "last_us", "jid"])
+    op.create_index("ix_chats_activity", "chats", ["tenant", "instance_id", "last_us", "last_seq"])
     op.create_table(
         "chat_messages",
         sa.Column(
