@@ -20,6 +20,7 @@ from zapgate.gateway.connections.runtime_dir import prepare_runtime_dir
 from zapgate.gateway.connections.session_keeper import SessionKeeper
 from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.contacts import ContactBook
+from zapgate.gateway.events.history import HistoryImport
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.listeners import Listeners
 from zapgate.gateway.events.log import EventLog
@@ -31,6 +32,7 @@ from zapgate.gateway.sending.dispatcher import Dispatcher
 from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.sending.targets import Targets
 from zapgate.gateway.store.apikeys import ApiKeyRepository
+from zapgate.gateway.store.chat_settings import ChatSettingsRepository
 from zapgate.gateway.store.chats import ChatStore
 from zapgate.gateway.store.contacts import ContactRepository
 from zapgate.gateway.store.group_actions import GroupActionLog
@@ -65,6 +67,7 @@ class Runtime:
     events: EventLog
     inbound: InboundRepository
     chats: ChatStore
+    chat_settings: ChatSettingsRepository
     pool: WorkerPool
     keeper: SessionKeeper
     engines: Engines
@@ -166,6 +169,7 @@ async def build_runtime(
         config.contacts_sync_delay_seconds,
     )
     inbox = Inbox(events, inbound, dispatcher)
+    chat_settings = ChatSettingsRepository(database)
     supervisor = Supervisor(
         instances,
         pool,
@@ -175,6 +179,7 @@ async def build_runtime(
         listener=Listeners(dispatcher, [contact_book]),
         events=events,
         inbox=inbox,
+        history=HistoryImport(database, events, chat_settings),
         observer=metrics,
     )
     supervision = Supervision(on_health)
@@ -200,6 +205,7 @@ async def build_runtime(
         events=events,
         inbound=inbound,
         chats=ChatStore(database),
+        chat_settings=chat_settings,
         pool=pool,
         keeper=keeper,
         engines=engines,

@@ -172,7 +172,13 @@ class Gateway:
         )
         group_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(runtime.groups), server)
         chat_pb2_grpc.add_ChatServiceServicer_to_server(
-            ChatService(runtime.chats, runtime.instances, runtime.inbound, runtime.conversation),
+            ChatService(
+                runtime.chats,
+                runtime.instances,
+                runtime.inbound,
+                runtime.conversation,
+                runtime.chat_settings,
+            ),
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

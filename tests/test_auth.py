@@ -238,5 +238,6 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"CreateWebhook", "UpdateWebhook", "TestWebhook"} <= names
     assert {"SetGroupPhoto", "ListJoinRequests"} <= names
     assert {"ListChats", "ListChatMessages", "SearchMessages", "MarkChatRead"} <= names
-    # 44, GroupService's 13, ResolveJids, 3 simulator calls and ChatService's 6
-    assert len(names) == 67
+    assert {"GetChatSettings", "UpdateChatSettings", "PreloadHistory"} <= names
+    # 44, GroupService's 13, ResolveJids, 4 simulator calls and ChatService's 8
+    assert len(names) == 70

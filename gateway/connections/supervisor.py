@@ -36,6 +36,7 @@ from zapgate.gateway.connections.updates import (
     Watchers,
 )
 from zapgate.gateway.events.groups import to_proto as group_event
+from zapgate.gateway.events.history import HistoryImport
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.ops.logs import about_instance, instance_fields
@@ -111,6 +112,7 @@ class Supervisor:
         listener: Listener,
         events: EventLog,
         inbox: Inbox,
+        history: HistoryImport,
         observer: TransitionObserver | None = None,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -118,6 +120,7 @@ class Supervisor:
     ) -> None:
         self._listener = listener
         self._inbox = inbox
+        self._history = history
         self._events = events
         self._observer = observer or NoTransitionObserver()
         self._instances = instances
@@ -378,6 +381,10 @@ class Supervisor:
                 await self._inbox.received(live.tenant, live.instance_id, event)
             case ev.GroupChanged():
                 await self._events.append(live.tenant, live.instance_id, group_event(event))
+            case ev.HistorySynced():
+                # Imported in the background: a large sync must not hold up the events
+                # after it (the importer keeps one instance's blobs in order).
+                self._tasks.spawn(self._history.received(live.tenant, live.instance_id, event))
             case ev.KeepAliveRestored():
                 log.info("keepalive restored on %s", live.key)
                 await self._save(live, keepalive_failing=False)

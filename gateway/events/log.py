@@ -39,6 +39,8 @@ PAYLOADS: dict[type[Message], tuple[str, int]] = {
     pb.ContactsSynced: ("contacts_synced", pb.EVENT_TYPE_CONTACTS_SYNCED),
     pb.WebhookStatusChanged: ("webhook_status_changed", pb.EVENT_TYPE_WEBHOOK_STATUS_CHANGED),
     pb.GroupChanged: ("group_changed", pb.EVENT_TYPE_GROUP_CHANGED),
+    pb.HistorySyncProgress: ("history_sync_progress", pb.EVENT_TYPE_HISTORY_SYNC_PROGRESS),
+    pb.HistorySyncCompleted: ("history_sync_completed", pb.EVENT_TYPE_HISTORY_SYNC_COMPLETED),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from typing import Any
 
 import grpc.aio
@@ -27,6 +28,7 @@ from zapgate.gateway.rpc.validation import (
 )
 from zapgate.gateway.sending.conversation import Conversation
 from zapgate.gateway.services.convert import timestamp
+from zapgate.gateway.store.chat_settings import ChatSettings, ChatSettingsRepository
 from zapgate.gateway.store.chats import OWN_REACTION, ChatStore, StoredChat, StoredMessage
 from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRepository
@@ -53,8 +55,10 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         instances: InstanceRepository,
         inbound: InboundRepository,
         conversation: Conversation,
+        settings: ChatSettingsRepository,
     ) -> None:
         self._chats = chats
+        self._settings = settings
         self._instances = instances
         self._inbound = inbound
         self._conversation = conversation
@@ -178,6 +182,34 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             _, marked = await self._conversation.mark_read(tenant, request.instance_id, [], newest)
         await self._chats.clear_unread(tenant, request.instance_id, chat.jid)
         return pb.MarkChatReadResponse(marked=marked)
+
+    async def GetChatSettings(
+        self, request: pb.GetChatSettingsRequest, context: Context
+    ) -> pb.GetChatSettingsResponse:
+        raise_if_any(check_instance_id("instance_id", request.instance_id))
+        tenant = current_tenant()
+        await self._instances.require(tenant, request.instance_id)
+        settings = await self._settings.get(tenant, request.instance_id)
+        return pb.GetChatSettingsResponse(settings=pb.ChatSettings(**asdict(settings)))
+
+    async def UpdateChatSettings(
+        self, request: pb.UpdateChatSettingsRequest, context: Context
+    ) -> pb.UpdateChatSettingsResponse:
+        violations = check_instance_id("instance_id", request.instance_id)
+        given = request.settings
+        for name in ("history_days", "history_messages_per_chat", "retention_days"):
+            if getattr(given, name) < 0:
+                violations.append(FieldViolation(f"settings.{name}", "0 (no limit) or more"))
+        raise_if_any(violations)
+        tenant = current_tenant()
+        await self._instances.require(tenant, request.instance_id)
+        settings = ChatSettings(
+            history_days=given.history_days,
+            history_messages_per_chat=given.history_messages_per_chat,
+            retention_days=given.retention_days,
+        )
+        await self._settings.put(tenant, request.instance_id, settings)
+        return pb.UpdateChatSettingsResponse(settings=pb.ChatSettings(**asdict(settings)))
 
     async def _require_chat(self, instance_id: str, chat_jid: str) -> StoredChat:
         raise_if_any(

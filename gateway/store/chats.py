@@ -101,7 +101,8 @@ def preview(kind: str, text: str) -> str:
     return text[:PREVIEW_CHARS] if text else f"[{kind}]"
 
 
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+def insert_for(conn: AsyncConnection, table: sa.Table) -> Any:
+    """INSERT in the connection's dialect (for ON CONFLICT)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 
@@ -148,7 +149,7 @@ async def record_in(
         await _act(conn, tenant, instance_id, entry, now)
         return
     seq = await conn.scalar(
-        _insert(conn, chat_messages)
+        insert_for(conn, chat_messages)
         .values(message_row(tenant, instance_id, entry, now))
         .on_conflict_do_nothing()
         .returning(chat_messages.c.seq)
@@ -172,7 +173,7 @@ async def touch_chat_in(
     adding `unread`."""
     if not name and not entry.from_me and not entry.chat_jid.endswith(GROUP_SERVER):
         name = entry.push_name  # a direct chat is named after the other side
-    insert = _insert(conn, chats).values(
+    insert = insert_for(conn, chats).values(
         tenant=tenant,
         instance_id=instance_id,
         jid=entry.chat_jid,

@@ -15,6 +15,7 @@ from zapgate.gateway.rpc.errors import InstanceAlreadyExists, InstanceNotFound
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.schema import (
     chat_messages,
+    chat_settings,
     chats,
     contacts,
     correspondents,
@@ -213,6 +214,7 @@ class InstanceRepository:
                 group_actions,
                 chat_messages,
                 chats,
+                chat_settings,
             )
             for table in tables:
                 await conn.execute(

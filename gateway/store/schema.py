@@ -308,3 +308,15 @@ chat_messages = sa.Table(
     sa.Index("ix_chat_messages_outbox", "tenant", "instance_id", "outbox_id"),
     sqlite_autoincrement=True,
 )
+
+# Per instance: how much history to import and how long to keep chats (0 = no limit). An
+# instance without a row has the defaults (gateway/store/chat_settings.py).
+chat_settings = sa.Table(
+    "chat_settings",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("history_days", sa.Integer, nullable=False),
+    sa.Column("history_messages_per_chat", sa.Integer, nullable=False),
+    sa.Column("retention_days", sa.Integer, nullable=False),
+)

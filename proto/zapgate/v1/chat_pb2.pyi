@@ -45,6 +45,118 @@ PAGE_DIRECTION_NEWER: PageDirection.ValueType  # 2
 Global___PageDirection: _TypeAlias = PageDirection  # noqa: Y015
 
 @_typing.final
+class ChatSettings(_message.Message):
+    """Per instance; 0 means no limit. Defaults: 90 days, 1000 messages per chat, keep forever."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HISTORY_DAYS_FIELD_NUMBER: _builtins.int
+    HISTORY_MESSAGES_PER_CHAT_FIELD_NUMBER: _builtins.int
+    RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    history_days: _builtins.int
+    """History sync: import messages at most this many days old."""
+    history_messages_per_chat: _builtins.int
+    """History sync: import at most this many (the newest) messages per chat."""
+    retention_days: _builtins.int
+    """Delete stored messages older than this many days (checked in the background)."""
+    def __init__(
+        self,
+        *,
+        history_days: _builtins.int = ...,
+        history_messages_per_chat: _builtins.int = ...,
+        retention_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history_days", b"history_days", "history_messages_per_chat", b"history_messages_per_chat", "retention_days", b"retention_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatSettings: _TypeAlias = ChatSettings  # noqa: Y015
+
+@_typing.final
+class GetChatSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChatSettingsRequest: _TypeAlias = GetChatSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetChatSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___ChatSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___ChatSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChatSettingsResponse: _TypeAlias = GetChatSettingsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateChatSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    @_builtins.property
+    def settings(self) -> Global___ChatSettings: ...
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        settings: Global___ChatSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateChatSettingsRequest: _TypeAlias = UpdateChatSettingsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateChatSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___ChatSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___ChatSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateChatSettingsResponse: _TypeAlias = UpdateChatSettingsResponse  # noqa: Y015
+
+@_typing.final
 class Chat(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -87,6 +87,11 @@ class SimulatorServiceStub:
     learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
     also learns a mapping from every injected message with a `from_lid` and from SetContacts.
     """
+    PreloadHistory: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.PreloadHistoryRequest, _simulator_pb2.PreloadHistoryResponse]
+    """The phone's chat history, sent to the instance as a history sync (in blobs, as
+    WhatsApp does) once it is connected: right after pairing, or at once if it is already
+    connected. The instance must be running (Connect called). See docs/chats.md.
+    """
 
 @_typing.type_check_only
 class SimulatorServiceAsyncStub(SimulatorServiceStub):
@@ -146,6 +151,11 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     """What the instance's engine knows of who is behind a LID (whatsmeow's LID map), as it
     learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
     also learns a mapping from every injected message with a `from_lid` and from SetContacts.
+    """
+    PreloadHistory: _aio.UnaryUnaryMultiCallable[_simulator_pb2.PreloadHistoryRequest, _simulator_pb2.PreloadHistoryResponse]  # type: ignore[assignment]
+    """The phone's chat history, sent to the instance as a history sync (in blobs, as
+    WhatsApp does) once it is connected: right after pairing, or at once if it is already
+    connected. The instance must be running (Connect called). See docs/chats.md.
     """
 
 class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -299,6 +309,17 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
         """What the instance's engine knows of who is behind a LID (whatsmeow's LID map), as it
         learns it from messages and contacts: ContactService.ResolveJids reads it. The simulator
         also learns a mapping from every injected message with a `from_lid` and from SetContacts.
+        """
+
+    @_abc_1.abstractmethod
+    def PreloadHistory(
+        self,
+        request: _simulator_pb2.PreloadHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.PreloadHistoryResponse, _abc.Awaitable[_simulator_pb2.PreloadHistoryResponse]]:
+        """The phone's chat history, sent to the instance as a history sync (in blobs, as
+        WhatsApp does) once it is connected: right after pairing, or at once if it is already
+        connected. The instance must be running (Connect called). See docs/chats.md.
         """
 
 def add_SimulatorServiceServicer_to_server(servicer: SimulatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

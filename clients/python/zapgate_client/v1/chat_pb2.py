@@ -26,47 +26,57 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from zapgate_client.v1 import message_pb2 as zapgate_dot_v1_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15zapgate/v1/chat.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18zapgate/v1/message.proto\"\x96\x02\n\x04\x43hat\x12\x0b\n\x03jid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\x11last_message_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0flast_message_id\x18\x04 \x01(\t\x12\x1c\n\x14last_message_preview\x18\x05 \x01(\t\x12\x1c\n\x14last_message_from_me\x18\x06 \x01(\x08\x12\x14\n\x0cunread_count\x18\x07 \x01(\x05\x12/\n\x0bmuted_until\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61rchived\x18\t \x01(\x08\x12\x0e\n\x06pinned\x18\n \x01(\x08\"B\n\x0c\x43hatReaction\x12\x12\n\nsender_jid\x18\x01 \x01(\t\x12\x0f\n\x07\x66rom_me\x18\x02 \x01(\x08\x12\r\n\x05\x65moji\x18\x03 \x01(\t\"W\n\x0f\x43hatMessageEdit\x12\x15\n\rprevious_text\x18\x01 \x01(\t\x12-\n\tedit_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfb\x03\n\x0b\x43hatMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x02 \x01(\t\x12\x12\n\nsender_jid\x18\x03 \x01(\t\x12\x11\n\tpush_name\x18\x04 \x01(\t\x12\x0f\n\x07\x66rom_me\x18\x05 \x01(\x08\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x0c\n\x04text\x18\x07 \x01(\t\x12\x17\n\x0fmedia_mime_type\x18\x08 \x01(\t\x12\x17\n\x0fmedia_file_name\x18\t \x01(\t\x12-\n\tsent_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11outbox_message_id\x18\x0b \x01(\t\x12\'\n\x05state\x18\x0c \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12-\n\tread_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05\x65\x64its\x18\x0f \x03(\x0b\x32\x1b.zapgate.v1.ChatMessageEdit\x12+\n\treactions\x18\x10 \x03(\x0b\x32\x18.zapgate.v1.ChatReaction\x12\x14\n\x0c\x66rom_history\x18\x11 \x01(\x08\"N\n\x10ListChatsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"M\n\x11ListChatsResponse\x12\x1f\n\x05\x63hats\x18\x01 \x03(\x0b\x32\x10.zapgate.v1.Chat\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x0eGetChatRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x02 \x01(\t\"1\n\x0fGetChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.zapgate.v1.Chat\"\xec\x01\n\x17ListChatMessagesRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12,\n\tdirection\x18\x05 \x01(\x0e\x32\x19.zapgate.v1.PageDirection\x12\x1a\n\x10start_message_id\x18\x06 \x01(\tH\x00\x12\x30\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x07\n\x05start\"^\n\x18ListChatMessagesResponse\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.zapgate.v1.ChatMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x15GetChatMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"B\n\x16GetChatMessageResponse\x12(\n\x07message\x18\x01 \x01(\x0b\x32\x17.zapgate.v1.ChatMessage\"t\n\x15SearchMessagesRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"\\\n\x16SearchMessagesResponse\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.zapgate.v1.ChatMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13MarkChatReadRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x02 \x01(\t\"&\n\x14MarkChatReadResponse\x12\x0e\n\x06marked\x18\x01 \x01(\x05*c\n\rPageDirection\x12\x1e\n\x1aPAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n\x14PAGE_DIRECTION_OLDER\x10\x01\x12\x18\n\x14PAGE_DIRECTION_NEWER\x10\x02\x32\xff\x03\n\x0b\x43hatService\x12H\n\tListChats\x12\x1c.zapgate.v1.ListChatsRequest\x1a\x1d.zapgate.v1.ListChatsResponse\x12\x42\n\x07GetChat\x12\x1a.zapgate.v1.GetChatRequest\x1a\x1b.zapgate.v1.GetChatResponse\x12]\n\x10ListChatMessages\x12#.zapgate.v1.ListChatMessagesRequest\x1a$.zapgate.v1.ListChatMessagesResponse\x12W\n\x0eGetChatMessage\x12!.zapgate.v1.GetChatMessageRequest\x1a\".zapgate.v1.GetChatMessageResponse\x12W\n\x0eSearchMessages\x12!.zapgate.v1.SearchMessagesRequest\x1a\".zapgate.v1.SearchMessagesResponse\x12Q\n\x0cMarkChatRead\x12\x1f.zapgate.v1.MarkChatReadRequest\x1a .zapgate.v1.MarkChatReadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15zapgate/v1/chat.proto\x12\nzapgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18zapgate/v1/message.proto\"_\n\x0c\x43hatSettings\x12\x14\n\x0chistory_days\x18\x01 \x01(\x05\x12!\n\x19history_messages_per_chat\x18\x02 \x01(\x05\x12\x16\n\x0eretention_days\x18\x03 \x01(\x05\"-\n\x16GetChatSettingsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"E\n\x17GetChatSettingsResponse\x12*\n\x08settings\x18\x01 \x01(\x0b\x32\x18.zapgate.v1.ChatSettings\"\\\n\x19UpdateChatSettingsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12*\n\x08settings\x18\x02 \x01(\x0b\x32\x18.zapgate.v1.ChatSettings\"H\n\x1aUpdateChatSettingsResponse\x12*\n\x08settings\x18\x01 \x01(\x0b\x32\x18.zapgate.v1.ChatSettings\"\x96\x02\n\x04\x43hat\x12\x0b\n\x03jid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\x11last_message_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0flast_message_id\x18\x04 \x01(\t\x12\x1c\n\x14last_message_preview\x18\x05 \x01(\t\x12\x1c\n\x14last_message_from_me\x18\x06 \x01(\x08\x12\x14\n\x0cunread_count\x18\x07 \x01(\x05\x12/\n\x0bmuted_until\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61rchived\x18\t \x01(\x08\x12\x0e\n\x06pinned\x18\n \x01(\x08\"B\n\x0c\x43hatReaction\x12\x12\n\nsender_jid\x18\x01 \x01(\t\x12\x0f\n\x07\x66rom_me\x18\x02 \x01(\x08\x12\r\n\x05\x65moji\x18\x03 \x01(\t\"W\n\x0f\x43hatMessageEdit\x12\x15\n\rprevious_text\x18\x01 \x01(\t\x12-\n\tedit_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfb\x03\n\x0b\x43hatMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x02 \x01(\t\x12\x12\n\nsender_jid\x18\x03 \x01(\t\x12\x11\n\tpush_name\x18\x04 \x01(\t\x12\x0f\n\x07\x66rom_me\x18\x05 \x01(\x08\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x0c\n\x04text\x18\x07 \x01(\t\x12\x17\n\x0fmedia_mime_type\x18\x08 \x01(\t\x12\x17\n\x0fmedia_file_name\x18\t \x01(\t\x12-\n\tsent_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11outbox_message_id\x18\x0b \x01(\t\x12\'\n\x05state\x18\x0c \x01(\x0e\x32\x18.zapgate.v1.MessageState\x12-\n\tread_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05\x65\x64its\x18\x0f \x03(\x0b\x32\x1b.zapgate.v1.ChatMessageEdit\x12+\n\treactions\x18\x10 \x03(\x0b\x32\x18.zapgate.v1.ChatReaction\x12\x14\n\x0c\x66rom_history\x18\x11 \x01(\x08\"N\n\x10ListChatsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"M\n\x11ListChatsResponse\x12\x1f\n\x05\x63hats\x18\x01 \x03(\x0b\x32\x10.zapgate.v1.Chat\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x0eGetChatRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x02 \x01(\t\"1\n\x0fGetChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.zapgate.v1.Chat\"\xec\x01\n\x17ListChatMessagesRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12,\n\tdirection\x18\x05 \x01(\x0e\x32\x19.zapgate.v1.PageDirection\x12\x1a\n\x10start_message_id\x18\x06 \x01(\tH\x00\x12\x30\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x07\n\x05start\"^\n\x18ListChatMessagesResponse\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.zapgate.v1.ChatMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x15GetChatMessageRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"B\n\x16GetChatMessageResponse\x12(\n\x07message\x18\x01 \x01(\x0b\x32\x17.zapgate.v1.ChatMessage\"t\n\x15SearchMessagesRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"\\\n\x16SearchMessagesResponse\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.zapgate.v1.ChatMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13MarkChatReadRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hat_jid\x18\x02 \x01(\t\"&\n\x14MarkChatReadResponse\x12\x0e\n\x06marked\x18\x01 \x01(\x05*c\n\rPageDirection\x12\x1e\n\x1aPAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n\x14PAGE_DIRECTION_OLDER\x10\x01\x12\x18\n\x14PAGE_DIRECTION_NEWER\x10\x02\x32\xc0\x05\n\x0b\x43hatService\x12H\n\tListChats\x12\x1c.zapgate.v1.ListChatsRequest\x1a\x1d.zapgate.v1.ListChatsResponse\x12\x42\n\x07GetChat\x12\x1a.zapgate.v1.GetChatRequest\x1a\x1b.zapgate.v1.GetChatResponse\x12]\n\x10ListChatMessages\x12#.zapgate.v1.ListChatMessagesRequest\x1a$.zapgate.v1.ListChatMessagesResponse\x12W\n\x0eGetChatMessage\x12!.zapgate.v1.GetChatMessageRequest\x1a\".zapgate.v1.GetChatMessageResponse\x12W\n\x0eSearchMessages\x12!.zapgate.v1.SearchMessagesRequest\x1a\".zapgate.v1.SearchMessagesResponse\x12Q\n\x0cMarkChatRead\x12\x1f.zapgate.v1.MarkChatReadRequest\x1a .zapgate.v1.MarkChatReadResponse\x12Z\n\x0fGetChatSettings\x12\".zapgate.v1.GetChatSettingsRequest\x1a#.zapgate.v1.GetChatSettingsResponse\x12\x63\n\x12UpdateChatSettings\x12%.zapgate.v1.UpdateChatSettingsRequest\x1a&.zapgate.v1.UpdateChatSettingsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zapgate_client.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAGEDIRECTION']._serialized_start=2094
-  _globals['_PAGEDIRECTION']._serialized_end=2193
-  _globals['_CHAT']._serialized_start=97
-  _globals['_CHAT']._serialized_end=375
-  _globals['_CHATREACTION']._serialized_start=377
-  _globals['_CHATREACTION']._serialized_end=443
-  _globals['_CHATMESSAGEEDIT']._serialized_start=445
-  _globals['_CHATMESSAGEEDIT']._serialized_end=532
-  _globals['_CHATMESSAGE']._serialized_start=535
-  _globals['_CHATMESSAGE']._serialized_end=1042
-  _globals['_LISTCHATSREQUEST']._serialized_start=1044
-  _globals['_LISTCHATSREQUEST']._serialized_end=1122
-  _globals['_LISTCHATSRESPONSE']._serialized_start=1124
-  _globals['_LISTCHATSRESPONSE']._serialized_end=1201
-  _globals['_GETCHATREQUEST']._serialized_start=1203
-  _globals['_GETCHATREQUEST']._serialized_end=1258
-  _globals['_GETCHATRESPONSE']._serialized_start=1260
-  _globals['_GETCHATRESPONSE']._serialized_end=1309
-  _globals['_LISTCHATMESSAGESREQUEST']._serialized_start=1312
-  _globals['_LISTCHATMESSAGESREQUEST']._serialized_end=1548
-  _globals['_LISTCHATMESSAGESRESPONSE']._serialized_start=1550
-  _globals['_LISTCHATMESSAGESRESPONSE']._serialized_end=1644
-  _globals['_GETCHATMESSAGEREQUEST']._serialized_start=1646
-  _globals['_GETCHATMESSAGEREQUEST']._serialized_end=1710
-  _globals['_GETCHATMESSAGERESPONSE']._serialized_start=1712
-  _globals['_GETCHATMESSAGERESPONSE']._serialized_end=1778
-  _globals['_SEARCHMESSAGESREQUEST']._serialized_start=1780
-  _globals['_SEARCHMESSAGESREQUEST']._serialized_end=1896
-  _globals['_SEARCHMESSAGESRESPONSE']._serialized_start=1898
-  _globals['_SEARCHMESSAGESRESPONSE']._serialized_end=1990
-  _globals['_MARKCHATREADREQUEST']._serialized_start=1992
-  _globals['_MARKCHATREADREQUEST']._serialized_end=2052
-  _globals['_MARKCHATREADRESPONSE']._serialized_start=2054
-  _globals['_MARKCHATREADRESPONSE']._serialized_end=2092
-  _globals['_CHATSERVICE']._serialized_start=2196
-  _globals['_CHATSERVICE']._serialized_end=2707
+  _globals['_PAGEDIRECTION']._serialized_start=2477
+  _globals['_PAGEDIRECTION']._serialized_end=2576
+  _globals['_CHATSETTINGS']._serialized_start=96
+  _globals['_CHATSETTINGS']._serialized_end=191
+  _globals['_GETCHATSETTINGSREQUEST']._serialized_start=193
+  _globals['_GETCHATSETTINGSREQUEST']._serialized_end=238
+  _globals['_GETCHATSETTINGSRESPONSE']._serialized_start=240
+  _globals['_GETCHATSETTINGSRESPONSE']._serialized_end=309
+  _globals['_UPDATECHATSETTINGSREQUEST']._serialized_start=311
+  _globals['_UPDATECHATSETTINGSREQUEST']._serialized_end=403
+  _globals['_UPDATECHATSETTINGSRESPONSE']._serialized_start=405
+  _globals['_UPDATECHATSETTINGSRESPONSE']._serialized_end=477
+  _globals['_CHAT']._serialized_start=480
+  _globals['_CHAT']._serialized_end=758
+  _globals['_CHATREACTION']._serialized_start=760
+  _globals['_CHATREACTION']._serialized_end=826
+  _globals['_CHATMESSAGEEDIT']._serialized_start=828
+  _globals['_CHATMESSAGEEDIT']._serialized_end=915
+  _globals['_CHATMESSAGE']._serialized_start=918
+  _globals['_CHATMESSAGE']._serialized_end=1425
+  _globals['_LISTCHATSREQUEST']._serialized_start=1427
+  _globals['_LISTCHATSREQUEST']._serialized_end=1505
+  _globals['_LISTCHATSRESPONSE']._serialized_start=1507
+  _globals['_LISTCHATSRESPONSE']._serialized_end=1584
+  _globals['_GETCHATREQUEST']._serialized_start=1586
+  _globals['_GETCHATREQUEST']._serialized_end=1641
+  _globals['_GETCHATRESPONSE']._serialized_start=1643
+  _globals['_GETCHATRESPONSE']._serialized_end=1692
+  _globals['_LISTCHATMESSAGESREQUEST']._serialized_start=1695
+  _globals['_LISTCHATMESSAGESREQUEST']._serialized_end=1931
+  _globals['_LISTCHATMESSAGESRESPONSE']._serialized_start=1933
+  _globals['_LISTCHATMESSAGESRESPONSE']._serialized_end=2027
+  _globals['_GETCHATMESSAGEREQUEST']._serialized_start=2029
+  _globals['_GETCHATMESSAGEREQUEST']._serialized_end=2093
+  _globals['_GETCHATMESSAGERESPONSE']._serialized_start=2095
+  _globals['_GETCHATMESSAGERESPONSE']._serialized_end=2161
+  _globals['_SEARCHMESSAGESREQUEST']._serialized_start=2163
+  _globals['_SEARCHMESSAGESREQUEST']._serialized_end=2279
+  _globals['_SEARCHMESSAGESRESPONSE']._serialized_start=2281
+  _globals['_SEARCHMESSAGESRESPONSE']._serialized_end=2373
+  _globals['_MARKCHATREADREQUEST']._serialized_start=2375
+  _globals['_MARKCHATREADREQUEST']._serialized_end=2435
+  _globals['_MARKCHATREADRESPONSE']._serialized_start=2437
+  _globals['_MARKCHATREADRESPONSE']._serialized_end=2475
+  _globals['_CHATSERVICE']._serialized_start=2579
+  _globals['_CHATSERVICE']._serialized_end=3283
 # @@protoc_insertion_point(module_scope)

@@ -70,6 +70,16 @@ class ChatServiceStub:
                 request_serializer=zapgate_dot_v1_dot_chat__pb2.MarkChatReadRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_chat__pb2.MarkChatReadResponse.FromString,
                 _registered_method=True)
+        self.GetChatSettings = channel.unary_unary(
+                '/zapgate.v1.ChatService/GetChatSettings',
+                request_serializer=zapgate_dot_v1_dot_chat__pb2.GetChatSettingsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_chat__pb2.GetChatSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateChatSettings = channel.unary_unary(
+                '/zapgate.v1.ChatService/UpdateChatSettings',
+                request_serializer=zapgate_dot_v1_dot_chat__pb2.UpdateChatSettingsRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_chat__pb2.UpdateChatSettingsResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -125,6 +135,20 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetChatSettings(self, request, context):
+        """How much history the instance imports after pairing, and how long its chats are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateChatSettings(self, request, context):
+        """Replaces the instance's chat settings (every field: 0 means no limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +181,16 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.MarkChatRead,
                     request_deserializer=zapgate_dot_v1_dot_chat__pb2.MarkChatReadRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_chat__pb2.MarkChatReadResponse.SerializeToString,
+            ),
+            'GetChatSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChatSettings,
+                    request_deserializer=zapgate_dot_v1_dot_chat__pb2.GetChatSettingsRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_chat__pb2.GetChatSettingsResponse.SerializeToString,
+            ),
+            'UpdateChatSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateChatSettings,
+                    request_deserializer=zapgate_dot_v1_dot_chat__pb2.UpdateChatSettingsRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_chat__pb2.UpdateChatSettingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -327,6 +361,60 @@ class ChatService:
             '/zapgate.v1.ChatService/MarkChatRead',
             zapgate_dot_v1_dot_chat__pb2.MarkChatReadRequest.SerializeToString,
             zapgate_dot_v1_dot_chat__pb2.MarkChatReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChatSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.ChatService/GetChatSettings',
+            zapgate_dot_v1_dot_chat__pb2.GetChatSettingsRequest.SerializeToString,
+            zapgate_dot_v1_dot_chat__pb2.GetChatSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateChatSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.ChatService/UpdateChatSettings',
+            zapgate_dot_v1_dot_chat__pb2.UpdateChatSettingsRequest.SerializeToString,
+            zapgate_dot_v1_dot_chat__pb2.UpdateChatSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,10 @@ class ChatServiceStub:
     """Marks the whole chat read: WhatsApp read receipts for its unread received messages (as
     MessageService.MarkRead sends them, paced the same way) and its unread count to 0.
     """
+    GetChatSettings: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetChatSettingsRequest, _chat_pb2.GetChatSettingsResponse]
+    """How much history the instance imports after pairing, and how long its chats are kept."""
+    UpdateChatSettings: _grpc.UnaryUnaryMultiCallable[_chat_pb2.UpdateChatSettingsRequest, _chat_pb2.UpdateChatSettingsResponse]
+    """Replaces the instance's chat settings (every field: 0 means no limit)."""
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -85,6 +89,10 @@ class ChatServiceAsyncStub(ChatServiceStub):
     """Marks the whole chat read: WhatsApp read receipts for its unread received messages (as
     MessageService.MarkRead sends them, paced the same way) and its unread count to 0.
     """
+    GetChatSettings: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetChatSettingsRequest, _chat_pb2.GetChatSettingsResponse]  # type: ignore[assignment]
+    """How much history the instance imports after pairing, and how long its chats are kept."""
+    UpdateChatSettings: _aio.UnaryUnaryMultiCallable[_chat_pb2.UpdateChatSettingsRequest, _chat_pb2.UpdateChatSettingsResponse]  # type: ignore[assignment]
+    """Replaces the instance's chat settings (every field: 0 means no limit)."""
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """The conversations of an instance, both directions, as the gateway stored them: every
@@ -147,5 +155,21 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         """Marks the whole chat read: WhatsApp read receipts for its unread received messages (as
         MessageService.MarkRead sends them, paced the same way) and its unread count to 0.
         """
+
+    @_abc_1.abstractmethod
+    def GetChatSettings(
+        self,
+        request: _chat_pb2.GetChatSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.GetChatSettingsResponse, _abc.Awaitable[_chat_pb2.GetChatSettingsResponse]]:
+        """How much history the instance imports after pairing, and how long its chats are kept."""
+
+    @_abc_1.abstractmethod
+    def UpdateChatSettings(
+        self,
+        request: _chat_pb2.UpdateChatSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.UpdateChatSettingsResponse, _abc.Awaitable[_chat_pb2.UpdateChatSettingsResponse]]:
+        """Replaces the instance's chat settings (every field: 0 means no limit)."""
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,4 +1,5 @@
-"""The per-chat store: chats and the messages of both directions (docs/chats.md).
+"""The per-chat store: chats, the messages of both directions, and per-instance chat
+settings (history import bounds, retention; docs/chats.md).
 
 Revision ID: 0014
 Revises: 0012
@@ -74,9 +75,18 @@ def upgrade() -> None:
     op.create_index(
         "ix_chat_messages_outbox", "chat_messages", ["tenant", "instance_id", "outbox_id"]
     )
+    op.create_table(
+        "chat_settings",
+        sa.Column("tenant", sa.String(64), primary_key=True),
+        sa.Column("instance_id", sa.String(64), primary_key=True),
+        sa.Column("history_days", sa.Integer, nullable=False),
+        sa.Column("history_messages_per_chat", sa.Integer, nullable=False),
+        sa.Column("retention_days", sa.Integer, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("chat_settings")
     op.drop_index("ix_chat_messages_outbox", table_name="chat_messages")
     op.drop_index("ix_chat_messages_chat", table_name="chat_messages")
     op.drop_table("chat_messages")

@@ -14,7 +14,115 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/chat.proto.
  */
 export const file_zapgate_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChV6YXBnYXRlL3YxL2NoYXQucHJvdG8SCnphcGdhdGUudjEilgIKBENoYXQSCwoDamlkGAEgASgJEgwKBG5hbWUYAiABKAkSNQoRbGFzdF9tZXNzYWdlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2xhc3RfbWVzc2FnZV9pZBgEIAEoCRIcChRsYXN0X21lc3NhZ2VfcHJldmlldxgFIAEoCRIcChRsYXN0X21lc3NhZ2VfZnJvbV9tZRgGIAEoCBIUCgx1bnJlYWRfY291bnQYByABKAUSLwoLbXV0ZWRfdW50aWwYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFyY2hpdmVkGAkgASgIEg4KBnBpbm5lZBgKIAEoCCJCCgxDaGF0UmVhY3Rpb24SEgoKc2VuZGVyX2ppZBgBIAEoCRIPCgdmcm9tX21lGAIgASgIEg0KBWVtb2ppGAMgASgJIlcKD0NoYXRNZXNzYWdlRWRpdBIVCg1wcmV2aW91c190ZXh0GAEgASgJEi0KCWVkaXRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi+wMKC0NoYXRNZXNzYWdlEhIKCm1lc3NhZ2VfaWQYASABKAkSEAoIY2hhdF9qaWQYAiABKAkSEgoKc2VuZGVyX2ppZBgDIAEoCRIRCglwdXNoX25hbWUYBCABKAkSDwoHZnJvbV9tZRgFIAEoCBIMCgRraW5kGAYgASgJEgwKBHRleHQYByABKAkSFwoPbWVkaWFfbWltZV90eXBlGAggASgJEhcKD21lZGlhX2ZpbGVfbmFtZRgJIAEoCRItCglzZW50X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEW91dGJveF9tZXNzYWdlX2lkGAsgASgJEicKBXN0YXRlGAwgASgOMhguemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGUSLQoJcmVhZF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXZva2VfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoFZWRpdHMYDyADKAsyGy56YXBnYXRlLnYxLkNoYXRNZXNzYWdlRWRpdBIrCglyZWFjdGlvbnMYECADKAsyGC56YXBnYXRlLnYxLkNoYXRSZWFjdGlvbhIUCgxmcm9tX2hpc3RvcnkYESABKAgiTgoQTGlzdENoYXRzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJNChFMaXN0Q2hhdHNSZXNwb25zZRIfCgVjaGF0cxgBIAMoCzIQLnphcGdhdGUudjEuQ2hhdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNwoOR2V0Q2hhdFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEAoIY2hhdF9qaWQYAiABKAkiMQoPR2V0Q2hhdFJlc3BvbnNlEh4KBGNoYXQYASABKAsyEC56YXBnYXRlLnYxLkNoYXQi7AEKF0xpc3RDaGF0TWVzc2FnZXNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhAKCGNoYXRfamlkGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEiwKCWRpcmVjdGlvbhgFIAEoDjIZLnphcGdhdGUudjEuUGFnZURpcmVjdGlvbhIaChBzdGFydF9tZXNzYWdlX2lkGAYgASgJSAASMAoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIAEIHCgVzdGFydCJeChhMaXN0Q2hhdE1lc3NhZ2VzUmVzcG9uc2USKQoIbWVzc2FnZXMYASADKAsyFy56YXBnYXRlLnYxLkNoYXRNZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJAChVHZXRDaGF0TWVzc2FnZVJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCSJCChZHZXRDaGF0TWVzc2FnZVJlc3BvbnNlEigKB21lc3NhZ2UYASABKAsyFy56YXBnYXRlLnYxLkNoYXRNZXNzYWdlInQKFVNlYXJjaE1lc3NhZ2VzUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRINCgVxdWVyeRgCIAEoCRIQCghjaGF0X2ppZBgDIAEoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJcChZTZWFyY2hNZXNzYWdlc1Jlc3BvbnNlEikKCG1lc3NhZ2VzGAEgAygLMhcuemFwZ2F0ZS52MS5DaGF0TWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPAoTTWFya0NoYXRSZWFkUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCSImChRNYXJrQ2hhdFJlYWRSZXNwb25zZRIOCgZtYXJrZWQYASABKAUqYwoNUGFnZURpcmVjdGlvbhIeChpQQUdFX0RJUkVDVElPTl9VTlNQRUNJRklFRBAAEhgKFFBBR0VfRElSRUNUSU9OX09MREVSEAESGAoUUEFHRV9ESVJFQ1RJT05fTkVXRVIQAjL/AwoLQ2hhdFNlcnZpY2USSAoJTGlzdENoYXRzEhwuemFwZ2F0ZS52MS5MaXN0Q2hhdHNSZXF1ZXN0Gh0uemFwZ2F0ZS52MS5MaXN0Q2hhdHNSZXNwb25zZRJCCgdHZXRDaGF0EhouemFwZ2F0ZS52MS5HZXRDaGF0UmVxdWVzdBobLnphcGdhdGUudjEuR2V0Q2hhdFJlc3BvbnNlEl0KEExpc3RDaGF0TWVzc2FnZXMSIy56YXBnYXRlLnYxLkxpc3RDaGF0TWVzc2FnZXNSZXF1ZXN0GiQuemFwZ2F0ZS52MS5MaXN0Q2hhdE1lc3NhZ2VzUmVzcG9uc2USVwoOR2V0Q2hhdE1lc3NhZ2USIS56YXBnYXRlLnYxLkdldENoYXRNZXNzYWdlUmVxdWVzdBoiLnphcGdhdGUudjEuR2V0Q2hhdE1lc3NhZ2VSZXNwb25zZRJXCg5TZWFyY2hNZXNzYWdlcxIhLnphcGdhdGUudjEuU2VhcmNoTWVzc2FnZXNSZXF1ZXN0GiIuemFwZ2F0ZS52MS5TZWFyY2hNZXNzYWdlc1Jlc3BvbnNlElEKDE1hcmtDaGF0UmVhZBIfLnphcGdhdGUudjEuTWFya0NoYXRSZWFkUmVxdWVzdBogLnphcGdhdGUudjEuTWFya0NoYXRSZWFkUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_zapgate_v1_message]);
+  fileDesc("ChV6YXBnYXRlL3YxL2NoYXQucHJvdG8SCnphcGdhdGUudjEiXwoMQ2hhdFNldHRpbmdzEhQKDGhpc3RvcnlfZGF5cxgBIAEoBRIhChloaXN0b3J5X21lc3NhZ2VzX3Blcl9jaGF0GAIgASgFEhYKDnJldGVudGlvbl9kYXlzGAMgASgFIi0KFkdldENoYXRTZXR0aW5nc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiRQoXR2V0Q2hhdFNldHRpbmdzUmVzcG9uc2USKgoIc2V0dGluZ3MYASABKAsyGC56YXBnYXRlLnYxLkNoYXRTZXR0aW5ncyJcChlVcGRhdGVDaGF0U2V0dGluZ3NSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEioKCHNldHRpbmdzGAIgASgLMhguemFwZ2F0ZS52MS5DaGF0U2V0dGluZ3MiSAoaVXBkYXRlQ2hhdFNldHRpbmdzUmVzcG9uc2USKgoIc2V0dGluZ3MYASABKAsyGC56YXBnYXRlLnYxLkNoYXRTZXR0aW5ncyKWAgoEQ2hhdBILCgNqaWQYASABKAkSDAoEbmFtZRgCIAEoCRI1ChFsYXN0X21lc3NhZ2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPbGFzdF9tZXNzYWdlX2lkGAQgASgJEhwKFGxhc3RfbWVzc2FnZV9wcmV2aWV3GAUgASgJEhwKFGxhc3RfbWVzc2FnZV9mcm9tX21lGAYgASgIEhQKDHVucmVhZF9jb3VudBgHIAEoBRIvCgttdXRlZF91bnRpbBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYXJjaGl2ZWQYCSABKAgSDgoGcGlubmVkGAogASgIIkIKDENoYXRSZWFjdGlvbhISCgpzZW5kZXJfamlkGAEgASgJEg8KB2Zyb21fbWUYAiABKAgSDQoFZW1vamkYAyABKAkiVwoPQ2hhdE1lc3NhZ2VFZGl0EhUKDXByZXZpb3VzX3RleHQYASABKAkSLQoJZWRpdF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL7AwoLQ2hhdE1lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhEKCXB1c2hfbmFtZRgEIAEoCRIPCgdmcm9tX21lGAUgASgIEgwKBGtpbmQYBiABKAkSDAoEdGV4dBgHIAEoCRIXCg9tZWRpYV9taW1lX3R5cGUYCCABKAkSFwoPbWVkaWFfZmlsZV9uYW1lGAkgASgJEi0KCXNlbnRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRb3V0Ym94X21lc3NhZ2VfaWQYCyABKAkSJwoFc3RhdGUYDCABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRItCglyZWFkX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgVlZGl0cxgPIAMoCzIbLnphcGdhdGUudjEuQ2hhdE1lc3NhZ2VFZGl0EisKCXJlYWN0aW9ucxgQIAMoCzIYLnphcGdhdGUudjEuQ2hhdFJlYWN0aW9uEhQKDGZyb21faGlzdG9yeRgRIAEoCCJOChBMaXN0Q2hhdHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIk0KEUxpc3RDaGF0c1Jlc3BvbnNlEh8KBWNoYXRzGAEgAygLMhAuemFwZ2F0ZS52MS5DaGF0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3Cg5HZXRDaGF0UmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCSIxCg9HZXRDaGF0UmVzcG9uc2USHgoEY2hhdBgBIAEoCzIQLnphcGdhdGUudjEuQ2hhdCLsAQoXTGlzdENoYXRNZXNzYWdlc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEAoIY2hhdF9qaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSLAoJZGlyZWN0aW9uGAUgASgOMhkuemFwZ2F0ZS52MS5QYWdlRGlyZWN0aW9uEhoKEHN0YXJ0X21lc3NhZ2VfaWQYBiABKAlIABIwCgpzdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAQgcKBXN0YXJ0Il4KGExpc3RDaGF0TWVzc2FnZXNSZXNwb25zZRIpCghtZXNzYWdlcxgBIAMoCzIXLnphcGdhdGUudjEuQ2hhdE1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkAKFUdldENoYXRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIkIKFkdldENoYXRNZXNzYWdlUmVzcG9uc2USKAoHbWVzc2FnZRgBIAEoCzIXLnphcGdhdGUudjEuQ2hhdE1lc3NhZ2UidAoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg0KBXF1ZXJ5GAIgASgJEhAKCGNoYXRfamlkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJIlwKFlNlYXJjaE1lc3NhZ2VzUmVzcG9uc2USKQoIbWVzc2FnZXMYASADKAsyFy56YXBnYXRlLnYxLkNoYXRNZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI8ChNNYXJrQ2hhdFJlYWRSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhAKCGNoYXRfamlkGAIgASgJIiYKFE1hcmtDaGF0UmVhZFJlc3BvbnNlEg4KBm1hcmtlZBgBIAEoBSpjCg1QYWdlRGlyZWN0aW9uEh4KGlBBR0VfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUUEFHRV9ESVJFQ1RJT05fT0xERVIQARIYChRQQUdFX0RJUkVDVElPTl9ORVdFUhACMsAFCgtDaGF0U2VydmljZRJICglMaXN0Q2hhdHMSHC56YXBnYXRlLnYxLkxpc3RDaGF0c1JlcXVlc3QaHS56YXBnYXRlLnYxLkxpc3RDaGF0c1Jlc3BvbnNlEkIKB0dldENoYXQSGi56YXBnYXRlLnYxLkdldENoYXRSZXF1ZXN0GhsuemFwZ2F0ZS52MS5HZXRDaGF0UmVzcG9uc2USXQoQTGlzdENoYXRNZXNzYWdlcxIjLnphcGdhdGUudjEuTGlzdENoYXRNZXNzYWdlc1JlcXVlc3QaJC56YXBnYXRlLnYxLkxpc3RDaGF0TWVzc2FnZXNSZXNwb25zZRJXCg5HZXRDaGF0TWVzc2FnZRIhLnphcGdhdGUudjEuR2V0Q2hhdE1lc3NhZ2VSZXF1ZXN0GiIuemFwZ2F0ZS52MS5HZXRDaGF0TWVzc2FnZVJlc3BvbnNlElcKDlNlYXJjaE1lc3NhZ2VzEiEuemFwZ2F0ZS52MS5TZWFyY2hNZXNzYWdlc1JlcXVlc3QaIi56YXBnYXRlLnYxLlNlYXJjaE1lc3NhZ2VzUmVzcG9uc2USUQoMTWFya0NoYXRSZWFkEh8uemFwZ2F0ZS52MS5NYXJrQ2hhdFJlYWRSZXF1ZXN0GiAuemFwZ2F0ZS52MS5NYXJrQ2hhdFJlYWRSZXNwb25zZRJaCg9HZXRDaGF0U2V0dGluZ3MSIi56YXBnYXRlLnYxLkdldENoYXRTZXR0aW5nc1JlcXVlc3QaIy56YXBnYXRlLnYxLkdldENoYXRTZXR0aW5nc1Jlc3BvbnNlEmMKElVwZGF0ZUNoYXRTZXR0aW5ncxIlLnphcGdhdGUudjEuVXBkYXRlQ2hhdFNldHRpbmdzUmVxdWVzdBomLnphcGdhdGUudjEuVXBkYXRlQ2hhdFNldHRpbmdzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_zapgate_v1_message]);
+
+/**
+ * Per instance; 0 means no limit. Defaults: 90 days, 1000 messages per chat, keep forever.
+ *
+ * @generated from message zapgate.v1.ChatSettings
+ */
+export type ChatSettings = Message<"zapgate.v1.ChatSettings"> & {
+  /**
+   * History sync: import messages at most this many days old.
+   *
+   * @generated from field: int32 history_days = 1;
+   */
+  historyDays: number;
+
+  /**
+   * History sync: import at most this many (the newest) messages per chat.
+   *
+   * @generated from field: int32 history_messages_per_chat = 2;
+   */
+  historyMessagesPerChat: number;
+
+  /**
+   * Delete stored messages older than this many days (checked in the background).
+   *
+   * @generated from field: int32 retention_days = 3;
+   */
+  retentionDays: number;
+};
+
+/**
+ * Describes the message zapgate.v1.ChatSettings.
+ * Use `create(ChatSettingsSchema)` to create a new message.
+ */
+export const ChatSettingsSchema: GenMessage<ChatSettings> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_chat, 0);
+
+/**
+ * @generated from message zapgate.v1.GetChatSettingsRequest
+ */
+export type GetChatSettingsRequest = Message<"zapgate.v1.GetChatSettingsRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+};
+
+/**
+ * Describes the message zapgate.v1.GetChatSettingsRequest.
+ * Use `create(GetChatSettingsRequestSchema)` to create a new message.
+ */
+export const GetChatSettingsRequestSchema: GenMessage<GetChatSettingsRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_chat, 1);
+
+/**
+ * @generated from message zapgate.v1.GetChatSettingsResponse
+ */
+export type GetChatSettingsResponse = Message<"zapgate.v1.GetChatSettingsResponse"> & {
+  /**
+   * @generated from field: zapgate.v1.ChatSettings settings = 1;
+   */
+  settings?: ChatSettings | undefined;
+};
+
+/**
+ * Describes the message zapgate.v1.GetChatSettingsResponse.
+ * Use `create(GetChatSettingsResponseSchema)` to create a new message.
+ */
+export const GetChatSettingsResponseSchema: GenMessage<GetChatSettingsResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_chat, 2);
+
+/**
+ * @generated from message zapgate.v1.UpdateChatSettingsRequest
+ */
+export type UpdateChatSettingsRequest = Message<"zapgate.v1.UpdateChatSettingsRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * @generated from field: zapgate.v1.ChatSettings settings = 2;
+   */
+  settings?: ChatSettings | undefined;
+};
+
+/**
+ * Describes the message zapgate.v1.UpdateChatSettingsRequest.
+ * Use `create(UpdateChatSettingsRequestSchema)` to create a new message.
+ */
+export const UpdateChatSettingsRequestSchema: GenMessage<UpdateChatSettingsRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_chat, 3);
+
+/**
+ * @generated from message zapgate.v1.UpdateChatSettingsResponse
+ */
+export type UpdateChatSettingsResponse = Message<"zapgate.v1.UpdateChatSettingsResponse"> & {
+  /**
+   * @generated from field: zapgate.v1.ChatSettings settings = 1;
+   */
+  settings?: ChatSettings | undefined;
+};
+
+/**
+ * Describes the message zapgate.v1.UpdateChatSettingsResponse.
+ * Use `create(UpdateChatSettingsResponseSchema)` to create a new message.
+ */
+export const UpdateChatSettingsResponseSchema: GenMessage<UpdateChatSettingsResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_chat, 4);
 
 /**
  * @generated from message zapgate.v1.Chat
@@ -89,7 +197,7 @@ export type Chat = Message<"zapgate.v1.Chat"> & {
  * Use `create(ChatSchema)` to create a new message.
  */
 export const ChatSchema: GenMessage<Chat> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 0);
+  messageDesc(file_zapgate_v1_chat, 5);
 
 /**
  * A reaction to a stored message.
@@ -120,7 +228,7 @@ export type ChatReaction = Message<"zapgate.v1.ChatReaction"> & {
  * Use `create(ChatReactionSchema)` to create a new message.
  */
 export const ChatReactionSchema: GenMessage<ChatReaction> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 1);
+  messageDesc(file_zapgate_v1_chat, 6);
 
 /**
  * A text the message had before an edit.
@@ -144,7 +252,7 @@ export type ChatMessageEdit = Message<"zapgate.v1.ChatMessageEdit"> & {
  * Use `create(ChatMessageEditSchema)` to create a new message.
  */
 export const ChatMessageEditSchema: GenMessage<ChatMessageEdit> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 2);
+  messageDesc(file_zapgate_v1_chat, 7);
 
 /**
  * @generated from message zapgate.v1.ChatMessage
@@ -260,7 +368,7 @@ export type ChatMessage = Message<"zapgate.v1.ChatMessage"> & {
  * Use `create(ChatMessageSchema)` to create a new message.
  */
 export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 3);
+  messageDesc(file_zapgate_v1_chat, 8);
 
 /**
  * @generated from message zapgate.v1.ListChatsRequest
@@ -289,7 +397,7 @@ export type ListChatsRequest = Message<"zapgate.v1.ListChatsRequest"> & {
  * Use `create(ListChatsRequestSchema)` to create a new message.
  */
 export const ListChatsRequestSchema: GenMessage<ListChatsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 4);
+  messageDesc(file_zapgate_v1_chat, 9);
 
 /**
  * @generated from message zapgate.v1.ListChatsResponse
@@ -311,7 +419,7 @@ export type ListChatsResponse = Message<"zapgate.v1.ListChatsResponse"> & {
  * Use `create(ListChatsResponseSchema)` to create a new message.
  */
 export const ListChatsResponseSchema: GenMessage<ListChatsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 5);
+  messageDesc(file_zapgate_v1_chat, 10);
 
 /**
  * @generated from message zapgate.v1.GetChatRequest
@@ -333,7 +441,7 @@ export type GetChatRequest = Message<"zapgate.v1.GetChatRequest"> & {
  * Use `create(GetChatRequestSchema)` to create a new message.
  */
 export const GetChatRequestSchema: GenMessage<GetChatRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 6);
+  messageDesc(file_zapgate_v1_chat, 11);
 
 /**
  * @generated from message zapgate.v1.GetChatResponse
@@ -350,7 +458,7 @@ export type GetChatResponse = Message<"zapgate.v1.GetChatResponse"> & {
  * Use `create(GetChatResponseSchema)` to create a new message.
  */
 export const GetChatResponseSchema: GenMessage<GetChatResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 7);
+  messageDesc(file_zapgate_v1_chat, 12);
 
 /**
  * @generated from message zapgate.v1.ListChatMessagesRequest
@@ -415,7 +523,7 @@ export type ListChatMessagesRequest = Message<"zapgate.v1.ListChatMessagesReques
  * Use `create(ListChatMessagesRequestSchema)` to create a new message.
  */
 export const ListChatMessagesRequestSchema: GenMessage<ListChatMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 8);
+  messageDesc(file_zapgate_v1_chat, 13);
 
 /**
  * @generated from message zapgate.v1.ListChatMessagesResponse
@@ -437,7 +545,7 @@ export type ListChatMessagesResponse = Message<"zapgate.v1.ListChatMessagesRespo
  * Use `create(ListChatMessagesResponseSchema)` to create a new message.
  */
 export const ListChatMessagesResponseSchema: GenMessage<ListChatMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 9);
+  messageDesc(file_zapgate_v1_chat, 14);
 
 /**
  * @generated from message zapgate.v1.GetChatMessageRequest
@@ -459,7 +567,7 @@ export type GetChatMessageRequest = Message<"zapgate.v1.GetChatMessageRequest"> 
  * Use `create(GetChatMessageRequestSchema)` to create a new message.
  */
 export const GetChatMessageRequestSchema: GenMessage<GetChatMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 10);
+  messageDesc(file_zapgate_v1_chat, 15);
 
 /**
  * @generated from message zapgate.v1.GetChatMessageResponse
@@ -476,7 +584,7 @@ export type GetChatMessageResponse = Message<"zapgate.v1.GetChatMessageResponse"
  * Use `create(GetChatMessageResponseSchema)` to create a new message.
  */
 export const GetChatMessageResponseSchema: GenMessage<GetChatMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 11);
+  messageDesc(file_zapgate_v1_chat, 16);
 
 /**
  * @generated from message zapgate.v1.SearchMessagesRequest
@@ -517,7 +625,7 @@ export type SearchMessagesRequest = Message<"zapgate.v1.SearchMessagesRequest"> 
  * Use `create(SearchMessagesRequestSchema)` to create a new message.
  */
 export const SearchMessagesRequestSchema: GenMessage<SearchMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 12);
+  messageDesc(file_zapgate_v1_chat, 17);
 
 /**
  * @generated from message zapgate.v1.SearchMessagesResponse
@@ -539,7 +647,7 @@ export type SearchMessagesResponse = Message<"zapgate.v1.SearchMessagesResponse"
  * Use `create(SearchMessagesResponseSchema)` to create a new message.
  */
 export const SearchMessagesResponseSchema: GenMessage<SearchMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 13);
+  messageDesc(file_zapgate_v1_chat, 18);
 
 /**
  * @generated from message zapgate.v1.MarkChatReadRequest
@@ -561,7 +669,7 @@ export type MarkChatReadRequest = Message<"zapgate.v1.MarkChatReadRequest"> & {
  * Use `create(MarkChatReadRequestSchema)` to create a new message.
  */
 export const MarkChatReadRequestSchema: GenMessage<MarkChatReadRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 14);
+  messageDesc(file_zapgate_v1_chat, 19);
 
 /**
  * @generated from message zapgate.v1.MarkChatReadResponse
@@ -580,7 +688,7 @@ export type MarkChatReadResponse = Message<"zapgate.v1.MarkChatReadResponse"> & 
  * Use `create(MarkChatReadResponseSchema)` to create a new message.
  */
 export const MarkChatReadResponseSchema: GenMessage<MarkChatReadResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 15);
+  messageDesc(file_zapgate_v1_chat, 20);
 
 /**
  * @generated from enum zapgate.v1.PageDirection
@@ -685,6 +793,26 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof MarkChatReadRequestSchema;
     output: typeof MarkChatReadResponseSchema;
+  },
+  /**
+   * How much history the instance imports after pairing, and how long its chats are kept.
+   *
+   * @generated from rpc zapgate.v1.ChatService.GetChatSettings
+   */
+  getChatSettings: {
+    methodKind: "unary";
+    input: typeof GetChatSettingsRequestSchema;
+    output: typeof GetChatSettingsResponseSchema;
+  },
+  /**
+   * Replaces the instance's chat settings (every field: 0 means no limit).
+   *
+   * @generated from rpc zapgate.v1.ChatService.UpdateChatSettings
+   */
+  updateChatSettings: {
+    methodKind: "unary";
+    input: typeof UpdateChatSettingsRequestSchema;
+    output: typeof UpdateChatSettingsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_zapgate_v1_chat, 0);
