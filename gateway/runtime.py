@@ -32,6 +32,7 @@ from zapgate.gateway.sending.dispatcher import Dispatcher
 from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.sending.targets import Targets
 from zapgate.gateway.store.apikeys import ApiKeyRepository
+from zapgate.gateway.store.chat_retention import ChatRetention
 from zapgate.gateway.store.chat_settings import ChatSettingsRepository
 from zapgate.gateway.store.chats import ChatStore
 from zapgate.gateway.store.contacts import ContactRepository
@@ -68,6 +69,7 @@ class Runtime:
     inbound: InboundRepository
     chats: ChatStore
     chat_settings: ChatSettingsRepository
+    chat_retention: ChatRetention
     pool: WorkerPool
     keeper: SessionKeeper
     engines: Engines
@@ -87,6 +89,7 @@ class Runtime:
         await self.pool.start()
         self.supervision.start("session keeper", self.keeper.run)
         self.supervision.start("event retention", self.events.run_retention)
+        self.supervision.start("chat retention", self.chat_retention.run)
         await self.supervisor.recover()
         await self.dispatcher.recover()
         self.supervision.start("dispatcher", self.dispatcher.run)
@@ -206,6 +209,7 @@ async def build_runtime(
         inbound=inbound,
         chats=ChatStore(database),
         chat_settings=chat_settings,
+        chat_retention=ChatRetention(database, chat_settings),
         pool=pool,
         keeper=keeper,
         engines=engines,

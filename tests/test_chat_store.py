@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.sending.message_events import MessageEvents
+from zapgate.gateway.store.chat_retention import DAY_US, ChatRetention
+from zapgate.gateway.store.chat_settings import ChatSettings, ChatSettingsRepository
 from zapgate.gateway.store.chats import ChatEntry, ChatStore, marked_read_in, record_in
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
@@ -22,6 +24,7 @@ from zapgate.v1 import message_pb2
 M = message_pb2.MessageState
 CHAT = "5511970000001@s.whatsapp.net"
 SECOND = 1_000_000
+NEW_AT = 10 * 86_400  # seconds
 
 
 @pytest.fixture
@@ -152,3 +155,20 @@ async def test_pages_both_ways_and_search(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         count = await conn.scalar(sa.select(sa.func.count()).select_from(chat_messages))
     assert count == 10
+
+
+async def test_retention_trims_one_instance_only(engine: AsyncEngine) -> None:
+    await record(engine, theirs("old", "velho", 100), theirs("new", "novo", NEW_AT))
+    await record(engine, theirs("old", "velho", 100), tenant="globex")
+    settings = ChatSettingsRepository(engine)
+    await settings.put("acme", "shop", ChatSettings(retention_days=1))
+    retention = ChatRetention(engine, settings, clock=lambda: NEW_AT * SECOND + DAY_US // 2)
+    assert await retention.enforce() == 1
+    store = ChatStore(engine)
+    assert await store.message("acme", "shop", "old") is None
+    assert await store.message("acme", "shop", "new") is not None
+    assert await store.message("globex", "shop", "old") is not None  # no retention there
+    await settings.put("acme", "shop", ChatSettings(retention_days=1))
+    later = ChatRetention(engine, settings, clock=lambda: NEW_AT * SECOND + 2 * DAY_US)
+    assert await later.enforce() == 1
+    assert await store.chat("acme", "shop", CHAT) is None  # emptied: gone

@@ -4,12 +4,15 @@ within the instance's chat settings, and a repeated sync stores nothing twice.""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 
 import grpc
+import pytest
 from google.protobuf import timestamp_pb2
 
+from tests.conftest import RunningGateway
 from tests.messaging import FAST_POLICY, Messenger
 from tests.rpc import expect_error
 from tests.test_chats import Chats
@@ -214,3 +217,43 @@ async def test_preload_history_checks_its_input(messenger: Messenger) -> None:
         "conversations[2].phone",
     ]
     _ = SENDER  # the direct chat's phone in history()
+
+
+async def test_retention_deletes_old_messages_and_emptied_chats(
+    running: RunningGateway, messenger: Messenger
+) -> None:
+    chats = Chats(messenger)
+    await messenger.client.create("kept")
+    unbounded = cpb.UpdateChatSettingsRequest(
+        instance_id="kept", settings=cpb.ChatSettings(retention_days=30)
+    )
+    await chats.stub.UpdateChatSettings(unbounded, metadata=chats.metadata)
+    old_chat = spb.HistoryConversation(phone=FRIEND, messages=[entry("velho", 40 * DAY)])
+    mixed = spb.HistoryConversation(
+        phone=SENDER, messages=[entry("antigo", 35 * DAY), entry("recente", 2 * DAY)]
+    )
+    await paired_with_history(messenger, "kept", [old_chat, mixed])
+    assert len((await chats.list("kept")).chats) == 2
+    # The background loop runs this every hour; one round here.
+    assert await running.gateway.runtime.chat_retention.enforce() >= 2
+    [left] = (await chats.list("kept")).chats
+    assert left.jid == SENDER_JID
+    assert await chats.texts("kept", SENDER_JID) == ["recente"]
+    await expect_error(chats.get("kept", FRIEND_JID), grpc.StatusCode.NOT_FOUND)
+
+
+async def test_a_chat_exports_as_json_lines_oldest_first(messenger: Messenger) -> None:
+    chats = Chats(messenger)
+    await messenger.ready("export", PHONE)
+    ids = [await inject(messenger, "export", text=f"linha {n} ✓") for n in range(3)]
+    request = cpb.ExportChatRequest(instance_id="export", chat_jid=SENDER_JID)
+    pieces = [r.data async for r in chats.stub.ExportChat(request, metadata=chats.metadata)]
+    lines = b"".join(pieces).decode().splitlines()
+    exported = [json.loads(line) for line in lines]
+    assert [m["messageId"] for m in exported] == ids
+    assert [m["text"] for m in exported] == ["linha 0 ✓", "linha 1 ✓", "linha 2 ✓"]
+    assert exported[0]["chatJid"] == SENDER_JID
+    missing = cpb.ExportChatRequest(instance_id="export", chat_jid=FRIEND_JID)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        [r async for r in chats.stub.ExportChat(missing, metadata=chats.metadata)]
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND

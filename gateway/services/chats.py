@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
 import grpc.aio
+from google.protobuf import json_format
 
 from zapgate.gateway.rpc.call_guard import current_tenant
 from zapgate.gateway.rpc.errors import ChatNotFound, FieldViolation, MessageNotFound
@@ -39,6 +41,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # A person (phone number or LID) or a group.
 CHAT_JID = re.compile(r"[0-9]{1,30}(-[0-9]{5,20})?@(s\.whatsapp\.net|lid|g\.us)")
 MAX_QUERY_CHARS = 100
+EXPORT_PAGE = 500  # messages per streamed piece
 NEWER = pb.PAGE_DIRECTION_NEWER
 
 
@@ -183,6 +186,18 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         await self._chats.clear_unread(tenant, request.instance_id, chat.jid)
         return pb.MarkChatReadResponse(marked=marked)
 
+    async def ExportChat(
+        self, request: pb.ExportChatRequest, context: Context
+    ) -> AsyncIterator[pb.ExportChatResponse]:
+        chat = await self._require_chat(request.instance_id, request.chat_jid)
+        tenant = current_tenant()
+        after = (-1, 0)
+        while page := await self._chats.messages_page(
+            tenant, request.instance_id, chat.jid, after=after, newer=True, limit=EXPORT_PAGE
+        ):
+            yield pb.ExportChatResponse(data=b"".join(json_line(m) for m in page))
+            after = (page[-1].sent_us, page[-1].seq)
+
     async def GetChatSettings(
         self, request: pb.GetChatSettingsRequest, context: Context
     ) -> pb.GetChatSettingsResponse:
@@ -221,6 +236,11 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         if chat is None:
             raise ChatNotFound(chat_jid)
         return chat
+
+
+def json_line(message: StoredMessage) -> bytes:
+    data = json_format.MessageToDict(_message(message))
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def _start_value(request: pb.ListChatMessagesRequest) -> object:

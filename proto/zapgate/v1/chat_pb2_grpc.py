@@ -70,6 +70,11 @@ class ChatServiceStub:
                 request_serializer=zapgate_dot_v1_dot_chat__pb2.MarkChatReadRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_chat__pb2.MarkChatReadResponse.FromString,
                 _registered_method=True)
+        self.ExportChat = channel.unary_stream(
+                '/zapgate.v1.ChatService/ExportChat',
+                request_serializer=zapgate_dot_v1_dot_chat__pb2.ExportChatRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_chat__pb2.ExportChatResponse.FromString,
+                _registered_method=True)
         self.GetChatSettings = channel.unary_unary(
                 '/zapgate.v1.ChatService/GetChatSettings',
                 request_serializer=zapgate_dot_v1_dot_chat__pb2.GetChatSettingsRequest.SerializeToString,
@@ -135,6 +140,14 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportChat(self, request, context):
+        """One chat's stored messages, oldest first, as JSON lines (each line a ChatMessage in
+        protobuf's JSON mapping), streamed in pieces: concatenate `data` to get the file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetChatSettings(self, request, context):
         """How much history the instance imports after pairing, and how long its chats are kept.
         """
@@ -181,6 +194,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.MarkChatRead,
                     request_deserializer=zapgate_dot_v1_dot_chat__pb2.MarkChatReadRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_chat__pb2.MarkChatReadResponse.SerializeToString,
+            ),
+            'ExportChat': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportChat,
+                    request_deserializer=zapgate_dot_v1_dot_chat__pb2.ExportChatRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_chat__pb2.ExportChatResponse.SerializeToString,
             ),
             'GetChatSettings': grpc.unary_unary_rpc_method_handler(
                     servicer.GetChatSettings,
@@ -361,6 +379,33 @@ class ChatService:
             '/zapgate.v1.ChatService/MarkChatRead',
             zapgate_dot_v1_dot_chat__pb2.MarkChatReadRequest.SerializeToString,
             zapgate_dot_v1_dot_chat__pb2.MarkChatReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/zapgate.v1.ChatService/ExportChat',
+            zapgate_dot_v1_dot_chat__pb2.ExportChatRequest.SerializeToString,
+            zapgate_dot_v1_dot_chat__pb2.ExportChatResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,48 @@ PAGE_DIRECTION_NEWER: PageDirection.ValueType  # 2
 Global___PageDirection: _TypeAlias = PageDirection  # noqa: Y015
 
 @_typing.final
+class ExportChatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    chat_jid: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        chat_jid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportChatRequest: _TypeAlias = ExportChatRequest  # noqa: Y015
+
+@_typing.final
+class ExportChatResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """Whole lines (UTF-8, each ending in a newline)."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportChatResponse: _TypeAlias = ExportChatResponse  # noqa: Y015
+
+@_typing.final
 class ChatSettings(_message.Message):
     """Per instance; 0 means no limit. Defaults: 90 days, 1000 messages per chat, keep forever."""
 

@@ -56,6 +56,10 @@ class ChatServiceStub:
     """Marks the whole chat read: WhatsApp read receipts for its unread received messages (as
     MessageService.MarkRead sends them, paced the same way) and its unread count to 0.
     """
+    ExportChat: _grpc.UnaryStreamMultiCallable[_chat_pb2.ExportChatRequest, _chat_pb2.ExportChatResponse]
+    """One chat's stored messages, oldest first, as JSON lines (each line a ChatMessage in
+    protobuf's JSON mapping), streamed in pieces: concatenate `data` to get the file.
+    """
     GetChatSettings: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetChatSettingsRequest, _chat_pb2.GetChatSettingsResponse]
     """How much history the instance imports after pairing, and how long its chats are kept."""
     UpdateChatSettings: _grpc.UnaryUnaryMultiCallable[_chat_pb2.UpdateChatSettingsRequest, _chat_pb2.UpdateChatSettingsResponse]
@@ -88,6 +92,10 @@ class ChatServiceAsyncStub(ChatServiceStub):
     MarkChatRead: _aio.UnaryUnaryMultiCallable[_chat_pb2.MarkChatReadRequest, _chat_pb2.MarkChatReadResponse]  # type: ignore[assignment]
     """Marks the whole chat read: WhatsApp read receipts for its unread received messages (as
     MessageService.MarkRead sends them, paced the same way) and its unread count to 0.
+    """
+    ExportChat: _aio.UnaryStreamMultiCallable[_chat_pb2.ExportChatRequest, _chat_pb2.ExportChatResponse]  # type: ignore[assignment]
+    """One chat's stored messages, oldest first, as JSON lines (each line a ChatMessage in
+    protobuf's JSON mapping), streamed in pieces: concatenate `data` to get the file.
     """
     GetChatSettings: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetChatSettingsRequest, _chat_pb2.GetChatSettingsResponse]  # type: ignore[assignment]
     """How much history the instance imports after pairing, and how long its chats are kept."""
@@ -154,6 +162,16 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_chat_pb2.MarkChatReadResponse, _abc.Awaitable[_chat_pb2.MarkChatReadResponse]]:
         """Marks the whole chat read: WhatsApp read receipts for its unread received messages (as
         MessageService.MarkRead sends them, paced the same way) and its unread count to 0.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportChat(
+        self,
+        request: _chat_pb2.ExportChatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_pb2.ExportChatResponse], _abc.AsyncIterator[_chat_pb2.ExportChatResponse]]:
+        """One chat's stored messages, oldest first, as JSON lines (each line a ChatMessage in
+        protobuf's JSON mapping), streamed in pieces: concatenate `data` to get the file.
         """
 
     @_abc_1.abstractmethod

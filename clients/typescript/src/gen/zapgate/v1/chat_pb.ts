@@ -14,7 +14,48 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/chat.proto.
  */
 export const file_zapgate_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChV6YXBnYXRlL3YxL2NoYXQucHJvdG8SCnphcGdhdGUudjEiXwoMQ2hhdFNldHRpbmdzEhQKDGhpc3RvcnlfZGF5cxgBIAEoBRIhChloaXN0b3J5X21lc3NhZ2VzX3Blcl9jaGF0GAIgASgFEhYKDnJldGVudGlvbl9kYXlzGAMgASgFIi0KFkdldENoYXRTZXR0aW5nc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiRQoXR2V0Q2hhdFNldHRpbmdzUmVzcG9uc2USKgoIc2V0dGluZ3MYASABKAsyGC56YXBnYXRlLnYxLkNoYXRTZXR0aW5ncyJcChlVcGRhdGVDaGF0U2V0dGluZ3NSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEioKCHNldHRpbmdzGAIgASgLMhguemFwZ2F0ZS52MS5DaGF0U2V0dGluZ3MiSAoaVXBkYXRlQ2hhdFNldHRpbmdzUmVzcG9uc2USKgoIc2V0dGluZ3MYASABKAsyGC56YXBnYXRlLnYxLkNoYXRTZXR0aW5ncyKWAgoEQ2hhdBILCgNqaWQYASABKAkSDAoEbmFtZRgCIAEoCRI1ChFsYXN0X21lc3NhZ2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPbGFzdF9tZXNzYWdlX2lkGAQgASgJEhwKFGxhc3RfbWVzc2FnZV9wcmV2aWV3GAUgASgJEhwKFGxhc3RfbWVzc2FnZV9mcm9tX21lGAYgASgIEhQKDHVucmVhZF9jb3VudBgHIAEoBRIvCgttdXRlZF91bnRpbBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYXJjaGl2ZWQYCSABKAgSDgoGcGlubmVkGAogASgIIkIKDENoYXRSZWFjdGlvbhISCgpzZW5kZXJfamlkGAEgASgJEg8KB2Zyb21fbWUYAiABKAgSDQoFZW1vamkYAyABKAkiVwoPQ2hhdE1lc3NhZ2VFZGl0EhUKDXByZXZpb3VzX3RleHQYASABKAkSLQoJZWRpdF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL7AwoLQ2hhdE1lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhEKCXB1c2hfbmFtZRgEIAEoCRIPCgdmcm9tX21lGAUgASgIEgwKBGtpbmQYBiABKAkSDAoEdGV4dBgHIAEoCRIXCg9tZWRpYV9taW1lX3R5cGUYCCABKAkSFwoPbWVkaWFfZmlsZV9uYW1lGAkgASgJEi0KCXNlbnRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRb3V0Ym94X21lc3NhZ2VfaWQYCyABKAkSJwoFc3RhdGUYDCABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRItCglyZWFkX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgVlZGl0cxgPIAMoCzIbLnphcGdhdGUudjEuQ2hhdE1lc3NhZ2VFZGl0EisKCXJlYWN0aW9ucxgQIAMoCzIYLnphcGdhdGUudjEuQ2hhdFJlYWN0aW9uEhQKDGZyb21faGlzdG9yeRgRIAEoCCJOChBMaXN0Q2hhdHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIk0KEUxpc3RDaGF0c1Jlc3BvbnNlEh8KBWNoYXRzGAEgAygLMhAuemFwZ2F0ZS52MS5DaGF0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3Cg5HZXRDaGF0UmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCSIxCg9HZXRDaGF0UmVzcG9uc2USHgoEY2hhdBgBIAEoCzIQLnphcGdhdGUudjEuQ2hhdCLsAQoXTGlzdENoYXRNZXNzYWdlc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEAoIY2hhdF9qaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSLAoJZGlyZWN0aW9uGAUgASgOMhkuemFwZ2F0ZS52MS5QYWdlRGlyZWN0aW9uEhoKEHN0YXJ0X21lc3NhZ2VfaWQYBiABKAlIABIwCgpzdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAQgcKBXN0YXJ0Il4KGExpc3RDaGF0TWVzc2FnZXNSZXNwb25zZRIpCghtZXNzYWdlcxgBIAMoCzIXLnphcGdhdGUudjEuQ2hhdE1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkAKFUdldENoYXRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIkIKFkdldENoYXRNZXNzYWdlUmVzcG9uc2USKAoHbWVzc2FnZRgBIAEoCzIXLnphcGdhdGUudjEuQ2hhdE1lc3NhZ2UidAoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg0KBXF1ZXJ5GAIgASgJEhAKCGNoYXRfamlkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJIlwKFlNlYXJjaE1lc3NhZ2VzUmVzcG9uc2USKQoIbWVzc2FnZXMYASADKAsyFy56YXBnYXRlLnYxLkNoYXRNZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI8ChNNYXJrQ2hhdFJlYWRSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhAKCGNoYXRfamlkGAIgASgJIiYKFE1hcmtDaGF0UmVhZFJlc3BvbnNlEg4KBm1hcmtlZBgBIAEoBSpjCg1QYWdlRGlyZWN0aW9uEh4KGlBBR0VfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUUEFHRV9ESVJFQ1RJT05fT0xERVIQARIYChRQQUdFX0RJUkVDVElPTl9ORVdFUhACMsAFCgtDaGF0U2VydmljZRJICglMaXN0Q2hhdHMSHC56YXBnYXRlLnYxLkxpc3RDaGF0c1JlcXVlc3QaHS56YXBnYXRlLnYxLkxpc3RDaGF0c1Jlc3BvbnNlEkIKB0dldENoYXQSGi56YXBnYXRlLnYxLkdldENoYXRSZXF1ZXN0GhsuemFwZ2F0ZS52MS5HZXRDaGF0UmVzcG9uc2USXQoQTGlzdENoYXRNZXNzYWdlcxIjLnphcGdhdGUudjEuTGlzdENoYXRNZXNzYWdlc1JlcXVlc3QaJC56YXBnYXRlLnYxLkxpc3RDaGF0TWVzc2FnZXNSZXNwb25zZRJXCg5HZXRDaGF0TWVzc2FnZRIhLnphcGdhdGUudjEuR2V0Q2hhdE1lc3NhZ2VSZXF1ZXN0GiIuemFwZ2F0ZS52MS5HZXRDaGF0TWVzc2FnZVJlc3BvbnNlElcKDlNlYXJjaE1lc3NhZ2VzEiEuemFwZ2F0ZS52MS5TZWFyY2hNZXNzYWdlc1JlcXVlc3QaIi56YXBnYXRlLnYxLlNlYXJjaE1lc3NhZ2VzUmVzcG9uc2USUQoMTWFya0NoYXRSZWFkEh8uemFwZ2F0ZS52MS5NYXJrQ2hhdFJlYWRSZXF1ZXN0GiAuemFwZ2F0ZS52MS5NYXJrQ2hhdFJlYWRSZXNwb25zZRJaCg9HZXRDaGF0U2V0dGluZ3MSIi56YXBnYXRlLnYxLkdldENoYXRTZXR0aW5nc1JlcXVlc3QaIy56YXBnYXRlLnYxLkdldENoYXRTZXR0aW5nc1Jlc3BvbnNlEmMKElVwZGF0ZUNoYXRTZXR0aW5ncxIlLnphcGdhdGUudjEuVXBkYXRlQ2hhdFNldHRpbmdzUmVxdWVzdBomLnphcGdhdGUudjEuVXBkYXRlQ2hhdFNldHRpbmdzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_zapgate_v1_message]);
+  fileDesc("ChV6YXBnYXRlL3YxL2NoYXQucHJvdG8SCnphcGdhdGUudjEiOgoRRXhwb3J0Q2hhdFJlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEAoIY2hhdF9qaWQYAiABKAkiIgoSRXhwb3J0Q2hhdFJlc3BvbnNlEgwKBGRhdGEYASABKAwiXwoMQ2hhdFNldHRpbmdzEhQKDGhpc3RvcnlfZGF5cxgBIAEoBRIhChloaXN0b3J5X21lc3NhZ2VzX3Blcl9jaGF0GAIgASgFEhYKDnJldGVudGlvbl9kYXlzGAMgASgFIi0KFkdldENoYXRTZXR0aW5nc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkiRQoXR2V0Q2hhdFNldHRpbmdzUmVzcG9uc2USKgoIc2V0dGluZ3MYASABKAsyGC56YXBnYXRlLnYxLkNoYXRTZXR0aW5ncyJcChlVcGRhdGVDaGF0U2V0dGluZ3NSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEioKCHNldHRpbmdzGAIgASgLMhguemFwZ2F0ZS52MS5DaGF0U2V0dGluZ3MiSAoaVXBkYXRlQ2hhdFNldHRpbmdzUmVzcG9uc2USKgoIc2V0dGluZ3MYASABKAsyGC56YXBnYXRlLnYxLkNoYXRTZXR0aW5ncyKWAgoEQ2hhdBILCgNqaWQYASABKAkSDAoEbmFtZRgCIAEoCRI1ChFsYXN0X21lc3NhZ2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPbGFzdF9tZXNzYWdlX2lkGAQgASgJEhwKFGxhc3RfbWVzc2FnZV9wcmV2aWV3GAUgASgJEhwKFGxhc3RfbWVzc2FnZV9mcm9tX21lGAYgASgIEhQKDHVucmVhZF9jb3VudBgHIAEoBRIvCgttdXRlZF91bnRpbBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYXJjaGl2ZWQYCSABKAgSDgoGcGlubmVkGAogASgIIkIKDENoYXRSZWFjdGlvbhISCgpzZW5kZXJfamlkGAEgASgJEg8KB2Zyb21fbWUYAiABKAgSDQoFZW1vamkYAyABKAkiVwoPQ2hhdE1lc3NhZ2VFZGl0EhUKDXByZXZpb3VzX3RleHQYASABKAkSLQoJZWRpdF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL7AwoLQ2hhdE1lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhEKCXB1c2hfbmFtZRgEIAEoCRIPCgdmcm9tX21lGAUgASgIEgwKBGtpbmQYBiABKAkSDAoEdGV4dBgHIAEoCRIXCg9tZWRpYV9taW1lX3R5cGUYCCABKAkSFwoPbWVkaWFfZmlsZV9uYW1lGAkgASgJEi0KCXNlbnRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRb3V0Ym94X21lc3NhZ2VfaWQYCyABKAkSJwoFc3RhdGUYDCABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRItCglyZWFkX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgVlZGl0cxgPIAMoCzIbLnphcGdhdGUudjEuQ2hhdE1lc3NhZ2VFZGl0EisKCXJlYWN0aW9ucxgQIAMoCzIYLnphcGdhdGUudjEuQ2hhdFJlYWN0aW9uEhQKDGZyb21faGlzdG9yeRgRIAEoCCJOChBMaXN0Q2hhdHNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIk0KEUxpc3RDaGF0c1Jlc3BvbnNlEh8KBWNoYXRzGAEgAygLMhAuemFwZ2F0ZS52MS5DaGF0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3Cg5HZXRDaGF0UmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCSIxCg9HZXRDaGF0UmVzcG9uc2USHgoEY2hhdBgBIAEoCzIQLnphcGdhdGUudjEuQ2hhdCLsAQoXTGlzdENoYXRNZXNzYWdlc1JlcXVlc3QSEwoLaW5zdGFuY2VfaWQYASABKAkSEAoIY2hhdF9qaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSLAoJZGlyZWN0aW9uGAUgASgOMhkuemFwZ2F0ZS52MS5QYWdlRGlyZWN0aW9uEhoKEHN0YXJ0X21lc3NhZ2VfaWQYBiABKAlIABIwCgpzdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAQgcKBXN0YXJ0Il4KGExpc3RDaGF0TWVzc2FnZXNSZXNwb25zZRIpCghtZXNzYWdlcxgBIAMoCzIXLnphcGdhdGUudjEuQ2hhdE1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkAKFUdldENoYXRNZXNzYWdlUmVxdWVzdBITCgtpbnN0YW5jZV9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIkIKFkdldENoYXRNZXNzYWdlUmVzcG9uc2USKAoHbWVzc2FnZRgBIAEoCzIXLnphcGdhdGUudjEuQ2hhdE1lc3NhZ2UidAoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEg0KBXF1ZXJ5GAIgASgJEhAKCGNoYXRfamlkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJIlwKFlNlYXJjaE1lc3NhZ2VzUmVzcG9uc2USKQoIbWVzc2FnZXMYASADKAsyFy56YXBnYXRlLnYxLkNoYXRNZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI8ChNNYXJrQ2hhdFJlYWRSZXF1ZXN0EhMKC2luc3RhbmNlX2lkGAEgASgJEhAKCGNoYXRfamlkGAIgASgJIiYKFE1hcmtDaGF0UmVhZFJlc3BvbnNlEg4KBm1hcmtlZBgBIAEoBSpjCg1QYWdlRGlyZWN0aW9uEh4KGlBBR0VfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUUEFHRV9ESVJFQ1RJT05fT0xERVIQARIYChRQQUdFX0RJUkVDVElPTl9ORVdFUhACMo8GCgtDaGF0U2VydmljZRJICglMaXN0Q2hhdHMSHC56YXBnYXRlLnYxLkxpc3RDaGF0c1JlcXVlc3QaHS56YXBnYXRlLnYxLkxpc3RDaGF0c1Jlc3BvbnNlEkIKB0dldENoYXQSGi56YXBnYXRlLnYxLkdldENoYXRSZXF1ZXN0GhsuemFwZ2F0ZS52MS5HZXRDaGF0UmVzcG9uc2USXQoQTGlzdENoYXRNZXNzYWdlcxIjLnphcGdhdGUudjEuTGlzdENoYXRNZXNzYWdlc1JlcXVlc3QaJC56YXBnYXRlLnYxLkxpc3RDaGF0TWVzc2FnZXNSZXNwb25zZRJXCg5HZXRDaGF0TWVzc2FnZRIhLnphcGdhdGUudjEuR2V0Q2hhdE1lc3NhZ2VSZXF1ZXN0GiIuemFwZ2F0ZS52MS5HZXRDaGF0TWVzc2FnZVJlc3BvbnNlElcKDlNlYXJjaE1lc3NhZ2VzEiEuemFwZ2F0ZS52MS5TZWFyY2hNZXNzYWdlc1JlcXVlc3QaIi56YXBnYXRlLnYxLlNlYXJjaE1lc3NhZ2VzUmVzcG9uc2USUQoMTWFya0NoYXRSZWFkEh8uemFwZ2F0ZS52MS5NYXJrQ2hhdFJlYWRSZXF1ZXN0GiAuemFwZ2F0ZS52MS5NYXJrQ2hhdFJlYWRSZXNwb25zZRJNCgpFeHBvcnRDaGF0Eh0uemFwZ2F0ZS52MS5FeHBvcnRDaGF0UmVxdWVzdBoeLnphcGdhdGUudjEuRXhwb3J0Q2hhdFJlc3BvbnNlMAESWgoPR2V0Q2hhdFNldHRpbmdzEiIuemFwZ2F0ZS52MS5HZXRDaGF0U2V0dGluZ3NSZXF1ZXN0GiMuemFwZ2F0ZS52MS5HZXRDaGF0U2V0dGluZ3NSZXNwb25zZRJjChJVcGRhdGVDaGF0U2V0dGluZ3MSJS56YXBnYXRlLnYxLlVwZGF0ZUNoYXRTZXR0aW5nc1JlcXVlc3QaJi56YXBnYXRlLnYxLlVwZGF0ZUNoYXRTZXR0aW5nc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_zapgate_v1_message]);
+
+/**
+ * @generated from message zapgate.v1.ExportChatRequest
+ */
+export type ExportChatRequest = Message<"zapgate.v1.ExportChatRequest"> & {
+  /**
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * @generated from field: string chat_jid = 2;
+   */
+  chatJid: string;
+};
+
+/**
+ * Describes the message zapgate.v1.ExportChatRequest.
+ * Use `create(ExportChatRequestSchema)` to create a new message.
+ */
+export const ExportChatRequestSchema: GenMessage<ExportChatRequest> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_chat, 0);
+
+/**
+ * @generated from message zapgate.v1.ExportChatResponse
+ */
+export type ExportChatResponse = Message<"zapgate.v1.ExportChatResponse"> & {
+  /**
+   * Whole lines (UTF-8, each ending in a newline).
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message zapgate.v1.ExportChatResponse.
+ * Use `create(ExportChatResponseSchema)` to create a new message.
+ */
+export const ExportChatResponseSchema: GenMessage<ExportChatResponse> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_chat, 1);
 
 /**
  * Per instance; 0 means no limit. Defaults: 90 days, 1000 messages per chat, keep forever.
@@ -49,7 +90,7 @@ export type ChatSettings = Message<"zapgate.v1.ChatSettings"> & {
  * Use `create(ChatSettingsSchema)` to create a new message.
  */
 export const ChatSettingsSchema: GenMessage<ChatSettings> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 0);
+  messageDesc(file_zapgate_v1_chat, 2);
 
 /**
  * @generated from message zapgate.v1.GetChatSettingsRequest
@@ -66,7 +107,7 @@ export type GetChatSettingsRequest = Message<"zapgate.v1.GetChatSettingsRequest"
  * Use `create(GetChatSettingsRequestSchema)` to create a new message.
  */
 export const GetChatSettingsRequestSchema: GenMessage<GetChatSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 1);
+  messageDesc(file_zapgate_v1_chat, 3);
 
 /**
  * @generated from message zapgate.v1.GetChatSettingsResponse
@@ -83,7 +124,7 @@ export type GetChatSettingsResponse = Message<"zapgate.v1.GetChatSettingsRespons
  * Use `create(GetChatSettingsResponseSchema)` to create a new message.
  */
 export const GetChatSettingsResponseSchema: GenMessage<GetChatSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 2);
+  messageDesc(file_zapgate_v1_chat, 4);
 
 /**
  * @generated from message zapgate.v1.UpdateChatSettingsRequest
@@ -105,7 +146,7 @@ export type UpdateChatSettingsRequest = Message<"zapgate.v1.UpdateChatSettingsRe
  * Use `create(UpdateChatSettingsRequestSchema)` to create a new message.
  */
 export const UpdateChatSettingsRequestSchema: GenMessage<UpdateChatSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 3);
+  messageDesc(file_zapgate_v1_chat, 5);
 
 /**
  * @generated from message zapgate.v1.UpdateChatSettingsResponse
@@ -122,7 +163,7 @@ export type UpdateChatSettingsResponse = Message<"zapgate.v1.UpdateChatSettingsR
  * Use `create(UpdateChatSettingsResponseSchema)` to create a new message.
  */
 export const UpdateChatSettingsResponseSchema: GenMessage<UpdateChatSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 4);
+  messageDesc(file_zapgate_v1_chat, 6);
 
 /**
  * @generated from message zapgate.v1.Chat
@@ -197,7 +238,7 @@ export type Chat = Message<"zapgate.v1.Chat"> & {
  * Use `create(ChatSchema)` to create a new message.
  */
 export const ChatSchema: GenMessage<Chat> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 5);
+  messageDesc(file_zapgate_v1_chat, 7);
 
 /**
  * A reaction to a stored message.
@@ -228,7 +269,7 @@ export type ChatReaction = Message<"zapgate.v1.ChatReaction"> & {
  * Use `create(ChatReactionSchema)` to create a new message.
  */
 export const ChatReactionSchema: GenMessage<ChatReaction> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 6);
+  messageDesc(file_zapgate_v1_chat, 8);
 
 /**
  * A text the message had before an edit.
@@ -252,7 +293,7 @@ export type ChatMessageEdit = Message<"zapgate.v1.ChatMessageEdit"> & {
  * Use `create(ChatMessageEditSchema)` to create a new message.
  */
 export const ChatMessageEditSchema: GenMessage<ChatMessageEdit> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 7);
+  messageDesc(file_zapgate_v1_chat, 9);
 
 /**
  * @generated from message zapgate.v1.ChatMessage
@@ -368,7 +409,7 @@ export type ChatMessage = Message<"zapgate.v1.ChatMessage"> & {
  * Use `create(ChatMessageSchema)` to create a new message.
  */
 export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 8);
+  messageDesc(file_zapgate_v1_chat, 10);
 
 /**
  * @generated from message zapgate.v1.ListChatsRequest
@@ -397,7 +438,7 @@ export type ListChatsRequest = Message<"zapgate.v1.ListChatsRequest"> & {
  * Use `create(ListChatsRequestSchema)` to create a new message.
  */
 export const ListChatsRequestSchema: GenMessage<ListChatsRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 9);
+  messageDesc(file_zapgate_v1_chat, 11);
 
 /**
  * @generated from message zapgate.v1.ListChatsResponse
@@ -419,7 +460,7 @@ export type ListChatsResponse = Message<"zapgate.v1.ListChatsResponse"> & {
  * Use `create(ListChatsResponseSchema)` to create a new message.
  */
 export const ListChatsResponseSchema: GenMessage<ListChatsResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 10);
+  messageDesc(file_zapgate_v1_chat, 12);
 
 /**
  * @generated from message zapgate.v1.GetChatRequest
@@ -441,7 +482,7 @@ export type GetChatRequest = Message<"zapgate.v1.GetChatRequest"> & {
  * Use `create(GetChatRequestSchema)` to create a new message.
  */
 export const GetChatRequestSchema: GenMessage<GetChatRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 11);
+  messageDesc(file_zapgate_v1_chat, 13);
 
 /**
  * @generated from message zapgate.v1.GetChatResponse
@@ -458,7 +499,7 @@ export type GetChatResponse = Message<"zapgate.v1.GetChatResponse"> & {
  * Use `create(GetChatResponseSchema)` to create a new message.
  */
 export const GetChatResponseSchema: GenMessage<GetChatResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 12);
+  messageDesc(file_zapgate_v1_chat, 14);
 
 /**
  * @generated from message zapgate.v1.ListChatMessagesRequest
@@ -523,7 +564,7 @@ export type ListChatMessagesRequest = Message<"zapgate.v1.ListChatMessagesReques
  * Use `create(ListChatMessagesRequestSchema)` to create a new message.
  */
 export const ListChatMessagesRequestSchema: GenMessage<ListChatMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 13);
+  messageDesc(file_zapgate_v1_chat, 15);
 
 /**
  * @generated from message zapgate.v1.ListChatMessagesResponse
@@ -545,7 +586,7 @@ export type ListChatMessagesResponse = Message<"zapgate.v1.ListChatMessagesRespo
  * Use `create(ListChatMessagesResponseSchema)` to create a new message.
  */
 export const ListChatMessagesResponseSchema: GenMessage<ListChatMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 14);
+  messageDesc(file_zapgate_v1_chat, 16);
 
 /**
  * @generated from message zapgate.v1.GetChatMessageRequest
@@ -567,7 +608,7 @@ export type GetChatMessageRequest = Message<"zapgate.v1.GetChatMessageRequest"> 
  * Use `create(GetChatMessageRequestSchema)` to create a new message.
  */
 export const GetChatMessageRequestSchema: GenMessage<GetChatMessageRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 15);
+  messageDesc(file_zapgate_v1_chat, 17);
 
 /**
  * @generated from message zapgate.v1.GetChatMessageResponse
@@ -584,7 +625,7 @@ export type GetChatMessageResponse = Message<"zapgate.v1.GetChatMessageResponse"
  * Use `create(GetChatMessageResponseSchema)` to create a new message.
  */
 export const GetChatMessageResponseSchema: GenMessage<GetChatMessageResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 16);
+  messageDesc(file_zapgate_v1_chat, 18);
 
 /**
  * @generated from message zapgate.v1.SearchMessagesRequest
@@ -625,7 +666,7 @@ export type SearchMessagesRequest = Message<"zapgate.v1.SearchMessagesRequest"> 
  * Use `create(SearchMessagesRequestSchema)` to create a new message.
  */
 export const SearchMessagesRequestSchema: GenMessage<SearchMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 17);
+  messageDesc(file_zapgate_v1_chat, 19);
 
 /**
  * @generated from message zapgate.v1.SearchMessagesResponse
@@ -647,7 +688,7 @@ export type SearchMessagesResponse = Message<"zapgate.v1.SearchMessagesResponse"
  * Use `create(SearchMessagesResponseSchema)` to create a new message.
  */
 export const SearchMessagesResponseSchema: GenMessage<SearchMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 18);
+  messageDesc(file_zapgate_v1_chat, 20);
 
 /**
  * @generated from message zapgate.v1.MarkChatReadRequest
@@ -669,7 +710,7 @@ export type MarkChatReadRequest = Message<"zapgate.v1.MarkChatReadRequest"> & {
  * Use `create(MarkChatReadRequestSchema)` to create a new message.
  */
 export const MarkChatReadRequestSchema: GenMessage<MarkChatReadRequest> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 19);
+  messageDesc(file_zapgate_v1_chat, 21);
 
 /**
  * @generated from message zapgate.v1.MarkChatReadResponse
@@ -688,7 +729,7 @@ export type MarkChatReadResponse = Message<"zapgate.v1.MarkChatReadResponse"> & 
  * Use `create(MarkChatReadResponseSchema)` to create a new message.
  */
 export const MarkChatReadResponseSchema: GenMessage<MarkChatReadResponse> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_chat, 20);
+  messageDesc(file_zapgate_v1_chat, 22);
 
 /**
  * @generated from enum zapgate.v1.PageDirection
@@ -793,6 +834,17 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof MarkChatReadRequestSchema;
     output: typeof MarkChatReadResponseSchema;
+  },
+  /**
+   * One chat's stored messages, oldest first, as JSON lines (each line a ChatMessage in
+   * protobuf's JSON mapping), streamed in pieces: concatenate `data` to get the file.
+   *
+   * @generated from rpc zapgate.v1.ChatService.ExportChat
+   */
+  exportChat: {
+    methodKind: "server_streaming";
+    input: typeof ExportChatRequestSchema;
+    output: typeof ExportChatResponseSchema;
   },
   /**
    * How much history the instance imports after pairing, and how long its chats are kept.
