@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.events.log import EventLog
-from zapgate.gateway.store.chat_history import ChatFacts, describe_chats_in, insert_history_in
+from zapgate.gateway.store.chat_history import (
+    ChatFacts,
+    Stored,
+    describe_chats_in,
+    insert_history_in,
+    touch_newest_in,
+)
 from zapgate.gateway.store.chat_settings import ChatSettings, ChatSettingsRepository
 from zapgate.gateway.store.chats import ChatEntry
 from zapgate.gateway.store.event_append import append_events
@@ -79,6 +85,7 @@ class HistoryImport:
         ]
         entries = [_entry(m) for m in wanted]
         imported = 0
+        newest: dict[str, Stored] = {}
         batches = [
             entries[start : start + self._batch_size]
             for start in range(0, len(entries), self._batch_size)
@@ -88,8 +95,15 @@ class HistoryImport:
             async with self._engine.begin() as conn:
                 if number == 0:
                     await describe_chats_in(conn, tenant, instance_id, facts)
-                imported += await insert_history_in(conn, tenant, instance_id, batch, now)
+                count, inserted = await insert_history_in(conn, tenant, instance_id, batch, now)
+                imported += count
+                for chat_jid, stored in inserted.items():
+                    if stored[:2] > newest.get(chat_jid, (-1, -1, ""))[:2]:
+                        newest[chat_jid] = stored
                 if last:
+                    # The chats' newest activity moves once per blob, with its event.
+                    by_id = {entry.message_id: entry for entry in entries}
+                    await touch_newest_in(conn, tenant, instance_id, newest, by_id)
                     totals.chats += len(facts)
                     totals.imported += imported
                     totals.skipped += len(synced.messages) - imported

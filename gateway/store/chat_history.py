@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zapgate.gateway.store.chats import ChatEntry, insert_for, message_row, touch_chat_in
+from zapgate.gateway.store.chats import ChatEntry, insert_for, message_row, touch_chats_in
 from zapgate.gateway.store.schema import chat_messages, chats
 
 
@@ -30,59 +30,81 @@ async def describe_chats_in(
     conn: AsyncConnection, tenant: str, instance_id: str, facts: Sequence[ChatFacts]
 ) -> None:
     """Creates the chats (with no activity yet) or sets what WhatsApp reports of them."""
-    for fact in facts:
-        insert = insert_for(conn, chats).values(
-            tenant=tenant,
-            instance_id=instance_id,
-            jid=fact.jid,
-            name=fact.name,
-            last_us=0,
-            last_seq=0,
-            unread=fact.unread,
-            archived=fact.archived,
-            pinned=fact.pinned,
-            muted_until_us=fact.muted_until_us,
-        )
-        new = insert.excluded
-        await conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[chats.c.tenant, chats.c.instance_id, chats.c.jid],
-                set_={
-                    "name": sa.case((new.name != "", new.name), else_=chats.c.name),
-                    "unread": new.unread,
-                    "archived": new.archived,
-                    "pinned": new.pinned,
-                    "muted_until_us": new.muted_until_us,
-                },
-            )
-        )
+    if not facts:
+        return
+    insert = insert_for(conn, chats)
+    new = insert.excluded
+    statement = insert.on_conflict_do_update(
+        index_elements=[chats.c.tenant, chats.c.instance_id, chats.c.jid],
+        set_={
+            "name": sa.case((new.name != "", new.name), else_=chats.c.name),
+            "unread": new.unread,
+            "archived": new.archived,
+            "pinned": new.pinned,
+            "muted_until_us": new.muted_until_us,
+        },
+    )
+    rows = [
+        {
+            "tenant": tenant,
+            "instance_id": instance_id,
+            "jid": fact.jid,
+            "name": fact.name,
+            "last_us": 0,
+            "last_seq": 0,
+            "unread": fact.unread,
+            "archived": fact.archived,
+            "pinned": fact.pinned,
+            "muted_until_us": fact.muted_until_us,
+        }
+        for fact in facts
+    ]
+    await conn.execute(statement, rows)
+
+
+Stored = tuple[int, int, str]  # (sent_us, seq, WhatsApp id) of a message just stored
 
 
 async def insert_history_in(
     conn: AsyncConnection, tenant: str, instance_id: str, entries: Sequence[ChatEntry], now: int
-) -> int:
-    """Inserts the messages not stored yet, moves each chat's newest activity; returns how
-    many were new."""
+) -> tuple[int, dict[str, Stored]]:
+    """Inserts the messages not stored yet; returns how many, and per chat the newest one
+    inserted."""
     if not entries:
-        return 0
+        return 0, {}
     rows = [message_row(tenant, instance_id, entry, now) for entry in entries]
     result = await conn.execute(
         insert_for(conn, chat_messages)
-        .values(rows)
         .on_conflict_do_nothing()
         .returning(
             chat_messages.c.seq,
             chat_messages.c.chat_jid,
             chat_messages.c.sent_us,
             chat_messages.c.message_id,
-        )
+        ),
+        rows,
     )
-    inserted = result.all()
-    newest: dict[str, tuple[int, int, str]] = {}
-    for seq, chat_jid, sent_us, message_id in inserted:
+    newest: dict[str, Stored] = {}
+    count = 0
+    for seq, chat_jid, sent_us, message_id in result:
+        count += 1
         if (sent_us, seq) > newest.get(chat_jid, (-1, -1, ""))[:2]:
             newest[chat_jid] = (sent_us, seq, message_id)
-    by_id = {entry.message_id: entry for entry in entries}
-    for _, seq, message_id in newest.values():
-        await touch_chat_in(conn, tenant, instance_id, by_id[message_id], seq, unread=0)
-    return len(inserted)
+    return count, newest
+
+
+async def touch_newest_in(
+    conn: AsyncConnection,
+    tenant: str,
+    instance_id: str,
+    newest: dict[str, Stored],
+    entries: dict[str, ChatEntry],
+) -> None:
+    """Each chat's newest activity moved to its newest imported message (`entries` by id)."""
+    await touch_chats_in(
+        conn,
+        tenant,
+        instance_id,
+        [(entries[message_id], seq) for _, seq, message_id in newest.values()],
+        unread=0,
+    )

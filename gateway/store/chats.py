@@ -13,8 +13,8 @@ account's own record), a reaction is kept per sender."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,8 +54,9 @@ class ChatEntry:
     from_history: bool = False
 
 
-@dataclass(frozen=True)
-class StoredChat:
+class StoredChat(NamedTuple):
+    """A chat row, in `_CHAT`'s column order (a tuple: a page converts in no time)."""
+
     jid: str
     name: str
     last_us: int
@@ -69,14 +70,14 @@ class StoredChat:
     pinned: bool
 
 
-@dataclass(frozen=True)
-class Edit:
+class Edit(NamedTuple):
     text: str  # the text before the edit
     time_us: int
 
 
-@dataclass(frozen=True)
-class StoredMessage:
+class StoredMessage(NamedTuple):
+    """A message row, in `_MESSAGE`'s column order."""
+
     seq: int
     chat_jid: str
     message_id: str
@@ -94,7 +95,7 @@ class StoredMessage:
     revoked_us: int
     from_history: bool
     edits: tuple[Edit, ...] = ()
-    reactions: dict[str, str] = field(default_factory=dict)
+    reactions: dict[str, str] = {}  # noqa: RUF012 (never mutated: a fresh dict per row)
 
 
 def preview(kind: str, text: str) -> str:
@@ -167,32 +168,63 @@ async def touch_chat_in(
     seq: int,
     *,
     unread: int,
-    name: str = "",
 ) -> None:
     """Creates the chat or moves its newest activity to `entry`, stored as `seq` (if newer),
     adding `unread`."""
-    if not name and not entry.from_me and not entry.chat_jid.endswith(GROUP_SERVER):
-        name = entry.push_name  # a direct chat is named after the other side
-    insert = insert_for(conn, chats).values(
-        tenant=tenant,
-        instance_id=instance_id,
-        jid=entry.chat_jid,
-        name=name,
-        last_us=whole_seconds(entry.sent_us),
-        last_seq=seq,
-        last_message_id=entry.message_id,
-        last_preview=preview(entry.kind, entry.text),
-        last_from_me=entry.from_me,
-        unread=unread,
-    )
-    new = insert.excluded
-    newer = sa.tuple_(new.last_us, new.last_seq) > sa.tuple_(chats.c.last_us, chats.c.last_seq)
+    await touch_chats_in(conn, tenant, instance_id, [(entry, seq)], unread=unread)
 
-    def if_newer(column: str) -> Any:
-        return sa.case((newer, new[column]), else_=chats.c[column])
 
-    await conn.execute(
-        insert.on_conflict_do_update(
+async def touch_chats_in(
+    conn: AsyncConnection,
+    tenant: str,
+    instance_id: str,
+    newest: Sequence[tuple[ChatEntry, int]],
+    *,
+    unread: int,
+) -> None:
+    """touch_chat_in for many chats at once (one statement, many parameter sets)."""
+    if not newest:
+        return
+    rows = [
+        {
+            "tenant": tenant,
+            "instance_id": instance_id,
+            "jid": entry.chat_jid,
+            "name": _name(entry),
+            "last_us": whole_seconds(entry.sent_us),
+            "last_seq": seq,
+            "last_message_id": entry.message_id,
+            "last_preview": preview(entry.kind, entry.text),
+            "last_from_me": entry.from_me,
+            "unread": unread,
+        }
+        for entry, seq in newest
+    ]
+    await conn.execute(_touch_statement(conn), rows)
+
+
+def _name(entry: ChatEntry) -> str:
+    """A direct chat is named after the other side's push name."""
+    if entry.from_me or entry.chat_jid.endswith(GROUP_SERVER):
+        return ""
+    return entry.push_name
+
+
+_TOUCH: dict[str, Any] = {}
+
+
+def _touch_statement(conn: AsyncConnection) -> Any:
+    dialect = conn.dialect.name
+    statement = _TOUCH.get(dialect)
+    if statement is None:
+        insert = insert_for(conn, chats)
+        new = insert.excluded
+        newer = sa.tuple_(new.last_us, new.last_seq) > sa.tuple_(chats.c.last_us, chats.c.last_seq)
+
+        def if_newer(column: str) -> Any:
+            return sa.case((newer, new[column]), else_=chats.c[column])
+
+        statement = _TOUCH[dialect] = insert.on_conflict_do_update(
             index_elements=[chats.c.tenant, chats.c.instance_id, chats.c.jid],
             set_={
                 "name": sa.case((new.name != "", new.name), else_=chats.c.name),
@@ -204,7 +236,7 @@ async def touch_chat_in(
                 "unread": chats.c.unread + new.unread,
             },
         )
-    )
+    return statement
 
 
 async def _act(
@@ -320,20 +352,17 @@ class ChatStore:
         )
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        return None if row is None else _chat(row)
+        return None if row is None else StoredChat._make(row)
 
     async def chats_page(
         self, tenant: str, instance_id: str, *, after: tuple[int, int] | None, limit: int
     ) -> list[StoredChat]:
         """Newest activity first, after the keyset position (last_us, last_seq)."""
-        query = sa.select(*_CHAT).where(
-            chats.c.tenant == tenant, chats.c.instance_id == instance_id
-        )
-        if after is not None:
-            query = query.where(sa.tuple_(chats.c.last_us, chats.c.last_seq) < after)
-        query = query.order_by(chats.c.last_us.desc(), chats.c.last_seq.desc()).limit(limit)
+        at, seq = after if after is not None else (_MAX, _MAX)
+        values = {"tenant": tenant, "instance_id": instance_id, "at": at, "seq": seq}
         async with self._engine.connect() as conn:
-            return [_chat(row) for row in await conn.execute(query)]
+            rows = await conn.execute(_CHATS_PAGE, {**values, "limit": limit})
+            return [StoredChat._make(row) for row in rows]
 
     async def messages_page(
         self,
@@ -347,21 +376,17 @@ class ChatStore:
     ) -> list[StoredMessage]:
         """A chat's messages strictly past the position (sent_us, seq): newer ones oldest
         first, or older ones newest first."""
-        key = sa.tuple_(chat_messages.c.sent_us, chat_messages.c.seq)
-        query = sa.select(*_MESSAGE).where(
-            chat_messages.c.tenant == tenant,
-            chat_messages.c.instance_id == instance_id,
-            chat_messages.c.chat_jid == chat_jid,
-            key > after if newer else key < after,
-        )
-        order = (
-            (chat_messages.c.sent_us, chat_messages.c.seq)
-            if newer
-            else (chat_messages.c.sent_us.desc(), chat_messages.c.seq.desc())
-        )
-        query = query.order_by(*order).limit(limit)
+        values = {
+            "tenant": tenant,
+            "instance_id": instance_id,
+            "chat_jid": chat_jid,
+            "at": after[0],
+            "seq": after[1],
+            "limit": limit,
+        }
         async with self._engine.connect() as conn:
-            return [_message(row) for row in await conn.execute(query)]
+            rows = await conn.execute(_NEWER_PAGE if newer else _OLDER_PAGE, values)
+            return [_message(row) for row in rows]
 
     async def message(self, tenant: str, instance_id: str, message_id: str) -> StoredMessage | None:
         query = sa.select(*_MESSAGE).where(
@@ -482,26 +507,48 @@ _MESSAGE = [
 ]
 
 
-def _chat(row: sa.Row[Any]) -> StoredChat:
-    values = dict(row._mapping)
-    for flag in ("last_from_me", "archived", "pinned"):
-        values[flag] = bool(values[flag])
-    return StoredChat(**values)
-
-
 def _message(row: sa.Row[Any]) -> StoredMessage:
-    values = dict(row._mapping)
-    return StoredMessage(
-        **{name: values[name] for name in _PLAIN},
-        from_me=bool(values["from_me"]),
-        from_history=bool(values["from_history"]),
-        edits=tuple(Edit(e["text"], e["time_us"]) for e in values["edits"] or ()),
-        reactions=dict(values["reactions"] or {}),
+    values: tuple[Any, ...] = tuple(row)
+    edits, reactions = values[-2], values[-1]
+    if edits is None and reactions is None:
+        return StoredMessage._make((*values[:-2], (), {}))
+    return StoredMessage._make(
+        (
+            *values[:-2],
+            tuple(Edit(e["text"], e["time_us"]) for e in edits or ()),
+            dict(reactions or {}),
+        )
     )
 
 
-_PLAIN = [
-    f.name
-    for f in fields(StoredMessage)
-    if f.name not in ("from_me", "from_history", "edits", "reactions")
-]
+_MAX = 2**63 - 1
+_KEY = sa.tuple_(chat_messages.c.sent_us, chat_messages.c.seq)
+_AFTER = sa.tuple_(sa.bindparam("at"), sa.bindparam("seq"))
+# Built once: a page's statement costs more to build than to run.
+_CHATS_PAGE = (
+    sa.select(*_CHAT)
+    .where(
+        chats.c.tenant == sa.bindparam("tenant"),
+        chats.c.instance_id == sa.bindparam("instance_id"),
+        sa.tuple_(chats.c.last_us, chats.c.last_seq) < _AFTER,
+    )
+    .order_by(chats.c.last_us.desc(), chats.c.last_seq.desc())
+    .limit(sa.bindparam("limit"))
+)
+_IN_CHAT = (
+    chat_messages.c.tenant == sa.bindparam("tenant"),
+    chat_messages.c.instance_id == sa.bindparam("instance_id"),
+    chat_messages.c.chat_jid == sa.bindparam("chat_jid"),
+)
+_OLDER_PAGE = (
+    sa.select(*_MESSAGE)
+    .where(*_IN_CHAT, _KEY < _AFTER)
+    .order_by(chat_messages.c.sent_us.desc(), chat_messages.c.seq.desc())
+    .limit(sa.bindparam("limit"))
+)
+_NEWER_PAGE = (
+    sa.select(*_MESSAGE)
+    .where(*_IN_CHAT, _KEY > _AFTER)
+    .order_by(chat_messages.c.sent_us, chat_messages.c.seq)
+    .limit(sa.bindparam("limit"))
+)
