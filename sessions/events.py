@@ -223,6 +223,8 @@ class HistoryMessage:
     push_name: str = ""
     media_mime_type: str = ""
     media_file_name: str = ""
+    media_size: int = 0
+    media_ref: str = ""  # the engine's handle for DownloadMedia (as MessageReceived's)
 
 
 @dataclass(frozen=True)

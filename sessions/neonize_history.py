@@ -92,6 +92,8 @@ def _message(chat_jid: str, info: Any, names: dict[str, str]) -> HistoryMessage 
         push_name=str(info.pushName) or names.get(sender, ""),
         media_mime_type=str(content.get("media_mime_type", "")),
         media_file_name=str(content.get("media_file_name", "")),
+        media_size=int(content.get("media_size", 0)),
+        media_ref=str(content.get("media_ref", "")),
     )
 
 

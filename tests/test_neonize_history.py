@@ -17,6 +17,7 @@ from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.chat_settings import ChatSettingsRepository
 from zapgate.gateway.store.chats import ChatStore
 from zapgate.gateway.store.db import open_database
+from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.sessions import neonize_history, wire
 from zapgate.sessions.events import HistoryChat, HistorySynced
 
@@ -134,6 +135,7 @@ def test_a_real_history_sync_maps_to_chats_and_messages() -> None:
     ]
     assert synced.messages[0].push_name == "Ana"  # from the sync's push names
     assert synced.messages[2].media_mime_type == "image/jpeg"
+    assert synced.messages[2].media_ref  # DownloadMedia's handle, as for live messages
     assert synced.messages[3].timestamp == NOW - 40
     # It crosses the worker socket intact.
     assert wire.decode(wire.encode(synced)) == synced
@@ -164,6 +166,9 @@ async def test_the_mapped_sync_lands_in_the_chat_store_once(engine: AsyncEngine)
     messages = await store.messages_page("acme", "sales-1", ANA, after=(0, 0), newer=True, limit=10)
     assert [m.text for m in messages] == ["foto", "oi?", "tudo ótimo"]
     assert all(m.from_history for m in messages)
+    photo = await InboundRepository(engine).media("acme", "sales-1", "3A00")
+    assert photo is not None
+    assert (photo.mime_type, photo.size) == ("image/jpeg", 10)
     logged = await events.read("acme", 0, [], [], 10)
     completed = [e.history_sync_completed for e in logged if e.HasField("history_sync_completed")]
     assert [(c.chats, c.messages_imported) for c in completed] == [(2, 4), (2, 0)]

@@ -23,9 +23,11 @@ from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.chat_history import (
     ChatFacts,
+    MediaRow,
     Stored,
     describe_chats_in,
     insert_history_in,
+    remember_media_in,
     touch_newest_in,
 )
 from zapgate.gateway.store.chat_settings import ChatSettings, ChatSettingsRepository
@@ -84,6 +86,13 @@ class HistoryImport:
             for c in synced.chats
         ]
         entries = [_entry(m) for m in wanted]
+        media = {
+            m.message_id: MediaRow(
+                m.message_id, m.media_ref, m.media_mime_type, m.media_file_name, m.media_size
+            )
+            for m in wanted
+            if m.media_ref
+        }
         imported = 0
         newest: dict[str, Stored] = {}
         batches = [
@@ -96,6 +105,8 @@ class HistoryImport:
                 if number == 0:
                     await describe_chats_in(conn, tenant, instance_id, facts)
                 count, inserted = await insert_history_in(conn, tenant, instance_id, batch, now)
+                with_media = [media[e.message_id] for e in batch if e.message_id in media]
+                await remember_media_in(conn, tenant, instance_id, with_media, now)
                 imported += count
                 for chat_jid, stored in inserted.items():
                     if stored[:2] > newest.get(chat_jid, (-1, -1, ""))[:2]:

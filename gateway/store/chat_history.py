@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.gateway.store.chats import ChatEntry, insert_for, message_row, touch_chats_in
-from zapgate.gateway.store.schema import chat_messages, chats
+from zapgate.gateway.store.schema import chat_messages, chats, received_media
 
 
 @dataclass(frozen=True)
@@ -108,3 +108,35 @@ async def touch_newest_in(
         [(entries[message_id], seq) for _, seq, message_id in newest.values()],
         unread=0,
     )
+
+
+async def remember_media_in(
+    conn: AsyncConnection, tenant: str, instance_id: str, media: Sequence[MediaRow], now: int
+) -> None:
+    """Where each imported message's media can be fetched from (DownloadMedia), as the
+    inbox records it for live messages; a location already known stays."""
+    if not media:
+        return
+    rows = [
+        {
+            "tenant": tenant,
+            "instance_id": instance_id,
+            "message_id": m.message_id,
+            "media_ref": m.media_ref,
+            "mime_type": m.mime_type,
+            "file_name": m.file_name,
+            "size": m.size,
+            "received_us": now,
+        }
+        for m in media
+    ]
+    await conn.execute(insert_for(conn, received_media).on_conflict_do_nothing(), rows)
+
+
+@dataclass(frozen=True)
+class MediaRow:
+    message_id: str
+    media_ref: str
+    mime_type: str
+    file_name: str
+    size: int
