@@ -19,6 +19,7 @@ Medians of --rounds rounds (reads: of --calls calls each), sides alternating.
 
     python bench/chats.py [--messages 1000000] [--chats 10000] [--history 50000]
                           [--rounds 5] [--calls 50] [--database-url postgresql://...]
+                          [--skip-sqlite]
 """
 
 from __future__ import annotations
@@ -355,9 +356,11 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--database-url", default=os.environ.get("ZAPGATE_BENCH_DATABASE_URL"))
+    parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        await bench(f"sqlite:///{Path(folder) / 'bench.db'}", args)
+    if not args.skip_sqlite:
+        with tempfile.TemporaryDirectory() as folder:
+            await bench(f"sqlite:///{Path(folder) / 'bench.db'}", args)
     if args.database_url:
         await bench(args.database_url, args)
 
