@@ -85,36 +85,32 @@ class HistoryImport:
             ChatFacts(c.jid, c.name, c.unread, c.archived, c.pinned, int(c.muted_until * 1_000_000))
             for c in synced.chats
         ]
-        entries = [_entry(m) for m in wanted]
-        media = {
-            m.message_id: MediaRow(
-                m.message_id, m.media_ref, m.media_mime_type, m.media_file_name, m.media_size
-            )
-            for m in wanted
-            if m.media_ref
-        }
         imported = 0
         newest: dict[str, Stored] = {}
+        newest_entries: dict[str, ChatEntry] = {}  # by WhatsApp id
         batches = [
-            entries[start : start + self._batch_size]
-            for start in range(0, len(entries), self._batch_size)
+            wanted[start : start + self._batch_size]
+            for start in range(0, len(wanted), self._batch_size)
         ] or [[]]
-        for number, batch in enumerate(batches):
+        for number, messages in enumerate(batches):
             last = number == len(batches) - 1
+            # Rows are built batch by batch: building them all first would hold the loop.
+            batch = [_entry(m) for m in messages]
+            media = [_media(m) for m in messages if m.media_ref]
             async with self._engine.begin() as conn:
                 if number == 0:
                     await describe_chats_in(conn, tenant, instance_id, facts)
                 count, inserted = await insert_history_in(conn, tenant, instance_id, batch, now)
-                with_media = [media[e.message_id] for e in batch if e.message_id in media]
-                await remember_media_in(conn, tenant, instance_id, with_media, now)
+                await remember_media_in(conn, tenant, instance_id, media, now)
                 imported += count
+                by_id = {entry.message_id: entry for entry in batch}
                 for chat_jid, stored in inserted.items():
                     if stored[:2] > newest.get(chat_jid, (-1, -1, ""))[:2]:
                         newest[chat_jid] = stored
+                        newest_entries[stored[2]] = by_id[stored[2]]
                 if last:
                     # The chats' newest activity moves once per blob, with its event.
-                    by_id = {entry.message_id: entry for entry in entries}
-                    await touch_newest_in(conn, tenant, instance_id, newest, by_id)
+                    await touch_newest_in(conn, tenant, instance_id, newest, newest_entries)
                     totals.chats += len(facts)
                     totals.imported += imported
                     totals.skipped += len(synced.messages) - imported
@@ -205,6 +201,16 @@ class HistoryImport:
         )
         async with self._engine.connect() as conn:
             return {row[0]: int(row[1]) for row in await conn.execute(query)}
+
+
+def _media(message: HistoryMessage) -> MediaRow:
+    return MediaRow(
+        message.message_id,
+        message.media_ref,
+        message.media_mime_type,
+        message.media_file_name,
+        message.media_size,
+    )
 
 
 def _entry(message: HistoryMessage) -> ChatEntry:
