@@ -40,8 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.events.history import HistoryImport
 from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.store.chat_reads import ChatStore
 from zapgate.gateway.store.chat_settings import ChatSettings, ChatSettingsRepository
-from zapgate.gateway.store.chats import ChatStore, fold
+from zapgate.gateway.store.contacts import fold
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.schema import chat_messages, chats
 from zapgate.sessions.events import HistoryChat, HistoryMessage, HistorySynced

@@ -32,9 +32,9 @@ from zapgate.gateway.sending.dispatcher import Dispatcher
 from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.sending.targets import Targets
 from zapgate.gateway.store.apikeys import ApiKeyRepository
+from zapgate.gateway.store.chat_reads import ChatStore
 from zapgate.gateway.store.chat_retention import ChatRetention
 from zapgate.gateway.store.chat_settings import ChatSettingsRepository
-from zapgate.gateway.store.chats import ChatStore
 from zapgate.gateway.store.contacts import ContactRepository
 from zapgate.gateway.store.group_actions import GroupActionLog
 from zapgate.gateway.store.inbound import InboundRepository

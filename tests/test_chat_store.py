@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.sending.message_events import MessageEvents
+from zapgate.gateway.store.chat_reads import ChatStore
 from zapgate.gateway.store.chat_retention import DAY_US, ChatRetention
 from zapgate.gateway.store.chat_settings import ChatSettings, ChatSettingsRepository
-from zapgate.gateway.store.chats import ChatEntry, ChatStore, marked_read_in, record_in
+from zapgate.gateway.store.chats import ChatEntry, marked_read_in, record_in
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.events.history import HistoryImport
 from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.store.chat_reads import ChatStore
 from zapgate.gateway.store.chat_settings import ChatSettingsRepository
-from zapgate.gateway.store.chats import ChatStore
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.sessions import neonize_history, wire

@@ -30,8 +30,9 @@ from zapgate.gateway.rpc.validation import (
 )
 from zapgate.gateway.sending.conversation import Conversation
 from zapgate.gateway.services.convert import timestamp
+from zapgate.gateway.store.chat_reads import ChatStore, StoredChat, StoredMessage
 from zapgate.gateway.store.chat_settings import ChatSettings, ChatSettingsRepository
-from zapgate.gateway.store.chats import OWN_REACTION, ChatStore, StoredChat, StoredMessage
+from zapgate.gateway.store.chats import OWN_REACTION
 from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.v1 import chat_pb2 as pb
