@@ -5,13 +5,17 @@ the gateway imports it."""
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.scenarios import Report, Scenario, play, run_main
 from zapgate.gateway.events.history import HistoryImport
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.chat_reads import ChatStore
@@ -172,3 +176,46 @@ async def test_the_mapped_sync_lands_in_the_chat_store_once(engine: AsyncEngine)
     logged = await events.read("acme", 0, [], [], 10)
     completed = [e.history_sync_completed for e in logged if e.HasField("history_sync_completed")]
     assert [(c.chats, c.messages_imported) for c in completed] == [(2, 4), (2, 0)]
+
+
+# -- the engine: a history sync reaches the sink -----------------------------------------------
+
+
+def test_the_neonize_engine_delivers_history_syncs(tmp_path: Path) -> None:
+    report = play("tests.test_neonize_history", "deliver", tmp_path)
+    # Through neonize's own event callback, as Go calls it.
+    [synced] = report["events"]
+    assert synced["type"] == "HistorySynced"
+    assert synced["key"] == "acme/history"
+    assert [m["message_id"] for m in synced["messages"]] == ["3A02", "3A01", "3A00", "3AG1"]
+    assert synced["final"] is True
+
+
+async def deliver_scenario(workdir: Path) -> Report:
+    from tests.test_neonize_offline import Events, FakeProxy, spec
+    from zapgate.sessions.neonize_engine import NeonizeEngine
+
+    events = Events()
+    engine = NeonizeEngine(events)
+    async with FakeProxy(hold=3.0) as slow:
+        dialing = spec(workdir, "acme/history", slow.url("socks5"))
+        await engine.start(dialing)
+        await slow.reached.wait()
+        client = engine._sessions[dialing.key].client
+        data = history_event().SerializeToString()
+        buffer = ctypes.create_string_buffer(data, len(data))
+        code = EVENT_TO_INT[pb.HistorySync]
+        client.event.execute(client.uuid, ctypes.addressof(buffer), len(data), code)
+        await events.until(lambda: len(events.items) == 1)
+        await asyncio.sleep(0.2)  # nothing else arrives
+        await engine.stop(dialing.key)
+    report = {"events": events.dump()}
+    await engine.close()
+    return report
+
+
+SCENARIOS: dict[str, Scenario] = {"deliver": deliver_scenario}
+
+
+if __name__ == "__main__":
+    run_main(SCENARIOS)
