@@ -21,6 +21,7 @@ from zapgate.gateway.connections.session_keeper import SessionKeeper
 from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.contacts import ContactBook
 from zapgate.gateway.events.calls import CallDesk
+from zapgate.gateway.events.history import HistoryImport
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.listeners import Listeners
 from zapgate.gateway.events.log import EventLog
@@ -32,6 +33,9 @@ from zapgate.gateway.sending.dispatcher import Dispatcher
 from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.sending.targets import Targets
 from zapgate.gateway.store.apikeys import ApiKeyRepository
+from zapgate.gateway.store.chat_reads import ChatStore
+from zapgate.gateway.store.chat_retention import ChatRetention
+from zapgate.gateway.store.chat_settings import ChatSettingsRepository
 from zapgate.gateway.store.contacts import ContactRepository
 from zapgate.gateway.store.group_actions import GroupActionLog
 from zapgate.gateway.store.inbound import InboundRepository
@@ -64,6 +68,9 @@ class Runtime:
     messages: MessageRepository
     events: EventLog
     inbound: InboundRepository
+    chats: ChatStore
+    chat_settings: ChatSettingsRepository
+    chat_retention: ChatRetention
     pool: WorkerPool
     keeper: SessionKeeper
     engines: Engines
@@ -83,6 +90,7 @@ class Runtime:
         await self.pool.start()
         self.supervision.start("session keeper", self.keeper.run)
         self.supervision.start("event retention", self.events.run_retention)
+        self.supervision.start("chat retention", self.chat_retention.run)
         await self.supervisor.recover()
         await self.dispatcher.recover()
         self.supervision.start("dispatcher", self.dispatcher.run)
@@ -165,6 +173,7 @@ async def build_runtime(
         config.contacts_sync_delay_seconds,
     )
     inbox = Inbox(events, inbound, dispatcher, messages)
+    chat_settings = ChatSettingsRepository(database)
     supervisor = Supervisor(
         instances,
         pool,
@@ -175,6 +184,7 @@ async def build_runtime(
         events=events,
         inbox=inbox,
         calls=CallDesk(instances, engines, dispatcher, events),
+        history=HistoryImport(database, events, chat_settings),
         observer=metrics,
     )
     supervision = Supervision(on_health)
@@ -199,6 +209,9 @@ async def build_runtime(
         messages=messages,
         events=events,
         inbound=inbound,
+        chats=ChatStore(database),
+        chat_settings=chat_settings,
+        chat_retention=ChatRetention(database, chat_settings),
         pool=pool,
         keeper=keeper,
         engines=engines,

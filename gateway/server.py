@@ -27,6 +27,7 @@ from zapgate.gateway.rpc.call_guard import CallGuard
 from zapgate.gateway.rpc.handlers import GenericHandler, registrar
 from zapgate.gateway.rpc.observer import RpcObserver
 from zapgate.gateway.runtime import Runtime, build_runtime
+from zapgate.gateway.services.chats import ChatService
 from zapgate.gateway.services.contacts import ContactService
 from zapgate.gateway.services.events import EventService
 from zapgate.gateway.services.groups import GroupService
@@ -40,6 +41,8 @@ from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.single_node import StoreClaim, claim_store
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS
 from zapgate.v1 import (
+    chat_pb2,
+    chat_pb2_grpc,
     contact_pb2,
     contact_pb2_grpc,
     event_pb2,
@@ -71,6 +74,7 @@ SERVICE_NAMES = (
     webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
     key_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
 )
 
 
@@ -211,6 +215,16 @@ class Gateway:
         group_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(runtime.groups), server)
         key_pb2_grpc.add_KeyServiceServicer_to_server(
             KeyService(runtime.api_keys, auth_cache), server
+        )
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(
+            ChatService(
+                runtime.chats,
+                runtime.instances,
+                runtime.inbound,
+                runtime.conversation,
+                runtime.chat_settings,
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

@@ -261,6 +261,52 @@ class CallReceived:
     from_jid: str = ""  # the caller exactly as the offer named it: what a rejection names
 
 
+@dataclass(frozen=True)
+class HistoryMessage:
+    """A message of a chat's past, as a history sync carries it (kinds as MessageReceived's;
+    edits, reactions and deletions come applied or not at all)."""
+
+    message_id: str
+    chat_jid: str
+    sender_jid: str
+    from_me: bool
+    kind: str
+    timestamp: float  # epoch seconds
+    text: str = ""
+    push_name: str = ""
+    media_mime_type: str = ""
+    media_file_name: str = ""
+    media_size: int = 0
+    media_ref: str = ""  # the engine's handle for DownloadMedia (as MessageReceived's)
+
+
+@dataclass(frozen=True)
+class HistoryChat:
+    """A chat as a history sync describes it."""
+
+    jid: str
+    name: str = ""
+    unread: int = 0
+    archived: bool = False
+    pinned: bool = False
+    muted_until: float = 0.0  # epoch seconds; 0: not muted
+
+
+@dataclass(frozen=True)
+class HistorySynced:
+    """One blob of the history WhatsApp sends a newly linked device (whatsmeow's
+    HistorySync event): some chats and their messages. `progress` is WhatsApp's percentage
+    of the whole transfer; `final` marks the last blob."""
+
+    key: InstanceKey
+    sync_type: str  # initial_bootstrap, recent, full, push_name, on_demand, ...
+    chunk_order: int
+    progress: int
+    final: bool
+    chats: tuple[HistoryChat, ...] = ()
+    messages: tuple[HistoryMessage, ...] = ()
+
+
 EngineEvent = (
     QrShown
     | PairCodeShown
@@ -282,4 +328,5 @@ EngineEvent = (
     | PresenceChanged
     | ChatPresenceChanged
     | CallReceived
+    | HistorySynced
 )

@@ -66,6 +66,7 @@ from zapgate.sessions import (
     neonize_contacts,
     neonize_events,
     neonize_groups,
+    neonize_history,
     neonize_inbound,
     neonize_lids,
     neonize_presence,
@@ -678,6 +679,7 @@ class _Session:
             client.event(event_type)(lambda _client, event: self._on_group_event(event))
         for event_type in neonize_presence.PRESENCE_EVENT_TYPES:
             client.event(event_type)(lambda _client, event: self._on_presence(event))
+        client.event(neonize_history.HISTORY_EVENT)(lambda _client, event: self._on_history(event))
         deliver = client.event.execute
 
         def execute(uuid: bytes, data: int, size: int, code: int) -> None:
@@ -764,6 +766,14 @@ class _Session:
             return
         if event is not None:
             self._post(self.engine._on_event, self, event)
+
+    def _on_history(self, message: Any) -> None:
+        try:
+            event = neonize_history.to_history_synced(self.key, message)
+        except Exception:
+            log.exception("%s: dropped a history sync that could not be mapped", self.uuid)
+            return
+        self._post(self.engine._on_event, self, event)
 
     def _on_message(self, message: Any) -> None:
         try:

@@ -138,6 +138,14 @@ def _view_once(event: Any, message: Any, field: str) -> bool:
     return bool(wrapped or ("viewOnce" in media.DESCRIPTOR.fields_by_name and media.viewOnce))
 
 
+def read_content(message: Any) -> dict[str, Any] | None:
+    """A waE2E.Message's content as MessageReceived fields (kind, text, media...); None for
+    what is no message."""
+    message = unwrap(message)
+    content = _content_field(message)
+    return None if content is None else _content(message, content)
+
+
 def unwrap(message: Any) -> Any:
     """The content inside ephemeral, view-once, document-with-caption (...) wrappers."""
     for _ in range(_MAX_WRAPPING):

@@ -56,8 +56,15 @@ class SimTimings:
 class SimSession:
     """One simulated connection, driven by its own task."""
 
-    def __init__(self, spec: InstanceSpec, timings: SimTimings, sink: EventSink) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        timings: SimTimings,
+        sink: EventSink,
+        on_connected: Callable[[], None] = lambda: None,
+    ) -> None:
         self.spec = spec
+        self.on_connected = on_connected
         self.key = spec.key
         self.store = SimStore(spec.store_path)
         self.timings = timings
@@ -90,6 +97,7 @@ class SimSession:
             )
             # Receipts the phones owe from before a crash or drop arrive now (or when due).
             self.schedule_receipts(await asyncio.to_thread(self.phone.pending_receipts))
+            self.on_connected()
             await asyncio.Event().wait()  # connected until stopped, dropped or replaced
 
     async def _pair(self) -> None:
@@ -220,6 +228,8 @@ class SimEngine(Engine):
         # (instance, phone digits) whose privacy settings refuse being added to groups.
         self._refusing_adds: set[tuple[InstanceKey, str]] = set()
         self._group_lock = asyncio.Lock()  # one group change at a time (read-modify-write)
+        # History the phone will send (PreloadHistory), delivered at the next connection.
+        self._history: dict[InstanceKey, list[ev.HistorySynced]] = {}
 
     async def send(
         self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
@@ -394,7 +404,9 @@ class SimEngine(Engine):
     async def start(self, spec: InstanceSpec) -> None:
         if spec.key in self._sessions:
             return
-        session = SimSession(spec, self.timings, self._report)
+        session = SimSession(
+            spec, self.timings, self._report, lambda: self._deliver_history(spec.key)
+        )
         session.task = asyncio.create_task(self._run(session), name=f"sim {spec.key}")
         self._sessions[spec.key] = session
 
@@ -517,6 +529,18 @@ class SimEngine(Engine):
     async def set_contacts(self, key: InstanceKey, contacts: list[Contact]) -> None:
         session = self._connected(key)
         await asyncio.to_thread(session.address_book.replace, contacts)
+
+    def preload_history(self, key: InstanceKey, synced: ev.HistorySynced) -> None:
+        """The phone's history, sent as a history sync once the instance is connected (at
+        once if it is): as WhatsApp sends a newly linked device its recent chats."""
+        self._history.setdefault(key, []).append(synced)
+        session = self._sessions.get(key)
+        if session is not None and session.connected:
+            self._deliver_history(key)
+
+    def _deliver_history(self, key: InstanceKey) -> None:
+        for synced in self._history.pop(key, []):
+            self.sink(synced)
 
     def set_lid_mappings(self, key: InstanceKey, lids: dict[str, str]) -> None:
         """Phone-number JID -> LID, as whatsmeow's LID map learns them."""

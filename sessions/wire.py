@@ -22,6 +22,10 @@ def encode(event: EngineEvent) -> str:
     return json.dumps({"event": type(event).__name__, **dataclasses.asdict(event)})
 
 
+# Fields holding a tuple of dataclasses (JSON objects on the wire).
+_NESTED: dict[str, type[Any]] = {"chats": events.HistoryChat, "messages": events.HistoryMessage}
+
+
 def decode(text: str) -> EngineEvent:
     fields = json.loads(text)
     kind = _KINDS.get(fields.pop("event", None))
@@ -29,6 +33,9 @@ def decode(text: str) -> EngineEvent:
         raise ValueError(f"unknown engine event: {text[:80]}")
     # JSON has no tuples; the event dataclasses use them for sequences.
     values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    if kind is events.HistorySynced:
+        for name, item in _NESTED.items():
+            values[name] = tuple(item(**entry) for entry in values.get(name, ()))
     return kind(**values)
 
 

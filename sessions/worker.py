@@ -26,7 +26,7 @@ from zapgate.engine.v1 import worker_pb2_grpc
 from zapgate.sessions import groups, wire
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, Engine, InstanceSpec
 from zapgate.sessions.errors import EngineError, to_wire
-from zapgate.sessions.events import EngineEvent, MessageReceived
+from zapgate.sessions.events import EngineEvent, HistorySynced, MessageReceived
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimEngine, SimTimings
 
@@ -233,6 +233,11 @@ async def _simulate(sim: SimEngine, request: pb.SimulateRequest) -> None:
     elif action == "set_contacts":
         contacts = [wire.contact_from_proto(c) for c in request.set_contacts.contacts]
         await sim.set_contacts(key, contacts)
+    elif action == "preload_history":
+        synced = wire.decode(request.preload_history.event_json)
+        if not isinstance(synced, HistorySynced) or synced.key != key:
+            raise EngineError("preload_history carries no history of this instance")
+        sim.preload_history(key, synced)
     elif action == "set_lid_mappings":
         sim.set_lid_mappings(key, dict(request.set_lid_mappings.lids))
     elif action == "set_registered":

@@ -21,6 +21,7 @@ from zapgate.gateway.services.events import START_CURSOR_HEADER
 from zapgate.gateway.services.keys import ROLES_TO_PROTO as ROLE_TO_PROTO
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
+from zapgate.v1 import chat_pb2 as chpb
 from zapgate.v1 import contact_pb2 as cpb
 from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import group_pb2 as gpb
@@ -41,6 +42,7 @@ PUBLIC_SERVICES = [
     wpb.DESCRIPTOR.services_by_name["WebhookService"],
     gpb.DESCRIPTOR.services_by_name["GroupService"],
     kpb.DESCRIPTOR.services_by_name["KeyService"],
+    chpb.DESCRIPTOR.services_by_name["ChatService"],
 ]
 GROUP = "120363000000000001@g.us"
 ALL_METHODS = [method for service in PUBLIC_SERVICES for method in service.methods]
@@ -173,6 +175,8 @@ def valid_request(method: MethodDescriptor, instance_id: str) -> Message:
     a_message = A_MESSAGE_IDS[-1] if A_MESSAGE_IDS else "msg-1"
     if method.name in ("GetMessage", "CancelMessage", "DownloadMedia", "React", "RevokeMessage"):
         request.message_id = a_message  # type: ignore[attr-defined]
+    if method.name == "GetChatMessage":
+        request.message_id = a_message  # type: ignore[attr-defined]
     if method.name == "EditMessage":
         request.message_id, request.text = a_message, "edited"  # type: ignore[attr-defined]
     if method.name == "MarkRead":
@@ -201,6 +205,10 @@ def valid_request(method: MethodDescriptor, instance_id: str) -> Message:
     if method.name == "SendMessage":
         request.phone, request.text.body = "+15550001111", "hi"  # type: ignore[attr-defined]
     _fill_group_fields(method, request)
+    if "chat_jid" in method.input_type.fields_by_name:
+        request.chat_jid = "15550001111@s.whatsapp.net"  # type: ignore[attr-defined]
+    if method.name == "SearchMessages":
+        request.query = "message"  # type: ignore[attr-defined]
     return request
 
 
@@ -258,8 +266,11 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"SetGroupPhoto", "ListJoinRequests"} <= names
     assert {"CreateKey", "ListKeys", "RevokeKey"} <= names
     assert {"SetPresence", "SubscribePresence", "InjectPresence", "InjectCall"} <= names
-    # 44, GroupService's 13, ResolveJids, 3 + 2 simulator calls, 3 keys, 2 presences
-    assert len(names) == 68
+    assert {"ListChats", "ListChatMessages", "SearchMessages", "MarkChatRead"} <= names
+    assert {"GetChatSettings", "UpdateChatSettings", "PreloadHistory"} <= names
+    # 44, GroupService's 13, ResolveJids, 3 + 3 simulator calls, 3 keys, 2 presences and
+    # ChatService's 9
+    assert len(names) == 78
 
 
 # ---- roles and instance scopes -------------------------------------------------------------

@@ -15,7 +15,7 @@ from google.protobuf import field_mask_pb2
 from tests.messaging import FAST_POLICY
 from tests.server_process import ServerProcess
 from zapgate_client import Client, Retry
-from zapgate_client.v1 import event_pb2, group_pb2, instance_pb2, message_pb2
+from zapgate_client.v1 import chat_pb2, event_pb2, group_pb2, instance_pb2, message_pb2
 
 FLAGS = ("--engine", "sim", "--engine-workers", "1", "--grace", "1")
 RECEIPT_FLAGS = ("--sim-delivered-seconds", "0.2", "--sim-read-seconds", "0.4")
@@ -141,5 +141,46 @@ async def test_a_group_flow_through_the_client(tmp_path: Path) -> None:
 
             await until(events, seen, renamed)
             await events.aclose()
+    finally:
+        server.close()
+
+
+async def test_a_chat_through_the_client(tmp_path: Path) -> None:
+    """Send to a contact, see the chat listed with the message in it, read its receipts in
+    the chat store, and find it by search."""
+    data = tmp_path / "data"
+    server = ServerProcess(data, *FLAGS, *RECEIPT_FLAGS)
+    key = (data / "initial-api-key").read_text().strip()
+    try:
+        async with asyncio.timeout(90), Client(server.address, key) as client:
+            await client.instances.CreateInstance(
+                instance_pb2.CreateInstanceRequest(instance_id="desk")
+            )
+            await client.instances.UpdateInstance(
+                instance_pb2.UpdateInstanceRequest(
+                    instance=instance_pb2.Instance(id="desk", send_policy=FAST_POLICY),
+                    update_mask=field_mask_pb2.FieldMask(paths=["send_policy"]),
+                )
+            )
+            await client.pair_simulated("desk", "+5511999990005")
+            seen: list[int] = []
+            events = client.subscribe(instance_ids=["desk"])
+            sent = await client.send_text("desk", RECIPIENT, "Olá, seu pedido saiu")
+            await until(events, seen, read(sent.id))
+            await events.aclose()
+            listed = await client.chats.ListChats(chat_pb2.ListChatsRequest(instance_id="desk"))
+            [chat] = listed.chats
+            assert chat.jid == f"{RECIPIENT[1:]}@s.whatsapp.net"
+            assert chat.last_message_from_me
+            page = await client.chats.ListChatMessages(
+                chat_pb2.ListChatMessagesRequest(instance_id="desk", chat_jid=chat.jid)
+            )
+            [stored] = page.messages
+            assert stored.outbox_message_id == sent.id
+            assert stored.state == message_pb2.MESSAGE_STATE_READ
+            found = await client.chats.SearchMessages(
+                chat_pb2.SearchMessagesRequest(instance_id="desk", query="ola, SEU")
+            )
+            assert [m.text for m in found.messages] == ["Olá, seu pedido saiu"]
     finally:
         server.close()

@@ -71,7 +71,12 @@ async def test_the_gateway_serves_health_and_awaits_its_loops_on_stop(tmp_path: 
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         supervision = running.gateway.runtime.supervision
         tasks = supervision.tasks()
-        assert {t.get_name() for t in tasks} == {"dispatcher", "session keeper", "event retention"}
+        assert {t.get_name() for t in tasks} == {
+            "dispatcher",
+            "session keeper",
+            "event retention",
+            "chat retention",
+        }
         assert not any(t.done() for t in tasks)
     # The gateway has stopped: every loop ended before the store was closed.
     assert all(t.done() for t in tasks)

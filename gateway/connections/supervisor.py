@@ -36,6 +36,7 @@ from zapgate.gateway.connections.updates import (
     Watchers,
 )
 from zapgate.gateway.events.groups import to_proto as group_event
+from zapgate.gateway.events.history import HistoryImport
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.events.presence import (
@@ -126,6 +127,7 @@ class Supervisor:
         events: EventLog,
         inbox: Inbox,
         calls: Calls,
+        history: HistoryImport,
         observer: TransitionObserver | None = None,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -134,6 +136,7 @@ class Supervisor:
         self._listener = listener
         self._inbox = inbox
         self._calls = calls
+        self._history = history
         self._events = events
         self._observer = observer or NoTransitionObserver()
         self._instances = instances
@@ -403,6 +406,10 @@ class Supervisor:
             case ev.CallReceived():
                 # Rejecting asks the engine: not on the path of the instance's other events.
                 self._tasks.spawn(self._calls.received(live.tenant, live.instance_id, event))
+            case ev.HistorySynced():
+                # Imported in the background: a large sync must not hold up the events
+                # after it (the importer keeps one instance's blobs in order).
+                self._tasks.spawn(self._history.received(live.tenant, live.instance_id, event))
             case ev.KeepAliveRestored():
                 log.info("keepalive restored on %s", live.key)
                 await self._save(live, keepalive_failing=False)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.store.chats import ChatEntry
 from zapgate.gateway.store.inbound import InboundRepository, MediaLocation, ReceivedMessage
 from zapgate.gateway.store.messages import MessageRecord
 from zapgate.sessions.events import MessageReceived, poll_option_sha256
@@ -94,6 +95,7 @@ class Inbox:
             correspondent=sender,
             event=self._events.row(tenant, instance_id, event),
             received=quotable(message),
+            chat=chat_entry(message),
         )
         self._events.committed()
         if sender:
@@ -146,6 +148,26 @@ def quotable(message: MessageReceived) -> ReceivedMessage | None:
         text=text,
         sent_us=int(message.timestamp * 1e6),
         poll_options=message.poll_options if message.kind == "poll" else (),
+    )
+
+
+def chat_entry(message: MessageReceived) -> ChatEntry | None:
+    """The message as its chat stores it (None for what no chat shows: unknown kinds)."""
+    if message.kind == "unknown":
+        return None
+    return ChatEntry(
+        message_id=message.message_id,
+        chat_jid=message.chat_jid,
+        sender_jid=message.sender_jid or message.sender_lid,
+        from_me=message.from_me,
+        kind=message.kind,
+        sent_us=int(message.timestamp * 1e6),
+        text=message.text or message.location_name or message.contact_name,
+        push_name=message.push_name,
+        media_mime_type=message.media_mime_type,
+        media_file_name=message.media_file_name,
+        target_message_id=message.target_message_id or message.reacted_message_id,
+        emoji=message.reaction_emoji,
     )
 
 

@@ -42,6 +42,8 @@ PAYLOADS: dict[type[Message], tuple[str, int]] = {
     pb.PresenceChanged: ("presence_changed", pb.EVENT_TYPE_PRESENCE_CHANGED),
     pb.ChatPresenceChanged: ("chat_presence_changed", pb.EVENT_TYPE_CHAT_PRESENCE_CHANGED),
     pb.CallReceived: ("call_received", pb.EVENT_TYPE_CALL_RECEIVED),
+    pb.HistorySyncProgress: ("history_sync_progress", pb.EVENT_TYPE_HISTORY_SYNC_PROGRESS),
+    pb.HistorySyncCompleted: ("history_sync_completed", pb.EVENT_TYPE_HISTORY_SYNC_COMPLETED),
 }
 
 

@@ -12,6 +12,8 @@ from zapgate.gateway.http.grpc_bridge import MethodHandlers, ServiceAdapter
 from zapgate.gateway.http.static import StaticFiles
 from zapgate.sessions.engine import MAX_GRPC_MESSAGE_BYTES
 from zapgate.v1 import (
+    chat_connect,
+    chat_pb2,
     contact_connect,
     contact_pb2,
     event_connect,
@@ -39,6 +41,7 @@ GENERATED: tuple[tuple[Any, ModuleType], ...] = (
     (group_pb2, group_connect),
     (webhook_pb2, webhook_connect),
     (key_pb2, key_connect),
+    (chat_pb2, chat_connect),
     (simulator_pb2, simulator_connect),
 )
 

@@ -99,8 +99,20 @@ REQUIRED_ROLES: dict[str, dict[str, Role]] = {
         "SetLidMappings": OPERATOR,
         "InjectPresence": OPERATOR,
         "InjectCall": OPERATOR,
+        "PreloadHistory": OPERATOR,
     },
     "KeyService": {"CreateKey": ADMIN, "ListKeys": ADMIN, "RevokeKey": ADMIN},
+    "ChatService": {
+        "ListChats": VIEWER,
+        "GetChat": VIEWER,
+        "ListChatMessages": VIEWER,
+        "GetChatMessage": VIEWER,
+        "SearchMessages": VIEWER,
+        "MarkChatRead": SENDER,  # sends WhatsApp's read receipts, like MarkRead
+        "ExportChat": VIEWER,
+        "GetChatSettings": VIEWER,
+        "UpdateChatSettings": OPERATOR,  # history bounds and retention: deletes messages
+    },
 }
 
 # Methods whose effect reaches beyond any instance list: refused to scoped keys. A new

@@ -225,6 +225,14 @@ class GroupNotFound(ZapgateError):
     reason = errors_pb2.ERROR_REASON_GROUP_NOT_FOUND
 
 
+class ChatNotFound(ZapgateError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = errors_pb2.ERROR_REASON_CHAT_NOT_FOUND
+
+    def __init__(self, chat_jid: str) -> None:
+        super().__init__(f"chat {chat_jid!r} not found", metadata={"chat_jid": chat_jid})
+
+
 class WebhookNotFound(ZapgateError):
     code = grpc.StatusCode.NOT_FOUND
     reason = errors_pb2.ERROR_REASON_WEBHOOK_NOT_FOUND

@@ -54,10 +54,21 @@ def _text(max_chars: int, min_chars: int = 1) -> Callable[[object], str | None]:
     return parse
 
 
+def _time(value: object) -> int | None:
+    """A time in microseconds (a message's: 0 when WhatsApp gave none)."""
+    if type(value) is int and 0 <= value <= MAX_INT64:
+        return value
+    return None
+
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
 def _pair(
-    first: Callable[[object], str | None], second: Callable[[object], str | None]
-) -> Callable[[object], tuple[str, str] | None]:
-    def parse(value: object) -> tuple[str, str] | None:
+    first: Callable[[object], A | None], second: Callable[[object], B | None]
+) -> Callable[[object], tuple[A, B] | None]:
+    def parse(value: object) -> tuple[A, B] | None:
         if not isinstance(value, list) or len(value) != 2:
             return None
         a, b = first(value[0]), second(value[1])
@@ -74,6 +85,9 @@ KEY_ID = Position(_text(32))  # ListKeys: the key id to continue after
 GROUP_JID = Position(_text(100))  # ListGroups: the group JID to continue after
 # ListContacts: (search_name, jid); a contact without any name has an empty search_name.
 CONTACT_KEY = Position(_pair(_text(800, min_chars=0), _text(100)))
+CHAT_KEY = Position(_pair(_time, _seq))  # ListChats: (newest activity, its storage seq)
+# ListChatMessages, SearchMessages: (sent time, storage seq) of the last message shown.
+CHAT_MESSAGE_KEY = Position(_pair(_time, _seq))
 
 
 def encode_page_token(after: object, filter_key: str) -> str:

@@ -23,6 +23,7 @@ from zapgate.gateway.rpc.validation import (
     raise_if_any,
 )
 from zapgate.gateway.sending.rich_content import poll_content
+from zapgate.gateway.services import sim_history
 from zapgate.gateway.services.convert import timestamp
 from zapgate.gateway.services.messages import vcard_for
 from zapgate.gateway.services.sim_events import (
@@ -265,6 +266,16 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         action = wpb.SimulateRequest.SetContacts(contacts=contacts)
         await self._run(request.instance_id, wpb.SimulateRequest(set_contacts=action))
         return pb.SetContactsResponse()
+
+    async def PreloadHistory(
+        self, request: pb.PreloadHistoryRequest, context: Context
+    ) -> pb.PreloadHistoryResponse:
+        self._check(request.instance_id, sim_history.violations(request))
+        blobs = sim_history.blobs(f"{current_tenant()}/{request.instance_id}", request)
+        for synced in blobs:
+            preload = wpb.SimulateRequest.PreloadHistory(event_json=wire.encode(synced))
+            await self._run(request.instance_id, wpb.SimulateRequest(preload_history=preload))
+        return pb.PreloadHistoryResponse(blobs=len(blobs))
 
     async def SetRegisteredNumbers(
         self, request: pb.SetRegisteredNumbersRequest, context: Context

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.chats import ChatEntry, marked_read_in, record_in
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.schema import correspondents, received_media, received_messages
 
@@ -63,12 +64,16 @@ class InboundRepository:
         correspondent: str,
         event: dict[str, Any],
         received: ReceivedMessage | None = None,
+        chat: ChatEntry | None = None,
     ) -> None:
         """Commits a received message's event with its media location, its sender (empty:
-        none to remember) and what a reply to it quotes (None: nothing to quote, e.g. a
-        reaction). A redelivered message keeps its first rows."""
+        none to remember), what a reply to it quotes (None: nothing to quote, e.g. a
+        reaction) and its place in its chat (store/chats.py). A redelivered message keeps
+        its first rows."""
         now = self._clock()
         async with self._engine.begin() as conn:
+            if chat is not None:
+                await record_in(conn, tenant, instance_id, chat, now)
             if received is not None:
                 row = {
                     "tenant": tenant,
@@ -166,7 +171,9 @@ class InboundRepository:
             return [ReceivedMessage(*row) for row in await conn.execute(query)]
 
     async def marked_read(self, tenant: str, instance_id: str, message_ids: list[str]) -> None:
+        """Remembers the read marks sent, and lowers their chats' unread counts."""
         async with self._engine.begin() as conn:
+            await marked_read_in(conn, tenant, instance_id, message_ids, self._clock())
             await conn.execute(
                 sa.update(received_messages)
                 .where(

@@ -14,12 +14,16 @@ from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.rpc.errors import InstanceAlreadyExists, InstanceNotFound
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.schema import (
+    chat_messages,
+    chat_settings,
+    chats,
     contacts,
     correspondents,
     group_actions,
     instances,
     number_checks,
     received_media,
+    received_messages,
 )
 from zapgate.v1 import instance_pb2
 
@@ -212,7 +216,18 @@ class InstanceRepository:
         """Deletes the instance with what belongs to it (its events stay until retention:
         they are the log subscribers resume from)."""
         async with self._engine.begin() as conn:
-            for table in (received_media, correspondents, contacts, number_checks, group_actions):
+            tables = (
+                received_media,
+                received_messages,
+                correspondents,
+                contacts,
+                number_checks,
+                group_actions,
+                chat_messages,
+                chats,
+                chat_settings,
+            )
+            for table in tables:
                 await conn.execute(
                     sa.delete(table).where(
                         table.c.tenant == tenant, table.c.instance_id == instance_id

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.chat_outbound import mirror_in
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.outbox_writers import INTEGRITY_ERRORS, Companions, outbox_writer
@@ -254,6 +255,7 @@ class MessageRepository:
             sa.update(messages).where(condition).values(**values).returning(*_WITHOUT_MEDIA)
         )
         moved = [_record(row) for row in result.mappings()]
+        await mirror_in(conn, moved, values["update_time_us"])  # the chats show it too
         await append_events(conn, [self._journal.row(m, receipt_from) for m in moved])
         return moved
 

@@ -248,3 +248,84 @@ webhooks = sa.Table(
     sa.Column("last_error_us", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("last_success_us", sa.BigInteger, nullable=False, server_default="0"),
 )
+
+# The per-chat store (gateway/store/chats.py, docs/chats.md): one row per chat of each
+# instance, kept up to date by the same transactions that write its messages.
+chats = sa.Table(
+    "chats",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("jid", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, server_default=""),
+    # The newest message: its time and storage seq (the list's order: WhatsApp's times are
+    # whole seconds), its WhatsApp id, and a short preview.
+    sa.Column("last_us", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_message_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("last_preview", sa.String(200), nullable=False, server_default=""),
+    sa.Column("last_from_me", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("unread", sa.Integer, nullable=False, server_default="0"),
+    # Where the engine reports them (history sync); 0 / false otherwise.
+    sa.Column("muted_until_us", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("pinned", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_chats_activity", "tenant", "instance_id", "last_us", "last_seq"),
+)
+
+# Every message of every chat, both directions: received ones (as the inbox records them),
+# the instance's own once handed to WhatsApp (with their state), and imported history.
+chat_messages = sa.Table(
+    "chat_messages",
+    metadata,
+    # Storage order: breaks ties between messages of the same second.
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("instance_id", sa.String(64), nullable=False),
+    sa.Column("chat_jid", sa.String(100), nullable=False),
+    # WhatsApp's id (the outbox id for an own message whose fate is unknown).
+    sa.Column("message_id", sa.String(128), nullable=False),
+    sa.Column("outbox_id", sa.String(40), nullable=False, server_default=""),
+    sa.Column("sender_jid", sa.String(100), nullable=False),
+    sa.Column("push_name", sa.String(255), nullable=False, server_default=""),
+    sa.Column("from_me", sa.Boolean, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    # The text folded (lower case, no accents) for SearchMessages.
+    sa.Column("search_text", sa.Text, nullable=False),
+    sa.Column("media_mime_type", sa.String(255), nullable=False, server_default=""),
+    sa.Column("media_file_name", sa.String(255), nullable=False, server_default=""),
+    sa.Column("sent_us", sa.BigInteger, nullable=False),
+    sa.Column("stored_us", sa.BigInteger, nullable=False),
+    # An own message's MessageState (0 for received ones).
+    sa.Column("state", sa.SmallInteger, nullable=False, server_default="0"),
+    # When the instance marked a received message read (0: unread).
+    sa.Column("read_us", sa.BigInteger, nullable=False, server_default="0"),
+    # Earlier texts of an edited message, oldest first: [{"text", "time_us"}].
+    sa.Column("edits", sa.JSON, nullable=True),
+    sa.Column("revoked_us", sa.BigInteger, nullable=False, server_default="0"),
+    # {sender JID: emoji}
+    sa.Column("reactions", sa.JSON, nullable=True),
+    sa.Column("from_history", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.UniqueConstraint("tenant", "instance_id", "message_id", name="uq_chat_messages_id"),
+    sa.Index("ix_chat_messages_chat", "tenant", "instance_id", "chat_jid", "sent_us", "seq"),
+    sa.Index("ix_chat_messages_outbox", "tenant", "instance_id", "outbox_id"),
+    sqlite_autoincrement=True,
+)
+
+# Per instance: how much history to import and how long to keep chats (0 = no limit). An
+# instance without a row has the defaults (gateway/store/chat_settings.py).
+chat_settings = sa.Table(
+    "chat_settings",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("history_days", sa.Integer, nullable=False),
+    sa.Column("history_messages_per_chat", sa.Integer, nullable=False),
+    sa.Column("retention_days", sa.Integer, nullable=False),
+)

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from zapgate_client.retry import Retry
 from zapgate_client.v1 import (
+    chat_pb2_grpc,
     contact_pb2_grpc,
     event_pb2,
     event_pb2_grpc,
@@ -99,6 +100,7 @@ class Client:
         self.webhooks = webhook_pb2_grpc.WebhookServiceStub(self.channel)
         self.groups = group_pb2_grpc.GroupServiceStub(self.channel)
         self.keys = key_pb2_grpc.KeyServiceStub(self.channel)
+        self.chats = chat_pb2_grpc.ChatServiceStub(self.channel)
 
     async def __aenter__(self) -> Client:
         return self

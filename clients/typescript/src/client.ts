@@ -4,6 +4,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { ContactService } from "./gen/zapgate/v1/contact_pb.js";
 import { EventService, type Event, type EventType } from "./gen/zapgate/v1/event_pb.js";
 import { GroupService } from "./gen/zapgate/v1/group_pb.js";
+import { ChatService } from "./gen/zapgate/v1/chat_pb.js";
 import {
   InstanceService,
   InstanceState,
@@ -76,6 +77,7 @@ export class ZapgateClient {
   readonly simulator: Client<typeof SimulatorService>;
   readonly groups: Client<typeof GroupService>;
   readonly keys: Client<typeof KeyService>;
+  readonly chats: Client<typeof ChatService>;
   private readonly session: Http2SessionManager;
   private readonly retry: Retry;
 
@@ -102,6 +104,7 @@ export class ZapgateClient {
     this.simulator = createClient(SimulatorService, transport);
     this.groups = createClient(GroupService, transport);
     this.keys = createClient(KeyService, transport);
+    this.chats = createClient(ChatService, transport);
   }
 
   /** Closes the connection; calls still running fail. */

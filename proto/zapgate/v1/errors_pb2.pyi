@@ -98,6 +98,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The API key does not exist in the caller's tenant, or is outside what the caller may
     manage (NOT_FOUND).
     """
+    ERROR_REASON_CHAT_NOT_FOUND: _ErrorReason.ValueType  # 26
+    """The instance has no stored chat with this JID (ChatService)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable reasons. Every error zapgate returns carries a
@@ -181,4 +183,6 @@ ERROR_REASON_KEY_NOT_FOUND: ErrorReason.ValueType  # 25
 """The API key does not exist in the caller's tenant, or is outside what the caller may
 manage (NOT_FOUND).
 """
+ERROR_REASON_CHAT_NOT_FOUND: ErrorReason.ValueType  # 26
+"""The instance has no stored chat with this JID (ChatService)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

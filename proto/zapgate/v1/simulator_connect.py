@@ -71,6 +71,9 @@ class SimulatorService(Protocol):
     async def inject_call(self, request: zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
+    async def preload_history(self, request: zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+
 
 class SimulatorServiceASGIApplication(ConnectASGIApplication[SimulatorService]):
     def __init__(self, service: SimulatorService | AsyncGenerator[SimulatorService], *, interceptors: Iterable[Interceptor]=(), read_max_bytes: int | None = None, compressions: Iterable[Compression] | None = None) -> None:
@@ -256,6 +259,16 @@ class SimulatorServiceASGIApplication(ConnectASGIApplication[SimulatorService]):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=svc.inject_call,
+                ),
+                "/zapgate.v1.SimulatorService/PreloadHistory": Endpoint.unary(
+                    method=MethodInfo(
+                        name="PreloadHistory",
+                        service_name="zapgate.v1.SimulatorService",
+                        input=zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest,
+                        output=zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=svc.preload_history,
                 ),
             },
             interceptors=interceptors,
@@ -630,6 +643,26 @@ class SimulatorServiceClient(ConnectClient):
             timeout_ms=timeout_ms,
         )
 
+    async def preload_history(
+        self,
+        request: zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryResponse:
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="PreloadHistory",
+                service_name="zapgate.v1.SimulatorService",
+                input=zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest,
+                output=zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
 
 class SimulatorServiceSync(Protocol):
     def scan_qr(self, request: zapgate_dot_v1_dot_simulator__pb2.ScanQrRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.ScanQrResponse:
@@ -667,6 +700,8 @@ class SimulatorServiceSync(Protocol):
     def inject_presence(self, request: zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
     def inject_call(self, request: zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+    def preload_history(self, request: zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
 
@@ -853,6 +888,16 @@ class SimulatorServiceWSGIApplication(ConnectWSGIApplication):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=service.inject_call,
+                ),
+                "/zapgate.v1.SimulatorService/PreloadHistory": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="PreloadHistory",
+                        service_name="zapgate.v1.SimulatorService",
+                        input=zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest,
+                        output=zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=service.preload_history,
                 ),
             },
             interceptors=interceptors,
@@ -1221,6 +1266,26 @@ class SimulatorServiceClientSync(ConnectClientSync):
                 service_name="zapgate.v1.SimulatorService",
                 input=zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest,
                 output=zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def preload_history(
+        self,
+        request: zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryResponse:
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="PreloadHistory",
+                service_name="zapgate.v1.SimulatorService",
+                input=zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest,
+                output=zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
             ),
             headers=headers,

@@ -1128,3 +1128,133 @@ class SetLidMappingsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetLidMappingsResponse: _TypeAlias = SetLidMappingsResponse  # noqa: Y015
+
+@_typing.final
+class HistoryEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    FROM_ME_FIELD_NUMBER: _builtins.int
+    SENDER_PHONE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SENT_TIME_FIELD_NUMBER: _builtins.int
+    PUSH_NAME_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """WhatsApp's id; generated when empty."""
+    from_me: _builtins.bool
+    sender_phone: _builtins.str
+    """Who wrote it in a group chat (E.164); the chat's other side in a direct chat."""
+    text: _builtins.str
+    push_name: _builtins.str
+    @_builtins.property
+    def sent_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        from_me: _builtins.bool = ...,
+        sender_phone: _builtins.str = ...,
+        text: _builtins.str = ...,
+        sent_time: _timestamp_pb2.Timestamp | None = ...,
+        push_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sent_time", b"sent_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_me", b"from_me", "message_id", b"message_id", "push_name", b"push_name", "sender_phone", b"sender_phone", "sent_time", b"sent_time", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryEntry: _TypeAlias = HistoryEntry  # noqa: Y015
+
+@_typing.final
+class HistoryConversation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHONE_FIELD_NUMBER: _builtins.int
+    GROUP_JID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    UNREAD_COUNT_FIELD_NUMBER: _builtins.int
+    ARCHIVED_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    MUTED_UNTIL_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    phone: _builtins.str
+    group_jid: _builtins.str
+    name: _builtins.str
+    unread_count: _builtins.int
+    archived: _builtins.bool
+    pinned: _builtins.bool
+    @_builtins.property
+    def muted_until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryEntry]:
+        """Oldest first (the phone sends them newest first, as WhatsApp does)."""
+
+    def __init__(
+        self,
+        *,
+        phone: _builtins.str = ...,
+        group_jid: _builtins.str = ...,
+        name: _builtins.str = ...,
+        unread_count: _builtins.int = ...,
+        archived: _builtins.bool = ...,
+        pinned: _builtins.bool = ...,
+        muted_until: _timestamp_pb2.Timestamp | None = ...,
+        messages: _abc.Iterable[Global___HistoryEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "group_jid", b"group_jid", "muted_until", b"muted_until", "phone", b"phone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "chat", b"chat", "group_jid", b"group_jid", "messages", b"messages", "muted_until", b"muted_until", "name", b"name", "phone", b"phone", "pinned", b"pinned", "unread_count", b"unread_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_chat: _TypeAlias = _typing.Literal["phone", "group_jid"]  # noqa: Y015
+    _WhichOneofArgType_chat: _TypeAlias = _typing.Literal["chat", b"chat"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_chat) -> _WhichOneofReturnType_chat | None: ...
+
+Global___HistoryConversation: _TypeAlias = HistoryConversation  # noqa: Y015
+
+@_typing.final
+class PreloadHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    MESSAGES_PER_BLOB_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    messages_per_blob: _builtins.int
+    """Messages per blob of the sync (default 1000)."""
+    @_builtins.property
+    def conversations(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryConversation]: ...
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        conversations: _abc.Iterable[Global___HistoryConversation] | None = ...,
+        messages_per_blob: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "instance_id", b"instance_id", "messages_per_blob", b"messages_per_blob"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreloadHistoryRequest: _TypeAlias = PreloadHistoryRequest  # noqa: Y015
+
+@_typing.final
+class PreloadHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOBS_FIELD_NUMBER: _builtins.int
+    blobs: _builtins.int
+    """How many blobs the sync will take."""
+    def __init__(
+        self,
+        *,
+        blobs: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blobs", b"blobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreloadHistoryResponse: _TypeAlias = PreloadHistoryResponse  # noqa: Y015

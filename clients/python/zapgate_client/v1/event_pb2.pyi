@@ -41,6 +41,8 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     EVENT_TYPE_PRESENCE_CHANGED: _EventType.ValueType  # 10
     EVENT_TYPE_CHAT_PRESENCE_CHANGED: _EventType.ValueType  # 11
     EVENT_TYPE_CALL_RECEIVED: _EventType.ValueType  # 12
+    EVENT_TYPE_HISTORY_SYNC_PROGRESS: _EventType.ValueType  # 13
+    EVENT_TYPE_HISTORY_SYNC_COMPLETED: _EventType.ValueType  # 14
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -57,6 +59,8 @@ EVENT_TYPE_GROUP_CHANGED: EventType.ValueType  # 9
 EVENT_TYPE_PRESENCE_CHANGED: EventType.ValueType  # 10
 EVENT_TYPE_CHAT_PRESENCE_CHANGED: EventType.ValueType  # 11
 EVENT_TYPE_CALL_RECEIVED: EventType.ValueType  # 12
+EVENT_TYPE_HISTORY_SYNC_PROGRESS: EventType.ValueType  # 13
+EVENT_TYPE_HISTORY_SYNC_COMPLETED: EventType.ValueType  # 14
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 class _MediaKind:
@@ -237,6 +241,8 @@ class Event(_message.Message):
     PRESENCE_CHANGED_FIELD_NUMBER: _builtins.int
     CHAT_PRESENCE_CHANGED_FIELD_NUMBER: _builtins.int
     CALL_RECEIVED_FIELD_NUMBER: _builtins.int
+    HISTORY_SYNC_PROGRESS_FIELD_NUMBER: _builtins.int
+    HISTORY_SYNC_COMPLETED_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     instance_id: _builtins.str
     @_builtins.property
@@ -265,6 +271,10 @@ class Event(_message.Message):
     def chat_presence_changed(self) -> Global___ChatPresenceChanged: ...
     @_builtins.property
     def call_received(self) -> Global___CallReceived: ...
+    @_builtins.property
+    def history_sync_progress(self) -> Global___HistorySyncProgress: ...
+    @_builtins.property
+    def history_sync_completed(self) -> Global___HistorySyncCompleted: ...
     def __init__(
         self,
         *,
@@ -283,12 +293,14 @@ class Event(_message.Message):
         presence_changed: Global___PresenceChanged | None = ...,
         chat_presence_changed: Global___ChatPresenceChanged | None = ...,
         call_received: Global___CallReceived | None = ...,
+        history_sync_progress: Global___HistorySyncProgress | None = ...,
+        history_sync_completed: Global___HistorySyncCompleted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "history_sync_completed", b"history_sync_completed", "history_sync_progress", b"history_sync_progress", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "history_sync_completed", b"history_sync_completed", "history_sync_progress", b"history_sync_progress", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed", "presence_changed", "chat_presence_changed", "call_received"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed", "presence_changed", "chat_presence_changed", "call_received", "history_sync_progress", "history_sync_completed"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -925,9 +937,77 @@ class GroupChanged(_message.Message):
 Global___GroupChanged: _TypeAlias = GroupChanged  # noqa: Y015
 
 @_typing.final
-class ContactsSynced(_message.Message):
-    """The instance's contacts were synced from the linked phone."""
+class HistorySyncProgress(_message.Message):
+    """The instance's contacts were synced from the linked phone.
+    One blob of the history WhatsApp sends after pairing was imported into the chat store
+    (ChatService; see docs/chats.md), within the instance's chat settings.
+    """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_ORDER_FIELD_NUMBER: _builtins.int
+    PROGRESS_PERCENT_FIELD_NUMBER: _builtins.int
+    CHATS_FIELD_NUMBER: _builtins.int
+    MESSAGES_IMPORTED_FIELD_NUMBER: _builtins.int
+    MESSAGES_SKIPPED_FIELD_NUMBER: _builtins.int
+    chunk_order: _builtins.int
+    """WhatsApp's order of the blob, and its percentage of the whole transfer."""
+    progress_percent: _builtins.int
+    chats: _builtins.int
+    messages_imported: _builtins.int
+    """New messages stored; already stored ones (a repeated sync) are not counted."""
+    messages_skipped: _builtins.int
+    """Messages left out: older than history_days, past history_messages_per_chat, or stored
+    already.
+    """
+    def __init__(
+        self,
+        *,
+        chunk_order: _builtins.int = ...,
+        progress_percent: _builtins.int = ...,
+        chats: _builtins.int = ...,
+        messages_imported: _builtins.int = ...,
+        messages_skipped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chats", b"chats", "chunk_order", b"chunk_order", "messages_imported", b"messages_imported", "messages_skipped", b"messages_skipped", "progress_percent", b"progress_percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistorySyncProgress: _TypeAlias = HistorySyncProgress  # noqa: Y015
+
+@_typing.final
+class HistorySyncCompleted(_message.Message):
+    """The last blob of a history sync was imported. Totals of the blobs imported by this
+    gateway process since the sync began.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHATS_FIELD_NUMBER: _builtins.int
+    MESSAGES_IMPORTED_FIELD_NUMBER: _builtins.int
+    MESSAGES_SKIPPED_FIELD_NUMBER: _builtins.int
+    chats: _builtins.int
+    messages_imported: _builtins.int
+    messages_skipped: _builtins.int
+    def __init__(
+        self,
+        *,
+        chats: _builtins.int = ...,
+        messages_imported: _builtins.int = ...,
+        messages_skipped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chats", b"chats", "messages_imported", b"messages_imported", "messages_skipped", b"messages_skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistorySyncCompleted: _TypeAlias = HistorySyncCompleted  # noqa: Y015
+
+@_typing.final
+class ContactsSynced(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ADDED_FIELD_NUMBER: _builtins.int

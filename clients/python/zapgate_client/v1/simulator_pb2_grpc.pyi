@@ -93,6 +93,11 @@ class SimulatorServiceStub:
     """
     InjectCall: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.InjectCallRequest, _simulator_pb2.InjectCallResponse]
     """A phone calls the instance (call_received; rejected and answered per its call settings)."""
+    PreloadHistory: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.PreloadHistoryRequest, _simulator_pb2.PreloadHistoryResponse]
+    """The phone's chat history, sent to the instance as a history sync (in blobs, as
+    WhatsApp does) once it is connected: right after pairing, or at once if it is already
+    connected. The instance must be running (Connect called). See docs/chats.md.
+    """
 
 @_typing.type_check_only
 class SimulatorServiceAsyncStub(SimulatorServiceStub):
@@ -159,6 +164,11 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     """
     InjectCall: _aio.UnaryUnaryMultiCallable[_simulator_pb2.InjectCallRequest, _simulator_pb2.InjectCallResponse]  # type: ignore[assignment]
     """A phone calls the instance (call_received; rejected and answered per its call settings)."""
+    PreloadHistory: _aio.UnaryUnaryMultiCallable[_simulator_pb2.PreloadHistoryRequest, _simulator_pb2.PreloadHistoryResponse]  # type: ignore[assignment]
+    """The phone's chat history, sent to the instance as a history sync (in blobs, as
+    WhatsApp does) once it is connected: right after pairing, or at once if it is already
+    connected. The instance must be running (Connect called). See docs/chats.md.
+    """
 
 class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Drives the phone side of the built-in WhatsApp simulator. Served only when zapgate runs
@@ -330,5 +340,16 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_simulator_pb2.InjectCallResponse, _abc.Awaitable[_simulator_pb2.InjectCallResponse]]:
         """A phone calls the instance (call_received; rejected and answered per its call settings)."""
+
+    @_abc_1.abstractmethod
+    def PreloadHistory(
+        self,
+        request: _simulator_pb2.PreloadHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.PreloadHistoryResponse, _abc.Awaitable[_simulator_pb2.PreloadHistoryResponse]]:
+        """The phone's chat history, sent to the instance as a history sync (in blobs, as
+        WhatsApp does) once it is connected: right after pairing, or at once if it is already
+        connected. The instance must be running (Connect called). See docs/chats.md.
+        """
 
 def add_SimulatorServiceServicer_to_server(servicer: SimulatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1043,6 +1043,25 @@ class SimulateRequest(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     @_typing.final
+    class PreloadHistory(_message.Message):
+        """A HistorySynced (zapgate.sessions.wire encoding) the phone sends once connected."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        EVENT_JSON_FIELD_NUMBER: _builtins.int
+        event_json: _builtins.str
+        def __init__(
+            self,
+            *,
+            event_json: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["event_json", b"event_json"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
     class GroupAction(_message.Message):
         """Another phone acts on a group of the instance, or the simulated WhatsApp is set up:
         zapgate.sessions.sim_groups.SimGroups.act's keyword arguments, as a JSON object.
@@ -1341,6 +1360,7 @@ class SimulateRequest(_message.Message):
     GROUP_ACTION_FIELD_NUMBER: _builtins.int
     SET_LID_MAPPINGS_FIELD_NUMBER: _builtins.int
     INJECT_EVENT_FIELD_NUMBER: _builtins.int
+    PRELOAD_HISTORY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     @_builtins.property
     def scan_qr(self) -> Global___SimulateRequest.ScanQr: ...
@@ -1372,6 +1392,8 @@ class SimulateRequest(_message.Message):
     def set_lid_mappings(self) -> Global___SimulateRequest.SetLidMappings: ...
     @_builtins.property
     def inject_event(self) -> Global___SimulateRequest.InjectEvent: ...
+    @_builtins.property
+    def preload_history(self) -> Global___SimulateRequest.PreloadHistory: ...
     def __init__(
         self,
         *,
@@ -1391,12 +1413,13 @@ class SimulateRequest(_message.Message):
         group_action: Global___SimulateRequest.GroupAction | None = ...,
         set_lid_mappings: Global___SimulateRequest.SetLidMappings | None = ...,
         inject_event: Global___SimulateRequest.InjectEvent | None = ...,
+        preload_history: Global___SimulateRequest.PreloadHistory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_event", b"inject_event", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_lid_mappings", b"set_lid_mappings", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_event", b"inject_event", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "logout_from_phone", b"logout_from_phone", "preload_history", b"preload_history", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_lid_mappings", b"set_lid_mappings", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_event", b"inject_event", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_lid_mappings", b"set_lid_mappings", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "drop_connection", b"drop_connection", "enter_pair_code", b"enter_pair_code", "fail_sends", b"fail_sends", "group_action", b"group_action", "inject_event", b"inject_event", "inject_message", b"inject_message", "keep_alive", b"keep_alive", "key", b"key", "logout_from_phone", b"logout_from_phone", "preload_history", b"preload_history", "receipt", b"receipt", "scan_qr", b"scan_qr", "set_contacts", b"set_contacts", "set_lid_mappings", b"set_lid_mappings", "set_registered", b"set_registered", "stream_replaced", b"stream_replaced", "temporary_ban", b"temporary_ban"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends", "inject_message", "receipt", "set_contacts", "set_registered", "group_action", "set_lid_mappings", "inject_event"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["scan_qr", "enter_pair_code", "drop_connection", "logout_from_phone", "temporary_ban", "stream_replaced", "keep_alive", "fail_sends", "inject_message", "receipt", "set_contacts", "set_registered", "group_action", "set_lid_mappings", "inject_event", "preload_history"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
