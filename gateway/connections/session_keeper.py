@@ -164,11 +164,18 @@ class SessionKeeper:
                 f"snapshot generation {sealed.generation} is not the newest one "
                 f"({expected_generation}): refusing to roll the session back"
             )
-        image = await asyncio.to_thread(self.keyring.open, f"{tenant}/{instance_id}", sealed)
-        await asyncio.to_thread(write_store, path, image)
+        digest = await asyncio.to_thread(
+            self._open_and_write, f"{tenant}/{instance_id}", sealed, path
+        )
         watched = self._watched.setdefault((tenant, instance_id), Watched())
-        watched.digest = hashlib.sha256(image).digest()
+        watched.digest = digest
         return True
+
+    def _open_and_write(self, owner: str, sealed: SealedSession, path: Path) -> bytes:
+        """On a thread, in one hand-off: decrypt, write the store; its image's digest."""
+        image = self.keyring.open(owner, sealed)
+        write_store(path, image)
+        return hashlib.sha256(image).digest()
 
     async def forget(self, tenant: str, instance_id: str) -> None:
         """The session is gone for good (logout, delete): drop its snapshot."""
