@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -15,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.ops.file_modes import prepare_data_dir
+from zapgate.gateway.ops.gc_policy import settle_after_start
 from zapgate.gateway.ops.metrics_http import MetricsServer
 from zapgate.gateway.rpc.auth_cache import CachedAuthenticator
 from zapgate.gateway.rpc.call_guard import CallGuard
@@ -237,9 +237,7 @@ async def serve(config: ServeConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await gateway.start()
-        # Everything loaded so far lives as long as the process: keep the garbage collector
-        # from scanning it again and again (it made the scheduler's p99 lateness 3x worse).
-        gc.freeze()
+        settle_after_start()  # the collector's settings for serving (gateway/ops/gc_policy.py)
         await stop.wait()
         log.info("signal received: finishing in-flight calls (grace %.1fs)", config.grace_seconds)
     finally:
