@@ -23,6 +23,8 @@ from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.outbox_writers import INTEGRITY_ERRORS
 from zapgate.gateway.store.schema import events
+from zapgate.gateway.store.snapshots import SnapshotRepository
+from zapgate.sessions.vault import Keyring, MasterKey, seal
 from zapgate.v1 import event_pb2
 from zapgate.v1 import instance_pb2 as pb
 
@@ -241,3 +243,25 @@ async def test_a_crash_mid_batch_leaves_each_state_matching_its_last_event(
     # The first batch committed with its events; the second left no trace at all.
     assert await stored_states(engine) == dict.fromkeys(ids, S.INSTANCE_STATE_CONNECTING)
     assert await last_states(engine) == dict.fromkeys(ids, S.INSTANCE_STATE_CONNECTING)
+
+
+async def test_concurrent_snapshot_reads_share_a_query_and_each_gets_its_own(
+    engine: AsyncEngine,
+) -> None:
+    repo, snapshots = InstanceRepository(engine), SnapshotRepository(engine)
+    master = MasterKey.generate()
+    try:
+        ids = await create(repo, 100)
+        for n, instance_id in enumerate(ids[:80]):
+            image = f"store of {instance_id}".encode() * (n + 1)
+            await snapshots.save("acme", instance_id, seal(master, f"acme/{instance_id}", 1, image))
+        found = await asyncio.gather(*(snapshots.latest("acme", i) for i in [*ids, "gone"]))
+        ring = Keyring(master)
+        opened = [
+            None if sealed is None else ring.open(f"acme/{instance_id}", sealed)
+            for instance_id, sealed in zip([*ids, "gone"], found, strict=True)
+        ]
+        assert opened[:80] == [f"store of {i}".encode() * (n + 1) for n, i in enumerate(ids[:80])]
+        assert opened[80:] == [None] * 21
+    finally:
+        repo.close()
