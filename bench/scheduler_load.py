@@ -16,11 +16,13 @@ dispatched; the ratios (scheduler / baseline) are the scheduler's own cost on to
 bare minimum any timer-driven dispatcher pays.
 
     python bench/scheduler_load.py [--instances 10000] [--messages 6] [--uvloop] [--typing]
-                                   [--tune-gc]
+                                   [--default-gc]
 
-`--tune-gc` (both runs): after setup, `gc.freeze()` and a gen-0 threshold of 50,000. The
-tail of the scheduler's lateness is mostly the collector's young-generation passes; the
-scheduler makes little cyclic garbage, so with the higher threshold none run at all.
+Both runs use the garbage collector's settings `zapgate serve` applies after its start
+(gateway/ops/gc_policy.py: `gc.freeze()`, a young-generation threshold of 50,000);
+`--default-gc` keeps Python's defaults instead. The tail of the scheduler's lateness is
+mostly the collector's young-generation passes; the scheduler makes little cyclic garbage,
+so with the higher threshold almost none run.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from zapgate.gateway.ops.gc_policy import settle_after_start
 from zapgate.ratelimit.decisions import Release
 from zapgate.ratelimit.messages import Outgoing
 from zapgate.ratelimit.policy import DEFAULT_POLICY, SendPolicy
@@ -205,10 +208,10 @@ async def run_baseline(args: argparse.Namespace, schedule: list[float]) -> Run:
 
 
 def settle_gc(args: argparse.Namespace) -> None:
-    gc.collect()
-    if args.tune_gc:
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 10)
+    if args.default_gc:
+        gc.collect()
+    else:
+        settle_after_start()  # as `zapgate serve` does
 
 
 def report(args: argparse.Namespace, ours: Run, base: Run, enqueue_us: float) -> None:
@@ -216,7 +219,7 @@ def report(args: argparse.Namespace, ours: Run, base: Run, enqueue_us: float) ->
     print(
         f"{args.instances} instances x {args.messages} messages, gaps 1-3 s, "
         f"typing {'on' if args.typing else 'off'}, loop {'uvloop' if args.uvloop else 'asyncio'}"
-        f", gc {'tuned' if args.tune_gc else 'default'}"
+        f", gc {'default' if args.default_gc else 'as zapgate serve sets it'}"
     )
     print(f"enqueue: {enqueue_us:.1f} us CPU per message; peak RSS {rss_mib:.0f} MiB")
     rows = [
@@ -261,7 +264,9 @@ def cli() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     parser.add_argument("--typing", action="store_true", help="typing simulation (<= 0.5 s)")
-    parser.add_argument("--tune-gc", action="store_true", help="gc.freeze() + gen-0 threshold")
+    parser.add_argument(
+        "--default-gc", action="store_true", help="Python's collector defaults, not the server's"
+    )
     args = parser.parse_args()
     if args.uvloop:
         import uvloop

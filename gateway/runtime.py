@@ -113,6 +113,7 @@ class Runtime:
         await self.supervisor.shutdown()  # ends Connect streams; final snapshots
         await self.pool.close()
         self.messages.close()
+        self.instances.close()
         await self.database.dispose()
 
 

@@ -63,12 +63,14 @@ class SessionKeeper:
         self.timings = timings or KeeperTimings()
         self._monotonic = monotonic
         self._watched: dict[tuple[str, str], Watched] = {}
+        self._paths: dict[tuple[str, str], Path] = {}
 
     def watch(self, tenant: str, instance_id: str) -> None:
         self._watched.setdefault((tenant, instance_id), Watched())
 
     def unwatch(self, tenant: str, instance_id: str) -> None:
         self._watched.pop((tenant, instance_id), None)
+        self._paths.pop((tenant, instance_id), None)
 
     # For metrics (gateway/ops/metrics.py), read at scrape time.
     def watched_count(self) -> int:
@@ -164,11 +166,18 @@ class SessionKeeper:
                 f"snapshot generation {sealed.generation} is not the newest one "
                 f"({expected_generation}): refusing to roll the session back"
             )
-        image = await asyncio.to_thread(self.keyring.open, f"{tenant}/{instance_id}", sealed)
-        await asyncio.to_thread(write_store, path, image)
+        digest = await asyncio.to_thread(
+            self._open_and_write, f"{tenant}/{instance_id}", sealed, path
+        )
         watched = self._watched.setdefault((tenant, instance_id), Watched())
-        watched.digest = hashlib.sha256(image).digest()
+        watched.digest = digest
         return True
+
+    def _open_and_write(self, owner: str, sealed: SealedSession, path: Path) -> bytes:
+        """On a thread, in one hand-off: decrypt, write the store; its image's digest."""
+        image = self.keyring.open(owner, sealed)
+        write_store(path, image)
+        return hashlib.sha256(image).digest()
 
     async def forget(self, tenant: str, instance_id: str) -> None:
         """The session is gone for good (logout, delete): drop its snapshot."""
@@ -184,12 +193,19 @@ class SessionKeeper:
         while True:
             await asyncio.sleep(self.timings.poll_seconds)
             keys = list(self._watched)
-            paths = [self._store_path_of(*key) for key in keys]
+            paths = [self._path_of(key) for key in keys]
             fingerprints = await asyncio.to_thread(_fingerprints, paths)
             for key, fingerprint in zip(keys, fingerprints, strict=True):
                 watched = self._watched.get(key)
                 if watched is not None and self._due(watched, fingerprint):
                     await self._snapshot_logged(*key)
+
+    def _path_of(self, key: tuple[str, str]) -> Path:
+        """The store's path, built once per watched store (polled every half second)."""
+        path = self._paths.get(key)
+        if path is None:
+            path = self._paths[key] = self._store_path_of(*key)
+        return path
 
     def _due(self, watched: Watched, fingerprint: tuple[int, int]) -> bool:
         now = self._monotonic()

@@ -210,11 +210,19 @@ class Dispatcher:
         """Raises InstanceNotFound; instances the dispatcher already knows cost no query."""
         await self._configure(tenant, instance_id)
 
-    async def _configure(self, tenant: str, instance_id: str, force: bool = False) -> None:
+    async def _configure(
+        self,
+        tenant: str,
+        instance_id: str,
+        force: bool = False,
+        record: InstanceRecord | None = None,
+    ) -> None:
+        """`record`: the instance as just stored, when the caller has it (no read)."""
         key = f"{tenant}/{instance_id}"
         if key in self._configured and not force:
             return
-        record = await self._instances.require(tenant, instance_id)
+        if record is None:
+            record = await self._instances.require(tenant, instance_id)
         self.scheduler.configure(key, policy_of(record), record.create_time_us / 1e6)
         if key not in self._configured and record.scheduler_state:
             self.scheduler.import_state(key, dict(record.scheduler_state))
@@ -236,7 +244,7 @@ class Dispatcher:
     async def state_changed(self, record: InstanceRecord) -> None:
         """The supervisor reports every transition: only a connected instance sends; a ban or
         a logout pauses sending until someone resumes it."""
-        await self._configure(record.tenant, record.id)
+        await self._configure(record.tenant, record.id, record=record)
         self.scheduler.set_ready(record.key, record.state == instance_pb2.INSTANCE_STATE_CONNECTED)
         if record.state == instance_pb2.INSTANCE_STATE_BANNED:
             await self.pause(record.tenant, record.id, f"temporary_ban_{record.ban_code}")

@@ -16,9 +16,13 @@ MAX_BATCH = 256
 
 
 class GroupCommit(Generic[Row, Result]):
-    def __init__(self, write: Callable[[list[Row]], Awaitable[list[Result]]]) -> None:
-        """`write` commits a batch in one transaction and returns one result per row."""
+    def __init__(
+        self, write: Callable[[list[Row]], Awaitable[list[Result]]], max_batch: int = MAX_BATCH
+    ) -> None:
+        """`write` commits a batch in one transaction and returns one result per row (also
+        used for reads: one query for the keys of concurrent callers)."""
         self._write = write
+        self._max_batch = max_batch
         self._pending: list[tuple[Row, asyncio.Future[Result]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -31,7 +35,8 @@ class GroupCommit(Generic[Row, Result]):
 
     async def _write_pending(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            most = self._max_batch
+            batch, self._pending = self._pending[:most], self._pending[most:]
             try:
                 results = await self._write([row for row, _ in batch])
             except Exception as error:

@@ -13,6 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.rpc.errors import InstanceAlreadyExists, InstanceNotFound
 from zapgate.gateway.store.event_append import append_events
+from zapgate.gateway.store.group_commit import GroupCommit
+from zapgate.gateway.store.instance_writers import (
+    InstanceUpdate,
+    instance_writer,
+    select_by_keys,
+)
 from zapgate.gateway.store.schema import (
     chat_messages,
     chat_settings,
@@ -88,6 +94,9 @@ class InstanceRepository:
     def __init__(self, engine: AsyncEngine, clock: MicrosClock = system_micros) -> None:
         self._engine = engine
         self._clock = clock
+        self._reads = GroupCommit(self._read_many)
+        self._updates = GroupCommit(self._write_updates)
+        self._writer = instance_writer(engine)
 
     async def create(self, record: InstanceRecord) -> tuple[InstanceRecord, bool]:
         """Inserts `record`; returns (stored record, created). An existing instance with the
@@ -105,10 +114,14 @@ class InstanceRepository:
         return record, True
 
     async def get(self, tenant: str, instance_id: str) -> InstanceRecord | None:
+        """Concurrent reads share one query (a restart reads every instance at once)."""
+        return await self._reads.submit((tenant, instance_id))
+
+    async def _read_many(self, keys: list[tuple[str, str]]) -> list[InstanceRecord | None]:
         async with self._engine.connect() as conn:
-            result = await conn.execute(sa.select(instances).where(_key(tenant, instance_id)))
-            row = result.mappings().first()
-        return _record(row) if row is not None else None
+            result = await conn.execute(select_by_keys(), {"keys": list(dict.fromkeys(keys))})
+            found = {(row["tenant"], row["id"]): _record(row) for row in result.mappings()}
+        return [found.get(key) for key in keys]
 
     async def require(self, tenant: str, instance_id: str) -> InstanceRecord:
         record = await self.get(tenant, instance_id)
@@ -191,7 +204,8 @@ class InstanceRepository:
         *,
         events: Sequence[dict[str, Any]] = (),
     ) -> InstanceRecord:
-        """Changes the named fields; `events` (rows of the event log) commit with them."""
+        """Changes the named fields; `events` (rows of the event log) commit with them.
+        Concurrent updates (of any instances) share one transaction: see `_write_updates`."""
         unknown = set(changes) - {*MUTABLE_FIELDS, *CONNECTION_FIELDS}
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -199,18 +213,40 @@ class InstanceRepository:
         values = {**changes, "update_time_us": now}
         if "state" in changes:
             values.setdefault("state_change_time_us", now)
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                sa.update(instances)
-                .where(_key(tenant, instance_id))
-                .values(**values)
-                .returning(*instances.c)
-            )
-            row = result.mappings().first()
-            if row is None:
-                raise InstanceNotFound(instance_id)
-            await append_events(conn, list(events))
-        return _record(row)
+        result = await self._updates.submit(
+            InstanceUpdate(tenant, instance_id, values, list(events))
+        )
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _write_updates(self, batch: list[InstanceUpdate]) -> list[InstanceRecord | Exception]:
+        """Group commit of instance updates (gateway/store/group_commit.py): every change of
+        the batch and every event row of the batch in ONE transaction, so each instance's new
+        state and its event commit (or roll back, as after a crash) together. A batch that
+        fails (a constraint, say) is written again one update at a time, so the error
+        reaches only the caller whose update caused it."""
+        try:
+            return await self._write_updates_together(batch)
+        except Exception as error:
+            if len(batch) == 1:
+                return [error]
+        results: list[InstanceRecord | Exception] = []
+        for update in batch:
+            results += await self._write_updates([update])
+        return results
+
+    async def _write_updates_together(
+        self, batch: list[InstanceUpdate]
+    ) -> list[InstanceRecord | Exception]:
+        rows = await self._writer.write(batch)
+        return [
+            InstanceNotFound(update.instance_id) if row is None else _record(row)
+            for update, row in zip(batch, rows, strict=True)
+        ]
+
+    def close(self) -> None:
+        self._writer.close()
 
     async def delete(self, tenant: str, instance_id: str) -> bool:
         """Deletes the instance with what belongs to it (its events stay until retention:
@@ -247,7 +283,7 @@ def _row(record: InstanceRecord) -> dict[str, Any]:
     return row
 
 
-def _record(row: sa.RowMapping) -> InstanceRecord:
+def _record(row: Mapping[str, Any] | sa.RowMapping) -> InstanceRecord:
     values = {f.name: row[f.name] for f in fields(InstanceRecord)}
     values["labels"] = dict(values["labels"])
     values["keepalive_failing"] = bool(values["keepalive_failing"])

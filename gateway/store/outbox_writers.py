@@ -77,7 +77,7 @@ class SqlAlchemyWriter:
         pass
 
 
-class _Insert:
+class SqliteInsert:
     """A table's INSERT in SQLite's dialect, and how to turn a row dict into its parameters
     (JSON columns serialized as SQLAlchemy's JSON type would)."""
 
@@ -120,7 +120,7 @@ class SqliteThreadWriter:
         self._path = path
         self._connection: sqlite3.Connection | None = None
         self._thread = WorkerThread("outbox-writer", self._connect, self._disconnect)
-        self._inserts: dict[str, _Insert] = {}
+        self._inserts: dict[str, SqliteInsert] = {}
 
     def _connect(self) -> None:
         # Autocommit mode: the transaction is the explicit BEGIN IMMEDIATE below.
@@ -142,10 +142,10 @@ class SqliteThreadWriter:
         # the batch are consecutive and end at the last one.
         return list(range(last - len(rows) + 1, last + 1))
 
-    def _insert(self, table: sa.Table) -> _Insert:
+    def _insert(self, table: sa.Table) -> SqliteInsert:
         insert = self._inserts.get(table.name)
         if insert is None:
-            insert = self._inserts[table.name] = _Insert(table)
+            insert = self._inserts[table.name] = SqliteInsert(table)
         return insert
 
     def _write(self, statements: list[list[tuple[str, list[Any]]]]) -> int:

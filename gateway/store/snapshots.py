@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.schema import instances, session_snapshots
 from zapgate.sessions.vault import SealedSession
 
@@ -20,12 +23,18 @@ class SnapshotRepository:
     def __init__(self, engine: AsyncEngine, clock: MicrosClock = system_micros) -> None:
         self._engine = engine
         self._clock = clock
+        # Few at a time: each row holds a whole session store.
+        self._reads = GroupCommit(self._read_many, max_batch=64)
 
     async def latest(self, tenant: str, instance_id: str) -> SealedSession | None:
-        query = sa.select(session_snapshots).where(_key(tenant, instance_id))
+        """Concurrent reads share one query (a restart restores every session at once)."""
+        return await self._reads.submit((tenant, instance_id))
+
+    async def _read_many(self, keys: list[tuple[str, str]]) -> list[SealedSession | None]:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).mappings().first()
-        return None if row is None else _sealed(row)
+            result = await conn.execute(_select_by_keys(), {"keys": list(dict.fromkeys(keys))})
+            found = {(row["tenant"], row["id"]): _sealed(row) for row in result.mappings()}
+        return [found.get(key) for key in keys]
 
     async def save(self, tenant: str, instance_id: str, sealed: SealedSession) -> None:
         """Stores `sealed` as the newest snapshot; its generation must be the instance's
@@ -101,3 +110,9 @@ def _sealed(row: sa.RowMapping) -> SealedSession:
         wrapped_key=bytes(row["wrapped_key"]),
         ciphertext=bytes(row["ciphertext"]),
     )
+
+
+@functools.cache
+def _select_by_keys() -> sa.Select[Any]:
+    keys = sa.tuple_(session_snapshots.c.tenant, session_snapshots.c.id)
+    return sa.select(session_snapshots).where(keys.in_(sa.bindparam("keys", expanding=True)))
