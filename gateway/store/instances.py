@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.rpc.errors import InstanceAlreadyExists, InstanceNotFound
 from zapgate.gateway.store.event_append import append_events
+from zapgate.gateway.store.fencing import FenceToken, hold_fence
 from zapgate.gateway.store.schema import (
     contacts,
     correspondents,
@@ -175,8 +176,10 @@ class InstanceRepository:
         changes: Mapping[str, Any],
         *,
         events: Sequence[dict[str, Any]] = (),
+        fence: FenceToken | None = None,
     ) -> InstanceRecord:
-        """Changes the named fields; `events` (rows of the event log) commit with them."""
+        """Changes the named fields; `events` (rows of the event log) commit with them.
+        With a `fence` (cluster mode), only under that lease (raises Fenced)."""
         unknown = set(changes) - {*MUTABLE_FIELDS, *CONNECTION_FIELDS}
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -185,6 +188,7 @@ class InstanceRepository:
         if "state" in changes:
             values.setdefault("state_change_time_us", now)
         async with self._engine.begin() as conn:
+            await hold_fence(conn, tenant, instance_id, fence)
             result = await conn.execute(
                 sa.update(instances)
                 .where(_key(tenant, instance_id))

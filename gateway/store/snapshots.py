@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.fencing import FenceToken, hold_fence
 from zapgate.gateway.store.schema import instances, session_snapshots
 from zapgate.sessions.vault import SealedSession
 
@@ -27,10 +28,18 @@ class SnapshotRepository:
             row = (await conn.execute(query)).mappings().first()
         return None if row is None else _sealed(row)
 
-    async def save(self, tenant: str, instance_id: str, sealed: SealedSession) -> None:
+    async def save(
+        self,
+        tenant: str,
+        instance_id: str,
+        sealed: SealedSession,
+        fence: FenceToken | None = None,
+    ) -> None:
         """Stores `sealed` as the newest snapshot; its generation must be the instance's
-        current generation + 1 (both change in one transaction)."""
+        current generation + 1 (both change in one transaction). With a `fence` (cluster
+        mode), only under that lease (raises Fenced)."""
         async with self._engine.begin() as conn:
+            await hold_fence(conn, tenant, instance_id, fence)
             bumped = await conn.execute(
                 sa.update(instances)
                 .where(
