@@ -56,6 +56,9 @@ from zapgate.sessions.vault import Keyring
 
 log = logging.getLogger(__name__)
 
+# Cluster mode: how often subscribers look for events other nodes appended.
+OTHER_NODES_EVENTS_SECONDS = 0.5
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -94,6 +97,10 @@ class Runtime:
             await self.supervisor.recover()
             await self.dispatcher.recover()
         else:
+            self.supervision.start(
+                "events of other nodes",
+                lambda: self.events.wake_periodically(OTHER_NODES_EVENTS_SECONDS),
+            )
             # A store left here by an earlier run may be older than what another node
             # snapshotted since: sessions of a node come from the state store only.
             instances_dir = self.config.resolved_runtime_dir / "instances"

@@ -271,6 +271,7 @@ class Supervisor:
 
     async def forget(self, record: InstanceRecord) -> None:
         """Before a delete: unlink the device, stop the connection, wipe the session."""
+        await self._fencing.ensure_owner(record.tenant, record.id)
         live = self._lives.pop(record.key, None)
         if live is not None:
             async with live.lock:
@@ -493,6 +494,8 @@ class Supervisor:
     async def _start_locked(self, live: Live, reason: int) -> None:
         """Starts an engine run (under the instance's lock), unless one is running."""
         if live.run_id or self._closing:
+            return
+        if self._lives.get(live.key) is not live:  # released (cluster) or forgotten meanwhile
             return
         record = await self._instances.require(live.tenant, live.instance_id)
         if not record.jid and not live.watchers and reason == R.STATE_REASON_RECONNECTING:
