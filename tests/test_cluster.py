@@ -15,20 +15,22 @@ import pytest
 
 from tests.cluster_nodes import LEASE_TTL, Cluster, client_of, until
 from tests.conftest import gateway_config
-from tests.server_process import zapgate
+from tests.messaging import FAST_POLICY, Messenger
+from tests.server_process import ServerProcess, zapgate
 from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.server import Gateway
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.fencing import Fenced, FenceToken
 from zapgate.gateway.store.instances import InstanceRepository
 from zapgate.gateway.store.single_node import StoreInUse
-from zapgate.v1 import event_pb2
+from zapgate.v1 import event_pb2, event_pb2_grpc, message_pb2
 from zapgate.v1 import instance_pb2 as pb
 
 pytestmark = pytest.mark.postgres
 
 S = pb.InstanceState
 R = pb.StateReason
+M = message_pb2.MessageState
 INSTANCES = [f"i{n}" for n in range(4)]
 
 
@@ -257,3 +259,87 @@ async def test_a_node_paused_past_its_lease_is_fenced_and_stops_its_connections(
         assert "served by node b" in str(refused.value.details())
     finally:
         cluster.close()
+
+
+async def test_sigterm_hands_the_instances_and_their_queues_to_another_node(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A stopping node writes its last states under its leases, then frees them: another
+    node connects the instances without a QR and sends what was queued; a subscriber on that
+    node sees the stopped node's events and its own, in order."""
+    cluster = Cluster(tmp_path, postgres_url)
+    try:
+        a = cluster.start("a")
+        key = await cluster.new_key("acme")
+        jids = await pair_on(cluster, "a", key)
+        b = cluster.start("b")
+        async with client_of(a, key) as client:
+            messenger = Messenger(client)
+            await messenger.set_policy("i0", FAST_POLICY)
+            await client.instances.PauseSending(
+                pb.PauseSendingRequest(instance_id="i0", reason="held for the test"),
+                metadata=client.metadata,
+            )
+            queued = await messenger.send_text("i0", "+5511988887777", "sent by the next owner")
+        assert queued.state == M.MESSAGE_STATE_QUEUED
+
+        async with grpc.aio.insecure_channel(b.address) as channel:
+            stub = event_pb2_grpc.EventServiceStub(channel)
+            stream = stub.Subscribe(
+                event_pb2.SubscribeRequest(only_new=True, instance_ids=["i0"]),
+                metadata=(("authorization", f"Bearer {key}"),),
+            )
+            await stream.initial_metadata()  # in place before anything happens
+            seen: list[event_pb2.Event] = []
+
+            async def follow() -> None:
+                async for response in stream:
+                    seen.append(response.event)
+
+            following = asyncio.create_task(follow())
+            try:
+                a.terminate()
+                assert await asyncio.to_thread(a.wait) == 0
+                await until(
+                    lambda: all_connected_on(cluster, "b", key, jids), "b owns every instance"
+                )
+                async with client_of(b, key) as client:
+                    await client.instances.ResumeSending(
+                        pb.ResumeSendingRequest(instance_id="i0"), metadata=client.metadata
+                    )
+                    sent = await Messenger(client).wait_message(
+                        "i0", queued.id, lambda m: m.state == M.MESSAGE_STATE_SENT
+                    )
+                assert sent.state == M.MESSAGE_STATE_SENT
+
+                def states() -> list[tuple[int, int]]:
+                    return [
+                        (e.state_changed.state, e.state_changed.reason)
+                        for e in seen
+                        if e.HasField("state_changed")
+                    ]
+
+                async def saw_both() -> bool:
+                    return (S.INSTANCE_STATE_CONNECTED, R.STATE_REASON_CONNECTED) in states()
+
+                await until(saw_both, "the subscriber on b saw i0 connected there")
+            finally:
+                following.cancel()
+        history = states()
+        stopped = history.index((S.INSTANCE_STATE_DISCONNECTED, R.STATE_REASON_SHUTDOWN))
+        back = history.index((S.INSTANCE_STATE_CONNECTED, R.STATE_REASON_CONNECTED))
+        assert stopped < back  # a's last word (under its lease), then b's
+        assert not any(e.HasField("qr_updated") for e in seen)
+        assert [e.cursor for e in seen] == sorted({e.cursor for e in seen})  # in order, once
+        assert {(await cluster.leases())[i] for i in INSTANCES} == {("b", 2)}
+    finally:
+        cluster.close()
+    stopping_log = "".join(a.log) + "".join(iter_queue(a))
+    assert "no longer holds" not in stopping_log  # none of its final writes was fenced
+
+
+def iter_queue(node: ServerProcess) -> list[str]:
+    lines = []
+    while not node.lines.empty():
+        lines.append(node.lines.get_nowait())
+    return lines
