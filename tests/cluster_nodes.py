@@ -18,7 +18,7 @@ from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import create_engine, open_database
 from zapgate.sessions.vault import MasterKey
 
-LEASE_TTL = 2.0  # short, so takeovers happen within a test
+LEASE_TTL = 3.0  # short, so takeovers happen within a test (and not on a busy machine)
 HANG_GUARD = 60.0  # only against hangs: nothing here asserts a duration
 
 

@@ -17,6 +17,7 @@ from zapgate.gateway.cli import webhooks as cli_webhooks
 from zapgate.gateway.cluster.settings import (
     DEFAULT_LEASE_TTL_SECONDS,
     DEFAULT_MAX_INSTANCES,
+    MAX_INSTANCES_LIMIT,
     ClusterSettings,
     generated_node_id,
 )
@@ -195,8 +196,10 @@ def add_cluster_flags(serve: argparse.ArgumentParser) -> None:
 def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
     if not args.cluster:
         return None
-    if args.lease_ttl <= 0 or args.max_instances <= 0:
-        raise SystemExit("--lease-ttl and --max-instances must be positive")
+    if args.lease_ttl <= 0 or not 0 < args.max_instances <= MAX_INSTANCES_LIMIT:
+        raise SystemExit(
+            f"--lease-ttl must be positive and --max-instances between 1 and {MAX_INSTANCES_LIMIT}"
+        )
     if not (args.master_key_file or os.environ.get(ENV_KEY)):
         raise SystemExit(
             "--cluster needs the master key every node shares: give it with "

@@ -36,6 +36,9 @@ class Ownership:
     def __len__(self) -> int:
         return len(self._held)
 
+    def __contains__(self, key: InstanceKey) -> bool:
+        return key in self._held
+
     # ---- Fencing ------------------------------------------------------------------------
 
     def token(self, tenant: str, instance_id: str) -> FenceToken | None:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 DEFAULT_LEASE_TTL_SECONDS = 15.0
 DEFAULT_MAX_INSTANCES = 1000
+# One renewal names every held lease in one statement (two bind parameters each, under
+# PostgreSQL's 32,767): a node holds at most this many.
+MAX_INSTANCES_LIMIT = 10_000
 
 
 @dataclass(frozen=True)

@@ -184,10 +184,12 @@ class Supervisor:
         if live is not None:
             async with live.lock:
                 await self._halt(live)
-            record = await self._instances.get(tenant, instance_id)
-            if record is not None:  # Connect streams here end; the new owner serves it
-                live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
         await asyncio.to_thread(shutil.rmtree, self.runtime_dir_of(tenant, instance_id), True)
+        if live is not None and live.watchers:
+            # Connect streams here end (last: the store may be what this node lost).
+            record = await self._instances.get(tenant, instance_id)
+            if record is not None:
+                live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
 
     async def connect(self, tenant: str, instance_id: str, phone: str) -> AsyncIterator[Update]:
         record = await self._instances.require(tenant, instance_id)
