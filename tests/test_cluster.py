@@ -163,6 +163,14 @@ async def test_kill_9_of_a_node_moves_its_instances_to_another_without_a_qr(
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "served by node a" in str(refused.value.details())
         assert cluster.nodes["a"].address in str(refused.value.details())
+        async with client_of(cluster.nodes["c"], key) as client:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:  # its scheduler is on a
+                await client.instances.PauseSending(
+                    pb.PauseSendingRequest(instance_id="i1"), metadata=client.metadata
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            paused = await client.get("i1")
+        assert paused.sending_paused_reason == ""  # nothing stored either
 
         cursor = await last_cursor(cluster)
         cluster.nodes["a"].process.kill()

@@ -64,6 +64,13 @@ class Ownership:
             metadata={"instance_id": instance_id},
         )
 
+    async def refuse_other_owner(self, tenant: str, instance_id: str) -> None:
+        if (tenant, instance_id) in self._held:
+            return
+        owner = await self._leases.owner_of(tenant, instance_id)
+        if owner is not None and owner.node_id != self.node_id:
+            raise InstanceOnAnotherNode(instance_id, owner.node_id, owner.address)
+
     # ---- acquiring and losing ------------------------------------------------------------
 
     async def acquire(self, key: InstanceKey) -> bool:

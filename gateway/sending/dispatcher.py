@@ -266,6 +266,7 @@ class Dispatcher:
     async def pause(self, tenant: str, instance_id: str, reason: str) -> InstanceRecord:
         """Pauses sending, by hand or automatically (every automatic pause comes here): the
         reason is persisted with its event, so it outlives a restart until resumed."""
+        await self._fencing.refuse_other_owner(tenant, instance_id)  # its scheduler is there
         await self._configure(tenant, instance_id)
         self.scheduler.pause(f"{tenant}/{instance_id}", reason)
         log.warning("sending paused on %s/%s: %s", tenant, instance_id, reason)
@@ -275,6 +276,7 @@ class Dispatcher:
         )
 
     async def resume(self, tenant: str, instance_id: str) -> InstanceRecord:
+        await self._fencing.refuse_other_owner(tenant, instance_id)
         await self._configure(tenant, instance_id)
         self.scheduler.resume(f"{tenant}/{instance_id}")
         log.info("sending resumed on %s/%s", tenant, instance_id)
@@ -565,9 +567,16 @@ class Dispatcher:
             tenant, _, instance_id = key.partition("/")
             state = self.scheduler.export_state(key)
             try:
-                await self._instances.update(tenant, instance_id, {"scheduler_state": state})
+                fence = self._fencing.token(tenant, instance_id)
+                await self._instances.update(
+                    tenant, instance_id, {"scheduler_state": state}, fence=fence
+                )
             except InstanceNotFound:  # deleted meanwhile: nothing left to save
                 self.scheduler.mark_saved(key)
+                continue
+            except Fenced:  # cluster mode: another node owns it, its counters are its own
+                self.scheduler.mark_saved(key)
+                self._fencing.lost(tenant, instance_id)
                 continue
             except Exception:
                 log.warning("counters of %s not saved; retrying later", key, exc_info=True)

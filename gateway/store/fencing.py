@@ -90,6 +90,12 @@ class Fencing(Protocol):
         InstanceNotRunning when nobody holds it). No-op when not clustered."""
         ...
 
+    async def refuse_other_owner(self, tenant: str, instance_id: str) -> None:
+        """Before a change the owner's memory must see (pausing sending): raises
+        InstanceOnAnotherNode when another node holds the instance; passes when this node
+        or none does (the next owner reads it from the store). No-op when not clustered."""
+        ...
+
 
 class NoFencing:
     """Single node: every write is the owner's."""
@@ -101,6 +107,9 @@ class NoFencing:
         pass
 
     async def ensure_owner(self, tenant: str, instance_id: str, *, claim: bool = True) -> None:
+        pass
+
+    async def refuse_other_owner(self, tenant: str, instance_id: str) -> None:
         pass
 
 
