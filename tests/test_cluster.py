@@ -14,14 +14,16 @@ import grpc
 import pytest
 
 from tests.cluster_nodes import LEASE_TTL, Cluster, client_of, until
-from tests.conftest import gateway_config
+from tests.conftest import gateway_config, started_gateway
 from tests.messaging import FAST_POLICY, Messenger
 from tests.server_process import ServerProcess, zapgate
+from tests.sim_client import SimClient
 from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.server import Gateway
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.fencing import Fenced, FenceToken
 from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.gateway.store.leases import LeaseRepository
 from zapgate.gateway.store.single_node import StoreInUse
 from zapgate.v1 import event_pb2, event_pb2_grpc, message_pb2
 from zapgate.v1 import instance_pb2 as pb
@@ -351,3 +353,34 @@ def iter_queue(node: ServerProcess) -> list[str]:
     while not node.lines.empty():
         lines.append(node.lines.get_nowait())
     return lines
+
+
+async def test_a_node_whose_lease_was_taken_stops_cleanly_and_writes_nothing(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Its connection's last state is not written (another node owns the instance), and
+    its shutdown still completes."""
+    key_file = Cluster(tmp_path, postgres_url).key_file
+    settings = ClusterSettings(node_id="n1", lease_ttl_seconds=30.0)
+    async with started_gateway(
+        tmp_path / "n1", database_url=postgres_url, cluster=settings, master_key_file=key_file
+    ) as node:
+        client = await SimClient.for_tenant(node, "acme")
+        await client.create("i0")
+        result = await client.pair("i0", "+5511955500000")
+        assert result.outcome == pb.CONNECT_OUTCOME_CONNECTED
+        engine = await open_database(postgres_url)
+        try:
+            leases = LeaseRepository(engine)
+            await leases.release("n1", [("acme", "i0")])  # as if n1 had been paused...
+            assert await leases.acquire("acme", "i0", "n2", 30.0) == 2  # ...and n2 took it
+        finally:
+            await engine.dispose()
+    # Stopped (started_gateway stops it): no SHUTDOWN state was written for i0.
+    engine = await open_database(postgres_url)
+    try:
+        record = await InstanceRepository(engine).require("acme", "i0")
+    finally:
+        await engine.dispose()
+    assert record.state == S.INSTANCE_STATE_CONNECTED
+    assert record.state_reason == R.STATE_REASON_PAIRED

@@ -294,9 +294,12 @@ class Supervisor:
             if live.run_id:
                 async with live.lock:
                     await self._halt(live)
-                    record = await self._set_state(
-                        live, S.INSTANCE_STATE_DISCONNECTED, R.STATE_REASON_SHUTDOWN, ""
-                    )
+                    try:
+                        record = await self._set_state(
+                            live, S.INSTANCE_STATE_DISCONNECTED, R.STATE_REASON_SHUTDOWN, ""
+                        )
+                    except Fenced:  # cluster mode: another node owns it now; it says
+                        continue
                 live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
         await self._tasks.cancel()
         await self._keeper.snapshot_all()  # engines are stopped: the stores are final
@@ -335,12 +338,15 @@ class Supervisor:
             if live.run_id != lost.run_id:
                 return
             live.run_id = 0
-            await self._set_state(
-                live,
-                S.INSTANCE_STATE_CONNECTING,
-                R.STATE_REASON_WORKER_CRASHED,
-                "engine worker died",
-            )
+            try:
+                await self._set_state(
+                    live,
+                    S.INSTANCE_STATE_CONNECTING,
+                    R.STATE_REASON_WORKER_CRASHED,
+                    "engine worker died",
+                )
+            except Fenced:  # cluster mode: the node drops the instance
+                return
             self._schedule(live, self._backoff.delay(0, self._rng))
 
     async def _handle(self, live: Live, event: ev.EngineEvent) -> None:

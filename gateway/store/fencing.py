@@ -16,16 +16,19 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zapgate.gateway.rpc.errors import Unavailable
 from zapgate.gateway.store.schema import instance_leases
 
 
-class Fenced(Exception):
-    """This node no longer holds the instance's lease: it must drop the instance."""
+class Fenced(Unavailable):
+    """This node no longer holds the instance's lease: it must drop the instance. A call
+    that meets it mid-way answers UNAVAILABLE (retry: the new owner serves it)."""
 
     def __init__(self, tenant: str, instance_id: str, node_id: str, epoch: int) -> None:
         super().__init__(
             f"{tenant}/{instance_id}: node {node_id} no longer holds its lease (epoch {epoch}); "
-            "another node owns it now"
+            "another node owns it now",
+            metadata={"instance_id": instance_id},
         )
         self.tenant = tenant
         self.instance_id = instance_id
