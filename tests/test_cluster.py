@@ -28,8 +28,6 @@ from zapgate.gateway.store.single_node import StoreInUse
 from zapgate.v1 import event_pb2, event_pb2_grpc, message_pb2
 from zapgate.v1 import instance_pb2 as pb
 
-pytestmark = pytest.mark.postgres
-
 S = pb.InstanceState
 R = pb.StateReason
 M = message_pb2.MessageState
