@@ -250,7 +250,15 @@ async def build_runtime(
         webhooks=webhooks,
         deliveries=deliveries,
         cluster=(
-            ClusterNode(config.cluster, leases, ownership, supervisor, dispatcher, on_health)
+            ClusterNode(
+                config.cluster,
+                leases,
+                ownership,
+                supervisor,
+                dispatcher,
+                # healthy only while the gateway's own loops are too
+                lambda healthy: on_health(healthy and supervision.healthy),
+            )
             if config.cluster is not None and ownership is not None
             else None
         ),
