@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.connections.backoff import Backoff
 from zapgate.gateway.connections.session_keeper import KeeperTimings
 from zapgate.gateway.events.log import Retention
@@ -71,6 +72,9 @@ class ServeConfig:
     log_format: str = "text"
     # Webhook deliveries: timeouts, retries, private addresses (gateway/webhooks).
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    # Cluster mode (PostgreSQL only): this node's id, address and lease settings; None: the
+    # only gateway on its store.
+    cluster: ClusterSettings | None = None
 
     @property
     def resolved_database_url(self) -> str:

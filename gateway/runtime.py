@@ -5,14 +5,18 @@ loops run under one Supervision."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from zapgate.gateway.cluster.node import ClusterNode
+from zapgate.gateway.cluster.ownership import Ownership
 from zapgate.gateway.config import ServeConfig
 from zapgate.gateway.connections.engines import Engines, instance_dir
 from zapgate.gateway.connections.master_key import load_keyring
@@ -37,9 +41,11 @@ from zapgate.gateway.store.chat_reads import ChatStore
 from zapgate.gateway.store.chat_retention import ChatRetention
 from zapgate.gateway.store.chat_settings import ChatSettingsRepository
 from zapgate.gateway.store.contacts import ContactRepository
+from zapgate.gateway.store.fencing import NO_FENCING, Fencing
 from zapgate.gateway.store.group_actions import GroupActionLog
 from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRepository
+from zapgate.gateway.store.leases import LeaseRepository
 from zapgate.gateway.store.messages import MessageRepository
 from zapgate.gateway.store.number_checks import NumberCheckCache
 from zapgate.gateway.store.snapshots import SnapshotRepository
@@ -54,6 +60,9 @@ from zapgate.sessions.pool import LostRun, PoolConfig, WorkerPool
 from zapgate.sessions.vault import Keyring
 
 log = logging.getLogger(__name__)
+
+# Cluster mode: how often subscribers look for events other nodes appended.
+OTHER_NODES_EVENTS_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -84,15 +93,27 @@ class Runtime:
     keyring: Keyring
     webhooks: WebhookRepository
     deliveries: WebhookDeliveries
+    cluster: ClusterNode | None = None  # cluster mode
 
     async def start(self) -> None:
-        """Workers up, then the loops, then every instance that should be connected."""
+        """Workers up, then the loops, then every instance that should be connected (in
+        cluster mode: those this node takes over, once it serves; see `join_cluster`)."""
         await self.pool.start()
         self.supervision.start("session keeper", self.keeper.run)
         self.supervision.start("event retention", self.events.run_retention)
         self.supervision.start("chat retention", self.chat_retention.run)
-        await self.supervisor.recover()
-        await self.dispatcher.recover()
+        if self.cluster is None:
+            await self.supervisor.recover()
+            await self.dispatcher.recover()
+        else:
+            self.supervision.start(
+                "events of other nodes",
+                lambda: self.events.wake_periodically(OTHER_NODES_EVENTS_SECONDS),
+            )
+            # A store left here by an earlier run may be older than what another node
+            # snapshotted since: sessions of a node come from the state store only.
+            instances_dir = self.config.resolved_runtime_dir / "instances"
+            await asyncio.to_thread(shutil.rmtree, instances_dir, True)
         self.supervision.start("dispatcher", self.dispatcher.run)
         await self.deliveries.start()
         log.info(
@@ -111,6 +132,8 @@ class Runtime:
         await self.deliveries.close()
         await self.dispatcher.stop()  # no new sends; in-flight ones finish
         await self.supervisor.shutdown()  # ends Connect streams; final snapshots
+        if self.cluster is not None:  # after the final writes, which need the leases
+            await self.cluster.stop()
         await self.pool.close()
         self.messages.close()
         self.instances.close()
@@ -121,6 +144,13 @@ async def build_runtime(
     config: ServeConfig, database: AsyncEngine, on_health: HealthHook
 ) -> Runtime:
     metrics = GatewayMetrics(database)
+    leases = LeaseRepository(database)
+    ownership = (
+        Ownership(leases, config.cluster.node_id, config.cluster.lease_ttl_seconds)
+        if config.cluster is not None
+        else None
+    )
+    fencing: Fencing = ownership if ownership is not None else NO_FENCING
     runtime_dir = config.resolved_runtime_dir
     prepare_runtime_dir(runtime_dir)
     instances_dir = runtime_dir / "instances"
@@ -131,7 +161,11 @@ async def build_runtime(
     messages = MessageRepository(database, MessageEvents(events))
     inbound = InboundRepository(database)
     keyring = load_keyring(
-        config.data_dir, config.master_key_file, config.previous_master_key_files, create=True
+        config.data_dir,
+        config.master_key_file,
+        config.previous_master_key_files,
+        # every node must open every snapshot: a cluster never generates a key of its own
+        create=config.cluster is None,
     )
     keeper = SessionKeeper(
         SnapshotRepository(database),
@@ -140,6 +174,7 @@ async def build_runtime(
             instance_dir(instances_dir, tenant, instance_id) / STORE_FILE_NAME
         ),
         config.keeper_timings,
+        fencing=fencing,
     )
 
     # The pool reports to the supervisor, which needs the pool: these two are called only
@@ -163,6 +198,7 @@ async def build_runtime(
         events,
         pause_rules=config.pause_rules,
         observer=metrics,
+        fencing=fencing,
     )
     contact_book = ContactBook(
         engines,
@@ -187,6 +223,7 @@ async def build_runtime(
         calls=CallDesk(instances, engines, dispatcher, events),
         history=HistoryImport(database, events, chat_settings),
         observer=metrics,
+        fencing=fencing,
     )
     supervision = Supervision(on_health)
     webhooks = WebhookRepository(database)
@@ -228,6 +265,19 @@ async def build_runtime(
         keyring=keyring,
         webhooks=webhooks,
         deliveries=deliveries,
+        cluster=(
+            ClusterNode(
+                config.cluster,
+                leases,
+                ownership,
+                supervisor,
+                dispatcher,
+                # healthy only while the gateway's own loops are too
+                lambda healthy: on_health(healthy and supervision.healthy),
+            )
+            if config.cluster is not None and ownership is not None
+            else None
+        ),
     )
 
 

@@ -120,7 +120,7 @@ class Gateway:
         prepare_data_dir(self.config.data_dir)
         database = await open_database(self.config.resolved_database_url)
         try:
-            self._claim = await claim_store(database)
+            self._claim = await claim_store(database, cluster=self.config.cluster is not None)
             runtime = await build_runtime(self.config, database, self._set_serving)
         except BaseException:
             if self._claim is not None:
@@ -148,6 +148,8 @@ class Gateway:
         self._server = server
         await self._set_serving(runtime.supervision.healthy)
         host = self.config.listen.rpartition(":")[0]
+        if runtime.cluster is not None:  # serving: now take instances over
+            await runtime.cluster.start(f"{host}:{self.port}")
         log.info("zapgate listening on %s:%d", host, self.port)
         if self.config.http_listen:
             app = http_app(handlers, console_files(), self.config.http_allowed_origins)

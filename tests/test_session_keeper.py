@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import FAST_KEEPER
 from zapgate.gateway.connections.session_keeper import SessionKeeper
 from zapgate.gateway.store.db import open_database
+from zapgate.gateway.store.fencing import FenceToken
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.snapshots import SnapshotRepository
 from zapgate.sessions.vault import Keyring, MasterKey, SealedSession
@@ -24,11 +25,17 @@ class FlakySnapshots(SnapshotRepository):
         self.failed = asyncio.Event()
         self.healed = False
 
-    async def save(self, tenant: str, instance_id: str, sealed: SealedSession) -> None:
+    async def save(
+        self,
+        tenant: str,
+        instance_id: str,
+        sealed: SealedSession,
+        fence: FenceToken | None = None,
+    ) -> None:
         if not self.healed:
             self.failed.set()
             raise OSError("the state store is unreachable")
-        await super().save(tenant, instance_id, sealed)
+        await super().save(tenant, instance_id, sealed, fence)
 
 
 def write_store(path: Path) -> None:

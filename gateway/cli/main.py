@@ -14,6 +14,13 @@ from zapgate.gateway.cli import instances as cli_instances
 from zapgate.gateway.cli import keys as cli_keys
 from zapgate.gateway.cli import vault as cli_vault
 from zapgate.gateway.cli import webhooks as cli_webhooks
+from zapgate.gateway.cluster.settings import (
+    DEFAULT_LEASE_TTL_SECONDS,
+    DEFAULT_MAX_INSTANCES,
+    MAX_INSTANCES_LIMIT,
+    ClusterSettings,
+    generated_node_id,
+)
 from zapgate.gateway.config import (
     DEFAULT_ENGINE_WORKERS,
     DEFAULT_GRACE_SECONDS,
@@ -26,6 +33,7 @@ from zapgate.gateway.config import (
     database_url_from_env,
 )
 from zapgate.gateway.connections.backoff import Backoff
+from zapgate.gateway.connections.master_key import ENV_KEY
 from zapgate.gateway.events.log import Retention
 from zapgate.gateway.ops.listen_errors import CannotListen
 from zapgate.gateway.ops.logs import LOG_FORMATS, configure_logging
@@ -73,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_http_flags(serve)
     add_engine_flags(serve)
+    add_cluster_flags(serve)
     serve.set_defaults(run=run_serve)
     cli_keys.add_commands(commands)
     cli_instances.add_commands(commands)
@@ -187,6 +196,61 @@ def add_engine_flags(serve: argparse.ArgumentParser) -> None:
         )
 
 
+def add_cluster_flags(serve: argparse.ArgumentParser) -> None:
+    cluster = serve.add_argument_group("cluster (several nodes on one PostgreSQL)")
+    cluster.add_argument(
+        "--cluster",
+        action="store_true",
+        default=os.environ.get("ZAPGATE_CLUSTER", "") not in ("", "0", "false"),
+        help="run as one node of several sharing the PostgreSQL database: instances are "
+        "owned through leases and taken over when a node dies (default $ZAPGATE_CLUSTER)",
+    )
+    cluster.add_argument(
+        "--node-id",
+        default=os.environ.get("ZAPGATE_NODE_ID") or None,
+        help="this node's name (default $ZAPGATE_NODE_ID, else <hostname>-<random>)",
+    )
+    cluster.add_argument(
+        "--node-address",
+        default=os.environ.get("ZAPGATE_NODE_ADDRESS", ""),
+        help="host:port other nodes and clients reach this node at (default "
+        "$ZAPGATE_NODE_ADDRESS, else the listen address)",
+    )
+    cluster.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=DEFAULT_LEASE_TTL_SECONDS,
+        help="seconds an instance's lease lasts unrenewed; a dead node's instances are "
+        "connected elsewhere within twice this (default %(default)s)",
+    )
+    cluster.add_argument(
+        "--max-instances",
+        type=int,
+        default=DEFAULT_MAX_INSTANCES,
+        help="instances this node owns at most (default %(default)s)",
+    )
+
+
+def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
+    if not args.cluster:
+        return None
+    if args.lease_ttl <= 0 or not 0 < args.max_instances <= MAX_INSTANCES_LIMIT:
+        raise SystemExit(
+            f"--lease-ttl must be positive and --max-instances between 1 and {MAX_INSTANCES_LIMIT}"
+        )
+    if not (args.master_key_file or os.environ.get(ENV_KEY)):
+        raise SystemExit(
+            "--cluster needs the master key every node shares: give it with "
+            f"--master-key-file or ${ENV_KEY} (a node never generates one of its own)"
+        )
+    return ClusterSettings(
+        node_id=args.node_id or generated_node_id(),
+        address=args.node_address,
+        lease_ttl_seconds=args.lease_ttl,
+        max_instances=args.max_instances,
+    )
+
+
 def add_webhook_flags(serve: argparse.ArgumentParser) -> None:
     defaults = WebhookSettings()
     webhooks = serve.add_argument_group("webhooks")
@@ -280,6 +344,7 @@ def run_serve(args: argparse.Namespace) -> int:
             args.reconnect_base_seconds, args.reconnect_cap_seconds, args.reconnect_stable_seconds
         ),
         webhooks=webhook_settings(args),
+        cluster=cluster_settings(args),
     )
     try:
         run_async(serve(config))

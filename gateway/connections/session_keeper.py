@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zapgate.gateway.ops.logs import instance_fields
+from zapgate.gateway.store.fencing import NO_FENCING, Fenced, Fencing
 from zapgate.gateway.store.snapshots import SnapshotRepository, StaleGeneration
 from zapgate.sessions.store_file import read_store, write_store
 from zapgate.sessions.vault import Keyring, SealedSession, Undecryptable, seal
@@ -56,8 +57,10 @@ class SessionKeeper:
         store_path_of: StorePathOf,
         timings: KeeperTimings | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        fencing: Fencing = NO_FENCING,
     ) -> None:
         self._snapshots = snapshots
+        self._fencing = fencing  # cluster mode: a snapshot is written under the lease only
         self.keyring = keyring
         self._store_path_of = store_path_of
         self.timings = timings or KeeperTimings()
@@ -116,9 +119,14 @@ class SessionKeeper:
             generation = (latest.generation if latest else 0) + 1
             sealed = await asyncio.to_thread(seal, self.keyring.current, owner, generation, image)
             try:
-                await self._snapshots.save(tenant, instance_id, sealed)
+                fence = self._fencing.token(tenant, instance_id)
+                await self._snapshots.save(tenant, instance_id, sealed, fence)
             except StaleGeneration:
                 continue
+            except Fenced:
+                self.unwatch(tenant, instance_id)
+                self._fencing.lost(tenant, instance_id)
+                raise
             watched.verdict = (generation, "")  # sealed under the current key just now
             fields = instance_fields(tenant, instance_id)
             log.debug(
@@ -225,6 +233,9 @@ class SessionKeeper:
             await self.snapshot(tenant, instance_id)
         except Undecryptable as error:
             refusal = str(error)
+        except Fenced as fenced:  # another node owns it now: its snapshots are the truth
+            log.warning("snapshot refused: %s", fenced, extra=fields)
+            return
         except Exception:
             log.exception("snapshot of %s/%s failed", tenant, instance_id, extra=fields)
             return

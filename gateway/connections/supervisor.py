@@ -45,6 +45,7 @@ from zapgate.gateway.events.presence import (
 )
 from zapgate.gateway.ops.logs import about_instance, instance_fields
 from zapgate.gateway.rpc.errors import InstanceBanned, InstanceNotPaired, Unavailable
+from zapgate.gateway.store.fencing import NO_FENCING, Fenced, Fencing
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.tasks import TaskSet
 from zapgate.sessions import events as ev
@@ -129,6 +130,7 @@ class Supervisor:
         calls: Calls,
         history: HistoryImport,
         observer: TransitionObserver | None = None,
+        fencing: Fencing = NO_FENCING,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         micros: MicrosClock = system_micros,
@@ -139,6 +141,7 @@ class Supervisor:
         self._history = history
         self._events = events
         self._observer = observer or NoTransitionObserver()
+        self._fencing = fencing  # cluster mode: owner-only writes check the lease
         self._instances = instances
         self._pool = pool
         self._keeper = keeper
@@ -170,16 +173,46 @@ class Supervisor:
         )
         self._events.committed()
         for record in await self._instances.list_wanting_connection():
-            live = self._live(record.tenant, record.id)
-            with about_instance(record.tenant, record.id):  # for the task and timer's logs
-                if record.state == S.INSTANCE_STATE_BANNED:
-                    delay = max(0.0, (record.ban_expire_us - self._micros()) / 1e6)
-                    self._schedule(live, delay)
-                else:
-                    self._tasks.spawn(self._start(live, R.STATE_REASON_RECONNECTING))
+            self._resume(record)
+
+    def _resume(self, record: InstanceRecord) -> None:
+        """Reconnects an instance that should be connected (its ban re-armed)."""
+        live = self._live(record.tenant, record.id)
+        with about_instance(record.tenant, record.id):  # for the task and timer's logs
+            if record.state == S.INSTANCE_STATE_BANNED:
+                delay = max(0.0, (record.ban_expire_us - self._micros()) / 1e6)
+                self._schedule(live, delay)
+            else:
+                self._tasks.spawn(self._start(live, R.STATE_REASON_RECONNECTING))
+
+    # ---- cluster mode: the node acquired or lost an instance's lease -------------------
+
+    async def adopt(self, tenant: str, instance_id: str) -> None:
+        """This node now owns the instance: reconnect it if it should be connected, from
+        its encrypted snapshot (the node's runtime dir holds no store of it)."""
+        record = await self._instances.get(tenant, instance_id)
+        if record is not None and record.want_connected and not self._closing:
+            self._resume(record)
+
+    async def release(self, tenant: str, instance_id: str) -> None:
+        """This node lost the instance's lease: stop its connection at once, without
+        writing anything (the new owner does), and drop its local store, so a later
+        adoption restores the new owner's snapshot instead of this stale copy."""
+        live = self._lives.pop(f"{tenant}/{instance_id}", None)
+        self._keeper.unwatch(tenant, instance_id)
+        if live is not None:
+            async with live.lock:
+                await self._halt(live)
+        await asyncio.to_thread(shutil.rmtree, self.runtime_dir_of(tenant, instance_id), True)
+        if live is not None and live.watchers:
+            # Connect streams here end (last: the store may be what this node lost).
+            record = await self._instances.get(tenant, instance_id)
+            if record is not None:
+                live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
 
     async def connect(self, tenant: str, instance_id: str, phone: str) -> AsyncIterator[Update]:
         record = await self._instances.require(tenant, instance_id)
+        await self._fencing.ensure_owner(tenant, instance_id)
         live = self._live(tenant, instance_id)
         if record.state == S.INSTANCE_STATE_CONNECTED and live.run_id:
             yield FinalUpdate(pb.CONNECT_OUTCOME_CONNECTED, record)
@@ -207,6 +240,7 @@ class Supervisor:
 
     async def logout(self, tenant: str, instance_id: str) -> InstanceRecord:
         record = await self._instances.require(tenant, instance_id)
+        await self._fencing.ensure_owner(tenant, instance_id)
         live = self._live(tenant, instance_id)
         async with live.lock:
             await self._halt(live, logout=True)
@@ -230,6 +264,7 @@ class Supervisor:
         Only for a paired instance outside a ban; decided under the instance's lock, so a
         concurrent logout, drop or ban is either before it or after it."""
         await self._instances.require(tenant, instance_id)
+        await self._fencing.ensure_owner(tenant, instance_id)
         live = self._live(tenant, instance_id)
         async with live.lock:
             if self._closing:
@@ -257,6 +292,7 @@ class Supervisor:
 
     async def forget(self, record: InstanceRecord) -> None:
         """Before a delete: unlink the device, stop the connection, wipe the session."""
+        await self._fencing.ensure_owner(record.tenant, record.id)
         live = self._lives.pop(record.key, None)
         if live is not None:
             async with live.lock:
@@ -277,9 +313,12 @@ class Supervisor:
             if live.run_id:
                 async with live.lock:
                     await self._halt(live)
-                    record = await self._set_state(
-                        live, S.INSTANCE_STATE_DISCONNECTED, R.STATE_REASON_SHUTDOWN, ""
-                    )
+                    try:
+                        record = await self._set_state(
+                            live, S.INSTANCE_STATE_DISCONNECTED, R.STATE_REASON_SHUTDOWN, ""
+                        )
+                    except Fenced:  # cluster mode: another node owns it now; it says
+                        continue
                 live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
         await self._tasks.cancel()
         await self._keeper.snapshot_all()  # engines are stopped: the stores are final
@@ -297,7 +336,10 @@ class Supervisor:
             if live.run_id != run_id:  # decided under the lock: the run may just have ended
                 log.debug("ignoring %s of an earlier run of %s", type(event).__name__, event.key)
                 return
-            await self._handle(live, event)
+            try:
+                await self._handle(live, event)
+            except Fenced as fenced:  # the node drops the instance (Fencing.lost)
+                log.warning("%s", fenced)
 
     async def on_worker_lost(self, lost: LostRun) -> None:
         """A worker died with this run on it: reconnect on the restarted worker, unless the
@@ -315,12 +357,15 @@ class Supervisor:
             if live.run_id != lost.run_id:
                 return
             live.run_id = 0
-            await self._set_state(
-                live,
-                S.INSTANCE_STATE_CONNECTING,
-                R.STATE_REASON_WORKER_CRASHED,
-                "engine worker died",
-            )
+            try:
+                await self._set_state(
+                    live,
+                    S.INSTANCE_STATE_CONNECTING,
+                    R.STATE_REASON_WORKER_CRASHED,
+                    "engine worker died",
+                )
+            except Fenced:  # cluster mode: the node drops the instance
+                return
             self._schedule(live, self._backoff.delay(0, self._rng))
 
     async def _handle(self, live: Live, event: ev.EngineEvent) -> None:
@@ -481,11 +526,16 @@ class Supervisor:
 
     async def _start(self, live: Live, reason: int) -> None:
         async with live.lock:
-            await self._start_locked(live, reason)
+            try:
+                await self._start_locked(live, reason)
+            except Fenced as fenced:  # the node drops the instance (Fencing.lost)
+                log.warning("%s", fenced)
 
     async def _start_locked(self, live: Live, reason: int) -> None:
         """Starts an engine run (under the instance's lock), unless one is running."""
         if live.run_id or self._closing:
+            return
+        if self._lives.get(live.key) is not live:  # released (cluster) or forgotten meanwhile
             return
         record = await self._instances.require(live.tenant, live.instance_id)
         if not record.jid and not live.watchers and reason == R.STATE_REASON_RECONNECTING:
@@ -621,9 +671,8 @@ class Supervisor:
     ) -> InstanceRecord:
         """Persists a transition with its event, in one transaction, then tells everyone."""
         detail = detail[:500]
-        record = await self._instances.update(
-            live.tenant,
-            live.instance_id,
+        record = await self._fenced_update(
+            live,
             {"state": state, "state_reason": reason, "state_detail": detail, **changes},
             events=[self._state_row(live.tenant, live.instance_id, state, reason, detail)],
         )
@@ -651,7 +700,20 @@ class Supervisor:
         return self._events.row(tenant, instance_id, changed)
 
     async def _save(self, live: Live, **changes: Any) -> None:
-        await self._instances.update(live.tenant, live.instance_id, changes)
+        await self._fenced_update(live, changes)
+
+    async def _fenced_update(
+        self, live: Live, changes: dict[str, Any], events: list[dict[str, Any]] | None = None
+    ) -> InstanceRecord:
+        """An owner-only write: in cluster mode it commits only under this node's lease."""
+        try:
+            fence = self._fencing.token(live.tenant, live.instance_id)
+            return await self._instances.update(
+                live.tenant, live.instance_id, changes, events=events or (), fence=fence
+            )
+        except Fenced:
+            self._fencing.lost(live.tenant, live.instance_id)
+            raise
 
     async def _wipe(self, record: InstanceRecord) -> None:
         path = self.runtime_dir_of(record.tenant, record.id)

@@ -109,6 +109,13 @@ class EventLog:
         self.closed = True
         self._wake_subscribers()
 
+    async def wake_periodically(self, seconds: float) -> None:
+        """Cluster mode: other nodes append to the same log, and their appends wake nobody
+        here; subscribers look again at this pace."""
+        while True:
+            await asyncio.sleep(seconds)
+            self._wake_subscribers()
+
     def signal(self) -> asyncio.Event:
         """Set on the next append. Take it before reading, so no append is missed."""
         return self._appended

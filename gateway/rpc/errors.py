@@ -301,3 +301,18 @@ def _pack(
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
+
+
+class InstanceOnAnotherNode(Unavailable):
+    """Cluster mode: another node owns the instance, and calls are not forwarded yet."""
+
+    def __init__(self, instance_id: str, owner_node: str, owner_address: str) -> None:
+        super().__init__(
+            f"instance {instance_id!r} is served by node {owner_node} ({owner_address}): "
+            "call that node",
+            metadata={
+                "instance_id": instance_id,
+                "owner_node": owner_node,
+                "owner_address": owner_address,
+            },
+        )

@@ -27,6 +27,7 @@ from zapgate.gateway.ops.logs import about_instance_key
 from zapgate.gateway.rpc.errors import InstanceNotFound
 from zapgate.gateway.sending.templates import render
 from zapgate.gateway.sending.wakeup import Wakeup
+from zapgate.gateway.store.fencing import NO_FENCING, Fenced, Fencing
 from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
@@ -108,8 +109,10 @@ class Dispatcher:
         rng: random.Random | None = None,
         pause_rules: PauseRules | None = None,
         observer: DispatchObserver | None = None,
+        fencing: Fencing = NO_FENCING,
     ) -> None:
         self._events = events
+        self._fencing = fencing  # cluster mode: the hand-off commits under the lease only
         self._messages = messages
         self._instances = instances
         self._inbound = inbound
@@ -131,6 +134,20 @@ class Dispatcher:
         for message in await self._messages.recover():
             await self._schedule(message)
 
+    async def adopt(self, tenant: str, instance_id: str) -> None:
+        """Cluster mode: this node took the instance over. What its previous owner was
+        handing to WhatsApp becomes DELIVERY_UNKNOWN; its queue is scheduled here."""
+        fence = self._fencing.token(tenant, instance_id)
+        for message in await self._messages.recover((tenant, instance_id), fence):
+            await self._schedule(message)
+
+    def release(self, tenant: str, instance_id: str) -> None:
+        """Cluster mode: this node lost the instance; its new owner sends its queue."""
+        key = f"{tenant}/{instance_id}"
+        self.scheduler.forget(key)
+        self._configured.discard(key)
+        self._known.pop(key, None)
+
     async def stop(self) -> None:
         """After `run` was cancelled: lets in-flight sends finish, saves the counters."""
         await self._tasks.wait()
@@ -139,7 +156,9 @@ class Dispatcher:
     # ---- accepting ----------------------------------------------------------------------
 
     async def accept(self, message: MessageRecord) -> tuple[MessageRecord, bool]:
-        """Commits the message, then queues it: accepted means durable."""
+        """Commits the message, then queues it: accepted means durable. In cluster mode
+        only on the instance's owner node (the queue lives there)."""
+        await self._fencing.ensure_owner(message.tenant, message.instance_id, claim=False)
         stored, created = await self._messages.create(message)  # with its QUEUED event
         if created:
             self._observer.message_entered(stored.state)
@@ -255,6 +274,7 @@ class Dispatcher:
     async def pause(self, tenant: str, instance_id: str, reason: str) -> InstanceRecord:
         """Pauses sending, by hand or automatically (every automatic pause comes here): the
         reason is persisted with its event, so it outlives a restart until resumed."""
+        await self._fencing.refuse_other_owner(tenant, instance_id)  # its scheduler is there
         await self._configure(tenant, instance_id)
         self.scheduler.pause(f"{tenant}/{instance_id}", reason)
         log.warning("sending paused on %s/%s: %s", tenant, instance_id, reason)
@@ -264,6 +284,7 @@ class Dispatcher:
         )
 
     async def resume(self, tenant: str, instance_id: str) -> InstanceRecord:
+        await self._fencing.refuse_other_owner(tenant, instance_id)
         await self._configure(tenant, instance_id)
         self.scheduler.resume(f"{tenant}/{instance_id}")
         log.info("sending resumed on %s/%s", tenant, instance_id)
@@ -375,13 +396,19 @@ class Dispatcher:
             content = self._content(message)
             if release.typing_seconds > 0:  # still QUEUED: a crash now loses nothing
                 await self._show_typing(message, release.typing_seconds)
-            sending = await self._transition(
-                tenant,
-                instance_id,
-                message.id,
-                M.MESSAGE_STATE_SENDING,
-                from_states=[M.MESSAGE_STATE_QUEUED],
-            )
+            try:
+                sending = await self._transition(
+                    tenant,
+                    instance_id,
+                    message.id,
+                    M.MESSAGE_STATE_SENDING,
+                    from_states=[M.MESSAGE_STATE_QUEUED],
+                    fence=self._fencing.token(tenant, instance_id),
+                )
+            except Fenced as fenced:  # another node owns it now: it stays QUEUED for it
+                log.warning("%s not handed over: %s", message.id, fenced)
+                self._fencing.lost(tenant, instance_id)
+                return
             if sending is None:  # cancelled during the typing pause
                 return
             # Saved now, with the message in flight: a crash from here on counts it as
@@ -557,9 +584,16 @@ class Dispatcher:
             tenant, _, instance_id = key.partition("/")
             state = self.scheduler.export_state(key)
             try:
-                await self._instances.update(tenant, instance_id, {"scheduler_state": state})
+                fence = self._fencing.token(tenant, instance_id)
+                await self._instances.update(
+                    tenant, instance_id, {"scheduler_state": state}, fence=fence
+                )
             except InstanceNotFound:  # deleted meanwhile: nothing left to save
                 self.scheduler.mark_saved(key)
+                continue
+            except Fenced:  # cluster mode: another node owns it, its counters are its own
+                self.scheduler.mark_saved(key)
+                self._fencing.lost(tenant, instance_id)
                 continue
             except Exception:
                 log.warning("counters of %s not saved; retrying later", key, exc_info=True)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.rpc.errors import InstanceAlreadyExists, InstanceNotFound
 from zapgate.gateway.store.event_append import append_events
+from zapgate.gateway.store.fencing import FenceToken, hold_fence
 from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.instance_writers import (
     InstanceUpdate,
@@ -203,9 +204,11 @@ class InstanceRepository:
         changes: Mapping[str, Any],
         *,
         events: Sequence[dict[str, Any]] = (),
+        fence: FenceToken | None = None,
     ) -> InstanceRecord:
         """Changes the named fields; `events` (rows of the event log) commit with them.
-        Concurrent updates (of any instances) share one transaction: see `_write_updates`."""
+        Concurrent updates (of any instances) share one transaction: see `_write_updates`.
+        With a `fence` (cluster mode), alone and only under that lease (raises Fenced)."""
         unknown = set(changes) - {*MUTABLE_FIELDS, *CONNECTION_FIELDS}
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -213,12 +216,38 @@ class InstanceRepository:
         values = {**changes, "update_time_us": now}
         if "state" in changes:
             values.setdefault("state_change_time_us", now)
+        if fence is not None:
+            return await self._update_fenced(tenant, instance_id, values, events, fence)
         result = await self._updates.submit(
             InstanceUpdate(tenant, instance_id, values, list(events))
         )
         if isinstance(result, Exception):
             raise result
         return result
+
+    async def _update_fenced(
+        self,
+        tenant: str,
+        instance_id: str,
+        values: dict[str, Any],
+        events: Sequence[dict[str, Any]],
+        fence: FenceToken,
+    ) -> InstanceRecord:
+        """One update in a transaction that first holds the lease (cluster mode): not
+        batched, as each instance's fence is checked in its own transaction."""
+        async with self._engine.begin() as conn:
+            await hold_fence(conn, tenant, instance_id, fence)
+            result = await conn.execute(
+                sa.update(instances)
+                .where(_key(tenant, instance_id))
+                .values(**values)
+                .returning(*instances.c)
+            )
+            row = result.mappings().first()
+            if row is None:
+                raise InstanceNotFound(instance_id)
+            await append_events(conn, list(events))
+        return _record(row)
 
     async def _write_updates(self, batch: list[InstanceUpdate]) -> list[InstanceRecord | Exception]:
         """Group commit of instance updates (gateway/store/group_commit.py): every change of

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.chat_outbound import mirror_in
 from zapgate.gateway.store.event_append import append_events
+from zapgate.gateway.store.fencing import FenceToken, hold_fence
 from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.outbox_writers import INTEGRITY_ERRORS, Companions, outbox_writer
 from zapgate.gateway.store.schema import events, messages
@@ -189,11 +190,13 @@ class MessageRepository:
         to_state: int,
         *,
         from_states: Sequence[int],
+        fence: FenceToken | None = None,
         **changes: Any,
     ) -> MessageRecord | None:
         """Moves a message to `to_state` only if it is in one of `from_states` (so a late
         receipt never moves READ back to DELIVERED, and a cancel never hits a sent one), with
-        its event. Returns the moved message, or None."""
+        its event. Returns the moved message, or None. With a `fence` (cluster mode: the
+        hand-off to the engine), only under that lease (raises Fenced)."""
         values = {"state": to_state, "update_time_us": self._clock(), **changes}
         condition = sa.and_(
             messages.c.tenant == tenant,
@@ -201,7 +204,7 @@ class MessageRepository:
             messages.c.id == message_id,
             messages.c.state.in_(list(from_states)),
         )
-        moved = await self._move(condition, values)
+        moved = await self._move(condition, values, (tenant, instance_id, fence))
         return moved[0] if moved else None
 
     async def advance_by_whatsapp_ids(
@@ -234,9 +237,14 @@ class MessageRepository:
         return [(left[message.id], message) for message in moved]
 
     async def _move(
-        self, condition: sa.ColumnElement[bool], values: dict[str, Any]
+        self,
+        condition: sa.ColumnElement[bool],
+        values: dict[str, Any],
+        fenced_by: tuple[str, str, FenceToken | None] | None = None,
     ) -> list[MessageRecord]:
         async with self._engine.begin() as conn:
+            if fenced_by is not None:
+                await hold_fence(conn, *fenced_by)
             moved = await self._move_in(conn, condition, values)
         if moved:
             self._journal.committed()
@@ -259,26 +267,33 @@ class MessageRepository:
         await append_events(conn, [self._journal.row(m, receipt_from) for m in moved])
         return moved
 
-    async def recover(self) -> list[MessageRecord]:
+    async def recover(
+        self, instance: tuple[str, str] | None = None, fence: FenceToken | None = None
+    ) -> list[MessageRecord]:
         """At start: a message that was SENDING when the process died had been handed to the
         engine (it stays QUEUED until then), so it may or may not have reached WhatsApp: it
         becomes DELIVERY_UNKNOWN, with its event, and is never sent again. Returns the QUEUED
-        ones, in enqueue order, for the scheduler."""
+        ones, in enqueue order, for the scheduler. In cluster mode a node does this for one
+        `instance` (tenant, id) as it takes it over, under its `fence`."""
+        scope: sa.ColumnElement[bool] = sa.true()
+        if instance is not None:
+            scope = sa.and_(messages.c.tenant == instance[0], messages.c.instance_id == instance[1])
         await self._move(
-            messages.c.state == M.MESSAGE_STATE_SENDING,
+            scope & (messages.c.state == M.MESSAGE_STATE_SENDING),
             {
                 "state": M.MESSAGE_STATE_DELIVERY_UNKNOWN,
                 "update_time_us": self._clock(),
                 "failure_reason": GATEWAY_STOPPED,
                 "failure_detail": "the gateway stopped while handing it to WhatsApp",
             },
+            None if instance is None else (*instance, fence),
         )
         async with self._engine.connect() as conn:
             rows = (
                 (
                     await conn.execute(
                         sa.select(*[c for c in messages.c if c.name != "media"])
-                        .where(messages.c.state == M.MESSAGE_STATE_QUEUED)
+                        .where(scope, messages.c.state == M.MESSAGE_STATE_QUEUED)
                         .order_by(messages.c.seq)
                     )
                 )

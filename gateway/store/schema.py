@@ -329,3 +329,28 @@ chat_settings = sa.Table(
     sa.Column("history_messages_per_chat", sa.Integer, nullable=False),
     sa.Column("retention_days", sa.Integer, nullable=False),
 )
+
+# Several nodes on one PostgreSQL (gateway/cluster): the nodes, heartbeating...
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("address", sa.String(300), nullable=False),  # host:port other nodes may call
+    sa.Column("max_instances", sa.Integer, nullable=False),
+    sa.Column("start_time_us", sa.BigInteger, nullable=False),
+    sa.Column("heartbeat_us", sa.BigInteger, nullable=False),  # the database's clock
+)
+
+# ...and which node owns each instance: one lease per instance, its epoch raised on every
+# acquisition; owner-only writes check it (gateway/store/fencing.py). Expiry times are the
+# database's clock, so nodes' clocks never have to agree.
+instance_leases = sa.Table(
+    "instance_leases",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("owner_node", sa.String(64), nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("expire_us", sa.BigInteger, nullable=False),
+    sa.Index("instance_leases_by_owner", "owner_node", "expire_us"),
+)

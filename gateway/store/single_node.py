@@ -6,7 +6,11 @@ leases, the second gateway refuses to start, with a message that names the first
 SQLite: an exclusive `flock` on `<database>.node-lock` (the kernel drops it when the process
 dies, even by kill -9; engine workers are exec'd, so they never inherit it). PostgreSQL: a
 session advisory lock on a connection of its own (outside the store's pool, which closes
-first on the way out) that the gateway keeps open for its lifetime (dropped with it)."""
+first on the way out) that the gateway keeps open for its lifetime (dropped with it).
+
+Cluster mode (`serve --cluster`, PostgreSQL only) shares the database between nodes, which
+own instances through leases (gateway/cluster): each node takes the same advisory lock in
+shared mode, so nodes run together, while a single-node gateway and a cluster never do."""
 
 from __future__ import annotations
 
@@ -27,6 +31,10 @@ class StoreInUse(Exception):
     """Another gateway serves this state store."""
 
 
+class ClusterNeedsPostgres(StoreInUse):
+    """`--cluster` on SQLite."""
+
+
 class StoreClaim:
     """Held while the gateway runs; `release` when it stops."""
 
@@ -45,9 +53,15 @@ class StoreClaim:
             self._connection = None
 
 
-async def claim_store(engine: AsyncEngine) -> StoreClaim:
-    """The store for this gateway alone, or StoreInUse."""
+async def claim_store(engine: AsyncEngine, *, cluster: bool = False) -> StoreClaim:
+    """The store for this gateway alone (or, with `cluster`, for cluster nodes only), or
+    StoreInUse."""
     url = engine.url
+    if cluster and url.get_backend_name() != "postgresql":
+        raise ClusterNeedsPostgres(
+            "--cluster needs PostgreSQL (--database-url postgresql://...): nodes share "
+            "instances through leases in it; SQLite serves one gateway only"
+        )
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database in ("", ":memory:") or database.startswith("file:"):
@@ -56,7 +70,8 @@ async def claim_store(engine: AsyncEngine) -> StoreClaim:
     own = create_async_engine(url, poolclass=NullPool)
     connection = await own.connect()
     try:
-        query = sa.text("SELECT pg_try_advisory_lock(:key)")
+        lock = "pg_try_advisory_lock_shared" if cluster else "pg_try_advisory_lock"
+        query = sa.text(f"SELECT {lock}(:key)")
         got = (await connection.execute(query, {"key": POSTGRES_LOCK_KEY})).scalar_one()
         await connection.commit()
     except BaseException:
@@ -64,10 +79,16 @@ async def claim_store(engine: AsyncEngine) -> StoreClaim:
         raise
     if not got:
         await StoreClaim(connection=connection).release()
+        if cluster:
+            raise StoreInUse(
+                f"a single-node zapgate serve already uses this PostgreSQL database "
+                f"({url.render_as_string(hide_password=True)}): stop it, then start every "
+                "gateway on it with --cluster"
+            )
         raise StoreInUse(
             f"another zapgate serve already uses this PostgreSQL database "
-            f"({url.render_as_string(hide_password=True)}): one gateway per database, as "
-            "several nodes on one database are not supported yet; stop the other one first"
+            f"({url.render_as_string(hide_password=True)}): one gateway per database, unless "
+            "every gateway on it runs with --cluster; stop the other one first"
         )
     return StoreClaim(connection=connection)
 

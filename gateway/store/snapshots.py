@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.fencing import FenceToken, hold_fence
 from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.schema import instances, session_snapshots
 from zapgate.sessions.vault import SealedSession
@@ -36,10 +37,18 @@ class SnapshotRepository:
             found = {(row["tenant"], row["id"]): _sealed(row) for row in result.mappings()}
         return [found.get(key) for key in keys]
 
-    async def save(self, tenant: str, instance_id: str, sealed: SealedSession) -> None:
+    async def save(
+        self,
+        tenant: str,
+        instance_id: str,
+        sealed: SealedSession,
+        fence: FenceToken | None = None,
+    ) -> None:
         """Stores `sealed` as the newest snapshot; its generation must be the instance's
-        current generation + 1 (both change in one transaction)."""
+        current generation + 1 (both change in one transaction). With a `fence` (cluster
+        mode), only under that lease (raises Fenced)."""
         async with self._engine.begin() as conn:
+            await hold_fence(conn, tenant, instance_id, fence)
             bumped = await conn.execute(
                 sa.update(instances)
                 .where(

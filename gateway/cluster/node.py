@@ -1,0 +1,97 @@
+"""This gateway as one node of a cluster: announces itself, keeps its leases (renewal.py),
+takes over instances nobody holds (takeover.py), and applies acquisitions and losses to the
+supervisor and the dispatcher. Its loops run under a Supervision of their own, stopped
+after the supervisor's final writes (which need the leases) and before the node leaves."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from zapgate.gateway.cluster.ownership import Ownership
+from zapgate.gateway.cluster.renewal import Renewal
+from zapgate.gateway.cluster.settings import ClusterSettings
+from zapgate.gateway.cluster.takeover import Takeover
+from zapgate.gateway.connections.supervisor import Supervisor
+from zapgate.gateway.sending.dispatcher import Dispatcher
+from zapgate.gateway.store.leases import InstanceKey, LeaseRepository
+from zapgate.gateway.supervision import HealthHook, Supervision
+
+log = logging.getLogger(__name__)
+
+
+class ClusterNode:
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        leases: LeaseRepository,
+        ownership: Ownership,
+        supervisor: Supervisor,
+        dispatcher: Dispatcher,
+        on_health: HealthHook | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._leases = leases
+        self.ownership = ownership
+        self._supervisor = supervisor
+        self._dispatcher = dispatcher
+        self.renewal = Renewal(settings, leases, ownership, monotonic)
+        self.takeover = Takeover(settings, leases, ownership, rng)
+        self.supervision = Supervision(on_health)
+
+    @property
+    def node_id(self) -> str:
+        return self.settings.node_id
+
+    async def start(self, address: str) -> None:
+        await self._leases.register(
+            self.node_id, self.settings.address or address, self.settings.max_instances
+        )
+        self.renewal.registered()
+        log.info(
+            "cluster node %s (lease TTL %.1fs, at most %d instances)",
+            self.node_id,
+            self.settings.lease_ttl_seconds,
+            self.settings.max_instances,
+        )
+        self.supervision.start("ownership changes", self._apply_changes)
+        self.supervision.start("lease renewal", self.renewal.forever)
+        self.supervision.start("takeover", self.takeover.forever)
+
+    async def stop(self) -> None:
+        """After the supervisor's shutdown: the loops end, the leases expire at once so
+        other nodes take the instances over without waiting for a TTL."""
+        await self.supervision.stop()
+        try:
+            await self._leases.leave(self.node_id)
+        except Exception:  # they expire by themselves within a TTL
+            log.exception("could not release this node's leases")
+
+    async def _apply_changes(self) -> None:
+        while True:
+            change = await self.ownership.changes.get()
+            try:
+                if change.acquired:
+                    await self._adopt(change.key)
+                else:
+                    await self._release(change.key)
+            except Exception:  # one instance never stops the others' changes
+                log.exception("applying the ownership change of %s/%s failed", *change.key)
+
+    async def _adopt(self, key: InstanceKey) -> None:
+        if key not in self.ownership:
+            return  # lost again meanwhile
+        await self._dispatcher.adopt(*key)
+        await self._supervisor.adopt(*key)
+
+    async def _release(self, key: InstanceKey) -> None:
+        await self._supervisor.release(*key)
+        self._dispatcher.release(*key)
+        try:
+            await self._leases.release(self.node_id, [key])
+        except Exception:  # it expires by itself
+            log.warning("could not release the lease of %s/%s", *key)

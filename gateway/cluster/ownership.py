@@ -1,0 +1,101 @@
+"""Which instances this node holds, at which fencing epoch: the node's answer to every
+owner-only writer (store/fencing.py `Fencing`). Acquisitions and losses are queued as
+changes; the node (cluster/node.py) applies them to the supervisor and the dispatcher, so
+neither has to know the other or the node."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from zapgate.gateway.rpc.errors import InstanceNotRunning, InstanceOnAnotherNode
+from zapgate.gateway.store.fencing import Fenced, FenceToken
+from zapgate.gateway.store.leases import InstanceKey, LeaseRepository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Change:
+    key: InstanceKey
+    acquired: bool  # True: adopt it; False: drop it
+
+
+class Ownership:
+    def __init__(self, leases: LeaseRepository, node_id: str, ttl_seconds: float) -> None:
+        self._leases = leases
+        self.node_id = node_id
+        self._ttl = ttl_seconds
+        self._held: dict[InstanceKey, int] = {}
+        self.changes: asyncio.Queue[Change] = asyncio.Queue()
+
+    def held(self) -> dict[InstanceKey, int]:
+        return dict(self._held)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __contains__(self, key: InstanceKey) -> bool:
+        return key in self._held
+
+    # ---- Fencing ------------------------------------------------------------------------
+
+    def token(self, tenant: str, instance_id: str) -> FenceToken | None:
+        epoch = self._held.get((tenant, instance_id))
+        if epoch is None:
+            raise Fenced(tenant, instance_id, self.node_id, 0)
+        return FenceToken(self.node_id, epoch)
+
+    def lost(self, tenant: str, instance_id: str) -> None:
+        self.drop((tenant, instance_id), "a write was fenced")
+
+    async def ensure_owner(self, tenant: str, instance_id: str, *, claim: bool = True) -> None:
+        key = (tenant, instance_id)
+        if key in self._held:
+            return
+        if claim and await self.acquire(key):
+            return
+        owner = await self._leases.owner_of(tenant, instance_id)
+        if owner is not None and owner.node_id != self.node_id:
+            raise InstanceOnAnotherNode(instance_id, owner.node_id, owner.address)
+        raise InstanceNotRunning(
+            f"instance {instance_id!r} is served by no node yet: call Connect on any node",
+            metadata={"instance_id": instance_id},
+        )
+
+    async def refuse_other_owner(self, tenant: str, instance_id: str) -> None:
+        if (tenant, instance_id) in self._held:
+            return
+        owner = await self._leases.owner_of(tenant, instance_id)
+        if owner is not None and owner.node_id != self.node_id:
+            raise InstanceOnAnotherNode(instance_id, owner.node_id, owner.address)
+
+    # ---- acquiring and losing ------------------------------------------------------------
+
+    async def acquire(self, key: InstanceKey) -> bool:
+        """Takes the instance's lease if nobody holds it; the node then adopts it."""
+        epoch = await self._leases.acquire(*key, self.node_id, self._ttl)
+        if epoch is None:
+            return False
+        self._held[key] = epoch
+        log.info("acquired %s/%s (epoch %d)", *key, epoch)
+        self.changes.put_nowait(Change(key, acquired=True))
+        return True
+
+    def drop(self, key: InstanceKey, why: str) -> None:
+        if self._held.pop(key, None) is None:
+            return
+        log.warning("lost the lease of %s/%s (%s): stopping its connection", *key, why)
+        self.changes.put_nowait(Change(key, acquired=False))
+
+    def renewed(self, before: dict[InstanceKey, int], still: dict[InstanceKey, int]) -> None:
+        """After a renewal that started when `before` was held: whatever it did not renew
+        at the same epoch is lost (acquired since then: not judged by it)."""
+        for key, epoch in before.items():
+            if still.get(key) != epoch and self._held.get(key) == epoch:
+                self.drop(key, "its renewal found it expired or taken")
+
+    def drop_all(self, why: str) -> None:
+        for key in list(self._held):
+            self.drop(key, why)

@@ -1,0 +1,72 @@
+"""Takes over instances nobody holds (their node died, paused or left, or they never had
+one) while this node is among the least loaded: at most its fair share of them per look,
+never beyond its maximum. Claims are atomic in the database, so two nodes looking at once
+never both win an instance."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+
+from zapgate.gateway.cluster.ownership import Ownership
+from zapgate.gateway.cluster.settings import ClusterSettings
+from zapgate.gateway.store.leases import LeaseRepository, NodeLoad
+
+log = logging.getLogger(__name__)
+
+# A node is live while its heartbeat (every TTL/3) is younger than this share of the TTL: a
+# dead node stops counting before its leases expire, so nobody waits for it to claim them.
+LIVE_HEARTBEAT_SHARE = 2 / 3
+
+
+class Takeover:
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        leases: LeaseRepository,
+        ownership: Ownership,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._leases = leases
+        self._ownership = ownership
+        self._rng = rng or random.Random()  # noqa: S311 (spreading claims, not crypto)
+
+    async def forever(self) -> None:
+        while True:
+            await self.once()
+            await asyncio.sleep(self._settings.takeover_seconds)
+
+    async def once(self) -> int:
+        """One look; returns how many instances this node acquired."""
+        room = self._settings.max_instances - len(self._ownership)
+        if room <= 0:
+            return 0
+        candidates = await self._leases.claimable(limit=room)
+        if not candidates:
+            return 0
+        live_within = self._settings.lease_ttl_seconds * LIVE_HEARTBEAT_SHARE
+        share = self.fair_share(await self._leases.loads(live_within), len(candidates))
+        self._rng.shuffle(candidates)  # nodes claiming at once rarely want the same rows
+        acquired = 0
+        for key in candidates[: min(share, room)]:
+            if await self._ownership.acquire(key):
+                acquired += 1
+        if acquired:
+            log.info("took over %d instances", acquired)
+        return acquired
+
+    def fair_share(self, loads: list[NodeLoad], candidates: int) -> int:
+        """0 unless this node is among the least loaded live nodes with room; then the
+        candidates split among those."""
+        mine = len(self._ownership)
+        others = [
+            n for n in loads if n.node_id != self._settings.node_id and n.owned < n.max_instances
+        ]
+        least = min([mine, *(n.owned for n in others)])
+        if mine > least:
+            return 0  # a less loaded node takes them
+        peers = 1 + sum(1 for n in others if n.owned == least)
+        return math.ceil(candidates / peers)

@@ -1,0 +1,193 @@
+"""Nodes and instance leases (PostgreSQL only; see gateway/cluster and store/fencing.py).
+
+Every time here is the database's clock, so the nodes' clocks never have to agree. A lease
+row outlives its owner: releasing one only expires it, and every acquisition raises its
+epoch, so an epoch is never handed out twice for one instance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from zapgate.gateway.store.fencing import database_now_us
+from zapgate.gateway.store.schema import instance_leases, instances, nodes
+
+InstanceKey = tuple[str, str]  # (tenant, instance id)
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    node_id: str
+    address: str
+    owned: int  # unexpired leases
+    max_instances: int
+
+
+@dataclass(frozen=True)
+class Owner:
+    node_id: str
+    address: str
+    epoch: int
+
+
+class LeaseRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def register(self, node_id: str, address: str, max_instances: int) -> None:
+        """Announces this node (again, after a restart with the same id)."""
+        now = database_now_us()
+        row = {
+            "id": node_id,
+            "address": address,
+            "max_instances": max_instances,
+            "start_time_us": now,
+            "heartbeat_us": now,
+        }
+        statement = insert(nodes).values(row)
+        statement = statement.on_conflict_do_update(
+            index_elements=[nodes.c.id],
+            set_={name: statement.excluded[name] for name in row if name != "id"},
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(statement)
+
+    async def renew(
+        self, node_id: str, keys: Iterable[InstanceKey], ttl_seconds: float
+    ) -> dict[InstanceKey, int]:
+        """Heartbeats, and extends the named unexpired leases of this node by the TTL.
+        Returns those it still holds with their epochs; an expired one is not renewed (the
+        node must assume another took it). Only the named ones: a lease the node dropped
+        must not be kept alive by a node that no longer runs the instance."""
+        now = database_now_us()
+        wanted = list(keys)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(nodes).where(nodes.c.id == node_id).values(heartbeat_us=now)
+            )
+            if not wanted:
+                return {}
+            renewed = await conn.execute(
+                sa.update(instance_leases)
+                .where(
+                    instance_leases.c.owner_node == node_id,
+                    instance_leases.c.expire_us > now,
+                    _among(wanted),
+                )
+                .values(expire_us=now + _micros(ttl_seconds))
+                .returning(
+                    instance_leases.c.tenant, instance_leases.c.instance_id, instance_leases.c.epoch
+                )
+            )
+            return {(row.tenant, row.instance_id): int(row.epoch) for row in renewed}
+
+    async def acquire(
+        self, tenant: str, instance_id: str, node_id: str, ttl_seconds: float
+    ) -> int | None:
+        """Takes the instance's lease if nobody holds it (never held, expired, released):
+        returns the new epoch (one more than the last), or None when a node holds it."""
+        now = database_now_us()
+        row = insert(instance_leases).values(
+            tenant=tenant,
+            instance_id=instance_id,
+            owner_node=node_id,
+            epoch=1,
+            expire_us=now + _micros(ttl_seconds),
+        )
+        statement = row.on_conflict_do_update(
+            index_elements=[instance_leases.c.tenant, instance_leases.c.instance_id],
+            set_={
+                "owner_node": row.excluded.owner_node,
+                "epoch": instance_leases.c.epoch + 1,
+                "expire_us": row.excluded.expire_us,
+            },
+            where=instance_leases.c.expire_us <= now,
+        ).returning(instance_leases.c.epoch)
+        async with self._engine.begin() as conn:
+            epoch = (await conn.execute(statement)).scalar()
+        return None if epoch is None else int(epoch)
+
+    async def release(self, node_id: str, keys: Iterable[InstanceKey] | None = None) -> None:
+        """Expires this node's leases (all, or the named ones) so others take them now."""
+        condition = instance_leases.c.owner_node == node_id
+        if keys is not None:
+            wanted = list(keys)
+            if not wanted:
+                return
+            condition &= _among(wanted)
+        async with self._engine.begin() as conn:
+            await conn.execute(sa.update(instance_leases).where(condition).values(expire_us=0))
+
+    async def leave(self, node_id: str) -> None:
+        """The node stops: its leases expire now and it is no longer counted."""
+        await self.release(node_id)
+        async with self._engine.begin() as conn:
+            await conn.execute(sa.delete(nodes).where(nodes.c.id == node_id))
+
+    async def claimable(self, limit: int) -> list[InstanceKey]:
+        """Instances that should be connected and that no node holds: never leased, or
+        their lease expired (its node died, paused, or left)."""
+        lease = instance_leases
+        query = (
+            sa.select(instances.c.tenant, instances.c.id)
+            .select_from(
+                instances.outerjoin(
+                    lease,
+                    sa.and_(
+                        lease.c.tenant == instances.c.tenant, lease.c.instance_id == instances.c.id
+                    ),
+                )
+            )
+            .where(
+                instances.c.want_connected.is_(True),
+                sa.or_(lease.c.expire_us.is_(None), lease.c.expire_us <= database_now_us()),
+            )
+            .order_by(instances.c.tenant, instances.c.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return [(row.tenant, row.id) for row in await conn.execute(query)]
+
+    async def loads(self, heartbeat_within_seconds: float) -> list[NodeLoad]:
+        """Nodes that heartbeated lately, each with how many instances it holds."""
+        now = database_now_us()
+        owned = (
+            sa.select(sa.func.count())
+            .where(instance_leases.c.owner_node == nodes.c.id, instance_leases.c.expire_us > now)
+            .scalar_subquery()
+        )
+        query = sa.select(
+            nodes.c.id, nodes.c.address, nodes.c.max_instances, owned.label("owned")
+        ).where(nodes.c.heartbeat_us > now - _micros(heartbeat_within_seconds))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            NodeLoad(row.id, row.address, int(row.owned), int(row.max_instances)) for row in rows
+        ]
+
+    async def owner_of(self, tenant: str, instance_id: str) -> Owner | None:
+        """The node holding the instance's unexpired lease, with its address."""
+        query = (
+            sa.select(nodes.c.id, nodes.c.address, instance_leases.c.epoch)
+            .select_from(instance_leases.join(nodes, nodes.c.id == instance_leases.c.owner_node))
+            .where(
+                instance_leases.c.tenant == tenant,
+                instance_leases.c.instance_id == instance_id,
+                instance_leases.c.expire_us > database_now_us(),
+            )
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else Owner(row.id, row.address, int(row.epoch))
+
+
+def _among(keys: list[InstanceKey]) -> sa.ColumnElement[bool]:
+    return sa.tuple_(instance_leases.c.tenant, instance_leases.c.instance_id).in_(keys)
+
+
+def _micros(seconds: float) -> int:
+    return int(seconds * 1_000_000)
