@@ -3,7 +3,7 @@
 import { enumWords } from "./labels.js";
 import type { Event } from "../../typescript/src/gen/zapgate/v1/event_pb.js";
 import { InstanceState, StateReason } from "../../typescript/src/gen/zapgate/v1/instance_pb.js";
-import { MessageState } from "../../typescript/src/gen/zapgate/v1/message_pb.js";
+import { ChatPresence, MessageState } from "../../typescript/src/gen/zapgate/v1/message_pb.js";
 
 export function eventKind(event: Event): string {
   return (event.payload.case ?? "unknown").replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`);
@@ -34,6 +34,16 @@ export function eventText(event: Event): string {
       return "webhook status changed";
     case "groupChanged":
       return "group changed";
+    case "presenceChanged":
+      return `${p.value.jid || p.value.lid} ${p.value.available ? "online" : "offline"}`;
+    case "chatPresenceChanged":
+      return `${p.value.senderJid || p.value.senderLid} ${enumWords(ChatPresence, p.value.presence)} in ${p.value.chatJid}`;
+    case "callReceived":
+      return `call from ${p.value.callerJid || p.value.callerLid}${p.value.rejected ? " (rejected)" : ""}`;
+    case "historySyncProgress":
+      return `history sync ${p.value.progressPercent}%: ${p.value.messagesImported} messages imported`;
+    case "historySyncCompleted":
+      return `history sync done: ${p.value.messagesImported} messages in ${p.value.chats} chats`;
     default:
       return "";
   }
