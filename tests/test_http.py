@@ -15,7 +15,7 @@ import grpc.aio
 import httpx
 import pytest
 from connectrpc.code import Code
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pool, json_format
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.rpc import error_details_pb2, status_pb2
 
@@ -34,11 +34,16 @@ from tests.connect_http import (
     unary_json,
 )
 from tests.sim_client import SimClient
+from tests.test_auth import ROLE_TO_PROTO, auth, expected_outcome, valid_request
 from zapgate.gateway.http.grpc_bridge import CODES
+from zapgate.gateway.rpc.roles import Role
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
 from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import instance_pb2 as pb
+from zapgate.v1 import key_pb2 as kpb
+from zapgate.v1.instance_pb2_grpc import InstanceServiceStub
+from zapgate.v1.key_pb2_grpc import KeyServiceStub
 
 ALLOWED_ORIGIN = "https://app.example"
 # A Connect error that means the handler ran and judged the request; never a crash or a
@@ -487,3 +492,58 @@ async def test_unknown_paths_are_404_and_the_root_is_the_console(
     root = await http1.get("/")
     assert root.status_code == 200
     assert '<div id="app">' in root.text
+
+
+# ---- roles and scopes over HTTP: the same guard as gRPC (tests/test_auth.py) --------------
+
+
+@pytest.fixture(scope="module")
+async def scoped_keys(web: RunningGateway) -> tuple[str, dict[tuple[Role, str], str]]:
+    """One instance of tenant `http-matrix` and a key for every role x scope (made through
+    KeyService, as in the gRPC matrix)."""
+    admin = auth(await web.new_key("http-matrix"))
+    target = "target"
+    await InstanceServiceStub(web.channel).CreateInstance(
+        pb.CreateInstanceRequest(instance_id=target), metadata=admin
+    )
+    keys = {}
+    for role in Role:
+        for scope, ids in (("unscoped", []), ("in-scope", [target]), ("out-of-scope", ["x"])):
+            created = await KeyServiceStub(web.channel).CreateKey(
+                kpb.CreateKeyRequest(role=ROLE_TO_PROTO[role], instance_ids=ids), metadata=admin
+            )
+            keys[role, scope] = created.secret
+    return target, keys
+
+
+def refused_to_some_key(method: MethodDescriptor) -> bool:
+    """All but the tenant-wide listings a viewer may call (they narrow to the key's scope)."""
+    combos = [(role, scope) for role in Role for scope in ("unscoped", "in-scope", "out-of-scope")]
+    return any(expected_outcome(method, role, scope) != "allowed" for role, scope in combos)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [m for m in ALL_METHODS if refused_to_some_key(m)],
+    ids=lambda m: f"{m.containing_service.name}.{m.name}",
+)
+async def test_roles_and_scopes_refuse_over_http_as_over_grpc(
+    http1: httpx.AsyncClient,
+    scoped_keys: tuple[str, dict[tuple[Role, str], str]],
+    method: MethodDescriptor,
+) -> None:
+    """Every refusal of the gRPC matrix, over Connect JSON: a role too low (or a scoped key
+    on a tenant-wide call) is permission_denied, an instance outside the scope not_found."""
+    target, keys = scoped_keys
+    body = json_format.MessageToDict(valid_request(method, target))
+    for (role, scope), key in keys.items():
+        outcome = expected_outcome(method, role, scope)
+        if outcome == "allowed":
+            continue  # reaching the service is what test_every_rpc_answers_over_connect_json shows
+        _, failure = await call_json(http1, method, body, key)
+        assert failure is not None, (role.label, scope)
+        if outcome == "denied":
+            assert (failure.code, failure.reason) == ("permission_denied", "PERMISSION_DENIED")
+            assert failure.metadata["role"] == role.label
+        else:
+            assert (failure.code, failure.reason) == ("not_found", "INSTANCE_NOT_FOUND")
