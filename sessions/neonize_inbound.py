@@ -63,8 +63,8 @@ _HOUSEKEEPING = frozenset(
         "messageContextInfo",
     }
 )
-# Protocol messages a person caused: a deletion and an edit are read (kinds "revoke" and
-# "edit"), disappearing messages switched is kind "unknown". Every other type is traffic
+# Protocol messages a person caused: a deletion, an edit and disappearing messages switched
+# (kinds "revoke", "edit", "ephemeral_setting"). Every other type is traffic
 # between this account's devices (history sync, app-state keys, ...) and is no message.
 _PERSONAL_PROTOCOL_TYPES = frozenset(
     {
@@ -403,7 +403,13 @@ def _revoke(body: Any) -> dict[str, Any]:
     return {"kind": "revoke", "target_message_id": str(body.key.ID)}
 
 
+def _ephemeral_setting(body: Any) -> dict[str, Any]:
+    # whatsmeow's ephemeralExpiration: the chat's new timer in seconds, 0 when switched off.
+    return {"kind": "ephemeral_setting", "ephemeral_seconds": int(body.ephemeralExpiration)}
+
+
 _PROTOCOL_READERS = {
     wa.ProtocolMessage.MESSAGE_EDIT: _edit,
     wa.ProtocolMessage.REVOKE: _revoke,
+    wa.ProtocolMessage.EPHEMERAL_SETTING: _ephemeral_setting,
 }

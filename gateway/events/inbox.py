@@ -130,7 +130,10 @@ def correspondent(message: MessageReceived) -> str:
     return message.sender_jid
 
 
-NOT_QUOTABLE = ("reaction", "edit", "revoke", "poll_vote", "unknown")
+NOT_QUOTABLE = ("reaction", "edit", "revoke", "poll_vote", "ephemeral_setting", "unknown")
+# Kinds no chat lists as a message: WhatsApp's apps show a timer change as a notice that
+# counts as no unread message.
+NOT_IN_CHATS = ("ephemeral_setting", "unknown")
 
 
 def quotable(message: MessageReceived) -> ReceivedMessage | None:
@@ -152,8 +155,9 @@ def quotable(message: MessageReceived) -> ReceivedMessage | None:
 
 
 def chat_entry(message: MessageReceived) -> ChatEntry | None:
-    """The message as its chat stores it (None for what no chat shows: unknown kinds)."""
-    if message.kind == "unknown":
+    """The message as its chat stores it (None for what no chat lists: unknown kinds, timer
+    changes)."""
+    if message.kind in NOT_IN_CHATS:
         return None
     return ChatEntry(
         message_id=message.message_id,
@@ -238,6 +242,10 @@ def to_proto(message: MessageReceived) -> pb.MessageReceived:
     elif kind == "poll_vote":
         event.poll_vote.CopyFrom(
             pb.PollVote(poll_message_id=message.target_message_id, option_sha256=message.poll_votes)
+        )
+    elif kind == "ephemeral_setting":
+        event.ephemeral_setting.CopyFrom(
+            pb.EphemeralSetting(expiration_seconds=message.ephemeral_seconds)
         )
     else:
         event.unsupported.SetInParent()

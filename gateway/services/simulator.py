@@ -358,6 +358,7 @@ _CONTENTS = (
     "revoked",
     "poll",
     "poll_vote",
+    "ephemeral_setting",
 )
 
 
@@ -388,6 +389,10 @@ def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[Fiel
         poll_content(request.poll, violations)
     elif content == "poll_vote" and not request.poll_vote.poll_message_id:
         violations.append(FieldViolation("poll_vote.poll_message_id", "required"))
+    elif content == "ephemeral_setting" and request.ephemeral_setting.expiration_seconds < 0:
+        violations.append(
+            FieldViolation("ephemeral_setting.expiration_seconds", "seconds, 0 or more")
+        )
     return violations
 
 
@@ -442,4 +447,5 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
         poll_selectable=poll.selectable_count,
         # As a real engine reports a vote once decrypted: the chosen options' hashes.
         poll_votes=tuple(poll_option_sha256(option) for option in vote.options),
+        ephemeral_seconds=request.ephemeral_setting.expiration_seconds,
     )

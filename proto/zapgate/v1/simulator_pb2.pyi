@@ -755,6 +755,7 @@ class InjectIncomingMessageRequest(_message.Message):
     REVOKED_FIELD_NUMBER: _builtins.int
     POLL_FIELD_NUMBER: _builtins.int
     POLL_VOTE_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_SETTING_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
@@ -795,6 +796,10 @@ class InjectIncomingMessageRequest(_message.Message):
         """
 
     @_builtins.property
+    def ephemeral_setting(self) -> _event_pb2.EphemeralSetting:
+        """The sender sets the chat's disappearing-messages timer (0: off)."""
+
+    @_builtins.property
     def reply_to(self) -> _event_pb2.ReplyContext: ...
     def __init__(
         self,
@@ -813,14 +818,15 @@ class InjectIncomingMessageRequest(_message.Message):
         revoked: _event_pb2.MessageRevoked | None = ...,
         poll: _message_pb2.Poll | None = ...,
         poll_vote: Global___InjectedPollVote | None = ...,
+        ephemeral_setting: _event_pb2.EphemeralSetting | None = ...,
         reply_to: _event_pb2.ReplyContext | None = ...,
         message_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "ephemeral_setting", b"ephemeral_setting", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "ephemeral_setting", b"ephemeral_setting", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "edited", "revoked", "poll", "poll_vote"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "edited", "revoked", "poll", "poll_vote", "ephemeral_setting"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 

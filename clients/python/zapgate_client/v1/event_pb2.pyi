@@ -578,6 +578,7 @@ class MessageReceived(_message.Message):
     REVOKED_FIELD_NUMBER: _builtins.int
     POLL_FIELD_NUMBER: _builtins.int
     POLL_VOTE_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_SETTING_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """WhatsApp's id of the message (reactions and replies name it)."""
@@ -607,7 +608,7 @@ class MessageReceived(_message.Message):
     def reaction(self) -> Global___Reaction: ...
     @_builtins.property
     def unsupported(self) -> Global___Unsupported:
-        """A kind zapgate does not map yet (disappearing-message settings...)."""
+        """A kind zapgate does not map yet."""
 
     @_builtins.property
     def edited(self) -> Global___MessageEdited:
@@ -628,6 +629,10 @@ class MessageReceived(_message.Message):
         """Someone voted in a poll (or changed their vote): WhatsApp sends votes encrypted; the
         engine decrypts them and zapgate names the options chosen.
         """
+
+    @_builtins.property
+    def ephemeral_setting(self) -> Global___EphemeralSetting:
+        """The sender switched the chat's disappearing messages on, off, or to another timer."""
 
     @_builtins.property
     def reply_to(self) -> Global___ReplyContext:
@@ -654,13 +659,14 @@ class MessageReceived(_message.Message):
         revoked: Global___MessageRevoked | None = ...,
         poll: _message_pb2.Poll | None = ...,
         poll_vote: Global___PollVote | None = ...,
+        ephemeral_setting: Global___EphemeralSetting | None = ...,
         reply_to: Global___ReplyContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "ephemeral_setting", b"ephemeral_setting", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "edited", b"edited", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "edited", b"edited", "ephemeral_setting", b"ephemeral_setting", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported", "edited", "revoked", "poll", "poll_vote"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported", "edited", "revoked", "poll", "poll_vote", "ephemeral_setting"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
@@ -843,6 +849,28 @@ class MessageRevoked(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MessageRevoked: _TypeAlias = MessageRevoked  # noqa: Y015
+
+@_typing.final
+class EphemeralSetting(_message.Message):
+    """A chat's disappearing-messages timer changed; the event's sender changed it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPIRATION_SECONDS_FIELD_NUMBER: _builtins.int
+    expiration_seconds: _builtins.int
+    """How long new messages of the chat last, in seconds; 0: disappearing messages are off."""
+    def __init__(
+        self,
+        *,
+        expiration_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expiration_seconds", b"expiration_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EphemeralSetting: _TypeAlias = EphemeralSetting  # noqa: Y015
 
 @_typing.final
 class ReplyContext(_message.Message):
