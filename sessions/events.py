@@ -142,6 +142,17 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class ReadElsewhere:
+    """The account read messages others wrote in `chat` on another of its devices (the
+    phone, WhatsApp Web): WhatsApp tells every device of the account."""
+
+    key: InstanceKey
+    chat: str  # phone-number JID where known (else the LID), or the group's JID
+    message_ids: tuple[str, ...]
+    timestamp: float = 0.0  # epoch seconds, when they were read
+
+
+@dataclass(frozen=True)
 class MessageReceived:
     """A message arrived in one of the instance's chats (or was sent from the linked phone
     itself: `from_me`). Flat on purpose: it crosses the worker socket as JSON.
@@ -325,6 +336,7 @@ EngineEvent = (
     | KeepAliveFailing
     | KeepAliveRestored
     | Receipt
+    | ReadElsewhere
     | MessageReceived
     | GroupChanged
     | PresenceChanged

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 
 from zapgate.sessions.errors import EngineError, NotConnected
 from zapgate.sessions.events import InstanceKey, MessageReceived
-from zapgate.sessions.neonize_events import LID_SERVER, USER_SERVER, user_jid
+from zapgate.sessions.neonize_events import LID_SERVER, USER_SERVER, epoch_seconds, user_jid
 
 with warnings.catch_warnings():
     # Importing neonize runs `uname -a` through os.popen twice and never closes the pipes.
@@ -97,10 +97,6 @@ _DOWNLOAD_FIELDS = (
     "mimetype",
 )
 _MEDIA_REF_VERSION = "wa1"
-# neonize's Go side stamps MessageInfo.Timestamp in milliseconds (UnixMilli, in current
-# goneonize/utils/encoder.go), older builds in seconds: 10^11 seconds is the year 5138,
-# 10^11 milliseconds is 1973, so the size tells which.
-_MILLISECONDS_FROM = 10**11
 
 
 def to_message_received(key: InstanceKey, event: Any) -> MessageReceived | None:
@@ -116,7 +112,7 @@ def to_message_received(key: InstanceKey, event: Any) -> MessageReceived | None:
         key,
         view_once=_view_once(event, message, content),
         message_id=str(info.ID),
-        timestamp=_seconds(int(info.Timestamp)),
+        timestamp=epoch_seconds(int(info.Timestamp)),
         push_name=str(info.Pushname),
         **addresses(info.MessageSource),
         **_content(message, content),
@@ -226,10 +222,6 @@ def addresses(source: Any) -> dict[str, Any]:
 
 def _on_server(server: str, *jids: Any) -> str:
     return next((user_jid(jid) for jid in jids if str(jid.Server) == server and jid.User), "")
-
-
-def _seconds(timestamp: int) -> float:
-    return timestamp / 1000 if timestamp >= _MILLISECONDS_FROM else float(timestamp)
 
 
 # -- content -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.chats import ChatEntry
 from zapgate.gateway.store.inbound import InboundRepository, MediaLocation, ReceivedMessage
 from zapgate.gateway.store.messages import MessageRecord
-from zapgate.sessions.events import MessageReceived, poll_option_sha256
+from zapgate.sessions.events import MessageReceived, ReadElsewhere, poll_option_sha256
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import message_pb2
 
@@ -103,6 +103,16 @@ class Inbox:
         expected = self._expected.pop((tenant, instance_id, message.message_id), None)
         if expected is not None and not expected.done():
             expected.set_result(None)
+
+    async def read_elsewhere(self, tenant: str, instance_id: str, read: ReadElsewhere) -> None:
+        """The account read messages on another device: the chat store marks them read, in
+        the transaction of their event."""
+
+        def event(marked: int) -> dict[str, object]:
+            return self._events.row(tenant, instance_id, read_elsewhere_event(read, marked))
+
+        await self._inbound.read_elsewhere(tenant, instance_id, list(read.message_ids), event)
+        self._events.committed()
 
     async def _name_votes(self, tenant: str, instance_id: str, vote: pb.PollVote) -> None:
         """Names the options of a vote in a poll the instance sent or received (a vote
@@ -249,4 +259,11 @@ def to_proto(message: MessageReceived) -> pb.MessageReceived:
         )
     else:
         event.unsupported.SetInParent()
+    return event
+
+
+def read_elsewhere_event(read: ReadElsewhere, marked: int) -> pb.ReadElsewhere:
+    event = pb.ReadElsewhere(chat_jid=read.chat, message_ids=read.message_ids, marked=marked)
+    if read.timestamp:
+        event.read_time.FromMicroseconds(int(read.timestamp * 1e6))
     return event

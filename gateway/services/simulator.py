@@ -31,6 +31,8 @@ from zapgate.gateway.services.sim_events import (
     caller_violations,
     presence_event,
     presence_violations,
+    read_on_phone_event,
+    read_on_phone_violations,
 )
 from zapgate.sessions import wire
 from zapgate.sessions.engine import Contact
@@ -217,6 +219,14 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         event = call_event(f"{current_tenant()}/{request.instance_id}", request)
         await self._inject(request.instance_id, event)
         return pb.InjectCallResponse(call_id=event.call_id)
+
+    async def ReadOnPhone(
+        self, request: pb.ReadOnPhoneRequest, context: Context
+    ) -> pb.ReadOnPhoneResponse:
+        self._check(request.instance_id, read_on_phone_violations(request))
+        event = read_on_phone_event(f"{current_tenant()}/{request.instance_id}", request)
+        await self._inject(request.instance_id, event)
+        return pb.ReadOnPhoneResponse()
 
     async def _inject(self, instance_id: str, event: EngineEvent) -> None:
         injection = wpb.SimulateRequest.InjectEvent(event_json=wire.encode(event))

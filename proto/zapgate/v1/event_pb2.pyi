@@ -43,6 +43,7 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     EVENT_TYPE_CALL_RECEIVED: _EventType.ValueType  # 12
     EVENT_TYPE_HISTORY_SYNC_PROGRESS: _EventType.ValueType  # 13
     EVENT_TYPE_HISTORY_SYNC_COMPLETED: _EventType.ValueType  # 14
+    EVENT_TYPE_READ_ELSEWHERE: _EventType.ValueType  # 15
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -61,6 +62,7 @@ EVENT_TYPE_CHAT_PRESENCE_CHANGED: EventType.ValueType  # 11
 EVENT_TYPE_CALL_RECEIVED: EventType.ValueType  # 12
 EVENT_TYPE_HISTORY_SYNC_PROGRESS: EventType.ValueType  # 13
 EVENT_TYPE_HISTORY_SYNC_COMPLETED: EventType.ValueType  # 14
+EVENT_TYPE_READ_ELSEWHERE: EventType.ValueType  # 15
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 class _MediaKind:
@@ -243,6 +245,7 @@ class Event(_message.Message):
     CALL_RECEIVED_FIELD_NUMBER: _builtins.int
     HISTORY_SYNC_PROGRESS_FIELD_NUMBER: _builtins.int
     HISTORY_SYNC_COMPLETED_FIELD_NUMBER: _builtins.int
+    READ_ELSEWHERE_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     instance_id: _builtins.str
     @_builtins.property
@@ -275,6 +278,8 @@ class Event(_message.Message):
     def history_sync_progress(self) -> Global___HistorySyncProgress: ...
     @_builtins.property
     def history_sync_completed(self) -> Global___HistorySyncCompleted: ...
+    @_builtins.property
+    def read_elsewhere(self) -> Global___ReadElsewhere: ...
     def __init__(
         self,
         *,
@@ -295,12 +300,13 @@ class Event(_message.Message):
         call_received: Global___CallReceived | None = ...,
         history_sync_progress: Global___HistorySyncProgress | None = ...,
         history_sync_completed: Global___HistorySyncCompleted | None = ...,
+        read_elsewhere: Global___ReadElsewhere | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "history_sync_completed", b"history_sync_completed", "history_sync_progress", b"history_sync_progress", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "history_sync_completed", b"history_sync_completed", "history_sync_progress", b"history_sync_progress", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "read_elsewhere", b"read_elsewhere", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "history_sync_completed", b"history_sync_completed", "history_sync_progress", b"history_sync_progress", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "history_sync_completed", b"history_sync_completed", "history_sync_progress", b"history_sync_progress", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "read_elsewhere", b"read_elsewhere", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed", "presence_changed", "chat_presence_changed", "call_received", "history_sync_progress", "history_sync_completed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed", "presence_changed", "chat_presence_changed", "call_received", "history_sync_progress", "history_sync_completed", "read_elsewhere"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -963,6 +969,47 @@ class GroupChanged(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__locked) -> _WhichOneofReturnType__locked | None: ...
 
 Global___GroupChanged: _TypeAlias = GroupChanged  # noqa: Y015
+
+@_typing.final
+class ReadElsewhere(_message.Message):
+    """The account read messages of a chat on another of its devices (the phone, WhatsApp Web):
+    WhatsApp tells the account's devices. The chat store marks them read (ChatService:
+    unread_count drops) in the same transaction as this event.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    READ_TIME_FIELD_NUMBER: _builtins.int
+    MARKED_FIELD_NUMBER: _builtins.int
+    chat_jid: _builtins.str
+    """The chat: the contact's JID (a phone-number JID where known) or the group's."""
+    marked: _builtins.int
+    """How many of them the chat store had as unread and now marks read."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """WhatsApp's ids of the messages read (messages others wrote in the chat)."""
+
+    @_builtins.property
+    def read_time(self) -> _timestamp_pb2.Timestamp:
+        """When they were read, as WhatsApp stamped it."""
+
+    def __init__(
+        self,
+        *,
+        chat_jid: _builtins.str = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        read_time: _timestamp_pb2.Timestamp | None = ...,
+        marked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_time", b"read_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "marked", b"marked", "message_ids", b"message_ids", "read_time", b"read_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadElsewhere: _TypeAlias = ReadElsewhere  # noqa: Y015
 
 @_typing.final
 class HistorySyncProgress(_message.Message):

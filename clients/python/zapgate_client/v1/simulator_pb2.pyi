@@ -1264,3 +1264,47 @@ class PreloadHistoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PreloadHistoryResponse: _TypeAlias = PreloadHistoryResponse  # noqa: Y015
+
+@_typing.final
+class ReadOnPhoneRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    chat_jid: _builtins.str
+    """The chat: a contact's phone-number JID (...@s.whatsapp.net) or a group's (...@g.us)."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """WhatsApp's ids of messages others wrote in the chat (MessageReceived.message_id)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        chat_jid: _builtins.str = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "instance_id", b"instance_id", "message_ids", b"message_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadOnPhoneRequest: _TypeAlias = ReadOnPhoneRequest  # noqa: Y015
+
+@_typing.final
+class ReadOnPhoneResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadOnPhoneResponse: _TypeAlias = ReadOnPhoneResponse  # noqa: Y015
