@@ -218,6 +218,7 @@ GROUP_CHANGES = (
     "settings",  # announce and/or locked changed (None: unchanged)
     "joined",  # this account was added to the group (or created or joined it)
     "left",  # this account was removed from the group (or left it)
+    "ephemeral",  # the disappearing-messages timer changed: `ephemeral_seconds` (0: off)
 )
 
 
@@ -236,6 +237,7 @@ class GroupChanged:
     announce: bool | None = None
     locked: bool | None = None
     timestamp: float = 0.0  # epoch seconds
+    ephemeral_seconds: int = 0
 
 
 @dataclass(frozen=True)

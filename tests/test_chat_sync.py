@@ -13,11 +13,12 @@ from tests.rpc import expect_error
 from tests.sim_client import SimClient
 from tests.test_chats import Chats, chats
 from tests.test_events import messenger, subscribed, take
+from tests.test_groups import ANA, Groups, groups
 from tests.test_inbound import SENDER_JID, inject, received
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import simulator_pb2 as spb
 
-__all__ = ["chats", "messenger"]
+__all__ = ["chats", "groups", "messenger"]
 
 PHONE = "+5511970000960"
 GROUP = "120363025246125777@g.us"
@@ -53,6 +54,27 @@ async def test_a_timer_switched_on_and_off_arrives_with_its_seconds_and_who(
     chat = await chats.get("timer", SENDER_JID)
     assert (chat.unread_count, chat.last_message_preview) == (1, "oi")
     assert [c.jid for c in (await chats.list("timer")).chats] == [SENDER_JID]
+
+
+async def test_a_groups_timer_set_by_a_member_is_a_group_change(groups: Groups) -> None:
+    # In a group, WhatsApp announces the timer as a group notification (whatsmeow's
+    # GroupInfo with Ephemeral), not as a message.
+    await groups.ready("group-timer", PHONE)
+    group = (await groups.create("group-timer", "Vendas", ANA)).group
+    events = await groups.events("group-timer")
+    await groups.change("group-timer", ANA, group.jid, ephemeral_seconds=WEEK)
+    await groups.change("group-timer", ANA, group.jid, ephemeral_seconds=0)
+    changes = [e.group_changed for e in await take(events, 2)]
+    ana = f"{ANA.lstrip('+')}@s.whatsapp.net"
+    assert [(c.change, c.ephemeral_seconds, c.actor_jid) for c in changes] == [
+        (pb.GROUP_CHANGE_EPHEMERAL, WEEK, ana),
+        (pb.GROUP_CHANGE_EPHEMERAL, 0, ana),
+    ]
+    _, bad = await expect_error(
+        groups.change("group-timer", ANA, group.jid, ephemeral_seconds=-5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "ephemeral_seconds" in [name for name, _ in bad]
 
 
 async def test_a_negative_timer_is_a_field_violation(messenger: Messenger) -> None:

@@ -316,6 +316,8 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
             violations.append(FieldViolation("change", "required"))
         phones = list(request.participants.phones)
         violations += [v for phone in phones for v in check_phone("participants.phones", phone)]
+        if change == "ephemeral_seconds" and request.ephemeral_seconds < 0:
+            violations.append(FieldViolation("ephemeral_seconds", "seconds, 0 or more"))
         self._check(request.instance_id, violations)
         args: dict[str, object] = {"by_phone": request.by_phone, "group_jid": request.group_jid}
         if change == "participants":

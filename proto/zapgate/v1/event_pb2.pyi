@@ -113,6 +113,8 @@ class _GroupChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GroupChan
     """This account was added to the group (or created or joined it)."""
     GROUP_CHANGE_LEFT: _GroupChange.ValueType  # 9
     """This account was removed from the group (or left it)."""
+    GROUP_CHANGE_EPHEMERAL: _GroupChange.ValueType  # 10
+    """The group's disappearing-messages timer is now `ephemeral_seconds` (0: off)."""
 
 class GroupChange(_GroupChange, metaclass=_GroupChangeEnumTypeWrapper): ...
 
@@ -133,6 +135,8 @@ GROUP_CHANGE_JOINED: GroupChange.ValueType  # 8
 """This account was added to the group (or created or joined it)."""
 GROUP_CHANGE_LEFT: GroupChange.ValueType  # 9
 """This account was removed from the group (or left it)."""
+GROUP_CHANGE_EPHEMERAL: GroupChange.ValueType  # 10
+"""The group's disappearing-messages timer is now `ephemeral_seconds` (0: off)."""
 Global___GroupChange: _TypeAlias = GroupChange  # noqa: Y015
 
 class _WebhookStatus:
@@ -929,6 +933,7 @@ class GroupChanged(_message.Message):
     TOPIC_FIELD_NUMBER: _builtins.int
     ANNOUNCE_FIELD_NUMBER: _builtins.int
     LOCKED_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_SECONDS_FIELD_NUMBER: _builtins.int
     group_jid: _builtins.str
     change: Global___GroupChange.ValueType
     actor_jid: _builtins.str
@@ -939,6 +944,8 @@ class GroupChanged(_message.Message):
     topic: _builtins.str
     announce: _builtins.bool
     locked: _builtins.bool
+    ephemeral_seconds: _builtins.int
+    """With EPHEMERAL: how long new messages of the group last, in seconds; 0: off."""
     @_builtins.property
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """With the PARTICIPANTS_* changes (and JOINED / LEFT: this account's JID)."""
@@ -954,10 +961,11 @@ class GroupChanged(_message.Message):
         topic: _builtins.str = ...,
         announce: _builtins.bool | None = ...,
         locked: _builtins.bool | None = ...,
+        ephemeral_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_announce", b"_announce", "_locked", b"_locked", "announce", b"announce", "locked", b"locked"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_announce", b"_announce", "_locked", b"_locked", "actor_jid", b"actor_jid", "announce", b"announce", "change", b"change", "group_jid", b"group_jid", "locked", b"locked", "name", b"name", "participants", b"participants", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_announce", b"_announce", "_locked", b"_locked", "actor_jid", b"actor_jid", "announce", b"announce", "change", b"change", "ephemeral_seconds", b"ephemeral_seconds", "group_jid", b"group_jid", "locked", b"locked", "name", b"name", "participants", b"participants", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__announce: _TypeAlias = _typing.Literal["announce"]  # noqa: Y015
     _WhichOneofArgType__announce: _TypeAlias = _typing.Literal["_announce", b"_announce"]  # noqa: Y015

@@ -206,6 +206,7 @@ class ChangeGroupRequest(_message.Message):
     TOPIC_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
     REQUEST_JOIN_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_SECONDS_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     by_phone: _builtins.str
     """E.164."""
@@ -217,6 +218,8 @@ class ChangeGroupRequest(_message.Message):
     """`by_phone` asks to join the group and waits for an admin's approval (by_phone need not
     be a member).
     """
+    ephemeral_seconds: _builtins.int
+    """`by_phone` sets the group's disappearing-messages timer, in seconds (0: off)."""
     @_builtins.property
     def participants(self) -> Global___SimParticipantsChange: ...
     @_builtins.property
@@ -233,12 +236,13 @@ class ChangeGroupRequest(_message.Message):
         topic: _builtins.str = ...,
         settings: Global___SimSettingsChange | None = ...,
         request_join: _builtins.bool = ...,
+        ephemeral_seconds: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "create_name", b"create_name", "name", b"name", "participants", b"participants", "request_join", b"request_join", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "create_name", b"create_name", "ephemeral_seconds", b"ephemeral_seconds", "name", b"name", "participants", b"participants", "request_join", b"request_join", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_phone", b"by_phone", "change", b"change", "create_name", b"create_name", "group_jid", b"group_jid", "instance_id", b"instance_id", "name", b"name", "participants", b"participants", "request_join", b"request_join", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_phone", b"by_phone", "change", b"change", "create_name", b"create_name", "ephemeral_seconds", b"ephemeral_seconds", "group_jid", b"group_jid", "instance_id", b"instance_id", "name", b"name", "participants", b"participants", "request_join", b"request_join", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["create_name", "participants", "name", "topic", "settings", "request_join"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["create_name", "participants", "name", "topic", "settings", "request_join", "ephemeral_seconds"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 
