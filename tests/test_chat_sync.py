@@ -16,6 +16,7 @@ from tests.test_events import messenger, subscribed, take
 from tests.test_groups import ANA, Groups, groups
 from tests.test_inbound import SENDER_JID, inject, received
 from zapgate.v1 import event_pb2 as pb
+from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as spb
 
 __all__ = ["chats", "groups", "messenger"]
@@ -125,9 +126,15 @@ async def test_messages_read_on_the_phone_are_read_in_the_chat_store(
     again = await read_elsewhere(messenger, "phone-read", SENDER_JID, [ids[1], "3A0000NONE"])
     assert again.marked == 0
     assert (await chats.get("phone-read", SENDER_JID)).unread_count == 1
-    last = await read_elsewhere(messenger, "phone-read", SENDER_JID, [ids[2]])
-    assert last.marked == 1
+    # MarkRead "up to" the newest sends a receipt only for the one the phone did not read.
+    request = mpb.MarkReadRequest(instance_id="phone-read", up_to_message_id=ids[2])
+    reply = await messenger.stub.MarkRead(request, metadata=messenger.metadata)
+    assert reply.marked == 1
+    reads = [r for r in await messenger.received("phone-read") if r.kind == "read"]
+    assert [r.target_message_id for r in reads] == [ids[2]]
     assert (await chats.get("phone-read", SENDER_JID)).unread_count == 0
+    last = await read_elsewhere(messenger, "phone-read", SENDER_JID, [ids[2]])
+    assert last.marked == 0
 
 
 async def test_another_tenants_phone_cannot_mark_these_messages_read(
