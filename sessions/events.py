@@ -142,18 +142,30 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class ReadElsewhere:
+    """The account read messages others wrote in `chat` on another of its devices (the
+    phone, WhatsApp Web): WhatsApp tells every device of the account."""
+
+    key: InstanceKey
+    chat: str  # phone-number JID where known (else the LID), or the group's JID
+    message_ids: tuple[str, ...]
+    timestamp: float = 0.0  # epoch seconds, when they were read
+
+
+@dataclass(frozen=True)
 class MessageReceived:
     """A message arrived in one of the instance's chats (or was sent from the linked phone
     itself: `from_me`). Flat on purpose: it crosses the worker socket as JSON.
 
     `kind` is one of text, image, video, audio, voice_note, document, sticker, location,
-    contact, poll, poll_vote, reaction, edit, revoke, unknown. A poll's question is `text`;
-    a poll vote names its poll in `target_message_id` and carries the chosen options as
-    WhatsApp does, hashed (`poll_votes`): the core knows the poll's option names. `text` is
-    the body, or the caption of media, or an edit's new text; an edit or a revoke names the
-    message it acts on in `target_message_id`. Media bytes stay on WhatsApp's servers until
-    downloaded: `media_ref` is the engine's opaque handle for `Engine.download_media` and
-    never leaves the core."""
+    contact, poll, poll_vote, reaction, edit, revoke, ephemeral_setting, unknown. A poll's
+    question is `text`; a poll vote names its poll in `target_message_id` and carries the
+    chosen options as WhatsApp does, hashed (`poll_votes`): the core knows the poll's option
+    names. `text` is the body, or the caption of media, or an edit's new text; an edit or a
+    revoke names the message it acts on in `target_message_id`. An ephemeral_setting is the
+    sender switching the chat's disappearing messages (`ephemeral_seconds`, 0: off). Media
+    bytes stay on WhatsApp's servers until downloaded: `media_ref` is the engine's opaque
+    handle for `Engine.download_media` and never leaves the core."""
 
     key: InstanceKey
     message_id: str
@@ -187,6 +199,7 @@ class MessageReceived:
     poll_selectable: int = 0  # poll: how many a voter may choose (0: any number)
     poll_votes: tuple[str, ...] = ()  # poll_vote: hex SHA-256 of each chosen option's name
     view_once: bool = False  # media the recipient may open once
+    ephemeral_seconds: int = 0  # ephemeral_setting: the chat's new timer (0: off)
 
 
 def poll_option_sha256(option: str) -> str:
@@ -205,6 +218,7 @@ GROUP_CHANGES = (
     "settings",  # announce and/or locked changed (None: unchanged)
     "joined",  # this account was added to the group (or created or joined it)
     "left",  # this account was removed from the group (or left it)
+    "ephemeral",  # the disappearing-messages timer changed: `ephemeral_seconds` (0: off)
 )
 
 
@@ -223,6 +237,7 @@ class GroupChanged:
     announce: bool | None = None
     locked: bool | None = None
     timestamp: float = 0.0  # epoch seconds
+    ephemeral_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -323,6 +338,7 @@ EngineEvent = (
     | KeepAliveFailing
     | KeepAliveRestored
     | Receipt
+    | ReadElsewhere
     | MessageReceived
     | GroupChanged
     | PresenceChanged

@@ -25,6 +25,7 @@ from zapgate.sessions.events import (
     Paired,
     QrShown,
     QrTimedOut,
+    ReadElsewhere,
     Receipt,
     StreamReplaced,
     TemporarilyBanned,
@@ -98,6 +99,20 @@ _RECEIPT_KINDS: Mapping[int, str] = {
     pb.Receipt.READ: "read",
     pb.Receipt.PLAYED: "played",
 }
+
+# Receipts this account's other devices send when it reads a chat there: "read" (read
+# receipts on) or "read-self" (read receipts off in the privacy settings).
+_OWN_READ_KINDS = frozenset({pb.Receipt.READ, pb.Receipt.READ_SELF})
+
+# neonize's Go side stamps times in milliseconds (UnixMilli, current goneonize), older builds
+# in seconds: 10^11 seconds is the year 5138, 10^11 milliseconds is 1973, so the size tells.
+_MILLISECONDS_FROM = 10**11
+
+
+def epoch_seconds(timestamp: int) -> float:
+    """A neonize timestamp (seconds or milliseconds, see above) in epoch seconds."""
+    return timestamp / 1000 if timestamp >= _MILLISECONDS_FROM else float(timestamp)
+
 
 # Final items of whatsmeow's QR channel, reported by neonize's login-status callback.
 QR_SUCCESS = "success"
@@ -182,10 +197,12 @@ def user_jid(jid: Any) -> str:
     return f"{user}@{server}" if user else ""
 
 
-def _receipt(key: InstanceKey, event: Any) -> Receipt | None:
-    kind = _RECEIPT_KINDS.get(int(event.Type))
+def _receipt(key: InstanceKey, event: Any) -> Receipt | ReadElsewhere | None:
     source = event.MessageSource
-    if kind is None or source.IsFromMe or not event.MessageIDs:
+    if source.IsFromMe:
+        return _read_elsewhere(key, event)
+    kind = _RECEIPT_KINDS.get(int(event.Type))
+    if kind is None or not event.MessageIDs:
         return None
     sender, alternate = source.Sender, source.SenderAlt
     return Receipt(
@@ -195,6 +212,24 @@ def _receipt(key: InstanceKey, event: Any) -> Receipt | None:
         chat=_chat(source),
         from_jid=_on(USER_SERVER, sender, alternate) or user_jid(sender),
         from_lid=_on(LID_SERVER, sender, alternate),
+    )
+
+
+def _read_elsewhere(key: InstanceKey, event: Any) -> ReadElsewhere | None:
+    """A read receipt from this account's own device: the account read others' messages
+    there. whatsmeow names the chat (the `recipient` of the receipt) in Chat, a one-to-one
+    chat's phone number, where WhatsApp addresses it by LID, in RecipientAlt."""
+    if int(event.Type) not in _OWN_READ_KINDS or not event.MessageIDs:
+        return None
+    source = event.MessageSource
+    chat = source.Chat
+    if not source.IsGroup and str(chat.Server) == LID_SERVER and phone_number(source.RecipientAlt):
+        chat = source.RecipientAlt
+    return ReadElsewhere(
+        key,
+        chat=jid_string(_without_device(chat)),
+        message_ids=tuple(str(message_id) for message_id in event.MessageIDs),
+        timestamp=epoch_seconds(int(event.Timestamp)),
     )
 
 

@@ -145,6 +145,13 @@ def to_group_changes(key: InstanceKey, event: Any, me: str) -> list[GroupChanged
                 key, group, "settings", actor, announce=announce, locked=locked, timestamp=at
             )
         )
+    if event.HasField("Ephemeral"):
+        # whatsmeow's GroupEphemeral: the timer in seconds, IsEphemeral false when switched off.
+        timer = event.Ephemeral
+        seconds = int(timer.DisappearingTimer) if timer.IsEphemeral else 0
+        changes.append(
+            GroupChanged(key, group, "ephemeral", actor, ephemeral_seconds=seconds, timestamp=at)
+        )
     return changes
 
 

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 
 from zapgate.sessions.errors import EngineError, NotConnected
 from zapgate.sessions.events import InstanceKey, MessageReceived
-from zapgate.sessions.neonize_events import LID_SERVER, USER_SERVER, user_jid
+from zapgate.sessions.neonize_events import LID_SERVER, USER_SERVER, epoch_seconds, user_jid
 
 with warnings.catch_warnings():
     # Importing neonize runs `uname -a` through os.popen twice and never closes the pipes.
@@ -63,8 +63,8 @@ _HOUSEKEEPING = frozenset(
         "messageContextInfo",
     }
 )
-# Protocol messages a person caused: a deletion and an edit are read (kinds "revoke" and
-# "edit"), disappearing messages switched is kind "unknown". Every other type is traffic
+# Protocol messages a person caused: a deletion, an edit and disappearing messages switched
+# (kinds "revoke", "edit", "ephemeral_setting"). Every other type is traffic
 # between this account's devices (history sync, app-state keys, ...) and is no message.
 _PERSONAL_PROTOCOL_TYPES = frozenset(
     {
@@ -97,10 +97,6 @@ _DOWNLOAD_FIELDS = (
     "mimetype",
 )
 _MEDIA_REF_VERSION = "wa1"
-# neonize's Go side stamps MessageInfo.Timestamp in milliseconds (UnixMilli, in current
-# goneonize/utils/encoder.go), older builds in seconds: 10^11 seconds is the year 5138,
-# 10^11 milliseconds is 1973, so the size tells which.
-_MILLISECONDS_FROM = 10**11
 
 
 def to_message_received(key: InstanceKey, event: Any) -> MessageReceived | None:
@@ -116,7 +112,7 @@ def to_message_received(key: InstanceKey, event: Any) -> MessageReceived | None:
         key,
         view_once=_view_once(event, message, content),
         message_id=str(info.ID),
-        timestamp=_seconds(int(info.Timestamp)),
+        timestamp=epoch_seconds(int(info.Timestamp)),
         push_name=str(info.Pushname),
         **addresses(info.MessageSource),
         **_content(message, content),
@@ -226,10 +222,6 @@ def addresses(source: Any) -> dict[str, Any]:
 
 def _on_server(server: str, *jids: Any) -> str:
     return next((user_jid(jid) for jid in jids if str(jid.Server) == server and jid.User), "")
-
-
-def _seconds(timestamp: int) -> float:
-    return timestamp / 1000 if timestamp >= _MILLISECONDS_FROM else float(timestamp)
 
 
 # -- content -----------------------------------------------------------------------------------
@@ -403,7 +395,13 @@ def _revoke(body: Any) -> dict[str, Any]:
     return {"kind": "revoke", "target_message_id": str(body.key.ID)}
 
 
+def _ephemeral_setting(body: Any) -> dict[str, Any]:
+    # whatsmeow's ephemeralExpiration: the chat's new timer in seconds, 0 when switched off.
+    return {"kind": "ephemeral_setting", "ephemeral_seconds": int(body.ephemeralExpiration)}
+
+
 _PROTOCOL_READERS = {
     wa.ProtocolMessage.MESSAGE_EDIT: _edit,
     wa.ProtocolMessage.REVOKE: _revoke,
+    wa.ProtocolMessage.EPHEMERAL_SETTING: _ephemeral_setting,
 }

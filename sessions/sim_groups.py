@@ -250,6 +250,9 @@ class SimGroups:
             group.topic = str(args["topic"])
             self._save(group)
             return [GroupChanged(self.key, jid, "topic", by, topic=group.topic)]
+        if "ephemeral_seconds" in args:
+            seconds = int(str(args["ephemeral_seconds"]))
+            return [GroupChanged(self.key, jid, "ephemeral", by, ephemeral_seconds=seconds)]
         announce, locked = args.get("announce"), args.get("locked")
         if announce is not None:
             group.announce = bool(announce)

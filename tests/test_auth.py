@@ -195,6 +195,9 @@ def valid_request(method: MethodDescriptor, instance_id: str) -> Message:
         request.chat_presence = mpb.CHAT_PRESENCE_COMPOSING  # type: ignore[attr-defined]
     if method.name == "InjectCall":
         request.from_phone = "+15550001111"  # type: ignore[attr-defined]
+    if method.name == "ReadOnPhone":
+        request.chat_jid = "15550001111@s.whatsapp.net"  # type: ignore[attr-defined]
+        request.message_ids.append("3EB0X")  # type: ignore[attr-defined]
     if method.name == "SendReceipt":
         request.whatsapp_message_ids.append("3EB0X")  # type: ignore[attr-defined]
         request.kind = spb.RECEIPT_KIND_READ  # type: ignore[attr-defined]
@@ -266,11 +269,12 @@ def test_the_matrix_covers_every_public_rpc() -> None:
     assert {"SetGroupPhoto", "ListJoinRequests"} <= names
     assert {"CreateKey", "ListKeys", "RevokeKey"} <= names
     assert {"SetPresence", "SubscribePresence", "InjectPresence", "InjectCall"} <= names
+    assert "ReadOnPhone" in names
     assert {"ListChats", "ListChatMessages", "SearchMessages", "MarkChatRead"} <= names
     assert {"GetChatSettings", "UpdateChatSettings", "PreloadHistory"} <= names
-    # 44, GroupService's 13, ResolveJids, 3 + 3 simulator calls, 3 keys, 2 presences and
+    # 44, GroupService's 13, ResolveJids, 3 + 4 simulator calls, 3 keys, 2 presences and
     # ChatService's 9
-    assert len(names) == 78
+    assert len(names) == 79
 
 
 # ---- roles and instance scopes -------------------------------------------------------------

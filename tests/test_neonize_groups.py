@@ -187,6 +187,24 @@ def test_group_info_events_become_group_changes() -> None:
         GroupChanged(KEY, group, "topic", actor, topic="", timestamp=at),
         GroupChanged(KEY, group, "settings", actor, announce=True, timestamp=at),
     ]
+    timer = pb.GroupInfoEvent(
+        JID=jid("120363025246125486", GROUP),
+        Sender=jid("5511988887777", WA),
+        Timestamp=1_700_000_600,
+        Ephemeral=pb.GroupEphemeral(IsEphemeral=True, DisappearingTimer=86_400),
+    )
+    parsed = pb.GroupInfoEvent.FromString(filled(timer).SerializeToString())
+    assert neonize_groups.to_group_changes(KEY, parsed, ME) == [
+        GroupChanged(
+            KEY, group, "ephemeral", actor, ephemeral_seconds=86_400, timestamp=1_700_000_600.0
+        )
+    ]
+    off = pb.GroupInfoEvent(
+        JID=jid("120363025246125486", GROUP),
+        Ephemeral=pb.GroupEphemeral(IsEphemeral=False, DisappearingTimer=86_400),
+    )
+    [switched_off] = neonize_groups.to_group_changes(KEY, filled(off), ME)
+    assert (switched_off.change, switched_off.ephemeral_seconds) == ("ephemeral", 0)
     left = pb.GroupInfoEvent(JID=jid("120363025246125486", GROUP), Leave=[jid("5511900000001", WA)])
     assert [c.change for c in neonize_groups.to_group_changes(KEY, left, ME)] == [
         "removed",

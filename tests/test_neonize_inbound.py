@@ -387,13 +387,37 @@ def test_a_reaction_with_no_emoji_removes_the_reaction() -> None:
 
 
 def test_a_kind_zapgate_does_not_read_is_unknown() -> None:
-    # Disappearing messages switched on: a protocol message someone caused, of no kind
-    # zapgate reads (yet).
-    ephemeral = wa.ProtocolMessage(
-        type=wa.ProtocolMessage.EPHEMERAL_SETTING, ephemeralExpiration=604_800
-    )
-    assert received(wa.Message(protocolMessage=ephemeral)) == expected(kind="unknown")
+    invite = wa.GroupInviteMessage(groupJID="120363025246125888@g.us", inviteCode="AbCd")
+    assert received(wa.Message(groupInviteMessage=invite)) == expected(kind="unknown")
     assert received(wa.Message()) is None  # no content at all
+
+
+def ephemeral_setting(seconds: int) -> Any:
+    """Disappearing messages switched, as a phone sends it (whatsmeow delivers it as the
+    message's protocolMessage, wrapped in an ephemeralMessage once the timer is on)."""
+    setting = wa.ProtocolMessage(
+        type=wa.ProtocolMessage.EPHEMERAL_SETTING, ephemeralExpiration=seconds
+    )
+    return wa.Message(protocolMessage=setting)
+
+
+def test_disappearing_messages_switched_on_carry_the_timer() -> None:
+    assert received(ephemeral_setting(604_800)) == expected(
+        kind="ephemeral_setting", ephemeral_seconds=604_800
+    )
+    inside = wrapped("ephemeralMessage", ephemeral_setting(86_400))
+    assert received(inside) == expected(kind="ephemeral_setting", ephemeral_seconds=86_400)
+
+
+def test_disappearing_messages_switched_off_in_a_group_name_who_did_it() -> None:
+    of = source(chat=GROUP, sender=jid("98765432109876", "lid", device=3), sender_alt=ANA)
+    assert received(ephemeral_setting(0), of) == expected(
+        kind="ephemeral_setting",
+        ephemeral_seconds=0,
+        chat_jid="120363025246125888@g.us",
+        group_jid="120363025246125888@g.us",
+        sender_lid="98765432109876@lid",
+    )
 
 
 EDITED_ID = "3EB0C431C26A1916E07E"

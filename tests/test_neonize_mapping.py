@@ -25,6 +25,7 @@ from zapgate.sessions.events import (
     Paired,
     QrShown,
     QrTimedOut,
+    ReadElsewhere,
     Receipt,
     StreamReplaced,
     TemporarilyBanned,
@@ -291,7 +292,7 @@ def test_the_recipients_receipts_name_the_sent_messages(kind: int, reported: str
     [
         pb.Receipt.SENDER,  # this account's other device got the copy of a sent message
         pb.Receipt.RETRY,  # whatsmeow re-encrypts and resends by itself
-        pb.Receipt.READ_SELF,
+        pb.Receipt.READ_SELF,  # from this account's devices only: see below
         pb.Receipt.SERVER_ERROR,  # neonize 0.5.2's label for whatsmeow's "played-self"
         pb.Receipt.PEER_MSG,
         pb.Receipt.HISTORY_SYNC,
@@ -301,10 +302,44 @@ def test_receipts_that_are_not_the_recipients_are_not_reported(kind: int) -> Non
     assert mapped(receipt(kind)) is None
 
 
-def test_receipts_from_this_accounts_own_devices_are_not_reported() -> None:
-    # The phone read a message it received: whatsmeow reports a read from "me".
-    me = jid("5511999998888", WA, device=0)
-    assert mapped(receipt(pb.Receipt.READ, chat=RECIPIENT, sender=me, from_me=True)) is None
+ME = jid("5511999998888", WA, device=0)
+
+
+@pytest.mark.parametrize("kind", [pb.Receipt.READ, pb.Receipt.READ_SELF])
+def test_a_chat_read_on_the_phone_is_read_elsewhere(kind: int) -> None:
+    # The phone read messages it received: whatsmeow reports a read from "me", naming the
+    # chat; "read-self" when the account turned read receipts off.
+    read = receipt(kind, chat=RECIPIENT, sender=ME, from_me=True)
+    assert mapped(read) == ReadElsewhere(
+        KEY,
+        chat="5511988887777@s.whatsapp.net",
+        message_ids=tuple(IDS),
+        timestamp=1_790_000_100.0,
+    )
+
+
+def test_a_chat_read_on_the_phone_names_a_lid_chat_by_phone_when_known() -> None:
+    read = receipt(pb.Receipt.READ, chat=RECIPIENT_LID, sender=ME, from_me=True)
+    read.MessageSource.RecipientAlt.CopyFrom(RECIPIENT)
+    read.Timestamp = 1_790_000_100_250  # neonize's current builds: milliseconds
+    assert mapped(read) == ReadElsewhere(
+        KEY,
+        chat="5511988887777@s.whatsapp.net",
+        message_ids=tuple(IDS),
+        timestamp=1_790_000_100.25,
+    )
+    in_group = receipt(pb.Receipt.READ, chat=GROUP, sender=ME, from_me=True)
+    assert mapped(in_group) == ReadElsewhere(
+        KEY, chat="120363025246125888@g.us", message_ids=tuple(IDS), timestamp=1_790_000_100.0
+    )
+
+
+@pytest.mark.parametrize(
+    "kind", [pb.Receipt.DELIVERED, pb.Receipt.SENDER, pb.Receipt.PLAYED, pb.Receipt.PEER_MSG]
+)
+def test_other_receipts_from_this_accounts_own_devices_are_not_reported(kind: int) -> None:
+    assert mapped(receipt(kind, chat=RECIPIENT, sender=ME, from_me=True)) is None
+    assert mapped(receipt(pb.Receipt.READ, sender=ME, from_me=True, ids=[])) is None
 
 
 def test_a_receipt_addressed_by_lid_names_the_chat_by_phone_when_known() -> None:

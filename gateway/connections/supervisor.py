@@ -441,6 +441,8 @@ class Supervisor:
                 self._tasks.spawn(self._listener.on_receipt(live.key, message_ids, kind, by))
             case ev.MessageReceived():
                 await self._inbox.received(live.tenant, live.instance_id, event)
+            case ev.ReadElsewhere():
+                await self._inbox.read_elsewhere(live.tenant, live.instance_id, event)
             case ev.GroupChanged():
                 await self._events.append(live.tenant, live.instance_id, group_event(event))
             case ev.PresenceChanged():

@@ -16,6 +16,7 @@ CHANGES = {
     "settings": pb.GROUP_CHANGE_SETTINGS,
     "joined": pb.GROUP_CHANGE_JOINED,
     "left": pb.GROUP_CHANGE_LEFT,
+    "ephemeral": pb.GROUP_CHANGE_EPHEMERAL,
 }
 
 
@@ -27,6 +28,7 @@ def to_proto(change: GroupChanged) -> pb.GroupChanged:
         participants=list(change.participants),
         name=change.name,
         topic=change.topic,
+        ephemeral_seconds=change.ephemeral_seconds,
     )
     if change.announce is not None:
         message.announce = change.announce

@@ -13,7 +13,7 @@ from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.store.chats import ChatEntry
 from zapgate.gateway.store.inbound import InboundRepository, MediaLocation, ReceivedMessage
 from zapgate.gateway.store.messages import MessageRecord
-from zapgate.sessions.events import MessageReceived, poll_option_sha256
+from zapgate.sessions.events import MessageReceived, ReadElsewhere, poll_option_sha256
 from zapgate.v1 import event_pb2 as pb
 from zapgate.v1 import message_pb2
 
@@ -104,6 +104,16 @@ class Inbox:
         if expected is not None and not expected.done():
             expected.set_result(None)
 
+    async def read_elsewhere(self, tenant: str, instance_id: str, read: ReadElsewhere) -> None:
+        """The account read messages on another device: the chat store marks them read, in
+        the transaction of their event."""
+
+        def event(marked: int) -> dict[str, object]:
+            return self._events.row(tenant, instance_id, read_elsewhere_event(read, marked))
+
+        await self._inbound.read_elsewhere(tenant, instance_id, list(read.message_ids), event)
+        self._events.committed()
+
     async def _name_votes(self, tenant: str, instance_id: str, vote: pb.PollVote) -> None:
         """Names the options of a vote in a poll the instance sent or received (a vote
         carries only their hashes)."""
@@ -130,7 +140,10 @@ def correspondent(message: MessageReceived) -> str:
     return message.sender_jid
 
 
-NOT_QUOTABLE = ("reaction", "edit", "revoke", "poll_vote", "unknown")
+NOT_QUOTABLE = ("reaction", "edit", "revoke", "poll_vote", "ephemeral_setting", "unknown")
+# Kinds no chat lists as a message: WhatsApp's apps show a timer change as a notice that
+# counts as no unread message.
+NOT_IN_CHATS = ("ephemeral_setting", "unknown")
 
 
 def quotable(message: MessageReceived) -> ReceivedMessage | None:
@@ -152,8 +165,9 @@ def quotable(message: MessageReceived) -> ReceivedMessage | None:
 
 
 def chat_entry(message: MessageReceived) -> ChatEntry | None:
-    """The message as its chat stores it (None for what no chat shows: unknown kinds)."""
-    if message.kind == "unknown":
+    """The message as its chat stores it (None for what no chat lists: unknown kinds, timer
+    changes)."""
+    if message.kind in NOT_IN_CHATS:
         return None
     return ChatEntry(
         message_id=message.message_id,
@@ -239,6 +253,17 @@ def to_proto(message: MessageReceived) -> pb.MessageReceived:
         event.poll_vote.CopyFrom(
             pb.PollVote(poll_message_id=message.target_message_id, option_sha256=message.poll_votes)
         )
+    elif kind == "ephemeral_setting":
+        event.ephemeral_setting.CopyFrom(
+            pb.EphemeralSetting(expiration_seconds=message.ephemeral_seconds)
+        )
     else:
         event.unsupported.SetInParent()
+    return event
+
+
+def read_elsewhere_event(read: ReadElsewhere, marked: int) -> pb.ReadElsewhere:
+    event = pb.ReadElsewhere(chat_jid=read.chat, message_ids=read.message_ids, marked=marked)
+    if read.timestamp:
+        event.read_time.FromMicroseconds(int(read.timestamp * 1e6))
     return event

@@ -44,6 +44,7 @@ PAYLOADS: dict[type[Message], tuple[str, int]] = {
     pb.CallReceived: ("call_received", pb.EVENT_TYPE_CALL_RECEIVED),
     pb.HistorySyncProgress: ("history_sync_progress", pb.EVENT_TYPE_HISTORY_SYNC_PROGRESS),
     pb.HistorySyncCompleted: ("history_sync_completed", pb.EVENT_TYPE_HISTORY_SYNC_COMPLETED),
+    pb.ReadElsewhere: ("read_elsewhere", pb.EVENT_TYPE_READ_ELSEWHERE),
 }
 
 

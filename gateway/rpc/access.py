@@ -99,6 +99,7 @@ REQUIRED_ROLES: dict[str, dict[str, Role]] = {
         "SetLidMappings": OPERATOR,
         "InjectPresence": OPERATOR,
         "InjectCall": OPERATOR,
+        "ReadOnPhone": OPERATOR,
         "PreloadHistory": OPERATOR,
     },
     "KeyService": {"CreateKey": ADMIN, "ListKeys": ADMIN, "RevokeKey": ADMIN},

@@ -8,8 +8,15 @@ import secrets
 import time
 
 from zapgate.gateway.rpc.errors import FieldViolation
-from zapgate.gateway.rpc.validation import check_phone, check_timestamp
-from zapgate.sessions.events import CallReceived, ChatPresenceChanged, PresenceChanged
+from zapgate.gateway.rpc.validation import check_message_id, check_phone, check_timestamp
+from zapgate.gateway.services.chats import check_chat_jid
+from zapgate.gateway.store.inbound import MAX_MARK_READ
+from zapgate.sessions.events import (
+    CallReceived,
+    ChatPresenceChanged,
+    PresenceChanged,
+    ReadElsewhere,
+)
 from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as pb
 
@@ -70,4 +77,25 @@ def call_event(key: str, request: pb.InjectCallRequest) -> CallReceived:
         caller_jid=f"{request.from_phone.lstrip('+')}@s.whatsapp.net",
         caller_lid=f"{request.from_lid}@lid" if request.from_lid else "",
         timestamp=float(int(time.time())),
+    )
+
+
+def read_on_phone_violations(request: pb.ReadOnPhoneRequest) -> list[FieldViolation]:
+    violations = check_chat_jid("chat_jid", request.chat_jid)
+    if not request.message_ids:
+        violations.append(FieldViolation("message_ids", "at least one id"))
+    elif len(request.message_ids) > MAX_MARK_READ:
+        violations.append(FieldViolation("message_ids", f"at most {MAX_MARK_READ}"))
+    for index, message_id in enumerate(request.message_ids):
+        violations += check_message_id(f"message_ids[{index}]", message_id)
+    return violations
+
+
+def read_on_phone_event(key: str, request: pb.ReadOnPhoneRequest) -> ReadElsewhere:
+    """What a real engine reports when the account's phone reads these messages."""
+    return ReadElsewhere(
+        key,
+        chat=request.chat_jid,
+        message_ids=tuple(request.message_ids),
+        timestamp=float(int(time.time())),  # WhatsApp stamps whole seconds
     )

@@ -31,6 +31,8 @@ from zapgate.gateway.services.sim_events import (
     caller_violations,
     presence_event,
     presence_violations,
+    read_on_phone_event,
+    read_on_phone_violations,
 )
 from zapgate.sessions import wire
 from zapgate.sessions.engine import Contact
@@ -218,6 +220,14 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
         await self._inject(request.instance_id, event)
         return pb.InjectCallResponse(call_id=event.call_id)
 
+    async def ReadOnPhone(
+        self, request: pb.ReadOnPhoneRequest, context: Context
+    ) -> pb.ReadOnPhoneResponse:
+        self._check(request.instance_id, read_on_phone_violations(request))
+        event = read_on_phone_event(f"{current_tenant()}/{request.instance_id}", request)
+        await self._inject(request.instance_id, event)
+        return pb.ReadOnPhoneResponse()
+
     async def _inject(self, instance_id: str, event: EngineEvent) -> None:
         injection = wpb.SimulateRequest.InjectEvent(event_json=wire.encode(event))
         await self._run(instance_id, wpb.SimulateRequest(inject_event=injection))
@@ -306,6 +316,8 @@ class SimulatorService(simulator_pb2_grpc.SimulatorServiceServicer):
             violations.append(FieldViolation("change", "required"))
         phones = list(request.participants.phones)
         violations += [v for phone in phones for v in check_phone("participants.phones", phone)]
+        if change == "ephemeral_seconds" and request.ephemeral_seconds < 0:
+            violations.append(FieldViolation("ephemeral_seconds", "seconds, 0 or more"))
         self._check(request.instance_id, violations)
         args: dict[str, object] = {"by_phone": request.by_phone, "group_jid": request.group_jid}
         if change == "participants":
@@ -358,6 +370,7 @@ _CONTENTS = (
     "revoked",
     "poll",
     "poll_vote",
+    "ephemeral_setting",
 )
 
 
@@ -388,6 +401,10 @@ def _injection_violations(request: pb.InjectIncomingMessageRequest) -> list[Fiel
         poll_content(request.poll, violations)
     elif content == "poll_vote" and not request.poll_vote.poll_message_id:
         violations.append(FieldViolation("poll_vote.poll_message_id", "required"))
+    elif content == "ephemeral_setting" and request.ephemeral_setting.expiration_seconds < 0:
+        violations.append(
+            FieldViolation("ephemeral_setting.expiration_seconds", "seconds, 0 or more")
+        )
     return violations
 
 
@@ -442,4 +459,5 @@ def incoming_message(key: str, request: pb.InjectIncomingMessageRequest) -> Mess
         poll_selectable=poll.selectable_count,
         # As a real engine reports a vote once decrypted: the chosen options' hashes.
         poll_votes=tuple(poll_option_sha256(option) for option in vote.options),
+        ephemeral_seconds=request.ephemeral_setting.expiration_seconds,
     )

@@ -265,9 +265,10 @@ async def set_state_in(
 
 async def marked_read_in(
     conn: AsyncConnection, tenant: str, instance_id: str, message_ids: Sequence[str], now: int
-) -> None:
-    """Received messages the instance marked read: each chat's unread count drops by the
-    ones that were unread."""
+) -> int:
+    """Received messages the instance marked read (here, or on another device of the
+    account): each chat's unread count drops by the ones that were unread. Returns how many
+    were."""
     result = await conn.execute(
         sa.update(chat_messages)
         .where(
@@ -293,3 +294,4 @@ async def marked_read_in(
             )
             .values(unread=sa.case((chats.c.unread > count, chats.c.unread - count), else_=0))
         )
+    return sum(per_chat.values())

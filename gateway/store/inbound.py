@@ -5,6 +5,7 @@ replying to them is not a cold message, so they are no new contacts)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,16 +174,36 @@ class InboundRepository:
     async def marked_read(self, tenant: str, instance_id: str, message_ids: list[str]) -> None:
         """Remembers the read marks sent, and lowers their chats' unread counts."""
         async with self._engine.begin() as conn:
-            await marked_read_in(conn, tenant, instance_id, message_ids, self._clock())
-            await conn.execute(
-                sa.update(received_messages)
-                .where(
-                    received_messages.c.tenant == tenant,
-                    received_messages.c.instance_id == instance_id,
-                    received_messages.c.message_id.in_(message_ids),
-                )
-                .values(read_us=self._clock())
+            await self._mark_read_in(conn, tenant, instance_id, message_ids)
+
+    async def read_elsewhere(
+        self,
+        tenant: str,
+        instance_id: str,
+        message_ids: list[str],
+        event: Callable[[int], dict[str, Any]],
+    ) -> None:
+        """Messages the account read on another device: marked read like MarkRead's, and
+        committed with their event, `event(how many were unread)`."""
+        async with self._engine.begin() as conn:
+            marked = await self._mark_read_in(conn, tenant, instance_id, message_ids)
+            await append_events(conn, [event(marked)])
+
+    async def _mark_read_in(
+        self, conn: AsyncConnection, tenant: str, instance_id: str, message_ids: list[str]
+    ) -> int:
+        now = self._clock()
+        marked = await marked_read_in(conn, tenant, instance_id, message_ids, now)
+        await conn.execute(
+            sa.update(received_messages)
+            .where(
+                received_messages.c.tenant == tenant,
+                received_messages.c.instance_id == instance_id,
+                received_messages.c.message_id.in_(message_ids),
             )
+            .values(read_us=now)
+        )
+        return marked
 
     async def correspondents(self, tenant: str, instance_id: str) -> set[str]:
         """Everyone who ever wrote to the instance in a direct chat."""

@@ -151,6 +151,8 @@ def _received(instance_id: str, received: event_pb2.MessageReceived) -> tuple[st
         return "messages.delete", _key(received, received.revoked.message_id)
     if content == "poll_vote":
         return None  # Evolution reports votes as messages.update pollUpdates, not upserts
+    if content == "ephemeral_setting":
+        return None  # Baileys reports a timer change as a chat update, not a message
     return "messages.upsert", _upsert(instance_id, received)
 
 

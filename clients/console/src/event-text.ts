@@ -25,7 +25,12 @@ export function eventText(event: Event): string {
     case "messageReceived": {
       const m = p.value;
       const who = `${m.pushName || "?"} <${m.senderJid || m.senderLid || m.chatJid}>`;
-      const content = m.content.case === "text" ? m.content.value : `[${m.content.case ?? "message"}]`;
+      const content =
+        m.content.case === "text"
+          ? m.content.value
+          : m.content.case === "ephemeralSetting"
+            ? timerText(m.content.value.expirationSeconds)
+            : `[${m.content.case ?? "message"}]`;
       return `${m.fromMe ? "sent from the phone" : `from ${who}`}: ${content}`;
     }
     case "contactsSynced":
@@ -44,7 +49,17 @@ export function eventText(event: Event): string {
       return `history sync ${p.value.progressPercent}%: ${p.value.messagesImported} messages imported`;
     case "historySyncCompleted":
       return `history sync done: ${p.value.messagesImported} messages in ${p.value.chats} chats`;
+    case "readElsewhere":
+      return `${p.value.messageIds.length} message(s) in ${p.value.chatJid} read on another device (${p.value.marked} were unread)`;
     default:
       return "";
   }
+}
+
+/** A chat's disappearing-messages timer, in seconds (0: off). */
+function timerText(seconds: bigint): string {
+  if (seconds === 0n) return "[disappearing messages off]";
+  const days = Number(seconds) / 86_400;
+  const shown = Number.isInteger(days) ? `${days} day(s)` : `${seconds} s`;
+  return `[disappearing messages: ${shown}]`;
 }

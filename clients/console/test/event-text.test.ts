@@ -22,3 +22,21 @@ test("a state change reads as words", () => {
   });
   assert.equal(eventText(event), "logged out (logout requested)");
 });
+
+test("a timer change and a chat read on the phone read as words", () => {
+  const timer = create(EventSchema, {
+    payload: {
+      case: "messageReceived",
+      value: { pushName: "Ana", senderJid: "551199@s.whatsapp.net", content: { case: "ephemeralSetting", value: { expirationSeconds: 604_800n } } },
+    },
+  });
+  assert.equal(eventText(timer), "from Ana <551199@s.whatsapp.net>: [disappearing messages: 7 day(s)]");
+  const off = create(EventSchema, {
+    payload: { case: "messageReceived", value: { senderJid: "551199@s.whatsapp.net", content: { case: "ephemeralSetting", value: {} } } },
+  });
+  assert.equal(eventText(off), "from ? <551199@s.whatsapp.net>: [disappearing messages off]");
+  const read = create(EventSchema, {
+    payload: { case: "readElsewhere", value: { chatJid: "551199@s.whatsapp.net", messageIds: ["A", "B"], marked: 1 } },
+  });
+  assert.equal(eventText(read), "2 message(s) in 551199@s.whatsapp.net read on another device (1 were unread)");
+});

@@ -71,6 +71,9 @@ class SimulatorService(Protocol):
     async def inject_call(self, request: zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
+    async def read_on_phone(self, request: zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+
     async def preload_history(self, request: zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
@@ -259,6 +262,16 @@ class SimulatorServiceASGIApplication(ConnectASGIApplication[SimulatorService]):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=svc.inject_call,
+                ),
+                "/zapgate.v1.SimulatorService/ReadOnPhone": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ReadOnPhone",
+                        service_name="zapgate.v1.SimulatorService",
+                        input=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest,
+                        output=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=svc.read_on_phone,
                 ),
                 "/zapgate.v1.SimulatorService/PreloadHistory": Endpoint.unary(
                     method=MethodInfo(
@@ -643,6 +656,26 @@ class SimulatorServiceClient(ConnectClient):
             timeout_ms=timeout_ms,
         )
 
+    async def read_on_phone(
+        self,
+        request: zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse:
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ReadOnPhone",
+                service_name="zapgate.v1.SimulatorService",
+                input=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest,
+                output=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
     async def preload_history(
         self,
         request: zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest,
@@ -700,6 +733,8 @@ class SimulatorServiceSync(Protocol):
     def inject_presence(self, request: zapgate_dot_v1_dot_simulator__pb2.InjectPresenceRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.InjectPresenceResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
     def inject_call(self, request: zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+    def read_on_phone(self, request: zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
     def preload_history(self, request: zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest, ctx: RequestContext) -> zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
@@ -888,6 +923,16 @@ class SimulatorServiceWSGIApplication(ConnectWSGIApplication):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=service.inject_call,
+                ),
+                "/zapgate.v1.SimulatorService/ReadOnPhone": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="ReadOnPhone",
+                        service_name="zapgate.v1.SimulatorService",
+                        input=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest,
+                        output=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=service.read_on_phone,
                 ),
                 "/zapgate.v1.SimulatorService/PreloadHistory": EndpointSync.unary(
                     method=MethodInfo(
@@ -1266,6 +1311,26 @@ class SimulatorServiceClientSync(ConnectClientSync):
                 service_name="zapgate.v1.SimulatorService",
                 input=zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest,
                 output=zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def read_on_phone(
+        self,
+        request: zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse:
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ReadOnPhone",
+                service_name="zapgate.v1.SimulatorService",
+                input=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest,
+                output=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
             ),
             headers=headers,

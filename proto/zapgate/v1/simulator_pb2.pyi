@@ -206,6 +206,7 @@ class ChangeGroupRequest(_message.Message):
     TOPIC_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
     REQUEST_JOIN_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_SECONDS_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     by_phone: _builtins.str
     """E.164."""
@@ -217,6 +218,8 @@ class ChangeGroupRequest(_message.Message):
     """`by_phone` asks to join the group and waits for an admin's approval (by_phone need not
     be a member).
     """
+    ephemeral_seconds: _builtins.int
+    """`by_phone` sets the group's disappearing-messages timer, in seconds (0: off)."""
     @_builtins.property
     def participants(self) -> Global___SimParticipantsChange: ...
     @_builtins.property
@@ -233,12 +236,13 @@ class ChangeGroupRequest(_message.Message):
         topic: _builtins.str = ...,
         settings: Global___SimSettingsChange | None = ...,
         request_join: _builtins.bool = ...,
+        ephemeral_seconds: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "create_name", b"create_name", "name", b"name", "participants", b"participants", "request_join", b"request_join", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "create_name", b"create_name", "ephemeral_seconds", b"ephemeral_seconds", "name", b"name", "participants", b"participants", "request_join", b"request_join", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_phone", b"by_phone", "change", b"change", "create_name", b"create_name", "group_jid", b"group_jid", "instance_id", b"instance_id", "name", b"name", "participants", b"participants", "request_join", b"request_join", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_phone", b"by_phone", "change", b"change", "create_name", b"create_name", "ephemeral_seconds", b"ephemeral_seconds", "group_jid", b"group_jid", "instance_id", b"instance_id", "name", b"name", "participants", b"participants", "request_join", b"request_join", "settings", b"settings", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["create_name", "participants", "name", "topic", "settings", "request_join"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["create_name", "participants", "name", "topic", "settings", "request_join", "ephemeral_seconds"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 
@@ -755,6 +759,7 @@ class InjectIncomingMessageRequest(_message.Message):
     REVOKED_FIELD_NUMBER: _builtins.int
     POLL_FIELD_NUMBER: _builtins.int
     POLL_VOTE_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_SETTING_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
@@ -795,6 +800,10 @@ class InjectIncomingMessageRequest(_message.Message):
         """
 
     @_builtins.property
+    def ephemeral_setting(self) -> _event_pb2.EphemeralSetting:
+        """The sender sets the chat's disappearing-messages timer (0: off)."""
+
+    @_builtins.property
     def reply_to(self) -> _event_pb2.ReplyContext: ...
     def __init__(
         self,
@@ -813,14 +822,15 @@ class InjectIncomingMessageRequest(_message.Message):
         revoked: _event_pb2.MessageRevoked | None = ...,
         poll: _message_pb2.Poll | None = ...,
         poll_vote: Global___InjectedPollVote | None = ...,
+        ephemeral_setting: _event_pb2.EphemeralSetting | None = ...,
         reply_to: _event_pb2.ReplyContext | None = ...,
         message_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "ephemeral_setting", b"ephemeral_setting", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "ephemeral_setting", b"ephemeral_setting", "from_lid", b"from_lid", "from_phone", b"from_phone", "group_jid", b"group_jid", "instance_id", b"instance_id", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "edited", "revoked", "poll", "poll_vote"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "edited", "revoked", "poll", "poll_vote", "ephemeral_setting"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
@@ -1258,3 +1268,47 @@ class PreloadHistoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PreloadHistoryResponse: _TypeAlias = PreloadHistoryResponse  # noqa: Y015
+
+@_typing.final
+class ReadOnPhoneRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    chat_jid: _builtins.str
+    """The chat: a contact's phone-number JID (...@s.whatsapp.net) or a group's (...@g.us)."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """WhatsApp's ids of messages others wrote in the chat (MessageReceived.message_id)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        chat_jid: _builtins.str = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "instance_id", b"instance_id", "message_ids", b"message_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadOnPhoneRequest: _TypeAlias = ReadOnPhoneRequest  # noqa: Y015
+
+@_typing.final
+class ReadOnPhoneResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadOnPhoneResponse: _TypeAlias = ReadOnPhoneResponse  # noqa: Y015

@@ -93,6 +93,8 @@ class SimulatorServiceStub:
     """
     InjectCall: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.InjectCallRequest, _simulator_pb2.InjectCallResponse]
     """A phone calls the instance (call_received; rejected and answered per its call settings)."""
+    ReadOnPhone: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.ReadOnPhoneRequest, _simulator_pb2.ReadOnPhoneResponse]
+    """The account's phone reads messages of a chat (a read_elsewhere event follows)."""
     PreloadHistory: _grpc.UnaryUnaryMultiCallable[_simulator_pb2.PreloadHistoryRequest, _simulator_pb2.PreloadHistoryResponse]
     """The phone's chat history, sent to the instance as a history sync (in blobs, as
     WhatsApp does) once it is connected: right after pairing, or at once if it is already
@@ -164,6 +166,8 @@ class SimulatorServiceAsyncStub(SimulatorServiceStub):
     """
     InjectCall: _aio.UnaryUnaryMultiCallable[_simulator_pb2.InjectCallRequest, _simulator_pb2.InjectCallResponse]  # type: ignore[assignment]
     """A phone calls the instance (call_received; rejected and answered per its call settings)."""
+    ReadOnPhone: _aio.UnaryUnaryMultiCallable[_simulator_pb2.ReadOnPhoneRequest, _simulator_pb2.ReadOnPhoneResponse]  # type: ignore[assignment]
+    """The account's phone reads messages of a chat (a read_elsewhere event follows)."""
     PreloadHistory: _aio.UnaryUnaryMultiCallable[_simulator_pb2.PreloadHistoryRequest, _simulator_pb2.PreloadHistoryResponse]  # type: ignore[assignment]
     """The phone's chat history, sent to the instance as a history sync (in blobs, as
     WhatsApp does) once it is connected: right after pairing, or at once if it is already
@@ -340,6 +344,14 @@ class SimulatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_simulator_pb2.InjectCallResponse, _abc.Awaitable[_simulator_pb2.InjectCallResponse]]:
         """A phone calls the instance (call_received; rejected and answered per its call settings)."""
+
+    @_abc_1.abstractmethod
+    def ReadOnPhone(
+        self,
+        request: _simulator_pb2.ReadOnPhoneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simulator_pb2.ReadOnPhoneResponse, _abc.Awaitable[_simulator_pb2.ReadOnPhoneResponse]]:
+        """The account's phone reads messages of a chat (a read_elsewhere event follows)."""
 
     @_abc_1.abstractmethod
     def PreloadHistory(

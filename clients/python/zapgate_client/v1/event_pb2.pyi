@@ -43,6 +43,7 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     EVENT_TYPE_CALL_RECEIVED: _EventType.ValueType  # 12
     EVENT_TYPE_HISTORY_SYNC_PROGRESS: _EventType.ValueType  # 13
     EVENT_TYPE_HISTORY_SYNC_COMPLETED: _EventType.ValueType  # 14
+    EVENT_TYPE_READ_ELSEWHERE: _EventType.ValueType  # 15
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -61,6 +62,7 @@ EVENT_TYPE_CHAT_PRESENCE_CHANGED: EventType.ValueType  # 11
 EVENT_TYPE_CALL_RECEIVED: EventType.ValueType  # 12
 EVENT_TYPE_HISTORY_SYNC_PROGRESS: EventType.ValueType  # 13
 EVENT_TYPE_HISTORY_SYNC_COMPLETED: EventType.ValueType  # 14
+EVENT_TYPE_READ_ELSEWHERE: EventType.ValueType  # 15
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 class _MediaKind:
@@ -111,6 +113,8 @@ class _GroupChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GroupChan
     """This account was added to the group (or created or joined it)."""
     GROUP_CHANGE_LEFT: _GroupChange.ValueType  # 9
     """This account was removed from the group (or left it)."""
+    GROUP_CHANGE_EPHEMERAL: _GroupChange.ValueType  # 10
+    """The group's disappearing-messages timer is now `ephemeral_seconds` (0: off)."""
 
 class GroupChange(_GroupChange, metaclass=_GroupChangeEnumTypeWrapper): ...
 
@@ -131,6 +135,8 @@ GROUP_CHANGE_JOINED: GroupChange.ValueType  # 8
 """This account was added to the group (or created or joined it)."""
 GROUP_CHANGE_LEFT: GroupChange.ValueType  # 9
 """This account was removed from the group (or left it)."""
+GROUP_CHANGE_EPHEMERAL: GroupChange.ValueType  # 10
+"""The group's disappearing-messages timer is now `ephemeral_seconds` (0: off)."""
 Global___GroupChange: _TypeAlias = GroupChange  # noqa: Y015
 
 class _WebhookStatus:
@@ -243,6 +249,7 @@ class Event(_message.Message):
     CALL_RECEIVED_FIELD_NUMBER: _builtins.int
     HISTORY_SYNC_PROGRESS_FIELD_NUMBER: _builtins.int
     HISTORY_SYNC_COMPLETED_FIELD_NUMBER: _builtins.int
+    READ_ELSEWHERE_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     instance_id: _builtins.str
     @_builtins.property
@@ -275,6 +282,8 @@ class Event(_message.Message):
     def history_sync_progress(self) -> Global___HistorySyncProgress: ...
     @_builtins.property
     def history_sync_completed(self) -> Global___HistorySyncCompleted: ...
+    @_builtins.property
+    def read_elsewhere(self) -> Global___ReadElsewhere: ...
     def __init__(
         self,
         *,
@@ -295,12 +304,13 @@ class Event(_message.Message):
         call_received: Global___CallReceived | None = ...,
         history_sync_progress: Global___HistorySyncProgress | None = ...,
         history_sync_completed: Global___HistorySyncCompleted | None = ...,
+        read_elsewhere: Global___ReadElsewhere | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "history_sync_completed", b"history_sync_completed", "history_sync_progress", b"history_sync_progress", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "group_changed", b"group_changed", "history_sync_completed", b"history_sync_completed", "history_sync_progress", b"history_sync_progress", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "read_elsewhere", b"read_elsewhere", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "history_sync_completed", b"history_sync_completed", "history_sync_progress", b"history_sync_progress", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_received", b"call_received", "chat_presence_changed", b"chat_presence_changed", "contacts_synced", b"contacts_synced", "cursor", b"cursor", "group_changed", b"group_changed", "history_sync_completed", b"history_sync_completed", "history_sync_progress", b"history_sync_progress", "instance_id", b"instance_id", "message_received", b"message_received", "message_state_changed", b"message_state_changed", "payload", b"payload", "presence_changed", b"presence_changed", "qr_updated", b"qr_updated", "read_elsewhere", b"read_elsewhere", "sending_paused", b"sending_paused", "sending_resumed", b"sending_resumed", "state_changed", b"state_changed", "time", b"time", "webhook_status_changed", b"webhook_status_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed", "presence_changed", "chat_presence_changed", "call_received", "history_sync_progress", "history_sync_completed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "qr_updated", "message_state_changed", "sending_paused", "sending_resumed", "message_received", "contacts_synced", "webhook_status_changed", "group_changed", "presence_changed", "chat_presence_changed", "call_received", "history_sync_progress", "history_sync_completed", "read_elsewhere"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -578,6 +588,7 @@ class MessageReceived(_message.Message):
     REVOKED_FIELD_NUMBER: _builtins.int
     POLL_FIELD_NUMBER: _builtins.int
     POLL_VOTE_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_SETTING_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """WhatsApp's id of the message (reactions and replies name it)."""
@@ -607,7 +618,7 @@ class MessageReceived(_message.Message):
     def reaction(self) -> Global___Reaction: ...
     @_builtins.property
     def unsupported(self) -> Global___Unsupported:
-        """A kind zapgate does not map yet (disappearing-message settings...)."""
+        """A kind zapgate does not map yet."""
 
     @_builtins.property
     def edited(self) -> Global___MessageEdited:
@@ -628,6 +639,10 @@ class MessageReceived(_message.Message):
         """Someone voted in a poll (or changed their vote): WhatsApp sends votes encrypted; the
         engine decrypts them and zapgate names the options chosen.
         """
+
+    @_builtins.property
+    def ephemeral_setting(self) -> Global___EphemeralSetting:
+        """The sender switched the chat's disappearing messages on, off, or to another timer."""
 
     @_builtins.property
     def reply_to(self) -> Global___ReplyContext:
@@ -654,13 +669,14 @@ class MessageReceived(_message.Message):
         revoked: Global___MessageRevoked | None = ...,
         poll: _message_pb2.Poll | None = ...,
         poll_vote: Global___PollVote | None = ...,
+        ephemeral_setting: Global___EphemeralSetting | None = ...,
         reply_to: Global___ReplyContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "content", b"content", "edited", b"edited", "ephemeral_setting", b"ephemeral_setting", "location", b"location", "media", b"media", "poll", b"poll", "poll_vote", b"poll_vote", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "edited", b"edited", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "contact", b"contact", "content", b"content", "edited", b"edited", "ephemeral_setting", b"ephemeral_setting", "from_me", b"from_me", "group_jid", b"group_jid", "location", b"location", "media", b"media", "message_id", b"message_id", "poll", b"poll", "poll_vote", b"poll_vote", "push_name", b"push_name", "reaction", b"reaction", "reply_to", b"reply_to", "revoked", b"revoked", "sender_jid", b"sender_jid", "sender_lid", b"sender_lid", "sent_time", b"sent_time", "text", b"text", "unsupported", b"unsupported"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported", "edited", "revoked", "poll", "poll_vote"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "media", "location", "contact", "reaction", "unsupported", "edited", "revoked", "poll", "poll_vote", "ephemeral_setting"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
@@ -845,6 +861,28 @@ class MessageRevoked(_message.Message):
 Global___MessageRevoked: _TypeAlias = MessageRevoked  # noqa: Y015
 
 @_typing.final
+class EphemeralSetting(_message.Message):
+    """A chat's disappearing-messages timer changed; the event's sender changed it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPIRATION_SECONDS_FIELD_NUMBER: _builtins.int
+    expiration_seconds: _builtins.int
+    """How long new messages of the chat last, in seconds; 0: disappearing messages are off."""
+    def __init__(
+        self,
+        *,
+        expiration_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expiration_seconds", b"expiration_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EphemeralSetting: _TypeAlias = EphemeralSetting  # noqa: Y015
+
+@_typing.final
 class ReplyContext(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -895,6 +933,7 @@ class GroupChanged(_message.Message):
     TOPIC_FIELD_NUMBER: _builtins.int
     ANNOUNCE_FIELD_NUMBER: _builtins.int
     LOCKED_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_SECONDS_FIELD_NUMBER: _builtins.int
     group_jid: _builtins.str
     change: Global___GroupChange.ValueType
     actor_jid: _builtins.str
@@ -905,6 +944,8 @@ class GroupChanged(_message.Message):
     topic: _builtins.str
     announce: _builtins.bool
     locked: _builtins.bool
+    ephemeral_seconds: _builtins.int
+    """With EPHEMERAL: how long new messages of the group last, in seconds; 0: off."""
     @_builtins.property
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """With the PARTICIPANTS_* changes (and JOINED / LEFT: this account's JID)."""
@@ -920,10 +961,11 @@ class GroupChanged(_message.Message):
         topic: _builtins.str = ...,
         announce: _builtins.bool | None = ...,
         locked: _builtins.bool | None = ...,
+        ephemeral_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_announce", b"_announce", "_locked", b"_locked", "announce", b"announce", "locked", b"locked"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_announce", b"_announce", "_locked", b"_locked", "actor_jid", b"actor_jid", "announce", b"announce", "change", b"change", "group_jid", b"group_jid", "locked", b"locked", "name", b"name", "participants", b"participants", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_announce", b"_announce", "_locked", b"_locked", "actor_jid", b"actor_jid", "announce", b"announce", "change", b"change", "ephemeral_seconds", b"ephemeral_seconds", "group_jid", b"group_jid", "locked", b"locked", "name", b"name", "participants", b"participants", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__announce: _TypeAlias = _typing.Literal["announce"]  # noqa: Y015
     _WhichOneofArgType__announce: _TypeAlias = _typing.Literal["_announce", b"_announce"]  # noqa: Y015
@@ -935,6 +977,47 @@ class GroupChanged(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__locked) -> _WhichOneofReturnType__locked | None: ...
 
 Global___GroupChanged: _TypeAlias = GroupChanged  # noqa: Y015
+
+@_typing.final
+class ReadElsewhere(_message.Message):
+    """The account read messages of a chat on another of its devices (the phone, WhatsApp Web):
+    WhatsApp tells the account's devices. The chat store marks them read (ChatService:
+    unread_count drops) in the same transaction as this event.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_JID_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    READ_TIME_FIELD_NUMBER: _builtins.int
+    MARKED_FIELD_NUMBER: _builtins.int
+    chat_jid: _builtins.str
+    """The chat: the contact's JID (a phone-number JID where known) or the group's."""
+    marked: _builtins.int
+    """How many of them the chat store had as unread and now marks read."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """WhatsApp's ids of the messages read (messages others wrote in the chat)."""
+
+    @_builtins.property
+    def read_time(self) -> _timestamp_pb2.Timestamp:
+        """When they were read, as WhatsApp stamped it."""
+
+    def __init__(
+        self,
+        *,
+        chat_jid: _builtins.str = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        read_time: _timestamp_pb2.Timestamp | None = ...,
+        marked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_time", b"read_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_jid", b"chat_jid", "marked", b"marked", "message_ids", b"message_ids", "read_time", b"read_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadElsewhere: _TypeAlias = ReadElsewhere  # noqa: Y015
 
 @_typing.final
 class HistorySyncProgress(_message.Message):

@@ -126,6 +126,11 @@ class SimulatorServiceStub:
                 request_serializer=zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest.SerializeToString,
                 response_deserializer=zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse.FromString,
                 _registered_method=True)
+        self.ReadOnPhone = channel.unary_unary(
+                '/zapgate.v1.SimulatorService/ReadOnPhone',
+                request_serializer=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest.SerializeToString,
+                response_deserializer=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse.FromString,
+                _registered_method=True)
         self.PreloadHistory = channel.unary_unary(
                 '/zapgate.v1.SimulatorService/PreloadHistory',
                 request_serializer=zapgate_dot_v1_dot_simulator__pb2.PreloadHistoryRequest.SerializeToString,
@@ -277,6 +282,13 @@ class SimulatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadOnPhone(self, request, context):
+        """The account's phone reads messages of a chat (a read_elsewhere event follows).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PreloadHistory(self, request, context):
         """The phone's chat history, sent to the instance as a history sync (in blobs, as
         WhatsApp does) once it is connected: right after pairing, or at once if it is already
@@ -378,6 +390,11 @@ def add_SimulatorServiceServicer_to_server(servicer, server):
                     servicer.InjectCall,
                     request_deserializer=zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest.FromString,
                     response_serializer=zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse.SerializeToString,
+            ),
+            'ReadOnPhone': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadOnPhone,
+                    request_deserializer=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest.FromString,
+                    response_serializer=zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse.SerializeToString,
             ),
             'PreloadHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.PreloadHistory,
@@ -873,6 +890,33 @@ class SimulatorService:
             '/zapgate.v1.SimulatorService/InjectCall',
             zapgate_dot_v1_dot_simulator__pb2.InjectCallRequest.SerializeToString,
             zapgate_dot_v1_dot_simulator__pb2.InjectCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadOnPhone(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.v1.SimulatorService/ReadOnPhone',
+            zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneRequest.SerializeToString,
+            zapgate_dot_v1_dot_simulator__pb2.ReadOnPhoneResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zapgate/v1/event.proto.
  */
 export const file_zapgate_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50IooHCgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSAASMQoNZ3JvdXBfY2hhbmdlZBgMIAEoCzIYLnphcGdhdGUudjEuR3JvdXBDaGFuZ2VkSAASNwoQcHJlc2VuY2VfY2hhbmdlZBgNIAEoCzIbLnphcGdhdGUudjEuUHJlc2VuY2VDaGFuZ2VkSAASQAoVY2hhdF9wcmVzZW5jZV9jaGFuZ2VkGA4gASgLMh8uemFwZ2F0ZS52MS5DaGF0UHJlc2VuY2VDaGFuZ2VkSAASMQoNY2FsbF9yZWNlaXZlZBgPIAEoCzIYLnphcGdhdGUudjEuQ2FsbFJlY2VpdmVkSAASQAoVaGlzdG9yeV9zeW5jX3Byb2dyZXNzGBAgASgLMh8uemFwZ2F0ZS52MS5IaXN0b3J5U3luY1Byb2dyZXNzSAASQgoWaGlzdG9yeV9zeW5jX2NvbXBsZXRlZBgRIAEoCzIgLnphcGdhdGUudjEuSGlzdG9yeVN5bmNDb21wbGV0ZWRIAEIJCgdwYXlsb2FkIm0KD1ByZXNlbmNlQ2hhbmdlZBILCgNqaWQYASABKAkSCwoDbGlkGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoCBItCglsYXN0X3NlZW4YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInsKE0NoYXRQcmVzZW5jZUNoYW5nZWQSEAoIY2hhdF9qaWQYASABKAkSEgoKc2VuZGVyX2ppZBgCIAEoCRISCgpzZW5kZXJfbGlkGAMgASgJEioKCHByZXNlbmNlGAQgASgOMhguemFwZ2F0ZS52MS5DaGF0UHJlc2VuY2UiowEKDENhbGxSZWNlaXZlZBIPCgdjYWxsX2lkGAEgASgJEhIKCmNhbGxlcl9qaWQYAiABKAkSEgoKY2FsbGVyX2xpZBgDIAEoCRIuCgpvZmZlcl90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghyZWplY3RlZBgFIAEoCBIYChByZXBseV9tZXNzYWdlX2lkGAYgASgJInEKDFN0YXRlQ2hhbmdlZBIoCgVzdGF0ZRgBIAEoDjIZLnphcGdhdGUudjEuSW5zdGFuY2VTdGF0ZRInCgZyZWFzb24YAiABKA4yFy56YXBnYXRlLnYxLlN0YXRlUmVhc29uEg4KBmRldGFpbBgDIAEoCSJXCglRclVwZGF0ZWQSDQoFaW5kZXgYAiABKAUSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSgQIARACUgRjb2RlIuoBChNNZXNzYWdlU3RhdGVDaGFuZ2VkEhIKCm1lc3NhZ2VfaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC56YXBnYXRlLnYxLk1lc3NhZ2VTdGF0ZRIWCg5mYWlsdXJlX3JlYXNvbhgDIAEoCRIbChN3aGF0c2FwcF9tZXNzYWdlX2lkGAQgASgJEhUKDXJlY2lwaWVudF9qaWQYBSABKAkSFgoOZmFpbHVyZV9kZXRhaWwYBiABKAkSGAoQcmVjZWlwdF9mcm9tX2ppZBgHIAEoCRIYChByZWNlaXB0X2Zyb21fbGlkGAggASgJIh8KDVNlbmRpbmdQYXVzZWQSDgoGcmVhc29uGAEgASgJIhAKDlNlbmRpbmdSZXN1bWVkIpUFCg9NZXNzYWdlUmVjZWl2ZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghjaGF0X2ppZBgCIAEoCRISCgpzZW5kZXJfamlkGAMgASgJEhIKCnNlbmRlcl9saWQYBCABKAkSEQoJcHVzaF9uYW1lGAUgASgJEg8KB2Zyb21fbWUYBiABKAgSEQoJZ3JvdXBfamlkGAcgASgJEi0KCXNlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoEdGV4dBgJIAEoCUgAEioKBW1lZGlhGAogASgLMhkuemFwZ2F0ZS52MS5SZWNlaXZlZE1lZGlhSAASKAoIbG9jYXRpb24YCyABKAsyFC56YXBnYXRlLnYxLkxvY2F0aW9uSAASLgoHY29udGFjdBgMIAEoCzIbLnphcGdhdGUudjEuUmVjZWl2ZWRDb250YWN0SAASKAoIcmVhY3Rpb24YDSABKAsyFC56YXBnYXRlLnYxLlJlYWN0aW9uSAASLgoLdW5zdXBwb3J0ZWQYDyABKAsyFy56YXBnYXRlLnYxLlVuc3VwcG9ydGVkSAASKwoGZWRpdGVkGBAgASgLMhkuemFwZ2F0ZS52MS5NZXNzYWdlRWRpdGVkSAASLQoHcmV2b2tlZBgRIAEoCzIaLnphcGdhdGUudjEuTWVzc2FnZVJldm9rZWRIABIgCgRwb2xsGBIgASgLMhAuemFwZ2F0ZS52MS5Qb2xsSAASKQoJcG9sbF92b3RlGBMgASgLMhQuemFwZ2F0ZS52MS5Qb2xsVm90ZUgAEioKCHJlcGx5X3RvGA4gASgLMhguemFwZ2F0ZS52MS5SZXBseUNvbnRleHRCCQoHY29udGVudCKtAQoNUmVjZWl2ZWRNZWRpYRIjCgRraW5kGAEgASgOMhUuemFwZ2F0ZS52MS5NZWRpYUtpbmQSEQoJbWltZV90eXBlGAIgASgJEhEKCWZpbGVfbmFtZRgDIAEoCRIPCgdjYXB0aW9uGAQgASgJEgwKBHNpemUYBSABKAMSDgoGc2hhMjU2GAYgASgJEg8KB3NlY29uZHMYByABKAUSEQoJdmlld19vbmNlGAggASgIIjYKD1JlY2VpdmVkQ29udGFjdBIUCgxkaXNwbGF5X25hbWUYASABKAkSDQoFdmNhcmQYAiABKAkiLQoIUmVhY3Rpb24SEgoKbWVzc2FnZV9pZBgBIAEoCRINCgVlbW9qaRgCIAEoCSJzCghQb2xsVm90ZRIXCg9wb2xsX21lc3NhZ2VfaWQYASABKAkSDwoHcG9sbF9pZBgCIAEoCRIPCgdvcHRpb25zGAMgAygJEhUKDW9wdGlvbl9zaGEyNTYYBCADKAkSFQoNb3B0aW9uc19rbm93bhgFIAEoCCIxCg1NZXNzYWdlRWRpdGVkEhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEdGV4dBgCIAEoCSIkCg5NZXNzYWdlUmV2b2tlZBISCgptZXNzYWdlX2lkGAEgASgJIjYKDFJlcGx5Q29udGV4dBISCgptZXNzYWdlX2lkGAEgASgJEhIKCnNlbmRlcl9qaWQYAiABKAkiDQoLVW5zdXBwb3J0ZWQi1AEKDEdyb3VwQ2hhbmdlZBIRCglncm91cF9qaWQYASABKAkSJwoGY2hhbmdlGAIgASgOMhcuemFwZ2F0ZS52MS5Hcm91cENoYW5nZRIRCglhY3Rvcl9qaWQYAyABKAkSFAoMcGFydGljaXBhbnRzGAQgAygJEgwKBG5hbWUYBSABKAkSDQoFdG9waWMYBiABKAkSFQoIYW5ub3VuY2UYByABKAhIAIgBARITCgZsb2NrZWQYCCABKAhIAYgBAUILCglfYW5ub3VuY2VCCQoHX2xvY2tlZCKIAQoTSGlzdG9yeVN5bmNQcm9ncmVzcxITCgtjaHVua19vcmRlchgBIAEoBRIYChBwcm9ncmVzc19wZXJjZW50GAIgASgFEg0KBWNoYXRzGAMgASgFEhkKEW1lc3NhZ2VzX2ltcG9ydGVkGAQgASgFEhgKEG1lc3NhZ2VzX3NraXBwZWQYBSABKAUiWgoUSGlzdG9yeVN5bmNDb21wbGV0ZWQSDQoFY2hhdHMYASABKAUSGQoRbWVzc2FnZXNfaW1wb3J0ZWQYAiABKAUSGAoQbWVzc2FnZXNfc2tpcHBlZBgDIAEoBSJUCg5Db250YWN0c1N5bmNlZBINCgVhZGRlZBgBIAEoBRIPCgd1cGRhdGVkGAIgASgFEhEKCXVuY2hhbmdlZBgDIAEoBRIPCgdyZW1vdmVkGAQgASgFIooBChRXZWJob29rU3RhdHVzQ2hhbmdlZBISCgp3ZWJob29rX2lkGAEgASgJEikKBnN0YXR1cxgCIAEoDjIZLnphcGdhdGUudjEuV2ViaG9va1N0YXR1cxIOCgZyZWFzb24YAyABKAkSDgoGY3Vyc29yGAQgASgDEhMKC2V2ZW50c19sb3N0GAUgASgDKv0DCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhwKGEVWRU5UX1RZUEVfU1RBVEVfQ0hBTkdFRBABEhkKFUVWRU5UX1RZUEVfUVJfVVBEQVRFRBACEiQKIEVWRU5UX1RZUEVfTUVTU0FHRV9TVEFURV9DSEFOR0VEEAMSHQoZRVZFTlRfVFlQRV9TRU5ESU5HX1BBVVNFRBAEEh4KGkVWRU5UX1RZUEVfU0VORElOR19SRVNVTUVEEAUSHwobRVZFTlRfVFlQRV9NRVNTQUdFX1JFQ0VJVkVEEAYSHgoaRVZFTlRfVFlQRV9DT05UQUNUU19TWU5DRUQQBxIlCiFFVkVOVF9UWVBFX1dFQkhPT0tfU1RBVFVTX0NIQU5HRUQQCBIcChhFVkVOVF9UWVBFX0dST1VQX0NIQU5HRUQQCRIfChtFVkVOVF9UWVBFX1BSRVNFTkNFX0NIQU5HRUQQChIkCiBFVkVOVF9UWVBFX0NIQVRfUFJFU0VOQ0VfQ0hBTkdFRBALEhwKGEVWRU5UX1RZUEVfQ0FMTF9SRUNFSVZFRBAMEiQKIEVWRU5UX1RZUEVfSElTVE9SWV9TWU5DX1BST0dSRVNTEA0SJQohRVZFTlRfVFlQRV9ISVNUT1JZX1NZTkNfQ09NUExFVEVEEA4qtQEKCU1lZGlhS2luZBIaChZNRURJQV9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQTUVESUFfS0lORF9JTUFHRRABEhQKEE1FRElBX0tJTkRfVklERU8QAhIUChBNRURJQV9LSU5EX0FVRElPEAMSGQoVTUVESUFfS0lORF9WT0lDRV9OT1RFEAQSFwoTTUVESUFfS0lORF9ET0NVTUVOVBAFEhYKEk1FRElBX0tJTkRfU1RJQ0tFUhAGKsACCgtHcm91cENoYW5nZRIcChhHUk9VUF9DSEFOR0VfVU5TUEVDSUZJRUQQABIjCh9HUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX0FEREVEEAESJQohR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19SRU1PVkVEEAISJgoiR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19QUk9NT1RFRBADEiUKIUdST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfREVNT1RFRBAEEhUKEUdST1VQX0NIQU5HRV9OQU1FEAUSFgoSR1JPVVBfQ0hBTkdFX1RPUElDEAYSGQoVR1JPVVBfQ0hBTkdFX1NFVFRJTkdTEAcSFwoTR1JPVVBfQ0hBTkdFX0pPSU5FRBAIEhUKEUdST1VQX0NIQU5HRV9MRUZUEAkqoAEKDVdlYmhvb2tTdGF0dXMSHgoaV0VCSE9PS19TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVXRUJIT09LX1NUQVRVU19BQ1RJVkUQARIbChdXRUJIT09LX1NUQVRVU19SRVRSWUlORxACEhoKFldFQkhPT0tfU1RBVFVTX0ZBSUxJTkcQAxIbChdXRUJIT09LX1NUQVRVU19ESVNBQkxFRBAEMloKDEV2ZW50U2VydmljZRJKCglTdWJzY3JpYmUSHC56YXBnYXRlLnYxLlN1YnNjcmliZVJlcXVlc3QaHS56YXBnYXRlLnYxLlN1YnNjcmliZVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
+  fileDesc("ChZ6YXBnYXRlL3YxL2V2ZW50LnByb3RvEgp6YXBnYXRlLnYxInUKEFN1YnNjcmliZVJlcXVlc3QSEwoLZnJvbV9jdXJzb3IYASABKAMSEAoIb25seV9uZXcYAiABKAgSFAoMaW5zdGFuY2VfaWRzGAMgAygJEiQKBXR5cGVzGAQgAygOMhUuemFwZ2F0ZS52MS5FdmVudFR5cGUiNQoRU3Vic2NyaWJlUmVzcG9uc2USIAoFZXZlbnQYASABKAsyES56YXBnYXRlLnYxLkV2ZW50Ir8HCgVFdmVudBIOCgZjdXJzb3IYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW5zdGFuY2VfaWQYAyABKAkSMQoNc3RhdGVfY2hhbmdlZBgEIAEoCzIYLnphcGdhdGUudjEuU3RhdGVDaGFuZ2VkSAASKwoKcXJfdXBkYXRlZBgFIAEoCzIVLnphcGdhdGUudjEuUXJVcGRhdGVkSAASQAoVbWVzc2FnZV9zdGF0ZV9jaGFuZ2VkGAYgASgLMh8uemFwZ2F0ZS52MS5NZXNzYWdlU3RhdGVDaGFuZ2VkSAASMwoOc2VuZGluZ19wYXVzZWQYByABKAsyGS56YXBnYXRlLnYxLlNlbmRpbmdQYXVzZWRIABI1Cg9zZW5kaW5nX3Jlc3VtZWQYCCABKAsyGi56YXBnYXRlLnYxLlNlbmRpbmdSZXN1bWVkSAASNwoQbWVzc2FnZV9yZWNlaXZlZBgJIAEoCzIbLnphcGdhdGUudjEuTWVzc2FnZVJlY2VpdmVkSAASNQoPY29udGFjdHNfc3luY2VkGAogASgLMhouemFwZ2F0ZS52MS5Db250YWN0c1N5bmNlZEgAEkIKFndlYmhvb2tfc3RhdHVzX2NoYW5nZWQYCyABKAsyIC56YXBnYXRlLnYxLldlYmhvb2tTdGF0dXNDaGFuZ2VkSAASMQoNZ3JvdXBfY2hhbmdlZBgMIAEoCzIYLnphcGdhdGUudjEuR3JvdXBDaGFuZ2VkSAASNwoQcHJlc2VuY2VfY2hhbmdlZBgNIAEoCzIbLnphcGdhdGUudjEuUHJlc2VuY2VDaGFuZ2VkSAASQAoVY2hhdF9wcmVzZW5jZV9jaGFuZ2VkGA4gASgLMh8uemFwZ2F0ZS52MS5DaGF0UHJlc2VuY2VDaGFuZ2VkSAASMQoNY2FsbF9yZWNlaXZlZBgPIAEoCzIYLnphcGdhdGUudjEuQ2FsbFJlY2VpdmVkSAASQAoVaGlzdG9yeV9zeW5jX3Byb2dyZXNzGBAgASgLMh8uemFwZ2F0ZS52MS5IaXN0b3J5U3luY1Byb2dyZXNzSAASQgoWaGlzdG9yeV9zeW5jX2NvbXBsZXRlZBgRIAEoCzIgLnphcGdhdGUudjEuSGlzdG9yeVN5bmNDb21wbGV0ZWRIABIzCg5yZWFkX2Vsc2V3aGVyZRgSIAEoCzIZLnphcGdhdGUudjEuUmVhZEVsc2V3aGVyZUgAQgkKB3BheWxvYWQibQoPUHJlc2VuY2VDaGFuZ2VkEgsKA2ppZBgBIAEoCRILCgNsaWQYAiABKAkSEQoJYXZhaWxhYmxlGAMgASgIEi0KCWxhc3Rfc2VlbhgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiewoTQ2hhdFByZXNlbmNlQ2hhbmdlZBIQCghjaGF0X2ppZBgBIAEoCRISCgpzZW5kZXJfamlkGAIgASgJEhIKCnNlbmRlcl9saWQYAyABKAkSKgoIcHJlc2VuY2UYBCABKA4yGC56YXBnYXRlLnYxLkNoYXRQcmVzZW5jZSKjAQoMQ2FsbFJlY2VpdmVkEg8KB2NhbGxfaWQYASABKAkSEgoKY2FsbGVyX2ppZBgCIAEoCRISCgpjYWxsZXJfbGlkGAMgASgJEi4KCm9mZmVyX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJlamVjdGVkGAUgASgIEhgKEHJlcGx5X21lc3NhZ2VfaWQYBiABKAkicQoMU3RhdGVDaGFuZ2VkEigKBXN0YXRlGAEgASgOMhkuemFwZ2F0ZS52MS5JbnN0YW5jZVN0YXRlEicKBnJlYXNvbhgCIAEoDjIXLnphcGdhdGUudjEuU3RhdGVSZWFzb24SDgoGZGV0YWlsGAMgASgJIlcKCVFyVXBkYXRlZBINCgVpbmRleBgCIAEoBRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBKBAgBEAJSBGNvZGUi6gEKE01lc3NhZ2VTdGF0ZUNoYW5nZWQSEgoKbWVzc2FnZV9pZBgBIAEoCRInCgVzdGF0ZRgCIAEoDjIYLnphcGdhdGUudjEuTWVzc2FnZVN0YXRlEhYKDmZhaWx1cmVfcmVhc29uGAMgASgJEhsKE3doYXRzYXBwX21lc3NhZ2VfaWQYBCABKAkSFQoNcmVjaXBpZW50X2ppZBgFIAEoCRIWCg5mYWlsdXJlX2RldGFpbBgGIAEoCRIYChByZWNlaXB0X2Zyb21famlkGAcgASgJEhgKEHJlY2VpcHRfZnJvbV9saWQYCCABKAkiHwoNU2VuZGluZ1BhdXNlZBIOCgZyZWFzb24YASABKAkiEAoOU2VuZGluZ1Jlc3VtZWQi0AUKD01lc3NhZ2VSZWNlaXZlZBISCgptZXNzYWdlX2lkGAEgASgJEhAKCGNoYXRfamlkGAIgASgJEhIKCnNlbmRlcl9qaWQYAyABKAkSEgoKc2VuZGVyX2xpZBgEIAEoCRIRCglwdXNoX25hbWUYBSABKAkSDwoHZnJvbV9tZRgGIAEoCBIRCglncm91cF9qaWQYByABKAkSLQoJc2VudF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgR0ZXh0GAkgASgJSAASKgoFbWVkaWEYCiABKAsyGS56YXBnYXRlLnYxLlJlY2VpdmVkTWVkaWFIABIoCghsb2NhdGlvbhgLIAEoCzIULnphcGdhdGUudjEuTG9jYXRpb25IABIuCgdjb250YWN0GAwgASgLMhsuemFwZ2F0ZS52MS5SZWNlaXZlZENvbnRhY3RIABIoCghyZWFjdGlvbhgNIAEoCzIULnphcGdhdGUudjEuUmVhY3Rpb25IABIuCgt1bnN1cHBvcnRlZBgPIAEoCzIXLnphcGdhdGUudjEuVW5zdXBwb3J0ZWRIABIrCgZlZGl0ZWQYECABKAsyGS56YXBnYXRlLnYxLk1lc3NhZ2VFZGl0ZWRIABItCgdyZXZva2VkGBEgASgLMhouemFwZ2F0ZS52MS5NZXNzYWdlUmV2b2tlZEgAEiAKBHBvbGwYEiABKAsyEC56YXBnYXRlLnYxLlBvbGxIABIpCglwb2xsX3ZvdGUYEyABKAsyFC56YXBnYXRlLnYxLlBvbGxWb3RlSAASOQoRZXBoZW1lcmFsX3NldHRpbmcYFCABKAsyHC56YXBnYXRlLnYxLkVwaGVtZXJhbFNldHRpbmdIABIqCghyZXBseV90bxgOIAEoCzIYLnphcGdhdGUudjEuUmVwbHlDb250ZXh0QgkKB2NvbnRlbnQirQEKDVJlY2VpdmVkTWVkaWESIwoEa2luZBgBIAEoDjIVLnphcGdhdGUudjEuTWVkaWFLaW5kEhEKCW1pbWVfdHlwZRgCIAEoCRIRCglmaWxlX25hbWUYAyABKAkSDwoHY2FwdGlvbhgEIAEoCRIMCgRzaXplGAUgASgDEg4KBnNoYTI1NhgGIAEoCRIPCgdzZWNvbmRzGAcgASgFEhEKCXZpZXdfb25jZRgIIAEoCCI2Cg9SZWNlaXZlZENvbnRhY3QSFAoMZGlzcGxheV9uYW1lGAEgASgJEg0KBXZjYXJkGAIgASgJIi0KCFJlYWN0aW9uEhIKCm1lc3NhZ2VfaWQYASABKAkSDQoFZW1vamkYAiABKAkicwoIUG9sbFZvdGUSFwoPcG9sbF9tZXNzYWdlX2lkGAEgASgJEg8KB3BvbGxfaWQYAiABKAkSDwoHb3B0aW9ucxgDIAMoCRIVCg1vcHRpb25fc2hhMjU2GAQgAygJEhUKDW9wdGlvbnNfa25vd24YBSABKAgiMQoNTWVzc2FnZUVkaXRlZBISCgptZXNzYWdlX2lkGAEgASgJEgwKBHRleHQYAiABKAkiJAoOTWVzc2FnZVJldm9rZWQSEgoKbWVzc2FnZV9pZBgBIAEoCSIuChBFcGhlbWVyYWxTZXR0aW5nEhoKEmV4cGlyYXRpb25fc2Vjb25kcxgBIAEoAyI2CgxSZXBseUNvbnRleHQSEgoKbWVzc2FnZV9pZBgBIAEoCRISCgpzZW5kZXJfamlkGAIgASgJIg0KC1Vuc3VwcG9ydGVkIu8BCgxHcm91cENoYW5nZWQSEQoJZ3JvdXBfamlkGAEgASgJEicKBmNoYW5nZRgCIAEoDjIXLnphcGdhdGUudjEuR3JvdXBDaGFuZ2USEQoJYWN0b3JfamlkGAMgASgJEhQKDHBhcnRpY2lwYW50cxgEIAMoCRIMCgRuYW1lGAUgASgJEg0KBXRvcGljGAYgASgJEhUKCGFubm91bmNlGAcgASgISACIAQESEwoGbG9ja2VkGAggASgISAGIAQESGQoRZXBoZW1lcmFsX3NlY29uZHMYCSABKANCCwoJX2Fubm91bmNlQgkKB19sb2NrZWQidQoNUmVhZEVsc2V3aGVyZRIQCghjaGF0X2ppZBgBIAEoCRITCgttZXNzYWdlX2lkcxgCIAMoCRItCglyZWFkX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBm1hcmtlZBgEIAEoBSKIAQoTSGlzdG9yeVN5bmNQcm9ncmVzcxITCgtjaHVua19vcmRlchgBIAEoBRIYChBwcm9ncmVzc19wZXJjZW50GAIgASgFEg0KBWNoYXRzGAMgASgFEhkKEW1lc3NhZ2VzX2ltcG9ydGVkGAQgASgFEhgKEG1lc3NhZ2VzX3NraXBwZWQYBSABKAUiWgoUSGlzdG9yeVN5bmNDb21wbGV0ZWQSDQoFY2hhdHMYASABKAUSGQoRbWVzc2FnZXNfaW1wb3J0ZWQYAiABKAUSGAoQbWVzc2FnZXNfc2tpcHBlZBgDIAEoBSJUCg5Db250YWN0c1N5bmNlZBINCgVhZGRlZBgBIAEoBRIPCgd1cGRhdGVkGAIgASgFEhEKCXVuY2hhbmdlZBgDIAEoBRIPCgdyZW1vdmVkGAQgASgFIooBChRXZWJob29rU3RhdHVzQ2hhbmdlZBISCgp3ZWJob29rX2lkGAEgASgJEikKBnN0YXR1cxgCIAEoDjIZLnphcGdhdGUudjEuV2ViaG9va1N0YXR1cxIOCgZyZWFzb24YAyABKAkSDgoGY3Vyc29yGAQgASgDEhMKC2V2ZW50c19sb3N0GAUgASgDKpwECglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhwKGEVWRU5UX1RZUEVfU1RBVEVfQ0hBTkdFRBABEhkKFUVWRU5UX1RZUEVfUVJfVVBEQVRFRBACEiQKIEVWRU5UX1RZUEVfTUVTU0FHRV9TVEFURV9DSEFOR0VEEAMSHQoZRVZFTlRfVFlQRV9TRU5ESU5HX1BBVVNFRBAEEh4KGkVWRU5UX1RZUEVfU0VORElOR19SRVNVTUVEEAUSHwobRVZFTlRfVFlQRV9NRVNTQUdFX1JFQ0VJVkVEEAYSHgoaRVZFTlRfVFlQRV9DT05UQUNUU19TWU5DRUQQBxIlCiFFVkVOVF9UWVBFX1dFQkhPT0tfU1RBVFVTX0NIQU5HRUQQCBIcChhFVkVOVF9UWVBFX0dST1VQX0NIQU5HRUQQCRIfChtFVkVOVF9UWVBFX1BSRVNFTkNFX0NIQU5HRUQQChIkCiBFVkVOVF9UWVBFX0NIQVRfUFJFU0VOQ0VfQ0hBTkdFRBALEhwKGEVWRU5UX1RZUEVfQ0FMTF9SRUNFSVZFRBAMEiQKIEVWRU5UX1RZUEVfSElTVE9SWV9TWU5DX1BST0dSRVNTEA0SJQohRVZFTlRfVFlQRV9ISVNUT1JZX1NZTkNfQ09NUExFVEVEEA4SHQoZRVZFTlRfVFlQRV9SRUFEX0VMU0VXSEVSRRAPKrUBCglNZWRpYUtpbmQSGgoWTUVESUFfS0lORF9VTlNQRUNJRklFRBAAEhQKEE1FRElBX0tJTkRfSU1BR0UQARIUChBNRURJQV9LSU5EX1ZJREVPEAISFAoQTUVESUFfS0lORF9BVURJTxADEhkKFU1FRElBX0tJTkRfVk9JQ0VfTk9URRAEEhcKE01FRElBX0tJTkRfRE9DVU1FTlQQBRIWChJNRURJQV9LSU5EX1NUSUNLRVIQBircAgoLR3JvdXBDaGFuZ2USHAoYR1JPVVBfQ0hBTkdFX1VOU1BFQ0lGSUVEEAASIwofR1JPVVBfQ0hBTkdFX1BBUlRJQ0lQQU5UU19BRERFRBABEiUKIUdST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfUkVNT1ZFRBACEiYKIkdST1VQX0NIQU5HRV9QQVJUSUNJUEFOVFNfUFJPTU9URUQQAxIlCiFHUk9VUF9DSEFOR0VfUEFSVElDSVBBTlRTX0RFTU9URUQQBBIVChFHUk9VUF9DSEFOR0VfTkFNRRAFEhYKEkdST1VQX0NIQU5HRV9UT1BJQxAGEhkKFUdST1VQX0NIQU5HRV9TRVRUSU5HUxAHEhcKE0dST1VQX0NIQU5HRV9KT0lORUQQCBIVChFHUk9VUF9DSEFOR0VfTEVGVBAJEhoKFkdST1VQX0NIQU5HRV9FUEhFTUVSQUwQCiqgAQoNV2ViaG9va1N0YXR1cxIeChpXRUJIT09LX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVdFQkhPT0tfU1RBVFVTX0FDVElWRRABEhsKF1dFQkhPT0tfU1RBVFVTX1JFVFJZSU5HEAISGgoWV0VCSE9PS19TVEFUVVNfRkFJTElORxADEhsKF1dFQkhPT0tfU1RBVFVTX0RJU0FCTEVEEAQyWgoMRXZlbnRTZXJ2aWNlEkoKCVN1YnNjcmliZRIcLnphcGdhdGUudjEuU3Vic2NyaWJlUmVxdWVzdBodLnphcGdhdGUudjEuU3Vic2NyaWJlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_zapgate_v1_instance, file_zapgate_v1_message]);
 
 /**
  * @generated from message zapgate.v1.SubscribeRequest
@@ -181,6 +181,12 @@ export type Event = Message<"zapgate.v1.Event"> & {
      */
     value: HistorySyncCompleted;
     case: "historySyncCompleted";
+  } | {
+    /**
+     * @generated from field: zapgate.v1.ReadElsewhere read_elsewhere = 18;
+     */
+    value: ReadElsewhere;
+    case: "readElsewhere";
   } | { case: undefined; value?: undefined };
 };
 
@@ -564,7 +570,7 @@ export type MessageReceived = Message<"zapgate.v1.MessageReceived"> & {
     case: "reaction";
   } | {
     /**
-     * A kind zapgate does not map yet (disappearing-message settings...).
+     * A kind zapgate does not map yet.
      *
      * @generated from field: zapgate.v1.Unsupported unsupported = 15;
      */
@@ -604,6 +610,14 @@ export type MessageReceived = Message<"zapgate.v1.MessageReceived"> & {
      */
     value: PollVote;
     case: "pollVote";
+  } | {
+    /**
+     * The sender switched the chat's disappearing messages on, off, or to another timer.
+     *
+     * @generated from field: zapgate.v1.EphemeralSetting ephemeral_setting = 20;
+     */
+    value: EphemeralSetting;
+    case: "ephemeralSetting";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -824,6 +838,27 @@ export const MessageRevokedSchema: GenMessage<MessageRevoked> = /*@__PURE__*/
   messageDesc(file_zapgate_v1_event, 17);
 
 /**
+ * A chat's disappearing-messages timer changed; the event's sender changed it.
+ *
+ * @generated from message zapgate.v1.EphemeralSetting
+ */
+export type EphemeralSetting = Message<"zapgate.v1.EphemeralSetting"> & {
+  /**
+   * How long new messages of the chat last, in seconds; 0: disappearing messages are off.
+   *
+   * @generated from field: int64 expiration_seconds = 1;
+   */
+  expirationSeconds: bigint;
+};
+
+/**
+ * Describes the message zapgate.v1.EphemeralSetting.
+ * Use `create(EphemeralSettingSchema)` to create a new message.
+ */
+export const EphemeralSettingSchema: GenMessage<EphemeralSetting> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 18);
+
+/**
  * @generated from message zapgate.v1.ReplyContext
  */
 export type ReplyContext = Message<"zapgate.v1.ReplyContext"> & {
@@ -843,7 +878,7 @@ export type ReplyContext = Message<"zapgate.v1.ReplyContext"> & {
  * Use `create(ReplyContextSchema)` to create a new message.
  */
 export const ReplyContextSchema: GenMessage<ReplyContext> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 18);
+  messageDesc(file_zapgate_v1_event, 19);
 
 /**
  * @generated from message zapgate.v1.Unsupported
@@ -856,7 +891,7 @@ export type Unsupported = Message<"zapgate.v1.Unsupported"> & {
  * Use `create(UnsupportedSchema)` to create a new message.
  */
 export const UnsupportedSchema: GenMessage<Unsupported> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 19);
+  messageDesc(file_zapgate_v1_event, 20);
 
 /**
  * Something changed in one of the instance's groups, by this account or another.
@@ -908,6 +943,13 @@ export type GroupChanged = Message<"zapgate.v1.GroupChanged"> & {
    * @generated from field: optional bool locked = 8;
    */
   locked?: boolean | undefined;
+
+  /**
+   * With EPHEMERAL: how long new messages of the group last, in seconds; 0: off.
+   *
+   * @generated from field: int64 ephemeral_seconds = 9;
+   */
+  ephemeralSeconds: bigint;
 };
 
 /**
@@ -915,7 +957,51 @@ export type GroupChanged = Message<"zapgate.v1.GroupChanged"> & {
  * Use `create(GroupChangedSchema)` to create a new message.
  */
 export const GroupChangedSchema: GenMessage<GroupChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 20);
+  messageDesc(file_zapgate_v1_event, 21);
+
+/**
+ * The account read messages of a chat on another of its devices (the phone, WhatsApp Web):
+ * WhatsApp tells the account's devices. The chat store marks them read (ChatService:
+ * unread_count drops) in the same transaction as this event.
+ *
+ * @generated from message zapgate.v1.ReadElsewhere
+ */
+export type ReadElsewhere = Message<"zapgate.v1.ReadElsewhere"> & {
+  /**
+   * The chat: the contact's JID (a phone-number JID where known) or the group's.
+   *
+   * @generated from field: string chat_jid = 1;
+   */
+  chatJid: string;
+
+  /**
+   * WhatsApp's ids of the messages read (messages others wrote in the chat).
+   *
+   * @generated from field: repeated string message_ids = 2;
+   */
+  messageIds: string[];
+
+  /**
+   * When they were read, as WhatsApp stamped it.
+   *
+   * @generated from field: google.protobuf.Timestamp read_time = 3;
+   */
+  readTime?: Timestamp | undefined;
+
+  /**
+   * How many of them the chat store had as unread and now marks read.
+   *
+   * @generated from field: int32 marked = 4;
+   */
+  marked: number;
+};
+
+/**
+ * Describes the message zapgate.v1.ReadElsewhere.
+ * Use `create(ReadElsewhereSchema)` to create a new message.
+ */
+export const ReadElsewhereSchema: GenMessage<ReadElsewhere> = /*@__PURE__*/
+  messageDesc(file_zapgate_v1_event, 22);
 
 /**
  * The instance's contacts were synced from the linked phone.
@@ -963,7 +1049,7 @@ export type HistorySyncProgress = Message<"zapgate.v1.HistorySyncProgress"> & {
  * Use `create(HistorySyncProgressSchema)` to create a new message.
  */
 export const HistorySyncProgressSchema: GenMessage<HistorySyncProgress> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 21);
+  messageDesc(file_zapgate_v1_event, 23);
 
 /**
  * The last blob of a history sync was imported. Totals of the blobs imported by this
@@ -993,7 +1079,7 @@ export type HistorySyncCompleted = Message<"zapgate.v1.HistorySyncCompleted"> & 
  * Use `create(HistorySyncCompletedSchema)` to create a new message.
  */
 export const HistorySyncCompletedSchema: GenMessage<HistorySyncCompleted> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 22);
+  messageDesc(file_zapgate_v1_event, 24);
 
 /**
  * @generated from message zapgate.v1.ContactsSynced
@@ -1025,7 +1111,7 @@ export type ContactsSynced = Message<"zapgate.v1.ContactsSynced"> & {
  * Use `create(ContactsSyncedSchema)` to create a new message.
  */
 export const ContactsSyncedSchema: GenMessage<ContactsSynced> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 23);
+  messageDesc(file_zapgate_v1_event, 25);
 
 /**
  * Where a webhook's deliveries stand (WebhookService). Appended when deliveries stop because
@@ -1074,7 +1160,7 @@ export type WebhookStatusChanged = Message<"zapgate.v1.WebhookStatusChanged"> & 
  * Use `create(WebhookStatusChangedSchema)` to create a new message.
  */
 export const WebhookStatusChangedSchema: GenMessage<WebhookStatusChanged> = /*@__PURE__*/
-  messageDesc(file_zapgate_v1_event, 24);
+  messageDesc(file_zapgate_v1_event, 26);
 
 /**
  * @generated from enum zapgate.v1.EventType
@@ -1154,6 +1240,11 @@ export enum EventType {
    * @generated from enum value: EVENT_TYPE_HISTORY_SYNC_COMPLETED = 14;
    */
   HISTORY_SYNC_COMPLETED = 14,
+
+  /**
+   * @generated from enum value: EVENT_TYPE_READ_ELSEWHERE = 15;
+   */
+  READ_ELSEWHERE = 15,
 }
 
 /**
@@ -1275,6 +1366,13 @@ export enum GroupChange {
    * @generated from enum value: GROUP_CHANGE_LEFT = 9;
    */
   LEFT = 9,
+
+  /**
+   * The group's disappearing-messages timer is now `ephemeral_seconds` (0: off).
+   *
+   * @generated from enum value: GROUP_CHANGE_EPHEMERAL = 10;
+   */
+  EPHEMERAL = 10,
 }
 
 /**
