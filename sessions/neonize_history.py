@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 from zapgate.sessions.events import HistoryChat, HistoryMessage, HistorySynced, InstanceKey
+from zapgate.sessions.neonize_events import epoch_seconds
 from zapgate.sessions.neonize_inbound import read_content
 
 with warnings.catch_warnings():
@@ -29,7 +30,6 @@ HISTORY_EVENT: Any = pb.HistorySync
 # come already applied (or not at all), and unknown kinds have nothing to show.
 _SKIPPED = frozenset({"edit", "revoke", "reaction", "unknown"})
 _SYNC_TYPES = {number: name.lower() for name, number in wh.HistorySync.HistorySyncType.items()}
-_MILLISECONDS_FROM = 10**11  # as in neonize_inbound: a larger stamp is in milliseconds
 
 
 def to_history_synced(key: InstanceKey, event: Any) -> HistorySynced:
@@ -52,7 +52,7 @@ def to_history_synced(key: InstanceKey, event: Any) -> HistorySynced:
                 unread=int(conversation.unreadCount),
                 archived=bool(conversation.archived),
                 pinned=bool(conversation.pinned),
-                muted_until=_seconds(mute) if mute > 0 else 0.0,
+                muted_until=epoch_seconds(mute) if mute > 0 else 0.0,
             )
         )
         for entry in conversation.messages:
@@ -85,7 +85,7 @@ def _message(chat_jid: str, info: Any, names: dict[str, str]) -> HistoryMessage 
         sender_jid=sender,
         from_me=from_me,
         kind=str(content["kind"]),
-        timestamp=_seconds(int(info.messageTimestamp)),
+        timestamp=epoch_seconds(int(info.messageTimestamp)),
         text=str(
             content.get("text") or content.get("location_name") or content.get("contact_name") or ""
         ),
@@ -101,7 +101,3 @@ def bare(jid: str) -> str:
     """`user@server` without a device part (`user:device@server`)."""
     user, at, server = str(jid).partition("@")
     return f"{user.split(':')[0]}@{server}" if at and user else ""
-
-
-def _seconds(timestamp: int) -> float:
-    return timestamp / 1000 if timestamp >= _MILLISECONDS_FROM else float(timestamp)

@@ -17,7 +17,7 @@ from zapgate.sessions.events import (
     InstanceKey,
     PresenceChanged,
 )
-from zapgate.sessions.neonize_events import LID_SERVER, USER_SERVER, user_jid
+from zapgate.sessions.neonize_events import LID_SERVER, USER_SERVER, epoch_seconds, user_jid
 from zapgate.sessions.neonize_inbound import addresses
 
 with warnings.catch_warnings():
@@ -31,8 +31,6 @@ PRESENCE_EVENT_TYPES: tuple[Any, ...] = (pb.Presence, pb.ChatPresence, pb.CallOf
 
 _COMPOSING = pb.ChatPresence.ChatPresence.COMPOSING
 _AUDIO = pb.ChatPresence.ChatPresenceMedia.AUDIO
-# neonize stamps times in milliseconds (UnixMilli) in current builds, seconds in older ones.
-_MILLISECONDS_FROM = 10**11
 
 
 def to_presence_event(key: InstanceKey, event: Any) -> EngineEvent | None:
@@ -98,6 +96,4 @@ def _call_offer(key: InstanceKey, event: Any) -> CallReceived | None:
 
 
 def _seconds(timestamp: int) -> float:
-    if timestamp <= 0:
-        return 0.0
-    return timestamp / 1000 if timestamp >= _MILLISECONDS_FROM else float(timestamp)
+    return epoch_seconds(timestamp) if timestamp > 0 else 0.0
