@@ -19,7 +19,7 @@ from zapgate.gateway.store.chats import ChatEntry, marked_read_in, record_in
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
-from zapgate.gateway.store.schema import chat_messages
+from zapgate.gateway.store.schema import chat_messages, received_media, received_messages
 from zapgate.v1 import message_pb2
 
 M = message_pb2.MessageState
@@ -158,9 +158,48 @@ async def test_pages_both_ways_and_search(engine: AsyncEngine) -> None:
     assert count == 10
 
 
+async def received(engine: AsyncEngine, tenant: str, message_id: str, at: int) -> None:
+    """What the inbox keeps of a received message apart from the chats: its quote and its
+    media reference."""
+    key = {"tenant": tenant, "instance_id": "shop", "message_id": message_id}
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(received_messages).values(
+                **key,
+                chat_jid=CHAT,
+                sender_jid=CHAT,
+                from_me=False,
+                kind="image",
+                text="",
+                sent_us=at * SECOND,
+                read_us=0,
+                received_us=at * SECOND,
+            )
+        )
+        await conn.execute(
+            sa.insert(received_media).values(
+                **key,
+                media_ref="ref",
+                mime_type="image/jpeg",
+                file_name="",
+                size=1,
+                received_us=at * SECOND,
+            )
+        )
+
+
+async def kept(engine: AsyncEngine, table: sa.Table, tenant: str) -> list[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(table.c.message_id).where(table.c.tenant == tenant))
+    return sorted(row[0] for row in rows)
+
+
 async def test_retention_trims_one_instance_only(engine: AsyncEngine) -> None:
     await record(engine, theirs("old", "velho", 100), theirs("new", "novo", NEW_AT))
     await record(engine, theirs("old", "velho", 100), tenant="globex")
+    for tenant, message_id, at in (("acme", "old", 100), ("acme", "new", NEW_AT)):
+        await received(engine, tenant, message_id, at)
+    await received(engine, "globex", "old", 100)
     settings = ChatSettingsRepository(engine)
     await settings.put("acme", "shop", ChatSettings(retention_days=1))
     retention = ChatRetention(engine, settings, clock=lambda: NEW_AT * SECOND + DAY_US // 2)
@@ -169,6 +208,9 @@ async def test_retention_trims_one_instance_only(engine: AsyncEngine) -> None:
     assert await store.message("acme", "shop", "old") is None
     assert await store.message("acme", "shop", "new") is not None
     assert await store.message("globex", "shop", "old") is not None  # no retention there
+    for table in (received_messages, received_media):  # nothing outlives its chat entry
+        assert await kept(engine, table, "acme") == ["new"]
+        assert await kept(engine, table, "globex") == ["old"]
     await settings.put("acme", "shop", ChatSettings(retention_days=1))
     later = ChatRetention(engine, settings, clock=lambda: NEW_AT * SECOND + 2 * DAY_US)
     assert await later.enforce() == 1

@@ -1,7 +1,9 @@
 """Chat retention: each instance's stored messages older than its `retention_days` are
 deleted in the background (a supervised loop), in short batches so SQLite's single writer
 is never held long. A chat whose newest message went too is deleted with it; the others
-keep their newest activity (it is younger than the cut)."""
+keep their newest activity (it is younger than the cut). What the gateway keeps of each
+received message apart from the chats (what replies quote and MarkRead names, where its
+media is) goes at the same age: nothing of a message outlives its chat entry."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.chat_settings import ChatSettingsRepository
-from zapgate.gateway.store.schema import chat_messages, chats
+from zapgate.gateway.store.schema import chat_messages, chats, received_media, received_messages
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +56,12 @@ class ChatRetention:
         return deleted
 
     async def trim(self, tenant: str, instance_id: str, older_than_us: int) -> int:
-        scope = (chat_messages.c.tenant == tenant, chat_messages.c.instance_id == instance_id)
-        deleted = 0
-        while True:
-            old = (
-                sa.select(chat_messages.c.seq)
-                .where(*scope, chat_messages.c.sent_us < older_than_us)
-                .limit(BATCH)
-                .scalar_subquery()
-            )
-            async with self._engine.begin() as conn:
-                result = await conn.execute(
-                    sa.delete(chat_messages).where(chat_messages.c.seq.in_(old))
-                )
-            deleted += result.rowcount
-            if result.rowcount < BATCH:
-                break
-            await asyncio.sleep(0)
+        """Deletes what is older than the cut; returns the chat messages deleted."""
+        deleted = await self._delete_older(
+            chat_messages, chat_messages.c.sent_us, tenant, instance_id, older_than_us
+        )
+        for table in (received_messages, received_media):
+            await self._delete_older(table, table.c.received_us, tenant, instance_id, older_than_us)
         async with self._engine.begin() as conn:
             await conn.execute(
                 sa.delete(chats).where(
@@ -80,3 +71,26 @@ class ChatRetention:
                 )
             )
         return deleted
+
+    async def _delete_older(
+        self,
+        table: sa.Table,
+        time: sa.Column[int],
+        tenant: str,
+        instance_id: str,
+        older_than_us: int,
+    ) -> int:
+        """In batches of BATCH rows, one short transaction each, by the rows' own key."""
+        key = table.c.seq if "seq" in table.c else table.c.message_id
+        scope = (table.c.tenant == tenant, table.c.instance_id == instance_id)
+        deleted = 0
+        while True:
+            old = sa.select(key).where(*scope, time < older_than_us).limit(BATCH)
+            async with self._engine.begin() as conn:
+                result = await conn.execute(
+                    sa.delete(table).where(*scope, key.in_(old.scalar_subquery()))
+                )
+            deleted += result.rowcount
+            if result.rowcount < BATCH:
+                return deleted
+            await asyncio.sleep(0)
