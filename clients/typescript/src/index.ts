@@ -1,5 +1,6 @@
 export { ZapgateClient, type ClientOptions, type SubscribeOptions, type Tls } from "./client.js";
 export { defaultRetry, type Retry } from "./retry.js";
+export * from "./gen/zapgate/v1/chat_pb.js";
 export * from "./gen/zapgate/v1/contact_pb.js";
 export * from "./gen/zapgate/v1/errors_pb.js";
 export * from "./gen/zapgate/v1/event_pb.js";

@@ -11,6 +11,7 @@ import {
   EventType,
   KeyRole,
   MessageState,
+  PageDirection,
   ParticipantRole,
   WebhookFormat,
   WebhookStatus,
@@ -135,6 +136,41 @@ async function sentState(instanceId: string, messageId: string): Promise<string>
   }
   throw new Error(`${messageId} was not sent`);
 }
+
+test("keeps both sides of a chat, newest last, and marks it read", { timeout: 60_000 }, async () => {
+  const instanceId = await paired("+5511999990005");
+  const bruno = "+5511988880002";
+  const chatJid = "5511988880002@s.whatsapp.net";
+  const sent = await client.sendText(instanceId, bruno, "Olá, Bruno");
+  await receipt(instanceId, sent.id, 0n); // in the chat once WhatsApp took it
+  await client.simulator.injectIncomingMessage({
+    instanceId,
+    fromPhone: bruno,
+    pushName: "Bruno",
+    content: { case: "text", value: "Oi! Tudo bem?" },
+  });
+
+  const { chats } = await client.chats.listChats({ instanceId });
+  assert.deepEqual(
+    chats.map((c) => [c.jid, c.name, c.lastMessagePreview, c.unreadCount]),
+    [[chatJid, "Bruno", "Oi! Tudo bem?", 1]],
+  );
+  const { messages } = await client.chats.listChatMessages({
+    instanceId,
+    chatJid,
+    direction: PageDirection.NEWER,
+  });
+  assert.deepEqual(
+    messages.map((m) => [m.fromMe, m.text]),
+    [
+      [true, "Olá, Bruno"],
+      [false, "Oi! Tudo bem?"],
+    ],
+  );
+  await client.chats.markChatRead({ instanceId, chatJid });
+  const { chat } = await client.chats.getChat({ instanceId, chatJid });
+  assert.equal(chat?.unreadCount, 0);
+});
 
 /** A new instance, paired through the simulator as `phone`, with fast sends. */
 async function paired(phone: string): Promise<string> {
