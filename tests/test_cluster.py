@@ -7,6 +7,8 @@ wakes; a call on a node that does not own the instance names the owner."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import signal
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 from tests.cluster_nodes import LEASE_TTL, Cluster, client_of, until
 from tests.conftest import gateway_config, started_gateway
 from tests.messaging import FAST_POLICY, Messenger
+from tests.postgres import create_database
 from tests.server_process import ServerProcess, zapgate
 from tests.sim_client import SimClient
 from zapgate.gateway.cluster.settings import ClusterSettings
@@ -34,11 +37,13 @@ M = message_pb2.MessageState
 INSTANCES = [f"i{n}" for n in range(4)]
 
 
+_databases = itertools.count()
+
+
 @pytest.fixture
-def postgres_url(database_url: str) -> str:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("cluster mode runs on PostgreSQL only")
-    return database_url
+def postgres_url(postgres_admin_url: str) -> str:
+    """A fresh PostgreSQL database: cluster mode runs on PostgreSQL only."""
+    return create_database(postgres_admin_url, f"zapgate_cluster_{os.getpid()}_{next(_databases)}")
 
 
 async def pair_on(cluster: Cluster, node: str, key: str) -> dict[str, str]:
