@@ -26,6 +26,15 @@ def normalize_url(url: str) -> str:
     return parsed.set(drivername=driver[backend]).render_as_string(hide_password=False)
 
 
+def sqlite_file(engine: AsyncEngine) -> str | None:
+    """The database file of an SQLite store (None for PostgreSQL or an in-memory SQLite):
+    where the writers that own a `sqlite3` connection of their own open it."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return str(url.database)
+
+
 def default_sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / SQLITE_FILE_NAME}"
 

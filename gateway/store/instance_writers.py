@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from zapgate.gateway.store.db import tune_sqlite
+from zapgate.gateway.store.db import sqlite_file, tune_sqlite
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.outbox_writers import SqliteInsert
 from zapgate.gateway.store.schema import events, instances
@@ -49,10 +49,8 @@ class InstanceWriter(Protocol):
 
 
 def instance_writer(engine: AsyncEngine) -> InstanceWriter:
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return SqliteInstanceWriter(str(url.database))
-    return SqlAlchemyInstanceWriter(engine)
+    path = sqlite_file(engine)
+    return SqliteInstanceWriter(path) if path is not None else SqlAlchemyInstanceWriter(engine)
 
 
 def rounds(batch: list[InstanceUpdate]) -> list[list[InstanceUpdate]]:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from zapgate.gateway.store.db import tune_sqlite
+from zapgate.gateway.store.db import sqlite_file, tune_sqlite
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.schema import events, messages
 from zapgate.gateway.store.worker_thread import WorkerThread
@@ -42,10 +42,8 @@ class OutboxWriter(Protocol):
 
 
 def outbox_writer(engine: AsyncEngine) -> OutboxWriter:
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return SqliteThreadWriter(str(url.database))
-    return SqlAlchemyWriter(engine)
+    path = sqlite_file(engine)
+    return SqliteThreadWriter(path) if path is not None else SqlAlchemyWriter(engine)
 
 
 async def insert_companions(conn: AsyncConnection, companions: Companions) -> None:
