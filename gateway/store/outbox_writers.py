@@ -5,21 +5,27 @@ its own: a dedicated thread with its own `sqlite3` connection that runs the whol
 GIL while SQLite works. Through SQLAlchemy's async adapter the same batch costs the event
 loop about three times as much CPU (statement compilation, per-row parameter processing, a
 thread hop per statement).
-PostgreSQL, and SQLite databases without a file, keep the SQLAlchemy path."""
+PostgreSQL gets one too: a connection of the writer's own (asyncpg, no pool) that writes the
+whole batch, the messages and their events under the event-order lock, in one statement and
+one round trip (`postgres_batch.py`). SQLite databases without a file keep the SQLAlchemy
+path."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.store.db import sqlite_file, tune_sqlite
 from zapgate.gateway.store.event_append import append_events
+from zapgate.gateway.store.postgres_batch import BatchStatement
 from zapgate.gateway.store.schema import events, messages
 from zapgate.gateway.store.worker_thread import WorkerThread
 
@@ -28,7 +34,11 @@ Rows = list[dict[str, Any]]
 Companions = Sequence[tuple[sa.Table, Rows]]
 
 # Raised by both writers when a row breaks a constraint (an idempotency key already used).
-INTEGRITY_ERRORS = (sa.exc.IntegrityError, sqlite3.IntegrityError)
+INTEGRITY_ERRORS = (
+    sa.exc.IntegrityError,
+    sqlite3.IntegrityError,
+    asyncpg.IntegrityConstraintViolationError,
+)
 MAX_VARIABLES = 32_766  # SQLite's limit on parameters per statement (since 3.32)
 
 
@@ -42,6 +52,8 @@ class OutboxWriter(Protocol):
 
 
 def outbox_writer(engine: AsyncEngine) -> OutboxWriter:
+    if engine.url.get_backend_name() == "postgresql":
+        return PostgresWriter(engine)
     path = sqlite_file(engine)
     return SqliteThreadWriter(path) if path is not None else SqlAlchemyWriter(engine)
 
@@ -167,3 +179,54 @@ class SqliteThreadWriter:
 
     def close(self) -> None:
         self._thread.close()
+
+
+# Options of SQLAlchemy's asyncpg dialect that asyncpg.connect does not take.
+_DIALECT_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func")
+
+
+class PostgresWriter:
+    """The PostgreSQL path: see the module's docstring."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        # The engine's own connection arguments (host, port, user, database, URL options).
+        args, options = engine.dialect.create_connect_args(engine.url)
+        for name in _DIALECT_ONLY_OPTIONS:
+            options.pop(name, None)
+        self._connect_args: tuple[list[Any], dict[str, Any]] = (list(args), dict(options))
+        self._connection: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()  # one statement at a time on the one connection
+        self._statements: dict[tuple[str, ...], BatchStatement] = {}
+
+    async def write(self, rows: Rows, companions: Companions) -> list[int]:
+        statement = self._statement([table for table, _ in companions])
+        arguments = statement.arguments([rows, *(table_rows for _, table_rows in companions)])
+        async with self._lock:
+            connection = await self._connected()
+            returned = await connection.fetch(statement.sql, *arguments)
+        seq_of = {record[0]: record[1] for record in returned}
+        return [seq_of[row["id"]] for row in rows]
+
+    def _statement(self, then: list[sa.Table]) -> BatchStatement:
+        shape = tuple(table.name for table in then)
+        statement = self._statements.get(shape)
+        if statement is None:
+            statement = BatchStatement(messages, ("id", "seq"), then)
+            self._statements[shape] = statement
+        return statement
+
+    async def _connected(self) -> asyncpg.Connection:
+        """The writer's connection, opened again if the server closed it (a restart, an idle
+        timeout). A batch whose connection breaks in flight fails; it is not retried, since
+        it may have committed."""
+        if self._connection is None or self._connection.is_closed():
+            args, options = self._connect_args
+            self._connection = await asyncpg.connect(*args, **options)
+        return self._connection
+
+    def close(self) -> None:
+        # Closing asyncpg's connection politely needs the event loop; terminate() just
+        # drops the socket, which the server treats as a session's end. Every batch has been
+        # answered by now (the gRPC server and the dispatcher stop first).
+        if self._connection is not None:
+            self._connection.terminate()
