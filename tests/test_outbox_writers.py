@@ -6,40 +6,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
+from tests.outbox_rows import event_row, message_row
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.outbox_writers import MAX_VARIABLES, SqliteThreadWriter, outbox_writer
 from zapgate.gateway.store.schema import events, messages
-
-
-def message_row(n: int) -> dict[str, Any]:
-    return {
-        "id": f"msg-{n}",
-        "tenant": "acme",
-        "instance_id": "shop",
-        "recipient_jid": "5511@s.whatsapp.net",
-        "kind": "text",
-        "content": {"text": f"m{n}", "variables": {"name": "Ana"}},
-        "media": b"\x00\x01" if n % 2 else None,
-        "state": 1,
-        "failure_reason": "",
-        "failure_detail": "",
-        "priority": 0,
-        "idempotency_key": None,
-        "whatsapp_message_id": "",
-        "send_at_us": n,
-        "expire_us": None,
-        "create_time_us": n,
-        "update_time_us": n,
-        "sent_time_us": None,
-    }
-
-
-def event_row(n: int) -> dict[str, Any]:
-    return {"tenant": "acme", "instance_id": "shop", "type": 3, "payload": b"e%d" % n, "time_us": n}
 
 
 async def test_seqs_match_the_rows_across_statements_and_other_writers(tmp_path: Path) -> None:
