@@ -18,7 +18,12 @@ from zapgate.gateway.store.chat_outbound import mirror_in
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.fencing import FenceToken, hold_fence
 from zapgate.gateway.store.group_commit import GroupCommit
-from zapgate.gateway.store.outbox_writers import INTEGRITY_ERRORS, Companions, outbox_writer
+from zapgate.gateway.store.outbox_writers import (
+    INTEGRITY_ERRORS,
+    Companions,
+    OutboxWriter,
+    outbox_writer,
+)
 from zapgate.gateway.store.schema import events, messages
 from zapgate.v1 import message_pb2
 
@@ -80,12 +85,16 @@ class Journal(Protocol):
 
 class MessageRepository:
     def __init__(
-        self, engine: AsyncEngine, journal: Journal, clock: MicrosClock = system_micros
+        self,
+        engine: AsyncEngine,
+        journal: Journal,
+        clock: MicrosClock = system_micros,
+        writer: OutboxWriter | None = None,  # default: the one made for the database
     ) -> None:
         self._engine = engine
         self._journal = journal
         self._clock = clock
-        self._writer = outbox_writer(engine)
+        self._writer = writer if writer is not None else outbox_writer(engine)
         self._inserts = GroupCommit(self._insert_batch)
 
     def close(self) -> None:
