@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.outbox_rows import event_row, message_row
 from tests.postgres import create_database
 from zapgate.gateway.store.db import open_database
+from zapgate.gateway.store.event_append import EVENT_ORDER_LOCK
 from zapgate.gateway.store.outbox_writers import (
     INTEGRITY_ERRORS,
     PostgresWriter,
@@ -180,3 +181,39 @@ async def test_a_writer_killed_mid_batch_commits_whole_batches_only(
     assert len(ids) % batch == 0
     assert len(ids) >= 3 * batch
     assert ids == named  # each message with its event, no event without its message
+
+
+async def test_events_draw_their_cursors_only_under_the_event_order_lock(
+    engine: AsyncEngine, url: str
+) -> None:
+    """Another transaction holds the lock: the writer waits for it before any cursor is
+    drawn, so the holder's event, drawn and committed first, gets the smaller cursor."""
+    holder = await asyncpg.connect(url)
+    writer = outbox_writer(engine)
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", EVENT_ORDER_LOCK)
+        write = asyncio.create_task(
+            writer.write([message_row(1)], [(events, [event_row(n) for n in range(3)])])
+        )
+        for _ in range(3000):  # until the writer's session waits for that lock
+            waiting = await holder.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 1
+        assert not write.done()
+        await holder.execute(
+            "INSERT INTO events (tenant, instance_id, type, payload, time_us)"
+            " VALUES ('acme', 'shop', 3, 'holder', 0)"
+        )
+        await holding.commit()
+        await write
+    finally:
+        writer.close()
+        await holder.close()
+    _, logged = await stored(engine)
+    assert [payload for _, payload in logged] == [b"holder", b"e0", b"e1", b"e2"]
