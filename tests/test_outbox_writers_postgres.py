@@ -1,5 +1,6 @@
 """The PostgreSQL outbox writer (one statement per batch on a connection of its own): the seqs
-it returns are the rows' real seqs and the events' cursors follow the rows; a batch commits
+it returns are the rows' real seqs and the events' cursors follow the rows, drawn only under
+the event-order lock; a batch commits
 whole or not at all, when a message or an event breaks a constraint and when the process
 writing it is killed mid-batch."""
 
