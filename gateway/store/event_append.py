@@ -7,7 +7,11 @@ commits concurrent transactions in any order: a cursor taken from the sequence b
 transaction can become visible after a higher one, and a subscriber that already read past
 it would never see it. So on PostgreSQL every appending transaction first takes one
 transaction-scoped advisory lock, held until it commits: cursors are then drawn and made
-visible in the same order, across every process that writes to the database."""
+visible in the same order, across every process that writes to the database.
+
+The outbox's batch writers (outbox_writers.py) insert their QUEUED events without this
+function, in statements of their own, and keep the same rule: on PostgreSQL under
+EVENT_ORDER_LOCK, taken before any cursor is drawn (postgres_batch.py)."""
 
 from __future__ import annotations
 
