@@ -9,9 +9,10 @@ it would never see it. So on PostgreSQL every appending transaction first takes 
 transaction-scoped advisory lock, held until it commits: cursors are then drawn and made
 visible in the same order, across every process that writes to the database.
 
-The outbox's batch writers (outbox_writers.py) insert their QUEUED events without this
-function, in statements of their own, and keep the same rule: on PostgreSQL under
-EVENT_ORDER_LOCK, taken before any cursor is drawn (postgres_batch.py)."""
+The batch writers of outbox_writers.py and instance_writers.py insert events without this
+function where they write past SQLAlchemy, in statements of their own, and keep the same
+rule: on PostgreSQL under EVENT_ORDER_LOCK, taken before any cursor is drawn
+(postgres_batch.py)."""
 
 from __future__ import annotations
 
