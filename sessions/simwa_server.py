@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -58,11 +59,14 @@ class SimulatedWhatsApp(simwa_pb2_grpc.SimulatedWhatsAppServiceServicer):
     def _device(self, device_jid: str) -> Device:
         device = self._devices.get(device_jid)
         if device is None:
-            # One directory per device: its phone file (the same format as the in-worker one).
-            directory = self._data_dir / "phones" / device_jid.replace("/", "_")
+            directory = self.phone_dir(device_jid)
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             device = self._devices[device_jid] = Device(PhoneLog(directory))
         return device
+
+    def phone_dir(self, device_jid: str) -> Path:
+        """One directory per device: its phone file (the same format as the in-worker one)."""
+        return self._data_dir / "phones" / device_jid.replace("/", "_")
 
     async def Attach(
         self, request: pb.AttachRequest, context: Context
@@ -204,25 +208,37 @@ class SimulatedWhatsApp(simwa_pb2_grpc.SimulatedWhatsAppServiceServicer):
         return device is not None and device.current is not None
 
 
-async def serve(listen: str, data_dir: Path, started: asyncio.Event | None = None) -> None:
-    """Serves until cancelled or SIGTERM/SIGINT; logs the bound address (port 0 picks one)."""
-    import signal
+@dataclass(frozen=True)
+class Running:
+    server: grpc.aio.Server
+    service: SimulatedWhatsApp
+    port: int
 
+    async def stop(self) -> None:
+        await self.server.stop(0.5)
+        self.service.record.close()
+
+
+async def start(listen: str, data_dir: Path) -> Running:
+    """Starts serving on `listen` (port 0 picks a free one)."""
     service = SimulatedWhatsApp(data_dir)
     server = grpc.aio.server()
     simwa_pb2_grpc.add_SimulatedWhatsAppServiceServicer_to_server(service, server)
     port = server.add_insecure_port(listen)
     await server.start()
+    return Running(server, service, port)
+
+
+async def serve(listen: str, data_dir: Path) -> None:
+    """Serves until SIGTERM/SIGINT; logs the bound address (what tests/sim_server.py reads)."""
+    running = await start(listen, data_dir)
     host = listen.rpartition(":")[0]
-    log.info("simulated WhatsApp listening on %s:%d (data in %s)", host, port, data_dir)
+    log.info("simulated WhatsApp listening on %s:%d (data in %s)", host, running.port, data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if started is not None:
-        started.set()
     try:
         await stop.wait()
     finally:
-        await server.stop(0.5)
-        service.record.close()
+        await running.stop()

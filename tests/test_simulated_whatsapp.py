@@ -24,7 +24,7 @@ PHONE = "+5511977770001"
 FRIEND = "+5511966660002"
 
 
-def gateway(host: Path, whatsapp: SimulatedWhatsApp) -> ServerProcess:
+def gateway(host: Path, whatsapp: SimulatedWhatsApp, read_seconds: float = 0.2) -> ServerProcess:
     (host / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
     return ServerProcess(
         host / "data",
@@ -32,7 +32,7 @@ def gateway(host: Path, whatsapp: SimulatedWhatsApp) -> ServerProcess:
         "--sim-delivered-seconds",
         "0.1",
         "--sim-read-seconds",
-        "0.2",
+        str(read_seconds),
         *whatsapp.flags(),
     )
 
@@ -120,3 +120,41 @@ async def test_sends_reach_the_phone_once_and_receipts_come_back(tmp_path: Path)
         assert (device.messages_received, device.duplicates, device.replacements) == (3, 0, 0)
         # The gateway's runtime dir holds no phone file: the phone side is the server's.
         assert not list((tmp_path / "a" / "runtime").rglob("sim-phone.db"))
+
+
+async def test_the_server_survives_a_kill_and_the_gateway_comes_back(tmp_path: Path) -> None:
+    with simulated_whatsapp(tmp_path / "simwa") as whatsapp:
+        # Reads come late, so the read receipt is likely still owed when the server dies.
+        server = gateway(tmp_path / "a", whatsapp, read_seconds=2.0)
+        try:
+            async with client_of(tmp_path / "a", server) as client:
+                messenger = Messenger(client)
+                await messenger.ready("solo", PHONE)
+                jid = (await client.get("solo")).jid
+                first = await messenger.send_text("solo", FRIEND, "before the kill")
+                await messenger.wait_message(
+                    "solo", first.id, lambda m: m.state >= M.MESSAGE_STATE_DELIVERED
+                )
+                whatsapp.kill()
+                lost = await client.wait_state("solo", S.INSTANCE_STATE_CONNECTING)
+                assert lost.state_reason in (
+                    R.STATE_REASON_CONNECTION_LOST,
+                    R.STATE_REASON_RECONNECTING,
+                )
+                whatsapp.start()
+                await client.wait_state("solo", S.INSTANCE_STATE_CONNECTED)
+                # Owed before the kill, the read receipt arrives after the reconnect.
+                await messenger.wait_message(
+                    "solo", first.id, lambda m: m.state == M.MESSAGE_STATE_READ
+                )
+                second = await messenger.send_text("solo", FRIEND, "after the restart")
+                await messenger.wait_message(
+                    "solo", second.id, lambda m: m.state >= M.MESSAGE_STATE_DELIVERED
+                )
+        finally:
+            server.close()
+        texts = [r.text for r in await whatsapp.received(jid) if r.kind == "text"]
+        assert texts == ["before the kill", "after the restart"]
+        [device] = await whatsapp.devices()
+        assert (device.messages_received, device.duplicates, device.replacements) == (2, 0, 0)
+        assert device.attaches >= 2  # attached again after the restart
