@@ -449,8 +449,8 @@ class SimEngine(Engine):
             self._report,
             lambda: self._deliver_history(spec.key),
             self.server,
-            lambda event: self._server_ended(spec.key, event),
         )
+        session.on_end = lambda event: self._server_ended(session, event)
         session.task = asyncio.create_task(self._run(session), name=f"sim {spec.key}")
         self._sessions[spec.key] = session
 
@@ -603,12 +603,11 @@ class SimEngine(Engine):
         else:
             self._registered.pop(key, None)
 
-    def _server_ended(self, key: InstanceKey, event: ev.EngineEvent | None) -> None:
+    def _server_ended(self, session: SimSession, event: ev.EngineEvent | None) -> None:
         """The simulated WhatsApp server kicked (stream replaced) or lost the connection: end
         it as the in-worker commands do, on a task of its own (this runs inside the link)."""
-        session = self._sessions.get(key)
-        if event is None or session is None:
-            return
+        if event is None or self._sessions.get(session.key) is not session:
+            return  # closed here, or a newer session of the instance runs by now
         task = asyncio.create_task(self._end(session, event))
         self._endings.add(task)
         task.add_done_callback(self._endings.discard)

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.messaging import Messenger
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, zapgate
 from tests.sim_client import SimClient
 from tests.sim_server import SimulatedWhatsApp, simulated_whatsapp
 from tests.test_sessions_at_rest import SERVER_FLAGS, make_key, server_client
@@ -158,3 +158,17 @@ async def test_the_server_survives_a_kill_and_the_gateway_comes_back(tmp_path: P
         [device] = await whatsapp.devices()
         assert (device.messages_received, device.duplicates, device.replacements) == (2, 0, 0)
         assert device.attaches >= 2  # attached again after the restart
+
+
+def test_sim_server_needs_the_simulator_engine(tmp_path: Path) -> None:
+    refused = zapgate(
+        "serve",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--engine",
+        "neonize",
+        "--sim-server",
+        "127.0.0.1:1",
+    )
+    assert refused.returncode != 0
+    assert "--sim-server needs --engine sim" in refused.stderr
