@@ -61,8 +61,13 @@ class SimulatedWhatsApp(simwa_pb2_grpc.SimulatedWhatsAppServiceServicer):
         if device is None:
             directory = self.phone_dir(device_jid)
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            device = self._devices[device_jid] = Device(PhoneLog(directory))
+            device = self._devices[device_jid] = Device(PhoneLog(directory, keep_open=True))
         return device
+
+    def close(self) -> None:
+        for device in self._devices.values():
+            device.phone.close()
+        self.record.close()
 
     def phone_dir(self, device_jid: str) -> Path:
         """One directory per device: its phone file (the same format as the in-worker one)."""
@@ -216,7 +221,7 @@ class Running:
 
     async def stop(self) -> None:
         await self.server.stop(0.5)
-        self.service.record.close()
+        self.service.close()
 
 
 async def start(listen: str, data_dir: Path) -> Running:
