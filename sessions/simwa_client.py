@@ -70,7 +70,9 @@ class SimServer:
             first = await asyncio.wait_for(call.read(), ATTACH_TIMEOUT)
         except (grpc.aio.AioRpcError, TimeoutError) as error:
             call.cancel()
-            raise NotConnected(f"the simulated WhatsApp server is unreachable: {error}") from None
+            raise NotConnected(
+                f"the simulated WhatsApp server at {self.address} is unreachable ({_why(error)})"
+            ) from None
         if not isinstance(first, pb.AttachResponse) or not first.HasField("attached"):
             call.cancel()
             raise NotConnected("the simulated WhatsApp server ended the connection")
@@ -154,7 +156,9 @@ class Link:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise NotConnected(error.details() or "stream replaced") from None
-            raise MaybeSent(f"no answer from the simulated WhatsApp server: {error}") from None
+            raise MaybeSent(
+                f"no answer from the simulated WhatsApp server ({_why(error)})"
+            ) from None
 
     async def ack(self, receipt: pb.OwedReceipt) -> None:
         await self.server.stub.AckReceipt(
@@ -170,3 +174,10 @@ class Link:
         self._call.cancel()
         if self.task is not None and self.task is not asyncio.current_task():
             await asyncio.gather(self.task, return_exceptions=True)
+
+
+def _why(error: Exception) -> str:
+    """A failed call in a few words (an AioRpcError's str() is a multi-line debug dump)."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return "no answer in time"

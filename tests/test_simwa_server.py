@@ -191,3 +191,10 @@ async def test_the_record_and_phones_survive_a_restart(tmp_path: Path) -> None:
         assert [r.text for r in received] == ["kept"]
     finally:
         await again.stop()
+
+
+async def test_attaching_to_a_server_that_is_down_is_not_connected(tmp_path: Path) -> None:
+    nobody = Holder(SimServer("127.0.0.1:1", Labels("node-a", "worker-0")))
+    with pytest.raises(NotConnected, match=r"unreachable \(UNAVAILABLE"):
+        await nobody.attach(paired_device(tmp_path))
+    await nobody.server.close()
