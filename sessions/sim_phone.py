@@ -10,8 +10,10 @@ import dataclasses
 import hashlib
 import os
 import sqlite3
+import threading
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,13 +145,42 @@ class PendingReceipt:
 
 
 class PhoneLog:
-    def __init__(self, runtime_dir: Path) -> None:
-        self.path = runtime_dir / PHONE_FILE_NAME
+    """Opened and closed per call by default (the core reads the file of a worker's instance
+    from its own process). `keep_open`: one connection for the life of the object, in WAL mode
+    (the simulated WhatsApp server, its only user, on a disk where a per-call open and its
+    fsyncs would be the bottleneck; WAL still survives a kill -9 of the process)."""
 
-    def _connect(self) -> sqlite3.Connection:
+    def __init__(self, runtime_dir: Path, *, keep_open: bool = False) -> None:
+        self.path = runtime_dir / PHONE_FILE_NAME
+        self._keep_open = keep_open
+        self._kept: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # a kept connection is used from worker threads
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        if not self._keep_open:
+            with closing(self._connect()) as db:
+                yield db
+            return
+        with self._lock:
+            if self._kept is None:
+                self._kept = self._connect(check_same_thread=False)
+                self._kept.execute("PRAGMA journal_mode=WAL")
+                self._kept.execute("PRAGMA synchronous=NORMAL")
+            yield self._kept
+
+    def close(self) -> None:
+        with self._lock:
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
+
+    def _connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # not 0644, whatever the umask
         os.close(fd)
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db = sqlite3.connect(
+            self.path, timeout=10, isolation_level=None, check_same_thread=check_same_thread
+        )
         db.executescript(SCHEMA)
         present = {row[1] for row in db.execute("PRAGMA table_info(received)")}
         for column in _ADDED_COLUMNS:
@@ -159,23 +190,27 @@ class PhoneLog:
 
     def append(self, received: Received, receipts: list[PendingReceipt] | None = None) -> None:
         """Records a received message and the receipts its phone will send, together."""
-        with closing(self._connect()) as db:
+        with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                "INSERT OR REPLACE INTO pending_receipts VALUES (?, ?, ?, ?)",
-                [(r.message_id, r.recipient_jid, r.kind, r.due_at) for r in receipts or ()],
-            )
-            db.execute(
-                f"INSERT INTO received ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608
-                dataclasses.astuple(received),
-            )
+            try:
+                db.executemany(
+                    "INSERT OR REPLACE INTO pending_receipts VALUES (?, ?, ?, ?)",
+                    [(r.message_id, r.recipient_jid, r.kind, r.due_at) for r in receipts or ()],
+                )
+                db.execute(
+                    f"INSERT INTO received ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608
+                    dataclasses.astuple(received),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")  # a kept connection must not stay in a transaction
+                raise
             db.execute("COMMIT")
 
     def pending_receipts(self) -> list[PendingReceipt]:
         """Receipts not sent yet, earliest first."""
         if not self.path.exists():
             return []
-        with closing(self._connect()) as db:
+        with self._db() as db:
             rows = db.execute(
                 "SELECT message_id, recipient_jid, kind, due_at FROM pending_receipts"
                 " ORDER BY due_at, rowid"
@@ -183,7 +218,7 @@ class PhoneLog:
         return [PendingReceipt(*row) for row in rows]
 
     def receipt_sent(self, message_id: str, kind: str) -> None:
-        with closing(self._connect()) as db:
+        with self._db() as db:
             db.execute(
                 "DELETE FROM pending_receipts WHERE message_id = ? AND kind = ?", (message_id, kind)
             )
@@ -191,7 +226,7 @@ class PhoneLog:
     def read(self) -> list[Received]:
         if not self.path.exists():
             return []
-        with closing(self._connect()) as db:
+        with self._db() as db:
             query = f"SELECT {_COLUMNS} FROM received ORDER BY seq"  # noqa: S608 (constants)
             rows = db.execute(query).fetchall()
         return [Received(*row) for row in rows]
