@@ -9,11 +9,13 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -293,8 +295,21 @@ def _pool_config(config: ServeConfig) -> PoolConfig:
         sim_node=_sim_node_label(config),
         log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         log_format=config.log_format,
-        ping_interval=config.worker_ping_seconds,
+        **_worker_watch(config),
     )
+
+
+def _worker_watch(config: ServeConfig) -> dict[str, Any]:
+    """Pings and, in cluster mode, the workers' watch on a silent core (cluster/settings.py)."""
+    if config.cluster is None:
+        return {"ping_interval": config.worker_ping_seconds}
+    interval = min(config.worker_ping_seconds, config.cluster.worker_ping_seconds)
+    return {
+        "ping_interval": interval,
+        # a wedged worker is still killed after about three normal ping periods
+        "ping_failures_to_kill": max(3, math.ceil(3 * config.worker_ping_seconds / interval)),
+        "core_silence_seconds": config.cluster.worker_silence_seconds,
+    }
 
 
 def _sim_node_label(config: ServeConfig) -> str:

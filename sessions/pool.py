@@ -64,6 +64,9 @@ class PoolConfig:
     ready_timeout: float = 60.0
     ping_interval: float = 5.0
     ping_failures_to_kill: int = 3
+    # Cluster mode: a worker stops every connection when the core has not pinged it for
+    # this long (sessions/core_watch.py); 0: never (single node: nobody else connects them).
+    core_silence_seconds: float = 0.0
     restart_base_seconds: float = 0.2
     restart_cap_seconds: float = 30.0
     # How long the events a dead worker already sent may take to reach the core.
@@ -152,6 +155,8 @@ class WorkerSlot:
             "--sim-timings",
             self.config.sim_timings_json,
             *self._sim_server_args(),
+            "--core-silence-seconds",
+            str(self.config.core_silence_seconds),
             "--log-level",
             self.config.log_level,
             "--log-format",

@@ -24,9 +24,10 @@ import grpc.aio
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
 from zapgate.sessions import groups, wire
+from zapgate.sessions.core_watch import CoreWatch
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, Engine, InstanceSpec
 from zapgate.sessions.errors import EngineError, to_wire
-from zapgate.sessions.events import EngineEvent, HistorySynced, MessageReceived
+from zapgate.sessions.events import Disconnected, EngineEvent, HistorySynced, MessageReceived
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimEngine, SimTimings
 from zapgate.sessions.simwa_client import Labels, SimServer
@@ -60,11 +61,32 @@ T = TypeVar("T")
 
 class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
     def __init__(
-        self, engine_kind: str, sim_timings: SimTimings, sim_server: SimServer | None = None
+        self,
+        engine_kind: str,
+        sim_timings: SimTimings,
+        sim_server: SimServer | None = None,
+        core_watch: CoreWatch | None = None,
     ) -> None:
         self.engine: Engine = _build_engine(engine_kind, self._on_event, sim_timings, sim_server)
         self._runs: dict[str, int] = {}
         self._events: asyncio.Queue[pb.StreamEventsResponse] = asyncio.Queue()
+        self._core_watch = core_watch
+
+    async def stop_every_connection(self) -> int:
+        """Stops every hosted instance and reports each as Disconnected to the core (which
+        reconnects those it still owns); returns how many it stopped."""
+        runs, self._runs = self._runs, {}
+        for key, run_id in runs.items():
+            try:
+                await self.engine.stop(key)
+            except Exception:  # it is stopped as far as this worker can tell
+                log.exception("stopping %s for a silent core failed", key)
+            detail = "the engine worker stopped it: its core stopped answering"
+            event = Disconnected(key, detail)
+            self._events.put_nowait(
+                pb.StreamEventsResponse(run_id=run_id, event_json=wire.encode(event))
+            )
+        return len(runs)
 
     def _on_event(self, event: EngineEvent) -> None:
         run_id = self._runs.get(event.key)
@@ -191,6 +213,8 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
             yield await self._events.get()
 
     async def Ping(self, request: pb.PingRequest, context: Context) -> pb.PingResponse:
+        if self._core_watch is not None:
+            self._core_watch.pinged()
         return pb.PingResponse(hosted=self.engine.hosted(), pid=os.getpid())
 
     async def Simulate(self, request: pb.SimulateRequest, context: Context) -> pb.SimulateResponse:
@@ -281,10 +305,12 @@ async def serve(
     engine_kind: str,
     sim_timings: SimTimings,
     sim_server: tuple[str, Labels] | None = None,
+    core_silence_seconds: float = 0.0,
 ) -> None:
     # One channel to the simulated WhatsApp server for every instance of this worker.
     server_link = SimServer(*sim_server) if sim_server is not None else None
-    service = WorkerService(engine_kind, sim_timings, server_link)
+    watch = CoreWatch(core_silence_seconds) if core_silence_seconds > 0 else None
+    service = WorkerService(engine_kind, sim_timings, server_link, watch)
     server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
     worker_pb2_grpc.add_EngineWorkerServiceServicer_to_server(service, server)
     server.add_insecure_port(f"unix:{socket_path}")
@@ -294,9 +320,12 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     parent = os.getppid()
-    watcher = asyncio.create_task(_exit_with_parent(parent, stop))
+    watchers = [asyncio.create_task(_exit_with_parent(parent, stop))]
+    if watch is not None:
+        watchers.append(asyncio.create_task(watch.forever(service.stop_every_connection)))
     await stop.wait()
-    watcher.cancel()
+    for watcher in watchers:
+        watcher.cancel()
     await service.engine.close()
     await server.stop(1)
     if server_link is not None:
@@ -319,6 +348,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sim-server", default="", help="host:port of a simulated WhatsApp")
     parser.add_argument("--sim-node", default="", help="this node's label for that server")
     parser.add_argument("--sim-worker", default="", help="this worker's label for that server")
+    parser.add_argument(
+        "--core-silence-seconds",
+        type=float,
+        default=0.0,
+        help="stop every connection when the core has not pinged for this long (0: never)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     args = parser.parse_args(argv)
@@ -341,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.sim_server:
         worker = f"{args.sim_worker or 'worker'} pid {os.getpid()}"
         sim_server = (args.sim_server, Labels(args.sim_node, worker))
-    run_async(serve(args.socket, args.engine, timings, sim_server))
+    run_async(serve(args.socket, args.engine, timings, sim_server, args.core_silence_seconds))
 
 
 if __name__ == "__main__":

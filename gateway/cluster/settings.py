@@ -31,6 +31,19 @@ class ClusterSettings:
         """How often a node looks for instances nobody holds."""
         return self.lease_ttl_seconds / 3
 
+    @property
+    def worker_silence_seconds(self) -> float:
+        """A worker whose core has not pinged it for this long stops its connections
+        (sessions/core_watch.py). A paused core renewed at most TTL/3 before it stopped, so
+        its leases last at least 2/3 TTL more: the connections are gone before that."""
+        return self.lease_ttl_seconds / 2
+
+    @property
+    def worker_ping_seconds(self) -> float:
+        """How often the core pings its workers: several pings per silence period, so one
+        late ping is no silence."""
+        return self.lease_ttl_seconds / 6
+
 
 def generated_node_id() -> str:
     """Unique per start: a restarted node is a new node (its old leases expire)."""
