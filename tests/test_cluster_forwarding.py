@@ -5,6 +5,7 @@ port. Real `zapgate serve --cluster` nodes on one PostgreSQL, simulator engine."
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from tests.cluster_nodes import CLUSTER_SECRET, Cluster, client_of, until
 from tests.connect_http import ConnectFailure, unary_json
 from tests.messaging import FAST_POLICY, Messenger
 from tests.postgres import create_database
+from tests.server_process import zapgate
 from zapgate.gateway.cluster.node_proof import NodeProof
 from zapgate.gateway.cluster.owner_bound import ANY_NODE, OWNER_BOUND
 from zapgate.gateway.rpc.access import REQUIRED_ROLES
@@ -76,6 +78,26 @@ def test_every_public_rpc_is_either_owner_bound_or_served_anywhere() -> None:
     every = {f"{service}/{name}" for service, methods in REQUIRED_ROLES.items() for name in methods}
     assert not OWNER_BOUND & ANY_NODE
     assert every == OWNER_BOUND | ANY_NODE
+
+
+@pytest.mark.parametrize("secret", ["", "too-short"])
+async def test_a_node_without_a_cluster_secret_is_refused_with_a_reason(
+    tmp_path: Path, secret: str
+) -> None:
+    refused = await asyncio.to_thread(
+        zapgate,
+        "serve",
+        "--cluster",
+        "--cluster-secret",
+        secret,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--master-key-file",
+        str(Cluster(tmp_path, "").key_file),
+    )
+    assert refused.returncode != 0
+    assert "--cluster needs the secret every node shares" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 async def test_pairing_and_simulator_calls_through_a_node_that_does_not_own_the_instance(
@@ -291,3 +313,26 @@ async def test_the_http_port_of_a_non_owner_forwards_too(tmp_path: Path, postgre
         assert answers["a"][2].code == "invalid_argument"
         assert ("phone" in dict(answers["a"][2].violations)) is True
         assert answers["a"] == answers["b"]
+
+
+async def test_an_owner_that_cannot_be_reached_is_named_as_before_forwarding(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A dead owner's lease lasts until its TTL: meanwhile the non-owner answers UNAVAILABLE
+    naming the owner (the client retries; the instance is then taken over)."""
+    async with two_nodes(tmp_path, postgres_url) as cluster:
+        key = await cluster.new_key("acme")
+        async with client_of(cluster.nodes["a"], key) as on_a:
+            await Messenger(on_a).ready("i0", PHONE)
+        async with client_of(cluster.nodes["b"], key) as on_b:
+            request = pb.GetInstanceStatsRequest(instance_id="i0")
+            await on_b.instances.GetInstanceStats(request, metadata=on_b.metadata)  # forwarded
+            cluster.nodes["a"].process.kill()
+            await asyncio.to_thread(cluster.nodes["a"].wait)
+            refused = await error_of(
+                on_b.instances.GetInstanceStats(request, metadata=on_b.metadata)
+            )
+        code, message, status = status_of(refused)
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert f"served by node a ({cluster.nodes['a'].address})" in message
+        assert len(status.details) == 1

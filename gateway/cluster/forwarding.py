@@ -16,8 +16,8 @@ the shared store (tenancy and roles hold there as here), and a node proof
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, NoReturn, cast
 
 import grpc
 import grpc.aio
@@ -29,6 +29,7 @@ from zapgate.gateway.cluster.node_proof import NodeProof
 from zapgate.gateway.cluster.owner_bound import OWNER_BOUND
 from zapgate.gateway.config import TlsConfig
 from zapgate.gateway.rpc.access import PACKAGE, named_instance
+from zapgate.gateway.rpc.call_guard import STATUS_DETAILS_KEY
 from zapgate.gateway.rpc.errors import InstanceOnAnotherNode
 from zapgate.gateway.rpc.handlers import Handler
 from zapgate.gateway.rpc.tenancy import current_tenant
@@ -186,13 +187,15 @@ async def _relay(
     """Ends the call with the owner's status. An owner that cannot be reached (it died, its
     lease not expired yet) gets the answer a non-owner gave before forwarding existed:
     UNAVAILABLE naming the owner; the client retries, by then on the new owner."""
+    # grpc.aio's Metadata iterates as (key, value) pairs; the stubs type it otherwise.
+    received = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
     trailing = tuple(
         (key, value)
-        for key, value in error.trailing_metadata() or ()
-        if not key.startswith(("grpc-", ":")) or key == "grpc-status-details-bin"
+        for key, value in received
+        if not key.startswith(("grpc-", ":")) or key == STATUS_DETAILS_KEY
     )
     if error.code() == grpc.StatusCode.UNAVAILABLE and not any(
-        key == "grpc-status-details-bin" for key, _ in trailing
+        key == STATUS_DETAILS_KEY for key, _ in trailing
     ):
         log.warning(
             "owner node %s unreachable: %s", moved.metadata.get("owner_node"), error.details()
