@@ -46,10 +46,11 @@ class Forwarder:
     def __init__(
         self, node_id: str, fencing: Fencing, proof: NodeProof, channels: NodeChannels
     ) -> None:
-        self._node_id = node_id
-        self._fencing = fencing
-        self._proof = proof
-        self._channels = channels
+        # Read by each method's _Route.
+        self.node_id = node_id
+        self.fencing = fencing
+        self.proof = proof
+        self.channels = channels
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         if not method.startswith(f"/{PACKAGE}."):
@@ -68,7 +69,7 @@ class Forwarder:
         return handler  # no public call streams requests
 
     async def close(self) -> None:
-        await self._channels.close()
+        await self.channels.close()
 
 
 def forwarder_of(node: ClusterNode, tls: TlsConfig | None) -> Forwarder:
@@ -93,13 +94,13 @@ class _Route:
         """True when another node forwarded the call here: it is never forwarded again.
         Raises Unauthenticated for a call that claims so without a valid proof."""
         metadata = context.invocation_metadata()
-        return bool(self.forwarder._proof.forwarded_by(metadata, self.method))
+        return bool(self.forwarder.proof.forwarded_by(metadata, self.method))
 
     async def _check_owner(self, request: Any) -> None:
         """Raises InstanceOnAnotherNode for an owner-bound call of an instance another node
         holds (a call forwarded here that moved on meanwhile too: answered UNAVAILABLE)."""
         if self.owner_bound and (instance_id := named_instance(request)):
-            await self.forwarder._fencing.refuse_other_owner(current_tenant(), instance_id)
+            await self.forwarder.fencing.refuse_other_owner(current_tenant(), instance_id)
 
     def unary(self, inner: Any) -> Callable[[Any, Context], Any]:
         async def serve(request: Any, context: Context) -> Any:
@@ -139,13 +140,13 @@ class _Route:
             for key, value in context.invocation_metadata() or ()
             if key in FORWARDED_HEADERS
         ]
-        headers += self.forwarder._proof.headers(self.forwarder._node_id, self.method)
+        headers += self.forwarder.proof.headers(self.forwarder.node_id, self.method)
         remaining = getattr(context, "time_remaining", lambda: None)()
         log.debug("forwarding %s to node %s", self.method, moved.metadata.get("owner_node"))
         return {"metadata": tuple(headers), "timeout": remaining}
 
     def _channel(self, moved: InstanceOnAnotherNode) -> grpc.aio.Channel:
-        return self.forwarder._channels.to(moved.metadata["owner_address"])
+        return self.forwarder.channels.to(moved.metadata["owner_address"])
 
     async def _forward_unary(
         self, request: Any, context: Context, moved: InstanceOnAnotherNode
