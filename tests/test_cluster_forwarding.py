@@ -19,13 +19,19 @@ import pytest
 from google.rpc import status_pb2
 
 from tests.cluster_nodes import CLUSTER_SECRET, Cluster, client_of, until
+from tests.conftest import gateway_config
 from tests.connect_http import ConnectFailure, unary_json
 from tests.messaging import FAST_POLICY, Messenger
 from tests.postgres import create_database
 from tests.server_process import zapgate
+from tests.sim_client import SimClient
+from tests.test_tls import Pki, pki, write
 from zapgate.gateway.cluster.node_proof import NodeProof
 from zapgate.gateway.cluster.owner_bound import ANY_NODE, OWNER_BOUND
+from zapgate.gateway.cluster.settings import ClusterSettings
+from zapgate.gateway.config import TlsConfig
 from zapgate.gateway.rpc.access import REQUIRED_ROLES
+from zapgate.gateway.server import Gateway
 from zapgate.v1 import contact_pb2, contact_pb2_grpc, event_pb2, message_pb2
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import simulator_pb2 as spb
@@ -35,6 +41,8 @@ M = message_pb2.MessageState
 DETAILS = "grpc-status-details-bin"
 PHONE = "+5511955500001"
 CONTACT = "+5511955500777"
+
+__all__ = ["pki"]  # the fixture, shared with test_tls
 
 _databases = itertools.count()
 
@@ -336,3 +344,46 @@ async def test_an_owner_that_cannot_be_reached_is_named_as_before_forwarding(
         assert code == grpc.StatusCode.UNAVAILABLE
         assert f"served by node a ({cluster.nodes['a'].address})" in message
         assert len(status.details) == 1
+
+
+async def test_nodes_forward_to_each_other_over_mutual_tls(
+    tmp_path: Path, postgres_url: str, pki: Pki
+) -> None:
+    """Both nodes require client certificates signed by the CA: a forwarding node presents
+    its own certificate and checks the owner's against that CA."""
+    cert, key = write(tmp_path, pki.server, "node")
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(pki.ca.cert)
+    cluster = Cluster(tmp_path, postgres_url)  # its master key and database, no processes
+    key_file = cluster.key_file
+
+    def node(name: str) -> Gateway:
+        settings = ClusterSettings(node_id=name, lease_ttl_seconds=20.0, secret=CLUSTER_SECRET)
+        tls = TlsConfig(cert, key, ca_file)
+        config = gateway_config(
+            tmp_path / name, postgres_url, cluster=settings, master_key_file=key_file, tls=tls
+        )
+        return Gateway(config)
+
+    credentials = grpc.ssl_channel_credentials(pki.ca.cert, pki.client.key, pki.client.cert)
+    a, b = node("a"), node("b")
+    await a.start()
+    try:
+        await b.start()
+        api_key = await cluster.new_key("acme")
+        async with (
+            grpc.aio.secure_channel(f"127.0.0.1:{a.port}", credentials) as to_a,
+            grpc.aio.secure_channel(f"127.0.0.1:{b.port}", credentials) as to_b,
+        ):
+            on_a, on_b = SimClient(to_a, api_key), SimClient(to_b, api_key)
+            await Messenger(on_a).ready("i0", PHONE)
+            pause = pb.PauseSendingRequest(instance_id="i0", reason="over tls")
+            await on_b.instances.PauseSending(pause, metadata=on_b.metadata)  # forwarded
+            stats = await on_a.instances.GetInstanceStats(
+                pb.GetInstanceStatsRequest(instance_id="i0"), metadata=on_a.metadata
+            )
+            assert stats.stats.paused_reason == "over tls"  # a's scheduler holds it
+        assert (await cluster.leases())["i0"] == ("a", 1)
+    finally:
+        await b.stop(grace=0)
+        await a.stop(grace=0)
