@@ -13,6 +13,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from zapgate.gateway.cluster.forwarding import Forwarder, forwarder_of
 from zapgate.gateway.config import ServeConfig, TlsConfig
 from zapgate.gateway.http.app import http_app
 from zapgate.gateway.http.grpc_bridge import MethodHandlers
@@ -109,6 +110,7 @@ class Gateway:
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()
         self._claim: StoreClaim | None = None  # this gateway's alone (store/single_node.py)
+        self._forwarder: Forwarder | None = None  # cluster mode: calls go to their owner
 
     @property
     def runtime(self) -> Runtime:
@@ -140,6 +142,9 @@ class Gateway:
             *([RpcObserver(runtime.metrics.rpc).wrap] if self.config.metrics_listen else []),
             CallGuard(auth_cache, self.config.stream_auth_recheck_seconds).wrap,
         ]
+        if runtime.cluster is not None:  # innermost: the caller is known, access checked
+            self._forwarder = forwarder_of(runtime.cluster, self.config.tls)
+            wraps.append(self._forwarder.wrap)
         handlers = MethodHandlers()
         registration = cast(grpc.aio.Server, _Registration(server, handlers))
         self._register_services(registrar(registration, wraps), runtime, auth_cache)
@@ -260,6 +265,8 @@ class Gateway:
             await draining
         if http_draining is not None:
             await http_draining
+        if self._forwarder is not None:  # after the calls it relays
+            await self._forwarder.close()
         log.info("zapgate stopped")
 
     async def _create_initial_key(self, api_keys: ApiKeyRepository) -> None:

@@ -19,6 +19,7 @@ from zapgate.gateway.store.db import create_engine, open_database
 from zapgate.sessions.vault import MasterKey
 
 LEASE_TTL = 3.0  # short, so takeovers happen within a test (and not on a busy machine)
+CLUSTER_SECRET = "test-cluster-secret-0123456789"
 HANG_GUARD = 60.0  # only against hangs: nothing here asserts a duration
 
 
@@ -46,6 +47,8 @@ class Cluster:
             str(LEASE_TTL),
             "--master-key-file",
             str(self.key_file),
+            "--cluster-secret",
+            CLUSTER_SECRET,
             "--engine",
             "sim",
             "--engine-workers",

@@ -19,6 +19,7 @@ from zapgate.gateway.cluster.settings import (
     DEFAULT_LEASE_TTL_SECONDS,
     DEFAULT_MAX_INSTANCES,
     MAX_INSTANCES_LIMIT,
+    MIN_SECRET_CHARS,
     ClusterSettings,
     generated_node_id,
 )
@@ -238,6 +239,13 @@ def add_cluster_flags(serve: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_INSTANCES,
         help="instances this node owns at most (default %(default)s)",
     )
+    cluster.add_argument(
+        "--cluster-secret",
+        default=os.environ.get("ZAPGATE_CLUSTER_SECRET", ""),
+        help="secret every node shares, proving a forwarded call comes from a node (default "
+        "$ZAPGATE_CLUSTER_SECRET; required with --cluster; prefer the variable: arguments "
+        "are visible in the process list)",
+    )
 
 
 def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
@@ -252,11 +260,17 @@ def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
             "--cluster needs the master key every node shares: give it with "
             f"--master-key-file or ${ENV_KEY} (a node never generates one of its own)"
         )
+    if len(args.cluster_secret) < MIN_SECRET_CHARS:
+        raise SystemExit(
+            "--cluster needs the secret every node shares for forwarding calls: give at least "
+            f"{MIN_SECRET_CHARS} characters with $ZAPGATE_CLUSTER_SECRET or --cluster-secret"
+        )
     return ClusterSettings(
         node_id=args.node_id or generated_node_id(),
         address=args.node_address,
         lease_ttl_seconds=args.lease_ttl,
         max_instances=args.max_instances,
+        secret=args.cluster_secret,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import socket
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ DEFAULT_MAX_INSTANCES = 1000
 # One renewal names every held lease in one statement (two bind parameters each, under
 # PostgreSQL's 32,767): a node holds at most this many.
 MAX_INSTANCES_LIMIT = 10_000
+# A cluster secret shorter than this is refused at start.
+MIN_SECRET_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class ClusterSettings:
     address: str = ""
     lease_ttl_seconds: float = DEFAULT_LEASE_TTL_SECONDS
     max_instances: int = DEFAULT_MAX_INSTANCES
+    # Shared by every node: signs the calls one node forwards to another (node_proof.py).
+    secret: str = dataclasses.field(default="", repr=False)
 
     @property
     def renew_seconds(self) -> float:

@@ -304,7 +304,9 @@ def _pack(
 
 
 class InstanceOnAnotherNode(Unavailable):
-    """Cluster mode: another node owns the instance, and calls are not forwarded yet."""
+    """Cluster mode: another node owns the instance. The forwarder (gateway/cluster/
+    forwarding.py) catches it and re-issues the call on the owner; a client sees it only
+    when the call was already forwarded once, or the owner cannot be reached."""
 
     def __init__(self, instance_id: str, owner_node: str, owner_address: str) -> None:
         super().__init__(
