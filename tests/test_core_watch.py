@@ -4,6 +4,7 @@ devices, and tells the core, which reconnects what it still owns (sessions/core_
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from pathlib import Path
@@ -26,11 +27,20 @@ async def test_a_worker_whose_core_goes_silent_stops_its_connections(tmp_path: P
         engine="sim",
         socket_dir=tmp_path / "workers",
         sim_timings_json=json.dumps(dataclasses.asdict(FAST_SIM)),
-        ping_interval=3600.0,  # a core that never pings, as one stopped by SIGSTOP
-        core_silence_seconds=1.0,
+        ping_interval=3600.0,  # the test pings, as a live core would, then stops
+        core_silence_seconds=2.0,
     )
     workers = WorkerPool(config, recorder.on_event, recorder.on_worker_lost)
     await workers.start()
+    stub = workers.slots[0].stub
+    assert stub is not None
+
+    async def ping_like_a_live_core() -> None:
+        while True:
+            await stub.Ping(wpb.PingRequest())
+            await asyncio.sleep(0.1)
+
+    pinging = asyncio.create_task(ping_like_a_live_core())
     try:
         await workers.start_instance(KEY, tmp_path / "shop", "", run_id=7)
         qr = await recorder.wait_for(ev.QrShown)
@@ -38,15 +48,16 @@ async def test_a_worker_whose_core_goes_silent_stops_its_connections(tmp_path: P
         scan = wpb.SimulateRequest.ScanQr(code=qr.code, phone="+5511900000001")
         await workers.simulate(wpb.SimulateRequest(key=KEY, scan_qr=scan))
         await recorder.wait_for(ev.Connected)
+        assert not [e for e in recorder.events if isinstance(e, ev.Disconnected)]
+        pinging.cancel()  # the core is paused from here on
 
         dropped = await recorder.wait_for(ev.Disconnected)
         assert isinstance(dropped, ev.Disconnected)
         assert dropped.key == KEY
         assert "core stopped answering" in dropped.detail
-        stub = workers.slots[0].stub
-        assert stub is not None
         assert (await stub.Ping(wpb.PingRequest())).hosted == 0, "the connection is gone"
     finally:
+        pinging.cancel()
         await workers.close()
 
 
