@@ -163,7 +163,10 @@ class DeliveryLoop:
             if self._lease is not None and not self._lease.valid():
                 log.info("webhook %s: this node no longer holds its lease", webhook.id)
                 return False
-            answer = await self._post(cursor, body)
+            if self._lease is None:
+                answer = await self._post(cursor, body)
+            else:
+                answer = await self._post_to_the_end(cursor, body)
             now = parts.clock()
             if answer.ok:
                 parts.observer.delivered(webhook, answer.seconds)
@@ -204,6 +207,19 @@ class DeliveryLoop:
             )
             await self._sleep_until(self._next_attempt_us)
             parts.observer.retried(webhook)
+
+    async def _post_to_the_end(self, cursor: int, body: bytes) -> Answer:
+        """Cluster mode: a loop stopped mid-request (its webhook handed over to another
+        node, or changed) lets the request end first (within the request timeout) and keeps
+        its outcome, so the next holder does not deliver again what the receiver took."""
+        posting = asyncio.ensure_future(self._post(cursor, body))
+        try:
+            return await asyncio.shield(posting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                if (await posting).ok:
+                    self._cursor = cursor  # committed as the loop ends
+            raise
 
     async def _post(self, cursor: int, body: bytes) -> Answer:
         parts = self._parts
