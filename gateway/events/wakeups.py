@@ -30,6 +30,7 @@ SAFETY_POLL_SECONDS = 5.0
 GAP_POLL_SECONDS = 0.5  # while not listening: the pace cluster mode polled at before
 CHECK_SECONDS = 5.0  # how often the listening connection is asked for a sign of life
 CHECK_TIMEOUT_SECONDS = 5.0
+APPLICATION_NAME = "zapgate event wakeups"
 
 Connect = Callable[[], Awaitable[Any]]  # an asyncpg connection (typed loosely: asyncpg's stubs)
 
@@ -71,7 +72,8 @@ class CrossNodeWakeups:
     ) -> CrossNodeWakeups:
         """Listens on a connection of its own to the gateway's PostgreSQL database."""
         dsn = database.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return cls(events, lambda: asyncpg.connect(dsn), observer)
+        named = {"application_name": APPLICATION_NAME}  # for operators' pg_stat_activity
+        return cls(events, lambda: asyncpg.connect(dsn, server_settings=named), observer)
 
     async def listen(self) -> None:
         """Supervised: runs until the connection is lost, then raises (and is restarted)."""
