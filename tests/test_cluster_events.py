@@ -190,7 +190,8 @@ async def test_each_webhook_is_delivered_by_one_node_and_a_kill_9_hands_it_over(
             for name, node in nodes.items():
                 await pause(node, key, f"on-{name}", f"{name}-{n}")
         # A node joins: it receives its share, handed over by a loaded node.
-        nodes["c"] = start_node(cluster, "c")[0]
+        # (in a thread: the receivers answer on this event loop meanwhile)
+        nodes["c"] = (await asyncio.to_thread(start_node, cluster, "c"))[0]
         await until(spread, "each of a, b and c delivers one webhook")
         for n in range(5, 10):
             for name, node in nodes.items():
@@ -240,6 +241,11 @@ async def test_each_webhook_is_delivered_by_one_node_and_a_kill_9_hands_it_over(
             f"redelivered {sum(c - 1 for c in delivered_ids(receivers[0]).values())} events"
         )
     finally:
+        for name, node in cluster.nodes.items():  # what each node did with webhooks, to read
+            while not node.lines.empty():
+                line = node.lines.get_nowait()
+                if "webhook" in line and "POST" not in line:
+                    print(name, line.rstrip()[:300])
         cluster.close()
         for receiver in receivers:
             await receiver.close()

@@ -50,7 +50,8 @@ class WebhookLease:
 class WebhookChange:
     key: WebhookKey
     lease: WebhookLease | None  # a lease: (re)start the loop under it; None: stop the loop
-    release: bool = False  # then expire the lease in the database (hand-over)
+    # Then expire the lease held at this epoch in the database (hand-over); 0: keep it.
+    release_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,12 @@ class WebhookLeases:
 
     async def forever(self) -> None:
         while True:
+            started = self._monotonic()
             await self.once()
+            # Every renew period from the start of the last round, however long it took.
+            pause = self._settings.renew_seconds - (self._monotonic() - started)
             try:
-                async with asyncio.timeout(self._settings.renew_seconds):
+                async with asyncio.timeout(max(pause, 0)):
                     await self._nudged.wait()
             except TimeoutError:
                 pass
@@ -123,10 +127,11 @@ class WebhookLeases:
         self._held.clear()
         await self._repository.release(self.node_id)
 
-    async def released(self, key: WebhookKey) -> None:
-        """A handed-over webhook's loop has ended here: the lease goes back to the pool."""
+    async def released(self, key: WebhookKey, epoch: int) -> None:
+        """A handed-over webhook's loop has ended here: the lease goes back to the pool
+        (only that lease: the node may have acquired the webhook again since)."""
         try:
-            await self._repository.release(self.node_id, [key])
+            await self._repository.release(self.node_id, key, epoch)
         except Exception:  # it expires by itself within a TTL
             log.warning("could not release the lease of webhook %s/%s", *key)
 
@@ -193,7 +198,8 @@ class WebhookLeases:
         self.changes.put_nowait(WebhookChange(key, self.lease_of(key)))
 
     def _drop(self, key: WebhookKey, why: str, *, release: bool) -> None:
-        if self._held.pop(key, None) is None:
+        held = self._held.pop(key, None)
+        if held is None:
             return
         log.info("no longer delivering webhook %s/%s: %s", *key, why)
-        self.changes.put_nowait(WebhookChange(key, None, release))
+        self.changes.put_nowait(WebhookChange(key, None, held.epoch if release else 0))

@@ -87,14 +87,19 @@ class WebhookLeaseRepository:
             row = (await conn.execute(statement)).first()
         return None if row is None else (int(row.lease_epoch), int(row.update_time_us))
 
-    async def release(self, node_id: str, keys: list[WebhookKey] | None = None) -> None:
-        """Expires this node's webhook leases (all, or the named ones): others take them
-        at their next look. Call only once their delivery loops have ended here."""
+    async def release(
+        self, node_id: str, key: WebhookKey | None = None, epoch: int | None = None
+    ) -> None:
+        """Expires this node's webhook leases (all, or one at the epoch it held: never a
+        later lease of the same node): others take them at their next look. Call only once
+        their delivery loops have ended here."""
         condition = webhooks.c.owner_node == node_id
-        if keys is not None:
-            if not keys:
-                return
-            condition &= sa.tuple_(webhooks.c.tenant, webhooks.c.id).in_(keys)
+        if key is not None:
+            condition &= sa.and_(
+                webhooks.c.tenant == key[0],
+                webhooks.c.id == key[1],
+                webhooks.c.lease_epoch == epoch,
+            )
         async with self._engine.begin() as conn:
             await conn.execute(
                 sa.update(webhooks)

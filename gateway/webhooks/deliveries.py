@@ -128,8 +128,8 @@ class WebhookDeliveries:
         tenant, webhook_id = change.key
         async with self._lock:
             await self._supervision.cancel(_task_name(tenant, webhook_id))  # cursor committed
-            if change.release:
-                await leases.released(change.key)
+            if change.release_epoch:
+                await leases.released(change.key, change.release_epoch)
             if change.lease is None or not change.lease.valid():
                 return
             webhook = await self._repository.get(tenant, webhook_id)

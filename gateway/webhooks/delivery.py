@@ -120,11 +120,14 @@ class DeliveryLoop:
         if self._cursor == self._committed:
             return True
         cursor = self._cursor
-        self._committed, self._uncommitted, self._uncommitted_since = cursor, 0, 0.0
         webhook = self._webhook
-        return await self._parts.repository.delivered(
+        # Marked committed only once stored: a loop cancelled mid-commit commits again as
+        # it ends (run's finally), and the next holder does not deliver these twice.
+        stored = await self._parts.repository.delivered(
             webhook.tenant, webhook.id, cursor, self._fence
         )
+        self._committed, self._uncommitted, self._uncommitted_since = cursor, 0, 0.0
+        return stored
 
     async def _run(self) -> None:
         parts = self._parts
