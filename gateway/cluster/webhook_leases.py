@@ -101,6 +101,13 @@ class WebhookLeases:
     def _usable(self, held: _Held, now: float) -> bool:
         return now + self._settings.renew_seconds < held.valid_until
 
+    def noted(self, key: WebhookKey, update_time_us: int) -> None:
+        """This node restarted the webhook's loop after a change made here: its next
+        renewal must not restart it again for the same change."""
+        held = self._held.get(key)
+        if held is not None:
+            self._held[key] = _Held(held.epoch, update_time_us, held.valid_until)
+
     def nudge(self) -> None:
         """Look again now (a webhook was created, changed or re-enabled)."""
         self._nudged.set()
@@ -154,8 +161,9 @@ class WebhookLeases:
         else:
             lapsed_only = False
         answered = self._monotonic()
-        for key, held in before.items():
-            if self._held.get(key) is not held:
+        for key, asked in before.items():
+            held = self._held.get(key)
+            if held is None or held.epoch != asked.epoch:
                 continue  # dropped or re-acquired meanwhile
             kept = renewed.get(key)
             if not self._usable(held, answered):  # lapsed here (its loop ended): not revived

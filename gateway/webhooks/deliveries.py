@@ -111,6 +111,7 @@ class WebhookDeliveries:
                 if self._leases is None:
                     self._start(webhook)
                 elif lease is not None:
+                    self._leases.noted(lease.key, webhook.update_time_us)
                     self._start(webhook, lease)
         if self._leases is not None:
             self._leases.nudge()  # a new or re-enabled webhook is claimed now
