@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import os
 import re
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -249,3 +250,63 @@ async def test_each_webhook_is_delivered_by_one_node_and_a_kill_9_hands_it_over(
         cluster.close()
         for receiver in receivers:
             await receiver.close()
+
+
+async def test_a_webhook_holder_paused_past_its_lease_never_delivers_when_it_wakes(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """SIGSTOP of the delivering node: the other node takes the webhook over from the
+    committed cursor; woken by SIGCONT, the paused node knows its lease lapsed and sends
+    nothing, so every event still reaches the receiver exactly once."""
+    cluster = Cluster(tmp_path, postgres_url)
+    receiver = Receiver()
+    try:
+        await receiver.__aenter__()
+        nodes = {name: start_node(cluster, name)[0] for name in ("a", "b")}
+        key = await cluster.new_key("acme")
+        async with stubs(nodes["a"]) as (instances, _):
+            await instances.CreateInstance(
+                pb.CreateInstanceRequest(instance_id="w0"), metadata=auth(key)
+            )
+        hook = await create_webhook(nodes["a"], key, receiver.url)
+
+        async def held() -> bool:
+            return hook in await holders(cluster)
+
+        await until(held, "a node delivers the webhook")
+        holder, epoch = (await holders(cluster))[hook]
+        other = next(name for name in nodes if name != holder)
+        for n in range(3):
+            await pause(nodes[holder], key, "w0", f"before-{n}")
+        await receiver.wait_accepted(3, timeout=60)
+        last = (await paused_cursors(cluster))[-1]
+
+        async def committed() -> bool:
+            rows = await cluster.rows("SELECT cursor FROM webhooks WHERE id = :id", id=hook)
+            return int(rows[0][0]) == last  # type: ignore[call-overload]
+
+        await until(committed, "the cursor committed")
+
+        nodes[holder].process.send_signal(signal.SIGSTOP)
+        try:
+            for n in range(3):
+                await pause(nodes[other], key, "w0", f"paused-{n}")
+
+            async def moved() -> bool:
+                return (await holders(cluster)).get(hook, ("", 0))[0] == other
+
+            await until(moved, "the other node delivers the webhook")
+            await receiver.wait_accepted(6, timeout=60)
+        finally:
+            nodes[holder].process.send_signal(signal.SIGCONT)
+        for n in range(3):  # appended on the woken node: delivered by the other one
+            await pause(nodes[holder], key, "w0", f"after-{n}")
+        await receiver.wait_accepted(9, timeout=60)
+        nodes[holder].wait_for(r"no longer delivering webhook acme/wh_\w+: its (lease|renewal)")
+        await asyncio.sleep(1.0)  # room for a stale POST, were there one
+        cursors = await paused_cursors(cluster)
+        assert delivered_ids(receiver) == Counter(f"evt_{c}" for c in cursors)
+        assert (await holders(cluster))[hook] == (other, epoch + 1)
+    finally:
+        cluster.close()
+        await receiver.close()
