@@ -16,9 +16,9 @@ import sqlalchemy as sa
 
 from tests.postgres import create_database
 from zapgate.gateway.events.log import EventLog
-from zapgate.gateway.events.wakeups import APPLICATION_NAME, CrossNodeWakeups
+from zapgate.gateway.events.wakeups import APPLICATION_NAME, EVENTS_CHANNEL, CrossNodeWakeups
 from zapgate.gateway.store.db import create_engine, open_database
-from zapgate.gateway.store.event_append import EVENTS_CHANNEL, append_events
+from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.supervision import Supervision
 from zapgate.v1 import event_pb2 as pb
 

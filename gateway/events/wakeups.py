@@ -1,8 +1,8 @@
 """Cluster mode: wakes this node's subscribers and webhook delivery loops when another node
-appends events. Every appending transaction notifies EVENTS_CHANNEL on commit
-(store/event_append.py); this node LISTENs on a connection of its own and wakes the event
-log's waiters on each notification, so a Subscribe here sees another node's event about as
-soon as it is committed.
+appends events. Every transaction that inserts events notifies EVENTS_CHANNEL on commit (a
+trigger on `events`, migration 0017, so whichever writer inserted them); this node LISTENs
+on a connection of its own and wakes the event log's waiters on each notification, so a
+Subscribe here sees another node's event about as soon as it is committed.
 
 A notification can be missed while the listening connection is down (PostgreSQL keeps none
 for a connection that is not listening). So the listener is supervised: a closed or silent
@@ -22,7 +22,6 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.events.log import EventLog
-from zapgate.gateway.store.event_append import EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +30,8 @@ GAP_POLL_SECONDS = 0.5  # while not listening: the pace cluster mode polled at b
 CHECK_SECONDS = 5.0  # how often the listening connection is asked for a sign of life
 CHECK_TIMEOUT_SECONDS = 5.0
 APPLICATION_NAME = "zapgate event wakeups"
+# Notified by the trigger of migration 0017 on every commit that inserted events.
+EVENTS_CHANNEL = "zapgate_events"
 
 Connect = Callable[[], Awaitable[Any]]  # an asyncpg connection (typed loosely: asyncpg's stubs)
 

@@ -7,12 +7,7 @@ commits concurrent transactions in any order: a cursor taken from the sequence b
 transaction can become visible after a higher one, and a subscriber that already read past
 it would never see it. So on PostgreSQL every appending transaction first takes one
 transaction-scoped advisory lock, held until it commits: cursors are then drawn and made
-visible in the same order, across every process that writes to the database.
-
-On PostgreSQL the same statement also queues a notification on EVENTS_CHANNEL: PostgreSQL
-sends it when the transaction commits (never for a rolled-back one), so every node listening
-(gateway/events/wakeups.py) wakes its subscribers as soon as the rows are visible.
-Notifications with the same payload in one transaction are sent once."""
+visible in the same order, across every process that writes to the database."""
 
 from __future__ import annotations
 
@@ -25,8 +20,6 @@ from zapgate.gateway.store.schema import events
 
 # Any fixed 64-bit number; it names the lock, not a row.
 EVENT_ORDER_LOCK = 0x7A61_7067_6174_6531  # "zapgate1"
-# The LISTEN/NOTIFY channel told of every commit that appended events.
-EVENTS_CHANNEL = "zapgate_events"
 
 
 async def append_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -34,14 +27,7 @@ async def append_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> No
     the lock is held only for the commit."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
-        # One round trip: the lock, and the notification sent at commit.
-        await conn.execute(
-            sa.select(
-                sa.func.pg_advisory_xact_lock(EVENT_ORDER_LOCK),
-                sa.func.pg_notify(EVENTS_CHANNEL, ""),
-            )
-        )
+    await lock_event_order(conn)
     await conn.execute(sa.insert(events), rows)
 
 
