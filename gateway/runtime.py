@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.cluster.node import ClusterNode
 from zapgate.gateway.cluster.ownership import Ownership
+from zapgate.gateway.cluster.webhook_leases import WebhookLeases
 from zapgate.gateway.config import ServeConfig
 from zapgate.gateway.connections.engines import Engines, instance_dir
 from zapgate.gateway.connections.master_key import load_keyring
@@ -33,6 +34,7 @@ from zapgate.gateway.events.history import HistoryImport
 from zapgate.gateway.events.inbox import Inbox
 from zapgate.gateway.events.listeners import Listeners
 from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.events.wakeups import CrossNodeWakeups
 from zapgate.gateway.groups import GroupDesk
 from zapgate.gateway.ops.logs import about_instance_key
 from zapgate.gateway.ops.metrics import GatewayMetrics
@@ -53,6 +55,7 @@ from zapgate.gateway.store.leases import LeaseRepository
 from zapgate.gateway.store.messages import MessageRepository
 from zapgate.gateway.store.number_checks import NumberCheckCache
 from zapgate.gateway.store.snapshots import SnapshotRepository
+from zapgate.gateway.store.webhook_leases import WebhookLeaseRepository
 from zapgate.gateway.store.webhooks import WebhookRepository
 from zapgate.gateway.supervision import HealthHook, Supervision
 from zapgate.gateway.webhooks.deliveries import WebhookDeliveries
@@ -64,9 +67,6 @@ from zapgate.sessions.pool import LostRun, PoolConfig, WorkerPool
 from zapgate.sessions.vault import Keyring
 
 log = logging.getLogger(__name__)
-
-# Cluster mode: how often subscribers look for events other nodes appended.
-OTHER_NODES_EVENTS_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,9 @@ class Runtime:
             await self.supervisor.recover()
             await self.dispatcher.recover()
         else:
-            self.supervision.start(
-                "events of other nodes",
-                lambda: self.events.wake_periodically(OTHER_NODES_EVENTS_SECONDS),
-            )
+            wakeups = CrossNodeWakeups.for_database(self.events, self.database, self.metrics)
+            self.supervision.start("other nodes' events: listener", wakeups.listen)
+            self.supervision.start("other nodes' events: poll", wakeups.poll)
             # A store left here by an earlier run may be older than what another node
             # snapshotted since: sessions of a node come from the state store only.
             instances_dir = self.config.resolved_runtime_dir / "instances"
@@ -239,6 +238,11 @@ async def build_runtime(
         config.webhooks,
         supervision,
         observer=metrics.webhooks,
+        leases=(
+            WebhookLeases(config.cluster, WebhookLeaseRepository(database), leases)
+            if config.cluster is not None
+            else None
+        ),
     )
     metrics.watch(pool, keeper, supervision)
     metrics.watch_webhooks(webhooks)

@@ -46,7 +46,8 @@ class ServerProcess:
         self.log: list[str] = []
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
-        self.port = int(self.wait_for(LISTENING).group(1))
+        # Generous: a start on a loaded shared machine can take long (it only guards hangs).
+        self.port = int(self.wait_for(LISTENING, timeout=90).group(1))
         self.http_port = int(self.wait_for(HTTP_LISTENING).group(1))
 
     @property

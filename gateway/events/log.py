@@ -92,7 +92,8 @@ class EventLog:
         }
 
     def committed(self) -> None:
-        """Rows from `row` were committed in another transaction: subscribers see them."""
+        """Rows from `row` were committed in another transaction (or by another node, in
+        cluster mode: events/wakeups.py): subscribers see them."""
         self._wake_subscribers()
 
     async def _insert(self, rows: list[dict[str, object]]) -> list[None]:
@@ -109,13 +110,6 @@ class EventLog:
         """The gateway is stopping: subscribers end their streams (and resume elsewhere)."""
         self.closed = True
         self._wake_subscribers()
-
-    async def wake_periodically(self, seconds: float) -> None:
-        """Cluster mode: other nodes append to the same log, and their appends wake nobody
-        here; subscribers look again at this pace."""
-        while True:
-            await asyncio.sleep(seconds)
-            self._wake_subscribers()
 
     def signal(self) -> asyncio.Event:
         """Set on the next append. Take it before reading, so no append is missed."""

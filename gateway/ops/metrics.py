@@ -94,6 +94,17 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        self.wakeups = Counter(
+            "zapgate_event_wakeups",
+            "Cluster mode: times this node woke its subscribers and webhook loops for events "
+            "other nodes appended, by source (notification: LISTEN/NOTIFY; poll: the safety "
+            "poll, or the faster one while the listening connection is down).",
+            ["source"],
+            registry=registry,
+        )
+        self._wakeup_series = {
+            source: self.wakeups.labels(source) for source in ("notification", "poll")
+        }
         self.lateness = Histogram(
             "zapgate_scheduler_lateness_seconds",
             "How late the dispatcher handed each released message on, after the time the "
@@ -131,6 +142,9 @@ class GatewayMetrics:
         await self.store.refresh()
         if self._webhook_collector is not None:
             await self._webhook_collector.refresh()
+
+    def woken(self, source: str) -> None:
+        self._wakeup_series[source].inc()
 
     def transitioned(self, state: int, reason: int) -> None:
         self.transitions.labels(state_name(state), reason_name(reason)).inc()

@@ -247,6 +247,11 @@ webhooks = sa.Table(
     sa.Column("last_error", sa.String(500), nullable=False, server_default=""),
     sa.Column("last_error_us", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("last_success_us", sa.BigInteger, nullable=False, server_default="0"),
+    # Cluster mode: the node delivering the webhook, its fencing epoch (raised on every
+    # acquisition) and when its lease expires (gateway/cluster/webhook_leases.py).
+    sa.Column("owner_node", sa.String(64), nullable=False, server_default=""),
+    sa.Column("lease_epoch", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("lease_expire_us", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 # The per-chat store (gateway/store/chats.py, docs/chats.md): one row per chat of each

@@ -1,6 +1,11 @@
 """Persistence of webhooks and their delivery state, always scoped by tenant. Clients change
 the configuration (create, update, delete); the webhook's delivery loop changes only the
-delivery columns, and appends a status event in the same transaction as a status change."""
+delivery columns, and appends a status event in the same transaction as a status change.
+
+In cluster mode the delivery loop's writes carry a `fence` (the webhook's lease: node and
+epoch, gateway/cluster/webhook_leases.py): the same UPDATE also requires that lease to be
+still held and unexpired, so a node that lost the webhook never moves its cursor. A single
+node passes none: the statements are the same as without a cluster."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from zapgate.gateway.store.event_append import (
     last_issued_cursor,
     lock_event_order,
 )
+from zapgate.gateway.store.fencing import FenceToken, database_now_us
 from zapgate.gateway.store.schema import events, webhooks
 from zapgate.sessions.vault import SealedSession
 from zapgate.v1 import event_pb2
@@ -186,13 +192,17 @@ class WebhookRepository:
             )
         return bool(result.rowcount)
 
-    async def delivered(self, tenant: str, webhook_id: str, cursor: int) -> bool:
+    async def delivered(
+        self, tenant: str, webhook_id: str, cursor: int, fence: FenceToken | None = None
+    ) -> bool:
         """Commits the cursor after a success; clears a run of failures. False once the
-        webhook is gone or stopped (its loop ends)."""
+        webhook is gone or stopped, or its lease is lost (its loop ends)."""
         values = {"cursor": cursor, "last_success_us": self._clock(), **_cleared_failure()}
-        return await self._set_delivery(tenant, webhook_id, values, RUNNING, status=ACTIVE)
+        return await self._set_delivery(tenant, webhook_id, values, fence, status=ACTIVE)
 
-    async def failed(self, tenant: str, webhook_id: str, failure: Failure) -> bool:
+    async def failed(
+        self, tenant: str, webhook_id: str, failure: Failure, fence: FenceToken | None = None
+    ) -> bool:
         values = {
             "attempts": failure.attempts,
             "next_attempt_us": failure.next_attempt_us,
@@ -200,18 +210,22 @@ class WebhookRepository:
             "last_error": failure.error[:500],
             "last_error_us": self._clock(),
         }
-        return await self._set_delivery(tenant, webhook_id, values, RUNNING, status=RETRYING)
+        return await self._set_delivery(tenant, webhook_id, values, fence, status=RETRYING)
 
     async def stop(
-        self, tenant: str, webhook_id: str, status: int, reason: str, status_row: dict[str, Any]
+        self,
+        tenant: str,
+        webhook_id: str,
+        status: int,
+        reason: str,
+        status_row: dict[str, Any],
+        fence: FenceToken | None = None,
     ) -> bool:
         """FAILING or DISABLED by the delivery loop, with its event, in one transaction."""
         values = {"status": status, "disabled_reason": reason[:500], "next_attempt_us": 0}
         async with self._engine.begin() as conn:
             result = await conn.execute(
-                sa.update(webhooks)
-                .where(_key(tenant, webhook_id), webhooks.c.status.in_(RUNNING))
-                .values(**values)
+                sa.update(webhooks).where(_delivering(tenant, webhook_id, fence)).values(**values)
             )
             if not result.rowcount:
                 return False
@@ -223,16 +237,14 @@ class WebhookRepository:
         tenant: str,
         webhook_id: str,
         values: dict[str, Any],
-        only_in: Sequence[int],
-        status: int | None = None,
+        fence: FenceToken | None,
+        status: int,
     ) -> bool:
-        if status is not None:
-            values = values | {"status": status}
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 sa.update(webhooks)
-                .where(_key(tenant, webhook_id), webhooks.c.status.in_(list(only_in)))
-                .values(**values)
+                .where(_delivering(tenant, webhook_id, fence))
+                .values(**values, status=status)
             )
         return bool(result.rowcount)
 
@@ -246,6 +258,19 @@ def _cleared_failure() -> dict[str, Any]:
 
 def _key(tenant: str, webhook_id: str) -> sa.ColumnElement[bool]:
     return sa.and_(webhooks.c.tenant == tenant, webhooks.c.id == webhook_id)
+
+
+def _delivering(tenant: str, webhook_id: str, fence: FenceToken | None) -> sa.ColumnElement[bool]:
+    """The webhook, while it runs (and, with a fence, while that lease holds it)."""
+    condition = sa.and_(_key(tenant, webhook_id), webhooks.c.status.in_(RUNNING))
+    if fence is None:
+        return condition
+    return sa.and_(
+        condition,
+        webhooks.c.owner_node == fence.node_id,
+        webhooks.c.lease_epoch == fence.epoch,
+        webhooks.c.lease_expire_us > database_now_us(),
+    )
 
 
 async def _with_lag(conn: AsyncConnection, record: WebhookRecord) -> WebhookRecord:

@@ -9,6 +9,10 @@ stored, so a restart keeps the schedule. Failing for longer than `failing_after_
 stops the webhook (FAILING) and a 410 Gone disables it (DISABLED), each with a
 `webhook_status_changed` event; UpdateWebhook(enabled=true) starts it again from its cursor.
 A loop only ever waits on its own receiver: other webhooks and the gateway never wait on it.
+
+In cluster mode a loop runs under its webhook's lease (cluster/webhook_leases.py): it starts
+a POST only while the lease is valid here, and ends as soon as it is not; every write of
+its delivery state is fenced by the lease's epoch in the database.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Protocol
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.store.fencing import FenceToken
 from zapgate.gateway.store.webhooks import (
     ACTIVE,
     DISABLED,
@@ -49,6 +54,17 @@ COMMIT_SECONDS = 0.2
 BodyOf = Callable[[WebhookRecord, event_pb2.Event], Awaitable[bytes | None]]
 
 
+class DeliveryLease(Protocol):
+    """Cluster mode: the webhook's lease held by this node."""
+
+    @property
+    def token(self) -> FenceToken: ...
+
+    def valid(self) -> bool:
+        """A POST may start now (the lease is held, with time to spare)."""
+        ...
+
+
 class DeliveryObserver(Protocol):
     def delivered(self, webhook: WebhookRecord, seconds: float) -> None: ...
     def failed(self, webhook: WebhookRecord) -> None: ...
@@ -71,10 +87,18 @@ class DeliveryParts:
 
 
 class DeliveryLoop:
-    def __init__(self, parts: DeliveryParts, webhook: WebhookRecord, key: bytes) -> None:
+    def __init__(
+        self,
+        parts: DeliveryParts,
+        webhook: WebhookRecord,
+        key: bytes,
+        lease: DeliveryLease | None = None,
+    ) -> None:
         self._parts = parts
         self._webhook = webhook
         self._key = key  # the HMAC key of the webhook's secret
+        self._lease = lease  # cluster mode only
+        self._fence = None if lease is None else lease.token
         self._cursor = webhook.cursor
         self._attempts = webhook.attempts
         self._failing_since_us = webhook.failing_since_us
@@ -96,9 +120,14 @@ class DeliveryLoop:
         if self._cursor == self._committed:
             return True
         cursor = self._cursor
-        self._committed, self._uncommitted, self._uncommitted_since = cursor, 0, 0.0
         webhook = self._webhook
-        return await self._parts.repository.delivered(webhook.tenant, webhook.id, cursor)
+        # Marked committed only once stored: a loop cancelled mid-commit commits again as
+        # it ends (run's finally), and the next holder does not deliver these twice.
+        stored = await self._parts.repository.delivered(
+            webhook.tenant, webhook.id, cursor, self._fence
+        )
+        self._committed, self._uncommitted, self._uncommitted_since = cursor, 0, 0.0
+        return stored
 
     async def _run(self) -> None:
         parts = self._parts
@@ -134,7 +163,13 @@ class DeliveryLoop:
         """Until the receiver takes the event. False when the webhook stopped."""
         parts, webhook = self._parts, self._webhook
         while True:
-            answer = await self._post(cursor, body)
+            if self._lease is not None and not self._lease.valid():
+                log.info("webhook %s: this node no longer holds its lease", webhook.id)
+                return False
+            if self._lease is None:
+                answer = await self._post(cursor, body)
+            else:
+                answer = await self._post_to_the_end(cursor, body)
             now = parts.clock()
             if answer.ok:
                 parts.observer.delivered(webhook, answer.seconds)
@@ -163,7 +198,7 @@ class DeliveryLoop:
             failure = Failure(
                 answer.describe(), self._attempts, self._next_attempt_us, self._failing_since_us
             )
-            if not await parts.repository.failed(webhook.tenant, webhook.id, failure):
+            if not await parts.repository.failed(webhook.tenant, webhook.id, failure, self._fence):
                 return False
             log.info(
                 "webhook %s: event %d failed (%s); attempt %d in %.1fs",
@@ -175,6 +210,19 @@ class DeliveryLoop:
             )
             await self._sleep_until(self._next_attempt_us)
             parts.observer.retried(webhook)
+
+    async def _post_to_the_end(self, cursor: int, body: bytes) -> Answer:
+        """Cluster mode: a loop stopped mid-request (its webhook handed over to another
+        node, or changed) lets the request end first (within the request timeout) and keeps
+        its outcome, so the next holder does not deliver again what the receiver took."""
+        posting = asyncio.ensure_future(self._post(cursor, body))
+        try:
+            return await asyncio.shield(posting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                if (await posting).ok:
+                    self._cursor = cursor  # committed as the loop ends
+            raise
 
     async def _post(self, cursor: int, body: bytes) -> Answer:
         parts = self._parts
@@ -215,7 +263,10 @@ class DeliveryLoop:
             cursor=self._cursor,
         )
         row = parts.log.row(webhook.tenant, "", change)
-        if await parts.repository.stop(webhook.tenant, webhook.id, status, reason, row):
+        stopped = await parts.repository.stop(
+            webhook.tenant, webhook.id, status, reason, row, self._fence
+        )
+        if stopped:
             parts.log.committed()
             log.warning("webhook %s stopped: %s", webhook.id, reason)
         return False

@@ -20,8 +20,8 @@ class WebhookSettings:
     allow_private: bool = False
     # Evolution-compatible payloads carry this as `server_url`.
     server_url: str = ""
-    # A delivery loop waiting for new events also looks again this often (appends by
-    # another gateway process on the same database do not wake it).
+    # A delivery loop waiting for new events also looks again this often (a safety net:
+    # appends wake it, other nodes' too in cluster mode, through LISTEN/NOTIFY).
     poll_seconds: float = 1.0
 
 
