@@ -15,6 +15,7 @@ from zapgate.gateway.cli import keys as cli_keys
 from zapgate.gateway.cli import vault as cli_vault
 from zapgate.gateway.cli import webhooks as cli_webhooks
 from zapgate.gateway.cluster.settings import (
+    DEFAULT_HANDOVER_BATCH,
     DEFAULT_LEASE_TTL_SECONDS,
     DEFAULT_MAX_INSTANCES,
     MAX_INSTANCES_LIMIT,
@@ -229,6 +230,13 @@ def add_cluster_flags(serve: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_INSTANCES,
         help="instances this node owns at most (default %(default)s)",
     )
+    cluster.add_argument(
+        "--handover-batch",
+        type=int,
+        default=DEFAULT_HANDOVER_BATCH,
+        help="instances a node hands over to others at a time, when a node joins or this "
+        "one drains (default %(default)s)",
+    )
 
 
 def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
@@ -238,6 +246,8 @@ def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
         raise SystemExit(
             f"--lease-ttl must be positive and --max-instances between 1 and {MAX_INSTANCES_LIMIT}"
         )
+    if args.handover_batch < 1:
+        raise SystemExit("--handover-batch must be at least 1")
     if not (args.master_key_file or os.environ.get(ENV_KEY)):
         raise SystemExit(
             "--cluster needs the master key every node shares: give it with "
@@ -248,6 +258,7 @@ def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
         address=args.node_address,
         lease_ttl_seconds=args.lease_ttl,
         max_instances=args.max_instances,
+        handover_batch=args.handover_batch,
     )
 
 

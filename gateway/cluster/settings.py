@@ -11,6 +11,9 @@ DEFAULT_MAX_INSTANCES = 1000
 # One renewal names every held lease in one statement (two bind parameters each, under
 # PostgreSQL's 32,767): a node holds at most this many.
 MAX_INSTANCES_LIMIT = 10_000
+# Instances a node hands over at a time (a node joined, or this one drains): each batch
+# per look (every TTL/3), so a join never makes a reconnect storm.
+DEFAULT_HANDOVER_BATCH = 10
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class ClusterSettings:
     address: str = ""
     lease_ttl_seconds: float = DEFAULT_LEASE_TTL_SECONDS
     max_instances: int = DEFAULT_MAX_INSTANCES
+    handover_batch: int = DEFAULT_HANDOVER_BATCH
 
     @property
     def renew_seconds(self) -> float:
