@@ -32,7 +32,8 @@ class Cluster:
         write_key_file(self.key_file, MasterKey.generate())
         self.nodes: dict[str, ServerProcess] = {}
 
-    def start(self, name: str) -> ServerProcess:
+    def start(self, name: str, *extra: str) -> ServerProcess:
+        """A node; `extra` flags come last (so they override the defaults here)."""
         data_dir = self.root / name / "data"
         data_dir.mkdir(parents=True)
         node = ServerProcess(
@@ -58,6 +59,7 @@ class Cluster:
             "0.05",
             "--reconnect-cap-seconds",
             "0.2",
+            *extra,
         )
         self.nodes[name] = node
         return node

@@ -235,7 +235,8 @@ def add_cluster_flags(serve: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_HANDOVER_BATCH,
         help="instances a node hands over to others at a time, when a node joins or this "
-        "one drains (default %(default)s)",
+        "one drains; 0: never (a joining node gets only new and orphaned instances, a "
+        "stopping node releases its instances) (default %(default)s)",
     )
 
 
@@ -246,8 +247,8 @@ def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
         raise SystemExit(
             f"--lease-ttl must be positive and --max-instances between 1 and {MAX_INSTANCES_LIMIT}"
         )
-    if args.handover_batch < 1:
-        raise SystemExit("--handover-batch must be at least 1")
+    if args.handover_batch < 0:
+        raise SystemExit("--handover-batch must be 0 (no hand-overs) or more")
     if not (args.master_key_file or os.environ.get(ENV_KEY)):
         raise SystemExit(
             "--cluster needs the master key every node shares: give it with "
