@@ -19,15 +19,17 @@ import grpc
 import pytest
 
 from tests.cluster_nodes import LEASE_TTL, Cluster, client_of, until
+from tests.messaging import FAST_POLICY, Messenger
 from tests.postgres import create_database
 from tests.server_process import ServerProcess
-from zapgate.v1 import event_pb2
+from zapgate.v1 import event_pb2, message_pb2
 from zapgate.v1 import instance_pb2 as pb
 
 pytestmark = pytest.mark.postgres
 
 S = pb.InstanceState
 R = pb.StateReason
+M = message_pb2.MessageState
 # What a moved instance goes through, and nothing else: its old node's last word, then the
 # new node's reconnect from the snapshot.
 MOVED = [
@@ -103,6 +105,25 @@ async def state_history(cluster: Cluster, since: int) -> dict[str, list[tuple[in
     return history
 
 
+async def disconnects(cluster: Cluster, since: int) -> dict[str, float]:
+    """Per moved instance, seconds from HANDED_OVER to CONNECTED again (for the report)."""
+    rows = await cluster.rows(
+        "SELECT instance_id, payload, time_us FROM events WHERE cursor > :since AND type = :type "
+        "ORDER BY cursor",
+        since=since,
+        type=event_pb2.EVENT_TYPE_STATE_CHANGED,
+    )
+    left: dict[str, int] = {}
+    gaps: dict[str, float] = {}
+    for instance_id, payload, time_us in rows:
+        change = event_pb2.Event.FromString(payload).state_changed  # type: ignore[arg-type]
+        if change.reason == R.STATE_REASON_HANDED_OVER:
+            left[str(instance_id)] = int(time_us)  # type: ignore[call-overload]
+        elif change.state == S.INSTANCE_STATE_CONNECTED and str(instance_id) in left:
+            gaps[str(instance_id)] = round((int(time_us) - left[str(instance_id)]) / 1e6, 2)  # type: ignore[call-overload]
+    return gaps
+
+
 async def qr_events_since(cluster: Cluster, since: int) -> int:
     rows = await cluster.rows(
         "SELECT count(*) FROM events WHERE cursor > :since AND type = :qr",
@@ -152,6 +173,8 @@ async def test_a_joining_node_receives_its_fair_share_by_graceful_hand_over(
             assert history.get(instance_id) is None, instance_id  # untouched
             assert leases[instance_id] == ("a", 1)
     assert await qr_events_since(cluster, since) == 0
+    gaps = await disconnects(cluster, since)
+    print("hand-over disconnects (s, event times):", sorted(gaps.values()))  # not asserted
     # Paced: a batch of at most 2 per look.
     batches = [int(n) for n in re.findall(r"handing (\d+) instances over", node_log(a))]
     assert sum(batches) == 3
@@ -239,3 +262,38 @@ async def test_a_new_instance_is_connected_on_the_least_loaded_node(
         with pytest.raises(grpc.aio.AioRpcError) as sent:
             await client.pair("i1", "+5511944400001")
     assert f"served by node b ({b.address})" in str(sent.value.details())
+
+
+async def test_a_handed_over_instance_keeps_its_send_caps_on_the_next_node(
+    cluster_root: Cluster,
+) -> None:
+    """The counters are saved with the hand-over, under the lease: the next owner's
+    scheduler starts from them, so an hour cap used up on a stays used up on b."""
+    cluster = cluster_root
+    a = cluster.start("a", "--grace", "20")
+    key = await cluster.new_key("acme")
+    policy = pb.SendPolicy()
+    policy.CopyFrom(FAST_POLICY)
+    policy.per_hour = 2
+    async with client_of(a, key) as client:
+        messenger = Messenger(client)
+        await messenger.ready("i0", "+5511944400000", policy)
+        for n in range(2):
+            sent = await messenger.send_text("i0", "+5511988887777", f"hello {n}")
+            done = await messenger.wait_message(
+                "i0", sent.id, lambda m: m.state == M.MESSAGE_STATE_SENT
+            )
+            assert done.state == M.MESSAGE_STATE_SENT
+    b = cluster.start("b")  # a holds 1, its fair share: nothing moves until a stops
+
+    a.terminate()
+    assert await asyncio.to_thread(a.wait) == 0
+    assert "drain: handed 1 of 1 instances over to other nodes" in node_log(a)
+    await until(lambda: balanced(cluster, ["i0"], {"b": 1}), "b holds i0, CONNECTED")
+    async with client_of(b, key) as client:
+        messenger = Messenger(client)
+        third = await messenger.send_text("i0", "+5511988887777", "over the cap")
+        held = await messenger.wait_message(
+            "i0", third.id, lambda m: m.waiting_reason == message_pb2.WAITING_REASON_HOUR_CAP
+        )
+    assert held.state == M.MESSAGE_STATE_QUEUED
