@@ -284,3 +284,28 @@ async def test_a_new_instance_is_reserved_for_a_node_only_while_nobody_holds_it(
         "n1": 100,
         "n2": 0,
     }
+
+
+async def test_the_node_a_lease_is_reserved_for_is_told_at_once(engine: AsyncEngine) -> None:
+    leases = LeaseRepository(engine)
+    await leases.register("n1", "h1:1", 100)
+    await leases.register("n2", "h2:1", 100)
+    told = {"n2": asyncio.Event(), "n3": asyncio.Event()}
+    listeners = [
+        asyncio.create_task(leases.listen_for_handovers(node, told[node].set)) for node in told
+    ]
+    try:
+        await asyncio.sleep(0.5)  # the listeners are in place (only against a hang below)
+        assert await leases.acquire("acme", "a", "n1", TTL) == 1
+        assert await leases.hand_over(("acme", "a"), "n1", 1, "n2", TTL)
+        await asyncio.wait_for(told["n2"].wait(), 30)  # 30 s only guards a hang
+        assert await leases.reserve(("acme", "b"), "n3", TTL)
+        await asyncio.wait_for(told["n3"].wait(), 30)
+        told["n2"].clear()
+        assert not await leases.hand_over(("acme", "a"), "n1", 1, "n2", TTL)  # not n1's now
+        await asyncio.sleep(0.5)
+        assert not told["n2"].is_set()  # a refused hand-over tells nobody
+    finally:
+        for listener in listeners:
+            listener.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)

@@ -64,6 +64,10 @@ class ClusterNode:
         self.supervision.start("ownership changes", self._apply_changes)
         self.supervision.start("lease renewal", self.renewal.forever)
         self.supervision.start("takeover", self.takeover.forever)
+        self.supervision.start(
+            "hand-over notices",
+            lambda: self._leases.listen_for_handovers(self.node_id, self.takeover.wake),
+        )
         self.supervision.start("hand-over to less loaded nodes", self.handover.forever)
 
     async def drain(self, seconds: float) -> None:

@@ -5,7 +5,6 @@ atomic in the database, so two nodes looking at once never both win an instance.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import random
@@ -13,6 +12,7 @@ import random
 from zapgate.gateway.cluster.ownership import Ownership
 from zapgate.gateway.cluster.placement import LIVE_HEARTBEAT_SHARE
 from zapgate.gateway.cluster.settings import ClusterSettings
+from zapgate.gateway.sending.wakeup import Wakeup
 from zapgate.gateway.store.leases import LeaseRepository, NodeLoad
 
 log = logging.getLogger(__name__)
@@ -30,11 +30,16 @@ class Takeover:
         self._leases = leases
         self._ownership = ownership
         self._rng = rng or random.Random()  # noqa: S311 (spreading claims, not crypto)
+        self._woken = Wakeup()
 
     async def forever(self) -> None:
         while True:
             await self.once()
-            await asyncio.sleep(self._settings.takeover_seconds)
+            await self._woken.wait(self._settings.takeover_seconds)
+
+    def wake(self) -> None:
+        """An instance was just handed over or placed here: look now, not at the next look."""
+        self._woken.set()
 
     async def once(self) -> int:
         """One look; returns how many instances this node acquired."""

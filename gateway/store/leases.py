@@ -6,7 +6,7 @@ epoch, so an epoch is never handed out twice for one instance."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.store.fencing import database_now_us
+from zapgate.gateway.store.handover_notices import listen, notice
 from zapgate.gateway.store.schema import instance_leases, instances, nodes
 
 InstanceKey = tuple[str, str]  # (tenant, instance id)
@@ -129,8 +130,8 @@ class LeaseRepository:
         self, key: InstanceKey, node_id: str, epoch: int, target: str, reserve_seconds: float
     ) -> bool:
         """Releases a lease this node holds at `epoch` and reserves it for `target`, which
-        claims it at its next look while no other node may. False when the lease was not
-        this node's any more (nothing changed)."""
+        claims it at once (it is notified) while no other node may. False when the lease
+        was not this node's any more, or had expired (nothing changed, nobody told)."""
         now = database_now_us()
         statement = (
             sa.update(instance_leases)
@@ -139,6 +140,7 @@ class LeaseRepository:
                 instance_leases.c.instance_id == key[1],
                 instance_leases.c.owner_node == node_id,
                 instance_leases.c.epoch == epoch,
+                instance_leases.c.expire_us > now,
             )
             .values(
                 expire_us=0,
@@ -147,7 +149,10 @@ class LeaseRepository:
             )
         )
         async with self._engine.begin() as conn:
-            return (await conn.execute(statement)).rowcount == 1
+            if (await conn.execute(statement)).rowcount != 1:
+                return False
+            await conn.execute(notice(target))
+            return True
 
     async def reserve(self, key: InstanceKey, target: str, reserve_seconds: float) -> bool:
         """Reserves a lease nobody holds (nor has reserved) for `target`: a new instance
@@ -169,7 +174,14 @@ class LeaseRepository:
             where=sa.and_(instance_leases.c.expire_us <= now, _open_to(target, now)),
         ).returning(instance_leases.c.epoch)
         async with self._engine.begin() as conn:
-            return (await conn.execute(statement)).first() is not None
+            if (await conn.execute(statement)).first() is None:
+                return False
+            await conn.execute(notice(target))
+            return True
+
+    async def listen_for_handovers(self, node_id: str, wake: Callable[[], None]) -> None:
+        """Calls `wake` whenever a lease is reserved for this node (store/handover_notices)."""
+        await listen(self._engine, node_id, wake)
 
     async def retire(self, node_id: str) -> None:
         """The node is draining: it takes nothing more (its maximum becomes 0), so no node
