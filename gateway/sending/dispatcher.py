@@ -365,14 +365,16 @@ class Dispatcher:
             await self._wake.wait(sleep)
             self._sleeping_until = None
             for decision in self.scheduler.due():
+                key = _instance_of(decision)
+                self._sending[key] = self._sending.get(key, 0) + 1  # under way from now on
                 self._tasks.spawn(self._carry_out(decision))
             if self._clock() - last_save >= COUNTERS_SAVE_SECONDS:
                 await self._save_counters()
                 last_save = self._clock()
 
     async def _carry_out(self, decision: Release | Expiry | AutoPause) -> None:
-        key = decision.instance if isinstance(decision, AutoPause) else decision.message.instance
-        self._sending[key] = self._sending.get(key, 0) + 1
+        """Counted in `_sending` by `run` until it ends (a hand-over waits for it)."""
+        key = _instance_of(decision)
         try:
             with about_instance_key(key):  # its log lines (and its tasks') name the instance
                 await self._decide(decision)
@@ -618,6 +620,10 @@ class Dispatcher:
                 continue
             if self.scheduler.export_state(key) == state:  # nothing changed meanwhile
                 self.scheduler.mark_saved(key)
+
+
+def _instance_of(decision: Release | Expiry | AutoPause) -> str:
+    return decision.instance if isinstance(decision, AutoPause) else decision.message.instance
 
 
 def _sent_text(message: MessageRecord, content: OutgoingContent) -> dict[str, Any]:
