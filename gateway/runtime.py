@@ -129,6 +129,8 @@ class Runtime:
     async def stop(self) -> None:
         """Every loop ends (and is awaited), in-flight sends finish, connections stop with
         final snapshots, workers exit, the store closes. The gRPC server stops first."""
+        if self.cluster is not None:  # first: hand the instances to other nodes
+            await self.cluster.drain(self.config.grace_seconds)
         self.events.close()  # event streams end; clients resume from their cursors
         await self.contact_book.close()
         await self.supervision.stop()  # webhook deliveries too; cursors are committed

@@ -34,6 +34,7 @@ class Cluster:
         self.nodes: dict[str, ServerProcess] = {}
 
     def start(self, name: str, *extra: str) -> ServerProcess:
+        """A node; `extra` flags come last (so they override the defaults here)."""
         data_dir = self.root / name / "data"
         data_dir.mkdir(parents=True)
         node = ServerProcess(

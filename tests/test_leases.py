@@ -231,3 +231,81 @@ async def _until_a_backend_waits_on_a_lock(engine: AsyncEngine) -> None:
                 return
         await asyncio.sleep(0.1)
     raise AssertionError("the takeover never waited on the lease row")
+
+
+async def test_a_handed_over_lease_is_reserved_for_its_target_until_the_reservation_ends(
+    engine: AsyncEngine,
+) -> None:
+    instances = InstanceRepository(engine)
+    leases = LeaseRepository(engine)
+    for name, address in (("n1", "h1:1"), ("n2", "h2:1"), ("n3", "h3:1")):
+        await leases.register(name, address, 100)
+    await instances.update("acme", "a", {"want_connected": True})
+    assert await leases.acquire("acme", "a", "n1", TTL) == 1
+    # Only the holder at its epoch hands it over.
+    assert not await leases.hand_over(("acme", "a"), "n1", 7, "n2", TTL)
+    assert not await leases.hand_over(("acme", "a"), "n3", 1, "n2", TTL)
+    assert await leases.hand_over(("acme", "a"), "n1", 1, "n2", TTL)
+
+    # Nobody holds it, but it is n2's: the others neither claim nor acquire it.
+    assert await leases.claimable(10) == []
+    assert await leases.reserved_for("n3", 10) == []
+    assert await leases.acquire("acme", "a", "n3", TTL) is None
+    owner = await leases.owner_of("acme", "a")
+    assert owner is not None
+    assert (owner.node_id, owner.address) == ("n2", "h2:1")
+    loads = {load.node_id: load.owned for load in await leases.loads(TTL)}
+    assert loads == {"n1": 0, "n2": 1, "n3": 0}  # counted for n2 already
+    assert await leases.reserved_for("n2", 10) == [("acme", "a")]
+    assert await leases.acquire("acme", "a", "n2", TTL) == 2  # n2 claims it: fenced epoch
+    assert await leases.reserved_for("n2", 10) == []
+    assert await leases.release("n2") is None
+
+    # A reservation that ended (its node never came) leaves the lease to anyone.
+    assert await leases.acquire("acme", "a", "n1", TTL) == 3
+    assert await leases.hand_over(("acme", "a"), "n1", 3, "n2", EXPIRED)
+    assert await leases.claimable(10) == [("acme", "a")]
+    assert await leases.acquire("acme", "a", "n3", TTL) == 4
+
+
+async def test_a_new_instance_is_reserved_for_a_node_only_while_nobody_holds_it(
+    engine: AsyncEngine,
+) -> None:
+    leases = LeaseRepository(engine)
+    await leases.register("n1", "h1:1", 100)
+    await leases.register("n2", "h2:1", 100)
+    assert await leases.reserve(("acme", "b"), "n2", TTL)  # never leased before
+    assert not await leases.reserve(("acme", "b"), "n1", TTL)  # already n2's
+    assert await leases.acquire("acme", "b", "n1", TTL) is None
+    assert await leases.acquire("acme", "b", "n2", TTL) == 1  # the first epoch
+    assert not await leases.reserve(("acme", "b"), "n1", TTL)  # held
+    await leases.retire("n2")
+    assert {load.node_id: load.max_instances for load in await leases.loads(TTL)} == {
+        "n1": 100,
+        "n2": 0,
+    }
+
+
+async def test_the_node_a_lease_is_reserved_for_is_told_at_once(engine: AsyncEngine) -> None:
+    leases = LeaseRepository(engine)
+    await leases.register("n1", "h1:1", 100)
+    await leases.register("n2", "h2:1", 100)
+    told = {"n2": asyncio.Event(), "n3": asyncio.Event()}
+    listeners = [
+        asyncio.create_task(leases.listen_for_handovers(node, told[node].set)) for node in told
+    ]
+    try:
+        await asyncio.sleep(0.5)  # the listeners are in place (only against a hang below)
+        assert await leases.acquire("acme", "a", "n1", TTL) == 1
+        assert await leases.hand_over(("acme", "a"), "n1", 1, "n2", TTL)
+        await asyncio.wait_for(told["n2"].wait(), 30)  # 30 s only guards a hang
+        assert await leases.reserve(("acme", "b"), "n3", TTL)
+        await asyncio.wait_for(told["n3"].wait(), 30)
+        told["n2"].clear()
+        assert not await leases.hand_over(("acme", "a"), "n1", 1, "n2", TTL)  # not n1's now
+        await asyncio.sleep(0.5)
+        assert not told["n2"].is_set()  # a refused hand-over tells nobody
+    finally:
+        for listener in listeners:
+            listener.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)

@@ -16,6 +16,7 @@ from zapgate.gateway.cli import simulated_whatsapp as cli_simulated_whatsapp
 from zapgate.gateway.cli import vault as cli_vault
 from zapgate.gateway.cli import webhooks as cli_webhooks
 from zapgate.gateway.cluster.settings import (
+    DEFAULT_HANDOVER_BATCH,
     DEFAULT_LEASE_TTL_SECONDS,
     DEFAULT_MAX_INSTANCES,
     MAX_INSTANCES_LIMIT,
@@ -246,6 +247,14 @@ def add_cluster_flags(serve: argparse.ArgumentParser) -> None:
         "$ZAPGATE_CLUSTER_SECRET; required with --cluster; prefer the variable: arguments "
         "are visible in the process list)",
     )
+    cluster.add_argument(
+        "--handover-batch",
+        type=int,
+        default=DEFAULT_HANDOVER_BATCH,
+        help="instances a node hands over to others at a time, when a node joins or this "
+        "one drains; 0: never (a joining node gets only new and orphaned instances, a "
+        "stopping node releases its instances) (default %(default)s)",
+    )
 
 
 def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
@@ -255,6 +264,8 @@ def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
         raise SystemExit(
             f"--lease-ttl must be positive and --max-instances between 1 and {MAX_INSTANCES_LIMIT}"
         )
+    if args.handover_batch < 0:
+        raise SystemExit("--handover-batch must be 0 (no hand-overs) or more")
     if not (args.master_key_file or os.environ.get(ENV_KEY)):
         raise SystemExit(
             "--cluster needs the master key every node shares: give it with "
@@ -271,6 +282,7 @@ def cluster_settings(args: argparse.Namespace) -> ClusterSettings | None:
         lease_ttl_seconds=args.lease_ttl,
         max_instances=args.max_instances,
         secret=args.cluster_secret,
+        handover_batch=args.handover_batch,
     )
 
 

@@ -1,5 +1,6 @@
 """This gateway as one node of a cluster: announces itself, keeps its leases (renewal.py),
-takes over instances nobody holds (takeover.py), and applies acquisitions and losses to the
+takes over instances nobody holds (takeover.py), hands instances over to less loaded nodes
+and drains before it stops (handover.py), and applies acquisitions and losses to the
 supervisor and the dispatcher. Its loops run under a Supervision of their own, stopped
 after the supervisor's final writes (which need the leases) and before the node leaves."""
 
@@ -10,6 +11,7 @@ import random
 import time
 from collections.abc import Callable
 
+from zapgate.gateway.cluster.handover import Handover
 from zapgate.gateway.cluster.ownership import Ownership
 from zapgate.gateway.cluster.renewal import Renewal
 from zapgate.gateway.cluster.settings import ClusterSettings
@@ -41,6 +43,7 @@ class ClusterNode:
         self._dispatcher = dispatcher
         self.renewal = Renewal(settings, leases, ownership, monotonic)
         self.takeover = Takeover(settings, leases, ownership, rng)
+        self.handover = Handover(settings, leases, ownership, supervisor, dispatcher, monotonic)
         self.supervision = Supervision(on_health)
 
     @property
@@ -61,6 +64,21 @@ class ClusterNode:
         self.supervision.start("ownership changes", self._apply_changes)
         self.supervision.start("lease renewal", self.renewal.forever)
         self.supervision.start("takeover", self.takeover.forever)
+        self.supervision.start(
+            "hand-over notices",
+            lambda: self._leases.listen_for_handovers(self.node_id, self.takeover.wake),
+        )
+        self.supervision.start("hand-over to less loaded nodes", self.handover.forever)
+
+    async def drain(self, seconds: float) -> None:
+        """Before the gateway stops (SIGTERM): takes nothing more, and hands its connected
+        instances over to the other live nodes within `seconds`; the rest stops as usual.
+        The leases keep being renewed meanwhile: the final writes need them."""
+        await self.supervision.cancel("takeover")
+        try:
+            await self.handover.drain(seconds)
+        except Exception:  # what was not handed over stops as usual
+            log.exception("draining this node failed")
 
     async def stop(self) -> None:
         """After the supervisor's shutdown: the loops end, the leases expire at once so

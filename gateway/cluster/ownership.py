@@ -9,9 +9,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from zapgate.gateway.cluster.placement import LIVE_HEARTBEAT_SHARE, least_loaded
 from zapgate.gateway.rpc.errors import InstanceNotRunning, InstanceOnAnotherNode
 from zapgate.gateway.store.fencing import Fenced, FenceToken
-from zapgate.gateway.store.leases import InstanceKey, LeaseRepository
+from zapgate.gateway.store.leases import InstanceKey, LeaseRepository, NodeLoad
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ class Ownership:
         self.node_id = node_id
         self._ttl = ttl_seconds
         self._held: dict[InstanceKey, int] = {}
+        # Being handed over (cluster/handover.py): still held for the final writes, but
+        # calls are sent to the node it goes to.
+        self._leaving: dict[InstanceKey, NodeLoad] = {}
         self.changes: asyncio.Queue[Change] = asyncio.Queue()
 
     def held(self) -> dict[InstanceKey, int]:
@@ -50,10 +54,20 @@ class Ownership:
     def lost(self, tenant: str, instance_id: str) -> None:
         self.drop((tenant, instance_id), "a write was fenced")
 
-    async def ensure_owner(self, tenant: str, instance_id: str, *, claim: bool = True) -> None:
+    async def ensure_owner(
+        self, tenant: str, instance_id: str, *, claim: bool = True, place: bool = False
+    ) -> None:
+        """Returns when this node serves the instance (claiming it when free and `claim`);
+        otherwise raises with the node that does. With `place`, a free instance is claimed
+        only if this node is among the least loaded; else it is reserved for the least
+        loaded node, and the caller is sent there."""
         key = (tenant, instance_id)
+        if (target := self._leaving.get(key)) is not None:
+            raise InstanceOnAnotherNode(instance_id, target.node_id, target.address)
         if key in self._held:
             return
+        if claim and place and (target := await self._place_elsewhere(key)) is not None:
+            raise InstanceOnAnotherNode(instance_id, target.node_id, target.address)
         if claim and await self.acquire(key):
             return
         owner = await self._leases.owner_of(tenant, instance_id)
@@ -64,7 +78,19 @@ class Ownership:
             metadata={"instance_id": instance_id},
         )
 
+    async def _place_elsewhere(self, key: InstanceKey) -> NodeLoad | None:
+        """Reserves a free instance for a less loaded live node, which then serves it;
+        None when it belongs here (or cannot be reserved: then it is claimed as usual)."""
+        live_within = self._ttl * LIVE_HEARTBEAT_SHARE
+        target = least_loaded(await self._leases.loads(live_within), self.node_id, len(self))
+        if target is None or not await self._leases.reserve(key, target.node_id, self._ttl):
+            return None
+        log.info("%s/%s placed on node %s (less loaded than this one)", *key, target.node_id)
+        return target
+
     async def refuse_other_owner(self, tenant: str, instance_id: str) -> None:
+        if (target := self._leaving.get((tenant, instance_id))) is not None:
+            raise InstanceOnAnotherNode(instance_id, target.node_id, target.address)
         if (tenant, instance_id) in self._held:
             return
         owner = await self._leases.owner_of(tenant, instance_id)
@@ -83,7 +109,24 @@ class Ownership:
         self.changes.put_nowait(Change(key, acquired=True))
         return True
 
+    def start_leaving(self, key: InstanceKey, target: NodeLoad) -> int | None:
+        """A hand-over begins: the epoch it runs under (None if not held)."""
+        epoch = self._held.get(key)
+        if epoch is not None:
+            self._leaving[key] = target
+        return epoch
+
+    def left(self, key: InstanceKey) -> None:
+        """Handed over: no longer this node's (its lease was released by the hand-over)."""
+        self._leaving.pop(key, None)
+        self._held.pop(key, None)
+
+    def stay(self, key: InstanceKey) -> None:
+        """A hand-over that did not happen: calls are served here again."""
+        self._leaving.pop(key, None)
+
     def drop(self, key: InstanceKey, why: str) -> None:
+        self._leaving.pop(key, None)
         if self._held.pop(key, None) is None:
             return
         log.warning("lost the lease of %s/%s (%s): stopping its connection", *key, why)

@@ -14,6 +14,9 @@ DEFAULT_MAX_INSTANCES = 1000
 MAX_INSTANCES_LIMIT = 10_000
 # A cluster secret shorter than this is refused at start.
 MIN_SECRET_CHARS = 16
+# Instances a node hands over at a time (a node joined, or this one drains): each batch
+# per look (every TTL/3), so a join never makes a reconnect storm.
+DEFAULT_HANDOVER_BATCH = 10
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class ClusterSettings:
     max_instances: int = DEFAULT_MAX_INSTANCES
     # Shared by every node: signs the calls one node forwards to another (node_proof.py).
     secret: str = dataclasses.field(default="", repr=False)
+    handover_batch: int = DEFAULT_HANDOVER_BATCH
 
     @property
     def renew_seconds(self) -> float:

@@ -1,24 +1,21 @@
 """Takes over instances nobody holds (their node died, paused or left, or they never had
 one) while this node is among the least loaded: at most its fair share of them per look,
-never beyond its maximum. Claims are atomic in the database, so two nodes looking at once
-never both win an instance."""
+never beyond its maximum; and, first, those handed over or placed on this node. Claims are
+atomic in the database, so two nodes looking at once never both win an instance."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import random
 
 from zapgate.gateway.cluster.ownership import Ownership
+from zapgate.gateway.cluster.placement import LIVE_HEARTBEAT_SHARE
 from zapgate.gateway.cluster.settings import ClusterSettings
+from zapgate.gateway.sending.wakeup import Wakeup
 from zapgate.gateway.store.leases import LeaseRepository, NodeLoad
 
 log = logging.getLogger(__name__)
-
-# A node is live while its heartbeat (every TTL/3) is younger than this share of the TTL: a
-# dead node stops counting before its leases expire, so nobody waits for it to claim them.
-LIVE_HEARTBEAT_SHARE = 2 / 3
 
 
 class Takeover:
@@ -33,20 +30,35 @@ class Takeover:
         self._leases = leases
         self._ownership = ownership
         self._rng = rng or random.Random()  # noqa: S311 (spreading claims, not crypto)
+        self._woken = Wakeup()
 
     async def forever(self) -> None:
         while True:
             await self.once()
-            await asyncio.sleep(self._settings.takeover_seconds)
+            await self._woken.wait(self._settings.takeover_seconds)
+
+    def wake(self) -> None:
+        """An instance was just handed over or placed here: look now, not at the next look."""
+        self._woken.set()
 
     async def once(self) -> int:
         """One look; returns how many instances this node acquired."""
         room = self._settings.max_instances - len(self._ownership)
         if room <= 0:
             return 0
+        # Handed over (or placed) to this node: its own to claim, whatever the loads say.
+        handed = 0
+        for key in await self._leases.reserved_for(self._settings.node_id, room):
+            if await self._ownership.acquire(key):
+                handed += 1
+        if handed:
+            log.info("claimed %d instances handed over to this node", handed)
+        room -= handed
+        if room <= 0:
+            return handed
         candidates = await self._leases.claimable(limit=room)
         if not candidates:
-            return 0
+            return handed
         live_within = self._settings.lease_ttl_seconds * LIVE_HEARTBEAT_SHARE
         share = self.fair_share(await self._leases.loads(live_within), len(candidates))
         self._rng.shuffle(candidates)  # nodes claiming at once rarely want the same rows
@@ -56,7 +68,7 @@ class Takeover:
                 acquired += 1
         if acquired:
             log.info("took over %d instances", acquired)
-        return acquired
+        return handed + acquired
 
     def fair_share(self, loads: list[NodeLoad], candidates: int) -> int:
         """0 unless this node is among the least loaded live nodes with room; then the

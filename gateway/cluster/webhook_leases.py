@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from zapgate.gateway.cluster.placement import LIVE_HEARTBEAT_SHARE
 from zapgate.gateway.cluster.settings import ClusterSettings
-from zapgate.gateway.cluster.takeover import LIVE_HEARTBEAT_SHARE
 from zapgate.gateway.store.fencing import FenceToken
 from zapgate.gateway.store.leases import LeaseRepository
 from zapgate.gateway.store.webhook_leases import WebhookKey, WebhookLeaseRepository

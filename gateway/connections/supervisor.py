@@ -210,9 +210,42 @@ class Supervisor:
             if record is not None:
                 live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
 
+    def movable(self, tenant: str, instance_id: str) -> bool:
+        """Cluster mode: connected here and nobody watching a Connect stream of it, so a
+        hand-over costs it one short disconnect and breaks nothing under way."""
+        live = self._lives.get(f"{tenant}/{instance_id}")
+        return (
+            live is not None
+            and bool(live.run_id)
+            and live.connected_at is not None
+            and not live.watchers
+            and not self._closing
+        )
+
+    async def hand_over(self, tenant: str, instance_id: str, detail: str) -> None:
+        """Cluster mode, under the lease still: stops the connection, writes the session's
+        final snapshot and the CONNECTING (HANDED_OVER) state, and drops the local store.
+        The node then releases the lease for the node that connects it next (no QR).
+        Raises Fenced when the lease was lost meanwhile (the node drops the instance)."""
+        live = self._lives.pop(f"{tenant}/{instance_id}", None)
+        if live is None:
+            return
+        try:
+            async with live.lock:
+                await self._halt(live)
+                await self._keeper.snapshot(tenant, instance_id)  # the store is final now
+                self._keeper.unwatch(tenant, instance_id)
+                record = await self._set_state(
+                    live, S.INSTANCE_STATE_CONNECTING, R.STATE_REASON_HANDED_OVER, detail
+                )
+        finally:
+            self._keeper.unwatch(tenant, instance_id)
+            await asyncio.to_thread(shutil.rmtree, self.runtime_dir_of(tenant, instance_id), True)
+        live.watchers.publish(FinalUpdate(pb.CONNECT_OUTCOME_ERROR, record))
+
     async def connect(self, tenant: str, instance_id: str, phone: str) -> AsyncIterator[Update]:
         record = await self._instances.require(tenant, instance_id)
-        await self._fencing.ensure_owner(tenant, instance_id)
+        await self._fencing.ensure_owner(tenant, instance_id, place=True)
         live = self._live(tenant, instance_id)
         if record.state == S.INSTANCE_STATE_CONNECTED and live.run_id:
             yield FinalUpdate(pb.CONNECT_OUTCOME_CONNECTED, record)
@@ -264,7 +297,7 @@ class Supervisor:
         Only for a paired instance outside a ban; decided under the instance's lock, so a
         concurrent logout, drop or ban is either before it or after it."""
         await self._instances.require(tenant, instance_id)
-        await self._fencing.ensure_owner(tenant, instance_id)
+        await self._fencing.ensure_owner(tenant, instance_id, place=True)
         live = self._live(tenant, instance_id)
         async with live.lock:
             if self._closing:

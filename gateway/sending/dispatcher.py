@@ -126,6 +126,8 @@ class Dispatcher:
         self._tasks = TaskSet("dispatcher")
         self._configured: set[str] = set()
         self._known: dict[str, set[str]] = {}
+        self._sending: dict[str, int] = {}  # instance key -> releases being carried out
+        self._sends_ended = asyncio.Condition()
 
     # ---- life ---------------------------------------------------------------------------
 
@@ -140,6 +142,16 @@ class Dispatcher:
         fence = self._fencing.token(tenant, instance_id)
         for message in await self._messages.recover((tenant, instance_id), fence):
             await self._schedule(message)
+
+    async def hand_over(self, tenant: str, instance_id: str) -> None:
+        """Cluster mode, before this node hands the instance to another: no new release,
+        the sends under way end (each stays at most once), and the counters are saved
+        under the lease still, so the next owner keeps the caps exactly."""
+        key = f"{tenant}/{instance_id}"
+        self.scheduler.set_ready(key, False)
+        async with self._sends_ended:
+            await self._sends_ended.wait_for(lambda: not self._sending.get(key))
+        await self._save_counters({key})
 
     def release(self, tenant: str, instance_id: str) -> None:
         """Cluster mode: this node lost the instance; its new owner sends its queue."""
@@ -353,18 +365,26 @@ class Dispatcher:
             await self._wake.wait(sleep)
             self._sleeping_until = None
             for decision in self.scheduler.due():
+                key = _instance_of(decision)
+                self._sending[key] = self._sending.get(key, 0) + 1  # under way from now on
                 self._tasks.spawn(self._carry_out(decision))
             if self._clock() - last_save >= COUNTERS_SAVE_SECONDS:
                 await self._save_counters()
                 last_save = self._clock()
 
     async def _carry_out(self, decision: Release | Expiry | AutoPause) -> None:
-        key = decision.instance if isinstance(decision, AutoPause) else decision.message.instance
+        """Counted in `_sending` by `run` until it ends (a hand-over waits for it)."""
+        key = _instance_of(decision)
         try:
             with about_instance_key(key):  # its log lines (and its tasks') name the instance
                 await self._decide(decision)
         finally:
             self._wake.set()  # a finished send or failure may make the next message due
+            self._sending[key] -= 1
+            if not self._sending[key]:
+                del self._sending[key]
+                async with self._sends_ended:
+                    self._sends_ended.notify_all()
 
     async def _decide(self, decision: Release | Expiry | AutoPause) -> None:
         if isinstance(decision, AutoPause):
@@ -600,6 +620,10 @@ class Dispatcher:
                 continue
             if self.scheduler.export_state(key) == state:  # nothing changed meanwhile
                 self.scheduler.mark_saved(key)
+
+
+def _instance_of(decision: Release | Expiry | AutoPause) -> str:
+    return decision.instance if isinstance(decision, AutoPause) else decision.message.instance
 
 
 def _sent_text(message: MessageRecord, content: OutgoingContent) -> dict[str, Any]:

@@ -87,10 +87,13 @@ class Fencing(Protocol):
         """A write was fenced: the node drops the instance (soon, in a task of its own)."""
         ...
 
-    async def ensure_owner(self, tenant: str, instance_id: str, *, claim: bool = True) -> None:
+    async def ensure_owner(
+        self, tenant: str, instance_id: str, *, claim: bool = True, place: bool = False
+    ) -> None:
         """Before a call that acts on the instance here: passes when this node holds the
-        lease, acquires a free one (with `claim`), or raises InstanceOnAnotherNode (or
-        InstanceNotRunning when nobody holds it). No-op when not clustered."""
+        lease, acquires a free one (with `claim`; with `place` only when no live node is
+        less loaded, else it is reserved for that node), or raises InstanceOnAnotherNode
+        (or InstanceNotRunning when nobody holds it). No-op when not clustered."""
         ...
 
     async def refuse_other_owner(self, tenant: str, instance_id: str) -> None:
@@ -109,7 +112,9 @@ class NoFencing:
     def lost(self, tenant: str, instance_id: str) -> None:
         pass
 
-    async def ensure_owner(self, tenant: str, instance_id: str, *, claim: bool = True) -> None:
+    async def ensure_owner(
+        self, tenant: str, instance_id: str, *, claim: bool = True, place: bool = False
+    ) -> None:
         pass
 
     async def refuse_other_owner(self, tenant: str, instance_id: str) -> None:

@@ -6,7 +6,7 @@ epoch, so an epoch is never handed out twice for one instance."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.store.fencing import database_now_us
+from zapgate.gateway.store.handover_notices import listen, notice
 from zapgate.gateway.store.schema import instance_leases, instances, nodes
 
 InstanceKey = tuple[str, str]  # (tenant, instance id)
@@ -23,7 +24,7 @@ InstanceKey = tuple[str, str]  # (tenant, instance id)
 class NodeLoad:
     node_id: str
     address: str
-    owned: int  # unexpired leases
+    owned: int  # unexpired leases, and released ones reserved for it
     max_instances: int
 
 
@@ -88,8 +89,9 @@ class LeaseRepository:
     async def acquire(
         self, tenant: str, instance_id: str, node_id: str, ttl_seconds: float
     ) -> int | None:
-        """Takes the instance's lease if nobody holds it (never held, expired, released):
-        returns the new epoch (one more than the last), or None when a node holds it."""
+        """Takes the instance's lease if nobody holds it (never held, expired, released) and
+        it is not reserved for another node: returns the new epoch (one more than the last),
+        or None when a node holds it or it is reserved for another."""
         now = database_now_us()
         row = insert(instance_leases).values(
             tenant=tenant,
@@ -104,8 +106,10 @@ class LeaseRepository:
                 "owner_node": row.excluded.owner_node,
                 "epoch": instance_leases.c.epoch + 1,
                 "expire_us": row.excluded.expire_us,
+                "reserved_for": None,
+                "reserved_until_us": 0,
             },
-            where=instance_leases.c.expire_us <= now,
+            where=sa.and_(instance_leases.c.expire_us <= now, _open_to(node_id, now)),
         ).returning(instance_leases.c.epoch)
         async with self._engine.begin() as conn:
             epoch = (await conn.execute(statement)).scalar()
@@ -121,6 +125,71 @@ class LeaseRepository:
             condition &= _among(wanted)
         async with self._engine.begin() as conn:
             await conn.execute(sa.update(instance_leases).where(condition).values(expire_us=0))
+
+    async def hand_over(
+        self, key: InstanceKey, node_id: str, epoch: int, target: str, reserve_seconds: float
+    ) -> bool:
+        """Releases a lease this node holds at `epoch` and reserves it for `target`, which
+        claims it at once (it is notified) while no other node may. False when the lease
+        was not this node's any more, or had expired (nothing changed, nobody told)."""
+        now = database_now_us()
+        statement = (
+            sa.update(instance_leases)
+            .where(
+                instance_leases.c.tenant == key[0],
+                instance_leases.c.instance_id == key[1],
+                instance_leases.c.owner_node == node_id,
+                instance_leases.c.epoch == epoch,
+                instance_leases.c.expire_us > now,
+            )
+            .values(
+                expire_us=0,
+                reserved_for=target,
+                reserved_until_us=now + _micros(reserve_seconds),
+            )
+        )
+        async with self._engine.begin() as conn:
+            if (await conn.execute(statement)).rowcount != 1:
+                return False
+            await conn.execute(notice(target))
+            return True
+
+    async def reserve(self, key: InstanceKey, target: str, reserve_seconds: float) -> bool:
+        """Reserves a lease nobody holds (nor has reserved) for `target`: a new instance
+        placed on the least loaded node. False when a node holds it or it is reserved."""
+        now = database_now_us()
+        until = now + _micros(reserve_seconds)
+        row = insert(instance_leases).values(
+            tenant=key[0],
+            instance_id=key[1],
+            owner_node="",  # never held: acquiring it gives epoch 1
+            epoch=0,
+            expire_us=0,
+            reserved_for=target,
+            reserved_until_us=until,
+        )
+        statement = row.on_conflict_do_update(
+            index_elements=[instance_leases.c.tenant, instance_leases.c.instance_id],
+            set_={"reserved_for": target, "reserved_until_us": until},
+            where=sa.and_(instance_leases.c.expire_us <= now, _open_to(target, now)),
+        ).returning(instance_leases.c.epoch)
+        async with self._engine.begin() as conn:
+            if (await conn.execute(statement)).first() is None:
+                return False
+            await conn.execute(notice(target))
+            return True
+
+    async def listen_for_handovers(self, node_id: str, wake: Callable[[], None]) -> None:
+        """Calls `wake` whenever a lease is reserved for this node (store/handover_notices)."""
+        await listen(self._engine, node_id, wake)
+
+    async def retire(self, node_id: str) -> None:
+        """The node is draining: it takes nothing more (its maximum becomes 0), so no node
+        hands it instances and no placement picks it."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(nodes).where(nodes.c.id == node_id).values(max_instances=0)
+            )
 
     async def leave(self, node_id: str) -> None:
         """The node stops: its leases expire now and it is no longer counted."""
@@ -144,7 +213,13 @@ class LeaseRepository:
             )
             .where(
                 instances.c.want_connected.is_(True),
-                sa.or_(lease.c.expire_us.is_(None), lease.c.expire_us <= database_now_us()),
+                sa.or_(
+                    lease.c.expire_us.is_(None),
+                    sa.and_(
+                        lease.c.expire_us <= database_now_us(),
+                        lease.c.reserved_until_us <= database_now_us(),
+                    ),
+                ),
             )
             .order_by(instances.c.tenant, instances.c.id)
             .limit(limit)
@@ -152,12 +227,51 @@ class LeaseRepository:
         async with self._engine.connect() as conn:
             return [(row.tenant, row.id) for row in await conn.execute(query)]
 
+    async def reserved_for(self, node_id: str, limit: int) -> list[InstanceKey]:
+        """Released leases reserved for this node (handed over, or placed here) that it
+        should claim now: their instance wants a connection, or the reservation is a fresh
+        placement that a Connect call here will claim."""
+        now = database_now_us()
+        lease = instance_leases
+        query = (
+            sa.select(lease.c.tenant, lease.c.instance_id)
+            .select_from(
+                lease.join(
+                    instances,
+                    sa.and_(
+                        lease.c.tenant == instances.c.tenant, lease.c.instance_id == instances.c.id
+                    ),
+                )
+            )
+            .where(
+                lease.c.reserved_for == node_id,
+                lease.c.reserved_until_us > now,
+                lease.c.expire_us <= now,
+                instances.c.want_connected.is_(True),
+            )
+            .order_by(lease.c.tenant, lease.c.instance_id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return [(row.tenant, row.instance_id) for row in await conn.execute(query)]
+
     async def loads(self, heartbeat_within_seconds: float) -> list[NodeLoad]:
         """Nodes that heartbeated lately, each with how many instances it holds."""
         now = database_now_us()
+        # A reservation counts for the node it is reserved for: it is about to claim it.
+        lease = instance_leases
         owned = (
             sa.select(sa.func.count())
-            .where(instance_leases.c.owner_node == nodes.c.id, instance_leases.c.expire_us > now)
+            .where(
+                sa.or_(
+                    sa.and_(lease.c.owner_node == nodes.c.id, lease.c.expire_us > now),
+                    sa.and_(
+                        lease.c.reserved_for == nodes.c.id,
+                        lease.c.expire_us <= now,
+                        lease.c.reserved_until_us > now,
+                    ),
+                )
+            )
             .scalar_subquery()
         )
         query = sa.select(
@@ -170,19 +284,34 @@ class LeaseRepository:
         ]
 
     async def owner_of(self, tenant: str, instance_id: str) -> Owner | None:
-        """The node holding the instance's unexpired lease, with its address."""
+        """The node holding the instance's unexpired lease, with its address; or, while a
+        released lease is reserved, the node it is reserved for (it is about to serve it)."""
+        now = database_now_us()
+        lease = instance_leases
+        held = sa.and_(lease.c.expire_us > now, nodes.c.id == lease.c.owner_node)
+        reserved = sa.and_(
+            lease.c.expire_us <= now,
+            lease.c.reserved_until_us > now,
+            nodes.c.id == lease.c.reserved_for,
+        )
         query = (
-            sa.select(nodes.c.id, nodes.c.address, instance_leases.c.epoch)
-            .select_from(instance_leases.join(nodes, nodes.c.id == instance_leases.c.owner_node))
-            .where(
-                instance_leases.c.tenant == tenant,
-                instance_leases.c.instance_id == instance_id,
-                instance_leases.c.expire_us > database_now_us(),
-            )
+            sa.select(nodes.c.id, nodes.c.address, lease.c.epoch)
+            .select_from(lease.join(nodes, sa.or_(held, reserved)))
+            .where(lease.c.tenant == tenant, lease.c.instance_id == instance_id)
         )
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else Owner(row.id, row.address, int(row.epoch))
+
+
+def _open_to(node_id: str, now: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+    """A released lease this node may take: not reserved, reserved for it, or no longer."""
+    lease = instance_leases
+    return sa.or_(
+        lease.c.reserved_for.is_(None),
+        lease.c.reserved_for == node_id,
+        lease.c.reserved_until_us <= now,
+    )
 
 
 def _among(keys: list[InstanceKey]) -> sa.ColumnElement[bool]:

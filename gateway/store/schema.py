@@ -357,5 +357,9 @@ instance_leases = sa.Table(
     sa.Column("owner_node", sa.String(64), nullable=False),
     sa.Column("epoch", sa.BigInteger, nullable=False),
     sa.Column("expire_us", sa.BigInteger, nullable=False),
+    # A released lease handed to one node: until reserved_until_us only that node claims it
+    # (a graceful hand-over, or a new instance placed on the least loaded node).
+    sa.Column("reserved_for", sa.String(64), nullable=True),
+    sa.Column("reserved_until_us", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("instance_leases_by_owner", "owner_node", "expire_us"),
 )

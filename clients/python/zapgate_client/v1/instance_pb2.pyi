@@ -77,6 +77,11 @@ class _StateReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StateReas
     """A client called Reconnect: the connection was dropped and is dialed again with the
     saved session.
     """
+    STATE_REASON_HANDED_OVER: _StateReason.ValueType  # 22
+    """Cluster mode: the node serving the instance handed it over to another node (a node
+    joined and takes its share, or this one is stopping); it reconnects there with the
+    saved session, without a QR.
+    """
 
 class StateReason(_StateReason, metaclass=_StateReasonEnumTypeWrapper):
     """Why an instance entered its current state."""
@@ -129,6 +134,11 @@ STATE_REASON_SESSION_LOST: StateReason.ValueType  # 20
 STATE_REASON_RECONNECT_REQUESTED: StateReason.ValueType  # 21
 """A client called Reconnect: the connection was dropped and is dialed again with the
 saved session.
+"""
+STATE_REASON_HANDED_OVER: StateReason.ValueType  # 22
+"""Cluster mode: the node serving the instance handed it over to another node (a node
+joined and takes its share, or this one is stopping); it reconnects there with the
+saved session, without a QR.
 """
 Global___StateReason: _TypeAlias = StateReason  # noqa: Y015
 
