@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ class KeeperTimings:
     debounce_seconds: float = 0.5  # snapshot once the store was quiet this long...
     max_delay_seconds: float = 2.0  # ...or has been changing for this long
     periodic_seconds: float = 600.0
+    # A store unchanged for `quiet_after_seconds` is looked at only every 2.5-5 s
+    # (`quiet_poll_seconds`, spread) instead of on every poll: stat-ing 10,000 idle stores
+    # twice a second cost a third of a core (docs/benchmarks.md, "One node at scale").
+    quiet_after_seconds: float = 60.0
+    quiet_poll_seconds: float = 5.0
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Watched:
     # (generation, why not) of the stored snapshot last checked against the keyring: the
     # check runs once per generation, not on every snapshot
     verdict: tuple[int, str] | None = None
+    next_poll_at: float = 0.0  # monotonic; a quiet store is not stat-ed before then
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -66,7 +73,8 @@ class SessionKeeper:
         self.timings = timings or KeeperTimings()
         self._monotonic = monotonic
         self._watched: dict[tuple[str, str], Watched] = {}
-        self._paths: dict[tuple[str, str], Path] = {}
+        self._paths: dict[tuple[str, str], StorePaths] = {}
+        self._spread = 0.0  # spreads quiet stores' polls over time (see _next_poll_at)
 
     def watch(self, tenant: str, instance_id: str) -> None:
         self._watched.setdefault((tenant, instance_id), Watched())
@@ -174,18 +182,24 @@ class SessionKeeper:
                 f"snapshot generation {sealed.generation} is not the newest one "
                 f"({expected_generation}): refusing to roll the session back"
             )
-        digest = await asyncio.to_thread(
+        digest, fingerprint = await asyncio.to_thread(
             self._open_and_write, f"{tenant}/{instance_id}", sealed, path
         )
+        # The store is its snapshot, as of now: the first poll must not find it "changed"
+        # and read and hash it again (1,000 of them after a restart).
         watched = self._watched.setdefault((tenant, instance_id), Watched())
-        watched.digest = digest
+        watched.digest, watched.fingerprint = digest, fingerprint
+        watched.last_snapshot_at = self._monotonic()
         return True
 
-    def _open_and_write(self, owner: str, sealed: SealedSession, path: Path) -> bytes:
-        """On a thread, in one hand-off: decrypt, write the store; its image's digest."""
+    def _open_and_write(
+        self, owner: str, sealed: SealedSession, path: Path
+    ) -> tuple[bytes, tuple[int, int]]:
+        """On a thread, in one hand-off: decrypt, write the store; its image's digest and
+        the store's fingerprint."""
         image = self.keyring.open(owner, sealed)
         write_store(path, image)
-        return hashlib.sha256(image).digest()
+        return hashlib.sha256(image).digest(), _fingerprint(StorePaths.of(path))
 
     async def forget(self, tenant: str, instance_id: str) -> None:
         """The session is gone for good (logout, delete): drop its snapshot."""
@@ -197,23 +211,42 @@ class SessionKeeper:
             await self._snapshot_logged(tenant, instance_id)
 
     async def run(self) -> None:
-        """Polls watched stores; snapshots changed ones once settled, and all periodically."""
+        """Polls watched stores (quiet ones less often); snapshots changed ones once
+        settled, and all periodically."""
         while True:
             await asyncio.sleep(self.timings.poll_seconds)
-            keys = list(self._watched)
-            paths = [self._path_of(key) for key in keys]
+            now = self._monotonic()
+            keys = [key for key, watched in self._watched.items() if watched.next_poll_at <= now]
+            if not keys:
+                continue
+            paths = [self._paths_of(key) for key in keys]
             fingerprints = await asyncio.to_thread(_fingerprints, paths)
             for key, fingerprint in zip(keys, fingerprints, strict=True):
                 watched = self._watched.get(key)
-                if watched is not None and self._due(watched, fingerprint):
+                if watched is None:
+                    continue
+                if self._due(watched, fingerprint):
                     await self._snapshot_logged(*key)
+                watched.next_poll_at = self._next_poll_at(watched)
 
-    def _path_of(self, key: tuple[str, str]) -> Path:
-        """The store's path, built once per watched store (polled every half second)."""
-        path = self._paths.get(key)
-        if path is None:
-            path = self._paths[key] = self._store_path_of(*key)
-        return path
+    def _next_poll_at(self, watched: Watched) -> float:
+        """On the next poll while the store changes or has unsaved changes; once it has
+        been quiet a while, after 2.5-5 s (spread, so quiet stores are not all due on
+        the same poll)."""
+        now = self._monotonic()
+        if watched.dirty_since is not None or now - watched.changed_at < (
+            self.timings.quiet_after_seconds
+        ):
+            return now
+        self._spread = (self._spread + GOLDEN_RATIO) % 1.0
+        return now + self.timings.quiet_poll_seconds * (0.5 + self._spread / 2)
+
+    def _paths_of(self, key: tuple[str, str]) -> StorePaths:
+        """The store's paths, built once per watched store (polled every half second)."""
+        paths = self._paths.get(key)
+        if paths is None:
+            paths = self._paths[key] = StorePaths.of(self._store_path_of(*key))
+        return paths
 
     def _due(self, watched: Watched, fingerprint: tuple[int, int]) -> bool:
         now = self._monotonic()
@@ -247,16 +280,32 @@ class SessionKeeper:
         log.error("session %s/%s: %s", tenant, instance_id, refusal, extra=fields)
 
 
-def _fingerprints(paths: list[Path]) -> list[tuple[int, int]]:
+GOLDEN_RATIO = 0.6180339887  # consecutive multiples mod 1 spread evenly over [0, 1)
+
+
+@dataclass(frozen=True)
+class StorePaths:
+    """A store file and its write-ahead log, as strings: os.stat of a str is about half
+    the cost of Path.stat, and the poll stats every watched store."""
+
+    store: str
+    wal: str
+
+    @staticmethod
+    def of(path: Path) -> StorePaths:
+        return StorePaths(str(path), f"{path}-wal")
+
+
+def _fingerprints(paths: list[StorePaths]) -> list[tuple[int, int]]:
     return [_fingerprint(path) for path in paths]
 
 
-def _fingerprint(path: Path) -> tuple[int, int]:
+def _fingerprint(paths: StorePaths) -> tuple[int, int]:
     """Changes whenever the store or its journal changes."""
     mtime, size = 0, 0
-    for candidate in (path, Path(f"{path}-wal")):
+    for candidate in (paths.store, paths.wal):
         try:
-            stat = candidate.stat()
+            stat = os.stat(candidate)
         except FileNotFoundError:
             continue
         mtime, size = max(mtime, stat.st_mtime_ns), size + stat.st_size
