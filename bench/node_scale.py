@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -168,15 +169,14 @@ async def idle_cpu(node: Node, seconds: float) -> tuple[float, float]:
 
 async def send_steadily(
     port: int, api_key: str, count: int, rate: float, seconds: float
-) -> tuple[int, int]:
+) -> tuple[int, collections.Counter[str]]:
     """SendMessage at `rate` per second in all, round robin over the instances; returns
-    (accepted, refused)."""
+    how many were accepted, and the status codes of the refused ones."""
     metadata = (("authorization", f"Bearer {api_key}"),)
-    accepted = refused = 0
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = message_pb2_grpc.MessageServiceStub(channel)
         start = time.perf_counter()
-        calls: set[asyncio.Task[object]] = set()
+        calls: list[asyncio.Future[object]] = []
         for n in range(int(rate * seconds)):
             delay = start + n / rate - time.perf_counter()
             if delay > 0:
@@ -186,15 +186,14 @@ async def send_steadily(
                 phone=f"+5521{n:09d}",
                 text=message_pb2.Text(body=f"hello {n}"),
             )
-            task = asyncio.ensure_future(stub.SendMessage(request, metadata=metadata))
-            calls.add(task)
-            task.add_done_callback(calls.discard)
+            calls.append(asyncio.ensure_future(stub.SendMessage(request, metadata=metadata)))
         results = await asyncio.gather(*calls, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            refused += 1
-    accepted = int(rate * seconds) - refused
-    return accepted, refused
+    refused = collections.Counter(
+        result.code().name if isinstance(result, grpc.aio.AioRpcError) else type(result).__name__
+        for result in results
+        if isinstance(result, BaseException)
+    )
+    return len(results) - sum(refused.values()), refused
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -251,7 +250,16 @@ async def run(args: argparse.Namespace) -> None:
             f"core threads {threads(node.pid)}; load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
+        profiler = None
+        if args.profile_idle:  # py-spy, on the GIL only: where the idle core's CPU goes
+            profiler = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-f", "raw", "-o", args.profile_idle,
+                "-d", str(int(args.idle_seconds)), "-p", str(node.pid),
+                stdout=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
         core, workers = await idle_cpu(node, args.idle_seconds)
+        if profiler is not None:
+            await profiler.wait()
         print(
             f"idle {args.idle_seconds:.0f} s: CPU core {core:.1%}, workers {workers:.1%} of one "
             f"core (target 5%; baseline core {base_core:.1%}, workers {base_workers:.1%}); "
@@ -276,7 +284,7 @@ async def run(args: argparse.Namespace) -> None:
         drained = await scalar(url, went_out) - sent_before
         print(
             f"sending {args.send_rate:.0f}/s for {args.send_seconds:.0f} s: {accepted} accepted, "
-            f"{refused} refused, {sent} sent by the end ({sent / elapsed:.0f}/s), {drained} "
+            f"refused: {dict(refused) or 'none'}, {sent} sent by the end ({sent / elapsed:.0f}/s), {drained} "
             f"{args.drain_seconds:.0f} s later; CPU core "
             f"{(cpu_after[0] - cpu_before[0]) / elapsed:.1%}, workers "
             f"{(cpu_after[1] - cpu_before[1]) / elapsed:.1%} of one core; "
@@ -301,6 +309,7 @@ def main() -> None:
     parser.add_argument("--send-rate", type=float, default=200.0)
     parser.add_argument("--send-seconds", type=float, default=30.0)
     parser.add_argument("--drain-seconds", type=float, default=30.0)
+    parser.add_argument("--profile-idle", help="py-spy the core while idle, to this file")
     logging.basicConfig(level=logging.ERROR)
     asyncio.run(run(parser.parse_args()))
 
