@@ -27,6 +27,7 @@ from zapgate.sessions.vault import Keyring, SealedSession, Undecryptable, seal
 log = logging.getLogger(__name__)
 
 StorePathOf = Callable[[str, str], Path]
+SNAPSHOTS_AT_ONCE = 32
 
 
 @dataclass(frozen=True)
@@ -221,12 +222,19 @@ class SessionKeeper:
                 continue
             paths = [self._paths_of(key) for key in keys]
             fingerprints = await asyncio.to_thread(_fingerprints, paths)
+            polled, due = [], []
             for key, fingerprint in zip(keys, fingerprints, strict=True):
                 watched = self._watched.get(key)
-                if watched is None:
-                    continue
-                if self._due(watched, fingerprint):
-                    await self._snapshot_logged(*key)
+                if watched is not None:
+                    polled.append(watched)
+                    if self._due(watched, fingerprint):
+                        due.append(key)
+            # A few at once: their reads of the latest snapshot share one query, and a
+            # wave of changes (every store after a restart) is not written one by one.
+            for first in range(0, len(due), SNAPSHOTS_AT_ONCE):
+                batch = due[first : first + SNAPSHOTS_AT_ONCE]
+                await asyncio.gather(*(self._snapshot_logged(*key) for key in batch))
+            for watched in polled:
                 watched.next_poll_at = self._next_poll_at(watched)
 
     def _next_poll_at(self, watched: Watched) -> float:
