@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import FAST_KEEPER
-from zapgate.gateway.connections.session_keeper import SessionKeeper
+from zapgate.gateway.connections.session_keeper import SNAPSHOTS_AT_ONCE, SessionKeeper
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.fencing import FenceToken
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
@@ -155,6 +155,43 @@ async def test_a_quiet_store_is_polled_less_often_and_its_change_still_saved(
         latest = await snapshots.latest("acme", "s")
         assert latest is not None
         assert latest.generation == first.generation + 1
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await engine.dispose()
+
+
+async def test_a_wave_of_changed_stores_is_snapshotted_in_full(tmp_path: Path) -> None:
+    """More stores change on one poll than are written at once: every one is saved."""
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    clock, count = VirtualClock(), SNAPSHOTS_AT_ONCE * 2 + 3
+    snapshots = SnapshotRepository(engine)
+    keeper = SessionKeeper(
+        snapshots,
+        Keyring(MasterKey.generate()),
+        lambda t, i: tmp_path / f"{i}.db",
+        FAST_KEEPER,
+        clock,
+    )
+    repo = InstanceRepository(engine)
+    runner = asyncio.create_task(keeper.run())
+    try:
+        for n in range(count):
+            await repo.create(InstanceRecord("acme", f"s{n}", "s", "", 1))
+            write_store(tmp_path / f"s{n}.db")
+            keeper.watch("acme", f"s{n}")
+        await polls(keeper)
+        assert len(keeper.unsaved_ages()) == count
+        clock.now += 1  # all settled on the same poll
+        for _ in range(100):
+            if not keeper.unsaved_ages():
+                break
+            await polls(keeper, 1)
+        assert not keeper.unsaved_ages()
+        for n in range(count):
+            latest = await snapshots.latest("acme", f"s{n}")
+            assert latest is not None
+            assert latest.generation == 1
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
