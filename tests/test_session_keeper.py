@@ -196,3 +196,30 @@ async def test_a_wave_of_changed_stores_is_snapshotted_in_full(tmp_path: Path) -
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         await engine.dispose()
+
+
+async def test_a_store_watched_again_is_polled_on_one_schedule(tmp_path: Path) -> None:
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    clock, store = VirtualClock(), tmp_path / "session.db"
+    keeper = SessionKeeper(
+        SnapshotRepository(engine),
+        Keyring(MasterKey.generate()),
+        lambda t, i: store,
+        FAST_KEEPER,
+        clock,
+    )
+    runner = asyncio.create_task(keeper.run())
+    try:
+        for _ in range(5):
+            keeper.watch("acme", "s")
+            await polls(keeper, 1)
+            keeper.unwatch("acme", "s")
+        keeper.watch("acme", "s")
+        clock.now += 1  # every entry is due: the stale ones are dropped
+        await polls(keeper)
+        assert keeper.watched_count() == 1
+        assert len(keeper._polls) == 1  # one entry per watched store, none left behind
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await engine.dispose()

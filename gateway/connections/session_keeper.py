@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import logging
 import os
 import time
@@ -76,9 +78,20 @@ class SessionKeeper:
         self._watched: dict[tuple[str, str], Watched] = {}
         self._paths: dict[tuple[str, str], StorePaths] = {}
         self._spread = 0.0  # spreads quiet stores' polls over time (see _next_poll_at)
+        # (next poll time, tiebreak, key) of every watched store: a poll visits only the
+        # stores due, not all 10,000 (entries of unwatched stores are dropped when popped)
+        self._polls: list[tuple[float, int, tuple[str, str]]] = []
+        self._tiebreak = itertools.count()
 
     def watch(self, tenant: str, instance_id: str) -> None:
-        self._watched.setdefault((tenant, instance_id), Watched())
+        self._watched_of((tenant, instance_id))
+
+    def _watched_of(self, key: tuple[str, str]) -> Watched:
+        watched = self._watched.get(key)
+        if watched is None:
+            watched = self._watched[key] = Watched()
+            heapq.heappush(self._polls, (watched.next_poll_at, next(self._tiebreak), key))
+        return watched
 
     def unwatch(self, tenant: str, instance_id: str) -> None:
         self._watched.pop((tenant, instance_id), None)
@@ -101,7 +114,7 @@ class SessionKeeper:
 
     async def snapshot(self, tenant: str, instance_id: str) -> bool:
         """Snapshots the store now if it differs from the last snapshot. True if written."""
-        watched = self._watched.setdefault((tenant, instance_id), Watched())
+        watched = self._watched_of((tenant, instance_id))
         async with watched.lock:
             path = self._store_path_of(tenant, instance_id)
             try:
@@ -188,7 +201,7 @@ class SessionKeeper:
         )
         # The store is its snapshot, as of now: the first poll must not find it "changed"
         # and read and hash it again (1,000 of them after a restart).
-        watched = self._watched.setdefault((tenant, instance_id), Watched())
+        watched = self._watched_of((tenant, instance_id))
         watched.digest, watched.fingerprint = digest, fingerprint
         watched.last_snapshot_at = self._monotonic()
         return True
@@ -216,26 +229,36 @@ class SessionKeeper:
         settled, and all periodically."""
         while True:
             await asyncio.sleep(self.timings.poll_seconds)
-            now = self._monotonic()
-            keys = [key for key, watched in self._watched.items() if watched.next_poll_at <= now]
+            keys = self._due_polls()
             if not keys:
                 continue
             paths = [self._paths_of(key) for key in keys]
             fingerprints = await asyncio.to_thread(_fingerprints, paths)
-            polled, due = [], []
+            due = []
             for key, fingerprint in zip(keys, fingerprints, strict=True):
                 watched = self._watched.get(key)
-                if watched is not None:
-                    polled.append(watched)
-                    if self._due(watched, fingerprint):
-                        due.append(key)
+                if watched is not None and self._due(watched, fingerprint):
+                    due.append(key)
             # A few at once: their reads of the latest snapshot share one query, and a
             # wave of changes (every store after a restart) is not written one by one.
             for first in range(0, len(due), SNAPSHOTS_AT_ONCE):
                 batch = due[first : first + SNAPSHOTS_AT_ONCE]
                 await asyncio.gather(*(self._snapshot_logged(*key) for key in batch))
-            for watched in polled:
-                watched.next_poll_at = self._next_poll_at(watched)
+            for key in keys:
+                if (watched := self._watched.get(key)) is not None:
+                    watched.next_poll_at = self._next_poll_at(watched)
+                    heapq.heappush(self._polls, (watched.next_poll_at, next(self._tiebreak), key))
+
+    def _due_polls(self) -> list[tuple[str, str]]:
+        """The watched stores due for a look now, each once, taken off the schedule."""
+        now, due = self._monotonic(), {}
+        while self._polls and self._polls[0][0] <= now:
+            at, _, key = heapq.heappop(self._polls)
+            watched = self._watched.get(key)
+            # Not an entry of an earlier watch of the same store (unwatched, watched again).
+            if watched is not None and watched.next_poll_at == at:
+                due[key] = None
+        return list(due)
 
     def _next_poll_at(self, watched: Watched) -> float:
         """On the next poll while the store changes or has unsaved changes; once it has
