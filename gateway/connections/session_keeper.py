@@ -251,7 +251,8 @@ class SessionKeeper:
 
     def _due_polls(self) -> list[tuple[str, str]]:
         """The watched stores due for a look now, each once, taken off the schedule."""
-        now, due = self._monotonic(), {}
+        now = self._monotonic()
+        due: dict[tuple[str, str], None] = {}  # ordered, each key once
         while self._polls and self._polls[0][0] <= now:
             at, _, key = heapq.heappop(self._polls)
             watched = self._watched.get(key)
