@@ -1,9 +1,9 @@
-"""Memory per hosted instance: RSS of one engine worker process before and after it hosts
-N instances, for the simulator (paired sessions, connected) and for neonize offline (the real
+"""Memory and threads per hosted instance: RSS and OS threads of one engine worker process
+before and after it hosts N instances, for the simulator (paired sessions, connected) and for neonize offline (the real
 library creates and migrates each store and dials; without a network every dial fails, so
 its figure is the memory a worker keeps after N clients were set up, not of live sockets).
 
-    python bench/instance_memory.py [--engines sim,neonize] [--counts 1,50,200]
+    python bench/instance_memory.py [--engines sim,neonize] [--counts 1,50,200,1000]
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def measure(engine: str, count: int) -> tuple[int, int]:
+def threads(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+async def measure(engine: str, count: int) -> tuple[int, int, int]:
+    """(RSS growth in KiB, threads added, instances hosted at the end)."""
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         socket = Path(tmp) / "worker.sock"
         worker = await asyncio.create_subprocess_exec(
@@ -56,7 +61,7 @@ async def measure(engine: str, count: int) -> tuple[int, int]:
                 await stub.Ping(pb.PingRequest())
                 stream = stub.StreamEvents(pb.StreamEventsRequest())
                 await asyncio.sleep(0.5)
-                before = rss_kib(worker.pid)
+                before, threads_before = rss_kib(worker.pid), threads(worker.pid)
                 for n in range(count):
                     runtime = Path(tmp) / f"i{n}"
                     if engine == "sim":  # a paired session: it connects and stays hosted
@@ -76,25 +81,27 @@ async def measure(engine: str, count: int) -> tuple[int, int]:
                     if len(settled) == count:
                         break
                 await asyncio.sleep(0.5)
-                after = rss_kib(worker.pid)
+                after, threads_after = rss_kib(worker.pid), threads(worker.pid)
                 hosted = (await stub.Ping(pb.PingRequest())).hosted
         finally:
             worker.terminate()
             await worker.wait()
-    return after - before, hosted
+    return after - before, threads_after - threads_before, hosted
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="sim,neonize")
-    parser.add_argument("--counts", default="1,50,200")
+    parser.add_argument("--counts", default="1,50,200,1000")
     args = parser.parse_args()
     for engine in args.engines.split(","):
         for count in (int(c) for c in args.counts.split(",")):
-            delta, hosted = await measure(engine, count)
+            delta, added_threads, hosted = await measure(engine, count)
             print(
                 f"{engine:8} {count:4} instances: RSS +{delta / 1024:7.1f} MiB "
-                f"= {delta / count:8.1f} KiB per instance (hosted at the end: {hosted})"
+                f"= {delta / count:8.1f} KiB per instance; +{added_threads} threads "
+                f"({added_threads / count:.2f} per instance); hosted at the end: {hosted}",
+                flush=True,
             )
 
 

@@ -22,6 +22,7 @@ import grpc.aio
 
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
+from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.sessions import wire
 from zapgate.sessions.engine import (
     GRPC_MESSAGE_OPTIONS,
@@ -89,6 +90,18 @@ class WorkerSlot:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self.restarts = 0
+        # Concurrent starts go out in one StartInstances call (a restart starts them all).
+        self.starts: GroupCommit[pb.StartInstanceRequest, pb.StartResult] = GroupCommit(
+            self._start_many
+        )
+
+    async def _start_many(self, requests: list[pb.StartInstanceRequest]) -> list[pb.StartResult]:
+        if self.stub is None:
+            raise WorkerUnavailable(f"engine worker {self.index} is not running")
+        reply = await _call(self.stub.StartInstances(pb.StartInstancesRequest(instances=requests)))
+        if len(reply.results) != len(requests):
+            raise WorkerUnavailable(f"engine worker {self.index} answered a batch partly")
+        return list(reply.results)
 
     @property
     def socket_path(self) -> Path:
@@ -311,13 +324,15 @@ class WorkerPool:
         self, key: InstanceKey, runtime_dir: Path, proxy_url: str, run_id: int
     ) -> None:
         slot = self._place(key)
-        stub = await self._stub(slot)
+        await self._stub(slot)  # the worker is ready
         # From here the worker may host the run: if it dies, the run is reported lost.
         slot.runs[key] = run_id
         request = pb.StartInstanceRequest(
             key=key, runtime_dir=str(runtime_dir), proxy_url=proxy_url, run_id=run_id
         )
-        await _call(stub.StartInstance(request))
+        result = await slot.starts.submit(request)
+        if result.HasField("error"):
+            raise from_wire(result.error)
 
     async def stop_instance(self, key: InstanceKey) -> None:
         slot = self._release(key)

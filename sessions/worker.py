@@ -104,6 +104,22 @@ class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
         await _engine_call(context, self.engine.start(spec))
         return pb.StartInstanceResponse()
 
+    async def StartInstances(
+        self, request: pb.StartInstancesRequest, context: Context
+    ) -> pb.StartInstancesResponse:
+        """Each start on its own: one that fails says why in its result, the others run."""
+        results = await asyncio.gather(*(self._start_one(start) for start in request.instances))
+        return pb.StartInstancesResponse(results=results)
+
+    async def _start_one(self, request: pb.StartInstanceRequest) -> pb.StartResult:
+        self._runs[request.key] = request.run_id
+        spec = InstanceSpec(request.key, Path(request.runtime_dir), request.proxy_url)
+        try:
+            await self.engine.start(spec)
+        except EngineError as error:
+            return pb.StartResult(error=to_wire(error))
+        return pb.StartResult()
+
     async def StopInstance(
         self, request: pb.StopInstanceRequest, context: Context
     ) -> pb.StopInstanceResponse:

@@ -109,7 +109,9 @@ FAST_SIM = SimTimings(
     keepalive_seconds=0.1,
 )
 FAST_BACKOFF = Backoff(base_seconds=0.05, cap_seconds=0.2, stable_after_seconds=60)
-FAST_KEEPER = KeeperTimings(poll_seconds=0.05, debounce_seconds=0.05, max_delay_seconds=0.2)
+FAST_KEEPER = KeeperTimings(
+    poll_seconds=0.05, debounce_seconds=0.05, max_delay_seconds=0.2, quiet_poll_seconds=0.05
+)
 
 
 def gateway_config(tmp_path: Path, database_url: str, **overrides: object) -> ServeConfig:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from zapgate.sessions.vault import Keyring, SealedSession, Undecryptable, seal
 log = logging.getLogger(__name__)
 
 StorePathOf = Callable[[str, str], Path]
+SNAPSHOTS_AT_ONCE = 32
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,11 @@ class KeeperTimings:
     debounce_seconds: float = 0.5  # snapshot once the store was quiet this long...
     max_delay_seconds: float = 2.0  # ...or has been changing for this long
     periodic_seconds: float = 600.0
+    # A store unchanged for `quiet_after_seconds` is looked at only every 2.5-5 s
+    # (`quiet_poll_seconds`, spread) instead of on every poll: stat-ing 10,000 idle stores
+    # twice a second cost a third of a core (docs/benchmarks.md, "One node at scale").
+    quiet_after_seconds: float = 60.0
+    quiet_poll_seconds: float = 5.0
 
 
 @dataclass
@@ -46,6 +55,7 @@ class Watched:
     # (generation, why not) of the stored snapshot last checked against the keyring: the
     # check runs once per generation, not on every snapshot
     verdict: tuple[int, str] | None = None
+    next_poll_at: float = 0.0  # monotonic; a quiet store is not stat-ed before then
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -66,10 +76,22 @@ class SessionKeeper:
         self.timings = timings or KeeperTimings()
         self._monotonic = monotonic
         self._watched: dict[tuple[str, str], Watched] = {}
-        self._paths: dict[tuple[str, str], Path] = {}
+        self._paths: dict[tuple[str, str], StorePaths] = {}
+        self._spread = 0.0  # spreads quiet stores' polls over time (see _next_poll_at)
+        # (next poll time, tiebreak, key) of every watched store: a poll visits only the
+        # stores due, not all 10,000 (entries of unwatched stores are dropped when popped)
+        self._polls: list[tuple[float, int, tuple[str, str]]] = []
+        self._tiebreak = itertools.count()
 
     def watch(self, tenant: str, instance_id: str) -> None:
-        self._watched.setdefault((tenant, instance_id), Watched())
+        self._watched_of((tenant, instance_id))
+
+    def _watched_of(self, key: tuple[str, str]) -> Watched:
+        watched = self._watched.get(key)
+        if watched is None:
+            watched = self._watched[key] = Watched()
+            heapq.heappush(self._polls, (watched.next_poll_at, next(self._tiebreak), key))
+        return watched
 
     def unwatch(self, tenant: str, instance_id: str) -> None:
         self._watched.pop((tenant, instance_id), None)
@@ -92,7 +114,7 @@ class SessionKeeper:
 
     async def snapshot(self, tenant: str, instance_id: str) -> bool:
         """Snapshots the store now if it differs from the last snapshot. True if written."""
-        watched = self._watched.setdefault((tenant, instance_id), Watched())
+        watched = self._watched_of((tenant, instance_id))
         async with watched.lock:
             path = self._store_path_of(tenant, instance_id)
             try:
@@ -174,18 +196,24 @@ class SessionKeeper:
                 f"snapshot generation {sealed.generation} is not the newest one "
                 f"({expected_generation}): refusing to roll the session back"
             )
-        digest = await asyncio.to_thread(
+        digest, fingerprint = await asyncio.to_thread(
             self._open_and_write, f"{tenant}/{instance_id}", sealed, path
         )
-        watched = self._watched.setdefault((tenant, instance_id), Watched())
-        watched.digest = digest
+        # The store is its snapshot, as of now: the first poll must not find it "changed"
+        # and read and hash it again (1,000 of them after a restart).
+        watched = self._watched_of((tenant, instance_id))
+        watched.digest, watched.fingerprint = digest, fingerprint
+        watched.last_snapshot_at = self._monotonic()
         return True
 
-    def _open_and_write(self, owner: str, sealed: SealedSession, path: Path) -> bytes:
-        """On a thread, in one hand-off: decrypt, write the store; its image's digest."""
+    def _open_and_write(
+        self, owner: str, sealed: SealedSession, path: Path
+    ) -> tuple[bytes, tuple[int, int]]:
+        """On a thread, in one hand-off: decrypt, write the store; its image's digest and
+        the store's fingerprint."""
         image = self.keyring.open(owner, sealed)
         write_store(path, image)
-        return hashlib.sha256(image).digest()
+        return hashlib.sha256(image).digest(), _fingerprint(StorePaths.of(path))
 
     async def forget(self, tenant: str, instance_id: str) -> None:
         """The session is gone for good (logout, delete): drop its snapshot."""
@@ -197,23 +225,60 @@ class SessionKeeper:
             await self._snapshot_logged(tenant, instance_id)
 
     async def run(self) -> None:
-        """Polls watched stores; snapshots changed ones once settled, and all periodically."""
+        """Polls watched stores (quiet ones less often); snapshots changed ones once
+        settled, and all periodically."""
         while True:
             await asyncio.sleep(self.timings.poll_seconds)
-            keys = list(self._watched)
-            paths = [self._path_of(key) for key in keys]
+            keys = self._due_polls()
+            if not keys:
+                continue
+            paths = [self._paths_of(key) for key in keys]
             fingerprints = await asyncio.to_thread(_fingerprints, paths)
+            due = []
             for key, fingerprint in zip(keys, fingerprints, strict=True):
                 watched = self._watched.get(key)
                 if watched is not None and self._due(watched, fingerprint):
-                    await self._snapshot_logged(*key)
+                    due.append(key)
+            # A few at once: their reads of the latest snapshot share one query, and a
+            # wave of changes (every store after a restart) is not written one by one.
+            for first in range(0, len(due), SNAPSHOTS_AT_ONCE):
+                batch = due[first : first + SNAPSHOTS_AT_ONCE]
+                await asyncio.gather(*(self._snapshot_logged(*key) for key in batch))
+            for key in keys:
+                if (watched := self._watched.get(key)) is not None:
+                    watched.next_poll_at = self._next_poll_at(watched)
+                    heapq.heappush(self._polls, (watched.next_poll_at, next(self._tiebreak), key))
 
-    def _path_of(self, key: tuple[str, str]) -> Path:
-        """The store's path, built once per watched store (polled every half second)."""
-        path = self._paths.get(key)
-        if path is None:
-            path = self._paths[key] = self._store_path_of(*key)
-        return path
+    def _due_polls(self) -> list[tuple[str, str]]:
+        """The watched stores due for a look now, each once, taken off the schedule."""
+        now = self._monotonic()
+        due: dict[tuple[str, str], None] = {}  # ordered, each key once
+        while self._polls and self._polls[0][0] <= now:
+            at, _, key = heapq.heappop(self._polls)
+            watched = self._watched.get(key)
+            # Not an entry of an earlier watch of the same store (unwatched, watched again).
+            if watched is not None and watched.next_poll_at == at:
+                due[key] = None
+        return list(due)
+
+    def _next_poll_at(self, watched: Watched) -> float:
+        """On the next poll while the store changes or has unsaved changes; once it has
+        been quiet a while, after 2.5-5 s (spread, so quiet stores are not all due on
+        the same poll)."""
+        now = self._monotonic()
+        if watched.dirty_since is not None or now - watched.changed_at < (
+            self.timings.quiet_after_seconds
+        ):
+            return now
+        self._spread = (self._spread + GOLDEN_RATIO) % 1.0
+        return now + self.timings.quiet_poll_seconds * (0.5 + self._spread / 2)
+
+    def _paths_of(self, key: tuple[str, str]) -> StorePaths:
+        """The store's paths, built once per watched store (polled every half second)."""
+        paths = self._paths.get(key)
+        if paths is None:
+            paths = self._paths[key] = StorePaths.of(self._store_path_of(*key))
+        return paths
 
     def _due(self, watched: Watched, fingerprint: tuple[int, int]) -> bool:
         now = self._monotonic()
@@ -247,16 +312,32 @@ class SessionKeeper:
         log.error("session %s/%s: %s", tenant, instance_id, refusal, extra=fields)
 
 
-def _fingerprints(paths: list[Path]) -> list[tuple[int, int]]:
+GOLDEN_RATIO = 0.6180339887  # consecutive multiples mod 1 spread evenly over [0, 1)
+
+
+@dataclass(frozen=True)
+class StorePaths:
+    """A store file and its write-ahead log, as strings: os.stat of a str is about half
+    the cost of Path.stat, and the poll stats every watched store."""
+
+    store: str
+    wal: str
+
+    @staticmethod
+    def of(path: Path) -> StorePaths:
+        return StorePaths(str(path), f"{path}-wal")
+
+
+def _fingerprints(paths: list[StorePaths]) -> list[tuple[int, int]]:
     return [_fingerprint(path) for path in paths]
 
 
-def _fingerprint(path: Path) -> tuple[int, int]:
+def _fingerprint(paths: StorePaths) -> tuple[int, int]:
     """Changes whenever the store or its journal changes."""
     mtime, size = 0, 0
-    for candidate in (path, Path(f"{path}-wal")):
+    for candidate in (paths.store, paths.wal):
         try:
-            stat = candidate.stat()
+            stat = os.stat(candidate)
         except FileNotFoundError:
             continue
         mtime, size = max(mtime, stat.st_mtime_ns), size + stat.st_size

@@ -830,6 +830,70 @@ class StartInstanceResponse(_message.Message):
 Global___StartInstanceResponse: _TypeAlias = StartInstanceResponse  # noqa: Y015
 
 @_typing.final
+class StartInstancesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___StartInstanceRequest]: ...
+    def __init__(
+        self,
+        *,
+        instances: _abc.Iterable[Global___StartInstanceRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instances", b"instances"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartInstancesRequest: _TypeAlias = StartInstancesRequest  # noqa: Y015
+
+@_typing.final
+class StartInstancesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___StartResult]:
+        """One per requested instance, in order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___StartResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartInstancesResponse: _TypeAlias = StartInstancesResponse  # noqa: Y015
+
+@_typing.final
+class StartResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def error(self) -> Global___EngineErrorDetail:
+        """Why this start failed; unset when it succeeded."""
+
+    def __init__(
+        self,
+        *,
+        error: Global___EngineErrorDetail | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartResult: _TypeAlias = StartResult  # noqa: Y015
+
+@_typing.final
 class StopInstanceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -41,6 +41,11 @@ class EngineWorkerServiceStub:
                 request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstanceRequest.SerializeToString,
                 response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstanceResponse.FromString,
                 _registered_method=True)
+        self.StartInstances = channel.unary_unary(
+                '/zapgate.engine.v1.EngineWorkerService/StartInstances',
+                request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstancesRequest.SerializeToString,
+                response_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstancesResponse.FromString,
+                _registered_method=True)
         self.StopInstance = channel.unary_unary(
                 '/zapgate.engine.v1.EngineWorkerService/StopInstance',
                 request_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.StopInstanceRequest.SerializeToString,
@@ -130,6 +135,14 @@ class EngineWorkerServiceServicer:
 
     def StartInstance(self, request, context):
         """Starts connecting an instance (pairing by QR when its store is empty).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartInstances(self, request, context):
+        """Starts several instances in one call (the core batches concurrent starts: a restart
+        starts every instance at once). Each start succeeds or fails on its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -255,6 +268,11 @@ def add_EngineWorkerServiceServicer_to_server(servicer, server):
                     request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstanceRequest.FromString,
                     response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstanceResponse.SerializeToString,
             ),
+            'StartInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartInstances,
+                    request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstancesRequest.FromString,
+                    response_serializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstancesResponse.SerializeToString,
+            ),
             'StopInstance': grpc.unary_unary_rpc_method_handler(
                     servicer.StopInstance,
                     request_deserializer=zapgate_dot_engine_dot_v1_dot_worker__pb2.StopInstanceRequest.FromString,
@@ -365,6 +383,33 @@ class EngineWorkerService:
             '/zapgate.engine.v1.EngineWorkerService/StartInstance',
             zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstanceRequest.SerializeToString,
             zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zapgate.engine.v1.EngineWorkerService/StartInstances',
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstancesRequest.SerializeToString,
+            zapgate_dot_engine_dot_v1_dot_worker__pb2.StartInstancesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,10 @@ class EngineWorkerServiceStub:
     def __new__(cls, channel: _aio.Channel) -> EngineWorkerServiceAsyncStub: ...
     StartInstance: _grpc.UnaryUnaryMultiCallable[_worker_pb2.StartInstanceRequest, _worker_pb2.StartInstanceResponse]
     """Starts connecting an instance (pairing by QR when its store is empty)."""
+    StartInstances: _grpc.UnaryUnaryMultiCallable[_worker_pb2.StartInstancesRequest, _worker_pb2.StartInstancesResponse]
+    """Starts several instances in one call (the core batches concurrent starts: a restart
+    starts every instance at once). Each start succeeds or fails on its own.
+    """
     StopInstance: _grpc.UnaryUnaryMultiCallable[_worker_pb2.StopInstanceRequest, _worker_pb2.StopInstanceResponse]
     """Disconnects an instance; its store stays."""
     LogoutInstance: _grpc.UnaryUnaryMultiCallable[_worker_pb2.LogoutInstanceRequest, _worker_pb2.LogoutInstanceResponse]
@@ -79,6 +83,10 @@ class EngineWorkerServiceAsyncStub(EngineWorkerServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartInstance: _aio.UnaryUnaryMultiCallable[_worker_pb2.StartInstanceRequest, _worker_pb2.StartInstanceResponse]  # type: ignore[assignment]
     """Starts connecting an instance (pairing by QR when its store is empty)."""
+    StartInstances: _aio.UnaryUnaryMultiCallable[_worker_pb2.StartInstancesRequest, _worker_pb2.StartInstancesResponse]  # type: ignore[assignment]
+    """Starts several instances in one call (the core batches concurrent starts: a restart
+    starts every instance at once). Each start succeeds or fails on its own.
+    """
     StopInstance: _aio.UnaryUnaryMultiCallable[_worker_pb2.StopInstanceRequest, _worker_pb2.StopInstanceResponse]  # type: ignore[assignment]
     """Disconnects an instance; its store stays."""
     LogoutInstance: _aio.UnaryUnaryMultiCallable[_worker_pb2.LogoutInstanceRequest, _worker_pb2.LogoutInstanceResponse]  # type: ignore[assignment]
@@ -124,6 +132,16 @@ class EngineWorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.StartInstanceResponse, _abc.Awaitable[_worker_pb2.StartInstanceResponse]]:
         """Starts connecting an instance (pairing by QR when its store is empty)."""
+
+    @_abc_1.abstractmethod
+    def StartInstances(
+        self,
+        request: _worker_pb2.StartInstancesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.StartInstancesResponse, _abc.Awaitable[_worker_pb2.StartInstancesResponse]]:
+        """Starts several instances in one call (the core batches concurrent starts: a restart
+        starts every instance at once). Each start succeeds or fails on its own.
+        """
 
     @_abc_1.abstractmethod
     def StopInstance(
