@@ -139,7 +139,9 @@ class Dispatcher:
         handing to WhatsApp becomes DELIVERY_UNKNOWN; its queue is scheduled here."""
         fence = self._fencing.token(tenant, instance_id)
         for message in await self._messages.recover((tenant, instance_id), fence):
-            await self._schedule(message)
+            # A send accepted here between the lease and this adoption is queued already.
+            if not self.scheduler.holds(message.instance_key, message.id):
+                await self._schedule(message)
 
     def release(self, tenant: str, instance_id: str) -> None:
         """Cluster mode: this node lost the instance; its new owner sends its queue."""
