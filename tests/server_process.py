@@ -17,7 +17,7 @@ HTTP_LISTENING = re.compile(r"HTTP \(Connect, gRPC-Web\) on https?://[\d.]+:(\d+
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, start_timeout: float = 30) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [
@@ -46,8 +46,12 @@ class ServerProcess:
         self.log: list[str] = []
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
-        self.port = int(self.wait_for(LISTENING).group(1))
-        self.http_port = int(self.wait_for(HTTP_LISTENING).group(1))
+        try:
+            self.port = int(self.wait_for(LISTENING, start_timeout).group(1))
+            self.http_port = int(self.wait_for(HTTP_LISTENING).group(1))
+        except BaseException:
+            self.close()  # no server left running behind a failed start
+            raise
 
     @property
     def address(self) -> str:
