@@ -42,6 +42,14 @@ async def test_adopting_an_instance_keeps_a_send_accepted_just_before(tmp_path: 
         assert dispatcher.scheduler.holds("acme/shop", early.id)
         assert dispatcher.scheduler.holds("acme/shop", other.id)
         assert dispatcher.scheduler.stats("acme/shop").queued == 2
+
+        # Released to the engine meanwhile (in flight): adopting again leaves it there.
+        dispatcher.scheduler.set_ready("acme/shop", True)
+        (released,) = dispatcher.scheduler.due(limit=1)
+        await dispatcher.adopt("acme", "shop")
+        stats = dispatcher.scheduler.stats("acme/shop")
+        assert stats.in_flight == released.message.message_id
+        assert stats.queued == 1
     finally:
         messages.close()
         await engine.dispose()

@@ -139,9 +139,7 @@ class Dispatcher:
         handing to WhatsApp becomes DELIVERY_UNKNOWN; its queue is scheduled here."""
         fence = self._fencing.token(tenant, instance_id)
         for message in await self._messages.recover((tenant, instance_id), fence):
-            # A send accepted here between the lease and this adoption is queued already.
-            if not self.scheduler.holds(message.instance_key, message.id):
-                await self._schedule(message)
+            await self._schedule(message)
 
     def release(self, tenant: str, instance_id: str) -> None:
         """Cluster mode: this node lost the instance; its new owner sends its queue."""
@@ -186,6 +184,10 @@ class Dispatcher:
         # typing before it, and no receipt of its own to wait for.
         action = message.kind in ACTIONS
         known = action or message.recipient_jid in await self._known_contacts(message.instance_key)
+        if self.scheduler.holds(message.instance_key, message.id):
+            # Cluster mode: a send accepted here while this node adopted the instance is
+            # scheduled by whichever of the two got here first.
+            return
         self.scheduler.enqueue(
             Outgoing(
                 message_id=message.id,
