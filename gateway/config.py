@@ -45,6 +45,9 @@ class ServeConfig:
     # Plaintext session stores live here only; None picks a private tmpfs directory.
     runtime_dir: Path | None = None
     sim_timings: SimTimings = field(default_factory=SimTimings)
+    # host:port of a simulated WhatsApp server (`zapgate simulated-whatsapp`) that every
+    # simulator engine attaches to; None: each worker keeps the phone side itself.
+    sim_server: str | None = None
     backoff: Backoff = field(default_factory=Backoff)
     worker_ping_seconds: float = 5.0
     # None: $ZAPGATE_MASTER_KEY, else <data dir>/master.key (generated on first start).

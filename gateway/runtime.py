@@ -9,7 +9,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 
@@ -189,7 +191,7 @@ async def build_runtime(
                 await supervisor.on_worker_lost(run)
 
     pool = WorkerPool(_pool_config(config), on_engine_event, on_worker_lost)
-    engines = Engines(pool, instances, instances_dir)
+    engines = Engines(pool, instances, instances_dir, config.sim_server)
     dispatcher = Dispatcher(
         messages,
         instances,
@@ -287,7 +289,16 @@ def _pool_config(config: ServeConfig) -> PoolConfig:
         engine=config.engine,
         socket_dir=config.resolved_runtime_dir / "workers",
         sim_timings_json=json.dumps(dataclasses.asdict(config.sim_timings)),
+        sim_server=config.sim_server or "",
+        sim_node=_sim_node_label(config),
         log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         log_format=config.log_format,
         ping_interval=config.worker_ping_seconds,
     )
+
+
+def _sim_node_label(config: ServeConfig) -> str:
+    """This node's name in a simulated WhatsApp server's record (which node held a device)."""
+    if config.cluster is not None:
+        return config.cluster.node_id
+    return f"{socket.gethostname()} pid {os.getpid()}"

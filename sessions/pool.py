@@ -55,6 +55,10 @@ class PoolConfig:
     engine: str  # "sim" or "neonize"
     socket_dir: Path
     sim_timings_json: str = "{}"
+    # host:port of a simulated WhatsApp server the simulator attaches to ("": in-worker
+    # phone), and this node's label in its record.
+    sim_server: str = ""
+    sim_node: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
     ready_timeout: float = 60.0
@@ -123,6 +127,18 @@ class WorkerSlot:
             )
             await asyncio.sleep(random.uniform(cap / 2, cap))  # noqa: S311 (not crypto)
 
+    def _sim_server_args(self) -> list[str]:
+        if not self.config.sim_server:
+            return []
+        return [
+            "--sim-server",
+            self.config.sim_server,
+            "--sim-node",
+            self.config.sim_node,
+            "--sim-worker",
+            f"worker-{self.index}",
+        ]
+
     async def _spawn_and_serve(self) -> None:
         self.socket_path.unlink(missing_ok=True)
         self.process = await asyncio.create_subprocess_exec(
@@ -135,6 +151,7 @@ class WorkerSlot:
             self.config.engine,
             "--sim-timings",
             self.config.sim_timings_json,
+            *self._sim_server_args(),
             "--log-level",
             self.config.log_level,
             "--log-format",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from zapgate.engine.v1.simwa_pb2 import OwedReceipt
 from zapgate.sessions import events as ev
 from zapgate.sessions.engine import (
     Contact,
@@ -29,8 +30,9 @@ from zapgate.sessions.events import InstanceKey
 from zapgate.sessions.groups import GroupInfo, JoinRequest, ParticipantOutcome
 from zapgate.sessions.sim_contacts import AddressBook
 from zapgate.sessions.sim_groups import SimGroups
-from zapgate.sessions.sim_phone import PendingReceipt, PhoneLog, describe
+from zapgate.sessions.sim_phone import PendingReceipt, PhoneLog, Received, describe
 from zapgate.sessions.sim_store import SimDevice, SimStore
+from zapgate.sessions.simwa_client import Link, SimServer
 
 T = TypeVar("T")
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # whatsmeow's: no 0, O, I, U
@@ -62,8 +64,15 @@ class SimSession:
         timings: SimTimings,
         sink: EventSink,
         on_connected: Callable[[], None] = lambda: None,
+        server: SimServer | None = None,
+        on_end: Callable[[ev.EngineEvent | None], None] = lambda _: None,
     ) -> None:
         self.spec = spec
+        # With a simulated WhatsApp server, the phone side lives there (one for every node):
+        # the session attaches once paired, and receipts come from the server.
+        self.server = server
+        self.on_end = on_end
+        self.server_link: Link | None = None
         self.on_connected = on_connected
         self.key = spec.key
         self.store = SimStore(spec.store_path)
@@ -91,12 +100,21 @@ class SimSession:
         if not self.device.paired:
             await self._pair()
         if self.device.paired:
+            if self.server is not None:
+                try:
+                    self.server_link = await self.server.attach(
+                        self.device, self._server_receipt, self.on_end, self.key
+                    )
+                except NotConnected as error:
+                    self.on_end(ev.Disconnected(self.key, str(error)))
+                    return
             self.connected = True
             self.sink(
                 ev.Connected(self.key, jid=self.device.jid or "", phone=self.device.phone or "")
             )
-            # Receipts the phones owe from before a crash or drop arrive now (or when due).
-            self.schedule_receipts(await asyncio.to_thread(self.phone.pending_receipts))
+            if self.server_link is None:
+                # Receipts the phones owe from before a crash or drop arrive now (or when due).
+                self.schedule_receipts(await asyncio.to_thread(self.phone.pending_receipts))
             self.on_connected()
             await asyncio.Event().wait()  # connected until stopped, dropped or replaced
 
@@ -167,6 +185,23 @@ class SimSession:
             self.sink(ev.KeepAliveFailing(self.key, failures=failures))
             await asyncio.sleep(self.timings.keepalive_seconds)
 
+    async def record(self, received: Received, receipts: list[PendingReceipt]) -> None:
+        """What this device sent reaches the phones, with the receipts they will send."""
+        if self.server_link is not None:
+            await self.server_link.deliver(received, receipts)
+            return
+        await asyncio.to_thread(self.phone.append, received, receipts)
+        self.schedule_receipts(receipts)
+
+    def _server_receipt(self, receipt: OwedReceipt) -> None:
+        """A receipt the server pushed: reported, then acknowledged (at least once, as the
+        phone file's receipts are)."""
+        self.sink(ev.Receipt(self.key, (receipt.message_id,), receipt.kind, receipt.recipient_jid))
+        if self.server_link is not None:
+            task = asyncio.create_task(self.server_link.ack(receipt))
+            self.receipt_tasks.add(task)
+            task.add_done_callback(self.receipt_tasks.discard)
+
     def receipts_due(self, message_id: str, recipient_jid: str) -> list[PendingReceipt]:
         """The receipts a recipient's phone sends for a message sent now."""
         due, now = [], time.time()
@@ -200,8 +235,10 @@ class SimSession:
             await asyncio.to_thread(self.phone.receipt_sent, receipt.message_id, receipt.kind)
 
     async def cancel(self) -> None:
+        if self.server_link is not None:
+            await self.server_link.close()
         for task in (self.task, self.keepalive_task, *self.receipt_tasks):
-            if task is not None and not task.done():
+            if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
@@ -211,9 +248,13 @@ def normalize_pair_code(code: str) -> str:
 
 
 class SimEngine(Engine):
-    def __init__(self, sink: EventSink, timings: SimTimings | None = None) -> None:
+    def __init__(
+        self, sink: EventSink, timings: SimTimings | None = None, server: SimServer | None = None
+    ) -> None:
         super().__init__(sink)
         self.timings = timings or SimTimings()
+        self.server = server  # None: the phone side is a file in each instance's runtime dir
+        self._endings: set[asyncio.Task[None]] = set()
         self._sessions: dict[InstanceKey, SimSession] = {}
         # (instance, phone digits) -> refusal code; kept here, not in the session, so it
         # outlives reconnects of the instance.
@@ -246,9 +287,7 @@ class SimEngine(Engine):
         message_id = f"3EB0{secrets.token_hex(8).upper()}"
         # Reactions, edits and deletions carry no receipts of their own in WhatsApp's apps.
         receipts = [] if content.action else session.receipts_due(message_id, recipient_jid)
-        received = describe(recipient_jid, content, message_id)
-        await asyncio.to_thread(session.phone.append, received, receipts)
-        session.schedule_receipts(receipts)
+        await session.record(describe(recipient_jid, content, message_id), receipts)
         return SendResult(message_id, time.time())
 
     async def set_typing(self, key: InstanceKey, recipient_jid: str, typing: bool) -> None:
@@ -256,7 +295,7 @@ class SimEngine(Engine):
         shown = OutgoingContent(text="")
         received = describe(recipient_jid, shown, "")
         kind = "composing" if typing else "paused"
-        await asyncio.to_thread(session.phone.append, dataclasses.replace(received, kind=kind))
+        await session.record(dataclasses.replace(received, kind=kind), [])
 
     async def mark_read(
         self, key: InstanceKey, chat_jid: str, sender_jid: str, message_ids: list[str]
@@ -264,18 +303,18 @@ class SimEngine(Engine):
         session = self._connected(key)
         shown = describe(chat_jid, OutgoingContent(text=""), "")
         read = dataclasses.replace(shown, kind="read", target_message_id=",".join(message_ids))
-        await asyncio.to_thread(session.phone.append, read)
+        await session.record(read, [])
 
     async def send_presence(self, key: InstanceKey, chat_jid: str, presence: str) -> None:
         session = self._connected(key)
         shown = describe(chat_jid, OutgoingContent(text=""), "")
-        await asyncio.to_thread(session.phone.append, dataclasses.replace(shown, kind=presence))
+        await session.record(dataclasses.replace(shown, kind=presence), [])
 
     async def reject_call(self, key: InstanceKey, caller_jid: str, call_id: str) -> None:
         session = self._connected(key)
         shown = describe(caller_jid, OutgoingContent(text=""), "")
         rejected = dataclasses.replace(shown, kind="call_rejected", target_message_id=call_id)
-        await asyncio.to_thread(session.phone.append, rejected)
+        await session.record(rejected, [])
 
     async def download_media(self, key: InstanceKey, media_ref: str) -> bytes:
         self._connected(key)
@@ -405,8 +444,13 @@ class SimEngine(Engine):
         if spec.key in self._sessions:
             return
         session = SimSession(
-            spec, self.timings, self._report, lambda: self._deliver_history(spec.key)
+            spec,
+            self.timings,
+            self._report,
+            lambda: self._deliver_history(spec.key),
+            self.server,
         )
+        session.on_end = lambda event: self._server_ended(session, event)
         session.task = asyncio.create_task(self._run(session), name=f"sim {spec.key}")
         self._sessions[spec.key] = session
 
@@ -558,6 +602,15 @@ class SimEngine(Engine):
             self._registered[key] = frozenset(phone.lstrip("+") for phone in phones)
         else:
             self._registered.pop(key, None)
+
+    def _server_ended(self, session: SimSession, event: ev.EngineEvent | None) -> None:
+        """The simulated WhatsApp server kicked (stream replaced) or lost the connection: end
+        it as the in-worker commands do, on a task of its own (this runs inside the link)."""
+        if event is None or self._sessions.get(session.key) is not session:
+            return  # closed here, or a newer session of the instance runs by now
+        task = asyncio.create_task(self._end(session, event))
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
 
     async def _end(self, session: SimSession, event: ev.EngineEvent) -> None:
         """The server ended the connection: report why, and stop hosting the instance."""

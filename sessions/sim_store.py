@@ -45,11 +45,11 @@ class SimDevice:
 
     def qr_code(self, ref: str) -> str:
         """whatsmeow's QR payload: `ref,noiseKeyB64,identityKeyB64,advSecretB64`."""
-        parts = [_public_b64(self.noise_key), _public_b64(self.identity_key)]
+        parts = [public_key_b64(self.noise_key), public_key_b64(self.identity_key)]
         return ",".join([ref, *parts, base64.b64encode(self.adv_secret).decode()])
 
 
-def _public_b64(private: bytes) -> str:
+def public_key_b64(private: bytes) -> str:
     public = X25519PrivateKey.from_private_bytes(private).public_key()
     return base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 

@@ -29,6 +29,7 @@ from zapgate.sessions.errors import EngineError, to_wire
 from zapgate.sessions.events import EngineEvent, HistorySynced, MessageReceived
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimEngine, SimTimings
+from zapgate.sessions.simwa_client import Labels, SimServer
 
 log = logging.getLogger("zapgate.worker")
 
@@ -58,8 +59,10 @@ T = TypeVar("T")
 
 
 class WorkerService(worker_pb2_grpc.EngineWorkerServiceServicer):
-    def __init__(self, engine_kind: str, sim_timings: SimTimings) -> None:
-        self.engine: Engine = _build_engine(engine_kind, self._on_event, sim_timings)
+    def __init__(
+        self, engine_kind: str, sim_timings: SimTimings, sim_server: SimServer | None = None
+    ) -> None:
+        self.engine: Engine = _build_engine(engine_kind, self._on_event, sim_timings, sim_server)
         self._runs: dict[str, int] = {}
         self._events: asyncio.Queue[pb.StreamEventsResponse] = asyncio.Queue()
 
@@ -261,9 +264,11 @@ async def _engine_call(context: Context, call: Awaitable[T]) -> T:
         )
 
 
-def _build_engine(kind: str, sink: Any, sim_timings: SimTimings) -> Engine:
+def _build_engine(
+    kind: str, sink: Any, sim_timings: SimTimings, sim_server: SimServer | None
+) -> Engine:
     if kind == "sim":
-        return SimEngine(sink, sim_timings)
+        return SimEngine(sink, sim_timings, sim_server)
     if kind == "neonize":
         from zapgate.sessions.neonize_engine import NeonizeEngine
 
@@ -271,8 +276,15 @@ def _build_engine(kind: str, sink: Any, sim_timings: SimTimings) -> Engine:
     raise SystemExit(f"unknown engine {kind!r}")
 
 
-async def serve(socket_path: Path, engine_kind: str, sim_timings: SimTimings) -> None:
-    service = WorkerService(engine_kind, sim_timings)
+async def serve(
+    socket_path: Path,
+    engine_kind: str,
+    sim_timings: SimTimings,
+    sim_server: tuple[str, Labels] | None = None,
+) -> None:
+    # One channel to the simulated WhatsApp server for every instance of this worker.
+    server_link = SimServer(*sim_server) if sim_server is not None else None
+    service = WorkerService(engine_kind, sim_timings, server_link)
     server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
     worker_pb2_grpc.add_EngineWorkerServiceServicer_to_server(service, server)
     server.add_insecure_port(f"unix:{socket_path}")
@@ -287,6 +299,8 @@ async def serve(socket_path: Path, engine_kind: str, sim_timings: SimTimings) ->
     watcher.cancel()
     await service.engine.close()
     await server.stop(1)
+    if server_link is not None:
+        await server_link.close()
 
 
 async def _exit_with_parent(parent: int, stop: asyncio.Event) -> None:
@@ -302,6 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--engine", choices=["sim", "neonize"], required=True)
     parser.add_argument("--sim-timings", default="{}", help="JSON of SimTimings fields")
+    parser.add_argument("--sim-server", default="", help="host:port of a simulated WhatsApp")
+    parser.add_argument("--sim-node", default="", help="this node's label for that server")
+    parser.add_argument("--sim-worker", default="", help="this worker's label for that server")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     args = parser.parse_args(argv)
@@ -320,7 +337,11 @@ def main(argv: list[str] | None = None) -> None:
         )
     timings = SimTimings(**json.loads(args.sim_timings))
     args.socket.unlink(missing_ok=True)  # left by a worker that was killed
-    run_async(serve(args.socket, args.engine, timings))
+    sim_server = None
+    if args.sim_server:
+        worker = f"{args.sim_worker or 'worker'} pid {os.getpid()}"
+        sim_server = (args.sim_server, Labels(args.sim_node, worker))
+    run_async(serve(args.socket, args.engine, timings, sim_server))
 
 
 if __name__ == "__main__":

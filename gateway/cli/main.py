@@ -12,6 +12,7 @@ from pathlib import Path
 from zapgate.gateway.cli import health as cli_health
 from zapgate.gateway.cli import instances as cli_instances
 from zapgate.gateway.cli import keys as cli_keys
+from zapgate.gateway.cli import simulated_whatsapp as cli_simulated_whatsapp
 from zapgate.gateway.cli import vault as cli_vault
 from zapgate.gateway.cli import webhooks as cli_webhooks
 from zapgate.gateway.cluster.settings import (
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_health.add_commands(commands)
     cli_vault.add_commands(commands)
     cli_webhooks.add_commands(commands)
+    cli_simulated_whatsapp.add_commands(commands)
     return parser
 
 
@@ -184,7 +186,14 @@ def add_engine_flags(serve: argparse.ArgumentParser) -> None:
         help="keep at most this many events (default %(default)s)",
     )
     add_webhook_flags(serve)
-    sim = serve.add_argument_group("simulator timings (with --engine sim)")
+    sim = serve.add_argument_group("simulator (with --engine sim)")
+    sim.add_argument(
+        "--sim-server",
+        default=os.environ.get("ZAPGATE_SIM_SERVER") or None,
+        metavar="HOST:PORT",
+        help="attach every simulator engine to this `zapgate simulated-whatsapp` server (one "
+        "phone side for every node; default $ZAPGATE_SIM_SERVER, else each worker keeps its own)",
+    )
     for timing in dataclasses.fields(SimTimings):
         default = getattr(SimTimings(), timing.name)
         sim.add_argument(
@@ -315,6 +324,8 @@ def run_serve(args: argparse.Namespace) -> int:
     runtime_dir = args.runtime_dir or os.environ.get("ZAPGATE_RUNTIME_DIR") or None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SystemExit("--tls-cert and --tls-key go together")
+    if args.sim_server and args.engine != "sim":
+        raise SystemExit("--sim-server needs --engine sim")
     if args.tls_client_ca and not args.tls_cert:
         raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
     tls = TlsConfig(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
@@ -331,6 +342,7 @@ def run_serve(args: argparse.Namespace) -> int:
         metrics_listen=metrics_listen,
         http_listen=http_listen(args),
         http_allowed_origins=http_allowed_origins(args),
+        sim_server=args.sim_server,
         sim_timings=SimTimings(
             **{t.name: getattr(args, f"sim_{t.name}") for t in dataclasses.fields(SimTimings)}
         ),

@@ -16,6 +16,7 @@ from zapgate.sessions.engine import Contact, NumberCheck
 from zapgate.sessions.groups import GroupInfo, JoinRequest, ParticipantOutcome
 from zapgate.sessions.pool import WorkerPool
 from zapgate.sessions.sim_phone import PhoneLog, Received
+from zapgate.sessions.simwa_client import list_received
 
 
 def instance_dir(root: Path, tenant: str, instance_id: str) -> Path:
@@ -24,10 +25,17 @@ def instance_dir(root: Path, tenant: str, instance_id: str) -> Path:
 
 
 class Engines:
-    def __init__(self, pool: WorkerPool, instances: InstanceRepository, runtime_dir: Path) -> None:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        instances: InstanceRepository,
+        runtime_dir: Path,
+        sim_server: str | None = None,
+    ) -> None:
         self._pool = pool
         self._instances = instances
         self._runtime_dir = runtime_dir
+        self._sim_server = sim_server  # host:port: the phone side lives there
 
     async def download_media(self, tenant: str, instance_id: str, media_ref: str) -> bytes:
         record = await self._instances.require(tenant, instance_id)
@@ -172,6 +180,9 @@ class Engines:
 
     async def phone_log(self, tenant: str, instance_id: str) -> list[Received]:
         """What the simulator's phones received from this instance (simulator only)."""
-        await self._instances.require(tenant, instance_id)
+        record = await self._instances.require(tenant, instance_id)
+        if self._sim_server is not None:
+            # The simulated WhatsApp server keeps it, by device (nothing before pairing).
+            return await list_received(self._sim_server, record.jid) if record.jid else []
         log_file = PhoneLog(instance_dir(self._runtime_dir, tenant, instance_id))
         return await asyncio.to_thread(log_file.read)
