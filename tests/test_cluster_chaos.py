@@ -1,6 +1,7 @@
-"""The cluster chaos test: `zapgate serve --cluster` nodes on one PostgreSQL, each reaching
-it through its own TCP proxy the test can cut, under a steady stream of idempotent sends and
-inbound messages, with a subscriber following every node. Random rounds of:
+"""The cluster chaos test: `zapgate serve --cluster` nodes on one PostgreSQL and one
+simulated WhatsApp, each node reaching PostgreSQL through its own TCP proxy the test can cut,
+under a steady stream of idempotent sends and inbound messages, with a subscriber following
+every node. Random rounds of:
 
 - `kill`: kill -9 of a node, then a new node in its place;
 - `pause`: SIGSTOP of a node (its workers too: a frozen machine) past its lease, then
@@ -11,16 +12,18 @@ inbound messages, with a subscriber following every node. Random rounds of:
 
 After each round every instance must be CONNECTED again on a healthy node (the time is
 reported against 2x the lease TTL, never asserted: the machine is shared). Afterwards: no
-lease epoch was acquired twice (no double ownership), a node woken from a pause or a
-partition logged losing every instance it held, no message lost or created twice, each at
-most once on a phone, DELIVERY_UNKNOWN only on instances a fault moved, every subscriber
-saw every event exactly once and in order (resuming by cursor on another node when its node
-died), every acknowledged inbound message once, and no QR ever after pairing.
+lease epoch was acquired by two nodes and the simulated WhatsApp kicked no connection except
+a paused node's frozen ones (no double ownership), a node woken from a pause or a partition
+logged losing every instance it held, no message lost or created twice, each sent one on its
+phone exactly once and no message id delivered twice, DELIVERY_UNKNOWN only on instances a
+fault moved, every subscriber saw every event exactly once and in order (resuming by cursor
+on another node when its node died), every acknowledged inbound message once, and no QR
+ever after pairing.
 
 Calls go to a random healthy node. A node that does not own the instance answers
 UNAVAILABLE with the owner's address in its ErrorInfo: the call is retried there (once
-calls are forwarded between nodes, the first node answers and no retry happens). Simulator
-calls are not routed yet, so inbound messages are injected on the lease's owner.
+calls are forwarded between nodes, the first node answers and no retry happens). Inbound
+messages are injected on the lease's owner (simulator calls act on the owner's engine).
 
 CI runs a short version (`SHORT`); the full one (3 nodes, 300 instances, 100 rounds):
 
@@ -38,7 +41,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +59,7 @@ from tests.chaos_checks import (
     CUT,
     FINAL,
     IS,
+    SENT,
     WAIT,
     S,
     Seen,
@@ -74,8 +77,9 @@ from tests.pg_proxy import ProxyProcess
 from tests.postgres import create_database
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
+from tests.sim_server import SimulatedWhatsApp, simulated_whatsapp
+from zapgate.engine.v1 import simwa_pb2 as swpb
 from zapgate.gateway.store.db import create_engine
-from zapgate.sessions.sim_phone import PHONE_FILE_NAME
 from zapgate.v1 import event_pb2 as epb
 from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import message_pb2 as mpb
@@ -95,6 +99,7 @@ NODE_FLAGS = (
     "--log-level",
     "INFO",
 )
+LATE_KICK = 5.0  # seconds after SIGCONT a frozen connection's kick may still be recorded
 SENDERS = 4  # concurrent senders: one call may wait for a takeover while others go on
 ACQUIRED = re.compile(r"acquired chaos/(\S+) \(epoch (\d+)\)")
 LOST = re.compile(r"lost the lease of chaos/(\S+) \(")
@@ -167,8 +172,12 @@ class ChaosCluster:
     """The nodes, each behind its own proxy to PostgreSQL; `slots` keeps one place per
     node so subscriber n follows whatever node runs in slot n."""
 
-    def __init__(self, root: Path, database_url: str, size: Size) -> None:
+    def __init__(
+        self, root: Path, database_url: str, size: Size, whatsapp: SimulatedWhatsApp
+    ) -> None:
         self.base = Cluster(root, database_url, lease_ttl=size.lease_ttl)
+        self.whatsapp = whatsapp
+        self.pauses: list[tuple[str, float, float]] = []  # node, from, to (wall clock)
         self.size = size
         self.slots: list[Node | None] = []
         self.retired: list[Node] = []  # stopped nodes, for their logs and phone files
@@ -192,7 +201,11 @@ class ChaosCluster:
         )
         name = f"n{next(self.names)}"
         server = await asyncio.to_thread(
-            self.base.start, name, *NODE_FLAGS, database_url=proxy.url_for(self.base.database_url)
+            self.base.start,
+            name,
+            *NODE_FLAGS,
+            *self.whatsapp.flags(),
+            database_url=proxy.url_for(self.base.database_url),
         )
         node = Node(name, server, proxy, grpc.aio.insecure_channel(server.address))
         self.addresses[server.address] = node
@@ -462,6 +475,7 @@ async def one_round(cluster: ChaosCluster, traffic: Traffic, rng: random.Random)
         await cluster.retire(node)
         replacement = asyncio.create_task(cluster.start(slot))  # a restarted node is new
     elif fault == "pause":
+        paused_at = time.time()
         node.paused = True
         node.signal_all(signal.SIGSTOP)
         await asyncio.sleep(ttl * 1.5)  # past its lease
@@ -484,6 +498,7 @@ async def one_round(cluster: ChaosCluster, traffic: Traffic, rng: random.Random)
     if fault == "pause":
         node.signal_all(signal.SIGCONT)
         node.paused = False
+        cluster.pauses.append((node.name, paused_at, time.time()))
         await wait_lost(node, list(moved))
     elif fault == "partition":
         node.proxy.heal()
@@ -491,15 +506,31 @@ async def one_round(cluster: ChaosCluster, traffic: Traffic, rng: random.Random)
     return Round(fault, node.name, len(moved), took)
 
 
-def phone_texts(cluster: ChaosCluster) -> collections.Counter[str]:
-    """What every phone received, from the simulator's phone files left on every node (a
-    node that lost a lease deletes its copy: at most once can be checked, not arrival)."""
+async def phone_texts(cluster: ChaosCluster, jids: list[str]) -> collections.Counter[str]:
+    """What the recipients' phones received from every instance, from the simulated
+    WhatsApp shared by all nodes."""
     texts: collections.Counter[str] = collections.Counter()
-    for path in cluster.base.root.glob(f"*/runtime/**/{PHONE_FILE_NAME}"):
-        with sqlite3.connect(path) as db:
-            rows = db.execute("SELECT text FROM received WHERE kind = 'text'").fetchall()
-        texts.update(str(row[0]) for row in rows)
+    for jid in jids:
+        texts.update(r.text for r in await cluster.whatsapp.received(jid) if r.kind == "text")
     return texts
+
+
+def frozen_kicks(
+    cluster: ChaosCluster, replacements: list[swpb.StreamReplacement]
+) -> tuple[int, list[swpb.StreamReplacement]]:
+    """Kicks of a paused node's connections (its workers were frozen with it: WhatsApp kicks
+    them when the new owner connects, and the node, woken, finds its leases gone) and the
+    others, which are double ownership."""
+    frozen, others = 0, []
+    for kick in replacements:
+        if any(
+            kick.old_node == node and start <= kick.time <= end + LATE_KICK
+            for node, start, end in cluster.pauses
+        ):
+            frozen += 1
+        else:
+            others.append(kick)
+    return frozen, others
 
 
 def acquisitions(nodes: list[Node]) -> collections.Counter[tuple[str, int]]:
@@ -548,10 +579,12 @@ async def pair_all(cluster: ChaosCluster, instances: list[str]) -> None:
             await asyncio.sleep(0.1)
 
 
-async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) -> dict[str, object]:
+async def run_chaos(
+    tmp_path: Path, database_url: str, size: Size, seed: int, whatsapp: SimulatedWhatsApp
+) -> dict[str, object]:
     rng = random.Random(seed)
     print(f"cluster chaos seed {seed}: {size}")
-    cluster = ChaosCluster(tmp_path, database_url, size)
+    cluster = ChaosCluster(tmp_path, database_url, size, whatsapp)
     cluster.rng = random.Random(seed + 1)
     instances = [f"c{n:03d}" for n in range(size.instances)]
     traffic = Traffic(instances)
@@ -598,16 +631,21 @@ async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) ->
         final = {i: await client.get(i) for i in instances}
         all_nodes = [*cluster.running, *cluster.retired]
         epochs = acquisitions(all_nodes)
-        phones = phone_texts(cluster)
+        phones = await phone_texts(cluster, [instance.jid for instance in final.values()])
+        devices = await whatsapp.devices()
+        frozen, double_owned = frozen_kicks(cluster, await whatsapp.replacements())
     finally:
         for task in traffic.tasks:
             task.cancel()
         await asyncio.gather(*traffic.tasks, return_exceptions=True)
         await cluster.close()
 
-    # No double ownership: no instance's epoch was acquired by two nodes.
+    # No double ownership: no instance's epoch was acquired by two nodes, and WhatsApp never
+    # had to kick a live owner's connection for another's.
     twice = [key for key, count in epochs.items() if count > 1]
     assert not twice, f"epochs acquired twice: {twice[:10]}"
+    assert not double_owned, f"stream replaced outside a pause: {double_owned[:5]}"
+    assert not [d for d in devices if d.duplicates], "a phone received a message id twice"
     # Every subscriber: every event of the log once, in order, whatever node it was on.
     for slot, seen in enumerate(seens):
         check_subscriber(seen, full, who=f"subscriber {slot}")
@@ -620,7 +658,12 @@ async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) ->
     moved_ever = {i for i, epoch in epochs if epoch > 1}
     assert {m.instance_id for m in unknown} <= moved_ever, "DELIVERY_UNKNOWN with no hand-off"
     assert all(m.failure_reason == "gateway_stopped" for m in unknown), unknown[:5]
-    on_a_phone = sum(1 for text in traffic.sent if phones[text])
+    by_id = {m.id: m for m in messages}
+    for text, (_, message_id) in traffic.sent.items():
+        if by_id[message_id].state in SENT:
+            assert phones[text] == 1, (
+                f"{text!r} is {S.Name(by_id[message_id].state)}, not on a phone"
+            )
     for instance in final.values():
         assert instance.state == IS.INSTANCE_STATE_CONNECTED, instance
     check_no_qr_after(full, paired_cursor)
@@ -640,7 +683,7 @@ async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) ->
         "messages accepted": len(messages),
         "send retries (owner elsewhere or cut)": traffic.retries,
         "message states": dict(states),
-        "found on a phone file": on_a_phone,
+        "paused nodes' connections kicked": frozen,
         "inbound acknowledged": len(traffic.injected),
         "inbound cut by a fault": len(traffic.unacknowledged),
         "events": len(full),
@@ -654,5 +697,6 @@ async def test_cluster_chaos_loses_repeats_and_double_owns_nothing(
     tmp_path: Path, postgres_url: str
 ) -> None:
     seed = int(os.environ.get("ZAPGATE_CHAOS_SEED", random.randrange(1 << 30)))
-    figures = await run_chaos(tmp_path, postgres_url, chosen_size(), seed)
+    with simulated_whatsapp(tmp_path / "simwa") as whatsapp:
+        figures = await run_chaos(tmp_path, postgres_url, chosen_size(), seed, whatsapp)
     print("\ncluster chaos: " + ", ".join(f"{k}: {v}" for k, v in figures.items()))
