@@ -114,8 +114,8 @@ class Size:
     lease_ttl: float
 
 
-SHORT = Size(nodes=3, instances=30, rounds=10, per_round=10, lease_ttl=10.0)
-FULL = Size(nodes=3, instances=300, rounds=100, per_round=10, lease_ttl=10.0)
+SHORT = Size(nodes=3, instances=30, rounds=10, per_round=10, lease_ttl=15.0)
+FULL = Size(nodes=3, instances=300, rounds=100, per_round=10, lease_ttl=15.0)
 
 
 def chosen_size() -> Size:
