@@ -120,7 +120,11 @@ class Gateway:
 
     async def start(self) -> None:
         prepare_data_dir(self.config.data_dir)
-        database = await open_database(self.config.resolved_database_url)
+        cluster = self.config.cluster
+        database = await open_database(
+            self.config.resolved_database_url,
+            stalled_transaction_seconds=cluster.stalled_transaction_seconds if cluster else None,
+        )
         try:
             self._claim = await claim_store(database, cluster=self.config.cluster is not None)
             runtime = await build_runtime(self.config, database, self._set_serving)

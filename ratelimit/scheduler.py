@@ -130,6 +130,16 @@ class Scheduler:
         inst.queue.add(message, self._clock(), known)
         self._reschedule(inst)
 
+    def holds(self, instance: str, message_id: str) -> bool:
+        """The message is queued here or in flight."""
+        inst = self._instances.get(instance)
+        if inst is None:
+            return False
+        flight = inst.in_flight
+        return message_id in inst.queue or (
+            flight is not None and flight.message.message_id == message_id
+        )
+
     def cancel(self, instance: str, message_id: str) -> bool:
         """Remove a queued message; False once it was released (or if it is unknown)."""
         inst = self._instances.get(instance)

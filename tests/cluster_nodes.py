@@ -26,26 +26,28 @@ HANG_GUARD = 60.0  # only against hangs: nothing here asserts a duration
 class Cluster:
     """Nodes started in `root`, all with the same master key and database."""
 
-    def __init__(self, root: Path, database_url: str) -> None:
+    def __init__(self, root: Path, database_url: str, lease_ttl: float = LEASE_TTL) -> None:
         self.root = root
+        self.lease_ttl = lease_ttl
         self.database_url = database_url
         self.key_file = root / "master.key"
         write_key_file(self.key_file, MasterKey.generate())
         self.nodes: dict[str, ServerProcess] = {}
 
-    def start(self, name: str, *extra: str) -> ServerProcess:
-        """A node; `extra` flags come last (so they override the defaults here)."""
+    def start(self, name: str, *extra: str, database_url: str = "") -> ServerProcess:
+        """Starts node `name`; `database_url` reaches the same database another way (through
+        a proxy the test can cut); `extra` flags come last, so they win."""
         data_dir = self.root / name / "data"
         data_dir.mkdir(parents=True)
         node = ServerProcess(
             data_dir,
             "--database-url",
-            self.database_url,
+            database_url or self.database_url,
             "--cluster",
             "--node-id",
             name,
             "--lease-ttl",
-            str(LEASE_TTL),
+            str(self.lease_ttl),
             "--master-key-file",
             str(self.key_file),
             "--cluster-secret",
@@ -63,6 +65,7 @@ class Cluster:
             "--reconnect-cap-seconds",
             "0.2",
             *extra,
+            start_timeout=HANG_GUARD,  # a loaded machine may take long to import it all
         )
         self.nodes[name] = node
         return node

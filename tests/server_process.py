@@ -17,7 +17,7 @@ HTTP_LISTENING = re.compile(r"HTTP \(Connect, gRPC-Web\) on https?://[\d.]+:(\d+
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, start_timeout: float = 90) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [
@@ -46,9 +46,14 @@ class ServerProcess:
         self.log: list[str] = []
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
-        # Generous: a start on a loaded shared machine can take long (it only guards hangs).
-        self.port = int(self.wait_for(LISTENING, timeout=90).group(1))
-        self.http_port = int(self.wait_for(HTTP_LISTENING).group(1))
+        # Generous by default: a start on a loaded shared machine can take long (it only
+        # guards against hangs).
+        try:
+            self.port = int(self.wait_for(LISTENING, start_timeout).group(1))
+            self.http_port = int(self.wait_for(HTTP_LISTENING).group(1))
+        except BaseException:
+            self.close()  # no server left running behind a failed start
+            raise
 
     @property
     def address(self) -> str:

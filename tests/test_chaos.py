@@ -30,47 +30,35 @@ import grpc
 import grpc.aio
 import sqlalchemy as sa
 
+from tests.chaos_checks import (
+    CUT,
+    FINAL,
+    IS,
+    SENT,
+    WAIT,
+    R,
+    S,
+    Seen,
+    check_inbound,
+    check_message_events,
+    check_messages,
+    check_no_qr_after,
+    check_subscriber,
+    last_states,
+    replay,
+    subscribe,
+)
 from tests.messaging import FAST_POLICY, Messenger
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
 from tests.test_sessions_at_rest import SERVER_FLAGS
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import create_engine, open_database
-from zapgate.v1 import event_pb2 as epb
-from zapgate.v1 import event_pb2_grpc
 from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as spb
 
 T = TypeVar("T")
-S = mpb.MessageState
-IS = ipb.InstanceState
-R = ipb.StateReason
-FINAL = {
-    S.MESSAGE_STATE_SENT,
-    S.MESSAGE_STATE_DELIVERED,
-    S.MESSAGE_STATE_READ,
-    S.MESSAGE_STATE_DELIVERY_UNKNOWN,
-}
-SENT = {S.MESSAGE_STATE_SENT, S.MESSAGE_STATE_DELIVERED, S.MESSAGE_STATE_READ}
-# docs/messages.md: the reasons a message may fail for; none applies here (every number is on
-# WhatsApp, no send is refused), so any FAILED is reported.
-DOCUMENTED_FAILURES = {
-    "not_on_whatsapp",
-    "463",
-    "invalid_recipient",
-    "invalid_content",
-    "media_upload_failed",
-    "engine_error",
-}
-# A call cut by a kill: retried (sends, with their idempotency key) or given up (injections).
-CUT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.INTERNAL,
-}
 POLICY = ipb.SendPolicy()
 POLICY.CopyFrom(FAST_POLICY)
 POLICY.min_gap_seconds, POLICY.jitter_max_seconds = 0.01, 0.02
@@ -83,7 +71,6 @@ CHAOS_FLAGS = (
     "--log-level",
     "INFO",
 )
-WAIT = 120.0  # bounded waits only guard against hangs; nothing asserts on time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,59 +176,10 @@ class Cluster:
             await asyncio.sleep(0.05)
 
 
-@dataclasses.dataclass
-class Seen:
-    """What the subscriber saw, in the order it saw it."""
-
-    events: list[epb.Event] = dataclasses.field(default_factory=list)
-    cursors: list[int] = dataclasses.field(default_factory=list)
-    resumes: int = 0
-    last_time: float = dataclasses.field(default_factory=time.monotonic)
-    out_of_order: list[tuple[int, int]] = dataclasses.field(default_factory=list)
-
-    @property
-    def last_cursor(self) -> int:
-        return self.cursors[-1] if self.cursors else 0
-
-
-async def subscribe(cluster: Cluster, seen: Seen) -> None:
-    """Follows the event log forever, resuming after a kill from the last cursor processed."""
-    while True:
-        await cluster.up.wait()
-        assert cluster.channel is not None
-        stub = event_pb2_grpc.EventServiceStub(cluster.channel)
-        request = epb.SubscribeRequest(from_cursor=seen.last_cursor)
-        try:
-            stream = stub.Subscribe(request, metadata=cluster.client().metadata)
-            async for response in stream:
-                event = response.event
-                if event.cursor <= seen.last_cursor:
-                    seen.out_of_order.append((seen.last_cursor, event.cursor))
-                seen.events.append(event)
-                seen.cursors.append(event.cursor)
-                seen.last_time = time.monotonic()
-        except grpc.aio.AioRpcError as error:
-            if error.code() not in CUT:
-                raise
-        except grpc.aio.UsageError:
-            pass
-        seen.resumes += 1
-        await asyncio.sleep(0.05)
-
-
-async def replay(cluster: Cluster, until_cursor: int) -> list[epb.Event]:
-    """Every event from cursor 0 up to `until_cursor`, read afresh."""
-    assert cluster.channel is not None
-    stub = event_pb2_grpc.EventServiceStub(cluster.channel)
-    stream = stub.Subscribe(epb.SubscribeRequest(from_cursor=0), metadata=cluster.client().metadata)
-    events: list[epb.Event] = []
-    async with asyncio.timeout(WAIT):
-        async for response in stream:
-            events.append(response.event)
-            if response.event.cursor >= until_cursor:
-                break
-    stream.cancel()
-    return events
+async def current(cluster: Cluster) -> SimClient:
+    """A client of the core running now (waiting for its restart after a kill)."""
+    await cluster.up.wait()
+    return cluster.client()
 
 
 @dataclasses.dataclass
@@ -310,14 +248,6 @@ async def inject_forever(cluster: Cluster, traffic: Traffic, rng: random.Random)
             traffic.unacknowledged.add(message_id)
         number += 1
         await asyncio.sleep(rng.uniform(0.02, 0.08))
-
-
-def last_states(events: list[epb.Event]) -> dict[str, epb.StateChanged]:
-    last: dict[str, epb.StateChanged] = {}
-    for event in events:
-        if event.HasField("state_changed"):
-            last[event.instance_id] = event.state_changed
-    return last
 
 
 async def wait_recovered(
@@ -398,7 +328,7 @@ async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) ->
             if await count_rows(database_url, "session_snapshots") >= size.instances:
                 break
             await asyncio.sleep(0.05)
-        tasks.append(asyncio.create_task(subscribe(cluster, seen)))
+        tasks.append(asyncio.create_task(subscribe(lambda: current(cluster), seen)))
         await wait_recovered(cluster, seen, traffic, 0, every_instance=False)
         paired_cursor = seen.last_cursor
         tasks.append(asyncio.create_task(send_forever(cluster, traffic, rng)))
@@ -441,7 +371,7 @@ async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) ->
                 if not pending and time.monotonic() - seen.last_time > 2.0:
                     break
                 await asyncio.sleep(0.2)
-        full = await replay(cluster, seen.last_cursor)
+        full = await replay(client, seen.last_cursor)
         messages = [m for i in instances for m in await all_messages(client, i)]
         final_instances = {i: await client.get(i) for i in instances}
         received = {i: await Messenger(client).received(i) for i in instances}
@@ -451,25 +381,8 @@ async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) ->
         await asyncio.gather(*tasks, return_exceptions=True)
         await cluster.close()
 
-    # The subscriber: every event once, in cursor order, none missing (the full replay).
-    assert not seen.out_of_order, f"cursors went backwards: {seen.out_of_order[:10]}"
-    assert len(set(seen.cursors)) == len(seen.cursors), "an event was seen twice"
-    assert [e.cursor for e in full] == seen.cursors, "the subscriber missed or added events"
-    assert [e.SerializeToString() for e in full] == [e.SerializeToString() for e in seen.events], (
-        "an event changed between its first delivery and the replay"
-    )
-
-    # No message lost, none created twice, each in a final state.
-    by_id = {m.id: m for m in messages}
-    accepted = {message_id for _, message_id in traffic.sent.values()}
-    assert len(accepted) == len(traffic.sent), "two sends got one message"
-    assert set(by_id) == accepted, (
-        f"lost: {sorted(accepted - set(by_id))[:10]}, extra: {sorted(set(by_id) - accepted)[:10]}"
-    )
-    failed = [m for m in messages if m.state == S.MESSAGE_STATE_FAILED]
-    assert all(m.failure_reason in DOCUMENTED_FAILURES for m in failed), failed[:5]
-    assert not failed, f"sends failed: {collections.Counter(m.failure_reason for m in failed)}"
-    assert all(m.state in FINAL for m in messages)
+    check_subscriber(seen, full)
+    by_id = check_messages([message_id for _, message_id in traffic.sent.values()], messages)
 
     # None sent twice; every one sent arrived once.
     texts = collections.Counter(r.text for i in instances for r in received[i] if r.kind == "text")
@@ -480,17 +393,7 @@ async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) ->
             assert texts[text] == 1, f"{text!r} is {by_id[message_id].state} but never arrived"
 
     # Every message state and instance state has its event.
-    last_message_event: dict[str, epb.MessageStateChanged] = {}
-    for event in seen.events:
-        if event.HasField("message_state_changed"):
-            last_message_event[event.message_state_changed.message_id] = event.message_state_changed
-    wrong = [
-        (m.id, S.Name(m.state), S.Name(last_message_event[m.id].state))
-        for m in messages
-        if m.id in last_message_event and last_message_event[m.id].state != m.state
-    ]
-    assert not [m.id for m in messages if m.id not in last_message_event], "no event at all"
-    assert not wrong, f"message state without its event: {wrong[:10]}"
+    check_message_events(messages, seen.events)
     last = last_states(seen.events)
     for instance_id, instance in final_instances.items():
         assert instance.state == IS.INSTANCE_STATE_CONNECTED, instance
@@ -499,28 +402,9 @@ async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) ->
             instance.state_reason,
         ), f"{instance_id}: {instance} but its last event is {last[instance_id]}"
 
-    # No QR after the first pairing: no QR codes, no PAIRING, every connect from the session.
-    later = [e for e in seen.events if e.cursor > paired_cursor]
-    assert not [e for e in later if e.HasField("qr_updated")], "a QR code after pairing"
-    reconnects = [e.state_changed for e in later if e.HasField("state_changed")]
-    assert all(c.state != IS.INSTANCE_STATE_PAIRING for c in reconnects)
-    assert all(
-        c.reason == R.STATE_REASON_CONNECTED
-        for c in reconnects
-        if c.state == IS.INSTANCE_STATE_CONNECTED
-    )
-
-    # Inbound: acknowledged ones exactly once, cut ones at most once, nothing else.
-    inbound = collections.Counter(
-        e.message_received.message_id for e in seen.events if e.HasField("message_received")
-    )
-    missing = [m for m in traffic.injected if inbound[m] != 1]
-    assert not missing, (
-        "acknowledged inbound messages seen other than once: "
-        f"{[(m, inbound[m], traffic.acked_at[m]) for m in missing][:10]}; kills: {traffic.kills}"
-    )
-    assert set(inbound) <= set(traffic.injected) | traffic.unacknowledged
-    assert max(inbound.values(), default=0) <= 1
+    check_no_qr_after(seen.events, paired_cursor)
+    acknowledged = {m: (traffic.acked_at[m], traffic.kills) for m in traffic.injected}
+    check_inbound(seen.events, acknowledged, traffic.unacknowledged)
 
     states = collections.Counter(S.Name(m.state) for m in messages)
     return {

@@ -53,6 +53,12 @@ class ClusterSettings:
         late ping is no silence."""
         return self.lease_ttl_seconds / 6
 
+    @property
+    def stalled_transaction_seconds(self) -> float:
+        """A transaction left waiting this long by its node is ended by PostgreSQL: within
+        half a TTL, so the other nodes' renewals never wait a whole TTL behind its locks."""
+        return self.lease_ttl_seconds / 2
+
 
 def generated_node_id() -> str:
     """Unique per start: a restarted node is a new node (its old leases expire)."""

@@ -196,6 +196,10 @@ class Dispatcher:
         # typing before it, and no receipt of its own to wait for.
         action = message.kind in ACTIONS
         known = action or message.recipient_jid in await self._known_contacts(message.instance_key)
+        if self.scheduler.holds(message.instance_key, message.id):
+            # Cluster mode: a send accepted here while this node adopted the instance is
+            # scheduled by whichever of the two got here first.
+            return
         self.scheduler.enqueue(
             Outgoing(
                 message_id=message.id,

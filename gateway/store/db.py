@@ -57,13 +57,30 @@ def _make_sqlite_files_private(url: str) -> None:
             private_file(Path(f"{path}{suffix}"))
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, stalled_transaction_seconds: float | None = None) -> AsyncEngine:
+    """`stalled_transaction_seconds` (PostgreSQL): the server ends a session whose open
+    transaction waits that long for its client (see `stalled_transaction_settings`)."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine.sync_engine, "connect", tune_sqlite)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    connect_args = stalled_transaction_settings(stalled_transaction_seconds)
+    return create_async_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+    )
+
+
+def stalled_transaction_settings(seconds: float | None) -> dict[str, Any]:
+    """Cluster mode: a node frozen (SIGSTOP, a VM pause) or cut off from the database inside
+    a transaction keeps its locks, the event-order lock among them, and with it every other
+    node's writes and then their lease renewals would wait. PostgreSQL ends such a session
+    after `seconds` (idle_in_transaction_session_timeout), which frees its locks; a node
+    that was frozen has lost its leases by then anyway."""
+    if seconds is None:
+        return {}
+    milliseconds = str(max(1, int(seconds * 1000)))
+    return {"server_settings": {"idle_in_transaction_session_timeout": milliseconds}}
 
 
 def tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -88,9 +105,11 @@ def _upgrade_to_head(connection: sa.Connection) -> None:
     command.upgrade(config, "head")
 
 
-async def open_database(url: str) -> AsyncEngine:
+async def open_database(
+    url: str, *, stalled_transaction_seconds: float | None = None
+) -> AsyncEngine:
     _make_sqlite_files_private(url)
-    engine = create_engine(url)
+    engine = create_engine(url, stalled_transaction_seconds=stalled_transaction_seconds)
     try:
         await migrate(engine)
     except BaseException:

@@ -1,0 +1,63 @@
+"""A cluster node frozen (SIGSTOP, a VM pause) or cut off from PostgreSQL inside a
+transaction must not stall the other nodes behind its locks: the event-order lock is
+global, so every other node's event appends, then the fenced writes holding their lease rows,
+then their lease renewals would wait for it, and every node would lose every instance (the
+cluster chaos test found this). PostgreSQL ends such a session after half a lease TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+
+from tests.postgres import create_database
+from zapgate.gateway.cluster.settings import ClusterSettings
+from zapgate.gateway.store.db import create_engine
+from zapgate.gateway.store.event_append import lock_event_order
+
+pytestmark = pytest.mark.postgres
+HANG_GUARD = 60.0  # only against hangs: without the fix the second lock never comes
+_numbers = itertools.count()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> str:
+    return create_database(postgres_admin_url, f"zapgate_stall_{os.getpid()}_{next(_numbers)}")
+
+
+async def test_a_node_frozen_inside_a_transaction_frees_the_event_lock(postgres_url: str) -> None:
+    frozen = create_engine(postgres_url, stalled_transaction_seconds=0.5)
+    other = create_engine(postgres_url)
+    try:
+        connection = await frozen.connect()
+        await connection.begin()
+        await lock_event_order(connection)  # ...and then its node stops talking
+        async with other.begin() as writer:
+            await asyncio.wait_for(lock_event_order(writer), HANG_GUARD)
+        with pytest.raises(DBAPIError):  # the frozen node's session is gone, and its writes
+            await connection.execute(sa.text("SELECT 1"))
+        await connection.invalidate()
+    finally:
+        await frozen.dispose()
+        await other.dispose()
+
+
+async def test_cluster_nodes_ask_for_it_and_single_nodes_do_not(postgres_url: str) -> None:
+    settings = ClusterSettings(node_id="n1", lease_ttl_seconds=15.0)
+    assert settings.stalled_transaction_seconds == 7.5  # within half a TTL
+    node = create_engine(postgres_url, stalled_transaction_seconds=7.5)
+    single = create_engine(postgres_url)
+    try:
+        async with node.connect() as conn:
+            shown = await conn.scalar(sa.text("SHOW idle_in_transaction_session_timeout"))
+        assert shown == "7500ms"
+        async with single.connect() as conn:
+            shown = await conn.scalar(sa.text("SHOW idle_in_transaction_session_timeout"))
+        assert shown == "0"
+    finally:
+        await node.dispose()
+        await single.dispose()
