@@ -151,6 +151,35 @@ async def test_takeover_goes_to_the_least_loaded_nodes_within_their_maximum(
     assert await leases.claimable(10) == []
 
 
+async def test_instances_the_least_loaded_node_leaves_for_a_ttl_go_to_any_node(
+    engine: AsyncEngine,
+) -> None:
+    leases = LeaseRepository(engine)
+    instances = InstanceRepository(engine)
+    await leases.register("busy", "h:1", 100)
+    await leases.register("idle", "h:2", 100)  # least loaded, but it never claims them
+    busy = Ownership(leases, "busy", TTL)
+    assert await busy.acquire(("acme", "i0"))
+    for name in ("i1", "i2"):
+        await instances.update("acme", name, {"want_connected": True})
+    await leases.acquire("acme", "i1", "gone", -2 * TTL)  # orphaned for two TTLs
+    await leases.acquire("acme", "i2", "gone", 0.0)  # just orphaned: idle's to take
+    taken = await Takeover(settings("busy"), leases, busy, random.Random(1)).once()
+    assert taken == 1
+    assert ("acme", "i1") in busy
+    assert ("acme", "i2") not in busy
+
+
+async def test_a_node_whose_renewals_fail_takes_nothing_over(engine: AsyncEngine) -> None:
+    leases = LeaseRepository(engine)
+    await leases.register("cut", "h:1", 100)
+    cut = Ownership(leases, "cut", TTL)
+    takeover = Takeover(settings("cut"), leases, cut, random.Random(1), renewing=lambda: False)
+    assert await takeover.once() == 0
+    assert len(cut) == 0
+    assert len(await leases.claimable(10)) == len(NAMES)
+
+
 class SlowLeases(LeaseRepository):
     """Real renewals that take `delay` seconds of the virtual clock."""
 

@@ -111,6 +111,20 @@ async def test_claimable_are_instances_wanting_a_connection_that_nobody_holds(
     assert await leases.claimable(0) == []
 
 
+async def test_long_orphaned_are_those_whose_lease_expired_long_enough_ago(
+    engine: AsyncEngine,
+) -> None:
+    instances = InstanceRepository(engine)
+    leases = LeaseRepository(engine)
+    for name in ("a", "b", "c"):
+        await instances.update("acme", name, {"want_connected": True})
+    await leases.acquire("acme", "a", "n1", -120.0)  # expired two minutes ago
+    await leases.acquire("acme", "b", "n1", EXPIRED)  # expired just now
+    assert await leases.claimable(10, expired_for_seconds=60) == [("acme", "a")]
+    # never leased ("c") is not orphaned: placement gives it a node
+    assert await leases.claimable(10) == [("acme", "a"), ("acme", "b"), ("acme", "c")]
+
+
 async def test_a_stale_state_transition_is_fenced_and_changes_nothing(engine: AsyncEngine) -> None:
     instances = InstanceRepository(engine)
     leases = LeaseRepository(engine)

@@ -42,7 +42,7 @@ class ClusterNode:
         self._supervisor = supervisor
         self._dispatcher = dispatcher
         self.renewal = Renewal(settings, leases, ownership, monotonic)
-        self.takeover = Takeover(settings, leases, ownership, rng)
+        self.takeover = Takeover(settings, leases, ownership, rng, self.renewal.current)
         self.handover = Handover(settings, leases, ownership, supervisor, dispatcher, monotonic)
         self.supervision = Supervision(on_health)
 

@@ -30,6 +30,12 @@ class Renewal:
         self._monotonic = monotonic
         self._renewed_at = monotonic()  # when the last successful renewal started
 
+    def current(self) -> bool:
+        """The last renewal succeeded within two renewal periods (one late is fine). A
+        node that is not current must not take more instances: it would lose them again at
+        its next renewal, while nodes that could keep them wait for it."""
+        return self._monotonic() - self._renewed_at < 2 * self._settings.renew_seconds
+
     def registered(self) -> None:
         """The node just announced itself: that counts as a renewal (it holds nothing)."""
         self._renewed_at = self._monotonic()

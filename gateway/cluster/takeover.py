@@ -1,13 +1,16 @@
 """Takes over instances nobody holds (their node died, paused or left, or they never had
 one) while this node is among the least loaded: at most its fair share of them per look,
-never beyond its maximum; and, first, those handed over or placed on this node. Claims are
-atomic in the database, so two nodes looking at once never both win an instance."""
+never beyond its maximum; and, first, those handed over or placed on this node. Instances
+left without an owner for a whole TTL more (the least loaded node is not taking them) go to
+any node with room. A node whose own renewals fail takes nothing. Claims are atomic in the
+database, so two nodes looking at once never both win an instance."""
 
 from __future__ import annotations
 
 import logging
 import math
 import random
+from collections.abc import Callable
 
 from zapgate.gateway.cluster.ownership import Ownership
 from zapgate.gateway.cluster.placement import LIVE_HEARTBEAT_SHARE
@@ -25,8 +28,10 @@ class Takeover:
         leases: LeaseRepository,
         ownership: Ownership,
         rng: random.Random | None = None,
+        renewing: Callable[[], bool] = lambda: True,
     ) -> None:
         self._settings = settings
+        self._renewing = renewing
         self._leases = leases
         self._ownership = ownership
         self._rng = rng or random.Random()  # noqa: S311 (spreading claims, not crypto)
@@ -44,7 +49,7 @@ class Takeover:
     async def once(self) -> int:
         """One look; returns how many instances this node acquired."""
         room = self._settings.max_instances - len(self._ownership)
-        if room <= 0:
+        if room <= 0 or not self._renewing():
             return 0
         # Handed over (or placed) to this node: its own to claim, whatever the loads say.
         handed = 0
@@ -61,6 +66,13 @@ class Takeover:
             return handed
         live_within = self._settings.lease_ttl_seconds * LIVE_HEARTBEAT_SHARE
         share = self.fair_share(await self._leases.loads(live_within), len(candidates))
+        if share == 0:
+            # A less loaded node should take them; those it has left for a whole TTL more
+            # (it cannot keep its leases, or is too slow) are anyone's.
+            candidates = await self._leases.claimable(
+                limit=room, expired_for_seconds=self._settings.lease_ttl_seconds
+            )
+            share = len(candidates)
         self._rng.shuffle(candidates)  # nodes claiming at once rarely want the same rows
         acquired = 0
         for key in candidates[: min(share, room)]:

@@ -197,10 +197,13 @@ class LeaseRepository:
         async with self._engine.begin() as conn:
             await conn.execute(sa.delete(nodes).where(nodes.c.id == node_id))
 
-    async def claimable(self, limit: int) -> list[InstanceKey]:
+    async def claimable(self, limit: int, expired_for_seconds: float = 0.0) -> list[InstanceKey]:
         """Instances that should be connected and that no node holds: never leased, or
-        their lease expired (its node died, paused, or left)."""
+        their lease expired (its node died, paused, or left). With `expired_for_seconds`:
+        only those whose lease expired at least that long ago."""
         lease = instance_leases
+        expired_before = database_now_us() - int(expired_for_seconds * 1_000_000)
+        never_leased = lease.c.expire_us.is_(None) if expired_for_seconds <= 0 else sa.false()
         query = (
             sa.select(instances.c.tenant, instances.c.id)
             .select_from(
@@ -214,9 +217,9 @@ class LeaseRepository:
             .where(
                 instances.c.want_connected.is_(True),
                 sa.or_(
-                    lease.c.expire_us.is_(None),
+                    never_leased,
                     sa.and_(
-                        lease.c.expire_us <= database_now_us(),
+                        lease.c.expire_us <= expired_before,
                         lease.c.reserved_until_us <= database_now_us(),
                     ),
                 ),
