@@ -258,9 +258,10 @@ class Instance:
         `soonest_release`, `first_send` and `first_reason`."""
         policy, counters = self.policy, self.counters
         base, reason = now, WaitReason.DUE
-        bound = counters.gap_end(policy)
-        if bound > base:
-            base, reason = bound, WaitReason.GAP
+        if counters.last_attempt_at is not None:  # (no gap before the first attempt)
+            bound = counters.last_attempt_at + counters.slot.gap(policy)
+            if bound > base:
+                base, reason = bound, WaitReason.GAP
         bound = counters.minute.free_at(policy.per_minute)
         if bound > base:
             base, reason = bound, WaitReason.MINUTE_CAP
