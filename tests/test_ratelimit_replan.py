@@ -35,7 +35,7 @@ PROPERTY = settings(
 # How late the driver wakes up: on time, rounding, a loaded loop, and jumps across the
 # gap, quiet hours and local days.
 LATENESS = st.sampled_from([0.0, 1e-7, 7e-4, 0.05, 2.0, 45.0, 3600.0, 5 * 3600.0, DAY]) | st.floats(
-    0, 2 * DAY
+    0, 120
 )
 
 Op = tuple[Any, ...]
@@ -70,7 +70,7 @@ def runs(draw: st.DrawFn) -> Run:
         st.sampled_from([f"c{n}" for n in range(6)]),
         st.integers(0, 2),  # priority
         st.sampled_from([0.0, 0.0, 0.0, 30.0, 600.0, 5 * 3600.0, DAY]),  # not_before delay
-        st.none() | st.floats(1, 2 * DAY),  # lifetime
+        st.none() | st.none() | st.floats(1, 2 * DAY),  # lifetime
         st.integers(0, 400),  # text length
         st.booleans(),  # known contact
     )
@@ -79,12 +79,14 @@ def runs(draw: st.DrawFn) -> Run:
         enqueue,
         st.tuples(st.just("wake"), LATENESS),
         st.tuples(st.just("wake"), LATENESS),
+        st.tuples(st.just("wake"), LATENESS),
         st.tuples(st.sampled_from(["sent", "sent", "failed", "not_sent"]), instance),
+        st.tuples(st.just("sent"), instance),
         st.tuples(st.sampled_from(["pause", "resume", "ready", "unready"]), instance),
         st.tuples(st.just("cancel"), instance, st.integers(0, 200)),
         st.tuples(st.just("look"), instance),
     )
-    ops = draw(st.lists(op, max_size=80))
+    ops = draw(st.lists(op, min_size=30, max_size=100))
     return Run(start, chosen, ops, draw(st.integers(0, 2**32)))
 
 
