@@ -15,12 +15,10 @@ CPU per dispatched message is `time.process_time()` over the run divided by the 
 dispatched; the ratios (scheduler / baseline) are the scheduler's own cost on top of the
 bare minimum any timer-driven dispatcher pays.
 
-    python bench/scheduler_load.py [--instances 10000] [--messages 6] [--asyncio] [--typing]
+    python bench/scheduler_load.py [--instances 10000] [--messages 6] [--uvloop] [--typing]
                                    [--default-gc]
 
-Both runs use the event loop `zapgate serve` runs on (uvloop where it is installed, see
-sessions/runloop.py; `--asyncio`: asyncio's own loop) and the garbage collector's settings
-`zapgate serve` applies after its start
+Both runs use the garbage collector's settings `zapgate serve` applies after its start
 (gateway/ops/gc_policy.py: `gc.freeze()`, a young-generation threshold of 50,000);
 `--default-gc` keeps Python's defaults instead. The tail of the scheduler's lateness is
 mostly the collector's young-generation passes; the scheduler makes little cyclic garbage,
@@ -45,7 +43,6 @@ from zapgate.ratelimit.decisions import Release
 from zapgate.ratelimit.messages import Outgoing
 from zapgate.ratelimit.policy import DEFAULT_POLICY, SendPolicy
 from zapgate.ratelimit.scheduler import Scheduler
-from zapgate.sessions.runloop import run_async
 
 SHORT_POLICY = replace(
     DEFAULT_POLICY,
@@ -219,10 +216,9 @@ def settle_gc(args: argparse.Namespace) -> None:
 
 def report(args: argparse.Namespace, ours: Run, base: Run, enqueue_us: float) -> None:
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop or asyncio
     print(
         f"{args.instances} instances x {args.messages} messages, gaps 1-3 s, "
-        f"typing {'on' if args.typing else 'off'}, loop {loop}"
+        f"typing {'on' if args.typing else 'off'}, loop {'uvloop' if args.uvloop else 'asyncio'}"
         f", gc {'default' if args.default_gc else 'as zapgate serve sets it'}"
     )
     print(f"enqueue: {enqueue_us:.1f} us CPU per message; peak RSS {rss_mib:.0f} MiB")
@@ -266,18 +262,18 @@ def cli() -> None:
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=6, help="queued per instance")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--asyncio", action="store_true", help="asyncio's own loop, not the server's (uvloop)"
-    )
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     parser.add_argument("--typing", action="store_true", help="typing simulation (<= 0.5 s)")
     parser.add_argument(
         "--default-gc", action="store_true", help="Python's collector defaults, not the server's"
     )
     args = parser.parse_args()
-    if args.asyncio:
-        asyncio.run(main(args))
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(main(args))
     else:
-        run_async(main(args))  # as `zapgate serve` runs
+        asyncio.run(main(args))
 
 
 if __name__ == "__main__":
