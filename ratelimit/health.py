@@ -108,8 +108,10 @@ class SendHealth:
         return sum(outcomes) / len(outcomes), len(outcomes)
 
     def delivery_problem(self, now: float) -> str | None:
-        outcomes = self.judged(now)
         window = self.rules.delivery_window
+        if len(self._sends) < window:
+            return None  # fewer sends than a window: nothing to judge yet (and nothing to trim)
+        outcomes = self.judged(now)
         if len(outcomes) < window:
             return None
         delivered = sum(outcomes)

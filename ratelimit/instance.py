@@ -47,15 +47,6 @@ STATE_FORMAT = 1
 
 
 @dataclass(frozen=True)
-class Plan:
-    message: Outgoing
-    known: bool
-    release_at: float
-    send_at: float
-    reason: WaitReason  # the rule that set `release_at`; DUE when nothing holds it back
-
-
-@dataclass(frozen=True)
 class _Day:
     """A local day as an interval of epoch seconds, with its cap: most questions about a
     time fall on the day already looked up, and need no time zone arithmetic."""
@@ -66,11 +57,40 @@ class _Day:
     cap: int
 
 
-@dataclass(frozen=True)
+class Plan:
+    """An instance's next release, with what it was derived from: the local day of the
+    earliest send time and the typing time of the chosen message. When nothing but time
+    changed since a plan was made, `Instance.replan` keeps its choice of message."""
+
+    __slots__ = ("day", "detour", "known", "message", "reason", "release_at", "send_at", "typing")
+
+    def __init__(
+        self,
+        message: Outgoing,
+        known: bool,
+        release_at: float,
+        send_at: float,
+        reason: WaitReason,  # the rule that set `release_at`; DUE when nothing holds it back
+        day: _Day,
+        typing: float,
+        detour: bool,  # chosen after the new-contact cap moved the send to a later day
+    ) -> None:
+        self.message, self.known, self.reason = message, known, reason
+        self.release_at, self.send_at = release_at, send_at
+        self.day, self.typing, self.detour = day, typing, detour
+
+    def outcome(self) -> tuple[str, bool, float, float, WaitReason]:
+        """What the plan decides (for comparing two plans)."""
+        return (self.message.message_id, self.known, self.release_at, self.send_at, self.reason)
+
+
 class InFlight:
-    message: Outgoing
-    known: bool
-    send_at: float
+    """The released message an instance waits to hear about (at most one)."""
+
+    __slots__ = ("known", "message", "send_at")
+
+    def __init__(self, message: Outgoing, known: bool, send_at: float) -> None:
+        self.message, self.known, self.send_at = message, known, send_at
 
 
 class Instance:
@@ -145,7 +165,10 @@ class Instance:
         return daily_cap(self.policy, self.warmup_day(day))
 
     def local_day(self, t: float) -> _Day:
-        for known in self._days:
+        days = self._days
+        if days and days[0].start <= t < days[0].end:  # most questions fall on this one
+            return days[0]
+        for known in days:
             if known.start <= t < known.end:
                 return known
         day = self.calendar.day(t)
@@ -153,7 +176,7 @@ class Instance:
         end = self.calendar.day_start(day + timedelta(days=1))
         found = _Day(start, end, day, self.day_cap(day))
         if start <= t < end:  # (not so within a microsecond of midnight: don't keep it)
-            self._days = [found, *self._days[:1]]  # today and tomorrow, typically
+            self._days = [found, *days[:1]]  # today and tomorrow, typically
         return found
 
     def earliest_send(self, start: float) -> float:
@@ -163,6 +186,11 @@ class Instance:
     def earliest_send_why(self, start: float) -> tuple[float, WaitReason | None]:
         """`earliest_send`, and the rule that moved it last (None: `start` itself)."""
         calendar, t, why = self.calendar, start, None
+        if calendar.quiet_end_hour is None:
+            # No quiet hours: the loop below would stop at once on a day with room left.
+            day = self.local_day(t)
+            if self.counters.sent_on(day.day) < day.cap:
+                return t, None
         for _ in range(16):  # two or three rounds settle it; the bound is for odd zones
             moved = calendar.quiet_until(t)
             if moved != t:
@@ -178,48 +206,71 @@ class Instance:
 
     def plan(self, now: float) -> Plan | None:
         """The next release, if a message is due (ignores pause, readiness and in-flight)."""
-        policy, counters, queue = self.policy, self.counters, self.queue
-        queue.promote(now)
+        self.queue.promote(now)
         first, reason = self._first_send(now)
+        return self._plan_from(now, first, reason, None)
+
+    def replan(self, previous: Plan, now: float) -> Plan | None:
+        """`plan(now)`, for a `previous` plan made when the queue, the counters and the
+        policy were as they are now (only time moved, and no message came due or expired
+        since): the bounds are re-applied at `now`, and the message chosen then is kept
+        unless the earliest send moved to another local day (whose new-contact count may
+        differ)."""
+        first, reason = self._first_send(now)
+        return self._plan_from(now, first, reason, previous)
+
+    def _plan_from(
+        self, now: float, first: float, reason: WaitReason, previous: Plan | None
+    ) -> Plan | None:
+        policy, counters, queue = self.policy, self.counters, self.queue
         day = self.local_day(first)
-        allow_new = counters.new_on(day.day) < policy.new_contacts_per_day
-        pick = queue.best(allow_new)
-        if pick is None:
-            if allow_new or policy.new_contacts_per_day == 0:
-                return None
-            if not queue.has_due_new_contacts():
-                return None
-            first = self.earliest_send(day.end)
-            reason = WaitReason.NEW_CONTACT_CAP
-            pick = queue.best(True)
+        detour = False
+        if previous is not None and previous.day is day and not previous.detour:
+            message, known, typing = previous.message, previous.known, previous.typing
+        else:
+            allow_new = counters.new_on(day.day) < policy.new_contacts_per_day
+            pick = queue.best(allow_new)
             if pick is None:
-                return None
-        message, known = pick
-        typing = typing_seconds(policy, message.text_length, counters.slot.typing_factor())
-        start = max(first, now + typing)
+                if allow_new or policy.new_contacts_per_day == 0:
+                    return None
+                if not queue.has_due_new_contacts():
+                    return None
+                first = self.earliest_send(day.end)
+                reason = WaitReason.NEW_CONTACT_CAP
+                detour = True
+                pick = queue.best(True)
+                if pick is None:
+                    return None
+            message, known = pick
+            typing = typing_seconds(policy, message.text_length, counters.slot.typing_factor())
+        start = now + typing
         send_at = first
-        if start != first:
+        if start > first:
             send_at, why = self.earliest_send_why(start)
             reason = why or WaitReason.DUE
         release_at = send_at - typing
         if release_at <= now:
             reason = WaitReason.DUE
-        return Plan(message, known, release_at, send_at, reason)
+        return Plan(message, known, release_at, send_at, reason, day, typing, detour)
 
     def _first_send(self, now: float) -> tuple[float, WaitReason]:
         """The earliest send time of any message, and the rule behind it; also sets
         `soonest_release`, `first_send` and `first_reason`."""
         policy, counters = self.policy, self.counters
         base, reason = now, WaitReason.DUE
-        for bound, why in (
-            (counters.gap_end(policy), WaitReason.GAP),
-            (counters.minute.free_at(policy.per_minute), WaitReason.MINUTE_CAP),
-            (counters.hour.free_at(policy.per_hour), WaitReason.HOUR_CAP),
-        ):
+        if counters.last_attempt_at is not None:  # (no gap before the first attempt)
+            bound = counters.last_attempt_at + counters.slot.gap(policy)
             if bound > base:
-                base, reason = bound, why
+                base, reason = bound, WaitReason.GAP
+        bound = counters.minute.free_at(policy.per_minute)
+        if bound > base:
+            base, reason = bound, WaitReason.MINUTE_CAP
+        bound = counters.hour.free_at(policy.per_hour)
+        if bound > base:
+            base, reason = bound, WaitReason.HOUR_CAP
         first, moved = self.earliest_send_why(base)
-        reason = moved or reason
+        if moved is not None:
+            reason = moved
         self.soonest_release = first - policy.typing_max_seconds if policy.typing else first
         self.first_send, self.first_reason = first, reason
         return first, reason
@@ -285,23 +336,23 @@ class Instance:
 
     def wake(self, now: float) -> tuple[float | None, float | None]:
         """(When this instance next needs attention, the planned release behind it)."""
-        times = [self.queue.next_expiry()]
+        wake = self.queue.next_expiry()
         planned = None
         self.cached_plan = None
         if self.can_release():
             plan = self.cached_plan = self.plan(now)  # first: it brings due messages in
             promotion = self.queue.next_promotion()
-            if promotion is not None and self.soonest_release is not None:
-                promotion = max(promotion, self.soonest_release)
-            times.append(promotion)
+            if promotion is not None:
+                if self.soonest_release is not None:
+                    promotion = max(promotion, self.soonest_release)
+                wake = promotion if wake is None else min(wake, promotion)
             if plan is not None:
                 expires = plan.message.expires_at
                 if expires is None or plan.send_at < expires:
                     planned = plan.release_at
-                    times.append(planned)
-                # else: it cannot be sent in time; its expiry (already in `times`) comes first
-        present = [t for t in times if t is not None]
-        return (min(present) if present else None), planned
+                    wake = planned if wake is None else min(wake, planned)
+                # else: it cannot be sent in time; its expiry (already in `wake`) comes first
+        return wake, planned
 
     def record_send(self, flight: InFlight, t: float) -> None:
         recipient = flight.message.recipient

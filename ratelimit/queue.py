@@ -178,6 +178,8 @@ class MessageQueue:
     def pop_expired(self, now: float, limit: int) -> list[Outgoing]:
         """Remove and return up to `limit` messages whose expiry is at or before `now`."""
         expired: list[Outgoing] = []
+        if not self._expiry or self._expiry[0][0] > now:
+            return expired  # nothing can have expired (the usual case: one comparison)
         while len(expired) < limit:
             at = self.next_expiry()
             if at is None or at > now:
@@ -278,9 +280,12 @@ class MessageQueue:
                 if e.message.expires_at is not None
             ]
             heapq.heapify(self._expiry)
-        lanes = len(self._lanes)
-        for known, heap in self._heads.items():
-            if len(heap) > 2 * lanes + _COMPACT_SLACK:
+        most = 2 * len(self._lanes) + _COMPACT_SLACK
+        heads = self._heads
+        if len(heads[True]) <= most and len(heads[False]) <= most:
+            return
+        for known, heap in heads.items():
+            if len(heap) > most:
                 fresh = [
                     (*lane.key, lane.version, recipient)
                     for recipient, lane in self._lanes.items()

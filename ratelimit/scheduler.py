@@ -166,14 +166,15 @@ class Scheduler:
         out: list[Decision] = []
         visited: list[Instance] = []
         heap = self._heap
-        while heap and heap[0][0] <= now + _EARLY and budget != len(out):
-            entry = heapq.heappop(heap)
-            if not self._live(entry):
-                continue
-            inst = self._instances[entry[2]]
+        instances, horizon = self._instances, now + _EARLY
+        while heap and heap[0][0] <= horizon and budget != len(out):
+            woke, token, name = heapq.heappop(heap)
+            inst = instances.get(name)
+            if inst is None or inst.token != token or inst.armed is None:
+                continue  # a stale entry (see `_live`)
             inst.armed = None  # its entry is gone; `_reschedule` pushes a fresh one
             room = _EXPIRY_BATCH if budget < 0 else min(_EXPIRY_BATCH, budget - len(out))
-            self._visit(inst, entry[0], now, room, out)
+            self._visit(inst, woke, now, room, out)
             visited.append(inst)
         for inst in visited:
             if self._instances.get(inst.name) is inst:
@@ -184,12 +185,15 @@ class Scheduler:
         self, inst: Instance, woke: float, now: float, room: int, out: list[Decision]
     ) -> None:
         expired = inst.queue.pop_expired(now, room)
-        out.extend(Expiry(message) for message in expired)
+        if expired:
+            out.extend(Expiry(message) for message in expired)
         if len(expired) == room or not inst.can_release():
             return
         plan = inst.cached_plan
-        if inst.queue.promote(now) or expired or (plan and now > plan.release_at + _EARLY):
-            plan = inst.plan(now)  # what changed since it was armed, or the driver is late
+        if inst.queue.promote(now) or expired:
+            plan = inst.plan(now)  # the queue changed since it was armed
+        elif plan is not None and now > plan.release_at + _EARLY:
+            plan = inst.replan(plan, now)  # the driver is late: only time moved
         if plan is None or plan.release_at > now + _EARLY:
             return
         expires = plan.message.expires_at
