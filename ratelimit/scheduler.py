@@ -362,6 +362,9 @@ class Scheduler:
     def instances(self) -> list[str]:
         return list(self._instances)
 
+    def configured(self, instance: str) -> bool:
+        return instance in self._instances
+
     # -- internals --------------------------------------------------------------------------
 
     def _get(self, instance: str) -> Instance:

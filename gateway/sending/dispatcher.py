@@ -622,7 +622,8 @@ class Dispatcher:
             except Exception:
                 log.warning("counters of %s not saved; retrying later", key, exc_info=True)
                 continue
-            if self.scheduler.export_state(key) == state:  # nothing changed meanwhile
+            # Released meanwhile (handed over, lost), or nothing changed meanwhile: saved.
+            if not self.scheduler.configured(key) or self.scheduler.export_state(key) == state:
                 self.scheduler.mark_saved(key)
 
 
