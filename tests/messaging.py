@@ -64,6 +64,20 @@ class Messenger:
         )  # type: ignore[arg-type]
         return (await self.stub.SendMessage(request, metadata=self.metadata)).message
 
+    async def all_messages(self, instance_id: str) -> list[pb.Message]:
+        """Every message of the instance, page by page."""
+        found: list[pb.Message] = []
+        token = ""
+        while True:
+            request = pb.ListMessagesRequest(
+                instance_id=instance_id, page_size=1000, page_token=token
+            )
+            page = await self.stub.ListMessages(request, metadata=self.metadata)
+            found += list(page.messages)
+            token = page.next_page_token
+            if not token:
+                return found
+
     async def get(self, instance_id: str, message_id: str) -> pb.Message:
         request = pb.GetMessageRequest(instance_id=instance_id, message_id=message_id)
         return (await self.stub.GetMessage(request, metadata=self.metadata)).message

@@ -277,19 +277,6 @@ async def wait_recovered(
     )
 
 
-async def all_messages(client: SimClient, instance_id: str) -> list[mpb.Message]:
-    messenger = Messenger(client)
-    found: list[mpb.Message] = []
-    token = ""
-    while True:
-        request = mpb.ListMessagesRequest(instance_id=instance_id, page_size=1000, page_token=token)
-        page = await messenger.stub.ListMessages(request, metadata=client.metadata)
-        found += list(page.messages)
-        token = page.next_page_token
-        if not token:
-            return found
-
-
 async def count_rows(database_url: str, table: str) -> int:
     engine = create_engine(database_url)
     try:
@@ -366,13 +353,13 @@ async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) ->
         client = cluster.client()
         async with asyncio.timeout(WAIT):
             while True:
-                messages = [m for i in instances for m in await all_messages(client, i)]
+                messages = [m for i in instances for m in await Messenger(client).all_messages(i)]
                 pending = [m for m in messages if m.state not in FINAL]
                 if not pending and time.monotonic() - seen.last_time > 2.0:
                     break
                 await asyncio.sleep(0.2)
         full = await replay(client, seen.last_cursor)
-        messages = [m for i in instances for m in await all_messages(client, i)]
+        messages = [m for i in instances for m in await Messenger(client).all_messages(i)]
         final_instances = {i: await client.get(i) for i in instances}
         received = {i: await Messenger(client).received(i) for i in instances}
     finally:

@@ -551,19 +551,6 @@ def acquisitions(nodes: list[Node]) -> collections.Counter[tuple[str, int]]:
     return found
 
 
-async def all_messages(client: SimClient, instance_id: str) -> list[mpb.Message]:
-    messenger = Messenger(client)
-    found: list[mpb.Message] = []
-    token = ""
-    while True:
-        request = mpb.ListMessagesRequest(instance_id=instance_id, page_size=1000, page_token=token)
-        page = await messenger.stub.ListMessages(request, metadata=client.metadata)
-        found += list(page.messages)
-        token = page.next_page_token
-        if not token:
-            return found
-
-
 async def pair_all(cluster: ChaosCluster, instances: list[str]) -> None:
     """Each instance created, given the fast policy and paired on a node in turn (Connect
     takes a free instance on the node it is called on)."""
@@ -629,7 +616,7 @@ async def run_chaos(
         client = await cluster.any_client()
         async with asyncio.timeout(WAIT):
             while True:
-                messages = [m for i in instances for m in await all_messages(client, i)]
+                messages = [m for i in instances for m in await Messenger(client).all_messages(i)]
                 pending = [m for m in messages if m.state not in FINAL]
                 quiet = min(time.monotonic() - seen.last_time for seen in seens)
                 if not pending and quiet > 2.0:

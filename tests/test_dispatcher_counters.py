@@ -9,19 +9,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from zapgate.gateway.events.log import EventLog
+from tests.bare_dispatcher import bare_dispatcher
 from zapgate.gateway.sending.dispatcher import Dispatcher
-from zapgate.gateway.sending.message_events import MessageEvents
-from zapgate.gateway.store.db import open_database
-from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
-from zapgate.gateway.store.messages import MessageRepository
-from zapgate.sessions.pool import PoolConfig, WorkerPool
-from zapgate.v1 import instance_pb2 as ipb
-
-
-async def ignore(*_: object) -> None:
-    """The pool is never started: no engine is needed to save counters."""
 
 
 class ReleasingDuringSave(InstanceRepository):
@@ -39,16 +29,10 @@ class ReleasingDuringSave(InstanceRepository):
 async def test_an_instance_released_while_its_counters_are_saved_stops_nothing(
     tmp_path: Path,
 ) -> None:
-    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    events = EventLog(engine)
-    instances = ReleasingDuringSave(engine)
-    messages = MessageRepository(engine, MessageEvents(events))
-    pool = WorkerPool(PoolConfig(size=1, engine="sim", socket_dir=tmp_path), ignore, ignore)
-    dispatcher = Dispatcher(messages, instances, InboundRepository(engine), pool, events)
-    instances.dispatcher = dispatcher
-    try:
-        record = InstanceRecord("acme", "shop", "Shop", "", ipb.INSTANCE_STATE_CONNECTED)
-        await instances.create(record)
+    async with bare_dispatcher(tmp_path, ReleasingDuringSave) as bare:
+        dispatcher, instances = bare.dispatcher, bare.instances
+        assert isinstance(instances, ReleasingDuringSave)
+        instances.dispatcher = dispatcher
         await dispatcher.pause("acme", "shop", "by hand")
         assert dispatcher.scheduler.dirty() == {"acme/shop"}
         instances.armed = True
@@ -57,35 +41,22 @@ async def test_an_instance_released_while_its_counters_are_saved_stops_nothing(
         assert dispatcher.scheduler.dirty() == set()
         stored = await instances.require("acme", "shop")
         assert stored.scheduler_state["paused"] == "by hand"
-    finally:
-        messages.close()
-        await engine.dispose()
 
 
 async def test_a_failed_counter_save_is_tried_again(tmp_path: Path) -> None:
-    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    events = EventLog(engine)
-    instances = InstanceRepository(engine)
-    messages = MessageRepository(engine, MessageEvents(events))
-    pool = WorkerPool(PoolConfig(size=1, engine="sim", socket_dir=tmp_path), ignore, ignore)
-    dispatcher = Dispatcher(messages, instances, InboundRepository(engine), pool, events)
-    try:
-        record = InstanceRecord("acme", "shop", "Shop", "", ipb.INSTANCE_STATE_CONNECTED)
-        await instances.create(record)
+    async with bare_dispatcher(tmp_path) as bare:
+        dispatcher = bare.dispatcher
         await dispatcher.pause("acme", "shop", "by hand")  # changes the exported counters
         assert dispatcher.scheduler.dirty() == {"acme/shop"}
 
-        async with engine.begin() as conn:  # the store refuses the next write
+        async with bare.engine.begin() as conn:  # the store refuses the next write
             await conn.execute(sa.text("ALTER TABLE instances RENAME TO instances_away"))
         await dispatcher.stop()  # saves what changed: fails, logged
         assert dispatcher.scheduler.dirty() == {"acme/shop"}
 
-        async with engine.begin() as conn:
+        async with bare.engine.begin() as conn:
             await conn.execute(sa.text("ALTER TABLE instances_away RENAME TO instances"))
         await dispatcher.stop()
         assert dispatcher.scheduler.dirty() == set()
-        stored = await instances.require("acme", "shop")
+        stored = await bare.instances.require("acme", "shop")
         assert stored.scheduler_state == dispatcher.scheduler.export_state("acme/shop")
-    finally:
-        messages.close()
-        await engine.dispose()

@@ -23,19 +23,6 @@ FAST.CopyFrom(FAST_POLICY)
 FAST.min_gap_seconds, FAST.jitter_max_seconds = 0.01, 0.02
 
 
-async def all_messages(messenger: Messenger, instance_id: str) -> list[pb.Message]:
-    found, token = [], ""
-    while True:
-        page = await messenger.stub.ListMessages(
-            pb.ListMessagesRequest(instance_id=instance_id, page_size=1000, page_token=token),
-            metadata=messenger.metadata,
-        )
-        found += list(page.messages)
-        token = page.next_page_token
-        if not token:
-            return found
-
-
 async def test_kill_9_with_200_queued_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = ServerProcess(data_dir, *SERVER_FLAGS)
@@ -58,7 +45,7 @@ async def test_kill_9_with_200_queued_loses_and_duplicates_nothing(tmp_path: Pat
         async with grpc.aio.insecure_channel(second.address) as channel:
             messenger = Messenger(SimClient(channel, key))
             for _ in range(3000):
-                messages = await all_messages(messenger, "bulk")
+                messages = await messenger.all_messages("bulk")
                 pending = [
                     m
                     for m in messages
