@@ -19,7 +19,12 @@ import grpc.aio
 
 from zapgate.gateway.ops.logs import InstanceToken, enter_instance, leave_instance
 from zapgate.gateway.rpc.access import MethodAccess
-from zapgate.gateway.rpc.errors import Unauthenticated, ZapgateError, from_engine
+from zapgate.gateway.rpc.errors import (
+    Unauthenticated,
+    ZapgateError,
+    from_busy_store,
+    from_engine,
+)
 from zapgate.gateway.rpc.handlers import Handler, wrap_handler
 from zapgate.gateway.rpc.roles import Caller
 from zapgate.gateway.rpc.tenancy import current_tenant as current_tenant
@@ -172,6 +177,9 @@ class _CallScope:
             await _abort(self._context, error)
         elif isinstance(error, EngineError):
             await _abort(self._context, from_engine(error))
+        elif (busy := from_busy_store(error)) is not None:
+            log.warning("%s: %s", self._access.method, error)
+            await _abort(self._context, busy)
         elif not isinstance(error, grpc.aio.AbortError):
             log.error("unhandled error in %s", self._access.method, exc_info=error)
             await _abort(self._context, ZapgateError("internal error; see the server log"))

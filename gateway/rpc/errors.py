@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
+import sqlalchemy.exc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -291,6 +293,17 @@ def from_engine(error: EngineError) -> ZapgateError:
             return GroupNotFound(message)
         case _:
             return EngineFailed(message)
+
+
+def from_busy_store(error: Exception) -> Unavailable | None:
+    """The state store too busy to answer in time (SQLite's write lock held past its busy
+    timeout, every pooled connection taken past the pool's timeout): nothing was committed,
+    so the caller may retry. Any other error is not this one (None)."""
+    cause = error.orig if isinstance(error, sqlalchemy.exc.DBAPIError) else error
+    locked = isinstance(cause, sqlite3.OperationalError) and "database is locked" in str(cause)
+    if locked or isinstance(error, sqlalchemy.exc.TimeoutError):
+        return Unavailable("the state store is busy; retry (with the same idempotency key)")
+    return None
 
 
 def _pack(
