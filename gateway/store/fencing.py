@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.gateway.rpc.errors import Unavailable
-from zapgate.gateway.store.event_append import lock_event_order
 from zapgate.gateway.store.schema import instance_leases
 
 
@@ -61,23 +60,12 @@ def lease_held(tenant: str, instance_id: str, token: FenceToken) -> sa.ColumnEle
 
 
 async def hold_fence(
-    conn: AsyncConnection,
-    tenant: str,
-    instance_id: str,
-    token: FenceToken | None,
-    *,
-    appends_events: bool = True,
+    conn: AsyncConnection, tenant: str, instance_id: str, token: FenceToken | None
 ) -> None:
     """Raises Fenced unless `token` is still the instance's valid lease; keeps the lease row
-    from changing until this transaction ends. No-op (no query) without a token.
-
-    The event-order lock comes first for a write that appends events (under that lock
-    anyway): waiting for it, behind a node paused inside its append, the writer then holds
-    no lease row, so the other nodes' renewals and takeovers never queue behind that pause."""
+    from changing until this transaction ends. No-op (no query) without a token."""
     if token is None:
         return
-    if appends_events:
-        await lock_event_order(conn)
     query = (
         sa.select(instance_leases.c.epoch)
         .where(lease_held(tenant, instance_id, token))

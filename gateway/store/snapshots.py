@@ -48,7 +48,7 @@ class SnapshotRepository:
         current generation + 1 (both change in one transaction). With a `fence` (cluster
         mode), only under that lease (raises Fenced)."""
         async with self._engine.begin() as conn:
-            await hold_fence(conn, tenant, instance_id, fence, appends_events=False)
+            await hold_fence(conn, tenant, instance_id, fence)
             bumped = await conn.execute(
                 sa.update(instances)
                 .where(
