@@ -48,6 +48,15 @@ CUT = {
     grpc.StatusCode.UNKNOWN,
     grpc.StatusCode.INTERNAL,
 }
+# Receipts soon after each send, and logs without debug lines (they would flood the pipe).
+QUICK_NODE_FLAGS = (
+    "--sim-delivered-seconds",
+    "0.1",
+    "--sim-read-seconds",
+    "0.3",
+    "--log-level",
+    "INFO",
+)
 WAIT = 120.0  # bounded waits only guard against hangs; nothing asserts on time
 
 

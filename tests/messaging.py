@@ -32,6 +32,10 @@ FAST_POLICY = ipb.SendPolicy(
     number_checks_per_minute=1_000,
     number_checks_per_day=100_000,
 )
+# For tests that send a steady stream (chaos, crash): FAST_POLICY with shorter gaps.
+STREAM_POLICY = ipb.SendPolicy()
+STREAM_POLICY.CopyFrom(FAST_POLICY)
+STREAM_POLICY.min_gap_seconds, STREAM_POLICY.jitter_max_seconds = 0.01, 0.02
 
 
 class Messenger:

@@ -34,6 +34,7 @@ from tests.chaos_checks import (
     CUT,
     FINAL,
     IS,
+    QUICK_NODE_FLAGS,
     SENT,
     WAIT,
     R,
@@ -48,29 +49,17 @@ from tests.chaos_checks import (
     replay,
     subscribe,
 )
-from tests.messaging import FAST_POLICY, Messenger
+from tests.messaging import STREAM_POLICY, Messenger
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
 from tests.test_sessions_at_rest import SERVER_FLAGS
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import create_engine, open_database
-from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as spb
 
 T = TypeVar("T")
-POLICY = ipb.SendPolicy()
-POLICY.CopyFrom(FAST_POLICY)
-POLICY.min_gap_seconds, POLICY.jitter_max_seconds = 0.01, 0.02
-CHAOS_FLAGS = (
-    *SERVER_FLAGS,
-    "--sim-delivered-seconds",
-    "0.1",
-    "--sim-read-seconds",
-    "0.3",
-    "--log-level",
-    "INFO",
-)
+CHAOS_FLAGS = (*SERVER_FLAGS, *QUICK_NODE_FLAGS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,7 +297,7 @@ async def run_chaos(tmp_path: Path, database_url: str, size: Size, seed: int) ->
         messenger = Messenger(cluster.client())
         for n, instance_id in enumerate(instances):
             await messenger.client.create(instance_id)
-            await messenger.set_policy(instance_id, POLICY)
+            await messenger.set_policy(instance_id, STREAM_POLICY)
             result = await messenger.client.pair(instance_id, f"+5511960000{n:03d}")
             assert result.instance.state == IS.INSTANCE_STATE_CONNECTED
         for _ in range(int(WAIT / 0.05)):  # every session is in the store before any kill

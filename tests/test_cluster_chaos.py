@@ -59,6 +59,7 @@ from tests.chaos_checks import (
     CUT,
     FINAL,
     IS,
+    QUICK_NODE_FLAGS,
     SENT,
     WAIT,
     S,
@@ -72,7 +73,7 @@ from tests.chaos_checks import (
     subscribe,
 )
 from tests.cluster_nodes import Cluster
-from tests.messaging import FAST_POLICY, Messenger
+from tests.messaging import STREAM_POLICY, Messenger
 from tests.pg_proxy import ProxyProcess
 from tests.postgres import create_database
 from tests.server_process import ServerProcess
@@ -81,24 +82,12 @@ from tests.sim_server import SimulatedWhatsApp, simulated_whatsapp
 from zapgate.engine.v1 import simwa_pb2 as swpb
 from zapgate.gateway.store.db import create_engine
 from zapgate.v1 import event_pb2 as epb
-from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import message_pb2 as mpb
 from zapgate.v1 import simulator_pb2 as spb
 
 T = TypeVar("T")
 TENANT = "chaos"
 FAULTS = ("kill", "pause", "partition", "drain", "join")
-POLICY = ipb.SendPolicy()
-POLICY.CopyFrom(FAST_POLICY)
-POLICY.min_gap_seconds, POLICY.jitter_max_seconds = 0.01, 0.02
-NODE_FLAGS = (
-    "--sim-delivered-seconds",
-    "0.1",
-    "--sim-read-seconds",
-    "0.3",
-    "--log-level",
-    "INFO",
-)
 LATE_KICK = 5.0  # seconds after SIGCONT a frozen connection's kick may still be recorded
 SENDERS = 4  # concurrent senders: one call may wait for a takeover while others go on
 ACQUIRED = re.compile(r"acquired chaos/(\S+) \(epoch (\d+)\)")
@@ -211,7 +200,7 @@ class ChaosCluster:
         server = await asyncio.to_thread(
             self.base.start,
             name,
-            *NODE_FLAGS,
+            *QUICK_NODE_FLAGS,
             *self.whatsapp.flags(),
             database_url=proxy.url_for(self.base.database_url),
         )
@@ -558,7 +547,7 @@ async def pair_all(cluster: ChaosCluster, instances: list[str]) -> None:
     async def pair(n: int, instance_id: str) -> None:
         client = cluster.client(cluster.running[n % len(cluster.running)])
         await client.create(instance_id)
-        await Messenger(client).set_policy(instance_id, POLICY)
+        await Messenger(client).set_policy(instance_id, STREAM_POLICY)
         result = await client.pair(instance_id, f"+5511960{n:06d}")
         assert result.instance.state == IS.INSTANCE_STATE_CONNECTED
 

@@ -9,18 +9,14 @@ from pathlib import Path
 
 import grpc.aio
 
-from tests.messaging import FAST_POLICY, Messenger
+from tests.messaging import STREAM_POLICY, Messenger
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
 from tests.test_sessions_at_rest import SERVER_FLAGS, make_key
-from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import message_pb2 as pb
 
 S = pb.MessageState
 DONE = {S.MESSAGE_STATE_SENT, S.MESSAGE_STATE_DELIVERED, S.MESSAGE_STATE_READ}
-FAST = ipb.SendPolicy()
-FAST.CopyFrom(FAST_POLICY)
-FAST.min_gap_seconds, FAST.jitter_max_seconds = 0.01, 0.02
 
 
 async def test_kill_9_with_200_queued_loses_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -30,7 +26,7 @@ async def test_kill_9_with_200_queued_loses_and_duplicates_nothing(tmp_path: Pat
         key = await make_key(data_dir, "acme")
         async with grpc.aio.insecure_channel(first.address) as channel:
             messenger = Messenger(SimClient(channel, key))
-            await messenger.ready("bulk", "+5511950000000", FAST)
+            await messenger.ready("bulk", "+5511950000000", STREAM_POLICY)
             for n in range(200):
                 await messenger.send_text("bulk", f"+55119600002{n % 20:02d}", f"message {n}")
             while len(await messenger.received("bulk")) < 40:
