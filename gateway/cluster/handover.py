@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from zapgate.gateway.cluster.ownership import Ownership
-from zapgate.gateway.cluster.placement import LIVE_HEARTBEAT_SHARE, drain, rebalance
+from zapgate.gateway.cluster.placement import drain, live_within, rebalance
 from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.sending.dispatcher import Dispatcher
@@ -136,4 +136,4 @@ class Handover:
         return sorted(key for key in self._ownership.held() if self._supervisor.movable(*key))
 
     async def _loads(self) -> list[NodeLoad]:
-        return await self._leases.loads(self._settings.lease_ttl_seconds * LIVE_HEARTBEAT_SHARE)
+        return await self._leases.loads(live_within(self._settings.lease_ttl_seconds))

@@ -9,7 +9,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from zapgate.gateway.cluster.placement import LIVE_HEARTBEAT_SHARE, least_loaded
+from zapgate.gateway.cluster.placement import least_loaded, live_within
 from zapgate.gateway.rpc.errors import InstanceNotRunning, InstanceOnAnotherNode
 from zapgate.gateway.store.fencing import Fenced, FenceToken
 from zapgate.gateway.store.leases import InstanceKey, LeaseRepository, NodeLoad
@@ -81,8 +81,8 @@ class Ownership:
     async def _place_elsewhere(self, key: InstanceKey) -> NodeLoad | None:
         """Reserves a free instance for a less loaded live node, which then serves it;
         None when it belongs here (or cannot be reserved: then it is claimed as usual)."""
-        live_within = self._ttl * LIVE_HEARTBEAT_SHARE
-        target = least_loaded(await self._leases.loads(live_within), self.node_id, len(self))
+        loads = await self._leases.loads(live_within(self._ttl))
+        target = least_loaded(loads, self.node_id, len(self))
         if target is None or not await self._leases.reserve(key, target.node_id, self._ttl):
             return None
         log.info("%s/%s placed on node %s (less loaded than this one)", *key, target.node_id)

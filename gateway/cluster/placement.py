@@ -19,6 +19,11 @@ from zapgate.gateway.store.leases import NodeLoad
 LIVE_HEARTBEAT_SHARE = 2 / 3
 
 
+def live_within(ttl_seconds: float) -> float:
+    """How recent a node's heartbeat must be for it to count as live."""
+    return ttl_seconds * LIVE_HEARTBEAT_SHARE
+
+
 def least_loaded(loads: list[NodeLoad], me: str, mine: int) -> NodeLoad | None:
     """The node a new instance should go to: None when it is this one (it is among the
     least loaded, or no other live node has room)."""

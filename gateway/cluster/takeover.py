@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 
 from zapgate.gateway.cluster.ownership import Ownership
-from zapgate.gateway.cluster.placement import LIVE_HEARTBEAT_SHARE
+from zapgate.gateway.cluster.placement import live_within
 from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.sending.wakeup import Wakeup
 from zapgate.gateway.store.leases import LeaseRepository, NodeLoad
@@ -64,8 +64,8 @@ class Takeover:
         candidates = await self._leases.claimable(limit=room)
         if not candidates:
             return handed
-        live_within = self._settings.lease_ttl_seconds * LIVE_HEARTBEAT_SHARE
-        share = self.fair_share(await self._leases.loads(live_within), len(candidates))
+        loads = await self._leases.loads(live_within(self._settings.lease_ttl_seconds))
+        share = self.fair_share(loads, len(candidates))
         if share == 0:
             # A less loaded node should take them; those it has left for a whole TTL more
             # (it cannot keep its leases, or is too slow) are anyone's.

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from zapgate.gateway.cluster.placement import LIVE_HEARTBEAT_SHARE
+from zapgate.gateway.cluster.placement import live_within
 from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.store.fencing import FenceToken
 from zapgate.gateway.store.leases import LeaseRepository
@@ -181,8 +181,7 @@ class WebhookLeases:
 
     async def _balance(self) -> None:
         total, unheld = await self._repository.unheld()
-        live_within = self._settings.lease_ttl_seconds * LIVE_HEARTBEAT_SHARE
-        loads = await self._nodes.loads(live_within)
+        loads = await self._nodes.loads(live_within(self._settings.lease_ttl_seconds))
         live = len({load.node_id for load in loads} | {self.node_id})
         fair = math.ceil(total / live)
         mine = len(self._held)
