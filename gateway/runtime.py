@@ -27,6 +27,7 @@ from zapgate.gateway.connections.engines import Engines, instance_dir
 from zapgate.gateway.connections.master_key import load_keyring
 from zapgate.gateway.connections.runtime_dir import prepare_runtime_dir
 from zapgate.gateway.connections.session_keeper import SessionKeeper
+from zapgate.gateway.connections.store_watch import open_store_watch
 from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.contacts import ContactBook
 from zapgate.gateway.events.calls import CallDesk
@@ -140,6 +141,7 @@ class Runtime:
         if self.cluster is not None:  # after the final writes, which need the leases
             await self.cluster.stop()
         await self.pool.close()
+        self.keeper.close()
         self.messages.close()
         self.instances.close()
         await self.database.dispose()
@@ -180,6 +182,7 @@ async def build_runtime(
         ),
         config.keeper_timings,
         fencing=fencing,
+        store_watch=open_store_watch(),  # None without inotify: the stores are polled
     )
 
     # The pool reports to the supervisor, which needs the pool: these two are called only

@@ -2,10 +2,14 @@
 
 The plaintext store lives only in the runtime directory (tmpfs). The keeper, in the core,
 copies it (sessions/store_file.py), encrypts it (sessions/vault.py) and stores it as the next
-generation: soon after the store changes (polled, debounced), periodically, and whenever the
+generation: soon after the store changes (debounced), periodically, and whenever the
 supervisor asks (after pairing, after a worker died, on shutdown). A whole-machine crash
 loses the changes since the last snapshot: at most about `max_delay` seconds of a busy
-session's updates (usually key rotations of Signal sessions, which recover by themselves)."""
+session's updates (usually key rotations of Signal sessions, which recover by themselves).
+
+How it notices a change: inotify tells it which stores were written (store_watch.py), so a
+quiet store costs nothing; a store that cannot be watched (no inotify) is polled, its
+(mtime, size) compared with the last seen."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zapgate.gateway.connections.store_watch import StoreWatch
 from zapgate.gateway.ops.logs import instance_fields
 from zapgate.gateway.store.fencing import NO_FENCING, Fenced, Fencing
 from zapgate.gateway.store.snapshots import SnapshotRepository, StaleGeneration
@@ -56,6 +61,7 @@ class Watched:
     # check runs once per generation, not on every snapshot
     verdict: tuple[int, str] | None = None
     next_poll_at: float = 0.0  # monotonic; a quiet store is not stat-ed before then
+    written: bool = False  # inotify reported a write the keeper has not looked at yet
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -68,6 +74,7 @@ class SessionKeeper:
         timings: KeeperTimings | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         fencing: Fencing = NO_FENCING,
+        store_watch: StoreWatch | None = None,
     ) -> None:
         self._snapshots = snapshots
         self._fencing = fencing  # cluster mode: a snapshot is written under the lease only
@@ -82,6 +89,9 @@ class SessionKeeper:
         # stores due, not all 10,000 (entries of unwatched stores are dropped when popped)
         self._polls: list[tuple[float, int, tuple[str, str]]] = []
         self._tiebreak = itertools.count()
+        # Reports writes to the stores it watches: those are looked at only then (and for
+        # the periodic snapshot), never polled. None: every store is polled.
+        self._store_watch = store_watch
 
     def watch(self, tenant: str, instance_id: str) -> None:
         self._watched_of((tenant, instance_id))
@@ -91,11 +101,15 @@ class SessionKeeper:
         if watched is None:
             watched = self._watched[key] = Watched()
             heapq.heappush(self._polls, (watched.next_poll_at, next(self._tiebreak), key))
+            if self._store_watch is not None:
+                self._store_watch.add(key, self._store_path_of(*key))
         return watched
 
     def unwatch(self, tenant: str, instance_id: str) -> None:
         self._watched.pop((tenant, instance_id), None)
         self._paths.pop((tenant, instance_id), None)
+        if self._store_watch is not None:
+            self._store_watch.remove((tenant, instance_id))
 
     # For metrics (gateway/ops/metrics.py), read at scrape time.
     def watched_count(self) -> int:
@@ -220,25 +234,60 @@ class SessionKeeper:
         self.unwatch(tenant, instance_id)
         await self._snapshots.delete(tenant, instance_id)
 
+    def close(self) -> None:
+        """Stops watching stores (once nothing snapshots any more)."""
+        if self._store_watch is not None:
+            self._store_watch.close()
+
     async def snapshot_all(self) -> None:
         for tenant, instance_id in list(self._watched):
             await self._snapshot_logged(tenant, instance_id)
 
     async def run(self) -> None:
-        """Polls watched stores (quiet ones less often); snapshots changed ones once
-        settled, and all periodically."""
+        """Looks at the stores due (written, or polled: quiet ones less often); snapshots
+        changed ones once settled, and all periodically."""
+        store_watch = self._store_watch
+        if store_watch is None:
+            await self._run()
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_reader(store_watch.fileno(), self._take_writes, store_watch)
+        try:
+            await self._run()
+        finally:
+            loop.remove_reader(store_watch.fileno())
+
+    def _take_writes(self, store_watch: StoreWatch) -> None:
+        """inotify has news: each store written is due for a look now."""
+        try:
+            changes = store_watch.read()
+        except Exception:  # one bad read must not unhook the keeper from inotify
+            log.exception("reading inotify events failed")
+            return
+        for key in list(self._watched) if changes.lost else changes.written:
+            watched = self._watched.get(key)
+            if watched is None:
+                continue
+            watched.written = True
+            if watched.next_poll_at > self._monotonic():  # not already due
+                watched.next_poll_at = self._monotonic()
+                heapq.heappush(self._polls, (watched.next_poll_at, next(self._tiebreak), key))
+
+    async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.timings.poll_seconds)
             keys = self._due_polls()
             if not keys:
                 continue
+            written = [self._take_written(key) for key in keys]
             paths = [self._paths_of(key) for key in keys]
             fingerprints = await asyncio.to_thread(_fingerprints, paths)
             due = []
-            for key, fingerprint in zip(keys, fingerprints, strict=True):
+            for key, fingerprint, was_written in zip(keys, fingerprints, written, strict=True):
                 watched = self._watched.get(key)
-                if watched is not None and self._due(watched, fingerprint):
+                if watched is not None and self._due(watched, fingerprint, was_written):
                     due.append(key)
+                self._watch_if_possible(key, fingerprint)
             # A few at once: their reads of the latest snapshot share one query, and a
             # wave of changes (every store after a restart) is not written one by one.
             for first in range(0, len(due), SNAPSHOTS_AT_ONCE):
@@ -246,7 +295,7 @@ class SessionKeeper:
                 await asyncio.gather(*(self._snapshot_logged(*key) for key in batch))
             for key in keys:
                 if (watched := self._watched.get(key)) is not None:
-                    watched.next_poll_at = self._next_poll_at(watched)
+                    watched.next_poll_at = self._next_poll_at(key, watched)
                     heapq.heappush(self._polls, (watched.next_poll_at, next(self._tiebreak), key))
 
     def _due_polls(self) -> list[tuple[str, str]]:
@@ -261,14 +310,36 @@ class SessionKeeper:
                 due[key] = None
         return list(due)
 
-    def _next_poll_at(self, watched: Watched) -> float:
-        """On the next poll while the store changes or has unsaved changes; once it has
-        been quiet a while, after 2.5-5 s (spread, so quiet stores are not all due on
-        the same poll)."""
+    def _take_written(self, key: tuple[str, str]) -> bool:
+        """Whether inotify reported a write since the last look, and from now on not
+        (taken before the stat: a write after it is reported again)."""
+        watched = self._watched.get(key)
+        if watched is None or not watched.written:
+            return False
+        watched.written = False
+        return True
+
+    def _watch_if_possible(self, key: tuple[str, str], fingerprint: tuple[int, int]) -> None:
+        """A polled store whose directory exists by now (its store does) is watched from
+        now on (it could not be when its directory was missing)."""
+        store_watch = self._store_watch
+        if store_watch is None or fingerprint == (0, 0) or store_watch.watching(key):
+            return
+        if store_watch.add(key, self._store_path_of(*key)) and key in self._watched:
+            self._watched[key].written = True  # a write just before the watch: look again
+
+    def _next_poll_at(self, key: tuple[str, str], watched: Watched) -> float:
+        """On the next poll while the store changes or has unsaved changes. A store inotify
+        watches: then only for its periodic snapshot (a write makes it due at once). A
+        polled one, once it has been quiet a while: after 2.5-5 s (spread, so quiet stores
+        are not all due on the same poll)."""
         now = self._monotonic()
-        if watched.dirty_since is not None or now - watched.changed_at < (
-            self.timings.quiet_after_seconds
-        ):
+        if watched.dirty_since is not None or watched.written:
+            return now
+        if self._store_watch is not None and self._store_watch.watching(key):
+            last_look = watched.last_snapshot_at or now
+            return max(now, last_look + self.timings.periodic_seconds)
+        if now - watched.changed_at < self.timings.quiet_after_seconds:
             return now
         self._spread = (self._spread + GOLDEN_RATIO) % 1.0
         return now + self.timings.quiet_poll_seconds * (0.5 + self._spread / 2)
@@ -280,9 +351,11 @@ class SessionKeeper:
             paths = self._paths[key] = StorePaths.of(self._store_path_of(*key))
         return paths
 
-    def _due(self, watched: Watched, fingerprint: tuple[int, int]) -> bool:
+    def _due(self, watched: Watched, fingerprint: tuple[int, int], written: bool) -> bool:
+        """Whether to snapshot now. `written`: inotify saw a write (which may leave the
+        fingerprint as it was: mtime moves in clock ticks, and the size may stay)."""
         now = self._monotonic()
-        if fingerprint != watched.fingerprint:
+        if fingerprint != watched.fingerprint or written:
             watched.fingerprint = fingerprint
             watched.changed_at = now
             watched.dirty_since = watched.dirty_since or now
