@@ -337,12 +337,18 @@ class SessionKeeper:
         if watched.dirty_since is not None or watched.written:
             return now
         if self._store_watch is not None and self._store_watch.watching(key):
+            # Within the periodic interval, spread: stores restored together do not all
+            # come due for their periodic read on the same poll.
             last_look = watched.last_snapshot_at or now
-            return max(now, last_look + self.timings.periodic_seconds)
+            return max(now, last_look + self.timings.periodic_seconds * self._spread_factor())
         if now - watched.changed_at < self.timings.quiet_after_seconds:
             return now
+        return now + self.timings.quiet_poll_seconds * self._spread_factor()
+
+    def _spread_factor(self) -> float:
+        """0.5-1, consecutive calls spread evenly over that range."""
         self._spread = (self._spread + GOLDEN_RATIO) % 1.0
-        return now + self.timings.quiet_poll_seconds * (0.5 + self._spread / 2)
+        return 0.5 + self._spread / 2
 
     def _paths_of(self, key: tuple[str, str]) -> StorePaths:
         """The store's paths, built once per watched store (polled every half second)."""

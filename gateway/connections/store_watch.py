@@ -59,6 +59,7 @@ class StoreWatch:
         self._notifier = notifier
         self._stores: dict[int, dict[str, Key]] = {}  # watch -> store file name -> key
         self._watch_of: dict[Key, tuple[int, str]] = {}
+        self._limit_reached = False
 
     def fileno(self) -> int:
         return self._notifier.fileno()
@@ -71,8 +72,13 @@ class StoreWatch:
         try:
             wd = self._notifier.add_watch(str(store.parent), WRITES)
         except OSError as error:
-            if error.errno == errno.ENOSPC:  # fs.inotify.max_user_watches reached
-                log.warning("inotify watch limit reached: %s is polled instead", store)
+            if error.errno == errno.ENOSPC and not self._limit_reached:
+                self._limit_reached = True  # said once, not for each of thousands of stores
+                log.warning(
+                    "inotify watch limit reached (sysctl fs.inotify.max_user_watches): %s "
+                    "and the stores watched after it are polled instead",
+                    store,
+                )
             return False
         self._stores.setdefault(wd, {})[store.name] = key
         self._watch_of[key] = (wd, store.name)
