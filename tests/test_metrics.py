@@ -124,6 +124,7 @@ async def test_instances_rpcs_and_the_connection_lifecycle(gateway: RunningGatew
         paired, "zapgate_instance_transitions_total", state="CONNECTED", reason="PAIRED"
     ) == 1 + value(before, "zapgate_instance_transitions_total", state="CONNECTED", reason="PAIRED")
     assert value(paired, "zapgate_sessions_watched") >= 1
+    assert value(paired, "zapgate_sessions_polled") == 0  # inotify reports their writes
     assert total(paired, "grpc_server_handled_total", grpc_method="Connect", grpc_code="OK") >= 1
 
     # The phone drops the connection: the supervisor reconnects by itself.

@@ -115,6 +115,12 @@ class SessionKeeper:
     def watched_count(self) -> int:
         return len(self._watched)
 
+    def polled_count(self) -> int:
+        """Watched stores that inotify does not report on: polled instead."""
+        if self._store_watch is None:
+            return len(self._watched)
+        return sum(not self._store_watch.watching(key) for key in self._watched)
+
     def snapshot_ages(self) -> list[float]:
         """Seconds since each watched store was last snapshotted or found unchanged (stores
         not looked at yet are left out)."""

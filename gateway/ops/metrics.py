@@ -313,6 +313,12 @@ class KeeperCollector:
             value=self._keeper.watched_count(),
         )
         yield GaugeMetricFamily(
+            "zapgate_sessions_polled",
+            "Session stores the keeper polls because inotify does not report their writes "
+            "(not Linux, or the fs.inotify.max_user_watches limit reached); 0 normally.",
+            value=self._keeper.polled_count(),
+        )
+        yield GaugeMetricFamily(
             "zapgate_session_snapshot_age_max_seconds",
             "Seconds since the least recently snapshotted session was last snapshotted (or "
             "found unchanged).",
