@@ -190,3 +190,13 @@ def test_journal_and_wal_writes_belong_to_their_store_and_shared_memory_does_not
         assert watch.read().written == [("acme", "b")]  # one watch, still there for b
     finally:
         watch.close()
+
+
+def test_a_closed_watch_refuses_new_stores_and_forgets_old_ones_quietly(tmp_path: Path) -> None:
+    """Late watch/unwatch calls while the node stops must not raise."""
+    watch = store_watch()
+    assert watch.add(("acme", "a"), tmp_path / "a.db")
+    watch.close()
+    assert not watch.add(("acme", "b"), tmp_path / "b.db")
+    watch.remove(("acme", "a"))
+    assert not watch.watching(("acme", "a"))

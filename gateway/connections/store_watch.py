@@ -71,6 +71,8 @@ class StoreWatch:
             return True
         try:
             wd = self._notifier.add_watch(str(store.parent), WRITES)
+        except ValueError:  # closed: the node is stopping
+            return False
         except OSError as error:
             if error.errno == errno.ENOSPC and not self._limit_reached:
                 self._limit_reached = True  # said once, not for each of thousands of stores
@@ -93,7 +95,8 @@ class StoreWatch:
         names.pop(name, None)
         if not names:
             self._stores.pop(wd, None)
-            with contextlib.suppress(OSError):  # already gone with its directory
+            # already gone with its directory, or closed with the node
+            with contextlib.suppress(OSError, ValueError):
                 self._notifier.rm_watch(wd)
 
     def watching(self, key: Key) -> bool:
