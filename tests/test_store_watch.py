@@ -9,7 +9,7 @@ import dataclasses
 import os
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -72,13 +72,23 @@ async def keeping(
         await engine.dispose()
 
 
+async def until(keeper: SessionKeeper, condition: Callable[[], bool]) -> None:
+    """Lets the keeper poll until `condition` holds (a bound against a hang only: a busy
+    machine may need more than a few polls)."""
+    for _ in range(200):
+        if condition():
+            return
+        await polls(keeper, 1)
+    assert condition()
+
+
 async def snapshotted_once(keeping: Keeping, store: Path) -> None:
     """The store's first snapshot, then a minute of quiet."""
     keeping.keeper.watch("acme", "s")
     write_store(store)
-    await polls(keeping.keeper)
+    await until(keeping.keeper, lambda: bool(keeping.keeper.unsaved_ages()))
     keeping.clock.now += 1  # settled
-    await polls(keeping.keeper)
+    await until(keeping.keeper, lambda: not keeping.keeper.unsaved_ages())
     assert await keeping.generation() == 1
     keeping.clock.now += 61  # quiet: polled, it would now be looked at every 2.5-5 s
     await polls(keeping.keeper)
@@ -98,12 +108,10 @@ async def test_a_quiet_watched_store_is_not_polled_and_a_write_is_seen_at_once(
         # A real write: seen on the next look, without waiting out the quiet poll interval
         # (the virtual clock stands still; polled, it would be seen only 2.5-5 s later).
         write_store(store)
-        await polls(keeping_.keeper)
-        assert keeping_.keeper.unsaved_ages() == [0.0]
+        await until(keeping_.keeper, lambda: keeping_.keeper.unsaved_ages() == [0.0])
         keeping_.clock.now += 1
-        await polls(keeping_.keeper)
+        await until(keeping_.keeper, lambda: not keeping_.keeper.unsaved_ages())
         assert await keeping_.generation() == 2
-        assert not keeping_.keeper.unsaved_ages()
 
 
 async def test_without_inotify_the_same_write_waits_for_the_quiet_poll(tmp_path: Path) -> None:
@@ -115,8 +123,7 @@ async def test_without_inotify_the_same_write_waits_for_the_quiet_poll(tmp_path:
         await polls(keeping_.keeper)
         assert not keeping_.keeper.unsaved_ages()  # not looked at yet
         keeping_.clock.now += QUIET.quiet_poll_seconds
-        await polls(keeping_.keeper)
-        assert keeping_.keeper.unsaved_ages() == [0.0]
+        await until(keeping_.keeper, lambda: keeping_.keeper.unsaved_ages() == [0.0])
 
 
 async def test_a_write_that_keeps_mtime_and_size_is_still_snapshotted(tmp_path: Path) -> None:
@@ -134,9 +141,9 @@ async def test_a_write_that_keeps_mtime_and_size_is_still_snapshotted(tmp_path: 
             before.st_size,
             before.st_mtime_ns,
         )
-        await polls(keeping_.keeper)
+        await until(keeping_.keeper, lambda: bool(keeping_.keeper.unsaved_ages()))
         keeping_.clock.now += 1
-        await polls(keeping_.keeper)
+        await until(keeping_.keeper, lambda: not keeping_.keeper.unsaved_ages())
         assert await keeping_.generation() == 2
 
 
@@ -152,8 +159,7 @@ async def test_a_store_whose_directory_comes_later_is_polled_then_watched(
         await snapshotted_once(keeping_, store)
         assert watch.watching(("acme", "s"))  # watched once its store exists
         write_store(store)
-        await polls(keeping_.keeper)
-        assert keeping_.keeper.unsaved_ages() == [0.0]
+        await until(keeping_.keeper, lambda: keeping_.keeper.unsaved_ages() == [0.0])
 
 
 async def test_a_removed_directory_falls_back_to_polling(tmp_path: Path) -> None:
@@ -163,14 +169,19 @@ async def test_a_removed_directory_falls_back_to_polling(tmp_path: Path) -> None
     async with keeping(tmp_path, {"s": store}, watch) as keeping_:
         await snapshotted_once(keeping_, store)
         shutil.rmtree(store.parent)  # e.g. a cluster node clearing its runtime dir
-        await polls(keeping_.keeper)
-        assert not watch.watching(("acme", "s"))
-        store.parent.mkdir(parents=True)
+        await until(keeping_.keeper, lambda: not watch.watching(("acme", "s")))
+        store.parent.mkdir(parents=True)  # a new directory: the old watch is of no use
         write_store(store)  # seen by polling, then watched again
-        keeping_.clock.now += QUIET.quiet_poll_seconds
+        write_store(store)  # (two rows: not the image of generation 1)
+        await until(keeping_.keeper, lambda: watch.watching(("acme", "s")))
+        keeping_.clock.now += 1
+        await until(keeping_.keeper, lambda: not keeping_.keeper.unsaved_ages())
+        assert await keeping_.generation() == 2
+        # The new directory's watch reports the next write (the clock stands still).
+        keeping_.clock.now += 61
         await polls(keeping_.keeper)
-        assert keeping_.keeper.unsaved_ages()
-        assert watch.watching(("acme", "s"))
+        write_store(store)
+        await until(keeping_.keeper, lambda: keeping_.keeper.unsaved_ages() == [0.0])
 
 
 def test_journal_and_wal_writes_belong_to_their_store_and_shared_memory_does_not(

@@ -293,7 +293,7 @@ class SessionKeeper:
                 watched = self._watched.get(key)
                 if watched is not None and self._due(watched, fingerprint, was_written):
                     due.append(key)
-                self._watch_if_possible(key, fingerprint)
+                self._rewatch(key, fingerprint)
             # A few at once: their reads of the latest snapshot share one query, and a
             # wave of changes (every store after a restart) is not written one by one.
             for first in range(0, len(due), SNAPSHOTS_AT_ONCE):
@@ -325,14 +325,22 @@ class SessionKeeper:
         watched.written = False
         return True
 
-    def _watch_if_possible(self, key: tuple[str, str], fingerprint: tuple[int, int]) -> None:
+    def _rewatch(self, key: tuple[str, str], fingerprint: tuple[int, int]) -> None:
         """A polled store whose directory exists by now (its store does) is watched from
-        now on (it could not be when its directory was missing)."""
+        now on. A watched store found missing is polled from now on: its directory may be
+        gone, and the kernel does not always say so at once (IN_IGNORED comes when the
+        directory's inode is freed), while a new directory of the same name needs a new
+        watch."""
         store_watch = self._store_watch
-        if store_watch is None or fingerprint == (0, 0) or store_watch.watching(key):
+        if store_watch is None:
             return
-        if store_watch.add(key, self._store_path_of(*key)) and key in self._watched:
-            self._watched[key].written = True  # a write just before the watch: look again
+        if fingerprint == (0, 0):
+            store_watch.remove(key)
+            return
+        watched = self._watched.get(key)
+        if watched is not None and not store_watch.watching(key):
+            # a write just before the watch was added: look again
+            watched.written = store_watch.add(key, self._store_path_of(*key))
 
     def _next_poll_at(self, key: tuple[str, str], watched: Watched) -> float:
         """On the next poll while the store changes or has unsaved changes. A store inotify
