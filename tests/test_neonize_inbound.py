@@ -705,7 +705,7 @@ async def deliver_scenario(workdir: Path) -> Report:
             )
             logged.append({"message": record.getMessage(), "exception": exception})
 
-    logging.getLogger("zapgate.sessions.neonize_engine").addHandler(Recorder())
+    logging.getLogger("zapgate.sessions.neonize_session").addHandler(Recorder())
     mapping = neonize_inbound.to_message_received
 
     def failing_on_boom(key: str, event: Any) -> MessageReceived | None:
