@@ -164,6 +164,7 @@ class NeonizeEngine(NeonizeMessaging, NeonizeGroupOps):
         if spec is None:
             raise EngineError(f"{key} was never started by this engine: its store is unknown")
         refusal = ""
+        self._presence.forget(key)
         session = self._sessions.get(key)
         if session is not None and await self.is_connected(key):
             try:
@@ -228,9 +229,12 @@ class NeonizeEngine(NeonizeMessaging, NeonizeGroupOps):
             session.connected = True
         if not isinstance(event, _ENDINGS):
             self.sink(event)
+            if isinstance(event, Connected) and self._presence.of(session.key):
+                self._spawn(self._renew_presence(session.key))
             return
         self._forget(session)
         if isinstance(event, LoggedOut):
+            self._presence.forget(session.key)
             self._spawn(self._wipe_then_report(session.spec, event))
         else:
             self.sink(event)

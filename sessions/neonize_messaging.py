@@ -16,10 +16,11 @@ from zapgate.sessions import (
     neonize_lids,
     neonize_send,
 )
-from zapgate.sessions.engine import Contact, NumberCheck, OutgoingContent, SendResult
+from zapgate.sessions.engine import Contact, EventSink, NumberCheck, OutgoingContent, SendResult
 from zapgate.sessions.events import InstanceKey
-from zapgate.sessions.neonize_reader import NeonizeReader
+from zapgate.sessions.neonize_reader import CALL_THREADS, NeonizeReader
 from zapgate.sessions.neonize_session import Session
+from zapgate.sessions.presence_subscriptions import PresenceSubscriptions
 
 # LID-map lookups per reader call when listing contacts: one call per contact row, so a long
 # address book is read in slices and a start or stop waits for one slice, not for all.
@@ -27,6 +28,11 @@ ALTERNATES_PER_CALL = 200
 
 
 class NeonizeMessaging(NeonizeReader):
+    def __init__(self, sink: EventSink, *, call_threads: int = CALL_THREADS) -> None:
+        super().__init__(sink, call_threads=call_threads)
+        # whatsmeow forgets presence subscriptions with the connection: renewed on Connected.
+        self._presence = PresenceSubscriptions()
+
     async def send(
         self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
     ) -> SendResult:
@@ -94,6 +100,7 @@ class NeonizeMessaging(NeonizeReader):
             await self._read(
                 session, partial(neonize_calls.subscribe_presence, key=key, contact=contact)
             )
+            self._presence.remember(key, chat_jid)
             return
         to = neonize_send.parse_recipient(chat_jid)
         state, media = neonize_send.presence_state(presence)
@@ -101,6 +108,12 @@ class NeonizeMessaging(NeonizeReader):
         to = await self._on_whatsapp(session, to)
         await self._read(
             session, partial(neonize_calls.presence, key=key, to=to, state=state, media=media)
+        )
+
+    async def _renew_presence(self, key: InstanceKey) -> None:
+        """After a reconnect: subscribe again to the contacts subscribed to before."""
+        await self._presence.renew(
+            key, lambda contact: self.send_presence(key, contact, neonize_send.SUBSCRIBE)
         )
 
     async def reject_call(self, key: InstanceKey, caller_jid: str, call_id: str) -> None:
