@@ -317,7 +317,11 @@ class Instance:
                 if pick is None:
                     return None
             message, known = pick
-            typing = typing_seconds(policy, message.text_length, counters.slot.typing_factor())
+            typing = (
+                typing_seconds(policy, message.text_length, counters.slot.typing_factor())
+                if policy.typing
+                else 0.0
+            )
         start = now + typing
         send_at = first
         if start > first:
