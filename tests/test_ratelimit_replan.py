@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from tests.test_ratelimit_properties import DAY, ZONE_STARTS, policies
 from tests.test_ratelimit_sim import FakeClock, message
 from zapgate.ratelimit.decisions import AutoPause, Decision, Expiry, Release
+from zapgate.ratelimit.health import PauseRules
 from zapgate.ratelimit.instance import Instance, Plan
 from zapgate.ratelimit.policy import DEFAULT_POLICY, SendPolicy
 from zapgate.ratelimit.scheduler import Scheduler
@@ -257,3 +258,37 @@ def test_a_replan_on_a_later_day_chooses_again_under_that_days_new_contact_cap()
     releases = [entry[2] for entry in log if entry[1] == "release"]
     assert releases == ["i0-0", "i0-3"]  # the new contact's urgent message, not "known"
     assert len(seen) == 1
+
+
+def test_a_late_driver_does_not_send_past_the_day_cap_the_last_send_reached() -> None:
+    """The re-plan skips the calendar while the driver is late inside a day with room left;
+    the send that uses up the day's cap must end that shortcut, so the next message waits
+    for the next local day (re-plans checked against plans from scratch on the way)."""
+    policy = replace(
+        DEFAULT_POLICY,
+        quiet_start_hour=None,
+        quiet_end_hour=None,
+        warmup_days=1,
+        per_day=2,
+        warmup_first_day_cap=1,
+        typing=True,
+        typing_max_seconds=3.0,
+    )
+    start = datetime(2024, 6, 1, 15, 0, tzinfo=UTC).timestamp()
+    name = "i0"
+    run = Run(
+        start=start,
+        policies={name: (policy, start - 30 * DAY)},
+        ops=[("enqueue", name, f"c{n}", 0, 0.0, None, 40, True) for n in range(3)]
+        + [("wake", 0.0), ("sent", name), ("wake", 0.3), ("sent", name), ("wake", 7.0)],
+        seed=11,
+    )
+    seen: list[Plan | None] = []
+    with checked_replans(seen):
+        log = play(run)
+    released_at = [entry[0] for entry in log if entry[1] == "release"]
+    assert len(released_at) == 3
+    assert len(seen) >= 1
+    calendar = Instance(name, policy, start, PauseRules(), random.Random(0)).calendar
+    assert calendar.day(released_at[1]) == calendar.day(start)
+    assert released_at[2] >= calendar.next_day_start(start) - policy.typing_max_seconds
