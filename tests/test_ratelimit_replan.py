@@ -292,3 +292,53 @@ def test_a_late_driver_does_not_send_past_the_day_cap_the_last_send_reached() ->
     calendar = Instance(name, policy, start, PauseRules(), random.Random(0)).calendar
     assert calendar.day(released_at[1]) == calendar.day(start)
     assert released_at[2] >= calendar.next_day_start(start) - policy.typing_max_seconds
+
+
+def _one_sent_on_an_open_day(policy: SendPolicy) -> tuple[Scheduler, float]:
+    """An instance whose late driver released and sent one of two messages at 15:00 UTC,
+    so the rest of that day is known to have room (its open stretch is cached)."""
+    start = datetime(2024, 6, 1, 15, 0, tzinfo=UTC).timestamp()
+    clock = FakeClock(start)
+    scheduler = Scheduler(clock, random.Random(5))
+    scheduler.configure("i0", policy, start - 30 * DAY)
+    scheduler.set_ready("i0", True)
+    for n in range(2):
+        scheduler.enqueue(message(n, "i0", f"c{n}", not_before=start, known=True))
+    wake = scheduler.next_wakeup()
+    assert wake is not None
+    clock.t = wake + 0.3
+    [release] = scheduler.due()
+    assert isinstance(release, Release)
+    scheduler.on_sent("i0", release.message.message_id)
+    return scheduler, start
+
+
+OPEN_DAY_POLICY = replace(
+    DEFAULT_POLICY,
+    quiet_start_hour=None,
+    quiet_end_hour=None,
+    warmup_days=1,
+    per_day=5,
+    warmup_first_day_cap=1,
+    typing=False,
+    timezone="UTC",
+)
+
+
+def test_a_restored_state_with_the_day_cap_used_up_ends_the_open_day() -> None:
+    scheduler, start = _one_sent_on_an_open_day(OPEN_DAY_POLICY)
+    state = scheduler.export_state("i0")
+    state["sent_today"] = OPEN_DAY_POLICY.per_day
+    scheduler.import_state("i0", state)
+    wake = scheduler.next_wakeup()
+    assert wake is not None
+    assert wake >= start + 9 * 3600  # 00:00 UTC the next day, not the end of the gap
+
+
+def test_a_policy_with_a_lower_day_cap_ends_the_open_day() -> None:
+    scheduler, start = _one_sent_on_an_open_day(OPEN_DAY_POLICY)
+    lower = replace(OPEN_DAY_POLICY, per_day=1)
+    scheduler.configure("i0", lower, start - 30 * DAY)
+    wake = scheduler.next_wakeup()
+    assert wake is not None
+    assert wake >= start + 9 * 3600
