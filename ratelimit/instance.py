@@ -168,7 +168,8 @@ class Instance:
         # The open stretch: an interval of one cached local day, outside quiet hours, with
         # room left under that day's cap, so a send at any time in it is not held back by
         # the calendar (`earliest_send(t) == t`) and needs no day lookup. Empty when unknown;
-        # it closes when the day is dropped from `_days` or its cap is reached.
+        # it closes when the day is dropped from `_days`, its cap is reached, or the policy
+        # or the counters are replaced (`configure`, `restore`).
         self._open_from, self._open_until = math.inf, -math.inf
         self._open_day: _Day | None = None
         self.configure(policy, warmup_started_at)
@@ -205,8 +206,9 @@ class Instance:
         found = _Day(start, end, day, self.day_cap(day))
         if start <= t < end:  # (not so within a microsecond of midnight: don't keep it)
             self._days = [found, *days[:1]]  # today and tomorrow, typically
-            if self._open_day is not None and self._open_day not in self._days:
-                self._close_open_stretch()
+            open_day = self._open_day
+            if open_day is not None and not any(known is open_day for known in self._days):
+                self._close_open_stretch()  # (by identity: `replan` compares days with `is`)
         return found
 
     def _close_open_stretch(self) -> None:
@@ -214,7 +216,7 @@ class Instance:
 
     def _open_on(self, day: _Day) -> None:
         """`day` has room and no quiet hours: all of it is open (if it is cached; a day
-        that is not may be looked up again as another object, see `_plan_from`)."""
+        that is not may be looked up again as another object, see `replan`)."""
         if self._days and self._days[0] is day:
             self._open_from, self._open_until, self._open_day = day.start, day.end, day
 
