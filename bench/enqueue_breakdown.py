@@ -1,9 +1,15 @@
 """Where SendMessage's server CPU goes, outside zapgate's handler: the same request through
 (1) a bare grpc.aio unary echo of raw bytes, (2) zapgate's MessageService proto with a handler
-that returns a canned response, (3) the same behind zapgate's authentication (handlers.py, call_guard.py). CPU time per
-request of each server process, same client and concurrency, in the same run.
+that returns a canned response, (3) the same wrapped in one empty coroutine (the layer every
+wrapped handler adds, nothing in it), (4) the same behind zapgate's authentication
+(handlers.py, call_guard.py). CPU time per request of each server process, same client and
+concurrency, in the same run, rounds alternated; each round starts fresh server processes.
 
-    python bench/enqueue_breakdown.py [--requests 8000] [--concurrency 64] [--rounds 3]
+Server processes differ from one another by ±30 µs per request on this machine (the same
+code, measured twice in a row), so read the medians of several rounds, and every round's
+value, before calling a difference real.
+
+    python bench/enqueue_breakdown.py [--requests 8000] [--concurrency 64] [--rounds 6]
 """
 
 from __future__ import annotations
@@ -32,10 +38,22 @@ class Canned(message_pb2_grpc.MessageServiceServicer):
         return REPLY
 async def tenant_of(token):
     return Caller("bench", "bench", Role.SENDER, ("bench",))
+def empty_layer(method, handler):
+    inner = handler.unary_unary
+    async def call(request, context):
+        return await inner(request, context)
+    return grpc.unary_unary_rpc_method_handler(
+        call,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 async def main():
-    auth = sys.argv[1] == "auth"
+    wraps = {
+        "plain": [],
+        "layer": [empty_layer],
+        "auth": [CallGuard(CachedAuthenticator(tenant_of)).wrap],
+    }[sys.argv[1]]
     server = grpc.aio.server()
-    wraps = [CallGuard(CachedAuthenticator(tenant_of)).wrap] * auth
     message_pb2_grpc.add_MessageServiceServicer_to_server(Canned(), registrar(server, wraps))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -84,6 +102,7 @@ async def measure(requests: int, concurrency: int, rounds: int) -> None:
     servers = {
         "bare echo (raw bytes)": (ECHO_SERVER, ""),
         "MessageService proto, canned handler": (CANNED_SERVER, "plain"),
+        "  + an empty wrapper coroutine": (CANNED_SERVER, "layer"),
         "  + zapgate's authentication": (CANNED_SERVER, "auth"),
     }
     costs: dict[str, list[float]] = {name: [] for name in servers}
@@ -91,14 +110,18 @@ async def measure(requests: int, concurrency: int, rounds: int) -> None:
         for name, (code, arg) in servers.items():
             costs[name].append(await cpu_per_request(code, arg, requests, concurrency))
     for name, values in costs.items():
-        print(f"{name:40} {statistics.median(values) * 1e6:6.0f} us CPU per request (median)")
+        rounds_us = ", ".join(f"{value * 1e6:.0f}" for value in values)
+        print(
+            f"{name:40} {statistics.median(values) * 1e6:6.0f} us CPU per request (median;"
+            f" rounds {rounds_us})"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=8000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     asyncio.run(measure(args.requests, args.concurrency, args.rounds))
 
