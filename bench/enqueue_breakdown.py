@@ -19,10 +19,14 @@ import asyncio
 import statistics
 import subprocess
 import sys
+import time
 
 import grpc.aio
 from enqueue_throughput import ECHO_SERVER, cpu_seconds
 
+from zapgate.gateway.rpc.auth_cache import CachedAuthenticator
+from zapgate.gateway.rpc.call_guard import CallGuard
+from zapgate.gateway.rpc.roles import Caller, Role
 from zapgate.v1 import message_pb2 as pb
 
 CANNED_SERVER = """
@@ -68,6 +72,57 @@ REQUEST = pb.SendMessageRequest(
     variables={"name": "Ana", "order": "12345"},
 )
 METADATA = (("authorization", "Bearer zg_bench_key"),)
+SCOPE_CALLS = 5000
+
+
+async def guard_scope_cost() -> float:
+    """CPU seconds of the call guard's work per call, on a real call's context: inside one
+    call to an in-process server, its guarded handler (handlers.py's wrapper, the scope of
+    call_guard.py around a handler that returns at once) is run SCOPE_CALLS times. Measured
+    with `time.process_time` in one process, so other work on the machine barely moves it."""
+    guard = CallGuard(CachedAuthenticator(_bench_caller))
+    method = "/zapgate.v1.MessageService/SendMessage"
+    reply = pb.SendMessageResponse()
+
+    async def canned(request: pb.SendMessageRequest, context: object) -> pb.SendMessageResponse:
+        return reply
+
+    guarded = guard.wrap(method, grpc.unary_unary_rpc_method_handler(canned)).unary_unary
+    cost: list[float] = []
+
+    async def timing(request: pb.SendMessageRequest, context: object) -> pb.SendMessageResponse:
+        await guarded(request, context)  # the first call fills the key cache
+        start = time.process_time()
+        for _ in range(SCOPE_CALLS):
+            await guarded(request, context)
+        cost.append((time.process_time() - start) / SCOPE_CALLS)
+        return reply
+
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(
+        timing,
+        request_deserializer=pb.SendMessageRequest.FromString,
+        response_serializer=pb.SendMessageResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "zapgate.v1.MessageService", {"SendMessage": handler}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await channel.unary_unary(method)(REQUEST.SerializeToString(), metadata=METADATA)
+    finally:
+        await server.stop(None)
+    return cost[0]
+
+
+async def _bench_caller(token: str) -> Caller:
+    return Caller("bench", "bench", Role.SENDER, ("bench",))
 
 
 async def cpu_per_request(code: str, arg: str, requests: int, concurrency: int) -> float:
@@ -115,6 +170,10 @@ async def measure(requests: int, concurrency: int, rounds: int) -> None:
             f"{name:40} {statistics.median(values) * 1e6:6.0f} us CPU per request (median;"
             f" rounds {rounds_us})"
         )
+    scope = await guard_scope_cost()
+    print(
+        f"the guard's scope on a real call's context, in process: {scope * 1e6:.1f} us CPU per call"
+    )
 
 
 def main() -> None:
