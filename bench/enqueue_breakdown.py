@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import grpc.aio
 from enqueue_throughput import ECHO_SERVER, cpu_seconds
@@ -73,13 +74,19 @@ REQUEST = pb.SendMessageRequest(
 )
 METADATA = (("authorization", "Bearer zg_bench_key"),)
 SCOPE_CALLS = 5000
+COLD_CALLS = 300
+COOLING_BYTES = 2 << 20  # touched between two cold calls: other work evicts a call's code and data
 
 
-async def guard_scope_cost() -> float:
+async def guard_scope_cost() -> tuple[float, float, float]:
     """CPU seconds of the call guard's work per call, on a real call's context: inside one
     call to an in-process server, its guarded handler (handlers.py's wrapper, the scope of
-    call_guard.py around a handler that returns at once) is run SCOPE_CALLS times. Measured
-    with `time.process_time` in one process, so other work on the machine barely moves it."""
+    call_guard.py around a handler that returns at once) is run SCOPE_CALLS times in a row
+    (warm caches), then COLD_CALLS times with COOLING_BYTES of memory touched before each
+    (as in a busy server, where grpc, the loop and other processes run between two calls),
+    beside the bare handler cooled the same way (the baseline). Measured with the thread's
+    CPU clock in one process, so other work on the machine barely moves it. Returns (warm,
+    cold, cold baseline)."""
     guard = CallGuard(CachedAuthenticator(_bench_caller))
     method = "/zapgate.v1.MessageService/SendMessage"
     reply = pb.SendMessageResponse()
@@ -88,14 +95,30 @@ async def guard_scope_cost() -> float:
         return reply
 
     guarded = guard.wrap(method, grpc.unary_unary_rpc_method_handler(canned)).unary_unary
-    cost: list[float] = []
+    cooling = bytearray(COOLING_BYTES)
+    costs: list[float] = []
+
+    def cool() -> None:
+        for offset in range(0, COOLING_BYTES, 64):  # one byte per cache line
+            cooling[offset] ^= 1
+
+    async def cold(handler: Any, request: Any, context: object) -> float:
+        spent = 0
+        for _ in range(COLD_CALLS):
+            cool()
+            start = time.thread_time_ns()
+            await handler(request, context)
+            spent += time.thread_time_ns() - start
+        return spent / COLD_CALLS / 1e9
 
     async def timing(request: pb.SendMessageRequest, context: object) -> pb.SendMessageResponse:
         await guarded(request, context)  # the first call fills the key cache
         start = time.process_time()
         for _ in range(SCOPE_CALLS):
             await guarded(request, context)
-        cost.append((time.process_time() - start) / SCOPE_CALLS)
+        costs.append((time.process_time() - start) / SCOPE_CALLS)
+        costs.append(await cold(guarded, request, context))
+        costs.append(await cold(canned, request, context))
         return reply
 
     server = grpc.aio.server()
@@ -118,7 +141,8 @@ async def guard_scope_cost() -> float:
             await channel.unary_unary(method)(REQUEST.SerializeToString(), metadata=METADATA)
     finally:
         await server.stop(None)
-    return cost[0]
+    warm, cold_guarded, cold_canned = costs
+    return warm, cold_guarded, cold_canned
 
 
 async def _bench_caller(token: str) -> Caller:
@@ -170,9 +194,11 @@ async def measure(requests: int, concurrency: int, rounds: int) -> None:
             f"{name:40} {statistics.median(values) * 1e6:6.0f} us CPU per request (median;"
             f" rounds {rounds_us})"
         )
-    scope = await guard_scope_cost()
+    warm, cold, baseline = await guard_scope_cost()
     print(
-        f"the guard's scope on a real call's context, in process: {scope * 1e6:.1f} us CPU per call"
+        f"the guard's scope on a real call's context, in process: {warm * 1e6:.1f} us CPU per"
+        f" call with warm caches; {cold * 1e6:.1f} us cooled, against {baseline * 1e6:.1f} us"
+        " for the bare handler cooled alike"
     )
 
 
