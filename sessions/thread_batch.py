@@ -28,6 +28,7 @@ class _Failed:
 class ThreadBatch:
     def __init__(self, max_jobs: int = MAX_JOBS) -> None:
         self._jobs: GroupCommit[Callable[[], Any], Any] = GroupCommit(self._run, max_jobs)
+        self.handoffs = 0  # thread hand-offs so far (tests)
 
     async def run(self, job: Callable[[], T]) -> T:
         """`job()` on a thread, with the jobs of other callers waiting at the same time."""
@@ -36,8 +37,8 @@ class ThreadBatch:
             raise outcome.error
         return cast(T, outcome)
 
-    @staticmethod
-    async def _run(jobs: list[Callable[[], Any]]) -> list[Any]:
+    async def _run(self, jobs: list[Callable[[], Any]]) -> list[Any]:
+        self.handoffs += 1
         return await asyncio.to_thread(_each, jobs)
 
 
