@@ -23,7 +23,6 @@ import grpc.aio
 
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
-from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.sessions import wire
 from zapgate.sessions.engine import (
     GRPC_MESSAGE_OPTIONS,
@@ -35,6 +34,7 @@ from zapgate.sessions.engine import (
 )
 from zapgate.sessions.errors import EngineError, NotRunning, WorkerUnavailable, from_wire
 from zapgate.sessions.events import EngineEvent, InstanceKey
+from zapgate.sessions.group_commit import GroupCommit
 from zapgate.sessions.key_order import KeyOrder
 from zapgate.sessions.worker import ERROR_DETAIL_KEY
 

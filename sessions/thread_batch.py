@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from zapgate.gateway.store.group_commit import GroupCommit
+from zapgate.sessions.group_commit import GroupCommit
 
 T = TypeVar("T")
 
