@@ -34,6 +34,7 @@ from zapgate.sessions.sim_groups import SimGroups
 from zapgate.sessions.sim_phone import PendingReceipt, PhoneLog, Received, describe
 from zapgate.sessions.sim_store import SimDevice, SimStore
 from zapgate.sessions.simwa_client import Link, SimServer
+from zapgate.sessions.thread_batch import ThreadBatch
 
 T = TypeVar("T")
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # whatsmeow's: no 0, O, I, U
@@ -67,8 +68,10 @@ class SimSession:
         on_connected: Callable[[], None] = lambda: None,
         server: SimServer | None = None,
         on_end: Callable[[ev.EngineEvent | None], None] = lambda _: None,
+        files: ThreadBatch | None = None,
     ) -> None:
         self.spec = spec
+        self.files = files or ThreadBatch()  # the engine's: opens of many starts batched
         # With a simulated WhatsApp server, the phone side lives there (one for every node):
         # the session attaches once paired, and receipts come from the server.
         self.server = server
@@ -95,7 +98,8 @@ class SimSession:
 
     async def run(self) -> None:
         await asyncio.sleep(self.timings.connect_seconds)
-        self.device = await asyncio.to_thread(self.store.load_or_create)
+        device, owed = await self.files.run(self._open)
+        self.device = device
         ban_left = self.device.banned_until - time.time()
         if ban_left > 0:
             self.sink(ev.TemporarilyBanned(self.key, code=101, expires_in_seconds=ban_left))
@@ -117,9 +121,17 @@ class SimSession:
             )
             if self.server_link is None:
                 # Receipts the phones owe from before a crash or drop arrive now (or when due).
-                self.schedule_receipts(await asyncio.to_thread(self.phone.pending_receipts))
+                if owed is None:  # paired just now
+                    owed = await asyncio.to_thread(self.phone.pending_receipts)
+                self.schedule_receipts(owed)
             self.on_connected()
             await asyncio.Event().wait()  # connected until stopped, dropped or replaced
+
+    def _open(self) -> tuple[SimDevice, list[PendingReceipt] | None]:
+        """On a thread: the device and, when it is paired, the receipts its phones owe
+        (nothing adds any before it connects)."""
+        device = self.store.load_or_create()
+        return device, self.phone.pending_receipts() if device.paired else None
 
     async def _pair(self) -> None:
         assert self.device is not None
@@ -277,6 +289,7 @@ class SimEngine(Engine):
         # Presence subscriptions to renew on each connection (as the neonize engine does).
         self._presence = PresenceSubscriptions()
         self._renewals: set[asyncio.Task[list[str]]] = set()
+        self._files = ThreadBatch()  # 1,000 starts after a restart: a few thread hand-offs
 
     async def send(
         self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
@@ -458,6 +471,7 @@ class SimEngine(Engine):
             self._report,
             lambda: self._on_connected(spec.key),
             self.server,
+            files=self._files,
         )
         session.on_end = lambda event: self._server_ended(session, event)
         session.task = asyncio.create_task(self._run(session), name=f"sim {spec.key}")
