@@ -57,12 +57,28 @@ class _Day:
     cap: int
 
 
+# The latest of the gap end and the minute and hour windows' free times, with the rule
+# behind it (-inf, DUE: none binds). It moves only when the counters do, not with time.
+Bound = tuple[float, WaitReason]
+
+
 class Plan:
     """An instance's next release, with what it was derived from: the local day of the
     earliest send time and the typing time of the chosen message. When nothing but time
     changed since a plan was made, `Instance.replan` keeps its choice of message."""
 
-    __slots__ = ("day", "detour", "known", "message", "reason", "release_at", "send_at", "typing")
+    __slots__ = (
+        "bound",
+        "bound_reason",
+        "day",
+        "detour",
+        "known",
+        "message",
+        "reason",
+        "release_at",
+        "send_at",
+        "typing",
+    )
 
     def __init__(
         self,
@@ -74,10 +90,12 @@ class Plan:
         day: _Day,
         typing: float,
         detour: bool,  # chosen after the new-contact cap moved the send to a later day
+        bound: Bound,  # the gap and window bound it was planned under (see `Instance.bound`)
     ) -> None:
         self.message, self.known, self.reason = message, known, reason
         self.release_at, self.send_at = release_at, send_at
         self.day, self.typing, self.detour = day, typing, detour
+        self.bound, self.bound_reason = bound
 
     def outcome(self) -> tuple[str, bool, float, float, WaitReason]:
         """What the plan decides (for comparing two plans)."""
@@ -96,6 +114,9 @@ class InFlight:
 class Instance:
     __slots__ = (
         "_days",
+        "_open_day",
+        "_open_from",
+        "_open_until",
         "armed",
         "cached_plan",
         "calendar",
@@ -144,6 +165,13 @@ class Instance:
         self.first_send: float | None = None
         self.first_reason = WaitReason.DUE
         self._days: list[_Day] = []
+        # The open stretch: an interval of one cached local day, outside quiet hours, with
+        # room left under that day's cap, so a send at any time in it is not held back by
+        # the calendar (`earliest_send(t) == t`) and needs no day lookup. Empty when unknown;
+        # it closes when the day is dropped from `_days`, its cap is reached, or the policy
+        # or the counters are replaced (`configure`, `restore`).
+        self._open_from, self._open_until = math.inf, -math.inf
+        self._open_day: _Day | None = None
         self.configure(policy, warmup_started_at)
 
     def configure(self, policy: SendPolicy, warmup_started_at: float) -> None:
@@ -154,6 +182,7 @@ class Instance:
         self.warmup_started_at = warmup_started_at
         self.warmup_day0 = self.calendar.day(warmup_started_at)
         self._days = []
+        self._close_open_stretch()
 
     def can_release(self) -> bool:
         return self.ready and self.paused is None and self.in_flight is None
@@ -177,7 +206,19 @@ class Instance:
         found = _Day(start, end, day, self.day_cap(day))
         if start <= t < end:  # (not so within a microsecond of midnight: don't keep it)
             self._days = [found, *days[:1]]  # today and tomorrow, typically
+            open_day = self._open_day
+            if open_day is not None and not any(known is open_day for known in self._days):
+                self._close_open_stretch()  # (by identity: `replan` compares days with `is`)
         return found
+
+    def _close_open_stretch(self) -> None:
+        self._open_from, self._open_until, self._open_day = math.inf, -math.inf, None
+
+    def _open_on(self, day: _Day) -> None:
+        """`day` has room and no quiet hours: all of it is open (if it is cached; a day
+        that is not may be looked up again as another object, see `replan`)."""
+        if self._days and self._days[0] is day:
+            self._open_from, self._open_until, self._open_day = day.start, day.end, day
 
     def earliest_send(self, start: float) -> float:
         """The first time at or after `start` outside quiet hours on a day with room left."""
@@ -185,11 +226,14 @@ class Instance:
 
     def earliest_send_why(self, start: float) -> tuple[float, WaitReason | None]:
         """`earliest_send`, and the rule that moved it last (None: `start` itself)."""
+        if self._open_from <= start < self._open_until:
+            return start, None
         calendar, t, why = self.calendar, start, None
         if calendar.quiet_end_hour is None:
             # No quiet hours: the loop below would stop at once on a day with room left.
             day = self.local_day(t)
             if self.counters.sent_on(day.day) < day.cap:
+                self._open_on(day)
                 return t, None
         for _ in range(16):  # two or three rounds settle it; the bound is for odd zones
             moved = calendar.quiet_until(t)
@@ -207,8 +251,9 @@ class Instance:
     def plan(self, now: float) -> Plan | None:
         """The next release, if a message is due (ignores pause, readiness and in-flight)."""
         self.queue.promote(now)
-        first, reason = self._first_send(now)
-        return self._plan_from(now, first, reason, None)
+        bound = self.bound()
+        first, reason = self._first_send(now, bound)
+        return self._plan_from(now, first, reason, None, bound)
 
     def replan(self, previous: Plan, now: float) -> Plan | None:
         """`plan(now)`, for a `previous` plan made when the queue, the counters and the
@@ -216,11 +261,43 @@ class Instance:
         since): the bounds are re-applied at `now`, and the message chosen then is kept
         unless the earliest send moved to another local day (whose new-contact count may
         differ)."""
-        first, reason = self._first_send(now)
-        return self._plan_from(now, first, reason, previous)
+        bound = previous.bound, previous.bound_reason  # the counters did not move since
+        typing, day = previous.typing, previous.day
+        if (
+            bound[0] <= now
+            and self._open_day is day
+            and self._open_from <= now < self._open_until
+            and not previous.detour
+        ):
+            # The usual late driver: nothing holds the message back at `now`, and `now` is
+            # in the open stretch of the day it was chosen on. What `_first_send` and
+            # `_plan_from` below would compute, without the bound and day look-ups.
+            self._note_first_send(now, WaitReason.DUE)
+            start = now + typing
+            if start > now and not self._open_from <= start < self._open_until:
+                send_at, why = self.earliest_send_why(start)
+                reason = why or WaitReason.DUE
+            else:
+                send_at, reason = (start if start > now else now), WaitReason.DUE
+            release_at = send_at - typing
+            if release_at <= now:
+                reason = WaitReason.DUE
+            return Plan(
+                previous.message,
+                previous.known,
+                release_at,
+                send_at,
+                reason,
+                day,
+                typing,
+                False,
+                bound,
+            )
+        first, reason = self._first_send(now, bound)
+        return self._plan_from(now, first, reason, previous, bound)
 
     def _plan_from(
-        self, now: float, first: float, reason: WaitReason, previous: Plan | None
+        self, now: float, first: float, reason: WaitReason, previous: Plan | None, bound: Bound
     ) -> Plan | None:
         policy, counters, queue = self.policy, self.counters, self.queue
         day = self.local_day(first)
@@ -242,7 +319,11 @@ class Instance:
                 if pick is None:
                     return None
             message, known = pick
-            typing = typing_seconds(policy, message.text_length, counters.slot.typing_factor())
+            typing = (
+                typing_seconds(policy, message.text_length, counters.slot.typing_factor())
+                if policy.typing
+                else 0.0
+            )
         start = now + typing
         send_at = first
         if start > first:
@@ -251,29 +332,37 @@ class Instance:
         release_at = send_at - typing
         if release_at <= now:
             reason = WaitReason.DUE
-        return Plan(message, known, release_at, send_at, reason, day, typing, detour)
+        return Plan(message, known, release_at, send_at, reason, day, typing, detour, bound)
 
-    def _first_send(self, now: float) -> tuple[float, WaitReason]:
-        """The earliest send time of any message, and the rule behind it; also sets
-        `soonest_release`, `first_send` and `first_reason`."""
+    def bound(self) -> Bound:
+        """No send before the gap's end and the minute and hour windows' free times: the
+        latest of them and its rule (the first of equal ones), or (-inf, DUE)."""
         policy, counters = self.policy, self.counters
-        base, reason = now, WaitReason.DUE
+        base, reason = -math.inf, WaitReason.DUE
         if counters.last_attempt_at is not None:  # (no gap before the first attempt)
-            bound = counters.last_attempt_at + counters.slot.gap(policy)
-            if bound > base:
-                base, reason = bound, WaitReason.GAP
+            base, reason = counters.last_attempt_at + counters.slot.gap(policy), WaitReason.GAP
         bound = counters.minute.free_at(policy.per_minute)
         if bound > base:
             base, reason = bound, WaitReason.MINUTE_CAP
         bound = counters.hour.free_at(policy.per_hour)
         if bound > base:
             base, reason = bound, WaitReason.HOUR_CAP
+        return base, reason
+
+    def _first_send(self, now: float, bound: Bound) -> tuple[float, WaitReason]:
+        """The earliest send time of any message, and the rule behind it; also sets
+        `soonest_release`, `first_send` and `first_reason`."""
+        base, reason = bound if bound[0] > now else (now, WaitReason.DUE)
         first, moved = self.earliest_send_why(base)
         if moved is not None:
             reason = moved
+        self._note_first_send(first, reason)
+        return first, reason
+
+    def _note_first_send(self, first: float, reason: WaitReason) -> None:
+        policy = self.policy
         self.soonest_release = first - policy.typing_max_seconds if policy.typing else first
         self.first_send, self.first_reason = first, reason
-        return first, reason
 
     def waiting(self, now: float, message_id: str | None) -> Waiting | None:
         """Why `message_id` (None: the message the instance releases next) waits, and the
@@ -361,6 +450,9 @@ class Instance:
         new = not flight.known and not self.counters.is_new_today(recipient)
         self.counters.record_send(t, day, recipient, new)
         self.queue.mark_known(recipient)
+        open_day = self._open_day
+        if open_day is not None and self.counters.sent_on(open_day.day) >= open_day.cap:
+            self._close_open_stretch()
 
     def export(self) -> dict[str, Any]:
         flight = self.in_flight
@@ -387,6 +479,7 @@ class Instance:
             raise StateError("paused must be a reason or null")
         flight = _parse_flight(state.get("in_flight"))
         self.counters.restore(state)
+        self._close_open_stretch()
         self.health.restore(state)
         self.paused = paused
         self.in_flight = None

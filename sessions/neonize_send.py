@@ -1,6 +1,6 @@
 """Outgoing messages as whatsmeow's protobufs, and what whatsmeow's send errors mean.
 
-Pure functions: no Go calls, no network. The engine (neonize_engine.py) uploads media and
+Pure functions: no Go calls, no network. The engine (neonize_messaging.py) uploads media and
 sends; this module says what to upload, builds the message from the upload's result and
 turns whatsmeow's error texts into zapgate's errors.
 

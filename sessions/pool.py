@@ -14,6 +14,7 @@ import random
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +23,6 @@ import grpc.aio
 
 from zapgate.engine.v1 import worker_pb2 as pb
 from zapgate.engine.v1 import worker_pb2_grpc
-from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.sessions import wire
 from zapgate.sessions.engine import (
     GRPC_MESSAGE_OPTIONS,
@@ -34,6 +34,8 @@ from zapgate.sessions.engine import (
 )
 from zapgate.sessions.errors import EngineError, NotRunning, WorkerUnavailable, from_wire
 from zapgate.sessions.events import EngineEvent, InstanceKey
+from zapgate.sessions.group_commit import GroupCommit
+from zapgate.sessions.key_order import KeyOrder
 from zapgate.sessions.worker import ERROR_DETAIL_KEY
 
 log = logging.getLogger(__name__)
@@ -215,20 +217,37 @@ class WorkerSlot:
         self.stub = worker_pb2_grpc.EngineWorkerServiceStub(self._channel)
 
     async def _pump_events(self) -> None:
-        """Hands every event to the core in order. One event that fails is logged and
+        """Hands every event to the core: each instance's in order, different instances'
+        at the same time (sessions/key_order.py). One event that fails is logged and
         counted; it never stops the events of the other instances behind it."""
         assert self.stub is not None
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            async for message in self.stub.StreamEvents(pb.StreamEventsRequest()):
-                try:
-                    await self.pool.on_event(message.run_id, wire.decode(message.event_json))
-                except Exception:
-                    self.pool.failures += 1
-                    log.exception(
-                        "engine worker %d: an event could not be handled (%s)",
-                        self.index,
-                        message.event_json[:200],
-                    )
+        order = KeyOrder()
+        try:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for message in self.stub.StreamEvents(pb.StreamEventsRequest()):
+                    try:
+                        event = wire.decode(message.event_json)
+                    except Exception:
+                        self._failed(message)
+                        continue
+                    await order.submit(event.key, partial(self._handle, message, event))
+            await order.drain()  # the stream ended: its last events are handled before this
+        finally:
+            await order.cancel()  # only when the pump itself is cancelled is any left
+
+    async def _handle(self, message: pb.StreamEventsResponse, event: EngineEvent) -> None:
+        try:
+            await self.pool.on_event(message.run_id, event)
+        except Exception:
+            self._failed(message)
+
+    def _failed(self, message: pb.StreamEventsResponse) -> None:
+        self.pool.failures += 1
+        log.exception(
+            "engine worker %d: an event could not be handled (%s)",
+            self.index,
+            message.event_json[:200],
+        )
 
     async def _ping_loop(self) -> None:
         """A worker that stops answering (a wedged Go runtime) is killed; run() restarts it."""

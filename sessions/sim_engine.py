@@ -28,11 +28,13 @@ from zapgate.sessions.engine import (
 from zapgate.sessions.errors import EngineError, NotConnected, NotRunning, Rejected, SendRefused
 from zapgate.sessions.events import InstanceKey
 from zapgate.sessions.groups import GroupInfo, JoinRequest, ParticipantOutcome
+from zapgate.sessions.presence_subscriptions import PresenceSubscriptions
 from zapgate.sessions.sim_contacts import AddressBook
 from zapgate.sessions.sim_groups import SimGroups
 from zapgate.sessions.sim_phone import PendingReceipt, PhoneLog, Received, describe
 from zapgate.sessions.sim_store import SimDevice, SimStore
 from zapgate.sessions.simwa_client import Link, SimServer
+from zapgate.sessions.thread_batch import ThreadBatch
 
 T = TypeVar("T")
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # whatsmeow's: no 0, O, I, U
@@ -66,8 +68,10 @@ class SimSession:
         on_connected: Callable[[], None] = lambda: None,
         server: SimServer | None = None,
         on_end: Callable[[ev.EngineEvent | None], None] = lambda _: None,
+        files: ThreadBatch | None = None,
     ) -> None:
         self.spec = spec
+        self.files = files or ThreadBatch()  # the engine's: opens of many starts batched
         # With a simulated WhatsApp server, the phone side lives there (one for every node):
         # the session attaches once paired, and receipts come from the server.
         self.server = server
@@ -89,10 +93,13 @@ class SimSession:
         self.receipts_scheduled: set[str] = set()  # message ids, in this run
         self.phone = PhoneLog(spec.runtime_dir)
         self.address_book = AddressBook(self.store)
+        # Whose presence this connection subscribed to: WhatsApp forgets it when it ends.
+        self.subscribed: set[str] = set()
 
     async def run(self) -> None:
         await asyncio.sleep(self.timings.connect_seconds)
-        self.device = await asyncio.to_thread(self.store.load_or_create)
+        device, owed = await self.files.run(self._open)
+        self.device = device
         ban_left = self.device.banned_until - time.time()
         if ban_left > 0:
             self.sink(ev.TemporarilyBanned(self.key, code=101, expires_in_seconds=ban_left))
@@ -114,9 +121,17 @@ class SimSession:
             )
             if self.server_link is None:
                 # Receipts the phones owe from before a crash or drop arrive now (or when due).
-                self.schedule_receipts(await asyncio.to_thread(self.phone.pending_receipts))
+                if owed is None:  # paired just now
+                    owed = await asyncio.to_thread(self.phone.pending_receipts)
+                self.schedule_receipts(owed)
             self.on_connected()
             await asyncio.Event().wait()  # connected until stopped, dropped or replaced
+
+    def _open(self) -> tuple[SimDevice, list[PendingReceipt] | None]:
+        """On a thread: the device and, when it is paired, the receipts its phones owe
+        (nothing adds any before it connects)."""
+        device = self.store.load_or_create()
+        return device, self.phone.pending_receipts() if device.paired else None
 
     async def _pair(self) -> None:
         assert self.device is not None
@@ -271,6 +286,10 @@ class SimEngine(Engine):
         self._group_lock = asyncio.Lock()  # one group change at a time (read-modify-write)
         # History the phone will send (PreloadHistory), delivered at the next connection.
         self._history: dict[InstanceKey, list[ev.HistorySynced]] = {}
+        # Presence subscriptions to renew on each connection (as the neonize engine does).
+        self._presence = PresenceSubscriptions()
+        self._renewals: set[asyncio.Task[list[str]]] = set()
+        self._files = ThreadBatch()  # 1,000 starts after a restart: a few thread hand-offs
 
     async def send(
         self, key: InstanceKey, recipient_jid: str, content: OutgoingContent
@@ -309,6 +328,9 @@ class SimEngine(Engine):
         session = self._connected(key)
         shown = describe(chat_jid, OutgoingContent(text=""), "")
         await session.record(dataclasses.replace(shown, kind=presence), [])
+        if presence == "subscribe":
+            session.subscribed.add(chat_jid)
+            self._presence.remember(key, chat_jid)
 
     async def reject_call(self, key: InstanceKey, caller_jid: str, call_id: str) -> None:
         session = self._connected(key)
@@ -447,8 +469,9 @@ class SimEngine(Engine):
             spec,
             self.timings,
             self._report,
-            lambda: self._deliver_history(spec.key),
+            lambda: self._on_connected(spec.key),
             self.server,
+            files=self._files,
         )
         session.on_end = lambda event: self._server_ended(session, event)
         session.task = asyncio.create_task(self._run(session), name=f"sim {spec.key}")
@@ -468,6 +491,7 @@ class SimEngine(Engine):
             await session.cancel()
 
     async def logout(self, key: InstanceKey) -> None:
+        self._presence.forget(key)
         session = self._sessions.pop(key, None)
         if session is not None:
             await session.cancel()
@@ -483,6 +507,9 @@ class SimEngine(Engine):
     async def close(self) -> None:
         for key in list(self._sessions):
             await self.stop(key)
+        for task in list(self._renewals):
+            task.cancel()
+        await asyncio.gather(*self._renewals, return_exceptions=True)
 
     # The phone side, driven by SimulatorService.
 
@@ -512,6 +539,7 @@ class SimEngine(Engine):
 
     async def logout_from_phone(self, key: InstanceKey) -> None:
         session = self._connected(key)
+        self._presence.forget(key)
         await asyncio.to_thread(session.store.wipe)
         await self._end(session, ev.LoggedOut(key, "device removed on the phone"))
 
@@ -527,8 +555,17 @@ class SimEngine(Engine):
         self._connected(key).set_keepalive(failing)
 
     async def inject_event(self, event: ev.EngineEvent) -> None:
-        """Another phone's presence, chat presence or call reaches the connected instance."""
-        self._connected(event.key)
+        """Another phone's presence, chat presence or call reaches the connected instance. A
+        presence reaches it only while this connection is subscribed to the contact, as on
+        WhatsApp (chat presences and calls need no subscription)."""
+        session = self._connected(event.key)
+        if isinstance(event, ev.PresenceChanged) and not (
+            {event.jid, event.lid} & session.subscribed
+        ):
+            raise Rejected(
+                f"the instance is not subscribed to the presence of {event.jid}: WhatsApp "
+                "sends it only after SubscribePresence on the current connection"
+            )
         self.sink(event)
 
     async def inject_message(self, message: ev.MessageReceived, media: bytes) -> None:
@@ -581,6 +618,16 @@ class SimEngine(Engine):
         session = self._sessions.get(key)
         if session is not None and session.connected:
             self._deliver_history(key)
+
+    def _on_connected(self, key: InstanceKey) -> None:
+        self._deliver_history(key)
+        if self._presence.of(key):
+            renewing = self._presence.renew(
+                key, lambda contact: self.send_presence(key, contact, "subscribe")
+            )
+            task = asyncio.create_task(renewing, name=f"presence renewal {key}")
+            self._renewals.add(task)
+            task.add_done_callback(self._renewals.discard)
 
     def _deliver_history(self, key: InstanceKey) -> None:
         for synced in self._history.pop(key, []):

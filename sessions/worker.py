@@ -28,6 +28,7 @@ from zapgate.sessions.core_watch import CoreWatch
 from zapgate.sessions.engine import GRPC_MESSAGE_OPTIONS, Engine, InstanceSpec
 from zapgate.sessions.errors import EngineError, to_wire
 from zapgate.sessions.events import Disconnected, EngineEvent, HistorySynced, MessageReceived
+from zapgate.sessions.log_lines import formatter_for, install
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimEngine, SimTimings
 from zapgate.sessions.simwa_client import Labels, SimServer
@@ -376,16 +377,11 @@ def main(argv: list[str] | None = None) -> None:
     # Files 0600, dirs 0700 (as `zapgate serve` sets it; gateway/ops/file_modes.py): the
     # engines' session stores and the simulator's phone must never be readable by others.
     os.umask(0o077)
-    if args.log_format == "json":
-        from zapgate.gateway.ops.logs import configure_logging  # the core's JSON lines
-
-        configure_logging(args.log_level, "json")
-    else:
-        logging.basicConfig(
-            level=args.log_level.upper(),
-            format=f"%(asctime)s %(levelname)s worker[{os.getpid()}] %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+    # The core's line format (sessions/log_lines.py); text lines name the worker.
+    text_format = f"%(asctime)s %(levelname)s worker[{os.getpid()}] %(name)s: %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter_for(args.log_format, text_format))
+    install(handler, args.log_level)
     timings = SimTimings(**json.loads(args.sim_timings))
     args.socket.unlink(missing_ok=True)  # left by a worker that was killed
     sim_server = None

@@ -17,7 +17,7 @@ from tests.rpc import expect_error
 from tests.sim_client import SimClient
 from tests.test_contacts import Contacts, person
 from tests.test_inbound import inject
-from zapgate.sessions import neonize_engine, neonize_lids
+from zapgate.sessions import neonize_calls, neonize_lids
 from zapgate.v1 import contact_pb2 as pb
 from zapgate.v1 import simulator_pb2 as spb
 
@@ -157,7 +157,7 @@ class LidMap:
 def test_the_lid_map_answers_in_the_order_asked() -> None:
     client = LidMap({ANA_JID: ANA_LID})
     asked = [ANA_LID, NOBODY_JID, ANA_JID, ANA_LID]
-    found = neonize_engine._alternates(
+    found = neonize_calls.alternates(
         client, [neonize_lids.to_neonize(jid) for jid in dict.fromkeys(asked)]
     )
     assert neonize_lids.in_order(asked, found) == [ANA_JID, "", ANA_LID, ANA_JID]

@@ -20,15 +20,12 @@ from tests.messaging import FAST_POLICY, Messenger
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
 from zapgate.gateway.ops.logs import (
-    QUIET_LOGGERS,
-    JsonFormatter,
     about_instance,
     configure_logging,
     instance_fields,
     make_handler,
-    mask_secrets,
-    quiet_libraries,
 )
+from zapgate.sessions.log_lines import QUIET_LOGGERS, JsonFormatter, mask_secrets, quiet_libraries
 from zapgate.v1 import event_pb2, event_pb2_grpc
 from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import message_pb2 as mpb

@@ -281,21 +281,21 @@ def whatsmeow_calls(workdir: Path) -> Report:
     """The engine's reader calls on a client neonize does not have. Run before any engine
     client exists: nothing else touches neonize's maps."""
     from tests.test_neonize_offline import outcome
-    from zapgate.sessions import neonize_engine, neonize_inbound
+    from zapgate.sessions import neonize_calls, neonize_inbound
 
-    bare = neonize_engine.neonize_client.NewClient(str(workdir / "bare.db"), uuid="acme/bare#1")
+    bare = neonize_calls.neonize_client.NewClient(str(workdir / "bare.db"), uuid="acme/bare#1")
     bare._stop_finalizer.detach()
     key = "acme/bare"
     download: Report = {}
     for kind, ref in media_refs().items():
         message = neonize_inbound.download_message(ref)
-        download[kind] = outcome(lambda m=message: neonize_engine._download(bare, key, m))
+        download[kind] = outcome(lambda m=message: neonize_calls.download(bare, key, m))
     text = wa.Message(conversation="no media")
-    download["text"] = outcome(lambda: neonize_engine._download(bare, key, text))
+    download["text"] = outcome(lambda: neonize_calls.download(bare, key, text))
     phones = ["+5511988887777", "+5521977776666"]
     return {
         "download": download,
-        "check": outcome(lambda: neonize_engine._check_numbers(bare, key, phones)),
+        "check": outcome(lambda: neonize_calls.check_numbers(bare, key, phones)),
     }
 
 

@@ -686,10 +686,12 @@ def test_inbound_messages_reach_the_sink_and_one_unreadable_message_is_dropped(
 
 
 def deliver(client: Any, message: Any) -> None:
-    """neonize's event callback, called the way Go calls it."""
+    """neonize's event callback, called the way Go calls it (any neonize event type)."""
     data = message.SerializeToString()
     buffer = ctypes.create_string_buffer(data, len(data))
-    client.event.execute(client.uuid, ctypes.addressof(buffer), len(data), EVENT_TO_INT[pb.Message])
+    client.event.execute(
+        client.uuid, ctypes.addressof(buffer), len(data), EVENT_TO_INT[type(message)]
+    )
 
 
 async def deliver_scenario(workdir: Path) -> Report:
@@ -705,7 +707,7 @@ async def deliver_scenario(workdir: Path) -> Report:
             )
             logged.append({"message": record.getMessage(), "exception": exception})
 
-    logging.getLogger("zapgate.sessions.neonize_engine").addHandler(Recorder())
+    logging.getLogger("zapgate.sessions.neonize_session").addHandler(Recorder())
     mapping = neonize_inbound.to_message_received
 
     def failing_on_boom(key: str, event: Any) -> MessageReceived | None:

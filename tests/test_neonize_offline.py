@@ -473,26 +473,24 @@ def whatsmeow_calls(workdir: Path) -> Report:
     """The engine's reader calls on a client neonize does not have (whatsmeow answers "client
     is nil"). Run before any engine client exists: nothing else touches neonize's maps."""
     from tests.test_neonize_send import UPLOADED
-    from zapgate.sessions import neonize_engine, neonize_send
+    from zapgate.sessions import neonize_calls, neonize_send
 
-    bare = neonize_engine.neonize_client.NewClient(str(workdir / "bare.db"), uuid="acme/bare#1")
+    bare = neonize_calls.neonize_client.NewClient(str(workdir / "bare.db"), uuid="acme/bare#1")
     bare._stop_finalizer.detach()
     key, to = "acme/bare", neonize_send.parse_recipient("5511988887777@s.whatsapp.net")
     deliver: Report = {}
     for kind, content in send_contents().items():
         uploaded = UPLOADED if neonize_send.upload_of(content) is not None else None
         message = neonize_send.build_message(content, uploaded, now=1_790_000_000)
-        deliver[kind] = outcome(lambda m=message: neonize_engine._deliver(bare, key, to, m))
+        deliver[kind] = outcome(lambda m=message: neonize_calls.deliver(bare, key, to, m))
     upload = neonize_send.upload_of(send_contents()["image"])
     assert upload is not None
     image, media_type = upload
     return {
         "deliver": deliver,
-        "upload": outcome(
-            lambda: neonize_engine._upload(bare, key, "image", image.data, media_type)
-        ),
-        "look_up": outcome(lambda: neonize_engine._look_up(bare, key, "5511988887777")),
-        "typing": outcome(lambda: neonize_engine._show_typing(bare, key, to, True)),
+        "upload": outcome(lambda: neonize_calls.upload(bare, key, "image", image.data, media_type)),
+        "look_up": outcome(lambda: neonize_calls.look_up(bare, key, "5511988887777")),
+        "typing": outcome(lambda: neonize_calls.show_typing(bare, key, to, True)),
     }
 
 

@@ -48,9 +48,9 @@ async def build_scenario(workdir: Path) -> Report:
     """neonize's client builds the polls (a Go call; no connection, no network)."""
     import dataclasses
 
-    from zapgate.sessions import neonize_engine
+    from zapgate.sessions import neonize_calls
 
-    client = neonize_engine.neonize_client.NewClient(str(workdir / "polls.db"), uuid="acme/p#1")
+    client = neonize_calls.neonize_client.NewClient(str(workdir / "polls.db"), uuid="acme/p#1")
     client._stop_finalizer.detach()
     report: Report = {}
     cases = {

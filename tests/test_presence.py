@@ -1,7 +1,8 @@
 """Presence over real gRPC with the simulator: the account's own presence and subscriptions
 to contacts reach WhatsApp (the simulated phone records them), paced with chat presences;
-contacts' presences, chat presences (typing, recording) and calls arrive as typed events with
-both the phone JID and the LID; bad requests are refused with details."""
+contacts' presences (only those subscribed to, and still after a reconnect), chat presences
+(typing, recording) and calls arrive as typed events with both the phone JID and the LID;
+bad requests are refused with details."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.test_conversation import PHONE
 from tests.test_events import messenger, subscribed, take
 from tests.test_inbound import SENDER, SENDER_JID
 from zapgate.v1 import event_pb2 as epb
+from zapgate.v1 import instance_pb2 as ipb
 from zapgate.v1 import message_pb2 as pb
 from zapgate.v1 import simulator_pb2 as spb
 
@@ -87,8 +89,14 @@ async def test_presence_calls_are_paced_and_checked(messenger: Messenger) -> Non
     assert len(shown) == 30 - len(refused)  # a refused call sends nothing
 
 
+async def subscribe(messenger: Messenger, instance_id: str) -> None:
+    request = pb.SubscribePresenceRequest(instance_id=instance_id, phone=SENDER)
+    await messenger.stub.SubscribePresence(request, metadata=messenger.metadata)
+
+
 async def test_a_contacts_presence_arrives_with_both_identities(messenger: Messenger) -> None:
     await messenger.ready("seen", PHONE)
+    await subscribe(messenger, "seen")
     kinds = [epb.EVENT_TYPE_PRESENCE_CHANGED]
     inject = messenger.client.sim.InjectPresence
     [online] = await events_of(
@@ -182,3 +190,93 @@ async def test_receipt_events_name_who_acknowledged_by_phone_and_lid(
     assert [(c.receipt_from_jid, c.receipt_from_lid) for c in changes[:-1]] == [("", "")] * 3
     assert changes[-1].receipt_from_jid == SENDER_JID
     assert changes[-1].receipt_from_lid == f"{LID}@lid"
+
+
+async def test_a_presence_arrives_only_after_subscribing(messenger: Messenger) -> None:
+    """As on WhatsApp: the simulated phone sends no presence the instance did not ask for."""
+    await messenger.ready("unasked", PHONE)
+    _, _ = await expect_error(
+        messenger.client.sim.InjectPresence(
+            presence("unasked", available=True), metadata=messenger.metadata
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    await subscribe(messenger, "unasked")
+    [online] = await events_of(
+        messenger,
+        "unasked",
+        [epb.EVENT_TYPE_PRESENCE_CHANGED],
+        messenger.client.sim.InjectPresence(
+            presence("unasked", available=True), metadata=messenger.metadata
+        ),
+    )
+    assert online.presence_changed.jid == SENDER_JID
+
+
+async def subscriptions_seen(messenger: Messenger, instance_id: str, count: int) -> int:
+    """Waits (up to 30 s) until the phone side has seen `count` subscriptions to SENDER;
+    returns how many it saw."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        seen = [
+            r
+            for r in await messenger.received(instance_id)
+            if (r.kind, r.recipient_jid) == ("subscribe", SENDER_JID)
+        ]
+        if len(seen) >= count or asyncio.get_running_loop().time() > deadline:
+            return len(seen)
+        await asyncio.sleep(0.05)
+
+
+async def test_subscriptions_are_renewed_after_a_reconnect(messenger: Messenger) -> None:
+    """WhatsApp forgets presence subscriptions when the connection drops: the engine
+    subscribes again on the new connection, so presences keep arriving."""
+    await messenger.ready("renew", PHONE)
+    await subscribe(messenger, "renew")
+    inject = messenger.client.sim.InjectPresence
+    kinds = [epb.EVENT_TYPE_PRESENCE_CHANGED]
+    [before] = await events_of(
+        messenger,
+        "renew",
+        kinds,
+        inject(presence("renew", available=True), metadata=messenger.metadata),
+    )
+    assert before.presence_changed.available
+
+    await messenger.client.sim.DropConnection(
+        spb.DropConnectionRequest(instance_id="renew"), metadata=messenger.metadata
+    )
+    await messenger.client.wait_for(
+        "renew",
+        lambda i: (
+            i.state == ipb.INSTANCE_STATE_CONNECTED and i.state_reason == ipb.STATE_REASON_CONNECTED
+        ),
+    )
+    # The new connection subscribed again, with no call from the client.
+    assert await subscriptions_seen(messenger, "renew", 2) == 2
+    seen = Timestamp(seconds=1_790_000_000)
+    [after] = await events_of(
+        messenger,
+        "renew",
+        kinds,
+        inject(presence("renew", available=False, last_seen=seen), metadata=messenger.metadata),
+    )
+    assert after.presence_changed.jid == SENDER_JID
+    assert not after.presence_changed.available
+
+
+async def test_a_logout_forgets_the_subscriptions(messenger: Messenger) -> None:
+    """The next pairing may be another account: it inherits no subscription."""
+    await messenger.ready("relink", PHONE)
+    await subscribe(messenger, "relink")
+    await messenger.client.sim.LogoutFromPhone(
+        spb.LogoutFromPhoneRequest(instance_id="relink"), metadata=messenger.metadata
+    )
+    await messenger.client.wait_for("relink", lambda i: i.state == ipb.INSTANCE_STATE_LOGGED_OUT)
+    await messenger.client.pair("relink", PHONE)
+    _, _ = await expect_error(
+        messenger.client.sim.InjectPresence(
+            presence("relink", available=True), metadata=messenger.metadata
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )

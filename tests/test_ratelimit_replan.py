@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from tests.test_ratelimit_properties import DAY, ZONE_STARTS, policies
 from tests.test_ratelimit_sim import FakeClock, message
 from zapgate.ratelimit.decisions import AutoPause, Decision, Expiry, Release
+from zapgate.ratelimit.health import PauseRules
 from zapgate.ratelimit.instance import Instance, Plan
 from zapgate.ratelimit.policy import DEFAULT_POLICY, SendPolicy
 from zapgate.ratelimit.scheduler import Scheduler
@@ -257,3 +258,87 @@ def test_a_replan_on_a_later_day_chooses_again_under_that_days_new_contact_cap()
     releases = [entry[2] for entry in log if entry[1] == "release"]
     assert releases == ["i0-0", "i0-3"]  # the new contact's urgent message, not "known"
     assert len(seen) == 1
+
+
+def test_a_late_driver_does_not_send_past_the_day_cap_the_last_send_reached() -> None:
+    """The re-plan skips the calendar while the driver is late inside a day with room left;
+    the send that uses up the day's cap must end that shortcut, so the next message waits
+    for the next local day (re-plans checked against plans from scratch on the way)."""
+    policy = replace(
+        DEFAULT_POLICY,
+        quiet_start_hour=None,
+        quiet_end_hour=None,
+        warmup_days=1,
+        per_day=2,
+        warmup_first_day_cap=1,
+        typing=True,
+        typing_max_seconds=3.0,
+    )
+    start = datetime(2024, 6, 1, 15, 0, tzinfo=UTC).timestamp()
+    name = "i0"
+    run = Run(
+        start=start,
+        policies={name: (policy, start - 30 * DAY)},
+        ops=[("enqueue", name, f"c{n}", 0, 0.0, None, 40, True) for n in range(3)]
+        + [("wake", 0.0), ("sent", name), ("wake", 0.3), ("sent", name), ("wake", 7.0)],
+        seed=11,
+    )
+    seen: list[Plan | None] = []
+    with checked_replans(seen):
+        log = play(run)
+    released_at = [entry[0] for entry in log if entry[1] == "release"]
+    assert len(released_at) == 3
+    assert len(seen) >= 1
+    calendar = Instance(name, policy, start, PauseRules(), random.Random(0)).calendar
+    assert calendar.day(released_at[1]) == calendar.day(start)
+    assert released_at[2] >= calendar.next_day_start(start) - policy.typing_max_seconds
+
+
+def _one_sent_on_an_open_day(policy: SendPolicy) -> tuple[Scheduler, float]:
+    """An instance whose late driver released and sent one of two messages at 15:00 UTC,
+    so the rest of that day is known to have room (its open stretch is cached)."""
+    start = datetime(2024, 6, 1, 15, 0, tzinfo=UTC).timestamp()
+    clock = FakeClock(start)
+    scheduler = Scheduler(clock, random.Random(5))
+    scheduler.configure("i0", policy, start - 30 * DAY)
+    scheduler.set_ready("i0", True)
+    for n in range(2):
+        scheduler.enqueue(message(n, "i0", f"c{n}", not_before=start, known=True))
+    wake = scheduler.next_wakeup()
+    assert wake is not None
+    clock.t = wake + 0.3
+    [release] = scheduler.due()
+    assert isinstance(release, Release)
+    scheduler.on_sent("i0", release.message.message_id)
+    return scheduler, start
+
+
+OPEN_DAY_POLICY = replace(
+    DEFAULT_POLICY,
+    quiet_start_hour=None,
+    quiet_end_hour=None,
+    warmup_days=1,
+    per_day=5,
+    warmup_first_day_cap=1,
+    typing=False,
+    timezone="UTC",
+)
+
+
+def test_a_restored_state_with_the_day_cap_used_up_ends_the_open_day() -> None:
+    scheduler, start = _one_sent_on_an_open_day(OPEN_DAY_POLICY)
+    state = scheduler.export_state("i0")
+    state["sent_today"] = OPEN_DAY_POLICY.per_day
+    scheduler.import_state("i0", state)
+    wake = scheduler.next_wakeup()
+    assert wake is not None
+    assert wake >= start + 9 * 3600  # 00:00 UTC the next day, not the end of the gap
+
+
+def test_a_policy_with_a_lower_day_cap_ends_the_open_day() -> None:
+    scheduler, start = _one_sent_on_an_open_day(OPEN_DAY_POLICY)
+    lower = replace(OPEN_DAY_POLICY, per_day=1)
+    scheduler.configure("i0", lower, start - 30 * DAY)
+    wake = scheduler.next_wakeup()
+    assert wake is not None
+    assert wake >= start + 9 * 3600

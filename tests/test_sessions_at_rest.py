@@ -23,6 +23,7 @@ from tests.sim_client import SimClient
 from zapgate.gateway.server import Gateway
 from zapgate.gateway.store.apikeys import ApiKeyRepository
 from zapgate.gateway.store.db import open_database
+from zapgate.v1 import event_pb2
 from zapgate.v1 import instance_pb2 as pb
 from zapgate.v1 import simulator_pb2 as spb
 
@@ -118,6 +119,41 @@ async def test_restart_reconnects_every_session_without_a_qr(
         await assert_all_back_without_qr(second, key, jids)
     finally:
         second.close()
+
+
+async def test_a_restart_logs_each_reconnect_once(tmp_path: Path) -> None:
+    """After a crash and a reboot each instance's log says CONNECTING (RECONNECTING) once,
+    committed by the start-up pass, then CONNECTED: the start that follows does not write
+    the same state and event again."""
+    data_dir, runtime_dir = tmp_path / "data", tmp_path / "runtime"
+    first = ServerProcess(data_dir, *SERVER_FLAGS)
+    try:
+        key, jids = await pair_ten(first, data_dir)
+        first.process.kill()
+        await asyncio.to_thread(first.wait)
+    finally:
+        first.close()
+    await asyncio.sleep(1)  # the old workers notice their core is gone and exit
+    shutil.rmtree(runtime_dir)
+    [(last_cursor,)] = db_rows(data_dir, "SELECT max(cursor) FROM events")
+    second = ServerProcess(data_dir, *SERVER_FLAGS)
+    try:
+        await assert_all_back_without_qr(second, key, jids)
+    finally:
+        second.close()
+    states: dict[str, list[tuple[int, int]]] = {instance_id: [] for instance_id in jids}
+    query = f"SELECT instance_id, payload FROM events WHERE cursor > {last_cursor} ORDER BY cursor"
+    for instance_id, payload in db_rows(data_dir, query):
+        event = event_pb2.Event.FromString(payload)  # type: ignore[arg-type]
+        if event.HasField("state_changed"):
+            changed = event.state_changed
+            states[str(instance_id)].append((changed.state, changed.reason))
+    stop = (S.INSTANCE_STATE_DISCONNECTED, R.STATE_REASON_SHUTDOWN)  # the second's own stop
+    for instance_id, seen in states.items():
+        assert [s for s in seen if s != stop] == [
+            (S.INSTANCE_STATE_CONNECTING, R.STATE_REASON_RECONNECTING),
+            (S.INSTANCE_STATE_CONNECTED, R.STATE_REASON_CONNECTED),
+        ], instance_id
 
 
 async def test_no_session_secret_reaches_the_data_dir(tmp_path: Path) -> None:

@@ -1,26 +1,35 @@
 """Webhook leases on a real PostgreSQL (cluster mode): one holder at a time with a rising
-epoch, a delivery write under a lost lease moves nothing, a hand-over releases only the
-epoch it held, and two nodes' lease rounds spread the webhooks and take a dead node's."""
+epoch, a delivery write under a lost lease moves nothing (nor reports a retention gap), a
+hand-over releases only the epoch it held, and two nodes' lease rounds spread the webhooks
+and take a dead node's."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.postgres import create_database
 from tests.test_webhook_store import new_webhook
+from tests.webhooks import FAST_WEBHOOKS
 from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.cluster.webhook_leases import WebhookChange, WebhookLeases
+from zapgate.gateway.events.log import EventLog, Retention
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.fencing import FenceToken
 from zapgate.gateway.store.leases import LeaseRepository
 from zapgate.gateway.store.webhook_leases import WebhookLeaseRepository
-from zapgate.gateway.store.webhooks import DISABLED, Failure, WebhookRepository
+from zapgate.gateway.store.webhooks import DISABLED, Failure, WebhookRecord, WebhookRepository
+from zapgate.gateway.webhooks.delivery import DeliveryLoop, DeliveryParts
+from zapgate.gateway.webhooks.poster import Poster
 from zapgate.sessions.vault import Keyring, MasterKey
+from zapgate.v1 import event_pb2 as epb
 
 TTL = 30.0  # long: nothing here waits for an expiry, leases are released by hand
 _databases = itertools.count()
@@ -119,3 +128,80 @@ async def test_rounds_spread_webhooks_hand_over_and_take_a_dead_nodes(engine: As
     await nodes.leave("n1")
     await n2.once()
     assert len(n2.held()) == 4
+
+
+@dataclass(frozen=True)
+class PausedLease:
+    """A lease as a node that was paused past its TTL sees it: still valid by its own
+    clock, while the database has given the webhook to another node since."""
+
+    token: FenceToken
+
+    def valid(self) -> bool:
+        return True
+
+
+class Lost:
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+
+    def delivered(self, webhook: WebhookRecord, seconds: float) -> None: ...
+    def failed(self, webhook: WebhookRecord) -> None: ...
+    def retried(self, webhook: WebhookRecord) -> None: ...
+
+    def lost(self, webhook: WebhookRecord, count: int) -> None:
+        self.counts.append(count)
+
+
+async def test_a_retention_gap_is_reported_only_under_the_lease(engine: AsyncEngine) -> None:
+    """The gap event and the cursor past it are written by the lease's holder only: a node
+    whose lease was taken reports no gap (it would contradict the holder's), moves no
+    cursor, and its loop ends there."""
+    webhooks = await created(engine, "wh_a")
+    leases = WebhookLeaseRepository(engine)
+    key = ("acme", "wh_a")
+    assert await leases.acquire(key, "n1", TTL) is not None
+    await leases.release("n1", key, 1)
+    assert await leases.acquire(key, "n2", TTL) is not None  # n2 holds it at epoch 2
+    log = EventLog(engine, Retention(max_events=1, check_seconds=3600.0))
+    for n in range(1, 4):
+        await log.append("acme", "sales", epb.ContactsSynced(added=n))
+    assert await log.trim() == 2  # cursors 1 and 2 are gone, undelivered
+
+    async def no_body(webhook: WebhookRecord, event: epb.Event) -> bytes | None:
+        return None  # nothing to POST: the test is about the gap alone
+
+    lost = Lost()
+    async with httpx.AsyncClient() as client:
+        parts = DeliveryParts(
+            webhooks,
+            log,
+            Poster(client, allow_private=True),
+            FAST_WEBHOOKS,
+            no_body,
+            asyncio.Semaphore(1),
+            lost,
+        )
+        record = await webhooks.get("acme", "wh_a")
+        assert record is not None
+        assert record.cursor == 0
+        stale = DeliveryLoop(parts, record, b"key", PausedLease(FenceToken("n1", 1)))
+        await asyncio.wait_for(stale.run(), 30)  # ends at the gap
+        gaps = await log.read("acme", 0, (), (epb.EVENT_TYPE_WEBHOOK_STATUS_CHANGED,), 10)
+        assert gaps == []
+        assert lost.counts == []
+        after = await webhooks.get("acme", "wh_a")
+        assert after is not None
+        assert after.cursor == 0
+
+        log.closed = True  # the holder's loop ends once it has caught up
+        holder = DeliveryLoop(parts, record, b"key", PausedLease(FenceToken("n2", 2)))
+        await asyncio.wait_for(holder.run(), 30)
+    [gap] = await log.read("acme", 0, (), (epb.EVENT_TYPE_WEBHOOK_STATUS_CHANGED,), 10)
+    assert gap.webhook_status_changed.events_lost == 2
+    assert gap.webhook_status_changed.cursor == 2
+    assert lost.counts == [2]
+    final = await webhooks.get("acme", "wh_a")
+    assert final is not None
+    # Past the gap, the event after it, and the gap's own event (nothing to POST for either).
+    assert final.cursor == gap.cursor == 4

@@ -39,10 +39,11 @@ from zapgate.gateway.connections.backoff import Backoff
 from zapgate.gateway.connections.master_key import ENV_KEY
 from zapgate.gateway.events.log import Retention
 from zapgate.gateway.ops.listen_errors import CannotListen
-from zapgate.gateway.ops.logs import LOG_FORMATS, configure_logging
+from zapgate.gateway.ops.logs import configure_logging
 from zapgate.gateway.ops.metrics_http import parse_listen
 from zapgate.gateway.store.single_node import StoreInUse
 from zapgate.gateway.webhooks.timings import WebhookSettings
+from zapgate.sessions.log_lines import LOG_FORMATS
 from zapgate.sessions.runloop import run_async
 from zapgate.sessions.sim_engine import SimTimings
 

@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from zapgate.gateway.connections.store_watch import StoreWatch
@@ -29,6 +30,7 @@ from zapgate.gateway.ops.logs import instance_fields
 from zapgate.gateway.store.fencing import NO_FENCING, Fenced, Fencing
 from zapgate.gateway.store.snapshots import SnapshotRepository, StaleGeneration
 from zapgate.sessions.store_file import read_store, write_store
+from zapgate.sessions.thread_batch import ThreadBatch
 from zapgate.sessions.vault import Keyring, SealedSession, Undecryptable, seal
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,9 @@ class SessionKeeper:
         # Reports writes to the stores it watches: those are looked at only then (and for
         # the periodic snapshot), never polled. None: every store is polled.
         self._store_watch = store_watch
+        # After a restart every instance restores at once: their decrypts and writes go to
+        # a thread a batch at a time, not one hand-off each.
+        self._restores = ThreadBatch()
 
     def watch(self, tenant: str, instance_id: str) -> None:
         self._watched_of((tenant, instance_id))
@@ -216,8 +221,8 @@ class SessionKeeper:
                 f"snapshot generation {sealed.generation} is not the newest one "
                 f"({expected_generation}): refusing to roll the session back"
             )
-        digest, fingerprint = await asyncio.to_thread(
-            self._open_and_write, f"{tenant}/{instance_id}", sealed, path
+        digest, fingerprint = await self._restores.run(
+            partial(self._open_and_write, f"{tenant}/{instance_id}", sealed, path)
         )
         # The store is its snapshot, as of now: the first poll must not find it "changed"
         # and read and hash it again (1,000 of them after a restart).
@@ -229,8 +234,8 @@ class SessionKeeper:
     def _open_and_write(
         self, owner: str, sealed: SealedSession, path: Path
     ) -> tuple[bytes, tuple[int, int]]:
-        """On a thread, in one hand-off: decrypt, write the store; its image's digest and
-        the store's fingerprint."""
+        """On a thread (with the other restores due at the same time): decrypt, write the
+        store; its image's digest and the store's fingerprint."""
         image = self.keyring.open(owner, sealed)
         write_store(path, image)
         return hashlib.sha256(image).digest(), _fingerprint(StorePaths.of(path))

@@ -20,6 +20,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +52,7 @@ from zapgate.gateway.tasks import TaskSet
 from zapgate.sessions import events as ev
 from zapgate.sessions.errors import EngineError
 from zapgate.sessions.pool import LostRun, WorkerPool
+from zapgate.sessions.thread_batch import ThreadBatch
 from zapgate.sessions.vault import Undecryptable
 from zapgate.v1 import event_pb2
 from zapgate.v1 import instance_pb2 as pb
@@ -154,6 +156,7 @@ class Supervisor:
         self._run_ids = itertools.count(int(micros()))
         self._tasks = TaskSet("supervisor")
         self._closing = False
+        self._dirs = ThreadBatch()  # the runtime dirs of many starts, in one hand-off
 
     # ---- public operations -------------------------------------------------------------
 
@@ -173,9 +176,9 @@ class Supervisor:
         )
         self._events.committed()
         for record in await self._instances.list_wanting_connection():
-            self._resume(record)
+            self._resume(record, recovering=True)
 
-    def _resume(self, record: InstanceRecord) -> None:
+    def _resume(self, record: InstanceRecord, *, recovering: bool = False) -> None:
         """Reconnects an instance that should be connected (its ban re-armed)."""
         live = self._live(record.tenant, record.id)
         with about_instance(record.tenant, record.id):  # for the task and timer's logs
@@ -183,7 +186,8 @@ class Supervisor:
                 delay = max(0.0, (record.ban_expire_us - self._micros()) / 1e6)
                 self._schedule(live, delay)
             else:
-                self._tasks.spawn(self._start(live, R.STATE_REASON_RECONNECTING))
+                start = self._start(live, R.STATE_REASON_RECONNECTING, recovering=recovering)
+                self._tasks.spawn(start)
 
     # ---- cluster mode: the node acquired or lost an instance's lease -------------------
 
@@ -559,15 +563,16 @@ class Supervisor:
 
     # ---- running and stopping ----------------------------------------------------------
 
-    async def _start(self, live: Live, reason: int) -> None:
+    async def _start(self, live: Live, reason: int, *, recovering: bool = False) -> None:
         async with live.lock:
             try:
-                await self._start_locked(live, reason)
+                await self._start_locked(live, reason, recovering=recovering)
             except Fenced as fenced:  # the node drops the instance (Fencing.lost)
                 log.warning("%s", fenced)
 
-    async def _start_locked(self, live: Live, reason: int) -> None:
-        """Starts an engine run (under the instance's lock), unless one is running."""
+    async def _start_locked(self, live: Live, reason: int, *, recovering: bool = False) -> None:
+        """Starts an engine run (under the instance's lock), unless one is running.
+        `recovering`: the start of `recover`, which already committed CONNECTING."""
         if live.run_id or self._closing:
             return
         if self._lives.get(live.key) is not live:  # released (cluster) or forgotten meanwhile
@@ -580,18 +585,24 @@ class Supervisor:
         if not await self._restore(live, record):
             return
         live.run_id = next(self._run_ids)
-        await self._set_state(
-            live,
-            S.INSTANCE_STATE_CONNECTING,
-            reason,
-            "",
-            want_connected=True,
-            ban_code=0,
-            ban_expire_us=0,
-            keepalive_failing=False,  # a new connection has failed no keepalive yet
-        )
+        connecting: dict[str, Any] = {
+            "state": S.INSTANCE_STATE_CONNECTING,
+            "state_reason": reason,
+            "state_detail": "",
+            "want_connected": True,
+            "ban_code": 0,
+            "ban_expire_us": 0,
+            "keepalive_failing": False,  # a new connection has failed no keepalive yet
+        }
+        if recovering and _holds(record, connecting):
+            # `recover` committed this very state and its event for every instance in one
+            # statement: writing it again would only log a duplicate event.
+            await self._tell(live, record)
+        else:
+            state, reason, detail = (connecting.pop(k) for k in STATE_FIELDS)
+            await self._set_state(live, state, reason, detail, **connecting)
         runtime_dir = self.runtime_dir_of(live.tenant, live.instance_id)
-        await asyncio.to_thread(_make_private_dir, runtime_dir)
+        await self._dirs.run(partial(_make_private_dir, runtime_dir))
         try:
             await self._pool.start_instance(live.key, runtime_dir, record.proxy_url, live.run_id)
         except EngineError as error:
@@ -721,12 +732,16 @@ class Supervisor:
             extra=instance_fields(live.tenant, live.instance_id),
         )
         self._observer.transitioned(state, reason)
-        live.watchers.publish(StateUpdate(state, reason, detail))
+        await self._tell(live, record)
+        return record
+
+    async def _tell(self, live: Live, record: InstanceRecord) -> None:
+        """Connect streams and the listener learn the instance's (committed) state."""
+        live.watchers.publish(StateUpdate(record.state, record.state_reason, record.state_detail))
         try:
             await self._listener.state_changed(record)
         except Exception:  # the connection's state machine must not stall on it
             log.exception("the send dispatcher failed to take %s's new state", live.key)
-        return record
 
     def _state_row(
         self, tenant: str, instance_id: str, state: int, reason: int, detail: str
@@ -760,6 +775,14 @@ class Supervisor:
         if live is None:
             live = self._lives[key] = Live(tenant, instance_id)
         return live
+
+
+STATE_FIELDS = ("state", "state_reason", "state_detail")
+
+
+def _holds(record: InstanceRecord, values: dict[str, Any]) -> bool:
+    """The stored record already has every one of these values."""
+    return all(getattr(record, name) == value for name, value in values.items())
 
 
 def _make_private_dir(path: Path) -> None:

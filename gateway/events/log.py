@@ -22,8 +22,8 @@ from zapgate.gateway.store.event_append import (
     last_issued_cursor,
     lock_event_order,
 )
-from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.schema import events
+from zapgate.sessions.group_commit import GroupCommit
 from zapgate.v1 import event_pb2 as pb
 
 log = logging.getLogger(__name__)

@@ -12,29 +12,21 @@ Secrets never reach the log because nothing logs them: API keys (only key ids), 
 key (only fingerprints), session stores (only sizes), message texts and QR codes. Libraries
 that would (SQLAlchemy and aiosqlite log every statement with its parameters at INFO/DEBUG)
 are held at WARNING, and any `zg_<id>_<secret>` API key that still reached a line (in an
-exception message, say) is masked."""
+exception message, say) is masked. The line formats themselves are shared with the engine
+workers (sessions/log_lines.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import re
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import Any, TextIO
+from typing import TextIO
 
 from zapgate.gateway.rpc.tenancy import current_tenant
-
-LOG_FORMATS = ("text", "json")
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# These log SQL statements with their parameters (message texts, snapshot bytes) below
-# WARNING, whatever our own level is.
-QUIET_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg")
-API_KEY = re.compile(r"\bzg_([A-Za-z0-9]+)_[A-Za-z0-9_\-]+")
+from zapgate.sessions.log_lines import formatter_for, install
 
 _instance: ContextVar[tuple[str, str] | None] = ContextVar("zapgate_log_instance", default=None)
 InstanceToken = Token[tuple[str, str] | None]
@@ -96,52 +88,9 @@ class InstanceFilter(logging.Filter):
         return True
 
 
-def mask_secrets(text: str) -> str:
-    """Masks the secret part of any API key in `text` (the key id stays, to tell keys apart)."""
-    return API_KEY.sub(r"zg_\1_<redacted>", text)
-
-
-class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
-
-    def format(self, record: logging.LogRecord) -> str:
-        return mask_secrets(super().format(record))
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC, RFC 3339), level, logger, message, and tenant and
-    instance_id when the line concerns an instance; exception and stack when there are."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": _rfc3339(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": mask_secrets(record.getMessage()),
-        }
-        for field in ("tenant", "instance_id"):
-            value = getattr(record, field, "")
-            if value:
-                line[field] = value
-        if record.exc_info:
-            line["exception"] = mask_secrets(self.formatException(record.exc_info))
-        if record.stack_info:
-            line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
-
-
-def _rfc3339(created: float) -> str:
-    seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-
-
 def make_handler(log_format: str, stream: TextIO | None = None) -> logging.Handler:
-    if log_format not in LOG_FORMATS:
-        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.setFormatter(formatter_for(log_format))
     handler.addFilter(InstanceFilter())
     return handler
 
@@ -151,16 +100,4 @@ def configure_logging(
 ) -> logging.Handler:
     """Sends every log line of this process to `stream` (stderr) in `log_format`; returns
     the handler it installed."""
-    handler = make_handler(log_format, stream)
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    quiet_libraries()
-    return handler
-
-
-def quiet_libraries() -> None:
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    return install(make_handler(log_format, stream), level)

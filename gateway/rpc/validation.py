@@ -45,17 +45,37 @@ def normalize_instance_ids(request: Any) -> None:
     """Rewrites every instance id a request names in lower case, in place, before any
     service reads it (the call guard runs this on every public call): `instance_id`,
     Subscribe's `instance_ids` and UpdateInstance's `instance.id`."""
-    value = getattr(request, "instance_id", None)
-    if isinstance(value, str) and value != (lower := normalize_instance_id(value)):
+    single, many, updated = _instance_id_fields(type(request))
+    if single and request.instance_id != (lower := normalize_instance_id(request.instance_id)):
         request.instance_id = lower
-    if isinstance(request, instance_pb2.UpdateInstanceRequest):
+    if updated:
         request.instance.id = normalize_instance_id(request.instance.id)
-    ids = getattr(request, "instance_ids", None)
-    if ids is not None and not isinstance(ids, str):
+    if many:
+        ids = request.instance_ids
         lowered = [normalize_instance_id(i) for i in ids]
         if lowered != list(ids):
             del ids[:]
             ids.extend(lowered)
+
+
+# Per request type: (a string `instance_id`, a repeated string `instance_ids`, UpdateInstance).
+_InstanceIdFields = tuple[bool, bool, bool]
+_INSTANCE_ID_FIELDS: dict[type, _InstanceIdFields] = {}
+
+
+def _instance_id_fields(kind: type) -> _InstanceIdFields:
+    """Read from the message's descriptor once per type: probing a request for fields it
+    lacks (getattr raising AttributeError inside) cost every call far more than this lookup."""
+    found = _INSTANCE_ID_FIELDS.get(kind)
+    if found is None:
+        fields = getattr(getattr(kind, "DESCRIPTOR", None), "fields_by_name", {})
+        single, many = fields.get("instance_id"), fields.get("instance_ids")
+        found = _INSTANCE_ID_FIELDS[kind] = (
+            single is not None and single.type == single.TYPE_STRING and not single.is_repeated,
+            many is not None and many.type == many.TYPE_STRING and many.is_repeated,
+            kind is instance_pb2.UpdateInstanceRequest,
+        )
+    return found
 
 
 def check_instance_id(field: str, value: str) -> list[FieldViolation]:

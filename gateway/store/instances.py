@@ -14,7 +14,6 @@ from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.rpc.errors import InstanceAlreadyExists, InstanceNotFound
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.fencing import FenceToken, hold_fence
-from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.instance_writers import (
     InstanceUpdate,
     instance_writer,
@@ -32,6 +31,7 @@ from zapgate.gateway.store.schema import (
     received_media,
     received_messages,
 )
+from zapgate.sessions.group_commit import GroupCommit
 from zapgate.v1 import instance_pb2
 
 BANNED = instance_pb2.INSTANCE_STATE_BANNED
@@ -250,7 +250,7 @@ class InstanceRepository:
         return _record(row)
 
     async def _write_updates(self, batch: list[InstanceUpdate]) -> list[InstanceRecord | Exception]:
-        """Group commit of instance updates (gateway/store/group_commit.py): every change of
+        """Group commit of instance updates (sessions/group_commit.py): every change of
         the batch and every event row of the batch in ONE transaction, so each instance's new
         state and its event commit (or roll back, as after a crash) together. A batch that
         fails (a constraint, say) is written again one update at a time, so the error

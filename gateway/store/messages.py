@@ -17,7 +17,6 @@ from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.chat_outbound import mirror_in
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.fencing import FenceToken, hold_fence
-from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.outbox_writers import (
     INTEGRITY_ERRORS,
     Companions,
@@ -25,6 +24,7 @@ from zapgate.gateway.store.outbox_writers import (
     outbox_writer,
 )
 from zapgate.gateway.store.schema import events, messages
+from zapgate.sessions.group_commit import GroupCommit
 from zapgate.v1 import message_pb2
 
 M = message_pb2.MessageState

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.fencing import FenceToken, hold_fence
-from zapgate.gateway.store.group_commit import GroupCommit
 from zapgate.gateway.store.schema import instances, session_snapshots
+from zapgate.sessions.group_commit import GroupCommit
 from zapgate.sessions.vault import SealedSession
 
 

@@ -232,6 +232,30 @@ class WebhookRepository:
             await append_events(conn, [status_row])
         return True
 
+    async def skipped(
+        self,
+        tenant: str,
+        webhook_id: str,
+        cursor: int,
+        gap_row: dict[str, Any],
+        fence: FenceToken | None = None,
+    ) -> bool:
+        """Retention dropped events before delivery: the cursor moves past them and the event
+        saying so is appended, in one transaction, fenced like every delivery write (a node
+        that lost the webhook neither moves its cursor nor reports a gap). Failures and
+        status stay as they are. False, and nothing written, once the webhook is gone or
+        stopped, or its lease lost."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                sa.update(webhooks)
+                .where(_delivering(tenant, webhook_id, fence))
+                .values(cursor=cursor)
+            )
+            if not result.rowcount:
+                return False
+            await append_events(conn, [gap_row])
+        return True
+
     async def _set_delivery(
         self,
         tenant: str,

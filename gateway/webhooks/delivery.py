@@ -12,7 +12,8 @@ A loop only ever waits on its own receiver: other webhooks and the gateway never
 
 In cluster mode a loop runs under its webhook's lease (cluster/webhook_leases.py): it starts
 a POST only while the lease is valid here, and ends as soon as it is not; every write of
-its delivery state is fenced by the lease's epoch in the database.
+its delivery state (the cursor, failures, a stop, a retention gap with its event) is fenced
+by the lease's epoch in the database.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ class DeliveryLoop:
             await self._sleep_until(self._next_attempt_us)
         while True:
             appended = parts.log.signal()  # taken before reading: no append slips by
-            await self._passed_by_retention()
+            if not await self._passed_by_retention():
+                return
             batch = await parts.log.read(
                 webhook.tenant, self._cursor, webhook.instance_ids, webhook.types, READ_BATCH
             )
@@ -230,13 +232,15 @@ class DeliveryLoop:
         async with parts.gate:
             return await parts.poster.post(self._webhook.url, headers, body)
 
-    async def _passed_by_retention(self) -> None:
+    async def _passed_by_retention(self) -> bool:
         """Retention dropped events after the cursor before they were delivered: never a
-        silent skip. The loop moves past the gap and says so (an event, a metric, a log)."""
+        silent skip. The loop moves past the gap and says so (an event, a metric, a log);
+        the event and the cursor are one write, fenced by the lease in cluster mode. False
+        when the webhook stopped or its lease was lost (the loop ends)."""
         parts, webhook = self._parts, self._webhook
         oldest = parts.log.oldest  # 0 until the first trim
         if not oldest or self._cursor >= oldest - 1:
-            return
+            return True
         first, last = self._cursor + 1, oldest - 1
         lost = last - first + 1
         reason = f"gap: event retention dropped cursors {first}..{last} before delivery"
@@ -247,12 +251,17 @@ class DeliveryLoop:
             cursor=last,
             events_lost=lost,
         )
-        await parts.log.append(webhook.tenant, "", change)
-        self._cursor = last
-        if not self._attempts:  # else committed with the retried event's success
-            await self._commit()
+        row = parts.log.row(webhook.tenant, "", change)
+        if not await parts.repository.skipped(webhook.tenant, webhook.id, last, row, self._fence):
+            log.info("webhook %s: stopped or no longer held here; the gap is left", webhook.id)
+            return False
+        parts.log.committed()
+        # The successes not yet committed lie before the gap: its write covers them.
+        self._cursor = self._committed = last
+        self._uncommitted, self._uncommitted_since = 0, 0.0
         parts.observer.lost(webhook, lost)
         log.warning("webhook %s: %s", webhook.id, reason)
+        return True
 
     async def _stop(self, status: int, reason: str) -> bool:
         parts, webhook = self._parts, self._webhook

@@ -1,7 +1,11 @@
 """Group commit: the rows of concurrent callers are written in one transaction. A commit
 costs about the same for one row or a hundred, and SQLite takes one writer at a time anyway,
 so under load this turns many small transactions (and writers queueing on SQLite's lock)
-into a few large ones. Each caller still waits until its own row is committed."""
+into a few large ones. Each caller still waits until its own row is committed.
+
+It knows nothing of databases (`write` is any batch call), so it lives in sessions/, which
+both the core's stores and the worker pool (one StartInstances call for concurrent starts)
+build on: sessions/ never imports gateway/ (tests/test_layering.py)."""
 
 from __future__ import annotations
 
