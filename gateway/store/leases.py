@@ -72,6 +72,8 @@ class LeaseRepository:
             )
             if not wanted:
                 return {}
+            # Only expire_us, never a key column: PostgreSQL then locks the rows FOR NO KEY
+            # UPDATE, which the fenced writes' KEY SHARE locks do not hold up (fencing.py).
             renewed = await conn.execute(
                 sa.update(instance_leases)
                 .where(
@@ -112,6 +114,7 @@ class LeaseRepository:
             where=sa.and_(instance_leases.c.expire_us <= now, _open_to(node_id, now)),
         ).returning(instance_leases.c.epoch)
         async with self._engine.begin() as conn:
+            await conn.execute(_lock_for_acquisition(tenant, instance_id))
             epoch = (await conn.execute(statement)).scalar()
         return None if epoch is None else int(epoch)
 
@@ -305,6 +308,18 @@ class LeaseRepository:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else Owner(row.id, row.address, int(row.epoch))
+
+
+def _lock_for_acquisition(tenant: str, instance_id: str) -> sa.Select[tuple[int]]:
+    """FOR UPDATE conflicts with the KEY SHARE lock every fenced write holds on the row
+    (store/fencing.py), so an acquisition waits for each write that passed its check under
+    the previous owner. The upsert alone would not: it changes no key column, so PostgreSQL
+    takes the weaker lock a renewal takes, which KEY SHARE lets through."""
+    return (
+        sa.select(instance_leases.c.epoch)
+        .where(instance_leases.c.tenant == tenant, instance_leases.c.instance_id == instance_id)
+        .with_for_update()
+    )
 
 
 def _open_to(node_id: str, now: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
