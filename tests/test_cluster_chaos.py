@@ -434,9 +434,25 @@ async def wait_recovered(
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"instances did not come back: {waiting}, "
-                f"healthy nodes {[n.name for n in cluster.healthy()]}"
+                f"healthy nodes {[n.name for n in cluster.healthy()]}, "
+                f"sessions waiting on locks and their blockers: {await lock_waits(cluster)}"
             )
         await asyncio.sleep(0.1)
+
+
+async def lock_waits(cluster: ChaosCluster) -> list[dict[str, object]]:
+    """For a failure's message: the database sessions waiting on a lock, and those they
+    wait for (what they run, since when, through which proxy port)."""
+    rows = await cluster.rows(
+        "WITH waiting AS (SELECT pid, pg_blocking_pids(pid) AS blockers FROM pg_stat_activity "
+        "WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0) "
+        "SELECT a.pid, a.client_port, a.application_name, a.state, a.wait_event_type, "
+        "a.wait_event, now() - a.xact_start AS open_for, left(a.query, 160) AS query, "
+        "w.blockers FROM pg_stat_activity a LEFT JOIN waiting w ON w.pid = a.pid "
+        "WHERE a.pid IN (SELECT pid FROM waiting) "
+        "OR a.pid IN (SELECT unnest(blockers) FROM waiting)"
+    )
+    return [dict(row._mapping) for row in rows]
 
 
 async def wait_lost(node: Node, held: list[str]) -> None:
@@ -452,9 +468,14 @@ async def wait_lost(node: Node, held: list[str]) -> None:
 
 
 def pick_fault(cluster: ChaosCluster, rng: random.Random) -> str:
+    """A random fault; ZAPGATE_CHAOS_FAULTS=pause,partition,... limits the choice (to chase
+    one kind of failure)."""
+    chosen = os.environ.get("ZAPGATE_CHAOS_FAULTS")
+    faults = tuple(chosen.split(",")) if chosen else FAULTS
     if len(cluster.running) > cluster.size.nodes:
-        return rng.choice(("kill", "pause", "partition", "drain"))  # back to `nodes` first
-    return rng.choice(FAULTS)
+        # Back to `nodes` first.
+        faults = tuple(f for f in faults if f != "join") or ("kill", "pause", "partition", "drain")
+    return rng.choice(faults)
 
 
 async def one_round(cluster: ChaosCluster, traffic: Traffic, rng: random.Random) -> Round:
