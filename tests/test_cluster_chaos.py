@@ -524,6 +524,30 @@ async def one_round(cluster: ChaosCluster, traffic: Traffic, rng: random.Random)
     return Round(fault, node.name, len(moved), took)
 
 
+async def wait_quiet(cluster: ChaosCluster, seens: list[Seen]) -> None:
+    """Until every message is final and no subscriber got an event for 2 s (receipts come
+    within 0.3 s). Read from the database: a call per instance per poll would load the
+    machine. On a hang, says which messages are still pending, on which instance's owner."""
+    finals = ", ".join(str(int(state)) for state in FINAL)
+    deadline = time.monotonic() + WAIT
+    while True:
+        pending = await cluster.rows(
+            f"SELECT m.instance_id, m.state, m.id, l.owner_node FROM messages m "
+            "LEFT JOIN instance_leases l ON l.tenant = m.tenant AND l.instance_id = m.instance_id "
+            f"WHERE m.tenant = :t AND m.state NOT IN ({finals}) ORDER BY m.instance_id",
+            t=TENANT,
+        )
+        quiet = min(time.monotonic() - seen.last_time for seen in seens)
+        if not pending and quiet > 2.0:
+            return
+        if time.monotonic() > deadline:
+            rows = [(r[0], S.Name(int(r[1])), r[2], r[3]) for r in pending[:20]]  # type: ignore[call-overload]
+            raise AssertionError(
+                f"not quiet: {len(pending)} messages pending {rows}, quiet {quiet:.1f}s"
+            )
+        await asyncio.sleep(0.2)
+
+
 async def phone_texts(cluster: ChaosCluster, jids: list[str]) -> collections.Counter[str]:
     """What the recipients' phones received from every instance, from the simulated
     WhatsApp shared by all nodes."""
@@ -623,15 +647,9 @@ async def run_chaos(
         await asyncio.gather(*traffic.tasks[len(seens) :])
 
         # Quiet: every message final, no event for a while (receipts come within 0.3 s).
+        await wait_quiet(cluster, seens)
         client = await cluster.any_client()
-        async with asyncio.timeout(WAIT):
-            while True:
-                messages = [m for i in instances for m in await Messenger(client).all_messages(i)]
-                pending = [m for m in messages if m.state not in FINAL]
-                quiet = min(time.monotonic() - seen.last_time for seen in seens)
-                if not pending and quiet > 2.0:
-                    break
-                await asyncio.sleep(0.2)
+        messages = [m for i in instances for m in await Messenger(client).all_messages(i)]
         full = await replay(client, max(seen.last_cursor for seen in seens))
         final = {i: await client.get(i) for i in instances}
         all_nodes = [*cluster.running, *cluster.retired]
