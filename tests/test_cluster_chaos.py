@@ -425,8 +425,13 @@ async def unrecovered(
 async def wait_recovered(
     cluster: ChaosCluster, traffic: Traffic, moved: dict[str, int], cursor: int
 ) -> None:
-    deadline = time.monotonic() + WAIT
+    started = time.monotonic()
+    deadline = started + WAIT
+    late = started + 2 * cluster.size.lease_ttl  # past it, say once what is still waiting
     while waiting := await unrecovered(cluster, traffic.instances, moved, cursor):
+        if late and time.monotonic() > late:
+            print(f"{time.strftime('%H:%M:%S')} still waiting after 2x TTL: {waiting}")
+            late = 0.0
         for task in traffic.tasks:
             if task.done():  # a subscriber, the sender or the injector stopped: say why
                 task.result()
@@ -642,7 +647,7 @@ async def run_chaos(
             if number == size.rounds:
                 break
             rounds.append(await one_round(cluster, traffic, rng))
-            print(f"round {number}: {rounds[-1]}")
+            print(f"{time.strftime('%H:%M:%S')} round {number}: {rounds[-1]}")
         traffic.stop.set()
         await asyncio.gather(*traffic.tasks[len(seens) :])
 
