@@ -434,6 +434,8 @@ async def wait_recovered(
             late = 0.0
         for task in traffic.tasks:
             if task.done():  # a subscriber, the sender or the injector stopped: say why
+                if task.exception() is not None:
+                    print(f"{task.get_name()} failed; lock waits: {await lock_waits(cluster)}")
                 task.result()
                 raise AssertionError(f"{task.get_name()} ended")
         if time.monotonic() > deadline:
