@@ -19,6 +19,7 @@ from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.rpc.errors import from_busy_store
 from zapgate.gateway.store.db import create_engine
 from zapgate.gateway.store.event_append import lock_event_order
+from zapgate.gateway.store.leases import LeaseRepository
 
 pytestmark = pytest.mark.postgres
 HANG_GUARD = 60.0  # only against hangs: without the fix the second lock never comes
@@ -41,6 +42,35 @@ async def test_a_node_frozen_inside_a_transaction_frees_the_event_lock(postgres_
             await asyncio.wait_for(lock_event_order(writer), HANG_GUARD)
         with pytest.raises(DBAPIError):  # the frozen node's session is gone, and its writes
             await connection.execute(sa.text("SELECT 1"))
+        await connection.invalidate()
+    finally:
+        await frozen.dispose()
+        await other.dispose()
+
+
+async def test_a_node_frozen_between_preparing_and_running_a_statement_frees_its_locks(
+    postgres_url: str,
+) -> None:
+    """asyncpg prepares a statement (Parse, Describe, Flush) and runs it in a second message:
+    a node frozen in between leaves its session active, waiting for the client, which the
+    idle timeout does not end (the chaos test found a counter save stuck so, holding its
+    lease row for minutes, and the new owner's acquisition waiting behind it). The other
+    nodes end it at their next look."""
+    frozen = create_engine(postgres_url, stalled_transaction_seconds=0.5)
+    other = create_engine(postgres_url)
+    try:
+        connection = await frozen.connect()
+        await connection.begin()
+        await lock_event_order(connection)
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.prepare("SELECT 1")  # ...and then its node stops talking
+        leases = LeaseRepository(other)
+        async with asyncio.timeout(HANG_GUARD):
+            while not await leases.end_stalled_sessions(0.5):  # another node's look
+                await asyncio.sleep(0.1)
+        async with other.begin() as writer:
+            await asyncio.wait_for(lock_event_order(writer), HANG_GUARD)
         await connection.invalidate()
     finally:
         await frozen.dispose()

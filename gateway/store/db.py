@@ -82,7 +82,10 @@ def stalled_transaction_settings(seconds: float | None) -> dict[str, Any]:
     while several of its sessions waited for the event-order lock would otherwise be granted
     it by one session after another, each then idle until ended, and every node's appends
     would stall for that many times `seconds` (the cluster chaos test saw minutes). A write
-    that gives up this way changes nothing; its call answers UNAVAILABLE (retry)."""
+    that gives up this way changes nothing; its call answers UNAVAILABLE (retry).
+    Schema migrations lift it for their own transaction (`migrate`). What neither setting
+    ends (a session frozen between two messages of one statement) the nodes end themselves:
+    `LeaseRepository.end_stalled_sessions`."""
     if seconds is None:
         return {}
     milliseconds = str(max(1, int(seconds * 1000)))
@@ -106,6 +109,8 @@ def tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 async def migrate(engine: AsyncEngine) -> None:
     """Applies every pending schema migration (versioned with Alembic)."""
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # a migration may take long and wait
+            await connection.execute(sa.text("SET LOCAL lock_timeout = 0"))
         await connection.run_sync(_upgrade_to_head)
 
 

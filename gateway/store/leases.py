@@ -186,6 +186,21 @@ class LeaseRepository:
         """Calls `wake` whenever a lease is reserved for this node (store/handover_notices)."""
         await listen(self._engine, node_id, wake)
 
+    async def end_stalled_sessions(self, seconds: float) -> int:
+        """Ends the database sessions whose client stopped in the middle of a statement for
+        `seconds` (a node frozen or cut off between the two messages asyncpg sends per new
+        statement, Parse then Bind): PostgreSQL's idle timeout does not end them, since the
+        session is active, and they keep their locks (a lease row, the event-order lock)
+        for as long as the node stays frozen. Returns how many it ended."""
+        query = sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state = 'active' AND wait_event = 'ClientRead' "
+            "AND state_change < now() - make_interval(secs => :seconds)"
+        )
+        async with self._engine.begin() as conn:
+            return int(await conn.scalar(query, {"seconds": seconds}) or 0)
+
     async def retire(self, node_id: str) -> None:
         """The node is draining: it takes nothing more (its maximum becomes 0), so no node
         hands it instances and no placement picks it."""
