@@ -49,6 +49,7 @@ class ClusterNode:
         self._adoptions: asyncio.Queue[InstanceKey] = asyncio.Queue()
         self._releases: asyncio.Queue[InstanceKey] = asyncio.Queue()
         self._adopting: tuple[InstanceKey, asyncio.Future[None]] | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
 
     @property
     def node_id(self) -> str:
@@ -90,6 +91,9 @@ class ClusterNode:
         """After the supervisor's shutdown: the loops end, the leases expire at once so
         other nodes take the instances over without waiting for a TTL."""
         await self.supervision.stop()
+        for task in list(self._releasing):
+            task.cancel()
+        await asyncio.gather(*self._releasing, return_exceptions=True)
         try:
             await self._leases.leave(self.node_id)
         except Exception:  # they expire by themselves within a TTL
@@ -128,12 +132,20 @@ class ClusterNode:
                 self._adopting = None
 
     async def _apply_releases(self) -> None:
+        # Each in a task of its own: a release ends with a database write (expiring the
+        # lease early), which hangs when the node is cut off; the next instance's connection
+        # must not wait for it.
         while True:
             key = await self._releases.get()
-            try:
-                await self._release(key)
-            except Exception:  # one instance never stops the others' changes
-                log.exception("releasing %s/%s failed", *key)
+            task = asyncio.create_task(self._release_logged(key), name=f"release {key}")
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _release_logged(self, key: InstanceKey) -> None:
+        try:
+            await self._release(key)
+        except Exception:  # one instance never stops the others' changes
+            log.exception("releasing %s/%s failed", *key)
 
     async def _adopt(self, key: InstanceKey) -> None:
         if key not in self.ownership:
