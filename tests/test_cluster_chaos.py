@@ -425,18 +425,41 @@ async def unrecovered(
 async def wait_recovered(
     cluster: ChaosCluster, traffic: Traffic, moved: dict[str, int], cursor: int
 ) -> None:
-    deadline = time.monotonic() + WAIT
+    started = time.monotonic()
+    deadline = started + WAIT
+    late = started + 2 * cluster.size.lease_ttl  # past it, say once what is still waiting
     while waiting := await unrecovered(cluster, traffic.instances, moved, cursor):
+        if late and time.monotonic() > late:
+            print(f"{time.strftime('%H:%M:%S')} still waiting after 2x TTL: {waiting}")
+            late = 0.0
         for task in traffic.tasks:
             if task.done():  # a subscriber, the sender or the injector stopped: say why
+                if task.exception() is not None:
+                    print(f"{task.get_name()} failed; lock waits: {await lock_waits(cluster)}")
                 task.result()
                 raise AssertionError(f"{task.get_name()} ended")
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"instances did not come back: {waiting}, "
-                f"healthy nodes {[n.name for n in cluster.healthy()]}"
+                f"healthy nodes {[n.name for n in cluster.healthy()]}, "
+                f"sessions waiting on locks and their blockers: {await lock_waits(cluster)}"
             )
         await asyncio.sleep(0.1)
+
+
+async def lock_waits(cluster: ChaosCluster) -> list[dict[str, object]]:
+    """For a failure's message: the database sessions waiting on a lock, and those they
+    wait for (what they run, since when, through which proxy port)."""
+    rows = await cluster.rows(
+        "WITH waiting AS (SELECT pid, pg_blocking_pids(pid) AS blockers FROM pg_stat_activity "
+        "WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0) "
+        "SELECT a.pid, a.client_port, a.application_name, a.state, a.wait_event_type, "
+        "a.wait_event, now() - a.xact_start AS open_for, left(a.query, 160) AS query, "
+        "w.blockers FROM pg_stat_activity a LEFT JOIN waiting w ON w.pid = a.pid "
+        "WHERE a.pid IN (SELECT pid FROM waiting) "
+        "OR a.pid IN (SELECT unnest(blockers) FROM waiting)"
+    )
+    return [dict(row._mapping) for row in rows]
 
 
 async def wait_lost(node: Node, held: list[str]) -> None:
@@ -452,9 +475,14 @@ async def wait_lost(node: Node, held: list[str]) -> None:
 
 
 def pick_fault(cluster: ChaosCluster, rng: random.Random) -> str:
+    """A random fault; ZAPGATE_CHAOS_FAULTS=pause,partition,... limits the choice (to chase
+    one kind of failure)."""
+    chosen = os.environ.get("ZAPGATE_CHAOS_FAULTS")
+    faults = tuple(chosen.split(",")) if chosen else FAULTS
     if len(cluster.running) > cluster.size.nodes:
-        return rng.choice(("kill", "pause", "partition", "drain"))  # back to `nodes` first
-    return rng.choice(FAULTS)
+        # Back to `nodes` first.
+        faults = tuple(f for f in faults if f != "join") or ("kill", "pause", "partition", "drain")
+    return rng.choice(faults)
 
 
 async def one_round(cluster: ChaosCluster, traffic: Traffic, rng: random.Random) -> Round:
@@ -501,6 +529,30 @@ async def one_round(cluster: ChaosCluster, traffic: Traffic, rng: random.Random)
         node.proxy.heal()
         await wait_lost(node, list(moved))
     return Round(fault, node.name, len(moved), took)
+
+
+async def wait_quiet(cluster: ChaosCluster, seens: list[Seen]) -> None:
+    """Until every message is final and no subscriber got an event for 2 s (receipts come
+    within 0.3 s). Read from the database: a call per instance per poll would load the
+    machine. On a hang, says which messages are still pending, on which instance's owner."""
+    finals = ", ".join(str(int(state)) for state in FINAL)
+    deadline = time.monotonic() + WAIT
+    while True:
+        pending = await cluster.rows(
+            f"SELECT m.instance_id, m.state, m.id, l.owner_node FROM messages m "
+            "LEFT JOIN instance_leases l ON l.tenant = m.tenant AND l.instance_id = m.instance_id "
+            f"WHERE m.tenant = :t AND m.state NOT IN ({finals}) ORDER BY m.instance_id",
+            t=TENANT,
+        )
+        quiet = min(time.monotonic() - seen.last_time for seen in seens)
+        if not pending and quiet > 2.0:
+            return
+        if time.monotonic() > deadline:
+            rows = [(r[0], S.Name(int(r[1])), r[2], r[3]) for r in pending[:20]]  # type: ignore[call-overload]
+            raise AssertionError(
+                f"not quiet: {len(pending)} messages pending {rows}, quiet {quiet:.1f}s"
+            )
+        await asyncio.sleep(0.2)
 
 
 async def phone_texts(cluster: ChaosCluster, jids: list[str]) -> collections.Counter[str]:
@@ -597,20 +649,14 @@ async def run_chaos(
             if number == size.rounds:
                 break
             rounds.append(await one_round(cluster, traffic, rng))
-            print(f"round {number}: {rounds[-1]}")
+            print(f"{time.strftime('%H:%M:%S')} round {number}: {rounds[-1]}")
         traffic.stop.set()
         await asyncio.gather(*traffic.tasks[len(seens) :])
 
         # Quiet: every message final, no event for a while (receipts come within 0.3 s).
+        await wait_quiet(cluster, seens)
         client = await cluster.any_client()
-        async with asyncio.timeout(WAIT):
-            while True:
-                messages = [m for i in instances for m in await Messenger(client).all_messages(i)]
-                pending = [m for m in messages if m.state not in FINAL]
-                quiet = min(time.monotonic() - seen.last_time for seen in seens)
-                if not pending and quiet > 2.0:
-                    break
-                await asyncio.sleep(0.2)
+        messages = [m for i in instances for m in await Messenger(client).all_messages(i)]
         full = await replay(client, max(seen.last_cursor for seen in seens))
         final = {i: await client.get(i) for i in instances}
         all_nodes = [*cluster.running, *cluster.retired]

@@ -6,19 +6,22 @@ loaded nodes, split fairly, within each node's maximum."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator, Iterable
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import _database_numbers
+from tests.pg_proxy import PgProxy, through
 from tests.postgres import create_database
 from zapgate.gateway.cluster.ownership import Change, Ownership
 from zapgate.gateway.cluster.renewal import Renewal
 from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.cluster.takeover import Takeover
 from zapgate.gateway.rpc.errors import InstanceNotRunning, InstanceOnAnotherNode
-from zapgate.gateway.store.db import open_database
+from zapgate.gateway.store.db import create_engine, open_database
 from zapgate.gateway.store.fencing import Fenced, FenceToken
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.leases import InstanceKey, LeaseRepository
@@ -105,6 +108,36 @@ async def test_a_node_that_could_not_renew_for_a_ttl_gives_everything_up(
     await renewal.once()
     assert len(ownership) == 0
     assert {c.key[1] for c in drained(ownership) if not c.acquired} == set(NAMES[:3])
+
+
+async def test_a_node_cut_off_from_the_database_gives_everything_up_at_the_deadline(
+    engine: AsyncEngine, postgres_url: str
+) -> None:
+    """A renewal that hangs (the database unreachable) times out when the leases may
+    expire: the node gives them up then, not at its next renewal a period later, when
+    another node may already have taken them over and connected them."""
+    target = urlsplit(postgres_url)
+    proxy = PgProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    cut_off = create_engine(through(postgres_url, proxy.port))
+    try:
+        leases = LeaseRepository(cut_off)
+        await leases.register("n1", "h:1", 100)
+        ownership = Ownership(leases, "n1", TTL)
+        offset = 0.0
+        renewal = Renewal(settings("n1"), leases, ownership, lambda: time.monotonic() + offset)
+        for name in NAMES[:3]:
+            assert await ownership.acquire(("acme", name))
+        drained(ownership)
+        offset = TTL - 0.5  # the last renewal was almost a TTL ago
+        proxy.cut()
+        await renewal.once()  # hangs until the deadline, then gives up
+        assert len(ownership) == 0
+        assert {c.key[1] for c in drained(ownership) if not c.acquired} == set(NAMES[:3])
+    finally:
+        proxy.heal()
+        await cut_off.dispose()
+        await proxy.close()
 
 
 async def test_calls_acquire_free_instances_and_name_the_owner_of_held_ones(

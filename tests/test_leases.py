@@ -16,6 +16,7 @@ from tests.postgres import create_database
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.sending.message_events import MessageEvents
 from zapgate.gateway.store.db import open_database
+from zapgate.gateway.store.event_append import lock_event_order
 from zapgate.gateway.store.fencing import Fenced, FenceToken, hold_fence
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.leases import LeaseRepository
@@ -31,6 +32,7 @@ S = instance_pb2.InstanceState
 M = message_pb2.MessageState
 TTL = 60.0  # long: these tests expire leases on purpose (TTL 0 or release), never by waiting
 EXPIRED = 0.0  # a lease acquired with TTL 0 has expired at once
+HANG_GUARD = 30.0  # only against hangs: what it guards never comes without the fix
 
 
 @pytest.fixture
@@ -222,7 +224,7 @@ async def test_the_outbox_hand_off_is_fenced(engine: AsyncEngine) -> None:
 
 
 async def test_a_takeover_waits_for_a_fenced_write_in_flight(engine: AsyncEngine) -> None:
-    """The fence locks the lease row for share: a takeover of the lease, expired meanwhile,
+    """The fence locks the lease row (KEY SHARE): a takeover of the lease, expired meanwhile,
     waits until the write that checked it has committed (it never slips in between)."""
     leases = LeaseRepository(engine)
     await leases.register("n1", "h1:1", 100)
@@ -235,6 +237,54 @@ async def test_a_takeover_waits_for_a_fenced_write_in_flight(engine: AsyncEngine
         await _until_a_backend_waits_on_a_lock(engine)
         assert not takeover.done()
     assert await asyncio.wait_for(takeover, 30) == 2
+
+
+async def test_a_renewal_passes_a_fenced_write_that_waits_for_the_event_order(
+    engine: AsyncEngine,
+) -> None:
+    """A fenced write holds its lease row, then waits for the event-order lock, which a paused
+    node's transaction may hold for half a TTL. The owner's renewal of that row must not
+    queue behind the write, or the owner loses every lease for a pause on another node."""
+    leases = LeaseRepository(engine)
+    await leases.register("n1", "h1:1", 100)
+    held = FenceToken("n1", await leases.acquire("acme", "a", "n1", TTL) or 0)
+    paused = await engine.connect()  # a node frozen while appending events
+    await paused.begin()
+    await lock_event_order(paused)
+    try:
+        async with engine.begin() as writer:
+            await hold_fence(writer, "acme", "a", held)
+            appending = asyncio.create_task(lock_event_order(writer))
+            await _until_a_backend_waits_on_a_lock(engine)
+            # The renewal of the very row the waiting write holds: it must go through.
+            renewed = await asyncio.wait_for(leases.renew("n1", [("acme", "a")], TTL), HANG_GUARD)
+            assert renewed == {("acme", "a"): held.epoch}
+            assert not appending.done()  # the write still waits behind the paused node
+            await paused.rollback()  # the paused node's session ends
+            await asyncio.wait_for(appending, HANG_GUARD)
+    finally:
+        await paused.close()
+    owner = await leases.owner_of("acme", "a")
+    assert owner is not None
+    assert (owner.node_id, owner.epoch) == ("n1", held.epoch)
+
+
+async def test_an_acquisition_waits_for_a_fenced_write_but_a_renewal_does_not(
+    engine: AsyncEngine,
+) -> None:
+    """Both update the lease row; only the acquisition (a new epoch) must wait for a write
+    that passed its check under the old one."""
+    leases = LeaseRepository(engine)
+    await leases.register("n1", "h1:1", 100)
+    held = FenceToken("n1", await leases.acquire("acme", "a", "n1", TTL) or 0)
+    async with engine.begin() as writer:
+        await hold_fence(writer, "acme", "a", held)
+        await asyncio.wait_for(leases.renew("n1", [("acme", "a")], TTL), HANG_GUARD)
+        await leases.release("n1", [("acme", "a")])  # the owner lets it go meanwhile
+        takeover = asyncio.create_task(leases.acquire("acme", "a", "n2", TTL))
+        await _until_a_backend_waits_on_a_lock(engine)
+        assert not takeover.done()
+    assert await asyncio.wait_for(takeover, HANG_GUARD) == held.epoch + 1
 
 
 async def _until_a_backend_waits_on_a_lock(engine: AsyncEngine) -> None:

@@ -6,6 +6,7 @@ after the supervisor's final writes (which need the leases) and before the node 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -45,6 +46,10 @@ class ClusterNode:
         self.takeover = Takeover(settings, leases, ownership, rng, self.renewal.current)
         self.handover = Handover(settings, leases, ownership, supervisor, dispatcher, monotonic)
         self.supervision = Supervision(on_health)
+        self._adoptions: asyncio.Queue[InstanceKey] = asyncio.Queue()
+        self._releases: asyncio.Queue[InstanceKey] = asyncio.Queue()
+        self._adopting: tuple[InstanceKey, asyncio.Future[None]] | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
 
     @property
     def node_id(self) -> str:
@@ -61,7 +66,9 @@ class ClusterNode:
             self.settings.lease_ttl_seconds,
             self.settings.max_instances,
         )
-        self.supervision.start("ownership changes", self._apply_changes)
+        self.supervision.start("ownership changes", self._sort_changes)
+        self.supervision.start("adoptions", self._apply_adoptions)
+        self.supervision.start("releases", self._apply_releases)
         self.supervision.start("lease renewal", self.renewal.forever)
         self.supervision.start("takeover", self.takeover.forever)
         self.supervision.start(
@@ -84,21 +91,61 @@ class ClusterNode:
         """After the supervisor's shutdown: the loops end, the leases expire at once so
         other nodes take the instances over without waiting for a TTL."""
         await self.supervision.stop()
+        for task in list(self._releasing):
+            task.cancel()
+        await asyncio.gather(*self._releasing, return_exceptions=True)
         try:
             await self._leases.leave(self.node_id)
         except Exception:  # they expire by themselves within a TTL
             log.exception("could not release this node's leases")
 
-    async def _apply_changes(self) -> None:
+    # A lost lease must stop its connection at once, so releases never queue behind
+    # adoptions: an adoption can wait long on the database (a partition, a busy event log)
+    # while another node already connects what this one lost. Adoptions run one at a time;
+    # releasing an instance whose adoption is under way cancels that adoption first.
+
+    async def _sort_changes(self) -> None:
         while True:
             change = await self.ownership.changes.get()
+            queue = self._adoptions if change.acquired else self._releases
+            queue.put_nowait(change.key)
+            if not change.acquired and self._adopting is not None:
+                key, adoption = self._adopting
+                if key == change.key:
+                    adoption.cancel()
+
+    async def _apply_adoptions(self) -> None:
+        while True:
+            key = await self._adoptions.get()
+            adoption = asyncio.ensure_future(self._adopt(key))
+            self._adopting = (key, adoption)
             try:
-                if change.acquired:
-                    await self._adopt(change.key)
-                else:
-                    await self._release(change.key)
+                await asyncio.shield(adoption)  # cancelled by a release, not by the loop
+            except asyncio.CancelledError:
+                if not adoption.done():  # the loop itself is stopping
+                    adoption.cancel()
+                    raise
+                # else a release cancelled it: on to the next one
             except Exception:  # one instance never stops the others' changes
-                log.exception("applying the ownership change of %s/%s failed", *change.key)
+                log.exception("adopting %s/%s failed", *key)
+            finally:
+                self._adopting = None
+
+    async def _apply_releases(self) -> None:
+        # Each in a task of its own: a release ends with a database write (expiring the
+        # lease early), which hangs when the node is cut off; the next instance's connection
+        # must not wait for it.
+        while True:
+            key = await self._releases.get()
+            task = asyncio.create_task(self._release_logged(key), name=f"release {key}")
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _release_logged(self, key: InstanceKey) -> None:
+        try:
+            await self._release(key)
+        except Exception:  # one instance never stops the others' changes
+            log.exception("releasing %s/%s failed", *key)
 
     async def _adopt(self, key: InstanceKey) -> None:
         if key not in self.ownership:

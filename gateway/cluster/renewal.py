@@ -42,8 +42,16 @@ class Renewal:
 
     async def forever(self) -> None:
         while True:
-            await asyncio.sleep(self._settings.renew_seconds)
+            await asyncio.sleep(self._until_next())
             await self.once()
+
+    def _until_next(self) -> float:
+        """A renewal period, but never past the moment the held leases may expire: at that
+        moment they are given up (a node cut off from the database must stop its
+        connections before another node can take them over, not a period later)."""
+        period = self._settings.renew_seconds
+        left = self._renewed_at + self._settings.lease_ttl_seconds - self._monotonic()
+        return left if 0 < left < period else period
 
     async def once(self) -> None:
         """Renews the held leases. Past the TTL with no renewal, every lease is given up
@@ -60,8 +68,10 @@ class Renewal:
             still = await asyncio.wait_for(
                 self._leases.renew(self._settings.node_id, before, ttl), deadline - started
             )
-        except Exception as error:  # the next round judges the deadline
+        except Exception as error:
             log.warning("lease renewal failed: %s", error or type(error).__name__)
+            if self._monotonic() >= deadline:  # timed out at the deadline: give up now
+                self._ownership.drop_all("no renewal for a whole lease TTL")
             return
         if self._monotonic() >= deadline:  # answered too late to trust
             self._ownership.drop_all("the renewal answered after the lease TTL")

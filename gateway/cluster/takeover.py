@@ -39,8 +39,23 @@ class Takeover:
 
     async def forever(self) -> None:
         while True:
+            await self._end_stalled_sessions()
             await self.once()
             await self._woken.wait(self._settings.takeover_seconds)
+
+    async def _end_stalled_sessions(self) -> None:
+        """A frozen node's session stopped mid-statement keeps its locks (the lease rows this
+        node would claim among them) and PostgreSQL never ends it: every look ends those
+        stalled for half a TTL (store/leases.py `end_stalled_sessions`)."""
+        try:
+            ended = await self._leases.end_stalled_sessions(
+                self._settings.stalled_transaction_seconds
+            )
+        except Exception as error:  # the next look tries again
+            log.warning("could not end stalled database sessions: %s", error)
+            return
+        if ended:
+            log.warning("ended %d database sessions stalled mid-statement", ended)
 
     def wake(self) -> None:
         """An instance was just handed over or placed here: look now, not at the next look."""

@@ -13,6 +13,7 @@ never act on the next one. Every transition commits with its event."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -205,6 +206,11 @@ class Supervisor:
         live = self._lives.pop(f"{tenant}/{instance_id}", None)
         self._keeper.unwatch(tenant, instance_id)
         if live is not None:
+            # At once, even while a write of it holds the lock waiting for a database this
+            # node may not reach any more; then again under the lock, for what that write
+            # may have started meanwhile.
+            with contextlib.suppress(EngineError):
+                await self._pool.stop_instance(live.key)
             async with live.lock:
                 await self._halt(live)
         await asyncio.to_thread(shutil.rmtree, self.runtime_dir_of(tenant, instance_id), True)

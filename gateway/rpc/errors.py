@@ -295,12 +295,18 @@ def from_engine(error: EngineError) -> ZapgateError:
             return EngineFailed(message)
 
 
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
+
+
 def from_busy_store(error: Exception) -> Unavailable | None:
     """The state store too busy to answer in time (SQLite's write lock held past its busy
-    timeout, every pooled connection taken past the pool's timeout): nothing was committed,
+    timeout, a PostgreSQL lock waited for past lock_timeout, every pooled connection taken
+    past the pool's timeout): nothing was committed,
     so the caller may retry. Any other error is not this one (None)."""
     cause = error.orig if isinstance(error, sqlalchemy.exc.DBAPIError) else error
     locked = isinstance(cause, sqlite3.OperationalError) and "database is locked" in str(cause)
+    # PostgreSQL's lock_timeout (cluster nodes set it: store/db.py): the lock waited too long.
+    locked = locked or getattr(cause, "sqlstate", None) == LOCK_NOT_AVAILABLE
     if locked or isinstance(error, sqlalchemy.exc.TimeoutError):
         return Unavailable("the state store is busy; retry (with the same idempotency key)")
     return None

@@ -606,6 +606,9 @@ class Dispatcher:
         instance stays marked changed until its counters are stored as they are now."""
         for key in self.scheduler.dirty() if keys is None else keys:
             tenant, _, instance_id = key.partition("/")
+            if not self.scheduler.configured(key):  # released during an earlier save
+                self.scheduler.mark_saved(key)  # (its hand-over saved them, or it was lost)
+                continue
             state = self.scheduler.export_state(key)
             try:
                 fence = self._fencing.token(tenant, instance_id)

@@ -76,11 +76,25 @@ def stalled_transaction_settings(seconds: float | None) -> dict[str, Any]:
     a transaction keeps its locks, the event-order lock among them, and with it every other
     node's writes and then their lease renewals would wait. PostgreSQL ends such a session
     after `seconds` (idle_in_transaction_session_timeout), which frees its locks; a node
-    that was frozen has lost its leases by then anyway."""
+    that was frozen has lost its leases by then anyway.
+
+    Its sessions also stop waiting for a lock after `seconds` (lock_timeout): a node frozen
+    while several of its sessions waited for the event-order lock would otherwise be granted
+    it by one session after another, each then idle until ended, and every node's appends
+    would stall for that many times `seconds` (the cluster chaos test saw minutes). A write
+    that gives up this way changes nothing; its call answers UNAVAILABLE (retry).
+    Schema migrations lift it for their own transaction (`migrate`). What neither setting
+    ends (a session frozen between two messages of one statement) the nodes end themselves:
+    `LeaseRepository.end_stalled_sessions`."""
     if seconds is None:
         return {}
     milliseconds = str(max(1, int(seconds * 1000)))
-    return {"server_settings": {"idle_in_transaction_session_timeout": milliseconds}}
+    return {
+        "server_settings": {
+            "idle_in_transaction_session_timeout": milliseconds,
+            "lock_timeout": milliseconds,
+        }
+    }
 
 
 def tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -95,6 +109,8 @@ def tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 async def migrate(engine: AsyncEngine) -> None:
     """Applies every pending schema migration (versioned with Alembic)."""
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # a migration may take long and wait
+            await connection.execute(sa.text("SET LOCAL lock_timeout = 0"))
         await connection.run_sync(_upgrade_to_head)
 
 

@@ -2,11 +2,15 @@
 
 A node writes an instance's session snapshot, its state transitions and the outbox hand-off
 only while it holds the instance's lease at the epoch it acquired. Each such write runs
-`hold_fence` first, in its own transaction: it locks the lease row for share (a takeover's
-update of that row waits for the write to commit, or the write sees the new owner) and
-raises `Fenced` unless the row still names this node, this epoch and an unexpired time. A
-node that was paused or cut off past its lease therefore cannot overwrite what the new
-owner wrote. Single-node gateways pass no token (None): nothing is checked, nothing queried."""
+`hold_fence` first, in its own transaction: it locks the lease row FOR KEY SHARE and raises
+`Fenced` unless the row still names this node, this epoch and an unexpired time. Every
+acquisition locks the row FOR UPDATE first (store/leases.py), which conflicts with KEY SHARE:
+a takeover waits for every write that passed its check to commit, or the write sees the new
+owner. The owner's renewal only updates `expire_us` (no key column), which takes a lock
+KEY SHARE does not conflict with: a fenced write waiting on the event-order lock (held by a
+paused node) never holds the owner's renewal up. A node that was paused or cut off past
+its lease therefore cannot overwrite what the new owner wrote. Single-node gateways pass no
+token (None): nothing is checked, nothing queried."""
 
 from __future__ import annotations
 
@@ -69,7 +73,9 @@ async def hold_fence(
     query = (
         sa.select(instance_leases.c.epoch)
         .where(lease_held(tenant, instance_id, token))
-        .with_for_update(read=True)
+        # KEY SHARE, not SHARE: renewals (plain updates of expire_us) pass; acquisitions,
+        # which lock FOR UPDATE first, wait (see the module's docstring).
+        .with_for_update(read=True, key_share=True)
     )
     if (await conn.execute(query)).first() is None:
         raise Fenced(tenant, instance_id, token.node_id, token.epoch)

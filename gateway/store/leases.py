@@ -72,6 +72,8 @@ class LeaseRepository:
             )
             if not wanted:
                 return {}
+            # Only expire_us, never a key column: PostgreSQL then locks the rows FOR NO KEY
+            # UPDATE, which the fenced writes' KEY SHARE locks do not hold up (fencing.py).
             renewed = await conn.execute(
                 sa.update(instance_leases)
                 .where(
@@ -112,6 +114,7 @@ class LeaseRepository:
             where=sa.and_(instance_leases.c.expire_us <= now, _open_to(node_id, now)),
         ).returning(instance_leases.c.epoch)
         async with self._engine.begin() as conn:
+            await conn.execute(_lock_for_acquisition(tenant, instance_id))
             epoch = (await conn.execute(statement)).scalar()
         return None if epoch is None else int(epoch)
 
@@ -182,6 +185,21 @@ class LeaseRepository:
     async def listen_for_handovers(self, node_id: str, wake: Callable[[], None]) -> None:
         """Calls `wake` whenever a lease is reserved for this node (store/handover_notices)."""
         await listen(self._engine, node_id, wake)
+
+    async def end_stalled_sessions(self, seconds: float) -> int:
+        """Ends the database sessions whose client stopped in the middle of a statement for
+        `seconds` (a node frozen or cut off between the two messages asyncpg sends per new
+        statement, Parse then Bind): PostgreSQL's idle timeout does not end them, since the
+        session is active, and they keep their locks (a lease row, the event-order lock)
+        for as long as the node stays frozen. Returns how many it ended."""
+        query = sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state = 'active' AND wait_event = 'ClientRead' "
+            "AND state_change < now() - make_interval(secs => :seconds)"
+        )
+        async with self._engine.begin() as conn:
+            return int(await conn.scalar(query, {"seconds": seconds}) or 0)
 
     async def retire(self, node_id: str) -> None:
         """The node is draining: it takes nothing more (its maximum becomes 0), so no node
@@ -305,6 +323,18 @@ class LeaseRepository:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else Owner(row.id, row.address, int(row.epoch))
+
+
+def _lock_for_acquisition(tenant: str, instance_id: str) -> sa.Select[tuple[int]]:
+    """FOR UPDATE conflicts with the KEY SHARE lock every fenced write holds on the row
+    (store/fencing.py), so an acquisition waits for each write that passed its check under
+    the previous owner. The upsert alone would not: it changes no key column, so PostgreSQL
+    takes the weaker lock a renewal takes, which KEY SHARE lets through."""
+    return (
+        sa.select(instance_leases.c.epoch)
+        .where(instance_leases.c.tenant == tenant, instance_leases.c.instance_id == instance_id)
+        .with_for_update()
+    )
 
 
 def _open_to(node_id: str, now: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
