@@ -103,8 +103,15 @@ class ClusterNode:
     async def _adopt(self, key: InstanceKey) -> None:
         if key not in self.ownership:
             return  # lost again meanwhile
-        await self._dispatcher.adopt(*key)
-        await self._supervisor.adopt(*key)
+        try:
+            await self._dispatcher.adopt(*key)
+            await self._supervisor.adopt(*key)
+        except Exception:
+            # A won lease nobody adopted would be renewed forever with nothing behind it:
+            # give it up (the release below), so the next look, here or on another node,
+            # takes the instance over again.
+            log.exception("adopting %s/%s failed: releasing its lease", *key)
+            self.ownership.drop(key, "its adoption failed")
 
     async def _release(self, key: InstanceKey) -> None:
         await self._supervisor.release(*key)
