@@ -103,6 +103,7 @@ async def test_a_lease_whose_adoption_failed_is_released_and_taken_over_again(
         ownership,
         supervisor,  # type: ignore[arg-type]
         dispatcher,  # type: ignore[arg-type]
+        lambda _channel, _on_notice: None,  # not listening: not under test here
     )
     applying = asyncio.create_task(node._apply_changes())
     try:

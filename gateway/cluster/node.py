@@ -18,6 +18,7 @@ from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.cluster.takeover import Takeover
 from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.sending.dispatcher import Dispatcher
+from zapgate.gateway.store import handover_notices
 from zapgate.gateway.store.leases import InstanceKey, LeaseRepository
 from zapgate.gateway.supervision import HealthHook, Supervision
 
@@ -32,6 +33,7 @@ class ClusterNode:
         ownership: Ownership,
         supervisor: Supervisor,
         dispatcher: Dispatcher,
+        on_channel: Callable[[str, Callable[[str], None]], None],
         on_health: HealthHook | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -45,6 +47,11 @@ class ClusterNode:
         self.takeover = Takeover(settings, leases, ownership, rng, self.renewal.current)
         self.handover = Handover(settings, leases, ownership, supervisor, dispatcher, monotonic)
         self.supervision = Supervision(on_health)
+        # On the node's one listening connection (events/wakeups.py); while it is down the
+        # takeover loop's regular look claims what was handed over here.
+        on_channel(
+            handover_notices.CHANNEL, handover_notices.for_node(self.node_id, self.takeover.wake)
+        )
 
     @property
     def node_id(self) -> str:
@@ -64,10 +71,6 @@ class ClusterNode:
         self.supervision.start("ownership changes", self._apply_changes)
         self.supervision.start("lease renewal", self.renewal.forever)
         self.supervision.start("takeover", self.takeover.forever)
-        self.supervision.start(
-            "hand-over notices",
-            lambda: self._leases.listen_for_handovers(self.node_id, self.takeover.wake),
-        )
         self.supervision.start("hand-over to less loaded nodes", self.handover.forever)
 
     async def drain(self, seconds: float) -> None:

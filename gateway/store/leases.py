@@ -6,7 +6,7 @@ epoch, so an epoch is never handed out twice for one instance."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.store.fencing import database_now_us
-from zapgate.gateway.store.handover_notices import listen, notice
+from zapgate.gateway.store.handover_notices import notice
 from zapgate.gateway.store.schema import instance_leases, instances, nodes
 
 InstanceKey = tuple[str, str]  # (tenant, instance id)
@@ -178,10 +178,6 @@ class LeaseRepository:
                 return False
             await conn.execute(notice(target))
             return True
-
-    async def listen_for_handovers(self, node_id: str, wake: Callable[[], None]) -> None:
-        """Calls `wake` whenever a lease is reserved for this node (store/handover_notices)."""
-        await listen(self._engine, node_id, wake)
 
     async def retire(self, node_id: str) -> None:
         """The node is draining: it takes nothing more (its maximum becomes 0), so no node
