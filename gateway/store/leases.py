@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from zapgate.gateway.store.conflicts import retry_conflicts
 from zapgate.gateway.store.fencing import database_now_us
 from zapgate.gateway.store.handover_notices import notice
 from zapgate.gateway.store.schema import instance_leases, instances, nodes
@@ -66,25 +67,31 @@ class LeaseRepository:
         must not be kept alive by a node that no longer runs the instance."""
         now = database_now_us()
         wanted = list(keys)
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                sa.update(nodes).where(nodes.c.id == node_id).values(heartbeat_us=now)
-            )
-            if not wanted:
-                return {}
-            renewed = await conn.execute(
-                sa.update(instance_leases)
-                .where(
-                    instance_leases.c.owner_node == node_id,
-                    instance_leases.c.expire_us > now,
-                    _among(wanted),
+
+        async def transaction() -> dict[InstanceKey, int]:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    sa.update(nodes).where(nodes.c.id == node_id).values(heartbeat_us=now)
                 )
-                .values(expire_us=now + _micros(ttl_seconds))
-                .returning(
-                    instance_leases.c.tenant, instance_leases.c.instance_id, instance_leases.c.epoch
+                if not wanted:
+                    return {}
+                renewed = await conn.execute(
+                    sa.update(instance_leases)
+                    .where(
+                        instance_leases.c.owner_node == node_id,
+                        instance_leases.c.expire_us > now,
+                        _among(wanted),
+                    )
+                    .values(expire_us=now + _micros(ttl_seconds))
+                    .returning(
+                        instance_leases.c.tenant,
+                        instance_leases.c.instance_id,
+                        instance_leases.c.epoch,
+                    )
                 )
-            )
-            return {(row.tenant, row.instance_id): int(row.epoch) for row in renewed}
+                return {(row.tenant, row.instance_id): int(row.epoch) for row in renewed}
+
+        return await retry_conflicts(transaction)  # idempotent: safe to run again
 
     async def acquire(
         self, tenant: str, instance_id: str, node_id: str, ttl_seconds: float
