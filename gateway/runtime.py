@@ -206,6 +206,7 @@ async def build_runtime(
         pause_rules=config.pause_rules,
         observer=metrics,
         fencing=fencing,
+        unowned=ownership,
     )
     contact_book = ContactBook(
         engines,

@@ -6,6 +6,7 @@ after the supervisor's final writes (which need the leases) and before the node 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -18,7 +19,7 @@ from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.cluster.takeover import Takeover
 from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.sending.dispatcher import Dispatcher
-from zapgate.gateway.store import handover_notices
+from zapgate.gateway.store import handover_notices, queue_notices
 from zapgate.gateway.store.leases import InstanceKey, LeaseRepository
 from zapgate.gateway.supervision import HealthHook, Supervision
 
@@ -52,6 +53,11 @@ class ClusterNode:
         on_channel(
             handover_notices.CHANNEL, handover_notices.for_node(self.node_id, self.takeover.wake)
         )
+        # Messages other nodes committed for instances this node adopted meanwhile.
+        self._queued: asyncio.Queue[InstanceKey] = asyncio.Queue()
+        on_channel(
+            queue_notices.CHANNEL, queue_notices.for_node(self.node_id, self._queued.put_nowait)
+        )
 
     @property
     def node_id(self) -> str:
@@ -72,6 +78,7 @@ class ClusterNode:
         self.supervision.start("lease renewal", self.renewal.forever)
         self.supervision.start("takeover", self.takeover.forever)
         self.supervision.start("hand-over to less loaded nodes", self.handover.forever)
+        self.supervision.start("messages queued by other nodes", self._requeue)
 
     async def drain(self, seconds: float) -> None:
         """Before the gateway stops (SIGTERM): takes nothing more, and hands its connected
@@ -102,6 +109,16 @@ class ClusterNode:
                     await self._release(change.key)
             except Exception:  # one instance never stops the others' changes
                 log.exception("applying the ownership change of %s/%s failed", *change.key)
+
+    async def _requeue(self) -> None:
+        while True:
+            key = await self._queued.get()
+            if key not in self.ownership:
+                continue  # gone again: its next owner's adoption reads the outbox
+            try:
+                await self._dispatcher.requeue(*key)
+            except Exception:  # one instance never stops the others'
+                log.exception("scheduling messages queued for %s/%s failed", *key)
 
     async def _adopt(self, key: InstanceKey) -> None:
         if key not in self.ownership:

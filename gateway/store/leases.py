@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from zapgate.gateway.store import queue_notices
 from zapgate.gateway.store.conflicts import retry_conflicts
 from zapgate.gateway.store.fencing import database_now_us
 from zapgate.gateway.store.handover_notices import notice
@@ -185,6 +186,12 @@ class LeaseRepository:
                 return False
             await conn.execute(notice(target))
             return True
+
+    async def tell_queued(self, node_id: str, key: InstanceKey) -> None:
+        """Asks the instance's owner to schedule a message committed by another node
+        (store/queue_notices.py)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(queue_notices.notice(node_id, key))
 
     async def retire(self, node_id: str) -> None:
         """The node is draining: it takes nothing more (its maximum becomes 0), so no node

@@ -309,6 +309,14 @@ class MessageRepository:
             },
             None if instance is None else (*instance, fence),
         )
+        return await self.queued(instance)
+
+    async def queued(self, instance: tuple[str, str] | None = None) -> list[MessageRecord]:
+        """The QUEUED messages (of every instance, or of `instance` (tenant, id)), in
+        enqueue order."""
+        scope: sa.ColumnElement[bool] = sa.true()
+        if instance is not None:
+            scope = sa.and_(messages.c.tenant == instance[0], messages.c.instance_id == instance[1])
         async with self._engine.connect() as conn:
             rows = (
                 (
