@@ -120,6 +120,7 @@ async def measure(admin_url: str, count: int, nodes: int, ttl: float, window: fl
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         base = await single(admin_url, root, count // nodes, window)
+        show(f"(measured first) single node, {count // nodes} instances", base)
         ours = await cluster(admin_url, root, count, nodes, ttl, window)
     per_node = Cost(*(value / nodes for value in vars(ours).values()))
     print(f"idle, {window:g} s window, lease TTL {ttl:g} s, load average {os.getloadavg()[0]:.1f}")

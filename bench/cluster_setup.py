@@ -55,9 +55,14 @@ async def seeded_database(admin_url: str, data_dir: Path, count: int) -> str:
     return url
 
 
+# Cluster nodes need one shared secret (for forwarded calls); any 16+ characters do here.
+CLUSTER_SECRET = "bench-cluster-secret-0123456789"
+
+
 def start_node(root: Path, url: str, key_file: Path, *flags: str) -> ServerProcess:
     data_dir = root / f"node-{next(_names)}" / "data"
     data_dir.mkdir(parents=True)
+    secret = ("--cluster-secret", CLUSTER_SECRET) if "--cluster" in flags else ()
     return ServerProcess(
         data_dir,
         "--database-url",
@@ -65,6 +70,7 @@ def start_node(root: Path, url: str, key_file: Path, *flags: str) -> ServerProce
         "--master-key-file",
         str(key_file),
         *NODE_FLAGS,
+        *secret,
         *flags,
         start_timeout=300,
     )

@@ -85,6 +85,7 @@ async def measure(admin_url: str, count: int, ttl: float, rounds: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             single = await single_node_restore(admin_url, root, count)
+            print(f"  single-node restore of {count}: {single:.2f} s", flush=True)
             takeover = await cluster_takeover(admin_url, root, count, ttl)
         print(
             f"round {n + 1}: {count} instances; single-node restore {single:.2f} s; takeover "

@@ -99,6 +99,8 @@ class Runtime:
     webhooks: WebhookRepository
     deliveries: WebhookDeliveries
     cluster: ClusterNode | None = None  # cluster mode
+    # Cluster mode: the node's one listening connection (other nodes' events, hand-overs).
+    wakeups: CrossNodeWakeups | None = None
 
     async def start(self) -> None:
         """Workers up, then the loops, then every instance that should be connected (in
@@ -111,9 +113,9 @@ class Runtime:
             await self.supervisor.recover()
             await self.dispatcher.recover()
         else:
-            wakeups = CrossNodeWakeups.for_database(self.events, self.database, self.metrics)
-            self.supervision.start("other nodes' events: listener", wakeups.listen)
-            self.supervision.start("other nodes' events: poll", wakeups.poll)
+            if self.wakeups is not None:
+                self.supervision.start("other nodes' events: listener", self.wakeups.listen)
+                self.supervision.start("other nodes' events: poll", self.wakeups.poll)
             # A store left here by an earlier run may be older than what another node
             # snapshotted since: sessions of a node come from the state store only.
             instances_dir = self.config.resolved_runtime_dir / "instances"
@@ -207,6 +209,7 @@ async def build_runtime(
         pause_rules=config.pause_rules,
         observer=metrics,
         fencing=fencing,
+        unowned=ownership,
     )
     contact_book = ContactBook(
         engines,
@@ -251,6 +254,11 @@ async def build_runtime(
     )
     metrics.watch(pool, keeper, supervision)
     metrics.watch_webhooks(webhooks)
+    wakeups = (
+        CrossNodeWakeups.for_database(events, database, metrics, config.cluster.node_id)
+        if config.cluster is not None
+        else None
+    )
     return Runtime(
         config=config,
         database=database,
@@ -285,12 +293,14 @@ async def build_runtime(
                 ownership,
                 supervisor,
                 dispatcher,
+                wakeups.on_channel,
                 # healthy only while the gateway's own loops are too
                 lambda healthy: on_health(healthy and supervision.healthy),
             )
-            if config.cluster is not None and ownership is not None
+            if config.cluster is not None and ownership is not None and wakeups is not None
             else None
         ),
+        wakeups=wakeups,
     )
 
 

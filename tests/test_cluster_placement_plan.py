@@ -52,3 +52,13 @@ def test_a_stopping_node_gives_everything_within_the_others_room() -> None:
     assert ids(drain(loads, "a", 6)) == ["c", "c", "b", "b", "b", "b"]
     assert ids(drain(loads, "a", 2)) == ["c", "c"]
     assert drain([load("a", 6)], "a", 6) == []  # nobody else: it stops as usual
+
+
+def test_a_draining_node_counts_in_no_fair_share() -> None:
+    # "d" drains (its maximum is 0): its 6 instances count, it does not.
+    loads = [load("a", 6), load("d", 6, max_instances=0), load("n", 0)]
+    assert fair_share(loads, "a", 6) == 6  # 12 over a and n
+    assert rebalance(loads, "a", 6, batch=10) == []  # n fills from d's drain instead
+    assert ids(drain(loads, "d", 6)) == ["n"] * 6
+    assert least_loaded(loads, "a", 6) is not None
+    assert least_loaded(loads, "a", 6).node_id == "n"  # type: ignore[union-attr]

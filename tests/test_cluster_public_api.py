@@ -5,8 +5,6 @@ on a single gateway. The tests themselves are imported unchanged from their modu
 the `running` gateway they use is replaced.
 
 Left out: tests that start gateways of their own or read one gateway's internals, and
-test_messages_wait_for_a_disconnected_instance: in cluster mode a message for an instance no
-node has connected yet is refused (INSTANCE_NOT_RUNNING, docs/cluster.md), not queued;
 test_participants_added_refused_promoted_demoted_and_removed: it subscribes (`only_new`)
 right after CreateGroup, and the group's first change event, appended by the owner node,
 may land after that subscription opened on the other node (seen once in three runs)."""
@@ -62,6 +60,7 @@ from tests.test_messages import (
     test_bad_input_is_rejected_and_nothing_is_queued,
     test_cancel_only_before_hand_off,
     test_media_location_and_contact_arrive,
+    test_messages_wait_for_a_disconnected_instance,
     test_order_per_chat_and_gaps_with_jitter,
     test_refusals_fail_the_message_and_463_pauses_the_instance,
     test_the_minute_cap_holds_and_stats_say_so,
@@ -101,6 +100,7 @@ __all__ = [  # run here against the cluster (fixtures first)
     "test_invite_links_preview_join_revoke_and_leave",
     "test_mark_read_and_chat_presence_reach_the_phone_paced",
     "test_media_location_and_contact_arrive",
+    "test_messages_wait_for_a_disconnected_instance",
     "test_order_per_chat_and_gaps_with_jitter",
     "test_presence_calls_are_paced_and_checked",
     "test_reactions_edits_and_revokes_reach_the_phone_in_order",

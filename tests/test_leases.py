@@ -14,10 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import _database_numbers
 from tests.postgres import create_database
 from zapgate.gateway.events.log import EventLog
+from zapgate.gateway.events.wakeups import CrossNodeWakeups
 from zapgate.gateway.sending.message_events import MessageEvents
+from zapgate.gateway.store import handover_notices
 from zapgate.gateway.store.db import open_database
 from zapgate.gateway.store.event_append import lock_event_order
 from zapgate.gateway.store.fencing import Fenced, FenceToken, hold_fence
+from zapgate.gateway.store.handover_notices import for_node
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.leases import LeaseRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
@@ -355,11 +358,16 @@ async def test_the_node_a_lease_is_reserved_for_is_told_at_once(engine: AsyncEng
     await leases.register("n1", "h1:1", 100)
     await leases.register("n2", "h2:1", 100)
     told = {"n2": asyncio.Event(), "n3": asyncio.Event()}
-    listeners = [
-        asyncio.create_task(leases.listen_for_handovers(node, told[node].set)) for node in told
-    ]
+    listeners = []
+    for node in told:  # each node's one listening connection (events/wakeups.py)
+        wakeups = CrossNodeWakeups.for_database(EventLog(engine), engine, node_id=node)
+        wakeups.on_channel(handover_notices.CHANNEL, for_node(node, told[node].set))
+        listeners.append((wakeups, asyncio.create_task(wakeups.listen())))
     try:
-        await asyncio.sleep(0.5)  # the listeners are in place (only against a hang below)
+        for wakeups, _ in listeners:  # only against a hang: nothing asserts a duration
+            async with asyncio.timeout(30):
+                while not wakeups.listening:
+                    await asyncio.sleep(0.01)
         assert await leases.acquire("acme", "a", "n1", TTL) == 1
         assert await leases.hand_over(("acme", "a"), "n1", 1, "n2", TTL)
         await asyncio.wait_for(told["n2"].wait(), 30)  # 30 s only guards a hang
@@ -370,6 +378,6 @@ async def test_the_node_a_lease_is_reserved_for_is_told_at_once(engine: AsyncEng
         await asyncio.sleep(0.5)
         assert not told["n2"].is_set()  # a refused hand-over tells nobody
     finally:
-        for listener in listeners:
+        for _, listener in listeners:
             listener.cancel()
-        await asyncio.gather(*listeners, return_exceptions=True)
+        await asyncio.gather(*(task for _, task in listeners), return_exceptions=True)

@@ -19,6 +19,7 @@ from zapgate.gateway.cluster.settings import ClusterSettings
 from zapgate.gateway.cluster.takeover import Takeover
 from zapgate.gateway.connections.supervisor import Supervisor
 from zapgate.gateway.sending.dispatcher import Dispatcher
+from zapgate.gateway.store import handover_notices, queue_notices
 from zapgate.gateway.store.leases import InstanceKey, LeaseRepository
 from zapgate.gateway.supervision import HealthHook, Supervision
 
@@ -33,6 +34,7 @@ class ClusterNode:
         ownership: Ownership,
         supervisor: Supervisor,
         dispatcher: Dispatcher,
+        on_channel: Callable[[str, Callable[[str], None]], None],
         on_health: HealthHook | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -50,6 +52,16 @@ class ClusterNode:
         self._releases: asyncio.Queue[InstanceKey] = asyncio.Queue()
         self._adopting: tuple[InstanceKey, asyncio.Future[None]] | None = None
         self._releasing: set[asyncio.Task[None]] = set()
+        # On the node's one listening connection (events/wakeups.py); while it is down the
+        # takeover loop's regular look claims what was handed over here.
+        on_channel(
+            handover_notices.CHANNEL, handover_notices.for_node(self.node_id, self.takeover.wake)
+        )
+        # Messages other nodes committed for instances this node adopted meanwhile.
+        self._queued: asyncio.Queue[InstanceKey] = asyncio.Queue()
+        on_channel(
+            queue_notices.CHANNEL, queue_notices.for_node(self.node_id, self._queued.put_nowait)
+        )
 
     @property
     def node_id(self) -> str:
@@ -71,11 +83,8 @@ class ClusterNode:
         self.supervision.start("releases", self._apply_releases)
         self.supervision.start("lease renewal", self.renewal.forever)
         self.supervision.start("takeover", self.takeover.forever)
-        self.supervision.start(
-            "hand-over notices",
-            lambda: self._leases.listen_for_handovers(self.node_id, self.takeover.wake),
-        )
         self.supervision.start("hand-over to less loaded nodes", self.handover.forever)
+        self.supervision.start("messages queued by other nodes", self._requeue)
 
     async def drain(self, seconds: float) -> None:
         """Before the gateway stops (SIGTERM): takes nothing more, and hands its connected
@@ -147,11 +156,28 @@ class ClusterNode:
         except Exception:  # one instance never stops the others' changes
             log.exception("releasing %s/%s failed", *key)
 
+    async def _requeue(self) -> None:
+        while True:
+            key = await self._queued.get()
+            if key not in self.ownership:
+                continue  # gone again: its next owner's adoption reads the outbox
+            try:
+                await self._dispatcher.requeue(*key)
+            except Exception:  # one instance never stops the others'
+                log.exception("scheduling messages queued for %s/%s failed", *key)
+
     async def _adopt(self, key: InstanceKey) -> None:
         if key not in self.ownership:
             return  # lost again meanwhile
-        await self._dispatcher.adopt(*key)
-        await self._supervisor.adopt(*key)
+        try:
+            await self._dispatcher.adopt(*key)
+            await self._supervisor.adopt(*key)
+        except Exception:
+            # A won lease nobody adopted would be renewed forever with nothing behind it:
+            # give it up (the release below), so the next look, here or on another node,
+            # takes the instance over again.
+            log.exception("adopting %s/%s failed: releasing its lease", *key)
+            self.ownership.drop(key, "its adoption failed")
 
     async def _release(self, key: InstanceKey) -> None:
         await self._supervisor.release(*key)

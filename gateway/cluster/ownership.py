@@ -88,6 +88,17 @@ class Ownership:
         log.info("%s/%s placed on node %s (less loaded than this one)", *key, target.node_id)
         return target
 
+    async def accepted_unowned(self, tenant: str, instance_id: str) -> bool:
+        """sending/unowned.py: after a message was committed for an instance nobody served,
+        True when this node serves it now; when another node does, tells it."""
+        key = (tenant, instance_id)
+        if key in self._held:
+            return True
+        owner = await self._leases.owner_of(tenant, instance_id)
+        if owner is not None and owner.node_id != self.node_id:
+            await self._leases.tell_queued(owner.node_id, key)
+        return False
+
     async def refuse_other_owner(self, tenant: str, instance_id: str) -> None:
         if (target := self._leaving.get((tenant, instance_id))) is not None:
             raise InstanceOnAnotherNode(instance_id, target.node_id, target.address)

@@ -3,8 +3,9 @@ clock). Every node computes the same answers from the same loads, so they agree 
 talking to each other:
 
 - a new instance goes to the least loaded live node with room (ties: the node asking);
-- the fair share is every owned instance over the live nodes, rounded up: a node above it
-  hands the excess to nodes below it, a few at a time;
+- the fair share is every owned instance over the live nodes that take instances (not a
+  draining one: its maximum is 0), rounded up: a node above it hands the excess to nodes
+  below it, a few at a time;
 - a stopping node hands everything to the others, least loaded first, within their room."""
 
 from __future__ import annotations
@@ -35,10 +36,14 @@ def least_loaded(loads: list[NodeLoad], me: str, mine: int) -> NodeLoad | None:
 
 
 def fair_share(loads: list[NodeLoad], me: str, mine: int) -> int:
-    """Every owned instance over the live nodes (this one included), rounded up."""
+    """Every owned instance over the live nodes that take instances (this one included),
+    rounded up. A draining node's instances count (they are about to land on the others)
+    but the node does not: counting it would lower the share, and the others would hand
+    instances around while it drains into them."""
     others = [n for n in loads if n.node_id != me]
     total = mine + sum(n.owned for n in others)
-    return math.ceil(total / (1 + len(others)))
+    takers = 1 + sum(1 for n in others if n.max_instances > 0)
+    return math.ceil(total / takers)
 
 
 def rebalance(loads: list[NodeLoad], me: str, mine: int, batch: int) -> list[NodeLoad]:

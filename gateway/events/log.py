@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
+from zapgate.gateway.store.conflicts import retry_conflicts
 from zapgate.gateway.store.event_append import (
     append_events,
     last_issued_cursor,
@@ -97,8 +98,11 @@ class EventLog:
         self._wake_subscribers()
 
     async def _insert(self, rows: list[dict[str, object]]) -> list[None]:
-        async with self._engine.begin() as conn:
-            await append_events(conn, rows)
+        async def transaction() -> None:
+            async with self._engine.begin() as conn:
+                await append_events(conn, rows)
+
+        await retry_conflicts(transaction)
         self._wake_subscribers()
         return [None] * len(rows)
 

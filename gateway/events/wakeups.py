@@ -29,11 +29,12 @@ SAFETY_POLL_SECONDS = 5.0
 GAP_POLL_SECONDS = 0.5  # while not listening: the pace cluster mode polled at before
 CHECK_SECONDS = 5.0  # how often the listening connection is asked for a sign of life
 CHECK_TIMEOUT_SECONDS = 5.0
-APPLICATION_NAME = "zapgate event wakeups"
+APPLICATION_NAME = "zapgate event wakeups"  # then the node's id
 # Notified by the trigger of migration 0017 on every commit that inserted events.
 EVENTS_CHANNEL = "zapgate_events"
 
 Connect = Callable[[], Awaitable[Any]]  # an asyncpg connection (typed loosely: asyncpg's stubs)
+OnNotice = Callable[[str], None]  # called with the notification's payload, on the loop
 
 
 class WakeupObserver(Protocol):
@@ -66,15 +67,29 @@ class CrossNodeWakeups:
         self._check_seconds = check_seconds
         self.listening = False
         self._listening_changed = asyncio.Event()
+        self._channels: dict[str, OnNotice] = {EVENTS_CHANNEL: lambda _payload: self._notified()}
 
     @classmethod
     def for_database(
-        cls, events: EventLog, database: AsyncEngine, observer: WakeupObserver | None = None
+        cls,
+        events: EventLog,
+        database: AsyncEngine,
+        observer: WakeupObserver | None = None,
+        node_id: str = "",
     ) -> CrossNodeWakeups:
         """Listens on a connection of its own to the gateway's PostgreSQL database."""
         dsn = database.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        named = {"application_name": APPLICATION_NAME}  # for operators' pg_stat_activity
+        # Named for operators' pg_stat_activity (PostgreSQL keeps 63 bytes of it).
+        named = {"application_name": f"{APPLICATION_NAME} {node_id}".strip()[:63]}
         return cls(events, lambda: asyncpg.connect(dsn, server_settings=named), observer)
+
+    def on_channel(self, channel: str, on_notice: OnNotice) -> None:
+        """Also listens on `channel`, on the same connection, from the next (re)connect
+        (register before the listener starts). Nothing calls `on_notice` while the
+        connection is down: the channel's owner needs a fallback of its own."""
+        if channel in self._channels:
+            raise ValueError(f"channel {channel!r} already has a listener")
+        self._channels[channel] = on_notice
 
     async def listen(self) -> None:
         """Supervised: runs until the connection is lost, then raises (and is restarted)."""
@@ -82,7 +97,8 @@ class CrossNodeWakeups:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         try:
-            await conn.add_listener(EVENTS_CHANNEL, self._notified)
+            for channel, on_notice in self._channels.items():
+                await conn.add_listener(channel, _payload_to(on_notice))
             self._set_listening(True)
             self._wake("poll")  # whatever was appended while nobody listened
             while True:
@@ -112,8 +128,7 @@ class CrossNodeWakeups:
                 pass
             self._wake("poll")
 
-    def _notified(self, *_args: object) -> None:
-        """asyncpg's listener callback (connection, pid, channel, payload), on the loop."""
+    def _notified(self) -> None:
         self._wake("notification")
 
     def _wake(self, source: str) -> None:
@@ -133,3 +148,16 @@ class CrossNodeWakeups:
             )
         self._listening_changed.set()
         self._listening_changed = asyncio.Event()
+
+
+def _payload_to(on_notice: OnNotice) -> Callable[[object, int, str, str], None]:
+    """asyncpg's listener callback (connection, pid, channel, payload), on the loop; one
+    channel's failing callback never ends the listening of the others."""
+
+    def callback(_conn: object, _pid: int, channel: str, payload: str) -> None:
+        try:
+            on_notice(payload)
+        except Exception:
+            log.exception("handling a notification on %s failed", channel)
+
+    return callback

@@ -11,6 +11,7 @@ import sqlalchemy.exc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from zapgate.gateway.store.conflicts import CONFLICTS, conflict_of
 from zapgate.sessions import errors as engine_errors
 from zapgate.sessions.errors import (
     EngineError,
@@ -301,14 +302,22 @@ LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
 def from_busy_store(error: Exception) -> Unavailable | None:
     """The state store too busy to answer in time (SQLite's write lock held past its busy
     timeout, a PostgreSQL lock waited for past lock_timeout, every pooled connection taken
-    past the pool's timeout): nothing was committed,
-    so the caller may retry. Any other error is not this one (None)."""
+    past the pool's timeout), or PostgreSQL aborting the transaction in a conflict with
+    another (a deadlock, a serialization failure) that its retries (store/conflicts.py) did
+    not get past: nothing was committed, so the caller may retry. Any other error is not
+    this one (None)."""
     cause = error.orig if isinstance(error, sqlalchemy.exc.DBAPIError) else error
     locked = isinstance(cause, sqlite3.OperationalError) and "database is locked" in str(cause)
     # PostgreSQL's lock_timeout (cluster nodes set it: store/db.py): the lock waited too long.
     locked = locked or getattr(cause, "sqlstate", None) == LOCK_NOT_AVAILABLE
     if locked or isinstance(error, sqlalchemy.exc.TimeoutError):
         return Unavailable("the state store is busy; retry (with the same idempotency key)")
+    if (state := conflict_of(error)) is not None:
+        return Unavailable(
+            f"the state store aborted the call's transaction ({CONFLICTS[state]}, SQLSTATE "
+            f"{state}) in a conflict with another; retry (with the same idempotency key)",
+            metadata={"sqlstate": state},
+        )
     return None
 
 

@@ -24,8 +24,9 @@ from google.protobuf.message import Message
 
 from zapgate.gateway.events.log import EventLog
 from zapgate.gateway.ops.logs import about_instance_key
-from zapgate.gateway.rpc.errors import InstanceNotFound
+from zapgate.gateway.rpc.errors import InstanceNotFound, InstanceNotRunning
 from zapgate.gateway.sending.templates import render
+from zapgate.gateway.sending.unowned import UnownedSends
 from zapgate.gateway.sending.wakeup import Wakeup
 from zapgate.gateway.store.fencing import NO_FENCING, Fenced, Fencing
 from zapgate.gateway.store.inbound import InboundRepository
@@ -110,9 +111,11 @@ class Dispatcher:
         pause_rules: PauseRules | None = None,
         observer: DispatchObserver | None = None,
         fencing: Fencing = NO_FENCING,
+        unowned: UnownedSends | None = None,
     ) -> None:
         self._events = events
         self._fencing = fencing  # cluster mode: the hand-off commits under the lease only
+        self._unowned = unowned  # cluster mode: sends for instances no node serves
         self._messages = messages
         self._instances = instances
         self._inbound = inbound
@@ -143,6 +146,12 @@ class Dispatcher:
         for message in await self._messages.recover((tenant, instance_id), fence):
             await self._schedule(message)
 
+    async def requeue(self, tenant: str, instance_id: str) -> None:
+        """Cluster mode: another node committed a message for this instance, owned here, that
+        this node's adoption may have missed: schedules the QUEUED ones it does not hold."""
+        for message in await self._messages.queued((tenant, instance_id)):
+            await self._schedule(message)  # one already held stays as it is
+
     async def hand_over(self, tenant: str, instance_id: str) -> None:
         """Cluster mode, before this node hands the instance to another: no new release,
         the sends under way end (each stays at most once), and the counters are saved
@@ -168,14 +177,27 @@ class Dispatcher:
     # ---- accepting ----------------------------------------------------------------------
 
     async def accept(self, message: MessageRecord) -> tuple[MessageRecord, bool]:
-        """Commits the message, then queues it: accepted means durable. In cluster mode
-        only on the instance's owner node (the queue lives there)."""
-        await self._fencing.ensure_owner(message.tenant, message.instance_id, claim=False)
+        """Commits the message, then queues it: accepted means durable. In cluster mode the
+        queue lives on the instance's owner node (a call on another is forwarded there); for
+        an instance no node serves, the message waits in the shared outbox for the node that
+        takes the instance next, as a single gateway's waits for a disconnected instance."""
+        try:
+            await self._fencing.ensure_owner(message.tenant, message.instance_id, claim=False)
+            here = True
+        except InstanceNotRunning:
+            if self._unowned is None:
+                raise
+            here = False
         stored, created = await self._messages.create(message)  # with its QUEUED event
         if created:
             self._observer.message_entered(stored.state)
-            await self._schedule(stored)
+            if here or await self._unowned_now_here(stored):
+                await self._schedule(stored)
         return stored, created
+
+    async def _unowned_now_here(self, message: MessageRecord) -> bool:
+        assert self._unowned is not None
+        return await self._unowned.accepted_unowned(message.tenant, message.instance_id)
 
     async def cancel(self, message: MessageRecord) -> bool:
         """True if the message was still QUEUED. One released but still in its typing pause

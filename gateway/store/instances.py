@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.rpc.errors import InstanceAlreadyExists, InstanceNotFound
+from zapgate.gateway.store.conflicts import retry_conflicts
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.fencing import FenceToken, hold_fence
 from zapgate.gateway.store.instance_writers import (
@@ -235,19 +236,23 @@ class InstanceRepository:
     ) -> InstanceRecord:
         """One update in a transaction that first holds the lease (cluster mode): not
         batched, as each instance's fence is checked in its own transaction."""
-        async with self._engine.begin() as conn:
-            await hold_fence(conn, tenant, instance_id, fence)
-            result = await conn.execute(
-                sa.update(instances)
-                .where(_key(tenant, instance_id))
-                .values(**values)
-                .returning(*instances.c)
-            )
-            row = result.mappings().first()
-            if row is None:
-                raise InstanceNotFound(instance_id)
-            await append_events(conn, list(events))
-        return _record(row)
+
+        async def transaction() -> InstanceRecord:
+            async with self._engine.begin() as conn:
+                await hold_fence(conn, tenant, instance_id, fence)
+                result = await conn.execute(
+                    sa.update(instances)
+                    .where(_key(tenant, instance_id))
+                    .values(**values)
+                    .returning(*instances.c)
+                )
+                row = result.mappings().first()
+                if row is None:
+                    raise InstanceNotFound(instance_id)
+                await append_events(conn, list(events))
+            return _record(row)
+
+        return await retry_conflicts(transaction)
 
     async def _write_updates(self, batch: list[InstanceUpdate]) -> list[InstanceRecord | Exception]:
         """Group commit of instance updates (sessions/group_commit.py): every change of
@@ -268,7 +273,7 @@ class InstanceRepository:
     async def _write_updates_together(
         self, batch: list[InstanceUpdate]
     ) -> list[InstanceRecord | Exception]:
-        rows = await self._writer.write(batch)
+        rows = await retry_conflicts(lambda: self._writer.write(batch))  # one transaction
         return [
             InstanceNotFound(update.instance_id) if row is None else _record(row)
             for update, row in zip(batch, rows, strict=True)

@@ -6,15 +6,17 @@ epoch, so an epoch is never handed out twice for one instance."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from zapgate.gateway.store import queue_notices
+from zapgate.gateway.store.conflicts import retry_conflicts
 from zapgate.gateway.store.fencing import database_now_us
-from zapgate.gateway.store.handover_notices import listen, notice
+from zapgate.gateway.store.handover_notices import notice
 from zapgate.gateway.store.schema import instance_leases, instances, nodes
 
 InstanceKey = tuple[str, str]  # (tenant, instance id)
@@ -66,27 +68,34 @@ class LeaseRepository:
         must not be kept alive by a node that no longer runs the instance."""
         now = database_now_us()
         wanted = list(keys)
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                sa.update(nodes).where(nodes.c.id == node_id).values(heartbeat_us=now)
-            )
-            if not wanted:
-                return {}
-            # Only expire_us, never a key column: PostgreSQL then locks the rows FOR NO KEY
-            # UPDATE, which the fenced writes' KEY SHARE locks do not hold up (fencing.py).
-            renewed = await conn.execute(
-                sa.update(instance_leases)
-                .where(
-                    instance_leases.c.owner_node == node_id,
-                    instance_leases.c.expire_us > now,
-                    _among(wanted),
+
+        async def transaction() -> dict[InstanceKey, int]:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    sa.update(nodes).where(nodes.c.id == node_id).values(heartbeat_us=now)
                 )
-                .values(expire_us=now + _micros(ttl_seconds))
-                .returning(
-                    instance_leases.c.tenant, instance_leases.c.instance_id, instance_leases.c.epoch
+                if not wanted:
+                    return {}
+                # Only expire_us, never a key column: PostgreSQL then locks the rows FOR NO
+                # KEY UPDATE, which the fenced writes' KEY SHARE locks do not hold up
+                # (fencing.py).
+                renewed = await conn.execute(
+                    sa.update(instance_leases)
+                    .where(
+                        instance_leases.c.owner_node == node_id,
+                        instance_leases.c.expire_us > now,
+                        _among(wanted),
+                    )
+                    .values(expire_us=now + _micros(ttl_seconds))
+                    .returning(
+                        instance_leases.c.tenant,
+                        instance_leases.c.instance_id,
+                        instance_leases.c.epoch,
+                    )
                 )
-            )
-            return {(row.tenant, row.instance_id): int(row.epoch) for row in renewed}
+                return {(row.tenant, row.instance_id): int(row.epoch) for row in renewed}
+
+        return await retry_conflicts(transaction)  # idempotent: safe to run again
 
     async def acquire(
         self, tenant: str, instance_id: str, node_id: str, ttl_seconds: float
@@ -182,9 +191,11 @@ class LeaseRepository:
             await conn.execute(notice(target))
             return True
 
-    async def listen_for_handovers(self, node_id: str, wake: Callable[[], None]) -> None:
-        """Calls `wake` whenever a lease is reserved for this node (store/handover_notices)."""
-        await listen(self._engine, node_id, wake)
+    async def tell_queued(self, node_id: str, key: InstanceKey) -> None:
+        """Asks the instance's owner to schedule a message committed by another node
+        (store/queue_notices.py)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(queue_notices.notice(node_id, key))
 
     async def end_stalled_sessions(self, seconds: float) -> int:
         """Ends the database sessions whose client stopped in the middle of a statement for

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from zapgate.gateway.clock import MicrosClock, system_micros
 from zapgate.gateway.store.chat_outbound import mirror_in
+from zapgate.gateway.store.conflicts import retry_conflicts
 from zapgate.gateway.store.event_append import append_events
 from zapgate.gateway.store.fencing import FenceToken, hold_fence
 from zapgate.gateway.store.outbox_writers import (
@@ -119,7 +121,10 @@ class MessageRepository:
     async def _insert_batch(self, batch: list[MessageRecord]) -> list[int | None]:
         try:
             rows = [_row(record) for record in batch]
-            seqs: list[int | None] = list(await self._writer.write(rows, self._companions(batch)))
+            companions = self._companions(batch)
+            # One transaction (or one statement): nothing committed when it conflicted.
+            written = await retry_conflicts(lambda: self._writer.write(rows, companions))
+            seqs: list[int | None] = list(written)
         except INTEGRITY_ERRORS:
             return await self._insert_one_by_one(batch)  # find the conflicting ones
         self._journal.committed()
@@ -130,15 +135,19 @@ class MessageRepository:
         seqs: list[int | None] = []
         for record in batch:
             try:
-                async with self._engine.begin() as conn:
-                    seqs.append(await _insert_one(conn, record))
-                    await append_events(conn, [self._journal.row(record)])
+                seqs.append(await retry_conflicts(partial(self._insert_alone, record)))
                 self._journal.committed()
             except IntegrityError:
                 if record.idempotency_key is None:
                     raise
                 seqs.append(None)
         return seqs
+
+    async def _insert_alone(self, record: MessageRecord) -> int:
+        async with self._engine.begin() as conn:
+            seq = await _insert_one(conn, record)
+            await append_events(conn, [self._journal.row(record)])
+        return seq
 
     def _companions(self, created: list[MessageRecord]) -> Companions:
         """Each new message's QUEUED event, committed with it (the writer appends them
@@ -251,10 +260,13 @@ class MessageRepository:
         values: dict[str, Any],
         fenced_by: tuple[str, str, FenceToken | None] | None = None,
     ) -> list[MessageRecord]:
-        async with self._engine.begin() as conn:
-            if fenced_by is not None:
-                await hold_fence(conn, *fenced_by)
-            moved = await self._move_in(conn, condition, values)
+        async def transaction() -> list[MessageRecord]:
+            async with self._engine.begin() as conn:
+                if fenced_by is not None:
+                    await hold_fence(conn, *fenced_by)
+                return await self._move_in(conn, condition, values)
+
+        moved = await retry_conflicts(transaction)
         if moved:
             self._journal.committed()
         return moved
@@ -297,6 +309,14 @@ class MessageRepository:
             },
             None if instance is None else (*instance, fence),
         )
+        return await self.queued(instance)
+
+    async def queued(self, instance: tuple[str, str] | None = None) -> list[MessageRecord]:
+        """The QUEUED messages (of every instance, or of `instance` (tenant, id)), in
+        enqueue order."""
+        scope: sa.ColumnElement[bool] = sa.true()
+        if instance is not None:
+            scope = sa.and_(messages.c.tenant == instance[0], messages.c.instance_id == instance[1])
         async with self._engine.connect() as conn:
             rows = (
                 (
