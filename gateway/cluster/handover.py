@@ -114,10 +114,12 @@ class Handover:
             await self._dispatcher.hand_over(*key)
             await self._supervisor.hand_over(*key, f"moving to node {target.node_id}")
             self._ownership.left(key)
-            self._dispatcher.release(*key)
+            queued_here = self._dispatcher.release(*key)
             reserve = self._settings.lease_ttl_seconds
             if not await self._leases.hand_over(key, self.node_id, epoch, target.node_id, reserve):
                 log.warning("%s/%s: its lease was no longer this node's at the hand-over", *key)
+                if queued_here:  # its owner may have read the outbox before one of them
+                    await self._ownership.tell_owner(key)
                 return False
         except Fenced:
             return False  # lost meanwhile: the node drops it (Fencing.lost)

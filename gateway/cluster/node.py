@@ -181,7 +181,10 @@ class ClusterNode:
 
     async def _release(self, key: InstanceKey) -> None:
         await self._supervisor.release(*key)
-        self._dispatcher.release(*key)
+        if self._dispatcher.release(*key):
+            # Lost while messages waited here: one may have been committed after the new
+            # owner's adoption read the outbox; that owner schedules what it misses.
+            await self.ownership.tell_owner(key)
         try:
             await self._leases.release(self.node_id, [key])
         except Exception:  # it expires by itself

@@ -94,10 +94,15 @@ class Ownership:
         key = (tenant, instance_id)
         if key in self._held:
             return True
-        owner = await self._leases.owner_of(tenant, instance_id)
+        await self.tell_owner(key)
+        return False
+
+    async def tell_owner(self, key: InstanceKey) -> None:
+        """When another node holds the instance: asks it to schedule the QUEUED messages of
+        the instance its queue misses (store/queue_notices.py)."""
+        owner = await self._leases.owner_of(*key)
         if owner is not None and owner.node_id != self.node_id:
             await self._leases.tell_queued(owner.node_id, key)
-        return False
 
     async def refuse_other_owner(self, tenant: str, instance_id: str) -> None:
         if (target := self._leaving.get((tenant, instance_id))) is not None:

@@ -28,7 +28,7 @@ from zapgate.gateway.rpc.errors import InstanceNotFound, InstanceNotRunning
 from zapgate.gateway.sending.templates import render
 from zapgate.gateway.sending.unowned import UnownedSends
 from zapgate.gateway.sending.wakeup import Wakeup
-from zapgate.gateway.store.fencing import NO_FENCING, Fenced, Fencing
+from zapgate.gateway.store.fencing import NO_FENCING, Fenced, FenceToken, Fencing
 from zapgate.gateway.store.inbound import InboundRepository
 from zapgate.gateway.store.instances import InstanceRecord, InstanceRepository
 from zapgate.gateway.store.messages import MessageRecord, MessageRepository
@@ -162,12 +162,16 @@ class Dispatcher:
             await self._sends_ended.wait_for(lambda: not self._sending.get(key))
         await self._save_counters({key})
 
-    def release(self, tenant: str, instance_id: str) -> None:
-        """Cluster mode: this node lost the instance; its new owner sends its queue."""
+    def release(self, tenant: str, instance_id: str) -> bool:
+        """Cluster mode: this node lost the instance; its new owner sends its queue. True
+        when its scheduler still held messages: one committed after the new owner's
+        adoption read the outbox would be QUEUED forever unless that owner is told."""
         key = f"{tenant}/{instance_id}"
+        held = self.scheduler.stats(key).queued > 0 if key in self._configured else False
         self.scheduler.forget(key)
         self._configured.discard(key)
         self._known.pop(key, None)
+        return held
 
     async def stop(self) -> None:
         """After `run` was cancelled: lets in-flight sends finish, saves the counters."""
@@ -181,8 +185,10 @@ class Dispatcher:
         queue lives on the instance's owner node (a call on another is forwarded there); for
         an instance no node serves, the message waits in the shared outbox for the node that
         takes the instance next, as a single gateway's waits for a disconnected instance."""
+        owned_at: FenceToken | None = None
         try:
             await self._fencing.ensure_owner(message.tenant, message.instance_id, claim=False)
+            owned_at = self._fencing.token(message.tenant, message.instance_id)
             here = True
         except InstanceNotRunning:
             if self._unowned is None:
@@ -191,12 +197,28 @@ class Dispatcher:
         stored, created = await self._messages.create(message)  # with its QUEUED event
         if created:
             self._observer.message_entered(stored.state)
-            if here or await self._unowned_now_here(stored):
+            # The commit is not fenced: the lease may have moved while it waited, and the
+            # new owner's adoption may have read the outbox before it. Scheduled here only
+            # if this node still holds the lease it checked; else as a send nobody served.
+            scheduled = here and await self._schedule(stored, still=self._holding(stored, owned_at))
+            if not scheduled and await self._unowned_now_here(stored):
                 await self._schedule(stored)
         return stored, created
 
+    def _holding(self, message: MessageRecord, owned_at: FenceToken | None) -> Callable[[], bool]:
+        """Whether this node still holds the instance at the lease (epoch) `owned_at`."""
+
+        def still() -> bool:
+            try:
+                return self._fencing.token(message.tenant, message.instance_id) == owned_at
+            except Fenced:
+                return False
+
+        return still
+
     async def _unowned_now_here(self, message: MessageRecord) -> bool:
-        assert self._unowned is not None
+        if self._unowned is None:  # a single gateway owns every instance
+            return True
         return await self._unowned.accepted_unowned(message.tenant, message.instance_id)
 
     async def cancel(self, message: MessageRecord) -> bool:
@@ -212,7 +234,14 @@ class Dispatcher:
         )
         return cancelled is not None
 
-    async def _schedule(self, message: MessageRecord, not_before: float = 0.0) -> None:
+    async def _schedule(
+        self,
+        message: MessageRecord,
+        not_before: float = 0.0,
+        still: Callable[[], bool] | None = None,
+    ) -> bool:
+        """False, scheduling nothing, when `still` (asked right before it enqueues, with no
+        await in between, so a release cannot come after it) says no."""
         await self._configure(message.tenant, message.instance_id)
         # A reaction, edit or revoke acts on a message of the chat: never a new contact, no
         # typing before it, and no receipt of its own to wait for.
@@ -221,7 +250,9 @@ class Dispatcher:
         if self.scheduler.holds(message.instance_key, message.id):
             # Cluster mode: a send accepted here while this node adopted the instance is
             # scheduled by whichever of the two got here first.
-            return
+            return True
+        if still is not None and not still():
+            return False
         self.scheduler.enqueue(
             Outgoing(
                 message_id=message.id,
@@ -237,6 +268,7 @@ class Dispatcher:
             )
         )
         self._wake_if_sooner()
+        return True
 
     def _wake_if_sooner(self) -> None:
         """Wakes `run` when the scheduler now has something to do before it would look
