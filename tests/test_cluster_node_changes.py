@@ -105,7 +105,9 @@ async def test_a_lease_whose_adoption_failed_is_released_and_taken_over_again(
         dispatcher,  # type: ignore[arg-type]
         lambda _channel, _on_notice: None,  # not listening: not under test here
     )
-    applying = asyncio.create_task(node._apply_changes())
+    applying = asyncio.gather(  # the node's loops that apply ownership changes
+        node._sort_changes(), node._apply_adoptions(), node._apply_releases()
+    )
     try:
         assert await ownership.acquire(SHOP)
         await until(lambda: SHOP not in ownership, "n1 gives the instance up")
