@@ -4,14 +4,10 @@ an instance whose event is slow to handle (its commit waiting) holds up only its
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 from pathlib import Path
 
-from tests.conftest import FAST_SIM
-from tests.test_start_batches import paired_store
+from tests.test_start_batches import one_sim_worker, paired_store
 from zapgate.sessions import events as ev
-from zapgate.sessions.pool import LostRun, PoolConfig, WorkerPool
 
 
 async def test_a_slow_event_holds_up_only_its_own_instance(tmp_path: Path) -> None:
@@ -29,16 +25,7 @@ async def test_a_slow_event_holds_up_only_its_own_instance(tmp_path: Path) -> No
         if sum(kind == "Connected" for key, kind in handled if key != "acme/i0") == count - 1:
             others_connected.set()
 
-    async def on_worker_lost(lost: list[LostRun]) -> None:
-        raise AssertionError(f"no worker should die here: {lost}")
-
-    config = PoolConfig(
-        size=1,
-        engine="sim",
-        socket_dir=tmp_path / "sockets",
-        sim_timings_json=json.dumps(dataclasses.asdict(FAST_SIM)),
-    )
-    pool = WorkerPool(config, on_event, on_worker_lost)
+    pool = one_sim_worker(tmp_path, on_event)
     await pool.start()
     try:
         for n in range(count):

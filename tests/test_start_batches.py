@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tests.conftest import FAST_SIM
@@ -21,6 +22,23 @@ def paired_store(runtime_dir: Path, n: int) -> None:
     store.save_pairing(f"55119{n:08d}:1@s.whatsapp.net", f"+55119{n:08d}")
 
 
+def one_sim_worker(
+    tmp_path: Path, on_event: Callable[[int, ev.EngineEvent], Awaitable[None]]
+) -> WorkerPool:
+    """A pool of one simulator worker (not started yet) that no worker may leave."""
+
+    async def on_worker_lost(lost: list[LostRun]) -> None:
+        raise AssertionError(f"no worker should die here: {lost}")
+
+    config = PoolConfig(
+        size=1,
+        engine="sim",
+        socket_dir=tmp_path / "sockets",
+        sim_timings_json=json.dumps(dataclasses.asdict(FAST_SIM)),
+    )
+    return WorkerPool(config, on_event, on_worker_lost)
+
+
 async def test_concurrent_starts_go_out_together_and_each_run_connects(tmp_path: Path) -> None:
     connected: dict[str, int] = {}
     everyone = asyncio.Event()
@@ -32,16 +50,7 @@ async def test_concurrent_starts_go_out_together_and_each_run_connects(tmp_path:
             if len(connected) == count:
                 everyone.set()
 
-    async def on_worker_lost(lost: list[LostRun]) -> None:
-        raise AssertionError(f"no worker should die here: {lost}")
-
-    config = PoolConfig(
-        size=1,
-        engine="sim",
-        socket_dir=tmp_path / "sockets",
-        sim_timings_json=json.dumps(dataclasses.asdict(FAST_SIM)),
-    )
-    pool = WorkerPool(config, on_event, on_worker_lost)
+    pool = one_sim_worker(tmp_path, on_event)
     await pool.start()
     slot = pool.slots[0]
     batches: list[int] = []
