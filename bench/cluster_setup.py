@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ helper
 from restore_sessions import seed
 
 from tests.postgres import find_bindir, running_server
+from tests.processes import child_pids
 from tests.server_process import ServerProcess
 from zapgate.gateway.store.db import create_engine
 from zapgate.v1 import instance_pb2 as pb
@@ -119,9 +120,4 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def _with_children(pids: list[int]) -> list[int]:
-    found = list(pids)
-    for pid in pids:
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                found += [int(p) for p in (task / "children").read_text().split()]
-    return found
+    return [*pids, *(child for pid in pids for child in child_pids(pid))]

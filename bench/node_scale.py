@@ -31,8 +31,10 @@ import grpc.aio
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ helpers
 from restore_sessions import seeded
 
+from tests.processes import child_pids
 from zapgate.gateway.config import ServeConfig
 from zapgate.gateway.connections.backoff import Backoff
 from zapgate.gateway.server import Gateway
@@ -85,14 +87,6 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def children(pid: int) -> list[int]:
-    tasks = Path(f"/proc/{pid}/task")
-    found: list[int] = []
-    for task in tasks.iterdir():
-        found += [int(p) for p in (task / "children").read_text().split()]
-    return found
-
-
 def threads(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/task").iterdir()))
 
@@ -126,7 +120,7 @@ class Node:
         return self.process.pid
 
     def worker_pids(self) -> list[int]:
-        return children(self.pid)
+        return child_pids(self.pid)
 
     def cpu(self) -> tuple[float, float]:
         """CPU seconds so far: the core's, and its workers' together."""

@@ -50,6 +50,7 @@ from tests.chaos_checks import (
     subscribe,
 )
 from tests.messaging import STREAM_POLICY, Messenger
+from tests.processes import child_pids
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
 from tests.test_sessions_at_rest import SERVER_FLAGS
@@ -129,15 +130,8 @@ class Cluster:
     def workers(self) -> list[int]:
         """Pids of the core's engine workers (its children running zapgate.sessions.worker)."""
         assert self.server is not None
-        core = self.server.process.pid
-        children: list[int] = []
-        for task in Path(f"/proc/{core}/task").glob("*"):
-            try:
-                children += [int(p) for p in (task / "children").read_text().split()]
-            except OSError:
-                continue
         found = []
-        for pid in children:
+        for pid in child_pids(self.server.process.pid):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:

@@ -76,6 +76,7 @@ from tests.cluster_nodes import Cluster
 from tests.messaging import STREAM_POLICY, Messenger
 from tests.pg_proxy import ProxyProcess
 from tests.postgres import create_database
+from tests.processes import child_pids
 from tests.server_process import ServerProcess
 from tests.sim_client import SimClient
 from tests.sim_server import SimulatedWhatsApp, simulated_whatsapp
@@ -146,13 +147,7 @@ class Node:
     def pids(self) -> list[int]:
         """The node's process and its engine workers (a frozen machine stops them all)."""
         core = self.server.process.pid
-        children: list[int] = []
-        for task in Path(f"/proc/{core}/task").glob("*"):
-            try:
-                children += [int(p) for p in (task / "children").read_text().split()]
-            except OSError:
-                continue
-        return [core, *children]
+        return [core, *child_pids(core)]
 
     def signal_all(self, signum: signal.Signals) -> None:
         for pid in self.pids():
